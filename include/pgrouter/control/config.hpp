@@ -1,0 +1,131 @@
+// The configuration model: one immutable snapshot per load, published as shared_ptr<const Config>.
+// Every key is declared once in config.cpp's key table (type, default, reloadable, validator).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pgrouter::control {
+
+using Millis = std::chrono::milliseconds;
+
+enum class PoolMode { session, transaction };
+enum class AuthMethod { scram_sha_256, md5, trust, reject };
+
+struct Endpoint {
+  std::string host;
+  uint16_t port = 5432;
+  int weight = 1;  // for replicas (later issues)
+};
+
+struct ShardConfig {
+  Endpoint primary;
+  std::vector<Endpoint> replicas;
+};
+
+struct PoolConfig {
+  PoolMode mode = PoolMode::session;
+  int size = 20;             // max server connections per (database, user), over all workers
+  int min_size = 0;          // kept open per (database, user)
+  Millis connect_timeout{5000};
+  Millis idle_timeout{600000};   // idle server connections older than this are closed
+  Millis max_lifetime{3600000};  // server connections older than this are closed at check-in
+  int queue_size = 1000;         // clients allowed to wait for a server per pool
+  Millis queue_timeout{30000};   // a waiting client gets 53300 after this
+  std::string reset_query = "DISCARD ALL";
+};
+
+struct DatabaseConfig {
+  std::string name;     // the name clients connect to
+  std::string dbname;   // the name on the servers (default: name)
+  std::vector<ShardConfig> shards;  // step 1 uses shards[0].primary
+  std::optional<PoolConfig> pool;   // overrides the global pool section when set (whole section merged)
+};
+
+struct UserConfig {
+  std::string name;
+  // Client-side secret: one of these (password may come from password_file / password_env).
+  std::string password;        // plaintext, empty if not known
+  std::string scram_verifier;  // "SCRAM-SHA-256$..." if given
+  std::string md5_hash;        // "md5..." if given
+  // Backend login: user name and password pgrouter uses on the servers (defaults: name, password).
+  std::string backend_user;
+  std::string backend_password;
+};
+
+struct AuthRule {
+  AuthMethod method = AuthMethod::scram_sha_256;
+  std::vector<std::string> users;      // empty or "all" = any
+  std::vector<std::string> databases;  // empty or "all" = any
+  std::vector<std::string> addresses;  // CIDRs; empty or "all" = any
+  int line = 0;                        // where it was declared, for logs
+};
+
+struct ListenConfig {
+  std::string host = "127.0.0.1";
+  uint16_t port = 6432;
+  int workers = 0;  // 0 = one per core
+  int max_client_conn = 10000;
+  int max_message_size = 64 * 1024 * 1024;  // bytes; bigger (or < 4) is 08P01
+  Millis client_login_timeout{15000};
+};
+
+struct TlsConfig {
+  std::string cert_file;  // empty = no TLS; SSLRequest answered 'N'
+  std::string key_file;
+};
+
+struct AdminConfig {
+  std::string host = "127.0.0.1";
+  uint16_t port = 9930;  // 0 = disabled
+};
+
+struct LogConfig {
+  std::string level = "info";  // debug | info | warn | error
+};
+
+struct Config {
+  int version = 1;
+  std::string source;  // file path, or "<embedded>"
+  ListenConfig listen;
+  TlsConfig tls;
+  AdminConfig admin;
+  LogConfig log;
+  PoolConfig pool;
+  std::vector<DatabaseConfig> databases;
+  std::vector<UserConfig> users;
+  std::vector<AuthRule> auth;  // ordered; first match wins; no match = 28000
+
+  const DatabaseConfig* find_database(std::string_view name) const;
+  const UserConfig* find_user(std::string_view name) const;
+  const PoolConfig& pool_for(const DatabaseConfig& db) const { return db.pool ? *db.pool : pool; }
+  // First rule matching user, database and client address (dotted IPv4/IPv6 text); nullptr if none.
+  const AuthRule* match_auth(std::string_view user, std::string_view database, std::string_view address) const;
+};
+
+struct ConfigError {
+  std::string file;
+  int line = 0;  // 1-based; 0 = not tied to a line
+  int column = 0;
+  std::string message;
+  std::string to_string() const;  // "file:line:col: message"
+};
+
+struct LoadResult {
+  std::shared_ptr<const Config> config;  // null when errors is not empty
+  std::vector<ConfigError> errors;
+  bool ok() const { return config != nullptr; }
+};
+
+// Reads YAML, substitutes ${ENV} in scalar values, reads *_file secrets, validates every key.
+// Unknown keys are errors (a typo must not silently fall back to a default).
+LoadResult load_config_file(const std::string& path);
+LoadResult load_config_string(const std::string& yaml, const std::string& source_name);
+
+// Parses "250ms", "5s", "10m", "1h"; a bare number means seconds. nullopt if malformed.
+std::optional<Millis> parse_duration(std::string_view text);
+
+}  // namespace pgrouter::control

@@ -1,0 +1,70 @@
+// Per-worker counters for the data plane. Each WorkerStats is written by one worker thread only
+// (relaxed atomics, no contention) and summed when /metrics is scraped: no lock on the query path.
+#pragma once
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace pgrouter::control {
+
+using Counter = std::atomic<uint64_t>;
+using Gauge = std::atomic<int64_t>;
+
+// Latency histogram with fixed bucket bounds in seconds (same bounds for every worker so they sum).
+struct LatencyHistogram {
+  static constexpr std::array<double, 14> bounds{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                 0.025,  0.05,    0.1,    0.25,  0.5,    1.0,  5.0};
+  std::array<Counter, bounds.size() + 1> buckets{};  // last = +Inf (non-cumulative here)
+  Counter count{0};
+  std::atomic<uint64_t> sum_ns{0};
+  void observe_ns(uint64_t ns) {
+    double s = static_cast<double>(ns) / 1e9;
+    size_t i = 0;
+    while (i < bounds.size() && s > bounds[i]) ++i;
+    buckets[i].fetch_add(1, std::memory_order_relaxed);
+    count.fetch_add(1, std::memory_order_relaxed);
+    sum_ns.fetch_add(ns, std::memory_order_relaxed);
+  }
+};
+
+struct WorkerStats {
+  Gauge clients_connected{0};          // sessions past startup
+  Gauge clients_waiting{0};            // waiting for a server connection
+  Counter client_connections_total{0}; // accepted
+  Counter client_login_failures_total{0};
+  Gauge servers_active{0};             // attached to a client
+  Gauge servers_idle{0};               // in a pool, idle
+  Counter server_connections_total{0}; // opened
+  Counter server_connect_failures_total{0};
+  Counter queries_total{0};            // Query or Sync sent to a server
+  Counter bytes_client_to_server{0};
+  Counter bytes_server_to_client{0};
+  Counter cancel_requests_total{0};
+  LatencyHistogram query_latency;      // Query/Sync forwarded -> ReadyForQuery
+  LatencyHistogram pool_wait;          // time a client waited for a server
+
+  // Errors by SQLSTATE, both those pgrouter raises and those servers send. Errors are rare,
+  // so a per-worker (uncontended) mutex is fine here.
+  void count_error(std::string_view sqlstate, bool raised_by_pgrouter);
+  std::map<std::pair<std::string, bool>, uint64_t> errors_snapshot() const;
+
+ private:
+  mutable std::mutex errors_mu_;
+  std::map<std::pair<std::string, bool>, uint64_t> errors_;
+};
+
+struct Stats {
+  explicit Stats(size_t workers);
+  std::vector<std::unique_ptr<WorkerStats>> workers;
+  WorkerStats control;  // errors raised outside a worker (e.g. cancel handling)
+  Counter config_reloads_total{0};
+  Counter config_reload_failures_total{0};
+  Gauge config_last_reload_success_unixtime{0};
+};
+
+}  // namespace pgrouter::control
