@@ -1,1 +1,192 @@
-int main() { return 0; }
+// pgrouter entry point: command line, config load, workers, admin HTTP, signals (reload, shutdown).
+#include <openssl/rand.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include "pgrouter/asio.hpp"
+#include "pgrouter/control/admin_http.hpp"
+#include "pgrouter/control/config.hpp"
+#include "pgrouter/control/log.hpp"
+#include "pgrouter/net/tls.hpp"
+#include "pgrouter/worker.hpp"
+
+using namespace pgrouter;
+
+namespace {
+
+constexpr const char* kHelp = R"(Usage: pgrouter [OPTIONS]
+
+pgrouter is a PostgreSQL proxy: clients connect to it as if it were PostgreSQL, and it relays
+their sessions to the servers named in its configuration through per-database connection pools.
+
+Options:
+  -c, --config FILE        Run with the YAML configuration FILE
+                           (default: /etc/pgrouter/pgrouter.yaml).
+      --check-config FILE  Validate FILE and exit: 0 if valid, 1 with one "file:line:column: message"
+                           line per problem on stderr.
+  -h, --help               Show this help and exit.
+  -V, --version            Show the version and exit.
+
+Signals:
+  SIGHUP                   Re-read the configuration file. An invalid file is rejected whole: the running
+                           configuration stays, the errors are logged and pgrouter_config_reload_failures_total
+                           is incremented. Pool and server changes apply without closing client connections;
+                           listen address, port, workers and admin port need a restart.
+  SIGTERM, SIGINT          Stop: close the listeners and all connections, exit 0.
+
+Admin HTTP (admin.host:admin.port): GET /metrics (Prometheus), /livez, /readyz.
+Logs: one JSON object per line on stderr.
+Configuration reference: conf/pgrouter.yaml (installed as /etc/pgrouter/pgrouter.yaml).
+)";
+
+void print_errors(const std::vector<control::ConfigError>& errors) {
+  for (auto& e : errors) std::cerr << e.to_string() << "\n";
+}
+
+std::shared_ptr<net::ssl::context> tls_for(const control::Config& c, std::string& err) {
+  if (c.tls.cert_file.empty()) return nullptr;
+  return net::make_server_tls_context(c.tls.cert_file, c.tls.key_file, err);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path = "/etc/pgrouter/pgrouter.yaml";
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&](const char* opt) -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << "pgrouter: " << opt << " needs a FILE argument\nTry 'pgrouter --help'.\n";
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "-h" || a == "--help") {
+      std::cout << kHelp;
+      return 0;
+    } else if (a == "-V" || a == "--version") {
+      std::cout << "pgrouter " << PGROUTER_VERSION << "\n";
+      return 0;
+    } else if (a == "-c" || a == "--config") {
+      config_path = next("--config");
+    } else if (a.rfind("--config=", 0) == 0) {
+      config_path = a.substr(9);
+    } else if (a == "--check-config") {
+      auto r = control::load_config_file(next("--check-config"));
+      if (!r.ok()) {
+        print_errors(r.errors);
+        return 1;
+      }
+      std::string err;
+      if (!r.config->tls.cert_file.empty() && !tls_for(*r.config, err)) {
+        std::cerr << r.config->source << ": " << err << "\n";
+        return 1;
+      }
+      std::cout << r.config->source << ": configuration is valid\n";
+      return 0;
+    } else {
+      std::cerr << "pgrouter: unknown option '" << a << "'\nTry 'pgrouter --help'.\n";
+      return 2;
+    }
+  }
+
+  auto loaded = control::load_config_file(config_path);
+  if (!loaded.ok()) {
+    print_errors(loaded.errors);
+    std::cerr << "pgrouter: not started: the configuration has errors\n";
+    return 1;
+  }
+  auto config = loaded.config;
+  log::Level level;
+  if (log::parse_level(config->log.level, level)) log::set_level(level);
+  std::string tls_err;
+  auto tls = tls_for(*config, tls_err);
+  if (!config->tls.cert_file.empty() && !tls) {
+    log::error("cannot start: TLS configuration is invalid", {{"error", tls_err}});
+    return 1;
+  }
+
+  std::signal(SIGPIPE, SIG_IGN);
+  int nworkers = config->listen.workers > 0 ? config->listen.workers
+                                            : std::max(1, int(std::thread::hardware_concurrency()));
+  if (nworkers > 126) nworkers = 126;  // the worker index is encoded in cancel keys
+
+  Runtime rt;
+  rt.stats = std::make_shared<control::Stats>(size_t(nworkers));
+  unsigned char secret[32];
+  RAND_bytes(secret, sizeof secret);
+  rt.mock_secret.assign(reinterpret_cast<char*>(secret), sizeof secret);
+  for (int i = 0; i < nworkers; ++i) rt.workers.push_back(std::make_unique<Worker>(rt, i, config, tls));
+  try {
+    for (auto& w : rt.workers) w->listen(config->listen.host, config->listen.port);
+  } catch (const std::exception& e) {
+    log::error("cannot listen", {{"host", config->listen.host}, {"port", config->listen.port}, {"error", e.what()}});
+    return 1;
+  }
+
+  asio::io_context control_io(1);
+  std::unique_ptr<control::AdminServer> admin;
+  if (config->admin.port != 0) {
+    admin = std::make_unique<control::AdminServer>(control_io, config->admin.host, config->admin.port, rt.stats,
+                                                   [] { return std::string(); });
+    try {
+      admin->start();
+    } catch (const std::exception& e) {
+      log::error("cannot start admin HTTP server",
+                 {{"host", config->admin.host}, {"port", config->admin.port}, {"error", e.what()}});
+      return 1;
+    }
+  }
+  for (auto& w : rt.workers) w->start();
+  rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));
+  log::info("pgrouter started", {{"version", PGROUTER_VERSION}, {"config", config_path},
+                                 {"listen", config->listen.host + ":" + std::to_string(config->listen.port)},
+                                 {"workers", nworkers}, {"admin_port", config->admin.port}});
+
+  asio::signal_set signals(control_io, SIGHUP, SIGTERM, SIGINT);
+  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
+                                                                             int sig) {
+    if (ec) return;
+    if (sig == SIGHUP) {
+      rt.stats->config_reloads_total.fetch_add(1);
+      auto r = control::load_config_file(config_path);
+      std::string err;
+      std::shared_ptr<net::ssl::context> new_tls;
+      if (r.ok() && !r.config->tls.cert_file.empty()) {
+        new_tls = tls_for(*r.config, err);
+        if (!new_tls) r.errors.push_back({config_path, 0, 0, err}), r.config = nullptr;
+      }
+      if (!r.ok()) {
+        rt.stats->config_reload_failures_total.fetch_add(1);
+        for (auto& e : r.errors) log::error("config reload rejected", {{"error", e.to_string()}});
+        log::error("config reload failed: keeping the running configuration", {{"config", config_path}});
+      } else {
+        if (r.config->listen.host != config->listen.host || r.config->listen.port != config->listen.port ||
+            r.config->listen.workers != config->listen.workers || r.config->admin.port != config->admin.port)
+          log::warn("listen/admin address and workers changes need a restart; other changes applied");
+        config = r.config;
+        if (log::parse_level(config->log.level, level)) log::set_level(level);
+        for (auto& w : rt.workers) w->publish(config, new_tls);
+        rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));
+        log::info("configuration reloaded", {{"config", config_path}});
+      }
+      signals.async_wait(on_signal);
+      return;
+    }
+    log::info("shutting down", {{"signal", sig}});
+    for (auto& w : rt.workers) w->stop();
+    control_io.stop();
+  };
+  signals.async_wait(on_signal);
+  control_io.run();
+  for (auto& w : rt.workers) w->join();
+  admin.reset();
+  rt.workers.clear();
+  return 0;
+}

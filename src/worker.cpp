@@ -1,1 +1,147 @@
-// placeholder: being written
+// Worker threads: accept loop, per-worker pools, config snapshots applied between events.
+#include "pgrouter/worker.hpp"
+
+#include <sys/socket.h>
+
+#include "pgrouter/control/log.hpp"
+#include "pgrouter/session/client_session.hpp"
+
+namespace pgrouter {
+
+Worker::Worker(Runtime& rt, int index, std::shared_ptr<const control::Config> config,
+               std::shared_ptr<net::ssl::context> tls)
+    : rt_(rt),
+      index_(index),
+      stats_(*rt.stats->workers.at(size_t(index))),
+      acceptor_(io_),
+      config_(std::move(config)),
+      tls_(std::move(tls)),
+      rng_(std::random_device{}()) {}
+
+Worker::~Worker() {
+  stop();
+  join();
+}
+
+void Worker::listen(const std::string& host, uint16_t port) {
+  auto addr = asio::ip::make_address(host);
+  tcp::endpoint ep(addr, port);
+  acceptor_.open(ep.protocol());
+  acceptor_.set_option(tcp::acceptor::reuse_address(true));
+  int one = 1;
+  if (::setsockopt(acceptor_.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+    throw std::runtime_error("cannot set SO_REUSEPORT");
+  acceptor_.bind(ep);
+  acceptor_.listen(4096);
+}
+
+void Worker::start() {
+  asio::co_spawn(io_, accept_loop(), asio::detached);
+  asio::co_spawn(io_, maintenance_loop(), asio::detached);
+  thread_ = std::thread([this] {
+    log::set_thread_worker(index_);
+    for (;;) {
+      try {
+        io_.run();
+        break;
+      } catch (const std::exception& e) {
+        // A bug in one session must not take the others down.
+        log::error("unhandled exception in worker; continuing", {{"error", e.what()}});
+      }
+    }
+  });
+}
+
+void Worker::stop() {
+  asio::post(io_, [this] {
+    stopping_ = true;
+    boost::system::error_code ec;
+    acceptor_.close(ec);
+    io_.stop();
+  });
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::publish(std::shared_ptr<const control::Config> config, std::shared_ptr<net::ssl::context> tls) {
+  asio::post(io_, [this, config = std::move(config), tls = std::move(tls)]() mutable {
+    config_ = std::move(config);
+    tls_ = std::move(tls);
+    for (auto& [key, pool] : pools_) {
+      auto* db = config_->find_database(key.first);
+      auto* user = config_->find_user(key.second);
+      if (db && user) pool->update(settings_for(*db, *user));
+    }
+  });
+}
+
+pool::PoolSettings Worker::settings_for(const control::DatabaseConfig& db, const control::UserConfig& user) const {
+  pool::PoolSettings s;
+  const auto& primary = db.shards.at(0).primary;
+  s.target.host = primary.host;
+  s.target.port = primary.port;
+  s.target.dbname = db.dbname.empty() ? db.name : db.dbname;
+  s.target.user = user.backend_user.empty() ? user.name : user.backend_user;
+  s.target.password = user.backend_password.empty() ? user.password : user.backend_password;
+  s.config = config_->pool_for(db);
+  int workers = int(rt_.workers.size());
+  if (workers < 1) workers = 1;
+  // The configured size is for the whole process; each worker owns an equal share (rounded up).
+  s.max_servers = std::max(1, (s.config.size + workers - 1) / workers);
+  s.min_servers = (s.config.min_size + workers - 1) / workers;
+  return s;
+}
+
+pool::Pool& Worker::pool_for(const control::DatabaseConfig& db, const control::UserConfig& user) {
+  auto key = std::make_pair(db.name, user.name);
+  auto it = pools_.find(key);
+  if (it == pools_.end())
+    it = pools_.emplace(key, std::make_unique<pool::Pool>(io_.get_executor(), settings_for(db, user), stats_)).first;
+  return *it->second;
+}
+
+uint32_t Worker::register_session(session::ClientSession* s, uint32_t& secret) {
+  uint32_t pid;
+  do {
+    pid_counter_ = (pid_counter_ + 1) & 0xffffffu;
+    pid = (uint32_t(index_ + 1) << 24) | pid_counter_;
+  } while (pid_counter_ == 0 || sessions_.count(pid));
+  secret = uint32_t(rng_());
+  sessions_[pid] = s;
+  return pid;
+}
+
+void Worker::unregister_session(uint32_t pid) { sessions_.erase(pid); }
+
+awaitable<void> Worker::accept_loop() {
+  for (;;) {
+    boost::system::error_code ec;
+    tcp::socket sock = co_await acceptor_.async_accept(asio::redirect_error(use_awaitable, ec));
+    if (ec) {
+      if (stopping_ || ec == asio::error::operation_aborted) co_return;
+      log::warn("accept failed", {{"error", ec.message()}});
+      // EMFILE and friends: back off briefly instead of spinning.
+      asio::steady_timer t(io_);
+      t.expires_after(std::chrono::milliseconds(50));
+      co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
+      continue;
+    }
+    session::spawn_session(*this, std::move(sock));
+  }
+}
+
+awaitable<void> Worker::maintenance_loop() {
+  asio::steady_timer t(io_);
+  for (;;) {
+    t.expires_after(std::chrono::seconds(1));
+    boost::system::error_code ec;
+    co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
+    if (stopping_) co_return;
+    auto now = pool::Clock::now();
+    for (auto& [key, pool] : pools_) pool->maintain(now);
+  }
+}
+
+}  // namespace pgrouter

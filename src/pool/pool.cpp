@@ -1,1 +1,204 @@
-// placeholder: being written
+// Worker-local connection pool: checkout, checkin with reset, bounded waiting, upkeep.
+#include "pgrouter/pool/pool.hpp"
+
+#include "pgrouter/control/log.hpp"
+#include "pgrouter/protocol/messages.hpp"
+
+namespace pgrouter::pool {
+
+struct Pool::Waiter {
+  explicit Waiter(asio::any_io_executor ex) : timer(ex) {}
+  asio::steady_timer timer;
+  std::unique_ptr<ServerConnection> conn;  // handed over by release()
+  bool slot = false;                       // a slot was freed: try to open a connection
+  bool queued = true;
+};
+
+Pool::Pool(asio::any_io_executor ex, PoolSettings settings, control::WorkerStats& stats)
+    : ex_(std::move(ex)), settings_(std::move(settings)), stats_(stats) {}
+
+Pool::~Pool() {
+  *alive_ = false;
+  stats_.servers_idle.fetch_sub(int64_t(idle_.size()), std::memory_order_relaxed);
+}
+
+void Pool::update(PoolSettings settings) {
+  bool retarget = !(settings.target == settings_.target);
+  settings_ = std::move(settings);
+  if (retarget) {
+    ++generation_;
+    while (!idle_.empty()) {
+      auto c = std::move(idle_.back());
+      idle_.pop_back();
+      stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
+      close(std::move(c));
+    }
+  }
+  // A larger pool may let waiters in now.
+  while (!waiters_.empty() && total_ < settings_.max_servers) {
+    Waiter* w = waiters_.front();
+    waiters_.pop_front();
+    w->queued = false;
+    w->slot = true;
+    w->timer.cancel();
+    break;
+  }
+}
+
+bool Pool::expired(const ServerConnection& c, Clock::time_point now) const {
+  return c.generation != generation_ || now - c.created >= settings_.config.max_lifetime;
+}
+
+awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
+  auto started = Clock::now();
+  for (;;) {
+    auto now = Clock::now();
+    while (!idle_.empty()) {
+      auto c = std::move(idle_.back());
+      idle_.pop_back();
+      stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
+      if (expired(*c, now) || !c->looks_alive()) {
+        close(std::move(c));
+        continue;
+      }
+      stats_.pool_wait.observe_ns(uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(now - started).count()));
+      co_return c;
+    }
+    if (total_ < settings_.max_servers) {
+      ++total_;
+      auto alive = alive_;
+      auto c = co_await connect_server(ex_, settings_.target, settings_.config.connect_timeout, err);
+      if (!*alive) co_return nullptr;
+      if (!c) {
+        --total_;
+        stats_.server_connect_failures_total.fetch_add(1, std::memory_order_relaxed);
+        log::warn("server login failed", {{"host", settings_.target.host}, {"port", settings_.target.port},
+                                          {"user", settings_.target.user}, {"sqlstate", err.sqlstate},
+                                          {"error", err.message}});
+        co_return nullptr;
+      }
+      c->generation = generation_;
+      stats_.server_connections_total.fetch_add(1, std::memory_order_relaxed);
+      stats_.pool_wait.observe_ns(
+          uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count()));
+      co_return c;
+    }
+    if (int(waiters_.size()) >= settings_.config.queue_size) {
+      err = {protocol::sqlstate::too_many_connections,
+             "too many clients waiting for a server connection to database \"" + settings_.target.dbname +
+                 "\" (pool.queue_size = " + std::to_string(settings_.config.queue_size) + ")",
+             false};
+      co_return nullptr;
+    }
+    Waiter w(ex_);
+    auto deadline = started + settings_.config.queue_timeout;
+    w.timer.expires_at(deadline);
+    waiters_.push_back(&w);
+    stats_.clients_waiting.fetch_add(1, std::memory_order_relaxed);
+    boost::system::error_code ec;
+    auto alive = alive_;
+    co_await w.timer.async_wait(asio::redirect_error(use_awaitable, ec));
+    stats_.clients_waiting.fetch_sub(1, std::memory_order_relaxed);
+    if (!*alive) co_return nullptr;
+    if (w.conn) {
+      stats_.pool_wait.observe_ns(
+          uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count()));
+      co_return std::move(w.conn);
+    }
+    if (w.queued) waiters_.remove(&w);
+    if (w.slot && Clock::now() < deadline) continue;
+    err = {protocol::sqlstate::too_many_connections,
+           "timed out after " + std::to_string(settings_.config.queue_timeout.count()) +
+               " ms waiting for a server connection to database \"" + settings_.target.dbname +
+               "\": all " + std::to_string(settings_.max_servers) + " are in use",
+           false};
+    co_return nullptr;
+  }
+}
+
+void Pool::release(std::unique_ptr<ServerConnection> conn, bool clean) {
+  if (!conn) return;
+  if (!clean || expired(*conn, Clock::now()) || !conn->buffer.empty()) {
+    close(std::move(conn));
+    return;
+  }
+  asio::co_spawn(ex_, reset_and_return(std::move(conn)), asio::detached);
+}
+
+awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {
+  auto alive = alive_;
+  bool ok = true;
+  if (conn->tx_status != 'I') ok = co_await conn->run_quietly("ROLLBACK");
+  if (ok && !settings_.config.reset_query.empty()) ok = co_await conn->run_quietly(settings_.config.reset_query);
+  if (!*alive) co_return;
+  if (!ok) {
+    close(std::move(conn));
+    co_return;
+  }
+  hand_over(std::move(conn));
+}
+
+void Pool::hand_over(std::unique_ptr<ServerConnection> conn) {
+  if (!waiters_.empty()) {
+    Waiter* w = waiters_.front();
+    waiters_.pop_front();
+    w->queued = false;
+    w->conn = std::move(conn);
+    w->timer.cancel();
+    return;
+  }
+  conn->idle_since = Clock::now();
+  conn->buffer.shrink(true);
+  idle_.push_back(std::move(conn));
+  stats_.servers_idle.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Pool::close(std::unique_ptr<ServerConnection> conn) {
+  boost::system::error_code ec;
+  if (conn && conn->socket.is_open()) {
+    std::string bye;
+    protocol::append_terminate(bye);
+    conn->socket.non_blocking(true, ec);
+    conn->socket.write_some(asio::buffer(bye), ec);  // best effort, never blocks
+    conn->socket.close(ec);
+  }
+  --total_;
+  if (!waiters_.empty() && total_ < settings_.max_servers) {
+    Waiter* w = waiters_.front();
+    waiters_.pop_front();
+    w->queued = false;
+    w->slot = true;
+    w->timer.cancel();
+  }
+}
+
+awaitable<void> Pool::open_spare() {
+  auto alive = alive_;
+  ServerError err;
+  ++total_;
+  auto c = co_await connect_server(ex_, settings_.target, settings_.config.connect_timeout, err);
+  if (!*alive) co_return;
+  if (!c) {
+    --total_;
+    stats_.server_connect_failures_total.fetch_add(1, std::memory_order_relaxed);
+    co_return;
+  }
+  c->generation = generation_;
+  stats_.server_connections_total.fetch_add(1, std::memory_order_relaxed);
+  hand_over(std::move(c));
+}
+
+void Pool::maintain(Clock::time_point now) {
+  // Oldest idle connections are at the front (LIFO reuse at the back).
+  while (!idle_.empty() && total_ > settings_.min_servers) {
+    auto& c = *idle_.front();
+    if (now - c.idle_since < settings_.config.idle_timeout && !expired(c, now) && c.looks_alive()) break;
+    auto victim = std::move(idle_.front());
+    idle_.pop_front();
+    stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
+    close(std::move(victim));
+  }
+  for (int i = total_; i < settings_.min_servers; ++i) asio::co_spawn(ex_, open_spare(), asio::detached);
+}
+
+}  // namespace pgrouter::pool

@@ -1,1 +1,675 @@
-// placeholder: being written
+// The client session coroutine: startup, authentication, server attach and the two-way relay.
+#include "pgrouter/session/client_session.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "pgrouter/control/log.hpp"
+#include "pgrouter/net/io.hpp"
+#include "pgrouter/protocol/md5.hpp"
+#include "pgrouter/protocol/scram.hpp"
+
+namespace pgrouter::session {
+namespace p = pgrouter::protocol;
+using control::AuthMethod;
+
+namespace {
+// Unauthenticated clients may not make pgrouter allocate much.
+constexpr uint32_t kMaxAuthMessage = 8192;
+
+// Startup parameters that are about the connection itself, not session settings to apply.
+bool is_connection_param(std::string_view k) {
+  return k == "user" || k == "database" || k == "replication" || k == "options" ||
+         k.substr(0, 5) == "_pq_.";
+}
+
+void cancel_stream(tcp::socket& s) {
+  boost::system::error_code ec;
+  s.cancel(ec);
+}
+void cancel_stream(net::TlsStream& s) {
+  boost::system::error_code ec;
+  s.lowest_layer().cancel(ec);
+}
+}  // namespace
+
+ClientSession::ClientSession(Worker& worker, tcp::socket socket)
+    : w_(worker), socket_(std::move(socket)), id_(worker.next_session_id()) {
+  boost::system::error_code ec;
+  auto ep = socket_.remote_endpoint(ec);
+  if (!ec) {
+    auto addr = ep.address();
+    if (addr.is_v6() && addr.to_v6().is_v4_mapped()) addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
+    peer_ = addr.to_string();
+  }
+  config_ = w_.config();
+}
+
+ClientSession::~ClientSession() {
+  if (key_pid_) w_.unregister_session(key_pid_);
+  if (server_ && pool_) {
+    w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+    pool_->release(std::move(server_), false);
+  }
+  if (counted_client_) {
+    w_.runtime().clients.fetch_sub(1, std::memory_order_relaxed);
+    if (logged_in_) w_.stats().clients_connected.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+bool ClientSession::secret_matches(uint32_t secret) const {
+  return CRYPTO_memcmp(&secret, &key_secret_, sizeof secret) == 0;
+}
+
+void ClientSession::forward_cancel() {
+  // Only a query actually running for this client is cancelled; an idle server may already be
+  // serving someone else in transaction mode, and its key must not be used then.
+  if (!server_ || pending_ == 0) return;
+  w_.stats().cancel_requests_total.fetch_add(1, std::memory_order_relaxed);
+  asio::co_spawn(w_.io(),
+                 send_cancel(w_.io().get_executor(), server_->target.host, server_->target.port, server_->backend_pid,
+                             server_->backend_secret),
+                 asio::detached);
+}
+
+awaitable<void> send_cancel(asio::any_io_executor ex, std::string host, uint16_t port, uint32_t pid,
+                            uint32_t secret) {
+  tcp::socket s(ex);
+  tcp::resolver resolver(ex);
+  net::error_code ec;
+  auto eps = co_await resolver.async_resolve(host, std::to_string(port), asio::redirect_error(use_awaitable, ec));
+  if (ec) co_return;
+  co_await asio::async_connect(s, eps, asio::redirect_error(use_awaitable, ec));
+  if (ec) co_return;
+  std::string msg;
+  p::append_cancel_request(msg, pid, secret);
+  co_await net::write_all(s, msg);
+  // PostgreSQL closes the connection when done; wait for that so the cancel is delivered.
+  char b;
+  co_await s.async_read_some(asio::buffer(&b, 1), asio::redirect_error(use_awaitable, ec));
+}
+
+void ClientSession::handle_cancel_request(const p::StartupPacket& sp) {
+  Runtime& rt = w_.runtime();
+  int target = Worker::worker_of_pid(sp.cancel_pid);
+  if (target < 0 || target >= int(rt.workers.size())) return;
+  Worker* tw = rt.workers[size_t(target)].get();
+  uint32_t pid = sp.cancel_pid, secret = sp.cancel_secret;
+  asio::post(tw->io(), [tw, pid, secret] {
+    ClientSession* s = tw->find_session(pid);
+    if (s && s->secret_matches(secret)) s->forward_cancel();
+  });
+}
+
+template <typename Stream>
+awaitable<void> ClientSession::fail(Stream& s, const char* sqlstate, std::string message, std::string hint) {
+  std::string out;
+  p::append_error(out, "FATAL", sqlstate, message, {}, hint);
+  w_.stats().count_error(sqlstate, true);
+  co_await net::write_all(s, out);
+}
+
+template <typename Stream>
+awaitable<bool> ClientSession::read_startup_on(Stream& s, p::StartupPacket& out) {
+  char len_buf[4];
+  if (co_await net::read_exact(s, len_buf, 4)) co_return false;
+  uint32_t len = p::read_be32(len_buf);
+  if (len < 8 || len > p::kMaxStartupPacket) {
+    co_await fail(s, p::sqlstate::protocol_violation,
+                  "invalid length of startup packet (" + std::to_string(len) + " bytes)",
+                  "Connect with a PostgreSQL protocol 3.0 client.");
+    co_return false;
+  }
+  std::string body(len - 4, '\0');
+  if (co_await net::read_exact(s, body.data(), body.size())) co_return false;
+  std::string why;
+  auto sp = p::parse_startup(body, why);
+  if (!sp) {
+    co_await fail(s, p::sqlstate::protocol_violation, "invalid startup packet: " + why);
+    co_return false;
+  }
+  out = std::move(*sp);
+  co_return true;
+}
+
+awaitable<void> ClientSession::run() {
+  auto& rt = w_.runtime();
+  w_.stats().client_connections_total.fetch_add(1, std::memory_order_relaxed);
+  counted_client_ = true;
+  int now_clients = rt.clients.fetch_add(1, std::memory_order_relaxed) + 1;
+  net::tune_socket(socket_);
+
+  // A login that does not finish in time is cut off, whatever stage it is stuck in.
+  auto login_done = std::make_shared<bool>(false);
+  asio::steady_timer login_timer(w_.io());
+  login_timer.expires_after(config_->listen.client_login_timeout);
+  login_done_ = login_done;
+  login_timer.async_wait([this, login_done](boost::system::error_code ec) {
+    if (!ec && !*login_done) {
+      log::info("client login timed out", {{"session", id_}, {"client", peer_}});
+      boost::system::error_code ignored;
+      auto& raw = tls_ ? tls_->next_layer() : socket_;
+      raw.shutdown(tcp::socket::shutdown_both, ignored);
+      raw.cancel(ignored);
+    }
+  });
+  struct Guard {
+    std::shared_ptr<bool> done;
+    asio::steady_timer& t;
+    ~Guard() { *done = true; t.cancel(); }
+  } guard{login_done, login_timer};
+
+  p::StartupPacket sp;
+  bool tried_ssl = false, tried_gss = false;
+  for (;;) {
+    if (!co_await read_startup_on(socket_, sp)) co_return;
+    if (sp.code == p::kCancelRequestCode) {
+      handle_cancel_request(sp);
+      co_return;  // PostgreSQL closes a cancel connection without answering
+    }
+    if (sp.code == p::kSslRequestCode) {
+      if (tried_ssl) {
+        co_await fail(socket_, p::sqlstate::protocol_violation, "SSLRequest sent twice");
+        co_return;
+      }
+      tried_ssl = true;
+      // Bytes pipelined after SSLRequest would be processed as if they came over TLS (CVE-2021-23222).
+      boost::system::error_code ec;
+      if (socket_.available(ec) > 0) {
+        log::warn("client sent data after SSLRequest before the TLS handshake; closing",
+                  {{"session", id_}, {"client", peer_}});
+        co_return;
+      }
+      auto ctx = w_.tls();
+      if (!ctx) {
+        if (co_await net::write_all(socket_, "N", 1)) co_return;
+        continue;
+      }
+      if (co_await net::write_all(socket_, "S", 1)) co_return;
+      tls_ = std::make_unique<net::TlsStream>(std::move(socket_), *ctx);
+      net::error_code hec;
+      co_await tls_->async_handshake(net::ssl::stream_base::server, asio::redirect_error(use_awaitable, hec));
+      if (hec) {
+        log::info("TLS handshake failed", {{"session", id_}, {"client", peer_}, {"error", hec.message()}});
+        co_return;
+      }
+      p::StartupPacket tsp;
+      if (!co_await read_startup_on(*tls_, tsp)) co_return;
+      if (tsp.code == p::kSslRequestCode || tsp.code == p::kGssEncRequestCode ||
+          tsp.code == p::kCancelRequestCode) {
+        co_await fail(*tls_, p::sqlstate::protocol_violation, "unexpected request inside TLS");
+        co_return;
+      }
+      if (now_clients > config_->listen.max_client_conn) {
+        co_await fail(*tls_, p::sqlstate::too_many_connections,
+                      "sorry, too many clients already (listen.max_client_conn = " +
+                          std::to_string(config_->listen.max_client_conn) + ")");
+        co_return;
+      }
+      co_await serve(*tls_, std::move(tsp));
+      co_return;
+    }
+    if (sp.code == p::kGssEncRequestCode) {
+      if (tried_gss) {
+        co_await fail(socket_, p::sqlstate::protocol_violation, "GSSENCRequest sent twice");
+        co_return;
+      }
+      tried_gss = true;
+      if (co_await net::write_all(socket_, "N", 1)) co_return;
+      continue;
+    }
+    break;
+  }
+  if (now_clients > config_->listen.max_client_conn) {
+    co_await fail(socket_, p::sqlstate::too_many_connections,
+                  "sorry, too many clients already (listen.max_client_conn = " +
+                      std::to_string(config_->listen.max_client_conn) + ")");
+    co_return;
+  }
+  co_await serve(socket_, std::move(sp));
+}
+
+template <typename Stream>
+awaitable<void> ClientSession::serve(Stream& s, p::StartupPacket sp) {
+  if ((sp.code >> 16) != 3) {
+    co_await fail(s, p::sqlstate::feature_not_supported,
+                  "unsupported frontend protocol " + std::to_string(sp.code >> 16) + "." +
+                      std::to_string(sp.code & 0xffff) + ": pgrouter supports protocol 3.0");
+    co_return;
+  }
+  std::vector<std::string> unrecognized;
+  for (auto& [k, v] : sp.params)
+    if (k.rfind("_pq_.", 0) == 0) unrecognized.push_back(k);
+  if ((sp.code & 0xffff) != 0 || !unrecognized.empty()) {
+    std::string out;
+    p::append_negotiate_protocol_version(out, 0, unrecognized);
+    if (co_await net::write_all(s, out)) co_return;
+  }
+  if (auto* r = sp.find("replication"); r && *r != "false" && *r != "0" && *r != "off" && *r != "no") {
+    co_await fail(s, p::sqlstate::feature_not_supported, "pgrouter does not proxy replication connections",
+                  "Connect replication clients straight to PostgreSQL.");
+    co_return;
+  }
+  auto* user = sp.find("user");
+  if (!user || user->empty()) {
+    co_await fail(s, p::sqlstate::invalid_authorization, "no PostgreSQL user name specified in startup packet");
+    co_return;
+  }
+  user_ = *user;
+  auto* db = sp.find("database");
+  database_ = (db && !db->empty()) ? *db : user_;
+
+  if (!co_await authenticate(s, sp)) {
+    w_.stats().client_login_failures_total.fetch_add(1, std::memory_order_relaxed);
+    co_return;
+  }
+  // Authenticated: from here waiting is bounded by pool.queue_timeout, not the login timeout.
+  *login_done_ = true;
+  db_ = config_->find_database(database_);
+  if (!db_) {
+    co_await fail(s, p::sqlstate::unknown_database, "database \"" + database_ + "\" does not exist",
+                  "pgrouter serves only the databases listed under \"databases:\" in its configuration.");
+    w_.stats().client_login_failures_total.fetch_add(1, std::memory_order_relaxed);
+    co_return;
+  }
+  if (!co_await attach_and_welcome(s, sp)) co_return;
+  logged_in_ = true;
+  w_.stats().clients_connected.fetch_add(1, std::memory_order_relaxed);
+  log::debug("client logged in", {{"session", id_}, {"client", peer_}, {"user", user_}, {"database", database_}});
+  co_await relay(s);
+}
+
+template <typename Stream>
+awaitable<bool> ClientSession::read_password_message(Stream& s, std::string& body) {
+  char hdr[5];
+  if (co_await net::read_exact(s, hdr, 5)) co_return false;
+  uint32_t len = p::read_be32(hdr + 1);
+  if (hdr[0] != 'p') {
+    if (hdr[0] != 'X')
+      co_await fail(s, p::sqlstate::protocol_violation,
+                    std::string("expected a password message, got message type '") + hdr[0] + "'");
+    co_return false;
+  }
+  if (len < 4 || len > kMaxAuthMessage) {
+    co_await fail(s, p::sqlstate::protocol_violation, "invalid password message length " + std::to_string(len));
+    co_return false;
+  }
+  body.assign(len - 4, '\0');
+  if (len > 4 && co_await net::read_exact(s, body.data(), body.size())) co_return false;
+  co_return true;
+}
+
+template <typename Stream>
+awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) {
+  const control::AuthRule* rule = config_->match_auth(user_, database_, peer_);
+  auto bad_password = [&]() -> awaitable<bool> {
+    log::warn("client authentication failed", {{"session", id_}, {"client", peer_}, {"user", user_},
+                                               {"database", database_}, {"sqlstate", "28P01"}});
+    co_await fail(s, p::sqlstate::invalid_password, "password authentication failed for user \"" + user_ + "\"");
+    co_return false;
+  };
+  if (!rule || rule->method == AuthMethod::reject) {
+    log::warn("no auth rule allows connection", {{"session", id_}, {"client", peer_}, {"user", user_},
+                                                 {"database", database_}, {"sqlstate", "28000"}});
+    co_await fail(s, p::sqlstate::invalid_authorization,
+                  "no pgrouter auth rule allows host \"" + peer_ + "\", user \"" + user_ + "\", database \"" +
+                      database_ + "\"",
+                  "Add a rule for this client under \"auth:\" in the pgrouter configuration.");
+    co_return false;
+  }
+  user_cfg_ = config_->find_user(user_);
+  if (rule->method == AuthMethod::trust) {
+    if (!user_cfg_) co_return co_await bad_password();
+    co_return true;
+  }
+  std::string body;
+  if (rule->method == AuthMethod::md5) {
+    char salt[4];
+    RAND_bytes(reinterpret_cast<unsigned char*>(salt), 4);
+    std::string out;
+    p::append_auth(out, 5, std::string_view(salt, 4));
+    if (co_await net::write_all(s, out)) co_return false;
+    if (!co_await read_password_message(s, body)) co_return false;
+    std::string_view given(body.data(), body.find('\0') == std::string::npos ? body.size() : body.find('\0'));
+    std::string stored;
+    if (user_cfg_) {
+      if (!user_cfg_->md5_hash.empty()) stored = user_cfg_->md5_hash;
+      else if (!user_cfg_->password.empty()) stored = p::md5::stored_hash(user_, user_cfg_->password);
+    }
+    if (stored.empty()) co_return co_await bad_password();
+    std::string expected = p::md5::response(stored, std::string_view(salt, 4));
+    if (given.size() != expected.size() || CRYPTO_memcmp(given.data(), expected.data(), expected.size()) != 0)
+      co_return co_await bad_password();
+    co_return true;
+  }
+  // SCRAM-SHA-256. Unknown users (and users with only an md5 secret) get a mock verifier so the
+  // exchange looks the same and fails with the same message.
+  p::scram::Verifier verifier;
+  bool real = false;
+  if (user_cfg_) {
+    if (!user_cfg_->scram_verifier.empty()) {
+      if (auto v = p::scram::parse_verifier(user_cfg_->scram_verifier)) {
+        verifier = *v;
+        real = true;
+      }
+    } else if (!user_cfg_->password.empty()) {
+      unsigned char salt[16];
+      RAND_bytes(salt, sizeof salt);
+      verifier = p::scram::make_verifier(user_cfg_->password, std::string_view(reinterpret_cast<char*>(salt), 16));
+      real = true;
+    }
+  }
+  if (!real) verifier = p::scram::mock_verifier(user_, w_.runtime().mock_secret);
+  std::string out;
+  p::append_auth(out, 10, std::string_view("SCRAM-SHA-256\0\0", 15));
+  if (co_await net::write_all(s, out)) co_return false;
+  if (!co_await read_password_message(s, body)) co_return false;
+  size_t pos = 0;
+  auto mech = p::read_cstring(body, pos);
+  if (!mech || *mech != "SCRAM-SHA-256" || body.size() < pos + 4) {
+    co_await fail(s, p::sqlstate::protocol_violation,
+                  "client selected an invalid SASL authentication mechanism", "pgrouter offers SCRAM-SHA-256.");
+    co_return false;
+  }
+  uint32_t dlen = p::read_be32(body.data() + pos);
+  pos += 4;
+  if (dlen == 0xffffffffu || body.size() - pos != dlen) {
+    co_await fail(s, p::sqlstate::protocol_violation, "malformed SASLInitialResponse message");
+    co_return false;
+  }
+  p::scram::ServerExchange ex(verifier);
+  std::string why;
+  auto server_first = ex.handle_client_first(std::string_view(body).substr(pos), why);
+  if (!server_first) {
+    co_await fail(s, p::sqlstate::protocol_violation, "malformed SCRAM message: " + why);
+    co_return false;
+  }
+  out.clear();
+  p::append_auth(out, 11, *server_first);
+  if (co_await net::write_all(s, out)) co_return false;
+  if (!co_await read_password_message(s, body)) co_return false;
+  std::string server_final;
+  auto result = ex.handle_client_final(body, server_final, why);
+  if (result == p::scram::ServerExchange::Result::Malformed) {
+    co_await fail(s, p::sqlstate::protocol_violation, "malformed SCRAM message: " + why);
+    co_return false;
+  }
+  if (result != p::scram::ServerExchange::Result::Ok || !real) co_return co_await bad_password();
+  out.clear();
+  p::append_auth(out, 12, server_final);
+  if (co_await net::write_all(s, out)) co_return false;
+  co_return true;
+}
+
+template <typename Stream>
+awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPacket& sp) {
+  pool_ = &w_.pool_for(*db_, *user_cfg_);
+  pool::ServerError err;
+  server_ = co_await pool_->acquire(err);
+  if (!server_) {
+    std::string msg = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
+    std::string hint = err.sqlstate == p::sqlstate::too_many_connections
+                           ? "Raise pool.size or pool.queue_timeout, or retry later."
+                           : "Check that the server is up and that pgrouter's backend credentials are right.";
+    co_await fail(s, err.sqlstate.empty() ? p::sqlstate::cannot_connect : err.sqlstate.c_str(), msg, hint);
+    co_return false;
+  }
+  w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
+  // Apply the client's startup settings that the server does not already have.
+  std::string sets;
+  auto add_set = [&](std::string_view k, std::string_view v) {
+    auto it = server_->params.find(std::string(k));
+    if (it != server_->params.end() && it->second == v) return;
+    sets += "SET " + std::string(k) + " = " + p::quote_literal(v) + ";";
+  };
+  for (auto& [k, v] : sp.params) {
+    if (is_connection_param(k)) continue;
+    if (!p::is_safe_identifier(k)) {
+      co_await fail(s, p::sqlstate::protocol_violation, "invalid startup parameter name \"" + k + "\"");
+      co_return false;
+    }
+    add_set(k, v);
+  }
+  if (auto* opts = sp.find("options")) {
+    // Supports the common "-c name=value" form (and "--name=value").
+    std::string_view o = *opts;
+    size_t i = 0;
+    while (i < o.size()) {
+      while (i < o.size() && o[i] == ' ') ++i;
+      size_t j = o.find(' ', i);
+      std::string_view tok = o.substr(i, j == std::string_view::npos ? std::string_view::npos : j - i);
+      i = j == std::string_view::npos ? o.size() : j;
+      if (tok == "-c") continue;
+      if (tok.substr(0, 2) == "-c") tok.remove_prefix(2);
+      else if (tok.substr(0, 2) == "--") tok.remove_prefix(2);
+      auto eq = tok.find('=');
+      if (eq == std::string_view::npos || !p::is_safe_identifier(tok.substr(0, eq))) {
+        co_await fail(s, p::sqlstate::feature_not_supported,
+                      "pgrouter understands only \"-c name=value\" in the options parameter");
+        co_return false;
+      }
+      add_set(tok.substr(0, eq), tok.substr(eq + 1));
+    }
+  }
+  if (!sets.empty()) {
+    pool::ServerError serr;
+    if (!co_await server_->run_quietly(sets, &serr)) {
+      co_await fail(s, serr.sqlstate.empty() ? p::sqlstate::connection_failure : serr.sqlstate.c_str(),
+                    serr.message.empty() ? "server connection failed while applying startup parameters"
+                                         : serr.message);
+      pool_->release(std::move(server_), serr.from_server);
+      w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+      co_return false;
+    }
+  }
+  key_pid_ = w_.register_session(this, key_secret_);
+  std::string out;
+  p::append_auth(out, 0);
+  for (auto& [k, v] : server_->params) p::append_parameter_status(out, k, v);
+  p::append_backend_key_data(out, key_pid_, key_secret_);
+  p::append_ready_for_query(out, 'I');
+  if (co_await net::write_all(s, out)) co_return false;
+  co_return true;
+}
+
+void ClientSession::request_started() {
+  ++pending_;
+  w_.stats().queries_total.fetch_add(1, std::memory_order_relaxed);
+  if (ring_count_ < kRing) {
+    started_[(ring_head_ + ring_count_) % kRing] = pool::Clock::now();
+    ++ring_count_;
+  }
+}
+
+void ClientSession::request_finished() {
+  if (pending_ > 0) --pending_;
+  if (ring_count_ > 0) {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(pool::Clock::now() - started_[ring_head_]).count();
+    w_.stats().query_latency.observe_ns(uint64_t(ns));
+    ring_head_ = (ring_head_ + 1) % kRing;
+    --ring_count_;
+  }
+}
+
+void ClientSession::cancel_client_io() {
+  if (tls_) cancel_stream(*tls_);
+  else cancel_stream(socket_);
+}
+
+void ClientSession::cancel_io() {
+  cancel_client_io();
+  if (server_) cancel_stream(server_->socket);
+}
+
+template <typename Stream>
+awaitable<void> ClientSession::relay(Stream& s) {
+  asio::steady_timer s2c_done(w_.io());
+  s2c_done.expires_at(pool::Clock::time_point::max());
+  bool s2c_finished = false;
+  asio::co_spawn(w_.io(), server_to_client(s), [&](std::exception_ptr) {
+    s2c_finished = true;
+    s2c_done.cancel();
+  });
+  co_await client_to_server(s);
+  client_done_ = true;
+  if (!s2c_finished) {
+    cancel_io();
+    net::error_code ec;
+    co_await s2c_done.async_wait(asio::redirect_error(use_awaitable, ec));
+  }
+  if (!pending_fatal_message_.empty()) {
+    // Nothing else writes to the client now, so this cannot interleave with relayed bytes.
+    std::string out;
+    p::append_error(out, "FATAL", pending_fatal_sqlstate_, pending_fatal_message_);
+    w_.stats().count_error(pending_fatal_sqlstate_, true);
+    co_await net::write_all(s, out);
+  }
+  bool clean = !server_broken_ && pending_ == 0 && !unsynced_ && !s2c_mid_message_;
+  w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+  pool_->release(std::move(server_), clean);
+}
+
+template <typename Stream>
+awaitable<void> ClientSession::client_to_server(Stream& s) {
+  struct Handler {
+    ClientSession& self;
+    bool wants_body(char) const { return false; }
+    p::ScanAction on_message(char type, uint32_t, std::string_view) {
+      switch (type) {
+        case 'X':
+          self.client_terminated_ = true;
+          return p::ScanAction::stop_before;
+        case 'Q':
+        case 'F':
+          self.request_started();
+          break;
+        case 'S':
+          self.unsynced_ = false;
+          self.request_started();
+          break;
+        case 'P': case 'B': case 'E': case 'D': case 'C': case 'H':
+          self.unsynced_ = true;
+          break;
+        default:
+          break;
+      }
+      return p::ScanAction::forward;
+    }
+  } handler{*this};
+  p::FrameScanner scanner(uint32_t(config_->listen.max_message_size));
+  auto& stats = w_.stats();
+  auto& buf = client_buf_;
+  for (;;) {
+    buf.prepare_read();
+    net::error_code ec;
+    size_t n = co_await s.async_read_some(asio::buffer(buf.write_ptr(), buf.write_space()),
+                                          asio::redirect_error(use_awaitable, ec));
+    if (ec) co_return;
+    buf.commit(n);
+    auto r = scanner.scan(buf.data(), buf.size(), handler);
+    if (r.consumed > 0) {
+      if (co_await net::write_all(server_->socket, buf.data(), r.consumed)) {
+        server_broken_ = true;
+        if (pending_fatal_message_.empty()) {
+          pending_fatal_sqlstate_ = p::sqlstate::connection_failure;
+          pending_fatal_message_ = "server connection lost: the server closed the connection unexpectedly";
+        }
+        co_return;
+      }
+      stats.bytes_client_to_server.fetch_add(r.consumed, std::memory_order_relaxed);
+      buf.consume(r.consumed);
+    }
+    if (r.stopped) co_return;
+    if (r.bad_length) {
+      pending_fatal_sqlstate_ = p::sqlstate::protocol_violation;
+      pending_fatal_message_ = "invalid message length " + std::to_string(r.bad_len) + " for message type '" +
+                               std::string(1, r.bad_type) + "' (listen.max_message_size = " +
+                               std::to_string(config_->listen.max_message_size) + " bytes)";
+      log::warn("client sent an invalid message length", {{"session", id_}, {"client", peer_},
+                                                          {"length", uint64_t(r.bad_len)}});
+      server_broken_ = true;  // the server may have seen part of a batch: do not reuse it
+      co_return;
+    }
+    if (r.need > 0) buf.reserve_message(r.need);
+    else if (buf.empty() && buf.capacity() > 65536) buf.shrink();
+  }
+}
+
+template <typename Stream>
+awaitable<void> ClientSession::server_to_client(Stream& s) {
+  struct Handler {
+    ClientSession& self;
+    bool wants_body(char type) const { return type == 'Z' || type == 'E' || type == 'S'; }
+    p::ScanAction on_message(char type, uint32_t, std::string_view body) {
+      if (type == 'Z') {
+        self.server_->tx_status = body.empty() ? 'I' : body[0];
+        self.request_finished();
+      } else if (type == 'E') {
+        auto code = p::error_sqlstate(body);
+        self.w_.stats().count_error(code, false);
+        if (code.substr(0, 2) == "57" || code.substr(0, 2) == "08") {
+          auto f = p::parse_error_fields(body);
+          if (f.severity == "FATAL" || f.severity == "PANIC") self.server_sent_fatal_ = true;
+        }
+      } else if (type == 'S') {
+        size_t pos = 0;
+        auto k = p::read_cstring(body, pos);
+        auto v = k ? p::read_cstring(body, pos) : std::nullopt;
+        if (k && v) self.server_->params[std::string(*k)] = std::string(*v);
+      }
+      return p::ScanAction::forward;
+    }
+  } handler{*this};
+  p::FrameScanner scanner(0xffffffffu);
+  auto& stats = w_.stats();
+  auto& buf = server_->buffer;
+  auto& sock = server_->socket;
+  for (;;) {
+    buf.prepare_read();
+    net::error_code ec;
+    size_t n = co_await sock.async_read_some(asio::buffer(buf.write_ptr(), buf.write_space()),
+                                             asio::redirect_error(use_awaitable, ec));
+    if (ec) {
+      if (ec != asio::error::operation_aborted || !client_done_) {
+        server_broken_ = true;
+        if (!server_sent_fatal_ && pending_fatal_message_.empty()) {
+          pending_fatal_sqlstate_ = p::sqlstate::connection_failure;
+          pending_fatal_message_ = "server connection lost: " + ec.message() +
+                                   "; the query may or may not have run. Reconnect and retry.";
+        }
+        log::warn("server connection lost", {{"session", id_}, {"server", server_->target.host + ":" +
+                                                                              std::to_string(server_->target.port)},
+                                             {"error", ec.message()}});
+        if (!client_done_) cancel_client_io();
+      }
+      s2c_mid_message_ = !buf.empty() || scanner.mid_message();
+      co_return;
+    }
+    buf.commit(n);
+    auto r = scanner.scan(buf.data(), buf.size(), handler);
+    if (r.consumed > 0) {
+      if (co_await net::write_all(s, buf.data(), r.consumed)) {
+        s2c_mid_message_ = true;  // the client went away mid-answer: the server is not reusable
+        if (!client_done_) cancel_client_io();
+        co_return;
+      }
+      stats.bytes_server_to_client.fetch_add(r.consumed, std::memory_order_relaxed);
+      buf.consume(r.consumed);
+    }
+    if (r.bad_length) {
+      server_broken_ = true;
+      pending_fatal_sqlstate_ = p::sqlstate::protocol_violation;
+      pending_fatal_message_ = "server sent an invalid message; the connection was closed";
+      if (!client_done_) cancel_client_io();
+      co_return;
+    }
+    if (r.need > 0) buf.reserve_message(r.need);
+  }
+}
+
+void spawn_session(Worker& worker, tcp::socket socket) {
+  auto session = std::make_shared<ClientSession>(worker, std::move(socket));
+  asio::co_spawn(worker.io(), [session]() -> awaitable<void> { co_await session->run(); }, asio::detached);
+}
+
+}  // namespace pgrouter::session

@@ -1,0 +1,34 @@
+// Small coroutine helpers over any Asio stream (plain TCP or TLS): exact reads and whole writes with
+// error codes as values, since EOF and resets are normal events for a proxy, not exceptions.
+#pragma once
+#include <string>
+
+#include "pgrouter/asio.hpp"
+
+namespace pgrouter::net {
+
+using error_code = boost::system::error_code;
+
+template <typename Stream>
+awaitable<error_code> read_exact(Stream& s, char* dst, size_t n) {
+  error_code ec;
+  co_await asio::async_read(s, asio::buffer(dst, n), asio::redirect_error(use_awaitable, ec));
+  co_return ec;
+}
+
+template <typename Stream>
+awaitable<error_code> write_all(Stream& s, const char* src, size_t n) {
+  error_code ec;
+  co_await asio::async_write(s, asio::buffer(src, n), asio::redirect_error(use_awaitable, ec));
+  co_return ec;
+}
+
+template <typename Stream>
+awaitable<error_code> write_all(Stream& s, const std::string& data) {
+  return write_all(s, data.data(), data.size());
+}
+
+// Sets TCP_NODELAY (the protocol is request/response: Nagle only adds latency) and keepalive.
+void tune_socket(tcp::socket& s);
+
+}  // namespace pgrouter::net

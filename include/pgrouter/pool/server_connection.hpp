@@ -1,0 +1,61 @@
+// One connection from pgrouter to a PostgreSQL server: connect, log in (SCRAM-SHA-256, md5, cleartext
+// or trust, as the server asks), remember its parameters and key, and run the reset query.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "pgrouter/asio.hpp"
+#include "pgrouter/protocol/codec.hpp"
+
+namespace pgrouter::pool {
+
+using Clock = std::chrono::steady_clock;
+
+struct ServerTarget {
+  std::string host;
+  uint16_t port = 5432;
+  std::string dbname;
+  std::string user;
+  std::string password;
+  bool operator==(const ServerTarget&) const = default;
+};
+
+// Why a connect or login failed, in the terms the client will be told.
+struct ServerError {
+  std::string sqlstate;  // the server's own code when it sent an ErrorResponse, else 08001/08006
+  std::string message;
+  bool from_server = false;
+};
+
+class ServerConnection {
+ public:
+  explicit ServerConnection(asio::any_io_executor ex) : socket(ex), buffer(8192) {}
+  tcp::socket socket;
+  protocol::Buffer buffer;  // bytes read from the server not yet relayed
+  ServerTarget target;
+  uint32_t backend_pid = 0;
+  uint32_t backend_secret = 0;
+  std::map<std::string, std::string> params;  // ParameterStatus as last reported
+  Clock::time_point created;
+  Clock::time_point idle_since;
+  char tx_status = 'I';
+  uint64_t generation = 0;  // pool generation it was opened for; stale ones are closed at check-in
+
+  // Cheap liveness check for an idle connection: a non-blocking peek. False if the server closed it
+  // or sent something unsolicited (e.g. a FATAL on shutdown).
+  bool looks_alive();
+  // Runs a simple query and discards the result; false if it failed or the connection broke.
+  awaitable<bool> run_quietly(const std::string& sql, ServerError* err = nullptr);
+};
+
+// Opens and logs in; nullptr with err filled on failure. Never throws for network errors.
+awaitable<std::unique_ptr<ServerConnection>> connect_server(asio::any_io_executor ex, const ServerTarget& target,
+                                                            std::chrono::milliseconds timeout, ServerError& err);
+
+// Reads exactly one message from a server during login/reset (not on the relay path).
+awaitable<bool> read_server_message(ServerConnection& c, char& type, std::string& body);
+
+}  // namespace pgrouter::pool

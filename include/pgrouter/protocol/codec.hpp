@@ -1,0 +1,144 @@
+// Wire framing for the PostgreSQL v3 protocol: big-endian helpers, a growable read buffer, and a
+// streaming frame scanner that finds message boundaries without copying message bodies.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace pgrouter::protocol {
+
+inline uint32_t read_be32(const char* p) {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return (uint32_t(u[0]) << 24) | (uint32_t(u[1]) << 16) | (uint32_t(u[2]) << 8) | uint32_t(u[3]);
+}
+inline uint16_t read_be16(const char* p) {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return uint16_t((uint16_t(u[0]) << 8) | uint16_t(u[1]));
+}
+inline void put_be32(std::string& out, uint32_t v) {
+  char b[4] = {char(v >> 24), char(v >> 16), char(v >> 8), char(v)};
+  out.append(b, 4);
+}
+inline void put_be16(std::string& out, uint16_t v) {
+  char b[2] = {char(v >> 8), char(v)};
+  out.append(b, 2);
+}
+
+// A byte buffer with a read head and a write tail. Starts small, grows only when one message needs
+// it, and can shrink back when drained so idle connections stay cheap.
+class Buffer {
+ public:
+  explicit Buffer(size_t initial = 8192) : initial_(initial) {}
+  const char* data() const { return mem_.get() + head_; }
+  size_t size() const { return tail_ - head_; }
+  bool empty() const { return head_ == tail_; }
+  char* write_ptr() { return mem_.get() + tail_; }
+  size_t write_space() const { return cap_ - tail_; }
+  void commit(size_t n) { tail_ += n; }
+  void consume(size_t n) {
+    head_ += n;
+    if (head_ == tail_) head_ = tail_ = 0;
+  }
+  // Makes room so that `total` bytes fit from the read head, plus at least some write space.
+  void reserve_message(size_t total);
+  // Ensures there is room to read into (allocating lazily on first use).
+  void prepare_read();
+  // Frees memory when empty and larger than the initial size (or entirely, when release_all).
+  void shrink(bool release_all = false);
+  size_t capacity() const { return cap_; }
+
+ private:
+  std::unique_ptr<char[]> mem_;
+  size_t cap_ = 0, head_ = 0, tail_ = 0;
+  size_t initial_;
+};
+
+enum class ScanAction { forward, stop_before };
+
+struct ScanResult {
+  size_t consumed = 0;     // bytes from the start that hold whole (or passed-through) messages
+  size_t need = 0;         // when > 0: bytes needed from `consumed` to make progress (header or whole body)
+  bool stopped = false;    // the handler asked to stop before a message starting at `consumed`
+  bool bad_length = false; // a length < 4 or > max was found at `consumed`
+  char bad_type = 0;
+  uint32_t bad_len = 0;
+};
+
+// Streams over typed messages (1-byte type + 4-byte length). For types the handler wants the body of,
+// the whole message must be in the buffer; all others are passed through by length, possibly across
+// many reads, without their bodies ever being looked at.
+//
+// Handler: bool wants_body(char type); ScanAction on_message(char type, uint32_t len, std::string_view body)
+// (body is empty when wants_body was false). on_message is called once per message, when its header
+// (or its whole body, when wanted) is available.
+class FrameScanner {
+ public:
+  explicit FrameScanner(uint32_t max_length) : max_length_(max_length) {}
+  void set_max_length(uint32_t m) { max_length_ = m; }
+  bool mid_message() const { return skip_ > 0; }
+
+  template <typename Handler>
+  ScanResult scan(const char* data, size_t n, Handler& h) {
+    ScanResult r;
+    size_t pos = 0;
+    while (pos < n) {
+      if (skip_ > 0) {
+        size_t take = skip_ < n - pos ? size_t(skip_) : n - pos;
+        pos += take;
+        skip_ -= take;
+        continue;
+      }
+      if (n - pos < 5) {
+        r.need = 5;
+        break;
+      }
+      char type = data[pos];
+      uint32_t len = read_be32(data + pos + 1);
+      if (len < 4 || len > max_length_) {
+        r.consumed = pos;
+        r.bad_length = true;
+        r.bad_type = type;
+        r.bad_len = len;
+        return r;
+      }
+      size_t total = size_t(len) + 1;
+      if (h.wants_body(type)) {
+        if (n - pos < total) {
+          r.need = total;
+          break;
+        }
+        if (h.on_message(type, len, std::string_view(data + pos + 5, len - 4)) == ScanAction::stop_before) {
+          r.consumed = pos;
+          r.stopped = true;
+          return r;
+        }
+        pos += total;
+      } else {
+        if (h.on_message(type, len, std::string_view()) == ScanAction::stop_before) {
+          r.consumed = pos;
+          r.stopped = true;
+          return r;
+        }
+        size_t avail = n - pos;
+        if (avail >= total) {
+          pos += total;
+        } else {
+          skip_ = total - avail;
+          pos = n;
+        }
+      }
+    }
+    r.consumed = pos;
+    if (pos == n) r.need = 0;
+    return r;
+  }
+
+ private:
+  uint32_t max_length_;
+  uint64_t skip_ = 0;  // bytes of the current pass-through message not yet seen
+};
+
+}  // namespace pgrouter::protocol

@@ -1,0 +1,82 @@
+// One client connection from accept to close, as one coroutine with named stages:
+// startup (SSL/GSSENC/cancel/negotiation) -> authenticate -> attach a server -> relay -> cleanup.
+#pragma once
+#include <array>
+#include <memory>
+#include <string>
+
+#include "pgrouter/asio.hpp"
+#include "pgrouter/pool/pool.hpp"
+#include "pgrouter/protocol/messages.hpp"
+#include "pgrouter/worker.hpp"
+
+namespace pgrouter::session {
+
+class ClientSession {
+ public:
+  ClientSession(Worker& worker, tcp::socket socket);
+  ~ClientSession();
+  awaitable<void> run();
+
+  // Called on this session's worker thread when a CancelRequest with its key arrives.
+  void forward_cancel();
+  bool secret_matches(uint32_t secret) const;
+
+ private:
+  template <typename Stream> awaitable<void> serve(Stream& s, protocol::StartupPacket sp);
+  template <typename Stream> awaitable<bool> authenticate(Stream& s, const protocol::StartupPacket& sp);
+  template <typename Stream> awaitable<bool> read_password_message(Stream& s, std::string& body);
+  template <typename Stream> awaitable<bool> attach_and_welcome(Stream& s, const protocol::StartupPacket& sp);
+  template <typename Stream> awaitable<void> relay(Stream& s);
+  template <typename Stream> awaitable<void> client_to_server(Stream& s);
+  template <typename Stream> awaitable<void> server_to_client(Stream& s);
+  template <typename Stream> awaitable<void> fail(Stream& s, const char* sqlstate, std::string message,
+                                                  std::string hint = {});
+  awaitable<bool> read_startup(tcp::socket& s, protocol::StartupPacket& out);
+  template <typename Stream> awaitable<bool> read_startup_on(Stream& s, protocol::StartupPacket& out);
+  void handle_cancel_request(const protocol::StartupPacket& sp);
+  void cancel_io();
+  void cancel_client_io();
+  void request_started();
+  void request_finished();
+
+  Worker& w_;
+  tcp::socket socket_;
+  std::unique_ptr<net::TlsStream> tls_;
+  uint64_t id_;
+  std::string peer_;
+  std::string user_, database_;
+  std::shared_ptr<const control::Config> config_;
+  const control::DatabaseConfig* db_ = nullptr;
+  const control::UserConfig* user_cfg_ = nullptr;
+  bool counted_client_ = false;
+  bool logged_in_ = false;
+  std::shared_ptr<bool> login_done_;
+
+  // Cancel key handed to the client.
+  uint32_t key_pid_ = 0, key_secret_ = 0;
+
+  // Attached server.
+  pool::Pool* pool_ = nullptr;
+  std::unique_ptr<pool::ServerConnection> server_;
+
+  // Relay state (both directions run on this worker's thread).
+  protocol::Buffer client_buf_{8192};
+  int pending_ = 0;        // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen
+  bool unsynced_ = false;  // extended-protocol messages sent since the last Sync
+  bool client_done_ = false, server_done_ = false;
+  bool server_broken_ = false, server_sent_fatal_ = false, client_terminated_ = false;
+  bool s2c_mid_message_ = false;
+  std::string pending_fatal_sqlstate_, pending_fatal_message_;
+  static constexpr size_t kRing = 64;
+  std::array<pool::Clock::time_point, kRing> started_{};
+  size_t ring_head_ = 0, ring_count_ = 0;
+};
+
+// Spawns a session for an accepted socket on the worker's io_context.
+void spawn_session(Worker& worker, tcp::socket socket);
+
+// Sends a CancelRequest for (pid, secret) to host:port; best effort.
+awaitable<void> send_cancel(asio::any_io_executor ex, std::string host, uint16_t port, uint32_t pid, uint32_t secret);
+
+}  // namespace pgrouter::session

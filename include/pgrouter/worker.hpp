@@ -1,0 +1,85 @@
+// A worker thread: its own io_context, its own SO_REUSEPORT listener, client sessions and server
+// pools. Nothing here is shared with other workers except the Runtime's atomics.
+#pragma once
+#include <atomic>
+#include <map>
+#include <memory>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+#include "pgrouter/asio.hpp"
+#include "pgrouter/control/config.hpp"
+#include "pgrouter/control/stats.hpp"
+#include "pgrouter/net/tls.hpp"
+#include "pgrouter/pool/pool.hpp"
+
+namespace pgrouter {
+
+namespace session {
+class ClientSession;
+}
+
+class Worker;
+
+// What all workers share: read-mostly or atomic.
+struct Runtime {
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::shared_ptr<control::Stats> stats;
+  std::atomic<int> clients{0};  // connected clients over all workers, for listen.max_client_conn
+  std::string mock_secret;      // random per process: fake SCRAM salts for unknown users
+};
+
+class Worker {
+ public:
+  Worker(Runtime& rt, int index, std::shared_ptr<const control::Config> config,
+         std::shared_ptr<net::ssl::context> tls);
+  ~Worker();
+  // Binds the listener (SO_REUSEPORT so every worker has its own accept queue); throws on failure.
+  void listen(const std::string& host, uint16_t port);
+  void start();  // runs the io_context on a new thread
+  void stop();   // closes the listener and stops the loop; join() waits for the thread
+  void join();
+  // Called on the control thread: the new snapshot is applied on this worker's thread between events.
+  void publish(std::shared_ptr<const control::Config> config, std::shared_ptr<net::ssl::context> tls);
+
+  asio::io_context& io() { return io_; }
+  int index() const { return index_; }
+  Runtime& runtime() { return rt_; }
+  control::WorkerStats& stats() { return stats_; }
+  const std::shared_ptr<const control::Config>& config() const { return config_; }
+  const std::shared_ptr<net::ssl::context>& tls() const { return tls_; }
+
+  // The pool for (database, user); created on first use.
+  pool::Pool& pool_for(const control::DatabaseConfig& db, const control::UserConfig& user);
+
+  // Cancel keys: the pid pgrouter hands out encodes the worker index, so a CancelRequest arriving on
+  // any worker is posted to the one that owns the session.
+  uint32_t register_session(session::ClientSession* s, uint32_t& secret);
+  void unregister_session(uint32_t pid);
+  session::ClientSession* find_session(uint32_t pid) { auto it = sessions_.find(pid); return it == sessions_.end() ? nullptr : it->second; }
+  static int worker_of_pid(uint32_t pid) { return int(pid >> 24) - 1; }
+  uint64_t next_session_id() { return (uint64_t(index_) << 48) | ++session_counter_; }
+
+ private:
+  awaitable<void> accept_loop();
+  awaitable<void> maintenance_loop();
+  pool::PoolSettings settings_for(const control::DatabaseConfig& db, const control::UserConfig& user) const;
+
+  Runtime& rt_;
+  int index_;
+  control::WorkerStats& stats_;
+  asio::io_context io_{1};
+  tcp::acceptor acceptor_;
+  std::thread thread_;
+  std::shared_ptr<const control::Config> config_;
+  std::shared_ptr<net::ssl::context> tls_;
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<pool::Pool>> pools_;
+  std::unordered_map<uint32_t, session::ClientSession*> sessions_;
+  uint32_t pid_counter_ = 0;
+  uint64_t session_counter_ = 0;
+  std::mt19937 rng_;
+  bool stopping_ = false;
+};
+
+}  // namespace pgrouter
