@@ -113,6 +113,15 @@ uint32_t Worker::register_session(session::ClientSession* s, uint32_t& secret) {
   return pid;
 }
 
+const protocol::scram::Verifier& Worker::scram_verifier_for(const control::UserConfig& user) {
+  auto& entry = verifiers_[user.name];
+  if (entry.first != user.password || entry.second.stored_key.empty()) {
+    auto salt = protocol::scram::mock_verifier(user.name, rt_.mock_secret).salt;
+    entry = {user.password, protocol::scram::make_verifier(user.password, salt)};
+  }
+  return entry.second;
+}
+
 void Worker::unregister_session(uint32_t pid) { sessions_.erase(pid); }
 
 awaitable<void> Worker::accept_loop() {

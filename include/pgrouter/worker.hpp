@@ -13,6 +13,7 @@
 #include "pgrouter/control/stats.hpp"
 #include "pgrouter/net/tls.hpp"
 #include "pgrouter/pool/pool.hpp"
+#include "pgrouter/protocol/scram.hpp"
 
 namespace pgrouter {
 
@@ -59,6 +60,10 @@ class Worker {
   void unregister_session(uint32_t pid);
   session::ClientSession* find_session(uint32_t pid) { auto it = sessions_.find(pid); return it == sessions_.end() ? nullptr : it->second; }
   static int worker_of_pid(uint32_t pid) { return int(pid >> 24) - 1; }
+  // The SCRAM verifier for a user configured with a plaintext password. Its salt is derived like an
+  // unknown user's mock salt (stable per user, keyed by the process secret), so two logins cannot tell
+  // a real user from a missing one, and PBKDF2 runs once per password, not once per login.
+  const protocol::scram::Verifier& scram_verifier_for(const control::UserConfig& user);
   uint64_t next_session_id() { return (uint64_t(index_) << 48) | ++session_counter_; }
 
  private:
@@ -76,6 +81,7 @@ class Worker {
   std::shared_ptr<net::ssl::context> tls_;
   std::map<std::pair<std::string, std::string>, std::unique_ptr<pool::Pool>> pools_;
   std::unordered_map<uint32_t, session::ClientSession*> sessions_;
+  std::unordered_map<std::string, std::pair<std::string, protocol::scram::Verifier>> verifiers_;
   uint32_t pid_counter_ = 0;
   uint64_t session_counter_ = 0;
   std::mt19937 rng_;

@@ -1,1 +1,348 @@
-// placeholder: being written
+// Admin HTTP server (Boost.Beast, one coroutine per connection) and the /metrics renderer that sums the
+// per-worker stats at scrape time into prometheus-cpp metric families.
+#include "pgrouter/control/admin_http.hpp"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <prometheus/client_metric.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace pgrouter::control {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+using namespace std::chrono_literals;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// /metrics
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+// Every WorkerStats that feeds a sum: the workers plus the control plane's own.
+std::vector<const WorkerStats*> all_worker_stats(const Stats& stats) {
+  std::vector<const WorkerStats*> all;
+  all.reserve(stats.workers.size() + 1);
+  for (const auto& worker : stats.workers) all.push_back(worker.get());
+  all.push_back(&stats.control);
+  return all;
+}
+
+template <typename Field>
+double sum_over(const std::vector<const WorkerStats*>& all, Field field) {
+  // Signed sum: a gauge decremented on one worker and incremented on another must still add up.
+  int64_t total = 0;
+  for (const WorkerStats* ws : all) total += static_cast<int64_t>((ws->*field).load(std::memory_order_relaxed));
+  return static_cast<double>(total);
+}
+
+MetricFamily single_value_family(std::string name, std::string help, MetricType type, double value) {
+  MetricFamily family{std::move(name), std::move(help), type, {}};
+  ClientMetric metric;
+  if (type == MetricType::Counter) {
+    metric.counter.value = value;
+  } else {
+    metric.gauge.value = value;
+  }
+  family.metric.push_back(std::move(metric));
+  return family;
+}
+
+MetricFamily histogram_family(std::string name, std::string help, const std::vector<const WorkerStats*>& all,
+                              LatencyHistogram WorkerStats::*field) {
+  constexpr size_t bucket_count = LatencyHistogram::bounds.size() + 1;
+  std::array<uint64_t, bucket_count> per_bucket{};
+  uint64_t sum_ns = 0;
+  for (const WorkerStats* ws : all) {
+    const LatencyHistogram& h = ws->*field;
+    for (size_t i = 0; i < bucket_count; ++i) per_bucket[i] += h.buckets[i].load(std::memory_order_relaxed);
+    sum_ns += h.sum_ns.load(std::memory_order_relaxed);
+  }
+  ClientMetric metric;
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < bucket_count; ++i) {
+    cumulative += per_bucket[i];
+    double upper = i < LatencyHistogram::bounds.size() ? LatencyHistogram::bounds[i]
+                                                       : std::numeric_limits<double>::infinity();
+    metric.histogram.bucket.push_back({cumulative, upper});
+  }
+  // The count comes from the buckets, not from LatencyHistogram::count: the relaxed loads are not one
+  // snapshot, and Prometheus requires the +Inf bucket to equal _count.
+  metric.histogram.sample_count = cumulative;
+  metric.histogram.sample_sum = static_cast<double>(sum_ns) / 1e9;
+  MetricFamily family{std::move(name), std::move(help), MetricType::Histogram, {}};
+  family.metric.push_back(std::move(metric));
+  return family;
+}
+
+MetricFamily errors_family(const std::vector<const WorkerStats*>& all) {
+  std::map<std::pair<std::string, bool>, uint64_t> merged;
+  for (const WorkerStats* ws : all) {
+    for (const auto& [key, count] : ws->errors_snapshot()) merged[key] += count;
+  }
+  MetricFamily family{"pgrouter_errors_total",
+                      "Errors sent to clients by SQLSTATE; source=pgrouter when pgrouter raised it, server when a "
+                      "PostgreSQL server did.",
+                      MetricType::Counter,
+                      {}};
+  for (const auto& [key, count] : merged) {
+    ClientMetric metric;
+    metric.label = {{"source", key.second ? "pgrouter" : "server"}, {"sqlstate", key.first}};
+    metric.counter.value = static_cast<double>(count);
+    family.metric.push_back(std::move(metric));
+  }
+  return family;
+}
+
+// Resident set size in bytes from /proc/self/statm (second field, in pages); 0 where unreadable.
+double process_resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t size_pages = 0;
+  uint64_t resident_pages = 0;
+  if (!(statm >> size_pages >> resident_pages)) return 0;
+  return static_cast<double>(resident_pages) * static_cast<double>(sysconf(_SC_PAGESIZE));
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+constexpr auto kReadTimeout = 5s;   // also the keep-alive idle limit
+constexpr auto kWriteTimeout = 5s;
+constexpr size_t kMaxHeaderBytes = 8 * 1024;
+constexpr size_t kMaxBodyBytes = 4 * 1024;
+constexpr int kMaxRequestsPerConnection = 100;
+constexpr int kMaxConnections = 64;  // scrapers and probes only: refuse a flood rather than queue it
+
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+
+Response json_response(http::status status, const nlohmann::json& body, unsigned version, bool keep_alive) {
+  Response res{status, version};
+  res.set(http::field::server, "pgrouter");
+  res.set(http::field::content_type, "application/json");
+  res.set(http::field::cache_control, "no-store");
+  res.keep_alive(keep_alive);
+  res.body() = body.dump() + "\n";
+  res.prepare_payload();
+  return res;
+}
+
+Response error_response(http::status status, std::string_view code, std::string message, unsigned version,
+                        bool keep_alive) {
+  return json_response(status, {{"error", {{"code", code}, {"message", std::move(message)}}}}, version, keep_alive);
+}
+
+}  // namespace
+
+std::string render_metrics(const Stats& stats) {
+  const auto all = all_worker_stats(stats);
+  std::vector<MetricFamily> families;
+  auto gauge = [&](const char* name, const char* help, double value) {
+    families.push_back(single_value_family(name, help, MetricType::Gauge, value));
+  };
+  auto counter = [&](const char* name, const char* help, double value) {
+    families.push_back(single_value_family(name, help, MetricType::Counter, value));
+  };
+
+  gauge("pgrouter_clients_connected", "Client sessions past startup.", sum_over(all, &WorkerStats::clients_connected));
+  gauge("pgrouter_clients_waiting", "Clients waiting for a server connection.",
+        sum_over(all, &WorkerStats::clients_waiting));
+  counter("pgrouter_client_connections_total", "Client connections accepted.",
+          sum_over(all, &WorkerStats::client_connections_total));
+  counter("pgrouter_client_login_failures_total", "Client logins refused (authentication or routing).",
+          sum_over(all, &WorkerStats::client_login_failures_total));
+  gauge("pgrouter_servers_active", "Server connections attached to a client.",
+        sum_over(all, &WorkerStats::servers_active));
+  gauge("pgrouter_servers_idle", "Server connections idle in a pool.", sum_over(all, &WorkerStats::servers_idle));
+  counter("pgrouter_server_connections_total", "Server connections opened.",
+          sum_over(all, &WorkerStats::server_connections_total));
+  counter("pgrouter_server_connect_failures_total", "Server connection attempts that failed.",
+          sum_over(all, &WorkerStats::server_connect_failures_total));
+  counter("pgrouter_queries_total", "Query or Sync messages forwarded to a server.",
+          sum_over(all, &WorkerStats::queries_total));
+  counter("pgrouter_bytes_received_total", "Bytes received from clients and forwarded to servers.",
+          sum_over(all, &WorkerStats::bytes_client_to_server));
+  counter("pgrouter_bytes_sent_total", "Bytes received from servers and sent to clients.",
+          sum_over(all, &WorkerStats::bytes_server_to_client));
+  counter("pgrouter_cancel_requests_total", "CancelRequest messages received.",
+          sum_over(all, &WorkerStats::cancel_requests_total));
+  families.push_back(histogram_family("pgrouter_query_duration_seconds",
+                                      "Time from forwarding a Query or Sync to the server's ReadyForQuery.", all,
+                                      &WorkerStats::query_latency));
+  families.push_back(histogram_family("pgrouter_pool_wait_seconds", "Time a client waited for a server connection.",
+                                      all, &WorkerStats::pool_wait));
+  families.push_back(errors_family(all));
+  counter("pgrouter_config_reloads_total", "Configuration reloads applied.",
+          static_cast<double>(stats.config_reloads_total.load(std::memory_order_relaxed)));
+  counter("pgrouter_config_reload_failures_total", "Configuration reloads rejected (the old config stays).",
+          static_cast<double>(stats.config_reload_failures_total.load(std::memory_order_relaxed)));
+  gauge("pgrouter_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful configuration load or reload.",
+        static_cast<double>(stats.config_last_reload_success_unixtime.load(std::memory_order_relaxed)));
+  gauge("pgrouter_workers", "Worker threads.", static_cast<double>(stats.workers.size()));
+  gauge("pgrouter_process_resident_memory_bytes", "Resident memory of the pgrouter process.",
+        process_resident_bytes());
+
+  MetricFamily build_info{"pgrouter_build_info", "Always 1; the version is a label.", MetricType::Gauge, {}};
+  ClientMetric build_metric;
+  build_metric.label = {{"version", PGROUTER_VERSION}};
+  build_metric.gauge.value = 1;
+  build_info.metric.push_back(std::move(build_metric));
+  families.push_back(std::move(build_info));
+
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+// State shared by the server and its connection coroutines, so a connection still being served
+// keeps what it reads alive after the AdminServer is gone.
+struct AdminState {
+  AdminState(asio::io_context& io, std::shared_ptr<Stats> s, std::function<std::string()> r)
+      : acceptor(io), stats(std::move(s)), ready(std::move(r)) {}
+  tcp::acceptor acceptor;
+  std::shared_ptr<Stats> stats;
+  std::function<std::string()> ready;
+  int open_connections = 0;  // touched only on the io_context's thread
+};
+
+struct AdminServer::Impl {
+  asio::io_context& io;
+  std::string host;
+  uint16_t port;
+  std::shared_ptr<AdminState> state;
+};
+
+namespace {
+
+Response route(AdminState& state, const Request& req) {
+  const unsigned version = req.version();
+  const bool keep_alive = req.keep_alive();
+  const auto raw_target = req.target();
+  std::string_view target(raw_target.data(), raw_target.size());
+  target = target.substr(0, target.find('?'));
+
+  if (target != "/metrics" && target != "/livez" && target != "/readyz") {
+    return error_response(http::status::not_found, "not_found", "no such endpoint: " + std::string(target), version,
+                          keep_alive);
+  }
+  if (req.method() != http::verb::get) {
+    Response res = error_response(http::status::method_not_allowed, "method_not_allowed",
+                                  "only GET is allowed on " + std::string(target), version, keep_alive);
+    res.set(http::field::allow, "GET");
+    return res;
+  }
+  if (target == "/livez") return json_response(http::status::ok, {{"status", "ok"}}, version, keep_alive);
+  if (target == "/readyz") {
+    std::string reason = state.ready ? state.ready() : std::string();
+    if (reason.empty()) return json_response(http::status::ok, {{"status", "ready"}}, version, keep_alive);
+    return json_response(http::status::service_unavailable, {{"status", "not_ready"}, {"reason", reason}}, version,
+                         keep_alive);
+  }
+  Response res{http::status::ok, version};
+  res.set(http::field::server, "pgrouter");
+  res.set(http::field::content_type, "text/plain; version=0.0.4");
+  res.keep_alive(keep_alive);
+  res.body() = render_metrics(*state.stats);
+  res.prepare_payload();
+  return res;
+}
+
+awaitable<void> serve_connection(std::shared_ptr<AdminState> state, tcp::socket socket) {
+  beast::tcp_stream stream(std::move(socket));
+  beast::flat_buffer buffer(kMaxHeaderBytes + kMaxBodyBytes);
+  boost::system::error_code ec;
+  for (int served = 0; served < kMaxRequestsPerConnection; ++served) {
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(kMaxHeaderBytes);
+    parser.body_limit(kMaxBodyBytes);
+    stream.expires_after(kReadTimeout);
+    co_await http::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+    if (ec == http::error::body_limit || ec == http::error::header_limit ||
+        ec == http::error::buffer_overflow) {
+      Response res = error_response(http::status::payload_too_large, "payload_too_large", "request too large", 11,
+                                    false);
+      stream.expires_after(kWriteTimeout);
+      co_await http::async_write(stream, res, asio::redirect_error(use_awaitable, ec));
+      break;
+    }
+    if (ec) break;  // EOF, timeout, malformed request: nothing useful to answer
+    Request req = parser.release();
+    Response res = route(*state, req);
+    // Keep-alive ends with the last request we are willing to serve on this connection.
+    if (served + 1 == kMaxRequestsPerConnection) res.keep_alive(false);
+    stream.expires_after(kWriteTimeout);
+    co_await http::async_write(stream, res, asio::redirect_error(use_awaitable, ec));
+    if (ec || !res.keep_alive()) break;
+  }
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  stream.socket().close(ec);
+  --state->open_connections;
+}
+
+awaitable<void> accept_loop(std::shared_ptr<AdminState> state) {
+  auto executor = co_await asio::this_coro::executor;
+  for (;;) {
+    boost::system::error_code ec;
+    tcp::socket socket = co_await state->acceptor.async_accept(asio::redirect_error(use_awaitable, ec));
+    if (ec == asio::error::operation_aborted || !state->acceptor.is_open()) co_return;
+    if (ec) {
+      // Out of descriptors and the like: back off instead of spinning on the same error.
+      asio::steady_timer backoff(executor, 100ms);
+      co_await backoff.async_wait(asio::redirect_error(use_awaitable, ec));
+      continue;
+    }
+    if (state->open_connections >= kMaxConnections) {
+      socket.close(ec);
+      continue;
+    }
+    ++state->open_connections;
+    asio::co_spawn(executor, serve_connection(state, std::move(socket)), asio::detached);
+  }
+}
+
+}  // namespace
+
+AdminServer::AdminServer(asio::io_context& io, std::string host, uint16_t port, std::shared_ptr<Stats> stats,
+                         std::function<std::string()> ready)
+    : impl_(std::make_unique<Impl>(Impl{io, std::move(host), port,
+                                        std::make_shared<AdminState>(io, std::move(stats), std::move(ready))})) {}
+
+// Closing the acceptor ends the accept loop; connections in flight finish on their own. Destroy the
+// server on the io_context's thread or after that io_context has stopped, like any Asio object.
+AdminServer::~AdminServer() {
+  boost::system::error_code ec;
+  impl_->state->acceptor.close(ec);
+}
+
+void AdminServer::start() {
+  tcp::resolver resolver(impl_->io);
+  const tcp::endpoint endpoint = *resolver.resolve(impl_->host, std::to_string(impl_->port)).begin();
+  tcp::acceptor& acceptor = impl_->state->acceptor;
+  acceptor.open(endpoint.protocol());
+  acceptor.set_option(asio::socket_base::reuse_address(true));
+  acceptor.bind(endpoint);
+  acceptor.listen();
+  asio::co_spawn(impl_->io, accept_loop(impl_->state), asio::detached);
+}
+
+uint16_t AdminServer::port() const {
+  boost::system::error_code ec;
+  const tcp::endpoint local = impl_->state->acceptor.local_endpoint(ec);
+  return ec ? impl_->port : local.port();
+}
+
+}  // namespace pgrouter::control

@@ -353,9 +353,7 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
         real = true;
       }
     } else if (!user_cfg_->password.empty()) {
-      unsigned char salt[16];
-      RAND_bytes(salt, sizeof salt);
-      verifier = p::scram::make_verifier(user_cfg_->password, std::string_view(reinterpret_cast<char*>(salt), 16));
+      verifier = w_.scram_verifier_for(*user_cfg_);
       real = true;
     }
   }
@@ -407,11 +405,13 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   pool::ServerError err;
   server_ = co_await pool_->acquire(err);
   if (!server_) {
+    // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.
     std::string msg = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
     std::string hint = err.sqlstate == p::sqlstate::too_many_connections
                            ? "Raise pool.size or pool.queue_timeout, or retry later."
                            : "Check that the server is up and that pgrouter's backend credentials are right.";
-    co_await fail(s, err.sqlstate.empty() ? p::sqlstate::cannot_connect : err.sqlstate.c_str(), msg, hint);
+    std::string code = err.sqlstate.empty() ? std::string(p::sqlstate::cannot_connect) : err.sqlstate;
+    co_await fail(s, code.c_str(), msg, hint);
     co_return false;
   }
   w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
@@ -454,9 +454,11 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   if (!sets.empty()) {
     pool::ServerError serr;
     if (!co_await server_->run_quietly(sets, &serr)) {
-      co_await fail(s, serr.sqlstate.empty() ? p::sqlstate::connection_failure : serr.sqlstate.c_str(),
-                    serr.message.empty() ? "server connection failed while applying startup parameters"
-                                         : serr.message);
+      // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.
+      std::string code = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
+      std::string msg = serr.message.empty() ? std::string("server connection failed while applying startup parameters")
+                                             : serr.message;
+      co_await fail(s, code.c_str(), msg);
       pool_->release(std::move(server_), serr.from_server);
       w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
       co_return false;

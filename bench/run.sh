@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Side-by-side pgbench -S through PostgreSQL direct, haproxy (TCP), PgBouncer (session) and pgrouter (session) on one
+# throwaway PostgreSQL, interleaved over several rounds, printing medians and ratios as a markdown table.
+# Usage: bench/run.sh            env: T=seconds per run (15), C=clients (32), ROUNDS (3), PGROUTER_BIN, KEEP=1
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+trap bench_cleanup EXIT
+
+T=${T:-15}
+C=${C:-32}
+ROUNDS=${ROUNDS:-3}
+POOL_SIZE=40            # >= clients, so no target makes clients wait for a server connection
+PGROUTER_WORKERS=2
+MODES=(simple extended)
+
+ensure_tools
+ulimit -n 65536 2>/dev/null || true
+start_postgres 300
+log "pgbench -i -s 10"
+pgbench -h 127.0.0.1 -p "$PGPORT" -U postgres -i -s 10 -q postgres >"$W/init.log" 2>&1
+
+TARGETS=(direct)
+declare -A PORT=([direct]=$PGPORT)
+if start_haproxy; then TARGETS+=(haproxy); PORT[haproxy]=$HAP_PORT; fi
+if start_pgbouncer session "$POOL_SIZE"; then TARGETS+=(pgbouncer); PORT[pgbouncer]=$BOUNCER_PORT; fi
+if start_pgrouter session "$POOL_SIZE" "$PGROUTER_WORKERS"; then TARGETS+=(pgrouter); PORT[pgrouter]=$PGROUTER_PORT; fi
+
+RESULTS=$W/results.tsv   # round target mode tps latency_ms
+: >"$RESULTS"
+
+# run_pgbench TARGET MODE ROUND: one pgbench run; a failed or aborted run is recorded as tps 0 with its log kept.
+run_pgbench() {
+  local target=$1 mode=$2 round=$3 out status=0
+  out=$(pgbench -h 127.0.0.1 -p "${PORT[$target]}" -U postgres -S -M "$mode" -c "$C" -j 2 -T "$T" -n postgres 2>&1) ||
+    status=$?
+  local tps lat
+  tps=$(awk '/^tps = /{print $3; exit}' <<<"$out")
+  lat=$(awk '/^latency average = /{print $4; exit}' <<<"$out")
+  if [ $status -ne 0 ] || [ -z "$tps" ] || grep -q 'aborted' <<<"$out"; then
+    log "FAILED: $target $mode round $round (exit $status); output in $W/failed-$target-$mode-$round.log"
+    echo "$out" >"$W/failed-$target-$mode-$round.log"
+    tps=0 lat=0
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$mode" "$tps" "$lat" >>"$RESULTS"
+  log "round $round  $(printf "%-9s %-8s" "$target" "$mode") tps=${tps%.*} lat_ms=$lat"
+}
+
+# A short warm-up so the first measured target does not pay for a cold buffer cache.
+pgbench -h 127.0.0.1 -p "$PGPORT" -U postgres -S -c "$C" -j 2 -T 2 -n postgres >/dev/null 2>&1 || true
+
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in "${MODES[@]}"; do
+    # Rotate the target order each round so no target always runs first or last.
+    n=${#TARGETS[@]}
+    for i in $(seq 0 $((n - 1))); do
+      run_pgbench "${TARGETS[$(((i + round - 1) % n))]}" "$mode" "$round"
+    done
+  done
+done
+
+echo
+echo "## pgbench -S, $C clients, -j 2, ${T}s per run, median of $ROUNDS interleaved rounds"
+echo
+echo "$(nproc) cores; PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'); $(pgbouncer --version | head -1);" \
+  "HAProxy $(haproxy -v | awk 'NR==1{print $3}'); pgrouter $(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null || echo '?')" \
+  "($PGROUTER_WORKERS workers); pool size $POOL_SIZE, session mode; $(date -u +%Y-%m-%d)."
+echo
+"$PYTHON" - "$RESULTS" "${TARGETS[*]}" "${MODES[*]}" <<'PY'
+import statistics
+import sys
+
+path, targets, modes = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+runs = {}
+for line in open(path):
+    _, target, mode, tps, lat = line.split("\t")
+    runs.setdefault((target, mode), []).append((float(tps), float(lat)))
+
+def median(key, index):
+    values = [run[index] for run in runs.get(key, [])]
+    return statistics.median(values) if values else None
+
+def ratio(num, den):
+    return f"{num / den:.2f}" if num and den else "-"
+
+print("| target | protocol | tps | mean latency ms | vs pgbouncer | vs direct |")
+print("|---|---|---:|---:|---:|---:|")
+for mode in modes:
+    for target in targets:
+        tps, lat = median((target, mode), 0), median((target, mode), 1)
+        if tps is None:
+            continue
+        print(f"| {target} | {mode} | {tps:.0f} | {lat:.3f} | {ratio(tps, median(('pgbouncer', mode), 0))} "
+              f"| {ratio(tps, median(('direct', mode), 0))} |")
+print()
+print("tps of every run (min..max per target/protocol): " + "; ".join(
+    f"{t}/{m} {min(r[0] for r in runs[(t, m)]):.0f}..{max(r[0] for r in runs[(t, m)]):.0f}"
+    for m in modes for t in targets if (t, m) in runs))
+PY
+if [[ " ${TARGETS[*]} " != *" pgrouter "* ]]; then
+  echo
+  echo "pgrouter was skipped (see the SKIP message above)."
+fi

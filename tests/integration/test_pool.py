@@ -1,0 +1,205 @@
+"""Session pooling against real and failing servers: queueing and its limits, dead and hung backends,
+a backend terminated mid-query, and pool metrics."""
+import socket
+import threading
+import time
+
+import psycopg
+import pytest
+
+import pgr
+
+
+def test_clients_beyond_pool_wait_then_get_53300(pgrouter):
+    router = pgrouter({"listen": {"workers": 1}, "pool": {"size": 1, "queue_timeout": "1s"}})
+    with router.connect() as holder:
+        holder.execute("select 1")
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as info:
+            router.connect()
+        waited = time.monotonic() - started
+        assert 0.8 <= waited < 5, waited
+        assert "53300" in str(info.value) or "waiting for a server connection" in str(info.value)
+        assert "pool.queue_timeout" in str(info.value) or "pool.size" in str(info.value)
+    # Once the holder leaves, the next client gets the server.
+    with router.connect() as next_client:
+        assert next_client.execute("select 1").fetchone() == (1,)
+
+
+def test_waiting_client_gets_server_when_released(pgrouter):
+    router = pgrouter({"listen": {"workers": 1}, "pool": {"size": 1, "queue_timeout": "10s"}})
+    holder = router.connect()
+    holder.execute("select 1")
+    result = {}
+
+    def waiter():
+        with router.connect() as c:
+            result["value"] = c.execute("select 42").fetchone()[0]
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.5)
+    assert "value" not in result  # still queued
+    assert 'pgrouter_clients_waiting 1' in router.metrics()
+    holder.close()
+    t.join(10)
+    assert result.get("value") == 42
+
+
+def test_queue_full_is_rejected_at_once(pgrouter):
+    router = pgrouter({"listen": {"workers": 1}, "pool": {"size": 1, "queue_size": 0, "queue_timeout": "10s"}})
+    with router.connect():
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as info:
+            router.connect()
+        assert time.monotonic() - started < 2
+        assert "too many clients waiting" in str(info.value)
+
+
+def test_backend_down_gives_clear_error(pgrouter):
+    dead_port = pgr.free_port()
+    router = pgrouter({"databases": [{"name": "app", "shards": [{"primary": {"host": pgr.HOST, "port": dead_port}}]}]})
+    with pytest.raises(psycopg.OperationalError) as info:
+        router.connect()
+    assert "could not connect to server" in str(info.value)
+    assert "Check that the server is up" in str(info.value)
+    assert router.running
+
+
+class SilentServer:
+    """Accepts TCP connections and never answers: a hung backend."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind((pgr.HOST, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+class DroppingServer(SilentServer):
+    """Logs a client in (trust), answers one query's first bytes, then drops the connection mid-answer."""
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            c.recv(65536)  # startup packet
+            c.sendall(pgr.message("R", pgr.int32(0)) + pgr.message("K", pgr.int32(1) + pgr.int32(2)) +
+                      pgr.message("Z", b"I"))
+            c.recv(65536)  # the query
+            c.sendall(pgr.message("T", pgr.int16(1))[:8])  # half a RowDescription, then gone
+            c.close()
+        except OSError:
+            pass
+
+
+def test_hung_backend_hits_connect_timeout(pgrouter):
+    silent = SilentServer()
+    try:
+        router = pgrouter({"pool": {"connect_timeout": "1s"},
+                           "databases": [{"name": "app", "shards": [{"primary": {"host": pgr.HOST,
+                                                                                 "port": silent.port}}]}]})
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as info:
+            router.connect()
+        assert 0.8 <= time.monotonic() - started < 5
+        assert "timed out connecting to server" in str(info.value)
+    finally:
+        silent.close()
+
+
+def test_backend_dropping_mid_answer_gives_08006_and_others_carry_on(pgrouter, cluster):
+    dropping = DroppingServer()
+    try:
+        router = pgrouter({"databases": [
+            {"name": "app", "shards": [{"primary": cluster.endpoint("primary")}]},
+            {"name": "flaky", "shards": [{"primary": {"host": pgr.HOST, "port": dropping.port}}]}]})
+        with router.connect() as healthy:
+            with pgr.Raw(router.port) as raw:
+                raw.startup("pgr_scram", database="flaky", password=pgr.USERS["pgr_scram"])
+                raw.send(pgr.query("select 1"))
+                msgs = raw.read_until(("E",))
+                kind, payload = msgs[-1]
+                assert kind == "E", msgs
+                fields = pgr.parse_error_fields(payload)
+                assert fields["code"] == "08006" and fields["severity"] == "FATAL"
+                assert "server connection lost" in fields["message"]
+                assert raw.is_closed()
+            assert healthy.execute("select 7").fetchone() == (7,)
+        assert 'pgrouter_errors_total{source="pgrouter",sqlstate="08006"} 1' in router.metrics()
+    finally:
+        dropping.close()
+
+
+def test_backend_terminated_mid_query(pgrouter, cluster):
+    router = pgrouter()
+    victim = router.connect()
+    other = router.connect()
+    pid = victim.execute("select pg_backend_pid()").fetchone()[0]
+
+    def kill_soon():
+        time.sleep(0.5)
+        with cluster.connect() as admin:
+            admin.execute("select pg_terminate_backend(%s)", (pid,))
+
+    threading.Thread(target=kill_soon).start()
+    with pytest.raises(psycopg.OperationalError) as info:
+        victim.execute("select pg_sleep(10)")
+    assert "terminating connection due to administrator command" in str(info.value) or "57P01" in str(info.value)
+    victim.close()
+    assert other.execute("select 1").fetchone() == (1,)
+    with router.connect() as fresh:
+        assert fresh.execute("select 2").fetchone() == (2,)
+    other.close()
+
+
+def test_dead_idle_server_is_not_handed_out(pgrouter, cluster):
+    """A pooled server that PostgreSQL closed while idle is detected at checkout and replaced."""
+    router = pgrouter({"listen": {"workers": 1}, "pool": {"size": 2}})
+    with router.connect() as c:
+        pid = c.execute("select pg_backend_pid()").fetchone()[0]
+    time.sleep(0.2)  # the reset query runs after the client leaves
+    with cluster.connect() as admin:
+        admin.execute("select pg_terminate_backend(%s)", (pid,))
+    time.sleep(0.3)
+    with router.connect() as c:
+        assert c.execute("select pg_backend_pid()").fetchone()[0] != pid
+
+
+def test_pool_metrics(pgrouter):
+    router = pgrouter({"listen": {"workers": 1}})
+    with router.connect() as c:
+        for _ in range(5):
+            c.execute("select 1")
+        text = router.metrics()
+        assert "pgrouter_servers_active 1" in text
+        assert "pgrouter_clients_connected 1" in text
+    time.sleep(0.3)
+    text = router.metrics()
+    assert "pgrouter_servers_idle 1" in text
+    assert "pgrouter_server_connections_total 1" in text
+    queries = [l for l in text.splitlines() if l.startswith("pgrouter_queries_total")]
+    assert queries and float(queries[0].split()[-1]) >= 5
+    assert "pgrouter_query_duration_seconds_count" in text

@@ -1,0 +1,79 @@
+"""SIGHUP reload: an invalid file is rejected whole and the old config keeps serving; valid changes apply
+without closing client connections, and pgbench under reload loses no transaction."""
+import os
+import subprocess
+import time
+
+import psycopg
+import pytest
+
+import pgr
+
+
+def metric(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return None
+
+
+def test_invalid_config_is_rejected_and_old_one_kept(pgrouter):
+    router = pgrouter()
+    with router.connect() as conn:
+        before = router.metrics()
+        # Write a broken file by hand (not through the dict): a bad value and an unknown key.
+        router.config_path.write_text(router.config_path.read_text().replace('"workers": 2', '"workers": "two"')
+                                      .replace('"log": {', '"logg": {'))
+        log_size = router.log_path.stat().st_size
+        router.proc.send_signal(1)
+        time.sleep(0.5)
+        tail = router.log()[log_size:]
+        assert "config reload rejected" in tail
+        assert str(router.config_path) in tail and "workers" in tail
+        after = router.metrics()
+        assert metric(after, "pgrouter_config_reload_failures_total") == 1
+        assert metric(after, "pgrouter_config_reloads_total") == 1
+        assert conn.execute("select 1").fetchone() == (1,)
+    with router.connect() as again:
+        assert again.execute("select 2").fetchone() == (2,)
+
+
+def test_reload_adds_database_and_retargets_without_dropping_clients(pgrouter, cluster):
+    router = pgrouter()
+    existing = router.connect()
+    assert existing.execute("select pg_is_in_recovery()").fetchone() == (False,)
+    with pytest.raises(psycopg.OperationalError):
+        router.connect(dbname="ro")
+    tail = router.reload({"databases": [
+        {"name": "app", "shards": [{"primary": cluster.endpoint("replica")}]},
+        {"name": "ro", "dbname": "app", "shards": [{"primary": cluster.endpoint("replica")}]}]})
+    assert "configuration reloaded" in tail
+    # The existing session keeps its server (session pooling); new sessions follow the new config.
+    assert existing.execute("select pg_is_in_recovery()").fetchone() == (False,)
+    with router.connect() as fresh:
+        assert fresh.execute("select pg_is_in_recovery()").fetchone() == (True,)
+    with router.connect(dbname="ro") as ro:
+        assert ro.execute("select pg_is_in_recovery()").fetchone() == (True,)
+    existing.close()
+    assert metric(router.metrics(), "pgrouter_config_reloads_total") == 1
+
+
+def test_pgbench_under_repeated_reload_has_zero_failures(pgrouter, cluster):
+    env = {**os.environ, "PGPASSWORD": pgr.USERS["pgr_scram"]}
+    subprocess.run(["pgbench", "-i", "-s", "1", "-q", "-h", pgr.HOST, "-p", str(cluster.primary_port), "-U",
+                    "pgr_scram", "app"], check=True, capture_output=True, env=env, timeout=120)
+    router = pgrouter({"pool": {"size": 20}})
+    bench = subprocess.Popen(["pgbench", "-c", "8", "-j", "2", "-T", "6", "-h", pgr.HOST, "-p", str(router.port),
+                              "-U", "pgr_scram", "app"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=env)
+    for i in range(8):
+        time.sleep(0.5)
+        router.reload({"pool": {"size": 16 + i, "idle_timeout": f"{30 + i}s"},
+                       "log": {"level": "debug" if i % 2 else "info"}}, settle=0.1)
+    out, _ = bench.communicate(timeout=60)
+    assert bench.returncode == 0, out
+    assert "number of failed transactions: 0" in out, out
+    processed = [l for l in out.splitlines() if "number of transactions actually processed" in l]
+    assert processed and int(processed[0].split(":")[1].strip()) > 100, out
+    assert metric(router.metrics(), "pgrouter_config_reloads_total") == 8
+    assert metric(router.metrics(), "pgrouter_config_reload_failures_total") == 0
