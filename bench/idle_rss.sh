@@ -15,7 +15,7 @@ if [ "$MODE" = session ]; then POOL_SIZE=$N; else POOL_SIZE=20; fi
 
 ensure_tools
 ulimit -n 65536 2>/dev/null || true
-start_postgres $((POOL_SIZE + 50))
+start_postgres $((POOL_SIZE + 50))  # the proxies are measured one after the other
 
 ROWS=()
 # measure NAME PID PORT: one table row for the process PID listening on PORT.
@@ -45,6 +45,9 @@ measure() {
 
 if start_pgbouncer "$MODE" "$POOL_SIZE"; then
   measure pgbouncer "$BOUNCER_PID" "$BOUNCER_PORT"
+  # Stop it so its server connections do not count against PostgreSQL's max_connections for pgrouter.
+  kill "$BOUNCER_PID" 2>/dev/null || true
+  sleep 2
 fi
 if start_pgrouter "$MODE" "$POOL_SIZE" 2; then
   measure pgrouter "$PGROUTER_PID" "$PGROUTER_PORT"

@@ -10,7 +10,7 @@ T=${T:-15}
 C=${C:-32}
 ROUNDS=${ROUNDS:-3}
 POOL_SIZE=40            # >= clients, so no target makes clients wait for a server connection
-PGROUTER_WORKERS=2
+PGROUTER_WORKERS=${PGROUTER_WORKERS:-2}
 MODES=(simple extended)
 
 ensure_tools

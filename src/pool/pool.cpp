@@ -57,7 +57,10 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
       auto c = std::move(idle_.back());
       idle_.pop_back();
       stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
-      if (expired(*c, now) || !c->looks_alive()) {
+      // The liveness peek costs a syscall; in transaction mode a server idle for under a second is
+      // taken as is (a failure then reaches the client as 08006, as with PgBouncer's server_check_delay).
+      bool recent = settings_.config.mode == control::PoolMode::transaction && now - c->idle_since < std::chrono::seconds(1);
+      if (expired(*c, now) || (!recent && !c->looks_alive())) {
         close(std::move(c));
         continue;
       }
@@ -122,6 +125,12 @@ void Pool::release(std::unique_ptr<ServerConnection> conn, bool clean) {
     close(std::move(conn));
     return;
   }
+  bool needs_reset = conn->tx_status != 'I' ||
+                     (settings_.config.mode == control::PoolMode::session && !settings_.config.reset_query.empty());
+  if (!needs_reset) {  // transaction pooling hands servers over between transactions as they are
+    hand_over(std::move(conn));
+    return;
+  }
   asio::co_spawn(ex_, reset_and_return(std::move(conn)), asio::detached);
 }
 
@@ -129,7 +138,10 @@ awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {
   auto alive = alive_;
   bool ok = true;
   if (conn->tx_status != 'I') ok = co_await conn->run_quietly("ROLLBACK");
-  if (ok && !settings_.config.reset_query.empty()) ok = co_await conn->run_quietly(settings_.config.reset_query);
+  if (ok && settings_.config.mode == control::PoolMode::session && !settings_.config.reset_query.empty()) {
+    ok = co_await conn->run_quietly(settings_.config.reset_query);
+    conn->applied.clear();  // DISCARD ALL reset every setting pgrouter had applied
+  }
   if (!*alive) co_return;
   if (!ok) {
     close(std::move(conn));

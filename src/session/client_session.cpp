@@ -407,28 +407,26 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   if (!server_) {
     // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.
     std::string msg = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
-    std::string hint = err.sqlstate == p::sqlstate::too_many_connections
-                           ? "Raise pool.size or pool.queue_timeout, or retry later."
-                           : "Check that the server is up and that pgrouter's backend credentials are right.";
+    std::string hint;
+    if (err.from_server)
+      hint = "The server refused the connection pgrouter opened for this client; see the server's message.";
+    else if (err.sqlstate == p::sqlstate::too_many_connections)
+      hint = "Raise pool.size or pool.queue_timeout, or retry later.";
+    else
+      hint = "Check that the server is up and that pgrouter's backend credentials are right.";
     std::string code = err.sqlstate.empty() ? std::string(p::sqlstate::cannot_connect) : err.sqlstate;
     co_await fail(s, code.c_str(), msg, hint);
     co_return false;
   }
   w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
-  // Apply the client's startup settings that the server does not already have.
-  std::string sets;
-  auto add_set = [&](std::string_view k, std::string_view v) {
-    auto it = server_->params.find(std::string(k));
-    if (it != server_->params.end() && it->second == v) return;
-    sets += "SET " + std::string(k) + " = " + p::quote_literal(v) + ";";
-  };
+  // The client's startup settings, re-applied to whichever server it gets (transaction pooling).
   for (auto& [k, v] : sp.params) {
     if (is_connection_param(k)) continue;
     if (!p::is_safe_identifier(k)) {
       co_await fail(s, p::sqlstate::protocol_violation, "invalid startup parameter name \"" + k + "\"");
       co_return false;
     }
-    add_set(k, v);
+    wanted_params_.emplace_back(k, v);
   }
   if (auto* opts = sp.find("options")) {
     // Supports the common "-c name=value" form (and "--name=value").
@@ -439,7 +437,7 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
       size_t j = o.find(' ', i);
       std::string_view tok = o.substr(i, j == std::string_view::npos ? std::string_view::npos : j - i);
       i = j == std::string_view::npos ? o.size() : j;
-      if (tok == "-c") continue;
+      if (tok.empty() || tok == "-c") continue;
       if (tok.substr(0, 2) == "-c") tok.remove_prefix(2);
       else if (tok.substr(0, 2) == "--") tok.remove_prefix(2);
       auto eq = tok.find('=');
@@ -448,21 +446,19 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
                       "pgrouter understands only \"-c name=value\" in the options parameter");
         co_return false;
       }
-      add_set(tok.substr(0, eq), tok.substr(eq + 1));
+      wanted_params_.emplace_back(std::string(tok.substr(0, eq)), std::string(tok.substr(eq + 1)));
     }
   }
-  if (!sets.empty()) {
-    pool::ServerError serr;
-    if (!co_await server_->run_quietly(sets, &serr)) {
-      // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.
-      std::string code = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
-      std::string msg = serr.message.empty() ? std::string("server connection failed while applying startup parameters")
-                                             : serr.message;
-      co_await fail(s, code.c_str(), msg);
-      pool_->release(std::move(server_), serr.from_server);
-      w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-      co_return false;
-    }
+  pool::ServerError serr;
+  if (!co_await sync_params(serr)) {
+    // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.
+    std::string code = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
+    std::string msg = serr.message.empty() ? std::string("server connection failed while applying startup parameters")
+                                           : serr.message;
+    co_await fail(s, code.c_str(), msg);
+    pool_->release(std::move(server_), serr.from_server);
+    w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+    co_return false;
   }
   key_pid_ = w_.register_session(this, key_secret_);
   std::string out;
@@ -470,8 +466,67 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   for (auto& [k, v] : server_->params) p::append_parameter_status(out, k, v);
   p::append_backend_key_data(out, key_pid_, key_secret_);
   p::append_ready_for_query(out, 'I');
+  txn_mode_ = pool_->settings().config.mode == control::PoolMode::transaction;
+  if (txn_mode_) detach_server();  // the client gets a server again at its first message
   if (co_await net::write_all(s, out)) co_return false;
   co_return true;
+}
+
+awaitable<bool> ClientSession::sync_params(pool::ServerError& err) {
+  std::string sets;
+  for (auto& [k, v] : wanted_params_) {
+    auto applied = server_->applied.find(k);
+    if (applied != server_->applied.end() && applied->second == v) continue;
+    auto it = server_->params.find(k);
+    if (it != server_->params.end() && it->second == v) continue;
+    sets += "SET " + k + " = " + p::quote_literal(v) + ";";
+  }
+  if (sets.empty()) co_return true;
+  if (!co_await server_->run_quietly(sets, &err)) co_return false;
+  for (auto& [k, v] : wanted_params_) server_->applied[k] = v;
+  co_return true;
+}
+
+void ClientSession::detach_server() {
+  w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+  pool_->release(std::move(server_), true);
+}
+
+template <typename Stream>
+awaitable<bool> ClientSession::attach_for_transaction(Stream&) {
+  pool::ServerError err;
+  server_ = co_await pool_->acquire(err);
+  if (!server_) {
+    pending_fatal_sqlstate_ = err.sqlstate.empty() ? std::string(p::sqlstate::cannot_connect) : err.sqlstate;
+    pending_fatal_message_ = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
+    co_return false;
+  }
+  w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
+  pool::ServerError serr;
+  if (!co_await sync_params(serr)) {
+    pending_fatal_sqlstate_ = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
+    pending_fatal_message_ = serr.message.empty() ? "server connection failed while applying session parameters"
+                                                  : serr.message;
+    w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+    pool_->release(std::move(server_), serr.from_server);
+    co_return false;
+  }
+  co_return true;
+}
+
+template <typename Stream>
+void ClientSession::start_server_to_client(Stream& s) {
+  s2c_running_ = true;
+  s2c_mid_message_ = false;
+  s2c_done_->expires_at(pool::Clock::time_point::max());
+  // The completion of an earlier attachment's loop may run after a new one started: only the
+  // latest generation may clear the flag.
+  uint64_t gen = ++s2c_generation_;
+  asio::co_spawn(w_.io(), server_to_client(s), [this, gen](std::exception_ptr) {
+    if (gen != s2c_generation_) return;
+    s2c_running_ = false;
+    s2c_done_->cancel();
+  });
 }
 
 void ClientSession::request_started() {
@@ -505,19 +560,14 @@ void ClientSession::cancel_io() {
 
 template <typename Stream>
 awaitable<void> ClientSession::relay(Stream& s) {
-  asio::steady_timer s2c_done(w_.io());
-  s2c_done.expires_at(pool::Clock::time_point::max());
-  bool s2c_finished = false;
-  asio::co_spawn(w_.io(), server_to_client(s), [&](std::exception_ptr) {
-    s2c_finished = true;
-    s2c_done.cancel();
-  });
+  s2c_done_ = std::make_unique<asio::steady_timer>(w_.io());
+  if (server_) start_server_to_client(s);  // session pooling: the server stays for the whole session
   co_await client_to_server(s);
   client_done_ = true;
-  if (!s2c_finished) {
+  if (s2c_running_) {
     cancel_io();
     net::error_code ec;
-    co_await s2c_done.async_wait(asio::redirect_error(use_awaitable, ec));
+    co_await s2c_done_->async_wait(asio::redirect_error(use_awaitable, ec));
   }
   if (!pending_fatal_message_.empty()) {
     // Nothing else writes to the client now, so this cannot interleave with relayed bytes.
@@ -526,9 +576,11 @@ awaitable<void> ClientSession::relay(Stream& s) {
     w_.stats().count_error(pending_fatal_sqlstate_, true);
     co_await net::write_all(s, out);
   }
-  bool clean = !server_broken_ && pending_ == 0 && !unsynced_ && !s2c_mid_message_;
-  w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-  pool_->release(std::move(server_), clean);
+  if (server_) {
+    bool clean = !server_broken_ && pending_ == 0 && !unsynced_ && !s2c_mid_message_;
+    w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+    pool_->release(std::move(server_), clean);
+  }
 }
 
 template <typename Stream>
@@ -570,7 +622,15 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
     buf.commit(n);
     auto r = scanner.scan(buf.data(), buf.size(), handler);
     if (r.consumed > 0) {
-      if (co_await net::write_all(server_->socket, buf.data(), r.consumed)) {
+      if (!server_) {
+        // Transaction pooling: the first message of a transaction attaches a server.
+        if (!co_await attach_for_transaction(s)) co_return;
+        start_server_to_client(s);
+      }
+      c2s_writing_ = true;
+      auto wec = co_await net::write_all(server_->socket, buf.data(), r.consumed);
+      c2s_writing_ = false;
+      if (wec) {
         server_broken_ = true;
         if (pending_fatal_message_.empty()) {
           pending_fatal_sqlstate_ = p::sqlstate::connection_failure;
@@ -657,6 +717,12 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
       }
       stats.bytes_server_to_client.fetch_add(r.consumed, std::memory_order_relaxed);
       buf.consume(r.consumed);
+      // Transaction pooling: give the server back once it is idle with nothing in flight either way.
+      if (txn_mode_ && server_->tx_status == 'I' && pending_ == 0 && !unsynced_ && !c2s_writing_ && buf.empty() &&
+          !scanner.mid_message() && !client_done_) {
+        detach_server();
+        co_return;
+      }
     }
     if (r.bad_length) {
       server_broken_ = true;

@@ -38,7 +38,8 @@ class ServerConnection {
   ServerTarget target;
   uint32_t backend_pid = 0;
   uint32_t backend_secret = 0;
-  std::map<std::string, std::string> params;  // ParameterStatus as last reported
+  std::map<std::string, std::string> params;   // ParameterStatus as last reported
+  std::map<std::string, std::string> applied;  // client settings pgrouter SET here since the last reset
   Clock::time_point created;
   Clock::time_point idle_since;
   char tx_status = 'I';

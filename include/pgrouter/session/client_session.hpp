@@ -28,6 +28,10 @@ class ClientSession {
   template <typename Stream> awaitable<bool> read_password_message(Stream& s, std::string& body);
   template <typename Stream> awaitable<bool> attach_and_welcome(Stream& s, const protocol::StartupPacket& sp);
   template <typename Stream> awaitable<void> relay(Stream& s);
+  template <typename Stream> awaitable<bool> attach_for_transaction(Stream& s);
+  template <typename Stream> void start_server_to_client(Stream& s);
+  awaitable<bool> sync_params(pool::ServerError& err);
+  void detach_server();
   template <typename Stream> awaitable<void> client_to_server(Stream& s);
   template <typename Stream> awaitable<void> server_to_client(Stream& s);
   template <typename Stream> awaitable<void> fail(Stream& s, const char* sqlstate, std::string message,
@@ -67,6 +71,12 @@ class ClientSession {
   bool client_done_ = false, server_done_ = false;
   bool server_broken_ = false, server_sent_fatal_ = false, client_terminated_ = false;
   bool s2c_mid_message_ = false;
+  bool txn_mode_ = false;     // pool.mode transaction: a server only from first message to ReadyForQuery 'I'
+  bool c2s_writing_ = false;  // a write to the server is in progress: never detach under it
+  bool s2c_running_ = false;
+  uint64_t s2c_generation_ = 0;
+  std::unique_ptr<asio::steady_timer> s2c_done_;  // cancelled when server_to_client ends
+  std::vector<std::pair<std::string, std::string>> wanted_params_;  // startup settings to apply on any server
   std::string pending_fatal_sqlstate_, pending_fatal_message_;
   static constexpr size_t kRing = 64;
   std::array<pool::Clock::time_point, kRing> started_{};

@@ -1,0 +1,137 @@
+"""Transaction pooling (pool.mode: transaction): a server is attached at a transaction's first message and
+given back at ReadyForQuery 'I' once nothing is in flight; many clients share a few servers.
+Not yet covered by pgrouter (issue 3): named prepared statements across servers and SET tracking."""
+import os
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+
+import pgr
+
+TXN = {"pool": {"mode": "transaction", "size": 2}, "listen": {"workers": 1}}
+
+
+def metric(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+@pytest.mark.parametrize("mode", ["simple", "extended"])
+def test_pgbench_many_clients_few_servers(pgrouter, cluster, mode):
+    env = {**os.environ, "PGPASSWORD": pgr.USERS["pgr_scram"]}
+    subprocess.run(["pgbench", "-i", "-s", "1", "-q", "-h", pgr.HOST, "-p", str(cluster.primary_port), "-U",
+                    "pgr_scram", "app"], check=True, capture_output=True, env=env, timeout=120)
+    router = pgrouter(TXN)
+    result = subprocess.run(["pgbench", "-M", mode, "-c", "16", "-j", "2", "-t", "100", "-h", pgr.HOST, "-p",
+                             str(router.port), "-U", "pgr_scram", "app"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "number of transactions actually processed: 1600/1600" in result.stdout
+    assert "number of failed transactions: 0" in result.stdout
+    text = router.metrics()
+    assert metric(text, "pgrouter_server_connections_total") <= 2  # 16 clients, 2 servers
+    assert metric(text, "pgrouter_servers_active") == 0
+
+
+def test_transaction_keeps_its_server_and_idle_clients_hold_none(pgrouter):
+    router = pgrouter(TXN)
+    clients = [router.connect() for _ in range(20)]
+    assert metric(router.metrics(), "pgrouter_servers_active") == 0
+    a, b = clients[0], clients[1]
+    a.execute("begin")
+    pid = a.execute("select pg_backend_pid()").fetchone()[0]
+    for _ in range(5):
+        assert b.execute("select pg_backend_pid()").fetchone()[0] != pid  # a's server is taken
+        assert a.execute("select pg_backend_pid()").fetchone()[0] == pid
+    assert metric(router.metrics(), "pgrouter_servers_active") == 1
+    a.execute("commit")
+    assert metric(router.metrics(), "pgrouter_servers_active") == 0
+    for c in clients:
+        assert c.execute("select 1").fetchone() == (1,)
+        c.close()
+
+
+def test_failed_transaction_keeps_server_until_rollback(pgrouter):
+    router = pgrouter(TXN)
+    with router.connect() as a, router.connect() as b:
+        a.execute("begin")
+        pid = a.execute("select pg_backend_pid()").fetchone()[0]
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            a.execute("select 1/0")
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            a.execute("select 1")
+        assert b.execute("select pg_backend_pid()").fetchone()[0] != pid
+        a.execute("rollback")
+        assert a.execute("select 1").fetchone() == (1,)
+
+
+def test_concurrent_transactions_all_commit(pgrouter):
+    router = pgrouter(TXN)
+    with router.connect() as setup:
+        setup.execute("drop table if exists txn_pool_rows; create table txn_pool_rows (client int, n int)")
+    errors = []
+
+    def worker(i):
+        try:
+            # prepare_threshold=None: named prepared statements across servers are not handled yet (issue 3).
+            with router.connect(autocommit=False, prepare_threshold=None) as c:
+                for n in range(20):
+                    c.execute("insert into txn_pool_rows values (%s, %s)", (i, n))
+                    c.execute("insert into txn_pool_rows values (%s, %s)", (i, -n))
+                    c.commit()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    with router.connect() as check:
+        assert check.execute("select count(*), sum(n) from txn_pool_rows").fetchone() == (30 * 40, 0)
+
+
+def test_startup_settings_follow_the_client_to_any_server(pgrouter):
+    router = pgrouter({"pool": {"mode": "transaction", "size": 1}, "listen": {"workers": 1}})
+    one = psycopg.connect(router.dsn() + " application_name=one options='-c statement_timeout=1111'",
+                          autocommit=True)
+    two = psycopg.connect(router.dsn() + " application_name=two options='-c statement_timeout=2222'",
+                          autocommit=True)
+    for _ in range(3):
+        assert one.execute("select current_setting('application_name'), "
+                           "current_setting('statement_timeout')").fetchone() == ("one", "1111ms")
+        assert two.execute("select current_setting('application_name'), "
+                           "current_setting('statement_timeout')").fetchone() == ("two", "2222ms")
+    one.close()
+    two.close()
+
+
+def test_pipeline_with_error_answers_every_sync(pgrouter):
+    router = pgrouter(TXN)
+    with pgr.Raw(router.port) as raw:
+        raw.startup("pgr_scram", password=pgr.USERS["pgr_scram"])
+        batch = b""
+        for sql in ["select 1", "select 1/0", "select 3"]:
+            batch += pgr.parse(sql) + pgr.bind() + pgr.execute() + pgr.sync()
+        raw.send(batch)
+        readies, rows, errors = 0, [], []
+        while readies < 3:
+            kind, payload = raw.read_message()
+            assert kind != ""
+            if kind == "Z":
+                readies += 1
+            elif kind == "D":
+                rows.append(pgr.parse_data_row(payload))
+            elif kind == "E":
+                errors.append(pgr.parse_error_fields(payload)["code"])
+        assert rows == [["1"], ["3"]] and errors == ["22012"]
+        rows, err = raw.simple_query("select 4")
+        assert rows == [["4"]] and err is None
+    time.sleep(0.1)
+    assert metric(router.metrics(), "pgrouter_servers_active") == 0
