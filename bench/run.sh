@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Side-by-side pgbench -S through PostgreSQL direct, haproxy (TCP), PgBouncer (session) and pgrouter (session) on one
+# Side-by-side pgbench -S through PostgreSQL direct, haproxy (TCP), PgBouncer and pgrouter (same pool mode) on one
 # throwaway PostgreSQL, interleaved over several rounds, printing medians and ratios as a markdown table.
-# Usage: bench/run.sh            env: T=seconds per run (15), C=clients (32), ROUNDS (3), PGROUTER_BIN, KEEP=1
+# Usage: bench/run.sh            env: T=seconds per run (15), C=clients (32), ROUNDS (3), PGROUTER_BIN, KEEP=1,
+#   POOL_MODE=session|transaction (session), POOL_SIZE (40), PGROUTER_WORKERS (2), CONNECT=1 (adds a -C run: a new
+#   connection per transaction)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap bench_cleanup EXIT
@@ -9,9 +11,11 @@ trap bench_cleanup EXIT
 T=${T:-15}
 C=${C:-32}
 ROUNDS=${ROUNDS:-3}
-POOL_SIZE=40            # >= clients, so no target makes clients wait for a server connection
+POOL_MODE=${POOL_MODE:-session}
+POOL_SIZE=${POOL_SIZE:-40}  # session mode: >= clients, so no target makes clients wait for a server connection
 PGROUTER_WORKERS=${PGROUTER_WORKERS:-2}
 MODES=(simple extended)
+[ "${CONNECT:-0}" = 1 ] && MODES+=(connect)  # "connect" = -M simple -C: a new connection per transaction
 
 ensure_tools
 ulimit -n 65536 2>/dev/null || true
@@ -22,16 +26,18 @@ pgbench -h 127.0.0.1 -p "$PGPORT" -U postgres -i -s 10 -q postgres >"$W/init.log
 TARGETS=(direct)
 declare -A PORT=([direct]=$PGPORT)
 if start_haproxy; then TARGETS+=(haproxy); PORT[haproxy]=$HAP_PORT; fi
-if start_pgbouncer session "$POOL_SIZE"; then TARGETS+=(pgbouncer); PORT[pgbouncer]=$BOUNCER_PORT; fi
-if start_pgrouter session "$POOL_SIZE" "$PGROUTER_WORKERS"; then TARGETS+=(pgrouter); PORT[pgrouter]=$PGROUTER_PORT; fi
+if start_pgbouncer "$POOL_MODE" "$POOL_SIZE"; then TARGETS+=(pgbouncer); PORT[pgbouncer]=$BOUNCER_PORT; fi
+if start_pgrouter "$POOL_MODE" "$POOL_SIZE" "$PGROUTER_WORKERS"; then TARGETS+=(pgrouter); PORT[pgrouter]=$PGROUTER_PORT; fi
 
 RESULTS=$W/results.tsv   # round target mode tps latency_ms
 : >"$RESULTS"
 
 # run_pgbench TARGET MODE ROUND: one pgbench run; a failed or aborted run is recorded as tps 0 with its log kept.
 run_pgbench() {
-  local target=$1 mode=$2 round=$3 out status=0
-  out=$(pgbench -h 127.0.0.1 -p "${PORT[$target]}" -U postgres -S -M "$mode" -c "$C" -j 2 -T "$T" -n postgres 2>&1) ||
+  local target=$1 mode=$2 round=$3 out status=0 protocol=$2 connect=()
+  if [ "$mode" = connect ]; then protocol=simple connect=(-C); fi
+  out=$(pgbench -h 127.0.0.1 -p "${PORT[$target]}" -U postgres -S -M "$protocol" "${connect[@]}" -c "$C" -j 2 -T "$T" \
+    -n postgres 2>&1) ||
     status=$?
   local tps lat
   tps=$(awk '/^tps = /{print $3; exit}' <<<"$out")
@@ -63,7 +69,7 @@ echo "## pgbench -S, $C clients, -j 2, ${T}s per run, median of $ROUNDS interlea
 echo
 echo "$(nproc) cores; PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'); $(pgbouncer --version | head -1);" \
   "HAProxy $(haproxy -v | awk 'NR==1{print $3}'); pgrouter $(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null || echo '?')" \
-  "($PGROUTER_WORKERS workers); pool size $POOL_SIZE, session mode; $(date -u +%Y-%m-%d)."
+  "($PGROUTER_WORKERS workers); pool size $POOL_SIZE, $POOL_MODE mode; $(date -u +%Y-%m-%d)."
 echo
 "$PYTHON" - "$RESULTS" "${TARGETS[*]}" "${MODES[*]}" <<'PY'
 import statistics

@@ -27,6 +27,7 @@ void Pool::update(PoolSettings settings) {
   settings_ = std::move(settings);
   if (retarget) {
     ++generation_;
+    welcome_params_.clear();
     while (!idle_.empty()) {
       auto c = std::move(idle_.back());
       idle_.pop_back();
@@ -81,6 +82,7 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
         co_return nullptr;
       }
       c->generation = generation_;
+      welcome_params_ = c->params;
       stats_.server_connections_total.fetch_add(1, std::memory_order_relaxed);
       stats_.pool_wait.observe_ns(
           uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count()));
@@ -196,6 +198,7 @@ awaitable<void> Pool::open_spare() {
     co_return;
   }
   c->generation = generation_;
+  welcome_params_ = c->params;
   stats_.server_connections_total.fetch_add(1, std::memory_order_relaxed);
   hand_over(std::move(c));
 }

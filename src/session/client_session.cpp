@@ -402,23 +402,7 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
 template <typename Stream>
 awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPacket& sp) {
   pool_ = &w_.pool_for(*db_, *user_cfg_);
-  pool::ServerError err;
-  server_ = co_await pool_->acquire(err);
-  if (!server_) {
-    // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.
-    std::string msg = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
-    std::string hint;
-    if (err.from_server)
-      hint = "The server refused the connection pgrouter opened for this client; see the server's message.";
-    else if (err.sqlstate == p::sqlstate::too_many_connections)
-      hint = "Raise pool.size or pool.queue_timeout, or retry later.";
-    else
-      hint = "Check that the server is up and that pgrouter's backend credentials are right.";
-    std::string code = err.sqlstate.empty() ? std::string(p::sqlstate::cannot_connect) : err.sqlstate;
-    co_await fail(s, code.c_str(), msg, hint);
-    co_return false;
-  }
-  w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
+  txn_mode_ = pool_->settings().config.mode == control::PoolMode::transaction;
   // The client's startup settings, re-applied to whichever server it gets (transaction pooling).
   for (auto& [k, v] : sp.params) {
     if (is_connection_param(k)) continue;
@@ -449,25 +433,53 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
       wanted_params_.emplace_back(std::string(tok.substr(0, eq)), std::string(tok.substr(eq + 1)));
     }
   }
-  pool::ServerError serr;
-  if (!co_await sync_params(serr)) {
-    // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.
-    std::string code = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
-    std::string msg = serr.message.empty() ? std::string("server connection failed while applying startup parameters")
-                                           : serr.message;
-    co_await fail(s, code.c_str(), msg);
-    pool_->release(std::move(server_), serr.from_server);
-    w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-    co_return false;
+
+  std::map<std::string, std::string> welcome;
+  if (txn_mode_ && !pool_->welcome_params().empty()) {
+    // Transaction pooling: a login needs no server when the pool already knows the servers'
+    // parameters; the client's own settings are applied at its first transaction.
+    welcome = pool_->welcome_params();
+    for (auto& [k, v] : wanted_params_)
+      if (auto it = welcome.find(k); it != welcome.end()) it->second = v;
+  } else {
+    pool::ServerError err;
+    server_ = co_await pool_->acquire(err);
+    if (!server_) {
+      // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.
+      std::string msg = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
+      std::string hint;
+      if (err.from_server)
+        hint = "The server refused the connection pgrouter opened for this client; see the server's message.";
+      else if (err.sqlstate == p::sqlstate::too_many_connections)
+        hint = "Raise pool.size or pool.queue_timeout, or retry later.";
+      else
+        hint = "Check that the server is up and that pgrouter's backend credentials are right.";
+      std::string code = err.sqlstate.empty() ? std::string(p::sqlstate::cannot_connect) : err.sqlstate;
+      co_await fail(s, code.c_str(), msg, hint);
+      co_return false;
+    }
+    w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
+    pool::ServerError serr;
+    if (!co_await sync_params(serr)) {
+      // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.
+      std::string code = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
+      std::string msg = serr.message.empty()
+                            ? std::string("server connection failed while applying startup parameters")
+                            : serr.message;
+      co_await fail(s, code.c_str(), msg);
+      pool_->release(std::move(server_), serr.from_server);
+      w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+      co_return false;
+    }
+    welcome = server_->params;
   }
   key_pid_ = w_.register_session(this, key_secret_);
   std::string out;
   p::append_auth(out, 0);
-  for (auto& [k, v] : server_->params) p::append_parameter_status(out, k, v);
+  for (auto& [k, v] : welcome) p::append_parameter_status(out, k, v);
   p::append_backend_key_data(out, key_pid_, key_secret_);
   p::append_ready_for_query(out, 'I');
-  txn_mode_ = pool_->settings().config.mode == control::PoolMode::transaction;
-  if (txn_mode_) detach_server();  // the client gets a server again at its first message
+  if (txn_mode_ && server_) detach_server();  // the client gets a server again at its first message
   if (co_await net::write_all(s, out)) co_return false;
   co_return true;
 }
@@ -652,8 +664,13 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       server_broken_ = true;  // the server may have seen part of a batch: do not reuse it
       co_return;
     }
-    if (r.need > 0) buf.reserve_message(r.need);
-    else if (buf.empty() && buf.capacity() > 65536) buf.shrink();
+    if (r.need > 0) {
+      buf.reserve_message(r.need);
+    } else if (n == buf.capacity() && buf.capacity() < kMaxStreamingBuffer) {
+      buf.reserve_message(buf.capacity() * 2);  // a full read: bulk traffic (COPY, big batches) reads more at once
+    } else if (buf.empty() && n < kClientBufferInitial / 2 && buf.capacity() > kClientBufferInitial) {
+      buf.shrink();  // back to small requests: idle sessions keep only the initial buffer
+    }
   }
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 #include <deque>
 #include <list>
+#include <map>
 #include <memory>
 
 #include "pgrouter/control/config.hpp"
@@ -38,6 +39,9 @@ class Pool {
   // Periodic upkeep: closes idle connections past idle_timeout/max_lifetime, opens up to min_servers.
   void maintain(Clock::time_point now);
 
+  // ParameterStatus of the last server this pool logged into: what a transaction-pooled client is
+  // welcomed with, so its login needs no server.
+  const std::map<std::string, std::string>& welcome_params() const { return welcome_params_; }
   int total() const { return total_; }
   size_t idle() const { return idle_.size(); }
   size_t waiting() const { return waiters_.size(); }
@@ -57,6 +61,7 @@ class Pool {
   int total_ = 0;  // open, opening or resetting
   std::deque<std::unique_ptr<ServerConnection>> idle_;
   std::list<Waiter*> waiters_;
+  std::map<std::string, std::string> welcome_params_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -65,7 +65,10 @@ class ClientSession {
   std::unique_ptr<pool::ServerConnection> server_;
 
   // Relay state (both directions run on this worker's thread).
-  protocol::Buffer client_buf_{8192};
+  // Small by default (an idle client costs little); grows while reads fill it, shrinks when traffic is small.
+  static constexpr size_t kClientBufferInitial = 2048;
+  static constexpr size_t kMaxStreamingBuffer = 64 * 1024;
+  protocol::Buffer client_buf_{kClientBufferInitial};
   int pending_ = 0;        // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen
   bool unsynced_ = false;  // extended-protocol messages sent since the last Sync
   bool client_done_ = false, server_done_ = false;
