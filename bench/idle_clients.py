@@ -16,7 +16,7 @@ def main() -> int:
     for i in range(count):
         try:
             conn = psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
-                                   autocommit=True, connect_timeout=10)
+                                   autocommit=True, connect_timeout=60)
         except psycopg.Error as exc:
             print(f"failed after {i} connections: {exc}", flush=True)
             return 1

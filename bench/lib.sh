@@ -83,7 +83,7 @@ unix_socket_dir =
 INI
   chown postgres "$W/users.txt" "$W/bouncer.ini" 2>/dev/null || true
   # Each client and each server is a file descriptor: the default 1024 caps PgBouncer near 500 clients.
-  as_postgres "ulimit -n 65536 2>/dev/null; pgbouncer -d $W/bouncer.ini"
+  as_postgres "ulimit -n \$(ulimit -Hn) 2>/dev/null; pgbouncer -d $W/bouncer.ini"
   wait_for_sql "$BOUNCER_PORT" 10 || { log "pgbouncer did not start; see $W/bouncer.log"; return 1; }
   BOUNCER_PID=$(cat "$W/bouncer.pid")
   log "pgbouncer ($1 mode, pool $2) on 127.0.0.1:$BOUNCER_PORT"

@@ -88,8 +88,8 @@ pool::PoolSettings Worker::settings_for(const control::DatabaseConfig& db, const
   s.config = config_->pool_for(db);
   int workers = int(rt_.workers.size());
   if (workers < 1) workers = 1;
-  // The configured size is for the whole process; each worker owns an equal share (rounded up).
-  s.max_servers = std::max(1, (s.config.size + workers - 1) / workers);
+  // The size is one budget for all workers (PoolGroup); min_size is kept per worker as an equal share.
+  s.max_servers = std::max(1, s.config.size);
   s.min_servers = (s.config.min_size + workers - 1) / workers;
   return s;
 }
@@ -98,7 +98,9 @@ pool::Pool& Worker::pool_for(const control::DatabaseConfig& db, const control::U
   auto key = std::make_pair(db.name, user.name);
   auto it = pools_.find(key);
   if (it == pools_.end())
-    it = pools_.emplace(key, std::make_unique<pool::Pool>(io_.get_executor(), settings_for(db, user), stats_)).first;
+    it = pools_.emplace(key, std::make_unique<pool::Pool>(io_.get_executor(), settings_for(db, user), stats_,
+                                                          rt_.pool_group(db.name, user.name), index_))
+             .first;
   return *it->second;
 }
 

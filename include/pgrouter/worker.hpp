@@ -3,6 +3,7 @@
 #pragma once
 #include <atomic>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <random>
 #include <thread>
@@ -29,6 +30,18 @@ struct Runtime {
   std::shared_ptr<control::Stats> stats;
   std::atomic<int> clients{0};  // connected clients over all workers, for listen.max_client_conn
   std::string mock_secret;      // random per process: fake SCRAM salts for unknown users
+
+  // The cross-worker budget of one (database, user) pool; created once, on a worker's first login.
+  std::shared_ptr<pool::PoolGroup> pool_group(const std::string& db, const std::string& user) {
+    std::lock_guard lock(groups_mu_);
+    auto& g = groups_[{db, user}];
+    if (!g) g = std::make_shared<pool::PoolGroup>(workers.size());
+    return g;
+  }
+
+ private:
+  std::mutex groups_mu_;
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<pool::PoolGroup>> groups_;
 };
 
 class Worker {

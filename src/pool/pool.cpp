@@ -14,10 +14,14 @@ struct Pool::Waiter {
   bool queued = true;
 };
 
-Pool::Pool(asio::any_io_executor ex, PoolSettings settings, control::WorkerStats& stats)
-    : ex_(std::move(ex)), settings_(std::move(settings)), stats_(stats) {}
+Pool::Pool(asio::any_io_executor ex, PoolSettings settings, control::WorkerStats& stats,
+           std::shared_ptr<PoolGroup> group, int worker)
+    : ex_(std::move(ex)), group_(std::move(group)), worker_(worker), settings_(std::move(settings)), stats_(stats) {
+  group_->members.at(size_t(worker_)).store(this);
+}
 
 Pool::~Pool() {
+  group_->members.at(size_t(worker_)).store(nullptr);
   *alive_ = false;
   stats_.servers_idle.fetch_sub(int64_t(idle_.size()), std::memory_order_relaxed);
 }
@@ -35,15 +39,57 @@ void Pool::update(PoolSettings settings) {
       close(std::move(c));
     }
   }
-  // A larger pool may let waiters in now.
-  while (!waiters_.empty() && total_ < settings_.max_servers) {
-    Waiter* w = waiters_.front();
-    waiters_.pop_front();
-    w->queued = false;
-    w->slot = true;
-    w->timer.cancel();
-    break;
+  // A larger pool may let a waiter in now.
+  if (group_->servers.load(std::memory_order_relaxed) < settings_.max_servers) wake_one_for_slot();
+}
+
+bool Pool::reserve_slot() {
+  int cur = group_->servers.load(std::memory_order_relaxed);
+  while (cur < settings_.max_servers) {
+    if (group_->servers.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed)) {
+      ++total_;
+      return true;
+    }
   }
+  return false;
+}
+
+void Pool::release_slot() {
+  --total_;
+  group_->servers.fetch_sub(1, std::memory_order_relaxed);
+  if (!waiters_.empty()) {
+    wake_one_for_slot();
+    return;
+  }
+  if (group_->waiting.load(std::memory_order_relaxed) == 0) return;
+  for (size_t i = 0; i < group_->members.size(); ++i) {
+    Pool* other = group_->members[i].load();
+    if (!other || other == this) continue;
+    // Pools live as long as their worker; a post to a stopped worker is simply dropped.
+    asio::post(other->ex_, [other] { other->on_slot_freed(); });
+  }
+}
+
+void Pool::give_up_idle() {
+  if (!waiters_.empty() || idle_.empty()) return;
+  auto c = std::move(idle_.front());  // the oldest
+  idle_.pop_front();
+  stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
+  close(std::move(c));  // release_slot tells the worker that asked
+}
+
+void Pool::on_slot_freed() {
+  if (group_->servers.load(std::memory_order_relaxed) < settings_.max_servers) wake_one_for_slot();
+}
+
+void Pool::wake_one_for_slot() {
+  if (waiters_.empty()) return;
+  Waiter* w = waiters_.front();
+  waiters_.pop_front();
+  group_->waiting.fetch_sub(1, std::memory_order_relaxed);
+  w->queued = false;
+  w->slot = true;
+  w->timer.cancel();
 }
 
 bool Pool::expired(const ServerConnection& c, Clock::time_point now) const {
@@ -68,13 +114,12 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
       stats_.pool_wait.observe_ns(uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(now - started).count()));
       co_return c;
     }
-    if (total_ < settings_.max_servers) {
-      ++total_;
+    if (reserve_slot()) {
       auto alive = alive_;
       auto c = co_await connect_server(ex_, settings_.target, settings_.config.connect_timeout, err);
       if (!*alive) co_return nullptr;
       if (!c) {
-        --total_;
+        release_slot();
         stats_.server_connect_failures_total.fetch_add(1, std::memory_order_relaxed);
         log::warn("server login failed", {{"host", settings_.target.host}, {"port", settings_.target.port},
                                           {"user", settings_.target.user}, {"sqlstate", err.sqlstate},
@@ -88,7 +133,7 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
           uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count()));
       co_return c;
     }
-    if (int(waiters_.size()) >= settings_.config.queue_size) {
+    if (group_->waiting.load(std::memory_order_relaxed) >= settings_.config.queue_size) {
       err = {protocol::sqlstate::too_many_connections,
              "too many clients waiting for a server connection to database \"" + settings_.target.dbname +
                  "\" (pool.queue_size = " + std::to_string(settings_.config.queue_size) + ")",
@@ -99,6 +144,12 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
     auto deadline = started + settings_.config.queue_timeout;
     w.timer.expires_at(deadline);
     waiters_.push_back(&w);
+    group_->waiting.fetch_add(1, std::memory_order_relaxed);
+    // The budget may be held by idle servers on other workers: ask them to free a slot.
+    for (size_t i = 0; i < group_->members.size(); ++i) {
+      Pool* other = group_->members[i].load();
+      if (other && other != this) asio::post(other->ex_, [other] { other->give_up_idle(); });
+    }
     stats_.clients_waiting.fetch_add(1, std::memory_order_relaxed);
     boost::system::error_code ec;
     auto alive = alive_;
@@ -110,7 +161,10 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
           uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count()));
       co_return std::move(w.conn);
     }
-    if (w.queued) waiters_.remove(&w);
+    if (w.queued) {
+      waiters_.remove(&w);
+      group_->waiting.fetch_sub(1, std::memory_order_relaxed);
+    }
     if (w.slot && Clock::now() < deadline) continue;
     err = {protocol::sqlstate::too_many_connections,
            "timed out after " + std::to_string(settings_.config.queue_timeout.count()) +
@@ -156,9 +210,15 @@ void Pool::hand_over(std::unique_ptr<ServerConnection> conn) {
   if (!waiters_.empty()) {
     Waiter* w = waiters_.front();
     waiters_.pop_front();
+    group_->waiting.fetch_sub(1, std::memory_order_relaxed);
     w->queued = false;
     w->conn = std::move(conn);
     w->timer.cancel();
+    return;
+  }
+  if (group_->waiting.load(std::memory_order_relaxed) > 0 &&
+      group_->servers.load(std::memory_order_relaxed) >= settings_.max_servers) {
+    close(std::move(conn));  // clients wait on another worker: move the slot there
     return;
   }
   conn->idle_since = Clock::now();
@@ -176,24 +236,17 @@ void Pool::close(std::unique_ptr<ServerConnection> conn) {
     conn->socket.write_some(asio::buffer(bye), ec);  // best effort, never blocks
     conn->socket.close(ec);
   }
-  --total_;
-  if (!waiters_.empty() && total_ < settings_.max_servers) {
-    Waiter* w = waiters_.front();
-    waiters_.pop_front();
-    w->queued = false;
-    w->slot = true;
-    w->timer.cancel();
-  }
+  release_slot();
 }
 
 awaitable<void> Pool::open_spare() {
   auto alive = alive_;
   ServerError err;
-  ++total_;
+  if (!reserve_slot()) co_return;
   auto c = co_await connect_server(ex_, settings_.target, settings_.config.connect_timeout, err);
   if (!*alive) co_return;
   if (!c) {
-    --total_;
+    release_slot();
     stats_.server_connect_failures_total.fetch_add(1, std::memory_order_relaxed);
     co_return;
   }

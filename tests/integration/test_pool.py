@@ -203,3 +203,35 @@ def test_pool_metrics(pgrouter):
     queries = [l for l in text.splitlines() if l.startswith("pgrouter_queries_total")]
     assert queries and float(queries[0].split()[-1]) >= 5
     assert "pgrouter_query_duration_seconds_count" in text
+
+
+def test_pool_size_is_one_budget_across_workers(pgrouter, cluster):
+    """pool.size bounds servers over all workers; an idle server on one worker moves its slot to a client
+    waiting on the other (SO_REUSEPORT spreads clients, so both workers get some)."""
+    router = pgrouter({"listen": {"workers": 2}, "pool": {"size": 2, "queue_timeout": "10s"}})
+    peak = 0
+    for _ in range(4):
+        conns = [router.connect() for _ in range(2)]
+        for c in conns:
+            assert c.execute("select 1").fetchone() == (1,)
+        with cluster.connect() as admin:
+            n = admin.execute("select count(*) from pg_stat_activity where usename = 'pgr_scram'").fetchone()[0]
+        peak = max(peak, n)
+        for c in conns:
+            c.close()
+    assert peak <= 2
+    held = [router.connect() for _ in range(2)]
+    result = {}
+
+    def third():
+        with router.connect() as c:
+            result["v"] = c.execute("select 3").fetchone()[0]
+
+    t = threading.Thread(target=third)
+    t.start()
+    time.sleep(0.5)
+    assert "v" not in result  # the budget is used up: the third client waits
+    held[0].close()
+    t.join(10)
+    assert result.get("v") == 3
+    held[1].close()

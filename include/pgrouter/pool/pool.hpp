@@ -1,10 +1,14 @@
 // A worker-local pool of server connections for one (database, user): idle list (LIFO, so warm
 // connections are reused), a bounded FIFO of waiting clients with a timeout, reset on return.
-// Pools are per worker so that checkout/checkin never take a lock shared between threads; the
-// configured size is split evenly across workers.
+// Pools are per worker so that checkout/checkin never take a lock shared between threads. The
+// configured size is one budget for all workers of a (database, user), kept in a PoolGroup of atomics:
+// a worker may open servers while the group is under pool.size, and a server going idle on one
+// worker while clients wait on another is closed so that its slot moves to where it is needed.
 #pragma once
 #include <deque>
+#include <atomic>
 #include <list>
+#include <vector>
 #include <map>
 #include <memory>
 
@@ -14,16 +18,30 @@
 
 namespace pgrouter::pool {
 
+class Pool;
+
+// What the pools of one (database, user) share across workers: only atomics, touched when a server
+// is opened or closed and when a client starts or stops waiting, never per query.
+struct PoolGroup {
+  explicit PoolGroup(size_t workers) : members(workers) {
+    for (auto& m : members) m.store(nullptr);
+  }
+  std::atomic<int> servers{0};  // open or opening, over all workers
+  std::atomic<int> waiting{0};  // clients waiting, over all workers
+  std::vector<std::atomic<Pool*>> members;  // index = worker
+};
+
 struct PoolSettings {
   ServerTarget target;
   control::PoolConfig config;
-  int max_servers = 1;  // this worker's share of config.size
+  int max_servers = 1;  // config.size: the budget of the whole group
   int min_servers = 0;  // this worker's share of config.min_size
 };
 
 class Pool {
  public:
-  Pool(asio::any_io_executor ex, PoolSettings settings, control::WorkerStats& stats);
+  Pool(asio::any_io_executor ex, PoolSettings settings, control::WorkerStats& stats,
+       std::shared_ptr<PoolGroup> group, int worker);
   ~Pool();
   // Replaces the settings (config reload). A different target retires every connection opened for
   // the old one: idle ones now, attached ones when their clients give them back.
@@ -38,6 +56,10 @@ class Pool {
   void release(std::unique_ptr<ServerConnection> conn, bool clean);
   // Periodic upkeep: closes idle connections past idle_timeout/max_lifetime, opens up to min_servers.
   void maintain(Clock::time_point now);
+  // Another worker closed a server of this group: a waiting client here may open one now.
+  void on_slot_freed();
+  // A client waits on another worker while the budget is used: close one idle server here, if any.
+  void give_up_idle();
 
   // ParameterStatus of the last server this pool logged into: what a transaction-pooled client is
   // welcomed with, so its login needs no server.
@@ -53,8 +75,13 @@ class Pool {
   void hand_over(std::unique_ptr<ServerConnection> conn);  // to a waiter, else to the idle list
   void close(std::unique_ptr<ServerConnection> conn);       // frees a slot and wakes a waiter for it
   bool expired(const ServerConnection& c, Clock::time_point now) const;
+  bool reserve_slot();  // takes one server slot from the group budget, if any is left
+  void release_slot();  // gives it back and tells the other workers' pools
+  void wake_one_for_slot();
 
   asio::any_io_executor ex_;
+  std::shared_ptr<PoolGroup> group_;
+  int worker_;
   PoolSettings settings_;
   control::WorkerStats& stats_;
   uint64_t generation_ = 1;
