@@ -51,6 +51,14 @@ def cluster():
             shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def pgbench_tables(cluster):
+    """pgbench's tables (scale 1) in the primary's `app` database, owned by pgr_scram; made once per run."""
+    env = {**os.environ, "PGPASSWORD": pgr.USERS["pgr_scram"]}
+    subprocess.run(["pgbench", "-i", "-s", "1", "-q", "-h", pgr.HOST, "-p", str(cluster.primary_port), "-U",
+                    "pgr_scram", "app"], check=True, capture_output=True, env=env, timeout=120)
+
+
 @pytest.fixture
 def pgrouter(cluster, request, tmp_path):
     """Factory: pgrouter(overrides=None, env=None) starts one pgrouter and returns its pgr.Pgrouter. Every instance

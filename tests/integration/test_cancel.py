@@ -4,7 +4,6 @@ import threading
 import time
 
 import psycopg
-import pytest
 
 import pgr
 

@@ -19,13 +19,6 @@ def psql(router, *args, user="pgr_scram", input=None, check=True):
     return result
 
 
-@pytest.fixture(scope="module")
-def pgbench_tables(cluster):
-    env = {**os.environ, "PGPASSWORD": pgr.USERS["pgr_scram"]}
-    subprocess.run(["pgbench", "-i", "-s", "1", "-q", "-h", pgr.HOST, "-p", str(cluster.primary_port), "-U",
-                    "pgr_scram", "app"], check=True, capture_output=True, env=env, timeout=120)
-
-
 def test_psql_multi_statement_and_meta(pgrouter):
     router = pgrouter()
     out = psql(router, "-c", "select 1; select 'two'", "-c", "select current_database()").stdout.split()

@@ -22,10 +22,8 @@ def metric(text, name):
 
 
 @pytest.mark.parametrize("mode", ["simple", "extended"])
-def test_pgbench_many_clients_few_servers(pgrouter, cluster, mode):
+def test_pgbench_many_clients_few_servers(pgrouter, pgbench_tables, mode):
     env = {**os.environ, "PGPASSWORD": pgr.USERS["pgr_scram"]}
-    subprocess.run(["pgbench", "-i", "-s", "1", "-q", "-h", pgr.HOST, "-p", str(cluster.primary_port), "-U",
-                    "pgr_scram", "app"], check=True, capture_output=True, env=env, timeout=120)
     router = pgrouter(TXN)
     result = subprocess.run(["pgbench", "-M", mode, "-c", "16", "-j", "2", "-t", "100", "-h", pgr.HOST, "-p",
                              str(router.port), "-U", "pgr_scram", "app"],
