@@ -36,6 +36,7 @@ void Worker::listen(const std::string& host, uint16_t port) {
 }
 
 void Worker::start() {
+  readiness_.start();
   asio::co_spawn(io_, accept_loop(), asio::detached);
   asio::co_spawn(io_, maintenance_loop(), asio::detached);
   thread_ = std::thread([this] {
@@ -57,6 +58,7 @@ void Worker::stop() {
     stopping_ = true;
     boost::system::error_code ec;
     acceptor_.close(ec);
+    readiness_.stop();
     io_.stop();
   });
 }

@@ -12,6 +12,7 @@
 #include "pgrouter/asio.hpp"
 #include "pgrouter/control/config.hpp"
 #include "pgrouter/control/stats.hpp"
+#include "pgrouter/net/readiness.hpp"
 #include "pgrouter/net/tls.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/protocol/scram.hpp"
@@ -58,6 +59,7 @@ class Worker {
   void publish(std::shared_ptr<const control::Config> config, std::shared_ptr<net::ssl::context> tls);
 
   asio::io_context& io() { return io_; }
+  net::Readiness& readiness() { return readiness_; }
   int index() const { return index_; }
   Runtime& runtime() { return rt_; }
   control::WorkerStats& stats() { return stats_; }
@@ -89,6 +91,7 @@ class Worker {
   control::WorkerStats& stats_;
   asio::io_context io_{1};
   tcp::acceptor acceptor_;
+  net::Readiness readiness_{io_};
   std::thread thread_;
   std::shared_ptr<const control::Config> config_;
   std::shared_ptr<net::ssl::context> tls_;

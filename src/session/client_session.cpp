@@ -528,6 +528,13 @@ awaitable<bool> ClientSession::attach_for_transaction(Stream&) {
 
 template <typename Stream>
 void ClientSession::start_server_to_client(Stream& s) {
+  net::error_code nec;
+  server_->socket.native_non_blocking(true, nec);
+  server_->ready.rearm();  // a new attachment: an earlier session's cancel no longer applies
+  if (nec || !server_->ready.attach(w_.readiness(), server_->socket.native_handle())) {
+    server_broken_ = true;
+    log::error("cannot register server socket for the relay", {{"session", id_}});
+  }
   s2c_running_ = true;
   s2c_mid_message_ = false;
   s2c_done_->expires_at(pool::Clock::time_point::max());
@@ -563,16 +570,45 @@ void ClientSession::request_finished() {
 void ClientSession::cancel_client_io() {
   if (tls_) cancel_stream(*tls_);
   else cancel_stream(socket_);
+  client_ready_.cancel();
 }
 
 void ClientSession::cancel_io() {
   cancel_client_io();
-  if (server_) cancel_stream(server_->socket);
+  if (server_) {
+    cancel_stream(server_->socket);
+    server_->ready.cancel();
+  }
+}
+
+awaitable<size_t> ClientSession::client_read(tcp::socket&, char* dst, size_t n, net::error_code& ec) {
+  return client_ready_.read_some(dst, n, ec);
+}
+
+awaitable<void> ClientSession::client_write(tcp::socket&, const char* src, size_t n, net::error_code& ec) {
+  return client_ready_.write_all(src, n, ec);
+}
+
+awaitable<size_t> ClientSession::client_read(net::TlsStream& s, char* dst, size_t n, net::error_code& ec) {
+  size_t got = co_await s.async_read_some(asio::buffer(dst, n), asio::redirect_error(use_awaitable, ec));
+  co_return got;
+}
+
+awaitable<void> ClientSession::client_write(net::TlsStream& s, const char* src, size_t n, net::error_code& ec) {
+  ec = co_await net::write_all(s, src, n);
 }
 
 template <typename Stream>
 awaitable<void> ClientSession::relay(Stream& s) {
   s2c_done_ = std::make_unique<asio::steady_timer>(w_.io());
+  if (!tls_) {
+    net::error_code ec;
+    socket_.native_non_blocking(true, ec);
+    if (ec || !client_ready_.attach(w_.readiness(), socket_.native_handle())) {
+      log::error("cannot register client socket for the relay", {{"session", id_}});
+      co_return;
+    }
+  }
   if (server_) start_server_to_client(s);  // session pooling: the server stays for the whole session
   co_await client_to_server(s);
   client_done_ = true;
@@ -628,8 +664,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
   for (;;) {
     buf.prepare_read();
     net::error_code ec;
-    size_t n = co_await s.async_read_some(asio::buffer(buf.write_ptr(), buf.write_space()),
-                                          asio::redirect_error(use_awaitable, ec));
+    size_t n = co_await client_read(s, buf.write_ptr(), buf.write_space(), ec);
     if (ec) co_return;
     buf.commit(n);
     auto r = scanner.scan(buf.data(), buf.size(), handler);
@@ -640,7 +675,8 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
         start_server_to_client(s);
       }
       c2s_writing_ = true;
-      auto wec = co_await net::write_all(server_->socket, buf.data(), r.consumed);
+      net::error_code wec;
+      co_await server_->ready.write_all(buf.data(), r.consumed, wec);
       c2s_writing_ = false;
       if (wec) {
         server_broken_ = true;
@@ -702,12 +738,10 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
   p::FrameScanner scanner(0xffffffffu);
   auto& stats = w_.stats();
   auto& buf = server_->buffer;
-  auto& sock = server_->socket;
   for (;;) {
     buf.prepare_read();
     net::error_code ec;
-    size_t n = co_await sock.async_read_some(asio::buffer(buf.write_ptr(), buf.write_space()),
-                                             asio::redirect_error(use_awaitable, ec));
+    size_t n = co_await server_->ready.read_some(buf.write_ptr(), buf.write_space(), ec);
     if (ec) {
       if (ec != asio::error::operation_aborted || !client_done_) {
         server_broken_ = true;
@@ -727,7 +761,9 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
     buf.commit(n);
     auto r = scanner.scan(buf.data(), buf.size(), handler);
     if (r.consumed > 0) {
-      if (co_await net::write_all(s, buf.data(), r.consumed)) {
+      net::error_code wec;
+      co_await client_write(s, buf.data(), r.consumed, wec);
+      if (wec) {
         s2c_mid_message_ = true;  // the client went away mid-answer: the server is not reusable
         if (!client_done_) cancel_client_io();
         co_return;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "pgrouter/asio.hpp"
+#include "pgrouter/net/readiness.hpp"
 #include "pgrouter/protocol/codec.hpp"
 
 namespace pgrouter::pool {
@@ -43,7 +44,8 @@ class ServerConnection {
   Clock::time_point created;
   Clock::time_point idle_since;
   char tx_status = 'I';
-  uint64_t generation = 0;  // pool generation it was opened for; stale ones are closed at check-in
+  uint64_t generation = 0;
+  net::SocketReadiness ready;  // relay-path readiness of `socket` (registered on first attach)  // pool generation it was opened for; stale ones are closed at check-in
 
   // Cheap liveness check for an idle connection: a non-blocking peek. False if the server closed it
   // or sent something unsolicited (e.g. a FATAL on shutdown).

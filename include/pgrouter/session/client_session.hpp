@@ -6,6 +6,8 @@
 #include <string>
 
 #include "pgrouter/asio.hpp"
+#include "pgrouter/net/io.hpp"
+#include "pgrouter/net/readiness.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/protocol/messages.hpp"
 #include "pgrouter/worker.hpp"
@@ -41,6 +43,11 @@ class ClientSession {
   void handle_cancel_request(const protocol::StartupPacket& sp);
   void cancel_io();
   void cancel_client_io();
+  // Relay I/O on the client: readiness-tracked for plain TCP, Asio for TLS.
+  awaitable<size_t> client_read(tcp::socket& s, char* dst, size_t n, net::error_code& ec);
+  awaitable<void> client_write(tcp::socket& s, const char* src, size_t n, net::error_code& ec);
+  awaitable<size_t> client_read(net::TlsStream& s, char* dst, size_t n, net::error_code& ec);
+  awaitable<void> client_write(net::TlsStream& s, const char* src, size_t n, net::error_code& ec);
   void request_started();
   void request_finished();
 
@@ -69,6 +76,7 @@ class ClientSession {
   static constexpr size_t kClientBufferInitial = 2048;
   static constexpr size_t kMaxStreamingBuffer = 64 * 1024;
   protocol::Buffer client_buf_{kClientBufferInitial};
+  net::SocketReadiness client_ready_;  // destroyed before socket_ closes the fd (declared after it)
   int pending_ = 0;        // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen
   bool unsynced_ = false;  // extended-protocol messages sent since the last Sync
   bool client_done_ = false, server_done_ = false;

@@ -1,0 +1,82 @@
+// Per-worker readiness tracking for plain TCP sockets on the relay path. Boost 1.74's Asio reactor tries
+// every read speculatively and, in request/response traffic, that recv(2) fails with EAGAIN on both
+// sockets of every round trip (its "exhausted" hint only fires at EOF); waiting with async_wait instead
+// re-arms epoll with epoll_ctl each time. Here each socket is registered once, edge-triggered, in a
+// worker-owned epoll set; a socket's readable/writable flags are set by events and cleared by a short
+// read or EAGAIN, so a relay loop reads only when data is there and waits without a syscall otherwise.
+// The epoll set itself is waited on through Asio (one wait per batch of events), so timers and
+// coroutines keep running on the worker's io_context.
+#pragma once
+#include <sys/epoll.h>
+
+#include <memory>
+
+#include "pgrouter/asio.hpp"
+
+namespace pgrouter::net {
+
+using error_code = boost::system::error_code;
+
+class Readiness;
+
+// One registered socket. Owned next to the socket it describes; the socket must be closed (which
+// removes it from the epoll set) before this is destroyed, or unregister() called.
+class SocketReadiness {
+ public:
+  SocketReadiness() = default;
+  SocketReadiness(const SocketReadiness&) = delete;
+  SocketReadiness& operator=(const SocketReadiness&) = delete;
+  ~SocketReadiness();
+
+  // Registers fd with the worker's set (idempotent for the same fd); false if epoll refused.
+  bool attach(Readiness& r, int fd);
+  bool attached() const { return readiness_ != nullptr; }
+  // Completes any pending wait with operation_aborted and makes every later read/write/wait fail the
+  // same way until rearm() (used to stop a relay loop, even one that has not started yet).
+  void cancel();
+  void rearm() { cancelled_ = false; }
+
+  // Reads what is there (up to n); waits for data when there is none. 0 with ec on EOF/error/cancel.
+  awaitable<size_t> read_some(char* dst, size_t n, error_code& ec);
+  // Writes all n bytes, waiting for buffer space as needed.
+  awaitable<void> write_all(const char* src, size_t n, error_code& ec);
+
+ private:
+  friend class Readiness;
+  struct Waiter {
+    virtual ~Waiter() = default;
+    virtual void complete(error_code ec) = 0;
+  };
+  template <typename Handler>
+  struct WaiterImpl;
+  awaitable<void> wait(bool for_write, error_code& ec);
+  void wake(bool for_write, error_code ec);
+
+  Readiness* readiness_ = nullptr;
+  int fd_ = -1;
+  bool readable_ = true;  // unknown counts as ready: the first read tries
+  bool writable_ = true;
+  bool cancelled_ = false;
+  bool hung_up_ = false;  // EPOLLRDHUP/HUP/ERR seen: reads are never assumed drained again
+  std::unique_ptr<Waiter> read_waiter_, write_waiter_;
+};
+
+class Readiness {
+ public:
+  explicit Readiness(asio::io_context& io);
+  ~Readiness();
+  void start();  // spawns the event loop coroutine on io
+  void stop();
+  asio::io_context& io() { return io_; }
+
+ private:
+  friend class SocketReadiness;
+  awaitable<void> loop();
+
+  asio::io_context& io_;
+  int epfd_ = -1;
+  asio::posix::stream_descriptor watch_;  // a dup of epfd_, watched by Asio's reactor
+  bool stopped_ = false;
+};
+
+}  // namespace pgrouter::net

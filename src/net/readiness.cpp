@@ -1,0 +1,171 @@
+// Edge-triggered readiness for relay sockets: see readiness.hpp for why this exists.
+#include "pgrouter/net/readiness.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace pgrouter::net {
+
+template <typename Handler>
+struct SocketReadiness::WaiterImpl : SocketReadiness::Waiter {
+  explicit WaiterImpl(Handler&& h) : handler(std::move(h)) {}
+  void complete(error_code ec) override {
+    auto ex = asio::get_associated_executor(handler);
+    asio::post(ex, [h = std::move(handler), ec]() mutable { h(ec); });
+  }
+  Handler handler;
+};
+
+SocketReadiness::~SocketReadiness() {
+  // Waiters hold coroutine handlers; dropping them unresumed would leak frames, so abort them.
+  cancel();
+}
+
+bool SocketReadiness::attach(Readiness& r, int fd) {
+  if (readiness_ == &r && fd_ == fd) return true;
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.ptr = this;
+  if (::epoll_ctl(r.epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) return false;
+  readiness_ = &r;
+  fd_ = fd;
+  readable_ = writable_ = true;
+  hung_up_ = false;
+  return true;
+}
+
+void SocketReadiness::cancel() {
+  // Sticky: a loop that has not reached its wait yet (a coroutine spawned but not started) must
+  // stop too, not wait forever.
+  cancelled_ = true;
+  wake(false, asio::error::operation_aborted);
+  wake(true, asio::error::operation_aborted);
+}
+
+void SocketReadiness::wake(bool for_write, error_code ec) {
+  auto& slot = for_write ? write_waiter_ : read_waiter_;
+  if (!slot) return;
+  auto w = std::move(slot);
+  w->complete(ec);
+}
+
+awaitable<void> SocketReadiness::wait(bool for_write, error_code& ec) {
+  auto token = asio::redirect_error(use_awaitable, ec);
+  co_await asio::async_initiate<decltype(token), void(error_code)>(
+      [this, for_write](auto handler) {
+        using H = decltype(handler);
+        auto& slot = for_write ? write_waiter_ : read_waiter_;
+        slot = std::make_unique<WaiterImpl<H>>(std::move(handler));
+        if (cancelled_) wake(for_write, asio::error::operation_aborted);
+        // An event may have arrived between the failed attempt and now: complete at once then.
+        else if (for_write ? writable_ : readable_) wake(for_write, {});
+      },
+      token);
+}
+
+awaitable<size_t> SocketReadiness::read_some(char* dst, size_t n, error_code& ec) {
+  for (;;) {
+    if (cancelled_) {
+      ec = asio::error::operation_aborted;
+      co_return 0;
+    }
+    if (readable_) {
+      ssize_t r = ::recv(fd_, dst, n, 0);
+      if (r > 0) {
+        // A short read drained the socket: the next arrival raises a new edge event. Not so once the
+        // peer has closed or the socket failed: that edge has passed and the EOF/error is still to read.
+        if (size_t(r) < n && !hung_up_) readable_ = false;
+        co_return size_t(r);
+      }
+      if (r == 0) {
+        ec = asio::error::eof;
+        co_return 0;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        ec = error_code(errno, boost::system::system_category());
+        co_return 0;
+      }
+      readable_ = false;
+    }
+    co_await wait(false, ec);
+    if (ec) co_return 0;
+  }
+}
+
+awaitable<void> SocketReadiness::write_all(const char* src, size_t n, error_code& ec) {
+  while (n > 0) {
+    if (cancelled_) {
+      ec = asio::error::operation_aborted;
+      co_return;
+    }
+    if (writable_) {
+      ssize_t r = ::send(fd_, src, n, MSG_NOSIGNAL);
+      if (r > 0) {
+        src += r;
+        n -= size_t(r);
+        if (n > 0) writable_ = false;  // a partial write means the send buffer is full
+        continue;
+      }
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        ec = error_code(errno, boost::system::system_category());
+        co_return;
+      }
+      writable_ = false;
+    }
+    co_await wait(true, ec);
+    if (ec) co_return;
+  }
+}
+
+Readiness::Readiness(asio::io_context& io) : io_(io), watch_(io) {
+  epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  if (epfd_ < 0) throw std::runtime_error("epoll_create1 failed");
+  watch_.assign(::dup(epfd_));
+}
+
+Readiness::~Readiness() {
+  boost::system::error_code ec;
+  watch_.close(ec);
+  if (epfd_ >= 0) ::close(epfd_);
+}
+
+void Readiness::start() { asio::co_spawn(io_, loop(), asio::detached); }
+
+void Readiness::stop() {
+  stopped_ = true;
+  boost::system::error_code ec;
+  watch_.cancel(ec);
+}
+
+awaitable<void> Readiness::loop() {
+  epoll_event events[256];
+  while (!stopped_) {
+    error_code ec;
+    co_await watch_.async_wait(asio::posix::stream_descriptor::wait_read, asio::redirect_error(use_awaitable, ec));
+    if (ec || stopped_) co_return;
+    for (;;) {
+      int n = ::epoll_wait(epfd_, events, 256, 0);
+      if (n <= 0) break;
+      for (int i = 0; i < n; ++i) {
+        auto* s = static_cast<SocketReadiness*>(events[i].data.ptr);
+        uint32_t e = events[i].events;
+        if (e & (EPOLLRDHUP | EPOLLERR | EPOLLHUP)) s->hung_up_ = true;
+        if (e & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) {
+          s->readable_ = true;
+          s->wake(false, {});
+        }
+        if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+          s->writable_ = true;
+          s->wake(true, {});
+        }
+      }
+      if (n < 256) break;
+    }
+  }
+}
+
+}  // namespace pgrouter::net
