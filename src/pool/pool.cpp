@@ -142,18 +142,25 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
     }
     Waiter w(ex_);
     auto deadline = started + settings_.config.queue_timeout;
-    w.timer.expires_at(deadline);
     waiters_.push_back(&w);
     group_->waiting.fetch_add(1, std::memory_order_relaxed);
-    // The budget may be held by idle servers on other workers: ask them to free a slot.
-    for (size_t i = 0; i < group_->members.size(); ++i) {
-      Pool* other = group_->members[i].load();
-      if (other && other != this) asio::post(other->ex_, [other] { other->give_up_idle(); });
-    }
     stats_.clients_waiting.fetch_add(1, std::memory_order_relaxed);
     boost::system::error_code ec;
     auto alive = alive_;
+    // First wait briefly for a server of this worker: under transaction pooling one is usually
+    // back within a transaction's time. Only then ask the other workers to close an idle server so
+    // its slot moves here; asking at once would churn server connections under load.
+    auto steal_at = std::min(deadline, Clock::now() + kStealAfter);
+    w.timer.expires_at(steal_at);
     co_await w.timer.async_wait(asio::redirect_error(use_awaitable, ec));
+    if (*alive && !w.conn && !w.slot && w.queued && steal_at < deadline) {
+      for (size_t i = 0; i < group_->members.size(); ++i) {
+        Pool* other = group_->members[i].load();
+        if (other && other != this) asio::post(other->ex_, [other] { other->give_up_idle(); });
+      }
+      w.timer.expires_at(deadline);
+      co_await w.timer.async_wait(asio::redirect_error(use_awaitable, ec));
+    }
     stats_.clients_waiting.fetch_sub(1, std::memory_order_relaxed);
     if (!*alive) co_return nullptr;
     if (w.conn) {
@@ -214,11 +221,6 @@ void Pool::hand_over(std::unique_ptr<ServerConnection> conn) {
     w->queued = false;
     w->conn = std::move(conn);
     w->timer.cancel();
-    return;
-  }
-  if (group_->waiting.load(std::memory_order_relaxed) > 0 &&
-      group_->servers.load(std::memory_order_relaxed) >= settings_.max_servers) {
-    close(std::move(conn));  // clients wait on another worker: move the slot there
     return;
   }
   conn->idle_since = Clock::now();

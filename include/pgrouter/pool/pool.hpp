@@ -2,8 +2,8 @@
 // connections are reused), a bounded FIFO of waiting clients with a timeout, reset on return.
 // Pools are per worker so that checkout/checkin never take a lock shared between threads. The
 // configured size is one budget for all workers of a (database, user), kept in a PoolGroup of atomics:
-// a worker may open servers while the group is under pool.size, and a server going idle on one
-// worker while clients wait on another is closed so that its slot moves to where it is needed.
+// a worker may open servers while the group is under pool.size, and a client that has waited a short
+// while asks the other workers to close an idle server so that its slot moves to where it is needed.
 #pragma once
 #include <deque>
 #include <atomic>
@@ -70,6 +70,9 @@ class Pool {
 
  private:
   struct Waiter;
+  // How long a client waits for a server of its own worker before other workers are asked to give
+  // up an idle one (moving its slot).
+  static constexpr std::chrono::milliseconds kStealAfter{20};
   awaitable<void> reset_and_return(std::unique_ptr<ServerConnection> conn);
   awaitable<void> open_spare();
   void hand_over(std::unique_ptr<ServerConnection> conn);  // to a waiter, else to the idle list
