@@ -72,6 +72,9 @@ void Pool::release_slot() {
 
 void Pool::give_up_idle() {
   if (!waiters_.empty() || idle_.empty()) return;
+  // Only a server this worker has not needed for a while: a busy worker's servers come back idle
+  // between transactions all the time.
+  if (Clock::now() - idle_.front()->idle_since < kStealAfter) return;
   auto c = std::move(idle_.front());  // the oldest
   idle_.pop_front();
   stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
@@ -147,19 +150,21 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
     stats_.clients_waiting.fetch_add(1, std::memory_order_relaxed);
     boost::system::error_code ec;
     auto alive = alive_;
-    // First wait briefly for a server of this worker: under transaction pooling one is usually
-    // back within a transaction's time. Only then ask the other workers to close an idle server so
-    // its slot moves here; asking at once would churn server connections under load.
-    auto steal_at = std::min(deadline, Clock::now() + kStealAfter);
-    w.timer.expires_at(steal_at);
-    co_await w.timer.async_wait(asio::redirect_error(use_awaitable, ec));
-    if (*alive && !w.conn && !w.slot && w.queued && steal_at < deadline) {
+    // Wait for a server of this worker first: under transaction pooling one is usually back within
+    // a transaction's time. Past kStealAfter (then at growing intervals) ask the other workers to
+    // close a server that has sat idle, so its slot moves here; asking at once would churn server
+    // connections under load, and asking only once could miss a server that goes idle later.
+    auto backoff = kStealAfter;
+    for (;;) {
+      auto wake_at = std::min(deadline, Clock::now() + backoff);
+      w.timer.expires_at(wake_at);
+      co_await w.timer.async_wait(asio::redirect_error(use_awaitable, ec));
+      if (!*alive || w.conn || w.slot || !w.queued || wake_at >= deadline) break;
       for (size_t i = 0; i < group_->members.size(); ++i) {
         Pool* other = group_->members[i].load();
         if (other && other != this) asio::post(other->ex_, [other] { other->give_up_idle(); });
       }
-      w.timer.expires_at(deadline);
-      co_await w.timer.async_wait(asio::redirect_error(use_awaitable, ec));
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
     }
     stats_.clients_waiting.fetch_sub(1, std::memory_order_relaxed);
     if (!*alive) co_return nullptr;
