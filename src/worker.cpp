@@ -154,6 +154,7 @@ awaitable<void> Worker::maintenance_loop() {
     if (stopping_) co_return;
     auto now = pool::Clock::now();
     for (auto& [key, pool] : pools_) pool->maintain(now);
+    for (auto& [pid, session] : sessions_) session->check_timeouts(now);
   }
 }
 

@@ -288,6 +288,16 @@ Key<S> duration_key(std::string_view name, Millis S::*member, bool reloadable) {
                     });
 }
 
+// A timeout that may be switched off: 0 disables it.
+template <class S>
+Key<S> timeout_key(std::string_view name, Millis S::*member, bool reloadable) {
+  return parsed_key(name, member, reloadable, "a duration like 500ms, 30s or 10m, or 0 to disable",
+                    [](std::string_view text) -> std::optional<Millis> {
+                      auto value = parse_duration(text);
+                      return value && value->count() >= 0 ? value : std::nullopt;
+                    });
+}
+
 template <class S, class E>
 Key<S> choice_key(std::string_view name, E S::*member, std::vector<std::pair<std::string_view, E>> choices,
                   bool reloadable) {
@@ -519,7 +529,10 @@ const Section<PoolConfig>& pool_section() {
        duration_key("max_lifetime", &PoolConfig::max_lifetime, kReloadable),
        int_key("queue_size", &PoolConfig::queue_size, 0, 1'000'000, kReloadable),
        duration_key("queue_timeout", &PoolConfig::queue_timeout, kReloadable),
-       string_key("reset_query", &PoolConfig::reset_query, kReloadable)},
+       string_key("reset_query", &PoolConfig::reset_query, kReloadable),
+       timeout_key("query_timeout", &PoolConfig::query_timeout, kReloadable),
+       timeout_key("idle_transaction_timeout", &PoolConfig::idle_transaction_timeout, kReloadable),
+       timeout_key("client_idle_timeout", &PoolConfig::client_idle_timeout, kReloadable)},
       [](Loader& l, const Field& f, PoolConfig& pool) {
         if (pool.min_size > pool.size) {
           l.error_at(f, fmt::format("pool min_size ({}) must not exceed size ({})", pool.min_size, pool.size));

@@ -61,6 +61,36 @@ bool ClientSession::secret_matches(uint32_t secret) const {
   return CRYPTO_memcmp(&secret, &key_secret_, sizeof secret) == 0;
 }
 
+void ClientSession::check_timeouts(pool::Clock::time_point now) {
+  if (client_done_ || !pool_) return;
+  const auto& cfg = pool_->settings().config;
+  const char* code = nullptr;
+  std::string message;
+  if (pending_ > 0) {
+    if (cfg.query_timeout.count() > 0 && ring_count_ > 0 && now - started_[ring_head_] > cfg.query_timeout) {
+      code = p::sqlstate::query_canceled;
+      message = "query ran longer than pool.query_timeout (" + std::to_string(cfg.query_timeout.count()) +
+                " ms); pgrouter closed the connection";
+    }
+  } else if (client_tx_status_ != 'I') {
+    if (cfg.idle_transaction_timeout.count() > 0 && now - last_activity_ > cfg.idle_transaction_timeout) {
+      code = p::sqlstate::idle_in_transaction_timeout;
+      message = "terminating connection: idle in transaction longer than pool.idle_transaction_timeout (" +
+                std::to_string(cfg.idle_transaction_timeout.count()) + " ms); the transaction was rolled back";
+    }
+  } else if (cfg.client_idle_timeout.count() > 0 && now - last_activity_ > cfg.client_idle_timeout) {
+    code = p::sqlstate::idle_session_timeout;
+    message = "terminating connection: idle longer than pool.client_idle_timeout (" +
+              std::to_string(cfg.client_idle_timeout.count()) + " ms)";
+  }
+  if (!code) return;
+  log::info("closing client on timeout", {{"session", id_}, {"client", peer_}, {"sqlstate", code}});
+  pending_fatal_sqlstate_ = code;
+  pending_fatal_message_ = std::move(message);
+  client_done_ = true;  // the relay loops stop as on a client exit; the epilogue sends the FATAL
+  cancel_io();
+}
+
 void ClientSession::forward_cancel() {
   // Only a query actually running for this client is cancelled; an idle server may already be
   // serving someone else in transaction mode, and its key must not be used then.
@@ -473,6 +503,7 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
     }
     welcome = server_->params;
   }
+  last_activity_ = pool::Clock::now();  // timeouts are checked from registration on
   key_pid_ = w_.register_session(this, key_secret_);
   std::string out;
   p::append_auth(out, 0);
@@ -609,6 +640,7 @@ awaitable<void> ClientSession::relay(Stream& s) {
       co_return;
     }
   }
+  last_activity_ = pool::Clock::now();
   if (server_) start_server_to_client(s);  // session pooling: the server stays for the whole session
   co_await client_to_server(s);
   client_done_ = true;
@@ -666,6 +698,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
     net::error_code ec;
     size_t n = co_await client_read(s, buf.write_ptr(), buf.write_space(), ec);
     if (ec) co_return;
+    last_activity_ = pool::Clock::now();
     buf.commit(n);
     auto r = scanner.scan(buf.data(), buf.size(), handler);
     if (r.consumed > 0) {
@@ -718,6 +751,7 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
     p::ScanAction on_message(char type, uint32_t, std::string_view body) {
       if (type == 'Z') {
         self.server_->tx_status = body.empty() ? 'I' : body[0];
+        self.client_tx_status_ = self.server_->tx_status;
         self.request_finished();
       } else if (type == 'E') {
         auto code = p::error_sqlstate(body);
@@ -770,6 +804,7 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
       }
       stats.bytes_server_to_client.fetch_add(r.consumed, std::memory_order_relaxed);
       buf.consume(r.consumed);
+      if (pending_ == 0) last_activity_ = pool::Clock::now();
       // Transaction pooling: give the server back once it is idle with nothing in flight either way.
       if (txn_mode_ && server_->tx_status == 'I' && pending_ == 0 && !unsynced_ && !c2s_writing_ && buf.empty() &&
           !scanner.mid_message() && !client_done_) {

@@ -32,6 +32,8 @@ constexpr const char* unknown_database = "3D000";
 constexpr const char* feature_not_supported = "0A000";
 constexpr const char* admin_shutdown = "57P01";
 constexpr const char* query_canceled = "57014";
+constexpr const char* idle_in_transaction_timeout = "25P03";
+constexpr const char* idle_session_timeout = "57P05";
 constexpr const char* internal_error = "XX000";
 }  // namespace sqlstate
 

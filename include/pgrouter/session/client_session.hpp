@@ -23,6 +23,9 @@ class ClientSession {
   // Called on this session's worker thread when a CancelRequest with its key arrives.
   void forward_cancel();
   bool secret_matches(uint32_t secret) const;
+  // Called once a second by the worker: enforces pool.query_timeout, idle_transaction_timeout and
+  // client_idle_timeout by ending the session with a FATAL.
+  void check_timeouts(pool::Clock::time_point now);
 
  private:
   template <typename Stream> awaitable<void> serve(Stream& s, protocol::StartupPacket sp);
@@ -82,7 +85,9 @@ class ClientSession {
   bool client_done_ = false, server_done_ = false;
   bool server_broken_ = false, server_sent_fatal_ = false, client_terminated_ = false;
   bool s2c_mid_message_ = false;
-  bool txn_mode_ = false;     // pool.mode transaction: a server only from first message to ReadyForQuery 'I'
+  bool txn_mode_ = false;
+  pool::Clock::time_point last_activity_{};  // last bytes from the client or ReadyForQuery to it
+  char client_tx_status_ = 'I';              // as in the last ReadyForQuery relayed     // pool.mode transaction: a server only from first message to ReadyForQuery 'I'
   bool c2s_writing_ = false;  // a write to the server is in progress: never detach under it
   bool s2c_running_ = false;
   uint64_t s2c_generation_ = 0;
