@@ -193,7 +193,7 @@ void Pool::release(std::unique_ptr<ServerConnection> conn, bool clean) {
     close(std::move(conn));
     return;
   }
-  bool needs_reset = conn->tx_status != 'I' ||
+  bool needs_reset = conn->tx_status != 'I' || conn->dirty ||
                      (settings_.config.mode == control::PoolMode::session && !settings_.config.reset_query.empty());
   if (!needs_reset) {  // transaction pooling hands servers over between transactions as they are
     hand_over(std::move(conn));
@@ -206,7 +206,9 @@ awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {
   auto alive = alive_;
   bool ok = true;
   if (conn->tx_status != 'I') ok = co_await conn->run_quietly("ROLLBACK");
-  if (ok && settings_.config.mode == control::PoolMode::session && !settings_.config.reset_query.empty()) {
+  if (ok && (settings_.config.mode == control::PoolMode::session || conn->dirty) &&
+      !settings_.config.reset_query.empty()) {
+    conn->dirty = false;
     ok = co_await conn->run_quietly(settings_.config.reset_query);
     conn->applied.clear();  // DISCARD ALL reset every setting pgrouter had applied
   }

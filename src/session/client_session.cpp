@@ -8,6 +8,7 @@
 #include "pgrouter/net/io.hpp"
 #include "pgrouter/protocol/md5.hpp"
 #include "pgrouter/protocol/scram.hpp"
+#include "pgrouter/sql/session_features.hpp"
 
 namespace pgrouter::session {
 namespace p = pgrouter::protocol;
@@ -59,6 +60,26 @@ ClientSession::~ClientSession() {
 
 bool ClientSession::secret_matches(uint32_t secret) const {
   return CRYPTO_memcmp(&secret, &key_secret_, sizeof secret) == 0;
+}
+
+void ClientSession::check_session_feature(char type, std::string_view body) {
+  std::string_view feature;
+  size_t pos = 0;
+  if (type == 'P') {
+    auto name = p::read_cstring(body, pos);
+    if (name && !name->empty()) {
+      feature = "named prepared statement";
+    } else if (auto sql = p::read_cstring(body, pos)) {
+      feature = sql::session_feature(*sql);
+    }
+  } else if (auto sql = p::read_cstring(body, pos)) {
+    feature = sql::session_feature(*sql);
+  }
+  if (feature.empty()) return;
+  pinned_ = true;
+  if (server_) server_->dirty = true;
+  log::info("client pinned to its server for the rest of its session (transaction pooling cannot share this)",
+            {{"session", id_}, {"client", peer_}, {"user", user_}, {"feature", feature}});
 }
 
 void ClientSession::check_timeouts(pool::Clock::time_point now) {
@@ -545,6 +566,7 @@ awaitable<bool> ClientSession::attach_for_transaction(Stream&) {
     co_return false;
   }
   w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
+  if (pinned_) server_->dirty = true;
   pool::ServerError serr;
   if (!co_await sync_params(serr)) {
     pending_fatal_sqlstate_ = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
@@ -667,8 +689,11 @@ template <typename Stream>
 awaitable<void> ClientSession::client_to_server(Stream& s) {
   struct Handler {
     ClientSession& self;
-    bool wants_body(char) const { return false; }
-    p::ScanAction on_message(char type, uint32_t, std::string_view) {
+    // Transaction pooling reads statement text (Query, Parse) until the client uses something that
+    // needs its own server for the rest of the session; session pooling never looks at bodies.
+    bool wants_body(char type) const { return self.txn_mode_ && !self.pinned_ && (type == 'Q' || type == 'P'); }
+    p::ScanAction on_message(char type, uint32_t, std::string_view body) {
+      if (!body.empty()) self.check_session_feature(type, body);
       switch (type) {
         case 'X':
           self.client_terminated_ = true;
@@ -806,7 +831,7 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
       buf.consume(r.consumed);
       if (pending_ == 0) last_activity_ = pool::Clock::now();
       // Transaction pooling: give the server back once it is idle with nothing in flight either way.
-      if (txn_mode_ && server_->tx_status == 'I' && pending_ == 0 && !unsynced_ && !c2s_writing_ && buf.empty() &&
+      if (txn_mode_ && !pinned_ && server_->tx_status == 'I' && pending_ == 0 && !unsynced_ && !c2s_writing_ && buf.empty() &&
           !scanner.mid_message() && !client_done_) {
         detach_server();
         co_return;

@@ -38,7 +38,8 @@ def test_pgbench_many_clients_few_servers(pgrouter, pgbench_tables, mode):
 
 def test_transaction_keeps_its_server_and_idle_clients_hold_none(pgrouter):
     router = pgrouter(TXN)
-    clients = [router.connect() for _ in range(20)]
+    # No auto-prepare: a named statement would pin the client (tested below).
+    clients = [router.connect(prepare_threshold=None) for _ in range(20)]
     assert metric(router.metrics(), "pgrouter_servers_active") == 0
     a, b = clients[0], clients[1]
     a.execute("begin")
@@ -133,3 +134,48 @@ def test_pipeline_with_error_answers_every_sync(pgrouter):
         assert rows == [["4"]] and err is None
     time.sleep(0.1)
     assert metric(router.metrics(), "pgrouter_servers_active") == 0
+
+
+def test_named_prepared_statements_pin_the_client(pgrouter):
+    """psycopg prepares a statement server-side after 5 executions; pgrouter cannot move named statements
+    between servers yet, so the client keeps its server for the rest of its session, and still works."""
+    router = pgrouter(TXN)
+    errors = []
+
+    def worker(i):
+        try:
+            with router.connect() as c:  # default prepare_threshold=5
+                for n in range(12):
+                    assert c.execute("select %s::int + %s::int", (i, n)).fetchone() == (i + n,)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    log = router.log()
+    assert '"feature":"named prepared statement"' in log
+
+
+def test_sql_set_pins_and_is_reset_for_the_next_client(pgrouter):
+    router = pgrouter({"pool": {"mode": "transaction", "size": 1}, "listen": {"workers": 1}})
+    with router.connect() as a:
+        a.execute("set search_path = pg_catalog")
+        for _ in range(3):
+            assert a.execute("show search_path").fetchone() == ("pg_catalog",)
+        assert metric(router.metrics(), "pgrouter_servers_active") == 1  # pinned: the server stays
+    time.sleep(0.2)
+    with router.connect() as b:
+        assert b.execute("show search_path").fetchone() == ('"$user", public',)
+
+
+def test_listen_works_under_transaction_pooling(pgrouter):
+    router = pgrouter(TXN)
+    with router.connect() as listener, router.connect() as sender:
+        listener.execute("listen txn_chan")
+        sender.execute("notify txn_chan, 'hello'")
+        note = next(listener.notifies())
+        assert (note.channel, note.payload) == ("txn_chan", "hello")

@@ -45,6 +45,7 @@ class ServerConnection {
   Clock::time_point idle_since;
   char tx_status = 'I';
   uint64_t generation = 0;
+  bool dirty = false;  // carries session state a client left (pinned under transaction pooling): reset it
   net::SocketReadiness ready;  // relay-path readiness of `socket` (registered on first attach)  // pool generation it was opened for; stale ones are closed at check-in
 
   // Cheap liveness check for an idle connection: a non-blocking peek. False if the server closed it

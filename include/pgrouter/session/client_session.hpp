@@ -28,6 +28,11 @@ class ClientSession {
   void check_timeouts(pool::Clock::time_point now);
 
  private:
+  void check_session_feature(char type, std::string_view body);
+
+ public:
+
+ private:
   template <typename Stream> awaitable<void> serve(Stream& s, protocol::StartupPacket sp);
   template <typename Stream> awaitable<bool> authenticate(Stream& s, const protocol::StartupPacket& sp);
   template <typename Stream> awaitable<bool> read_password_message(Stream& s, std::string& body);
@@ -86,6 +91,7 @@ class ClientSession {
   bool server_broken_ = false, server_sent_fatal_ = false, client_terminated_ = false;
   bool s2c_mid_message_ = false;
   bool txn_mode_ = false;
+  bool pinned_ = false;  // transaction pooling: a session feature was used, the server stays until the end
   pool::Clock::time_point last_activity_{};  // last bytes from the client or ReadyForQuery to it
   char client_tx_status_ = 'I';              // as in the last ReadyForQuery relayed     // pool.mode transaction: a server only from first message to ReadyForQuery 'I'
   bool c2s_writing_ = false;  // a write to the server is in progress: never detach under it
