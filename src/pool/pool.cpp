@@ -95,6 +95,11 @@ void Pool::wake_one_for_slot() {
   w->timer.cancel();
 }
 
+void Pool::observe_wait(Clock::time_point started) {
+  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count();
+  stats_.pool_wait.observe_ns(uint64_t(ns));
+}
+
 bool Pool::expired(const ServerConnection& c, Clock::time_point now) const {
   return c.generation != generation_ || now - c.created >= settings_.config.max_lifetime;
 }
@@ -114,7 +119,7 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
         close(std::move(c));
         continue;
       }
-      stats_.pool_wait.observe_ns(uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(now - started).count()));
+      observe_wait(started);
       co_return c;
     }
     if (reserve_slot()) {
@@ -132,8 +137,7 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
       c->generation = generation_;
       welcome_params_ = c->params;
       stats_.server_connections_total.fetch_add(1, std::memory_order_relaxed);
-      stats_.pool_wait.observe_ns(
-          uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count()));
+      observe_wait(started);
       co_return c;
     }
     if (group_->waiting.load(std::memory_order_relaxed) >= settings_.config.queue_size) {
@@ -169,8 +173,7 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
     stats_.clients_waiting.fetch_sub(1, std::memory_order_relaxed);
     if (!*alive) co_return nullptr;
     if (w.conn) {
-      stats_.pool_wait.observe_ns(
-          uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count()));
+      observe_wait(started);
       co_return std::move(w.conn);
     }
     if (w.queued) {

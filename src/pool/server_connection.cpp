@@ -56,10 +56,7 @@ awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerErro
         err->from_server = true;
       }
     } else if (type == 'S') {
-      size_t pos = 0;
-      auto k = p::read_cstring(body, pos);
-      auto v = k ? p::read_cstring(body, pos) : std::nullopt;
-      if (k && v) params[std::string(*k)] = std::string(*v);
+      if (auto kv = p::parse_parameter_status(body)) params[std::string(kv->first)] = std::string(kv->second);
     } else if (type == 'Z') {
       tx_status = body.empty() ? 'I' : body[0];
       co_return ok;
@@ -142,10 +139,7 @@ awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& e
         co_return false;
       }
       case 'S': {
-        size_t pos = 0;
-        auto k = p::read_cstring(body, pos);
-        auto v = k ? p::read_cstring(body, pos) : std::nullopt;
-        if (k && v) c.params[std::string(*k)] = std::string(*v);
+        if (auto kv = p::parse_parameter_status(body)) c.params[std::string(kv->first)] = std::string(kv->second);
         break;
       }
       case 'K':

@@ -17,6 +17,15 @@ std::optional<std::string_view> read_cstring(std::string_view body, size_t& pos)
   return s;
 }
 
+std::optional<std::pair<std::string_view, std::string_view>> parse_parameter_status(std::string_view body) {
+  size_t pos = 0;
+  auto name = read_cstring(body, pos);
+  if (!name) return std::nullopt;
+  auto value = read_cstring(body, pos);
+  if (!value) return std::nullopt;
+  return std::make_pair(*name, *value);
+}
+
 std::optional<StartupPacket> parse_startup(std::string_view body, std::string& why) {
   if (body.size() < 4) {
     why = "startup packet too short";

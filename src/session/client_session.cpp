@@ -696,7 +696,6 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       if (!body.empty()) self.check_session_feature(type, body);
       switch (type) {
         case 'X':
-          self.client_terminated_ = true;
           return p::ScanAction::stop_before;
         case 'Q':
         case 'F':
@@ -786,10 +785,7 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
           if (f.severity == "FATAL" || f.severity == "PANIC") self.server_sent_fatal_ = true;
         }
       } else if (type == 'S') {
-        size_t pos = 0;
-        auto k = p::read_cstring(body, pos);
-        auto v = k ? p::read_cstring(body, pos) : std::nullopt;
-        if (k && v) self.server_->params[std::string(*k)] = std::string(*v);
+        if (auto kv = p::parse_parameter_status(body)) self.server_->params[std::string(kv->first)] = std::string(kv->second);
       }
       return p::ScanAction::forward;
     }

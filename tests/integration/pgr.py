@@ -103,6 +103,14 @@ class Cluster:
         return "\n".join(tails)
 
 
+def metric(text, name):
+    """The value of an unlabelled metric (or the first series of a labelled one) in /metrics text, or None."""
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return None
+
+
 def default_config(cluster, port, admin_port):
     return {
         "version": 1,

@@ -331,11 +331,6 @@ def test_client_disconnecting_during_a_large_result(pgrouter):
 
 # --- cancel requests ------------------------------------------------------------------------------------------
 
-def cancel_request(pid, secret):
-    # Not pgr.cancel_request: Raw reads BackendKeyData as unsigned, and pgr.int32 packs signed.
-    return pgr.int32(16) + pgr.int32(pgr.CANCEL_REQUEST_CODE) + pid.to_bytes(4, "big") + secret.to_bytes(4, "big")
-
-
 def test_cancel_request_with_unknown_key(pgrouter):
     router = pgrouter()
     with logged_in(router) as victim:
@@ -345,7 +340,7 @@ def test_cancel_request_with_unknown_key(pgrouter):
         time.sleep(0.2)
         for key in [(pid, secret ^ 1), (pid ^ 0x5a5a, secret), (12345, 67890)]:
             with socket.create_connection((pgr.HOST, router.port), timeout=5) as sock:
-                sock.sendall(cancel_request(*key))
+                sock.sendall(pgr.cancel_request(*key))
                 assert closed_silently(sock)
         messages = victim.read_until_ready(timeout=5)
         assert not errors_in(messages)
@@ -355,7 +350,7 @@ def test_cancel_request_with_unknown_key(pgrouter):
         time.sleep(0.2)
         started = time.monotonic()
         with socket.create_connection((pgr.HOST, router.port), timeout=5) as sock:
-            sock.sendall(cancel_request(pid, secret))
+            sock.sendall(pgr.cancel_request(pid, secret))
             assert closed_silently(sock)
         messages = victim.read_until_ready(timeout=5)
         assert [e["code"] for e in errors_in(messages)] == ["57014"]

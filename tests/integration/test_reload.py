@@ -10,12 +10,6 @@ import pytest
 import pgr
 
 
-def metric(text, name):
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.split()[-1])
-    return None
-
 
 def test_invalid_config_is_rejected_and_old_one_kept(pgrouter):
     router = pgrouter()
@@ -30,8 +24,8 @@ def test_invalid_config_is_rejected_and_old_one_kept(pgrouter):
         assert "config reload rejected" in tail
         assert str(router.config_path) in tail and "workers" in tail
         after = router.metrics()
-        assert metric(after, "pgrouter_config_reload_failures_total") == 1
-        assert metric(after, "pgrouter_config_reloads_total") == 1
+        assert pgr.metric(after, "pgrouter_config_reload_failures_total") == 1
+        assert pgr.metric(after, "pgrouter_config_reloads_total") == 1
         assert conn.execute("select 1").fetchone() == (1,)
     with router.connect() as again:
         assert again.execute("select 2").fetchone() == (2,)
@@ -54,7 +48,7 @@ def test_reload_adds_database_and_retargets_without_dropping_clients(pgrouter, c
     with router.connect(dbname="ro") as ro:
         assert ro.execute("select pg_is_in_recovery()").fetchone() == (True,)
     existing.close()
-    assert metric(router.metrics(), "pgrouter_config_reloads_total") == 1
+    assert pgr.metric(router.metrics(), "pgrouter_config_reloads_total") == 1
 
 
 def test_pgbench_under_repeated_reload_has_zero_failures(pgrouter, pgbench_tables):
@@ -72,5 +66,5 @@ def test_pgbench_under_repeated_reload_has_zero_failures(pgrouter, pgbench_table
     assert "number of failed transactions: 0" in out, out
     processed = [l for l in out.splitlines() if "number of transactions actually processed" in l]
     assert processed and int(processed[0].split(":")[1].strip()) > 100, out
-    assert metric(router.metrics(), "pgrouter_config_reloads_total") == 8
-    assert metric(router.metrics(), "pgrouter_config_reload_failures_total") == 0
+    assert pgr.metric(router.metrics(), "pgrouter_config_reloads_total") == 8
+    assert pgr.metric(router.metrics(), "pgrouter_config_reload_failures_total") == 0

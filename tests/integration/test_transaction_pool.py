@@ -14,12 +14,6 @@ import pgr
 TXN = {"pool": {"mode": "transaction", "size": 2}, "listen": {"workers": 1}}
 
 
-def metric(text, name):
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return None
-
 
 @pytest.mark.parametrize("mode", ["simple", "extended"])
 def test_pgbench_many_clients_few_servers(pgrouter, pgbench_tables, mode):
@@ -32,24 +26,24 @@ def test_pgbench_many_clients_few_servers(pgrouter, pgbench_tables, mode):
     assert "number of transactions actually processed: 1600/1600" in result.stdout
     assert "number of failed transactions: 0" in result.stdout
     text = router.metrics()
-    assert metric(text, "pgrouter_server_connections_total") <= 2  # 16 clients, 2 servers
-    assert metric(text, "pgrouter_servers_active") == 0
+    assert pgr.metric(text, "pgrouter_server_connections_total") <= 2  # 16 clients, 2 servers
+    assert pgr.metric(text, "pgrouter_servers_active") == 0
 
 
 def test_transaction_keeps_its_server_and_idle_clients_hold_none(pgrouter):
     router = pgrouter(TXN)
     # No auto-prepare: a named statement would pin the client (tested below).
     clients = [router.connect(prepare_threshold=None) for _ in range(20)]
-    assert metric(router.metrics(), "pgrouter_servers_active") == 0
+    assert pgr.metric(router.metrics(), "pgrouter_servers_active") == 0
     a, b = clients[0], clients[1]
     a.execute("begin")
     pid = a.execute("select pg_backend_pid()").fetchone()[0]
     for _ in range(5):
         assert b.execute("select pg_backend_pid()").fetchone()[0] != pid  # a's server is taken
         assert a.execute("select pg_backend_pid()").fetchone()[0] == pid
-    assert metric(router.metrics(), "pgrouter_servers_active") == 1
+    assert pgr.metric(router.metrics(), "pgrouter_servers_active") == 1
     a.execute("commit")
-    assert metric(router.metrics(), "pgrouter_servers_active") == 0
+    assert pgr.metric(router.metrics(), "pgrouter_servers_active") == 0
     for c in clients:
         assert c.execute("select 1").fetchone() == (1,)
         c.close()
@@ -133,7 +127,7 @@ def test_pipeline_with_error_answers_every_sync(pgrouter):
         rows, err = raw.simple_query("select 4")
         assert rows == [["4"]] and err is None
     time.sleep(0.1)
-    assert metric(router.metrics(), "pgrouter_servers_active") == 0
+    assert pgr.metric(router.metrics(), "pgrouter_servers_active") == 0
 
 
 def test_named_prepared_statements_pin_the_client(pgrouter):
@@ -166,7 +160,7 @@ def test_sql_set_pins_and_is_reset_for_the_next_client(pgrouter):
         a.execute("set search_path = pg_catalog")
         for _ in range(3):
             assert a.execute("show search_path").fetchone() == ("pg_catalog",)
-        assert metric(router.metrics(), "pgrouter_servers_active") == 1  # pinned: the server stays
+        assert pgr.metric(router.metrics(), "pgrouter_servers_active") == 1  # pinned: the server stays
     time.sleep(0.2)
     with router.connect() as b:
         assert b.execute("show search_path").fetchone() == ('"$user", public',)

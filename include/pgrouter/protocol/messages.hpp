@@ -79,6 +79,9 @@ void append_query(std::string& out, std::string_view sql);
 void append_terminate(std::string& out);
 void append_cancel_request(std::string& out, uint32_t pid, uint32_t secret);
 
+// The (name, value) of a ParameterStatus body; nullopt if malformed.
+std::optional<std::pair<std::string_view, std::string_view>> parse_parameter_status(std::string_view body);
+
 // Reads a C string at pos; advances pos past the NUL. nullopt if there is no NUL.
 std::optional<std::string_view> read_cstring(std::string_view body, size_t& pos);
 

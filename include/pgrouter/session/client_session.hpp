@@ -46,7 +46,6 @@ class ClientSession {
   template <typename Stream> awaitable<void> server_to_client(Stream& s);
   template <typename Stream> awaitable<void> fail(Stream& s, const char* sqlstate, std::string message,
                                                   std::string hint = {});
-  awaitable<bool> read_startup(tcp::socket& s, protocol::StartupPacket& out);
   template <typename Stream> awaitable<bool> read_startup_on(Stream& s, protocol::StartupPacket& out);
   void handle_cancel_request(const protocol::StartupPacket& sp);
   void cancel_io();
@@ -87,8 +86,8 @@ class ClientSession {
   net::SocketReadiness client_ready_;  // destroyed before socket_ closes the fd (declared after it)
   int pending_ = 0;        // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen
   bool unsynced_ = false;  // extended-protocol messages sent since the last Sync
-  bool client_done_ = false, server_done_ = false;
-  bool server_broken_ = false, server_sent_fatal_ = false, client_terminated_ = false;
+  bool client_done_ = false;
+  bool server_broken_ = false, server_sent_fatal_ = false;
   bool s2c_mid_message_ = false;
   bool txn_mode_ = false;
   bool pinned_ = false;  // transaction pooling: a session feature was used, the server stays until the end
