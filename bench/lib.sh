@@ -62,13 +62,24 @@ CONF
   log "postgresql $PG_VERSION on 127.0.0.1:$PGPORT"
 }
 
+# start_replica: a streaming replica of the bench server (pg_basebackup -R); sets REPLICA_PORT.
+start_replica() {
+  REPLICA_PORT=$(free_port)
+  as_postgres "$PGBIN/pg_basebackup -h 127.0.0.1 -p $PGPORT -U postgres -D $W/replica -X stream -c fast -R" >/dev/null
+  cat >>"$W/replica/postgresql.conf" <<CONF
+port = $REPLICA_PORT
+CONF
+  as_postgres "$PGBIN/pg_ctl -D $W/replica -l $W/replica.log -w start" >/dev/null
+  log "streaming replica on 127.0.0.1:$REPLICA_PORT"
+}
+
 # start_pgbouncer MODE POOL_SIZE: sets BOUNCER_PORT and BOUNCER_PID.
 start_pgbouncer() {
   BOUNCER_PORT=$(free_port)
   echo '"postgres" ""' >"$W/users.txt"
   cat >"$W/bouncer.ini" <<INI
 [databases]
-postgres = host=127.0.0.1 port=$PGPORT
+postgres = host=127.0.0.1 port=${TARGET_PORT:-$PGPORT}
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $BOUNCER_PORT
@@ -103,7 +114,7 @@ defaults
   timeout server 60s
 listen pg
   bind 127.0.0.1:$HAP_PORT
-  server p 127.0.0.1:$PGPORT
+  server p 127.0.0.1:${TARGET_PORT:-$PGPORT}
 HAP
   haproxy -D -f "$W/hap.cfg"
   wait_for_sql "$HAP_PORT" 10 || { log "haproxy did not start"; return 1; }
@@ -138,6 +149,7 @@ databases:
   - name: postgres
     shards:
       - primary: {host: 127.0.0.1, port: $PGPORT}
+        replicas: [${REPLICA_PORT:+{host: 127.0.0.1, port: $REPLICA_PORT\}}]
 users:
   - name: postgres
     password: unused-trust-on-both-sides

@@ -3,7 +3,9 @@
 # throwaway PostgreSQL, interleaved over several rounds, printing medians and ratios as a markdown table.
 # Usage: bench/run.sh            env: T=seconds per run (15), C=clients (32), ROUNDS (3), PGROUTER_BIN, KEEP=1,
 #   POOL_MODE=session|transaction (session), POOL_SIZE (40), PGROUTER_WORKERS (2), CONNECT=1 (adds a -C run: a new
-#   connection per transaction)
+#   connection per transaction), PREPARED=1 (adds -M prepared), REPLICA=1 (read/write splitting: a streaming replica
+#   is made; direct, haproxy and PgBouncer point at it, pgrouter at the primary with the replica, classifying every
+#   statement and routing the reads there; needs POOL_MODE=transaction)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap bench_cleanup EXIT
@@ -15,6 +17,7 @@ POOL_MODE=${POOL_MODE:-session}
 POOL_SIZE=${POOL_SIZE:-40}  # session mode: >= clients, so no target makes clients wait for a server connection
 PGROUTER_WORKERS=${PGROUTER_WORKERS:-2}
 MODES=(simple extended)
+[ "${PREPARED:-0}" = 1 ] && MODES+=(prepared)
 [ "${CONNECT:-0}" = 1 ] && MODES+=(connect)  # "connect" = -M simple -C: a new connection per transaction
 
 ensure_tools
@@ -22,9 +25,13 @@ ulimit -n 65536 2>/dev/null || true
 start_postgres 300
 log "pgbench -i -s 10"
 pgbench -h 127.0.0.1 -p "$PGPORT" -U postgres -i -s 10 -q postgres >"$W/init.log" 2>&1
+if [ "${REPLICA:-0}" = 1 ]; then
+  start_replica
+  TARGET_PORT=$REPLICA_PORT  # what direct, haproxy and PgBouncer measure
+fi
 
 TARGETS=(direct)
-declare -A PORT=([direct]=$PGPORT)
+declare -A PORT=([direct]=${TARGET_PORT:-$PGPORT})
 if start_haproxy; then TARGETS+=(haproxy); PORT[haproxy]=$HAP_PORT; fi
 if start_pgbouncer "$POOL_MODE" "$POOL_SIZE"; then TARGETS+=(pgbouncer); PORT[pgbouncer]=$BOUNCER_PORT; fi
 if start_pgrouter "$POOL_MODE" "$POOL_SIZE" "$PGROUTER_WORKERS"; then TARGETS+=(pgrouter); PORT[pgrouter]=$PGROUTER_PORT; fi
@@ -69,7 +76,7 @@ echo "## pgbench -S, $C clients, -j 2, ${T}s per run, median of $ROUNDS interlea
 echo
 echo "$(nproc) cores; PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'); $(pgbouncer --version | head -1);" \
   "HAProxy $(haproxy -v | awk 'NR==1{print $3}'); pgrouter $(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null || echo '?')" \
-  "($PGROUTER_WORKERS workers); pool size $POOL_SIZE, $POOL_MODE mode; $(date -u +%Y-%m-%d)."
+  "($PGROUTER_WORKERS workers); pool size $POOL_SIZE, $POOL_MODE mode${REPLICA_PORT:+, reads through a streaming replica (pgrouter classifies and routes)}; $(date -u +%Y-%m-%d)."
 echo
 "$PYTHON" - "$RESULTS" "${TARGETS[*]}" "${MODES[*]}" <<'PY'
 import statistics

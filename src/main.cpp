@@ -143,6 +143,27 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  rt.health.update(*config);
+  rt.health.start();
+  rt.stats->extra_metrics = [&rt] {
+    // Per-backend families, written by hand: their label set changes with the config.
+    std::string up = "# HELP pgrouter_backend_up 1 when the backend answers probes (reads are routed to it).\n"
+                     "# TYPE pgrouter_backend_up gauge\n";
+    std::string rec = "# HELP pgrouter_backend_in_recovery 1 for a replica (pg_is_in_recovery()).\n"
+                      "# TYPE pgrouter_backend_in_recovery gauge\n";
+    std::string lsn = "# HELP pgrouter_backend_wal_lsn_bytes WAL position: current on a primary, replayed on a "
+                      "replica.\n# TYPE pgrouter_backend_wal_lsn_bytes gauge\n";
+    std::string ej = "# HELP pgrouter_backend_ejections_total Times the backend was taken out of rotation.\n"
+                     "# TYPE pgrouter_backend_ejections_total counter\n";
+    for (auto& h : rt.health.all()) {
+      std::string label = "{backend=\"" + h->name + "\"} ";
+      up += "pgrouter_backend_up" + label + (h->up.load() ? "1\n" : "0\n");
+      rec += "pgrouter_backend_in_recovery" + label + (h->in_recovery.load() ? "1\n" : "0\n");
+      lsn += "pgrouter_backend_wal_lsn_bytes" + label + std::to_string(h->lsn.load()) + "\n";
+      ej += "pgrouter_backend_ejections_total" + label + std::to_string(h->ejections.load()) + "\n";
+    }
+    return up + rec + lsn + ej;
+  };
   for (auto& w : rt.workers) w->start();
   rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));
   log::info("pgrouter started", {{"version", PGROUTER_VERSION}, {"config", config_path},
@@ -173,6 +194,7 @@ int main(int argc, char** argv) {
         config = r.config;
         if (log::parse_level(config->log.level, level)) log::set_level(level);
         for (auto& w : rt.workers) w->publish(config, new_tls);
+        rt.health.update(*config);
         rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));
         log::info("configuration reloaded", {{"config", config_path}});
       }
@@ -186,6 +208,7 @@ int main(int argc, char** argv) {
   signals.async_wait(on_signal);
   control_io.run();
   for (auto& w : rt.workers) w->join();
+  rt.health.stop();
   admin.reset();
   rt.workers.clear();
   return 0;

@@ -3,6 +3,8 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
+
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/session/client_session.hpp"
 
@@ -16,7 +18,9 @@ Worker::Worker(Runtime& rt, int index, std::shared_ptr<const control::Config> co
       acceptor_(io_),
       config_(std::move(config)),
       tls_(std::move(tls)),
-      rng_(std::random_device{}()) {}
+      rng_(std::random_device{}()) {
+  build_classifier();
+}
 
 Worker::~Worker() {
   stop();
@@ -71,19 +75,38 @@ void Worker::publish(std::shared_ptr<const control::Config> config, std::shared_
   asio::post(io_, [this, config = std::move(config), tls = std::move(tls)]() mutable {
     config_ = std::move(config);
     tls_ = std::move(tls);
+    build_classifier();
     for (auto& [key, pool] : pools_) {
-      auto* db = config_->find_database(key.first);
-      auto* user = config_->find_user(key.second);
-      if (db && user) pool->update(settings_for(*db, *user));
+      auto* db = config_->find_database(std::get<0>(key));
+      auto* user = config_->find_user(std::get<1>(key));
+      int backend = std::get<2>(key);
+      // A replica removed from the config keeps its pool until its servers go idle; routing no longer picks it.
+      if (db && user && (backend == 0 || size_t(backend) <= db->shards.at(0).replicas.size()))
+        pool->update(settings_for(*db, *user, backend));
     }
   });
 }
 
-pool::PoolSettings Worker::settings_for(const control::DatabaseConfig& db, const control::UserConfig& user) const {
+void Worker::build_classifier() {
+  // A user function is read-only when some database lists it (the cache is per worker, not per database).
+  std::vector<std::string> read_only;
+  for (const auto& db : config_->databases)
+    read_only.insert(read_only.end(), db.routing.read_only_functions.begin(), db.routing.read_only_functions.end());
+  classifier_ = std::make_unique<sql::ClassifierCache>(
+      4096, [read_only = std::move(read_only)](std::string_view name) {
+        return std::find(read_only.begin(), read_only.end(), name) != read_only.end();
+      });
+}
+
+pool::PoolSettings Worker::settings_for(const control::DatabaseConfig& db, const control::UserConfig& user,
+                                        int backend) const {
   pool::PoolSettings s;
-  const auto& primary = db.shards.at(0).primary;
-  s.target.host = primary.host;
-  s.target.port = primary.port;
+  const auto& shard = db.shards.at(0);
+  const auto& ep = backend == 0 ? shard.primary : shard.replicas.at(size_t(backend - 1));
+  s.target.host = ep.host;
+  s.target.port = ep.port;
+  s.weight = ep.weight;
+  s.health = rt_.health.get(ep.host, ep.port);
   s.target.dbname = db.dbname.empty() ? db.name : db.dbname;
   s.target.user = user.backend_user.empty() ? user.name : user.backend_user;
   s.target.password = user.backend_password.empty() ? user.password : user.backend_password;
@@ -96,12 +119,12 @@ pool::PoolSettings Worker::settings_for(const control::DatabaseConfig& db, const
   return s;
 }
 
-pool::Pool& Worker::pool_for(const control::DatabaseConfig& db, const control::UserConfig& user) {
-  auto key = std::make_pair(db.name, user.name);
+pool::Pool& Worker::pool_for(const control::DatabaseConfig& db, const control::UserConfig& user, int backend) {
+  auto key = std::make_tuple(db.name, user.name, backend);
   auto it = pools_.find(key);
   if (it == pools_.end())
-    it = pools_.emplace(key, std::make_unique<pool::Pool>(io_.get_executor(), settings_for(db, user), stats_,
-                                                          rt_.pool_group(db.name, user.name), index_))
+    it = pools_.emplace(key, std::make_unique<pool::Pool>(io_.get_executor(), settings_for(db, user, backend), stats_,
+                                                          rt_.pool_group(db.name, user.name, backend), index_))
              .first;
   return *it->second;
 }

@@ -7,6 +7,7 @@
 #include <memory>
 #include <random>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 
 #include "pgrouter/asio.hpp"
@@ -16,6 +17,8 @@
 #include "pgrouter/net/tls.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/protocol/scram.hpp"
+#include "pgrouter/routing/health.hpp"
+#include "pgrouter/sql/classifier.hpp"
 
 namespace pgrouter {
 
@@ -31,18 +34,20 @@ struct Runtime {
   std::shared_ptr<control::Stats> stats;
   std::atomic<int> clients{0};  // connected clients over all workers, for listen.max_client_conn
   std::string mock_secret;      // random per process: fake SCRAM salts for unknown users
+  routing::HealthMonitor health;  // backend probes for read/write splitting
 
-  // The cross-worker budget of one (database, user) pool; created once, on a worker's first login.
-  std::shared_ptr<pool::PoolGroup> pool_group(const std::string& db, const std::string& user) {
+  // The cross-worker budget of one (database, user, backend) pool; created once, on a worker's first use.
+  // Backend 0 is the primary, 1..n the replicas: each has its own budget of pool.size.
+  std::shared_ptr<pool::PoolGroup> pool_group(const std::string& db, const std::string& user, int backend) {
     std::lock_guard lock(groups_mu_);
-    auto& g = groups_[{db, user}];
+    auto& g = groups_[{db, user, backend}];
     if (!g) g = std::make_shared<pool::PoolGroup>(workers.size());
     return g;
   }
 
  private:
   std::mutex groups_mu_;
-  std::map<std::pair<std::string, std::string>, std::shared_ptr<pool::PoolGroup>> groups_;
+  std::map<std::tuple<std::string, std::string, int>, std::shared_ptr<pool::PoolGroup>> groups_;
 };
 
 class Worker {
@@ -66,8 +71,13 @@ class Worker {
   const std::shared_ptr<const control::Config>& config() const { return config_; }
   const std::shared_ptr<net::ssl::context>& tls() const { return tls_; }
 
-  // The pool for (database, user); created on first use.
-  pool::Pool& pool_for(const control::DatabaseConfig& db, const control::UserConfig& user);
+  // The pool for (database, user) on a backend (0 = the primary of the first shard, i = its replica i-1);
+  // created on first use.
+  pool::Pool& pool_for(const control::DatabaseConfig& db, const control::UserConfig& user, int backend = 0);
+  // Statement classification for read/write splitting, cached per worker (rebuilt on reload).
+  sql::ClassifierCache& classifier() { return *classifier_; }
+  std::mt19937& rng() { return rng_; }
+  uint64_t& round_robin() { return rr_; }
 
   // Cancel keys: the pid pgrouter hands out encodes the worker index, so a CancelRequest arriving on
   // any worker is posted to the one that owns the session.
@@ -84,7 +94,9 @@ class Worker {
  private:
   awaitable<void> accept_loop();
   awaitable<void> maintenance_loop();
-  pool::PoolSettings settings_for(const control::DatabaseConfig& db, const control::UserConfig& user) const;
+  pool::PoolSettings settings_for(const control::DatabaseConfig& db, const control::UserConfig& user,
+                                  int backend) const;
+  void build_classifier();
 
   Runtime& rt_;
   int index_;
@@ -95,7 +107,9 @@ class Worker {
   std::thread thread_;
   std::shared_ptr<const control::Config> config_;
   std::shared_ptr<net::ssl::context> tls_;
-  std::map<std::pair<std::string, std::string>, std::unique_ptr<pool::Pool>> pools_;
+  std::map<std::tuple<std::string, std::string, int>, std::unique_ptr<pool::Pool>> pools_;
+  std::unique_ptr<sql::ClassifierCache> classifier_;
+  uint64_t rr_ = 0;
   std::unordered_map<uint32_t, session::ClientSession*> sessions_;
   std::unordered_map<std::string, std::pair<std::string, protocol::scram::Verifier>> verifiers_;
   uint32_t pid_counter_ = 0;

@@ -181,6 +181,34 @@ std::string render_metrics(const Stats& stats) {
           sum_over(all, &WorkerStats::bytes_server_to_client));
   counter("pgrouter_cancel_requests_total", "CancelRequest messages received.",
           sum_over(all, &WorkerStats::cancel_requests_total));
+  counter("pgrouter_prepared_statements_prepared_total",
+          "Transaction pooling: Parse sent to a server that lacked a client's named statement.",
+          sum_over(all, &WorkerStats::prepared_statements_prepared_total));
+  counter("pgrouter_prepared_statements_reused_total",
+          "Transaction pooling: a client's Parse served by a statement its server already had.",
+          sum_over(all, &WorkerStats::prepared_statements_reused_total));
+  counter("pgrouter_prepared_statements_evicted_total",
+          "Transaction pooling: statements closed to keep a server within pool.prepared_statements_cache.",
+          sum_over(all, &WorkerStats::prepared_statements_evicted_total));
+  counter("pgrouter_settings_replayed_total",
+          "Transaction pooling: SET/RESET sent to give a server the settings of the client it serves next.",
+          sum_over(all, &WorkerStats::settings_replayed_total));
+  counter("pgrouter_clients_pinned_total",
+          "Transaction pooling: clients kept on one server for their session by a feature that cannot be shared.",
+          sum_over(all, &WorkerStats::clients_pinned_total));
+  counter("pgrouter_routed_writes_total", "Read/write splitting: transactions sent to the primary as writes.",
+          sum_over(all, &WorkerStats::routed_writes_total));
+  counter("pgrouter_routed_reads_replica_total", "Read/write splitting: read transactions sent to a replica.",
+          sum_over(all, &WorkerStats::routed_reads_replica_total));
+  counter("pgrouter_routed_reads_primary_total",
+          "Read/write splitting: read transactions sent to the primary (no eligible replica, or read-your-writes).",
+          sum_over(all, &WorkerStats::routed_reads_primary_total));
+  counter("pgrouter_routed_reads_refused_total",
+          "Read/write splitting: reads refused because no replica was eligible and primary_fallback is false.",
+          sum_over(all, &WorkerStats::routed_reads_refused_total));
+  counter("pgrouter_session_features_refused_total",
+          "Transaction pooling: statements refused because of pool.session_features: refuse.",
+          sum_over(all, &WorkerStats::session_features_refused_total));
   families.push_back(histogram_family("pgrouter_query_duration_seconds",
                                       "Time from forwarding a Query or Sync to the server's ReadyForQuery.", all,
                                       &WorkerStats::query_latency));
@@ -257,6 +285,7 @@ Response route(AdminState& state, const Request& req) {
   res.set(http::field::content_type, "text/plain; version=0.0.4");
   res.keep_alive(keep_alive);
   res.body() = render_metrics(*state.stats);
+  if (state.stats->extra_metrics) res.body() += state.stats->extra_metrics();
   res.prepare_payload();
   return res;
 }

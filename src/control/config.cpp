@@ -516,6 +516,13 @@ const Section<ShardConfig>& shard_section() {
   return section;
 }
 
+std::string parameter_name(std::string_view name) {
+  if (name.empty()) return "parameter names";
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.')) return "parameter names";
+  return "";
+}
+
 const Section<PoolConfig>& pool_section() {
   static const Section<PoolConfig> section{
       "in pool",
@@ -532,12 +539,50 @@ const Section<PoolConfig>& pool_section() {
        string_key("reset_query", &PoolConfig::reset_query, kReloadable),
        timeout_key("query_timeout", &PoolConfig::query_timeout, kReloadable),
        timeout_key("idle_transaction_timeout", &PoolConfig::idle_transaction_timeout, kReloadable),
-       timeout_key("client_idle_timeout", &PoolConfig::client_idle_timeout, kReloadable)},
+       timeout_key("client_idle_timeout", &PoolConfig::client_idle_timeout, kReloadable),
+       int_key("prepared_statements_cache", &PoolConfig::prepared_statements_cache, 0, 1'000'000, kReloadable),
+       choice_key<PoolConfig, SessionFeatures>("session_features", &PoolConfig::session_features,
+                                               {{"pin", SessionFeatures::pin}, {"refuse", SessionFeatures::refuse}},
+                                               kReloadable),
+       name_list_key("track_parameters", &PoolConfig::track_parameters, parameter_name)},
       [](Loader& l, const Field& f, PoolConfig& pool) {
+        for (auto& name : pool.track_parameters)
+          for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
         if (pool.min_size > pool.size) {
           l.error_at(f, fmt::format("pool min_size ({}) must not exceed size ({})", pool.min_size, pool.size));
         }
       }};
+  return section;
+}
+
+std::string function_name(std::string_view name) {
+  if (name.empty()) return "function names";
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '$')) return "function names";
+  return "";
+}
+
+const Section<RoutingConfig>& routing_section() {
+  static const Section<RoutingConfig> section{
+      "in routing",
+      {choice_key<RoutingConfig, ReadFrom>("read_from", &RoutingConfig::read_from,
+                                           {{"replicas", ReadFrom::replicas}, {"primary", ReadFrom::primary},
+                                            {"any", ReadFrom::any}},
+                                           kReloadable),
+       choice_key<RoutingConfig, ReplicaStrategy>(
+           "strategy", &RoutingConfig::strategy,
+           {{"round_robin", ReplicaStrategy::round_robin}, {"random", ReplicaStrategy::random},
+            {"least_outstanding", ReplicaStrategy::least_outstanding}, {"weighted", ReplicaStrategy::weighted}},
+           kReloadable),
+       choice_key<RoutingConfig, bool>("primary_fallback", &RoutingConfig::primary_fallback,
+                                       {{"true", true}, {"false", false}}, kReloadable),
+       choice_key<RoutingConfig, bool>("read_your_writes", &RoutingConfig::read_your_writes,
+                                       {{"true", true}, {"false", false}}, kReloadable),
+       int_key("max_lag_bytes", &RoutingConfig::max_lag_bytes, 0, int64_t(1) << 50, kReloadable),
+       duration_key("probe_interval", &RoutingConfig::probe_interval, kReloadable),
+       string_key("probe_user", &RoutingConfig::probe_user, kReloadable),
+       name_list_key("read_only_functions", &RoutingConfig::read_only_functions, function_name)},
+      {}};
   return section;
 }
 
@@ -547,6 +592,7 @@ const Section<DatabaseConfig>& database_section() {
       {required(string_key("name", &DatabaseConfig::name, kReloadable, non_empty)),
        string_key("dbname", &DatabaseConfig::dbname, kReloadable, non_empty),
        required(list_key("shards", &DatabaseConfig::shards, shard_section, 1)),
+       section_key("routing", &DatabaseConfig::routing, routing_section, kReloadable),
        {"pool",
         kReloadable,
         false,

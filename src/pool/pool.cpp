@@ -1,6 +1,8 @@
 // Worker-local connection pool: checkout, checkin with reset, bounded waiting, upkeep.
 #include "pgrouter/pool/pool.hpp"
 
+#include <strings.h>
+
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/protocol/messages.hpp"
 
@@ -213,7 +215,13 @@ awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {
       !settings_.config.reset_query.empty()) {
     conn->dirty = false;
     ok = co_await conn->run_quietly(settings_.config.reset_query);
+    // Prepared statements pgrouter keeps there must really be gone before they are forgotten.
+    if (ok && conn->statements.size() > 0 && strcasecmp(settings_.config.reset_query.c_str(), "DISCARD ALL") != 0)
+      ok = co_await conn->run_quietly("DEALLOCATE ALL");
     conn->applied.clear();  // DISCARD ALL reset every setting pgrouter had applied
+    conn->statements.clear();
+  } else if (conn->dirty) {
+    ok = false;  // a pinned client's state and no reset query: never hand it to someone else
   }
   if (!*alive) co_return;
   if (!ok) {

@@ -3,6 +3,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <strings.h>
 
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/net/io.hpp"
@@ -48,9 +49,9 @@ ClientSession::ClientSession(Worker& worker, tcp::socket socket)
 
 ClientSession::~ClientSession() {
   if (key_pid_) w_.unregister_session(key_pid_);
-  if (server_ && pool_) {
+  if (server_ && server_pool_) {
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-    pool_->release(std::move(server_), false);
+    server_pool_->release(std::move(server_), false);
   }
   if (counted_client_) {
     w_.runtime().clients.fetch_sub(1, std::memory_order_relaxed);
@@ -62,24 +63,28 @@ bool ClientSession::secret_matches(uint32_t secret) const {
   return CRYPTO_memcmp(&secret, &key_secret_, sizeof secret) == 0;
 }
 
-void ClientSession::check_session_feature(char type, std::string_view body) {
-  std::string_view feature;
-  size_t pos = 0;
-  if (type == 'P') {
-    auto name = p::read_cstring(body, pos);
-    if (name && !name->empty()) {
-      feature = "named prepared statement";
-    } else if (auto sql = p::read_cstring(body, pos)) {
-      feature = sql::session_feature(*sql);
-    }
-  } else if (auto sql = p::read_cstring(body, pos)) {
-    feature = sql::session_feature(*sql);
-  }
-  if (feature.empty()) return;
+void ClientSession::pin(std::string_view feature) {
+  if (pinned_) return;
   pinned_ = true;
   if (server_) server_->dirty = true;
+  w_.stats().clients_pinned_total.fetch_add(1, std::memory_order_relaxed);
   log::info("client pinned to its server for the rest of its session (transaction pooling cannot share this)",
             {{"session", id_}, {"client", peer_}, {"user", user_}, {"feature", feature}});
+}
+
+bool ClientSession::track_client_message(char type, std::string_view body) {
+  c2s_repl_.clear();
+  TxnTracker::Effect effect;
+  bool replaced = tracker_->client_message(type, body, server_->statements, c2s_repl_, effect);
+  if (effect == TxnTracker::Effect::unsupported && !replaced) pin(tracker_->feature());
+  return replaced;
+}
+
+TxnTracker::Reply ClientSession::track_server_message(char type, std::string_view body) {
+  s2c_repl_.clear();
+  auto reply = tracker_->server_message(type, body, server_->statements, server_->applied, s2c_repl_);
+  if (type == 'Z' && tracker_->uncertain()) pin("ROLLBACK TO SAVEPOINT after SET");
+  return reply;
 }
 
 void ClientSession::check_timeouts(pool::Clock::time_point now) {
@@ -485,6 +490,15 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
     }
   }
 
+  if (txn_mode_) {
+    const auto& pc = pool_->settings().config;
+    std::string search_path;
+    for (auto& [k, v] : wanted_params_)
+      if (strcasecmp(k.c_str(), "search_path") == 0) search_path = v;
+    tracker_ = std::make_unique<TxnTracker>(w_.stats(), id_, size_t(pc.prepared_statements_cache),
+                                            pc.session_features == control::SessionFeatures::refuse,
+                                            pc.track_parameters, search_path);
+  }
   std::map<std::string, std::string> welcome;
   if (txn_mode_ && !pool_->welcome_params().empty()) {
     // Transaction pooling: a login needs no server when the pool already knows the servers'
@@ -495,6 +509,8 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   } else {
     pool::ServerError err;
     server_ = co_await pool_->acquire(err);
+    server_pool_ = pool_;
+    backend_ = 0;
     if (!server_) {
       // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.
       std::string msg = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
@@ -518,7 +534,7 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
                             ? std::string("server connection failed while applying startup parameters")
                             : serr.message;
       co_await fail(s, code.c_str(), msg);
-      pool_->release(std::move(server_), serr.from_server);
+      server_pool_->release(std::move(server_), serr.from_server);
       w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
       co_return false;
     }
@@ -537,29 +553,85 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
 }
 
 awaitable<bool> ClientSession::sync_params(pool::ServerError& err) {
-  std::string sets;
+  // What the client's session should have: its startup settings (raw values, as PostgreSQL takes
+  // them from a startup packet), then what it SET since (transaction pooling). Each as the statement
+  // that gives it, so a server's state is compared with one string comparison per parameter.
+  TxnTracker::Settings desired;
   for (auto& [k, v] : wanted_params_) {
-    auto applied = server_->applied.find(k);
-    if (applied != server_->applied.end() && applied->second == v) continue;
-    auto it = server_->params.find(k);
-    if (it != server_->params.end() && it->second == v) continue;
-    sets += "SET " + k + " = " + p::quote_literal(v) + ";";
+    std::string name = k;
+    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (!server_->applied.count(name)) {
+      // A server still at its login value may already have the wanted one (e.g. client_encoding).
+      bool same = false;
+      for (auto& [pk, pv] : server_->params)
+        if (pv == v && pk.size() == k.size() && strncasecmp(pk.c_str(), k.c_str(), k.size()) == 0) same = true;
+      if (same && !(tracker_ && tracker_->settings().count(name))) continue;
+    }
+    desired[name] = "SELECT pg_catalog.set_config(" + p::quote_literal(name) + ", " + p::quote_literal(v) + ", false)";
   }
-  if (sets.empty()) co_return true;
-  if (!co_await server_->run_quietly(sets, &err)) co_return false;
-  for (auto& [k, v] : wanted_params_) server_->applied[k] = v;
+  if (tracker_)
+    for (auto& [k, v] : tracker_->settings()) desired[k] = v;
+  std::string sql;
+  size_t changes = 0;
+  for (auto& [k, v] : desired) {
+    auto it = server_->applied.find(k);
+    if (it != server_->applied.end() && it->second == v) continue;
+    sql += v + ";";
+    ++changes;
+  }
+  for (auto& [k, v] : server_->applied) {
+    if (desired.count(k)) continue;
+    sql += "RESET " + k + ";";  // another client's setting, or the server's own after a reset
+    ++changes;
+  }
+  if (sql.empty()) co_return true;
+  if (!co_await server_->run_quietly(sql, &err)) co_return false;
+  w_.stats().settings_replayed_total.fetch_add(changes, std::memory_order_relaxed);
+  server_->applied = std::move(desired);
   co_return true;
 }
 
 void ClientSession::detach_server() {
   w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-  pool_->release(std::move(server_), true);
+  server_pool_->release(std::move(server_), true);
+  transaction_ended();
 }
 
 template <typename Stream>
 awaitable<bool> ClientSession::attach_for_transaction(Stream&) {
   pool::ServerError err;
-  server_ = co_await pool_->acquire(err);
+  if (w_.config() != config_) {
+    // A reload since the last transaction: route with the new replica list.
+    auto fresh = w_.config();
+    auto* db = fresh->find_database(database_);
+    auto* user = fresh->find_user(user_);
+    if (db && user) {
+      config_ = std::move(fresh);
+      db_ = db;
+      user_cfg_ = user;
+    }
+  }
+  // Read/write splitting: the transaction's first messages say where it goes. A replica that cannot be
+  // reached is taken out of rotation and the transaction goes elsewhere (nothing was sent yet).
+  for (size_t attempt = 0;; ++attempt) {
+    backend_ = choose_backend();
+    if (backend_ < 0) {
+      backend_ = 0;
+      pending_fatal_sqlstate_ = p::sqlstate::cannot_connect;
+      pending_fatal_message_ = "no replica can take this read (all down, lagging or paused) and "
+                               "routing.primary_fallback is false";
+      co_return false;
+    }
+    server_pool_ = backend_ == 0 ? pool_ : &w_.pool_for(*db_, *user_cfg_, backend_);
+    server_ = co_await server_pool_->acquire(err);
+    if (server_ || backend_ == 0 || attempt > db_->shards[0].replicas.size()) break;
+    if (err.from_server || err.sqlstate == p::sqlstate::too_many_connections) break;  // busy, not down
+    if (auto& h = server_pool_->settings().health) h->mark_down();
+    log::warn("replica unreachable: taken out of rotation, transaction routed elsewhere",
+              {{"session", id_}, {"backend", server_pool_->settings().target.host + ":" +
+                                                std::to_string(server_pool_->settings().target.port)},
+               {"error", err.message}});
+  }
   if (!server_) {
     pending_fatal_sqlstate_ = err.sqlstate.empty() ? std::string(p::sqlstate::cannot_connect) : err.sqlstate;
     pending_fatal_message_ = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
@@ -573,7 +645,7 @@ awaitable<bool> ClientSession::attach_for_transaction(Stream&) {
     pending_fatal_message_ = serr.message.empty() ? "server connection failed while applying session parameters"
                                                   : serr.message;
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-    pool_->release(std::move(server_), serr.from_server);
+    server_pool_->release(std::move(server_), serr.from_server);
     co_return false;
   }
   co_return true;
@@ -679,9 +751,10 @@ awaitable<void> ClientSession::relay(Stream& s) {
     co_await net::write_all(s, out);
   }
   if (server_) {
-    bool clean = !server_broken_ && pending_ == 0 && !unsynced_ && !s2c_mid_message_;
+    bool clean = !server_broken_ && pending_ == 0 && !unsynced_ && !s2c_mid_message_ && (!tracker_ || tracker_->idle());
+    if (tracker_) tracker_->server_gone();
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-    pool_->release(std::move(server_), clean);
+    server_pool_->release(std::move(server_), clean);
   }
 }
 
@@ -689,14 +762,24 @@ template <typename Stream>
 awaitable<void> ClientSession::client_to_server(Stream& s) {
   struct Handler {
     ClientSession& self;
-    // Transaction pooling reads statement text (Query, Parse) until the client uses something that
-    // needs its own server for the rest of the session; session pooling never looks at bodies.
-    bool wants_body(char type) const { return self.txn_mode_ && !self.pinned_ && (type == 'Q' || type == 'P'); }
-    p::ScanAction on_message(char type, uint32_t, std::string_view body) {
-      if (!body.empty()) self.check_session_feature(type, body);
+    const char* base = nullptr;  // the buffer scanned
+    size_t copied = 0;           // how much of it went into c2s_out_ (only once a message was rewritten)
+    bool rewritten = false;
+    // Transaction pooling reads the messages that name statements or carry SQL; session pooling
+    // never looks at bodies.
+    bool wants_body(char type) const {
+      return self.txn_mode_ && (type == 'Q' || type == 'P' || type == 'B' || type == 'D' || type == 'C');
+    }
+    p::ScanAction on_message(char type, uint32_t len, std::string_view body) {
+      if (type == 'X') return p::ScanAction::stop_before;
+      if (self.tracker_ && self.track_client_message(type, body)) {
+        size_t at = size_t(body.data() - base) - 5;
+        self.c2s_out_.append(base + copied, at - copied);
+        self.c2s_out_.append(self.c2s_repl_);
+        copied = at + len + 1;
+        rewritten = true;
+      }
       switch (type) {
-        case 'X':
-          return p::ScanAction::stop_before;
         case 'Q':
         case 'F':
           self.request_started();
@@ -724,17 +807,29 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
     if (ec) co_return;
     last_activity_ = pool::Clock::now();
     buf.commit(n);
+    if (!server_ && buf.size() >= 5 && buf.data()[0] != 'X') {
+      // Transaction pooling: the first message of a transaction attaches a server (before the
+      // messages are looked at: how they are rewritten depends on what that server has).
+      if (!co_await attach_for_transaction(s)) co_return;
+      start_server_to_client(s);
+    }
+    handler.base = buf.data();
+    handler.copied = 0;
+    handler.rewritten = false;
     auto r = scanner.scan(buf.data(), buf.size(), handler);
     if (r.consumed > 0) {
-      if (!server_) {
-        // Transaction pooling: the first message of a transaction attaches a server.
-        if (!co_await attach_for_transaction(s)) co_return;
-        start_server_to_client(s);
+      const char* out = buf.data();
+      size_t out_len = r.consumed;
+      if (handler.rewritten) {
+        c2s_out_.append(buf.data() + handler.copied, r.consumed - handler.copied);
+        out = c2s_out_.data();
+        out_len = c2s_out_.size();
       }
       c2s_writing_ = true;
       net::error_code wec;
-      co_await server_->ready.write_all(buf.data(), r.consumed, wec);
+      co_await server_->ready.write_all(out, out_len, wec);
       c2s_writing_ = false;
+      c2s_out_.clear();
       if (wec) {
         server_broken_ = true;
         if (pending_fatal_message_.empty()) {
@@ -743,7 +838,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
         }
         co_return;
       }
-      stats.bytes_client_to_server.fetch_add(r.consumed, std::memory_order_relaxed);
+      stats.bytes_client_to_server.fetch_add(out_len, std::memory_order_relaxed);
       buf.consume(r.consumed);
     }
     if (r.stopped) co_return;
@@ -771,8 +866,14 @@ template <typename Stream>
 awaitable<void> ClientSession::server_to_client(Stream& s) {
   struct Handler {
     ClientSession& self;
-    bool wants_body(char type) const { return type == 'Z' || type == 'E' || type == 'S'; }
-    p::ScanAction on_message(char type, uint32_t, std::string_view body) {
+    const char* base = nullptr;
+    size_t copied = 0;  // how much of the buffer went into s2c_out_ (only once a reply was dropped/replaced)
+    bool rewritten = false;
+    bool wants_body(char type) const {
+      return type == 'Z' || type == 'E' || type == 'S' ||
+             (self.tracker_ && (type == '1' || type == '3' || type == 'C'));
+    }
+    p::ScanAction on_message(char type, uint32_t len, std::string_view body) {
       if (type == 'Z') {
         self.server_->tx_status = body.empty() ? 'I' : body[0];
         self.client_tx_status_ = self.server_->tx_status;
@@ -786,6 +887,18 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
         }
       } else if (type == 'S') {
         if (auto kv = p::parse_parameter_status(body)) self.server_->params[std::string(kv->first)] = std::string(kv->second);
+      }
+      if (self.tracker_ && TxnTracker::is_reply_type(type)) {
+        auto reply = self.track_server_message(type, body);
+        if (reply == TxnTracker::Reply::as_parse_complete) {
+          const_cast<char*>(body.data())[-5] = '1';  // CloseComplete and ParseComplete have the same shape
+        } else if (reply != TxnTracker::Reply::forward) {
+          size_t at = size_t(body.data() - base) - 5;
+          self.s2c_out_.append(base + copied, at - copied);
+          if (reply == TxnTracker::Reply::replace) self.s2c_out_.append(self.s2c_repl_);
+          copied = at + len + 1;
+          rewritten = true;
+        }
       }
       return p::ScanAction::forward;
     }
@@ -814,21 +927,32 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
       co_return;
     }
     buf.commit(n);
+    handler.base = buf.data();
+    handler.copied = 0;
+    handler.rewritten = false;
     auto r = scanner.scan(buf.data(), buf.size(), handler);
     if (r.consumed > 0) {
+      const char* out = buf.data();
+      size_t out_len = r.consumed;
+      if (handler.rewritten) {
+        s2c_out_.append(buf.data() + handler.copied, r.consumed - handler.copied);
+        out = s2c_out_.data();
+        out_len = s2c_out_.size();
+      }
       net::error_code wec;
-      co_await client_write(s, buf.data(), r.consumed, wec);
+      if (out_len > 0) co_await client_write(s, out, out_len, wec);
+      s2c_out_.clear();
       if (wec) {
         s2c_mid_message_ = true;  // the client went away mid-answer: the server is not reusable
         if (!client_done_) cancel_client_io();
         co_return;
       }
-      stats.bytes_server_to_client.fetch_add(r.consumed, std::memory_order_relaxed);
+      stats.bytes_server_to_client.fetch_add(out_len, std::memory_order_relaxed);
       buf.consume(r.consumed);
       if (pending_ == 0) last_activity_ = pool::Clock::now();
       // Transaction pooling: give the server back once it is idle with nothing in flight either way.
-      if (txn_mode_ && !pinned_ && server_->tx_status == 'I' && pending_ == 0 && !unsynced_ && !c2s_writing_ && buf.empty() &&
-          !scanner.mid_message() && !client_done_) {
+      if (txn_mode_ && !pinned_ && server_->tx_status == 'I' && pending_ == 0 && !unsynced_ && !c2s_writing_ &&
+          buf.empty() && !scanner.mid_message() && !client_done_ && tracker_->idle()) {
         detach_server();
         co_return;
       }

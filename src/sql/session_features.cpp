@@ -71,3 +71,261 @@ std::string_view session_feature(std::string_view sql) {
 }
 
 }  // namespace pgrouter::sql
+
+namespace pgrouter::sql {
+namespace {
+
+// A tiny tokenizer for the few command forms parse_session_command() accepts.
+struct Token {
+  enum Type { word, string, quoted_ident, number, punct, end, bad } type;
+  std::string_view text;  // as in the source
+};
+
+class Lexer {
+ public:
+  explicit Lexer(std::string_view s) : s_(s) {}
+  size_t pos() const { return i_; }
+  Token next() {
+    skip_space();
+    if (i_ >= s_.size()) return {Token::end, {}};
+    size_t start = i_;
+    char c = s_[i_];
+    auto is_word = [](char ch) {
+      return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '$' || ch == '.' ||
+             static_cast<unsigned char>(ch) >= 0x80;
+    };
+    if (c == '\'') {
+      ++i_;
+      for (;;) {
+        if (i_ >= s_.size()) return {Token::bad, {}};
+        if (s_[i_] == '\'') {
+          if (i_ + 1 < s_.size() && s_[i_ + 1] == '\'') {
+            i_ += 2;
+            continue;
+          }
+          ++i_;
+          break;
+        }
+        if (s_[i_] == '\\') return {Token::bad, {}};  // backslashes depend on standard_conforming_strings
+        ++i_;
+      }
+      return {Token::string, s_.substr(start, i_ - start)};
+    }
+    if (c == '"') {
+      ++i_;
+      while (i_ < s_.size() && s_[i_] != '"') ++i_;
+      if (i_ >= s_.size()) return {Token::bad, {}};
+      ++i_;
+      return {Token::quoted_ident, s_.substr(start, i_ - start)};
+    }
+    if (c == '-' || c == '+' || std::isdigit(static_cast<unsigned char>(c))) {
+      ++i_;
+      while (i_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[i_])) || s_[i_] == '.')) ++i_;
+      auto t = s_.substr(start, i_ - start);
+      if (t.size() == 1 && !std::isdigit(static_cast<unsigned char>(c))) return {Token::bad, {}};
+      return {Token::number, t};
+    }
+    if (is_word(c)) {
+      while (i_ < s_.size() && is_word(s_[i_])) ++i_;
+      return {Token::word, s_.substr(start, i_ - start)};
+    }
+    if (c == '=' || c == ',' || c == ';') {
+      ++i_;
+      return {Token::punct, s_.substr(start, 1)};
+    }
+    return {Token::bad, {}};
+  }
+
+ private:
+  void skip_space() {
+    for (;;) {
+      while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
+      if (s_.compare(i_, 2, "--") == 0) {
+        while (i_ < s_.size() && s_[i_] != '\n') ++i_;
+      } else if (s_.compare(i_, 2, "/*") == 0) {
+        auto e = s_.find("*/", i_ + 2);
+        i_ = e == std::string_view::npos ? s_.size() : e + 2;
+      } else {
+        return;
+      }
+    }
+  }
+  std::string_view s_;
+  size_t i_ = 0;
+};
+
+bool is_kw(const Token& t, std::string_view kw) {
+  if (t.type != Token::word || t.text.size() != kw.size()) return false;
+  for (size_t i = 0; i < kw.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(t.text[i])) != kw[i]) return false;
+  return true;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// True when only an optional ';' and nothing else is left.
+bool at_end(Lexer& lx, Token t) {
+  if (t.type == Token::punct && t.text == ";") t = lx.next();
+  return t.type == Token::end;
+}
+
+// Reads "item [, item]*" up to the end of the statement. Items are words, strings and numbers, as
+// PostgreSQL's var_list allows; `first` is the first item's token.
+std::optional<std::string> read_value_list(std::string_view sql, Lexer& lx, Token first) {
+  size_t begin = size_t(first.text.data() - sql.data());
+  size_t end = begin;
+  Token t = first;
+  for (;;) {
+    if (t.type != Token::word && t.type != Token::string && t.type != Token::number &&
+        t.type != Token::quoted_ident)
+      return std::nullopt;
+    end = size_t(t.text.data() - sql.data()) + t.text.size();
+    t = lx.next();
+    if (t.type == Token::punct && t.text == ",") {
+      t = lx.next();
+      continue;
+    }
+    if (!at_end(lx, t)) return std::nullopt;
+    return std::string(sql.substr(begin, end - begin));
+  }
+}
+
+}  // namespace
+
+std::optional<SessionCommand> parse_session_command(std::string_view sql) {
+  Lexer lx(sql);
+  Token t = lx.next();
+  if (is_kw(t, "discard")) {
+    if (!is_kw(lx.next(), "all") || !at_end(lx, lx.next())) return std::nullopt;
+    return SessionCommand{SessionCommand::discard_all, {}, {}};
+  }
+  if (is_kw(t, "deallocate")) {
+    t = lx.next();
+    if (is_kw(t, "prepare")) t = lx.next();
+    if (is_kw(t, "all")) {
+      if (!at_end(lx, lx.next())) return std::nullopt;
+      return SessionCommand{SessionCommand::deallocate_all, {}, {}};
+    }
+    std::string name;
+    if (t.type == Token::word) name = lower(t.text);
+    else if (t.type == Token::quoted_ident) name = std::string(t.text.substr(1, t.text.size() - 2));
+    else return std::nullopt;
+    if (!at_end(lx, lx.next())) return std::nullopt;
+    return SessionCommand{SessionCommand::deallocate, std::move(name), {}};
+  }
+  if (is_kw(t, "reset")) {
+    t = lx.next();
+    if (is_kw(t, "all")) {
+      if (!at_end(lx, lx.next())) return std::nullopt;
+      return SessionCommand{SessionCommand::reset_all, {}, {}};
+    }
+    if (t.type != Token::word || is_kw(t, "session") || is_kw(t, "role")) return std::nullopt;
+    std::string name = lower(t.text);
+    if (name == "time") {
+      if (!is_kw(lx.next(), "zone")) return std::nullopt;
+      name = "timezone";
+    }
+    if (!at_end(lx, lx.next())) return std::nullopt;
+    return SessionCommand{SessionCommand::reset, std::move(name), {}};
+  }
+  if (!is_kw(t, "set")) return std::nullopt;
+  t = lx.next();
+  if (is_kw(t, "local") || is_kw(t, "transaction") || is_kw(t, "constraints"))
+    return SessionCommand{SessionCommand::set_local, {}, {}};
+  if (is_kw(t, "session")) {
+    t = lx.next();
+    if (is_kw(t, "characteristics") || is_kw(t, "authorization")) return std::nullopt;
+  }
+  if (t.type != Token::word || is_kw(t, "role")) return std::nullopt;
+  std::string name = lower(t.text);
+  Token v;
+  if (name == "time") {
+    if (!is_kw(lx.next(), "zone")) return std::nullopt;
+    name = "timezone";
+    v = lx.next();
+    if (is_kw(v, "local") || is_kw(v, "default")) {
+      if (!at_end(lx, lx.next())) return std::nullopt;
+      return SessionCommand{SessionCommand::reset, std::move(name), {}};
+    }
+    if (v.type != Token::string && v.type != Token::number) return std::nullopt;  // not INTERVAL '...'
+  } else if (name == "schema" || name == "names") {
+    name = name == "schema" ? "search_path" : "client_encoding";
+    v = lx.next();
+    if (is_kw(v, "default") && name == "client_encoding") {
+      if (!at_end(lx, lx.next())) return std::nullopt;
+      return SessionCommand{SessionCommand::reset, std::move(name), {}};
+    }
+    if (v.type != Token::string) return std::nullopt;
+  } else {
+    Token op = lx.next();
+    if (!(is_kw(op, "to") || (op.type == Token::punct && op.text == "="))) return std::nullopt;
+    v = lx.next();
+    if (is_kw(v, "default")) {
+      if (!at_end(lx, lx.next())) return std::nullopt;
+      return SessionCommand{SessionCommand::reset, std::move(name), {}};
+    }
+  }
+  auto value = read_value_list(sql, lx, v);
+  if (!value) return std::nullopt;
+  return SessionCommand{SessionCommand::set, std::move(name), std::move(*value)};
+}
+
+}  // namespace pgrouter::sql
+
+namespace pgrouter::sql {
+
+std::vector<std::string_view> split_statements(std::string_view sql) {
+  std::vector<std::string_view> out;
+  size_t start = 0, i = 0, depth = 0;
+  auto push = [&](size_t end) {
+    auto piece = sql.substr(start, end - start);
+    size_t a = 0;
+    while (a < piece.size() && std::isspace(static_cast<unsigned char>(piece[a]))) ++a;
+    if (a < piece.size()) out.push_back(piece);
+  };
+  while (i < sql.size()) {
+    char c = sql[i];
+    if (c == '\'' || c == '"') {
+      size_t e = sql.find(c, i + 1);
+      while (e != std::string_view::npos && e + 1 < sql.size() && sql[e + 1] == c) e = sql.find(c, e + 2);
+      i = e == std::string_view::npos ? sql.size() : e + 1;
+    } else if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
+      size_t e = sql.find('\n', i);
+      i = e == std::string_view::npos ? sql.size() : e + 1;
+    } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
+      int nest = 1;
+      i += 2;
+      while (i < sql.size() && nest > 0) {
+        if (sql.compare(i, 2, "/*") == 0) ++nest, i += 2;
+        else if (sql.compare(i, 2, "*/") == 0) --nest, i += 2;
+        else ++i;
+      }
+    } else if (c == '$' && (i == 0 || !(std::isalnum(static_cast<unsigned char>(sql[i - 1])) || sql[i - 1] == '_'))) {
+      size_t e = i + 1;
+      while (e < sql.size() && (std::isalnum(static_cast<unsigned char>(sql[e])) || sql[e] == '_')) ++e;
+      if (e < sql.size() && sql[e] == '$' && !(e > i + 1 && std::isdigit(static_cast<unsigned char>(sql[i + 1])))) {
+        auto tag = sql.substr(i, e - i + 1);
+        size_t close = sql.find(tag, e + 1);
+        i = close == std::string_view::npos ? sql.size() : close + tag.size();
+      } else {
+        ++i;
+      }
+    } else {
+      if (c == '(') ++depth;
+      else if (c == ')' && depth > 0) --depth;
+      else if (c == ';' && depth == 0) {
+        push(i);
+        start = i + 1;
+      }
+      ++i;
+    }
+  }
+  push(sql.size());
+  return out;
+}
+
+}  // namespace pgrouter::sql

@@ -63,24 +63,37 @@ def test_jdbc_direct(cluster, jdbc_client, prepare_threshold):
 
 # --- through pgrouter ---------------------------------------------------------------------------------------------
 
+# Every client runs in both pool modes: under transaction pooling its named prepared statements and settings
+# must follow it to whichever server it gets (a pool of 2 shared by the client's own connections).
+MODES = ["session", "transaction"]
+
+
+def router_for(pgrouter, mode):
+    return pgrouter({"pool": {"mode": mode, "size": 2}})
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("user", ["pgr_scram", "pgr_md5", "pgr_clear", "pgr_trust"])
-def test_psycopg_through_pgrouter(pgrouter, user):
-    router = pgrouter()
+def test_psycopg_through_pgrouter(pgrouter, user, mode):
+    router = router_for(pgrouter, mode)
     run_client(psycopg_argv(router.dsn(user=user), 5))
 
 
-def test_psycopg_prepared_through_pgrouter(pgrouter):
-    router = pgrouter()
+@pytest.mark.parametrize("mode", MODES)
+def test_psycopg_prepared_through_pgrouter(pgrouter, mode):
+    router = router_for(pgrouter, mode)
     run_client(psycopg_argv(router.dsn(user="pgr_scram"), 0))
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("user", ["pgr_scram", "pgr_md5"])
-def test_node_through_pgrouter(pgrouter, node_client, user):
-    router = pgrouter()
+def test_node_through_pgrouter(pgrouter, node_client, user, mode):
+    router = router_for(pgrouter, mode)
     run_client(node_client + positional(router.port, user))
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("prepare_threshold", ["5", "1"])
-def test_jdbc_through_pgrouter(pgrouter, jdbc_client, prepare_threshold):
-    router = pgrouter()
+def test_jdbc_through_pgrouter(pgrouter, jdbc_client, prepare_threshold, mode):
+    router = router_for(pgrouter, mode)
     run_client(jdbc_client + positional(router.port, "pgr_scram") + [prepare_threshold])

@@ -1,6 +1,6 @@
 """Transaction pooling (pool.mode: transaction): a server is attached at a transaction's first message and
 given back at ReadyForQuery 'I' once nothing is in flight; many clients share a few servers.
-Not yet covered by pgrouter (issue 3): named prepared statements across servers and SET tracking."""
+Prepared statements and settings that follow a client across servers: test_txn_state.py."""
 import os
 import subprocess
 import threading
@@ -15,11 +15,15 @@ TXN = {"pool": {"mode": "transaction", "size": 2}, "listen": {"workers": 1}}
 
 
 
-@pytest.mark.parametrize("mode", ["simple", "extended"])
+@pytest.mark.parametrize("mode", ["simple", "extended", "prepared"])
 def test_pgbench_many_clients_few_servers(pgrouter, pgbench_tables, mode):
     env = {**os.environ, "PGPASSWORD": pgr.USERS["pgr_scram"]}
     router = pgrouter(TXN)
-    result = subprocess.run(["pgbench", "-M", mode, "-c", "16", "-j", "2", "-t", "100", "-h", pgr.HOST, "-p",
+    # -M prepared prepares each statement synchronously at first use, blocking its whole thread: with several
+    # clients per thread holding the few servers in transactions that would deadlock pgbench itself (with any
+    # transaction pooler), so each client gets its own thread there.
+    threads = "16" if mode == "prepared" else "2"
+    result = subprocess.run(["pgbench", "-M", mode, "-c", "16", "-j", threads, "-t", "100", "-h", pgr.HOST, "-p",
                              str(router.port), "-U", "pgr_scram", "app"],
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -32,8 +36,7 @@ def test_pgbench_many_clients_few_servers(pgrouter, pgbench_tables, mode):
 
 def test_transaction_keeps_its_server_and_idle_clients_hold_none(pgrouter):
     router = pgrouter(TXN)
-    # No auto-prepare: a named statement would pin the client (tested below).
-    clients = [router.connect(prepare_threshold=None) for _ in range(20)]
+    clients = [router.connect() for _ in range(20)]
     assert pgr.metric(router.metrics(), "pgrouter_servers_active") == 0
     a, b = clients[0], clients[1]
     a.execute("begin")
@@ -71,8 +74,7 @@ def test_concurrent_transactions_all_commit(pgrouter):
 
     def worker(i):
         try:
-            # prepare_threshold=None: named prepared statements across servers are not handled yet (issue 3).
-            with router.connect(autocommit=False, prepare_threshold=None) as c:
+            with router.connect(autocommit=False, prepare_threshold=1) as c:  # named statements, any server
                 for n in range(20):
                     c.execute("insert into txn_pool_rows values (%s, %s)", (i, n))
                     c.execute("insert into txn_pool_rows values (%s, %s)", (i, -n))
@@ -128,42 +130,6 @@ def test_pipeline_with_error_answers_every_sync(pgrouter):
         assert rows == [["4"]] and err is None
     time.sleep(0.1)
     assert pgr.metric(router.metrics(), "pgrouter_servers_active") == 0
-
-
-def test_named_prepared_statements_pin_the_client(pgrouter):
-    """psycopg prepares a statement server-side after 5 executions; pgrouter cannot move named statements
-    between servers yet, so the client keeps its server for the rest of its session, and still works."""
-    router = pgrouter(TXN)
-    errors = []
-
-    def worker(i):
-        try:
-            with router.connect() as c:  # default prepare_threshold=5
-                for n in range(12):
-                    assert c.execute("select %s::int + %s::int", (i, n)).fetchone() == (i + n,)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(repr(e))
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert errors == []
-    log = router.log()
-    assert '"feature":"named prepared statement"' in log
-
-
-def test_sql_set_pins_and_is_reset_for_the_next_client(pgrouter):
-    router = pgrouter({"pool": {"mode": "transaction", "size": 1}, "listen": {"workers": 1}})
-    with router.connect() as a:
-        a.execute("set search_path = pg_catalog")
-        for _ in range(3):
-            assert a.execute("show search_path").fetchone() == ("pg_catalog",)
-        assert pgr.metric(router.metrics(), "pgrouter_servers_active") == 1  # pinned: the server stays
-    time.sleep(0.2)
-    with router.connect() as b:
-        assert b.execute("show search_path").fetchone() == ('"$user", public',)
 
 
 def test_listen_works_under_transaction_pooling(pgrouter):

@@ -26,6 +26,8 @@ struct ShardConfig {
   std::vector<Endpoint> replicas;
 };
 
+enum class SessionFeatures { pin, refuse };
+
 struct PoolConfig {
   PoolMode mode = PoolMode::session;
   int size = 20;             // max server connections per (database, user), over all workers
@@ -40,6 +42,27 @@ struct PoolConfig {
   Millis query_timeout{0};             // a request running longer (57014)
   Millis idle_transaction_timeout{0};  // idle inside a transaction longer (25P03)
   Millis client_idle_timeout{0};       // idle outside a transaction longer (57P05)
+  // Transaction pooling: prepared statements pgrouter keeps per server connection (LRU; 0 = no bound).
+  int prepared_statements_cache = 500;
+  // Transaction pooling and session features it cannot carry (LISTEN, advisory locks, ...): pin the
+  // client to its server for the rest of its session, or refuse the statement with 0A000.
+  SessionFeatures session_features = SessionFeatures::pin;
+  // Session parameters carried across servers on top of the built-in list.
+  std::vector<std::string> track_parameters;
+};
+
+// Read/write splitting (transaction pooling only: a session-mode client keeps its primary server).
+enum class ReadFrom { replicas, primary, any };
+enum class ReplicaStrategy { round_robin, random, least_outstanding, weighted };
+struct RoutingConfig {
+  ReadFrom read_from = ReadFrom::replicas;  // where reads outside write transactions go
+  ReplicaStrategy strategy = ReplicaStrategy::round_robin;
+  bool primary_fallback = true;      // reads go to the primary when no replica is eligible
+  bool read_your_writes = true;      // after a client's write, its reads wait for a replica that replayed it
+  int64_t max_lag_bytes = 16 << 20;  // a replica further behind the primary stops getting reads (0 = no bound)
+  Millis probe_interval{500};        // how often every backend is probed (pg_is_in_recovery, WAL positions)
+  std::string probe_user;            // the configured user whose backend login probes use (default: the first)
+  std::vector<std::string> read_only_functions;  // user functions a SELECT may call and still be a read
 };
 
 struct DatabaseConfig {
@@ -47,6 +70,7 @@ struct DatabaseConfig {
   std::string dbname;   // the name on the servers (default: name)
   std::vector<ShardConfig> shards;  // step 1 uses shards[0].primary
   std::optional<PoolConfig> pool;   // overrides the global pool section when set (whole section merged)
+  RoutingConfig routing;
 };
 
 struct UserConfig {

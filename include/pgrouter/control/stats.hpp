@@ -4,6 +4,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -46,6 +47,18 @@ struct WorkerStats {
   Counter bytes_client_to_server{0};
   Counter bytes_server_to_client{0};
   Counter cancel_requests_total{0};
+  // Transaction pooling (see session/txn_tracker.hpp).
+  Counter prepared_statements_prepared_total{0};  // Parse sent to a server that lacked the statement
+  Counter prepared_statements_reused_total{0};    // a client's Parse served by a statement the server had
+  Counter prepared_statements_evicted_total{0};   // closed to keep a server's cache within bounds
+  Counter settings_replayed_total{0};             // SET/RESET pgrouter sent to give a server a client's settings
+  Counter clients_pinned_total{0};                // clients kept on one server by a session feature
+  Counter session_features_refused_total{0};      // statements refused (pool.session_features: refuse)
+  // Read/write splitting: transactions by where they were sent.
+  Counter routed_writes_total{0};          // to the primary as writes (or by hint)
+  Counter routed_reads_replica_total{0};   // reads to a replica
+  Counter routed_reads_primary_total{0};   // reads to the primary (no eligible replica, read-your-writes, any)
+  Counter routed_reads_refused_total{0};   // reads with nowhere to go (routing.primary_fallback: false)
   LatencyHistogram query_latency;      // Query/Sync forwarded -> ReadyForQuery
   LatencyHistogram pool_wait;          // time a client waited for a server
 
@@ -66,6 +79,8 @@ struct Stats {
   Counter config_reloads_total{0};
   Counter config_reload_failures_total{0};
   Gauge config_last_reload_success_unixtime{0};
+  // More text-format families appended to /metrics (per-backend health), set once at start.
+  std::function<std::string()> extra_metrics;
 };
 
 }  // namespace pgrouter::control

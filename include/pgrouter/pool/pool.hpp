@@ -15,6 +15,7 @@
 #include "pgrouter/control/config.hpp"
 #include "pgrouter/control/stats.hpp"
 #include "pgrouter/pool/server_connection.hpp"
+#include "pgrouter/routing/health.hpp"
 
 namespace pgrouter::pool {
 
@@ -36,6 +37,8 @@ struct PoolSettings {
   control::PoolConfig config;
   int max_servers = 1;  // config.size: the budget of the whole group
   int min_servers = 0;  // this worker's share of config.min_size
+  std::shared_ptr<routing::BackendHealth> health;  // the backend's probed state (routing)
+  int weight = 1;                                  // replica weight (routing.strategy: weighted)
 };
 
 class Pool {
@@ -65,6 +68,7 @@ class Pool {
   // welcomed with, so its login needs no server.
   const std::map<std::string, std::string>& welcome_params() const { return welcome_params_; }
   int total() const { return total_; }
+  int attached() const { return total_ - int(idle_.size()); }  // lent to clients (or being opened/reset)
   size_t idle() const { return idle_.size(); }
   size_t waiting() const { return waiters_.size(); }
 

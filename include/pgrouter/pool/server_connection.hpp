@@ -9,6 +9,7 @@
 
 #include "pgrouter/asio.hpp"
 #include "pgrouter/net/readiness.hpp"
+#include "pgrouter/pool/server_statements.hpp"
 #include "pgrouter/protocol/codec.hpp"
 
 namespace pgrouter::pool {
@@ -45,6 +46,7 @@ class ServerConnection {
   Clock::time_point idle_since;
   char tx_status = 'I';
   uint64_t generation = 0;
+  ServerStatements statements;  // transaction pooling: prepared here by pgrouter, by server-side name
   bool dirty = false;  // carries session state a client left (pinned under transaction pooling): reset it
   net::SocketReadiness ready;  // relay-path readiness of `socket` (registered on first attach)  // pool generation it was opened for; stale ones are closed at check-in
 

@@ -10,6 +10,7 @@
 #include "pgrouter/net/readiness.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/protocol/messages.hpp"
+#include "pgrouter/session/txn_tracker.hpp"
 #include "pgrouter/worker.hpp"
 
 namespace pgrouter::session {
@@ -28,11 +29,17 @@ class ClientSession {
   void check_timeouts(pool::Clock::time_point now);
 
  private:
-  void check_session_feature(char type, std::string_view body);
+  void pin(std::string_view feature);
+  // Transaction pooling: runs one client message through the tracker; true when it was replaced
+  // (the replacement is in c2s_repl_).
+  bool track_client_message(char type, std::string_view body);
+  // Read/write splitting (client_routing.cpp): the backend for the transaction whose first messages are
+  // in client_buf_ (0 = primary, i = replica i-1), and the bookkeeping at its end (read-your-writes).
+  int choose_backend();
+  void transaction_ended();
+  // Transaction pooling: what to do with a server reply the tracker wants to see.
+  TxnTracker::Reply track_server_message(char type, std::string_view body);
 
- public:
-
- private:
   template <typename Stream> awaitable<void> serve(Stream& s, protocol::StartupPacket sp);
   template <typename Stream> awaitable<bool> authenticate(Stream& s, const protocol::StartupPacket& sp);
   template <typename Stream> awaitable<bool> read_password_message(Stream& s, std::string& body);
@@ -75,7 +82,12 @@ class ClientSession {
   uint32_t key_pid_ = 0, key_secret_ = 0;
 
   // Attached server.
-  pool::Pool* pool_ = nullptr;
+  pool::Pool* pool_ = nullptr;         // the primary's pool (settings, welcome parameters)
+  pool::Pool* server_pool_ = nullptr;  // the pool server_ came from
+  int backend_ = 0;                    // 0 = primary, i = replica i-1
+  bool tx_wrote_ = false;              // this transaction was routed to the primary as a write
+  int64_t write_done_at_ = 0;          // steady ms when the client's last write transaction ended (0 = none)
+  uint64_t required_lsn_ = 0;          // the primary's WAL position a replica must have replayed for this client
   std::unique_ptr<pool::ServerConnection> server_;
 
   // Relay state (both directions run on this worker's thread).
@@ -98,6 +110,8 @@ class ClientSession {
   uint64_t s2c_generation_ = 0;
   std::unique_ptr<asio::steady_timer> s2c_done_;  // cancelled when server_to_client ends
   std::vector<std::pair<std::string, std::string>> wanted_params_;  // startup settings to apply on any server
+  std::unique_ptr<TxnTracker> tracker_;  // transaction pooling: statements and settings that follow the client
+  std::string c2s_out_, c2s_repl_, s2c_out_, s2c_repl_;  // rewritten batches (only when a message changed)
   std::string pending_fatal_sqlstate_, pending_fatal_message_;
   static constexpr size_t kRing = 64;
   std::array<pool::Clock::time_point, kRing> started_{};

@@ -1,13 +1,42 @@
-// A cheap lexical check for statements whose effects outlive the transaction (session state that
-// transaction pooling cannot carry to another server yet). It errs towards "yes": a false positive
-// only pins a client to its server, a false negative would leak state between clients.
+// Cheap lexical checks on statement text for transaction pooling:
+//  - session_feature(): statements whose effects outlive the transaction and that pgrouter cannot
+//    carry to another server (they pin the client, or are refused). It errs towards "yes": a false
+//    positive only pins a client to its server, a false negative would leak state between clients.
+//  - parse_session_command(): the single-statement SET / RESET / DEALLOCATE / DISCARD ALL forms that
+//    pgrouter does carry (it records them per client and replays them on the next server).
 #pragma once
+#include <optional>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace pgrouter::sql {
 
 // Non-empty name of the session feature the statement text uses, or empty: "LISTEN", "session advisory
 // lock", "temporary table", "WITH HOLD cursor", "LOAD", "PREPARE", "SET", "DISCARD" or "DEALLOCATE".
 std::string_view session_feature(std::string_view sql);
+
+struct SessionCommand {
+  enum Kind {
+    set,             // SET [SESSION] name {TO|=} value   (name lower-case, value as SQL text to replay)
+    reset,           // RESET name, SET name TO DEFAULT
+    reset_all,       // RESET ALL
+    set_local,       // SET LOCAL ..., SET TRANSACTION ...: ends with the transaction, nothing to carry
+    deallocate,      // DEALLOCATE [PREPARE] name   (name as the client spelled it, unquoted)
+    deallocate_all,  // DEALLOCATE [PREPARE] ALL
+    discard_all,     // DISCARD ALL
+  } kind;
+  std::string name;
+  std::string value;
+};
+
+// The command when `sql` is exactly one statement of a form above (comments and a trailing ';'
+// allowed) whose value pgrouter can replay verbatim; nullopt otherwise (the caller then falls back
+// to session_feature()).
+std::optional<SessionCommand> parse_session_command(std::string_view sql);
+
+// Splits a simple-query string at the ';' that end statements (not those inside quotes, dollar quotes,
+// comments or parentheses). Empty statements are left out.
+std::vector<std::string_view> split_statements(std::string_view sql);
 
 }  // namespace pgrouter::sql

@@ -1,0 +1,59 @@
+// The prepared statements pgrouter created on one server connection under transaction pooling, by
+// their server-side names, least recently used first out. Bounded by pool.prepared_statements_cache:
+// when full, the least recently used one is closed on the server to make room.
+#pragma once
+#include <list>
+#include <string>
+#include <unordered_map>
+
+namespace pgrouter::pool {
+
+class ServerStatements {
+ public:
+  // True if the server has `name`; marks it most recently used.
+  bool use(const std::string& name) {
+    auto it = map_.find(name);
+    if (it == map_.end()) return false;
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return true;
+  }
+  bool contains(const std::string& name) const { return map_.count(name) > 0; }
+  // Records `name` as prepared; returns the name to close on the server to stay within capacity
+  // (empty when nothing needs closing).
+  std::string insert(const std::string& name, size_t capacity) {
+    if (use(name)) return {};
+    lru_.push_front(name);
+    map_[name] = lru_.begin();
+    if (capacity == 0 || map_.size() <= capacity) return {};
+    std::string victim = std::move(lru_.back());
+    lru_.pop_back();
+    map_.erase(victim);
+    return victim;
+  }
+  // Puts back a statement whose eviction did not happen (its Close was skipped after an error).
+  void restore(const std::string& name) {
+    if (map_.count(name)) return;
+    lru_.push_back(name);
+    map_[name] = std::prev(lru_.end());
+  }
+  void erase(const std::string& name) {
+    auto it = map_.find(name);
+    if (it == map_.end()) return;
+    lru_.erase(it->second);
+    map_.erase(it);
+  }
+  void clear() {
+    unnamed_owner = 0;
+    lru_.clear();
+    map_.clear();
+  }
+  size_t size() const { return map_.size(); }
+  // Which client last parsed the unnamed statement here (0 = none / unknown).
+  uint64_t unnamed_owner = 0;
+
+ private:
+  std::list<std::string> lru_;
+  std::unordered_map<std::string, std::list<std::string>::iterator> map_;
+};
+
+}  // namespace pgrouter::pool

@@ -1,0 +1,28 @@
+// Read/write splitting decisions, as pure functions of the backends' health (health.hpp) so they are unit
+// tested without sockets: which replicas may take a read, and which one gets it.
+#pragma once
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "pgrouter/control/config.hpp"
+#include "pgrouter/routing/health.hpp"
+
+namespace pgrouter::routing {
+
+// A replica may take a read when it answered its last probe, is in recovery and replaying, is within
+// routing.max_lag_bytes of the primary, and has replayed at least required_lsn (read-your-writes; 0 = none).
+bool replica_eligible(const BackendHealth& replica, const BackendHealth& primary, const control::RoutingConfig& cfg,
+                      uint64_t required_lsn);
+
+struct Candidate {
+  bool eligible = false;
+  int weight = 1;
+  int outstanding = 0;  // servers of this replica attached to clients (this worker)
+};
+
+// Index of the chosen candidate, or -1 when none is eligible. rr is the round-robin cursor.
+int pick_replica(control::ReplicaStrategy strategy, const std::vector<Candidate>& candidates, uint64_t& rr,
+                 std::mt19937& rng);
+
+}  // namespace pgrouter::routing

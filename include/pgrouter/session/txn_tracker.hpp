@@ -1,0 +1,152 @@
+// Transaction pooling's per-client session state: the client's named prepared statements and the
+// session settings it SET, so that both follow the client to whichever server it gets next.
+//
+// Prepared statements. A client's statement "S1" is prepared on servers under a name derived from its
+// text and parameter types ("pgr_" + 128-bit hash), so clients that prepare the same statement share
+// it and different clients' "S1" never collide. Each server remembers what it has (ServerStatements,
+// LRU-bounded). The tracker rewrites the client's messages on their way to the server:
+//   Parse S1      -> Parse pgr_x, or, when the server already has pgr_x, a Close of a name that never
+//                    exists, whose CloseComplete goes back to the client retyped as ParseComplete
+//                    (so every reply still comes from the server, in order);
+//   Bind/Describe -> renamed, after a Parse pgr_x injected when this server lacks it (its
+//                    ParseComplete is dropped), and a Close of the least recently used statement when
+//                    the server's cache is full (its CloseComplete is dropped too);
+//   Close S1      -> forgets S1 (the server keeps pgr_x for others); Parse of an existing name -> a
+//                    Describe of a missing statement whose error is replaced by 42P05, as PostgreSQL.
+// Replies are matched to requests with a queue of expectations: one per Parse/Close (ParseComplete,
+// CloseComplete) and one per Sync/Query/FunctionCall (ReadyForQuery). After an ErrorResponse the
+// server skips to the next Sync: the skipped requests' expectations are dropped and their effects
+// undone (a statement that was not created is forgotten again).
+//
+// Settings. SET/RESET of a tracked parameter is recorded when its Sync/Query completes without error;
+// inside a transaction it stays tentative until COMMIT (dropped on ROLLBACK). On every attach the
+// session's settings are compared with what the server carries and the difference is SET/RESET first.
+#pragma once
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "pgrouter/control/stats.hpp"
+#include "pgrouter/pool/server_statements.hpp"
+#include "pgrouter/sql/session_features.hpp"
+
+namespace pgrouter::session {
+
+struct TrackedStatement {
+  std::string server_name;    // "pgr_" + hash of (query, parameter types)
+  std::string parse_message;  // a whole Parse message that creates it under server_name
+};
+
+class TxnTracker {
+ public:
+  // Settings: lower-case parameter name -> the statement that gives it its value ("SET name TO ...").
+  using Settings = std::map<std::string, std::string>;
+
+  // What to do with one message from the server.
+  enum class Reply { forward, drop, as_parse_complete, replace };
+  // What a client's statement text means for the session.
+  enum class Effect { none, tracked, unsupported };
+
+  // refuse: statements using an unshareable session feature get an error instead of pinning.
+  // owner: a process-unique token of the client (who last parsed a server's unnamed statement).
+  // startup_search_path: the client's search_path from its startup packet, if any.
+  TxnTracker(control::WorkerStats& stats, uint64_t owner, size_t cache_capacity, bool refuse,
+             std::vector<std::string> extra_tracked_parameters, std::string startup_search_path = {})
+      : stats_(stats), owner_(owner), capacity_(cache_capacity), refuse_(refuse),
+        extra_tracked_(std::move(extra_tracked_parameters)), startup_search_path_(std::move(startup_search_path)) {}
+
+  // Called for every message the client sends in transaction mode, in order, before it goes to
+  // `server`. Returns false to forward the message unchanged; true when it must not be: the bytes to
+  // send instead were appended to `out`. Sets `effect` for a Query or Parse whose text changes
+  // session state: tracked (carried by this tracker) or unsupported (the caller pins or refuses).
+  bool client_message(char type, std::string_view body, pool::ServerStatements& server, std::string& out,
+                      Effect& effect);
+  // Called for every message from the server that wants_reply_body() asked for.
+  Reply server_message(char type, std::string_view body, pool::ServerStatements& server, Settings& server_settings,
+                       std::string& replacement);
+  static bool is_reply_type(char type) { return type == '1' || type == '3' || type == 'E' || type == 'Z' || type == 'C'; }
+
+  // No request awaits a reply: the server may be given back.
+  bool idle() const { return expect_.empty(); }
+  // The server was lost or reset: nothing more will answer, and it has nothing of ours.
+  void server_gone() { expect_.clear(); tx_sets_.clear(); group_sets_.clear(); }
+  // A ROLLBACK TO SAVEPOINT may have undone a SET pgrouter cannot follow: the caller pins the client.
+  bool uncertain() const { return uncertain_; }
+  // The feature behind the last Effect::unsupported ("LISTEN", "SET", ...).
+  const std::string& feature() const { return feature_; }
+
+  // The settings the client's session has from SQL (on top of its startup parameters).
+  const Settings& settings() const { return settings_; }
+  size_t statements() const { return statements_.size(); }
+  bool tracks(const std::string& parameter) const;
+  // The text of a statement the client prepared ("" = its unnamed statement), if pgrouter knows it.
+  std::optional<std::string_view> statement_query(const std::string& name) const;
+
+ private:
+  // sentinel_error: a request sent only to make the server fail (a Describe of a missing
+  // statement); its error is replaced by `error` (42P05 for a duplicate Parse, 0A000 for a refusal).
+  enum class Action : uint8_t { forward, drop, as_parse_complete, sentinel_error };
+  enum class OnSuccess : uint8_t { deallocate_all, discard_all, deallocate };
+  struct StatementEffect {  // what a DEALLOCATE / DISCARD ALL does once its Sync/Query succeeded
+    OnSuccess kind;
+    std::string client_name, server_name;
+  };
+  struct Expect {
+    explicit Expect(char r, Action a = Action::forward, std::string err = {})
+        : reply(r), action(a), error(std::move(err)) {}
+    char reply;  // '1', '3' or 'Z'
+    Action action;
+    std::string error;  // sentinel-error requests: the ErrorResponse the client gets instead
+    // Undo information when the request is skipped after an error:
+    std::string client_name;                    // a Parse that created (or a Close that removed) this name
+    std::shared_ptr<TrackedStatement> removed;  // the statement a Close removed
+    std::string server_name;                    // a Parse that prepared this, or a Close that evicted it
+    bool evicted = false;
+    // 'Z' only: what the Sync/Query commits when no error came before it.
+    bool failed = false;
+    std::vector<sql::SessionCommand> sets;
+    std::vector<StatementEffect> effects;
+    bool unnamed = false;  // '1' of an unnamed Parse: if skipped, the unnamed statement is gone
+  };
+
+  void ensure_prepared(const TrackedStatement& st, pool::ServerStatements& server, std::string& out);
+  void evict_for(const std::string& name, pool::ServerStatements& server, std::string& out);
+  // Classifies statement text; for a DEALLOCATE of a tracked statement, sets dealloc_ to it.
+  Effect session_effect(std::string_view sql, bool named, std::string& feature);
+  Effect statement_effect(std::string_view one_statement, bool named, std::string& feature);
+  void end_group(Expect& z);
+  std::string server_name_for(std::string_view query, std::string_view types) const;
+  void refuse(std::string_view feature, char type, std::string& out);
+  void undo(Expect& e, pool::ServerStatements& server);
+  void commit_sets(const std::vector<sql::SessionCommand>& sets, Settings& server_settings);
+
+  control::WorkerStats& stats_;
+  uint64_t owner_;
+  size_t capacity_;
+  bool refuse_;
+  std::vector<std::string> extra_tracked_;
+  std::string startup_search_path_;
+  std::unordered_map<std::string, std::shared_ptr<TrackedStatement>> statements_;
+  std::deque<Expect> expect_;
+  // SETs of the group being sent (until its Sync) and of the open transaction.
+  std::vector<sql::SessionCommand> group_sets_;
+  std::vector<sql::SessionCommand> tx_sets_;
+  std::vector<StatementEffect> group_effects_;
+  std::shared_ptr<TrackedStatement> dealloc_;  // set by session_effect() for DEALLOCATE name
+  // The client's unnamed statement (as a Parse message), valid until a Query or a failed Parse; it
+  // is re-sent when the client binds it on a server where someone else parsed since.
+  std::string unnamed_parse_;
+  bool unnamed_valid_ = false;
+  std::string last_tag_;
+  bool in_tx_ = false;
+  bool uncertain_ = false;
+  Settings settings_;
+  std::string feature_;
+};
+
+}  // namespace pgrouter::session

@@ -1,0 +1,171 @@
+// Backend probes for routing (see the header).
+#include "pgrouter/routing/health.hpp"
+
+#include <libpq-fe.h>
+
+#include "pgrouter/control/log.hpp"
+
+namespace pgrouter::routing {
+
+SteadyMs steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+namespace {
+std::string conn_value(const std::string& v) {  // libpq conninfo quoting
+  std::string out = "'";
+  for (char c : v) {
+    if (c == '\'' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out + "'";
+}
+
+// One query answers everything routing needs; a replica reports its replayed position.
+constexpr const char* kProbe =
+    "SELECT pg_is_in_recovery(), "
+    "(coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, "
+    "'0/0') - '0/0'::pg_lsn)::bigint, "
+    "CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END";
+}  // namespace
+
+HealthMonitor::HealthMonitor() = default;
+
+HealthMonitor::~HealthMonitor() { stop(); }
+
+std::shared_ptr<BackendHealth> HealthMonitor::get(const std::string& host, uint16_t port) {
+  std::lock_guard lock(health_mu_);
+  std::string name = host + ":" + std::to_string(port);
+  auto& h = health_[name];
+  if (!h) {
+    h = std::make_shared<BackendHealth>();
+    h->name = name;
+  }
+  return h;
+}
+
+std::vector<std::shared_ptr<BackendHealth>> HealthMonitor::all() {
+  std::lock_guard lock(health_mu_);
+  std::vector<std::shared_ptr<BackendHealth>> out;
+  for (auto& [k, v] : health_) out.push_back(v);
+  return out;
+}
+
+void HealthMonitor::update(const control::Config& config) {
+  std::map<std::string, Target> wanted;
+  std::chrono::milliseconds interval{60000};
+  for (const auto& db : config.databases) {
+    if (db.shards.empty()) continue;
+    const auto& shard = db.shards[0];
+    if (shard.replicas.empty()) continue;  // nothing to route between: no probes
+    const control::UserConfig* user = db.routing.probe_user.empty() ? nullptr : config.find_user(db.routing.probe_user);
+    if (!user && !config.users.empty()) user = &config.users.front();
+    if (!user) continue;
+    interval = std::min(interval, std::chrono::milliseconds(db.routing.probe_interval.count()));
+    std::vector<control::Endpoint> endpoints{shard.primary};
+    endpoints.insert(endpoints.end(), shard.replicas.begin(), shard.replicas.end());
+    for (const auto& ep : endpoints) {
+      std::string conninfo =
+          "host=" + conn_value(ep.host) + " port=" + std::to_string(ep.port) + " dbname=" +
+          conn_value(db.dbname.empty() ? db.name : db.dbname) + " user=" +
+          conn_value(user->backend_user.empty() ? user->name : user->backend_user) + " password=" +
+          conn_value(user->backend_password.empty() ? user->password : user->backend_password) +
+          " connect_timeout=2 application_name='pgrouter probe' options='-c statement_timeout=2000'";
+      Target t;
+      t.conninfo = conninfo;
+      t.health = get(ep.host, ep.port);
+      wanted.emplace(conninfo, std::move(t));
+    }
+  }
+  std::lock_guard lock(mu_);
+  interval_ = interval;
+  // Keep open connections of targets that stay; the loop closes the others.
+  for (auto& [k, t] : targets_)
+    if (auto it = wanted.find(k); it != wanted.end()) std::swap(it->second.conn, t.conn);
+  for (auto& [k, t] : targets_)
+    if (t.conn) PQfinish(static_cast<PGconn*>(t.conn));
+  targets_ = std::move(wanted);
+  cv_.notify_all();
+}
+
+void HealthMonitor::start() {
+  thread_ = std::thread([this] { loop(); });
+}
+
+void HealthMonitor::stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    cv_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+  for (auto& [k, t] : targets_)
+    if (t.conn) PQfinish(static_cast<PGconn*>(t.conn));
+  targets_.clear();
+}
+
+void HealthMonitor::loop() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    auto interval = interval_;
+    // Probing holds the lock: update() waits for at most one round (probes time out after 2 s).
+    for (auto& [k, t] : targets_) {
+      if (stopping_) break;
+      probe(t);
+    }
+    cv_.wait_for(lock, interval);
+  }
+}
+
+void HealthMonitor::probe(Target& t) {
+  auto* conn = static_cast<PGconn*>(t.conn);
+  if (conn && PQstatus(conn) != CONNECTION_OK) {
+    PQfinish(conn);
+    conn = nullptr;
+  }
+  if (!conn) {
+    conn = PQconnectdb(t.conninfo.c_str());
+    if (PQstatus(conn) != CONNECTION_OK) {
+      std::string err = PQerrorMessage(conn);
+      PQfinish(conn);
+      t.conn = nullptr;
+      t.health->probes_failed.fetch_add(1, std::memory_order_relaxed);
+      if (t.health->up.load()) {
+        log::warn("backend probe failed: no reads are routed to it until it answers",
+                  {{"backend", t.health->name}, {"error", err}});
+        t.health->mark_down();
+      }
+      return;
+    }
+  }
+  t.conn = conn;
+  SteadyMs sent = steady_ms();
+  PGresult* res = PQexec(conn, kProbe);
+  if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+    std::string err = PQerrorMessage(conn);
+    PQclear(res);
+    t.health->probes_failed.fetch_add(1, std::memory_order_relaxed);
+    if (t.health->up.load())
+      log::warn("backend probe failed: no reads are routed to it until it answers",
+                {{"backend", t.health->name}, {"error", err}});
+    t.health->mark_down();
+    PQfinish(conn);
+    t.conn = nullptr;
+    return;
+  }
+  bool recovery = PQgetvalue(res, 0, 0)[0] == 't';
+  uint64_t lsn = std::strtoull(PQgetvalue(res, 0, 1), nullptr, 10);
+  bool paused = PQgetvalue(res, 0, 2)[0] == 't';
+  PQclear(res);
+  auto& h = *t.health;
+  h.in_recovery.store(recovery);
+  h.replay_paused.store(paused);
+  h.lsn.store(lsn);
+  h.probe_sent.store(sent);
+  h.probed.store(true);
+  if (!h.up.exchange(true)) log::info("backend answers probes again: back in rotation", {{"backend", h.name}});
+}
+
+}  // namespace pgrouter::routing

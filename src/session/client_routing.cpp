@@ -1,0 +1,152 @@
+// Read/write splitting for a transaction-pooled client: classify the messages that open a transaction
+// (libpg_query, cached per worker), then pick the primary or an eligible replica (routing/router.hpp).
+// Session-pooled clients stay on the primary: their server is chosen once, at login.
+#include "pgrouter/control/log.hpp"
+#include "pgrouter/routing/router.hpp"
+#include "pgrouter/session/client_session.hpp"
+
+namespace pgrouter::session {
+namespace p = pgrouter::protocol;
+
+namespace {
+
+// Whether a statement may run on a replica.
+bool is_read(const sql::Classification& c) {
+  using sql::StatementClass;
+  if (c.cls == StatementClass::read) return true;
+  if (c.cls == StatementClass::transaction_begin) return c.read_only_begin;  // BEGIN READ ONLY
+  return false;
+}
+
+std::string_view unquote(std::string_view v) {
+  if (v.size() >= 2 && (v.front() == '\'' || v.front() == '"') && v.back() == v.front()) return v.substr(1, v.size() - 2);
+  return v;
+}
+
+}  // namespace
+
+int ClientSession::choose_backend() {
+  const auto& shard = db_->shards.at(0);
+  const auto& rc = db_->routing;
+  auto& stats = w_.stats();
+  if (!tracker_ || shard.replicas.empty() || rc.read_from == control::ReadFrom::primary) return 0;
+
+  // SET pgrouter.route = primary | replica | auto (carried with the client's other settings).
+  std::string_view session_route = "auto";
+  if (auto it = tracker_->settings().find("pgrouter.route"); it != tracker_->settings().end()) {
+    std::string_view stmt = it->second;  // "SET pgrouter.route TO <value>"
+    session_route = unquote(stmt.substr(stmt.rfind(' ') + 1));
+  }
+
+  // Every statement of the batch at hand must be a read to go to a replica: a pipelined write after a
+  // read would fail there.
+  bool any = false, all_read = true;
+  bool writes = false;  // some statement may change data: read-your-writes starts after this transaction
+  sql::RouteHint hint = sql::RouteHint::none;
+  std::vector<std::pair<std::string_view, bool>> parsed_here;  // named statements parsed in this batch
+  auto& cache = w_.classifier();
+  const char* d = client_buf_.data();
+  size_t n = client_buf_.size();
+  for (size_t i = 0; i + 5 <= n;) {
+    char type = d[i];
+    uint32_t len = p::read_be32(d + i + 1);
+    if (len < 4 || i + 1 + len > n) break;  // the rest comes later: it is checked as it is relayed
+    std::string_view body(d + i + 5, len - 4);
+    i += 1 + len;
+    std::optional<bool> read;
+    size_t pos = 0;
+    if (type == 'Q' || type == 'P') {
+      std::optional<std::string_view> name;
+      if (type == 'P') name = p::read_cstring(body, pos);
+      auto sql = p::read_cstring(body, pos);
+      if (!sql) break;
+      const auto& c = cache.get(*sql);
+      if (!any && c.hint != sql::RouteHint::none) hint = c.hint;
+      read = is_read(c) || c.cls == sql::StatementClass::unknown;
+      using sql::StatementClass;
+      if (c.cls == StatementClass::write || c.cls == StatementClass::utility || c.cls == StatementClass::locking_read ||
+          (c.cls == StatementClass::transaction_begin && !c.read_only_begin))
+        writes = true;
+      if (name) parsed_here.emplace_back(*name, *read);
+    } else if (type == 'B') {
+      auto portal = p::read_cstring(body, pos);
+      auto stmt = portal ? p::read_cstring(body, pos) : std::nullopt;
+      if (!stmt) break;
+      for (auto& [nm, r] : parsed_here)
+        if (nm == *stmt) read = r;
+      if (!read) {
+        if (auto q = tracker_->statement_query(std::string(*stmt))) read = is_read(cache.get(*q));
+        else read = false;
+        if (!*read) writes = true;
+      }
+    } else if (type == 'F') {
+      read = false;
+      writes = true;
+    }
+    if (!read) continue;
+    any = true;
+    if (!*read) all_read = false;
+  }
+
+  bool want_replica;
+  if (session_route == "primary" || hint == sql::RouteHint::primary) want_replica = false;
+  else if (session_route == "replica" || hint == sql::RouteHint::replica) want_replica = true;
+  else want_replica = any && all_read;
+  if (!want_replica) {
+    tx_wrote_ = writes || !any;
+    stats.routed_writes_total.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
+  tx_wrote_ = false;
+
+  // Read-your-writes: after this client's write, a replica must have replayed the primary's position as
+  // probed after that write; until a probe has seen it, the read goes to the primary.
+  auto& primary_pool = *pool_;
+  const auto& primary_health = primary_pool.settings().health;
+  if (rc.read_your_writes && write_done_at_ != 0 && required_lsn_ == 0) {
+    if (primary_health && primary_health->probe_sent.load(std::memory_order_relaxed) > write_done_at_) {
+      required_lsn_ = primary_health->lsn.load(std::memory_order_relaxed);
+    } else {
+      stats.routed_reads_primary_total.fetch_add(1, std::memory_order_relaxed);
+      return 0;
+    }
+  }
+  std::vector<routing::Candidate> candidates;
+  candidates.reserve(shard.replicas.size() + 1);
+  for (size_t r = 0; r < shard.replicas.size(); ++r) {
+    auto& pool = w_.pool_for(*db_, *user_cfg_, int(r) + 1);
+    const auto& h = pool.settings().health;
+    routing::Candidate c;
+    c.eligible = h && primary_health && routing::replica_eligible(*h, *primary_health, rc, required_lsn_);
+    c.weight = pool.settings().weight;
+    c.outstanding = pool.attached();
+    candidates.push_back(c);
+  }
+  if (rc.read_from == control::ReadFrom::any && !(rc.read_your_writes && required_lsn_ != 0)) {
+    routing::Candidate c;  // the primary takes reads too
+    c.eligible = true;
+    c.outstanding = primary_pool.attached();
+    candidates.push_back(c);
+  }
+  int pick = routing::pick_replica(rc.strategy, candidates, w_.round_robin(), w_.rng());
+  if (pick < 0 || size_t(pick) == shard.replicas.size()) {
+    if (pick < 0 && !rc.primary_fallback) {
+      stats.routed_reads_refused_total.fetch_add(1, std::memory_order_relaxed);
+      return -1;  // no replica may take it and the primary may not either
+    }
+    stats.routed_reads_primary_total.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
+  stats.routed_reads_replica_total.fetch_add(1, std::memory_order_relaxed);
+  return pick + 1;
+}
+
+void ClientSession::transaction_ended() {
+  if (backend_ == 0 && tx_wrote_) {
+    write_done_at_ = routing::steady_ms();
+    required_lsn_ = 0;
+  }
+  tx_wrote_ = false;
+}
+
+}  // namespace pgrouter::session

@@ -1,0 +1,185 @@
+"""Read/write splitting (issue 4) against the test cluster's primary and its streaming replica: reads land on the
+replica (pg_is_in_recovery() in the answer says where a statement ran), writes and explicit read-write transactions
+on the primary; hints; read-your-writes with a replica that applies WAL late; a paused replica leaves the rotation;
+an unreachable replica is ejected without client errors; replicas added and removed by reload under load."""
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+
+import pgr
+
+PROBE = "100ms"
+
+
+def routing_config(cluster, replicas=None, **routing):
+    replicas = [cluster.endpoint("replica")] if replicas is None else replicas
+    return {"listen": {"workers": 1}, "pool": {"mode": "transaction", "size": 4},
+            "databases": [{"name": "app", "shards": [{"primary": cluster.endpoint("primary"), "replicas": replicas}],
+                           "routing": {"probe_interval": PROBE, **routing}}]}
+
+
+def where(conn, sql="select pg_is_in_recovery()", params=None, **kw):
+    """'replica' or 'primary': where the statement ran."""
+    return "replica" if conn.execute(sql, params, **kw).fetchone()[0] else "primary"
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def replica_in_rotation(router):
+    with router.connect() as c:
+        return where(c) == "replica"
+
+
+def test_reads_go_to_the_replica_and_writes_to_the_primary(cluster, pgrouter):
+    router = pgrouter(routing_config(cluster))
+    wait_for(lambda: replica_in_rotation(router), what="the replica's first probe")
+    # Reads from a client that writes nothing: read-your-writes never holds them back.
+    with router.connect() as r:
+        assert where(r) == "replica"
+        r.execute("begin read only")  # may go to a replica
+        assert where(r) == "replica"
+        r.execute("commit")
+        assert where(r, "/* pgrouter: primary */ select pg_is_in_recovery()") == "primary"  # hint
+        r.execute("set pgrouter.route = 'primary'")  # for the session
+        assert where(r) == "primary"
+        r.execute("reset pgrouter.route")
+        assert where(r) == "replica"
+    with router.connect() as c, router.connect(prepare_threshold=0) as prepared:
+        assert where(c) == "replica"
+        assert where(c, "select pg_is_in_recovery() from products where tenant_id = %s limit 1", (1,)) == "replica"
+        assert where(prepared, "select pg_is_in_recovery() where %s::int = 1", (1,)) == "replica"  # named statement
+        assert where(prepared, "select pg_is_in_recovery() where %s::int = 1", (1,)) == "replica"
+        # Writes, locking reads, writer functions and read-write transactions: the primary.
+        assert where(c, "with t as (insert into client_events (client, note) values ('routing', 'w') returning 1) "
+                        "select pg_is_in_recovery() from t") == "primary"
+        assert where(c, "select pg_is_in_recovery() from products where tenant_id = 1 limit 1 for update") == "primary"
+        assert where(c, "select pg_is_in_recovery(), nextval('client_events_id_seq')") == "primary"
+        c.execute("begin")
+        assert where(c) == "primary"
+        c.execute("commit")
+        c.execute("delete from client_events where client = 'routing'")
+    text = router.metrics()
+    assert pgr.metric(text, "pgrouter_routed_reads_replica_total") >= 5
+    assert pgr.metric(text, "pgrouter_routed_writes_total") >= 4
+    assert 'pgrouter_backend_in_recovery{backend="' in text
+
+
+def test_session_pooling_stays_on_the_primary(cluster, pgrouter):
+    config = routing_config(cluster)
+    config["pool"]["mode"] = "session"
+    router = pgrouter(config)
+    time.sleep(0.3)
+    with router.connect() as c:
+        assert where(c) == "primary"
+
+
+@pytest.mark.parametrize("strategy", ["round_robin", "random", "least_outstanding", "weighted"])
+def test_every_strategy_routes_reads_to_an_eligible_replica(cluster, pgrouter, strategy):
+    dead = {"host": pgr.HOST, "port": pgr.free_port()}  # refuses connections: never eligible
+    router = pgrouter(routing_config(cluster, replicas=[dead, cluster.endpoint("replica")], strategy=strategy))
+    wait_for(lambda: replica_in_rotation(router), what="the replica's first probe")
+    with router.connect() as c:
+        assert [where(c) for _ in range(20)] == ["replica"] * 20
+
+
+def test_an_unreachable_replica_is_ejected_and_reads_keep_working(cluster, pgrouter):
+    dead = {"host": pgr.HOST, "port": pgr.free_port()}
+    router = pgrouter(routing_config(cluster, replicas=[dead]))
+    time.sleep(0.5)
+    with router.connect() as c:
+        for _ in range(10):
+            assert where(c) == "primary"  # primary_fallback
+    text = router.metrics()
+    assert f'pgrouter_backend_up{{backend="{pgr.HOST}:{dead["port"]}"}} 0' in text
+
+
+def test_no_fallback_gives_a_clear_error(cluster, pgrouter):
+    dead = {"host": pgr.HOST, "port": pgr.free_port()}
+    router = pgrouter(routing_config(cluster, replicas=[dead], primary_fallback="false"))
+    time.sleep(0.5)
+    with router.connect() as c:
+        with pytest.raises(psycopg.OperationalError, match="primary_fallback"):
+            c.execute("select 1")
+    with router.connect() as c:
+        assert c.execute("insert into client_events (client, note) values ('routing', 'x') returning 1").fetchone()
+        c.execute("delete from client_events where client = 'routing'")
+
+
+def replica_setting(cluster, sql):
+    with cluster.connect(server="replica") as r:
+        return r.execute(sql).fetchall()
+
+
+def test_read_your_writes_with_a_replica_that_applies_late(cluster, pgrouter):
+    with cluster.connect(server="replica") as r:
+        r.execute("alter system set recovery_min_apply_delay = '300ms'")
+        r.execute("select pg_reload_conf()")
+    try:
+        router = pgrouter(routing_config(cluster))
+        wait_for(lambda: replica_in_rotation(router), what="the replica's first probe")
+        with router.connect() as setup:
+            setup.execute("create table if not exists ryw (id bigint primary key)")
+            setup.execute("truncate ryw")
+        stale, reader_where = [], []
+
+        def reader():  # never writes: its reads stay on the replica
+            with router.connect() as c:
+                for _ in range(200):
+                    reader_where.append(where(c))
+
+        t = threading.Thread(target=reader)
+        t.start()
+        with router.connect() as w:
+            for i in range(1000):
+                w.execute("insert into ryw values (%s)", (i,))
+                if w.execute("select count(*) from ryw where id = %s", (i,)).fetchone()[0] != 1:
+                    stale.append(i)
+        t.join(60)
+        assert stale == []
+        on_replica = reader_where.count("replica") / len(reader_where)
+        assert on_replica >= 0.9, f"{on_replica:.0%} of the non-writer's reads went to the replica"
+        with router.connect() as c:
+            c.execute("drop table ryw")
+    finally:
+        with cluster.connect(server="replica") as r:
+            r.execute("alter system reset recovery_min_apply_delay")
+            r.execute("select pg_reload_conf()")
+
+
+def test_a_paused_replica_leaves_the_rotation_and_returns(cluster, pgrouter):
+    router = pgrouter(routing_config(cluster))
+    wait_for(lambda: replica_in_rotation(router), what="the replica's first probe")
+    replica_setting(cluster, "select pg_wal_replay_pause()")
+    try:
+        wait_for(lambda: not replica_in_rotation(router), timeout=1.0, what="the paused replica to leave")  # 2 probes
+    finally:
+        replica_setting(cluster, "select pg_wal_replay_resume()")
+    wait_for(lambda: replica_in_rotation(router), timeout=2.0, what="the resumed replica to return")
+
+
+def test_replicas_added_and_removed_by_reload_under_load(cluster, pgrouter, pgbench_tables):
+    env = {**os.environ, "PGPASSWORD": pgr.USERS["pgr_scram"]}
+    with_replica, without = routing_config(cluster), routing_config(cluster, replicas=[])
+    router = pgrouter(without)
+    bench = subprocess.Popen(["pgbench", "-S", "-M", "extended", "-c", "8", "-j", "2", "-T", "6", "-h", pgr.HOST,
+                              "-p", str(router.port), "-U", "pgr_scram", "app"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    for i in range(10):
+        time.sleep(0.5)
+        router.reload(with_replica if i % 2 == 0 else without, settle=0.05)
+    out, _ = bench.communicate(timeout=60)
+    assert bench.returncode == 0, out
+    assert "number of failed transactions: 0" in out, out
+    assert pgr.metric(router.metrics(), "pgrouter_routed_reads_replica_total") > 0

@@ -1,0 +1,223 @@
+"""Transaction pooling carries a client's session state across servers (issue 3): named prepared statements
+are prepared on whichever server the client gets, SET/RESET follow the client, a SET in a rolled-back
+transaction is undone, nothing one client sets is seen by another, and features that cannot be shared pin the
+client (or are refused with pool.session_features: refuse)."""
+import threading
+
+import psycopg
+import pytest
+
+import pgr
+
+ONE_WORKER = {"listen": {"workers": 1}}
+
+
+def txn(size, **pool):
+    return {**ONE_WORKER, "pool": {"mode": "transaction", "size": size, **pool}}
+
+
+def backend_pid(conn):
+    return conn.execute("select pg_backend_pid()", prepare=False).fetchone()[0]
+
+
+def test_named_statements_follow_the_client_to_another_server(pgrouter):
+    router = pgrouter(txn(2))
+    with router.connect(prepare_threshold=0) as a, router.connect(prepare_threshold=None) as b:
+        first = a.execute("select %s::int * 2, pg_backend_pid()", (21,)).fetchone()
+        assert first[0] == 42
+        # b holds the server a just used (the pool hands out the most recently used one) inside a transaction,
+        # so a's next transaction runs on the other server, which has never seen a's statement.
+        b.execute("begin")
+        assert backend_pid(b) == first[1]
+        second = a.execute("select %s::int * 2, pg_backend_pid()", (50,)).fetchone()
+        assert second == (100, second[1]) and second[1] != first[1]
+        b.execute("commit")
+        for i in range(10):
+            assert a.execute("select %s::int * 2, pg_backend_pid()", (i,)).fetchone()[0] == 2 * i
+    text = router.metrics()
+    assert pgr.metric(text, "pgrouter_prepared_statements_prepared_total") >= 2  # once on each server
+    assert pgr.metric(text, "pgrouter_clients_pinned_total") == 0
+    assert pgr.metric(text, "pgrouter_servers_active") == 0
+
+
+def test_same_statement_names_from_many_clients_never_collide(pgrouter):
+    """psycopg names its statements _pg3_0, _pg3_1, ... on every connection: on one shared server, the same
+    names mean different queries for different clients."""
+    router = pgrouter(txn(1))
+    errors = []
+
+    def worker(i):
+        try:
+            with router.connect(prepare_threshold=0) as c:
+                for n in range(30):
+                    query = f"select %s::int + {i}, 'client {i}'"  # a different text per client
+                    assert c.execute(query, (n,)).fetchone() == (n + i, f"client {i}")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    text = router.metrics()
+    assert pgr.metric(text, "pgrouter_server_connections_total") == 1
+    assert pgr.metric(text, "pgrouter_clients_pinned_total") == 0
+
+
+def test_identical_statements_are_shared_between_clients(pgrouter):
+    router = pgrouter(txn(1))
+    with router.connect(prepare_threshold=0) as a, router.connect(prepare_threshold=0) as b:
+        for c in (a, b, a, b):
+            assert c.execute("select %s::int + 1", (1,)).fetchone() == (2,)
+    text = router.metrics()
+    assert pgr.metric(text, "pgrouter_prepared_statements_prepared_total") == 1
+    assert pgr.metric(text, "pgrouter_prepared_statements_reused_total") >= 1
+
+
+def test_statement_cache_evicts_and_re_prepares(pgrouter):
+    router = pgrouter(txn(1, prepared_statements_cache=2))
+    with router.connect(prepare_threshold=0) as c:
+        for round_ in range(3):
+            for k in range(5):
+                assert c.execute(f"select %s::int * {k + 1}", (round_,)).fetchone() == (round_ * (k + 1),)
+    text = router.metrics()
+    assert pgr.metric(text, "pgrouter_prepared_statements_evicted_total") > 0
+    with router.connect() as c:  # the server holds at most 2 of them
+        n = c.execute("select count(*) from pg_prepared_statements where name like 'pgr_%'").fetchone()[0]
+        assert n <= 2
+
+
+def test_psycopg_deallocate_of_evicted_statements(pgrouter):
+    """psycopg keeps at most prepared_max statements and DEALLOCATEs the oldest by its own name: pgrouter
+    maps the name to the server's."""
+    router = pgrouter(txn(2))
+    with router.connect(prepare_threshold=0) as c:
+        c.prepared_max = 2
+        for round_ in range(3):
+            for k in range(4):
+                assert c.execute(f"select %s::int - {k}", (round_,)).fetchone() == (round_ - k,)
+    assert pgr.metric(router.metrics(), "pgrouter_clients_pinned_total") == 0
+
+
+def settings_of(conn):
+    return conn.execute("select current_setting('search_path'), current_setting('TimeZone'), "
+                        "current_setting('statement_timeout')", prepare=False).fetchone()
+
+
+def test_settings_follow_their_client_and_never_leak(pgrouter):
+    router = pgrouter(txn(1))  # one server: every client uses it in turn
+    with router.connect() as base:
+        defaults = settings_of(base)
+    with router.connect() as a, router.connect() as b:
+        a.execute("set search_path = pg_catalog, public")
+        a.execute("SET TIME ZONE 'Asia/Tokyo'")
+        a.execute("set statement_timeout to '1234ms'")
+        mine = ("pg_catalog, public", "Asia/Tokyo", "1234ms")
+        assert settings_of(a) == mine
+        for _ in range(3):
+            assert settings_of(b) == defaults  # same server, none of a's settings
+            assert settings_of(a) == mine      # given back to a before its transaction
+        a.execute("reset statement_timeout")
+        assert settings_of(a) == mine[:2] + (defaults[2],)
+        assert settings_of(b) == defaults
+        a.execute("reset all")
+        assert settings_of(a) == defaults
+    text = router.metrics()
+    assert pgr.metric(text, "pgrouter_settings_replayed_total") > 0
+    assert pgr.metric(text, "pgrouter_clients_pinned_total") == 0
+
+
+def test_client_encoding_and_parameter_status_stay_right(pgrouter):
+    router = pgrouter(txn(1))
+    with router.connect() as a, router.connect() as b:
+        a.execute("set client_encoding = 'LATIN1'")
+        assert a.info.parameter_status("client_encoding") == "LATIN1"
+        assert b.execute("select 'é'").fetchone() == ("é",)  # b's UTF8 is back on the shared server
+        assert a.execute("select 'é'").fetchone() == ("é",)  # and a's LATIN1 (psycopg decodes either)
+        assert a.execute("show client_encoding").fetchone() == ("LATIN1",)
+        assert b.execute("show client_encoding").fetchone() == ("UTF8",)
+        assert b.info.parameter_status("client_encoding") == "UTF8"
+
+
+def test_set_in_a_rolled_back_transaction_is_undone(pgrouter):
+    router = pgrouter(txn(1))
+    with router.connect() as a, router.connect() as b:
+        default = a.execute("show search_path").fetchone()[0]
+        a.execute("begin")
+        a.execute("set search_path = pg_catalog")
+        assert a.execute("show search_path").fetchone() == ("pg_catalog",)
+        a.execute("rollback")
+        b.execute("select 1")
+        assert a.execute("show search_path").fetchone() == (default,)
+        # A SET in a failed transaction is dropped too, whether the client says COMMIT or ROLLBACK.
+        a.execute("begin")
+        a.execute("set search_path = pg_catalog")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            a.execute("select 1/0")
+        a.execute("commit")
+        b.execute("select 1")
+        assert a.execute("show search_path").fetchone() == (default,)
+        # A SET in a committed transaction stays, and a multi-statement query is one transaction.
+        a.execute("begin; set search_path = information_schema; commit")
+        b.execute("select 1")
+        assert a.execute("show search_path").fetchone() == ("information_schema",)
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            a.execute("set search_path = pg_catalog; select 1/0")
+        b.execute("select 1")
+        assert a.execute("show search_path").fetchone() == ("information_schema",)
+        assert b.execute("show search_path").fetchone() == (default,)
+        # SET LOCAL needs nothing.
+        a.execute("begin; set local search_path = pg_catalog; commit")
+        assert a.execute("show search_path").fetchone() == ("information_schema",)
+
+
+def test_advisory_lock_pins_its_holder_and_is_released_for_the_next_client(pgrouter):
+    router = pgrouter(txn(2))
+    with router.connect() as a, router.connect() as b:
+        a.execute("set search_path = pg_catalog")
+        a.execute("select pg_advisory_lock(4242)")
+        pid = backend_pid(a)
+        assert b.execute("select pg_try_advisory_xact_lock(4242)").fetchone() == (False,)  # held by a's session
+        assert b.execute("show search_path").fetchone() != ("pg_catalog",)
+        for _ in range(3):
+            assert backend_pid(a) == pid  # pinned
+        assert pgr.metric(router.metrics(), "pgrouter_clients_pinned_total") == 1
+    with router.connect() as c:  # a's server was reset (DISCARD ALL releases the lock) before reuse
+        assert c.execute("select pg_try_advisory_xact_lock(4242)").fetchone() == (True,)
+    assert '"feature":"session advisory lock"' in router.log()
+
+
+@pytest.mark.parametrize("sql, feature", [("listen some_channel", "LISTEN"),
+                                          ("select pg_advisory_lock(7)", "session advisory lock"),
+                                          ("create temp table t_refused (x int)", "temporary table")])
+def test_refuse_mode_names_the_feature_and_setting(pgrouter, sql, feature):
+    router = pgrouter(txn(2, session_features="refuse"))
+    with router.connect() as c:
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+            c.execute(sql)
+        assert feature in str(e.value) and "pool.session_features" in str(e.value)
+        assert c.execute("select 1").fetchone() == (1,)  # the connection is fine
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            c.execute(sql, prepare=True)  # extended protocol, named statement
+        assert c.execute("select %s::int", (5,), prepare=True).fetchone() == (5,)
+    text = router.metrics()
+    assert pgr.metric(text, "pgrouter_session_features_refused_total") == 2
+    assert pgr.metric(text, "pgrouter_clients_pinned_total") == 0
+
+
+def test_pgbench_prepared_under_transaction_pooling_with_a_tiny_cache(pgrouter, pgbench_tables):
+    import os
+    import subprocess
+    env = {**os.environ, "PGPASSWORD": pgr.USERS["pgr_scram"]}
+    router = pgrouter(txn(3, prepared_statements_cache=1))
+    # One thread per client: see test_transaction_pool.py's pgbench test.
+    result = subprocess.run(["pgbench", "-M", "prepared", "-c", "8", "-j", "8", "-t", "100", "-h", pgr.HOST, "-p",
+                             str(router.port), "-U", "pgr_scram", "app"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "number of failed transactions: 0" in result.stdout
+    text = router.metrics()
+    assert pgr.metric(text, "pgrouter_prepared_statements_evicted_total") > 0
+    assert pgr.metric(text, "pgrouter_servers_active") == 0

@@ -1,0 +1,113 @@
+// Replica eligibility and the four selection strategies, without sockets.
+#include <doctest/doctest.h>
+
+#include <map>
+
+#include "pgrouter/control/config.hpp"
+#include "pgrouter/routing/router.hpp"
+
+using namespace pgrouter;
+
+namespace {
+void healthy_replica(routing::BackendHealth& h, uint64_t lsn) {
+  h.probed = true;
+  h.up = true;
+  h.in_recovery = true;
+  h.lsn = lsn;
+}
+}  // namespace
+
+TEST_CASE("a replica takes reads only when up, replaying, close enough and past the client's writes") {
+  routing::BackendHealth primary, r;
+  primary.probed = true;
+  primary.lsn = 10'000'000;
+  control::RoutingConfig cfg;
+  cfg.max_lag_bytes = 1000;
+  healthy_replica(r, 9'999'500);
+  CHECK(routing::replica_eligible(r, primary, cfg, 0));
+  CHECK(routing::replica_eligible(r, primary, cfg, 9'999'500));
+  CHECK_FALSE(routing::replica_eligible(r, primary, cfg, 9'999'501));  // read-your-writes
+  r.lsn = 9'998'000;
+  CHECK_FALSE(routing::replica_eligible(r, primary, cfg, 0));  // lagging
+  cfg.max_lag_bytes = 0;
+  CHECK(routing::replica_eligible(r, primary, cfg, 0));  // no bound
+  r.replay_paused = true;
+  CHECK_FALSE(routing::replica_eligible(r, primary, cfg, 0));
+  r.replay_paused = false;
+  r.mark_down();
+  CHECK_FALSE(routing::replica_eligible(r, primary, cfg, 0));
+  CHECK(r.ejections == 1);
+  r.up = true;
+  r.in_recovery = false;  // promoted: not a replica any more
+  CHECK_FALSE(routing::replica_eligible(r, primary, cfg, 0));
+  routing::BackendHealth unprobed;
+  CHECK_FALSE(routing::replica_eligible(unprobed, primary, cfg, 0));
+}
+
+TEST_CASE("strategies pick only eligible replicas, in their own way") {
+  std::mt19937 rng(42);
+  uint64_t rr = 0;
+  std::vector<routing::Candidate> c(3);
+  c[0].eligible = true;
+  c[1].eligible = false;
+  c[2].eligible = true;
+  std::map<int, int> seen;
+  for (int i = 0; i < 10; ++i) seen[routing::pick_replica(control::ReplicaStrategy::round_robin, c, rr, rng)]++;
+  CHECK(seen == std::map<int, int>{{0, 5}, {2, 5}});
+
+  seen.clear();
+  for (int i = 0; i < 2000; ++i) seen[routing::pick_replica(control::ReplicaStrategy::random, c, rr, rng)]++;
+  CHECK(seen.count(1) == 0);
+  CHECK(seen[0] > 800);
+  CHECK(seen[2] > 800);
+
+  c[0].outstanding = 3;
+  c[2].outstanding = 1;
+  CHECK(routing::pick_replica(control::ReplicaStrategy::least_outstanding, c, rr, rng) == 2);
+
+  c[0].weight = 3;
+  c[2].weight = 1;
+  seen.clear();
+  for (int i = 0; i < 4000; ++i) seen[routing::pick_replica(control::ReplicaStrategy::weighted, c, rr, rng)]++;
+  CHECK(seen[0] > 2700);  // about 3000
+  CHECK(seen[2] > 800);   // about 1000
+  c[0].weight = c[2].weight = 0;
+  CHECK(routing::pick_replica(control::ReplicaStrategy::weighted, c, rr, rng) == -1);
+
+  for (auto& x : c) x.eligible = false;
+  for (auto s : {control::ReplicaStrategy::round_robin, control::ReplicaStrategy::random,
+                 control::ReplicaStrategy::least_outstanding, control::ReplicaStrategy::weighted})
+    CHECK(routing::pick_replica(s, c, rr, rng) == -1);
+}
+
+TEST_CASE("routing settings load per database and bad values are rejected") {
+  auto ok = control::load_config_string(R"(
+version: 1
+databases:
+  - name: app
+    shards: [{primary: {host: 127.0.0.1, port: 5432}, replicas: [{host: 127.0.0.1, port: 5433, weight: 3}]}]
+    routing: {read_from: any, strategy: weighted, primary_fallback: false, max_lag_bytes: 1000,
+              probe_interval: 250ms, read_only_functions: [app.price_of]}
+users: [{name: u, password: p}]
+auth: [{method: scram-sha-256}]
+)", "t.yaml");
+  REQUIRE(ok.ok());
+  const auto& r = ok.config->databases[0].routing;
+  CHECK(r.read_from == control::ReadFrom::any);
+  CHECK(r.strategy == control::ReplicaStrategy::weighted);
+  CHECK_FALSE(r.primary_fallback);
+  CHECK(r.max_lag_bytes == 1000);
+  CHECK(r.probe_interval.count() == 250);
+  CHECK(r.read_only_functions == std::vector<std::string>{"app.price_of"});
+  auto bad = control::load_config_string(R"(
+version: 1
+databases:
+  - name: app
+    shards: [{primary: {host: 127.0.0.1}}]
+    routing: {strategy: fastest}
+users: [{name: u, password: p}]
+auth: [{method: scram-sha-256}]
+)", "t.yaml");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.errors[0].message.find("round_robin | random | least_outstanding | weighted") != std::string::npos);
+}

@@ -1,0 +1,207 @@
+// Transaction pooling's session-state tracker, driven message by message with a fake server: how a
+// client's Parse/Bind/Describe/Close are rewritten, how replies are matched, dropped and retyped, and
+// what an error or a rollback undoes. The same paths run against real PostgreSQL in test_txn_state.py
+// and test_parity.py.
+#include <doctest/doctest.h>
+
+#include "pgrouter/protocol/codec.hpp"
+#include "pgrouter/session/txn_tracker.hpp"
+#include "pgrouter/sql/session_features.hpp"
+
+using pgrouter::session::TxnTracker;
+using pgrouter::sql::parse_session_command;
+using pgrouter::sql::SessionCommand;
+using pgrouter::sql::split_statements;
+
+namespace {
+
+std::string msg(char type, const std::string& body) {
+  std::string out(1, type);
+  pgrouter::protocol::put_be32(out, uint32_t(body.size() + 4));
+  return out + body;
+}
+std::string cstr(const std::string& s) { return s + std::string(1, '\0'); }
+std::string parse_body(const std::string& name, const std::string& sql) { return cstr(name) + cstr(sql) + std::string(2, '\0'); }
+std::string bind_body(const std::string& stmt) { return cstr("") + cstr(stmt) + std::string(6, '\0'); }
+
+// The message types in a byte string of whole messages, and the names they carry.
+std::string types_of(const std::string& bytes) {
+  std::string t;
+  for (size_t i = 0; i + 5 <= bytes.size(); i += 1 + pgrouter::protocol::read_be32(bytes.data() + i + 1))
+    t.push_back(bytes[i]);
+  return t;
+}
+
+struct Fixture {
+  pgrouter::control::WorkerStats stats;
+  pgrouter::pool::ServerStatements server;
+  TxnTracker::Settings server_settings;
+  TxnTracker tracker{stats, 1, 100, false, {}};
+  std::string out;
+  TxnTracker::Effect effect{};
+
+  bool client(char type, const std::string& body) {
+    out.clear();
+    return tracker.client_message(type, body, server, out, effect);
+  }
+  TxnTracker::Reply reply(char type, const std::string& body = {}) {
+    std::string repl;
+    return tracker.server_message(type, body, server, server_settings, repl);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("SET, RESET, DEALLOCATE and DISCARD forms pgrouter can carry") {
+  auto c = parse_session_command("SET search_path = a, \"B\", 'c'");
+  REQUIRE(c);
+  CHECK(c->kind == SessionCommand::set);
+  CHECK(c->name == "search_path");
+  CHECK(c->value == "a, \"B\", 'c'");
+  c = parse_session_command("set TIME ZONE 'Asia/Tokyo';");
+  REQUIRE(c);
+  CHECK((c->name == "timezone" && c->value == "'Asia/Tokyo'"));
+  c = parse_session_command("/* x */ SET SESSION statement_timeout TO 5000 -- trailing");
+  REQUIRE(c);
+  CHECK((c->name == "statement_timeout" && c->value == "5000"));
+  CHECK(parse_session_command("SET statement_timeout TO DEFAULT")->kind == SessionCommand::reset);
+  CHECK(parse_session_command("RESET ALL")->kind == SessionCommand::reset_all);
+  CHECK(parse_session_command("set local search_path = x")->kind == SessionCommand::set_local);
+  CHECK(parse_session_command("DEALLOCATE PREPARE \"S_1\"")->name == "S_1");
+  CHECK(parse_session_command("deallocate all")->kind == SessionCommand::deallocate_all);
+  CHECK(parse_session_command("DISCARD ALL")->kind == SessionCommand::discard_all);
+  // Not carried: pinned or refused by the caller instead.
+  CHECK_FALSE(parse_session_command("SET ROLE admin"));
+  CHECK_FALSE(parse_session_command("SET SESSION AUTHORIZATION bob"));
+  CHECK_FALSE(parse_session_command("SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE"));
+  CHECK_FALSE(parse_session_command("SET x = 1; SELECT 1"));
+  CHECK_FALSE(parse_session_command("SET search_path = E'a\\\\b'"));
+  CHECK_FALSE(parse_session_command("DISCARD PLANS"));
+}
+
+TEST_CASE("multi-statement strings are split outside quotes, comments and bodies") {
+  auto s = split_statements("begin; set x = 'a;b'; select $$;$$, \"q;\" /* ; */ from t; -- ;\n commit;");
+  REQUIRE(s.size() == 4);
+  CHECK(s[1] == " set x = 'a;b'");
+  CHECK(s[3] == " -- ;\n commit");
+  CHECK(split_statements("select (1;2)").size() == 1);
+  CHECK(split_statements(" ; ;").empty());
+}
+
+TEST_CASE("a named statement is prepared once per server under a shared name") {
+  Fixture f;
+  REQUIRE(f.client('P', parse_body("S1", "select 1")));
+  CHECK(types_of(f.out) == "P");
+  CHECK(f.out.find("pgr_") != std::string::npos);
+  CHECK(f.server.size() == 1);
+  CHECK(f.reply('1') == TxnTracker::Reply::forward);  // the client's own ParseComplete
+  REQUIRE(f.client('B', bind_body("S1")));
+  CHECK(types_of(f.out) == "B");
+  CHECK_FALSE(f.client('S', ""));
+  CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK(f.tracker.idle());
+
+  // Another server: Bind first prepares it there, and that ParseComplete is not the client's.
+  pgrouter::pool::ServerStatements other;
+  std::swap(f.server, other);
+  REQUIRE(f.client('B', bind_body("S1")));
+  CHECK(types_of(f.out) == "PB");
+  f.client('S', "");
+  CHECK(f.reply('1') == TxnTracker::Reply::drop);
+  CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
+
+  // A second client's Parse of the same text on a server that has it: a no-op Close, retyped.
+  Fixture g;
+  g.server = f.server;
+  REQUIRE(g.client('P', parse_body("other_name", "select 1")));
+  CHECK(types_of(g.out) == "C");
+  CHECK(g.reply('3') == TxnTracker::Reply::as_parse_complete);
+  CHECK(g.stats.prepared_statements_reused_total == 1);
+}
+
+TEST_CASE("an error undoes what the skipped messages would have done") {
+  Fixture f;
+  f.client('P', parse_body("bad", "selec 1"));
+  f.client('S', "");
+  CHECK(f.reply('E', "") == TxnTracker::Reply::forward);
+  CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK(f.server.size() == 0);
+  // "bad" was never created: a Bind of it goes to the server unchanged (which answers 26000).
+  CHECK_FALSE(f.client('B', bind_body("bad")));
+  f.client('S', "");
+  f.reply('E', "");
+  f.reply('Z', "I");
+  // Redefining an existing name fails like PostgreSQL, through a sentinel Describe.
+  f.client('P', parse_body("S1", "select 2"));
+  f.reply('1');
+  f.client('S', "");
+  f.reply('Z', "I");
+  REQUIRE(f.client('P', parse_body("S1", "select 2")));
+  CHECK(types_of(f.out) == "D");
+  f.client('S', "");
+  std::string sentinel_error = std::string("SERROR") + '\0' + "C26000" + '\0' +
+                               "Mprepared statement \"pgr_sentinel_error\" does not exist" + '\0' + '\0';
+  std::string repl;
+  CHECK(f.tracker.server_message('E', sentinel_error, f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
+  CHECK(repl.find("42P05") != std::string::npos);
+  CHECK(repl.find("\"S1\" already exists") != std::string::npos);
+  f.reply('Z', "I");
+  CHECK(f.tracker.idle());
+}
+
+TEST_CASE("the LRU bound closes the least recently used statement first") {
+  pgrouter::control::WorkerStats stats;
+  pgrouter::pool::ServerStatements server;
+  TxnTracker::Settings settings;
+  TxnTracker t(stats, 1, 2, false, {});
+  std::string out;
+  TxnTracker::Effect e;
+  for (auto name : {"a", "b", "c"}) {
+    out.clear();
+    t.client_message('P', parse_body(name, std::string("select '") + name + "'"), server, out, e);
+  }
+  CHECK(types_of(out) == "CP");  // Close of a's statement, then Parse of c's
+  CHECK(server.size() == 2);
+  CHECK(stats.prepared_statements_evicted_total == 1);
+}
+
+TEST_CASE("SET is kept when its transaction commits and dropped when it rolls back") {
+  Fixture f;
+  f.client('Q', cstr("SET search_path = app"));
+  CHECK(f.effect == TxnTracker::Effect::tracked);
+  f.reply('C', cstr("SET"));
+  f.reply('Z', "I");
+  CHECK(f.tracker.settings().at("search_path") == "SET search_path TO app");
+  CHECK(f.server_settings.at("search_path") == "SET search_path TO app");
+
+  f.client('Q', cstr("BEGIN"));
+  f.reply('C', cstr("BEGIN"));
+  f.reply('Z', "T");
+  f.client('Q', cstr("SET search_path = other"));
+  f.reply('C', cstr("SET"));
+  f.reply('Z', "T");
+  f.client('Q', cstr("ROLLBACK"));
+  f.reply('C', cstr("ROLLBACK"));
+  f.reply('Z', "I");
+  CHECK(f.tracker.settings().at("search_path") == "SET search_path TO app");
+
+  f.client('Q', cstr("begin; set timezone to 'UTC'; commit"));
+  CHECK(f.effect == TxnTracker::Effect::tracked);
+  f.reply('C', cstr("BEGIN"));
+  f.reply('C', cstr("SET"));
+  f.reply('C', cstr("COMMIT"));
+  f.reply('Z', "I");
+  CHECK(f.tracker.settings().count("timezone") == 1);
+
+  f.client('Q', cstr("set search_path = x; select 1/0"));
+  f.reply('C', cstr("SET"));
+  f.reply('E', "");
+  f.reply('Z', "I");
+  CHECK(f.tracker.settings().at("search_path") == "SET search_path TO app");
+
+  f.client('Q', cstr("select pg_advisory_lock(1)"));
+  CHECK(f.effect == TxnTracker::Effect::unsupported);
+  CHECK(f.tracker.feature() == "session advisory lock");
+  f.client('Q', cstr("SET role = x"));
+  CHECK(f.effect == TxnTracker::Effect::unsupported);
+}
