@@ -194,6 +194,10 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
 
 void Pool::release(std::unique_ptr<ServerConnection> conn, bool clean) {
   if (!conn) return;
+  if (*conn->cancels_in_flight > 0) {
+    asio::co_spawn(ex_, release_after_cancels(std::move(conn), clean), asio::detached);
+    return;
+  }
   if (!clean || expired(*conn, Clock::now()) || !conn->buffer.empty()) {
     close(std::move(conn));
     return;
@@ -205,6 +209,24 @@ void Pool::release(std::unique_ptr<ServerConnection> conn, bool clean) {
     return;
   }
   asio::co_spawn(ex_, reset_and_return(std::move(conn)), asio::detached);
+}
+
+awaitable<void> Pool::release_after_cancels(std::unique_ptr<ServerConnection> conn, bool clean) {
+  // A cancel is delivered within milliseconds; one that is not after 2 s makes the connection suspect.
+  auto alive = alive_;
+  asio::steady_timer t(ex_);
+  auto give_up = Clock::now() + std::chrono::seconds(2);
+  while (*conn->cancels_in_flight > 0 && Clock::now() < give_up) {
+    t.expires_after(std::chrono::milliseconds(2));
+    boost::system::error_code ec;
+    co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
+  }
+  if (!*alive) co_return;
+  if (*conn->cancels_in_flight > 0) {
+    clean = false;
+    conn->cancels_in_flight = std::make_shared<int>(0);
+  }
+  release(std::move(conn), clean);
 }
 
 awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {
@@ -219,6 +241,7 @@ awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {
     if (ok && conn->statements.size() > 0 && strcasecmp(settings_.config.reset_query.c_str(), "DISCARD ALL") != 0)
       ok = co_await conn->run_quietly("DEALLOCATE ALL");
     conn->applied.clear();  // DISCARD ALL reset every setting pgrouter had applied
+    conn->applied_by = 0;
     conn->statements.clear();
   } else if (conn->dirty) {
     ok = false;  // a pinned client's state and no reset query: never hand it to someone else

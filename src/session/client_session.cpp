@@ -122,10 +122,12 @@ void ClientSession::forward_cancel() {
   // serving someone else in transaction mode, and its key must not be used then.
   if (!server_ || pending_ == 0) return;
   w_.stats().cancel_requests_total.fetch_add(1, std::memory_order_relaxed);
+  auto in_flight = server_->cancels_in_flight;
+  ++*in_flight;
   asio::co_spawn(w_.io(),
                  send_cancel(w_.io().get_executor(), server_->target.host, server_->target.port, server_->backend_pid,
                              server_->backend_secret),
-                 asio::detached);
+                 [in_flight](std::exception_ptr) { --*in_flight; });
 }
 
 awaitable<void> send_cancel(asio::any_io_executor ex, std::string host, uint16_t port, uint32_t pid,
@@ -555,39 +557,57 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
 awaitable<bool> ClientSession::sync_params(pool::ServerError& err) {
   // What the client's session should have: its startup settings (raw values, as PostgreSQL takes
   // them from a startup packet), then what it SET since (transaction pooling). Each as the statement
-  // that gives it, so a server's state is compared with one string comparison per parameter.
-  TxnTracker::Settings desired;
-  for (auto& [k, v] : wanted_params_) {
-    std::string name = k;
-    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (!server_->applied.count(name)) {
+  // that gives it, so a server's state is compared with one string comparison per parameter. Built
+  // once per change of the client's settings; a server this client left as it wants needs nothing.
+  uint64_t version = tracker_ ? tracker_->settings_version() : 0;
+  if (server_->applied_by == id_ && server_->applied_version == version) co_return true;
+  if (desired_version_ != version) {
+    desired_.clear();
+    startup_raw_.clear();
+    for (auto& [k, v] : wanted_params_) {
+      std::string name = k;
+      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      desired_[name] = "SELECT pg_catalog.set_config(" + p::quote_literal(name) + ", " + p::quote_literal(v) + ", false)";
+      startup_raw_[name] = {k, v};
+    }
+    if (tracker_)
+      for (auto& [k, v] : tracker_->settings()) {
+        desired_[k] = v;
+        startup_raw_.erase(k);  // SET by the client: compared as a statement only
+      }
+    desired_version_ = version;
+  }
+  std::string sql;
+  std::vector<const std::string*> set_keys;
+  std::vector<std::string> reset_keys;
+  for (auto& [k, v] : desired_) {
+    auto it = server_->applied.find(k);
+    if (it != server_->applied.end()) {
+      if (it->second == v) continue;
+    } else if (auto raw = startup_raw_.find(k); raw != startup_raw_.end()) {
       // A server still at its login value may already have the wanted one (e.g. client_encoding).
+      const auto& [key, value] = raw->second;
       bool same = false;
       for (auto& [pk, pv] : server_->params)
-        if (pv == v && pk.size() == k.size() && strncasecmp(pk.c_str(), k.c_str(), k.size()) == 0) same = true;
-      if (same && !(tracker_ && tracker_->settings().count(name))) continue;
+        if (pv == value && pk.size() == key.size() && strncasecmp(pk.c_str(), key.c_str(), key.size()) == 0) same = true;
+      if (same) continue;
     }
-    desired[name] = "SELECT pg_catalog.set_config(" + p::quote_literal(name) + ", " + p::quote_literal(v) + ", false)";
-  }
-  if (tracker_)
-    for (auto& [k, v] : tracker_->settings()) desired[k] = v;
-  std::string sql;
-  size_t changes = 0;
-  for (auto& [k, v] : desired) {
-    auto it = server_->applied.find(k);
-    if (it != server_->applied.end() && it->second == v) continue;
     sql += v + ";";
-    ++changes;
+    set_keys.push_back(&k);
   }
   for (auto& [k, v] : server_->applied) {
-    if (desired.count(k)) continue;
-    sql += "RESET " + k + ";";  // another client's setting, or the server's own after a reset
-    ++changes;
+    if (desired_.count(k)) continue;
+    sql += "RESET " + k + ";";  // another client's setting
+    reset_keys.push_back(k);
   }
-  if (sql.empty()) co_return true;
-  if (!co_await server_->run_quietly(sql, &err)) co_return false;
-  w_.stats().settings_replayed_total.fetch_add(changes, std::memory_order_relaxed);
-  server_->applied = std::move(desired);
+  if (!sql.empty()) {
+    if (!co_await server_->run_quietly(sql, &err)) co_return false;
+    w_.stats().settings_replayed_total.fetch_add(set_keys.size() + reset_keys.size(), std::memory_order_relaxed);
+    for (auto* k : set_keys) server_->applied[*k] = desired_.at(*k);
+    for (auto& k : reset_keys) server_->applied.erase(k);
+  }
+  server_->applied_by = id_;
+  server_->applied_version = version;
   co_return true;
 }
 
@@ -654,7 +674,7 @@ awaitable<bool> ClientSession::attach_for_transaction(Stream&) {
 template <typename Stream>
 void ClientSession::start_server_to_client(Stream& s) {
   net::error_code nec;
-  server_->socket.native_non_blocking(true, nec);
+  if (!server_->ready.attached()) server_->socket.native_non_blocking(true, nec);  // once: it stays so
   server_->ready.rearm();  // a new attachment: an earlier session's cancel no longer applies
   if (nec || !server_->ready.attach(w_.readiness(), server_->socket.native_handle())) {
     server_broken_ = true;

@@ -103,6 +103,8 @@ bool TxnTracker::tracks(const std::string& parameter) const {
 }
 
 TxnTracker::Effect TxnTracker::session_effect(std::string_view sql, bool named, std::string& feature) {
+  // The cheap lexical check first: most statements touch no session state at all.
+  if (sql::session_feature(sql).empty()) return Effect::none;
   // A multi-statement query is carried when each of its statements is.
   auto statements = sql::split_statements(sql);
   if (statements.size() > 1) {
@@ -373,6 +375,7 @@ void TxnTracker::undo(Expect& e, pool::ServerStatements& server) {
 }
 
 void TxnTracker::commit_sets(const std::vector<sql::SessionCommand>& sets, Settings& server_settings) {
+  if (!sets.empty()) ++settings_version_;
   for (auto& c : sets) {
     if (c.kind == sql::SessionCommand::set) {
       std::string stmt = "SET " + c.name + " TO " + c.value;
@@ -453,6 +456,7 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
               settings_.clear();
               server_settings.clear();
               tx_sets_.clear();
+              ++settings_version_;
               break;
           }
         }

@@ -98,3 +98,53 @@ def test_cancel_when_idle_is_harmless(pgrouter):
         conn.cancel()
         time.sleep(0.2)
         assert conn.execute("select 3").fetchone() == (3,)
+
+
+def test_late_cancels_never_hit_the_next_client_of_a_server(pgrouter):
+    """Transaction pooling: a CancelRequest forwarded while a's query runs may reach PostgreSQL after that query ended.
+    The server is not handed to anyone else until PostgreSQL has taken the cancel (then, idle, it ignores it), so the
+    clients sharing the two servers never see a cancel they did not ask for."""
+    router = pgrouter({"pool": {"mode": "transaction", "size": 2}, "listen": {"workers": 1}})
+    stop = threading.Event()
+    stray, errors = [], []
+
+    def noise(i):
+        try:
+            with router.connect(prepare_threshold=None) as conn:
+                while not stop.is_set():
+                    try:
+                        conn.execute("select pg_sleep(0.005)")
+                    except psycopg.errors.QueryCanceled:
+                        stray.append(i)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=noise, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    cancelled = 0
+    try:
+        with router.connect(prepare_threshold=None) as a:
+            for _ in range(25):
+                done = threading.Event()
+
+                def canceller():  # keeps cancelling until a's query ends: the last ones race its end
+                    while not done.wait(0.01):
+                        a.cancel()
+
+                t = threading.Thread(target=canceller)
+                t.start()
+                try:
+                    a.execute("select pg_sleep(0.3)")
+                except psycopg.errors.QueryCanceled:
+                    cancelled += 1
+                done.set()
+                t.join()
+    finally:
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert errors == []
+    assert cancelled >= 20
+    assert stray == [], f"clients that never sent a cancel had {len(stray)} queries cancelled"

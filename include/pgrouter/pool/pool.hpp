@@ -78,6 +78,7 @@ class Pool {
   // up an idle one (moving its slot).
   static constexpr std::chrono::milliseconds kStealAfter{20};
   awaitable<void> reset_and_return(std::unique_ptr<ServerConnection> conn);
+  awaitable<void> release_after_cancels(std::unique_ptr<ServerConnection> conn, bool clean);
   awaitable<void> open_spare();
   void hand_over(std::unique_ptr<ServerConnection> conn);  // to a waiter, else to the idle list
   void close(std::unique_ptr<ServerConnection> conn);       // frees a slot and wakes a waiter for it

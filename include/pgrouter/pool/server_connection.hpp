@@ -42,11 +42,17 @@ class ServerConnection {
   uint32_t backend_secret = 0;
   std::map<std::string, std::string> params;   // ParameterStatus as last reported
   std::map<std::string, std::string> applied;  // client settings pgrouter SET here since the last reset
+  // Who made `applied` what it is (session id, and its settings version): the same client coming back
+  // with the same settings needs no comparison at all. 0 = unknown.
+  uint64_t applied_by = 0, applied_version = 0;
   Clock::time_point created;
   Clock::time_point idle_since;
   char tx_status = 'I';
   uint64_t generation = 0;
   ServerStatements statements;  // transaction pooling: prepared here by pgrouter, by server-side name
+  // CancelRequests pgrouter sent for this connection that PostgreSQL has not yet taken: the connection is
+  // not handed to another client before they are, or a late cancel could hit that client's query.
+  std::shared_ptr<int> cancels_in_flight = std::make_shared<int>(0);
   bool dirty = false;  // carries session state a client left (pinned under transaction pooling): reset it
   net::SocketReadiness ready;  // relay-path readiness of `socket` (registered on first attach)  // pool generation it was opened for; stale ones are closed at check-in
 

@@ -110,6 +110,9 @@ class ClientSession {
   uint64_t s2c_generation_ = 0;
   std::unique_ptr<asio::steady_timer> s2c_done_;  // cancelled when server_to_client ends
   std::vector<std::pair<std::string, std::string>> wanted_params_;  // startup settings to apply on any server
+  TxnTracker::Settings desired_;  // sync_params: the statements that give this client its settings
+  std::map<std::string, std::pair<std::string, std::string>> startup_raw_;  // name -> (key as sent, raw value)
+  uint64_t desired_version_ = ~uint64_t(0);
   std::unique_ptr<TxnTracker> tracker_;  // transaction pooling: statements and settings that follow the client
   std::string c2s_out_, c2s_repl_, s2c_out_, s2c_repl_;  // rewritten batches (only when a message changed)
   std::string pending_fatal_sqlstate_, pending_fatal_message_;

@@ -82,6 +82,8 @@ class TxnTracker {
 
   // The settings the client's session has from SQL (on top of its startup parameters).
   const Settings& settings() const { return settings_; }
+  // Changes whenever settings() does (or a server's settings were changed through this client).
+  uint64_t settings_version() const { return settings_version_; }
   size_t statements() const { return statements_.size(); }
   bool tracks(const std::string& parameter) const;
   // The text of a statement the client prepared ("" = its unnamed statement), if pgrouter knows it.
@@ -146,6 +148,7 @@ class TxnTracker {
   bool in_tx_ = false;
   bool uncertain_ = false;
   Settings settings_;
+  uint64_t settings_version_ = 1;
   std::string feature_;
 };
 
