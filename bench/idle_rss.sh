@@ -9,6 +9,7 @@ source "$(dirname "$0")/lib.sh"
 trap bench_cleanup EXIT
 
 N=${N:-1000}
+export MAX_CLIENTS=$((N + 100))  # both proxies must admit them all
 MODE=${MODE:-transaction}
 QUERY_ONCE=${QUERY_ONCE:-1}
 if [ "$MODE" = session ]; then POOL_SIZE=$N; else POOL_SIZE=20; fi

@@ -87,7 +87,7 @@ auth_type = trust
 auth_file = $W/users.txt
 pool_mode = $1
 default_pool_size = $2
-max_client_conn = 5000
+max_client_conn = ${MAX_CLIENTS:-5000}
 pidfile = $W/bouncer.pid
 logfile = $W/bouncer.log
 unix_socket_dir =
@@ -136,7 +136,7 @@ listen:
   host: 127.0.0.1
   port: $PGROUTER_PORT
   workers: $3
-  max_client_conn: 5000
+  max_client_conn: ${MAX_CLIENTS:-5000}
 admin:
   host: 127.0.0.1
   port: $PGROUTER_ADMIN_PORT

@@ -110,7 +110,7 @@ pool::PoolSettings Worker::settings_for(const control::DatabaseConfig& db, const
   s.target.dbname = db.dbname.empty() ? db.name : db.dbname;
   s.target.user = user.backend_user.empty() ? user.name : user.backend_user;
   s.target.password = user.backend_password.empty() ? user.password : user.backend_password;
-  s.config = config_->pool_for(db);
+  s.config = config_->pool_for(db, user);
   int workers = int(rt_.workers.size());
   if (workers < 1) workers = 1;
   // The size is one budget for all workers (PoolGroup); min_size is kept per worker as an equal share.

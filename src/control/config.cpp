@@ -637,7 +637,10 @@ const Section<UserConfig>& user_section() {
        string_key("backend_user", &UserConfig::backend_user, kReloadable, non_empty),
        grouped("backend_password", string_key("backend_password", &UserConfig::backend_password, kReloadable)),
        grouped("backend_password", secret_file_key("backend_password_file", &UserConfig::backend_password)),
-       grouped("backend_password", secret_env_key("backend_password_env", &UserConfig::backend_password))},
+       grouped("backend_password", secret_env_key("backend_password_env", &UserConfig::backend_password)),
+       choice_key<UserConfig, std::optional<PoolMode>>(
+           "pool_mode", &UserConfig::pool_mode,
+           {{"session", PoolMode::session}, {"transaction", PoolMode::transaction}}, kReloadable)},
       [](Loader& l, const Field& f, UserConfig& user) {
         if (user.backend_user.empty()) user.backend_user = user.name;
         if (user.backend_password.empty()) user.backend_password = user.password;

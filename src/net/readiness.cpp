@@ -65,6 +65,14 @@ awaitable<void> SocketReadiness::wait(bool for_write, error_code& ec) {
       token);
 }
 
+awaitable<void> SocketReadiness::wait_readable(error_code& ec) {
+  if (cancelled_) {
+    ec = asio::error::operation_aborted;
+    co_return;
+  }
+  if (!readable_) co_await wait(false, ec);
+}
+
 awaitable<size_t> SocketReadiness::read_some(char* dst, size_t n, error_code& ec) {
   for (;;) {
     if (cancelled_) {

@@ -25,6 +25,33 @@ bool is_connection_param(std::string_view k) {
          k.substr(0, 5) == "_pq_.";
 }
 
+// A scanned span to send on with some of its messages replaced or dropped: its bytes are copied into
+// `out` only once something changed; otherwise they are sent straight from the read buffer.
+struct SpanRewriter {
+  std::string& out;
+  const char* base = nullptr;
+  size_t copied = 0;  // bytes of the span already in out
+  bool rewritten = false;
+  void begin(const char* b) {
+    base = b;
+    copied = 0;
+    rewritten = false;
+  }
+  // Puts repl (empty: nothing) where the message at msg (its length field len) was.
+  void replace(const char* msg, uint32_t len, std::string_view repl) {
+    size_t at = size_t(msg - base);
+    out.append(base + copied, at - copied);
+    out.append(repl);
+    copied = at + len + 1;
+    rewritten = true;
+  }
+  std::string_view finish(size_t consumed) {
+    if (!rewritten) return {base, consumed};
+    out.append(base + copied, consumed - copied);
+    return out;
+  }
+};
+
 void cancel_stream(tcp::socket& s) {
   boost::system::error_code ec;
   s.cancel(ec);
@@ -782,9 +809,7 @@ template <typename Stream>
 awaitable<void> ClientSession::client_to_server(Stream& s) {
   struct Handler {
     ClientSession& self;
-    const char* base = nullptr;  // the buffer scanned
-    size_t copied = 0;           // how much of it went into c2s_out_ (only once a message was rewritten)
-    bool rewritten = false;
+    SpanRewriter rw;
     // Transaction pooling reads the messages that name statements or carry SQL; session pooling
     // never looks at bodies.
     bool wants_body(char type) const {
@@ -792,13 +817,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
     }
     p::ScanAction on_message(char type, uint32_t len, std::string_view body) {
       if (type == 'X') return p::ScanAction::stop_before;
-      if (self.tracker_ && self.track_client_message(type, body)) {
-        size_t at = size_t(body.data() - base) - 5;
-        self.c2s_out_.append(base + copied, at - copied);
-        self.c2s_out_.append(self.c2s_repl_);
-        copied = at + len + 1;
-        rewritten = true;
-      }
+      if (self.tracker_ && self.track_client_message(type, body)) rw.replace(body.data() - 5, len, self.c2s_repl_);
       switch (type) {
         case 'Q':
         case 'F':
@@ -816,13 +835,20 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       }
       return p::ScanAction::forward;
     }
-  } handler{*this};
+  } handler{*this, SpanRewriter{c2s_out_}};
   p::FrameScanner scanner(uint32_t(config_->listen.max_message_size));
   auto& stats = w_.stats();
   auto& buf = client_buf_;
   for (;;) {
-    buf.prepare_read();
     net::error_code ec;
+    if (buf.empty() && !tls_ && !client_ready_.maybe_readable()) {
+      // Idle between requests: the buffer is given back while the client thinks (an idle client costs
+      // no read buffer; allocating 2 KiB again per request is far cheaper than the round trip).
+      buf.shrink(true);
+      co_await client_ready_.wait_readable(ec);
+      if (ec) co_return;
+    }
+    buf.prepare_read();
     size_t n = co_await client_read(s, buf.write_ptr(), buf.write_space(), ec);
     if (ec) co_return;
     last_activity_ = pool::Clock::now();
@@ -833,21 +859,14 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       if (!co_await attach_for_transaction(s)) co_return;
       start_server_to_client(s);
     }
-    handler.base = buf.data();
-    handler.copied = 0;
-    handler.rewritten = false;
+    handler.rw.begin(buf.data());
     auto r = scanner.scan(buf.data(), buf.size(), handler);
     if (r.consumed > 0) {
-      const char* out = buf.data();
-      size_t out_len = r.consumed;
-      if (handler.rewritten) {
-        c2s_out_.append(buf.data() + handler.copied, r.consumed - handler.copied);
-        out = c2s_out_.data();
-        out_len = c2s_out_.size();
-      }
+      std::string_view out = handler.rw.finish(r.consumed);
+      size_t out_len = out.size();
       c2s_writing_ = true;
       net::error_code wec;
-      co_await server_->ready.write_all(out, out_len, wec);
+      co_await server_->ready.write_all(out.data(), out_len, wec);
       c2s_writing_ = false;
       c2s_out_.clear();
       if (wec) {
@@ -876,8 +895,6 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       buf.reserve_message(r.need);
     } else if (n == buf.capacity() && buf.capacity() < kMaxStreamingBuffer) {
       buf.reserve_message(buf.capacity() * 2);  // a full read: bulk traffic (COPY, big batches) reads more at once
-    } else if (buf.empty() && n < kClientBufferInitial / 2 && buf.capacity() > kClientBufferInitial) {
-      buf.shrink();  // back to small requests: idle sessions keep only the initial buffer
     }
   }
 }
@@ -886,9 +903,7 @@ template <typename Stream>
 awaitable<void> ClientSession::server_to_client(Stream& s) {
   struct Handler {
     ClientSession& self;
-    const char* base = nullptr;
-    size_t copied = 0;  // how much of the buffer went into s2c_out_ (only once a reply was dropped/replaced)
-    bool rewritten = false;
+    SpanRewriter rw;
     bool wants_body(char type) const {
       return type == 'Z' || type == 'E' || type == 'S' ||
              (self.tracker_ && (type == '1' || type == '3' || type == 'C'));
@@ -912,17 +927,14 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
         auto reply = self.track_server_message(type, body);
         if (reply == TxnTracker::Reply::as_parse_complete) {
           const_cast<char*>(body.data())[-5] = '1';  // CloseComplete and ParseComplete have the same shape
-        } else if (reply != TxnTracker::Reply::forward) {
-          size_t at = size_t(body.data() - base) - 5;
-          self.s2c_out_.append(base + copied, at - copied);
-          if (reply == TxnTracker::Reply::replace) self.s2c_out_.append(self.s2c_repl_);
-          copied = at + len + 1;
-          rewritten = true;
+        } else if (reply != TxnTracker::Reply::forward) {  // drop, or replace
+          rw.replace(body.data() - 5, len,
+                     reply == TxnTracker::Reply::replace ? std::string_view(self.s2c_repl_) : std::string_view());
         }
       }
       return p::ScanAction::forward;
     }
-  } handler{*this};
+  } handler{*this, SpanRewriter{s2c_out_}};
   p::FrameScanner scanner(0xffffffffu);
   auto& stats = w_.stats();
   auto& buf = server_->buffer;
@@ -947,20 +959,13 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
       co_return;
     }
     buf.commit(n);
-    handler.base = buf.data();
-    handler.copied = 0;
-    handler.rewritten = false;
+    handler.rw.begin(buf.data());
     auto r = scanner.scan(buf.data(), buf.size(), handler);
     if (r.consumed > 0) {
-      const char* out = buf.data();
-      size_t out_len = r.consumed;
-      if (handler.rewritten) {
-        s2c_out_.append(buf.data() + handler.copied, r.consumed - handler.copied);
-        out = s2c_out_.data();
-        out_len = s2c_out_.size();
-      }
+      std::string_view out = handler.rw.finish(r.consumed);
+      size_t out_len = out.size();
       net::error_code wec;
-      if (out_len > 0) co_await client_write(s, out, out_len, wec);
+      if (out_len > 0) co_await client_write(s, out.data(), out_len, wec);
       s2c_out_.clear();
       if (wec) {
         s2c_mid_message_ = true;  // the client went away mid-answer: the server is not reusable

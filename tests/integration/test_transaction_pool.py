@@ -139,3 +139,16 @@ def test_listen_works_under_transaction_pooling(pgrouter):
         sender.execute("notify txn_chan, 'hello'")
         note = next(listener.notifies())
         assert (note.channel, note.payload) == ("txn_chan", "hello")
+
+
+def test_pool_mode_per_user(pgrouter):
+    """users[].pool_mode overrides the pool mode: pgr_md5 is transaction-pooled, pgr_scram session-pooled."""
+    users = [{"name": n, "password": p, **({"pool_mode": "transaction"} if n == "pgr_md5" else {})}
+             for n, p in pgr.USERS.items()]
+    router = pgrouter({"pool": {"mode": "session"}, "users": users})
+    with router.connect(user="pgr_md5") as txn:
+        assert txn.execute("select 1").fetchone() == (1,)
+        assert pgr.metric(router.metrics(), "pgrouter_servers_active") == 0  # given back after the transaction
+        with router.connect(user="pgr_scram") as session:
+            assert session.execute("select 1").fetchone() == (1,)
+            assert pgr.metric(router.metrics(), "pgrouter_servers_active") == 1  # kept for the session

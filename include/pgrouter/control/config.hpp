@@ -82,6 +82,8 @@ struct UserConfig {
   // Backend login: user name and password pgrouter uses on the servers (defaults: name, password).
   std::string backend_user;
   std::string backend_password;
+  // Overrides pool.mode (and the database's) for this user's connections.
+  std::optional<PoolMode> pool_mode;
 };
 
 struct AuthRule {
@@ -130,6 +132,12 @@ struct Config {
   const DatabaseConfig* find_database(std::string_view name) const;
   const UserConfig* find_user(std::string_view name) const;
   const PoolConfig& pool_for(const DatabaseConfig& db) const { return db.pool ? *db.pool : pool; }
+  // The pool settings of a (database, user): the database's, with the user's pool_mode if it has one.
+  PoolConfig pool_for(const DatabaseConfig& db, const UserConfig& user) const {
+    PoolConfig c = pool_for(db);
+    if (user.pool_mode) c.mode = *user.pool_mode;
+    return c;
+  }
   // First rule matching user, database and client address (dotted IPv4/IPv6 text); nullptr if none.
   const AuthRule* match_auth(std::string_view user, std::string_view database, std::string_view address) const;
 };

@@ -38,6 +38,10 @@ class SocketReadiness {
 
   // Reads what is there (up to n); waits for data when there is none. 0 with ec on EOF/error/cancel.
   awaitable<size_t> read_some(char* dst, size_t n, error_code& ec);
+  // Returns once a read may find data (or EOF/error), without reading: lets an idle connection hold
+  // no buffer while it waits.
+  awaitable<void> wait_readable(error_code& ec);
+  bool maybe_readable() const { return readable_; }  // false: the last read drained the socket
   // Writes all n bytes, waiting for buffer space as needed.
   awaitable<void> write_all(const char* src, size_t n, error_code& ec);
 
