@@ -121,7 +121,7 @@ HAP
   log "haproxy (tcp) on 127.0.0.1:$HAP_PORT"
 }
 
-# start_pgrouter MODE POOL_SIZE WORKERS: sets PGROUTER_PORT, PGROUTER_ADMIN_PORT and PGROUTER_PID, or returns 1
+# start_pgrouter MODE POOL_SIZE WORKERS [NAME]: sets PGROUTER_PORT, PGROUTER_ADMIN_PORT and PGROUTER_PID, or returns 1
 # with a message when the binary is missing or does not answer a query (it is still being written).
 start_pgrouter() {
   if [ ! -x "$PGROUTER_BIN" ]; then
@@ -130,7 +130,8 @@ start_pgrouter() {
   fi
   PGROUTER_PORT=$(free_port)
   PGROUTER_ADMIN_PORT=$(free_port)
-  cat >"$W/pgrouter.yaml" <<YAML
+  local name=${4:-pgrouter}
+  cat >"$W/$name.yaml" <<YAML
 version: 1
 listen:
   host: 127.0.0.1
@@ -159,12 +160,12 @@ auth:
     databases: [all]
     addresses: [all]
 YAML
-  "$PGROUTER_BIN" --config "$W/pgrouter.yaml" >"$W/pgrouter.log" 2>&1 &
+  "$PGROUTER_BIN" --config "$W/$name.yaml" >"$W/$name.log" 2>&1 &
   PGROUTER_PID=$!
   STARTED_PIDS+=("$PGROUTER_PID")
   if ! wait_for_sql "$PGROUTER_PORT" 10 "$PGROUTER_PID"; then
     log "SKIP pgrouter: it did not answer 'select 1' within 10 s. Last log lines:"
-    tail -n 15 "$W/pgrouter.log" >&2 || true
+    tail -n 15 "$W/$name.log" >&2 || true
     kill "$PGROUTER_PID" 2>/dev/null || true
     return 1
   fi

@@ -5,7 +5,8 @@
 #   POOL_MODE=session|transaction (session), POOL_SIZE (40), PGROUTER_WORKERS (2), CONNECT=1 (adds a -C run: a new
 #   connection per transaction), PREPARED=1 (adds -M prepared), REPLICA=1 (read/write splitting: a streaming replica
 #   is made; direct, haproxy and PgBouncer point at it, pgrouter at the primary with the replica, classifying every
-#   statement and routing the reads there; needs POOL_MODE=transaction)
+#   statement and routing the reads there; needs POOL_MODE=transaction), PGROUTER_BASE_BIN=path (adds another pgrouter
+#   build as the target "baseline", for an A/B in one run)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap bench_cleanup EXIT
@@ -35,6 +36,12 @@ declare -A PORT=([direct]=${TARGET_PORT:-$PGPORT})
 if start_haproxy; then TARGETS+=(haproxy); PORT[haproxy]=$HAP_PORT; fi
 if start_pgbouncer "$POOL_MODE" "$POOL_SIZE"; then TARGETS+=(pgbouncer); PORT[pgbouncer]=$BOUNCER_PORT; fi
 if start_pgrouter "$POOL_MODE" "$POOL_SIZE" "$PGROUTER_WORKERS"; then TARGETS+=(pgrouter); PORT[pgrouter]=$PGROUTER_PORT; fi
+if [ -n "${PGROUTER_BASE_BIN:-}" ]; then
+  # A/B in one run: another pgrouter build (e.g. an earlier commit) as the target "baseline".
+  if PGROUTER_BIN=$PGROUTER_BASE_BIN start_pgrouter "$POOL_MODE" "$POOL_SIZE" "$PGROUTER_WORKERS" baseline; then
+    TARGETS+=(baseline); PORT[baseline]=$PGROUTER_PORT
+  fi
+fi
 
 RESULTS=$W/results.tsv   # round target mode tps latency_ms
 : >"$RESULTS"
