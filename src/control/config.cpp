@@ -516,12 +516,16 @@ const Section<ShardConfig>& shard_section() {
   return section;
 }
 
-std::string parameter_name(std::string_view name) {
-  if (name.empty()) return "parameter names";
+// Names pgrouter puts into SQL unquoted: letters, digits, '_', '.' and what `extra` allows.
+bool plain_name(std::string_view name, std::string_view extra = {}) {
+  if (name.empty()) return false;
   for (char c : name)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.')) return "parameter names";
-  return "";
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || extra.find(c) != extra.npos))
+      return false;
+  return true;
 }
+
+std::string parameter_name(std::string_view name) { return plain_name(name) ? "" : "parameter names"; }
 
 const Section<PoolConfig>& pool_section() {
   static const Section<PoolConfig> section{
@@ -555,12 +559,7 @@ const Section<PoolConfig>& pool_section() {
   return section;
 }
 
-std::string function_name(std::string_view name) {
-  if (name.empty()) return "function names";
-  for (char c : name)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '$')) return "function names";
-  return "";
-}
+std::string function_name(std::string_view name) { return plain_name(name, "$") ? "" : "function names"; }
 
 const Section<RoutingConfig>& routing_section() {
   static const Section<RoutingConfig> section{

@@ -3,6 +3,8 @@
 
 #include <strings.h>
 
+#include <algorithm>
+
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/protocol/messages.hpp"
 
@@ -195,7 +197,11 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
 void Pool::release(std::unique_ptr<ServerConnection> conn, bool clean) {
   if (!conn) return;
   if (*conn->cancels_in_flight > 0) {
-    asio::co_spawn(ex_, release_after_cancels(std::move(conn), clean), asio::detached);
+    // Parked in the pool, not in the coroutine: at shutdown the pool (destroyed before the worker's
+    // readiness set) must own it, not a coroutine frame that the io_context destroys last.
+    ServerConnection* key = conn.get();
+    parked_.push_back({std::move(conn), clean});
+    asio::co_spawn(ex_, release_after_cancels(key), asio::detached);
     return;
   }
   if (!clean || expired(*conn, Clock::now()) || !conn->buffer.empty()) {
@@ -211,22 +217,31 @@ void Pool::release(std::unique_ptr<ServerConnection> conn, bool clean) {
   asio::co_spawn(ex_, reset_and_return(std::move(conn)), asio::detached);
 }
 
-awaitable<void> Pool::release_after_cancels(std::unique_ptr<ServerConnection> conn, bool clean) {
+awaitable<void> Pool::release_after_cancels(ServerConnection* key) {
   // A cancel is delivered within milliseconds; one that is not after 2 s makes the connection suspect.
   auto alive = alive_;
   asio::steady_timer t(ex_);
   auto give_up = Clock::now() + std::chrono::seconds(2);
-  while (*conn->cancels_in_flight > 0 && Clock::now() < give_up) {
+  auto parked = [&] {
+    return std::find_if(parked_.begin(), parked_.end(), [&](const Parked& p) { return p.conn.get() == key; });
+  };
+  for (;;) {
     t.expires_after(std::chrono::milliseconds(2));
     boost::system::error_code ec;
     co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
+    if (!*alive) co_return;
+    auto it = parked();
+    if (*it->conn->cancels_in_flight > 0 && Clock::now() < give_up) continue;
+    auto conn = std::move(it->conn);
+    bool clean = it->clean;
+    parked_.erase(it);
+    if (*conn->cancels_in_flight > 0) {
+      clean = false;
+      conn->cancels_in_flight = std::make_shared<int>(0);
+    }
+    release(std::move(conn), clean);
+    co_return;
   }
-  if (!*alive) co_return;
-  if (*conn->cancels_in_flight > 0) {
-    clean = false;
-    conn->cancels_in_flight = std::make_shared<int>(0);
-  }
-  release(std::move(conn), clean);
 }
 
 awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {

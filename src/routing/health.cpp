@@ -125,34 +125,21 @@ void HealthMonitor::probe(Target& t) {
     PQfinish(conn);
     conn = nullptr;
   }
-  if (!conn) {
-    conn = PQconnectdb(t.conninfo.c_str());
-    if (PQstatus(conn) != CONNECTION_OK) {
-      std::string err = PQerrorMessage(conn);
-      PQfinish(conn);
-      t.conn = nullptr;
-      t.health->probes_failed.fetch_add(1, std::memory_order_relaxed);
-      if (t.health->up.load()) {
-        log::warn("backend probe failed: no reads are routed to it until it answers",
-                  {{"backend", t.health->name}, {"error", err}});
-        t.health->mark_down();
-      }
-      return;
-    }
-  }
+  if (!conn) conn = PQconnectdb(t.conninfo.c_str());
   t.conn = conn;
   SteadyMs sent = steady_ms();
-  PGresult* res = PQexec(conn, kProbe);
+  PGresult* res = PQstatus(conn) == CONNECTION_OK ? PQexec(conn, kProbe) : nullptr;
   if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+    // Refused, broken or wrong answer: out of rotation until a probe succeeds (on a new connection).
     std::string err = PQerrorMessage(conn);
     PQclear(res);
+    PQfinish(conn);
+    t.conn = nullptr;
     t.health->probes_failed.fetch_add(1, std::memory_order_relaxed);
     if (t.health->up.load())
       log::warn("backend probe failed: no reads are routed to it until it answers",
                 {{"backend", t.health->name}, {"error", err}});
     t.health->mark_down();
-    PQfinish(conn);
-    t.conn = nullptr;
     return;
   }
   bool recovery = PQgetvalue(res, 0, 0)[0] == 't';

@@ -1,6 +1,7 @@
 // Transaction pooling's per-client prepared statements and settings (see the header for the design).
 #include "pgrouter/session/txn_tracker.hpp"
 
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
 #include <xxhash.h>
 
 #include <algorithm>
@@ -63,7 +64,8 @@ std::string error_message(std::string_view code, std::string_view message, std::
 // Statements with the same text, parameter types and search_path are the same statement: names in
 // the text are resolved at Parse time, so a client with another search_path gets its own.
 std::string TxnTracker::server_name_for(std::string_view query, std::string_view types) const {
-  XXH3_state_t* st = XXH3_createState();
+  XXH3_state_t state;
+  XXH3_state_t* st = &state;
   XXH3_128bits_reset(st);
   XXH3_128bits_update(st, query.data(), query.size());
   XXH3_128bits_update(st, "\0", 1);
@@ -73,7 +75,6 @@ std::string TxnTracker::server_name_for(std::string_view query, std::string_view
   XXH3_128bits_update(st, "\0", 1);
   XXH3_128bits_update(st, path.data(), path.size());
   XXH128_hash_t h = XXH3_128bits_digest(st);
-  XXH3_freeState(st);
   static constexpr char hex[] = "0123456789abcdef";
   std::string name = "pgr_";
   for (uint64_t part : {h.high64, h.low64})
@@ -473,7 +474,6 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       }
       // 'E': the transaction failed; what it SET is dropped when it ends (its tag is ROLLBACK).
       last_tag_.clear();
-      in_tx_ = status != 'I';
       return Reply::forward;
     }
     default:

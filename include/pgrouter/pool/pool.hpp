@@ -78,7 +78,7 @@ class Pool {
   // up an idle one (moving its slot).
   static constexpr std::chrono::milliseconds kStealAfter{20};
   awaitable<void> reset_and_return(std::unique_ptr<ServerConnection> conn);
-  awaitable<void> release_after_cancels(std::unique_ptr<ServerConnection> conn, bool clean);
+  awaitable<void> release_after_cancels(ServerConnection* parked);
   awaitable<void> open_spare();
   void hand_over(std::unique_ptr<ServerConnection> conn);  // to a waiter, else to the idle list
   void close(std::unique_ptr<ServerConnection> conn);       // frees a slot and wakes a waiter for it
@@ -96,6 +96,11 @@ class Pool {
   uint64_t generation_ = 1;
   int total_ = 0;  // open, opening or resetting
   std::deque<std::unique_ptr<ServerConnection>> idle_;
+  struct Parked {
+    std::unique_ptr<ServerConnection> conn;
+    bool clean;
+  };
+  std::list<Parked> parked_;  // given back with a cancel still on its way to the server
   std::list<Waiter*> waiters_;
   std::map<std::string, std::string> welcome_params_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -145,7 +145,6 @@ class TxnTracker {
   std::string unnamed_parse_;
   bool unnamed_valid_ = false;
   std::string last_tag_;
-  bool in_tx_ = false;
   bool uncertain_ = false;
   Settings settings_;
   uint64_t settings_version_ = 1;
