@@ -1,5 +1,6 @@
 // Loads and validates pgrouter's YAML config: each section is one declarative table of keys.
 #include "pgrouter/control/config.hpp"
+#include "pgrouter/util/strings.hpp"
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
@@ -99,9 +100,7 @@ std::optional<std::pair<int64_t, std::string>> split_number_unit(std::string_vie
   auto number = parse_int(text.substr(0, digits));
   std::string_view unit = text.substr(digits);
   while (!unit.empty() && unit.front() == ' ') unit.remove_prefix(1);
-  std::string lower(unit);
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-  return std::pair{*number, lower};
+  return std::pair{*number, util::ascii_lower(unit)};
 }
 
 std::optional<int64_t> parse_size(std::string_view text) {
@@ -550,8 +549,7 @@ const Section<PoolConfig>& pool_section() {
                                                kReloadable),
        name_list_key("track_parameters", &PoolConfig::track_parameters, parameter_name)},
       [](Loader& l, const Field& f, PoolConfig& pool) {
-        for (auto& name : pool.track_parameters)
-          for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        for (auto& name : pool.track_parameters) util::ascii_lower_in_place(name);
         if (pool.min_size > pool.size) {
           l.error_at(f, fmt::format("pool min_size ({}) must not exceed size ({})", pool.min_size, pool.size));
         }

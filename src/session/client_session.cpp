@@ -1,5 +1,6 @@
 // The client session coroutine: startup, authentication, server attach and the two-way relay.
 #include "pgrouter/session/client_session.hpp"
+#include "pgrouter/util/strings.hpp"
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -592,8 +593,7 @@ awaitable<bool> ClientSession::sync_params(pool::ServerError& err) {
     desired_.clear();
     startup_raw_.clear();
     for (auto& [k, v] : wanted_params_) {
-      std::string name = k;
-      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      std::string name = util::ascii_lower(k);
       desired_[name] = "SELECT pg_catalog.set_config(" + p::quote_literal(name) + ", " + p::quote_literal(v) + ", false)";
       startup_raw_[name] = {k, v};
     }

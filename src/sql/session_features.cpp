@@ -1,5 +1,6 @@
 // Lexical detection of session-scoped statements for transaction pooling (see the header).
 #include "pgrouter/sql/session_features.hpp"
+#include "pgrouter/util/strings.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -51,9 +52,7 @@ bool any_statement_starts_with(const std::string& lower, std::string_view word, 
 }  // namespace
 
 std::string_view session_feature(std::string_view sql) {
-  std::string lower(sql);
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::string lower = util::ascii_lower(sql);
   if (any_statement_starts_with(lower, "listen")) return "LISTEN";
   if (contains_word(lower, "pg_advisory_lock") || contains_word(lower, "pg_advisory_lock_shared") ||
       contains_word(lower, "pg_try_advisory_lock") || contains_word(lower, "pg_try_advisory_lock_shared"))
@@ -161,11 +160,7 @@ bool is_kw(const Token& t, std::string_view kw) {
   return true;
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
+std::string lower(std::string_view s) { return util::ascii_lower(s); }
 
 // True when only an optional ';' and nothing else is left.
 bool at_end(Lexer& lx, Token t) {
