@@ -2,7 +2,7 @@
 # Side-by-side pgbench -S through PostgreSQL direct, haproxy (TCP), PgBouncer and pgrouter (same pool mode) on one
 # throwaway PostgreSQL, interleaved over several rounds, printing medians and ratios as a markdown table.
 # Usage: bench/run.sh            env: T=seconds per run (15), C=clients (32), ROUNDS (3), PGROUTER_BIN, KEEP=1,
-#   POOL_MODE=session|transaction (session), POOL_SIZE (40), PGROUTER_WORKERS (2), CONNECT=1 (adds a -C run: a new
+#   POOL_MODE=session|transaction (session), POOL_SIZE (40), PGROUTER_WORKERS (0: pgrouter's default, half the cores), CONNECT=1 (adds a -C run: a new
 #   connection per transaction), PREPARED=1 (adds -M prepared), REPLICA=1 (read/write splitting: a streaming replica
 #   is made; direct, haproxy and PgBouncer point at it, pgrouter at the primary with the replica, classifying every
 #   statement and routing the reads there; needs POOL_MODE=transaction), PGROUTER_BASE_BIN=path (adds another pgrouter
@@ -16,7 +16,9 @@ C=${C:-32}
 ROUNDS=${ROUNDS:-3}
 POOL_MODE=${POOL_MODE:-session}
 POOL_SIZE=${POOL_SIZE:-40}  # session mode: >= clients, so no target makes clients wait for a server connection
-PGROUTER_WORKERS=${PGROUTER_WORKERS:-2}
+PGROUTER_WORKERS=${PGROUTER_WORKERS:-0}
+WORKERS_SHOWN=$PGROUTER_WORKERS
+[ "$PGROUTER_WORKERS" = 0 ] && WORKERS_SHOWN="$(($(nproc) / 2 > 0 ? $(nproc) / 2 : 1)) (default)"
 MODES=(simple extended)
 [ "${PREPARED:-0}" = 1 ] && MODES+=(prepared)
 [ "${CONNECT:-0}" = 1 ] && MODES+=(connect)  # "connect" = -M simple -C: a new connection per transaction
@@ -83,7 +85,7 @@ echo "## pgbench -S, $C clients, -j 2, ${T}s per run, median of $ROUNDS interlea
 echo
 echo "$(nproc) cores; PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'); $(pgbouncer --version | head -1);" \
   "HAProxy $(haproxy -v | awk 'NR==1{print $3}'); pgrouter $(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null || echo '?')" \
-  "($PGROUTER_WORKERS workers); pool size $POOL_SIZE, $POOL_MODE mode${REPLICA_PORT:+, reads through a streaming replica (pgrouter classifies and routes)}; $(date -u +%Y-%m-%d)."
+  "($WORKERS_SHOWN workers); pool size $POOL_SIZE, $POOL_MODE mode${REPLICA_PORT:+, reads through a streaming replica (pgrouter classifies and routes)}; $(date -u +%Y-%m-%d)."
 echo
 "$PYTHON" - "$RESULTS" "${TARGETS[*]}" "${MODES[*]}" <<'PY'
 import statistics

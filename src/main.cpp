@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
 
   std::signal(SIGPIPE, SIG_IGN);
   int nworkers = config->listen.workers > 0 ? config->listen.workers
-                                            : std::max(1, int(std::thread::hardware_concurrency()));
+                                            : std::max(1, int(std::thread::hardware_concurrency()) / 2);
   if (nworkers > 126) nworkers = 126;  // the worker index is encoded in cancel keys
 
   Runtime rt;

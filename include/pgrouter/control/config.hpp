@@ -97,7 +97,7 @@ struct AuthRule {
 struct ListenConfig {
   std::string host = "127.0.0.1";
   uint16_t port = 6432;
-  int workers = 0;  // 0 = one per core
+  int workers = 0;  // 0 = half the CPU cores, at least one
   int max_client_conn = 10000;
   int max_message_size = 64 * 1024 * 1024;  // bytes; bigger (or < 4) is 08P01
   Millis client_login_timeout{15000};
