@@ -192,13 +192,13 @@ awaitable<void> ClientSession::fail(Stream& s, const char* sqlstate, std::string
   std::string out;
   p::append_error(out, "FATAL", sqlstate, message, {}, hint);
   w_.stats().count_error(sqlstate, true);
-  co_await net::write_all(s, out);
+  co_await client_write_all(s, out);
 }
 
 template <typename Stream>
 awaitable<bool> ClientSession::read_startup_on(Stream& s, p::StartupPacket& out) {
   char len_buf[4];
-  if (co_await net::read_exact(s, len_buf, 4)) co_return false;
+  if (co_await client_read_exact(s, len_buf, 4)) co_return false;
   uint32_t len = p::read_be32(len_buf);
   if (len < 8 || len > p::kMaxStartupPacket) {
     co_await fail(s, p::sqlstate::protocol_violation,
@@ -207,7 +207,7 @@ awaitable<bool> ClientSession::read_startup_on(Stream& s, p::StartupPacket& out)
     co_return false;
   }
   std::string body(len - 4, '\0');
-  if (co_await net::read_exact(s, body.data(), body.size())) co_return false;
+  if (co_await client_read_exact(s, body.data(), body.size())) co_return false;
   std::string why;
   auto sp = p::parse_startup(body, why);
   if (!sp) {
@@ -224,6 +224,13 @@ awaitable<void> ClientSession::run() {
   counted_client_ = true;
   int now_clients = rt.clients.fetch_add(1, std::memory_order_relaxed) + 1;
   net::tune_socket(socket_);
+  // Plain TCP goes through the worker's readiness set from the first byte (TLS leaves it below).
+  net::error_code nbec;
+  socket_.native_non_blocking(true, nbec);
+  if (nbec || !client_ready_.attach(w_.readiness(), socket_.native_handle())) {
+    log::error("cannot register client socket", {{"session", id_}, {"error", nbec.message()}});
+    co_return;
+  }
 
   // A login that does not finish in time is cut off, whatever stage it is stuck in.
   auto login_done = std::make_shared<bool>(false);
@@ -237,6 +244,7 @@ awaitable<void> ClientSession::run() {
       auto& raw = tls_ ? tls_->next_layer() : socket_;
       raw.shutdown(tcp::socket::shutdown_both, ignored);
       raw.cancel(ignored);
+      client_ready_.cancel();
     }
   });
   struct Guard {
@@ -268,10 +276,13 @@ awaitable<void> ClientSession::run() {
       }
       auto ctx = w_.tls();
       if (!ctx) {
-        if (co_await net::write_all(socket_, "N", 1)) co_return;
+        if (co_await client_write_all(socket_, "N", 1)) co_return;
         continue;
       }
-      if (co_await net::write_all(socket_, "S", 1)) co_return;
+      if (co_await client_write_all(socket_, "S", 1)) co_return;
+      client_ready_.detach();  // TLS reads and writes go through Asio
+      net::error_code bec;
+      socket_.native_non_blocking(false, bec);
       tls_ = std::make_unique<net::TlsStream>(std::move(socket_), *ctx);
       net::error_code hec;
       co_await tls_->async_handshake(net::ssl::stream_base::server, asio::redirect_error(use_awaitable, hec));
@@ -301,7 +312,7 @@ awaitable<void> ClientSession::run() {
         co_return;
       }
       tried_gss = true;
-      if (co_await net::write_all(socket_, "N", 1)) co_return;
+      if (co_await client_write_all(socket_, "N", 1)) co_return;
       continue;
     }
     break;
@@ -329,7 +340,7 @@ awaitable<void> ClientSession::serve(Stream& s, p::StartupPacket sp) {
   if ((sp.code & 0xffff) != 0 || !unrecognized.empty()) {
     std::string out;
     p::append_negotiate_protocol_version(out, 0, unrecognized);
-    if (co_await net::write_all(s, out)) co_return;
+    if (co_await client_write_all(s, out)) co_return;
   }
   if (auto* r = sp.find("replication"); r && *r != "false" && *r != "0" && *r != "off" && *r != "no") {
     co_await fail(s, p::sqlstate::feature_not_supported, "pgrouter does not proxy replication connections",
@@ -368,7 +379,7 @@ awaitable<void> ClientSession::serve(Stream& s, p::StartupPacket sp) {
 template <typename Stream>
 awaitable<bool> ClientSession::read_password_message(Stream& s, std::string& body) {
   char hdr[5];
-  if (co_await net::read_exact(s, hdr, 5)) co_return false;
+  if (co_await client_read_exact(s, hdr, 5)) co_return false;
   uint32_t len = p::read_be32(hdr + 1);
   if (hdr[0] != 'p') {
     if (hdr[0] != 'X')
@@ -381,7 +392,7 @@ awaitable<bool> ClientSession::read_password_message(Stream& s, std::string& bod
     co_return false;
   }
   body.assign(len - 4, '\0');
-  if (len > 4 && co_await net::read_exact(s, body.data(), body.size())) co_return false;
+  if (len > 4 && co_await client_read_exact(s, body.data(), body.size())) co_return false;
   co_return true;
 }
 
@@ -414,7 +425,7 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
     RAND_bytes(reinterpret_cast<unsigned char*>(salt), 4);
     std::string out;
     p::append_auth(out, 5, std::string_view(salt, 4));
-    if (co_await net::write_all(s, out)) co_return false;
+    if (co_await client_write_all(s, out)) co_return false;
     if (!co_await read_password_message(s, body)) co_return false;
     std::string_view given(body.data(), body.find('\0') == std::string::npos ? body.size() : body.find('\0'));
     std::string stored;
@@ -446,7 +457,7 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
   if (!real) verifier = p::scram::mock_verifier(user_, w_.runtime().mock_secret);
   std::string out;
   p::append_auth(out, 10, std::string_view("SCRAM-SHA-256\0\0", 15));
-  if (co_await net::write_all(s, out)) co_return false;
+  if (co_await client_write_all(s, out)) co_return false;
   if (!co_await read_password_message(s, body)) co_return false;
   size_t pos = 0;
   auto mech = p::read_cstring(body, pos);
@@ -470,7 +481,7 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
   }
   out.clear();
   p::append_auth(out, 11, *server_first);
-  if (co_await net::write_all(s, out)) co_return false;
+  if (co_await client_write_all(s, out)) co_return false;
   if (!co_await read_password_message(s, body)) co_return false;
   std::string server_final;
   auto result = ex.handle_client_final(body, server_final, why);
@@ -481,7 +492,7 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
   if (result != p::scram::ServerExchange::Result::Ok || !real) co_return co_await bad_password();
   out.clear();
   p::append_auth(out, 12, server_final);
-  if (co_await net::write_all(s, out)) co_return false;
+  if (co_await client_write_all(s, out)) co_return false;
   co_return true;
 }
 
@@ -578,7 +589,7 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   p::append_backend_key_data(out, key_pid_, key_secret_);
   p::append_ready_for_query(out, 'I');
   if (txn_mode_ && server_) detach_server();  // the client gets a server again at its first message
-  if (co_await net::write_all(s, out)) co_return false;
+  if (co_await client_write_all(s, out)) co_return false;
   co_return true;
 }
 
@@ -771,16 +782,26 @@ awaitable<void> ClientSession::client_write(net::TlsStream& s, const char* src, 
 }
 
 template <typename Stream>
+awaitable<net::error_code> ClientSession::client_read_exact(Stream& s, char* dst, size_t n) {
+  net::error_code ec;
+  while (n > 0 && !ec) {
+    size_t got = co_await client_read(s, dst, n, ec);
+    dst += got;
+    n -= got;
+  }
+  co_return ec;
+}
+
+template <typename Stream>
+awaitable<net::error_code> ClientSession::client_write_all(Stream& s, const char* src, size_t n) {
+  net::error_code ec;
+  co_await client_write(s, src, n, ec);
+  co_return ec;
+}
+
+template <typename Stream>
 awaitable<void> ClientSession::relay(Stream& s) {
   s2c_done_ = std::make_unique<asio::steady_timer>(w_.io());
-  if (!tls_) {
-    net::error_code ec;
-    socket_.native_non_blocking(true, ec);
-    if (ec || !client_ready_.attach(w_.readiness(), socket_.native_handle())) {
-      log::error("cannot register client socket for the relay", {{"session", id_}});
-      co_return;
-    }
-  }
   last_activity_ = pool::Clock::now();
   if (server_) start_server_to_client(s);  // session pooling: the server stays for the whole session
   co_await client_to_server(s);
@@ -795,7 +816,8 @@ awaitable<void> ClientSession::relay(Stream& s) {
     std::string out;
     p::append_error(out, "FATAL", pending_fatal_sqlstate_, pending_fatal_message_);
     w_.stats().count_error(pending_fatal_sqlstate_, true);
-    co_await net::write_all(s, out);
+    client_ready_.rearm();  // the relay loops cancelled it on their way out
+    co_await client_write_all(s, out);
   }
   if (server_) {
     bool clean = !server_broken_ && pending_ == 0 && !unsynced_ && !s2c_mid_message_ && (!tracker_ || tracker_->idle());
