@@ -125,7 +125,11 @@ void HealthMonitor::probe(Target& t) {
     PQfinish(conn);
     conn = nullptr;
   }
-  if (!conn) conn = PQconnectdb(t.conninfo.c_str());
+  if (!conn) {
+    conn = PQconnectdb(t.conninfo.c_str());
+    // A server's notices (e.g. the WARNING before an immediate shutdown) are not pgrouter's output.
+    PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
+  }
   t.conn = conn;
   SteadyMs sent = steady_ms();
   PGresult* res = PQstatus(conn) == CONNECTION_OK ? PQexec(conn, kProbe) : nullptr;

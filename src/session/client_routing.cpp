@@ -25,10 +25,11 @@ std::string_view unquote(std::string_view v) {
 
 }  // namespace
 
-int ClientSession::choose_backend() {
+int ClientSession::choose_backend(const char* d, size_t n) {
   const auto& shard = db_->shards.at(0);
   const auto& rc = db_->routing;
   auto& stats = w_.stats();
+  tx_read_ = false;
   if (!tracker_ || shard.replicas.empty() || rc.read_from == control::ReadFrom::primary) return 0;
 
   // SET pgrouter.route = primary | replica | auto (carried with the client's other settings).
@@ -45,8 +46,6 @@ int ClientSession::choose_backend() {
   sql::RouteHint hint = sql::RouteHint::none;
   std::vector<std::pair<std::string_view, bool>> parsed_here;  // named statements parsed in this batch
   auto& cache = w_.classifier();
-  const char* d = client_buf_.data();
-  size_t n = client_buf_.size();
   for (size_t i = 0; i + 5 <= n;) {
     char type = d[i];
     uint32_t len = p::read_be32(d + i + 1);
@@ -88,6 +87,7 @@ int ClientSession::choose_backend() {
     if (!*read) all_read = false;
   }
 
+  tx_read_ = any && all_read;
   bool want_replica;
   if (session_route == "primary" || hint == sql::RouteHint::primary) want_replica = false;
   else if (session_route == "replica" || hint == sql::RouteHint::replica) want_replica = true;
@@ -139,6 +139,59 @@ int ClientSession::choose_backend() {
   }
   stats.routed_reads_replica_total.fetch_add(1, std::memory_order_relaxed);
   return pick + 1;
+}
+
+namespace {
+// A server that answers a login this way is going away or not up yet: route elsewhere.
+bool unavailable(std::string_view sqlstate) {
+  return sqlstate == "57P01" || sqlstate == "57P02" || sqlstate == "57P03";
+}
+}  // namespace
+
+awaitable<bool> ClientSession::attach_backend(bool from_mark) {
+  // Read/write splitting: the transaction's first messages say where it goes. A replica that cannot be
+  // reached is taken out of rotation and the transaction goes elsewhere (nothing was sent yet).
+  pool::ServerError err;
+  for (size_t attempt = 0;; ++attempt) {
+    // Fetched again each round: the buffer may have moved while the previous round waited.
+    const char* d = from_mark ? client_buf_.mark_data() : client_buf_.data();
+    size_t n = from_mark ? client_buf_.size_since_mark() : client_buf_.size();
+    backend_ = choose_backend(d, n);
+    if (backend_ < 0) {
+      backend_ = 0;
+      pending_fatal_sqlstate_ = p::sqlstate::cannot_connect;
+      pending_fatal_message_ = "no replica can take this read (all down, lagging or paused) and "
+                               "routing.primary_fallback is false";
+      co_return false;
+    }
+    server_pool_ = backend_ == 0 ? pool_ : &w_.pool_for(*db_, *user_cfg_, backend_);
+    server_ = co_await server_pool_->acquire(err);
+    if (server_ || backend_ == 0 || attempt > db_->shards[0].replicas.size()) break;
+    if ((err.from_server && !unavailable(err.sqlstate)) || err.sqlstate == p::sqlstate::too_many_connections)
+      break;  // busy, not down
+    if (auto& h = server_pool_->settings().health) h->mark_down();
+    log::warn("replica unreachable: taken out of rotation, transaction routed elsewhere",
+              {{"session", id_}, {"backend", server_pool_->settings().target.host + ":" +
+                                                std::to_string(server_pool_->settings().target.port)},
+               {"error", err.message}});
+  }
+  if (!server_) {
+    pending_fatal_sqlstate_ = err.sqlstate.empty() ? std::string(p::sqlstate::cannot_connect) : err.sqlstate;
+    pending_fatal_message_ = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
+    co_return false;
+  }
+  w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
+  if (pinned_) server_->dirty = true;
+  pool::ServerError serr;
+  if (!co_await sync_params(serr)) {
+    pending_fatal_sqlstate_ = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
+    pending_fatal_message_ = serr.message.empty() ? "server connection failed while applying session parameters"
+                                                  : serr.message;
+    w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+    server_pool_->release(std::move(server_), serr.from_server);
+    co_return false;
+  }
+  co_return true;
 }
 
 void ClientSession::transaction_ended() {

@@ -12,34 +12,7 @@ import psycopg
 import pytest
 
 import pgr
-
-PROBE = "100ms"
-
-
-def routing_config(cluster, replicas=None, **routing):
-    replicas = [cluster.endpoint("replica")] if replicas is None else replicas
-    return {"listen": {"workers": 1}, "pool": {"mode": "transaction", "size": 4},
-            "databases": [{"name": "app", "shards": [{"primary": cluster.endpoint("primary"), "replicas": replicas}],
-                           "routing": {"probe_interval": PROBE, **routing}}]}
-
-
-def where(conn, sql="select pg_is_in_recovery()", params=None, **kw):
-    """'replica' or 'primary': where the statement ran."""
-    return "replica" if conn.execute(sql, params, **kw).fetchone()[0] else "primary"
-
-
-def wait_for(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def replica_in_rotation(router):
-    with router.connect() as c:
-        return where(c) == "replica"
+from routing_util import replica_in_rotation, routing_config, wait_for, where
 
 
 def test_reads_go_to_the_replica_and_writes_to_the_primary(cluster, pgrouter):
