@@ -22,12 +22,15 @@ std::string conn_value(const std::string& v) {  // libpq conninfo quoting
   return out + "'";
 }
 
-// One query answers everything routing needs; a replica reports its replayed position.
+// One query answers everything routing needs; a replica reports its replayed position, a primary its
+// timeline (the first 8 hex digits of its current WAL file name).
 constexpr const char* kProbe =
     "SELECT pg_is_in_recovery(), "
     "(coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, "
     "'0/0') - '0/0'::pg_lsn)::bigint, "
-    "CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END";
+    "CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END, "
+    "CASE WHEN pg_is_in_recovery() THEN 0 "
+    "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END";
 }  // namespace
 
 HealthMonitor::HealthMonitor() = default;
@@ -58,7 +61,7 @@ void HealthMonitor::update(const control::Config& config) {
   for (const auto& db : config.databases) {
     if (db.shards.empty()) continue;
     const auto& shard = db.shards[0];
-    if (shard.replicas.empty()) continue;  // nothing to route between: no probes
+    if (shard.replicas.empty() && !shard.auto_roles) continue;  // nothing to route between: no probes
     const control::UserConfig* user = db.routing.probe_user.empty() ? nullptr : config.find_user(db.routing.probe_user);
     if (!user && !config.users.empty()) user = &config.users.front();
     if (!user) continue;
@@ -149,8 +152,13 @@ void HealthMonitor::probe(Target& t) {
   bool recovery = PQgetvalue(res, 0, 0)[0] == 't';
   uint64_t lsn = std::strtoull(PQgetvalue(res, 0, 1), nullptr, 10);
   bool paused = PQgetvalue(res, 0, 2)[0] == 't';
+  auto timeline = uint32_t(std::strtoul(PQgetvalue(res, 0, 3), nullptr, 10));
   PQclear(res);
   auto& h = *t.health;
+  if (!h.probed.load() || h.in_recovery.load() != recovery)
+    log::info(recovery ? "backend is a replica (in recovery)" : "backend is a primary (not in recovery)",
+              {{"backend", h.name}, {"timeline", uint64_t(timeline)}});
+  h.timeline.store(timeline);
   h.in_recovery.store(recovery);
   h.replay_paused.store(paused);
   h.lsn.store(lsn);

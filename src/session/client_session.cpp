@@ -503,17 +503,36 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
                                             pc.track_parameters, search_path);
   }
   std::map<std::string, std::string> welcome;
-  if (txn_mode_ && !pool_->welcome_params().empty()) {
+  const auto& shard = db_->shards.at(0);
+  pool::Pool* params_pool = pool_;
+  if (txn_mode_ && shard.auto_roles)  // role: auto: any host's parameters will do for a welcome
+    for (size_t i = 1; i < shard.backends() && params_pool->welcome_params().empty(); ++i)
+      params_pool = &w_.pool_for(*db_, *user_cfg_, int(i));
+  if (txn_mode_ && !params_pool->welcome_params().empty()) {
     // Transaction pooling: a login needs no server when the pool already knows the servers'
     // parameters; the client's own settings are applied at its first transaction.
-    welcome = pool_->welcome_params();
+    welcome = params_pool->welcome_params();
     for (auto& [k, v] : wanted_params_)
       if (auto it = welcome.find(k); it != welcome.end()) it->second = v;
   } else {
-    pool::ServerError err;
-    server_ = co_await pool_->acquire(err);
-    server_pool_ = pool_;
+    // role: auto: the session's server (or the first welcome's) comes from the host that is the primary now.
     backend_ = 0;
+    if (shard.auto_roles) {
+      backend_ = primary_backend();
+      if (backend_ < 0 && txn_mode_)  // a transaction-pooled login only needs some server's parameters
+        for (size_t i = 0; i < shard.backends() && backend_ < 0; ++i)
+          if (const auto* h = health_of(int(i)); h && h->up.load() && h->probed.load()) backend_ = int(i);
+      if (backend_ < 0) backend_ = co_await await_primary(pool::Clock::now() + db_->routing.wait_for_primary);
+      if (backend_ < 0) {
+        backend_ = 0;
+        std::string msg = no_primary_message();
+        co_await fail(s, p::sqlstate::cannot_connect, msg);
+        co_return false;
+      }
+    }
+    pool::ServerError err;
+    server_pool_ = &w_.pool_for(*db_, *user_cfg_, backend_);
+    server_ = co_await server_pool_->acquire(err);
     if (!server_) {
       // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.
       std::string msg = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;

@@ -30,7 +30,7 @@ std::string backend_name(const pool::Pool& pool) {
 
 void ClientSession::open_retry_window() {
   retry_.attempts = 0;
-  if (!tracker_ || !tx_read_ || backend_ == 0 || retry_.window) return;
+  if (!tracker_ || !tx_read_ || !tx_on_replica_ || retry_.window) return;
   retry_.window = true;
   retry_.server_sqlstate.clear();
   retry_.server_message.clear();
@@ -78,7 +78,7 @@ awaitable<bool> ClientSession::replace_failed_server(std::string why) {
   std::string replica = backend_name(*server_pool_), failed;
   bool ok = false;
   // Every replica once, then the primary: each round drops a server that broke before answering.
-  size_t limit = db_->shards.at(0).replicas.size() + 1;
+  size_t limit = db_->shards.at(0).backends();
   for (;;) {
     failed = backend_name(*server_pool_);
     if (auto& h = server_pool_->settings().health) h->mark_down();
@@ -127,7 +127,7 @@ awaitable<bool> ClientSession::replace_failed_server(std::string why) {
   }
   if (ok) {
     server_broken_ = server_sent_fatal_ = false;
-    if (backend_ == 0) close_retry_window();  // the primary is not retried
+    if (!tx_on_replica_) close_retry_window();  // a read on the primary is not retried
   } else if (!client_done_) {
     // Nobody can answer the read: the client gets the going-away error the replica sent, or 08006.
     std::string reason = std::move(pending_fatal_message_);

@@ -39,8 +39,16 @@ class ClientSession {
   // backend when a replica cannot be reached) and gives it the client's settings; false with
   // pending_fatal_* set when no server could be had. from_mark: route the bytes kept for a read retry.
   int choose_backend(const char* d, size_t n);
+  static constexpr int kNoReplica = -1;  // choose_backend: a read nothing may take (primary_fallback false)
+  static constexpr int kNoPrimary = -2;  // choose_backend: role: auto and no host is the primary now
   awaitable<bool> attach_backend(bool from_mark);
   void transaction_ended();
+  // The primary's backend: 0 with fixed roles; with role: auto the one probes found (or < 0: none now).
+  int primary_backend();
+  // role: auto: waits (polling the probes' findings) until a host is the primary or give_up_at passes.
+  awaitable<int> await_primary(pool::Clock::time_point give_up_at);
+  std::string no_primary_message();  // what the client is told when no host is the primary
+  const routing::BackendHealth* health_of(int backend);
   // Read retry (read_retry.cpp): a read routed to a replica keeps its client bytes (client_buf_'s mark)
   // until the first byte of its answer reaches the client; if the replica breaks before that, another
   // backend gets the same bytes.
@@ -107,6 +115,7 @@ class ClientSession {
   int64_t write_done_at_ = 0;          // steady ms when the client's last write transaction ended (0 = none)
   uint64_t required_lsn_ = 0;          // the primary's WAL position a replica must have replayed for this client
   bool tx_read_ = false;               // the transaction's first messages are all reads (may be retried)
+  bool tx_on_replica_ = false;         // the transaction was routed to a replica
   struct ReadRetry {
     bool window = false;  // client bytes kept since client_buf_'s mark; nothing of the answer relayed yet
     bool busy = false;    // server -> client is replacing the server: client -> server sends nothing
