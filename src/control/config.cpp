@@ -606,6 +606,7 @@ const Section<RoutingConfig>& routing_section() {
        choice_key<RoutingConfig, bool>("read_your_writes", &RoutingConfig::read_your_writes,
                                        {{"true", true}, {"false", false}}, kReloadable),
        int_key("max_lag_bytes", &RoutingConfig::max_lag_bytes, 0, int64_t(1) << 50, kReloadable),
+       timeout_key("max_lag_time", &RoutingConfig::max_lag_time, kReloadable),
        timeout_key("wait_for_primary", &RoutingConfig::wait_for_primary, kReloadable),
        duration_key("probe_interval", &RoutingConfig::probe_interval, kReloadable),
        string_key("probe_user", &RoutingConfig::probe_user, kReloadable),

@@ -8,6 +8,8 @@ bool replica_eligible(const BackendHealth& replica, const BackendHealth* primary
   if (!replica.up.load(std::memory_order_relaxed) || !replica.probed.load(std::memory_order_relaxed)) return false;
   if (!replica.in_recovery.load(std::memory_order_relaxed)) return false;  // promoted or misconfigured: not a replica
   if (replica.replay_paused.load(std::memory_order_relaxed)) return false;
+  if (cfg.max_lag_time.count() > 0 && replica.replay_lag_ms.load(std::memory_order_relaxed) > cfg.max_lag_time.count())
+    return false;
   uint64_t at = replica.lsn.load(std::memory_order_relaxed);
   if (required_lsn != 0 && at < required_lsn) return false;
   if (cfg.max_lag_bytes > 0 && primary && primary->probed.load(std::memory_order_relaxed)) {

@@ -42,6 +42,16 @@ TEST_CASE("a replica takes reads only when up, replaying, close enough and past 
   CHECK_FALSE(routing::replica_eligible(r, &primary, cfg, 0));
   routing::BackendHealth unprobed;
   CHECK_FALSE(routing::replica_eligible(unprobed, &primary, cfg, 0));
+  // Time-based lag (routing.max_lag_time, 0 = off).
+  routing::BackendHealth slow;
+  healthy_replica(slow, 10'000'000);
+  slow.replay_lag_ms = 2500;
+  CHECK(routing::replica_eligible(slow, &primary, cfg, 0));
+  cfg.max_lag_time = std::chrono::milliseconds(2000);
+  CHECK_FALSE(routing::replica_eligible(slow, &primary, cfg, 0));
+  slow.replay_lag_ms = 2000;  // at the bound: still in
+  CHECK(routing::replica_eligible(slow, &primary, cfg, 0));
+  cfg.max_lag_time = std::chrono::milliseconds(0);
   // No primary known (role: auto during a failover): lag cannot be measured and is not held against it.
   routing::BackendHealth far;
   healthy_replica(far, 1);
@@ -114,7 +124,7 @@ databases:
   - name: app
     shards: [{primary: {host: 127.0.0.1, port: 5432}, replicas: [{host: 127.0.0.1, port: 5433, weight: 3}]}]
     routing: {read_from: any, strategy: weighted, primary_fallback: false, max_lag_bytes: 1000,
-              probe_interval: 250ms, read_only_functions: [app.price_of]}
+              max_lag_time: 2s, probe_interval: 250ms, read_only_functions: [app.price_of]}
 users: [{name: u, password: p}]
 auth: [{method: scram-sha-256}]
 )", "t.yaml");
@@ -124,6 +134,7 @@ auth: [{method: scram-sha-256}]
   CHECK(r.strategy == control::ReplicaStrategy::weighted);
   CHECK_FALSE(r.primary_fallback);
   CHECK(r.max_lag_bytes == 1000);
+  CHECK(r.max_lag_time.count() == 2000);
   CHECK(r.probe_interval.count() == 250);
   CHECK(r.read_only_functions == std::vector<std::string>{"app.price_of"});
   auto bad = control::load_config_string(R"(

@@ -67,6 +67,7 @@ struct RoutingConfig {
   bool primary_fallback = true;      // reads go to the primary when no replica is eligible
   bool read_your_writes = true;      // after a client's write, its reads wait for a replica that replayed it
   int64_t max_lag_bytes = 16 << 20;  // a replica further behind the primary stops getting reads (0 = no bound)
+  Millis max_lag_time{0};            // a replica whose replay is further behind than this stops getting reads (0 = off)
   Millis wait_for_primary{5000};     // role: auto: how long a write waits for a host to be the primary (0 = not)
   Millis probe_interval{500};        // how often every backend is probed (pg_is_in_recovery, WAL positions)
   std::string probe_user;            // the configured user whose backend login probes use (default: the first)

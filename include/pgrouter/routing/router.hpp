@@ -10,9 +10,10 @@
 
 namespace pgrouter::routing {
 
-// A replica may take a read when it answered its last probe, is in recovery and replaying, is within
-// routing.max_lag_bytes of the primary (not checked when no primary is known: primary null or unprobed),
-// and has replayed at least required_lsn (read-your-writes; 0 = none).
+// A replica may take a read when it answered its last probe, is in recovery and replaying, its replay is
+// within routing.max_lag_time, it is within routing.max_lag_bytes of the primary (not checked when no
+// primary is known: primary null or unprobed), and it has replayed at least required_lsn
+// (read-your-writes; 0 = none).
 bool replica_eligible(const BackendHealth& replica, const BackendHealth* primary, const control::RoutingConfig& cfg,
                       uint64_t required_lsn);
 
