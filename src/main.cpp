@@ -1,4 +1,5 @@
 // pgrouter entry point: command line, config load, workers, admin HTTP, signals (reload, shutdown).
+#include <fmt/format.h>
 #include <openssl/rand.h>
 #include <unistd.h>
 
@@ -155,14 +156,19 @@ int main(int argc, char** argv) {
                       "replica.\n# TYPE pgrouter_backend_wal_lsn_bytes gauge\n";
     std::string ej = "# HELP pgrouter_backend_ejections_total Times the backend was taken out of rotation.\n"
                      "# TYPE pgrouter_backend_ejections_total counter\n";
+    std::string lag = "# HELP pgrouter_backend_replay_lag_seconds A replica's replay delay: 0 when it replayed all "
+                      "it received, else the age of the last transaction it replayed.\n"
+                      "# TYPE pgrouter_backend_replay_lag_seconds gauge\n";
     for (auto& h : rt.health.all()) {
       std::string label = "{backend=\"" + h->name + "\"} ";
       up += "pgrouter_backend_up" + label + (h->up.load() ? "1\n" : "0\n");
       rec += "pgrouter_backend_in_recovery" + label + (h->in_recovery.load() ? "1\n" : "0\n");
       lsn += "pgrouter_backend_wal_lsn_bytes" + label + std::to_string(h->lsn.load()) + "\n";
       ej += "pgrouter_backend_ejections_total" + label + std::to_string(h->ejections.load()) + "\n";
+      lag += "pgrouter_backend_replay_lag_seconds" + label + fmt::format("{:.3f}", double(h->replay_lag_ms.load()) / 1000) +
+             "\n";
     }
-    return up + rec + lsn + ej;
+    return up + rec + lsn + ej + lag;
   };
   for (auto& w : rt.workers) w->start();
   rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));

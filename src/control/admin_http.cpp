@@ -206,6 +206,9 @@ std::string render_metrics(const Stats& stats) {
   counter("pgrouter_routed_reads_refused_total",
           "Read/write splitting: reads refused because no replica was eligible and primary_fallback is false.",
           sum_over(all, &WorkerStats::routed_reads_refused_total));
+  counter("pgrouter_routed_reads_retried_total",
+          "Read/write splitting: reads sent again to another backend after their replica broke before answering.",
+          sum_over(all, &WorkerStats::routed_reads_retried_total));
   counter("pgrouter_session_features_refused_total",
           "Transaction pooling: statements refused because of pool.session_features: refuse.",
           sum_over(all, &WorkerStats::session_features_refused_total));

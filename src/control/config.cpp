@@ -509,9 +509,37 @@ const Section<Endpoint>& endpoint_section() {
 const Section<ShardConfig>& shard_section() {
   static const Section<ShardConfig> section{
       "in a shard",
-      {required(section_key("primary", &ShardConfig::primary, endpoint_section, kReloadable)),
-       list_key("replicas", &ShardConfig::replicas, endpoint_section, 0)},
-      {}};
+      {section_key("primary", &ShardConfig::primary, endpoint_section, kReloadable),
+       list_key("replicas", &ShardConfig::replicas, endpoint_section, 0),
+       list_key("hosts", &ShardConfig::hosts, endpoint_section, 1)},
+      [](Loader& l, const Field& f, ShardConfig& shard) {
+        if (!f.value.IsMap()) return;
+        bool fixed = f.value["primary"].IsDefined(), automatic = f.value["hosts"].IsDefined();
+        if (fixed == automatic) {
+          l.error_at(f, fmt::format("a shard needs {} 'primary' (fixed roles, with optional 'replicas') or 'hosts' "
+                                    "(role: auto: the host that is not in recovery is the primary)",
+                                    fixed ? "either" : "one of"));
+          return;
+        }
+        if (!automatic) return;
+        if (f.value["replicas"].IsDefined()) {
+          l.error_at(f.value["replicas"].Mark(), "'replicas' cannot be used with 'hosts': list every server under "
+                                                 "'hosts' (their roles are found by probing)");
+          return;
+        }
+        std::map<std::string, int> seen;
+        for (size_t i = 0; i < shard.hosts.size(); ++i) {
+          auto key = shard.hosts[i].host + ":" + std::to_string(shard.hosts[i].port);
+          if (!seen.emplace(key, int(i)).second) {
+            l.error_at(f.value["hosts"][i].Mark(), fmt::format("host {} is listed twice in 'hosts'", key));
+            return;
+          }
+        }
+        if (shard.hosts.empty()) return;  // already reported
+        shard.auto_roles = true;
+        shard.primary = shard.hosts[0];
+        shard.replicas.assign(shard.hosts.begin() + 1, shard.hosts.end());
+      }};
   return section;
 }
 
@@ -576,6 +604,8 @@ const Section<RoutingConfig>& routing_section() {
        choice_key<RoutingConfig, bool>("read_your_writes", &RoutingConfig::read_your_writes,
                                        {{"true", true}, {"false", false}}, kReloadable),
        int_key("max_lag_bytes", &RoutingConfig::max_lag_bytes, 0, int64_t(1) << 50, kReloadable),
+       timeout_key("max_lag_time", &RoutingConfig::max_lag_time, kReloadable),
+       timeout_key("wait_for_primary", &RoutingConfig::wait_for_primary, kReloadable),
        duration_key("probe_interval", &RoutingConfig::probe_interval, kReloadable),
        string_key("probe_user", &RoutingConfig::probe_user, kReloadable),
        name_list_key("read_only_functions", &RoutingConfig::read_only_functions, function_name)},

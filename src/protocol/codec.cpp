@@ -11,19 +11,22 @@ void Buffer::reserve_message(size_t total) {
     mem_ = std::make_unique<char[]>(cap_);
     return;
   }
-  size_t live = size();
-  if (head_ + total <= cap_ && head_ + live < cap_) return;
-  if (total < cap_ && live < cap_) {  // compacting is enough
-    std::memmove(mem_.get(), mem_.get() + head_, live);
+  // Bytes from `base` on are kept: the unread ones, and those consumed since a mark.
+  size_t base = marked_ ? mark_ : head_;
+  size_t kept = tail_ - base, behind = head_ - base;
+  if (head_ + total <= cap_ && tail_ < cap_) return;
+  if (behind + total < cap_ && kept < cap_) {  // compacting is enough
+    std::memmove(mem_.get(), mem_.get() + base, kept);
   } else {
-    size_t ncap = std::max(cap_ * 2, total + 1024);
+    size_t ncap = std::max(cap_ * 2, behind + total + 1024);
     auto nmem = std::make_unique<char[]>(ncap);
-    std::memcpy(nmem.get(), mem_.get() + head_, live);
+    std::memcpy(nmem.get(), mem_.get() + base, kept);
     mem_ = std::move(nmem);
     cap_ = ncap;
   }
-  head_ = 0;
-  tail_ = live;
+  mark_ = 0;
+  head_ = behind;
+  tail_ = kept;
 }
 
 void Buffer::prepare_read() {
@@ -38,7 +41,7 @@ void Buffer::prepare_read() {
 }
 
 void Buffer::shrink(bool release_all) {
-  if (!empty()) return;
+  if (!empty() || marked_) return;
   if (release_all) {
     mem_.reset();
     cap_ = 0;

@@ -3,6 +3,9 @@
 
 #include <libpq-fe.h>
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "pgrouter/control/log.hpp"
 
 namespace pgrouter::routing {
@@ -22,12 +25,18 @@ std::string conn_value(const std::string& v) {  // libpq conninfo quoting
   return out + "'";
 }
 
-// One query answers everything routing needs; a replica reports its replayed position.
+// One query answers everything routing needs; a replica reports its replayed position and how far its
+// replay is behind in time (0 once it replayed all it received; NULLs, e.g. nothing replayed yet, count
+// as 0), a primary its timeline (the first 8 hex digits of its current WAL file name).
 constexpr const char* kProbe =
     "SELECT pg_is_in_recovery(), "
     "(coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, "
     "'0/0') - '0/0'::pg_lsn)::bigint, "
-    "CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END";
+    "CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END, "
+    "CASE WHEN pg_is_in_recovery() THEN 0 "
+    "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END, "
+    "CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+    "ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END";
 }  // namespace
 
 HealthMonitor::HealthMonitor() = default;
@@ -58,7 +67,7 @@ void HealthMonitor::update(const control::Config& config) {
   for (const auto& db : config.databases) {
     if (db.shards.empty()) continue;
     const auto& shard = db.shards[0];
-    if (shard.replicas.empty()) continue;  // nothing to route between: no probes
+    if (shard.replicas.empty() && !shard.auto_roles) continue;  // nothing to route between: no probes
     const control::UserConfig* user = db.routing.probe_user.empty() ? nullptr : config.find_user(db.routing.probe_user);
     if (!user && !config.users.empty()) user = &config.users.front();
     if (!user) continue;
@@ -125,7 +134,11 @@ void HealthMonitor::probe(Target& t) {
     PQfinish(conn);
     conn = nullptr;
   }
-  if (!conn) conn = PQconnectdb(t.conninfo.c_str());
+  if (!conn) {
+    conn = PQconnectdb(t.conninfo.c_str());
+    // A server's notices (e.g. the WARNING before an immediate shutdown) are not pgrouter's output.
+    PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
+  }
   t.conn = conn;
   SteadyMs sent = steady_ms();
   PGresult* res = PQstatus(conn) == CONNECTION_OK ? PQexec(conn, kProbe) : nullptr;
@@ -145,8 +158,15 @@ void HealthMonitor::probe(Target& t) {
   bool recovery = PQgetvalue(res, 0, 0)[0] == 't';
   uint64_t lsn = std::strtoull(PQgetvalue(res, 0, 1), nullptr, 10);
   bool paused = PQgetvalue(res, 0, 2)[0] == 't';
+  auto timeline = uint32_t(std::strtoul(PQgetvalue(res, 0, 3), nullptr, 10));
+  auto lag_ms = int64_t(std::max(0.0, std::strtod(PQgetvalue(res, 0, 4), nullptr)) * 1000.0);
   PQclear(res);
   auto& h = *t.health;
+  if (!h.probed.load() || h.in_recovery.load() != recovery)
+    log::info(recovery ? "backend is a replica (in recovery)" : "backend is a primary (not in recovery)",
+              {{"backend", h.name}, {"timeline", uint64_t(timeline)}});
+  h.timeline.store(timeline);
+  h.replay_lag_ms.store(lag_ms);
   h.in_recovery.store(recovery);
   h.replay_paused.store(paused);
   h.lsn.store(lsn);

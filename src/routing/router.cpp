@@ -3,18 +3,41 @@
 
 namespace pgrouter::routing {
 
-bool replica_eligible(const BackendHealth& replica, const BackendHealth& primary, const control::RoutingConfig& cfg,
+bool replica_eligible(const BackendHealth& replica, const BackendHealth* primary, const control::RoutingConfig& cfg,
                       uint64_t required_lsn) {
   if (!replica.up.load(std::memory_order_relaxed) || !replica.probed.load(std::memory_order_relaxed)) return false;
   if (!replica.in_recovery.load(std::memory_order_relaxed)) return false;  // promoted or misconfigured: not a replica
   if (replica.replay_paused.load(std::memory_order_relaxed)) return false;
+  if (cfg.max_lag_time.count() > 0 && replica.replay_lag_ms.load(std::memory_order_relaxed) > cfg.max_lag_time.count())
+    return false;
   uint64_t at = replica.lsn.load(std::memory_order_relaxed);
   if (required_lsn != 0 && at < required_lsn) return false;
-  if (cfg.max_lag_bytes > 0 && primary.probed.load(std::memory_order_relaxed)) {
-    uint64_t head = primary.lsn.load(std::memory_order_relaxed);
+  if (cfg.max_lag_bytes > 0 && primary && primary->probed.load(std::memory_order_relaxed)) {
+    uint64_t head = primary->lsn.load(std::memory_order_relaxed);
     if (head > at && head - at > uint64_t(cfg.max_lag_bytes)) return false;
   }
   return true;
+}
+
+int find_primary(const std::vector<const BackendHealth*>& backends) {
+  int best = -1;
+  uint32_t best_timeline = 0;
+  bool tie = false;
+  for (size_t i = 0; i < backends.size(); ++i) {
+    const BackendHealth* h = backends[i];
+    if (!h || !h->up.load(std::memory_order_relaxed) || !h->probed.load(std::memory_order_relaxed) ||
+        h->in_recovery.load(std::memory_order_relaxed))
+      continue;
+    uint32_t tl = h->timeline.load(std::memory_order_relaxed);
+    if (best < 0 || tl > best_timeline) {
+      best = int(i);
+      best_timeline = tl;
+      tie = false;
+    } else if (tl == best_timeline) {
+      tie = true;
+    }
+  }
+  return tie ? kAmbiguousPrimary : best;
 }
 
 int pick_replica(control::ReplicaStrategy strategy, const std::vector<Candidate>& candidates, uint64_t& rr,

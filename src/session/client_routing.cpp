@@ -25,11 +25,48 @@ std::string_view unquote(std::string_view v) {
 
 }  // namespace
 
-int ClientSession::choose_backend() {
+const routing::BackendHealth* ClientSession::health_of(int backend) {
+  return w_.pool_for(*db_, *user_cfg_, backend).settings().health.get();
+}
+
+int ClientSession::primary_backend() {
+  const auto& shard = db_->shards.at(0);
+  if (!shard.auto_roles) return 0;
+  std::vector<const routing::BackendHealth*> hosts(shard.backends());
+  for (size_t i = 0; i < hosts.size(); ++i) hosts[i] = health_of(int(i));
+  return routing::find_primary(hosts);
+}
+
+std::string ClientSession::no_primary_message() {
+  const auto& shard = db_->shards.at(0);
+  std::string states;
+  for (size_t i = 0; i < shard.backends(); ++i) {
+    const auto* h = health_of(int(i));
+    std::string state = !h || !h->probed.load() ? "not probed yet"
+                        : !h->up.load()         ? "down"
+                        : h->in_recovery.load() ? "in recovery"
+                                                : "primary on timeline " + std::to_string(h->timeline.load());
+    states += (states.empty() ? "" : ", ") + shard.backend(i).host + ":" + std::to_string(shard.backend(i).port) +
+              " " + state;
+  }
+  bool two = primary_backend() == routing::kAmbiguousPrimary;
+  return std::string(two ? "more than one host is a primary on the newest timeline" : "no primary is available") +
+         " for database \"" + db_->name + "\" (" + states + "; waited " +
+         std::to_string(db_->routing.wait_for_primary.count()) + " ms, routing.wait_for_primary). " +
+         (two ? "Writes go to none of them: stop or rebuild the one that should not be a primary."
+              : "Check the cluster: promote a replica, or bring the primary back.");
+}
+
+int ClientSession::choose_backend(const char* d, size_t n) {
   const auto& shard = db_->shards.at(0);
   const auto& rc = db_->routing;
   auto& stats = w_.stats();
-  if (!tracker_ || shard.replicas.empty() || rc.read_from == control::ReadFrom::primary) return 0;
+  tx_read_ = false;
+  tx_on_replica_ = false;
+  // The primary: backend 0 with fixed roles; with role: auto the host that probes found to be it, if any.
+  int primary = primary_backend();
+  if (primary < 0) primary = kNoPrimary;
+  if (!tracker_ || shard.backends() == 1 || rc.read_from == control::ReadFrom::primary) return primary;
 
   // SET pgrouter.route = primary | replica | auto (carried with the client's other settings).
   std::string_view session_route = "auto";
@@ -45,8 +82,6 @@ int ClientSession::choose_backend() {
   sql::RouteHint hint = sql::RouteHint::none;
   std::vector<std::pair<std::string_view, bool>> parsed_here;  // named statements parsed in this batch
   auto& cache = w_.classifier();
-  const char* d = client_buf_.data();
-  size_t n = client_buf_.size();
   for (size_t i = 0; i + 5 <= n;) {
     char type = d[i];
     uint32_t len = p::read_be32(d + i + 1);
@@ -88,6 +123,7 @@ int ClientSession::choose_backend() {
     if (!*read) all_read = false;
   }
 
+  tx_read_ = any && all_read;
   bool want_replica;
   if (session_route == "primary" || hint == sql::RouteHint::primary) want_replica = false;
   else if (session_route == "replica" || hint == sql::RouteHint::replica) want_replica = true;
@@ -95,54 +131,144 @@ int ClientSession::choose_backend() {
   if (!want_replica) {
     tx_wrote_ = writes || !any;
     stats.routed_writes_total.fetch_add(1, std::memory_order_relaxed);
-    return 0;
+    return primary;
   }
   tx_wrote_ = false;
 
   // Read-your-writes: after this client's write, a replica must have replayed the primary's position as
   // probed after that write; until a probe has seen it, the read goes to the primary.
-  auto& primary_pool = *pool_;
-  const auto& primary_health = primary_pool.settings().health;
+  const routing::BackendHealth* primary_health = primary >= 0 ? health_of(primary) : nullptr;
   if (rc.read_your_writes && write_done_at_ != 0 && required_lsn_ == 0) {
     if (primary_health && primary_health->probe_sent.load(std::memory_order_relaxed) > write_done_at_) {
       required_lsn_ = primary_health->lsn.load(std::memory_order_relaxed);
     } else {
       stats.routed_reads_primary_total.fetch_add(1, std::memory_order_relaxed);
-      return 0;
+      return primary;
     }
   }
+  // Candidates: every backend but the primary, in order (backend_of maps them back), then the primary
+  // itself when it takes reads too.
+  int backends = int(shard.backends());
+  auto backend_of = [primary](int k) { return primary >= 0 && k >= primary ? k + 1 : k; };
+  int replicas = primary >= 0 ? backends - 1 : backends;
   std::vector<routing::Candidate> candidates;
-  candidates.reserve(shard.replicas.size() + 1);
-  for (size_t r = 0; r < shard.replicas.size(); ++r) {
-    auto& pool = w_.pool_for(*db_, *user_cfg_, int(r) + 1);
-    const auto& h = pool.settings().health;
+  candidates.reserve(size_t(backends));
+  for (int k = 0; k < replicas; ++k) {
+    auto& pool = w_.pool_for(*db_, *user_cfg_, backend_of(k));
+    const auto* h = pool.settings().health.get();
     routing::Candidate c;
-    c.eligible = h && primary_health && routing::replica_eligible(*h, *primary_health, rc, required_lsn_);
+    c.eligible = h && routing::replica_eligible(*h, primary_health, rc, required_lsn_);
     c.weight = pool.settings().weight;
     c.outstanding = pool.attached();
     candidates.push_back(c);
   }
-  if (rc.read_from == control::ReadFrom::any && !(rc.read_your_writes && required_lsn_ != 0)) {
+  if (primary >= 0 && rc.read_from == control::ReadFrom::any && !(rc.read_your_writes && required_lsn_ != 0)) {
     routing::Candidate c;  // the primary takes reads too
     c.eligible = true;
-    c.outstanding = primary_pool.attached();
+    c.outstanding = w_.pool_for(*db_, *user_cfg_, primary).attached();
     candidates.push_back(c);
   }
   int pick = routing::pick_replica(rc.strategy, candidates, w_.round_robin(), w_.rng());
-  if (pick < 0 || size_t(pick) == shard.replicas.size()) {
+  if (pick < 0 || pick == replicas) {
     if (pick < 0 && !rc.primary_fallback) {
       stats.routed_reads_refused_total.fetch_add(1, std::memory_order_relaxed);
-      return -1;  // no replica may take it and the primary may not either
+      return kNoReplica;  // no replica may take it and the primary may not either
     }
     stats.routed_reads_primary_total.fetch_add(1, std::memory_order_relaxed);
-    return 0;
+    return primary;
   }
   stats.routed_reads_replica_total.fetch_add(1, std::memory_order_relaxed);
-  return pick + 1;
+  tx_on_replica_ = true;
+  return backend_of(pick);
+}
+
+namespace {
+// A server that answers a login this way is going away or not up yet: route elsewhere.
+bool unavailable(std::string_view sqlstate) {
+  return sqlstate == "57P01" || sqlstate == "57P02" || sqlstate == "57P03";
+}
+}  // namespace
+
+awaitable<int> ClientSession::await_primary(pool::Clock::time_point give_up_at) {
+  // role: auto: a failover takes a few probes; writes wait for it, up to routing.wait_for_primary.
+  auto poll = std::min<pool::Clock::duration>(db_->routing.probe_interval, std::chrono::milliseconds(50));
+  asio::steady_timer timer(w_.io());
+  for (;;) {
+    int primary = primary_backend();
+    if (primary >= 0 || client_done_ || pool::Clock::now() >= give_up_at) co_return primary;
+    timer.expires_after(poll);
+    net::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
+  }
+}
+
+awaitable<bool> ClientSession::attach_backend(bool from_mark) {
+  // Read/write splitting: the transaction's first messages say where it goes. A replica that cannot be
+  // reached is taken out of rotation and the transaction goes elsewhere (nothing was sent yet); so is,
+  // with role: auto, a primary, and the transaction waits for the next one.
+  const auto& shard = db_->shards.at(0);
+  auto give_up_at = pool::Clock::now() + db_->routing.wait_for_primary;
+  pool::ServerError err;
+  size_t replica_failures = 0;
+  for (;;) {
+    // Fetched again each round: the buffer may have moved while the previous round waited.
+    const char* d = from_mark ? client_buf_.mark_data() : client_buf_.data();
+    size_t n = from_mark ? client_buf_.size_since_mark() : client_buf_.size();
+    backend_ = choose_backend(d, n);
+    if (backend_ == kNoReplica) {
+      backend_ = 0;
+      pending_fatal_sqlstate_ = p::sqlstate::cannot_connect;
+      pending_fatal_message_ = "no replica can take this read (all down, lagging or paused) and "
+                               "routing.primary_fallback is false";
+      co_return false;
+    }
+    if (backend_ == kNoPrimary) {
+      backend_ = 0;
+      int found = co_await await_primary(give_up_at);
+      if (client_done_) co_return false;
+      if (found >= 0) continue;
+      pending_fatal_sqlstate_ = p::sqlstate::cannot_connect;
+      pending_fatal_message_ = no_primary_message();
+      co_return false;
+    }
+    server_pool_ = &w_.pool_for(*db_, *user_cfg_, backend_);
+    server_ = co_await server_pool_->acquire(err);
+    if (server_) break;
+    if (client_done_) co_return false;  // the session ends anyway (with its own FATAL, if any)
+    if ((err.from_server && !unavailable(err.sqlstate)) || err.sqlstate == p::sqlstate::too_many_connections)
+      break;  // busy, or refusing us: not down
+    bool retry = tx_on_replica_ ? replica_failures++ < shard.replicas.size()
+                                : shard.auto_roles && pool::Clock::now() < give_up_at;
+    if (!retry) break;
+    if (auto& h = server_pool_->settings().health) h->mark_down();
+    log::warn(tx_on_replica_ ? "replica unreachable: taken out of rotation, transaction routed elsewhere"
+                             : "primary unreachable: taken out of rotation until a probe answers; waiting for a "
+                               "primary (routing.wait_for_primary)",
+              {{"session", id_}, {"backend", server_pool_->settings().target.host + ":" +
+                                                std::to_string(server_pool_->settings().target.port)},
+               {"error", err.message}});
+  }
+  if (!server_) {
+    pending_fatal_sqlstate_ = err.sqlstate.empty() ? std::string(p::sqlstate::cannot_connect) : err.sqlstate;
+    pending_fatal_message_ = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
+    co_return false;
+  }
+  w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
+  if (pinned_) server_->dirty = true;
+  pool::ServerError serr;
+  if (!co_await sync_params(serr)) {
+    pending_fatal_sqlstate_ = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
+    pending_fatal_message_ = serr.message.empty() ? "server connection failed while applying session parameters"
+                                                  : serr.message;
+    w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+    server_pool_->release(std::move(server_), serr.from_server);
+    co_return false;
+  }
+  co_return true;
 }
 
 void ClientSession::transaction_ended() {
-  if (backend_ == 0 && tx_wrote_) {
+  if (tx_wrote_) {  // set only for transactions routed to the primary
     write_done_at_ = routing::steady_ms();
     required_lsn_ = 0;
   }

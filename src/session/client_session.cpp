@@ -11,6 +11,7 @@
 #include "pgrouter/protocol/md5.hpp"
 #include "pgrouter/protocol/scram.hpp"
 #include "pgrouter/sql/session_features.hpp"
+#include "session/relay_handlers.hpp"
 
 namespace pgrouter::session {
 namespace p = pgrouter::protocol;
@@ -25,33 +26,6 @@ bool is_connection_param(std::string_view k) {
   return k == "user" || k == "database" || k == "replication" || k == "options" ||
          k.substr(0, 5) == "_pq_.";
 }
-
-// A scanned span to send on with some of its messages replaced or dropped: its bytes are copied into
-// `out` only once something changed; otherwise they are sent straight from the read buffer.
-struct SpanRewriter {
-  std::string& out;
-  const char* base = nullptr;
-  size_t copied = 0;  // bytes of the span already in out
-  bool rewritten = false;
-  void begin(const char* b) {
-    base = b;
-    copied = 0;
-    rewritten = false;
-  }
-  // Puts repl (empty: nothing) where the message at msg (its length field len) was.
-  void replace(const char* msg, uint32_t len, std::string_view repl) {
-    size_t at = size_t(msg - base);
-    out.append(base + copied, at - copied);
-    out.append(repl);
-    copied = at + len + 1;
-    rewritten = true;
-  }
-  std::string_view finish(size_t consumed) {
-    if (!rewritten) return {base, consumed};
-    out.append(base + copied, consumed - copied);
-    return out;
-  }
-};
 
 void cancel_stream(tcp::socket& s) {
   boost::system::error_code ec;
@@ -541,17 +515,36 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
                                             pc.track_parameters, search_path);
   }
   std::map<std::string, std::string> welcome;
-  if (txn_mode_ && !pool_->welcome_params().empty()) {
+  const auto& shard = db_->shards.at(0);
+  pool::Pool* params_pool = pool_;
+  if (txn_mode_ && shard.auto_roles)  // role: auto: any host's parameters will do for a welcome
+    for (size_t i = 1; i < shard.backends() && params_pool->welcome_params().empty(); ++i)
+      params_pool = &w_.pool_for(*db_, *user_cfg_, int(i));
+  if (txn_mode_ && !params_pool->welcome_params().empty()) {
     // Transaction pooling: a login needs no server when the pool already knows the servers'
     // parameters; the client's own settings are applied at its first transaction.
-    welcome = pool_->welcome_params();
+    welcome = params_pool->welcome_params();
     for (auto& [k, v] : wanted_params_)
       if (auto it = welcome.find(k); it != welcome.end()) it->second = v;
   } else {
-    pool::ServerError err;
-    server_ = co_await pool_->acquire(err);
-    server_pool_ = pool_;
+    // role: auto: the session's server (or the first welcome's) comes from the host that is the primary now.
     backend_ = 0;
+    if (shard.auto_roles) {
+      backend_ = primary_backend();
+      if (backend_ < 0 && txn_mode_)  // a transaction-pooled login only needs some server's parameters
+        for (size_t i = 0; i < shard.backends() && backend_ < 0; ++i)
+          if (const auto* h = health_of(int(i)); h && h->up.load() && h->probed.load()) backend_ = int(i);
+      if (backend_ < 0) backend_ = co_await await_primary(pool::Clock::now() + db_->routing.wait_for_primary);
+      if (backend_ < 0) {
+        backend_ = 0;
+        std::string msg = no_primary_message();
+        co_await fail(s, p::sqlstate::cannot_connect, msg);
+        co_return false;
+      }
+    }
+    pool::ServerError err;
+    server_pool_ = &w_.pool_for(*db_, *user_cfg_, backend_);
+    server_ = co_await server_pool_->acquire(err);
     if (!server_) {
       // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.
       std::string msg = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
@@ -657,7 +650,6 @@ void ClientSession::detach_server() {
 
 template <typename Stream>
 awaitable<bool> ClientSession::attach_for_transaction(Stream&) {
-  pool::ServerError err;
   if (w_.config() != config_) {
     // A reload since the last transaction: route with the new replica list.
     auto fresh = w_.config();
@@ -669,55 +661,23 @@ awaitable<bool> ClientSession::attach_for_transaction(Stream&) {
       user_cfg_ = user;
     }
   }
-  // Read/write splitting: the transaction's first messages say where it goes. A replica that cannot be
-  // reached is taken out of rotation and the transaction goes elsewhere (nothing was sent yet).
-  for (size_t attempt = 0;; ++attempt) {
-    backend_ = choose_backend();
-    if (backend_ < 0) {
-      backend_ = 0;
-      pending_fatal_sqlstate_ = p::sqlstate::cannot_connect;
-      pending_fatal_message_ = "no replica can take this read (all down, lagging or paused) and "
-                               "routing.primary_fallback is false";
-      co_return false;
-    }
-    server_pool_ = backend_ == 0 ? pool_ : &w_.pool_for(*db_, *user_cfg_, backend_);
-    server_ = co_await server_pool_->acquire(err);
-    if (server_ || backend_ == 0 || attempt > db_->shards[0].replicas.size()) break;
-    if (err.from_server || err.sqlstate == p::sqlstate::too_many_connections) break;  // busy, not down
-    if (auto& h = server_pool_->settings().health) h->mark_down();
-    log::warn("replica unreachable: taken out of rotation, transaction routed elsewhere",
-              {{"session", id_}, {"backend", server_pool_->settings().target.host + ":" +
-                                                std::to_string(server_pool_->settings().target.port)},
-               {"error", err.message}});
-  }
-  if (!server_) {
-    pending_fatal_sqlstate_ = err.sqlstate.empty() ? std::string(p::sqlstate::cannot_connect) : err.sqlstate;
-    pending_fatal_message_ = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
-    co_return false;
-  }
-  w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
-  if (pinned_) server_->dirty = true;
-  pool::ServerError serr;
-  if (!co_await sync_params(serr)) {
-    pending_fatal_sqlstate_ = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
-    pending_fatal_message_ = serr.message.empty() ? "server connection failed while applying session parameters"
-                                                  : serr.message;
-    w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-    server_pool_->release(std::move(server_), serr.from_server);
-    co_return false;
-  }
-  co_return true;
+  co_return co_await attach_backend(false);
 }
 
-template <typename Stream>
-void ClientSession::start_server_to_client(Stream& s) {
+bool ClientSession::register_server_io() {
   net::error_code nec;
   if (!server_->ready.attached()) server_->socket.native_non_blocking(true, nec);  // once: it stays so
   server_->ready.rearm();  // a new attachment: an earlier session's cancel no longer applies
   if (nec || !server_->ready.attach(w_.readiness(), server_->socket.native_handle())) {
-    server_broken_ = true;
     log::error("cannot register server socket for the relay", {{"session", id_}});
+    return false;
   }
+  return true;
+}
+
+template <typename Stream>
+void ClientSession::start_server_to_client(Stream& s) {
+  if (!register_server_io()) server_broken_ = true;
   s2c_running_ = true;
   s2c_mid_message_ = false;
   s2c_done_->expires_at(pool::Clock::time_point::max());
@@ -802,6 +762,7 @@ awaitable<net::error_code> ClientSession::client_write_all(Stream& s, const char
 template <typename Stream>
 awaitable<void> ClientSession::relay(Stream& s) {
   s2c_done_ = std::make_unique<asio::steady_timer>(w_.io());
+  retry_.signal = std::make_unique<asio::steady_timer>(w_.io());
   last_activity_ = pool::Clock::now();
   if (server_) start_server_to_client(s);  // session pooling: the server stays for the whole session
   co_await client_to_server(s);
@@ -829,35 +790,7 @@ awaitable<void> ClientSession::relay(Stream& s) {
 
 template <typename Stream>
 awaitable<void> ClientSession::client_to_server(Stream& s) {
-  struct Handler {
-    ClientSession& self;
-    SpanRewriter rw;
-    // Transaction pooling reads the messages that name statements or carry SQL; session pooling
-    // never looks at bodies.
-    bool wants_body(char type) const {
-      return self.txn_mode_ && (type == 'Q' || type == 'P' || type == 'B' || type == 'D' || type == 'C');
-    }
-    p::ScanAction on_message(char type, uint32_t len, std::string_view body) {
-      if (type == 'X') return p::ScanAction::stop_before;
-      if (self.tracker_ && self.track_client_message(type, body)) rw.replace(body.data() - 5, len, self.c2s_repl_);
-      switch (type) {
-        case 'Q':
-        case 'F':
-          self.request_started();
-          break;
-        case 'S':
-          self.unsynced_ = false;
-          self.request_started();
-          break;
-        case 'P': case 'B': case 'E': case 'D': case 'C': case 'H':
-          self.unsynced_ = true;
-          break;
-        default:
-          break;
-      }
-      return p::ScanAction::forward;
-    }
-  } handler{*this, SpanRewriter{c2s_out_}};
+  ClientMessages handler{*this, SpanRewriter{c2s_out_}};
   p::FrameScanner scanner(uint32_t(config_->listen.max_message_size));
   auto& stats = w_.stats();
   auto& buf = client_buf_;
@@ -875,10 +808,17 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
     if (ec) co_return;
     last_activity_ = pool::Clock::now();
     buf.commit(n);
+    if (retry_.busy) {
+      // A read failed on its replica and server -> client is sending it to another backend: nothing
+      // goes to a server until it is done.
+      while (retry_.busy) co_await wait_retry_signal();
+      if (retry_.failed || client_done_) co_return;
+    }
     if (!server_ && buf.size() >= 5 && buf.data()[0] != 'X') {
       // Transaction pooling: the first message of a transaction attaches a server (before the
       // messages are looked at: how they are rewritten depends on what that server has).
       if (!co_await attach_for_transaction(s)) co_return;
+      open_retry_window();
       start_server_to_client(s);
     }
     handler.rw.begin(buf.data());
@@ -891,6 +831,13 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       co_await server_->ready.write_all(out.data(), out_len, wec);
       c2s_writing_ = false;
       c2s_out_.clear();
+      if (retry_.busy) retry_signal();
+      if (wec && retry_.window && !client_done_) {
+        // The replica broke before answering: these bytes stay kept with the rest of the read, which
+        // server -> client (woken here unless it is already at it) sends to another backend.
+        if (!retry_.busy && server_) server_->ready.cancel();
+        wec = {};
+      }
       if (wec) {
         server_broken_ = true;
         if (pending_fatal_message_.empty()) {
@@ -901,6 +848,8 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       }
       stats.bytes_client_to_server.fetch_add(out_len, std::memory_order_relaxed);
       buf.consume(r.consumed);
+      if (retry_.window && !retry_.busy && buf.consumed_since_mark() > kMaxStreamingBuffer)
+        close_retry_window();  // too much to keep for a retry
     }
     if (r.stopped) co_return;
     if (r.bad_length) {
@@ -927,10 +876,20 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
     ClientSession& self;
     SpanRewriter rw;
     bool wants_body(char type) const {
-      return type == 'Z' || type == 'E' || type == 'S' ||
+      return type == 'Z' || type == 'E' || type == 'S' || (type == 'N' && self.retry_.window) ||
              (self.tracker_ && (type == '1' || type == '3' || type == 'C'));
     }
+    bool preamble_only = true;  // this read so far holds only replies that carry no result
     p::ScanAction on_message(char type, uint32_t len, std::string_view body) {
+      if (self.retry_.window) {
+        // Read retry: a server going away before anything but ParseComplete, BindComplete, CloseComplete,
+        // ParameterDescription, RowDescription or NoData of the answer (which it sends with its last
+        // words) is not relayed, nor are those: the read is sent to another server.
+        if ((type == 'E' || type == 'N') && preamble_only && self.server_going_away(type, body))
+          return p::ScanAction::stop_before;
+        if (type != '1' && type != '2' && type != '3' && type != 't' && type != 'T' && type != 'n')
+          preamble_only = false;
+      }
       if (type == 'Z') {
         self.server_->tx_status = body.empty() ? 'I' : body[0];
         self.client_tx_status_ = self.server_->tx_status;
@@ -964,6 +923,15 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
     buf.prepare_read();
     net::error_code ec;
     size_t n = co_await server_->ready.read_some(buf.write_ptr(), buf.write_space(), ec);
+    if (ec && retry_.window && !client_done_) {
+      // Nothing of the answer reached the client: the read goes to another backend (buf is the broken
+      // server's and goes with it).
+      // Named local: no temporaries built by ?: inside a co_await expression (g++ 12).
+      std::string why = ec == asio::error::operation_aborted ? std::string("the connection broke while sending to it")
+                                                             : ec.message();
+      if (co_await replace_failed_server(std::move(why))) start_server_to_client(s);
+      co_return;
+    }
     if (ec) {
       if (ec != asio::error::operation_aborted || !client_done_) {
         server_broken_ = true;
@@ -982,13 +950,21 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
     }
     buf.commit(n);
     handler.rw.begin(buf.data());
+    handler.preamble_only = true;
     auto r = scanner.scan(buf.data(), buf.size(), handler);
+    if (r.stopped) {  // only the retry window stops: the server is going away before answering
+      server_broken_ = true;
+      s2c_out_.clear();
+      if (!client_done_ && co_await replace_failed_server(retry_.server_message)) start_server_to_client(s);
+      co_return;
+    }
     if (r.consumed > 0) {
       std::string_view out = handler.rw.finish(r.consumed);
       size_t out_len = out.size();
       net::error_code wec;
       if (out_len > 0) co_await client_write(s, out.data(), out_len, wec);
       s2c_out_.clear();
+      if (out_len > 0 && !wec && retry_.window) close_retry_window();  // the answer has begun
       if (wec) {
         s2c_mid_message_ = true;  // the client went away mid-answer: the server is not reusable
         if (!client_done_) cancel_client_io();

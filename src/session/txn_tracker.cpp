@@ -225,6 +225,10 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         e.unnamed = true;
         expect_.push_back(std::move(e));
         server.unnamed_owner = owner_;
+        if (window_ && !unnamed_saved_) {  // keep the window's starting point for rewind()
+          std::swap(unnamed_before_window_, unnamed_parse_);
+          unnamed_saved_ = true;
+        }
         unnamed_valid_ = true;
         unnamed_parse_.clear();
         if (dealloc_) {
@@ -375,6 +379,30 @@ void TxnTracker::undo(Expect& e, pool::ServerStatements& server) {
   }
 }
 
+void TxnTracker::rewind() {
+  // Latest first (unmatched, then matched), so a Close then a Parse of the same name comes back to the
+  // statement before both. Server-side effects (statements prepared or evicted there) go with the
+  // server being dropped.
+  auto undo_client_side = [this](Expect& e) {
+    if (e.reply == '1' && e.action != Action::sentinel_error) {
+      if (!e.client_name.empty()) statements_.erase(e.client_name);
+    } else if (e.reply == '3') {
+      if (e.action == Action::as_parse_complete) statements_.erase(e.client_name);
+      else if (e.removed) statements_[e.client_name] = e.removed;
+    }
+  };
+  for (auto it = expect_.rbegin(); it != expect_.rend(); ++it) undo_client_side(*it);
+  for (auto it = window_matched_.rbegin(); it != window_matched_.rend(); ++it) undo_client_side(*it);
+  window_matched_.clear();
+  expect_.clear();
+  group_sets_.clear();
+  group_effects_.clear();
+  dealloc_.reset();
+  if (unnamed_saved_) std::swap(unnamed_before_window_, unnamed_parse_);
+  unnamed_saved_ = false;
+  unnamed_valid_ = window_unnamed_valid_;
+}
+
 void TxnTracker::commit_sets(const std::vector<sql::SessionCommand>& sets, Settings& server_settings) {
   if (!sets.empty()) ++settings_version_;
   for (auto& c : sets) {
@@ -399,6 +427,7 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
     case '3': {
       if (expect_.empty() || expect_.front().reply != type) return Reply::forward;  // not ours to judge
       Action a = expect_.front().action;
+      if (window_) window_matched_.push_back(std::move(expect_.front()));  // rewind() may need it
       expect_.pop_front();
       if (a == Action::drop) return Reply::drop;
       if (a == Action::as_parse_complete) return Reply::as_parse_complete;

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pgnodes  # noqa: E402
 import pgr  # noqa: E402
 
 _session_cluster = None
@@ -60,6 +61,16 @@ def pgbench_tables(cluster):
 
 
 @pytest.fixture
+def pg_nodes(cluster, request):
+    """Private PostgreSQL servers (pgnodes.PgNodes) for tests that kill, delay or promote servers; stopped and
+    removed at the end of the test. Their log tails are added to a failing test's report."""
+    nodes = pgnodes.PgNodes()
+    request.node.pg_nodes = nodes
+    yield nodes
+    nodes.cleanup()
+
+
+@pytest.fixture
 def pgrouter(cluster, request, tmp_path):
     """Factory: pgrouter(overrides=None, env=None) starts one pgrouter and returns its pgr.Pgrouter. Every instance
     still running at the end of the test is stopped, and must exit with code 0."""
@@ -89,6 +100,8 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         for index, instance in enumerate(getattr(item, "pgrouter_instances", [])):
             report.sections.append((f"pgrouter{index} log (tail)", instance.log()[-6000:]))
+        for node in getattr(getattr(item, "pg_nodes", None), "nodes", []):
+            report.sections.append((f"private server {node.port} log (tail)", node.log_tail()))
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -12,34 +12,7 @@ import psycopg
 import pytest
 
 import pgr
-
-PROBE = "100ms"
-
-
-def routing_config(cluster, replicas=None, **routing):
-    replicas = [cluster.endpoint("replica")] if replicas is None else replicas
-    return {"listen": {"workers": 1}, "pool": {"mode": "transaction", "size": 4},
-            "databases": [{"name": "app", "shards": [{"primary": cluster.endpoint("primary"), "replicas": replicas}],
-                           "routing": {"probe_interval": PROBE, **routing}}]}
-
-
-def where(conn, sql="select pg_is_in_recovery()", params=None, **kw):
-    """'replica' or 'primary': where the statement ran."""
-    return "replica" if conn.execute(sql, params, **kw).fetchone()[0] else "primary"
-
-
-def wait_for(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def replica_in_rotation(router):
-    with router.connect() as c:
-        return where(c) == "replica"
+from routing_util import backend_metric, replica_in_rotation, routing_config, wait_for, where
 
 
 def test_reads_go_to_the_replica_and_writes_to_the_primary(cluster, pgrouter):
@@ -156,6 +129,50 @@ def test_read_your_writes_with_a_replica_that_applies_late(cluster, pgrouter):
         with cluster.connect(server="replica") as r:
             r.execute("alter system reset recovery_min_apply_delay")
             r.execute("select pg_reload_conf()")
+
+
+def test_a_replica_whose_replay_is_too_late_leaves_the_rotation_and_returns(cluster, pgrouter):
+    """routing.max_lag_time with the shared replica applying commits 3 s late (recovery_min_apply_delay): after a
+    write on the primary its replay delay (now() - pg_last_xact_replay_timestamp() while it has WAL it has not
+    replayed) passes 1 s and it leaves the rotation until it has applied the write; with max_lag_time off it stays."""
+    def lag():
+        return backend_metric(router.metrics(), "pgrouter_backend_replay_lag_seconds", cluster.replica_port)
+
+    def write_on_primary():
+        with cluster.connect() as p:  # straight to the primary: read-your-writes plays no part
+            p.execute("insert into client_events (client, note) values ('routing', 'lag')")
+        return time.monotonic()
+
+    with cluster.connect(server="replica") as r:
+        r.execute("alter system set recovery_min_apply_delay = '3s'")
+        r.execute("select pg_reload_conf()")
+    try:
+        router = pgrouter(routing_config(cluster, max_lag_bytes=0))  # max_lag_time: off (the default)
+        wait_for(lambda: replica_in_rotation(router), timeout=15, what="the replica's first probe")
+        wait_for(lambda: lag() == 0, timeout=15, what="the replica replaying all it received")
+        written = write_on_primary()
+        wait_for(lambda: lag() > 1, timeout=5, what="the replay delay passing 1 s")
+        in_rotation = replica_in_rotation(router)
+        assert lag() > 1, "the write was applied already: the delay did not hold"  # so it was late just before
+        assert in_rotation, "max_lag_time is off: a late replica keeps its reads"
+        wait_for(lambda: lag() == 0, timeout=15, what="the write applied")
+
+        router.reload(routing_config(cluster, max_lag_bytes=0, max_lag_time="1s"), settle=0.3)
+        assert replica_in_rotation(router)
+        written = write_on_primary()
+        wait_for(lambda: not replica_in_rotation(router), timeout=5, what="the late replica leaving the rotation")
+        out_after = time.monotonic() - written
+        assert out_after < 3, f"out of rotation only {out_after:.1f}s after the write: after it was applied"
+        assert lag() > 1
+        wait_for(lambda: replica_in_rotation(router), timeout=15, what="the replica back once it applied the write")
+        assert time.monotonic() - written >= 2.5, "back in rotation before the 3 s apply delay was over"
+        assert lag() <= 1
+    finally:
+        with cluster.connect(server="replica") as r:
+            r.execute("alter system reset recovery_min_apply_delay")
+            r.execute("select pg_reload_conf()")
+        with cluster.connect() as p:
+            p.execute("delete from client_events where client = 'routing'")
 
 
 def test_a_paused_replica_leaves_the_rotation_and_returns(cluster, pgrouter):

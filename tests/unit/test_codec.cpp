@@ -227,3 +227,31 @@ TEST_CASE("buffer grows for one large message and shrinks when drained") {
   b.shrink(true);
   CHECK(b.capacity() == 0);
 }
+
+TEST_CASE("a mark keeps consumed bytes through compaction and growth until unmark") {
+  Buffer b(16);
+  b.prepare_read();
+  std::memcpy(b.write_ptr(), "xxxxABCDEFGH", 12);
+  b.commit(12);
+  b.consume(4);  // before the mark: may go
+  b.mark();
+  b.consume(8);  // everything read, but kept behind the mark
+  CHECK(b.empty());
+  CHECK(b.consumed_since_mark() == 8);
+  b.shrink(true);  // no-op while marked
+  REQUIRE(b.capacity() == 16);
+  std::memcpy(b.write_ptr(), "IJKL", 4);
+  b.commit(4);  // the buffer is full at the tail now
+  b.prepare_read();  // compacts from the mark, not from the read head
+  CHECK(std::string(b.mark_data(), 8) == "ABCDEFGH");
+  CHECK(std::string(b.data(), b.size()) == "IJKL");
+  b.reserve_message(100);  // grows, keeping the marked bytes in front
+  CHECK(b.capacity() >= 108);
+  CHECK(std::string(b.mark_data(), 12) == "ABCDEFGHIJKL");
+  CHECK(b.size_since_mark() == 12);
+  b.consume(4);
+  b.unmark();
+  CHECK(b.consumed_since_mark() == 0);
+  b.shrink(true);
+  CHECK(b.capacity() == 0);
+}

@@ -262,7 +262,7 @@ TEST_CASE("errors carry the line and column of the offending key or value") {
                     "'shards' must be a list"));
     CHECK(has_error(
         load("version: 1\ndatabases:\n  - name: x\n    shards: [{replicas: []}]\nusers: [{name: u, password: p}]\n"), 4,
-        "missing required key 'primary'"));
+        "a shard needs one of 'primary' (fixed roles, with optional 'replicas') or 'hosts'"));
     CHECK(has_error(load("version: 2\n"), 1, "unsupported config version '2'", 10));
     CHECK(has_error(load(kBase + "listen: [1, 2]\n"), 9, "'listen' must be a map"));
   }

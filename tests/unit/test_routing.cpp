@@ -24,24 +24,61 @@ TEST_CASE("a replica takes reads only when up, replaying, close enough and past 
   control::RoutingConfig cfg;
   cfg.max_lag_bytes = 1000;
   healthy_replica(r, 9'999'500);
-  CHECK(routing::replica_eligible(r, primary, cfg, 0));
-  CHECK(routing::replica_eligible(r, primary, cfg, 9'999'500));
-  CHECK_FALSE(routing::replica_eligible(r, primary, cfg, 9'999'501));  // read-your-writes
+  CHECK(routing::replica_eligible(r, &primary, cfg, 0));
+  CHECK(routing::replica_eligible(r, &primary, cfg, 9'999'500));
+  CHECK_FALSE(routing::replica_eligible(r, &primary, cfg, 9'999'501));  // read-your-writes
   r.lsn = 9'998'000;
-  CHECK_FALSE(routing::replica_eligible(r, primary, cfg, 0));  // lagging
+  CHECK_FALSE(routing::replica_eligible(r, &primary, cfg, 0));  // lagging
   cfg.max_lag_bytes = 0;
-  CHECK(routing::replica_eligible(r, primary, cfg, 0));  // no bound
+  CHECK(routing::replica_eligible(r, &primary, cfg, 0));  // no bound
   r.replay_paused = true;
-  CHECK_FALSE(routing::replica_eligible(r, primary, cfg, 0));
+  CHECK_FALSE(routing::replica_eligible(r, &primary, cfg, 0));
   r.replay_paused = false;
   r.mark_down();
-  CHECK_FALSE(routing::replica_eligible(r, primary, cfg, 0));
+  CHECK_FALSE(routing::replica_eligible(r, &primary, cfg, 0));
   CHECK(r.ejections == 1);
   r.up = true;
   r.in_recovery = false;  // promoted: not a replica any more
-  CHECK_FALSE(routing::replica_eligible(r, primary, cfg, 0));
+  CHECK_FALSE(routing::replica_eligible(r, &primary, cfg, 0));
   routing::BackendHealth unprobed;
-  CHECK_FALSE(routing::replica_eligible(unprobed, primary, cfg, 0));
+  CHECK_FALSE(routing::replica_eligible(unprobed, &primary, cfg, 0));
+  // Time-based lag (routing.max_lag_time, 0 = off).
+  routing::BackendHealth slow;
+  healthy_replica(slow, 10'000'000);
+  slow.replay_lag_ms = 2500;
+  CHECK(routing::replica_eligible(slow, &primary, cfg, 0));
+  cfg.max_lag_time = std::chrono::milliseconds(2000);
+  CHECK_FALSE(routing::replica_eligible(slow, &primary, cfg, 0));
+  slow.replay_lag_ms = 2000;  // at the bound: still in
+  CHECK(routing::replica_eligible(slow, &primary, cfg, 0));
+  cfg.max_lag_time = std::chrono::milliseconds(0);
+  // No primary known (role: auto during a failover): lag cannot be measured and is not held against it.
+  routing::BackendHealth far;
+  healthy_replica(far, 1);
+  cfg.max_lag_bytes = 1000;
+  CHECK_FALSE(routing::replica_eligible(far, &primary, cfg, 0));
+  CHECK(routing::replica_eligible(far, nullptr, cfg, 0));
+}
+
+TEST_CASE("role auto: the primary is the probed host out of recovery on the newest timeline") {
+  routing::BackendHealth a, b, c;
+  for (auto* h : {&a, &b, &c}) healthy_replica(*h, 100);
+  std::vector<const routing::BackendHealth*> hosts{&a, &b, &c};
+  CHECK(routing::find_primary(hosts) == -1);  // all replicas: none
+  a.in_recovery = false;
+  a.timeline = 1;
+  CHECK(routing::find_primary(hosts) == 0);
+  c.in_recovery = false;  // c promoted while a still runs: the newer timeline wins
+  c.timeline = 2;
+  CHECK(routing::find_primary(hosts) == 2);
+  c.mark_down();  // a primary that cannot be reached is none
+  CHECK(routing::find_primary(hosts) == 0);
+  c.up = true;
+  a.timeline = 2;  // two primaries on one timeline: unrelated clusters, writes go to neither
+  CHECK(routing::find_primary(hosts) == routing::kAmbiguousPrimary);
+  routing::BackendHealth unprobed;  // out of recovery as far as anyone knows, but never answered
+  unprobed.in_recovery = false;
+  CHECK(routing::find_primary({&unprobed, &b}) == -1);
 }
 
 TEST_CASE("strategies pick only eligible replicas, in their own way") {
@@ -87,7 +124,7 @@ databases:
   - name: app
     shards: [{primary: {host: 127.0.0.1, port: 5432}, replicas: [{host: 127.0.0.1, port: 5433, weight: 3}]}]
     routing: {read_from: any, strategy: weighted, primary_fallback: false, max_lag_bytes: 1000,
-              probe_interval: 250ms, read_only_functions: [app.price_of]}
+              max_lag_time: 2s, probe_interval: 250ms, read_only_functions: [app.price_of]}
 users: [{name: u, password: p}]
 auth: [{method: scram-sha-256}]
 )", "t.yaml");
@@ -97,6 +134,7 @@ auth: [{method: scram-sha-256}]
   CHECK(r.strategy == control::ReplicaStrategy::weighted);
   CHECK_FALSE(r.primary_fallback);
   CHECK(r.max_lag_bytes == 1000);
+  CHECK(r.max_lag_time.count() == 2000);
   CHECK(r.probe_interval.count() == 250);
   CHECK(r.read_only_functions == std::vector<std::string>{"app.price_of"});
   auto bad = control::load_config_string(R"(
@@ -110,4 +148,32 @@ auth: [{method: scram-sha-256}]
 )", "t.yaml");
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.errors[0].message.find("round_robin | random | least_outstanding | weighted") != std::string::npos);
+}
+
+TEST_CASE("a shard lists hosts (role: auto) or a primary with replicas, and says which when wrong") {
+  auto load = [](const std::string& shard) {
+    return control::load_config_string("version: 1\ndatabases:\n  - name: app\n    shards: [" + shard +
+                                           "]\nusers: [{name: u, password: p}]\nauth: [{method: scram-sha-256}]\n",
+                                       "t.yaml");
+  };
+  auto ok = load("{hosts: [{host: a}, {host: b, port: 5433, weight: 2}]}");
+  REQUIRE(ok.ok());
+  const auto& shard = ok.config->databases[0].shards[0];
+  CHECK(shard.auto_roles);
+  CHECK(shard.backends() == 2);
+  CHECK(shard.backend(0).host == "a");
+  CHECK(shard.backend(1).port == 5433);
+  CHECK(shard.backend(1).weight == 2);
+  CHECK(ok.config->databases[0].routing.wait_for_primary.count() == 5000);
+  CHECK_FALSE(load("{primary: {host: a}}").config->databases[0].shards[0].auto_roles);
+  auto message = [&](const std::string& shard) {
+    auto r = load(shard);
+    return r.ok() ? std::string() : r.errors[0].message;
+  };
+  CHECK(message("{primary: {host: a}, hosts: [{host: b}]}").find("either 'primary'") != std::string::npos);
+  CHECK(message("{replicas: [{host: b}]}").find("one of 'primary'") != std::string::npos);
+  CHECK(message("{hosts: [{host: a}], replicas: [{host: b}]}").find("'replicas' cannot be used with 'hosts'") !=
+        std::string::npos);
+  CHECK(message("{hosts: [{host: a}, {host: a, port: 5432}]}").find("a:5432 is listed twice") != std::string::npos);
+  CHECK(message("{hosts: []}").find("'hosts' must be a list of at least 1 entry") != std::string::npos);
 }

@@ -205,3 +205,56 @@ TEST_CASE("SET is kept when its transaction commits and dropped when it rolls ba
   f.client('Q', cstr("SET role = x"));
   CHECK(f.effect == TxnTracker::Effect::unsupported);
 }
+
+TEST_CASE("rewind takes the client's statements back to the start of a read retry window") {
+  Fixture f;
+  // Before the window: S0 exists, the unnamed statement is "select 'before'".
+  f.client('P', parse_body("S0", "select 0"));
+  f.reply('1');
+  f.client('P', parse_body("", "select 'before'"));
+  f.reply('1');
+  f.client('S', "");
+  f.reply('Z', "I");
+  REQUIRE(f.tracker.idle());
+
+  f.tracker.begin_window();
+  f.client('C', std::string("S") + cstr("S0"));      // closes S0
+  f.client('P', parse_body("S1", "select 1"));        // creates S1
+  f.client('P', parse_body("", "select 'inside'"));   // replaces the unnamed statement
+  f.client('B', bind_body("S1"));
+  f.client('S', "");
+  CHECK(f.reply('3') == TxnTracker::Reply::forward);  // replies matched before the server broke
+  CHECK(f.reply('1') == TxnTracker::Reply::forward);
+  CHECK(f.tracker.statement_query("S1") == "select 1");
+  CHECK_FALSE(f.tracker.statement_query("S0"));
+
+  f.tracker.rewind();  // the server broke: back to where the window began
+  CHECK(f.tracker.idle());
+  CHECK(f.tracker.statement_query("S0") == "select 0");
+  CHECK_FALSE(f.tracker.statement_query("S1"));
+  CHECK(f.tracker.statement_query("") == "select 'before'");
+
+  // The same messages again, on another server: S1 is a new statement there, not a duplicate (no 42P05).
+  pgrouter::pool::ServerStatements other;
+  std::swap(f.server, other);
+  f.client('C', std::string("S") + cstr("S0"));
+  REQUIRE(f.client('P', parse_body("S1", "select 1")));
+  CHECK(types_of(f.out) == "P");
+  CHECK(f.tracker.statement_query("S1") == "select 1");
+  f.client('P', parse_body("", "select 'inside'"));
+  f.client('S', "");
+  f.reply('3');
+  f.reply('1');
+  f.reply('1');
+  f.reply('Z', "I");
+  f.tracker.end_window();
+  CHECK(f.tracker.idle());
+  CHECK(f.tracker.statement_query("") == "select 'inside'");
+
+  // A Query inside a window drops the unnamed statement; rewind brings it back.
+  f.tracker.begin_window();
+  f.client('Q', cstr("select 2"));
+  CHECK_FALSE(f.tracker.statement_query(""));
+  f.tracker.rewind();
+  CHECK(f.tracker.statement_query("") == "select 'inside'");
+}

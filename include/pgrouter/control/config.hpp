@@ -21,9 +21,16 @@ struct Endpoint {
   int weight = 1;  // for replicas (later issues)
 };
 
+// Backends are numbered 0 (primary) and 1..n (replicas, in order). With `hosts:` (role: auto), primary is
+// hosts[0] and replicas the others only for numbering: which host is the primary is found by probing
+// (the one not in recovery, on the newest timeline), so it follows a promotion without a reload.
 struct ShardConfig {
   Endpoint primary;
   std::vector<Endpoint> replicas;
+  std::vector<Endpoint> hosts;  // as written in the config (role: auto); empty with fixed roles
+  bool auto_roles = false;
+  size_t backends() const { return replicas.size() + 1; }
+  const Endpoint& backend(size_t i) const { return i == 0 ? primary : replicas.at(i - 1); }
 };
 
 enum class SessionFeatures { pin, refuse };
@@ -60,6 +67,8 @@ struct RoutingConfig {
   bool primary_fallback = true;      // reads go to the primary when no replica is eligible
   bool read_your_writes = true;      // after a client's write, its reads wait for a replica that replayed it
   int64_t max_lag_bytes = 16 << 20;  // a replica further behind the primary stops getting reads (0 = no bound)
+  Millis max_lag_time{0};            // a replica whose replay is further behind than this stops getting reads (0 = off)
+  Millis wait_for_primary{5000};     // role: auto: how long a write waits for a host to be the primary (0 = not)
   Millis probe_interval{500};        // how often every backend is probed (pg_is_in_recovery, WAL positions)
   std::string probe_user;            // the configured user whose backend login probes use (default: the first)
   std::vector<std::string> read_only_functions;  // user functions a SELECT may call and still be a read

@@ -59,6 +59,7 @@ struct WorkerStats {
   Counter routed_reads_replica_total{0};   // reads to a replica
   Counter routed_reads_primary_total{0};   // reads to the primary (no eligible replica, read-your-writes, any)
   Counter routed_reads_refused_total{0};   // reads with nowhere to go (routing.primary_fallback: false)
+  Counter routed_reads_retried_total{0};   // reads sent again elsewhere after their replica broke unanswered
   LatencyHistogram query_latency;      // Query/Sync forwarded -> ReadyForQuery
   LatencyHistogram pool_wait;          // time a client waited for a server
 

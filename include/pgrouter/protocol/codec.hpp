@@ -40,8 +40,19 @@ class Buffer {
   void commit(size_t n) { tail_ += n; }
   void consume(size_t n) {
     head_ += n;
-    if (head_ == tail_) head_ = tail_ = 0;
+    if (head_ == tail_ && !marked_) head_ = tail_ = 0;
   }
+  // A mark keeps the bytes consumed after it in memory (compaction and shrinking preserve them) until
+  // unmark(), so they can be read again (a read retried on another server) without being copied.
+  void mark() {
+    mark_ = head_;
+    marked_ = true;
+  }
+  void unmark() { marked_ = false; }  // never moves data: a read into write_ptr() may be pending
+  bool marked() const { return marked_; }
+  const char* mark_data() const { return mem_.get() + mark_; }
+  size_t consumed_since_mark() const { return marked_ ? head_ - mark_ : 0; }
+  size_t size_since_mark() const { return marked_ ? tail_ - mark_ : size(); }
   // Makes room so that `total` bytes fit from the read head, plus at least some write space.
   void reserve_message(size_t total);
   // Ensures there is room to read into (allocating lazily on first use).
@@ -53,6 +64,8 @@ class Buffer {
  private:
   std::unique_ptr<char[]> mem_;
   size_t cap_ = 0, head_ = 0, tail_ = 0;
+  size_t mark_ = 0;
+  bool marked_ = false;
   size_t initial_;
 };
 

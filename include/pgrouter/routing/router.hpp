@@ -10,10 +10,19 @@
 
 namespace pgrouter::routing {
 
-// A replica may take a read when it answered its last probe, is in recovery and replaying, is within
-// routing.max_lag_bytes of the primary, and has replayed at least required_lsn (read-your-writes; 0 = none).
-bool replica_eligible(const BackendHealth& replica, const BackendHealth& primary, const control::RoutingConfig& cfg,
+// A replica may take a read when it answered its last probe, is in recovery and replaying, its replay is
+// within routing.max_lag_time, it is within routing.max_lag_bytes of the primary (not checked when no
+// primary is known: primary null or unprobed), and it has replayed at least required_lsn
+// (read-your-writes; 0 = none).
+bool replica_eligible(const BackendHealth& replica, const BackendHealth* primary, const control::RoutingConfig& cfg,
                       uint64_t required_lsn);
+
+// role: auto: which of a shard's backends is the primary now: up, answered its last probe, not in
+// recovery, and on the newest timeline of those (a promoted replica wins over a primary that was not
+// stopped). -1 when none is; kAmbiguousPrimary when two are on the same newest timeline (two unrelated
+// primaries: writes go nowhere rather than to the wrong one).
+constexpr int kAmbiguousPrimary = -2;
+int find_primary(const std::vector<const BackendHealth*>& backends);
 
 struct Candidate {
   bool eligible = false;

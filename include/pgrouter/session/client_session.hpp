@@ -34,9 +34,34 @@ class ClientSession {
   // (the replacement is in c2s_repl_).
   bool track_client_message(char type, std::string_view body);
   // Read/write splitting (client_routing.cpp): the backend for the transaction whose first messages are
-  // in client_buf_ (0 = primary, i = replica i-1), and the bookkeeping at its end (read-your-writes).
-  int choose_backend();
+  // d[0..n) (0 = primary, i = replica i-1; -1 = none may take it), and the bookkeeping at its end
+  // (read-your-writes). attach_backend() chooses, takes a server from that backend's pool (another
+  // backend when a replica cannot be reached) and gives it the client's settings; false with
+  // pending_fatal_* set when no server could be had. from_mark: route the bytes kept for a read retry.
+  int choose_backend(const char* d, size_t n);
+  static constexpr int kNoReplica = -1;  // choose_backend: a read nothing may take (primary_fallback false)
+  static constexpr int kNoPrimary = -2;  // choose_backend: role: auto and no host is the primary now
+  awaitable<bool> attach_backend(bool from_mark);
   void transaction_ended();
+  // The primary's backend: 0 with fixed roles; with role: auto the one probes found (or < 0: none now).
+  int primary_backend();
+  // role: auto: waits (polling the probes' findings) until a host is the primary or give_up_at passes.
+  awaitable<int> await_primary(pool::Clock::time_point give_up_at);
+  std::string no_primary_message();  // what the client is told when no host is the primary
+  const routing::BackendHealth* health_of(int backend);
+  // Read retry (read_retry.cpp): a read routed to a replica keeps its client bytes (client_buf_'s mark)
+  // until the first byte of its answer reaches the client; if the replica breaks before that, another
+  // backend gets the same bytes.
+  struct ClientMessages;  // the client -> server scan handler (relay_handlers.hpp)
+  void open_retry_window();
+  void close_retry_window();
+  // Whether a server message in the retry window says the server is going away (stashing it).
+  bool server_going_away(char type, std::string_view body);
+  // Drops the broken server and sends the kept bytes to another backend; false (pending_fatal_* set,
+  // client I/O cancelled) when none could take them.
+  awaitable<bool> replace_failed_server(std::string why);
+  awaitable<void> wait_retry_signal();
+  void retry_signal();
   // Transaction pooling: what to do with a server reply the tracker wants to see.
   TxnTracker::Reply track_server_message(char type, std::string_view body);
 
@@ -47,6 +72,7 @@ class ClientSession {
   template <typename Stream> awaitable<void> relay(Stream& s);
   template <typename Stream> awaitable<bool> attach_for_transaction(Stream& s);
   template <typename Stream> void start_server_to_client(Stream& s);
+  bool register_server_io();  // server_'s socket in the worker's readiness set, for the relay
   awaitable<bool> sync_params(pool::ServerError& err);
   void detach_server();
   template <typename Stream> awaitable<void> client_to_server(Stream& s);
@@ -95,6 +121,16 @@ class ClientSession {
   bool tx_wrote_ = false;              // this transaction was routed to the primary as a write
   int64_t write_done_at_ = 0;          // steady ms when the client's last write transaction ended (0 = none)
   uint64_t required_lsn_ = 0;          // the primary's WAL position a replica must have replayed for this client
+  bool tx_read_ = false;               // the transaction's first messages are all reads (may be retried)
+  bool tx_on_replica_ = false;         // the transaction was routed to a replica
+  struct ReadRetry {
+    bool window = false;  // client bytes kept since client_buf_'s mark; nothing of the answer relayed yet
+    bool busy = false;    // server -> client is replacing the server: client -> server sends nothing
+    bool failed = false;  // no backend could take the read: the session ends
+    size_t attempts = 0;
+    std::string server_sqlstate, server_message;  // the going-away message the server sent, if any
+    std::unique_ptr<asio::steady_timer> signal;   // wakes whichever loop waits for the other
+  } retry_;
   std::unique_ptr<pool::ServerConnection> server_;
 
   // Relay state (both directions run on this worker's thread).

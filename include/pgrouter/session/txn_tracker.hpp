@@ -75,6 +75,23 @@ class TxnTracker {
   bool idle() const { return expect_.empty(); }
   // The server was lost or reset: nothing more will answer, and it has nothing of ours.
   void server_gone() { expect_.clear(); tx_sets_.clear(); group_sets_.clear(); }
+  // Read retry (session/read_retry.cpp): between begin_window() and end_window() the client's messages
+  // may be sent again to another server. rewind() undoes what the messages sent since begin_window()
+  // did to the client's state (statements created or closed, the unnamed statement, pending SETs), also
+  // for replies already matched (ParseComplete, CloseComplete), and forgets every expected reply, so the
+  // messages can be tracked again against the new server. Only valid while no reply of the window
+  // reached the client other than those two (the caller's rule).
+  void begin_window() {
+    window_ = true;
+    window_unnamed_valid_ = unnamed_valid_;
+    unnamed_saved_ = false;
+    window_matched_.clear();
+  }
+  void end_window() {
+    window_ = false;
+    window_matched_.clear();
+  }
+  void rewind();
   // A ROLLBACK TO SAVEPOINT may have undone a SET pgrouter cannot follow: the caller pins the client.
   bool uncertain() const { return uncertain_; }
   // The feature behind the last Effect::unsupported ("LISTEN", "SET", ...).
@@ -144,6 +161,10 @@ class TxnTracker {
   // is re-sent when the client binds it on a server where someone else parsed since.
   std::string unnamed_parse_;
   bool unnamed_valid_ = false;
+  // Read retry window: the unnamed statement as it was when the window began (swapped, not copied).
+  bool window_ = false, window_unnamed_valid_ = false, unnamed_saved_ = false;
+  std::string unnamed_before_window_;
+  std::vector<Expect> window_matched_;  // ParseComplete/CloseComplete expectations met inside the window
   std::string last_tag_;
   bool uncertain_ = false;
   Settings settings_;

@@ -1,0 +1,143 @@
+"""Read retry (issue 4): a read routed to a replica that breaks before any byte of its answer reached the client is
+sent again to another eligible backend (another replica, or the primary with routing.primary_fallback), on the same
+client connection, without an error. Each test kills a private replica of the shared primary (pgnodes.py) the way
+`pg_ctl stop -m immediate` does: its backends get SIGQUIT, send a WARNING 57P01 notice and exit, like a crash.
+The tests wait for events (reads served, a backend's exit, a statement running) rather than for fixed times, so
+that a loaded machine makes them slower, not wrong."""
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+import pgr
+from routing_util import backend_metric, routing_config, server_port, wait_for, wait_probed_up, where
+
+# Probes only at start: a test that kills a replica between two queries wants the router to learn of it from the
+# read itself (the retry path), not from a probe that takes the replica out of rotation first.
+NO_LATER_PROBES = "1h"
+
+
+def routed(router, name):
+    return pgr.metric(router.metrics(), name) or 0
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_pgbench_reads_survive_their_replica_killed_mid_run(cluster, pgrouter, pgbench_tables, pg_nodes, protocol):
+    replica = pg_nodes.replica_of(cluster.primary_port)
+    router = pgrouter(routing_config(cluster, replicas=[replica.endpoint()]))
+    wait_probed_up(router, replica.port)
+    env = {**os.environ, "PGPASSWORD": pgr.USERS["pgr_scram"]}
+    # A number of transactions rather than a duration: the kill comes after 200 of them, whatever the speed.
+    # 16 clients over a pool of 4 servers: a server given back is taken at once by a waiting client, so reads
+    # are running on the replica when it is killed (on an idle machine and on a loaded one).
+    bench = subprocess.Popen(["pgbench", "-S", "-M", protocol, "-c", "16", "-j", "2", "-t", "500", "-h", pgr.HOST,
+                              "-p", str(router.port), "-U", "pgr_scram", "app"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        wait_for(lambda: routed(router, "pgrouter_routed_reads_replica_total") >= 200, timeout=60,
+                 what="pgbench's reads flowing to the replica")
+        replica.stop("immediate")
+        out, _ = bench.communicate(timeout=300)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    # Every pgbench -S transaction is one SELECT whose answer PostgreSQL sends at once (at ReadyForQuery), so a
+    # transaction the kill interrupts has not had a byte of its answer relayed: each is retried, none may fail.
+    # (A statement that had begun streaming rows could not be retried; pgbench -S has none.) pgbench ends a
+    # client at its first error and then exits non-zero.
+    assert bench.returncode == 0, out
+    assert "number of transactions actually processed: 8000/8000" in out, out
+    assert "number of failed transactions: 0" in out, out
+    assert "aborted" not in out, out
+    text = router.metrics()
+    assert pgr.metric(text, "pgrouter_routed_reads_primary_total") > 0, "no read went on to the primary"
+    assert pgr.metric(text, "pgrouter_routed_reads_retried_total") >= 1, "the kill interrupted no read"
+    assert backend_metric(text, "pgrouter_backend_up", replica.port) == 0
+
+
+def test_a_read_after_its_replica_died_between_queries_is_retried(cluster, pgrouter, pg_nodes):
+    replica = pg_nodes.replica_of(cluster.primary_port)
+    router = pgrouter(routing_config(cluster, replicas=[replica.endpoint()], probe_interval=NO_LATER_PROBES))
+    wait_probed_up(router, replica.port)
+    with router.connect() as c:
+        port, pid = c.execute("select inet_server_port(), pg_backend_pid()").fetchone()
+        assert port == replica.port  # that server now waits idle in the replica's pool
+        replica.kill_immediate([pid])
+        # The router still believes in the replica: the read goes to that idle server, finds it dead before any
+        # answer, and is sent to the primary (primary_fallback) on the same client connection.
+        assert server_port(c) == cluster.primary_port
+        assert where(c) == "primary"  # the replica is out of rotation now: no second retry
+    text = router.metrics()
+    assert pgr.metric(text, "pgrouter_routed_reads_retried_total") == 1
+    assert backend_metric(text, "pgrouter_backend_up", replica.port) == 0
+    assert backend_metric(text, "pgrouter_backend_ejections_total", replica.port) == 1
+
+
+def test_a_read_running_when_its_replica_dies_finishes_on_another_replica(cluster, pgrouter, pg_nodes):
+    replica = pg_nodes.replica_of(cluster.primary_port)
+    shared = cluster.replica_port
+    router = pgrouter(routing_config(cluster, replicas=[replica.endpoint(), cluster.endpoint("replica")],
+                                     probe_interval=NO_LATER_PROBES))
+    wait_probed_up(router, replica.port)
+    wait_probed_up(router, shared)
+    sql = "select inet_server_port(), pg_sleep(2)"
+
+    def kill_once_running():  # the statement is running on the private replica: kill it there
+        with replica.connect() as watch:
+            wait_for(lambda: watch.execute("select count(*) from pg_stat_activity where state = 'active' and "
+                                           "query = %s", (sql,)).fetchone()[0] == 1, timeout=30,
+                     what="the read running on the private replica")
+        replica.kill_immediate()
+
+    with router.connect() as c:
+        # One worker, one client, round robin: reads alternate between the two replicas.
+        wait_for(lambda: server_port(c) == shared, what="a read on the shared replica")
+        killer = threading.Thread(target=kill_once_running)
+        killer.start()
+        started = time.monotonic()
+        try:
+            port, _ = c.execute(sql).fetchone()  # the private replica's turn
+        finally:
+            killer.join()
+        took = time.monotonic() - started
+        # Killed while sleeping, before any answer: run again, whole, on the other replica.
+        assert port == shared
+        assert took >= 2.0, f"answered after {took:.1f}s: not run again from the start"
+        assert server_port(c) == shared
+    text = router.metrics()
+    assert pgr.metric(text, "pgrouter_routed_reads_retried_total") == 1
+    assert backend_metric(text, "pgrouter_backend_up", replica.port) == 0
+
+
+def test_a_read_with_nowhere_else_to_go_gets_a_clear_error(cluster, pgrouter, pg_nodes):
+    replica = pg_nodes.replica_of(cluster.primary_port)
+    router = pgrouter(routing_config(cluster, replicas=[replica.endpoint()], probe_interval=NO_LATER_PROBES,
+                                     primary_fallback="false"))
+    wait_probed_up(router, replica.port)
+    with pgr.Raw(router.port) as raw:  # raw protocol: the exact ErrorResponse, which psycopg reports without code
+        raw.startup("pgr_scram", password=pgr.USERS["pgr_scram"])
+        (port, pid), = raw.simple_query("select inet_server_port(), pg_backend_pid()")[0]
+        assert int(port) == replica.port
+        replica.kill_immediate([int(pid)])
+        raw.send(pgr.query("select inet_server_port()"))
+        replies = raw.read_until(())
+    assert [kind for kind, _ in replies] == ["E", ""], replies  # one FATAL, then the connection closes
+    error = pgr.parse_error_fields(replies[0][1])
+    # The replica's own going-away code when its last words arrived (the WARNING 57P01 of an immediate shutdown),
+    # else 08006 for a connection that just ended; the message says why nothing else could take the read, and
+    # what to do.
+    message = error["message"]
+    assert error["severity"] == "FATAL", error
+    if error["code"] == "57P01":
+        assert "(terminating connection due to immediate shutdown command)" in message, message
+    else:
+        assert error["code"] == "08006", error
+        assert "(End of file)" in message or "(Connection reset by peer)" in message, message
+    assert f"replica {pgr.HOST}:{replica.port} failed before answering" in message, message
+    assert "primary_fallback is false" in message, message
+    assert "reconnect and retry" in message, message
+    with router.connect() as c:  # the daemon is fine; writes still go to the primary
+        assert where(c, "select pg_is_in_recovery(), nextval('client_events_id_seq')") == "primary"
+    assert pgr.metric(router.metrics(), "pgrouter_routed_reads_retried_total") == 0
