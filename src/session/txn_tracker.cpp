@@ -289,11 +289,20 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
       if (!stmt) return false;
       if (stmt->empty()) {
         // The unnamed statement lives on one server until someone else parses there.
-        if (!unnamed_valid_ || server.unnamed_owner == owner_) return false;
-        out.append(unnamed_parse_);
-        Expect e{'1', Action::drop};
-        e.unnamed = true;
-        expect_.push_back(std::move(e));
+        if (server.unnamed_owner == owner_) return false;
+        if (unnamed_valid_) {
+          out.append(unnamed_parse_);
+          Expect e{'1', Action::drop};
+          e.unnamed = e.unnamed_resend = true;
+          expect_.push_back(std::move(e));
+        } else {
+          // The client has no unnamed statement, but the server may hold another client's: close it, so
+          // this Bind/Describe fails with 26000 as it would in the client's own session.
+          append_named(out, 'C', 'S', "");
+          Expect e{'3', Action::drop};
+          e.unnamed = true;
+          expect_.push_back(std::move(e));
+        }
         server.unnamed_owner = owner_;
         out.append(body.data() - 5, body.size() + 5);
         return true;
@@ -368,8 +377,9 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
 
 void TxnTracker::undo(Expect& e, pool::ServerStatements& server) {
   // The server skipped this request after an error: as in PostgreSQL, it had no effect.
+  if (e.unnamed) server.unnamed_owner = 0;  // it still has its unnamed statement, perhaps another client's
   if (e.reply == '1' && e.action != Action::sentinel_error) {
-    if (e.unnamed) unnamed_valid_ = false;
+    if (e.unnamed && !e.unnamed_resend) unnamed_valid_ = false;
     if (!e.client_name.empty()) statements_.erase(e.client_name);
     if (!e.server_name.empty()) server.erase(e.server_name);
   } else if (e.reply == '3') {

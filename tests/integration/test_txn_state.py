@@ -221,3 +221,49 @@ def test_pgbench_prepared_under_transaction_pooling_with_a_tiny_cache(pgrouter, 
     text = router.metrics()
     assert pgr.metric(text, "pgrouter_prepared_statements_evicted_total") > 0
     assert pgr.metric(text, "pgrouter_servers_active") == 0
+
+
+def test_unnamed_statement_of_one_client_never_runs_for_another(pgrouter):
+    """Two raw clients share one server (pool size 1). B leaves its unnamed statement on the server; A, whose
+    unnamed statement a simple Query dropped (or whose re-sent one the server skipped after an error), binds
+    the unnamed statement: A must get PostgreSQL's 26000 or its own statement's row, never B's."""
+    router = pgrouter(txn(1))
+
+    def login():
+        raw = pgr.Raw(router.port)
+        raw.startup("pgr_scram", "app", pgr.USERS["pgr_scram"])
+        return raw
+
+    def rows(messages):
+        return [pgr.parse_data_row(p) for k, p in messages if k == "D"]
+
+    def errors(messages):
+        return [pgr.parse_error_fields(p)["code"] for k, p in messages if k == "E"]
+
+    with login() as a, login() as b:
+        def b_parses_unnamed():
+            b.send(pgr.parse("select 'B''s statement'") + pgr.sync())
+            assert [k for k, _ in b.read_until_ready()] == ["1", "Z"]
+
+        # A has its own unnamed statement; B replaces the server's with its own.
+        a.send(pgr.parse("select 'A''s statement'") + pgr.sync())
+        a.read_until_ready()
+        b_parses_unnamed()
+        # An error ahead of A's Bind makes the server skip the Parse pgrouter re-sends for A.
+        a.send(pgr.parse("selec broken", name="bad") + pgr.bind() + pgr.execute() + pgr.sync())
+        got = a.read_until_ready()
+        assert errors(got) == ["42601"] and rows(got) == []
+        # A's statement still exists (as in its own session), so A gets A's row.
+        a.send(pgr.bind() + pgr.execute() + pgr.sync())
+        assert rows(a.read_until_ready()) == [["A's statement"]]
+
+        # A simple Query drops A's unnamed statement; B parses one again on the shared server.
+        a.send(pgr.query("select 1"))
+        a.read_until_ready()
+        b_parses_unnamed()
+        a.send(pgr.bind() + pgr.execute() + pgr.sync())
+        got = a.read_until_ready()
+        assert rows(got) == [] and errors(got) == ["26000"], got
+        # B still has its own.
+        b.send(pgr.bind() + pgr.execute() + pgr.sync())
+        assert rows(b.read_until_ready()) == [["B's statement"]]

@@ -258,3 +258,53 @@ TEST_CASE("rewind takes the client's statements back to the start of a read retr
   f.tracker.rewind();
   CHECK(f.tracker.statement_query("") == "select 'inside'");
 }
+
+TEST_CASE("a client's Bind of the unnamed statement never runs another client's") {
+  // Two clients on one server: A (owner 1) and B (owner 2).
+  pgrouter::control::WorkerStats stats;
+  pgrouter::pool::ServerStatements server;
+  TxnTracker::Settings server_settings;
+  TxnTracker a{stats, 1, 100, false, {}}, b{stats, 2, 100, false, {}};
+  std::string out, repl;
+  TxnTracker::Effect effect{};
+  std::string wire;  // the message with its header: a rewrite copies the client's bytes from there
+  auto send = [&](TxnTracker& t, char type, const std::string& body) {
+    out.clear();
+    wire = msg(type, body);
+    t.client_message(type, std::string_view(wire).substr(5), server, out, effect);
+    return types_of(out);
+  };
+  auto reply = [&](TxnTracker& t, char type, const std::string& body = {}) {
+    return t.server_message(type, body, server, server_settings, repl);
+  };
+  send(a, 'P', parse_body("", "select 'A'"));
+  send(a, 'S', "");
+  reply(a, '1');
+  reply(a, 'Z', "I");
+  send(b, 'P', parse_body("", "select 'B'"));  // the server's unnamed statement is B's now
+  send(b, 'S', "");
+  reply(b, '1');
+  reply(b, 'Z', "I");
+
+  SUBCASE("a re-sent Parse skipped after an error leaves the server's owner unknown") {
+    send(a, 'P', parse_body("bad", "selec"));
+    CHECK(send(a, 'B', bind_body("")) == "PB");  // A's statement is re-sent ahead of its Bind
+    send(a, 'S', "");
+    CHECK(reply(a, 'E') == TxnTracker::Reply::forward);  // the bad Parse; the rest is skipped
+    CHECK(reply(a, 'Z', "I") == TxnTracker::Reply::forward);
+    CHECK(a.idle());
+    // The server still has B's statement: A's next Bind must bring A's again, not run B's.
+    CHECK(send(a, 'B', bind_body("")) == "PB");
+  }
+  SUBCASE("a client without an unnamed statement gets 26000, not another client's") {
+    send(a, 'Q', cstr("select 1"));  // a simple Query drops A's unnamed statement
+    reply(a, 'Z', "I");
+    send(b, 'P', parse_body("", "select 'B again'"));
+    send(b, 'S', "");
+    reply(b, '1');
+    reply(b, 'Z', "I");
+    CHECK(send(a, 'B', bind_body("")) == "CB");  // B's is closed first, so the Bind fails as in PostgreSQL
+    send(a, 'S', "");
+    CHECK(reply(a, '3') == TxnTracker::Reply::drop);
+  }
+}

@@ -130,7 +130,8 @@ class TxnTracker {
     bool failed = false;
     std::vector<sql::SessionCommand> sets;
     std::vector<StatementEffect> effects;
-    bool unnamed = false;  // '1' of an unnamed Parse: if skipped, the unnamed statement is gone
+    bool unnamed = false;         // a Parse or Close of the unnamed statement: if skipped, the server's is unknown
+    bool unnamed_resend = false;  // ... one pgrouter re-sent: the client's unnamed statement still exists
   };
 
   void ensure_prepared(const TrackedStatement& st, pool::ServerStatements& server, std::string& out);
