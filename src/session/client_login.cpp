@@ -1,0 +1,455 @@
+// The client session's login stage: startup packet (SSLRequest, GSSENCRequest, CancelRequest, protocol
+// negotiation), authentication (trust, cleartext, md5, SCRAM-SHA-256) and the welcome (a server attached
+// in session pooling, the startup parameters recorded in transaction pooling), then the hand-over to the relay.
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <strings.h>
+
+#include "pgrouter/control/log.hpp"
+#include "pgrouter/protocol/md5.hpp"
+#include "pgrouter/protocol/scram.hpp"
+#include "pgrouter/session/client_session.hpp"
+
+namespace pgrouter::session {
+namespace p = pgrouter::protocol;
+using control::AuthMethod;
+
+namespace {
+// Unauthenticated clients may not make pgrouter allocate much.
+constexpr uint32_t kMaxAuthMessage = 8192;
+
+// Startup parameters that are about the connection itself, not session settings to apply.
+bool is_connection_param(std::string_view k) {
+  return k == "user" || k == "database" || k == "replication" || k == "options" ||
+         k.substr(0, 5) == "_pq_.";
+}
+
+}  // namespace
+
+template <typename Stream>
+awaitable<void> ClientSession::fail(Stream& s, const char* sqlstate, std::string message, std::string hint) {
+  std::string out;
+  p::append_error(out, "FATAL", sqlstate, message, {}, hint);
+  w_.stats().count_error(sqlstate, true);
+  co_await client_write_all(s, out);
+}
+
+template <typename Stream>
+awaitable<bool> ClientSession::read_startup_on(Stream& s, p::StartupPacket& out) {
+  char len_buf[4];
+  if (co_await client_read_exact(s, len_buf, 4)) co_return false;
+  uint32_t len = p::read_be32(len_buf);
+  if (len < 8 || len > p::kMaxStartupPacket) {
+    co_await fail(s, p::sqlstate::protocol_violation,
+                  "invalid length of startup packet (" + std::to_string(len) + " bytes)",
+                  "Connect with a PostgreSQL protocol 3.0 client.");
+    co_return false;
+  }
+  std::string body(len - 4, '\0');
+  if (co_await client_read_exact(s, body.data(), body.size())) co_return false;
+  std::string why;
+  auto sp = p::parse_startup(body, why);
+  if (!sp) {
+    co_await fail(s, p::sqlstate::protocol_violation, "invalid startup packet: " + why);
+    co_return false;
+  }
+  out = std::move(*sp);
+  co_return true;
+}
+
+awaitable<void> ClientSession::run() {
+  auto& rt = w_.runtime();
+  w_.stats().client_connections_total.fetch_add(1, std::memory_order_relaxed);
+  counted_client_ = true;
+  int now_clients = rt.clients.fetch_add(1, std::memory_order_relaxed) + 1;
+  net::tune_socket(socket_);
+  // Plain TCP goes through the worker's readiness set from the first byte (TLS leaves it below).
+  net::error_code nbec;
+  socket_.native_non_blocking(true, nbec);
+  if (nbec || !client_ready_.attach(w_.readiness(), socket_.native_handle())) {
+    log::error("cannot register client socket", {{"session", id_}, {"error", nbec.message()}});
+    co_return;
+  }
+
+  // A login that does not finish in time is cut off, whatever stage it is stuck in.
+  auto login_done = std::make_shared<bool>(false);
+  asio::steady_timer login_timer(w_.io());
+  login_timer.expires_after(config_->listen.client_login_timeout);
+  login_done_ = login_done;
+  login_timer.async_wait([this, login_done](boost::system::error_code ec) {
+    if (!ec && !*login_done) {
+      log::info("client login timed out", {{"session", id_}, {"client", peer_}});
+      boost::system::error_code ignored;
+      auto& raw = tls_ ? tls_->next_layer() : socket_;
+      raw.shutdown(tcp::socket::shutdown_both, ignored);
+      raw.cancel(ignored);
+      client_ready_.cancel();
+    }
+  });
+  struct Guard {
+    std::shared_ptr<bool> done;
+    asio::steady_timer& t;
+    ~Guard() { *done = true; t.cancel(); }
+  } guard{login_done, login_timer};
+
+  p::StartupPacket sp;
+  bool tried_ssl = false, tried_gss = false;
+  for (;;) {
+    if (!co_await read_startup_on(socket_, sp)) co_return;
+    if (sp.code == p::kCancelRequestCode) {
+      handle_cancel_request(sp);
+      co_return;  // PostgreSQL closes a cancel connection without answering
+    }
+    if (sp.code == p::kSslRequestCode) {
+      if (tried_ssl) {
+        co_await fail(socket_, p::sqlstate::protocol_violation, "SSLRequest sent twice");
+        co_return;
+      }
+      tried_ssl = true;
+      // Bytes pipelined after SSLRequest would be processed as if they came over TLS (CVE-2021-23222).
+      boost::system::error_code ec;
+      if (socket_.available(ec) > 0) {
+        log::warn("client sent data after SSLRequest before the TLS handshake; closing",
+                  {{"session", id_}, {"client", peer_}});
+        co_return;
+      }
+      auto ctx = w_.tls();
+      if (!ctx) {
+        if (co_await client_write_all(socket_, "N", 1)) co_return;
+        continue;
+      }
+      if (co_await client_write_all(socket_, "S", 1)) co_return;
+      client_ready_.detach();  // TLS reads and writes go through Asio
+      net::error_code bec;
+      socket_.native_non_blocking(false, bec);
+      tls_ = std::make_unique<net::TlsStream>(std::move(socket_), *ctx);
+      net::error_code hec;
+      co_await tls_->async_handshake(net::ssl::stream_base::server, asio::redirect_error(use_awaitable, hec));
+      if (hec) {
+        log::info("TLS handshake failed", {{"session", id_}, {"client", peer_}, {"error", hec.message()}});
+        co_return;
+      }
+      p::StartupPacket tsp;
+      if (!co_await read_startup_on(*tls_, tsp)) co_return;
+      if (tsp.code == p::kSslRequestCode || tsp.code == p::kGssEncRequestCode ||
+          tsp.code == p::kCancelRequestCode) {
+        co_await fail(*tls_, p::sqlstate::protocol_violation, "unexpected request inside TLS");
+        co_return;
+      }
+      if (now_clients > config_->listen.max_client_conn) {
+        co_await fail(*tls_, p::sqlstate::too_many_connections,
+                      "sorry, too many clients already (listen.max_client_conn = " +
+                          std::to_string(config_->listen.max_client_conn) + ")");
+        co_return;
+      }
+      co_await serve(*tls_, std::move(tsp));
+      co_return;
+    }
+    if (sp.code == p::kGssEncRequestCode) {
+      if (tried_gss) {
+        co_await fail(socket_, p::sqlstate::protocol_violation, "GSSENCRequest sent twice");
+        co_return;
+      }
+      tried_gss = true;
+      if (co_await client_write_all(socket_, "N", 1)) co_return;
+      continue;
+    }
+    break;
+  }
+  if (now_clients > config_->listen.max_client_conn) {
+    co_await fail(socket_, p::sqlstate::too_many_connections,
+                  "sorry, too many clients already (listen.max_client_conn = " +
+                      std::to_string(config_->listen.max_client_conn) + ")");
+    co_return;
+  }
+  co_await serve(socket_, std::move(sp));
+}
+
+template <typename Stream>
+awaitable<void> ClientSession::serve(Stream& s, p::StartupPacket sp) {
+  if ((sp.code >> 16) != 3) {
+    co_await fail(s, p::sqlstate::feature_not_supported,
+                  "unsupported frontend protocol " + std::to_string(sp.code >> 16) + "." +
+                      std::to_string(sp.code & 0xffff) + ": pgrouter supports protocol 3.0");
+    co_return;
+  }
+  std::vector<std::string> unrecognized;
+  for (auto& [k, v] : sp.params)
+    if (k.rfind("_pq_.", 0) == 0) unrecognized.push_back(k);
+  if ((sp.code & 0xffff) != 0 || !unrecognized.empty()) {
+    std::string out;
+    p::append_negotiate_protocol_version(out, 0, unrecognized);
+    if (co_await client_write_all(s, out)) co_return;
+  }
+  if (auto* r = sp.find("replication"); r && *r != "false" && *r != "0" && *r != "off" && *r != "no") {
+    co_await fail(s, p::sqlstate::feature_not_supported, "pgrouter does not proxy replication connections",
+                  "Connect replication clients straight to PostgreSQL.");
+    co_return;
+  }
+  auto* user = sp.find("user");
+  if (!user || user->empty()) {
+    co_await fail(s, p::sqlstate::invalid_authorization, "no PostgreSQL user name specified in startup packet");
+    co_return;
+  }
+  user_ = *user;
+  auto* db = sp.find("database");
+  database_ = (db && !db->empty()) ? *db : user_;
+
+  if (!co_await authenticate(s, sp)) {
+    w_.stats().client_login_failures_total.fetch_add(1, std::memory_order_relaxed);
+    co_return;
+  }
+  // Authenticated: from here waiting is bounded by pool.queue_timeout, not the login timeout.
+  *login_done_ = true;
+  db_ = config_->find_database(database_);
+  if (!db_) {
+    co_await fail(s, p::sqlstate::unknown_database, "database \"" + database_ + "\" does not exist",
+                  "pgrouter serves only the databases listed under \"databases:\" in its configuration.");
+    w_.stats().client_login_failures_total.fetch_add(1, std::memory_order_relaxed);
+    co_return;
+  }
+  if (!co_await attach_and_welcome(s, sp)) co_return;
+  logged_in_ = true;
+  w_.stats().clients_connected.fetch_add(1, std::memory_order_relaxed);
+  log::debug("client logged in", {{"session", id_}, {"client", peer_}, {"user", user_}, {"database", database_}});
+  co_await relay(s);
+}
+
+template <typename Stream>
+awaitable<bool> ClientSession::read_password_message(Stream& s, std::string& body) {
+  char hdr[5];
+  if (co_await client_read_exact(s, hdr, 5)) co_return false;
+  uint32_t len = p::read_be32(hdr + 1);
+  if (hdr[0] != 'p') {
+    if (hdr[0] != 'X')
+      co_await fail(s, p::sqlstate::protocol_violation,
+                    std::string("expected a password message, got message type '") + hdr[0] + "'");
+    co_return false;
+  }
+  if (len < 4 || len > kMaxAuthMessage) {
+    co_await fail(s, p::sqlstate::protocol_violation, "invalid password message length " + std::to_string(len));
+    co_return false;
+  }
+  body.assign(len - 4, '\0');
+  if (len > 4 && co_await client_read_exact(s, body.data(), body.size())) co_return false;
+  co_return true;
+}
+
+template <typename Stream>
+awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) {
+  const control::AuthRule* rule = config_->match_auth(user_, database_, peer_);
+  auto bad_password = [&]() -> awaitable<bool> {
+    log::warn("client authentication failed", {{"session", id_}, {"client", peer_}, {"user", user_},
+                                               {"database", database_}, {"sqlstate", "28P01"}});
+    co_await fail(s, p::sqlstate::invalid_password, "password authentication failed for user \"" + user_ + "\"");
+    co_return false;
+  };
+  if (!rule || rule->method == AuthMethod::reject) {
+    log::warn("no auth rule allows connection", {{"session", id_}, {"client", peer_}, {"user", user_},
+                                                 {"database", database_}, {"sqlstate", "28000"}});
+    co_await fail(s, p::sqlstate::invalid_authorization,
+                  "no pgrouter auth rule allows host \"" + peer_ + "\", user \"" + user_ + "\", database \"" +
+                      database_ + "\"",
+                  "Add a rule for this client under \"auth:\" in the pgrouter configuration.");
+    co_return false;
+  }
+  user_cfg_ = config_->find_user(user_);
+  if (rule->method == AuthMethod::trust) {
+    if (!user_cfg_) co_return co_await bad_password();
+    co_return true;
+  }
+  std::string body;
+  if (rule->method == AuthMethod::md5) {
+    char salt[4];
+    RAND_bytes(reinterpret_cast<unsigned char*>(salt), 4);
+    std::string out;
+    p::append_auth(out, 5, std::string_view(salt, 4));
+    if (co_await client_write_all(s, out)) co_return false;
+    if (!co_await read_password_message(s, body)) co_return false;
+    std::string_view given(body.data(), body.find('\0') == std::string::npos ? body.size() : body.find('\0'));
+    std::string stored;
+    if (user_cfg_) {
+      if (!user_cfg_->md5_hash.empty()) stored = user_cfg_->md5_hash;
+      else if (!user_cfg_->password.empty()) stored = p::md5::stored_hash(user_, user_cfg_->password);
+    }
+    if (stored.empty()) co_return co_await bad_password();
+    std::string expected = p::md5::response(stored, std::string_view(salt, 4));
+    if (given.size() != expected.size() || CRYPTO_memcmp(given.data(), expected.data(), expected.size()) != 0)
+      co_return co_await bad_password();
+    co_return true;
+  }
+  // SCRAM-SHA-256. Unknown users (and users with only an md5 secret) get a mock verifier so the
+  // exchange looks the same and fails with the same message.
+  p::scram::Verifier verifier;
+  bool real = false;
+  if (user_cfg_) {
+    if (!user_cfg_->scram_verifier.empty()) {
+      if (auto v = p::scram::parse_verifier(user_cfg_->scram_verifier)) {
+        verifier = *v;
+        real = true;
+      }
+    } else if (!user_cfg_->password.empty()) {
+      verifier = w_.scram_verifier_for(*user_cfg_);
+      real = true;
+    }
+  }
+  if (!real) verifier = p::scram::mock_verifier(user_, w_.runtime().mock_secret);
+  std::string out;
+  p::append_auth(out, 10, std::string_view("SCRAM-SHA-256\0\0", 15));
+  if (co_await client_write_all(s, out)) co_return false;
+  if (!co_await read_password_message(s, body)) co_return false;
+  size_t pos = 0;
+  auto mech = p::read_cstring(body, pos);
+  if (!mech || *mech != "SCRAM-SHA-256" || body.size() < pos + 4) {
+    co_await fail(s, p::sqlstate::protocol_violation,
+                  "client selected an invalid SASL authentication mechanism", "pgrouter offers SCRAM-SHA-256.");
+    co_return false;
+  }
+  uint32_t dlen = p::read_be32(body.data() + pos);
+  pos += 4;
+  if (dlen == 0xffffffffu || body.size() - pos != dlen) {
+    co_await fail(s, p::sqlstate::protocol_violation, "malformed SASLInitialResponse message");
+    co_return false;
+  }
+  p::scram::ServerExchange ex(verifier);
+  std::string why;
+  auto server_first = ex.handle_client_first(std::string_view(body).substr(pos), why);
+  if (!server_first) {
+    co_await fail(s, p::sqlstate::protocol_violation, "malformed SCRAM message: " + why);
+    co_return false;
+  }
+  out.clear();
+  p::append_auth(out, 11, *server_first);
+  if (co_await client_write_all(s, out)) co_return false;
+  if (!co_await read_password_message(s, body)) co_return false;
+  std::string server_final;
+  auto result = ex.handle_client_final(body, server_final, why);
+  if (result == p::scram::ServerExchange::Result::Malformed) {
+    co_await fail(s, p::sqlstate::protocol_violation, "malformed SCRAM message: " + why);
+    co_return false;
+  }
+  if (result != p::scram::ServerExchange::Result::Ok || !real) co_return co_await bad_password();
+  out.clear();
+  p::append_auth(out, 12, server_final);
+  if (co_await client_write_all(s, out)) co_return false;
+  co_return true;
+}
+
+template <typename Stream>
+awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPacket& sp) {
+  pool_ = &w_.pool_for(*db_, *user_cfg_);
+  txn_mode_ = pool_->settings().config.mode == control::PoolMode::transaction;
+  // The client's startup settings, re-applied to whichever server it gets (transaction pooling).
+  for (auto& [k, v] : sp.params) {
+    if (is_connection_param(k)) continue;
+    if (!p::is_safe_identifier(k)) {
+      co_await fail(s, p::sqlstate::protocol_violation, "invalid startup parameter name \"" + k + "\"");
+      co_return false;
+    }
+    wanted_params_.emplace_back(k, v);
+  }
+  if (auto* opts = sp.find("options")) {
+    // Supports the common "-c name=value" form (and "--name=value").
+    std::string_view o = *opts;
+    size_t i = 0;
+    while (i < o.size()) {
+      while (i < o.size() && o[i] == ' ') ++i;
+      size_t j = o.find(' ', i);
+      std::string_view tok = o.substr(i, j == std::string_view::npos ? std::string_view::npos : j - i);
+      i = j == std::string_view::npos ? o.size() : j;
+      if (tok.empty() || tok == "-c") continue;
+      if (tok.substr(0, 2) == "-c") tok.remove_prefix(2);
+      else if (tok.substr(0, 2) == "--") tok.remove_prefix(2);
+      auto eq = tok.find('=');
+      if (eq == std::string_view::npos || !p::is_safe_identifier(tok.substr(0, eq))) {
+        co_await fail(s, p::sqlstate::feature_not_supported,
+                      "pgrouter understands only \"-c name=value\" in the options parameter");
+        co_return false;
+      }
+      wanted_params_.emplace_back(std::string(tok.substr(0, eq)), std::string(tok.substr(eq + 1)));
+    }
+  }
+
+  if (txn_mode_) {
+    const auto& pc = pool_->settings().config;
+    std::string search_path;
+    for (auto& [k, v] : wanted_params_)
+      if (strcasecmp(k.c_str(), "search_path") == 0) search_path = v;
+    tracker_ = std::make_unique<TxnTracker>(w_.stats(), id_, size_t(pc.prepared_statements_cache),
+                                            pc.session_features == control::SessionFeatures::refuse,
+                                            pc.track_parameters, search_path);
+  }
+  std::map<std::string, std::string> welcome;
+  const auto& shard = db_->shards.at(0);
+  pool::Pool* params_pool = pool_;
+  if (txn_mode_ && shard.auto_roles)  // role: auto: any host's parameters will do for a welcome
+    for (size_t i = 1; i < shard.backends() && params_pool->welcome_params().empty(); ++i)
+      params_pool = &w_.pool_for(*db_, *user_cfg_, int(i));
+  if (txn_mode_ && !params_pool->welcome_params().empty()) {
+    // Transaction pooling: a login needs no server when the pool already knows the servers'
+    // parameters; the client's own settings are applied at its first transaction.
+    welcome = params_pool->welcome_params();
+    for (auto& [k, v] : wanted_params_)
+      if (auto it = welcome.find(k); it != welcome.end()) it->second = v;
+  } else {
+    // role: auto: the session's server (or the first welcome's) comes from the host that is the primary now.
+    backend_ = 0;
+    if (shard.auto_roles) {
+      backend_ = primary_backend();
+      if (backend_ < 0 && txn_mode_)  // a transaction-pooled login only needs some server's parameters
+        for (size_t i = 0; i < shard.backends() && backend_ < 0; ++i)
+          if (const auto* h = health_of(int(i)); h && h->up.load() && h->probed.load()) backend_ = int(i);
+      if (backend_ < 0) backend_ = co_await await_primary(pool::Clock::now() + db_->routing.wait_for_primary);
+      if (backend_ < 0) {
+        backend_ = 0;
+        std::string msg = no_primary_message();
+        co_await fail(s, p::sqlstate::cannot_connect, msg);
+        co_return false;
+      }
+    }
+    pool::ServerError err;
+    server_pool_ = &w_.pool_for(*db_, *user_cfg_, backend_);
+    server_ = co_await server_pool_->acquire(err);
+    if (!server_) {
+      // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.
+      std::string msg = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
+      std::string hint;
+      if (err.from_server)
+        hint = "The server refused the connection pgrouter opened for this client; see the server's message.";
+      else if (err.sqlstate == p::sqlstate::too_many_connections)
+        hint = "Raise pool.size or pool.queue_timeout, or retry later.";
+      else
+        hint = "Check that the server is up and that pgrouter's backend credentials are right.";
+      std::string code = err.sqlstate.empty() ? std::string(p::sqlstate::cannot_connect) : err.sqlstate;
+      co_await fail(s, code.c_str(), msg, hint);
+      co_return false;
+    }
+    w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
+    pool::ServerError serr;
+    if (!co_await sync_params(serr)) {
+      // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.
+      std::string code = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
+      std::string msg = serr.message.empty()
+                            ? std::string("server connection failed while applying startup parameters")
+                            : serr.message;
+      co_await fail(s, code.c_str(), msg);
+      server_pool_->release(std::move(server_), serr.from_server);
+      w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+      co_return false;
+    }
+    welcome = server_->params;
+  }
+  last_activity_ = pool::Clock::now();  // timeouts are checked from registration on
+  key_pid_ = w_.register_session(this, key_secret_);
+  std::string out;
+  p::append_auth(out, 0);
+  for (auto& [k, v] : welcome) p::append_parameter_status(out, k, v);
+  p::append_backend_key_data(out, key_pid_, key_secret_);
+  p::append_ready_for_query(out, 'I');
+  if (txn_mode_ && server_) detach_server();  // the client gets a server again at its first message
+  if (co_await client_write_all(s, out)) co_return false;
+  co_return true;
+}
+
+
+}  // namespace pgrouter::session
