@@ -218,7 +218,10 @@ const Section<UserConfig>& user_section() {
        grouped("backend_password", secret_env_key("backend_password_env", &UserConfig::backend_password)),
        choice_key<UserConfig, std::optional<PoolMode>>(
            "pool_mode", &UserConfig::pool_mode,
-           {{"session", PoolMode::session}, {"transaction", PoolMode::transaction}}, kReloadable)},
+           {{"session", PoolMode::session}, {"transaction", PoolMode::transaction}}, kReloadable),
+       choice_key<UserConfig, std::optional<ReadFrom>>(
+           "read_from", &UserConfig::read_from,
+           {{"replicas", ReadFrom::replicas}, {"primary", ReadFrom::primary}, {"any", ReadFrom::any}}, kReloadable)},
       [](Loader& l, const Field& f, UserConfig& user) {
         if (user.backend_user.empty()) user.backend_user = user.name;
         if (user.backend_password.empty()) user.backend_password = user.password;

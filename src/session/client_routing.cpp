@@ -66,7 +66,8 @@ int ClientSession::choose_backend(const char* d, size_t n) {
   // The primary: backend 0 with fixed roles; with role: auto the host that probes found to be it, if any.
   int primary = primary_backend();
   if (primary < 0) primary = kNoPrimary;
-  if (!tracker_ || shard.backends() == 1 || rc.read_from == control::ReadFrom::primary) return primary;
+  const auto read_from = user_cfg_->read_from.value_or(rc.read_from);  // users[].read_from wins
+  if (!tracker_ || shard.backends() == 1 || read_from == control::ReadFrom::primary) return primary;
 
   // SET pgrouter.route = primary | replica | auto (carried with the client's other settings).
   std::string_view session_route = "auto";
@@ -162,7 +163,7 @@ int ClientSession::choose_backend(const char* d, size_t n) {
     c.outstanding = pool.attached();
     candidates.push_back(c);
   }
-  if (primary >= 0 && rc.read_from == control::ReadFrom::any && !(rc.read_your_writes && required_lsn_ != 0)) {
+  if (primary >= 0 && read_from == control::ReadFrom::any && !(rc.read_your_writes && required_lsn_ != 0)) {
     routing::Candidate c;  // the primary takes reads too
     c.eligible = true;
     c.outstanding = w_.pool_for(*db_, *user_cfg_, primary).attached();

@@ -58,6 +58,31 @@ def test_session_pooling_stays_on_the_primary(cluster, pgrouter):
         assert where(c) == "primary"
 
 
+def test_read_from_per_user_overrides_the_database(cluster, pgrouter):
+    """users[].read_from: pgr_md5 reads from the primary, pgr_scram keeps the database's replicas, and a user
+    set to replicas still gets them when the database says primary."""
+    config = routing_config(cluster)
+    config["users"] = [{"name": name, "password": password, **({"read_from": "primary"} if name == "pgr_md5" else {})}
+                       for name, password in pgr.USERS.items()]
+    router = pgrouter(config)
+    wait_for(lambda: replica_in_rotation(router), what="the replica's first probe")
+    with router.connect() as scram, router.connect(user="pgr_md5") as md5:
+        assert [where(scram) for _ in range(5)] == ["replica"] * 5
+        assert [where(md5) for _ in range(5)] == ["primary"] * 5
+    config["databases"][0]["routing"]["read_from"] = "primary"
+    config["users"] = [{"name": name, "password": password, **({"read_from": "replicas"} if name == "pgr_md5" else {})}
+                       for name, password in pgr.USERS.items()]
+    router.reload(config)
+    wait_for(lambda: replica_in_rotation_for(router, "pgr_md5"), what="pgr_md5 reading from the replica")
+    with router.connect() as scram:
+        assert where(scram) == "primary"
+
+
+def replica_in_rotation_for(router, user):
+    with router.connect(user=user) as c:
+        return where(c) == "replica"
+
+
 @pytest.mark.parametrize("strategy", ["round_robin", "random", "least_outstanding", "weighted"])
 def test_every_strategy_routes_reads_to_an_eligible_replica(cluster, pgrouter, strategy):
     dead = {"host": pgr.HOST, "port": pgr.free_port()}  # refuses connections: never eligible

@@ -93,6 +93,8 @@ struct UserConfig {
   std::string backend_password;
   // Overrides pool.mode (and the database's) for this user's connections.
   std::optional<PoolMode> pool_mode;
+  // Overrides the database's routing.read_from for this user's connections (e.g. a reporting user on replicas).
+  std::optional<ReadFrom> read_from;
 };
 
 struct AuthRule {
