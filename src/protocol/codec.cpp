@@ -35,9 +35,14 @@ void Buffer::prepare_read() {
     mem_ = std::make_unique<char[]>(cap_);
     return;
   }
-  if (tail_ < cap_) return;
-  // Full at the tail: move live bytes to the front, or grow when they fill the whole buffer.
-  reserve_message(size() + 1);
+  // Drained (and no mark keeps consumed bytes): start over at the front.
+  if (!marked_ && head_ == tail_) head_ = tail_ = 0;
+  // Too little room at the tail (a mark keeps bytes, or unread bytes sit near the end): compact or grow
+  // first, or the next read returns a sliver of a message (a 5-byte header read alone made the router
+  // classify an empty batch).
+  constexpr size_t kMinRead = 512;
+  if (cap_ - tail_ >= std::min(kMinRead, cap_)) return;
+  reserve_message(size() + std::min(kMinRead, cap_));
 }
 
 void Buffer::shrink(bool release_all) {

@@ -57,6 +57,8 @@ std::string ClientSession::no_primary_message() {
               : "Check the cluster: promote a replica, or bring the primary back.");
 }
 
+bool ClientSession::routes_reads() const { return tracker_ && db_->shards.at(0).backends() > 1; }
+
 int ClientSession::choose_backend(const char* d, size_t n) {
   const auto& shard = db_->shards.at(0);
   const auto& rc = db_->routing;

@@ -376,6 +376,14 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       if (retry_.failed || client_done_) co_return;
     }
     if (!server_ && buf.size() >= 5 && buf.data()[0] != 'X') {
+      // Read/write splitting routes by the first message: when only part of it is here (a big query, or
+      // a client that sends in pieces), read the rest first (up to 64 KiB; a longer one goes to the
+      // primary as it comes).
+      uint32_t first_len = p::read_be32(buf.data() + 1);
+      if (routes_reads() && first_len >= 4 && first_len <= 64 * 1024 && buf.size() < 1 + size_t(first_len)) {
+        buf.reserve_message(1 + size_t(first_len));
+        continue;
+      }
       // Transaction pooling: the first message of a transaction attaches a server (before the
       // messages are looked at: how they are rewritten depends on what that server has).
       if (!co_await attach_for_transaction(s)) co_return;

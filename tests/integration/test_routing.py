@@ -4,6 +4,7 @@ on the primary; hints; read-your-writes with a replica that applies WAL late; a 
 an unreachable replica is ejected without client errors; replicas added and removed by reload under load."""
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -225,3 +226,21 @@ def test_replicas_added_and_removed_by_reload_under_load(cluster, pgrouter, pgbe
     assert bench.returncode == 0, out
     assert "number of failed transactions: 0" in out, out
     assert pgr.metric(router.metrics(), "pgrouter_routed_reads_replica_total") > 0
+
+
+def test_a_query_sent_in_pieces_is_routed_by_its_whole_text(cluster, pgrouter):
+    """A read whose first message arrives in two TCP segments still goes to the replica (pgrouter waits for the
+    whole first message before routing), and counts as no write (no read-your-writes detour afterwards)."""
+    router = pgrouter(routing_config(cluster))
+    wait_for(lambda: replica_in_rotation(router), what="the replica's first probe")
+    with pgr.Raw(router.port) as raw:
+        raw.startup("pgr_scram", "app", pgr.USERS["pgr_scram"])
+        raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(3):
+            q = pgr.query("select pg_is_in_recovery()")
+            raw.send(q[:7])
+            time.sleep(0.2)
+            raw.send(q[7:])
+            got = raw.read_until_ready()
+            assert [pgr.parse_data_row(p) for k, p in got if k == "D"] == [["t"]], got
+    assert pgr.metric(router.metrics(), "pgrouter_routed_writes_total") == 0

@@ -38,6 +38,7 @@ class ClientSession {
   // (read-your-writes). attach_backend() chooses, takes a server from that backend's pool (another
   // backend when a replica cannot be reached) and gives it the client's settings; false with
   // pending_fatal_* set when no server could be had. from_mark: route the bytes kept for a read retry.
+  bool routes_reads() const;  // transaction pooling with replicas to route reads to
   int choose_backend(const char* d, size_t n);
   static constexpr int kNoReplica = -1;  // choose_backend: a read nothing may take (primary_fallback false)
   static constexpr int kNoPrimary = -2;  // choose_backend: role: auto and no host is the primary now
