@@ -215,7 +215,7 @@ def med(config, i):
     return statistics.median(r[i] for r in runs[config])
 
 print("| config | backends | clients | tps | min..max | mean latency ms | ceiling tps | of ceiling | ratio "
-      "| reads to replicas / primary | new server conns per run | pgrouter CPU s per run | machine CPU busy "
+      "| reads to replicas / primary | new server conns per run (max) | pgrouter CPU s per run | machine CPU busy "
       "| of which not the bench |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for config in configs:
@@ -231,7 +231,7 @@ for config in configs:
     print(f"| {config} | {backends[config]} | {clients if proxied else pool * backends[config]} | {tps:.0f} "
           f"| {min(r[0] for r in runs[config]):.0f}..{max(r[0] for r in runs[config]):.0f} | {med(config, 1):.2f} "
           f"| {ceiling:.0f} | {100 * tps / ceiling:.0f}% | {ratio} | {routed} "
-          f"| {f'{med(config, 5):.0f}' if proxied else '-'} | {f'{med(config, 6):.2f}' if proxied else '-'} "
+          f"| {f'{med(config, 5):.0f} ({max(r[5] for r in runs[config]):.0f})' if proxied else '-'} | {f'{med(config, 6):.2f}' if proxied else '-'} "
           f"| {med(config, 7):.0f}% | {max(r[8] for r in runs[config]):.0f}% max |")
 print()
 a, b = med("primary", 0), med("primary+2r", 0)
