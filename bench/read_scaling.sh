@@ -16,7 +16,7 @@
 #   (round_robin), PROTOCOL=simple|extended|prepared (simple), PGROUTER_WORKERS (2), BAR (2.5), DIRECT=0 (skips
 #   the no-proxy reference runs), PGROUTER_BIN, KEEP=1
 # Run as root from anywhere (PostgreSQL is started as the postgres user), with pgrouter built; nothing else should
-# use the CPU meanwhile: the last column of the table shows how much did. Check with: shellcheck -x bench/*.sh
+# use the CPU meanwhile: the last column of the table shows how much did. Check with: shellcheck -x bench/read_scaling.sh
 # Example: T=10 ROUNDS=3 bench/read_scaling.sh   (~4 minutes; results and discussion in bench/RESULTS.md)
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
