@@ -36,10 +36,11 @@ ensure_tools() {
 }
 
 bench_cleanup() {
-  local pid
+  local pid dir
   for pid in "${STARTED_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   [ -f "$W/bouncer.pid" ] && kill "$(cat "$W/bouncer.pid")" 2>/dev/null || true
   [ -f "$W/hap.pid" ] && kill "$(cat "$W/hap.pid")" 2>/dev/null || true
+  for dir in "${REPLICA_DIRS[@]}"; do as_postgres "$PGBIN/pg_ctl -D $dir -m fast stop" >/dev/null 2>&1 || true; done
   [ -d "$W/pg" ] && as_postgres "$PGBIN/pg_ctl -D $W/pg -m fast stop" >/dev/null 2>&1 || true
   if [ -n "${KEEP:-}" ]; then log "kept $W"; else rm -rf "$W"; fi
 }
@@ -62,15 +63,22 @@ CONF
   log "postgresql $PG_VERSION on 127.0.0.1:$PGPORT"
 }
 
-# start_replica: a streaming replica of the bench server (pg_basebackup -R); sets REPLICA_PORT.
+# start_replica [NAME]: a streaming replica of the bench server (pg_basebackup -R) in $W/NAME (default "replica");
+# call it once per replica with distinct names. Sets REPLICA_PORT (this replica's port) and appends it to
+# REPLICA_PORTS; bench_cleanup stops every replica made.
+REPLICA_PORTS=()
+REPLICA_DIRS=()
 start_replica() {
+  local name=${1:-replica}
   REPLICA_PORT=$(free_port)
-  as_postgres "$PGBIN/pg_basebackup -h 127.0.0.1 -p $PGPORT -U postgres -D $W/replica -X stream -c fast -R" >/dev/null
-  cat >>"$W/replica/postgresql.conf" <<CONF
+  as_postgres "$PGBIN/pg_basebackup -h 127.0.0.1 -p $PGPORT -U postgres -D $W/$name -X stream -c fast -R" >/dev/null
+  cat >>"$W/$name/postgresql.conf" <<CONF
 port = $REPLICA_PORT
 CONF
-  as_postgres "$PGBIN/pg_ctl -D $W/replica -l $W/replica.log -w start" >/dev/null
-  log "streaming replica on 127.0.0.1:$REPLICA_PORT"
+  REPLICA_DIRS+=("$W/$name")
+  as_postgres "$PGBIN/pg_ctl -D $W/$name -l $W/$name.log -w start" >/dev/null
+  REPLICA_PORTS+=("$REPLICA_PORT")
+  log "streaming replica $name on 127.0.0.1:$REPLICA_PORT"
 }
 
 # start_pgbouncer MODE POOL_SIZE: sets BOUNCER_PORT and BOUNCER_PID.
@@ -123,6 +131,9 @@ HAP
 
 # start_pgrouter MODE POOL_SIZE WORKERS [NAME]: sets PGROUTER_PORT, PGROUTER_ADMIN_PORT and PGROUTER_PID, or returns 1
 # with a message when the binary is missing or does not answer a query (it is still being written).
+# The database's replicas are the ports in PGROUTER_REPLICA_PORTS (space-separated; set but empty: none), by default
+# every replica start_replica made; PGROUTER_ROUTING, if set, is the database's routing: value as YAML flow
+# ("{read_from: any, probe_interval: 100ms}").
 start_pgrouter() {
   if [ ! -x "$PGROUTER_BIN" ]; then
     log "SKIP pgrouter: $PGROUTER_BIN not found (build it, or set PGROUTER_BIN)"
@@ -130,7 +141,10 @@ start_pgrouter() {
   fi
   PGROUTER_PORT=$(free_port)
   PGROUTER_ADMIN_PORT=$(free_port)
-  local name=${4:-pgrouter}
+  local name=${4:-pgrouter} replicas="" port
+  for port in ${PGROUTER_REPLICA_PORTS-${REPLICA_PORTS[*]}}; do
+    replicas+="${replicas:+, }{host: 127.0.0.1, port: $port}"
+  done
   cat >"$W/$name.yaml" <<YAML
 version: 1
 listen:
@@ -150,7 +164,8 @@ databases:
   - name: postgres
     shards:
       - primary: {host: 127.0.0.1, port: $PGPORT}
-        replicas: [${REPLICA_PORT:+{host: 127.0.0.1, port: $REPLICA_PORT\}}]
+        replicas: [$replicas]
+${PGROUTER_ROUTING:+    routing: $PGROUTER_ROUTING}
 users:
   - name: postgres
     password: unused-trust-on-both-sides
