@@ -36,15 +36,6 @@ bool SocketReadiness::attach(Readiness& r, int fd) {
   return true;
 }
 
-void SocketReadiness::detach() {
-  if (!readiness_) return;
-  cancel();
-  ::epoll_ctl(readiness_->epfd_, EPOLL_CTL_DEL, fd_, nullptr);
-  readiness_ = nullptr;
-  fd_ = -1;
-  cancelled_ = false;
-}
-
 void SocketReadiness::cancel() {
   // Sticky: a loop that has not reached its wait yet (a coroutine spawned but not started) must
   // stop too, not wait forever.

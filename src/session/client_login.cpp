@@ -31,13 +31,13 @@ awaitable<void> ClientSession::fail(Stream& s, const char* sqlstate, std::string
   std::string out;
   p::append_error(out, "FATAL", sqlstate, message, {}, hint);
   w_.stats().count_error(sqlstate, true);
-  co_await client_write_all(s, out);
+  co_await net::write_all(s, out);
 }
 
 template <typename Stream>
 awaitable<bool> ClientSession::read_startup_on(Stream& s, p::StartupPacket& out) {
   char len_buf[4];
-  if (co_await client_read_exact(s, len_buf, 4)) co_return false;
+  if (co_await net::read_exact(s, len_buf, 4)) co_return false;
   uint32_t len = p::read_be32(len_buf);
   if (len < 8 || len > p::kMaxStartupPacket) {
     co_await fail(s, p::sqlstate::protocol_violation,
@@ -46,7 +46,7 @@ awaitable<bool> ClientSession::read_startup_on(Stream& s, p::StartupPacket& out)
     co_return false;
   }
   std::string body(len - 4, '\0');
-  if (co_await client_read_exact(s, body.data(), body.size())) co_return false;
+  if (co_await net::read_exact(s, body.data(), body.size())) co_return false;
   std::string why;
   auto sp = p::parse_startup(body, why);
   if (!sp) {
@@ -63,13 +63,6 @@ awaitable<void> ClientSession::run() {
   counted_client_ = true;
   int now_clients = rt.clients.fetch_add(1, std::memory_order_relaxed) + 1;
   net::tune_socket(socket_);
-  // Plain TCP goes through the worker's readiness set from the first byte (TLS leaves it below).
-  net::error_code nbec;
-  socket_.native_non_blocking(true, nbec);
-  if (nbec || !client_ready_.attach(w_.readiness(), socket_.native_handle())) {
-    log::error("cannot register client socket", {{"session", id_}, {"error", nbec.message()}});
-    co_return;
-  }
 
   // A login that does not finish in time is cut off, whatever stage it is stuck in.
   auto login_done = std::make_shared<bool>(false);
@@ -83,7 +76,6 @@ awaitable<void> ClientSession::run() {
       auto& raw = tls_ ? tls_->next_layer() : socket_;
       raw.shutdown(tcp::socket::shutdown_both, ignored);
       raw.cancel(ignored);
-      client_ready_.cancel();
     }
   });
   struct Guard {
@@ -115,13 +107,10 @@ awaitable<void> ClientSession::run() {
       }
       auto ctx = w_.tls();
       if (!ctx) {
-        if (co_await client_write_all(socket_, "N", 1)) co_return;
+        if (co_await net::write_all(socket_, "N", 1)) co_return;
         continue;
       }
-      if (co_await client_write_all(socket_, "S", 1)) co_return;
-      client_ready_.detach();  // TLS reads and writes go through Asio
-      net::error_code bec;
-      socket_.native_non_blocking(false, bec);
+      if (co_await net::write_all(socket_, "S", 1)) co_return;
       tls_ = std::make_unique<net::TlsStream>(std::move(socket_), *ctx);
       net::error_code hec;
       co_await tls_->async_handshake(net::ssl::stream_base::server, asio::redirect_error(use_awaitable, hec));
@@ -151,7 +140,7 @@ awaitable<void> ClientSession::run() {
         co_return;
       }
       tried_gss = true;
-      if (co_await client_write_all(socket_, "N", 1)) co_return;
+      if (co_await net::write_all(socket_, "N", 1)) co_return;
       continue;
     }
     break;
@@ -179,7 +168,7 @@ awaitable<void> ClientSession::serve(Stream& s, p::StartupPacket sp) {
   if ((sp.code & 0xffff) != 0 || !unrecognized.empty()) {
     std::string out;
     p::append_negotiate_protocol_version(out, 0, unrecognized);
-    if (co_await client_write_all(s, out)) co_return;
+    if (co_await net::write_all(s, out)) co_return;
   }
   if (auto* r = sp.find("replication"); r && *r != "false" && *r != "0" && *r != "off" && *r != "no") {
     co_await fail(s, p::sqlstate::feature_not_supported, "pgrouter does not proxy replication connections",
@@ -218,7 +207,7 @@ awaitable<void> ClientSession::serve(Stream& s, p::StartupPacket sp) {
 template <typename Stream>
 awaitable<bool> ClientSession::read_password_message(Stream& s, std::string& body) {
   char hdr[5];
-  if (co_await client_read_exact(s, hdr, 5)) co_return false;
+  if (co_await net::read_exact(s, hdr, 5)) co_return false;
   uint32_t len = p::read_be32(hdr + 1);
   if (hdr[0] != 'p') {
     if (hdr[0] != 'X')
@@ -231,7 +220,7 @@ awaitable<bool> ClientSession::read_password_message(Stream& s, std::string& bod
     co_return false;
   }
   body.assign(len - 4, '\0');
-  if (len > 4 && co_await client_read_exact(s, body.data(), body.size())) co_return false;
+  if (len > 4 && co_await net::read_exact(s, body.data(), body.size())) co_return false;
   co_return true;
 }
 
@@ -264,7 +253,7 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
     RAND_bytes(reinterpret_cast<unsigned char*>(salt), 4);
     std::string out;
     p::append_auth(out, 5, std::string_view(salt, 4));
-    if (co_await client_write_all(s, out)) co_return false;
+    if (co_await net::write_all(s, out)) co_return false;
     if (!co_await read_password_message(s, body)) co_return false;
     std::string_view given(body.data(), body.find('\0') == std::string::npos ? body.size() : body.find('\0'));
     std::string stored;
@@ -296,7 +285,7 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
   if (!real) verifier = p::scram::mock_verifier(user_, w_.runtime().mock_secret);
   std::string out;
   p::append_auth(out, 10, std::string_view("SCRAM-SHA-256\0\0", 15));
-  if (co_await client_write_all(s, out)) co_return false;
+  if (co_await net::write_all(s, out)) co_return false;
   if (!co_await read_password_message(s, body)) co_return false;
   size_t pos = 0;
   auto mech = p::read_cstring(body, pos);
@@ -320,7 +309,7 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
   }
   out.clear();
   p::append_auth(out, 11, *server_first);
-  if (co_await client_write_all(s, out)) co_return false;
+  if (co_await net::write_all(s, out)) co_return false;
   if (!co_await read_password_message(s, body)) co_return false;
   std::string server_final;
   auto result = ex.handle_client_final(body, server_final, why);
@@ -331,7 +320,7 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
   if (result != p::scram::ServerExchange::Result::Ok || !real) co_return co_await bad_password();
   out.clear();
   p::append_auth(out, 12, server_final);
-  if (co_await client_write_all(s, out)) co_return false;
+  if (co_await net::write_all(s, out)) co_return false;
   co_return true;
 }
 
@@ -447,7 +436,7 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   p::append_backend_key_data(out, key_pid_, key_secret_);
   p::append_ready_for_query(out, 'I');
   if (txn_mode_ && server_) detach_server();  // the client gets a server again at its first message
-  if (co_await client_write_all(s, out)) co_return false;
+  if (co_await net::write_all(s, out)) co_return false;
   co_return true;
 }
 

@@ -303,27 +303,17 @@ awaitable<void> ClientSession::client_write(net::TlsStream& s, const char* src, 
 }
 
 template <typename Stream>
-awaitable<net::error_code> ClientSession::client_read_exact(Stream& s, char* dst, size_t n) {
-  net::error_code ec;
-  while (n > 0 && !ec) {
-    size_t got = co_await client_read(s, dst, n, ec);
-    dst += got;
-    n -= got;
-  }
-  co_return ec;
-}
-
-template <typename Stream>
-awaitable<net::error_code> ClientSession::client_write_all(Stream& s, const char* src, size_t n) {
-  net::error_code ec;
-  co_await client_write(s, src, n, ec);
-  co_return ec;
-}
-
-template <typename Stream>
 awaitable<void> ClientSession::relay(Stream& s) {
   s2c_done_ = std::make_unique<asio::steady_timer>(w_.io());
   retry_.signal = std::make_unique<asio::steady_timer>(w_.io());
+  if (!tls_) {
+    net::error_code ec;
+    socket_.native_non_blocking(true, ec);
+    if (ec || !client_ready_.attach(w_.readiness(), socket_.native_handle())) {
+      log::error("cannot register client socket for the relay", {{"session", id_}});
+      co_return;
+    }
+  }
   last_activity_ = pool::Clock::now();
   if (server_) start_server_to_client(s);  // session pooling: the server stays for the whole session
   co_await client_to_server(s);
@@ -338,8 +328,7 @@ awaitable<void> ClientSession::relay(Stream& s) {
     std::string out;
     p::append_error(out, "FATAL", pending_fatal_sqlstate_, pending_fatal_message_);
     w_.stats().count_error(pending_fatal_sqlstate_, true);
-    client_ready_.rearm();  // the relay loops cancelled it on their way out
-    co_await client_write_all(s, out);
+    co_await net::write_all(s, out);
   }
   if (server_) {
     bool clean = !server_broken_ && pending_ == 0 && !unsynced_ && !s2c_mid_message_ && (!tracker_ || tracker_->idle());
@@ -563,10 +552,6 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
 // The login stage (client_login.cpp) hands over to the relay on either kind of client stream.
 template awaitable<void> ClientSession::relay(tcp::socket&);
 template awaitable<void> ClientSession::relay(net::TlsStream&);
-template awaitable<net::error_code> ClientSession::client_write_all(tcp::socket&, const char*, size_t);
-template awaitable<net::error_code> ClientSession::client_write_all(net::TlsStream&, const char*, size_t);
-template awaitable<net::error_code> ClientSession::client_read_exact(tcp::socket&, char*, size_t);
-template awaitable<net::error_code> ClientSession::client_read_exact(net::TlsStream&, char*, size_t);
 
 void spawn_session(Worker& worker, tcp::socket socket) {
   auto session = std::make_shared<ClientSession>(worker, std::move(socket));

@@ -31,8 +31,7 @@ class SocketReadiness {
   // Registers fd with the worker's set (idempotent for the same fd); false if epoll refused.
   bool attach(Readiness& r, int fd);
   bool attached() const { return readiness_ != nullptr; }
-  // Removes the socket from the set (a socket handed over to Asio, e.g. for TLS). Waiters are aborted.
-  void detach();
+
   // Completes any pending wait with operation_aborted and makes every later read/write/wait fail the
   // same way until rearm() (used to stop a relay loop, even one that has not started yet).
   void cancel();

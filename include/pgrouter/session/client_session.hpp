@@ -89,13 +89,6 @@ class ClientSession {
   awaitable<void> client_write(tcp::socket& s, const char* src, size_t n, net::error_code& ec);
   awaitable<size_t> client_read(net::TlsStream& s, char* dst, size_t n, net::error_code& ec);
   awaitable<void> client_write(net::TlsStream& s, const char* src, size_t n, net::error_code& ec);
-  // Whole reads and writes on the client (startup, authentication, errors) over the same paths: a plain
-  // TCP login then costs one recv/send per step, with no Asio completion queued in between.
-  template <typename Stream> awaitable<net::error_code> client_read_exact(Stream& s, char* dst, size_t n);
-  template <typename Stream> awaitable<net::error_code> client_write_all(Stream& s, const char* src, size_t n);
-  template <typename Stream> awaitable<net::error_code> client_write_all(Stream& s, const std::string& data) {
-    return client_write_all(s, data.data(), data.size());
-  }
   void request_started();
   void request_finished();
 
