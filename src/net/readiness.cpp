@@ -129,51 +129,87 @@ awaitable<void> SocketReadiness::write_all(const char* src, size_t n, error_code
   }
 }
 
-Readiness::Readiness(asio::io_context& io) : io_(io), watch_(io) {
+// The operation that drains the set, queued on the set's descriptor in Asio's epoll reactor. The reactor
+// calls perform() when the set becomes readable (edge-triggered) and, if an event came while no operation
+// was queued, at once when the operation is started (a "speculative" attempt); perform() returning
+// done_and_exhausted tells it the set is empty, so the next start queues without trying. Compared with
+// waiting through stream_descriptor::async_wait, no epoll_ctl re-arm is made per wake-up (Asio 1.74 re-arms
+// every non-speculative wait) and no coroutine is resumed: the sockets' waiters are posted straight from
+// perform(), which runs inside the worker's io_context, so they go to its thread-private queue.
+struct Readiness::Op : asio::detail::reactor_op {
+  explicit Op(Readiness* r) : reactor_op(boost::system::error_code(), &do_perform, &do_complete), owner(r) {}
+  static status do_perform(reactor_op* base) {
+    auto* op = static_cast<Op*>(base);
+    if (!op->owner || op->owner->stopped_) return done;
+    int n = op->owner->drain();
+    if (n == 0) return not_done;
+    return n < 256 ? done_and_exhausted : done;
+  }
+  // owner == nullptr: the io_context is destroying queued operations.
+  static void do_complete(void* io_owner, asio::detail::operation* base, const boost::system::error_code&,
+                          std::size_t) {
+    auto* op = static_cast<Op*>(base);
+    if (!io_owner || !op->owner || op->owner->stopped_ || op->ec_) {
+      if (op->owner) op->owner->op_ = nullptr;
+      delete op;
+      return;
+    }
+    op->owner->arm();
+  }
+  Readiness* owner;
+};
+
+Readiness::Readiness(asio::io_context& io) : io_(io) {
   epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epfd_ < 0) throw std::runtime_error("epoll_create1 failed");
-  watch_.assign(::dup(epfd_));
 }
 
 Readiness::~Readiness() {
-  boost::system::error_code ec;
-  watch_.close(ec);
+  if (op_) op_->owner = nullptr;  // still queued in the reactor (or the scheduler): it frees itself
+  if (reactor_data_) {
+    auto& reactor = asio::use_service<asio::detail::epoll_reactor>(io_);
+    reactor.deregister_descriptor(epfd_, reactor_data_, false);
+    reactor.cleanup_descriptor_data(reactor_data_);
+  }
   if (epfd_ >= 0) ::close(epfd_);
 }
 
-void Readiness::start() { asio::co_spawn(io_, loop(), asio::detached); }
+void Readiness::start() {
+  auto& reactor = asio::use_service<asio::detail::epoll_reactor>(io_);
+  if (int err = reactor.register_descriptor(epfd_, reactor_data_))
+    throw std::runtime_error("cannot register the readiness set with the reactor: " + std::to_string(err));
+  op_ = new Op(this);
+  arm();
+}
+
+void Readiness::arm() {
+  // is_continuation: a completion of this op re-arms it; allow_speculative: see Op.
+  asio::use_service<asio::detail::epoll_reactor>(io_).start_op(asio::detail::epoll_reactor::read_op, epfd_,
+                                                                reactor_data_, op_, true, true);
+}
 
 void Readiness::stop() {
   stopped_ = true;
-  boost::system::error_code ec;
-  watch_.cancel(ec);
+  if (reactor_data_) asio::use_service<asio::detail::epoll_reactor>(io_).cancel_ops(epfd_, reactor_data_);
 }
 
-awaitable<void> Readiness::loop() {
+int Readiness::drain() {
   epoll_event events[256];
-  while (!stopped_) {
-    error_code ec;
-    co_await watch_.async_wait(asio::posix::stream_descriptor::wait_read, asio::redirect_error(use_awaitable, ec));
-    if (ec || stopped_) co_return;
-    for (;;) {
-      int n = ::epoll_wait(epfd_, events, 256, 0);
-      if (n <= 0) break;
-      for (int i = 0; i < n; ++i) {
-        auto* s = static_cast<SocketReadiness*>(events[i].data.ptr);
-        uint32_t e = events[i].events;
-        if (e & (EPOLLRDHUP | EPOLLERR | EPOLLHUP)) s->hung_up_ = true;
-        if (e & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) {
-          s->readable_ = true;
-          s->wake(false, {});
-        }
-        if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
-          s->writable_ = true;
-          s->wake(true, {});
-        }
-      }
-      if (n < 256) break;
+  int n = ::epoll_wait(epfd_, events, 256, 0);
+  for (int i = 0; i < n; ++i) {
+    auto* s = static_cast<SocketReadiness*>(events[i].data.ptr);
+    uint32_t e = events[i].events;
+    if (e & (EPOLLRDHUP | EPOLLERR | EPOLLHUP)) s->hung_up_ = true;
+    if (e & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) {
+      s->readable_ = true;
+      s->wake(false, {});
+    }
+    if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+      s->writable_ = true;
+      s->wake(true, {});
     }
   }
+  return n < 0 ? 0 : n;
 }
 
 }  // namespace pgrouter::net

@@ -189,32 +189,34 @@ class Client:
 
         def canceller():
             try:
+                # One admin connection for the whole cancel: opening a new one to PostgreSQL under this load can
+                # itself take seconds (the postmaster forks for it), which would make the check below late.
                 with psycopg.connect(self.admin_dsn, autocommit=True, connect_timeout=10) as admin:
+                    def running():
+                        return admin.execute("select count(*) from pg_stat_activity where state = 'active' and "
+                                             "query like %s", (f"%{marker}%",)).fetchone()[0]
                     until = time.monotonic() + OP_TIMEOUT
                     while time.monotonic() < until:
-                        running = admin.execute("select count(*) from pg_stat_activity where state = 'active' and "
-                                                "query like %s", (f"%{marker}%",)).fetchone()[0]
-                        if running:
+                        if running():
                             break
                         time.sleep(0.02)
                     else:
                         outcome["error"] = "pg_sleep never showed up in pg_stat_activity"
                         return
-                outcome["sent"] = time.monotonic()
-                self.conn.cancel()
-                # Under this load PostgreSQL itself can take seconds to act on a CancelRequest: sent straight
-                # to the primary while 210 clients ran through pgrouter, one took 5.8 s from connect to close (the postmaster's
-                # child handles it). pgrouter forwards every cancel (pgrouter_cancel_requests_total) but the
-                # query may end first. If it is still running 1.5 s later, one more is sent: the query is
-                # certainly still running then, so it cannot hit another client's query.
-                time.sleep(1.5)
-                with psycopg.connect(self.admin_dsn, autocommit=True, connect_timeout=10) as admin:
-                    still = admin.execute("select count(*) from pg_stat_activity where state = 'active' and "
-                                          "query like %s", (f"%{marker}%",)).fetchone()[0]
-                if still:
-                    outcome["resent"] = True
-                    RESENT_CANCELS.append(self.index)
+                    outcome["sent"] = time.monotonic()
                     self.conn.cancel()
+                    outcome["cancel_returned"] = round(time.monotonic() - outcome["sent"], 3)
+                    # Under this load PostgreSQL itself can take seconds to act on a CancelRequest: sent straight
+                    # to the primary while 210 clients ran through pgrouter, one took 5.8 s from connect to close
+                    # (the postmaster's child handles it). pgrouter forwards every cancel
+                    # (pgrouter_cancel_requests_total) but the query may end first. If it is still running 1.5 s
+                    # later, one more is sent: the query is certainly still running then, so it cannot hit
+                    # another client's query.
+                    time.sleep(1.5)
+                    if running():
+                        outcome["resent"] = True
+                        RESENT_CANCELS.append(self.index)
+                        self.conn.cancel()
             except Exception as e:  # noqa: BLE001 - reported by the client thread
                 outcome["error"] = f"{type(e).__name__}: {e}"
 

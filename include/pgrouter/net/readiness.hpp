@@ -4,14 +4,19 @@
 // re-arms epoll with epoll_ctl each time. Here each socket is registered once, edge-triggered, in a
 // worker-owned epoll set; a socket's readable/writable flags are set by events and cleared by a short
 // read or EAGAIN, so a relay loop reads only when data is there and waits without a syscall otherwise.
-// The epoll set itself is waited on through Asio (one wait per batch of events), so timers and
-// coroutines keep running on the worker's io_context.
+// The epoll set itself is registered with the worker's Asio reactor and drained by a reactor operation of
+// our own (see Readiness::Op): each batch of events costs the reactor's epoll_wait and one epoll_wait of
+// this set, with no epoll_ctl re-arm and no coroutine in between, and timers and coroutines keep running on
+// the worker's io_context.
 #pragma once
 #include <sys/epoll.h>
 
 #include <memory>
 
 #include "pgrouter/asio.hpp"
+// Asio's reactor internals (Boost 1.74, epoll): Readiness registers its set and runs its own operation there.
+#include <boost/asio/detail/epoll_reactor.hpp>
+#include <boost/asio/detail/reactor_op.hpp>
 
 namespace pgrouter::net {
 
@@ -70,17 +75,22 @@ class Readiness {
  public:
   explicit Readiness(asio::io_context& io);
   ~Readiness();
-  void start();  // spawns the event loop coroutine on io
+  void start();  // registers the set with io's reactor and starts draining it
   void stop();
   asio::io_context& io() { return io_; }
 
  private:
   friend class SocketReadiness;
-  awaitable<void> loop();
+  struct Op;
+  // Reads the events waiting in the set (no blocking) and wakes their sockets' waiters. Returns how
+  // many were read; 256 means there may be more.
+  int drain();
+  void arm();
 
   asio::io_context& io_;
   int epfd_ = -1;
-  asio::posix::stream_descriptor watch_;  // a dup of epfd_, watched by Asio's reactor
+  Op* op_ = nullptr;  // the reactor operation that drains the set; owned by itself once started
+  asio::detail::epoll_reactor::per_descriptor_data reactor_data_ = nullptr;  // Asio's state for epfd_
   bool stopped_ = false;
 };
 
