@@ -435,7 +435,7 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
     SpanRewriter rw;
     bool wants_body(char type) const {
       return type == 'Z' || type == 'E' || type == 'S' || (type == 'N' && self.retry_.window) ||
-             (self.tracker_ && (type == '1' || type == '3' || type == 'C'));
+             (self.tracker_ && (type == '1' || type == '2' || type == '3' || type == 'C'));
     }
     bool preamble_only = true;  // this read so far holds only replies that carry no result
     p::ScanAction on_message(char type, uint32_t len, std::string_view body) {
@@ -448,10 +448,13 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
         if (type != '1' && type != '2' && type != '3' && type != 't' && type != 'T' && type != 'n')
           preamble_only = false;
       }
+      // The tracker first: a reply to a request pgrouter sent (a ReadyForQuery too) is not the client's.
+      auto reply = TxnTracker::Reply::forward;
+      if (self.tracker_ && TxnTracker::is_reply_type(type)) reply = self.track_server_message(type, body);
       if (type == 'Z') {
         self.server_->tx_status = body.empty() ? 'I' : body[0];
         self.client_tx_status_ = self.server_->tx_status;
-        self.request_finished();
+        if (reply != TxnTracker::Reply::drop) self.request_finished();
       } else if (type == 'E') {
         auto code = p::error_sqlstate(body);
         self.w_.stats().count_error(code, false);
@@ -462,8 +465,7 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
       } else if (type == 'S') {
         if (auto kv = p::parse_parameter_status(body)) self.server_->params[std::string(kv->first)] = std::string(kv->second);
       }
-      if (self.tracker_ && TxnTracker::is_reply_type(type)) {
-        auto reply = self.track_server_message(type, body);
+      if (reply != TxnTracker::Reply::forward) {
         if (reply == TxnTracker::Reply::as_parse_complete) {
           const_cast<char*>(body.data())[-5] = '1';  // CloseComplete and ParseComplete have the same shape
         } else if (reply != TxnTracker::Reply::forward) {  // drop, or replace

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 
 #include "pgrouter/protocol/messages.hpp"
 
@@ -18,6 +19,8 @@ namespace {
 // CloseComplete, a Describe of it fails with 26000 naming it (so its error is recognisable).
 constexpr std::string_view kNoStatement = "pgr_no_such_statement";
 constexpr std::string_view kSentinel = "pgr_sentinel_error";
+// The statement and portal through which pgrouter runs a SQL PREPARE inside an extended-protocol batch.
+constexpr std::string_view kHelper = "pgr_prepare";
 
 // Session parameters carried across servers (the list plus the usual driver settings);
 // pool.track_parameters adds more.
@@ -53,6 +56,24 @@ void append_bind(std::string& out, std::string_view portal, std::string_view stm
   out.append(rest);
 }
 
+void append_execute(std::string& out, std::string_view portal) {
+  begin_message(out, 'E', portal.size() + 1 + 4);
+  append_cstr(out, portal);
+  p::put_be32(out, 0);
+}
+
+// Characters (UTF-8) in s, as PostgreSQL counts error positions.
+uint32_t chars(std::string_view s) {
+  uint32_t n = 0;
+  for (char c : s)
+    if ((static_cast<unsigned char>(c) & 0xc0) != 0x80) ++n;
+  return n;
+}
+
+void replace_all(std::string& s, std::string_view from, std::string_view to) {
+  for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) s.replace(at, from.size(), to);
+}
+
 std::string error_message(std::string_view code, std::string_view message, std::string_view hint = {}) {
   std::string out;
   p::append_error(out, "ERROR", code, message, {}, hint);
@@ -82,6 +103,17 @@ std::string TxnTracker::server_name_for(std::string_view query, std::string_view
   return name;
 }
 
+uint32_t TextRewrite::client_position(uint32_t pos) const {
+  int64_t shift = 0;  // server characters minus client characters before pos
+  for (auto& e : edits) {
+    int64_t server_begin = int64_t(e.client_begin) + shift;  // 0-based
+    if (pos <= server_begin) break;
+    if (pos <= server_begin + e.server_len) return e.client_begin + 1;  // inside the name: its start
+    shift += int64_t(e.server_len) - int64_t(e.client_len);
+  }
+  return uint32_t(std::max<int64_t>(1, int64_t(pos) - shift));
+}
+
 std::optional<std::string_view> TxnTracker::statement_query(const std::string& name) const {
   const std::string* msg = nullptr;
   if (name.empty()) {
@@ -90,6 +122,7 @@ std::optional<std::string_view> TxnTracker::statement_query(const std::string& n
   } else {
     auto it = statements_.find(name);
     if (it == statements_.end()) return std::nullopt;
+    if (it->second->parse_message.empty()) return std::string_view(it->second->prepare_sql);
     msg = &it->second->parse_message;
   }
   std::string_view body = std::string_view(*msg).substr(5);
@@ -103,7 +136,7 @@ bool TxnTracker::tracks(const std::string& parameter) const {
   return std::find(extra_tracked_.begin(), extra_tracked_.end(), parameter) != extra_tracked_.end();
 }
 
-TxnTracker::Effect TxnTracker::session_effect(std::string_view sql, bool named, std::string& feature) {
+TxnTracker::Effect TxnTracker::session_effect(std::string_view sql, bool named, bool simple, std::string& feature) {
   // The cheap lexical check first: most statements touch no session state at all.
   if (sql::session_feature(sql).empty()) return Effect::none;
   // A multi-statement query is carried when each of its statements is.
@@ -111,16 +144,17 @@ TxnTracker::Effect TxnTracker::session_effect(std::string_view sql, bool named, 
   if (statements.size() > 1) {
     Effect all = Effect::none;
     for (auto one : statements) {
-      Effect e = statement_effect(one, named, feature);
+      Effect e = statement_effect(one, named, false, simple, feature);
       if (e == Effect::unsupported) return e;
       if (e == Effect::tracked) all = e;
     }
     return all;
   }
-  return statement_effect(sql, named, feature);
+  return statement_effect(sql, named, true, simple, feature);
 }
 
-TxnTracker::Effect TxnTracker::statement_effect(std::string_view sql, bool named, std::string& feature) {
+TxnTracker::Effect TxnTracker::statement_effect(std::string_view sql, bool named, bool single, bool simple,
+                                                std::string& feature) {
   if (auto cmd = sql::parse_session_command(sql); cmd && !named) {  // a named one could run later, anywhere
     switch (cmd->kind) {
       case sql::SessionCommand::set_local:
@@ -141,17 +175,33 @@ TxnTracker::Effect TxnTracker::statement_effect(std::string_view sql, bool named
         return Effect::tracked;
       case sql::SessionCommand::deallocate:
         if (auto it = statements_.find(cmd->name); it != statements_.end()) {
+          if (!single) break;  // among other statements: not carried (the whole text would have to be kept)
           dealloc_ = it->second;
           group_effects_.push_back({OnSuccess::deallocate, cmd->name, it->second->server_name});
           return Effect::tracked;
         }
-        return Effect::none;  // not a protocol statement of ours: PostgreSQL answers as it would
+        return Effect::none;  // not a statement of ours: PostgreSQL answers as it would
+    }
+  }
+  if (single && simple && !named) {
+    if (auto ref = sql::parse_prepare(sql)) {
+      prepare_ = std::move(ref);
+      return Effect::tracked;
     }
   }
   feature = std::string(sql::session_feature(sql));
   if (feature.empty()) return Effect::none;
   feature_ = feature;
   return Effect::unsupported;
+}
+
+void TxnTracker::bound(const std::shared_ptr<const TextRewrite>& rewrite) {
+  if (!group_bound_) {
+    group_bound_ = true;
+    if (rewrite) group_rewrite_ = rewrite;
+  } else if (group_rewrite_.get() != rewrite.get()) {
+    group_mixed_ = true;
+  }
 }
 
 void TxnTracker::end_group(Expect& z) {
@@ -191,14 +241,112 @@ void TxnTracker::evict_for(const std::string& name, pool::ServerStatements& serv
   expect_.push_back(std::move(e));
 }
 
-void TxnTracker::ensure_prepared(const TrackedStatement& st, pool::ServerStatements& server, std::string& out) {
-  if (server.use(st.server_name)) return;
+bool TxnTracker::ensure_prepared(const TrackedStatement& st, pool::ServerStatements& server, std::string& out) {
+  bool sent = false;
+  for (auto& used : st.uses) sent |= ensure_prepared(*used, server, out);
+  if (server.use(st.server_name)) return sent;
   evict_for(st.server_name, server, out);
-  out.append(st.parse_message);
   stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
+  if (st.parse_message.empty()) {
+    // A SQL PREPARE, run as a statement: Close first (the server may have it after all, and PREPARE would
+    // fail), then the helper statement and portal left by an earlier failed run.
+    append_named(out, 'C', 'S', st.server_name);
+    append_named(out, 'C', 'P', kHelper);
+    append_named(out, 'C', 'S', kHelper);
+    for (int i = 0; i < 3; ++i) expect_.push_back(Expect{'3', Action::drop});
+    append_parse(out, kHelper, st.prepare_sql, std::string_view("\0\0", 2));
+    expect_.push_back(Expect{'1', Action::drop});
+    append_bind(out, kHelper, kHelper, std::string_view("\0\0\0\0\0\0", 6));
+    expect_.push_back(Expect{'2', Action::drop});
+    append_execute(out, kHelper);
+    Expect e{'C', Action::drop};
+    e.server_name = st.server_name;  // if skipped, the server lacks it (it was closed)
+    expect_.push_back(std::move(e));
+    return true;
+  }
+  out.append(st.parse_message);
   Expect e{'1', Action::drop};
   e.server_name = st.server_name;
   expect_.push_back(std::move(e));
+  return true;
+}
+
+void TxnTracker::sync_injected(std::string& out) {
+  // Ends what ensure_prepared() sent before a Query: a Query after a failed extended message would be
+  // skipped by the server (it waits for a Sync), so the injected batch gets its own. Its error, if any, is
+  // not shown: the client's statement then fails by itself (25P02 in a failed transaction, as it would).
+  begin_message(out, 'S', 0);
+  Expect z{'Z', Action::drop};
+  z.swallow = true;
+  expect_.push_back(std::move(z));
+}
+
+bool TxnTracker::rewrite_executes(std::string_view sql, pool::ServerStatements& server, std::string& out,
+                                  std::string& text, std::vector<std::shared_ptr<TrackedStatement>>& uses,
+                                  std::shared_ptr<const TextRewrite>& rewrite) {
+  auto refs = sql::execute_references(sql);
+  std::shared_ptr<TextRewrite> rw;
+  size_t copied = 0;
+  uint32_t copied_chars = 0;
+  for (auto& ref : refs) {
+    auto it = statements_.find(ref.name);
+    if (it == statements_.end()) continue;
+    if (!rw) {
+      rw = std::make_shared<TextRewrite>();
+      text.clear();
+    }
+    const auto& st = it->second;
+    ensure_prepared(*st, server, out);
+    uses.push_back(st);
+    copied_chars += chars(sql.substr(copied, ref.begin - copied));
+    text.append(sql.substr(copied, ref.begin - copied));
+    text.append(st->server_name);
+    uint32_t client_len = chars(sql.substr(ref.begin, ref.end - ref.begin));
+    rw->edits.push_back({copied_chars, client_len, uint32_t(st->server_name.size())});
+    rw->names.emplace_back(st->server_name, it->first);
+    copied_chars += client_len;
+    copied = ref.end;
+  }
+  if (!rw) return false;
+  text.append(sql.substr(copied));
+  rewrite = std::move(rw);
+  return true;
+}
+
+void TxnTracker::carry_prepare(std::string_view sql, pool::ServerStatements& server, std::string& out, Expect& z) {
+  sql::NameRef ref = std::move(*prepare_);
+  prepare_.reset();
+  if (statements_.count(ref.name)) {
+    // PostgreSQL refuses to redefine a name; so does the server here, through a sentinel (in a failed
+    // transaction it answers 25P02 instead, as PostgreSQL would).
+    p::append_query(out, "DEALLOCATE " + std::string(kSentinel));
+    z.action = Action::sentinel_error;
+    z.error = error_message("42P05", "prepared statement \"" + ref.name + "\" already exists");
+    return;
+  }
+  // What follows the name (types, AS, statement) is the statement; "\1sql" keeps these apart from Parse names.
+  std::string_view rest = sql.substr(ref.end);
+  auto st = std::make_shared<TrackedStatement>();
+  st->server_name = server_name_for(rest, "\1sql");
+  st->prepare_sql = "PREPARE " + st->server_name + std::string(rest);
+  evict_for(st->server_name, server, out);
+  append_named(out, 'C', 'S', st->server_name);  // another client's copy, if the server has one
+  expect_.push_back(Expect{'3', Action::drop});
+  stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
+  std::string text(sql.substr(0, ref.begin));
+  text.append(st->server_name);
+  text.append(rest);
+  p::append_query(out, text);
+  auto rw = std::make_shared<TextRewrite>();
+  rw->edits.push_back({chars(sql.substr(0, ref.begin)), chars(sql.substr(ref.begin, ref.end - ref.begin)),
+                       uint32_t(st->server_name.size())});
+  rw->names.emplace_back(st->server_name, ref.name);
+  z.rewrite = std::move(rw);
+  Expect c{'C'};
+  c.client_name = std::move(ref.name);
+  c.server_name = st->server_name;
+  c.created = std::move(st);
+  expect_.push_back(std::move(c));
 }
 
 bool TxnTracker::client_message(char type, std::string_view body, pool::ServerStatements& server, std::string& out,
@@ -215,14 +363,39 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
       }
       std::string_view types = body.substr(pos);
       std::string feature;
-      effect = session_effect(*query, !name->empty(), feature);
+      effect = session_effect(*query, !name->empty(), false, feature);
       if (effect == Effect::unsupported && refuse_) {
         refuse(feature, type, out);
         return true;
       }
-      if (name->empty()) {
+      std::string client_name(*name);
+      if (!client_name.empty() && statements_.count(client_name)) {
+        // PostgreSQL refuses to redefine a name; so does the server here, through a sentinel.
+        append_named(out, 'D', 'S', kSentinel);
+        expect_.push_back(Expect{'1', Action::sentinel_error,
+                                 error_message("42P05", "prepared statement \"" + client_name + "\" already exists")});
+        return true;
+      }
+      // Statements the text names get their server names, and are prepared here first.
+      std::string rewritten_text;
+      std::vector<std::shared_ptr<TrackedStatement>> uses;
+      std::shared_ptr<const TextRewrite> rw;
+      bool rewritten = false;
+      if (dealloc_) {
+        // DEALLOCATE of a statement of ours: the server knows it by its own name, and must have it.
+        auto st = std::move(dealloc_);
+        dealloc_.reset();
+        ensure_prepared(*st, server, out);
+        rewritten_text = "DEALLOCATE " + st->server_name;
+        rewritten = true;
+      } else if (!statements_.empty() && sql::mentions_execute(*query)) {
+        rewritten = rewrite_executes(*query, server, out, rewritten_text, uses, rw);
+      }
+      std::string_view text = rewritten ? std::string_view(rewritten_text) : *query;
+      if (client_name.empty()) {
         Expect e{'1'};
         e.unnamed = true;
+        e.rewrite = rw;
         expect_.push_back(std::move(e));
         server.unnamed_owner = owner_;
         if (window_ && !unnamed_saved_) {  // keep the window's starting point for rewind()
@@ -231,29 +404,18 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         }
         unnamed_valid_ = true;
         unnamed_parse_.clear();
-        if (dealloc_) {
-          // DEALLOCATE of a protocol statement: the server knows it by its own name, and must have it.
-          auto st = std::move(dealloc_);
-          dealloc_.reset();
-          ensure_prepared(*st, server, out);
-          append_parse(unnamed_parse_, "", "DEALLOCATE " + st->server_name, types);
-          out.append(unnamed_parse_);
-          return true;
-        }
-        append_parse(unnamed_parse_, "", *query, types);
-        return false;
-      }
-      std::string client_name(*name);
-      if (statements_.count(client_name)) {
-        // PostgreSQL refuses to redefine a name; so does the server here, through a sentinel.
-        append_named(out, 'D', 'S', kSentinel);
-        expect_.push_back(Expect{'1', Action::sentinel_error,
-                                 error_message("42P05", "prepared statement \"" + client_name + "\" already exists")});
+        append_parse(unnamed_parse_, "", text, types);
+        unnamed_uses_ = std::move(uses);
+        unnamed_rewrite_ = rw;
+        if (!rewritten) return false;
+        out.append(unnamed_parse_);
         return true;
       }
       auto st = std::make_shared<TrackedStatement>();
-      st->server_name = server_name_for(*query, types);
-      append_parse(st->parse_message, st->server_name, *query, types);
+      st->server_name = server_name_for(text, types);
+      append_parse(st->parse_message, st->server_name, text, types);
+      st->uses = std::move(uses);
+      st->rewrite = rw;
       statements_[client_name] = st;
       if (server.use(st->server_name)) {
         stats_.prepared_statements_reused_total.fetch_add(1, std::memory_order_relaxed);
@@ -269,6 +431,7 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
       Expect e{'1'};
       e.client_name = std::move(client_name);
       e.server_name = st->server_name;
+      e.rewrite = rw;
       expect_.push_back(std::move(e));
       return true;
     }
@@ -288,9 +451,11 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
       }
       if (!stmt) return false;
       if (stmt->empty()) {
+        if (type == 'B') bound(unnamed_valid_ ? unnamed_rewrite_ : nullptr);
         // The unnamed statement lives on one server until someone else parses there.
         if (server.unnamed_owner == owner_) return false;
         if (unnamed_valid_) {
+          for (auto& used : unnamed_uses_) ensure_prepared(*used, server, out);
           out.append(unnamed_parse_);
           Expect e{'1', Action::drop};
           e.unnamed = e.unnamed_resend = true;
@@ -308,6 +473,7 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         return true;
       }
       auto it = statements_.find(std::string(*stmt));
+      if (type == 'B') bound(it == statements_.end() ? nullptr : it->second->rewrite);
       if (it == statements_.end()) return false;  // unknown: the server says 26000 with the client's name
       auto st = it->second;
       ensure_prepared(*st, server, out);
@@ -341,7 +507,7 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
     case 'Q': {
       auto sql = p::read_cstring(body, pos);
       std::string feature;
-      if (sql) effect = session_effect(*sql, false, feature);
+      if (sql) effect = session_effect(*sql, false, true, feature);
       unnamed_valid_ = false;  // a simple Query drops the unnamed statement
       server.unnamed_owner = 0;
       if (effect == Effect::unsupported && refuse_) {
@@ -350,15 +516,28 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
       }
       Expect z{'Z'};
       end_group(z);
+      group_rewrite_.reset();
+      group_bound_ = group_mixed_ = false;
       bool rewritten = false;
-      if (dealloc_) {
-        // DEALLOCATE of a protocol statement: the server knows it by its own name, and must have it
-        // (a Parse before a Query runs in the Query's transaction).
+      if (prepare_) {
+        carry_prepare(*sql, server, out, z);
+        rewritten = true;
+      } else if (dealloc_) {
+        // DEALLOCATE of a statement of ours: the server knows it by its own name, and must have it.
         auto st = std::move(dealloc_);
         dealloc_.reset();
-        ensure_prepared(*st, server, out);
+        if (ensure_prepared(*st, server, out)) sync_injected(out);
         p::append_query(out, "DEALLOCATE " + st->server_name);
         rewritten = true;
+      } else if (sql && !statements_.empty() && sql::mentions_execute(*sql)) {
+        std::string text;
+        std::vector<std::shared_ptr<TrackedStatement>> uses;
+        size_t mark = out.size();
+        if (rewrite_executes(*sql, server, out, text, uses, z.rewrite)) {
+          if (out.size() > mark) sync_injected(out);
+          p::append_query(out, text);
+          rewritten = true;
+        }
       }
       expect_.push_back(std::move(z));
       return rewritten;
@@ -367,6 +546,9 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
     case 'F': {
       Expect z{'Z'};
       end_group(z);
+      if (type == 'S' && !group_mixed_) z.rewrite = std::move(group_rewrite_);
+      group_rewrite_.reset();
+      group_bound_ = group_mixed_ = false;
       expect_.push_back(std::move(z));
       return false;
     }
@@ -386,7 +568,49 @@ void TxnTracker::undo(Expect& e, pool::ServerStatements& server) {
     if (e.action == Action::as_parse_complete) statements_.erase(e.client_name);
     else if (e.evicted) server.restore(e.server_name);
     else if (e.removed) statements_[e.client_name] = e.removed;
+  } else if (e.reply == 'C') {
+    // A PREPARE that did not run (or failed) after its statement was closed: the server lacks it.
+    if (!e.server_name.empty()) server.erase(e.server_name);
   }
+}
+
+bool TxnTracker::fix_error(std::string_view body, const TextRewrite* rw, bool strip_position,
+                           std::string& replacement) const {
+  // Server names in the texts become the client's names; a position in a rewritten text becomes one in
+  // the client's (in a text the client never sent, it is left out).
+  bool names = body.find("pgr_") != std::string_view::npos;
+  bool position = false;
+  for (size_t i = 0; i < body.size() && body[i] != '\0';) {
+    if (body[i] == 'P') position = true;
+    size_t e = body.find('\0', i + 1);
+    if (e == std::string_view::npos) return false;
+    i = e + 1;
+  }
+  if (!names && !(position && (rw || strip_position))) return false;
+  std::string out;
+  for (size_t i = 0; i < body.size() && body[i] != '\0';) {
+    char code = body[i];
+    size_t e = body.find('\0', i + 1);
+    std::string value(body.substr(i + 1, e - i - 1));
+    i = e + 1;
+    if (code == 'P') {
+      if (strip_position) continue;
+      if (rw) value = std::to_string(rw->client_position(uint32_t(std::strtoul(value.c_str(), nullptr, 10))));
+    } else if (names && (code == 'M' || code == 'D' || code == 'H') && value.find("pgr_") != std::string::npos) {
+      if (rw)
+        for (auto& [server_name, client_name] : rw->names) replace_all(value, server_name, client_name);
+      for (auto& [client_name, st] : statements_)
+        if (value.find(st->server_name) != std::string::npos) replace_all(value, st->server_name, client_name);
+    }
+    out.push_back(code);
+    out.append(value);
+    out.push_back('\0');
+  }
+  out.push_back('\0');
+  replacement.clear();
+  begin_message(replacement, 'E', out.size());
+  replacement.append(out);
+  return true;
 }
 
 void TxnTracker::rewind() {
@@ -434,10 +658,11 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
                                              Settings& server_settings, std::string& replacement) {
   switch (type) {
     case '1':
+    case '2':
     case '3': {
       if (expect_.empty() || expect_.front().reply != type) return Reply::forward;  // not ours to judge
       Action a = expect_.front().action;
-      if (window_) window_matched_.push_back(std::move(expect_.front()));  // rewind() may need it
+      if (window_ && type != '2') window_matched_.push_back(std::move(expect_.front()));  // rewind() may need it
       expect_.pop_front();
       if (a == Action::drop) return Reply::drop;
       if (a == Action::as_parse_complete) return Reply::as_parse_complete;
@@ -445,11 +670,21 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
     }
     case 'C': {
       size_t pos = 0;
-      if (auto tag = p::read_cstring(body, pos)) last_tag_.assign(*tag);
+      auto tag = p::read_cstring(body, pos);
+      if (tag && *tag == "PREPARE" && !expect_.empty() && expect_.front().reply == 'C') {
+        Expect e = std::move(expect_.front());
+        expect_.pop_front();
+        if (e.created) statements_[e.client_name] = std::move(e.created);  // not transactional, as PostgreSQL
+        if (e.action == Action::drop) return Reply::drop;
+      }
+      if (tag) last_tag_.assign(*tag);
       return Reply::forward;
     }
     case 'E': {
-      if (expect_.empty()) return Reply::forward;
+      if (expect_.empty()) {
+        if (!statements_.empty() && fix_error(body, nullptr, false, replacement)) return Reply::replace;
+        return Reply::forward;
+      }
       Reply r = Reply::forward;
       Expect& head = expect_.front();
       if (head.action == Action::sentinel_error &&
@@ -457,12 +692,21 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
         replacement = head.error;
         r = Reply::replace;
       }
+      // An error of a message pgrouter sent (preparing a statement) has no position in the client's text.
+      bool injected = head.action == Action::drop;
+      bool own_text = head.reply == 'Z' || head.reply == 'C';  // a Query's (or its PREPARE's) error
+      std::shared_ptr<const TextRewrite> rw = head.rewrite;
       // The server now skips everything up to the next Sync.
       while (!expect_.empty() && expect_.front().reply != 'Z') {
         undo(expect_.front(), server);
         expect_.pop_front();
       }
-      if (!expect_.empty()) expect_.front().failed = true;
+      if (!expect_.empty()) {
+        expect_.front().failed = true;
+        if (expect_.front().swallow) return Reply::drop;  // pgrouter's own Sync: the client's statement tells
+        if (!rw && own_text) rw = expect_.front().rewrite;
+      }
+      if (r == Reply::forward && fix_error(body, rw.get(), injected, replacement)) r = Reply::replace;
       return r;
     }
     case 'Z': {
@@ -477,6 +721,7 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       }
       Expect z = std::move(expect_.front());
       expect_.pop_front();
+      if (z.swallow) return Reply::drop;  // pgrouter's own Sync: nothing of the client's ends here
       if (!z.failed) {
         for (auto& fx : z.effects) {
           switch (fx.kind) {

@@ -191,6 +191,8 @@ std::optional<std::string> read_value_list(std::string_view sql, Lexer& lx, Toke
 
 }  // namespace
 
+std::optional<SessionCommand> parse_deallocate(std::string_view sql);  // below, with the name lexer
+
 std::optional<SessionCommand> parse_session_command(std::string_view sql) {
   Lexer lx(sql);
   Token t = lx.next();
@@ -198,20 +200,7 @@ std::optional<SessionCommand> parse_session_command(std::string_view sql) {
     if (!is_kw(lx.next(), "all") || !at_end(lx, lx.next())) return std::nullopt;
     return SessionCommand{SessionCommand::discard_all, {}, {}};
   }
-  if (is_kw(t, "deallocate")) {
-    t = lx.next();
-    if (is_kw(t, "prepare")) t = lx.next();
-    if (is_kw(t, "all")) {
-      if (!at_end(lx, lx.next())) return std::nullopt;
-      return SessionCommand{SessionCommand::deallocate_all, {}, {}};
-    }
-    std::string name;
-    if (t.type == Token::word) name = lower(t.text);
-    else if (t.type == Token::quoted_ident) name = std::string(t.text.substr(1, t.text.size() - 2));
-    else return std::nullopt;
-    if (!at_end(lx, lx.next())) return std::nullopt;
-    return SessionCommand{SessionCommand::deallocate, std::move(name), {}};
-  }
+  if (is_kw(t, "deallocate")) return parse_deallocate(sql);
   if (is_kw(t, "reset")) {
     t = lx.next();
     if (is_kw(t, "all")) {
@@ -320,6 +309,188 @@ std::vector<std::string_view> split_statements(std::string_view sql) {
     }
   }
   push(sql.size());
+  return out;
+}
+
+}  // namespace pgrouter::sql
+
+namespace pgrouter::sql {
+namespace {
+
+bool ident_start(char c) {
+  auto u = static_cast<unsigned char>(c);
+  return std::isalpha(u) || c == '_' || u >= 0x80;
+}
+bool ident_char(char c) {
+  auto u = static_cast<unsigned char>(c);
+  return std::isalnum(u) || c == '_' || c == '$' || u >= 0x80;
+}
+
+struct SqlToken {
+  enum Kind { word, quoted, other } kind;
+  size_t begin, end;
+};
+
+// Calls f(token) for each token of `s`, skipping whitespace, comments, string literals and dollar quotes
+// (reported as `other`). Words and "quoted identifiers" are what statement names are made of.
+template <typename F>
+void for_each_token(std::string_view s, F&& f) {
+  size_t i = 0;
+  while (i < s.size()) {
+    char c = s[i];
+    size_t start = i;
+    if (std::isspace(static_cast<unsigned char>(c))) {
+      ++i;
+    } else if (c == '-' && i + 1 < s.size() && s[i + 1] == '-') {
+      size_t e = s.find('\n', i);
+      i = e == std::string_view::npos ? s.size() : e + 1;
+    } else if (c == '/' && i + 1 < s.size() && s[i + 1] == '*') {
+      int nest = 1;
+      i += 2;
+      while (i < s.size() && nest > 0) {
+        if (s.compare(i, 2, "/*") == 0) ++nest, i += 2;
+        else if (s.compare(i, 2, "*/") == 0) --nest, i += 2;
+        else ++i;
+      }
+    } else if (c == '\'') {
+      // E'...' strings take backslash escapes (the word lexer hands them here with escapes on).
+      bool escapes = start > 0 && (s[start - 1] == 'e' || s[start - 1] == 'E') &&
+                     (start == 1 || !ident_char(s[start - 2]));
+      ++i;
+      while (i < s.size()) {
+        if (escapes && s[i] == '\\') {
+          i += 2;
+        } else if (s[i] == '\'') {
+          if (i + 1 < s.size() && s[i + 1] == '\'') i += 2;
+          else break;
+        } else {
+          ++i;
+        }
+      }
+      i = std::min(i + 1, s.size());
+      f(SqlToken{SqlToken::other, start, i});
+    } else if (c == '"') {
+      ++i;
+      while (i < s.size()) {
+        if (s[i] == '"') {
+          if (i + 1 < s.size() && s[i + 1] == '"') i += 2;
+          else break;
+        } else {
+          ++i;
+        }
+      }
+      i = std::min(i + 1, s.size());
+      f(SqlToken{SqlToken::quoted, start, i});
+    } else if (c == '$') {
+      size_t e = i + 1;
+      while (e < s.size() && ident_char(s[e]) && s[e] != '$') ++e;
+      if (e < s.size() && s[e] == '$' && !(e > i + 1 && std::isdigit(static_cast<unsigned char>(s[i + 1])))) {
+        auto tag = s.substr(i, e - i + 1);
+        size_t close = s.find(tag, e + 1);
+        i = close == std::string_view::npos ? s.size() : close + tag.size();
+      } else {
+        i = e;  // $1
+      }
+      f(SqlToken{SqlToken::other, start, i});
+    } else if (std::isdigit(static_cast<unsigned char>(c))) {
+      while (i < s.size() && (ident_char(s[i]) || s[i] == '.')) ++i;
+      f(SqlToken{SqlToken::other, start, i});
+    } else if (ident_start(c)) {
+      while (i < s.size() && ident_char(s[i])) ++i;
+      f(SqlToken{SqlToken::word, start, i});
+    } else {
+      ++i;
+      f(SqlToken{SqlToken::other, start, i});
+    }
+  }
+}
+
+bool word_is(std::string_view s, const SqlToken& t, std::string_view kw) {
+  if (t.kind != SqlToken::word || t.end - t.begin != kw.size()) return false;
+  for (size_t i = 0; i < kw.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(s[t.begin + i])) != kw[i]) return false;
+  return true;
+}
+
+NameRef name_of(std::string_view s, const SqlToken& t) {
+  NameRef r{t.begin, t.end, {}};
+  if (t.kind == SqlToken::word) {
+    r.name = util::ascii_lower(s.substr(t.begin, t.end - t.begin));
+  } else {
+    for (size_t i = t.begin + 1; i + 1 < t.end; ++i) {
+      r.name.push_back(s[i]);
+      if (s[i] == '"') ++i;  // "" is one "
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
+std::optional<NameRef> parse_prepare(std::string_view sql) {
+  int n = 0;
+  bool ok = false;
+  std::optional<NameRef> out;
+  for_each_token(sql, [&](const SqlToken& t) {
+    if (n == 0) ok = word_is(sql, t, "prepare");
+    else if (n == 1 && ok && (t.kind == SqlToken::quoted || (t.kind == SqlToken::word && !word_is(sql, t, "transaction"))))
+      out = name_of(sql, t);
+    ++n;
+  });
+  if (out && out->end - out->begin < 3 && sql[out->begin] == '"') return std::nullopt;  // "" is no name
+  return out;
+}
+
+// DEALLOCATE [PREPARE] {name | ALL} [;]
+std::optional<SessionCommand> parse_deallocate(std::string_view sql) {
+  int n = 0;
+  bool ok = true, done = false, semicolon = false;
+  std::optional<SessionCommand> out;
+  for_each_token(sql, [&](const SqlToken& t) {
+    if (!ok) return;
+    if (done) {
+      // Only one ';' may follow the name.
+      bool is_semicolon = t.kind == SqlToken::other && t.end == t.begin + 1 && sql[t.begin] == ';';
+      if (is_semicolon && !semicolon) semicolon = true;
+      else ok = false;
+    } else if (n == 0) {
+      ok = word_is(sql, t, "deallocate");
+    } else if (n == 1 && word_is(sql, t, "prepare")) {
+      // optional noise word (a statement named "prepare" is DEALLOCATE PREPARE prepare)
+    } else if (word_is(sql, t, "all")) {
+      out = SessionCommand{SessionCommand::deallocate_all, {}, {}};
+      done = true;
+    } else if (t.kind == SqlToken::word || (t.kind == SqlToken::quoted && t.end - t.begin > 2)) {
+      out = SessionCommand{SessionCommand::deallocate, name_of(sql, t).name, {}};
+      done = true;
+    } else {
+      ok = false;
+    }
+    ++n;
+  });
+  if (!ok || !done) return std::nullopt;
+  return out;
+}
+
+bool mentions_execute(std::string_view sql) {
+  static constexpr std::string_view kw = "execute";
+  for (size_t i = 0; i + kw.size() <= sql.size(); ++i) {
+    if ((sql[i] | 0x20) != 'e') continue;
+    size_t k = 1;
+    while (k < kw.size() && (sql[i + k] | 0x20) == kw[k]) ++k;
+    if (k == kw.size()) return true;
+  }
+  return false;
+}
+
+std::vector<NameRef> execute_references(std::string_view sql) {
+  std::vector<NameRef> out;
+  bool after_execute = false;
+  for_each_token(sql, [&](const SqlToken& t) {
+    if (after_execute && (t.kind == SqlToken::word || (t.kind == SqlToken::quoted && t.end - t.begin > 2)))
+      out.push_back(name_of(sql, t));
+    after_execute = word_is(sql, t, "execute");
+  });
   return out;
 }
 

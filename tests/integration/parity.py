@@ -921,6 +921,141 @@ def sql_prepare_execute_across_transactions(ctx):
     ])
 
 
+@script
+def sql_prepare_execute_deallocate(ctx):
+    """SQL PREPARE / EXECUTE / DEALLOCATE, each in its own transaction (so each may land on another server)."""
+    return Script("", [
+        Query("prepare sq1 as select 'one' as v"),
+        Query("execute sq1"),
+        Query("select 'other transaction'"),
+        Query("EXECUTE SQ1"),  # unquoted names fold to lower case
+        Query("explain (costs off) execute sq1"),
+        Query("deallocate sq1"),
+        Query("execute sq1"),  # 26000
+        Query("prepare sq1 as select 'redefined' as v"),  # the name is free again
+        Query("execute sq1"),
+        Query("deallocate prepare sq1"),
+    ])
+
+
+@script
+def sql_prepare_duplicate_and_unknown(ctx):
+    """PREPARE of a name that exists (42P05, also when it was Parsed through the protocol); EXECUTE and DEALLOCATE
+    of unknown names (26000); errors in the statement text with their positions; a PREPARE that failed leaves no
+    name behind."""
+    return Script("", [
+        Query("prepare sd1 as select 1 as v"),
+        Query("prepare sd1 as select 2 as v"),
+        Query("prepare sd1 as select 1 as v"),
+        Parse("select 3 as v", "sd2"), Sync(),
+        Query("prepare sd2 as select 4 as v"),
+        Query("execute sd1"),
+        Query("execute nosuch_sd"),
+        Query("deallocate nosuch_sd"),
+        Query("prepare sd3 as select nosuchcol"),
+        Query("execute sd3"),
+        Query("prepare sd4 (int) as select $1 + 1 as v"),
+        Query("execute sd4 (1, 2)"),      # wrong number of parameters names the client's statement
+        Query("execute sd4 ('x')"),        # a position in the EXECUTE text
+        Query("/* a comment first */ execute sd4 (nosuchcol)"),
+        Query("execute sd4 (41)"),
+    ])
+
+
+@script
+def sql_prepare_with_parameter_types(ctx):
+    """PREPARE with parameter types (the result and parameter types follow them), used with EXECUTE and through
+    the protocol (Describe and Bind of the SQL name: one namespace)."""
+    return Script("", [
+        Query("prepare st1 (int8, text, numeric(5,2)) as select $1 as a, $2 as b, $3 as c"),
+        Query("execute st1 (1, 'x', 2.5)"),
+        Query("select 1"),
+        Describe("S", "st1"), Sync(),
+        Bind("st1", [7, "y", "3.25"]), Execute(), Sync(),
+        Query("prepare st2 (varchar) as select length($1) as n"),
+        Query("execute st2 ('abcd')"),
+        Close("S", "st2"), Sync(),  # a protocol Close of a SQL name
+        Query("execute st2 ('abcd')"),
+    ])
+
+
+@script
+def sql_prepare_quoted_names(ctx):
+    """Quoted statement names: case kept, quotes and spaces inside, unquoted forms folded."""
+    return Script("", [
+        Query('prepare "MixedCase" as select 1 as v'),
+        Query('prepare mixedcase as select 2 as v'),
+        Query('execute "MixedCase"'),
+        Query('execute MixedCase'),
+        Query('prepare "with ""quotes"" and space" as select 3 as v'),
+        Query('execute "with ""quotes"" and space"'),
+        Query('execute "mixedcase"'),
+        Query('deallocate "MixedCase"'),
+        Query('execute "MixedCase"'),
+        Query('execute mixedcase'),
+        Query('deallocate "with ""quotes"" and space"'),
+        Query('execute "with ""quotes"" and space"'),
+    ])
+
+
+@script
+def sql_prepare_deallocate_all_and_discard_all(ctx):
+    """DEALLOCATE ALL and DISCARD ALL drop SQL-prepared statements (and protocol ones); the names can be reused."""
+    return Script("", [
+        Query("prepare da1 as select 1 as v"),
+        Parse("select 2 as v", "da2"), Sync(),
+        Query("deallocate all"),
+        Query("execute da1"),
+        Bind("da2"), Execute(), Sync(),
+        Query("prepare da1 as select 3 as v"),
+        Query("prepare da2 as select 4 as v"),
+        Query("execute da2"),
+        Query("discard all"),
+        Query("execute da1"),
+        Query("execute da2"),
+        Query("prepare da2 as select 5 as v"),
+        Query("execute da2"),
+    ])
+
+
+@script
+def sql_prepare_in_transactions(ctx):
+    """PREPARE is not transactional: it survives a ROLLBACK; in a failed transaction it fails (25P02) and leaves
+    nothing; EXECUTE in a transaction block and in a failed one."""
+    return Script("", [
+        Query("begin"),
+        Query("prepare tx1 as select 'kept' as v"),
+        Query("rollback"),
+        Query("execute tx1"),
+        Query("begin"),
+        Query("select 1/0"),
+        Query("prepare tx2 as select 2"),
+        Query("execute tx1"),
+        Query("rollback"),
+        Query("execute tx2"),
+        Query("begin; execute tx1; commit"),
+        Query("begin"),
+        Query("execute tx1"),
+        Query("commit"),
+    ])
+
+
+@script
+def sql_execute_through_the_extended_protocol(ctx):
+    """EXECUTE of a SQL-prepared statement sent as an unnamed and a named Parse (as drivers with parameters do), and
+    DEALLOCATE through the protocol."""
+    return Script("", [
+        Query("prepare xe1 (int) as select $1 * 10 as v"),
+        Parse("execute xe1 ($1)", "", [23]), Bind("", [4]), Execute(), Sync(),
+        Query("select 'other transaction'"),
+        Parse("execute xe1 (5)", "xe_wrap"), Sync(),
+        Query("select 'another transaction'"),
+        Bind("xe_wrap"), Execute(), Sync(),
+        *_pbes("deallocate xe1"),
+        Parse("execute xe1 (7)"), Bind(), Execute(), Sync(),
+    ])
+
+
 def _many_params(n):
     return [str(i) for i in range(1, n + 1)]
 

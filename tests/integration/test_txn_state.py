@@ -173,6 +173,60 @@ def test_set_in_a_rolled_back_transaction_is_undone(pgrouter):
         assert a.execute("show search_path").fetchone() == ("information_schema",)
 
 
+def test_sql_prepared_statements_are_carried_not_pinned(pgrouter):
+    """SQL PREPARE / EXECUTE under transaction pooling: two clients sharing one server prepare the same name with
+    different texts and execute it alternately, each getting its own; a client's statement survives another
+    client's DEALLOCATE ALL / DISCARD ALL on the shared server; nobody is pinned (with one server, a pinned client
+    would keep it and the other would wait)."""
+    router = pgrouter(txn(1))
+    with router.connect() as a, router.connect() as b:
+        a.execute("prepare s (int) as select $1 * 2 as v, 'a' as who")  # no parameters: a simple Query
+        b.execute('PREPARE "S" (int) AS select $1 + 1000, \'b\'')
+        b.execute("prepare s (int) as select $1 + 1000 as v, 'b' as who")
+        assert backend_pid(a) == backend_pid(b)  # one server for both
+        for i in range(5):
+            assert a.execute(f"execute s ({i})").fetchone() == (2 * i, "a")
+            assert b.execute(f"EXECUTE S ({i})").fetchone() == (i + 1000, "b")
+            assert b.execute(f'execute "S" ({i})').fetchone() == (i + 1000, "b")
+        # EXECUTE in an extended-protocol Parse (psycopg with binary results) is carried too.
+        assert a.execute("execute s (21)", binary=True).fetchone() == (42, "a")
+        assert b.execute("execute s (21)", binary=True).fetchone() == (1021, "b")
+        # b wipes the server's prepared statements; a's is prepared there again when a needs it.
+        b.execute("discard all")
+        assert a.execute("execute s (50)").fetchone() == (100, "a")
+        with pytest.raises(psycopg.errors.InvalidSqlStatementName):  # b's own are gone, as in PostgreSQL
+            b.execute("execute s (1)")
+        a.execute("begin")
+        assert a.execute("execute s (3)").fetchone() == (6, "a")
+        a.execute("rollback")
+        b.execute("deallocate all")
+        assert a.execute("explain (costs off) execute s (4)").fetchall() == [("Result",)]
+        with pytest.raises(psycopg.errors.DuplicatePreparedStatement):
+            a.execute("prepare s as select 1")
+        a.execute("deallocate s")
+        with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+            a.execute("execute s (1)")
+    text = router.metrics()
+    assert pgr.metric(text, "pgrouter_clients_pinned_total") == 0
+    assert pgr.metric(text, "pgrouter_prepared_statements_prepared_total") >= 5
+    assert pgr.metric(text, "pgrouter_servers_active") == 0
+
+
+def test_sql_prepared_statement_follows_the_client_to_another_server(pgrouter):
+    router = pgrouter(txn(2))
+    with router.connect() as a, router.connect() as b:
+        a.execute("prepare follow (text) as select 'hello ' || $1, pg_backend_pid()")
+        first = a.execute("execute follow ('one')").fetchone()
+        # b holds the server a just used, so a's next transaction runs on the other one, which never saw a's
+        # PREPARE.
+        b.execute("begin")
+        assert backend_pid(b) == first[1]
+        second = a.execute("execute follow ('two')").fetchone()
+        assert second[0] == "hello two" and second[1] != first[1]
+        b.execute("commit")
+    assert pgr.metric(router.metrics(), "pgrouter_clients_pinned_total") == 0
+
+
 def test_advisory_lock_pins_its_holder_and_is_released_for_the_next_client(pgrouter):
     router = pgrouter(txn(2))
     with router.connect() as a, router.connect() as b:

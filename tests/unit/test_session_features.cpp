@@ -35,3 +35,44 @@ TEST_CASE("transaction-scoped and ordinary statements are not") {
   CHECK(session_feature("select tempo from songs").empty());
   CHECK(session_feature("BEGIN; INSERT INTO t VALUES (1); COMMIT").empty());
 }
+
+TEST_CASE("SQL PREPARE and EXECUTE name their statements as PostgreSQL reads the names") {
+  using pgrouter::sql::execute_references;
+  using pgrouter::sql::mentions_execute;
+  using pgrouter::sql::parse_prepare;
+  auto p = parse_prepare("/* c */ PREPARE Foo (int, text) AS select $1, $2");
+  REQUIRE(p);
+  CHECK(p->name == "foo");
+  CHECK(p->begin == 16);
+  CHECK(p->end == 19);
+  p = parse_prepare("prepare \"My \"\"S\"\"\" as select 1");
+  REQUIRE(p);
+  CHECK(p->name == "My \"S\"");
+  CHECK_FALSE(parse_prepare("PREPARE TRANSACTION 'x'"));
+  CHECK_FALSE(parse_prepare("select 1"));
+  CHECK_FALSE(parse_prepare("prepare \"\" as select 1"));
+
+  CHECK(mentions_execute("EXPLAIN ExEcUtE s"));
+  CHECK_FALSE(mentions_execute("select 1"));
+  auto refs = execute_references("execute A(1); explain (analyze) EXECUTE \"B\"; create table t as execute c");
+  REQUIRE(refs.size() == 3);
+  CHECK(refs[0].name == "a");
+  CHECK(refs[1].name == "B");
+  CHECK(refs[2].name == "c");
+  // Not in strings, comments, dollar quotes or quoted identifiers.
+  CHECK(execute_references("select 'execute a', $$ execute b $$, \"execute\" c -- execute d\n/* execute e */").empty());
+  CHECK(execute_references("select E'\\' execute a'").empty());
+  CHECK(execute_references("execute").empty());
+}
+
+TEST_CASE("DEALLOCATE names are read as PostgreSQL reads them") {
+  using pgrouter::sql::parse_session_command;
+  using pgrouter::sql::SessionCommand;
+  CHECK(parse_session_command("deallocate \"with \"\"quotes\"\" and space\"")->name == "with \"quotes\" and space");
+  CHECK(parse_session_command("DEALLOCATE Foo; -- done")->name == "foo");
+  CHECK(parse_session_command("deallocate prepare prepare")->name == "prepare");
+  CHECK(parse_session_command("deallocate prepare all ;")->kind == SessionCommand::deallocate_all);
+  CHECK_FALSE(parse_session_command("deallocate a b"));
+  CHECK_FALSE(parse_session_command("deallocate a;;"));
+  CHECK_FALSE(parse_session_command("deallocate"));
+}

@@ -308,3 +308,195 @@ TEST_CASE("a client's Bind of the unnamed statement never runs another client's"
     CHECK(reply(a, '3') == TxnTracker::Reply::drop);
   }
 }
+
+namespace {
+// The Query text in a byte string of whole messages (the first Query's).
+std::string query_of(const std::string& bytes) {
+  for (size_t i = 0; i + 5 <= bytes.size(); i += 1 + pgrouter::protocol::read_be32(bytes.data() + i + 1))
+    if (bytes[i] == 'Q') return std::string(bytes.c_str() + i + 5);
+  return {};
+}
+std::string error_body(const std::string& code, const std::string& message, const std::string& position = {}) {
+  std::string b = "SERROR" + std::string(1, '\0') + "C" + code + '\0' + "M" + message + '\0';
+  if (!position.empty()) b += "P" + position + '\0';
+  return b + '\0';
+}
+}  // namespace
+
+TEST_CASE("SQL PREPARE is carried: a shared server name, recorded when it succeeds, kept after ROLLBACK") {
+  Fixture f;
+  REQUIRE(f.client('Q', cstr("PREPARE s (int) AS select $1 * 2")));
+  CHECK(f.effect == TxnTracker::Effect::tracked);
+  CHECK(types_of(f.out) == "CQ");  // a Close of the server name (another client's copy), then the PREPARE
+  std::string sent = query_of(f.out);
+  CHECK(sent.rfind("PREPARE pgr_", 0) == 0);
+  CHECK(sent.find(" (int) AS select $1 * 2") != std::string::npos);
+  std::string server_name = sent.substr(8, 36);
+  CHECK(f.reply('3') == TxnTracker::Reply::drop);
+  CHECK_FALSE(f.tracker.statement_query("s"));
+  CHECK(f.reply('C', cstr("PREPARE")) == TxnTracker::Reply::forward);
+  CHECK(f.tracker.statement_query("s"));
+  CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK(f.tracker.idle());
+  CHECK(f.server.contains(server_name));
+
+  // EXECUTE on the same server: only the name changes.
+  REQUIRE(f.client('Q', cstr("execute S (21)")));
+  CHECK(types_of(f.out) == "Q");
+  CHECK(query_of(f.out) == "execute " + server_name + " (21)");
+  f.reply('C', cstr("SELECT 1"));
+  f.reply('Z', "I");
+
+  // On a server that lacks it: prepared through the helper, in a batch of its own whose replies are dropped.
+  pgrouter::pool::ServerStatements other;
+  std::swap(f.server, other);
+  REQUIRE(f.client('Q', cstr("EXPLAIN EXECUTE s(1)")));
+  CHECK(types_of(f.out) == "CCCPBESQ");
+  CHECK(query_of(f.out) == "EXPLAIN EXECUTE " + server_name + "(1)");
+  for (char t : std::string("3331")) CHECK(f.reply(t) == TxnTracker::Reply::drop);
+  CHECK(f.reply('2') == TxnTracker::Reply::drop);
+  CHECK(f.reply('C', cstr("PREPARE")) == TxnTracker::Reply::drop);
+  CHECK(f.reply('Z', "I") == TxnTracker::Reply::drop);
+  CHECK(f.reply('C', cstr("EXPLAIN")) == TxnTracker::Reply::forward);
+  CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK(f.tracker.idle());
+
+  // PREPARE is not transactional: inside a transaction that rolls back, it stays (as in PostgreSQL).
+  f.client('Q', cstr("begin"));
+  f.reply('C', cstr("BEGIN"));
+  f.reply('Z', "T");
+  f.client('Q', cstr("prepare t as select 2"));
+  f.reply('3');
+  f.reply('C', cstr("PREPARE"));
+  f.reply('Z', "T");
+  f.client('Q', cstr("rollback"));
+  f.reply('C', cstr("ROLLBACK"));
+  f.reply('Z', "I");
+  CHECK(f.tracker.statement_query("t"));
+  CHECK(f.tracker.statements() == 2);
+  CHECK(f.stats.prepared_statements_prepared_total == 3);  // s, its copy on the other server, t
+}
+
+TEST_CASE("a failed or duplicate SQL PREPARE is answered as PostgreSQL would") {
+  Fixture f;
+  REQUIRE(f.client('Q', cstr("prepare bad as select nosuchcol")));
+  std::string sent = query_of(f.out);
+  std::string server_name = sent.substr(8, 36);
+  f.reply('3');
+  std::string repl;
+  // The position is in the rewritten text: translated back to the client's.
+  CHECK(f.tracker.server_message('E', error_body("42703", "column \"nosuchcol\" does not exist", "56"), f.server,
+                                 f.server_settings, repl) == TxnTracker::Reply::replace);
+  CHECK(repl.find(std::string("P23") + '\0') != std::string::npos);
+  CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK_FALSE(f.tracker.statement_query("bad"));
+  CHECK_FALSE(f.server.contains(server_name));  // it was closed and not prepared again
+
+  f.client('Q', cstr("prepare good as select 1"));
+  f.reply('3');
+  f.reply('C', cstr("PREPARE"));
+  f.reply('Z', "I");
+  REQUIRE(f.client('Q', cstr("PREPARE \"good\" AS select 2")));
+  CHECK(types_of(f.out) == "Q");
+  CHECK(query_of(f.out) == "DEALLOCATE pgr_sentinel_error");
+  CHECK(f.tracker.server_message('E', error_body("26000", "prepared statement \"pgr_sentinel_error\" does not exist"),
+                                 f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
+  CHECK(repl.find("prepared statement \"good\" already exists") != std::string::npos);
+  f.reply('Z', "I");
+
+  // An error naming the server's statement names the client's.
+  f.client('Q', cstr("execute good(1, 2)"));
+  CHECK(f.tracker.server_message('E', error_body("42601", "wrong number of parameters for prepared statement \"" +
+                                                              query_of(f.out).substr(8, 36) + "\""),
+                                 f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
+  CHECK(repl.find("prepared statement \"good\"") != std::string::npos);
+  f.reply('Z', "I");
+
+  // Where the server lacks it and preparing it fails (a failed transaction), that error is not shown: the
+  // client's statement fails by itself.
+  pgrouter::pool::ServerStatements other;
+  std::swap(f.server, other);
+  f.client('Q', cstr("execute good"));
+  for (char t : std::string("333")) f.reply(t);
+  CHECK(f.reply('E', error_body("25P02", "current transaction is aborted")) == TxnTracker::Reply::drop);
+  CHECK(f.reply('Z', "E") == TxnTracker::Reply::drop);
+  CHECK(f.reply('E', error_body("25P02", "current transaction is aborted")) == TxnTracker::Reply::forward);
+  CHECK(f.reply('Z', "E") == TxnTracker::Reply::forward);
+  CHECK(f.tracker.idle());
+  CHECK(f.server.size() == 0);
+}
+
+TEST_CASE("SQL-prepared statements in the extended protocol: EXECUTE in a Parse, Bind by name, DEALLOCATE") {
+  Fixture f;
+  f.client('Q', cstr("prepare s as select 7"));
+  std::string server_name = query_of(f.out).substr(8, 36);
+  f.reply('3');
+  f.reply('C', cstr("PREPARE"));
+  f.reply('Z', "I");
+  pgrouter::pool::ServerStatements other;
+  std::swap(f.server, other);
+  // psycopg sends "EXECUTE s" with parameters as an unnamed Parse.
+  REQUIRE(f.client('P', parse_body("", "execute s")));
+  CHECK(types_of(f.out) == "CCCPBEP");
+  CHECK(f.out.find("execute " + server_name) != std::string::npos);
+  CHECK(f.tracker.statement_query("") == "execute " + server_name);
+  f.client('S', "");
+  for (char t : std::string("3331")) CHECK(f.reply(t) == TxnTracker::Reply::drop);
+  CHECK(f.reply('2') == TxnTracker::Reply::drop);
+  CHECK(f.reply('C', cstr("PREPARE")) == TxnTracker::Reply::drop);
+  CHECK(f.reply('1') == TxnTracker::Reply::forward);
+  CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK(f.tracker.idle());
+  // PostgreSQL shares one namespace: a Bind of the SQL name uses the same statement.
+  std::swap(f.server, other);
+  REQUIRE(f.client('B', bind_body("s")));
+  CHECK(types_of(f.out) == "B");
+  CHECK(f.out.find(server_name) != std::string::npos);
+  // A named protocol statement that EXECUTEs it brings it along wherever it is prepared.
+  f.client('P', parse_body("wrap", "execute s"));
+  f.client('S', "");
+  f.reply('1');
+  f.reply('Z', "I");
+  pgrouter::pool::ServerStatements third;
+  std::swap(f.server, third);
+  REQUIRE(f.client('B', bind_body("wrap")));
+  CHECK(types_of(f.out) == "CCCPBEPB");
+  // DEALLOCATE s (simple Query) on a server that lacks it: prepared first, in a batch of its own.
+  f.client('S', "");
+  for (char t : std::string("3331")) f.reply(t);
+  f.reply('2');
+  f.reply('C', cstr("PREPARE"));
+  f.reply('1');
+  f.reply('Z', "I");
+  pgrouter::pool::ServerStatements fourth;
+  std::swap(f.server, fourth);
+  REQUIRE(f.client('Q', cstr("DEALLOCATE s")));
+  CHECK(types_of(f.out) == "CCCPBESQ");
+  CHECK(query_of(f.out) == "DEALLOCATE " + server_name);
+  for (char t : std::string("3331")) f.reply(t);
+  f.reply('2');
+  f.reply('C', cstr("PREPARE"));
+  CHECK(f.reply('Z', "I") == TxnTracker::Reply::drop);
+  f.reply('C', cstr("DEALLOCATE"));
+  f.reply('Z', "I");
+  CHECK_FALSE(f.tracker.statement_query("s"));
+  CHECK(f.tracker.statement_query("wrap"));
+}
+
+TEST_CASE("PREPARE and DEALLOCATE among other statements are not carried") {
+  Fixture f;
+  CHECK_FALSE(f.client('Q', cstr("prepare s as select 1; select 2")));
+  CHECK(f.effect == TxnTracker::Effect::unsupported);
+  CHECK(f.tracker.feature() == "PREPARE");
+  Fixture g;
+  CHECK_FALSE(g.client('P', parse_body("", "prepare s as select 1")));
+  CHECK(g.effect == TxnTracker::Effect::unsupported);
+  Fixture h;
+  h.client('Q', cstr("prepare s2 as select 1"));
+  h.reply('3');
+  h.reply('C', cstr("PREPARE"));
+  h.reply('Z', "I");
+  REQUIRE(h.tracker.statement_query("s2"));
+  CHECK_FALSE(h.client('Q', cstr("select 1; deallocate s2")));
+  CHECK(h.effect == TxnTracker::Effect::unsupported);
+}

@@ -18,6 +18,17 @@
 // server skips to the next Sync: the skipped requests' expectations are dropped and their effects
 // undone (a statement that was not created is forgotten again).
 //
+// SQL PREPARE / EXECUTE / DEALLOCATE (the same namespace as protocol names, in PostgreSQL and here). A simple
+// Query `PREPARE s [(types)] AS stmt` is sent as `PREPARE pgr_y ...` (after a Close of pgr_y, so a server
+// that already has it from another client prepares it again), pgr_y a hash of what follows the name; s is
+// recorded when its CommandComplete comes (PREPARE is not transactional: a later ROLLBACK keeps it, as in
+// PostgreSQL). Every `EXECUTE s` in a Query or Parse text (also EXPLAIN EXECUTE, CREATE TABLE AS EXECUTE)
+// becomes `EXECUTE pgr_y` after pgr_y was prepared where missing: before a Parse/Bind/Describe by
+// Close/Close/Parse/Bind/Execute of the PREPARE text through a helper statement and portal ("pgr_prepare"),
+// before a Query by the same (or the Parse of a protocol statement) and a Sync whose error, if any, is dropped
+// (the client's own statement then fails as it would). Replies to all of that are dropped; errors of a
+// rewritten text get their position and names translated back to what the client wrote.
+//
 // Settings. SET/RESET of a tracked parameter is recorded when its Sync/Query completes without error;
 // inside a transaction it stays tentative until COMMIT (dropped on ROLLBACK). On every attach the
 // session's settings are compared with what the server carries and the difference is SET/RESET first.
@@ -37,10 +48,26 @@
 
 namespace pgrouter::session {
 
+// How a statement text was rewritten (names replaced by server names), to translate an error about the
+// rewritten text back: positions (in characters, 1-based) and names in the messages.
+struct TextRewrite {
+  struct Edit {
+    uint32_t client_begin, client_len, server_len;  // characters
+  };
+  std::vector<Edit> edits;
+  std::vector<std::pair<std::string, std::string>> names;  // server name -> client name
+  uint32_t client_position(uint32_t server_position) const;
+};
+
 struct TrackedStatement {
   std::string server_name;    // "pgr_" + hash of (query, parameter types)
-  std::string parse_message;  // a whole Parse message that creates it under server_name
+  std::string parse_message;  // protocol Parse: a whole Parse message that creates it under server_name
+  std::string prepare_sql;    // SQL PREPARE: "PREPARE <server_name> ..." that creates it (parse_message empty)
+  // Statements its text EXECUTEs: prepared first wherever it is prepared; how its text was rewritten.
+  std::vector<std::shared_ptr<TrackedStatement>> uses;
+  std::shared_ptr<const TextRewrite> rewrite;
 };
+
 
 class TxnTracker {
  public:
@@ -69,7 +96,9 @@ class TxnTracker {
   // Called for every message from the server that wants_reply_body() asked for.
   Reply server_message(char type, std::string_view body, pool::ServerStatements& server, Settings& server_settings,
                        std::string& replacement);
-  static bool is_reply_type(char type) { return type == '1' || type == '3' || type == 'E' || type == 'Z' || type == 'C'; }
+  static bool is_reply_type(char type) {
+    return type == '1' || type == '2' || type == '3' || type == 'E' || type == 'Z' || type == 'C';
+  }
 
   // No request awaits a reply: the server may be given back.
   bool idle() const { return expect_.empty(); }
@@ -118,7 +147,7 @@ class TxnTracker {
   struct Expect {
     explicit Expect(char r, Action a = Action::forward, std::string err = {})
         : reply(r), action(a), error(std::move(err)) {}
-    char reply;  // '1', '3' or 'Z'
+    char reply;  // '1', '2', '3', 'C' (CommandComplete "PREPARE") or 'Z'
     Action action;
     std::string error;  // sentinel-error requests: the ErrorResponse the client gets instead
     // Undo information when the request is skipped after an error:
@@ -132,13 +161,29 @@ class TxnTracker {
     std::vector<StatementEffect> effects;
     bool unnamed = false;         // a Parse or Close of the unnamed statement: if skipped, the server's is unknown
     bool unnamed_resend = false;  // ... one pgrouter re-sent: the client's unnamed statement still exists
+    bool swallow = false;         // 'Z' of a Sync pgrouter sent: an error before it is dropped too
+    std::shared_ptr<TrackedStatement> created;   // 'C' of a client's PREPARE: recorded as client_name on success
+    std::shared_ptr<const TextRewrite> rewrite;  // a Parse/Query whose text was rewritten: for its errors
   };
 
-  void ensure_prepared(const TrackedStatement& st, pool::ServerStatements& server, std::string& out);
+  // Prepares st (and what it uses) on `server` if it lacks it, with messages appended to out that are valid
+  // inside an extended-protocol batch; true if something was sent. Before a Query, the caller ends them
+  // with sync_injected().
+  bool ensure_prepared(const TrackedStatement& st, pool::ServerStatements& server, std::string& out);
+  void sync_injected(std::string& out);
+  // Rewrites the EXECUTE names of `sql` the client tracks to their server names, preparing them first;
+  // false (nothing appended to `text`) when none is tracked.
+  bool rewrite_executes(std::string_view sql, pool::ServerStatements& server, std::string& out, std::string& text,
+                        std::vector<std::shared_ptr<TrackedStatement>>& uses,
+                        std::shared_ptr<const TextRewrite>& rewrite);
+  // A simple Query `PREPARE name ...` (prepare_ set by session_effect()).
+  void carry_prepare(std::string_view sql, pool::ServerStatements& server, std::string& out, Expect& z);
+  bool fix_error(std::string_view body, const TextRewrite* rw, bool strip_position, std::string& replacement) const;
   void evict_for(const std::string& name, pool::ServerStatements& server, std::string& out);
   // Classifies statement text; for a DEALLOCATE of a tracked statement, sets dealloc_ to it.
-  Effect session_effect(std::string_view sql, bool named, std::string& feature);
-  Effect statement_effect(std::string_view one_statement, bool named, std::string& feature);
+  // simple: the text of a simple Query (a PREPARE there is carried).
+  Effect session_effect(std::string_view sql, bool named, bool simple, std::string& feature);
+  Effect statement_effect(std::string_view one_statement, bool named, bool single, bool simple, std::string& feature);
   void end_group(Expect& z);
   std::string server_name_for(std::string_view query, std::string_view types) const;
   void refuse(std::string_view feature, char type, std::string& out);
@@ -158,9 +203,17 @@ class TxnTracker {
   std::vector<sql::SessionCommand> tx_sets_;
   std::vector<StatementEffect> group_effects_;
   std::shared_ptr<TrackedStatement> dealloc_;  // set by session_effect() for DEALLOCATE name
+  std::optional<sql::NameRef> prepare_;        // set by session_effect() for a simple Query PREPARE name
   // The client's unnamed statement (as a Parse message), valid until a Query or a failed Parse; it
   // is re-sent when the client binds it on a server where someone else parsed since.
   std::string unnamed_parse_;
+  std::vector<std::shared_ptr<TrackedStatement>> unnamed_uses_;  // statements it EXECUTEs
+  std::shared_ptr<const TextRewrite> unnamed_rewrite_;
+  // The rewritten statement every Bind of the group (until Sync) bound, for the positions of errors its
+  // Execute raises (none if the group bound different statements).
+  void bound(const std::shared_ptr<const TextRewrite>& rewrite);
+  std::shared_ptr<const TextRewrite> group_rewrite_;
+  bool group_bound_ = false, group_mixed_ = false;
   bool unnamed_valid_ = false;
   // Read retry window: the unnamed statement as it was when the window began (swapped, not copied).
   bool window_ = false, window_unnamed_valid_ = false, unnamed_saved_ = false;

@@ -4,6 +4,8 @@
 //    positive only pins a client to its server, a false negative would leak state between clients.
 //  - parse_session_command(): the single-statement SET / RESET / DEALLOCATE / DISCARD ALL forms that
 //    pgrouter does carry (it records them per client and replays them on the next server).
+//  - parse_prepare(), execute_references(): where SQL PREPARE / EXECUTE name a prepared statement, so that
+//    pgrouter can give the name its server-side one.
 #pragma once
 #include <optional>
 #include <string>
@@ -34,6 +36,25 @@ struct SessionCommand {
 // allowed) whose value pgrouter can replay verbatim; nullopt otherwise (the caller then falls back
 // to session_feature()).
 std::optional<SessionCommand> parse_session_command(std::string_view sql);
+
+// A prepared statement's name in statement text: its bytes [begin, end) as written, and the name PostgreSQL
+// reads (unquoted: ASCII lower case; "quoted": as is, with "" read as ").
+struct NameRef {
+  size_t begin = 0, end = 0;
+  std::string name;
+};
+
+// `PREPARE name ...` (not PREPARE TRANSACTION) as the first statement of `sql`: the name. Everything after it
+// (parameter types, AS, the statement) is the server's to judge; the caller checks `sql` is one statement.
+std::optional<NameRef> parse_prepare(std::string_view sql);
+
+// True if the word EXECUTE (any case) occurs in `sql` at all: the cheap test before execute_references().
+bool mentions_execute(std::string_view sql);
+
+// Every name that follows the keyword EXECUTE outside quotes, comments and dollar quotes: EXECUTE name,
+// EXPLAIN [ANALYZE] EXECUTE name, CREATE TABLE ... AS EXECUTE name. (Also GRANT EXECUTE ON and EXECUTE
+// FUNCTION give a "name" (on, function): the caller only uses names it tracks.)
+std::vector<NameRef> execute_references(std::string_view sql);
 
 // Splits a simple-query string at the ';' that end statements (not those inside quotes, dollar quotes,
 // comments or parentheses). Empty statements are left out.
