@@ -10,6 +10,7 @@
 #include "pgrouter/net/readiness.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/protocol/messages.hpp"
+#include "pgrouter/session/startup_reset.hpp"
 #include "pgrouter/session/txn_tracker.hpp"
 #include "pgrouter/worker.hpp"
 
@@ -63,6 +64,9 @@ class ClientSession {
   awaitable<bool> replace_failed_server(std::string why);
   awaitable<void> wait_retry_signal();
   void retry_signal();
+  // A client Query that resets startup settings (RESET, RESET ALL, DISCARD ALL): true when it was
+  // rewritten to put the startup values back (the replacement is in c2s_inject_).
+  bool reset_to_startup(std::string_view body);
   // Transaction pooling: what to do with a server reply the tracker wants to see.
   TxnTracker::Reply track_server_message(char type, std::string_view body);
 
@@ -150,6 +154,9 @@ class ClientSession {
   TxnTracker::Settings desired_;  // sync_params: the statements that give this client its settings
   std::map<std::string, std::pair<std::string, std::string>> startup_raw_;  // name -> (key as sent, raw value)
   uint64_t desired_version_ = ~uint64_t(0);
+  // RESET/DISCARD ALL back to the startup settings pgrouter applied with SET (empty: none were).
+  StartupReset startup_reset_;
+  std::string c2s_inject_, s2c_inject_;
   std::unique_ptr<TxnTracker> tracker_;  // transaction pooling: statements and settings that follow the client
   std::string c2s_out_, c2s_repl_, s2c_out_, s2c_repl_;  // rewritten batches (only when a message changed)
   std::string pending_fatal_sqlstate_, pending_fatal_message_;
