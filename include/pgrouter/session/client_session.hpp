@@ -43,6 +43,11 @@ class ClientSession {
   int choose_backend(const char* d, size_t n);
   static constexpr int kNoReplica = -1;  // choose_backend: a read nothing may take (primary_fallback false)
   static constexpr int kNoPrimary = -2;  // choose_backend: role: auto and no host is the primary now
+  static constexpr int kAwaitReplay = -3;  // choose_backend: read-your-writes holds the read; wait and ask again
+  // choose_backend: a read held back by read-your-writes (no probe of the primary since the write, or no
+  // replica replayed it yet while one would be eligible otherwise) goes to the primary, or, before
+  // ryw_give_up_at_ (routing.read_your_writes_wait), is kAwaitReplay.
+  int ryw_held(int primary);
   awaitable<bool> attach_backend(bool from_mark);
   void transaction_ended();
   // The primary's backend: 0 with fixed roles; with role: auto the one probes found (or < 0: none now).
@@ -119,6 +124,8 @@ class ClientSession {
   bool tx_wrote_ = false;              // this transaction was routed to the primary as a write
   int64_t write_done_at_ = 0;          // steady ms when the client's last write transaction ended (0 = none)
   uint64_t required_lsn_ = 0;          // the primary's WAL position a replica must have replayed for this client
+  pool::Clock::time_point ryw_give_up_at_{};  // attach_backend: until when a read held by read-your-writes waits
+  bool ryw_waited_ = false;                   // ... and whether this one did
   bool tx_read_ = false;               // the transaction's first messages are all reads (may be retried)
   bool tx_on_replica_ = false;         // the transaction was routed to a replica
   struct ReadRetry {
