@@ -177,10 +177,11 @@ int ClientSession::choose_backend(const char* d, size_t n) {
     for (int k = 0; k < replicas; ++k) hosts[size_t(k)] = health_of(backend_of(k));
     if (routing::held_by_read_your_writes(hosts, primary_health, rc, required_lsn_)) return kAwaitReplay;
   }
-  if (pick >= 0 && pick < replicas && ryw_waited_)
-    stats.routed_reads_ryw_waited_total.fetch_add(1, std::memory_order_relaxed);
-  else if (pick < 0 && ryw_waited_)
-    stats.routed_reads_ryw_wait_timeouts_total.fetch_add(1, std::memory_order_relaxed);
+  if (ryw_waited_) {  // counted once (attach_backend may route again when a replica cannot be reached)
+    ryw_waited_ = false;
+    if (pick >= 0 && pick < replicas) stats.routed_reads_ryw_waited_total.fetch_add(1, std::memory_order_relaxed);
+    else if (pick < 0) stats.routed_reads_ryw_wait_timeouts_total.fetch_add(1, std::memory_order_relaxed);
+  }
   if (pick < 0 || pick == replicas) {
     if (pick < 0 && !rc.primary_fallback) {
       stats.routed_reads_refused_total.fetch_add(1, std::memory_order_relaxed);
@@ -198,6 +199,7 @@ int ClientSession::ryw_held(int primary) {
   if (pool::Clock::now() < ryw_give_up_at_) return kAwaitReplay;
   auto& stats = w_.stats();
   if (ryw_waited_) stats.routed_reads_ryw_wait_timeouts_total.fetch_add(1, std::memory_order_relaxed);
+  ryw_waited_ = false;
   stats.routed_reads_primary_total.fetch_add(1, std::memory_order_relaxed);
   return primary;
 }
