@@ -209,6 +209,14 @@ std::string render_metrics(const Stats& stats) {
   counter("pgrouter_routed_reads_retried_total",
           "Read/write splitting: reads sent again to another backend after their replica broke before answering.",
           sum_over(all, &WorkerStats::routed_reads_retried_total));
+  counter("pgrouter_routed_reads_ryw_waited_total",
+          "Read/write splitting: reads held back by read-your-writes that waited (routing.read_your_writes_wait) "
+          "and then went to a replica that had replayed the client's write.",
+          sum_over(all, &WorkerStats::routed_reads_ryw_waited_total));
+  counter("pgrouter_routed_reads_ryw_wait_timeouts_total",
+          "Read/write splitting: reads held back by read-your-writes that waited all of "
+          "routing.read_your_writes_wait and then went to the primary (or were refused).",
+          sum_over(all, &WorkerStats::routed_reads_ryw_wait_timeouts_total));
   counter("pgrouter_session_features_refused_total",
           "Transaction pooling: statements refused because of pool.session_features: refuse.",
           sum_over(all, &WorkerStats::session_features_refused_total));

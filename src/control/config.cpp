@@ -154,6 +154,7 @@ const Section<RoutingConfig>& routing_section() {
                                        {{"true", true}, {"false", false}}, kReloadable),
        choice_key<RoutingConfig, bool>("read_your_writes", &RoutingConfig::read_your_writes,
                                        {{"true", true}, {"false", false}}, kReloadable),
+       timeout_key("read_your_writes_wait", &RoutingConfig::read_your_writes_wait, kReloadable),
        int_key("max_lag_bytes", &RoutingConfig::max_lag_bytes, 0, int64_t(1) << 50, kReloadable),
        timeout_key("max_lag_time", &RoutingConfig::max_lag_time, kReloadable),
        timeout_key("wait_for_primary", &RoutingConfig::wait_for_primary, kReloadable),

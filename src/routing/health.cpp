@@ -27,10 +27,13 @@ std::string conn_value(const std::string& v) {  // libpq conninfo quoting
 
 // One query answers everything routing needs; a replica reports its replayed position and how far its
 // replay is behind in time (0 once it replayed all it received; NULLs, e.g. nothing replayed yet, count
-// as 0), a primary its timeline (the first 8 hex digits of its current WAL file name).
+// as 0), a primary its WAL insert position and its timeline (the first 8 hex digits of its current WAL
+// file name). The insert position, not the write position (pg_current_wal_lsn): a commit with
+// synchronous_commit = off returns to its client once its record is inserted, before it is written, and
+// read-your-writes needs a position at or past the client's commit record.
 constexpr const char* kProbe =
     "SELECT pg_is_in_recovery(), "
-    "(coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, "
+    "(coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END, "
     "'0/0') - '0/0'::pg_lsn)::bigint, "
     "CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END, "
     "CASE WHEN pg_is_in_recovery() THEN 0 "

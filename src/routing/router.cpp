@@ -19,6 +19,18 @@ bool replica_eligible(const BackendHealth& replica, const BackendHealth* primary
   return true;
 }
 
+bool held_by_read_your_writes(const std::vector<const BackendHealth*>& replicas, const BackendHealth* primary,
+                              const control::RoutingConfig& cfg, uint64_t required_lsn) {
+  if (required_lsn == 0) return false;
+  bool eligible_otherwise = false;
+  for (const auto* h : replicas) {
+    if (!h) continue;
+    if (replica_eligible(*h, primary, cfg, required_lsn)) return false;
+    if (replica_eligible(*h, primary, cfg, 0)) eligible_otherwise = true;
+  }
+  return eligible_otherwise;
+}
+
 int find_primary(const std::vector<const BackendHealth*>& backends) {
   int best = -1;
   uint32_t best_timeline = 0;

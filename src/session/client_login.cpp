@@ -9,6 +9,7 @@
 #include "pgrouter/protocol/md5.hpp"
 #include "pgrouter/protocol/scram.hpp"
 #include "pgrouter/session/client_session.hpp"
+#include "pgrouter/util/strings.hpp"
 
 namespace pgrouter::session {
 namespace p = pgrouter::protocol;
@@ -428,6 +429,12 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
     }
     welcome = server_->params;
   }
+  // RESET and DISCARD ALL go back to the startup settings pgrouter applied with SET: in session pooling
+  // those this server needed; in transaction pooling any server may need any of them.
+  std::vector<std::pair<std::string, std::string>> applied;
+  for (auto& kv : wanted_params_)
+    if (txn_mode_ || (server_ && server_->applied.count(util::ascii_lower(kv.first)))) applied.push_back(kv);
+  if (!applied.empty()) startup_reset_ = StartupReset(applied);
   last_activity_ = pool::Clock::now();  // timeouts are checked from registration on
   key_pid_ = w_.register_session(this, key_secret_);
   std::string out;

@@ -139,15 +139,14 @@ int ClientSession::choose_backend(const char* d, size_t n) {
   tx_wrote_ = false;
 
   // Read-your-writes: after this client's write, a replica must have replayed the primary's position as
-  // probed after that write; until a probe has seen it, the read goes to the primary.
+  // probed after that write; until a probe has seen it, the read goes to the primary (or waits, up to
+  // routing.read_your_writes_wait).
   const routing::BackendHealth* primary_health = primary >= 0 ? health_of(primary) : nullptr;
   if (rc.read_your_writes && write_done_at_ != 0 && required_lsn_ == 0) {
-    if (primary_health && primary_health->probe_sent.load(std::memory_order_relaxed) > write_done_at_) {
+    if (primary_health && primary_health->probe_sent.load(std::memory_order_relaxed) > write_done_at_)
       required_lsn_ = primary_health->lsn.load(std::memory_order_relaxed);
-    } else {
-      stats.routed_reads_primary_total.fetch_add(1, std::memory_order_relaxed);
-      return primary;
-    }
+    else
+      return ryw_held(primary);
   }
   // Candidates: every backend but the primary, in order (backend_of maps them back), then the primary
   // itself when it takes reads too.
@@ -172,6 +171,17 @@ int ClientSession::choose_backend(const char* d, size_t n) {
     candidates.push_back(c);
   }
   int pick = routing::pick_replica(rc.strategy, candidates, w_.round_robin(), w_.rng());
+  if (pick < 0 && rc.read_your_writes && required_lsn_ != 0 && pool::Clock::now() < ryw_give_up_at_) {
+    // Waiting helps only when read-your-writes is what holds the read: some replica is eligible otherwise.
+    std::vector<const routing::BackendHealth*> hosts(size_t(replicas), nullptr);
+    for (int k = 0; k < replicas; ++k) hosts[size_t(k)] = health_of(backend_of(k));
+    if (routing::held_by_read_your_writes(hosts, primary_health, rc, required_lsn_)) return kAwaitReplay;
+  }
+  if (ryw_waited_) {  // counted once (attach_backend may route again when a replica cannot be reached)
+    ryw_waited_ = false;
+    if (pick >= 0 && pick < replicas) stats.routed_reads_ryw_waited_total.fetch_add(1, std::memory_order_relaxed);
+    else if (pick < 0) stats.routed_reads_ryw_wait_timeouts_total.fetch_add(1, std::memory_order_relaxed);
+  }
   if (pick < 0 || pick == replicas) {
     if (pick < 0 && !rc.primary_fallback) {
       stats.routed_reads_refused_total.fetch_add(1, std::memory_order_relaxed);
@@ -183,6 +193,15 @@ int ClientSession::choose_backend(const char* d, size_t n) {
   stats.routed_reads_replica_total.fetch_add(1, std::memory_order_relaxed);
   tx_on_replica_ = true;
   return backend_of(pick);
+}
+
+int ClientSession::ryw_held(int primary) {
+  if (pool::Clock::now() < ryw_give_up_at_) return kAwaitReplay;
+  auto& stats = w_.stats();
+  if (ryw_waited_) stats.routed_reads_ryw_wait_timeouts_total.fetch_add(1, std::memory_order_relaxed);
+  ryw_waited_ = false;
+  stats.routed_reads_primary_total.fetch_add(1, std::memory_order_relaxed);
+  return primary;
 }
 
 namespace {
@@ -210,7 +229,11 @@ awaitable<bool> ClientSession::attach_backend(bool from_mark) {
   // reached is taken out of rotation and the transaction goes elsewhere (nothing was sent yet); so is,
   // with role: auto, a primary, and the transaction waits for the next one.
   const auto& shard = db_->shards.at(0);
-  auto give_up_at = pool::Clock::now() + db_->routing.wait_for_primary;
+  auto now = pool::Clock::now();
+  auto give_up_at = now + db_->routing.wait_for_primary;
+  const auto ryw_wait = db_->routing.read_your_writes_wait;
+  ryw_give_up_at_ = ryw_wait.count() > 0 ? now + ryw_wait : pool::Clock::time_point::min();
+  ryw_waited_ = false;
   pool::ServerError err;
   size_t replica_failures = 0;
   for (;;) {
@@ -218,6 +241,19 @@ awaitable<bool> ClientSession::attach_backend(bool from_mark) {
     const char* d = from_mark ? client_buf_.mark_data() : client_buf_.data();
     size_t n = from_mark ? client_buf_.size_since_mark() : client_buf_.size();
     backend_ = choose_backend(d, n);
+    if (backend_ == kAwaitReplay) {
+      // Read-your-writes: poll the probes' findings (a probe of the primary after the write, then a replica
+      // that replayed its position) until routing.read_your_writes_wait is over; then the primary.
+      backend_ = 0;
+      ryw_waited_ = true;
+      auto poll = std::min<pool::Clock::duration>(db_->routing.probe_interval, std::chrono::milliseconds(10));
+      asio::steady_timer timer(w_.io());
+      timer.expires_after(poll);
+      net::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
+      if (client_done_) co_return false;
+      continue;
+    }
     if (backend_ == kNoReplica) {
       backend_ = 0;
       pending_fatal_sqlstate_ = p::sqlstate::cannot_connect;

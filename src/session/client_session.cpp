@@ -68,6 +68,16 @@ bool ClientSession::track_client_message(char type, std::string_view body) {
   return replaced;
 }
 
+bool ClientSession::reset_to_startup(std::string_view body) {
+  size_t pos = 0;
+  auto sql = p::read_cstring(body, pos);
+  c2s_inject_.clear();
+  // pending_: the requests before this one (it is counted after this call).
+  if (!sql || !startup_reset_.client_query(*sql, pending_, c2s_inject_)) return false;
+  if (retry_.window) close_retry_window();  // its replies are filtered: not a read to send elsewhere
+  return true;
+}
+
 TxnTracker::Reply ClientSession::track_server_message(char type, std::string_view body) {
   s2c_repl_.clear();
   auto reply = tracker_->server_message(type, body, server_->statements, server_->applied, s2c_repl_);
@@ -435,7 +445,7 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
     SpanRewriter rw;
     bool wants_body(char type) const {
       return type == 'Z' || type == 'E' || type == 'S' || (type == 'N' && self.retry_.window) ||
-             (self.tracker_ && (type == '1' || type == '2' || type == '3' || type == 'C'));
+             (self.tracker_ && (type == '1' || type == '2' || type == '3' || type == 'C')) || !self.startup_reset_.idle();
     }
     bool preamble_only = true;  // this read so far holds only replies that carry no result
     p::ScanAction on_message(char type, uint32_t len, std::string_view body) {
@@ -447,6 +457,21 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
           return p::ScanAction::stop_before;
         if (type != '1' && type != '2' && type != '3' && type != 't' && type != 'T' && type != 'n')
           preamble_only = false;
+      }
+      bool replace_z = false;
+      if (!self.startup_reset_.idle()) {
+        // Replies to what pgrouter added to a RESET or DISCARD ALL (see session/startup_reset.hpp).
+        char status = 'I';
+        self.s2c_inject_.clear();
+        auto r = self.startup_reset_.server_message(type, body, self.server_->params, self.s2c_inject_, status);
+        if (r == StartupReset::Reply::drop) {
+          rw.replace(body.data() - 5, len, {});
+          return p::ScanAction::forward;
+        }
+        if (r == StartupReset::Reply::replace && !body.empty()) {
+          const_cast<char*>(body.data())[0] = status;  // DISCARD ALL's own transaction status
+          replace_z = true;
+        }
       }
       // The tracker first: a reply to a request pgrouter sent (a ReadyForQuery too) is not the client's.
       auto reply = TxnTracker::Reply::forward;
@@ -473,6 +498,7 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
                      reply == TxnTracker::Reply::replace ? std::string_view(self.s2c_repl_) : std::string_view());
         }
       }
+      if (replace_z) rw.replace(body.data() - 5, len, self.s2c_inject_);
       return p::ScanAction::forward;
     }
   } handler{*this, SpanRewriter{s2c_out_}};
@@ -535,7 +561,7 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
       if (pending_ == 0) last_activity_ = pool::Clock::now();
       // Transaction pooling: give the server back once it is idle with nothing in flight either way.
       if (txn_mode_ && !pinned_ && server_->tx_status == 'I' && pending_ == 0 && !unsynced_ && !c2s_writing_ &&
-          buf.empty() && !scanner.mid_message() && !client_done_ && tracker_->idle()) {
+          buf.empty() && !scanner.mid_message() && !client_done_ && tracker_->idle() && startup_reset_.idle()) {
         detach_server();
         co_return;
       }

@@ -41,14 +41,17 @@ struct ClientSession::ClientMessages {
   ClientSession& self;
   SpanRewriter rw;
   bool replaying = false;
-  // Transaction pooling reads the messages that name statements or carry SQL; session pooling
-  // never looks at bodies.
+  // Transaction pooling reads the messages that name statements or carry SQL; session pooling reads
+  // only Query bodies, and only of clients whose startup settings pgrouter applied with SET (RESET).
   bool wants_body(char type) const {
-    return self.txn_mode_ && (type == 'Q' || type == 'P' || type == 'B' || type == 'D' || type == 'C');
+    if (type == 'Q') return self.txn_mode_ || !self.startup_reset_.empty();
+    return self.txn_mode_ && (type == 'P' || type == 'B' || type == 'D' || type == 'C');
   }
   protocol::ScanAction on_message(char type, uint32_t len, std::string_view body) {
     if (type == 'X') return protocol::ScanAction::stop_before;
     if (self.tracker_ && self.track_client_message(type, body)) rw.replace(body.data() - 5, len, self.c2s_repl_);
+    else if (type == 'Q' && !replaying && !self.startup_reset_.empty() && self.reset_to_startup(body))
+      rw.replace(body.data() - 5, len, self.c2s_inject_);
     if (replaying) return protocol::ScanAction::forward;
     switch (type) {
       case 'Q':

@@ -1295,13 +1295,41 @@ def startup_options_and_reset_all(ctx):
     """TimeZone and options=-c ... from the startup packet survive RESET and DISCARD ALL (they are the defaults)."""
     return Script("", [
         Query("show timezone"), Query("show statement_timeout"),
-        Query("set timezone = 'UTC'"), Query("set statement_timeout = 5"),
+        Query("set timezone = 'UTC'"), Query("set statement_timeout = 5000"),
         Query("reset timezone"), Query("reset statement_timeout"),
         Query("show timezone"), Query("show statement_timeout"),
         Query("set timezone = 'UTC'"),
         Query("discard all"),
         Query("select current_setting('timezone'), current_setting('statement_timeout')"),
     ], startup={"TimeZone": "Asia/Tokyo", "options": "-c statement_timeout=1111"})
+
+
+@script
+def startup_values_after_reset_all_and_default(ctx):
+    """RESET ALL, SET ... TO DEFAULT, RESET in a multi-statement query, in a transaction that rolls back and in one
+    that fails, and DISCARD ALL pipelined between other queries: each goes back to the startup values."""
+    return Script("", [
+        Query("set application_name = 'a1'; set timezone = 'UTC'"),
+        Query("reset all"),
+        Query("select current_setting('application_name'), current_setting('timezone')"),
+        Query("set application_name = 'a2'"),
+        Query("set application_name to default"),
+        Query("set time zone 'UTC'"),
+        Query("set time zone local"),
+        Query("set application_name = 'a3'; reset application_name; show application_name"),
+        Query("reset all; set timezone = 'Europe/Paris'"),
+        Query("show timezone"),
+        Query("begin"), Query("set application_name = 'a4'"), Query("reset all"), Query("show application_name"),
+        Query("rollback"),
+        Query("show application_name"),
+        Query("set application_name = 'a5'"),
+        Query("reset application_name; select 1/0"),
+        Query("show application_name"),
+        Pipeline(Query("set timezone = 'UTC'"), Query("discard all"),
+                 Query("select current_setting('timezone'), current_setting('application_name')")),
+        Query("begin"), Query("discard all"), Query("rollback"),
+        Query("show timezone"),
+    ], startup={"application_name": "pgr-parity", "TimeZone": "Asia/Tokyo"})
 
 
 @script

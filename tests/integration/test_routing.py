@@ -157,6 +157,59 @@ def test_read_your_writes_with_a_replica_that_applies_late(cluster, pgrouter):
             r.execute("select pg_reload_conf()")
 
 
+def test_read_your_writes_wait_serves_the_read_from_the_replica_once_it_replayed(cluster, pgrouter):
+    """routing.read_your_writes_wait with the shared replica applying commits 1 s late: a read right after the
+    client's own write waits for a probe of the primary and then for the replica to replay that position, and is
+    answered by the replica, seeing the write. With the wait at 0 (the default) the read goes to the primary at
+    once; with a wait shorter than the apply delay it goes to the primary when the wait is over."""
+    def read_after_write(c, i):
+        c.execute("insert into ryw_wait values (%s)", (i,))
+        started = time.monotonic()
+        in_recovery, seen = c.execute("select pg_is_in_recovery(), count(*) from ryw_wait where id = %s",
+                                      (i,)).fetchone()
+        return ("replica" if in_recovery else "primary"), seen, time.monotonic() - started
+
+    def counter(name):
+        return pgr.metric(router.metrics(), name) or 0
+
+    with cluster.connect(server="replica") as r:
+        r.execute("alter system set recovery_min_apply_delay = '1s'")
+        r.execute("select pg_reload_conf()")
+    try:
+        router = pgrouter(routing_config(cluster, read_your_writes_wait="10s"))  # probes every 100 ms
+        wait_for(lambda: replica_in_rotation(router), what="the replica's first probe")
+        with router.connect() as c:
+            c.execute("create table if not exists ryw_wait (id bigint primary key)")
+            c.execute("truncate ryw_wait")
+            for i in range(3):
+                served_by, seen, waited = read_after_write(c, i)
+                assert (served_by, seen) == ("replica", 1), f"read {i}: on the {served_by}, saw {seen} rows"
+                assert waited >= 0.5, f"read {i} answered by the replica {waited:.2f}s after the write: no wait"
+                assert waited < 8
+        assert counter("pgrouter_routed_reads_ryw_waited_total") >= 3
+        assert counter("pgrouter_routed_reads_ryw_wait_timeouts_total") == 0
+
+        router.reload(routing_config(cluster), settle=0.3)  # read_your_writes_wait: 0
+        with router.connect() as c:
+            served_by, seen, waited = read_after_write(c, 10)
+            assert (served_by, seen) == ("primary", 1)
+            assert waited < 0.5, f"the read waited {waited:.2f}s with read_your_writes_wait 0"
+        assert counter("pgrouter_routed_reads_ryw_wait_timeouts_total") == 0
+
+        router.reload(routing_config(cluster, read_your_writes_wait="200ms"), settle=0.3)
+        with router.connect() as c:
+            served_by, seen, waited = read_after_write(c, 20)
+            assert (served_by, seen) == ("primary", 1), "the replica applied the write within 200 ms of a 1 s delay"
+            assert waited >= 0.2, f"went to the primary after {waited:.2f}s, before read_your_writes_wait"
+        assert counter("pgrouter_routed_reads_ryw_wait_timeouts_total") == 1
+        with router.connect() as c:
+            c.execute("drop table ryw_wait")
+    finally:
+        with cluster.connect(server="replica") as r:
+            r.execute("alter system reset recovery_min_apply_delay")
+            r.execute("select pg_reload_conf()")
+
+
 def test_a_replica_whose_replay_is_too_late_leaves_the_rotation_and_returns(cluster, pgrouter):
     """routing.max_lag_time with the shared replica applying commits 3 s late (recovery_min_apply_delay): after a
     write on the primary its replay delay (now() - pg_last_xact_replay_timestamp() while it has WAL it has not

@@ -60,6 +60,29 @@ TEST_CASE("a replica takes reads only when up, replaying, close enough and past 
   CHECK(routing::replica_eligible(far, nullptr, cfg, 0));
 }
 
+TEST_CASE("read-your-writes holds a read (so waiting may help) only when it alone keeps replicas out") {
+  routing::BackendHealth primary, a, b;
+  primary.probed = true;
+  primary.lsn = 5000;
+  control::RoutingConfig cfg;
+  healthy_replica(a, 4000);
+  healthy_replica(b, 4500);
+  CHECK_FALSE(routing::held_by_read_your_writes({&a, &b}, &primary, cfg, 0));     // no write to wait for
+  CHECK(routing::held_by_read_your_writes({&a, &b}, &primary, cfg, 4800));        // neither replayed it yet
+  CHECK_FALSE(routing::held_by_read_your_writes({&a, &b}, &primary, cfg, 4500));  // b has: it takes the read
+  b.lsn = 4800;
+  CHECK_FALSE(routing::held_by_read_your_writes({&a, &b}, &primary, cfg, 4800));
+  b.lsn = 4500;
+  // Replicas out for other reasons (down, paused, lagging): waiting for replay would not bring them back.
+  a.mark_down();
+  b.replay_paused = true;
+  CHECK_FALSE(routing::held_by_read_your_writes({&a, &b}, &primary, cfg, 4800));
+  b.replay_paused = false;
+  CHECK(routing::held_by_read_your_writes({&a, &b}, &primary, cfg, 4800));  // b only needs to replay
+  CHECK(routing::held_by_read_your_writes({nullptr, &b}, &primary, cfg, 4800));
+  CHECK_FALSE(routing::held_by_read_your_writes({}, &primary, cfg, 4800));
+}
+
 TEST_CASE("role auto: the primary is the probed host out of recovery on the newest timeline") {
   routing::BackendHealth a, b, c;
   for (auto* h : {&a, &b, &c}) healthy_replica(*h, 100);
@@ -124,7 +147,8 @@ databases:
   - name: app
     shards: [{primary: {host: 127.0.0.1, port: 5432}, replicas: [{host: 127.0.0.1, port: 5433, weight: 3}]}]
     routing: {read_from: any, strategy: weighted, primary_fallback: false, max_lag_bytes: 1000,
-              max_lag_time: 2s, probe_interval: 250ms, read_only_functions: [app.price_of]}
+              max_lag_time: 2s, probe_interval: 250ms, read_only_functions: [app.price_of],
+              read_your_writes_wait: 1500ms}
 users: [{name: u, password: p}]
 auth: [{method: scram-sha-256}]
 )", "t.yaml");
@@ -137,6 +161,9 @@ auth: [{method: scram-sha-256}]
   CHECK(r.max_lag_time.count() == 2000);
   CHECK(r.probe_interval.count() == 250);
   CHECK(r.read_only_functions == std::vector<std::string>{"app.price_of"});
+  CHECK(r.read_your_writes);
+  CHECK(r.read_your_writes_wait.count() == 1500);
+  CHECK(control::RoutingConfig{}.read_your_writes_wait.count() == 0);  // default: the primary at once
   auto bad = control::load_config_string(R"(
 version: 1
 databases:
@@ -148,6 +175,18 @@ auth: [{method: scram-sha-256}]
 )", "t.yaml");
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.errors[0].message.find("round_robin | random | least_outstanding | weighted") != std::string::npos);
+  auto bad_wait = control::load_config_string(R"(
+version: 1
+databases:
+  - name: app
+    shards: [{primary: {host: 127.0.0.1}}]
+    routing: {read_your_writes_wait: soon}
+users: [{name: u, password: p}]
+auth: [{method: scram-sha-256}]
+)", "t.yaml");
+  REQUIRE_FALSE(bad_wait.ok());
+  CHECK(bad_wait.errors[0].message.find("read_your_writes_wait") != std::string::npos);
+  CHECK(bad_wait.errors[0].message.find("a duration like 500ms") != std::string::npos);
 }
 
 TEST_CASE("a shard lists hosts (role: auto) or a primary with replicas, and says which when wrong") {

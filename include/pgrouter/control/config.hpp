@@ -66,6 +66,7 @@ struct RoutingConfig {
   ReplicaStrategy strategy = ReplicaStrategy::round_robin;
   bool primary_fallback = true;      // reads go to the primary when no replica is eligible
   bool read_your_writes = true;      // after a client's write, its reads wait for a replica that replayed it
+  Millis read_your_writes_wait{0};   // how long such a read waits for a replica that replayed it (0 = primary at once)
   int64_t max_lag_bytes = 16 << 20;  // a replica further behind the primary stops getting reads (0 = no bound)
   Millis max_lag_time{0};            // a replica whose replay is further behind than this stops getting reads (0 = off)
   Millis wait_for_primary{5000};     // role: auto: how long a write waits for a host to be the primary (0 = not)

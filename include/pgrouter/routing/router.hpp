@@ -17,6 +17,11 @@ namespace pgrouter::routing {
 bool replica_eligible(const BackendHealth& replica, const BackendHealth* primary, const control::RoutingConfig& cfg,
                       uint64_t required_lsn);
 
+// Read-your-writes is what keeps a read off the replicas: none of them has replayed required_lsn, but some
+// would be eligible without it (so waiting for replay may help; routing.read_your_writes_wait).
+bool held_by_read_your_writes(const std::vector<const BackendHealth*>& replicas, const BackendHealth* primary,
+                              const control::RoutingConfig& cfg, uint64_t required_lsn);
+
 // role: auto: which of a shard's backends is the primary now: up, answered its last probe, not in
 // recovery, and on the newest timeline of those (a promoted replica wins over a primary that was not
 // stopped). -1 when none is; kAmbiguousPrimary when two are on the same newest timeline (two unrelated

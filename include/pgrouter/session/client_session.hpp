@@ -10,6 +10,7 @@
 #include "pgrouter/net/readiness.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/protocol/messages.hpp"
+#include "pgrouter/session/startup_reset.hpp"
 #include "pgrouter/session/txn_tracker.hpp"
 #include "pgrouter/worker.hpp"
 
@@ -42,6 +43,11 @@ class ClientSession {
   int choose_backend(const char* d, size_t n);
   static constexpr int kNoReplica = -1;  // choose_backend: a read nothing may take (primary_fallback false)
   static constexpr int kNoPrimary = -2;  // choose_backend: role: auto and no host is the primary now
+  static constexpr int kAwaitReplay = -3;  // choose_backend: read-your-writes holds the read; wait and ask again
+  // choose_backend: a read held back by read-your-writes (no probe of the primary since the write, or no
+  // replica replayed it yet while one would be eligible otherwise) goes to the primary, or, before
+  // ryw_give_up_at_ (routing.read_your_writes_wait), is kAwaitReplay.
+  int ryw_held(int primary);
   awaitable<bool> attach_backend(bool from_mark);
   void transaction_ended();
   // The primary's backend: 0 with fixed roles; with role: auto the one probes found (or < 0: none now).
@@ -63,6 +69,9 @@ class ClientSession {
   awaitable<bool> replace_failed_server(std::string why);
   awaitable<void> wait_retry_signal();
   void retry_signal();
+  // A client Query that resets startup settings (RESET, RESET ALL, DISCARD ALL): true when it was
+  // rewritten to put the startup values back (the replacement is in c2s_inject_).
+  bool reset_to_startup(std::string_view body);
   // Transaction pooling: what to do with a server reply the tracker wants to see.
   TxnTracker::Reply track_server_message(char type, std::string_view body);
 
@@ -115,6 +124,8 @@ class ClientSession {
   bool tx_wrote_ = false;              // this transaction was routed to the primary as a write
   int64_t write_done_at_ = 0;          // steady ms when the client's last write transaction ended (0 = none)
   uint64_t required_lsn_ = 0;          // the primary's WAL position a replica must have replayed for this client
+  pool::Clock::time_point ryw_give_up_at_{};  // attach_backend: until when a read held by read-your-writes waits
+  bool ryw_waited_ = false;                   // ... and whether this one did
   bool tx_read_ = false;               // the transaction's first messages are all reads (may be retried)
   bool tx_on_replica_ = false;         // the transaction was routed to a replica
   struct ReadRetry {
@@ -150,6 +161,9 @@ class ClientSession {
   TxnTracker::Settings desired_;  // sync_params: the statements that give this client its settings
   std::map<std::string, std::pair<std::string, std::string>> startup_raw_;  // name -> (key as sent, raw value)
   uint64_t desired_version_ = ~uint64_t(0);
+  // RESET/DISCARD ALL back to the startup settings pgrouter applied with SET (empty: none were).
+  StartupReset startup_reset_;
+  std::string c2s_inject_, s2c_inject_;
   std::unique_ptr<TxnTracker> tracker_;  // transaction pooling: statements and settings that follow the client
   std::string c2s_out_, c2s_repl_, s2c_out_, s2c_repl_;  // rewritten batches (only when a message changed)
   std::string pending_fatal_sqlstate_, pending_fatal_message_;
