@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include "pgrouter/sql/builtin_functions.hpp"
+#include "pgrouter/util/strings.hpp"
 #include "sql/json_tree.hpp"
 
 namespace pgrouter::sql {
@@ -547,8 +548,118 @@ void ClassifierCache::push_newest(uint32_t i) {
   if (oldest_ == none) oldest_ = i;
 }
 
+namespace {
+
+bool ident_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '$' ||
+         static_cast<unsigned char>(c) >= 0x80;
+}
+
+// Copies a comment or quoted identifier starting at s[i] verbatim to out; false if it does not end.
+bool copy_comment_or_identifier(std::string_view s, size_t& i, std::string& out) {
+  size_t start = i;
+  if (s[i] == '-') {  // -- to the end of the line
+    size_t e = s.find('\n', i);
+    i = e == std::string_view::npos ? s.size() : e;
+  } else if (s[i] == '/') {  // /* ... */, nested as in PostgreSQL
+    int depth = 0;
+    while (i < s.size()) {
+      if (s.compare(i, 2, "/*") == 0) { ++depth; i += 2; }
+      else if (s.compare(i, 2, "*/") == 0) { i += 2; if (--depth == 0) break; }
+      else ++i;
+    }
+    if (depth != 0) return false;
+  } else {  // "quoted identifier" ("" inside)
+    for (++i;; ++i) {
+      if (i >= s.size()) return false;
+      if (s[i] == '"') {
+        if (i + 1 < s.size() && s[i + 1] == '"') { ++i; continue; }
+        ++i;
+        break;
+      }
+    }
+  }
+  out.append(s.substr(start, i - start));
+  return true;
+}
+
+}  // namespace
+
+bool ClassifierCache::shape_of(std::string_view s, std::string& out) {
+  // The statement's first keyword, past white space and comments: only plain DML and queries are shaped.
+  out.clear();
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    char c = s[i];
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f') out.push_back(s[i++]);
+    else if (s.compare(i, 2, "--") == 0 || s.compare(i, 2, "/*") == 0) {
+      if (!copy_comment_or_identifier(s, i, out)) return false;
+    } else break;
+  }
+  size_t w = i;
+  while (w < s.size() && ident_char(s[w])) ++w;
+  std::string word = util::ascii_lower(s.substr(i, w - i));
+  if (word != "select" && word != "with" && word != "insert" && word != "update" && word != "delete" &&
+      word != "values" && word != "table")
+    return false;
+  while (i < s.size()) {
+    char c = s[i];
+    if (static_cast<unsigned char>(c) < 0x09) return false;  // the placeholders below must not occur in text
+    if (c == ';') {  // one statement only: a later SET pgrouter.route = '...' must keep its literal
+      for (size_t j = i + 1; j < s.size(); ++j)
+        if (s[j] != ' ' && s[j] != '\t' && s[j] != '\n' && s[j] != '\r') return false;
+      out.append(s.substr(i));
+      return true;
+    }
+    if (c == '"' || s.compare(i, 2, "--") == 0 || s.compare(i, 2, "/*") == 0) {
+      if (!copy_comment_or_identifier(s, i, out)) return false;
+      continue;
+    }
+    bool after_ident = i > 0 && (ident_char(s[i - 1]) || s[i - 1] == '.');
+    if (c == '\'') {
+      // A plain string (not E'', B'', X'', U&'', N'': those follow a letter or '&'); '' inside; a backslash
+      // could be an escape (standard_conforming_strings off): left exact.
+      if (after_ident || (i > 0 && s[i - 1] == '&')) return false;
+      size_t j = i + 1;
+      for (;; ++j) {
+        if (j >= s.size() || s[j] == '\\') return false;
+        if (s[j] == '\'') {
+          if (j + 1 < s.size() && s[j + 1] == '\'') { ++j; continue; }
+          break;
+        }
+      }
+      out.push_back('\x01');
+      i = j + 1;
+      continue;
+    }
+    if (c >= '0' && c <= '9' && !after_ident) {
+      // An integer literal: digits not touching an identifier, a '.', an exponent or a $n parameter.
+      size_t j = i;
+      while (j < s.size() && s[j] >= '0' && s[j] <= '9') ++j;
+      if (j < s.size() && (ident_char(s[j]) || s[j] == '.')) {
+        out.append(s.substr(i, j - i));
+        i = j;
+        continue;
+      }
+      out.push_back('\x02');
+      i = j;
+      continue;
+    }
+    if (c == '$' && i + 1 < s.size() && !(s[i + 1] >= '0' && s[i + 1] <= '9') && !after_ident)
+      return false;  // a dollar-quoted string
+    out.push_back(c);
+    ++i;
+  }
+  return true;
+}
+
 const Classification& ClassifierCache::get(std::string_view sql) {
-  XXH128_hash_t h = XXH3_128bits(sql.data(), sql.size());
+  // Statements that differ only in their literals (a query sent with its values inlined, as pgbench -M simple and
+  // most ORMs without server-side binding do) classify alike: they share one entry, keyed by their shape with
+  // integer and plain string literals replaced. Anything the shaping does not handle plainly is keyed exactly.
+  XXH128_hash_t h = shape_of(sql, shape_) ? XXH3_128bits_withSeed(shape_.data(), shape_.size(), 1)
+                                           : XXH3_128bits(sql.data(), sql.size());
   Key key{h.low64, h.high64};
   if (auto it = index_.find(key); it != index_.end()) {
     ++hits_;

@@ -168,6 +168,37 @@ TEST_CASE("classifier cache: hits, misses and LRU eviction") {
   CHECK(tiny.hits() == 1);
 }
 
+TEST_CASE("classifier cache: statements that differ only in literals share an entry") {
+  std::string shape;
+  CHECK(ClassifierCache::shape_of("SELECT abalance FROM pgbench_accounts WHERE aid = 123;", shape));
+  CHECK(shape == "SELECT abalance FROM pgbench_accounts WHERE aid = \x02;");
+  CHECK(ClassifierCache::shape_of("/* pgrouter: replica */ select * from t1 where a = 'x''y' and b = -7", shape));
+  CHECK(shape == "/* pgrouter: replica */ select * from t1 where a = \x01 and b = -\x02");
+  // Kept exact: decimals, exponents, parameters, digits in identifiers and quoted identifiers, and comments.
+  CHECK(ClassifierCache::shape_of("SELECT 1.5, 2e3, $1, x1, \"9 'a\" -- it's 4\nFROM t", shape));
+  CHECK(shape == "SELECT 1.5, 2e3, $1, x1, \"9 'a\" -- it's 4\nFROM t");
+  // Not shaped (keyed by the exact text).
+  for (const char* exact : {"SET pgrouter.route = 'replica'", "SELECT 1; SET pgrouter.route = 'primary'",
+                            "SELECT E'a\\'b'", "SELECT 'a\\b'", "SELECT $$1$$", "SELECT U&'d'", "BEGIN READ ONLY",
+                            "SELECT 'unterminated", "SELECT /* open", "SELECT \x01"})
+    CHECK_MESSAGE(!ClassifierCache::shape_of(exact, shape), exact);
+
+  ClassifierCache cache(8);
+  CHECK(cache.get("SELECT abalance FROM pgbench_accounts WHERE aid = 1").tables ==
+        std::vector<std::string>{"pgbench_accounts"});
+  CHECK(cache.get("SELECT abalance FROM pgbench_accounts WHERE aid = 987654").cls == StatementClass::read);
+  CHECK(cache.get("UPDATE t SET a = 'x' WHERE id = 5").cls == StatementClass::write);
+  CHECK(cache.get("UPDATE t SET a = 'other' WHERE id = 6").cls == StatementClass::write);
+  CHECK(cache.misses() == 2);
+  CHECK(cache.hits() == 2);
+  // The literals of a route setting are never merged: each text is its own entry with its own value.
+  CHECK(cache.get("SELECT 1; SET pgrouter.route = 'primary'").session_route == "primary");
+  CHECK(cache.get("SELECT 1; SET pgrouter.route = 'replica'").session_route == "replica");
+  // A text that does not parse is not merged with one that does.
+  CHECK(cache.get("SELECT 1 FROM").parse_error);
+  CHECK(!cache.get("SELECT 1 FROM t").parse_error);
+}
+
 TEST_CASE("classifier built-in function lists") {
   CHECK(builtin_function("", "count") == BuiltinFunction::read_only);
   CHECK(builtin_function("", "now") == BuiltinFunction::read_only);

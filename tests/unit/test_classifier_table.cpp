@@ -8,6 +8,8 @@
 
 #include "pgrouter/sql/classifier.hpp"
 
+using pgrouter::sql::ClassifierCache;
+using pgrouter::sql::to_string;
 using pgrouter::sql::classify;
 using pgrouter::sql::RouteHint;
 using pgrouter::sql::StatementClass;
@@ -613,4 +615,30 @@ TEST_CASE("classifier: statement table") {
   }
   MESSAGE(count << " statements classified");
   CHECK(count >= 300);
+}
+
+TEST_CASE("classifier: statement table through one cache (statements of one shape share an entry)") {
+  // Every row again, in one cache big enough for all, twice, with its integer and string literals changed the
+  // second time: whatever entry a text lands on must give the row's own classification.
+  ClassifierCache cache(4096, configured_read_only);
+  for (int round = 0; round < 2; ++round) {
+    for (const Row& row : rows) {
+      std::string text(row.sql);
+      if (round == 1) {
+        std::string shape;
+        if (ClassifierCache::shape_of(text, shape)) {
+          text.clear();
+          for (char ch : shape) text += ch == '\x01' ? std::string("'zz'") : ch == '\x02' ? std::string("424242") : std::string(1, ch);
+        }
+      }
+      CAPTURE(text);
+      const auto& c = cache.get(text);
+      CHECK(to_string(c.cls) == to_string(row.cls));
+      CHECK(joined(c.tables) == sorted_list(row.tables));
+      CHECK(to_string(c.hint) == to_string(row.hint));
+      CHECK(c.parse_error == row.parse_error);
+    }
+  }
+  MESSAGE(cache.hits() << " hits, " << cache.misses() << " misses");
+  CHECK(cache.hits() > 0);
 }
