@@ -1,4 +1,5 @@
 """Helpers shared by the read/write splitting tests (test_routing.py, test_read_retry.py, test_failover.py)."""
+import contextlib
 import time
 
 import pgr
@@ -68,3 +69,17 @@ def wait_probed_up(router, port, recovery=True, timeout=30.0):
             next_reload = time.monotonic() + 2.5
         time.sleep(0.05)
     raise AssertionError(f"backend {port} not found up by the probes within {timeout}s")
+
+
+@contextlib.contextmanager
+def replica_apply_delay(cluster, delay):
+    """The shared replica applies commits `delay` late (recovery_min_apply_delay) inside the block."""
+    with cluster.connect(server="replica") as r:
+        r.execute(f"alter system set recovery_min_apply_delay = '{delay}'")
+        r.execute("select pg_reload_conf()")
+    try:
+        yield
+    finally:
+        with cluster.connect(server="replica") as r:
+            r.execute("alter system reset recovery_min_apply_delay")
+            r.execute("select pg_reload_conf()")

@@ -3,7 +3,6 @@ replica (pg_is_in_recovery() in the answer says where a statement ran), writes a
 on the primary; hints; read-your-writes with a replica that applies WAL late; a paused replica leaves the rotation;
 an unreachable replica is ejected without client errors; replicas added and removed by reload under load."""
 import os
-import signal
 import socket
 import subprocess
 import threading
@@ -13,7 +12,7 @@ import psycopg
 import pytest
 
 import pgr
-from routing_util import backend_metric, replica_in_rotation, routing_config, wait_for, where
+from routing_util import backend_metric, replica_apply_delay, replica_in_rotation, routing_config, wait_for, where
 
 
 def test_reads_go_to_the_replica_and_writes_to_the_primary(cluster, pgrouter):
@@ -122,10 +121,7 @@ def replica_setting(cluster, sql):
 
 
 def test_read_your_writes_with_a_replica_that_applies_late(cluster, pgrouter):
-    with cluster.connect(server="replica") as r:
-        r.execute("alter system set recovery_min_apply_delay = '300ms'")
-        r.execute("select pg_reload_conf()")
-    try:
+    with replica_apply_delay(cluster, "300ms"):
         router = pgrouter(routing_config(cluster))
         wait_for(lambda: replica_in_rotation(router), what="the replica's first probe")
         with router.connect() as setup:
@@ -151,10 +147,6 @@ def test_read_your_writes_with_a_replica_that_applies_late(cluster, pgrouter):
         assert on_replica >= 0.9, f"{on_replica:.0%} of the non-writer's reads went to the replica"
         with router.connect() as c:
             c.execute("drop table ryw")
-    finally:
-        with cluster.connect(server="replica") as r:
-            r.execute("alter system reset recovery_min_apply_delay")
-            r.execute("select pg_reload_conf()")
 
 
 def test_read_your_writes_wait_serves_the_read_from_the_replica_once_it_replayed(cluster, pgrouter):
@@ -172,10 +164,7 @@ def test_read_your_writes_wait_serves_the_read_from_the_replica_once_it_replayed
     def counter(name):
         return pgr.metric(router.metrics(), name) or 0
 
-    with cluster.connect(server="replica") as r:
-        r.execute("alter system set recovery_min_apply_delay = '1s'")
-        r.execute("select pg_reload_conf()")
-    try:
+    with replica_apply_delay(cluster, "1s"):
         router = pgrouter(routing_config(cluster, read_your_writes_wait="10s"))  # probes every 100 ms
         wait_for(lambda: replica_in_rotation(router), what="the replica's first probe")
         with router.connect() as c:
@@ -204,10 +193,6 @@ def test_read_your_writes_wait_serves_the_read_from_the_replica_once_it_replayed
         assert counter("pgrouter_routed_reads_ryw_wait_timeouts_total") == 1
         with router.connect() as c:
             c.execute("drop table ryw_wait")
-    finally:
-        with cluster.connect(server="replica") as r:
-            r.execute("alter system reset recovery_min_apply_delay")
-            r.execute("select pg_reload_conf()")
 
 
 def test_a_replica_whose_replay_is_too_late_leaves_the_rotation_and_returns(cluster, pgrouter):
@@ -222,10 +207,7 @@ def test_a_replica_whose_replay_is_too_late_leaves_the_rotation_and_returns(clus
             p.execute("insert into client_events (client, note) values ('routing', 'lag')")
         return time.monotonic()
 
-    with cluster.connect(server="replica") as r:
-        r.execute("alter system set recovery_min_apply_delay = '3s'")
-        r.execute("select pg_reload_conf()")
-    try:
+    with replica_apply_delay(cluster, "3s"):
         router = pgrouter(routing_config(cluster, max_lag_bytes=0))  # max_lag_time: off (the default)
         wait_for(lambda: replica_in_rotation(router), timeout=15, what="the replica's first probe")
         wait_for(lambda: lag() == 0, timeout=15, what="the replica replaying all it received")
@@ -246,10 +228,6 @@ def test_a_replica_whose_replay_is_too_late_leaves_the_rotation_and_returns(clus
         wait_for(lambda: replica_in_rotation(router), timeout=15, what="the replica back once it applied the write")
         assert time.monotonic() - written >= 2.5, "back in rotation before the 3 s apply delay was over"
         assert lag() <= 1
-    finally:
-        with cluster.connect(server="replica") as r:
-            r.execute("alter system reset recovery_min_apply_delay")
-            r.execute("select pg_reload_conf()")
         with cluster.connect() as p:
             p.execute("delete from client_events where client = 'routing'")
 
