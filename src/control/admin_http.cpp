@@ -203,6 +203,10 @@ std::string render_metrics(const Stats& stats) {
   counter("pgrouter_routed_reads_primary_total",
           "Read/write splitting: read transactions sent to the primary (no eligible replica, or read-your-writes).",
           sum_over(all, &WorkerStats::routed_reads_primary_total));
+  counter("pgrouter_routed_writes_held_total",
+          "Read/write splitting: batches that may write, sent while the client's read on a replica was unanswered, "
+          "held until it was answered and then routed on their own (instead of failing on the replica).",
+          sum_over(all, &WorkerStats::routed_writes_held_total));
   counter("pgrouter_routed_reads_refused_total",
           "Read/write splitting: reads refused because no replica was eligible and primary_fallback is false.",
           sum_over(all, &WorkerStats::routed_reads_refused_total));

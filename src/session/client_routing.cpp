@@ -59,25 +59,7 @@ std::string ClientSession::no_primary_message() {
 
 bool ClientSession::routes_reads() const { return tracker_ && db_->shards.at(0).backends() > 1; }
 
-int ClientSession::choose_backend(const char* d, size_t n) {
-  const auto& shard = db_->shards.at(0);
-  const auto& rc = db_->routing;
-  auto& stats = w_.stats();
-  tx_read_ = false;
-  tx_on_replica_ = false;
-  // The primary: backend 0 with fixed roles; with role: auto the host that probes found to be it, if any.
-  int primary = primary_backend();
-  if (primary < 0) primary = kNoPrimary;
-  const auto read_from = user_cfg_->read_from.value_or(rc.read_from);  // users[].read_from wins
-  if (!tracker_ || shard.backends() == 1 || read_from == control::ReadFrom::primary) return primary;
-
-  // SET pgrouter.route = primary | replica | auto (carried with the client's other settings).
-  std::string_view session_route = "auto";
-  if (auto it = tracker_->settings().find("pgrouter.route"); it != tracker_->settings().end()) {
-    std::string_view stmt = it->second;  // "SET pgrouter.route TO <value>"
-    session_route = unquote(stmt.substr(stmt.rfind(' ') + 1));
-  }
-
+ClientSession::BatchReads ClientSession::classify_batch(const char* d, size_t n) {
   // Every statement of the batch at hand must be a read to go to a replica: a pipelined write after a
   // read would fail there.
   bool any = false, all_read = true;
@@ -125,7 +107,47 @@ int ClientSession::choose_backend(const char* d, size_t n) {
     any = true;
     if (!*read) all_read = false;
   }
+  return {any, all_read, writes, hint};
+}
 
+awaitable<void> ClientSession::hold_write_behind_replica_read() {
+  // Polled (this is rare: a pipelining client that does not wait for its read's answers): until server ->
+  // client has given the replica's server back, or the transaction turned out to stay open there (BEGIN READ
+  // ONLY: the write then fails on the replica, as it would on PostgreSQL). Bounded, in case the server is kept
+  // for a reason not foreseen here: the batch then goes to the replica as before.
+  w_.stats().routed_writes_held_total.fetch_add(1, std::memory_order_relaxed);
+  asio::steady_timer t(w_.io());
+  auto give_up = pool::Clock::now() + std::chrono::seconds(30);
+  auto step = std::chrono::microseconds(200);
+  while (server_ && !pinned_ && !client_done_ && !retry_.busy && (pending_ > 0 || server_->tx_status == 'I') &&
+         pool::Clock::now() < give_up) {
+    t.expires_after(step);
+    net::error_code ec;
+    co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
+    step = std::min<std::chrono::microseconds>(step * 2, std::chrono::milliseconds(10));
+  }
+}
+
+int ClientSession::choose_backend(const char* d, size_t n) {
+  const auto& shard = db_->shards.at(0);
+  const auto& rc = db_->routing;
+  auto& stats = w_.stats();
+  tx_read_ = false;
+  tx_on_replica_ = false;
+  // The primary: backend 0 with fixed roles; with role: auto the host that probes found to be it, if any.
+  int primary = primary_backend();
+  if (primary < 0) primary = kNoPrimary;
+  const auto read_from = user_cfg_->read_from.value_or(rc.read_from);  // users[].read_from wins
+  if (!tracker_ || shard.backends() == 1 || read_from == control::ReadFrom::primary) return primary;
+
+  // SET pgrouter.route = primary | replica | auto (carried with the client's other settings).
+  std::string_view session_route = "auto";
+  if (auto it = tracker_->settings().find("pgrouter.route"); it != tracker_->settings().end()) {
+    std::string_view stmt = it->second;  // "SET pgrouter.route TO <value>"
+    session_route = unquote(stmt.substr(stmt.rfind(' ') + 1));
+  }
+
+  auto [any, all_read, writes, hint] = classify_batch(d, n);
   tx_read_ = any && all_read;
   bool want_replica;
   if (session_route == "primary" || hint == sql::RouteHint::primary) want_replica = false;

@@ -374,6 +374,12 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       while (retry_.busy) co_await wait_retry_signal();
       if (retry_.failed || client_done_) co_return;
     }
+    if (server_ && tx_on_replica_ && !unsynced_ && pending_ > 0 && buf.size() >= 5 && buf.data()[0] != 'X' &&
+        classify_batch(buf.data(), buf.size()).writes) {
+      // A write pipelined behind a synced read batch on a replica: routed once the read is answered.
+      co_await hold_write_behind_replica_read();
+      if (client_done_) co_return;
+    }
     if (!server_ && buf.size() >= 5 && buf.data()[0] != 'X') {
       // Read/write splitting routes by the first message: when only part of it is here (a big query, or
       // a client that sends in pieces), read the rest first (up to 64 KiB; a longer one goes to the

@@ -275,3 +275,29 @@ def test_a_query_sent_in_pieces_is_routed_by_its_whole_text(cluster, pgrouter):
             got = raw.read_until_ready()
             assert [pgr.parse_data_row(p) for k, p in got if k == "D"] == [["t"]], got
     assert pgr.metric(router.metrics(), "pgrouter_routed_writes_total") == 0
+
+
+def test_a_write_pipelined_behind_a_read_on_the_replica_goes_to_the_primary(cluster, pgrouter):
+    """A client sends a read, then (without waiting for its answer) a write in a batch of its own: the read runs
+    on the replica, and the write, held until the read was answered, runs on the primary instead of failing
+    there with 25006 (pgrouter_routed_writes_held_total counts it)."""
+    router = pgrouter(routing_config(cluster))
+    wait_for(lambda: replica_in_rotation(router), what="the replica's first probe")
+    with router.connect() as c:
+        c.execute("drop table if exists pipelined_w")
+        c.execute("create table pipelined_w (id int)")
+    with pgr.Raw(router.port) as raw:
+        raw.startup("pgr_scram", "app", pgr.USERS["pgr_scram"])
+        raw.send(pgr.query("select pg_is_in_recovery(), pg_sleep(0.5)"))
+        time.sleep(0.1)  # the read is running on the replica
+        raw.send(pgr.query("insert into pipelined_w values (1) returning pg_is_in_recovery()"))
+        first = raw.read_until_ready()
+        second = raw.read_until_ready()
+    assert [pgr.parse_data_row(p)[0] for k, p in first if k == "D"] == ["t"], first
+    assert [k for k, _ in second if k == "E"] == [], second
+    assert [pgr.parse_data_row(p) for k, p in second if k == "D"] == [["f"]], second
+    assert pgr.metric(router.metrics(), "pgrouter_routed_writes_held_total") == 1
+    with router.connect() as c:
+        # A new connection: no read-your-writes for it, so the count is read on the primary.
+        assert c.execute("/* pgrouter: primary */ select count(*) from pipelined_w").fetchone()[0] == 1
+        c.execute("drop table pipelined_w")

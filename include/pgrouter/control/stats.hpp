@@ -58,6 +58,7 @@ struct WorkerStats {
   Counter routed_writes_total{0};          // to the primary as writes (or by hint)
   Counter routed_reads_replica_total{0};   // reads to a replica
   Counter routed_reads_primary_total{0};   // reads to the primary (no eligible replica, read-your-writes, any)
+  Counter routed_writes_held_total{0};     // write batches held until a pipelined read on a replica was answered
   Counter routed_reads_refused_total{0};   // reads with nowhere to go (routing.primary_fallback: false)
   Counter routed_reads_retried_total{0};   // reads sent again elsewhere after their replica broke unanswered
   Counter routed_reads_ryw_waited_total{0};     // reads that waited (read_your_writes_wait) and got a replica

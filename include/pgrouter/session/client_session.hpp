@@ -11,6 +11,7 @@
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/protocol/messages.hpp"
 #include "pgrouter/session/startup_reset.hpp"
+#include "pgrouter/sql/classifier.hpp"
 #include "pgrouter/session/txn_tracker.hpp"
 #include "pgrouter/worker.hpp"
 
@@ -41,6 +42,17 @@ class ClientSession {
   // pending_fatal_* set when no server could be had. from_mark: route the bytes kept for a read retry.
   bool routes_reads() const;  // transaction pooling with replicas to route reads to
   int choose_backend(const char* d, size_t n);
+  // What the complete messages in d[0..n) do: any = some message was classified, all_read = each of those is
+  // a read, writes = some statement may change data (also a function call or a Bind of a non-read).
+  struct BatchReads {
+    bool any, all_read, writes;
+    sql::RouteHint hint;
+  };
+  BatchReads classify_batch(const char* d, size_t n);
+  // A client attached to a replica for a read batch it has synced sends a batch that may write before the
+  // read's answers are in: it waits for them, so the replica's server is given back and the write is routed
+  // (to the primary) like any new transaction, instead of failing there with 25006.
+  awaitable<void> hold_write_behind_replica_read();
   static constexpr int kNoReplica = -1;  // choose_backend: a read nothing may take (primary_fallback false)
   static constexpr int kNoPrimary = -2;  // choose_backend: role: auto and no host is the primary now
   static constexpr int kAwaitReplay = -3;  // choose_backend: read-your-writes holds the read; wait and ask again
