@@ -12,25 +12,11 @@ namespace p = pgrouter::protocol;
 
 namespace {
 
-char lower(char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; }
-
-// Whether `word` (lower case) occurs in s in any case: the cheap test before any parsing. Statements that
-// reset a parameter contain RESET, DEFAULT (SET x TO DEFAULT, SET TIME ZONE DEFAULT), LOCAL (SET TIME
-// ZONE LOCAL) or DISCARD.
-bool contains_ci(std::string_view s, std::string_view word) {
-  if (s.size() < word.size()) return false;
-  for (size_t i = 0; i + word.size() <= s.size(); ++i) {
-    if (lower(s[i]) != word[0]) continue;
-    size_t k = 1;
-    while (k < word.size() && lower(s[i + k]) == word[k]) ++k;
-    if (k == word.size()) return true;
-  }
-  return false;
-}
-
+// Whether a statement may reset a parameter, the cheap test before any parsing: it contains RESET, DEFAULT
+// (SET x TO DEFAULT, SET TIME ZONE DEFAULT), LOCAL (SET TIME ZONE LOCAL) or DISCARD, in any case.
 bool may_reset(std::string_view sql) {
-  return contains_ci(sql, "reset") || contains_ci(sql, "default") || contains_ci(sql, "discard") ||
-         contains_ci(sql, "local");
+  return util::contains_ascii_ci(sql, "reset") || util::contains_ascii_ci(sql, "default") ||
+         util::contains_ascii_ci(sql, "discard") || util::contains_ascii_ci(sql, "local");
 }
 
 bool name_less(const std::string& a, const std::string& b) {  // PostgreSQL's GUC order (case-insensitive)

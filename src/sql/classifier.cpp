@@ -550,11 +550,6 @@ void ClassifierCache::push_newest(uint32_t i) {
 
 namespace {
 
-bool ident_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '$' ||
-         static_cast<unsigned char>(c) >= 0x80;
-}
-
 // Copies a comment or quoted identifier starting at s[i] verbatim to out; false if it does not end.
 bool copy_comment_or_identifier(std::string_view s, size_t& i, std::string& out) {
   size_t start = i;
@@ -598,7 +593,7 @@ bool ClassifierCache::shape_of(std::string_view s, std::string& out) {
     } else break;
   }
   size_t w = i;
-  while (w < s.size() && ident_char(s[w])) ++w;
+  while (w < s.size() && util::sql_ident_char(s[w])) ++w;
   std::string word = util::ascii_lower(s.substr(i, w - i));
   if (word != "select" && word != "with" && word != "insert" && word != "update" && word != "delete" &&
       word != "values" && word != "table")
@@ -616,7 +611,7 @@ bool ClassifierCache::shape_of(std::string_view s, std::string& out) {
       if (!copy_comment_or_identifier(s, i, out)) return false;
       continue;
     }
-    bool after_ident = i > 0 && (ident_char(s[i - 1]) || s[i - 1] == '.');
+    bool after_ident = i > 0 && (util::sql_ident_char(s[i - 1]) || s[i - 1] == '.');
     if (c == '\'') {
       // A plain string (not E'', B'', X'', U&'', N'': those follow a letter or '&'); '' inside; a backslash
       // could be an escape (standard_conforming_strings off): left exact.
@@ -637,7 +632,7 @@ bool ClassifierCache::shape_of(std::string_view s, std::string& out) {
       // An integer literal: digits not touching an identifier, a '.', an exponent or a $n parameter.
       size_t j = i;
       while (j < s.size() && s[j] >= '0' && s[j] <= '9') ++j;
-      if (j < s.size() && (ident_char(s[j]) || s[j] == '.')) {
+      if (j < s.size() && (util::sql_ident_char(s[j]) || s[j] == '.')) {
         out.append(s.substr(i, j - i));
         i = j;
         continue;

@@ -153,12 +153,7 @@ class Lexer {
   size_t i_ = 0;
 };
 
-bool is_kw(const Token& t, std::string_view kw) {
-  if (t.type != Token::word || t.text.size() != kw.size()) return false;
-  for (size_t i = 0; i < kw.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(t.text[i])) != kw[i]) return false;
-  return true;
-}
+bool is_kw(const Token& t, std::string_view kw) { return t.type == Token::word && util::equals_ascii_ci(t.text, kw); }
 
 std::string lower(std::string_view s) { return util::ascii_lower(s); }
 
@@ -321,10 +316,7 @@ bool ident_start(char c) {
   auto u = static_cast<unsigned char>(c);
   return std::isalpha(u) || c == '_' || u >= 0x80;
 }
-bool ident_char(char c) {
-  auto u = static_cast<unsigned char>(c);
-  return std::isalnum(u) || c == '_' || c == '$' || u >= 0x80;
-}
+using util::sql_ident_char;
 
 struct SqlToken {
   enum Kind { word, quoted, other } kind;
@@ -355,7 +347,7 @@ void for_each_token(std::string_view s, F&& f) {
     } else if (c == '\'') {
       // E'...' strings take backslash escapes (the word lexer hands them here with escapes on).
       bool escapes = start > 0 && (s[start - 1] == 'e' || s[start - 1] == 'E') &&
-                     (start == 1 || !ident_char(s[start - 2]));
+                     (start == 1 || !sql_ident_char(s[start - 2]));
       ++i;
       while (i < s.size()) {
         if (escapes && s[i] == '\\') {
@@ -383,7 +375,7 @@ void for_each_token(std::string_view s, F&& f) {
       f(SqlToken{SqlToken::quoted, start, i});
     } else if (c == '$') {
       size_t e = i + 1;
-      while (e < s.size() && ident_char(s[e]) && s[e] != '$') ++e;
+      while (e < s.size() && sql_ident_char(s[e]) && s[e] != '$') ++e;
       if (e < s.size() && s[e] == '$' && !(e > i + 1 && std::isdigit(static_cast<unsigned char>(s[i + 1])))) {
         auto tag = s.substr(i, e - i + 1);
         size_t close = s.find(tag, e + 1);
@@ -393,10 +385,10 @@ void for_each_token(std::string_view s, F&& f) {
       }
       f(SqlToken{SqlToken::other, start, i});
     } else if (std::isdigit(static_cast<unsigned char>(c))) {
-      while (i < s.size() && (ident_char(s[i]) || s[i] == '.')) ++i;
+      while (i < s.size() && (sql_ident_char(s[i]) || s[i] == '.')) ++i;
       f(SqlToken{SqlToken::other, start, i});
     } else if (ident_start(c)) {
-      while (i < s.size() && ident_char(s[i])) ++i;
+      while (i < s.size() && sql_ident_char(s[i])) ++i;
       f(SqlToken{SqlToken::word, start, i});
     } else {
       ++i;
@@ -406,10 +398,7 @@ void for_each_token(std::string_view s, F&& f) {
 }
 
 bool word_is(std::string_view s, const SqlToken& t, std::string_view kw) {
-  if (t.kind != SqlToken::word || t.end - t.begin != kw.size()) return false;
-  for (size_t i = 0; i < kw.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(s[t.begin + i])) != kw[i]) return false;
-  return true;
+  return t.kind == SqlToken::word && util::equals_ascii_ci(s.substr(t.begin, t.end - t.begin), kw);
 }
 
 NameRef name_of(std::string_view s, const SqlToken& t) {
@@ -472,16 +461,7 @@ std::optional<SessionCommand> parse_deallocate(std::string_view sql) {
   return out;
 }
 
-bool mentions_execute(std::string_view sql) {
-  static constexpr std::string_view kw = "execute";
-  for (size_t i = 0; i + kw.size() <= sql.size(); ++i) {
-    if ((sql[i] | 0x20) != 'e') continue;
-    size_t k = 1;
-    while (k < kw.size() && (sql[i + k] | 0x20) == kw[k]) ++k;
-    if (k == kw.size()) return true;
-  }
-  return false;
-}
+bool mentions_execute(std::string_view sql) { return util::contains_ascii_ci(sql, "execute"); }
 
 std::vector<NameRef> execute_references(std::string_view sql) {
   std::vector<NameRef> out;
