@@ -280,7 +280,7 @@ void Pool::hand_over(std::unique_ptr<ServerConnection> conn) {
     return;
   }
   conn->idle_since = Clock::now();
-  conn->buffer.shrink(true);
+  conn->buffer.shrink();
   idle_.push_back(std::move(conn));
   stats_.servers_idle.fetch_add(1, std::memory_order_relaxed);
 }

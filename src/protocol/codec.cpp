@@ -8,7 +8,7 @@ namespace pgrouter::protocol {
 void Buffer::reserve_message(size_t total) {
   if (!mem_) {
     cap_ = std::max(initial_, total + 1024);
-    mem_ = std::make_unique<char[]>(cap_);
+    mem_ = std::make_unique_for_overwrite<char[]>(cap_);
     return;
   }
   // Bytes from `base` on are kept: the unread ones, and those consumed since a mark.
@@ -19,7 +19,7 @@ void Buffer::reserve_message(size_t total) {
     std::memmove(mem_.get(), mem_.get() + base, kept);
   } else {
     size_t ncap = std::max(cap_ * 2, behind + total + 1024);
-    auto nmem = std::make_unique<char[]>(ncap);
+    auto nmem = std::make_unique_for_overwrite<char[]>(ncap);
     std::memcpy(nmem.get(), mem_.get() + base, kept);
     mem_ = std::move(nmem);
     cap_ = ncap;
@@ -32,7 +32,7 @@ void Buffer::reserve_message(size_t total) {
 void Buffer::prepare_read() {
   if (!mem_) {
     cap_ = initial_;
-    mem_ = std::make_unique<char[]>(cap_);
+    mem_ = std::make_unique_for_overwrite<char[]>(cap_);
     return;
   }
   // Drained (and no mark keeps consumed bytes): start over at the front.
@@ -51,7 +51,7 @@ void Buffer::shrink(bool release_all) {
     mem_.reset();
     cap_ = 0;
   } else if (cap_ > initial_) {
-    mem_ = std::make_unique<char[]>(initial_);
+    mem_ = std::make_unique_for_overwrite<char[]>(initial_);
     cap_ = initial_;
   }
   head_ = tail_ = 0;
