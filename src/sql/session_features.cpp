@@ -3,69 +3,115 @@
 #include "pgrouter/util/strings.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <string>
 
 namespace pgrouter::sql {
 namespace {
 
-bool contains_word(const std::string& lower, std::string_view needle) {
-  size_t pos = 0;
-  while ((pos = lower.find(needle, pos)) != std::string::npos) {
-    bool start_ok = pos == 0 || !(std::isalnum(static_cast<unsigned char>(lower[pos - 1])) || lower[pos - 1] == '_');
-    size_t end = pos + needle.size();
-    bool end_ok = end >= lower.size() || !(std::isalnum(static_cast<unsigned char>(lower[end])) || lower[end] == '_');
-    if (start_ok && end_ok) return true;
-    pos = end;
+// The bytes of a word for these checks: ASCII letters, digits and '_' (a word is a maximal run of them).
+constexpr auto kWordBytes = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c < 256; ++c)
+    t[size_t(c)] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+  return t;
+}();
+bool word_byte(char c) { return kWordBytes[static_cast<unsigned char>(c)]; }
+bool space_byte(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; }
+
+// Whether the text from `pos`, after white space, starts with one of the '|'-separated lower-case
+// alternatives (ASCII case-insensitively).
+bool next_is_any(std::string_view sql, size_t pos, std::string_view alternatives) {
+  while (pos < sql.size() && space_byte(sql[pos])) ++pos;
+  for (size_t a = 0, b; a < alternatives.size(); a = b + 1) {
+    b = alternatives.find('|', a);
+    if (b == std::string_view::npos) b = alternatives.size();
+    auto alt = alternatives.substr(a, b - a);
+    if (util::equals_ascii_ci(sql.substr(pos, alt.size()), alt)) return true;
   }
   return false;
 }
 
-// Each statement of a multi-statement string starts at the beginning or after a ';'.
-bool any_statement_starts_with(const std::string& lower, std::string_view word, std::string_view unless_next = {}) {
-  size_t i = 0;
-  while (i <= lower.size()) {
-    while (i < lower.size() && (std::isspace(static_cast<unsigned char>(lower[i])) || lower[i] == '(')) ++i;
-    if (lower.compare(i, word.size(), word) == 0) {
-      size_t end = i + word.size();
-      if (end >= lower.size() || !(std::isalnum(static_cast<unsigned char>(lower[end])) || lower[end] == '_')) {
-        if (unless_next.empty()) return true;
-        size_t j = end;
-        while (j < lower.size() && std::isspace(static_cast<unsigned char>(lower[j]))) ++j;
-        bool excluded = false;
-        for (size_t a = 0, b; a < unless_next.size(); a = b + 1) {
-          b = unless_next.find('|', a);
-          if (b == std::string_view::npos) b = unless_next.size();
-          auto alt = unless_next.substr(a, b - a);
-          if (lower.compare(j, alt.size(), alt) == 0) excluded = true;
-        }
-        if (!excluded) return true;
-      }
-    }
-    size_t next = lower.find(';', i);
-    if (next == std::string::npos) break;
-    i = next + 1;
-  }
-  return false;
+bool ends_with_ci(std::string_view s, std::string_view lower_word) {
+  return s.size() >= lower_word.size() && util::equals_ascii_ci(s.substr(s.size() - lower_word.size()), lower_word);
 }
 
 }  // namespace
 
+// One pass over the text, no copy: this runs on every Query and Parse of a transaction-pooled client.
+// A statement starts at the beginning or after any ';' (quotes are not looked at: errs towards "yes"), its
+// first word after white space and '(' names the command; the other features are words anywhere, and
+// "with hold" anywhere.
 std::string_view session_feature(std::string_view sql) {
-  std::string lower = util::ascii_lower(sql);
-  if (any_statement_starts_with(lower, "listen")) return "LISTEN";
-  if (contains_word(lower, "pg_advisory_lock") || contains_word(lower, "pg_advisory_lock_shared") ||
-      contains_word(lower, "pg_try_advisory_lock") || contains_word(lower, "pg_try_advisory_lock_shared"))
-    return "session advisory lock";
-  if (contains_word(lower, "temp") || contains_word(lower, "temporary")) return "temporary table";
-  if (lower.find("with hold") != std::string::npos) return "WITH HOLD cursor";
-  if (any_statement_starts_with(lower, "load")) return "LOAD";
-  if (any_statement_starts_with(lower, "prepare", "transaction")) return "PREPARE";
-  if (any_statement_starts_with(lower, "set", "local|transaction|constraints|session characteristics"))
-    return "SET";
-  if (any_statement_starts_with(lower, "reset")) return "SET";
-  if (any_statement_starts_with(lower, "discard")) return "DISCARD";
-  if (any_statement_starts_with(lower, "deallocate")) return "DEALLOCATE";
+  enum : unsigned {
+    listen = 1, advisory = 2, temporary = 4, with_hold = 8, load = 16, prepare = 32, set = 64, discard = 128,
+    deallocate = 256
+  };
+  unsigned found = 0;
+  bool statement_start = true;
+  for (size_t i = 0, n = sql.size(); i < n;) {
+    char c = sql[i];
+    if (!word_byte(c)) {
+      if (c == ';') statement_start = true;
+      else if (!space_byte(c) && c != '(') statement_start = false;
+      ++i;
+      continue;
+    }
+    size_t begin = i;
+    while (i < n && word_byte(sql[i])) ++i;
+    auto word = sql.substr(begin, i - begin);
+    auto is = [&](std::string_view kw) { return util::equals_ascii_ci(word, kw); };
+    bool first = statement_start;
+    statement_start = false;
+    switch (word.size()) {  // most words have no length of interest: one comparison each
+      case 3:
+        if (first && is("set") && !next_is_any(sql, i, "local|transaction|constraints|session characteristics"))
+          found |= set;
+        break;
+      case 4:
+        if (first && is("load")) found |= load;
+        else if (is("temp")) found |= temporary;
+        break;
+      case 5:
+        if (first && is("reset")) found |= set;
+        break;
+      case 6:
+        if (first && is("listen")) found |= listen;
+        break;
+      case 7:
+        if (first && is("prepare") && !next_is_any(sql, i, "transaction")) found |= prepare;
+        else if (first && is("discard")) found |= discard;
+        break;
+      case 9:
+        if (is("temporary")) found |= temporary;
+        break;
+      case 10:
+        if (first && is("deallocate")) found |= deallocate;
+        break;
+      case 16:
+      case 20:
+      case 23:
+      case 27:
+        if (is("pg_advisory_lock") || is("pg_try_advisory_lock") || is("pg_advisory_lock_shared") ||
+            is("pg_try_advisory_lock_shared"))
+          found |= advisory;
+        break;
+      default:
+        break;
+    }
+    if (i + 4 < n && sql[i] == ' ' && ends_with_ci(word, "with") && util::equals_ascii_ci(sql.substr(i + 1, 4), "hold"))
+      found |= with_hold;
+  }
+  if (found & listen) return "LISTEN";
+  if (found & advisory) return "session advisory lock";
+  if (found & temporary) return "temporary table";
+  if (found & with_hold) return "WITH HOLD cursor";
+  if (found & load) return "LOAD";
+  if (found & prepare) return "PREPARE";
+  if (found & set) return "SET";
+  if (found & discard) return "DISCARD";
+  if (found & deallocate) return "DEALLOCATE";
   return {};
 }
 

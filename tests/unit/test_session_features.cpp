@@ -20,6 +20,12 @@ TEST_CASE("statements whose effects outlive the transaction are recognised") {
   CHECK(session_feature("RESET ALL") == "SET");
   CHECK(session_feature("DISCARD ALL") == "DISCARD");
   CHECK(session_feature("DEALLOCATE ALL") == "DEALLOCATE");
+  // Each statement of a multi-statement text, after white space and '(' (lexical: errs towards "yes").
+  CHECK(session_feature("select 1;( Set search_path = x") == "SET");
+  CHECK(session_feature("SET LOCAL x = 1; set y = 2") == "SET");
+  CHECK(session_feature("select 'with hold'") == "WITH HOLD cursor");
+  // The most specific feature wins, whatever its place in the text.
+  CHECK(session_feature("set x = 1; select pg_advisory_lock(1); listen c") == "LISTEN");
 }
 
 TEST_CASE("transaction-scoped and ordinary statements are not") {
@@ -34,6 +40,9 @@ TEST_CASE("transaction-scoped and ordinary statements are not") {
   CHECK(session_feature("insert into t values ('listen')").empty());
   CHECK(session_feature("select tempo from songs").empty());
   CHECK(session_feature("BEGIN; INSERT INTO t VALUES (1); COMMIT").empty());
+  CHECK(session_feature("select 1 /* set x */").empty());
+  CHECK(session_feature("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY").empty());
+  CHECK(session_feature("select with_hold from t").empty());
 }
 
 TEST_CASE("SQL PREPARE and EXECUTE name their statements as PostgreSQL reads the names") {
