@@ -10,6 +10,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <array>
 
 #include "pgrouter/sql/builtin_functions.hpp"
 #include "pgrouter/util/strings.hpp"
@@ -580,6 +581,15 @@ bool copy_comment_or_identifier(std::string_view s, size_t& i, std::string& out)
 
 }  // namespace
 
+// The bytes shape_of() copies as they are without looking at them: all but control bytes below '\t' and
+// the starts of what it handles (';', quotes, comments, digits, '$').
+constexpr auto kShapePlain = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0x09; c < 256; ++c) t[size_t(c)] = true;
+  for (char c : std::string_view(";\"'-/$0123456789")) t[static_cast<unsigned char>(c)] = false;
+  return t;
+}();
+
 bool ClassifierCache::shape_of(std::string_view s, std::string& out) {
   // The statement's first keyword, past white space and comments: only plain DML and queries are shaped.
   out.clear();
@@ -594,11 +604,20 @@ bool ClassifierCache::shape_of(std::string_view s, std::string& out) {
   }
   size_t w = i;
   while (w < s.size() && util::sql_ident_char(s[w])) ++w;
-  std::string word = util::ascii_lower(s.substr(i, w - i));
-  if (word != "select" && word != "with" && word != "insert" && word != "update" && word != "delete" &&
-      word != "values" && word != "table")
+  auto word = s.substr(i, w - i);
+  auto is = [&](std::string_view kw) { return util::equals_ascii_ci(word, kw); };
+  if (!is("select") && !is("with") && !is("insert") && !is("update") && !is("delete") && !is("values") &&
+      !is("table"))
     return false;
   while (i < s.size()) {
+    // Bytes that need no decision (most of a statement) are copied a run at a time.
+    size_t run = i;
+    while (run < s.size() && kShapePlain[static_cast<unsigned char>(s[run])]) ++run;
+    if (run > i) {
+      out.append(s.data() + i, run - i);
+      i = run;
+      if (i == s.size()) break;
+    }
     char c = s[i];
     if (static_cast<unsigned char>(c) < 0x09) return false;  // the placeholders below must not occur in text
     if (c == ';') {  // one statement only: a later SET pgrouter.route = '...' must keep its literal
