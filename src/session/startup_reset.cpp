@@ -14,9 +14,28 @@ namespace {
 
 // Whether a statement may reset a parameter, the cheap test before any parsing: it contains RESET, DEFAULT
 // (SET x TO DEFAULT, SET TIME ZONE DEFAULT), LOCAL (SET TIME ZONE LOCAL) or DISCARD, in any case.
+// Whether "reset", "default", "discard" or "local" occurs anywhere (ASCII case-insensitively): the cheap
+// test every Query of such a client gets, so one pass dispatching on the first letter.
 bool may_reset(std::string_view sql) {
-  return util::contains_ascii_ci(sql, "reset") || util::contains_ascii_ci(sql, "default") ||
-         util::contains_ascii_ci(sql, "discard") || util::contains_ascii_ci(sql, "local");
+  auto at = [&](size_t i, std::string_view lower_word) {
+    return util::equals_ascii_ci(sql.substr(i, lower_word.size()), lower_word);
+  };
+  for (size_t i = 0; i < sql.size(); ++i) {
+    switch (util::ascii_lower(sql[i])) {
+      case 'r':
+        if (at(i, "reset")) return true;
+        break;
+      case 'd':
+        if (at(i, "default") || at(i, "discard")) return true;
+        break;
+      case 'l':
+        if (at(i, "local")) return true;
+        break;
+      default:
+        break;
+    }
+  }
+  return false;
 }
 
 bool name_less(const std::string& a, const std::string& b) {  // PostgreSQL's GUC order (case-insensitive)
