@@ -197,7 +197,34 @@ class TxnTracker {
   std::vector<std::string> extra_tracked_;
   std::string startup_search_path_;
   std::unordered_map<std::string, std::shared_ptr<TrackedStatement>> statements_;
-  std::deque<Expect> expect_;
+  // The queue of expected replies, allocated only while it holds something: std::deque allocates its map and a
+  // 512-byte block even when empty, and an idle client should cost no more than it must (10,000 idle clients is
+  // a bar of issue 3).
+  class ReplyQueue {
+   public:
+    bool empty() const { return !q_ || q_->empty(); }
+    void push_back(Expect&& e) {
+      if (!q_) q_ = std::make_unique<std::deque<Expect>>();
+      q_->push_back(std::move(e));
+    }
+    Expect& front() { return q_->front(); }
+    Expect& back() { return q_->back(); }
+    void pop_front() {
+      q_->pop_front();
+      if (q_->empty()) q_.reset();
+    }
+    void clear() { q_.reset(); }
+    auto rbegin() { return q_ ? q_->rbegin() : none().rbegin(); }
+    auto rend() { return q_ ? q_->rend() : none().rend(); }
+
+   private:
+    static std::deque<Expect>& none() {
+      static std::deque<Expect> empty;
+      return empty;
+    }
+    std::unique_ptr<std::deque<Expect>> q_;
+  };
+  ReplyQueue expect_;
   // SETs of the group being sent (until its Sync) and of the open transaction.
   std::vector<sql::SessionCommand> group_sets_;
   std::vector<sql::SessionCommand> tx_sets_;
