@@ -369,7 +369,10 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
                                             pc.session_features == control::SessionFeatures::refuse,
                                             pc.track_parameters, search_path);
   }
-  std::map<std::string, std::string> welcome;
+  // The ParameterStatus set of the welcome: the pool's (transaction pooling, with the client's own startup
+  // settings over it) or the session's server's. Pointed to, not copied: nothing below waits before it is sent.
+  const std::map<std::string, std::string>* welcome = nullptr;
+  bool client_settings_over_welcome = false;
   const auto& shard = db_->shards.at(0);
   pool::Pool* params_pool = pool_;
   if (txn_mode_ && shard.auto_roles)  // role: auto: any host's parameters will do for a welcome
@@ -378,9 +381,8 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   if (txn_mode_ && !params_pool->welcome_params().empty()) {
     // Transaction pooling: a login needs no server when the pool already knows the servers'
     // parameters; the client's own settings are applied at its first transaction.
-    welcome = params_pool->welcome_params();
-    for (auto& [k, v] : wanted_params_)
-      if (auto it = welcome.find(k); it != welcome.end()) it->second = v;
+    welcome = &params_pool->welcome_params();
+    client_settings_over_welcome = true;
   } else {
     // role: auto: the session's server (or the first welcome's) comes from the host that is the primary now.
     backend_ = 0;
@@ -427,7 +429,7 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
       w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
       co_return false;
     }
-    welcome = server_->params;
+    welcome = &server_->params;
   }
   // RESET and DISCARD ALL go back to the startup settings pgrouter applied with SET: in session pooling
   // those this server needed; in transaction pooling any server may need any of them.
@@ -438,8 +440,15 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   last_activity_ = pool::Clock::now();  // timeouts are checked from registration on
   key_pid_ = w_.register_session(this, key_secret_);
   std::string out;
+  out.reserve(1024);
   p::append_auth(out, 0);
-  for (auto& [k, v] : welcome) p::append_parameter_status(out, k, v);
+  for (auto& [k, v] : *welcome) {
+    std::string_view value = v;
+    if (client_settings_over_welcome)
+      for (auto& [wk, wv] : wanted_params_)
+        if (wk == k) value = wv;  // the last one given wins, as PostgreSQL applies them in order
+    p::append_parameter_status(out, k, value);
+  }
   p::append_backend_key_data(out, key_pid_, key_secret_);
   p::append_ready_for_query(out, 'I');
   if (txn_mode_ && server_) detach_server();  // the client gets a server again at its first message

@@ -98,6 +98,10 @@ def test_startup_settings_follow_the_client_to_any_server(pgrouter):
                           autocommit=True)
     two = psycopg.connect(router.dsn() + " application_name=two options='-c statement_timeout=2222'",
                           autocommit=True)
+    # The welcome shows each client its own startup values (the second login's welcome comes from the pool's
+    # cached server parameters with the client's settings over them).
+    assert one.info.parameter_status("application_name") == "one"
+    assert two.info.parameter_status("application_name") == "two"
     for _ in range(3):
         assert one.execute("select current_setting('application_name'), "
                            "current_setting('statement_timeout')").fetchone() == ("one", "1111ms")
