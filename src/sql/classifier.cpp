@@ -554,17 +554,10 @@ namespace {
 // Copies a comment or quoted identifier starting at s[i] verbatim to out; false if it does not end.
 bool copy_comment_or_identifier(std::string_view s, size_t& i, std::string& out) {
   size_t start = i;
-  if (s[i] == '-') {  // -- to the end of the line
-    size_t e = s.find('\n', i);
-    i = e == std::string_view::npos ? s.size() : e;
-  } else if (s[i] == '/') {  // /* ... */, nested as in PostgreSQL
-    int depth = 0;
-    while (i < s.size()) {
-      if (s.compare(i, 2, "/*") == 0) { ++depth; i += 2; }
-      else if (s.compare(i, 2, "*/") == 0) { i += 2; if (--depth == 0) break; }
-      else ++i;
-    }
-    if (depth != 0) return false;
+  if (s[i] == '-' || s[i] == '/') {  // a comment ("--" with its newline; "/* */" nested)
+    bool closed;
+    i = util::sql_comment_end(s, i, &closed);
+    if (!closed) return false;
   } else {  // "quoted identifier" ("" inside)
     for (++i;; ++i) {
       if (i >= s.size()) return false;

@@ -318,17 +318,8 @@ std::vector<std::string_view> split_statements(std::string_view sql) {
       size_t e = sql.find(c, i + 1);
       while (e != std::string_view::npos && e + 1 < sql.size() && sql[e + 1] == c) e = sql.find(c, e + 2);
       i = e == std::string_view::npos ? sql.size() : e + 1;
-    } else if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
-      size_t e = sql.find('\n', i);
-      i = e == std::string_view::npos ? sql.size() : e + 1;
-    } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
-      int nest = 1;
-      i += 2;
-      while (i < sql.size() && nest > 0) {
-        if (sql.compare(i, 2, "/*") == 0) ++nest, i += 2;
-        else if (sql.compare(i, 2, "*/") == 0) --nest, i += 2;
-        else ++i;
-      }
+    } else if (size_t e = util::sql_comment_end(sql, i); e != i) {
+      i = e;
     } else if (c == '$' && (i == 0 || !(std::isalnum(static_cast<unsigned char>(sql[i - 1])) || sql[i - 1] == '_'))) {
       size_t e = i + 1;
       while (e < sql.size() && (std::isalnum(static_cast<unsigned char>(sql[e])) || sql[e] == '_')) ++e;
@@ -379,17 +370,8 @@ void for_each_token(std::string_view s, F&& f) {
     size_t start = i;
     if (std::isspace(static_cast<unsigned char>(c))) {
       ++i;
-    } else if (c == '-' && i + 1 < s.size() && s[i + 1] == '-') {
-      size_t e = s.find('\n', i);
-      i = e == std::string_view::npos ? s.size() : e + 1;
-    } else if (c == '/' && i + 1 < s.size() && s[i + 1] == '*') {
-      int nest = 1;
-      i += 2;
-      while (i < s.size() && nest > 0) {
-        if (s.compare(i, 2, "/*") == 0) ++nest, i += 2;
-        else if (s.compare(i, 2, "*/") == 0) --nest, i += 2;
-        else ++i;
-      }
+    } else if (size_t e = util::sql_comment_end(s, i); e != i) {
+      i = e;
     } else if (c == '\'') {
       // E'...' strings take backslash escapes (the word lexer hands them here with escapes on).
       bool escapes = start > 0 && (s[start - 1] == 'e' || s[start - 1] == 'E') &&

@@ -35,6 +35,32 @@ inline bool contains_ascii_ci(std::string_view s, std::string_view lower_word) {
   return false;
 }
 
+// The end of an SQL comment starting at s[i]: "--" runs past its newline, "/* */" nests as in PostgreSQL. Returns
+// the index just past it (s.size() when it does not end; *closed tells an unterminated block comment), or i when
+// no comment starts there. The scanners that skip or copy comments share it.
+inline size_t sql_comment_end(std::string_view s, size_t i, bool* closed = nullptr) {
+  if (closed) *closed = true;
+  if (s.compare(i, 2, "--") == 0) {
+    size_t e = s.find('\n', i);
+    return e == std::string_view::npos ? s.size() : e + 1;
+  }
+  if (s.compare(i, 2, "/*") != 0) return i;
+  int depth = 1;
+  for (i += 2; i < s.size();) {
+    if (s.compare(i, 2, "/*") == 0) {
+      ++depth;
+      i += 2;
+    } else if (s.compare(i, 2, "*/") == 0) {
+      i += 2;
+      if (--depth == 0) return i;
+    } else {
+      ++i;
+    }
+  }
+  if (closed) *closed = false;
+  return s.size();
+}
+
 // A byte that may continue an SQL identifier: ASCII letters and digits, '_', '$' and any non-ASCII byte.
 inline bool sql_ident_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '$' ||
