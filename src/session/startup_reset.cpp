@@ -13,9 +13,8 @@ namespace p = pgrouter::protocol;
 namespace {
 
 // Whether a statement may reset a parameter, the cheap test before any parsing: it contains RESET, DEFAULT
-// (SET x TO DEFAULT, SET TIME ZONE DEFAULT), LOCAL (SET TIME ZONE LOCAL) or DISCARD, in any case.
-// Whether "reset", "default", "discard" or "local" occurs anywhere (ASCII case-insensitively): the cheap
-// test every Query of such a client gets, so one pass dispatching on the first letter.
+// (SET x TO DEFAULT, SET TIME ZONE DEFAULT), LOCAL (SET TIME ZONE LOCAL) or DISCARD, in any case. Every Query
+// of such a client gets it, so it is one pass dispatching on the first letter.
 bool may_reset(std::string_view sql) {
   auto at = [&](size_t i, std::string_view lower_word) {
     return util::equals_ascii_ci(sql.substr(i, lower_word.size()), lower_word);

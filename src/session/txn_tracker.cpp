@@ -625,7 +625,7 @@ void TxnTracker::rewind() {
       else if (e.removed) statements_[e.client_name] = e.removed;
     }
   };
-  for (auto it = expect_.rbegin(); it != expect_.rend(); ++it) undo_client_side(*it);
+  expect_.for_each_newest_first(undo_client_side);
   for (auto it = window_matched_.rbegin(); it != window_matched_.rend(); ++it) undo_client_side(*it);
   window_matched_.clear();
   expect_.clear();

@@ -214,14 +214,13 @@ class TxnTracker {
       if (q_->empty()) q_.reset();
     }
     void clear() { q_.reset(); }
-    auto rbegin() { return q_ ? q_->rbegin() : none().rbegin(); }
-    auto rend() { return q_ ? q_->rend() : none().rend(); }
+    template <typename F>
+    void for_each_newest_first(F&& f) {
+      if (q_)
+        for (auto it = q_->rbegin(); it != q_->rend(); ++it) f(*it);
+    }
 
    private:
-    static std::deque<Expect>& none() {
-      static std::deque<Expect> empty;
-      return empty;
-    }
     std::unique_ptr<std::deque<Expect>> q_;
   };
   ReplyQueue expect_;
