@@ -12,20 +12,69 @@ namespace pgrouter::net {
 // behind what runs now, never inline). asio::post to the handler's associated executor would do the same
 // through two type-erased any_io_executor hops and a work_dispatcher counting outstanding work, about a
 // tenth of the relay's instructions (callgrind); the worker's accept loop and timers keep it running.
+namespace {
 template <typename Handler>
-struct SocketReadiness::WaiterImpl : SocketReadiness::Waiter {
+struct WaiterImpl : Waiter {
   WaiterImpl(Handler&& h, asio::io_context& io) : handler(std::move(h)), io(io) {}
   void complete(error_code ec) override {
     asio::require(io.get_executor(), asio::execution::blocking.never)
         .execute([h = std::move(handler), ec]() mutable { h(ec); });
   }
+  void resume(error_code ec) override {
+    auto h = std::move(handler);
+    h(ec);
+  }
   Handler handler;
   asio::io_context& io;
 };
 
+// Parks the calling coroutine with its handler in `slot`; `ready` (called after parking) may complete it
+// at once.
+// (Not a coroutine itself: the caller awaits Asio's initiation directly, no frame in between.)
+template <typename Ready>
+awaitable<void> park(std::unique_ptr<Waiter>& slot, asio::io_context& io, error_code& ec, Ready ready) {
+  auto token = asio::redirect_error(use_awaitable, ec);
+  return asio::async_initiate<decltype(token), void(error_code)>(
+      [&slot, &io, ready](auto handler) {
+        using H = decltype(handler);
+        slot = std::make_unique<WaiterImpl<H>>(std::move(handler), io);
+        ready();
+      },
+      token);
+}
+}  // namespace
+
+Wakeup::~Wakeup() {
+  if (deferred_in_) deferred_in_->forget(this);
+  if (auto w = std::move(waiter_)) w->complete(asio::error::operation_aborted);
+}
+
+awaitable<void> Wakeup::wait(asio::io_context& io, error_code& ec) {
+  return park(waiter_, io, ec, [] {});
+}
+
+void Wakeup::wake_now() {
+  if (auto w = std::move(waiter_)) w->resume({});
+}
+
+void Wakeup::wake_soon(Readiness& r) {
+  if (!waiter_ || deferred_in_) return;
+  if (r.dispatching_) {
+    deferred_in_ = &r;
+    r.deferred_.push_back(this);
+  } else {
+    wake_later();
+  }
+}
+
+void Wakeup::wake_later() {
+  if (auto w = std::move(waiter_)) w->complete({});
+}
+
 SocketReadiness::~SocketReadiness() {
   // Waiters hold coroutine handlers; dropping them unresumed would leak frames, so abort them.
   cancel();
+  if (readiness_) readiness_->forget(this);
 }
 
 bool SocketReadiness::attach(Readiness& r, int fd) {
@@ -61,17 +110,12 @@ awaitable<void> SocketReadiness::wait(bool for_write, error_code& ec) {
     ec = asio::error::bad_descriptor;
     co_return;
   }
-  auto token = asio::redirect_error(use_awaitable, ec);
-  co_await asio::async_initiate<decltype(token), void(error_code)>(
-      [this, for_write](auto handler) {
-        using H = decltype(handler);
-        auto& slot = for_write ? write_waiter_ : read_waiter_;
-        slot = std::make_unique<WaiterImpl<H>>(std::move(handler), readiness_->io());
-        if (cancelled_) wake(for_write, asio::error::operation_aborted);
-        // An event may have arrived between the failed attempt and now: complete at once then.
-        else if (for_write ? writable_ : readable_) wake(for_write, {});
-      },
-      token);
+  auto& slot = for_write ? write_waiter_ : read_waiter_;
+  co_await park(slot, readiness_->io(), ec, [this, for_write] {
+    if (cancelled_) wake(for_write, asio::error::operation_aborted);
+    // An event may have arrived between the failed attempt and now: complete at once then.
+    else if (for_write ? writable_ : readable_) wake(for_write, {});
+  });
 }
 
 awaitable<void> SocketReadiness::wait_readable(error_code& ec) {
@@ -143,8 +187,11 @@ awaitable<void> SocketReadiness::write_all(const char* src, size_t n, error_code
 // was queued, at once when the operation is started (a "speculative" attempt); perform() returning
 // done_and_exhausted tells it the set is empty, so the next start queues without trying. Compared with
 // waiting through stream_descriptor::async_wait, no epoll_ctl re-arm is made per wake-up (Asio 1.74 re-arms
-// every non-speculative wait) and no coroutine is resumed: the sockets' waiters are posted straight from
-// perform(), which runs inside the worker's io_context, so they go to its thread-private queue.
+// every non-speculative wait). perform() (under the reactor's lock for the set's descriptor) only reads the
+// events; the completion, run by the io_context like any handler, applies them and resumes the waiting
+// coroutines one after the other on its own stack. Posting each waiter instead would cost a pass through
+// the scheduler's queue per wake-up, and every such pass polls the reactor again (an epoll_wait that
+// mostly finds nothing) before the worker may sleep.
 struct Readiness::Op : asio::detail::reactor_op {
   explicit Op(Readiness* r) : reactor_op(boost::system::error_code(), &do_perform, &do_complete), owner(r) {}
   static status do_perform(reactor_op* base) {
@@ -152,7 +199,7 @@ struct Readiness::Op : asio::detail::reactor_op {
     if (!op->owner || op->owner->stopped_) return done;
     int n = op->owner->drain();
     if (n == 0) return not_done;
-    return n < 256 ? done_and_exhausted : done;
+    return n < kBatch ? done_and_exhausted : done;
   }
   // owner == nullptr: the io_context is destroying queued operations.
   static void do_complete(void* io_owner, asio::detail::operation* base, const boost::system::error_code&,
@@ -163,7 +210,16 @@ struct Readiness::Op : asio::detail::reactor_op {
       delete op;
       return;
     }
-    op->owner->arm();
+    Readiness* r = op->owner;
+    r->dispatch();
+    // A coroutine resumed above may have stopped the worker (it cannot destroy the Readiness: the
+    // worker owns it and outlives its io_context's handlers).
+    if (r->stopped_) {
+      r->op_ = nullptr;
+      delete op;
+      return;
+    }
+    r->arm();
   }
   Readiness* owner;
 };
@@ -203,22 +259,59 @@ void Readiness::stop() {
 }
 
 int Readiness::drain() {
-  epoll_event events[256];
-  int n = ::epoll_wait(epfd_, events, 256, 0);
-  for (int i = 0; i < n; ++i) {
-    auto* s = static_cast<SocketReadiness*>(events[i].data.ptr);
-    uint32_t e = events[i].events;
+  batch_next_ = 0;
+  int n = ::epoll_wait(epfd_, batch_, kBatch, 0);
+  batch_n_ = n < 0 ? 0 : n;
+  return batch_n_;
+}
+
+void Readiness::run_deferred() {
+  while (!deferred_.empty()) {
+    Wakeup* w = deferred_.back();
+    deferred_.pop_back();
+    w->deferred_in_ = nullptr;
+    w->wake_now();
+  }
+}
+
+void Readiness::forget(Wakeup* w) {
+  std::erase(deferred_, w);
+}
+
+void Readiness::dispatch() {
+  // Each entry is applied only when reached, and its socket looked up again after its reader ran: a
+  // coroutine resumed here may close and destroy a socket of this batch (its destructor calls forget(),
+  // which clears its entries from batch_next_ on, the current one included).
+  dispatching_ = true;
+  for (; batch_next_ < batch_n_; ++batch_next_) {
+    epoll_event& ev = batch_[batch_next_];
+    auto* s = static_cast<SocketReadiness*>(ev.data.ptr);
+    if (!s) continue;
+    uint32_t e = ev.events;
     if (e & (EPOLLRDHUP | EPOLLERR | EPOLLHUP)) s->hung_up_ = true;
+    bool out = e & (EPOLLOUT | EPOLLERR | EPOLLHUP);
+    if (out) s->writable_ = true;
     if (e & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) {
       s->readable_ = true;
-      s->wake(false, {});
+      if (auto r = s->take_waiter(false)) {
+        r->resume({});
+        run_deferred();
+      }
+      if (!ev.data.ptr) continue;  // destroyed by the reader
     }
-    if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
-      s->writable_ = true;
-      s->wake(true, {});
-    }
+    if (out)
+      if (auto w = s->take_waiter(true)) {
+        w->resume({});
+        run_deferred();
+      }
   }
-  return n < 0 ? 0 : n;
+  batch_n_ = batch_next_ = 0;
+  dispatching_ = false;
+}
+
+void Readiness::forget(SocketReadiness* s) {
+  for (int i = batch_next_; i < batch_n_; ++i)
+    if (batch_[i].data.ptr == s) batch_[i].data.ptr = nullptr;
 }
 
 }  // namespace pgrouter::net

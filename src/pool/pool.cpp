@@ -10,17 +10,29 @@
 
 namespace pgrouter::pool {
 
+// A client waiting for a server. It is woken with wake_soon: when the server comes back from another
+// client's relay (the usual case under transaction pooling), the waiter runs as soon as that relay
+// suspends, on the same stack, instead of through a timer's cancellation and the scheduler's queue.
 struct Pool::Waiter {
-  explicit Waiter(asio::any_io_executor ex) : timer(ex) {}
-  asio::steady_timer timer;
+  net::Wakeup wake;
   std::unique_ptr<ServerConnection> conn;  // handed over by release()
   bool slot = false;                       // a slot was freed: try to open a connection
   bool queued = true;
+  bool timed_out = false;
+  Clock::time_point deadline;    // pool.queue_timeout
+  Clock::time_point next_steal;  // when to ask the other workers for a slot (again)
+  std::chrono::milliseconds backoff{0};
 };
 
-Pool::Pool(asio::any_io_executor ex, PoolSettings settings, control::WorkerStats& stats,
+Pool::Pool(asio::any_io_executor ex, net::Readiness& readiness, PoolSettings settings, control::WorkerStats& stats,
            std::shared_ptr<PoolGroup> group, int worker)
-    : ex_(std::move(ex)), group_(std::move(group)), worker_(worker), settings_(std::move(settings)), stats_(stats) {
+    : ex_(std::move(ex)),
+      readiness_(readiness),
+      sweep_timer_(ex_),
+      group_(std::move(group)),
+      worker_(worker),
+      settings_(std::move(settings)),
+      stats_(stats) {
   group_->members.at(size_t(worker_)).store(this);
 }
 
@@ -28,6 +40,51 @@ Pool::~Pool() {
   group_->members.at(size_t(worker_)).store(nullptr);
   *alive_ = false;
   stats_.servers_idle.fetch_sub(int64_t(idle_.size()), std::memory_order_relaxed);
+  for (Waiter* w : waiters_) w->wake.wake_later();  // they see the pool gone and leave
+}
+
+void Pool::arm_sweep(Clock::time_point at) {
+  if (at >= sweep_at_) return;  // an earlier sweep is armed; it re-arms for the rest
+  sweep_at_ = at;
+  uint64_t gen = ++sweep_generation_;
+  sweep_timer_.expires_at(at);  // an earlier wait ends with operation_aborted and sees a newer generation
+  sweep_timer_.async_wait([this, alive = alive_, gen](boost::system::error_code) {
+    if (!*alive || gen != sweep_generation_) return;
+    sweep_at_ = Clock::time_point::max();
+    sweep();
+  });
+}
+
+void Pool::sweep() {
+  auto now = Clock::now();
+  auto next = Clock::time_point::max();
+  bool steal = false;
+  for (Waiter* w : waiters_) {
+    if (now >= w->deadline) {
+      if (!w->timed_out) {
+        w->timed_out = true;
+        w->wake.wake_later();  // it leaves the queue itself
+      }
+      continue;
+    }
+    if (now >= w->next_steal) {
+      // Waited past kStealAfter (then at growing intervals): ask the other workers to close a server that
+      // has sat idle, so its slot moves here. Asking at once would churn server connections under load
+      // (a server is usually back within a transaction's time); asking only once could miss a server
+      // that goes idle later.
+      steal = true;
+      w->backoff = std::min(w->backoff * 2, std::chrono::milliseconds(500));
+      w->next_steal = now + w->backoff;
+    }
+    next = std::min({next, w->next_steal, w->deadline});
+  }
+  if (steal) {
+    for (size_t i = 0; i < group_->members.size(); ++i) {
+      Pool* other = group_->members[i].load();
+      if (other && other != this) asio::post(other->ex_, [other] { other->give_up_idle(); });
+    }
+  }
+  if (next != Clock::time_point::max()) arm_sweep(next);
 }
 
 void Pool::update(PoolSettings settings) {
@@ -96,7 +153,7 @@ void Pool::wake_one_for_slot() {
   group_->waiting.fetch_sub(1, std::memory_order_relaxed);
   w->queued = false;
   w->slot = true;
-  w->timer.cancel();
+  w->wake.wake_soon(readiness_);
 }
 
 void Pool::observe_wait(Clock::time_point started) {
@@ -151,28 +208,20 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
              false};
       co_return nullptr;
     }
-    Waiter w(ex_);
-    auto deadline = started + settings_.config.queue_timeout;
+    Waiter w;
+    w.deadline = started + settings_.config.queue_timeout;
+    w.backoff = kStealAfter;
+    w.next_steal = Clock::now() + kStealAfter;
+    auto deadline = w.deadline;
     waiters_.push_back(&w);
     group_->waiting.fetch_add(1, std::memory_order_relaxed);
     stats_.clients_waiting.fetch_add(1, std::memory_order_relaxed);
-    boost::system::error_code ec;
+    arm_sweep(std::min(w.next_steal, w.deadline));
     auto alive = alive_;
-    // Wait for a server of this worker first: under transaction pooling one is usually back within
-    // a transaction's time. Past kStealAfter (then at growing intervals) ask the other workers to
-    // close a server that has sat idle, so its slot moves here; asking at once would churn server
-    // connections under load, and asking only once could miss a server that goes idle later.
-    auto backoff = kStealAfter;
-    for (;;) {
-      auto wake_at = std::min(deadline, Clock::now() + backoff);
-      w.timer.expires_at(wake_at);
-      co_await w.timer.async_wait(asio::redirect_error(use_awaitable, ec));
-      if (!*alive || w.conn || w.slot || !w.queued || wake_at >= deadline) break;
-      for (size_t i = 0; i < group_->members.size(); ++i) {
-        Pool* other = group_->members[i].load();
-        if (other && other != this) asio::post(other->ex_, [other] { other->give_up_idle(); });
-      }
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
+    while (!w.conn && !w.slot && w.queued && !w.timed_out) {
+      boost::system::error_code ec;
+      co_await w.wake.wait(readiness_.io(), ec);
+      if (!*alive || ec) break;
     }
     stats_.clients_waiting.fetch_sub(1, std::memory_order_relaxed);
     if (!*alive) co_return nullptr;
@@ -276,7 +325,7 @@ void Pool::hand_over(std::unique_ptr<ServerConnection> conn) {
     group_->waiting.fetch_sub(1, std::memory_order_relaxed);
     w->queued = false;
     w->conn = std::move(conn);
-    w->timer.cancel();
+    w->wake.wake_soon(readiness_);
     return;
   }
   conn->idle_since = Clock::now();

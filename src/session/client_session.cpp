@@ -252,14 +252,42 @@ void ClientSession::start_server_to_client(Stream& s) {
   s2c_running_ = true;
   s2c_mid_message_ = false;
   s2c_done_->expires_at(pool::Clock::time_point::max());
-  // The completion of an earlier attachment's loop may run after a new one started: only the
-  // latest generation may clear the flag.
-  uint64_t gen = ++s2c_generation_;
-  asio::co_spawn(w_.io(), server_to_client(s), [this, gen](std::exception_ptr) {
-    if (gen != s2c_generation_) return;
-    s2c_running_ = false;
-    s2c_done_->cancel();
-  });
+  s2c_start_pending_ = true;
+  if (!s2c_loop_started_) {
+    s2c_loop_started_ = true;
+    asio::co_spawn(w_.io(), server_to_client_loop(s), asio::detached);
+    return;
+  }
+  // The parked loop starts on the new server once the caller (client -> server, about to send the
+  // request) suspends: as with a coroutine spawned for it, server -> client never runs before the request
+  // was written or the write had to wait. Called from inside the loop (a read retry's new server), this
+  // does nothing: the loop sees the flag when the current attachment's relay returns.
+  s2c_wakeup_.wake_soon(w_.readiness());
+}
+
+template <typename Stream>
+awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
+  try {
+    for (;;) {
+      while (!s2c_start_pending_ && !client_done_) {
+        net::error_code ec;
+        co_await s2c_wakeup_.wait(w_.io(), ec);
+        if (ec) break;
+      }
+      if (!s2c_start_pending_) break;  // the session is ending
+      s2c_start_pending_ = false;
+      co_await server_to_client(s);
+      if (!s2c_start_pending_) {
+        s2c_running_ = false;
+        s2c_done_->cancel();
+      }
+    }
+  } catch (const std::exception& e) {
+    log::error("server -> client relay failed", {{"session", id_}, {"error", e.what()}});
+  }
+  s2c_loop_started_ = false;
+  s2c_running_ = false;
+  s2c_done_->cancel();
 }
 
 void ClientSession::request_started() {
@@ -333,6 +361,7 @@ awaitable<void> ClientSession::relay(Stream& s) {
     net::error_code ec;
     co_await s2c_done_->async_wait(asio::redirect_error(use_awaitable, ec));
   }
+  s2c_wakeup_.wake_now();  // the parked server -> client loop sees client_done_ and ends, here and now
   if (!pending_fatal_message_.empty()) {
     // Nothing else writes to the client now, so this cannot interleave with relayed bytes.
     std::string out;

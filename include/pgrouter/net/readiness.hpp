@@ -12,6 +12,7 @@
 #include <sys/epoll.h>
 
 #include <memory>
+#include <vector>
 
 #include "pgrouter/asio.hpp"
 // Asio's reactor internals (Boost 1.74, epoll): Readiness registers its set and runs its own operation there.
@@ -23,6 +24,37 @@ namespace pgrouter::net {
 using error_code = boost::system::error_code;
 
 class Readiness;
+
+// A suspended coroutine's completion handler, type-erased.
+struct Waiter {
+  virtual ~Waiter() = default;
+  virtual void complete(error_code ec) = 0;  // resumes it through the io_context's queue
+  virtual void resume(error_code ec) = 0;    // resumes it now, on this stack
+};
+
+// Parks one coroutine until another piece of code on the same thread wakes it, without a pass through
+// the scheduler's queue where possible. Used to hand a new server to the session's server -> client loop
+// between transactions.
+class Wakeup {
+ public:
+  Wakeup() = default;
+  Wakeup(const Wakeup&) = delete;
+  Wakeup& operator=(const Wakeup&) = delete;
+  ~Wakeup();  // a parked coroutine is resumed through the queue with operation_aborted
+  awaitable<void> wait(asio::io_context& io, error_code& ec);
+  // Runs the parked coroutine now, on this stack, up to its next suspension. Nothing if none is parked.
+  void wake_now();
+  // Runs it once the coroutine running now has suspended: right after it, when that coroutine was resumed
+  // by r's dispatch (the relay's usual case), else through the io_context's queue.
+  void wake_soon(Readiness& r);
+  void wake_later();  // through the io_context's queue
+  bool parked() const { return waiter_ != nullptr; }
+
+ private:
+  friend class Readiness;
+  std::unique_ptr<Waiter> waiter_;
+  Readiness* deferred_in_ = nullptr;  // queued in that Readiness's deferred list
+};
 
 // One registered socket. Owned next to the socket it describes; the socket must be closed (which
 // removes it from the epoll set) before this is destroyed, or unregister() called.
@@ -53,14 +85,9 @@ class SocketReadiness {
 
  private:
   friend class Readiness;
-  struct Waiter {
-    virtual ~Waiter() = default;
-    virtual void complete(error_code ec) = 0;
-  };
-  template <typename Handler>
-  struct WaiterImpl;
   awaitable<void> wait(bool for_write, error_code& ec);
   void wake(bool for_write, error_code ec);
+  std::unique_ptr<Waiter> take_waiter(bool for_write) { return std::move(for_write ? write_waiter_ : read_waiter_); }
 
   Readiness* readiness_ = nullptr;
   int fd_ = -1;
@@ -81,10 +108,19 @@ class Readiness {
 
  private:
   friend class SocketReadiness;
+  friend class Wakeup;
   struct Op;
-  // Reads the events waiting in the set (no blocking) and wakes their sockets' waiters. Returns how
-  // many were read; 256 means there may be more.
+  static constexpr int kBatch = 256;
+  // Reads the events waiting in the set (no blocking) into batch_. Returns how many were read; kBatch
+  // means there may be more.
   int drain();
+  // Applies batch_ to its sockets and resumes their waiters inline, one after the other.
+  void dispatch();
+  // A socket destroyed while a batch is being dispatched (by a coroutine resumed earlier in it): its
+  // later events in the batch are dropped.
+  void forget(SocketReadiness* s);
+  void forget(Wakeup* w);
+  void run_deferred();  // the Wakeups asked for (wake_soon) by the coroutine that just suspended
   void arm();
 
   asio::io_context& io_;
@@ -92,6 +128,11 @@ class Readiness {
   Op* op_ = nullptr;  // the reactor operation that drains the set; owned by itself once started
   asio::detail::epoll_reactor::per_descriptor_data reactor_data_ = nullptr;  // Asio's state for epfd_
   bool stopped_ = false;
+  epoll_event batch_[kBatch];
+  int batch_n_ = 0;     // events in batch_
+  int batch_next_ = 0;  // the next one dispatch() applies
+  bool dispatching_ = false;
+  std::vector<Wakeup*> deferred_;
 };
 
 }  // namespace pgrouter::net

@@ -43,7 +43,8 @@ struct PoolSettings {
 
 class Pool {
  public:
-  Pool(asio::any_io_executor ex, PoolSettings settings, control::WorkerStats& stats,
+  // readiness: the worker's, through which a client waiting for a server is handed one (see Waiter).
+  Pool(asio::any_io_executor ex, net::Readiness& readiness, PoolSettings settings, control::WorkerStats& stats,
        std::shared_ptr<PoolGroup> group, int worker);
   ~Pool();
   // Replaces the settings (config reload). A different target retires every connection opened for
@@ -87,8 +88,16 @@ class Pool {
   bool reserve_slot();  // takes one server slot from the group budget, if any is left
   void release_slot();  // gives it back and tells the other workers' pools
   void wake_one_for_slot();
+  // One timer for all waiters: their queue timeouts and when to ask other workers for a slot. Armed
+  // for the earliest of those; a waiter handed a server needs no timer of its own.
+  void arm_sweep(Clock::time_point at);
+  void sweep();
 
   asio::any_io_executor ex_;
+  net::Readiness& readiness_;
+  asio::steady_timer sweep_timer_;
+  Clock::time_point sweep_at_ = Clock::time_point::max();  // when the armed sweep runs (max: not armed)
+  uint64_t sweep_generation_ = 0;
   std::shared_ptr<PoolGroup> group_;
   int worker_;
   PoolSettings settings_;

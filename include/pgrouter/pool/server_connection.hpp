@@ -48,13 +48,13 @@ class ServerConnection {
   Clock::time_point created;
   Clock::time_point idle_since;
   char tx_status = 'I';
-  uint64_t generation = 0;
+  uint64_t generation = 0;  // pool generation it was opened for; stale ones are closed at check-in
   ServerStatements statements;  // transaction pooling: prepared here by pgrouter, by server-side name
   // CancelRequests pgrouter sent for this connection that PostgreSQL has not yet taken: the connection is
   // not handed to another client before they are, or a late cancel could hit that client's query.
   std::shared_ptr<int> cancels_in_flight = std::make_shared<int>(0);
   bool dirty = false;  // carries session state a client left (pinned under transaction pooling): reset it
-  net::SocketReadiness ready;  // relay-path readiness of `socket` (registered on first attach)  // pool generation it was opened for; stale ones are closed at check-in
+  net::SocketReadiness ready;  // relay-path readiness of `socket` (registered on first attach)
 
   // Cheap liveness check for an idle connection: a non-blocking peek. False if the server closed it
   // or sent something unsolicited (e.g. a FATAL on shutdown).

@@ -99,6 +99,7 @@ class ClientSession {
   void detach_server();
   template <typename Stream> awaitable<void> client_to_server(Stream& s);
   template <typename Stream> awaitable<void> server_to_client(Stream& s);
+  template <typename Stream> awaitable<void> server_to_client_loop(Stream& s);
   template <typename Stream> awaitable<void> fail(Stream& s, const char* sqlstate, std::string message,
                                                   std::string hint = {});
   template <typename Stream> awaitable<bool> read_startup_on(Stream& s, protocol::StartupPacket& out);
@@ -161,14 +162,19 @@ class ClientSession {
   bool client_done_ = false;
   bool server_broken_ = false, server_sent_fatal_ = false;
   bool s2c_mid_message_ = false;
-  bool txn_mode_ = false;
+  bool txn_mode_ = false;  // pool.mode transaction: a server only from first message to ReadyForQuery 'I'
   bool pinned_ = false;  // transaction pooling: a session feature was used, the server stays until the end
   pool::Clock::time_point last_activity_{};  // last bytes from the client or ReadyForQuery to it
-  char client_tx_status_ = 'I';              // as in the last ReadyForQuery relayed     // pool.mode transaction: a server only from first message to ReadyForQuery 'I'
+  char client_tx_status_ = 'I';              // as in the last ReadyForQuery relayed
   bool c2s_writing_ = false;  // a write to the server is in progress: never detach under it
-  bool s2c_running_ = false;
-  uint64_t s2c_generation_ = 0;
-  std::unique_ptr<asio::steady_timer> s2c_done_;  // cancelled when server_to_client ends
+  // server -> client is one coroutine for the whole session (server_to_client_loop), parked in s2c_wakeup_
+  // while no server is attached: handing it a server resumes it on the caller's stack, where a coroutine
+  // spawned per attachment would cost a pass through the scheduler per transaction.
+  bool s2c_running_ = false;        // relaying one attachment's replies (or about to)
+  bool s2c_start_pending_ = false;  // a server was handed over that the loop has not started on
+  bool s2c_loop_started_ = false;
+  net::Wakeup s2c_wakeup_;
+  std::unique_ptr<asio::steady_timer> s2c_done_;  // cancelled when an attachment's relay ends
   std::vector<std::pair<std::string, std::string>> wanted_params_;  // startup settings to apply on any server
   TxnTracker::Settings desired_;  // sync_params: the statements that give this client its settings
   std::map<std::string, std::pair<std::string, std::string>> startup_raw_;  // name -> (key as sent, raw value)
