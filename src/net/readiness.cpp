@@ -241,6 +241,9 @@ Readiness::~Readiness() {
 
 void Readiness::start() {
   auto& reactor = asio::use_service<asio::detail::epoll_reactor>(io_);
+  // The scheduler runs the reactor only once something asked it to (Asio's socket and timer services
+  // do, on construction): a worker always has its acceptor, but the set must not depend on that.
+  reactor.init_task();
   if (int err = reactor.register_descriptor(epfd_, reactor_data_))
     throw std::runtime_error("cannot register the readiness set with the reactor: " + std::to_string(err));
   op_ = new Op(this);

@@ -1,0 +1,176 @@
+// net::Readiness and net::Wakeup on real socketpairs and a real io_context: the order in which woken
+// coroutines run, and what happens to a socket destroyed in the middle of a batch of events.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "pgrouter/net/readiness.hpp"
+
+using namespace pgrouter;
+
+namespace {
+
+struct Pair {
+  int fd[2] = {-1, -1};
+  Pair() {
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, fd) == 0);
+    ::fcntl(fd[0], F_SETFL, ::fcntl(fd[0], F_GETFL) | O_NONBLOCK);
+  }
+  ~Pair() {
+    for (int f : fd)
+      if (f >= 0) ::close(f);
+  }
+  void close_ours() {
+    ::close(fd[0]);
+    fd[0] = -1;
+  }
+  void send(const char* s) { REQUIRE(::write(fd[1], s, std::strlen(s)) == ssize_t(std::strlen(s))); }
+};
+
+// Runs io until no work is left or the limit passes (a hang fails the test instead of blocking it).
+void run_for(asio::io_context& io, std::chrono::milliseconds limit = std::chrono::milliseconds(2000)) {
+  io.restart();
+  io.run_for(limit);
+}
+
+}  // namespace
+
+TEST_CASE("a socket destroyed by a coroutine woken earlier in the same batch gets none of the batch's later events") {
+  asio::io_context io(1);
+  net::Readiness readiness(io);
+  readiness.start();
+  Pair a, b;
+  // Both sockets' state lives in storage the test owns, so that after one is destroyed the test can see
+  // whether the dispatch still wrote to it (it must not: the memory would be freed in the relay).
+  alignas(net::SocketReadiness) unsigned char store_a[sizeof(net::SocketReadiness)];
+  alignas(net::SocketReadiness) unsigned char store_b[sizeof(net::SocketReadiness)];
+  auto* ra = new (store_a) net::SocketReadiness;
+  auto* rb = new (store_b) net::SocketReadiness;
+  REQUIRE(ra->attach(readiness, a.fd[0]));
+  REQUIRE(rb->attach(readiness, b.fd[0]));
+  net::SocketReadiness* alive[2] = {ra, rb};
+  Pair* pairs[2] = {&a, &b};
+  unsigned char* stores[2] = {store_a, store_b};
+  std::vector<std::string> got(2);
+  std::vector<net::error_code> errors(2);
+  int destroyed = -1;
+  auto reader = [&](int me) -> awaitable<void> {
+    char buf[16];
+    net::error_code ec;
+    // The first read finds nothing and waits (a fresh socket counts as readable until a read says not).
+    size_t n = co_await alive[me]->read_some(buf, sizeof buf, ec);
+    errors[size_t(me)] = ec;
+    if (ec) co_return;
+    got[size_t(me)].assign(buf, n);
+    int other = 1 - me;
+    if (destroyed < 0) {
+      // Closed, then destroyed, as the relay does with a server connection; its memory is then wiped.
+      pairs[other]->close_ours();
+      alive[other]->~SocketReadiness();
+      std::memset(stores[other], 0, sizeof(net::SocketReadiness));
+      destroyed = other;
+    }
+  };
+  asio::co_spawn(io, reader(0), asio::detached);
+  asio::co_spawn(io, reader(1), asio::detached);
+  io.poll();  // both coroutines reach their waits
+  a.send("to a");
+  b.send("to b");  // both events are now in the set: one drain reads them together
+  run_for(io, std::chrono::milliseconds(300));
+  REQUIRE(destroyed >= 0);
+  int survivor = 1 - destroyed;
+  CHECK(got[size_t(survivor)] == (survivor == 0 ? "to a" : "to b"));
+  CHECK(!errors[size_t(survivor)]);
+  // The destroyed socket's waiter was aborted by its destructor, not resumed as readable...
+  CHECK(errors[size_t(destroyed)] == asio::error::operation_aborted);
+  CHECK(got[size_t(destroyed)].empty());
+  // ...and its later event in the batch was dropped: nothing wrote to its (wiped) memory.
+  bool untouched = true;
+  for (size_t i = 0; i < sizeof(net::SocketReadiness); ++i) untouched = untouched && stores[destroyed][i] == 0;
+  CHECK(untouched);
+  alive[survivor]->~SocketReadiness();
+  readiness.stop();
+  run_for(io, std::chrono::milliseconds(50));
+}
+
+TEST_CASE("Wakeup: wake_now runs the parked coroutine in place, wake_soon after the waker suspends") {
+  asio::io_context io(1);
+  net::Readiness readiness(io);
+  readiness.start();
+  std::vector<std::string> order;
+  net::Wakeup wakeup;
+  auto parked = [&]() -> awaitable<void> {
+    net::error_code ec;
+    co_await wakeup.wait(io, ec);
+    order.push_back(ec ? "parked aborted" : "parked woke");
+  };
+
+  SUBCASE("wake_now") {
+    asio::co_spawn(io, parked(), asio::detached);
+    io.poll();
+    REQUIRE(wakeup.parked());
+    order.push_back("before");
+    wakeup.wake_now();
+    order.push_back("after");
+    CHECK(order == std::vector<std::string>{"before", "parked woke", "after"});
+  }
+
+  SUBCASE("wake_soon from a coroutine woken by the readiness set: right after it suspends, ahead of the queue") {
+    asio::co_spawn(io, parked(), asio::detached);
+    Pair p;
+    net::SocketReadiness rs;
+    REQUIRE(rs.attach(readiness, p.fd[0]));
+    auto waker = [&]() -> awaitable<void> {
+      char buf[8];
+      net::error_code ec;
+      co_await rs.read_some(buf, sizeof buf, ec);  // waits, then is resumed by the set's dispatch
+      asio::post(io, [&] { order.push_back("queued"); });
+      wakeup.wake_soon(readiness);
+      order.push_back("waker goes on");
+      co_await rs.read_some(buf, sizeof buf, ec);  // suspends: the parked coroutine runs now
+      order.push_back(ec ? "waker aborted" : "waker read again");
+    };
+    asio::co_spawn(io, waker(), asio::detached);
+    io.poll();
+    REQUIRE(wakeup.parked());
+    p.send("x");
+    run_for(io, std::chrono::milliseconds(200));
+    CHECK(order == std::vector<std::string>{"waker goes on", "parked woke", "queued"});
+    rs.cancel();
+    run_for(io, std::chrono::milliseconds(50));
+    CHECK(order.back() == "waker aborted");
+  }
+
+  SUBCASE("wake_soon outside a dispatch goes through the queue") {
+    asio::co_spawn(io, parked(), asio::detached);
+    io.poll();
+    REQUIRE(wakeup.parked());
+    wakeup.wake_soon(readiness);
+    order.push_back("after wake_soon");
+    CHECK(!wakeup.parked());
+    run_for(io, std::chrono::milliseconds(50));
+    CHECK(order == std::vector<std::string>{"after wake_soon", "parked woke"});
+  }
+
+  SUBCASE("a Wakeup destroyed with a parked coroutine aborts it") {
+    auto owned = std::make_unique<net::Wakeup>();
+    auto parked_on_owned = [&]() -> awaitable<void> {
+      net::error_code ec;
+      co_await owned->wait(io, ec);
+      order.push_back(ec == asio::error::operation_aborted ? "aborted" : "woke");
+    };
+    asio::co_spawn(io, parked_on_owned(), asio::detached);
+    io.poll();
+    owned.reset();
+    run_for(io, std::chrono::milliseconds(50));
+    CHECK(order == std::vector<std::string>{"aborted"});
+  }
+  readiness.stop();
+  run_for(io, std::chrono::milliseconds(50));
+}
