@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <exception>
+#include <utility>
 
 namespace pgrouter::net {
 
@@ -212,6 +214,8 @@ struct Readiness::Op : asio::detail::reactor_op {
     }
     Readiness* r = op->owner;
     r->dispatch();
+    // An exception out of a resumed coroutine (Asio's co_spawn catches them, so none is expected) is
+    // raised only once the set is armed again: the worker's loop logs it and the other sessions go on.
     // A coroutine resumed above may have stopped the worker (it cannot destroy the Readiness: the
     // worker owns it and outlives its io_context's handlers).
     if (r->stopped_) {
@@ -220,6 +224,7 @@ struct Readiness::Op : asio::detail::reactor_op {
       return;
     }
     r->arm();
+    if (r->error_) std::rethrow_exception(std::exchange(r->error_, nullptr));
   }
   Readiness* owner;
 };
@@ -273,7 +278,7 @@ void Readiness::run_deferred() {
     Wakeup* w = deferred_.back();
     deferred_.pop_back();
     w->deferred_in_ = nullptr;
-    w->wake_now();
+    resume_guarded([w] { w->wake_now(); });
   }
 }
 
@@ -297,14 +302,14 @@ void Readiness::dispatch() {
     if (e & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) {
       s->readable_ = true;
       if (auto r = s->take_waiter(false)) {
-        r->resume({});
+        resume_guarded([&r] { r->resume({}); });
         run_deferred();
       }
       if (!ev.data.ptr) continue;  // destroyed by the reader
     }
     if (out)
       if (auto w = s->take_waiter(true)) {
-        w->resume({});
+        resume_guarded([&w] { w->resume({}); });
         run_deferred();
       }
   }

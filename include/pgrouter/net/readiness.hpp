@@ -11,6 +11,7 @@
 #pragma once
 #include <sys/epoll.h>
 
+#include <exception>
 #include <memory>
 #include <vector>
 
@@ -121,6 +122,15 @@ class Readiness {
   void forget(SocketReadiness* s);
   void forget(Wakeup* w);
   void run_deferred();  // the Wakeups asked for (wake_soon) by the coroutine that just suspended
+  // Runs f (a resumption); an exception is kept for Op to raise after the batch, not let out mid-batch.
+  template <typename F>
+  void resume_guarded(F f) {
+    try {
+      f();
+    } catch (...) {
+      if (!error_) error_ = std::current_exception();
+    }
+  }
   void arm();
 
   asio::io_context& io_;
@@ -132,6 +142,7 @@ class Readiness {
   int batch_n_ = 0;     // events in batch_
   int batch_next_ = 0;  // the next one dispatch() applies
   bool dispatching_ = false;
+  std::exception_ptr error_;  // the first exception out of a resumption in this batch
   std::vector<Wakeup*> deferred_;
 };
 
