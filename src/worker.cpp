@@ -123,7 +123,7 @@ pool::Pool& Worker::pool_for(const control::DatabaseConfig& db, const control::U
   auto key = std::make_tuple(db.name, user.name, backend);
   auto it = pools_.find(key);
   if (it == pools_.end())
-    it = pools_.emplace(key, std::make_unique<pool::Pool>(io_.get_executor(), readiness_, settings_for(db, user, backend), stats_,
+    it = pools_.emplace(key, std::make_unique<pool::Pool>(readiness_, settings_for(db, user, backend), stats_,
                                                           rt_.pool_group(db.name, user.name, backend), index_))
              .first;
   return *it->second;

@@ -10,10 +10,11 @@
 
 namespace pgrouter::net {
 
-// The waiter resumes its coroutine through the worker's own io_context executor (blocking.never: queued
-// behind what runs now, never inline). asio::post to the handler's associated executor would do the same
-// through two type-erased any_io_executor hops and a work_dispatcher counting outstanding work, about a
-// tenth of the relay's instructions (callgrind); the worker's accept loop and timers keep it running.
+// A waiter resumes its coroutine either in place (resume: from the set's dispatch and Wakeup::wake_now) or
+// through the worker's own io_context executor (complete, blocking.never: queued behind what runs now).
+// asio::post to the handler's associated executor would queue it through two type-erased any_io_executor
+// hops and a work_dispatcher counting outstanding work, about a tenth of the relay's instructions
+// (callgrind); the worker's accept loop and timers keep the io_context running.
 namespace {
 template <typename Handler>
 struct WaiterImpl : Waiter {
@@ -101,10 +102,7 @@ void SocketReadiness::cancel() {
 }
 
 void SocketReadiness::wake(bool for_write, error_code ec) {
-  auto& slot = for_write ? write_waiter_ : read_waiter_;
-  if (!slot) return;
-  auto w = std::move(slot);
-  w->complete(ec);
+  if (auto w = take_waiter(for_write)) w->complete(ec);
 }
 
 awaitable<void> SocketReadiness::wait(bool for_write, error_code& ec) {
@@ -214,8 +212,6 @@ struct Readiness::Op : asio::detail::reactor_op {
     }
     Readiness* r = op->owner;
     r->dispatch();
-    // An exception out of a resumed coroutine (Asio's co_spawn catches them, so none is expected) is
-    // raised only once the set is armed again: the worker's loop logs it and the other sessions go on.
     // A coroutine resumed above may have stopped the worker (it cannot destroy the Readiness: the
     // worker owns it and outlives its io_context's handlers).
     if (r->stopped_) {
@@ -224,6 +220,8 @@ struct Readiness::Op : asio::detail::reactor_op {
       return;
     }
     r->arm();
+    // An exception out of a resumed coroutine (Asio's co_spawn catches them, so none is expected) is
+    // raised only now that the set is armed again: the worker's loop logs it and the other sessions go on.
     if (r->error_) std::rethrow_exception(std::exchange(r->error_, nullptr));
   }
   Readiness* owner;
@@ -282,6 +280,13 @@ void Readiness::run_deferred() {
   }
 }
 
+void Readiness::resume_waiter(SocketReadiness& s, bool for_write) {
+  if (auto w = s.take_waiter(for_write)) {
+    resume_guarded([&w] { w->resume({}); });
+    run_deferred();
+  }
+}
+
 void Readiness::forget(Wakeup* w) {
   std::erase(deferred_, w);
 }
@@ -301,17 +306,10 @@ void Readiness::dispatch() {
     if (out) s->writable_ = true;
     if (e & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) {
       s->readable_ = true;
-      if (auto r = s->take_waiter(false)) {
-        resume_guarded([&r] { r->resume({}); });
-        run_deferred();
-      }
+      resume_waiter(*s, false);
       if (!ev.data.ptr) continue;  // destroyed by the reader
     }
-    if (out)
-      if (auto w = s->take_waiter(true)) {
-        resume_guarded([&w] { w->resume({}); });
-        run_deferred();
-      }
+    if (out) resume_waiter(*s, true);
   }
   batch_n_ = batch_next_ = 0;
   dispatching_ = false;

@@ -24,9 +24,9 @@ struct Pool::Waiter {
   std::chrono::milliseconds backoff{0};
 };
 
-Pool::Pool(asio::any_io_executor ex, net::Readiness& readiness, PoolSettings settings, control::WorkerStats& stats,
+Pool::Pool(net::Readiness& readiness, PoolSettings settings, control::WorkerStats& stats,
            std::shared_ptr<PoolGroup> group, int worker)
-    : ex_(std::move(ex)),
+    : ex_(readiness.io().get_executor()),
       readiness_(readiness),
       sweep_timer_(ex_),
       group_(std::move(group)),
@@ -212,7 +212,6 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
     w.deadline = started + settings_.config.queue_timeout;
     w.backoff = kStealAfter;
     w.next_steal = Clock::now() + kStealAfter;
-    auto deadline = w.deadline;
     waiters_.push_back(&w);
     group_->waiting.fetch_add(1, std::memory_order_relaxed);
     stats_.clients_waiting.fetch_add(1, std::memory_order_relaxed);
@@ -233,7 +232,7 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
       waiters_.remove(&w);
       group_->waiting.fetch_sub(1, std::memory_order_relaxed);
     }
-    if (w.slot && Clock::now() < deadline) continue;
+    if (w.slot && Clock::now() < w.deadline) continue;
     err = {protocol::sqlstate::too_many_connections,
            "timed out after " + std::to_string(settings_.config.queue_timeout.count()) +
                " ms waiting for a server connection to database \"" + settings_.target.dbname +

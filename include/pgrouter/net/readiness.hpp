@@ -121,6 +121,8 @@ class Readiness {
   // later events in the batch are dropped.
   void forget(SocketReadiness* s);
   void forget(Wakeup* w);
+  // Resumes s's reader or writer, if one waits, then the Wakeups it asked for before suspending.
+  void resume_waiter(SocketReadiness& s, bool for_write);
   void run_deferred();  // the Wakeups asked for (wake_soon) by the coroutine that just suspended
   // Runs f (a resumption); an exception is kept for Op to raise after the batch, not let out mid-batch.
   template <typename F>

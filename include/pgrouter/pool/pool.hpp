@@ -43,9 +43,10 @@ struct PoolSettings {
 
 class Pool {
  public:
-  // readiness: the worker's, through which a client waiting for a server is handed one (see Waiter).
-  Pool(asio::any_io_executor ex, net::Readiness& readiness, PoolSettings settings, control::WorkerStats& stats,
-       std::shared_ptr<PoolGroup> group, int worker);
+  // readiness: the worker's (its io_context runs the pool), through which a client waiting for a server is
+  // handed one (see Waiter).
+  Pool(net::Readiness& readiness, PoolSettings settings, control::WorkerStats& stats, std::shared_ptr<PoolGroup> group,
+       int worker);
   ~Pool();
   // Replaces the settings (config reload). A different target retires every connection opened for
   // the old one: idle ones now, attached ones when their clients give them back.
