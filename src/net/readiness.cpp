@@ -70,6 +70,16 @@ void Wakeup::wake_soon(Readiness& r) {
   }
 }
 
+void Wakeup::wake_after_batch(Readiness& r) {
+  if (!waiter_ || deferred_in_) return;
+  if (r.dispatching_) {
+    deferred_in_ = &r;
+    r.batch_end_.push_back(this);
+  } else {
+    wake_later();
+  }
+}
+
 void Wakeup::wake_later() {
   if (auto w = std::move(waiter_)) w->complete({});
 }
@@ -280,6 +290,19 @@ void Readiness::run_deferred() {
   }
 }
 
+void Readiness::run_batch_end() {
+  // A resumed coroutine may ask for more (another server handed back at once): run until none is left.
+  for (size_t i = 0; i < batch_end_.size(); ++i) {
+    Wakeup* w = batch_end_[i];
+    if (!w) continue;  // forgotten: its owner was destroyed
+    batch_end_[i] = nullptr;
+    w->deferred_in_ = nullptr;
+    resume_guarded([w] { w->wake_now(); });
+    run_deferred();
+  }
+  batch_end_.clear();
+}
+
 void Readiness::resume_waiter(SocketReadiness& s, bool for_write) {
   if (auto w = s.take_waiter(for_write)) {
     resume_guarded([&w] { w->resume({}); });
@@ -289,6 +312,9 @@ void Readiness::resume_waiter(SocketReadiness& s, bool for_write) {
 
 void Readiness::forget(Wakeup* w) {
   std::erase(deferred_, w);
+  // Not erased: run_batch_end() may be walking the list.
+  for (auto& p : batch_end_)
+    if (p == w) p = nullptr;
 }
 
 void Readiness::dispatch() {
@@ -312,6 +338,7 @@ void Readiness::dispatch() {
     if (out) resume_waiter(*s, true);
   }
   batch_n_ = batch_next_ = 0;
+  run_batch_end();
   dispatching_ = false;
 }
 

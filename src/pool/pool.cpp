@@ -10,9 +10,10 @@
 
 namespace pgrouter::pool {
 
-// A client waiting for a server. It is woken with wake_soon: when the server comes back from another
-// client's relay (the usual case under transaction pooling), the waiter runs as soon as that relay
-// suspends, on the same stack, instead of through a timer's cancellation and the scheduler's queue.
+// A client waiting for a server. It is woken with wake_after_batch: when the server comes back from
+// another client's relay (the usual case under transaction pooling), the waiter runs once the readiness
+// set's current batch of events is dispatched, on the same stack, instead of through a timer's
+// cancellation and the scheduler's queue.
 struct Pool::Waiter {
   net::Wakeup wake;
   std::unique_ptr<ServerConnection> conn;  // handed over by release()
@@ -153,7 +154,7 @@ void Pool::wake_one_for_slot() {
   group_->waiting.fetch_sub(1, std::memory_order_relaxed);
   w->queued = false;
   w->slot = true;
-  w->wake.wake_soon(readiness_);
+  w->wake.wake_after_batch(readiness_);
 }
 
 void Pool::observe_wait(Clock::time_point started) {
@@ -324,7 +325,7 @@ void Pool::hand_over(std::unique_ptr<ServerConnection> conn) {
     group_->waiting.fetch_sub(1, std::memory_order_relaxed);
     w->queued = false;
     w->conn = std::move(conn);
-    w->wake.wake_soon(readiness_);
+    w->wake.wake_after_batch(readiness_);
     return;
   }
   conn->idle_since = Clock::now();

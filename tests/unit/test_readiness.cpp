@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 #include <string>
@@ -156,6 +157,78 @@ TEST_CASE("Wakeup: wake_now runs the parked coroutine in place, wake_soon after 
     CHECK(!wakeup.parked());
     run_for(io, std::chrono::milliseconds(50));
     CHECK(order == std::vector<std::string>{"after wake_soon", "parked woke"});
+  }
+
+  SUBCASE("wake_after_batch from a coroutine woken by the set: after every other event of the batch") {
+    asio::co_spawn(io, parked(), asio::detached);
+    Pair p1, p2;
+    net::SocketReadiness r1, r2;
+    REQUIRE(r1.attach(readiness, p1.fd[0]));
+    REQUIRE(r2.attach(readiness, p2.fd[0]));
+    auto reader = [&](net::SocketReadiness& rs, std::string name) -> awaitable<void> {
+      char buf[8];
+      net::error_code ec;
+      co_await rs.read_some(buf, sizeof buf, ec);  // waits, then is resumed by the set's dispatch
+      if (ec) co_return;
+      wakeup.wake_after_batch(readiness);  // the first reader asks; the second's ask is a no-op
+      order.push_back(name);
+      co_await rs.read_some(buf, sizeof buf, ec);
+    };
+    asio::co_spawn(io, reader(r1, "reader 1"), asio::detached);
+    asio::co_spawn(io, reader(r2, "reader 2"), asio::detached);
+    io.poll();
+    REQUIRE(wakeup.parked());
+    p1.send("x");
+    p2.send("y");  // both events in one batch: the parked coroutine runs after both readers
+    run_for(io, std::chrono::milliseconds(200));
+    std::vector<std::string> readers(order.begin(), order.begin() + std::min<size_t>(2, order.size()));
+    std::sort(readers.begin(), readers.end());
+    CHECK(readers == std::vector<std::string>{"reader 1", "reader 2"});
+    CHECK(order.size() == 3);
+    CHECK(order.back() == "parked woke");
+    r1.cancel();
+    r2.cancel();
+    run_for(io, std::chrono::milliseconds(50));
+  }
+
+  SUBCASE("wake_after_batch outside a dispatch goes through the queue") {
+    asio::co_spawn(io, parked(), asio::detached);
+    io.poll();
+    REQUIRE(wakeup.parked());
+    wakeup.wake_after_batch(readiness);
+    order.push_back("after wake_after_batch");
+    run_for(io, std::chrono::milliseconds(50));
+    CHECK(order == std::vector<std::string>{"after wake_after_batch", "parked woke"});
+  }
+
+  SUBCASE("a Wakeup destroyed while waiting for the end of the batch is skipped, not resumed") {
+    auto owned = std::make_unique<net::Wakeup>();
+    auto parked_on_owned = [&]() -> awaitable<void> {
+      net::error_code ec;
+      co_await owned->wait(io, ec);
+      order.push_back(ec == asio::error::operation_aborted ? "aborted" : "woke");
+    };
+    asio::co_spawn(io, parked_on_owned(), asio::detached);
+    Pair p;
+    net::SocketReadiness rs;
+    REQUIRE(rs.attach(readiness, p.fd[0]));
+    auto waker = [&]() -> awaitable<void> {
+      char buf[8];
+      net::error_code ec;
+      co_await rs.read_some(buf, sizeof buf, ec);
+      if (ec) co_return;
+      owned->wake_after_batch(readiness);
+      owned.reset();  // its coroutine is aborted through the queue; the batch's end must not touch it
+      order.push_back("waker");
+      co_await rs.read_some(buf, sizeof buf, ec);
+    };
+    asio::co_spawn(io, waker(), asio::detached);
+    io.poll();
+    p.send("x");
+    run_for(io, std::chrono::milliseconds(200));
+    CHECK(order == std::vector<std::string>{"waker", "aborted"});
+    rs.cancel();
+    run_for(io, std::chrono::milliseconds(50));
   }
 
   SUBCASE("a Wakeup destroyed with a parked coroutine aborts it") {

@@ -48,6 +48,12 @@ class Wakeup {
   // Runs it once the coroutine running now has suspended: right after it, when that coroutine was resumed
   // by r's dispatch (the relay's usual case), else through the io_context's queue.
   void wake_soon(Readiness& r);
+  // Runs it once r's current batch of events has been dispatched (else like wake_soon): used to hand a
+  // returning server to a waiting client. Like PgBouncer's per-loop activation, the batch's replies go to
+  // their clients first and the queued requests go to the servers after them, instead of alternating a
+  // reply to a client with a request to a server (each wakes a process that may preempt the worker
+  // mid-batch, and the clients' replies then trickle out one wake-up each).
+  void wake_after_batch(Readiness& r);
   void wake_later();  // through the io_context's queue
   bool parked() const { return waiter_ != nullptr; }
 
@@ -124,6 +130,7 @@ class Readiness {
   // Resumes s's reader or writer, if one waits, then the Wakeups it asked for before suspending.
   void resume_waiter(SocketReadiness& s, bool for_write);
   void run_deferred();  // the Wakeups asked for (wake_soon) by the coroutine that just suspended
+  void run_batch_end();  // the Wakeups asked for with wake_after_batch, once the batch is dispatched
   // Runs f (a resumption); an exception is kept for Op to raise after the batch, not let out mid-batch.
   template <typename F>
   void resume_guarded(F f) {
@@ -146,6 +153,7 @@ class Readiness {
   bool dispatching_ = false;
   std::exception_ptr error_;  // the first exception out of a resumption in this batch
   std::vector<Wakeup*> deferred_;
+  std::vector<Wakeup*> batch_end_;  // in the order asked (the pool's queue order)
 };
 
 }  // namespace pgrouter::net
