@@ -115,13 +115,19 @@ void SocketReadiness::wake(bool for_write, error_code ec) {
   if (auto w = take_waiter(for_write)) w->complete(ec);
 }
 
+namespace {
+// The rare outcomes of a wait, as coroutines of their own: the common one (park) allocates no frame of
+// its own.
+awaitable<void> completed(error_code& ec, error_code result) {
+  ec = result;
+  co_return;
+}
+}  // namespace
+
 awaitable<void> SocketReadiness::wait(bool for_write, error_code& ec) {
-  if (!readiness_) {  // never attached: nothing would ever wake it
-    ec = asio::error::bad_descriptor;
-    co_return;
-  }
+  if (!readiness_) return completed(ec, asio::error::bad_descriptor);  // never attached: nothing would wake it
   auto& slot = for_write ? write_waiter_ : read_waiter_;
-  co_await park(slot, readiness_->io(), ec, [this, for_write] {
+  return park(slot, readiness_->io(), ec, [this, for_write] {
     if (cancelled_) wake(for_write, asio::error::operation_aborted);
     // An event may have arrived between the failed attempt and now: complete at once then.
     else if (for_write ? writable_ : readable_) wake(for_write, {});
@@ -129,64 +135,80 @@ awaitable<void> SocketReadiness::wait(bool for_write, error_code& ec) {
 }
 
 awaitable<void> SocketReadiness::wait_readable(error_code& ec) {
-  if (cancelled_) {
-    ec = asio::error::operation_aborted;
-    co_return;
+  if (cancelled_) return completed(ec, asio::error::operation_aborted);
+  if (readable_) return completed(ec, {});
+  return wait(false, ec);
+}
+
+bool SocketReadiness::read_now(char* dst, size_t n, size_t& got, error_code& ec) {
+  got = 0;
+  for (;;) {
+    if (cancelled_) {
+      ec = asio::error::operation_aborted;
+      return true;
+    }
+    if (!readable_) return false;
+    ssize_t r = ::recv(fd_, dst, n, 0);
+    if (r > 0) {
+      // A short read drained the socket: the next arrival raises a new edge event. Not so once the
+      // peer has closed or the socket failed: that edge has passed and the EOF/error is still to read.
+      if (size_t(r) < n && !hung_up_) readable_ = false;
+      got = size_t(r);
+      return true;
+    }
+    if (r == 0) {
+      ec = asio::error::eof;
+      return true;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      ec = error_code(errno, boost::system::system_category());
+      return true;
+    }
+    readable_ = false;
+    return false;
   }
-  if (!readable_) co_await wait(false, ec);
 }
 
 awaitable<size_t> SocketReadiness::read_some(char* dst, size_t n, error_code& ec) {
   for (;;) {
-    if (cancelled_) {
-      ec = asio::error::operation_aborted;
-      co_return 0;
-    }
-    if (readable_) {
-      ssize_t r = ::recv(fd_, dst, n, 0);
-      if (r > 0) {
-        // A short read drained the socket: the next arrival raises a new edge event. Not so once the
-        // peer has closed or the socket failed: that edge has passed and the EOF/error is still to read.
-        if (size_t(r) < n && !hung_up_) readable_ = false;
-        co_return size_t(r);
-      }
-      if (r == 0) {
-        ec = asio::error::eof;
-        co_return 0;
-      }
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        ec = error_code(errno, boost::system::system_category());
-        co_return 0;
-      }
-      readable_ = false;
-    }
+    size_t got = 0;
+    if (read_now(dst, n, got, ec)) co_return got;
     co_await wait(false, ec);
     if (ec) co_return 0;
   }
 }
 
-awaitable<void> SocketReadiness::write_all(const char* src, size_t n, error_code& ec) {
-  while (n > 0) {
+bool SocketReadiness::write_now(const char* src, size_t n, size_t& written, error_code& ec) {
+  written = 0;
+  while (written < n) {
     if (cancelled_) {
       ec = asio::error::operation_aborted;
-      co_return;
+      return true;
     }
-    if (writable_) {
-      ssize_t r = ::send(fd_, src, n, MSG_NOSIGNAL);
-      if (r > 0) {
-        src += r;
-        n -= size_t(r);
-        if (n > 0) writable_ = false;  // a partial write means the send buffer is full
-        continue;
-      }
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-        ec = error_code(errno, boost::system::system_category());
-        co_return;
-      }
-      writable_ = false;
+    if (!writable_) return false;
+    ssize_t r = ::send(fd_, src + written, n - written, MSG_NOSIGNAL);
+    if (r > 0) {
+      written += size_t(r);
+      if (written < n) writable_ = false;  // a partial write means the send buffer is full
+      continue;
     }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      ec = error_code(errno, boost::system::system_category());
+      return true;
+    }
+    writable_ = false;
+  }
+  return true;
+}
+
+awaitable<void> SocketReadiness::write_all(const char* src, size_t n, error_code& ec) {
+  for (;;) {
+    size_t written = 0;
+    if (write_now(src, n, written, ec)) co_return;
+    src += written;
+    n -= written;
     co_await wait(true, ec);
     if (ec) co_return;
   }

@@ -393,7 +393,10 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       if (ec) co_return;
     }
     buf.prepare_read();
-    size_t n = co_await client_read(s, buf.write_ptr(), buf.write_space(), ec);
+    // The data is usually there (the wait above, or a pipelining client): read it without a coroutine.
+    size_t n = 0;
+    if (tls_ || !client_ready_.read_now(buf.write_ptr(), buf.write_space(), n, ec))
+      n = co_await client_read(s, buf.write_ptr(), buf.write_space(), ec);
     if (ec) co_return;
     last_activity_ = pool::Clock::now();
     buf.commit(n);
@@ -431,7 +434,9 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       size_t out_len = out.size();
       c2s_writing_ = true;
       net::error_code wec;
-      co_await server_->ready.write_all(out.data(), out_len, wec);
+      size_t written = 0;
+      if (!server_->ready.write_now(out.data(), out_len, written, wec))
+        co_await server_->ready.write_all(out.data() + written, out_len - written, wec);
       c2s_writing_ = false;
       c2s_out_.clear();
       if (retry_.busy) retry_signal();
@@ -543,7 +548,9 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
   for (;;) {
     buf.prepare_read();
     net::error_code ec;
-    size_t n = co_await server_->ready.read_some(buf.write_ptr(), buf.write_space(), ec);
+    size_t n = 0;
+    if (!server_->ready.read_now(buf.write_ptr(), buf.write_space(), n, ec))
+      n = co_await server_->ready.read_some(buf.write_ptr(), buf.write_space(), ec);
     if (ec && retry_.window && !client_done_) {
       // Nothing of the answer reached the client: the read goes to another backend (buf is the broken
       // server's and goes with it).
@@ -583,7 +590,11 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
       std::string_view out = handler.rw.finish(r.consumed);
       size_t out_len = out.size();
       net::error_code wec;
-      if (out_len > 0) co_await client_write(s, out.data(), out_len, wec);
+      if (out_len > 0) {
+        size_t written = 0;
+        if (tls_ || !client_ready_.write_now(out.data(), out_len, written, wec))
+          co_await client_write(s, out.data() + written, out_len - written, wec);
+      }
       s2c_out_.clear();
       if (out_len > 0 && !wec && retry_.window) close_retry_window();  // the answer has begun
       if (wec) {

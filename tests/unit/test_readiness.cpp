@@ -247,3 +247,53 @@ TEST_CASE("Wakeup: wake_now runs the parked coroutine in place, wake_soon after 
   readiness.stop();
   run_for(io, std::chrono::milliseconds(50));
 }
+
+TEST_CASE("read_now and write_now: the relay's paths without a coroutine, and when they leave it to the wait") {
+  asio::io_context io(1);
+  net::Readiness readiness(io);
+  readiness.start();
+  Pair p;
+  net::SocketReadiness rs;
+  REQUIRE(rs.attach(readiness, p.fd[0]));
+  char buf[64];
+  size_t got = 99;
+  net::error_code ec;
+  // Nothing there: a fresh socket counts as readable, the recv finds nothing and says "wait".
+  CHECK_FALSE(rs.read_now(buf, sizeof buf, got, ec));
+  CHECK(got == 0);
+  CHECK(!ec);
+  CHECK_FALSE(rs.maybe_readable());
+  CHECK_FALSE(rs.read_now(buf, sizeof buf, got, ec));  // no syscall now: the flag says drained
+  p.send("hello");
+  run_for(io, std::chrono::milliseconds(50));  // the set's dispatch sees the edge
+  REQUIRE(rs.read_now(buf, sizeof buf, got, ec));
+  CHECK(std::string(buf, got) == "hello");
+  CHECK(!ec);
+
+  // Writes: all at once while there is room; partial when the socket buffer fills, the rest left to write_all.
+  size_t written = 0;
+  REQUIRE(rs.write_now("abc", 3, written, ec));
+  CHECK(written == 3);
+  std::string big(8 << 20, 'x');
+  CHECK_FALSE(rs.write_now(big.data(), big.size(), written, ec));
+  CHECK(written > 0);
+  CHECK(written < big.size());
+  CHECK(!ec);
+
+  // The peer gone (with our bytes unread: a reset): reads end with the error, not with "wait".
+  ::close(p.fd[1]);
+  p.fd[1] = -1;
+  run_for(io, std::chrono::milliseconds(50));
+  REQUIRE(rs.read_now(buf, sizeof buf, got, ec));
+  CHECK((ec == asio::error::eof || ec == asio::error::connection_reset));
+
+  // Cancelled: done at once with operation_aborted.
+  rs.cancel();
+  ec = {};
+  REQUIRE(rs.read_now(buf, sizeof buf, got, ec));
+  CHECK(ec == asio::error::operation_aborted);
+  REQUIRE(rs.write_now("a", 1, written, ec));
+  CHECK(ec == asio::error::operation_aborted);
+  readiness.stop();
+  run_for(io, std::chrono::milliseconds(50));
+}

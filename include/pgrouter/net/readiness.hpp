@@ -83,6 +83,12 @@ class SocketReadiness {
 
   // Reads what is there (up to n); waits for data when there is none. 0 with ec on EOF/error/cancel.
   awaitable<size_t> read_some(char* dst, size_t n, error_code& ec);
+  // read_some without waiting and without a coroutine frame (the relay's common case: the data is there):
+  // true when it is done (got > 0, or ec set); false when read_some would have to wait.
+  bool read_now(char* dst, size_t n, size_t& got, error_code& ec);
+  // write_all without waiting: true when all n bytes were written (or ec is set); false with `written`
+  // bytes sent when the rest has to wait (then write_all the rest).
+  bool write_now(const char* src, size_t n, size_t& written, error_code& ec);
   // Returns once a read may find data (or EOF/error), without reading: lets an idle connection hold
   // no buffer while it waits.
   awaitable<void> wait_readable(error_code& ec);

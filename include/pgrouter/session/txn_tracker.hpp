@@ -200,20 +200,31 @@ class TxnTracker {
   // The queue of expected replies, allocated only while it holds something: std::deque allocates its map and a
   // 512-byte block even when empty, and an idle client should cost no more than it must (10,000 idle clients is
   // a bar of issue 3).
+  // Held only while something is expected (an idle client keeps no deque). An emptied deque goes back to
+  // a per-thread stock and the next transaction takes it again: a deque keeps its map and a block when
+  // emptied, so a transaction's expectations cost no allocation.
   class ReplyQueue {
    public:
+    ReplyQueue() = default;
+    ReplyQueue(const ReplyQueue&) = delete;
+    ReplyQueue& operator=(const ReplyQueue&) = delete;
+    ~ReplyQueue() { clear(); }
     bool empty() const { return !q_ || q_->empty(); }
     void push_back(Expect&& e) {
-      if (!q_) q_ = std::make_unique<std::deque<Expect>>();
+      if (!q_) q_ = take();
       q_->push_back(std::move(e));
     }
     Expect& front() { return q_->front(); }
     Expect& back() { return q_->back(); }
     void pop_front() {
       q_->pop_front();
-      if (q_->empty()) q_.reset();
+      if (q_->empty()) give_back(std::move(q_));
     }
-    void clear() { q_.reset(); }
+    void clear() {
+      if (!q_) return;
+      q_->clear();
+      give_back(std::move(q_));
+    }
     template <typename F>
     void for_each_newest_first(F&& f) {
       if (q_)
@@ -221,7 +232,25 @@ class TxnTracker {
     }
 
    private:
-    std::unique_ptr<std::deque<Expect>> q_;
+    using Deque = std::deque<Expect>;
+    static constexpr size_t kStock = 64;  // per thread: about the sessions in a transaction at once
+    static std::vector<std::unique_ptr<Deque>>& stock() {
+      // Never destroyed: a session may be destroyed during the thread's (or the process's) exit.
+      thread_local auto* s = new std::vector<std::unique_ptr<Deque>>();
+      return *s;
+    }
+    static std::unique_ptr<Deque> take() {
+      auto& s = stock();
+      if (s.empty()) return std::make_unique<Deque>();
+      auto q = std::move(s.back());
+      s.pop_back();
+      return q;
+    }
+    static void give_back(std::unique_ptr<Deque> q) {
+      auto& s = stock();
+      if (s.size() < kStock) s.push_back(std::move(q));
+    }
+    std::unique_ptr<Deque> q_;
   };
   ReplyQueue expect_;
   // SETs of the group being sent (until its Sync) and of the open transaction.
