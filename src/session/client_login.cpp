@@ -59,6 +59,13 @@ awaitable<bool> ClientSession::read_startup_on(Stream& s, p::StartupPacket& out)
 }
 
 awaitable<void> ClientSession::run() {
+  LoggedIn how = co_await login();
+  login_done_.reset();  // the login timer is gone with login()'s frame
+  if (how == LoggedIn::plain) co_await relay(socket_);
+  else if (how == LoggedIn::tls) co_await relay(*tls_);
+}
+
+awaitable<ClientSession::LoggedIn> ClientSession::login() {
   auto& rt = w_.runtime();
   w_.stats().client_connections_total.fetch_add(1, std::memory_order_relaxed);
   counted_client_ = true;
@@ -88,15 +95,15 @@ awaitable<void> ClientSession::run() {
   p::StartupPacket sp;
   bool tried_ssl = false, tried_gss = false;
   for (;;) {
-    if (!co_await read_startup_on(socket_, sp)) co_return;
+    if (!co_await read_startup_on(socket_, sp)) co_return LoggedIn::no;
     if (sp.code == p::kCancelRequestCode) {
       handle_cancel_request(sp);
-      co_return;  // PostgreSQL closes a cancel connection without answering
+      co_return LoggedIn::no;  // PostgreSQL closes a cancel connection without answering
     }
     if (sp.code == p::kSslRequestCode) {
       if (tried_ssl) {
         co_await fail(socket_, p::sqlstate::protocol_violation, "SSLRequest sent twice");
-        co_return;
+        co_return LoggedIn::no;
       }
       tried_ssl = true;
       // Bytes pipelined after SSLRequest would be processed as if they came over TLS (CVE-2021-23222).
@@ -104,44 +111,44 @@ awaitable<void> ClientSession::run() {
       if (socket_.available(ec) > 0) {
         log::warn("client sent data after SSLRequest before the TLS handshake; closing",
                   {{"session", id_}, {"client", peer_}});
-        co_return;
+        co_return LoggedIn::no;
       }
       auto ctx = w_.tls();
       if (!ctx) {
-        if (co_await net::write_all(socket_, "N", 1)) co_return;
+        if (co_await net::write_all(socket_, "N", 1)) co_return LoggedIn::no;
         continue;
       }
-      if (co_await net::write_all(socket_, "S", 1)) co_return;
+      if (co_await net::write_all(socket_, "S", 1)) co_return LoggedIn::no;
       tls_ = std::make_unique<net::TlsStream>(std::move(socket_), *ctx);
       net::error_code hec;
       co_await tls_->async_handshake(net::ssl::stream_base::server, asio::redirect_error(use_awaitable, hec));
       if (hec) {
         log::info("TLS handshake failed", {{"session", id_}, {"client", peer_}, {"error", hec.message()}});
-        co_return;
+        co_return LoggedIn::no;
       }
       p::StartupPacket tsp;
-      if (!co_await read_startup_on(*tls_, tsp)) co_return;
+      if (!co_await read_startup_on(*tls_, tsp)) co_return LoggedIn::no;
       if (tsp.code == p::kSslRequestCode || tsp.code == p::kGssEncRequestCode ||
           tsp.code == p::kCancelRequestCode) {
         co_await fail(*tls_, p::sqlstate::protocol_violation, "unexpected request inside TLS");
-        co_return;
+        co_return LoggedIn::no;
       }
       if (now_clients > config_->listen.max_client_conn) {
         co_await fail(*tls_, p::sqlstate::too_many_connections,
                       "sorry, too many clients already (listen.max_client_conn = " +
                           std::to_string(config_->listen.max_client_conn) + ")");
-        co_return;
+        co_return LoggedIn::no;
       }
-      co_await serve(*tls_, std::move(tsp));
-      co_return;
+      bool in = co_await serve(*tls_, std::move(tsp));
+      co_return in ? LoggedIn::tls : LoggedIn::no;
     }
     if (sp.code == p::kGssEncRequestCode) {
       if (tried_gss) {
         co_await fail(socket_, p::sqlstate::protocol_violation, "GSSENCRequest sent twice");
-        co_return;
+        co_return LoggedIn::no;
       }
       tried_gss = true;
-      if (co_await net::write_all(socket_, "N", 1)) co_return;
+      if (co_await net::write_all(socket_, "N", 1)) co_return LoggedIn::no;
       continue;
     }
     break;
@@ -150,18 +157,19 @@ awaitable<void> ClientSession::run() {
     co_await fail(socket_, p::sqlstate::too_many_connections,
                   "sorry, too many clients already (listen.max_client_conn = " +
                       std::to_string(config_->listen.max_client_conn) + ")");
-    co_return;
+    co_return LoggedIn::no;
   }
-  co_await serve(socket_, std::move(sp));
+  bool in = co_await serve(socket_, std::move(sp));
+  co_return in ? LoggedIn::plain : LoggedIn::no;
 }
 
 template <typename Stream>
-awaitable<void> ClientSession::serve(Stream& s, p::StartupPacket sp) {
+awaitable<bool> ClientSession::serve(Stream& s, p::StartupPacket sp) {
   if ((sp.code >> 16) != 3) {
     co_await fail(s, p::sqlstate::feature_not_supported,
                   "unsupported frontend protocol " + std::to_string(sp.code >> 16) + "." +
                       std::to_string(sp.code & 0xffff) + ": pgrouter supports protocol 3.0");
-    co_return;
+    co_return false;
   }
   std::vector<std::string> unrecognized;
   for (auto& [k, v] : sp.params)
@@ -169,17 +177,17 @@ awaitable<void> ClientSession::serve(Stream& s, p::StartupPacket sp) {
   if ((sp.code & 0xffff) != 0 || !unrecognized.empty()) {
     std::string out;
     p::append_negotiate_protocol_version(out, 0, unrecognized);
-    if (co_await net::write_all(s, out)) co_return;
+    if (co_await net::write_all(s, out)) co_return false;
   }
   if (auto* r = sp.find("replication"); r && *r != "false" && *r != "0" && *r != "off" && *r != "no") {
     co_await fail(s, p::sqlstate::feature_not_supported, "pgrouter does not proxy replication connections",
                   "Connect replication clients straight to PostgreSQL.");
-    co_return;
+    co_return false;
   }
   auto* user = sp.find("user");
   if (!user || user->empty()) {
     co_await fail(s, p::sqlstate::invalid_authorization, "no PostgreSQL user name specified in startup packet");
-    co_return;
+    co_return false;
   }
   user_ = *user;
   auto* db = sp.find("database");
@@ -187,7 +195,7 @@ awaitable<void> ClientSession::serve(Stream& s, p::StartupPacket sp) {
 
   if (!co_await authenticate(s, sp)) {
     w_.stats().client_login_failures_total.fetch_add(1, std::memory_order_relaxed);
-    co_return;
+    co_return false;
   }
   // Authenticated: from here waiting is bounded by pool.queue_timeout, not the login timeout.
   *login_done_ = true;
@@ -196,13 +204,13 @@ awaitable<void> ClientSession::serve(Stream& s, p::StartupPacket sp) {
     co_await fail(s, p::sqlstate::unknown_database, "database \"" + database_ + "\" does not exist",
                   "pgrouter serves only the databases listed under \"databases:\" in its configuration.");
     w_.stats().client_login_failures_total.fetch_add(1, std::memory_order_relaxed);
-    co_return;
+    co_return false;
   }
-  if (!co_await attach_and_welcome(s, sp)) co_return;
+  if (!co_await attach_and_welcome(s, sp)) co_return false;
   logged_in_ = true;
   w_.stats().clients_connected.fetch_add(1, std::memory_order_relaxed);
   log::debug("client logged in", {{"session", id_}, {"client", peer_}, {"user", user_}, {"database", database_}});
-  co_await relay(s);
+  co_return true;
 }
 
 template <typename Stream>

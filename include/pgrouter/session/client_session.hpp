@@ -87,7 +87,13 @@ class ClientSession {
   // Transaction pooling: what to do with a server reply the tracker wants to see.
   TxnTracker::Reply track_server_message(char type, std::string_view body);
 
-  template <typename Stream> awaitable<void> serve(Stream& s, protocol::StartupPacket sp);
+  // The login, up to the relay: which stream the relay runs on, or none. A coroutine of its own so that
+  // its frame (the startup packet, the login timer, what authentication kept) is freed before the relay:
+  // an idle client keeps only run()'s small frame and the relay's.
+  enum class LoggedIn { no, plain, tls };
+  awaitable<LoggedIn> login();
+  // true: logged in, the relay may start on s.
+  template <typename Stream> awaitable<bool> serve(Stream& s, protocol::StartupPacket sp);
   template <typename Stream> awaitable<bool> authenticate(Stream& s, const protocol::StartupPacket& sp);
   template <typename Stream> awaitable<bool> read_password_message(Stream& s, std::string& body);
   template <typename Stream> awaitable<bool> attach_and_welcome(Stream& s, const protocol::StartupPacket& sp);
