@@ -25,8 +25,21 @@ std::string_view unquote(std::string_view v) {
 
 }  // namespace
 
+pool::Pool& ClientSession::pool_at(int backend) {
+  if (pools_db_ != db_ || pools_user_ != user_cfg_) {
+    pools_by_backend_.clear();
+    pools_db_ = db_;
+    pools_user_ = user_cfg_;
+  }
+  size_t i = size_t(backend);
+  if (i >= pools_by_backend_.size()) pools_by_backend_.resize(i + 1, nullptr);
+  auto*& p = pools_by_backend_[i];
+  if (!p) p = &w_.pool_for(*db_, *user_cfg_, backend);
+  return *p;
+}
+
 const routing::BackendHealth* ClientSession::health_of(int backend) {
-  return w_.pool_for(*db_, *user_cfg_, backend).settings().health.get();
+  return pool_at(backend).settings().health.get();
 }
 
 int ClientSession::primary_backend() {
@@ -178,7 +191,7 @@ int ClientSession::choose_backend(const char* d, size_t n) {
   std::vector<routing::Candidate> candidates;
   candidates.reserve(size_t(backends));
   for (int k = 0; k < replicas; ++k) {
-    auto& pool = w_.pool_for(*db_, *user_cfg_, backend_of(k));
+    auto& pool = pool_at(backend_of(k));
     const auto* h = pool.settings().health.get();
     routing::Candidate c;
     c.eligible = h && routing::replica_eligible(*h, primary_health, rc, required_lsn_);
@@ -189,7 +202,7 @@ int ClientSession::choose_backend(const char* d, size_t n) {
   if (primary >= 0 && read_from == control::ReadFrom::any && !(rc.read_your_writes && required_lsn_ != 0)) {
     routing::Candidate c;  // the primary takes reads too
     c.eligible = true;
-    c.outstanding = w_.pool_for(*db_, *user_cfg_, primary).attached();
+    c.outstanding = pool_at(primary).attached();
     candidates.push_back(c);
   }
   int pick = routing::pick_replica(rc.strategy, candidates, w_.round_robin(), w_.rng());
@@ -292,7 +305,7 @@ awaitable<bool> ClientSession::attach_backend(bool from_mark) {
       pending_fatal_message_ = no_primary_message();
       co_return false;
     }
-    server_pool_ = &w_.pool_for(*db_, *user_cfg_, backend_);
+    server_pool_ = &pool_at(backend_);
     server_ = co_await server_pool_->acquire(err);
     if (server_) break;
     if (client_done_) co_return false;  // the session ends anyway (with its own FATAL, if any)

@@ -662,20 +662,25 @@ bool ClassifierCache::shape_of(std::string_view s, std::string& out) {
 }
 
 const Classification& ClassifierCache::get(std::string_view sql) {
+  auto hit = [this](uint32_t i) -> const Classification& {
+    ++hits_;
+    if (i != newest_) {
+      unlink(i);
+      push_newest(i);
+    }
+    return entries_[i].value;
+  };
+  XXH128_hash_t text = XXH3_128bits(sql.data(), sql.size());
+  Exact& seen = exact_[size_t(text.low64) & (kExact - 1)];
+  if (seen.used && seen.text_low == text.low64 && seen.text_high == text.high64)
+    if (auto it = index_.find(seen.key); it != index_.end()) return hit(it->second);
   // Statements that differ only in their literals (a query sent with its values inlined, as pgbench -M simple and
   // most ORMs without server-side binding do) classify alike: they share one entry, keyed by their shape with
   // integer and plain string literals replaced. Anything the shaping does not handle plainly is keyed exactly.
-  XXH128_hash_t h = shape_of(sql, shape_) ? XXH3_128bits_withSeed(shape_.data(), shape_.size(), 1)
-                                           : XXH3_128bits(sql.data(), sql.size());
+  XXH128_hash_t h = shape_of(sql, shape_) ? XXH3_128bits_withSeed(shape_.data(), shape_.size(), 1) : text;
   Key key{h.low64, h.high64};
-  if (auto it = index_.find(key); it != index_.end()) {
-    ++hits_;
-    if (it->second != newest_) {
-      unlink(it->second);
-      push_newest(it->second);
-    }
-    return entries_[it->second].value;
-  }
+  seen = Exact{text.low64, text.high64, key, true};
+  if (auto it = index_.find(key); it != index_.end()) return hit(it->second);
   ++misses_;
   uint32_t slot;
   if (entries_.size() < capacity_) {

@@ -334,8 +334,15 @@ def test_refused_logins_are_counted(pgrouter):
     login_error(router, "pgr_ghost", "wrong")
     with pytest.raises(psycopg.OperationalError):
         router.connect(user="pgr_md5", password="wrong")
-    after = router.metrics()
     failures = "pgrouter_client_login_failures_total"
+    # The worker counts a refused login right after sending its ErrorResponse: the last one may land a
+    # moment after the client saw the error. Wait for it (bounded), then check the exact counts.
+    deadline = time.monotonic() + 5
+    after = router.metrics()
+    while (failures not in after or metric_value(after, failures) - metric_value(before, failures) < 3) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+        after = router.metrics()
     assert failures in after
     assert metric_value(after, failures) - metric_value(before, failures) == 3
     errors = {"sqlstate": "28P01", "source": "pgrouter"}

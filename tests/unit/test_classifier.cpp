@@ -161,6 +161,19 @@ TEST_CASE("classifier cache: hits, misses and LRU eviction") {
   CHECK(cache.size() == 0);
   CHECK(cache.get("SELECT 3").tables.empty());
 
+  // Literals only differ: one entry (through the shape, then through the exact text seen before); a text
+  // remembered exactly but whose entry is gone (cleared) is classified again, not taken from stale state.
+  ClassifierCache shapes(4);
+  CHECK(shapes.get("SELECT * FROM t WHERE a = 1").tables == std::vector<std::string>{"t"});
+  CHECK(shapes.get("SELECT * FROM t WHERE a = 2").tables == std::vector<std::string>{"t"});
+  CHECK(shapes.get("SELECT * FROM t WHERE a = 1").tables == std::vector<std::string>{"t"});
+  CHECK(shapes.hits() == 2);
+  CHECK(shapes.misses() == 1);
+  shapes.clear();
+  CHECK(shapes.get("SELECT * FROM t WHERE a = 1").cls == StatementClass::read);
+  CHECK(shapes.misses() == 2);
+  CHECK(shapes.size() == 1);
+
   ClassifierCache tiny(0);  // still holds the one entry get() returns
   CHECK(tiny.capacity() == 1);
   CHECK(tiny.get("SELECT * FROM t").tables == std::vector<std::string>{"t"});

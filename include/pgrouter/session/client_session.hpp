@@ -139,6 +139,13 @@ class ClientSession {
   // Attached server.
   pool::Pool* pool_ = nullptr;         // the primary's pool (settings, welcome parameters)
   pool::Pool* server_pool_ = nullptr;  // the pool server_ came from
+  // The worker's pool of each backend of db_ for user_cfg_ (Worker::pool_for builds a key and searches a
+  // map: about a tenth of a routed read's instructions); valid while db_ and user_cfg_ are (the
+  // session's config_ keeps them alive; a worker never drops a pool).
+  pool::Pool& pool_at(int backend);
+  std::vector<pool::Pool*> pools_by_backend_;
+  const control::DatabaseConfig* pools_db_ = nullptr;
+  const control::UserConfig* pools_user_ = nullptr;
   int backend_ = 0;                    // 0 = primary, i = replica i-1
   bool tx_wrote_ = false;              // this transaction was routed to the primary as a write
   int64_t write_done_at_ = 0;          // steady ms when the client's last write transaction ended (0 = none)

@@ -103,6 +103,16 @@ class ClassifierCache {
   uint32_t newest_ = none, oldest_ = none;
   size_t hits_ = 0, misses_ = 0;
   std::string shape_;  // reused by get()
+  // Texts seen lately, keyed exactly, to their entry's key: the same text again (a prepared or unnamed
+  // extended-protocol statement, a query without literals) skips the shaping, a few hundred instructions.
+  // Direct-mapped; a text whose entry was evicted falls through to the shaping.
+  struct Exact {
+    uint64_t text_low = 0, text_high = 0;
+    Key key{0, 0};
+    bool used = false;
+  };
+  static constexpr size_t kExact = 256;
+  std::vector<Exact> exact_ = std::vector<Exact>(kExact);
 };
 
 }  // namespace pgrouter::sql
