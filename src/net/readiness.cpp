@@ -60,25 +60,19 @@ void Wakeup::wake_now() {
   if (auto w = std::move(waiter_)) w->resume({});
 }
 
-void Wakeup::wake_soon(Readiness& r) {
+void Wakeup::defer(Readiness& r, std::vector<Wakeup*> Readiness::*list) {
   if (!waiter_ || deferred_in_) return;
-  if (r.dispatching_) {
-    deferred_in_ = &r;
-    r.deferred_.push_back(this);
-  } else {
+  if (!r.dispatching_) {
     wake_later();
+    return;
   }
+  deferred_in_ = &r;
+  (r.*list).push_back(this);
 }
 
-void Wakeup::wake_after_batch(Readiness& r) {
-  if (!waiter_ || deferred_in_) return;
-  if (r.dispatching_) {
-    deferred_in_ = &r;
-    r.batch_end_.push_back(this);
-  } else {
-    wake_later();
-  }
-}
+void Wakeup::wake_soon(Readiness& r) { defer(r, &Readiness::deferred_); }
+
+void Wakeup::wake_after_batch(Readiness& r) { defer(r, &Readiness::batch_end_); }
 
 void Wakeup::wake_later() {
   if (auto w = std::move(waiter_)) w->complete({});

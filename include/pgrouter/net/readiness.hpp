@@ -59,6 +59,8 @@ class Wakeup {
 
  private:
   friend class Readiness;
+  // Queues this in r's `list`, run by the dispatch; through the io_context's queue when r is not dispatching.
+  void defer(Readiness& r, std::vector<Wakeup*> Readiness::*list);
   std::unique_ptr<Waiter> waiter_;
   Readiness* deferred_in_ = nullptr;  // queued in that Readiness's deferred list
 };
