@@ -335,7 +335,7 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
 
 template <typename Stream>
 awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPacket& sp) {
-  pool_ = &w_.pool_for(*db_, *user_cfg_);
+  pool_ = &pool_at(0);
   txn_mode_ = pool_->settings().config.mode == control::PoolMode::transaction;
   // The client's startup settings, re-applied to whichever server it gets (transaction pooling).
   for (auto& [k, v] : sp.params) {
@@ -385,7 +385,7 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   pool::Pool* params_pool = pool_;
   if (txn_mode_ && shard.auto_roles)  // role: auto: any host's parameters will do for a welcome
     for (size_t i = 1; i < shard.backends() && params_pool->welcome_params().empty(); ++i)
-      params_pool = &w_.pool_for(*db_, *user_cfg_, int(i));
+      params_pool = &pool_at(int(i));
   if (txn_mode_ && !params_pool->welcome_params().empty()) {
     // Transaction pooling: a login needs no server when the pool already knows the servers'
     // parameters; the client's own settings are applied at its first transaction.
@@ -408,7 +408,7 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
       }
     }
     pool::ServerError err;
-    server_pool_ = &w_.pool_for(*db_, *user_cfg_, backend_);
+    server_pool_ = &pool_at(backend_);
     server_ = co_await server_pool_->acquire(err);
     if (!server_) {
       // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.

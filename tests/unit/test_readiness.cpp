@@ -111,6 +111,13 @@ TEST_CASE("Wakeup: wake_now runs the parked coroutine in place, wake_soon after 
     co_await wakeup.wait(io, ec);
     order.push_back(ec ? "parked aborted" : "parked woke");
   };
+  // A Wakeup the test destroys, and a coroutine parked on it.
+  auto owned = std::make_unique<net::Wakeup>();
+  auto parked_on_owned = [&]() -> awaitable<void> {
+    net::error_code ec;
+    co_await owned->wait(io, ec);
+    order.push_back(ec == asio::error::operation_aborted ? "aborted" : "woke");
+  };
 
   SUBCASE("wake_now") {
     asio::co_spawn(io, parked(), asio::detached);
@@ -202,12 +209,6 @@ TEST_CASE("Wakeup: wake_now runs the parked coroutine in place, wake_soon after 
   }
 
   SUBCASE("a Wakeup destroyed while waiting for the end of the batch is skipped, not resumed") {
-    auto owned = std::make_unique<net::Wakeup>();
-    auto parked_on_owned = [&]() -> awaitable<void> {
-      net::error_code ec;
-      co_await owned->wait(io, ec);
-      order.push_back(ec == asio::error::operation_aborted ? "aborted" : "woke");
-    };
     asio::co_spawn(io, parked_on_owned(), asio::detached);
     Pair p;
     net::SocketReadiness rs;
@@ -232,12 +233,6 @@ TEST_CASE("Wakeup: wake_now runs the parked coroutine in place, wake_soon after 
   }
 
   SUBCASE("a Wakeup destroyed with a parked coroutine aborts it") {
-    auto owned = std::make_unique<net::Wakeup>();
-    auto parked_on_owned = [&]() -> awaitable<void> {
-      net::error_code ec;
-      co_await owned->wait(io, ec);
-      order.push_back(ec == asio::error::operation_aborted ? "aborted" : "woke");
-    };
     asio::co_spawn(io, parked_on_owned(), asio::detached);
     io.poll();
     owned.reset();

@@ -62,7 +62,7 @@ class Wakeup {
   // Queues this in r's `list`, run by the dispatch; through the io_context's queue when r is not dispatching.
   void defer(Readiness& r, std::vector<Wakeup*> Readiness::*list);
   std::unique_ptr<Waiter> waiter_;
-  Readiness* deferred_in_ = nullptr;  // queued in that Readiness's deferred list
+  Readiness* deferred_in_ = nullptr;  // queued in that Readiness's deferred_ or batch_end_ list
 };
 
 // One registered socket. Owned next to the socket it describes; the socket must be closed (which

@@ -197,12 +197,10 @@ class TxnTracker {
   std::vector<std::string> extra_tracked_;
   std::string startup_search_path_;
   std::unordered_map<std::string, std::shared_ptr<TrackedStatement>> statements_;
-  // The queue of expected replies, allocated only while it holds something: std::deque allocates its map and a
+  // The queue of expected replies, held only while it holds something: std::deque allocates its map and a
   // 512-byte block even when empty, and an idle client should cost no more than it must (10,000 idle clients is
-  // a bar of issue 3).
-  // Held only while something is expected (an idle client keeps no deque). An emptied deque goes back to
-  // a per-thread stock and the next transaction takes it again: a deque keeps its map and a block when
-  // emptied, so a transaction's expectations cost no allocation.
+  // a bar of issue 3). An emptied deque goes back to a per-thread stock and the next transaction takes it
+  // again (it keeps its map and a block when emptied), so a transaction's expectations cost no allocation.
   class ReplyQueue {
    public:
     ReplyQueue() = default;
