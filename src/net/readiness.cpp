@@ -10,54 +10,57 @@
 
 namespace pgrouter::net {
 
-// A waiter resumes its coroutine either in place (resume: from the set's dispatch and Wakeup::wake_now) or
-// through the worker's own io_context executor (complete, blocking.never: queued behind what runs now).
-// asio::post to the handler's associated executor would queue it through two type-erased any_io_executor
-// hops and a work_dispatcher counting outstanding work, about a tenth of the relay's instructions
-// (callgrind); the worker's accept loop and timers keep the io_context running.
-namespace {
-template <typename Handler>
-struct WaiterImpl : Waiter {
-  WaiterImpl(Handler&& h, asio::io_context& io) : handler(std::move(h)), io(io) {}
-  void complete(error_code ec) override {
-    asio::require(io.get_executor(), asio::execution::blocking.never)
-        .execute([h = std::move(handler), ec]() mutable { h(ec); });
-  }
-  void resume(error_code ec) override {
-    auto h = std::move(handler);
-    h(ec);
-  }
-  Handler handler;
-  asio::io_context& io;
-};
-
-// Parks the calling coroutine with its handler in `slot`; `ready` (called after parking) may complete it
-// at once.
-// (Not a coroutine itself: the caller awaits Asio's initiation directly, no frame in between.)
-template <typename Ready>
-awaitable<void> park(std::unique_ptr<Waiter>& slot, asio::io_context& io, error_code& ec, Ready ready) {
-  auto token = asio::redirect_error(use_awaitable, ec);
-  return asio::async_initiate<decltype(token), void(error_code)>(
-      [&slot, &io, ready](auto handler) {
-        using H = decltype(handler);
-        slot = std::make_unique<WaiterImpl<H>>(std::move(handler), io);
-        ready();
-      },
-      token);
+// A parked coroutine resumes either in place (resume: from the set's dispatch and Wakeup::wake_now) or through
+// the worker's own io_context executor (complete, blocking.never: queued behind what runs now). asio::post to
+// the coroutine's any_io_executor would queue it through two type-erased executor hops and a work_dispatcher
+// counting outstanding work, about a tenth of the relay's instructions (callgrind); the worker's accept loop
+// and timers keep the io_context running.
+void Parked::hold(asio::detail::awaitable_frame_base<asio::any_io_executor>* top, asio::io_context* io,
+                  error_code* ec) {
+  // Moving the thread out of the one running the coroutine leaves that one empty: its pump loop ends
+  // when await_suspend returns, as it does for Asio's own completion handlers.
+  thread_.emplace(std::move(*top->detach_thread()));
+  io_ = io;
+  ec_ = ec;
 }
-}  // namespace
+
+void Parked::resume(error_code ec) {
+  // Moved to this stack first: the coroutine may park again in this same slot, or destroy it.
+  Thread t(std::move(*thread_));
+  thread_.reset();
+  *ec_ = ec;
+  t.run();
+}
+
+void Parked::complete(error_code ec) {
+  if (!io_) {  // no io_context known (a socket never attached): the coroutine's own executor
+    auto ex = thread_->get_executor();
+    asio::post(ex, [t = Thread(std::move(*thread_)), result = ec_, ec]() mutable {
+      *result = ec;
+      t.run();
+    });
+    thread_.reset();
+    return;
+  }
+  auto run = [t = Thread(std::move(*thread_)), result = ec_, ec]() mutable {
+    *result = ec;
+    t.run();
+  };
+  thread_.reset();
+  asio::require(io_->get_executor(), asio::execution::blocking.never).execute(std::move(run));
+}
+
+Parked::~Parked() {
+  if (thread_) complete(asio::error::operation_aborted);
+}
 
 Wakeup::~Wakeup() {
   if (deferred_in_) deferred_in_->forget(this);
-  if (auto w = std::move(waiter_)) w->complete(asio::error::operation_aborted);
-}
-
-awaitable<void> Wakeup::wait(asio::io_context& io, error_code& ec) {
-  return park(waiter_, io, ec, [] {});
+  if (waiter_) waiter_.complete(asio::error::operation_aborted);
 }
 
 void Wakeup::wake_now() {
-  if (auto w = std::move(waiter_)) w->resume({});
+  if (waiter_) waiter_.resume({});
 }
 
 void Wakeup::defer(Readiness& r, std::vector<Wakeup*> Readiness::*list) {
@@ -75,7 +78,7 @@ void Wakeup::wake_soon(Readiness& r) { defer(r, &Readiness::deferred_); }
 void Wakeup::wake_after_batch(Readiness& r) { defer(r, &Readiness::batch_end_); }
 
 void Wakeup::wake_later() {
-  if (auto w = std::move(waiter_)) w->complete({});
+  if (waiter_) waiter_.complete({});
 }
 
 SocketReadiness::~SocketReadiness() {
@@ -106,32 +109,18 @@ void SocketReadiness::cancel() {
 }
 
 void SocketReadiness::wake(bool for_write, error_code ec) {
-  if (auto w = take_waiter(for_write)) w->complete(ec);
+  if (auto& w = waiter(for_write)) w.complete(ec);
 }
 
-namespace {
-// The rare outcomes of a wait, as coroutines of their own: the common one (park) allocates no frame of
-// its own.
-awaitable<void> completed(error_code& ec, error_code result) {
-  ec = result;
-  co_return;
-}
-}  // namespace
-
-awaitable<void> SocketReadiness::wait(bool for_write, error_code& ec) {
-  if (!readiness_) return completed(ec, asio::error::bad_descriptor);  // never attached: nothing would wake it
-  auto& slot = for_write ? write_waiter_ : read_waiter_;
-  return park(slot, readiness_->io(), ec, [this, for_write] {
-    if (cancelled_) wake(for_write, asio::error::operation_aborted);
-    // An event may have arrived between the failed attempt and now: complete at once then.
-    else if (for_write ? writable_ : readable_) wake(for_write, {});
-  });
+ParkOp<SocketReadiness::AfterPark> SocketReadiness::wait(bool for_write, error_code& ec) {
+  return {&waiter(for_write), readiness_ ? &readiness_->io() : nullptr, &ec, {this, for_write}};
 }
 
-awaitable<void> SocketReadiness::wait_readable(error_code& ec) {
-  if (cancelled_) return completed(ec, asio::error::operation_aborted);
-  if (readable_) return completed(ec, {});
-  return wait(false, ec);
+void SocketReadiness::AfterPark::operator()() const {
+  if (!s->readiness_) s->wake(for_write, asio::error::bad_descriptor);  // never attached: nothing would wake it
+  else if (s->cancelled_) s->wake(for_write, asio::error::operation_aborted);
+  // An event may have arrived between the failed attempt and now: complete at once then.
+  else if (for_write ? s->writable_ : s->readable_) s->wake(for_write, {});
 }
 
 bool SocketReadiness::read_now(char* dst, size_t n, size_t& got, error_code& ec) {
@@ -320,8 +309,8 @@ void Readiness::run_batch_end() {
 }
 
 void Readiness::resume_waiter(SocketReadiness& s, bool for_write) {
-  if (auto w = s.take_waiter(for_write)) {
-    resume_guarded([&w] { w->resume({}); });
+  if (auto& w = s.waiter(for_write)) {
+    resume_guarded([&w] { w.resume({}); });
     run_deferred();
   }
 }

@@ -166,24 +166,29 @@ bool Pool::expired(const ServerConnection& c, Clock::time_point now) const {
   return c.generation != generation_ || now - c.created >= settings_.config.max_lifetime;
 }
 
+std::unique_ptr<ServerConnection> Pool::take_idle(Clock::time_point started) {
+  auto now = Clock::now();
+  while (!idle_.empty()) {
+    auto c = std::move(idle_.back());
+    idle_.pop_back();
+    stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
+    // The liveness peek costs a syscall; in transaction mode a server idle for under a second is
+    // taken as is (a failure then reaches the client as 08006, as with PgBouncer's server_check_delay).
+    bool recent = settings_.config.mode == control::PoolMode::transaction && now - c->idle_since < std::chrono::seconds(1);
+    if (expired(*c, now) || (!recent && !c->looks_alive())) {
+      close(std::move(c));
+      continue;
+    }
+    stats_.pool_wait.observe_ns(uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(now - started).count()));
+    return c;
+  }
+  return nullptr;
+}
+
 awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
   auto started = Clock::now();
   for (;;) {
-    auto now = Clock::now();
-    while (!idle_.empty()) {
-      auto c = std::move(idle_.back());
-      idle_.pop_back();
-      stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
-      // The liveness peek costs a syscall; in transaction mode a server idle for under a second is
-      // taken as is (a failure then reaches the client as 08006, as with PgBouncer's server_check_delay).
-      bool recent = settings_.config.mode == control::PoolMode::transaction && now - c->idle_since < std::chrono::seconds(1);
-      if (expired(*c, now) || (!recent && !c->looks_alive())) {
-        close(std::move(c));
-        continue;
-      }
-      observe_wait(started);
-      co_return c;
-    }
+    if (auto c = take_idle(started)) co_return c;
     if (reserve_slot()) {
       auto alive = alive_;
       auto c = co_await connect_server(ex_, settings_.target, settings_.config.connect_timeout, err);

@@ -259,23 +259,53 @@ awaitable<int> ClientSession::await_primary(pool::Clock::time_point give_up_at) 
   }
 }
 
-awaitable<bool> ClientSession::attach_backend(bool from_mark) {
+void ClientSession::start_routing() {
+  const auto ryw_wait = db_->routing.read_your_writes_wait;
+  ryw_give_up_at_ = ryw_wait.count() > 0 ? pool::Clock::now() + ryw_wait : pool::Clock::time_point::min();
+  ryw_waited_ = false;
+}
+
+int ClientSession::attach_now() {
+  refresh_config();
+  start_routing();
+  int chosen = choose_backend(client_buf_.data(), client_buf_.size());
+  if (chosen < 0) return chosen;
+  auto& pool = pool_at(chosen);
+  auto server = pool.take_idle();
+  if (!server) return chosen;
+  backend_ = chosen;
+  server_pool_ = &pool;
+  server_ = std::move(server);
+  w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
+  if (pinned_) server_->dirty = true;
+  return params_ready() ? kAttached : kNeedsParams;
+}
+
+awaitable<bool> ClientSession::settle_params() {
+  pool::ServerError serr;
+  if (co_await sync_params(serr)) co_return true;
+  pending_fatal_sqlstate_ = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
+  pending_fatal_message_ = serr.message.empty() ? "server connection failed while applying session parameters"
+                                                : serr.message;
+  w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+  server_pool_->release(std::move(server_), serr.from_server);
+  co_return false;
+}
+
+awaitable<bool> ClientSession::attach_backend(bool from_mark, int chosen) {
   // Read/write splitting: the transaction's first messages say where it goes. A replica that cannot be
   // reached is taken out of rotation and the transaction goes elsewhere (nothing was sent yet); so is,
   // with role: auto, a primary, and the transaction waits for the next one.
   const auto& shard = db_->shards.at(0);
-  auto now = pool::Clock::now();
-  auto give_up_at = now + db_->routing.wait_for_primary;
-  const auto ryw_wait = db_->routing.read_your_writes_wait;
-  ryw_give_up_at_ = ryw_wait.count() > 0 ? now + ryw_wait : pool::Clock::time_point::min();
-  ryw_waited_ = false;
+  auto give_up_at = pool::Clock::now() + db_->routing.wait_for_primary;
+  if (chosen == kNotChosen) start_routing();
   pool::ServerError err;
   size_t replica_failures = 0;
   for (;;) {
     // Fetched again each round: the buffer may have moved while the previous round waited.
     const char* d = from_mark ? client_buf_.mark_data() : client_buf_.data();
     size_t n = from_mark ? client_buf_.size_since_mark() : client_buf_.size();
-    backend_ = choose_backend(d, n);
+    backend_ = chosen != kNotChosen ? std::exchange(chosen, kNotChosen) : choose_backend(d, n);
     if (backend_ == kAwaitReplay) {
       // Read-your-writes: poll the probes' findings (a probe of the primary after the write, then a replica
       // that replayed its position) until routing.read_your_writes_wait is over; then the primary.
@@ -329,16 +359,8 @@ awaitable<bool> ClientSession::attach_backend(bool from_mark) {
   }
   w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
   if (pinned_) server_->dirty = true;
-  pool::ServerError serr;
-  if (!co_await sync_params(serr)) {
-    pending_fatal_sqlstate_ = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
-    pending_fatal_message_ = serr.message.empty() ? "server connection failed while applying session parameters"
-                                                  : serr.message;
-    w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-    server_pool_->release(std::move(server_), serr.from_server);
-    co_return false;
-  }
-  co_return true;
+  if (params_ready()) co_return true;
+  co_return co_await settle_params();
 }
 
 void ClientSession::transaction_ended() {

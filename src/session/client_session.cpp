@@ -157,13 +157,14 @@ void ClientSession::handle_cancel_request(const p::StartupPacket& sp) {
   });
 }
 
-awaitable<bool> ClientSession::sync_params(pool::ServerError& err) {
+bool ClientSession::params_sql(std::string& sql, std::vector<const std::string*>& set_keys,
+                               std::vector<std::string>& reset_keys) {
   // What the client's session should have: its startup settings (raw values, as PostgreSQL takes
   // them from a startup packet), then what it SET since (transaction pooling). Each as the statement
   // that gives it, so a server's state is compared with one string comparison per parameter. Built
   // once per change of the client's settings; a server this client left as it wants needs nothing.
   uint64_t version = tracker_ ? tracker_->settings_version() : 0;
-  if (server_->applied_by == id_ && server_->applied_version == version) co_return true;
+  if (server_->applied_by == id_ && server_->applied_version == version) return true;
   if (desired_version_ != version) {
     desired_.clear();
     startup_raw_.clear();
@@ -179,9 +180,6 @@ awaitable<bool> ClientSession::sync_params(pool::ServerError& err) {
       }
     desired_version_ = version;
   }
-  std::string sql;
-  std::vector<const std::string*> set_keys;
-  std::vector<std::string> reset_keys;
   for (auto& [k, v] : desired_) {
     auto it = server_->applied.find(k);
     if (it != server_->applied.end()) {
@@ -202,14 +200,30 @@ awaitable<bool> ClientSession::sync_params(pool::ServerError& err) {
     sql += "RESET " + k + ";";  // another client's setting
     reset_keys.push_back(k);
   }
-  if (!sql.empty()) {
-    if (!co_await server_->run_quietly(sql, &err)) co_return false;
-    w_.stats().settings_replayed_total.fetch_add(set_keys.size() + reset_keys.size(), std::memory_order_relaxed);
-    for (auto* k : set_keys) server_->applied[*k] = desired_.at(*k);
-    for (auto& k : reset_keys) server_->applied.erase(k);
-  }
+  if (!sql.empty()) return false;
   server_->applied_by = id_;
   server_->applied_version = version;
+  return true;
+}
+
+bool ClientSession::params_ready() {
+  std::string sql;
+  std::vector<const std::string*> set_keys;
+  std::vector<std::string> reset_keys;
+  return params_sql(sql, set_keys, reset_keys);
+}
+
+awaitable<bool> ClientSession::sync_params(pool::ServerError& err) {
+  std::string sql;
+  std::vector<const std::string*> set_keys;
+  std::vector<std::string> reset_keys;
+  if (params_sql(sql, set_keys, reset_keys)) co_return true;
+  if (!co_await server_->run_quietly(sql, &err)) co_return false;
+  w_.stats().settings_replayed_total.fetch_add(set_keys.size() + reset_keys.size(), std::memory_order_relaxed);
+  for (auto* k : set_keys) server_->applied[*k] = desired_.at(*k);
+  for (auto& k : reset_keys) server_->applied.erase(k);
+  server_->applied_by = id_;
+  server_->applied_version = tracker_ ? tracker_->settings_version() : 0;
   co_return true;
 }
 
@@ -219,20 +233,16 @@ void ClientSession::detach_server() {
   transaction_ended();
 }
 
-template <typename Stream>
-awaitable<bool> ClientSession::attach_for_transaction(Stream&) {
-  if (w_.config() != config_) {
-    // A reload since the last transaction: route with the new replica list.
-    auto fresh = w_.config();
-    auto* db = fresh->find_database(database_);
-    auto* user = fresh->find_user(user_);
-    if (db && user) {
-      config_ = std::move(fresh);
-      db_ = db;
-      user_cfg_ = user;
-    }
+void ClientSession::refresh_config() {
+  if (w_.config() == config_) return;
+  auto fresh = w_.config();
+  auto* db = fresh->find_database(database_);
+  auto* user = fresh->find_user(user_);
+  if (db && user) {
+    config_ = std::move(fresh);
+    db_ = db;
+    user_cfg_ = user;
   }
-  co_return co_await attach_backend(false);
 }
 
 bool ClientSession::register_server_io() {
@@ -423,7 +433,12 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       }
       // Transaction pooling: the first message of a transaction attaches a server (before the
       // messages are looked at: how they are rewritten depends on what that server has).
-      if (!co_await attach_for_transaction(s)) co_return;
+      int chosen = attach_now();
+      if (chosen == kNeedsParams) {
+        if (!co_await settle_params()) co_return;
+      } else if (chosen != kAttached) {
+        if (!co_await attach_backend(false, chosen)) co_return;
+      }
       open_retry_window();
       start_server_to_client(s);
     }
@@ -549,8 +564,11 @@ awaitable<void> ClientSession::server_to_client(Stream& s) {
     buf.prepare_read();
     net::error_code ec;
     size_t n = 0;
-    if (!server_->ready.read_now(buf.write_ptr(), buf.write_space(), n, ec))
-      n = co_await server_->ready.read_some(buf.write_ptr(), buf.write_space(), ec);
+    // read_some without its coroutine frame: the reply is rarely there yet when this loop starts.
+    while (!server_->ready.read_now(buf.write_ptr(), buf.write_space(), n, ec)) {
+      co_await server_->ready.wait_readable(ec);
+      if (ec) break;
+    }
     if (ec && retry_.window && !client_done_) {
       // Nothing of the answer reached the client: the read goes to another backend (buf is the broken
       // server's and goes with it).

@@ -60,7 +60,20 @@ class ClientSession {
   // replica replayed it yet while one would be eligible otherwise) goes to the primary, or, before
   // ryw_give_up_at_ (routing.read_your_writes_wait), is kAwaitReplay.
   int ryw_held(int primary);
-  awaitable<bool> attach_backend(bool from_mark);
+  // attach_backend(), first round chosen already: `chosen` is what choose_backend() returned for it
+  // (kNotChosen: nothing yet).
+  awaitable<bool> attach_backend(bool from_mark, int chosen = kNotChosen);
+  static constexpr int kNotChosen = -100;
+  // The start of a transaction without a coroutine when it needs no wait: routes it and takes an idle
+  // server with this client's settings (kAttached); kNeedsParams: attached, but the server needs the
+  // client's settings first (settle_params()); otherwise the choice made, for attach_backend() to go on.
+  static constexpr int kAttached = -101;
+  static constexpr int kNeedsParams = -102;
+  int attach_now();
+  void start_routing();  // the deadlines of a routing decision (read-your-writes), from now
+  void refresh_config();  // a reload since the last transaction: route with the new replica list
+  // Gives server_ the client's settings; on failure gives it back and sets pending_fatal_*.
+  awaitable<bool> settle_params();
   void transaction_ended();
   // The primary's backend: 0 with fixed roles; with role: auto the one probes found (or < 0: none now).
   int primary_backend();
@@ -98,10 +111,13 @@ class ClientSession {
   template <typename Stream> awaitable<bool> read_password_message(Stream& s, std::string& body);
   template <typename Stream> awaitable<bool> attach_and_welcome(Stream& s, const protocol::StartupPacket& sp);
   template <typename Stream> awaitable<void> relay(Stream& s);
-  template <typename Stream> awaitable<bool> attach_for_transaction(Stream& s);
   template <typename Stream> void start_server_to_client(Stream& s);
   bool register_server_io();  // server_'s socket in the worker's readiness set, for the relay
   awaitable<bool> sync_params(pool::ServerError& err);
+  // The sync part of sync_params: true when server_ has the client's settings (marked so), else the
+  // statements (and which settings they set or reset) that give them.
+  bool params_sql(std::string& sql, std::vector<const std::string*>& set_keys, std::vector<std::string>& reset_keys);
+  bool params_ready();
   void detach_server();
   template <typename Stream> awaitable<void> client_to_server(Stream& s);
   template <typename Stream> awaitable<void> server_to_client(Stream& s);
