@@ -5,7 +5,8 @@
 # run side by side on one throwaway PostgreSQL; each is driven in turn by pgbench -S for T seconds and counted
 # for the middle T-2 of them.
 # Usage: bench/syscalls.sh     env: MODE (extended; simple|extended|prepared), C clients (32), T seconds (6),
-#   RATE (pgbench -R: a fixed offered rate instead of saturation), POOL_SIZE (20), PGROUTER_BIN, PGROUTER_BASE_BIN
+#   RATE (pgbench -R: a fixed offered rate instead of saturation), POOL_SIZE (20), PGROUTER_BIN, PGROUTER_BASE_BIN,
+#   REPLICA=1 (reads through a streaming replica: PgBouncer points at it, pgrouter classifies and routes to it)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap bench_cleanup EXIT
@@ -17,6 +18,10 @@ T=${T:-6}
 POOL_SIZE=${POOL_SIZE:-20}
 start_postgres 300
 pgbench -h 127.0.0.1 -p "$PGPORT" -U postgres -i -s 10 -q postgres >"$W/init.log" 2>&1
+if [ "${REPLICA:-0}" = 1 ]; then
+  start_replica
+  TARGET_PORT=$REPLICA_PORT  # what PgBouncer serves from
+fi
 targets=()
 start_pgbouncer transaction "$POOL_SIZE" && targets+=("pgbouncer $BOUNCER_PID $BOUNCER_PORT")
 start_pgrouter transaction "$POOL_SIZE" 1 && targets+=("pgrouter $PGROUTER_PID $PGROUTER_PORT")
@@ -24,9 +29,9 @@ if [ -n "${PGROUTER_BASE_BIN:-}" ]; then
   PGROUTER_BIN=$PGROUTER_BASE_BIN start_pgrouter transaction "$POOL_SIZE" 1 baseline &&
     targets+=("baseline $PGROUTER_PID $PGROUTER_PORT")
 fi
-events=task-clock,context-switches,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto
+events=task-clock,context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto
 echo "pgbench -S -M $MODE -c $C ${RATE:+-R $RATE }(pool $POOL_SIZE, 1 pgrouter worker); per transaction:"
-printf '%-10s %8s %10s %10s %10s %8s %8s\n' target tps "cpu us" "ctx sw" epoll_wait recv send
+printf '%-10s %8s %10s %10s %9s %10s %8s %8s\n' target tps "cpu us" "ctx sw" syscalls epoll_wait recv send
 for t in "${targets[@]}"; do
   read -r name pid port <<<"$t"
   pgbench -S -M "$MODE" -c "$C" -j 2 -T "$T" ${RATE:+-R "$RATE"} -n -h 127.0.0.1 -p "$port" -U postgres postgres \
@@ -39,9 +44,10 @@ for t in "${targets[@]}"; do
   awk -v name="$name" -v tps="$tps" -v secs=$((T - 2)) '
     /task-clock/ {gsub(",", "", $1); cpu = $1}
     /context-switches/ {gsub(",", "", $1); cs = $1}
+    /raw_syscalls/ {gsub(",", "", $1); sc = $1}
     /epoll_wait/ {gsub(",", "", $1); ew = $1}
     /recvfrom/ {gsub(",", "", $1); rv = $1}
     /sendto/ {gsub(",", "", $1); sd = $1}
-    END {n = tps * secs; printf "%-10s %8d %10.1f %10.2f %10.2f %8.2f %8.2f\n", name, tps, cpu * 1000 / n, cs / n, ew / n, rv / n, sd / n}' \
+    END {n = tps * secs; printf "%-10s %8d %10.1f %10.2f %9.2f %10.2f %8.2f %8.2f\n", name, tps, cpu * 1000 / n, cs / n, sc / n, ew / n, rv / n, sd / n}' \
     "$W/$name.perf"
 done

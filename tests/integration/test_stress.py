@@ -61,6 +61,7 @@ class Client:
         self.counts = {}
         self.op = "connect"
         self.op_started = time.monotonic()
+        self.steps = []  # (seconds since op_started, what): where a slow operation spent its time
         self.done = False
         self.conn = None
 
@@ -69,7 +70,11 @@ class Client:
     def begin(self, op):
         self.op = op
         self.op_started = time.monotonic()
+        self.steps = []
         self.counts[op] = self.counts.get(op, 0) + 1
+
+    def step(self, what):
+        self.steps.append((round(time.monotonic() - self.op_started, 2), what))
 
     def check(self, condition, message):
         if not condition:
@@ -195,6 +200,7 @@ class Client:
                     def running():
                         return admin.execute("select count(*) from pg_stat_activity where state = 'active' and "
                                              "query like %s", (f"%{marker}%",)).fetchone()[0]
+                    self.step("canceller connected to the primary")
                     until = time.monotonic() + OP_TIMEOUT
                     while time.monotonic() < until:
                         if running():
@@ -203,8 +209,10 @@ class Client:
                     else:
                         outcome["error"] = "pg_sleep never showed up in pg_stat_activity"
                         return
+                    self.step("pg_sleep seen running; cancelling")
                     outcome["sent"] = time.monotonic()
                     self.conn.cancel()
+                    self.step("cancel returned")
                     outcome["cancel_returned"] = round(time.monotonic() - outcome["sent"], 3)
                     # Under this load PostgreSQL itself can take seconds to act on a CancelRequest: sent straight
                     # to the primary while 210 clients ran through pgrouter, one took 5.8 s from connect to close
@@ -223,12 +231,15 @@ class Client:
         thread = threading.Thread(target=canceller, daemon=True)
         thread.start()
         try:
+            self.step("pg_sleep sent")
             self.conn.execute(f"select pg_sleep(5) /* {marker} */")
             thread.join(OP_TIMEOUT)
             raise Failure(f"client {self.index} cancel: pg_sleep(5) was not cancelled (canceller: {outcome})")
         except errors.QueryCanceled:
             took = time.monotonic() - outcome.get("sent", time.monotonic())
+            self.step("pg_sleep cancelled")
         thread.join(OP_TIMEOUT)
+        self.step("canceller done; select 42")
         self.check("error" not in outcome, f"canceller: {outcome.get('error')}")
         self.check(took < 2 or outcome.get("resent"), f"the query ended {took:.1f}s after the CancelRequest")
         self.check(self.conn.execute("select 42").fetchone() == (42,), "connection unusable after the cancel")
@@ -307,7 +318,8 @@ def test_stress_transaction_pool(cluster, pgrouter):
             now = time.monotonic()
             for c in clients:
                 if not c.done and now - c.op_started > OP_TIMEOUT:
-                    hung.setdefault(c.index, f"client {c.index} hung in {c.op} for > {OP_TIMEOUT:g}s")
+                    hung.setdefault(c.index, f"client {c.index} hung in {c.op} for > {OP_TIMEOUT:g}s "
+                                             f"(steps so far: {list(c.steps)})")
             time.sleep(0.25)
         for t in threads:
             t.join(max(0.1, deadline - time.monotonic()))
