@@ -13,6 +13,8 @@
 namespace pgrouter::session {
 namespace p = pgrouter::protocol;
 
+const TxnTracker::ExpectMore TxnTracker::kNoMore{};
+
 namespace {
 
 // Names no client statement ever has on a server: a Close of it is a no-op that still answers
@@ -228,9 +230,9 @@ void TxnTracker::bound(const std::shared_ptr<const TextRewrite>& rewrite) {
 }
 
 void TxnTracker::end_group(Expect& z) {
-  z.sets = std::move(group_sets_);
+  if (!group_sets_.empty()) z.more().sets = std::move(group_sets_);
   group_sets_.clear();
-  z.effects = std::move(group_effects_);
+  if (!group_effects_.empty()) z.more().effects = std::move(group_effects_);
   group_effects_.clear();
 }
 
@@ -246,7 +248,7 @@ void TxnTracker::refuse(std::string_view feature, char type, std::string& out) {
     p::append_query(out, "DEALLOCATE " + std::string(kSentinel));
     expect_.push_back(Expect{'Z'});
     expect_.back().action = Action::sentinel_error;
-    expect_.back().error = std::move(err);
+    expect_.back().more().error = std::move(err);
   } else {
     append_named(out, 'D', 'S', kSentinel);
     expect_.push_back(Expect{'1', Action::sentinel_error, std::move(err)});
@@ -259,7 +261,7 @@ void TxnTracker::evict_for(const std::string& name, pool::ServerStatements& serv
   stats_.prepared_statements_evicted_total.fetch_add(1, std::memory_order_relaxed);
   append_named(out, 'C', 'S', victim);
   Expect e{'3', Action::drop};
-  e.server_name = std::move(victim);
+  e.more().server_name = std::move(victim);
   e.evicted = true;
   expect_.push_back(std::move(e));
 }
@@ -283,13 +285,13 @@ bool TxnTracker::ensure_prepared(const TrackedStatement& st, pool::ServerStateme
     expect_.push_back(Expect{'2', Action::drop});
     append_execute(out, kHelper);
     Expect e{'C', Action::drop};
-    e.server_name = st.server_name;  // if skipped, the server lacks it (it was closed)
+    e.more().server_name = st.server_name;  // if skipped, the server lacks it (it was closed)
     expect_.push_back(std::move(e));
     return true;
   }
   out.append(st.parse_message);
   Expect e{'1', Action::drop};
-  e.server_name = st.server_name;
+  e.more().server_name = st.server_name;
   expect_.push_back(std::move(e));
   return true;
 }
@@ -344,7 +346,7 @@ void TxnTracker::carry_prepare(std::string_view sql, pool::ServerStatements& ser
     // transaction it answers 25P02 instead, as PostgreSQL would).
     p::append_query(out, "DEALLOCATE " + std::string(kSentinel));
     z.action = Action::sentinel_error;
-    z.error = error_message("42P05", "prepared statement \"" + ref.name + "\" already exists");
+    z.more().error = error_message("42P05", "prepared statement \"" + ref.name + "\" already exists");
     return;
   }
   // What follows the name (types, AS, statement) is the statement; "\1sql" keeps these apart from Parse names.
@@ -364,11 +366,11 @@ void TxnTracker::carry_prepare(std::string_view sql, pool::ServerStatements& ser
   rw->edits.push_back({chars(sql.substr(0, ref.begin)), chars(sql.substr(ref.begin, ref.end - ref.begin)),
                        uint32_t(st->server_name.size())});
   rw->names.emplace_back(st->server_name, ref.name);
-  z.rewrite = std::move(rw);
+  z.more().rewrite = std::move(rw);
   Expect c{'C'};
-  c.client_name = std::move(ref.name);
-  c.server_name = st->server_name;
-  c.created = std::move(st);
+  c.more().client_name = std::move(ref.name);
+  c.more().server_name = st->server_name;
+  c.more().created = std::move(st);
   expect_.push_back(std::move(c));
 }
 
@@ -418,7 +420,7 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
       if (client_name.empty()) {
         Expect e{'1'};
         e.unnamed = true;
-        e.rewrite = rw;
+        if (rw) e.more().rewrite = rw;
         expect_.push_back(std::move(e));
         server.unnamed_owner = owner_;
         if (window_ && !unnamed_saved_) {  // keep the window's starting point for rewind()
@@ -444,7 +446,7 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         stats_.prepared_statements_reused_total.fetch_add(1, std::memory_order_relaxed);
         append_named(out, 'C', 'S', kNoStatement);  // answers CloseComplete, shown as ParseComplete
         Expect e{'3', Action::as_parse_complete};
-        e.client_name = std::move(client_name);
+        e.more().client_name = std::move(client_name);
         expect_.push_back(std::move(e));
         return true;
       }
@@ -452,9 +454,9 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
       out.append(st->parse_message);
       stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
       Expect e{'1'};
-      e.client_name = std::move(client_name);
-      e.server_name = st->server_name;
-      e.rewrite = rw;
+      e.more().client_name = std::move(client_name);
+      e.more().server_name = st->server_name;
+      e.more().rewrite = rw;
       expect_.push_back(std::move(e));
       return true;
     }
@@ -519,8 +521,8 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
       }
       // The client's name is forgotten; the server keeps the statement for whoever needs it next.
       if (auto it = statements_.find(std::string(*name)); it != statements_.end()) {
-        e.client_name = it->first;
-        e.removed = it->second;
+        e.more().client_name = it->first;
+        e.more().removed = it->second;
         statements_.erase(it);
       }
       expect_.push_back(std::move(e));
@@ -556,11 +558,13 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         std::string text;
         std::vector<std::shared_ptr<TrackedStatement>> uses;
         size_t mark = out.size();
-        if (rewrite_executes(*sql, server, out, text, uses, z.rewrite)) {
+        std::shared_ptr<const TextRewrite> rw;
+        if (rewrite_executes(*sql, server, out, text, uses, rw)) {
           if (out.size() > mark) sync_injected(out);
           p::append_query(out, text);
           rewritten = true;
         }
+        if (rw) z.more().rewrite = std::move(rw);
       }
       expect_.push_back(std::move(z));
       return rewritten;
@@ -569,7 +573,7 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
     case 'F': {
       Expect z{'Z'};
       end_group(z);
-      if (type == 'S' && !group_mixed_) z.rewrite = std::move(group_rewrite_);
+      if (type == 'S' && !group_mixed_ && group_rewrite_) z.more().rewrite = std::move(group_rewrite_);
       group_rewrite_.reset();
       group_bound_ = group_mixed_ = false;
       expect_.push_back(std::move(z));
@@ -583,17 +587,18 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
 void TxnTracker::undo(Expect& e, pool::ServerStatements& server) {
   // The server skipped this request after an error: as in PostgreSQL, it had no effect.
   if (e.unnamed) server.unnamed_owner = 0;  // it still has its unnamed statement, perhaps another client's
+  const ExpectMore& x = e.get();
   if (e.reply == '1' && e.action != Action::sentinel_error) {
     if (e.unnamed && !e.unnamed_resend) unnamed_valid_ = false;
-    if (!e.client_name.empty()) statements_.erase(e.client_name);
-    if (!e.server_name.empty()) server.erase(e.server_name);
+    if (!x.client_name.empty()) statements_.erase(x.client_name);
+    if (!x.server_name.empty()) server.erase(x.server_name);
   } else if (e.reply == '3') {
-    if (e.action == Action::as_parse_complete) statements_.erase(e.client_name);
-    else if (e.evicted) server.restore(e.server_name);
-    else if (e.removed) statements_[e.client_name] = e.removed;
+    if (e.action == Action::as_parse_complete) statements_.erase(x.client_name);
+    else if (e.evicted) server.restore(x.server_name);
+    else if (x.removed) statements_[x.client_name] = x.removed;
   } else if (e.reply == 'C') {
     // A PREPARE that did not run (or failed) after its statement was closed: the server lacks it.
-    if (!e.server_name.empty()) server.erase(e.server_name);
+    if (!x.server_name.empty()) server.erase(x.server_name);
   }
 }
 
@@ -641,11 +646,12 @@ void TxnTracker::rewind() {
   // statement before both. Server-side effects (statements prepared or evicted there) go with the
   // server being dropped.
   auto undo_client_side = [this](Expect& e) {
+    const ExpectMore& x = e.get();
     if (e.reply == '1' && e.action != Action::sentinel_error) {
-      if (!e.client_name.empty()) statements_.erase(e.client_name);
+      if (!x.client_name.empty()) statements_.erase(x.client_name);
     } else if (e.reply == '3') {
-      if (e.action == Action::as_parse_complete) statements_.erase(e.client_name);
-      else if (e.removed) statements_[e.client_name] = e.removed;
+      if (e.action == Action::as_parse_complete) statements_.erase(x.client_name);
+      else if (x.removed) statements_[x.client_name] = x.removed;
     }
   };
   expect_.for_each_newest_first(undo_client_side);
@@ -697,7 +703,7 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       if (tag && *tag == "PREPARE" && !expect_.empty() && expect_.front().reply == 'C') {
         Expect e = std::move(expect_.front());
         expect_.pop_front();
-        if (e.created) statements_[e.client_name] = std::move(e.created);  // not transactional, as PostgreSQL
+        if (e.get().created) statements_[e.extra->client_name] = std::move(e.extra->created);  // not transactional, as PostgreSQL
         if (e.action == Action::drop) return Reply::drop;
       }
       if (tag) last_tag_.assign(*tag);
@@ -712,13 +718,13 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       Expect& head = expect_.front();
       if (head.action == Action::sentinel_error &&
           p::parse_error_fields(body).message == "prepared statement \"" + std::string(kSentinel) + "\" does not exist") {
-        replacement = head.error;
+        replacement = head.get().error;
         r = Reply::replace;
       }
       // An error of a message pgrouter sent (preparing a statement) has no position in the client's text.
       bool injected = head.action == Action::drop;
       bool own_text = head.reply == 'Z' || head.reply == 'C';  // a Query's (or its PREPARE's) error
-      std::shared_ptr<const TextRewrite> rw = head.rewrite;
+      std::shared_ptr<const TextRewrite> rw = head.get().rewrite;
       // The server now skips everything up to the next Sync.
       while (!expect_.empty() && expect_.front().reply != 'Z') {
         undo(expect_.front(), server);
@@ -727,7 +733,7 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       if (!expect_.empty()) {
         expect_.front().failed = true;
         if (expect_.front().swallow) return Reply::drop;  // pgrouter's own Sync: the client's statement tells
-        if (!rw && own_text) rw = expect_.front().rewrite;
+        if (!rw && own_text) rw = expect_.front().get().rewrite;
       }
       if (r == Reply::forward && fix_error(body, rw.get(), injected, replacement)) r = Reply::replace;
       return r;
@@ -746,7 +752,7 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       expect_.pop_front();
       if (z.swallow) return Reply::drop;  // pgrouter's own Sync: nothing of the client's ends here
       if (!z.failed) {
-        for (auto& fx : z.effects) {
+        for (auto& fx : z.get().effects) {
           switch (fx.kind) {
             case OnSuccess::deallocate:
               if (auto it = statements_.find(fx.client_name);
@@ -772,12 +778,12 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       bool rolled_back = last_tag_ == "ROLLBACK";
       if (status == 'T') {
         if (rolled_back && !tx_sets_.empty()) uncertain_ = true;  // ROLLBACK TO SAVEPOINT after a SET
-        if (!z.failed) tx_sets_.insert(tx_sets_.end(), z.sets.begin(), z.sets.end());
+        if (!z.failed) tx_sets_.insert(tx_sets_.end(), z.get().sets.begin(), z.get().sets.end());
       } else if (status == 'I') {
         bool committed = z.failed ? last_tag_ == "COMMIT" : !rolled_back;
         if (committed) commit_sets(tx_sets_, server_settings);
         tx_sets_.clear();
-        if (!z.failed && !rolled_back) commit_sets(z.sets, server_settings);
+        if (!z.failed && !rolled_back) commit_sets(z.get().sets, server_settings);
       }
       // 'E': the transaction failed; what it SET is dropped when it ends (its tag is ROLLBACK).
       last_tag_.clear();

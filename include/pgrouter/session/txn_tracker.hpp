@@ -144,26 +144,38 @@ class TxnTracker {
     OnSuccess kind;
     std::string client_name, server_name;
   };
-  struct Expect {
-    explicit Expect(char r, Action a = Action::forward, std::string err = {})
-        : reply(r), action(a), error(std::move(err)) {}
-    char reply;  // '1', '2', '3', 'C' (CommandComplete "PREPARE") or 'Z'
-    Action action;
+  // What a request's record carries besides its reply and action: only some requests need it (a named
+  // Parse, a Close, pgrouter's own requests, a Sync after SETs), so it is allocated only for them and the
+  // records of the relay's usual traffic (an unnamed Parse, a Sync) stay 16 bytes.
+  struct ExpectMore {
     std::string error;  // sentinel-error requests: the ErrorResponse the client gets instead
     // Undo information when the request is skipped after an error:
     std::string client_name;                    // a Parse that created (or a Close that removed) this name
     std::shared_ptr<TrackedStatement> removed;  // the statement a Close removed
     std::string server_name;                    // a Parse that prepared this, or a Close that evicted it
-    bool evicted = false;
     // 'Z' only: what the Sync/Query commits when no error came before it.
-    bool failed = false;
     std::vector<sql::SessionCommand> sets;
     std::vector<StatementEffect> effects;
+    std::shared_ptr<TrackedStatement> created;   // 'C' of a client's PREPARE: recorded as client_name on success
+    std::shared_ptr<const TextRewrite> rewrite;  // a Parse/Query whose text was rewritten: for its errors
+  };
+  static const ExpectMore kNoMore;
+  struct Expect {
+    explicit Expect(char r, Action a = Action::forward) : reply(r), action(a) {}
+    Expect(char r, Action a, std::string err) : reply(r), action(a) { more().error = std::move(err); }
+    char reply;  // '1', '2', '3', 'C' (CommandComplete "PREPARE") or 'Z'
+    Action action;
+    bool evicted = false;         // a Close pgrouter sent to make room (server_name)
+    bool failed = false;          // 'Z' only: an error came before it
     bool unnamed = false;         // a Parse or Close of the unnamed statement: if skipped, the server's is unknown
     bool unnamed_resend = false;  // ... one pgrouter re-sent: the client's unnamed statement still exists
     bool swallow = false;         // 'Z' of a Sync pgrouter sent: an error before it is dropped too
-    std::shared_ptr<TrackedStatement> created;   // 'C' of a client's PREPARE: recorded as client_name on success
-    std::shared_ptr<const TextRewrite> rewrite;  // a Parse/Query whose text was rewritten: for its errors
+    std::unique_ptr<ExpectMore> extra;
+    ExpectMore& more() {
+      if (!extra) extra = std::make_unique<ExpectMore>();
+      return *extra;
+    }
+    const ExpectMore& get() const { return extra ? *extra : kNoMore; }
   };
 
   // Prepares st (and what it uses) on `server` if it lacks it, with messages appended to out that are valid
