@@ -9,14 +9,6 @@ const std::string* StartupPacket::find(std::string_view key) const {
   return nullptr;
 }
 
-std::optional<std::string_view> read_cstring(std::string_view body, size_t& pos) {
-  auto end = body.find('\0', pos);
-  if (end == std::string_view::npos) return std::nullopt;
-  auto s = body.substr(pos, end - pos);
-  pos = end + 1;
-  return s;
-}
-
 std::optional<std::pair<std::string_view, std::string_view>> parse_parameter_status(std::string_view body) {
   size_t pos = 0;
   auto name = read_cstring(body, pos);

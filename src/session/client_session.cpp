@@ -286,7 +286,157 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
       }
       if (!s2c_start_pending_) break;  // the session is ending
       s2c_start_pending_ = false;
-      co_await server_to_client(s);
+      {
+        // One attachment's replies, relayed until the server is given back or the relay stops (inline, not a
+        // coroutine of its own: that cost a frame per transaction).
+      struct Handler {
+        ClientSession& self;
+        SpanRewriter rw;
+        bool wants_body(char type) const {
+          return type == 'Z' || type == 'E' || type == 'S' || (type == 'N' && self.retry_.window) ||
+                 (self.tracker_ && (type == '1' || type == '2' || type == '3' || type == 'C')) ||
+                 !self.startup_reset_.idle();
+        }
+        bool preamble_only = true;  // this read so far holds only replies that carry no result
+        p::ScanAction on_message(char type, uint32_t len, std::string_view body) {
+          if (self.retry_.window) {
+            // Read retry: a server going away before anything but ParseComplete, BindComplete, CloseComplete,
+            // ParameterDescription, RowDescription or NoData of the answer (which it sends with its last
+            // words) is not relayed, nor are those: the read is sent to another server.
+            if ((type == 'E' || type == 'N') && preamble_only && self.server_going_away(type, body))
+              return p::ScanAction::stop_before;
+            if (type != '1' && type != '2' && type != '3' && type != 't' && type != 'T' && type != 'n')
+              preamble_only = false;
+          }
+          bool replace_z = false;
+          if (!self.startup_reset_.idle()) {
+            // Replies to what pgrouter added to a RESET or DISCARD ALL (see session/startup_reset.hpp).
+            char status = 'I';
+            self.s2c_inject_.clear();
+            auto r = self.startup_reset_.server_message(type, body, self.server_->params, self.s2c_inject_, status);
+            if (r == StartupReset::Reply::drop) {
+              rw.replace(body.data() - 5, len, {});
+              return p::ScanAction::forward;
+            }
+            if (r == StartupReset::Reply::replace && !body.empty()) {
+              const_cast<char*>(body.data())[0] = status;  // DISCARD ALL's own transaction status
+              replace_z = true;
+            }
+          }
+          // The tracker first: a reply to a request pgrouter sent (a ReadyForQuery too) is not the client's.
+          auto reply = TxnTracker::Reply::forward;
+          if (self.tracker_ && TxnTracker::is_reply_type(type)) reply = self.track_server_message(type, body);
+          if (type == 'Z') {
+            self.server_->tx_status = body.empty() ? 'I' : body[0];
+            self.client_tx_status_ = self.server_->tx_status;
+            if (reply != TxnTracker::Reply::drop) self.request_finished();
+          } else if (type == 'E') {
+            auto code = p::error_sqlstate(body);
+            self.w_.stats().count_error(code, false);
+            if (code.substr(0, 2) == "57" || code.substr(0, 2) == "08") {
+              auto f = p::parse_error_fields(body);
+              if (f.severity == "FATAL" || f.severity == "PANIC") self.server_sent_fatal_ = true;
+            }
+          } else if (type == 'S') {
+            if (auto kv = p::parse_parameter_status(body))
+              self.server_->params[std::string(kv->first)] = std::string(kv->second);
+          }
+          if (reply != TxnTracker::Reply::forward) {
+            if (reply == TxnTracker::Reply::as_parse_complete) {
+              const_cast<char*>(body.data())[-5] = '1';  // CloseComplete and ParseComplete have the same shape
+            } else if (reply != TxnTracker::Reply::forward) {  // drop, or replace
+              rw.replace(body.data() - 5, len,
+                         reply == TxnTracker::Reply::replace ? std::string_view(self.s2c_repl_) : std::string_view());
+            }
+          }
+          if (replace_z) rw.replace(body.data() - 5, len, self.s2c_inject_);
+          return p::ScanAction::forward;
+        }
+      } handler{*this, SpanRewriter{s2c_out_}};
+      p::FrameScanner scanner(0xffffffffu);
+      auto& stats = w_.stats();
+      auto& buf = server_->buffer;
+      for (;;) {
+        buf.prepare_read();
+        net::error_code ec;
+        size_t n = 0;
+        // read_some without its coroutine frame: the reply is rarely there yet when this loop starts.
+        while (!server_->ready.read_now(buf.write_ptr(), buf.write_space(), n, ec)) {
+          co_await server_->ready.wait_readable(ec);
+          if (ec) break;
+        }
+        if (ec && retry_.window && !client_done_) {
+          // Nothing of the answer reached the client: the read goes to another backend (buf is the broken
+          // server's and goes with it).
+          // Named local: no temporaries built by ?: inside a co_await expression (g++ 12).
+          std::string why = ec == asio::error::operation_aborted
+                              ? std::string("the connection broke while sending to it")
+                              : ec.message();
+          if (co_await replace_failed_server(std::move(why))) start_server_to_client(s);
+          break;  // this attachment is over
+        }
+        if (ec) {
+          if (ec != asio::error::operation_aborted || !client_done_) {
+            server_broken_ = true;
+            if (!server_sent_fatal_ && pending_fatal_message_.empty()) {
+              pending_fatal_sqlstate_ = p::sqlstate::connection_failure;
+              pending_fatal_message_ = "server connection lost: " + ec.message() +
+                                       "; the query may or may not have run. Reconnect and retry.";
+            }
+            log::warn("server connection lost", {{"session", id_}, {"server", server_->target.host + ":" +
+                                                                                  std::to_string(server_->target.port)},
+                                                 {"error", ec.message()}});
+            if (!client_done_) cancel_client_io();
+          }
+          s2c_mid_message_ = !buf.empty() || scanner.mid_message();
+          break;  // this attachment is over
+        }
+        buf.commit(n);
+        handler.rw.begin(buf.data());
+        handler.preamble_only = true;
+        auto r = scanner.scan(buf.data(), buf.size(), handler);
+        if (r.stopped) {  // only the retry window stops: the server is going away before answering
+          server_broken_ = true;
+          s2c_out_.clear();
+          if (!client_done_ && co_await replace_failed_server(retry_.server_message)) start_server_to_client(s);
+          break;  // this attachment is over
+        }
+        if (r.consumed > 0) {
+          std::string_view out = handler.rw.finish(r.consumed);
+          size_t out_len = out.size();
+          net::error_code wec;
+          if (out_len > 0) {
+            size_t written = 0;
+            if (tls_ || !client_ready_.write_now(out.data(), out_len, written, wec))
+              co_await client_write(s, out.data() + written, out_len - written, wec);
+          }
+          s2c_out_.clear();
+          if (out_len > 0 && !wec && retry_.window) close_retry_window();  // the answer has begun
+          if (wec) {
+            s2c_mid_message_ = true;  // the client went away mid-answer: the server is not reusable
+            if (!client_done_) cancel_client_io();
+            break;  // this attachment is over
+          }
+          stats.bytes_server_to_client.fetch_add(out_len, std::memory_order_relaxed);
+          buf.consume(r.consumed);
+          if (pending_ == 0) last_activity_ = pool::Clock::now();
+          // Transaction pooling: give the server back once it is idle with nothing in flight either way.
+          if (txn_mode_ && !pinned_ && server_->tx_status == 'I' && pending_ == 0 && !unsynced_ && !c2s_writing_ &&
+              buf.empty() && !scanner.mid_message() && !client_done_ && tracker_->idle() && startup_reset_.idle()) {
+            detach_server();
+            break;  // this attachment is over
+          }
+        }
+        if (r.bad_length) {
+          server_broken_ = true;
+          pending_fatal_sqlstate_ = p::sqlstate::protocol_violation;
+          pending_fatal_message_ = "server sent an invalid message; the connection was closed";
+          if (!client_done_) cancel_client_io();
+          break;  // this attachment is over
+        }
+        if (r.need > 0) buf.reserve_message(r.need);
+      }
+      }
       if (!s2c_start_pending_) {
         s2c_running_ = false;
         s2c_done_->cancel();
@@ -490,154 +640,6 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
     } else if (n == buf.capacity() && buf.capacity() < kMaxStreamingBuffer) {
       buf.reserve_message(buf.capacity() * 2);  // a full read: bulk traffic (COPY, big batches) reads more at once
     }
-  }
-}
-
-template <typename Stream>
-awaitable<void> ClientSession::server_to_client(Stream& s) {
-  struct Handler {
-    ClientSession& self;
-    SpanRewriter rw;
-    bool wants_body(char type) const {
-      return type == 'Z' || type == 'E' || type == 'S' || (type == 'N' && self.retry_.window) ||
-             (self.tracker_ && (type == '1' || type == '2' || type == '3' || type == 'C')) || !self.startup_reset_.idle();
-    }
-    bool preamble_only = true;  // this read so far holds only replies that carry no result
-    p::ScanAction on_message(char type, uint32_t len, std::string_view body) {
-      if (self.retry_.window) {
-        // Read retry: a server going away before anything but ParseComplete, BindComplete, CloseComplete,
-        // ParameterDescription, RowDescription or NoData of the answer (which it sends with its last
-        // words) is not relayed, nor are those: the read is sent to another server.
-        if ((type == 'E' || type == 'N') && preamble_only && self.server_going_away(type, body))
-          return p::ScanAction::stop_before;
-        if (type != '1' && type != '2' && type != '3' && type != 't' && type != 'T' && type != 'n')
-          preamble_only = false;
-      }
-      bool replace_z = false;
-      if (!self.startup_reset_.idle()) {
-        // Replies to what pgrouter added to a RESET or DISCARD ALL (see session/startup_reset.hpp).
-        char status = 'I';
-        self.s2c_inject_.clear();
-        auto r = self.startup_reset_.server_message(type, body, self.server_->params, self.s2c_inject_, status);
-        if (r == StartupReset::Reply::drop) {
-          rw.replace(body.data() - 5, len, {});
-          return p::ScanAction::forward;
-        }
-        if (r == StartupReset::Reply::replace && !body.empty()) {
-          const_cast<char*>(body.data())[0] = status;  // DISCARD ALL's own transaction status
-          replace_z = true;
-        }
-      }
-      // The tracker first: a reply to a request pgrouter sent (a ReadyForQuery too) is not the client's.
-      auto reply = TxnTracker::Reply::forward;
-      if (self.tracker_ && TxnTracker::is_reply_type(type)) reply = self.track_server_message(type, body);
-      if (type == 'Z') {
-        self.server_->tx_status = body.empty() ? 'I' : body[0];
-        self.client_tx_status_ = self.server_->tx_status;
-        if (reply != TxnTracker::Reply::drop) self.request_finished();
-      } else if (type == 'E') {
-        auto code = p::error_sqlstate(body);
-        self.w_.stats().count_error(code, false);
-        if (code.substr(0, 2) == "57" || code.substr(0, 2) == "08") {
-          auto f = p::parse_error_fields(body);
-          if (f.severity == "FATAL" || f.severity == "PANIC") self.server_sent_fatal_ = true;
-        }
-      } else if (type == 'S') {
-        if (auto kv = p::parse_parameter_status(body)) self.server_->params[std::string(kv->first)] = std::string(kv->second);
-      }
-      if (reply != TxnTracker::Reply::forward) {
-        if (reply == TxnTracker::Reply::as_parse_complete) {
-          const_cast<char*>(body.data())[-5] = '1';  // CloseComplete and ParseComplete have the same shape
-        } else if (reply != TxnTracker::Reply::forward) {  // drop, or replace
-          rw.replace(body.data() - 5, len,
-                     reply == TxnTracker::Reply::replace ? std::string_view(self.s2c_repl_) : std::string_view());
-        }
-      }
-      if (replace_z) rw.replace(body.data() - 5, len, self.s2c_inject_);
-      return p::ScanAction::forward;
-    }
-  } handler{*this, SpanRewriter{s2c_out_}};
-  p::FrameScanner scanner(0xffffffffu);
-  auto& stats = w_.stats();
-  auto& buf = server_->buffer;
-  for (;;) {
-    buf.prepare_read();
-    net::error_code ec;
-    size_t n = 0;
-    // read_some without its coroutine frame: the reply is rarely there yet when this loop starts.
-    while (!server_->ready.read_now(buf.write_ptr(), buf.write_space(), n, ec)) {
-      co_await server_->ready.wait_readable(ec);
-      if (ec) break;
-    }
-    if (ec && retry_.window && !client_done_) {
-      // Nothing of the answer reached the client: the read goes to another backend (buf is the broken
-      // server's and goes with it).
-      // Named local: no temporaries built by ?: inside a co_await expression (g++ 12).
-      std::string why = ec == asio::error::operation_aborted ? std::string("the connection broke while sending to it")
-                                                             : ec.message();
-      if (co_await replace_failed_server(std::move(why))) start_server_to_client(s);
-      co_return;
-    }
-    if (ec) {
-      if (ec != asio::error::operation_aborted || !client_done_) {
-        server_broken_ = true;
-        if (!server_sent_fatal_ && pending_fatal_message_.empty()) {
-          pending_fatal_sqlstate_ = p::sqlstate::connection_failure;
-          pending_fatal_message_ = "server connection lost: " + ec.message() +
-                                   "; the query may or may not have run. Reconnect and retry.";
-        }
-        log::warn("server connection lost", {{"session", id_}, {"server", server_->target.host + ":" +
-                                                                              std::to_string(server_->target.port)},
-                                             {"error", ec.message()}});
-        if (!client_done_) cancel_client_io();
-      }
-      s2c_mid_message_ = !buf.empty() || scanner.mid_message();
-      co_return;
-    }
-    buf.commit(n);
-    handler.rw.begin(buf.data());
-    handler.preamble_only = true;
-    auto r = scanner.scan(buf.data(), buf.size(), handler);
-    if (r.stopped) {  // only the retry window stops: the server is going away before answering
-      server_broken_ = true;
-      s2c_out_.clear();
-      if (!client_done_ && co_await replace_failed_server(retry_.server_message)) start_server_to_client(s);
-      co_return;
-    }
-    if (r.consumed > 0) {
-      std::string_view out = handler.rw.finish(r.consumed);
-      size_t out_len = out.size();
-      net::error_code wec;
-      if (out_len > 0) {
-        size_t written = 0;
-        if (tls_ || !client_ready_.write_now(out.data(), out_len, written, wec))
-          co_await client_write(s, out.data() + written, out_len - written, wec);
-      }
-      s2c_out_.clear();
-      if (out_len > 0 && !wec && retry_.window) close_retry_window();  // the answer has begun
-      if (wec) {
-        s2c_mid_message_ = true;  // the client went away mid-answer: the server is not reusable
-        if (!client_done_) cancel_client_io();
-        co_return;
-      }
-      stats.bytes_server_to_client.fetch_add(out_len, std::memory_order_relaxed);
-      buf.consume(r.consumed);
-      if (pending_ == 0) last_activity_ = pool::Clock::now();
-      // Transaction pooling: give the server back once it is idle with nothing in flight either way.
-      if (txn_mode_ && !pinned_ && server_->tx_status == 'I' && pending_ == 0 && !unsynced_ && !c2s_writing_ &&
-          buf.empty() && !scanner.mid_message() && !client_done_ && tracker_->idle() && startup_reset_.idle()) {
-        detach_server();
-        co_return;
-      }
-    }
-    if (r.bad_length) {
-      server_broken_ = true;
-      pending_fatal_sqlstate_ = p::sqlstate::protocol_violation;
-      pending_fatal_message_ = "server sent an invalid message; the connection was closed";
-      if (!client_done_) cancel_client_io();
-      co_return;
-    }
-    if (r.need > 0) buf.reserve_message(r.need);
   }
 }
 

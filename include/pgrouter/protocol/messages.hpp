@@ -2,6 +2,7 @@
 // ErrorResponse fields, authentication requests. The SQLSTATEs pgrouter raises are listed here once.
 #pragma once
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <string>
@@ -82,8 +83,17 @@ void append_cancel_request(std::string& out, uint32_t pid, uint32_t secret);
 // The (name, value) of a ParameterStatus body; nullopt if malformed.
 std::optional<std::pair<std::string_view, std::string_view>> parse_parameter_status(std::string_view body);
 
-// Reads a C string at pos; advances pos past the NUL. nullopt if there is no NUL.
-std::optional<std::string_view> read_cstring(std::string_view body, size_t& pos);
+// Reads a C string at pos; advances pos past the NUL. nullopt if there is no NUL. (Inline: the relay reads
+// several per message, most of them empty names.)
+inline std::optional<std::string_view> read_cstring(std::string_view body, size_t& pos) {
+  if (pos >= body.size()) return std::nullopt;
+  const char* start = body.data() + pos;
+  const void* nul = std::memchr(start, '\0', body.size() - pos);
+  if (!nul) return std::nullopt;
+  size_t len = size_t(static_cast<const char*>(nul) - start);
+  pos += len + 1;
+  return std::string_view(start, len);
+}
 
 // Quotes a value as a SQL string literal ('...' with quotes doubled); names are checked separately.
 std::string quote_literal(std::string_view value);

@@ -120,7 +120,6 @@ class ClientSession {
   bool params_ready();
   void detach_server();
   template <typename Stream> awaitable<void> client_to_server(Stream& s);
-  template <typename Stream> awaitable<void> server_to_client(Stream& s);
   template <typename Stream> awaitable<void> server_to_client_loop(Stream& s);
   template <typename Stream> awaitable<void> fail(Stream& s, const char* sqlstate, std::string message,
                                                   std::string hint = {});
