@@ -2,6 +2,7 @@
 #include "pgrouter/session/startup_reset.hpp"
 
 #include <algorithm>
+#include <array>
 
 #include "pgrouter/protocol/messages.hpp"
 #include "pgrouter/sql/session_features.hpp"
@@ -19,7 +20,13 @@ bool may_reset(std::string_view sql) {
   auto at = [&](size_t i, std::string_view lower_word) {
     return util::equals_ascii_ci(sql.substr(i, lower_word.size()), lower_word);
   };
+  static constexpr auto kFirst = [] {  // the letters a word of interest starts with, either case
+    std::array<bool, 256> t{};
+    for (char c : {'r', 'R', 'd', 'D', 'l', 'L'}) t[static_cast<unsigned char>(c)] = true;
+    return t;
+  }();
   for (size_t i = 0; i < sql.size(); ++i) {
+    if (!kFirst[static_cast<unsigned char>(sql[i])]) continue;
     switch (util::ascii_lower(sql[i])) {
       case 'r':
         if (at(i, "reset")) return true;

@@ -500,3 +500,25 @@ TEST_CASE("PREPARE and DEALLOCATE among other statements are not carried") {
   CHECK_FALSE(h.client('Q', cstr("select 1; deallocate s2")));
   CHECK(h.effect == TxnTracker::Effect::unsupported);
 }
+
+TEST_CASE("texts found plain are remembered by their shape with numbers as 0, and only what has the same answer") {
+  Fixture f;
+  auto effect_of = [&f](const std::string& sql) {
+    f.client('Q', cstr(sql));
+    f.reply('Z', "I");
+    return f.effect;
+  };
+  // A plain text, then texts differing only in numbers: plain (the memo's shared entry).
+  CHECK(effect_of("select abalance from pgbench_accounts where aid = 12345") == TxnTracker::Effect::none);
+  CHECK(effect_of("select abalance from pgbench_accounts where aid = 7") == TxnTracker::Effect::none);
+  // A number right before a statement's first word hides it ("5 set" is no SET); the same text without the
+  // number is a SET and must not share its entry.
+  CHECK(effect_of("select 1;5 set work_mem = 64") == TxnTracker::Effect::none);
+  CHECK(effect_of("select 1; set search_path = x") == TxnTracker::Effect::tracked);
+  CHECK(effect_of("select 1;  set work_mem = 64") != TxnTracker::Effect::none);
+  // Digits inside a word are part of it: temp1 is a name, temp a keyword.
+  CHECK(effect_of("select * from temp1") == TxnTracker::Effect::none);
+  CHECK(effect_of("select * from temp") == TxnTracker::Effect::unsupported);
+  CHECK(effect_of("select pg_advisory_lock(12)") == TxnTracker::Effect::unsupported);
+  CHECK(effect_of("select pg_advisory_lock(13)") == TxnTracker::Effect::unsupported);
+}
