@@ -187,6 +187,7 @@ std::unique_ptr<ServerConnection> Pool::take_idle(Clock::time_point started) {
 
 awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
   auto started = Clock::now();
+  bool first_in_line = false;  // woken for a freed slot that another worker took first: keep the place
   for (;;) {
     if (auto c = take_idle(started)) co_return c;
     if (reserve_slot()) {
@@ -218,7 +219,9 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
     w.deadline = started + settings_.config.queue_timeout;
     w.backoff = kStealAfter;
     w.next_steal = Clock::now() + kStealAfter;
-    waiters_.push_back(&w);
+    if (first_in_line) waiters_.push_front(&w);
+    else waiters_.push_back(&w);
+    first_in_line = false;
     group_->waiting.fetch_add(1, std::memory_order_relaxed);
     stats_.clients_waiting.fetch_add(1, std::memory_order_relaxed);
     arm_sweep(std::min(w.next_steal, w.deadline));
@@ -238,7 +241,10 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
       waiters_.remove(&w);
       group_->waiting.fetch_sub(1, std::memory_order_relaxed);
     }
-    if (w.slot && Clock::now() < w.deadline) continue;
+    if (w.slot && Clock::now() < w.deadline) {
+      first_in_line = true;  // it was the first waiter when the slot was offered
+      continue;
+    }
     err = {protocol::sqlstate::too_many_connections,
            "timed out after " + std::to_string(settings_.config.queue_timeout.count()) +
                " ms waiting for a server connection to database \"" + settings_.target.dbname +

@@ -318,8 +318,11 @@ def test_stress_transaction_pool(cluster, pgrouter):
             now = time.monotonic()
             for c in clients:
                 if not c.done and now - c.op_started > OP_TIMEOUT:
-                    hung.setdefault(c.index, f"client {c.index} hung in {c.op} for > {OP_TIMEOUT:g}s "
-                                             f"(steps so far: {list(c.steps)})")
+                    if c.index not in hung:  # with pgrouter's pool state at that moment, to tell where it waits
+                        state = {k: pgr.metric(text, f"pgrouter_{k}")
+                                 for k in ("clients_waiting", "servers_active", "servers_idle")}
+                        hung[c.index] = (f"client {c.index} hung in {c.op} for > {OP_TIMEOUT:g}s "
+                                         f"(steps so far: {list(c.steps)}; pgrouter: {state})")
             time.sleep(0.25)
         for t in threads:
             t.join(max(0.1, deadline - time.monotonic()))
