@@ -33,21 +33,16 @@ void Parked::resume(error_code ec) {
 }
 
 void Parked::complete(error_code ec) {
-  if (!io_) {  // no io_context known (a socket never attached): the coroutine's own executor
-    auto ex = thread_->get_executor();
-    asio::post(ex, [t = Thread(std::move(*thread_)), result = ec_, ec]() mutable {
-      *result = ec;
-      t.run();
-    });
-    thread_.reset();
-    return;
-  }
+  // No io_context known (a socket never attached): the coroutine's own executor.
+  std::optional<asio::any_io_executor> own;
+  if (!io_) own = thread_->get_executor();
   auto run = [t = Thread(std::move(*thread_)), result = ec_, ec]() mutable {
     *result = ec;
     t.run();
   };
   thread_.reset();
-  asio::require(io_->get_executor(), asio::execution::blocking.never).execute(std::move(run));
+  if (io_) asio::require(io_->get_executor(), asio::execution::blocking.never).execute(std::move(run));
+  else asio::post(*own, std::move(run));
 }
 
 Parked::~Parked() {

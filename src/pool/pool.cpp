@@ -157,8 +157,8 @@ void Pool::wake_one_for_slot() {
   w->wake.wake_after_batch(readiness_);
 }
 
-void Pool::observe_wait(Clock::time_point started) {
-  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count();
+void Pool::observe_wait(Clock::time_point started, Clock::time_point now) {
+  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now - started).count();
   stats_.pool_wait.observe_ns(uint64_t(ns));
 }
 
@@ -179,7 +179,7 @@ std::unique_ptr<ServerConnection> Pool::take_idle(Clock::time_point started) {
       close(std::move(c));
       continue;
     }
-    stats_.pool_wait.observe_ns(uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(now - started).count()));
+    observe_wait(started, now);
     return c;
   }
   return nullptr;

@@ -276,9 +276,13 @@ int ClientSession::attach_now() {
   backend_ = chosen;
   server_pool_ = &pool;
   server_ = std::move(server);
+  return server_taken() ? kAttached : kNeedsParams;
+}
+
+bool ClientSession::server_taken() {
   w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
   if (pinned_) server_->dirty = true;
-  return params_ready() ? kAttached : kNeedsParams;
+  return params_ready();
 }
 
 awaitable<bool> ClientSession::settle_params() {
@@ -357,9 +361,7 @@ awaitable<bool> ClientSession::attach_backend(bool from_mark, int chosen) {
     pending_fatal_message_ = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
     co_return false;
   }
-  w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
-  if (pinned_) server_->dirty = true;
-  if (params_ready()) co_return true;
+  if (server_taken()) co_return true;
   co_return co_await settle_params();
 }
 

@@ -139,9 +139,10 @@ bool TxnTracker::tracks(const std::string& parameter) const {
 }
 
 namespace {
-// Statement texts session_feature() found plain, per worker thread, by XXH3-128 of plain_key() (direct-mapped):
-// an application sends the same few texts over and over, and hashing one costs a few dozen instructions
-// where the scan costs about a thousand (6% of an extended-protocol transaction, callgrind).
+// Statement texts session_feature() found plain, per worker thread, by XXH3-128 of the exact text and of its
+// sql::session_feature_key() (direct-mapped): an application sends the same few texts over and over, and
+// hashing one costs a few dozen instructions where the scan costs about a thousand (6% of an
+// extended-protocol transaction, callgrind).
 struct PlainTexts {
   static constexpr size_t kSlots = 256;
   std::array<XXH128_hash_t, kSlots> hash{};
@@ -149,45 +150,9 @@ struct PlainTexts {
 };
 thread_local PlainTexts plain_texts;
 
-// The memo's key: the text with each number (a run of digits with no letter, digit or '_' on either side)
-// written as one "0". session_feature() looks only at words, ';', white space and '(', and a number is a word
-// of no interest whatever its digits, so two texts with the same key get the same answer. Simple-protocol
-// queries that differ only in their numbers (pgbench's, most ORMs' without bind parameters) share one entry.
-XXH128_hash_t plain_key(std::string_view sql) {
-  static constexpr auto kWord = [] {
-    std::array<bool, 256> t{};
-    for (int c = 0; c < 256; ++c)
-      t[size_t(c)] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
-    return t;
-  }();
-  auto word = [](char c) { return kWord[static_cast<unsigned char>(c)]; };
-  auto digit = [](char c) { return c >= '0' && c <= '9'; };
-  thread_local std::string key;
-  const char* d = sql.data();
-  size_t n = sql.size(), copied = 0;
-  for (size_t i = 0; i < n;) {
-    if (!digit(d[i]) || (i > 0 && word(d[i - 1]))) {
-      ++i;
-      continue;
-    }
-    size_t j = i + 1;
-    while (j < n && digit(d[j])) ++j;
-    if ((j == n || !word(d[j])) && (j - i > 1 || d[i] != '0')) {
-      if (copied == 0) key.clear();
-      key.append(d + copied, i - copied);
-      key.push_back('0');
-      copied = j;
-    }
-    i = j;
-  }
-  if (copied == 0) return XXH3_128bits(d, n);
-  key.append(d + copied, n - copied);
-  return XXH3_128bits(key.data(), key.size());
-}
-
 bool touches_no_session_state(std::string_view sql) {
-  // The exact text first (a Parse's text repeats as it is), then its plain_key() (a simple Query's numbers
-  // change); a text found plain is remembered both ways.
+  // The exact text first (a Parse's text repeats as it is), then its key (a simple Query's numbers change);
+  // a text found plain is remembered both ways.
   auto& cache = plain_texts;
   auto known = [&cache](const XXH128_hash_t& h) {
     size_t slot = size_t(h.low64) & (PlainTexts::kSlots - 1);
@@ -200,7 +165,9 @@ bool touches_no_session_state(std::string_view sql) {
   };
   XXH128_hash_t exact = XXH3_128bits(sql.data(), sql.size());
   if (known(exact)) return true;
-  XXH128_hash_t shape = plain_key(sql);
+  thread_local std::string key_buf;
+  std::string_view key = sql::session_feature_key(sql, key_buf);
+  XXH128_hash_t shape = key.data() == sql.data() ? exact : XXH3_128bits(key.data(), key.size());
   if (known(shape)) return true;
   if (!sql::session_feature(sql).empty()) return false;
   remember(shape);
@@ -751,7 +718,8 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       if (tag && *tag == "PREPARE" && !expect_.empty() && expect_.front().reply == 'C') {
         Expect e = std::move(expect_.front());
         expect_.pop_front();
-        if (e.get().created) statements_[e.extra->client_name] = std::move(e.extra->created);  // not transactional, as PostgreSQL
+        if (e.extra && e.extra->created)  // not transactional, as PostgreSQL
+          statements_[e.extra->client_name] = std::move(e.extra->created);
         if (e.action == Action::drop) return Reply::drop;
       }
       if (tag) last_tag_.assign(*tag);

@@ -115,6 +115,30 @@ std::string_view session_feature(std::string_view sql) {
   return {};
 }
 
+std::string_view session_feature_key(std::string_view sql, std::string& buf) {
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  const char* d = sql.data();
+  size_t n = sql.size(), copied = 0;
+  for (size_t i = 0; i < n;) {
+    if (!digit(d[i]) || (i > 0 && word_byte(d[i - 1]))) {
+      ++i;
+      continue;
+    }
+    size_t j = i + 1;
+    while (j < n && digit(d[j])) ++j;
+    if ((j == n || !word_byte(d[j])) && (j - i > 1 || d[i] != '0')) {
+      if (copied == 0) buf.clear();
+      buf.append(d + copied, i - copied);
+      buf.push_back('0');
+      copied = j;
+    }
+    i = j;
+  }
+  if (copied == 0) return sql;
+  buf.append(d + copied, n - copied);
+  return buf;
+}
+
 }  // namespace pgrouter::sql
 
 namespace pgrouter::sql {

@@ -85,3 +85,14 @@ TEST_CASE("DEALLOCATE names are read as PostgreSQL reads them") {
   CHECK_FALSE(parse_session_command("deallocate a;;"));
   CHECK_FALSE(parse_session_command("deallocate"));
 }
+
+TEST_CASE("session_feature_key writes numbers as 0 and leaves words alone") {
+  using pgrouter::sql::session_feature_key;
+  std::string buf;
+  CHECK(session_feature_key("select a from t where id = 12345", buf) == "select a from t where id = 0");
+  CHECK(session_feature_key("select 1;5 set x = 7", buf) == "select 0;0 set x = 0");
+  CHECK(session_feature_key("select * from t1, temp2 where x = $12 and y = 1e5", buf) ==
+        "select * from t1, temp2 where x = $0 and y = 1e5");
+  std::string_view plain = "select * from t1 where a = 0";
+  CHECK(session_feature_key(plain, buf).data() == plain.data());  // nothing to write: the text itself
+}

@@ -89,7 +89,7 @@ class Pool {
   void hand_over(std::unique_ptr<ServerConnection> conn);  // to a waiter, else to the idle list
   void close(std::unique_ptr<ServerConnection> conn);       // frees a slot and wakes a waiter for it
   bool expired(const ServerConnection& c, Clock::time_point now) const;
-  void observe_wait(Clock::time_point started);  // into the pool_wait histogram
+  void observe_wait(Clock::time_point started, Clock::time_point now = Clock::now());  // into pool_wait
   bool reserve_slot();  // takes one server slot from the group budget, if any is left
   void release_slot();  // gives it back and tells the other workers' pools
   void wake_one_for_slot();

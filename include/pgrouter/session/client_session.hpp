@@ -72,6 +72,9 @@ class ClientSession {
   int attach_now();
   void start_routing();  // the deadlines of a routing decision (read-your-writes), from now
   void refresh_config();  // a reload since the last transaction: route with the new replica list
+  // server_ was just taken from server_pool_: counted, marked dirty for a pinned client; true when it has
+  // the client's settings already, else settle_params() gives them.
+  bool server_taken();
   // Gives server_ the client's settings; on failure gives it back and sets pending_fatal_*.
   awaitable<bool> settle_params();
   void transaction_ended();

@@ -18,6 +18,13 @@ namespace pgrouter::sql {
 // lock", "temporary table", "WITH HOLD cursor", "LOAD", "PREPARE", "SET", "DISCARD" or "DEALLOCATE".
 std::string_view session_feature(std::string_view sql);
 
+// A key for remembering session_feature()'s answer: `sql` with each number (a run of digits with no letter,
+// digit or '_' on either side) written as one "0", in `buf`; `sql` itself when it has no other number.
+// session_feature() looks only at words, ';', white space and '(', and a number is a word of no interest
+// whatever its digits, so texts with the same key get the same answer (a number is not dropped: "5 set" and
+// " set" keep different keys). Queries that differ only in their numbers share a key.
+std::string_view session_feature_key(std::string_view sql, std::string& buf);
+
 struct SessionCommand {
   enum Kind {
     set,             // SET [SESSION] name {TO|=} value   (name lower-case, value as SQL text to replay)
