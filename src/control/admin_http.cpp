@@ -63,6 +63,19 @@ MetricFamily single_value_family(std::string name, std::string help, MetricType 
   return family;
 }
 
+// One gauge per worker thread (label worker="0".."N-1"): shows a pool budget or a queue that sits on one worker.
+template <typename Field>
+MetricFamily per_worker_family(std::string name, std::string help, const Stats& stats, Field field) {
+  MetricFamily family{std::move(name), std::move(help), MetricType::Gauge, {}};
+  for (size_t i = 0; i < stats.workers.size(); ++i) {
+    ClientMetric metric;
+    metric.label = {{"worker", std::to_string(i)}};
+    metric.gauge.value = static_cast<double>((stats.workers[i].get()->*field).load(std::memory_order_relaxed));
+    family.metric.push_back(std::move(metric));
+  }
+  return family;
+}
+
 MetricFamily histogram_family(std::string name, std::string help, const std::vector<const WorkerStats*>& all,
                               LatencyHistogram WorkerStats::*field) {
   constexpr size_t bucket_count = LatencyHistogram::bounds.size() + 1;
@@ -173,13 +186,17 @@ std::string render_metrics(const Stats& stats) {
           sum_over(all, &WorkerStats::server_connections_total));
   counter("pgrouter_server_connect_failures_total", "Server connection attempts that failed.",
           sum_over(all, &WorkerStats::server_connect_failures_total));
-  counter("pgrouter_queries_total", "Query or Sync messages forwarded to a server.",
+  counter("pgrouter_pool_slots_moved_total",
+          "Servers closed on one worker so that their pool slot serves a client that has waited much longer on "
+          "another worker (pool.size is one budget for all workers).",
+          sum_over(all, &WorkerStats::pool_slots_moved_total));
+  counter("pgrouter_queries_total", "Query, Sync or FunctionCall messages forwarded to a server.",
           sum_over(all, &WorkerStats::queries_total));
   counter("pgrouter_bytes_received_total", "Bytes received from clients and forwarded to servers.",
           sum_over(all, &WorkerStats::bytes_client_to_server));
   counter("pgrouter_bytes_sent_total", "Bytes received from servers and sent to clients.",
           sum_over(all, &WorkerStats::bytes_server_to_client));
-  counter("pgrouter_cancel_requests_total", "CancelRequest messages received.",
+  counter("pgrouter_cancel_requests_total", "CancelRequests forwarded to a server (those for a client with no query running, or with an unknown key, are ignored and logged).",
           sum_over(all, &WorkerStats::cancel_requests_total));
   counter("pgrouter_prepared_statements_prepared_total",
           "Transaction pooling: Parse sent to a server that lacked a client's named statement.",
@@ -230,7 +247,7 @@ std::string render_metrics(const Stats& stats) {
   families.push_back(histogram_family("pgrouter_pool_wait_seconds", "Time a client waited for a server connection.",
                                       all, &WorkerStats::pool_wait));
   families.push_back(errors_family(all));
-  counter("pgrouter_config_reloads_total", "Configuration reloads applied.",
+  counter("pgrouter_config_reloads_total", "Configuration reloads attempted (SIGHUP), rejected ones included: applied = this minus pgrouter_config_reload_failures_total.",
           static_cast<double>(stats.config_reloads_total.load(std::memory_order_relaxed)));
   counter("pgrouter_config_reload_failures_total", "Configuration reloads rejected (the old config stays).",
           static_cast<double>(stats.config_reload_failures_total.load(std::memory_order_relaxed)));
@@ -238,6 +255,16 @@ std::string render_metrics(const Stats& stats) {
         "Unix time of the last successful configuration load or reload.",
         static_cast<double>(stats.config_last_reload_success_unixtime.load(std::memory_order_relaxed)));
   gauge("pgrouter_workers", "Worker threads.", static_cast<double>(stats.workers.size()));
+  families.push_back(per_worker_family("pgrouter_worker_clients_connected", "Client sessions past startup, per worker.",
+                                       stats, &WorkerStats::clients_connected));
+  families.push_back(per_worker_family("pgrouter_worker_clients_waiting",
+                                       "Clients waiting for a server connection, per worker.", stats,
+                                       &WorkerStats::clients_waiting));
+  families.push_back(per_worker_family("pgrouter_worker_servers_active",
+                                       "Server connections attached to a client, per worker.", stats,
+                                       &WorkerStats::servers_active));
+  families.push_back(per_worker_family("pgrouter_worker_servers_idle", "Server connections idle in a pool, per worker.",
+                                       stats, &WorkerStats::servers_idle));
   gauge("pgrouter_process_resident_memory_bytes", "Resident memory of the pgrouter process.",
         process_resident_bytes());
 

@@ -79,6 +79,8 @@ void Pool::sweep() {
     }
     next = std::min({next, w->next_steal, w->deadline});
   }
+  // A slot freed for a waiter that had left by the time it was told: nobody else was woken for it.
+  if (!waiters_.empty() && group_->servers.load(std::memory_order_relaxed) < settings_.max_servers) wake_one_for_slot();
   if (steal) {
     for (size_t i = 0; i < group_->members.size(); ++i) {
       Pool* other = group_->members[i].load();
@@ -110,15 +112,50 @@ bool Pool::reserve_slot() {
   while (cur < settings_.max_servers) {
     if (group_->servers.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed)) {
       ++total_;
+      publish_load();
       return true;
     }
   }
   return false;
 }
 
+void Pool::publish_load() {
+  load_.store(uint64_t(uint32_t(total_)) << 32 | uint32_t(waiters_.size()), std::memory_order_relaxed);
+}
+
+Pool* Pool::starving_peer(int mine) {
+  // Nobody waits on another worker (the common case, one atomic load): nothing to compare.
+  int64_t my_waiting = int64_t(waiters_.size());
+  if (group_->waiting.load(std::memory_order_relaxed) <= my_waiting) return nullptr;
+  Pool* best = nullptr;
+  int64_t best_waiting = 0, best_total = 1;
+  for (auto& member : group_->members) {
+    Pool* other = member.load(std::memory_order_relaxed);
+    if (!other || other == this) continue;
+    uint64_t load = other->load_.load(std::memory_order_relaxed);
+    int64_t waiting = int64_t(load & 0xffffffff), total = int64_t(load >> 32);
+    // Clients per server there more than twice here (counting the one this server would serve next): a
+    // worker with waiters and no server always qualifies; two workers within 2x of each other never trade
+    // (each move costs a server login).
+    if (waiting == 0 || waiting * mine <= 2 * (my_waiting + 1) * total) continue;
+    if (!best || waiting * best_total > best_waiting * total) {
+      best = other;
+      best_waiting = waiting;
+      best_total = total;
+    }
+  }
+  return best;
+}
+
 void Pool::release_slot() {
+  Pool* to = starving_peer(total_);  // the slot counted as still here, as when hand_over asks
   --total_;
+  publish_load();
   group_->servers.fetch_sub(1, std::memory_order_relaxed);
+  if (to) {
+    asio::post(to->ex_, [to] { to->on_slot_freed(); });
+    return;
+  }
   if (!waiters_.empty()) {
     wake_one_for_slot();
     return;
@@ -151,6 +188,7 @@ void Pool::wake_one_for_slot() {
   if (waiters_.empty()) return;
   Waiter* w = waiters_.front();
   waiters_.pop_front();
+  publish_load();
   group_->waiting.fetch_sub(1, std::memory_order_relaxed);
   w->queued = false;
   w->slot = true;
@@ -190,7 +228,10 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
   bool first_in_line = false;  // woken for a freed slot that another worker took first: keep the place
   for (;;) {
     if (auto c = take_idle(started)) co_return c;
-    if (reserve_slot()) {
+    // A free slot belongs to the clients already waiting (one was told of it): a newcomer opens a server
+    // only when nobody waits, else it could take every slot given to a worker whose clients wait.
+    bool may_open = first_in_line || group_->waiting.load(std::memory_order_relaxed) == 0;
+    if (may_open && reserve_slot()) {
       auto alive = alive_;
       auto c = co_await connect_server(ex_, settings_.target, settings_.config.connect_timeout, err);
       if (!*alive) co_return nullptr;
@@ -222,6 +263,7 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
     if (first_in_line) waiters_.push_front(&w);
     else waiters_.push_back(&w);
     first_in_line = false;
+    publish_load();
     group_->waiting.fetch_add(1, std::memory_order_relaxed);
     stats_.clients_waiting.fetch_add(1, std::memory_order_relaxed);
     arm_sweep(std::min(w.next_steal, w.deadline));
@@ -239,6 +281,7 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
     }
     if (w.queued) {
       waiters_.remove(&w);
+      publish_load();
       group_->waiting.fetch_sub(1, std::memory_order_relaxed);
     }
     if (w.slot && Clock::now() < w.deadline) {
@@ -330,9 +373,17 @@ awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {
 }
 
 void Pool::hand_over(std::unique_ptr<ServerConnection> conn) {
+  if (group_->members.size() > 1 && starving_peer(total_)) {
+    // Another worker has more than twice as many clients waiting per server: this server's slot serves it
+    // (a server connection cannot change threads, so it is closed here and opened there).
+    stats_.pool_slots_moved_total.fetch_add(1, std::memory_order_relaxed);
+    close(std::move(conn));
+    return;
+  }
   if (!waiters_.empty()) {
     Waiter* w = waiters_.front();
     waiters_.pop_front();
+    publish_load();
     group_->waiting.fetch_sub(1, std::memory_order_relaxed);
     w->queued = false;
     w->conn = std::move(conn);

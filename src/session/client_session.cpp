@@ -118,8 +118,13 @@ void ClientSession::check_timeouts(pool::Clock::time_point now) {
 void ClientSession::forward_cancel() {
   // Only a query actually running for this client is cancelled; an idle server may already be
   // serving someone else in transaction mode, and its key must not be used then.
-  if (!server_ || pending_ == 0) return;
+  if (!server_ || pending_ == 0) {
+    log::info("cancel request ignored: the client has no query running",
+              {{"client_pid", key_pid_}, {"server_attached", server_ != nullptr}});
+    return;
+  }
   w_.stats().cancel_requests_total.fetch_add(1, std::memory_order_relaxed);
+  log::debug("cancel request forwarded", {{"client_pid", key_pid_}, {"backend_pid", server_->backend_pid}});
   auto in_flight = server_->cancels_in_flight;
   ++*in_flight;
   asio::co_spawn(w_.io(),
@@ -136,7 +141,11 @@ awaitable<void> send_cancel(asio::any_io_executor ex, std::string host, uint16_t
   auto eps = co_await resolver.async_resolve(host, std::to_string(port), asio::redirect_error(use_awaitable, ec));
   if (ec) co_return;
   co_await asio::async_connect(s, eps, asio::redirect_error(use_awaitable, ec));
-  if (ec) co_return;
+  if (ec) {
+    log::warn("cannot deliver a cancel request to the server",
+              {{"host", host}, {"port", port}, {"backend_pid", pid}, {"error", ec.message()}});
+    co_return;
+  }
   std::string msg;
   p::append_cancel_request(msg, pid, secret);
   co_await net::write_all(s, msg);
@@ -148,12 +157,16 @@ awaitable<void> send_cancel(asio::any_io_executor ex, std::string host, uint16_t
 void ClientSession::handle_cancel_request(const p::StartupPacket& sp) {
   Runtime& rt = w_.runtime();
   int target = Worker::worker_of_pid(sp.cancel_pid);
-  if (target < 0 || target >= int(rt.workers.size())) return;
+  if (target < 0 || target >= int(rt.workers.size())) {
+    log::info("cancel request ignored: no such client", {{"client_pid", sp.cancel_pid}});
+    return;
+  }
   Worker* tw = rt.workers[size_t(target)].get();
   uint32_t pid = sp.cancel_pid, secret = sp.cancel_secret;
   asio::post(tw->io(), [tw, pid, secret] {
     ClientSession* s = tw->find_session(pid);
     if (s && s->secret_matches(secret)) s->forward_cancel();
+    else log::info("cancel request ignored: no such client, or a wrong secret key", {{"client_pid", pid}});
   });
 }
 

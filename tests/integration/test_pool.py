@@ -1,5 +1,6 @@
 """Session pooling against real and failing servers: queueing and its limits, dead and hung backends,
 a backend terminated mid-query, and pool metrics."""
+import re
 import socket
 import threading
 import time
@@ -235,3 +236,94 @@ def test_pool_size_is_one_budget_across_workers(pgrouter, cluster):
     t.join(10)
     assert result.get("v") == 3
     held[1].close()
+
+
+def per_worker(text, name):
+    """{worker: value} of a per-worker gauge (pgrouter_worker_<name>{worker="N"})."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'pgrouter_worker_' + name + r'\{worker="(\d+)"\} (\S+)$', line)
+        if m:
+            out[int(m[1])] = float(m[2])
+    return out
+
+
+def test_per_worker_gauges_add_up(pgrouter):
+    router = pgrouter({"listen": {"workers": 2}})
+    conns = [router.connect() for _ in range(6)]
+    for c in conns:
+        c.execute("select 1")
+    text = router.metrics()
+    for name in ("clients_connected", "clients_waiting", "servers_active", "servers_idle"):
+        workers = per_worker(text, name)
+        assert sorted(workers) == [0, 1], name
+        assert sum(workers.values()) == pgr.metric(text, f"pgrouter_{name}"), name
+    assert sum(per_worker(text, "clients_connected").values()) == 6
+    for c in conns:
+        c.close()
+
+
+def connect_on_workers(router, wanted):
+    """Connections sorted by the worker that accepted them (SO_REUSEPORT picks; the per-worker gauge tells):
+    returns ({worker: [conn, ...]}, extras) with wanted[w] connections for each worker w; extras are the
+    connections beyond that, left open (closing them would not change what the caller measures)."""
+    got, extras = {w: [] for w in wanted}, []
+    for _ in range(200):
+        if all(len(got[w]) >= n for w, n in wanted.items()):
+            return got, extras
+        before = per_worker(router.metrics(), "clients_connected")
+        c = router.connect(autocommit=True)
+        worker, until = None, time.monotonic() + 5
+        while worker is None and time.monotonic() < until:  # the gauge may move just after the login's answer
+            after = per_worker(router.metrics(), "clients_connected")
+            worker = next((w for w in after if after[w] > before.get(w, 0)), None)
+        assert worker is not None, "no worker's pgrouter_worker_clients_connected counted the new connection"
+        (got[worker] if worker in got and len(got[worker]) < wanted[worker] else extras).append(c)
+    raise AssertionError(f"could not place connections on workers {wanted}: {got}")
+
+
+def test_worker_without_servers_gets_a_slot_under_load(pgrouter):
+    """pool.size is one budget for all workers. Worker 0's clients keep both slots busy, with a queue that never
+    empties; a client on worker 1 (which holds no server) must still be served while that load goes on, not
+    after it: the slot of a server coming back on worker 0 moves to the client that has waited much longer."""
+    router = pgrouter({"listen": {"workers": 2},
+                       "pool": {"mode": "transaction", "size": 2, "queue_timeout": "60s"}})
+    placed, extras = connect_on_workers(router, {0: 4, 1: 1})
+    stop, errors, done = threading.Event(), [], [0]
+
+    def load(c):
+        try:
+            while not stop.is_set():
+                c.execute("select pg_sleep(0.02)")
+                done[0] += 1
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=load, args=(c,), daemon=True) for c in placed[0]]
+    for t in threads:
+        t.start()
+    try:
+        # Worker 1's idle server (if its login opened one) moves to worker 0's waiters: worker 1 holds none.
+        deadline = time.monotonic() + 10
+        while True:
+            text = router.metrics()
+            held = per_worker(text, "servers_active").get(1, 0) + per_worker(text, "servers_idle").get(1, 0)
+            if held == 0 and per_worker(text, "clients_waiting").get(0, 0) > 0:
+                break
+            assert time.monotonic() < deadline, f"worker 1 still holds {held} servers, or worker 0 has no queue"
+            time.sleep(0.05)
+        started = time.monotonic()
+        assert placed[1][0].execute("select 42").fetchone() == (42,)
+        waited = time.monotonic() - started
+        load_running = not stop.is_set() and not errors and all(t.is_alive() for t in threads)
+        assert load_running, f"the load stopped before worker 1's client was served: {errors}"
+        assert waited < 10, f"worker 1's client waited {waited:.1f}s"
+        assert pgr.metric(router.metrics(), "pgrouter_pool_slots_moved_total") >= 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert not errors, errors
+    assert done[0] > 0
+    for c in placed[0] + placed[1] + extras:
+        c.close()

@@ -321,6 +321,8 @@ def test_stress_transaction_pool(cluster, pgrouter):
                     if c.index not in hung:  # with pgrouter's pool state at that moment, to tell where it waits
                         state = {k: pgr.metric(text, f"pgrouter_{k}")
                                  for k in ("clients_waiting", "servers_active", "servers_idle")}
+                        state["per worker"] = [line.replace("pgrouter_worker_", "") for line in text.splitlines()
+                                               if line.startswith("pgrouter_worker_")]
                         hung[c.index] = (f"client {c.index} hung in {c.op} for > {OP_TIMEOUT:g}s "
                                          f"(steps so far: {list(c.steps)}; pgrouter: {state})")
             time.sleep(0.25)
@@ -345,16 +347,19 @@ def test_stress_transaction_pool(cluster, pgrouter):
               f"{sum(counts.values())} operations {counts}; max server backends seen {max_backends}; "
               f"{len(failures)} client failures, {len(still_running)} clients still running; CPU seconds: this "
               f"process {cpu.user + cpu.system:.0f}, pgrouter {router_cpu(router):.0f}")
-        print(f"  cancels sent twice (the first was not delivered): {len(RESENT_CANCELS)}")
+        print(f"  cancels sent twice (the first was not delivered): {len(RESENT_CANCELS)}; pool slots moved between "
+              f"workers: {pgr.metric(router.metrics(), 'pgrouter_pool_slots_moved_total')}")
         for key, n in sorted(kinds.items(), key=lambda kv: -kv[1]):
             print(f"  {n:4} x {key}")
 
         assert not still_running, (f"{len(still_running)} clients did not finish within {RUN_TIMEOUT:g}s: " +
                                    "; ".join(f"client {c.index} in {c.op}" for c in still_running[:10]))
         assert not hung, "; ".join(list(hung.values())[:10])
+        cancel_log = [line for line in router.log().splitlines() if "cancel" in line][-10:]
         assert not failures, (f"{len(failures)} clients failed: " +
                               ", ".join(f"{n} x {k}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])) +
-                              "\nfirst ones:\n" + "\n".join(failures[:15]))
+                              "\nfirst ones:\n" + "\n".join(failures[:15]) +
+                              "\npgrouter's log about cancels:\n" + "\n".join(cancel_log))
 
         # Every client's rows, all together, as the clients' models say.
         expected_rows = sum(len(c.model) for c in clients)

@@ -43,6 +43,7 @@ struct WorkerStats {
   Gauge servers_idle{0};               // in a pool, idle
   Counter server_connections_total{0}; // opened
   Counter server_connect_failures_total{0};
+  Counter pool_slots_moved_total{0};   // servers closed so that their slot serves a longer wait on another worker
   Counter queries_total{0};            // Query or Sync sent to a server
   Counter bytes_client_to_server{0};
   Counter bytes_server_to_client{0};

@@ -2,8 +2,10 @@
 // connections are reused), a bounded FIFO of waiting clients with a timeout, reset on return.
 // Pools are per worker so that checkout/checkin never take a lock shared between threads. The
 // configured size is one budget for all workers of a (database, user), kept in a PoolGroup of atomics:
-// a worker may open servers while the group is under pool.size, and a client that has waited a short
-// while asks the other workers to close an idle server so that its slot moves to where it is needed.
+// a worker may open servers while the group is under pool.size. A slot moves to where it is needed: a
+// client that has waited a short while asks the other workers to close an idle server, and a worker
+// whose server comes back gives its slot (closing the server) to another worker that has more than twice
+// as many clients waiting per server (see Pool::starving_peer).
 #pragma once
 #include <deque>
 #include <atomic>
@@ -91,7 +93,16 @@ class Pool {
   bool expired(const ServerConnection& c, Clock::time_point now) const;
   void observe_wait(Clock::time_point started, Clock::time_point now = Clock::now());  // into pool_wait
   bool reserve_slot();  // takes one server slot from the group budget, if any is left
-  void release_slot();  // gives it back and tells the other workers' pools
+  // Gives it back: to the pool of another worker that needs it more (starving_peer), else to a waiter here,
+  // else to any worker with waiters.
+  void release_slot();
+  // Another worker's pool with more than twice as many waiting clients per server as this one (which holds
+  // `mine` servers, counting the one being given back; its next waiter counts too). Without it, a worker
+  // left with no server (its slots went to the other worker when it had no waiter) would get one back only
+  // when the other worker's queue is empty, never under sustained load. nullptr when none; one atomic load
+  // when no other worker has waiters.
+  Pool* starving_peer(int mine);
+  void publish_load();  // load_ from total_ and waiters_
   void wake_one_for_slot();
   // One timer for all waiters: their queue timeouts and when to ask other workers for a slot. Armed
   // for the earliest of those; a waiter handed a server needs no timer of its own.
@@ -116,6 +127,8 @@ class Pool {
   };
   std::list<Parked> parked_;  // given back with a cancel still on its way to the server
   std::list<Waiter*> waiters_;
+  // total_ << 32 | waiters_.size(), stored when either changes; read by the other workers' starving_peer().
+  std::atomic<uint64_t> load_{0};
   std::map<std::string, std::string> welcome_params_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
