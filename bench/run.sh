@@ -6,7 +6,8 @@
 #   connection per transaction), PREPARED=1 (adds -M prepared), REPLICA=1 (read/write splitting: a streaming replica
 #   is made; direct, haproxy and PgBouncer point at it, pgrouter at the primary with the replica, classifying every
 #   statement and routing the reads there; needs POOL_MODE=transaction), PGROUTER_BASE_BIN=path (adds another pgrouter
-#   build as the target "baseline", for an A/B in one run)
+#   build as the target "baseline", for an A/B in one run), ONLY="pgbouncer pgrouter baseline" (just these targets),
+#   ONLY_MODES="simple extended" (just these protocols)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap bench_cleanup EXIT
@@ -44,6 +45,13 @@ if [ -n "${PGROUTER_BASE_BIN:-}" ]; then
     TARGETS+=(baseline); PORT[baseline]=$PGROUTER_PORT
   fi
 fi
+
+if [ -n "${ONLY:-}" ]; then  # ONLY="pgbouncer pgrouter baseline": measure just these targets (quicker A/B runs)
+  kept=()
+  for t in "${TARGETS[@]}"; do [[ " $ONLY " == *" $t "* ]] && kept+=("$t"); done
+  TARGETS=("${kept[@]}")
+fi
+[ -n "${ONLY_MODES:-}" ] && read -r -a MODES <<<"$ONLY_MODES"  # e.g. ONLY_MODES="simple extended"
 
 RESULTS=$W/results.tsv   # round target mode tps latency_ms
 : >"$RESULTS"

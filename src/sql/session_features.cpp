@@ -50,8 +50,34 @@ std::string_view session_feature(std::string_view sql) {
   };
   unsigned found = 0;
   bool statement_start = true;
+  // A comment where a statement's first word is expected ("/* pgrouter: primary */ SET ...", "-- tag\nRESET
+  // ..."): the word after it is still the first. Its own words are looked at as anywhere else, and a ';' in
+  // it still starts a statement (quotes are not looked at, so what looks like a comment may not be one:
+  // anything after a ';' in it is checked as a statement).
+  int block = 0;      // depth of such a /* */ comment (they nest)
+  bool line = false;  // in such a -- comment
   for (size_t i = 0, n = sql.size(); i < n;) {
     char c = sql[i];
+    if (block > 0 || line) {
+      if (line && c == '\n') {
+        line = false;
+        statement_start = true;
+        ++i;
+        continue;
+      }
+      if (block > 0 && i + 1 < n && ((c == '*' && sql[i + 1] == '/') || (c == '/' && sql[i + 1] == '*'))) {
+        block += c == '/' ? 1 : -1;
+        if (block == 0) statement_start = true;
+        i += 2;
+        continue;
+      }
+    } else if (statement_start && i + 1 < n && ((c == '-' && sql[i + 1] == '-') || (c == '/' && sql[i + 1] == '*'))) {
+      if (c == '-') line = true;
+      else block = 1;
+      statement_start = false;
+      i += 2;
+      continue;
+    }
     if (!word_byte(c)) {
       if (c == ';') statement_start = true;
       else if (!space_byte(c) && c != '(') statement_start = false;
@@ -209,14 +235,9 @@ class Lexer {
   void skip_space() {
     for (;;) {
       while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
-      if (s_.compare(i_, 2, "--") == 0) {
-        while (i_ < s_.size() && s_[i_] != '\n') ++i_;
-      } else if (s_.compare(i_, 2, "/*") == 0) {
-        auto e = s_.find("*/", i_ + 2);
-        i_ = e == std::string_view::npos ? s_.size() : e + 2;
-      } else {
-        return;
-      }
+      size_t e = util::sql_comment_end(s_, i_);  // -- to the line's end, /* */ nested as PostgreSQL does
+      if (e == i_) return;
+      i_ = e;
     }
   }
   std::string_view s_;

@@ -129,6 +129,25 @@ def test_settings_follow_their_client_and_never_leak(pgrouter):
     assert pgr.metric(text, "pgrouter_clients_pinned_total") == 0
 
 
+@pytest.mark.parametrize("prefix", ["/* pgrouter: primary */ ", "-- from the ORM\n", "/* a /* nested */ one */\n"])
+def test_settings_after_a_comment_never_leak(pgrouter, prefix):
+    """A SET, RESET, DISCARD or advisory lock behind a leading comment (a routing hint, an ORM's tag) is the same
+    statement to PostgreSQL: it must be carried (or pin) like the bare one, not slip through as a plain query."""
+    router = pgrouter(txn(1))
+    with router.connect() as base:
+        defaults = settings_of(base)
+    with router.connect() as a, router.connect() as b:
+        a.execute(prefix + "set search_path = pg_catalog, public")
+        a.execute(prefix + "SET statement_timeout TO '4321ms'")
+        assert settings_of(a)[0] == "pg_catalog, public" and settings_of(a)[2] == "4321ms"
+        assert settings_of(b) == defaults
+        a.execute(prefix + "reset all")
+        assert settings_of(a) == defaults
+        assert pgr.metric(router.metrics(), "pgrouter_clients_pinned_total") == 0
+        a.execute(prefix + "select pg_advisory_lock(77)")
+        assert pgr.metric(router.metrics(), "pgrouter_clients_pinned_total") == 1  # kept on its server
+
+
 def test_client_encoding_and_parameter_status_stay_right(pgrouter):
     router = pgrouter(txn(1))
     with router.connect() as a, router.connect() as b:

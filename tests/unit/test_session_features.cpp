@@ -24,6 +24,15 @@ TEST_CASE("statements whose effects outlive the transaction are recognised") {
   CHECK(session_feature("select 1;( Set search_path = x") == "SET");
   CHECK(session_feature("SET LOCAL x = 1; set y = 2") == "SET");
   CHECK(session_feature("select 'with hold'") == "WITH HOLD cursor");
+  // After a comment where the first word is expected (routing hints, ORM tags), nested or not.
+  CHECK(session_feature("/* pgrouter: primary */ SET search_path = x") == "SET");
+  CHECK(session_feature("-- tag\n  reset all") == "SET");
+  CHECK(session_feature("/* a /* nested */ one */ discard all") == "DISCARD");
+  CHECK(session_feature("select 1; /* c */ -- d\n LISTEN x") == "LISTEN");
+  CHECK(session_feature("/* c */ LOAD 'x'") == "LOAD");
+  // What looks like a comment may be inside a quoted string: a ';' in it still starts a statement.
+  CHECK(session_feature("select ';/*'; set x = 1") == "SET");
+  CHECK(session_feature("select ';--'; set x = 1") == "SET");
   // The most specific feature wins, whatever its place in the text.
   CHECK(session_feature("set x = 1; select pg_advisory_lock(1); listen c") == "LISTEN");
 }
@@ -32,6 +41,10 @@ TEST_CASE("transaction-scoped and ordinary statements are not") {
   CHECK(session_feature("select 1").empty());
   CHECK(session_feature("SELECT pg_advisory_xact_lock(1)").empty());
   CHECK(session_feature("SET LOCAL statement_timeout = 5").empty());
+  // A comment's words are not commands, and a statement's first word follows the comment.
+  CHECK(session_feature("/* load the user, then set the flag */ select 1").empty());
+  CHECK(session_feature("-- reset everything\nselect 2").empty());
+  CHECK(session_feature("select 1 /* set x */").empty());
   CHECK(session_feature("set transaction isolation level serializable").empty());
   CHECK(session_feature("SET CONSTRAINTS ALL DEFERRED").empty());
   CHECK(session_feature("PREPARE TRANSACTION 'x'").empty());
@@ -79,6 +92,7 @@ TEST_CASE("DEALLOCATE names are read as PostgreSQL reads them") {
   using pgrouter::sql::SessionCommand;
   CHECK(parse_session_command("deallocate \"with \"\"quotes\"\" and space\"")->name == "with \"quotes\" and space");
   CHECK(parse_session_command("DEALLOCATE Foo; -- done")->name == "foo");
+  CHECK(parse_session_command("/* a /* nested */ comment */ SET search_path = x")->name == "search_path");
   CHECK(parse_session_command("deallocate prepare prepare")->name == "prepare");
   CHECK(parse_session_command("deallocate prepare all ;")->kind == SessionCommand::deallocate_all);
   CHECK_FALSE(parse_session_command("deallocate a b"));
