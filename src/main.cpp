@@ -38,7 +38,7 @@ Signals:
   SIGHUP                   Re-read the configuration file. An invalid file is rejected whole: the running
                            configuration stays, the errors are logged and pgrouter_config_reload_failures_total
                            is incremented. Pool and server changes apply without closing client connections;
-                           listen address, port, workers and admin port need a restart.
+                           listen address, port, workers, scheduling and admin port need a restart.
   SIGTERM, SIGINT          Stop: close the listeners and all connections, exit 0.
 
 Admin HTTP (admin.host:admin.port): GET /metrics (Prometheus), /livez, /readyz.
@@ -174,7 +174,10 @@ int main(int argc, char** argv) {
   rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));
   log::info("pgrouter started", {{"version", PGROUTER_VERSION}, {"config", config_path},
                                  {"listen", config->listen.host + ":" + std::to_string(config->listen.port)},
-                                 {"workers", nworkers}, {"admin_port", config->admin.port}});
+                                 {"workers", nworkers},
+                                 {"scheduling", config->listen.scheduling == control::Scheduling::batch ? "batch"
+                                                                                                      : "normal"},
+                                 {"admin_port", config->admin.port}});
 
   asio::signal_set signals(control_io, SIGHUP, SIGTERM, SIGINT);
   std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
@@ -195,8 +198,9 @@ int main(int argc, char** argv) {
         log::error("config reload failed: keeping the running configuration", {{"config", config_path}});
       } else {
         if (r.config->listen.host != config->listen.host || r.config->listen.port != config->listen.port ||
-            r.config->listen.workers != config->listen.workers || r.config->admin.port != config->admin.port)
-          log::warn("listen/admin address and workers changes need a restart; other changes applied");
+            r.config->listen.workers != config->listen.workers || r.config->admin.port != config->admin.port ||
+            r.config->listen.scheduling != config->listen.scheduling)
+          log::warn("listen/admin address, workers and scheduling changes need a restart; other changes applied");
         config = r.config;
         if (log::parse_level(config->log.level, level)) log::set_level(level);
         for (auto& w : rt.workers) w->publish(config, new_tls);

@@ -50,7 +50,8 @@ struct ClientSession::ClientMessages {
   protocol::ScanAction on_message(char type, uint32_t len, std::string_view body) {
     if (type == 'X') return protocol::ScanAction::stop_before;
     if (self.tracker_ && self.track_client_message(type, body)) rw.replace(body.data() - 5, len, self.c2s_repl_);
-    else if (type == 'Q' && !replaying && !self.startup_reset_.empty() && self.reset_to_startup(body))
+    else if (type == 'Q' && !replaying && !self.startup_reset_.empty() &&
+             !(self.tracker_ && self.tracker_->last_query_plain()) && self.reset_to_startup(body))
       rw.replace(body.data() - 5, len, self.c2s_inject_);
     if (replaying) return protocol::ScanAction::forward;
     switch (type) {

@@ -178,7 +178,8 @@ bool touches_no_session_state(std::string_view sql) {
 
 TxnTracker::Effect TxnTracker::session_effect(std::string_view sql, bool named, bool simple, std::string& feature) {
   // The cheap lexical check first: most statements touch no session state at all.
-  if (touches_no_session_state(sql)) return Effect::none;
+  plain_text_ = touches_no_session_state(sql);
+  if (plain_text_) return Effect::none;
   // A multi-statement query is carried when each of its statements is.
   auto statements = sql::split_statements(sql);
   if (statements.size() > 1) {
@@ -547,7 +548,9 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
     case 'Q': {
       auto sql = p::read_cstring(body, pos);
       std::string feature;
+      plain_text_ = false;
       if (sql) effect = session_effect(*sql, false, true, feature);
+      last_query_plain_ = plain_text_;
       unnamed_valid_ = false;  // a simple Query drops the unnamed statement
       server.unnamed_owner = 0;
       if (effect == Effect::unsupported && refuse_) {

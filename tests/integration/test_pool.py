@@ -4,6 +4,7 @@ import re
 import socket
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -327,3 +328,28 @@ def test_worker_without_servers_gets_a_slot_under_load(pgrouter):
     assert done[0] > 0
     for c in placed[0] + placed[1] + extras:
         c.close()
+
+
+def thread_policies(pid):
+    """{thread name: Linux scheduling policy} of a process (0 SCHED_OTHER, 3 SCHED_BATCH), from /proc."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        out[f"{name}/{task.name}"] = int(stat[stat.rindex(")") + 2:].split()[38])  # field 41: policy
+    return out
+
+
+@pytest.mark.parametrize("scheduling, policy", [(None, 3), ("normal", 0)])
+def test_worker_threads_scheduling_policy(pgrouter, scheduling, policy):
+    """listen.scheduling: batch (the default) runs the worker threads under SCHED_BATCH, normal under SCHED_OTHER;
+    either way clients are served."""
+    listen = {"workers": 2} | ({"scheduling": scheduling} if scheduling else {})
+    router = pgrouter({"listen": listen})
+    with router.connect() as c:
+        assert c.execute("select 1").fetchone() == (1,)
+    policies = thread_policies(router.proc.pid)
+    batch = sum(1 for p in policies.values() if p == 3)  # the workers, and threads they start (Asio's resolver)
+    assert (batch >= 2) if policy == 3 else (batch == 0), policies
+    assert policies[f"pgrouter/{router.proc.pid}"] == 0, policies  # the main thread (control plane) is left as is
+    assert "scheduling" in router.log()

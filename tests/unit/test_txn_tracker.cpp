@@ -522,3 +522,19 @@ TEST_CASE("texts found plain are remembered by their shape with numbers as 0, an
   CHECK(effect_of("select pg_advisory_lock(12)") == TxnTracker::Effect::unsupported);
   CHECK(effect_of("select pg_advisory_lock(13)") == TxnTracker::Effect::unsupported);
 }
+
+TEST_CASE("a simple Query with no session statement is marked plain (StartupReset then skips it)") {
+  Fixture f;
+  auto query = [](const std::string& sql) { return sql + std::string(1, '\0'); };
+  f.client('Q', query("select abalance from pgbench_accounts where aid = 42;"));
+  CHECK(f.tracker.last_query_plain());
+  f.client('Q', query("select abalance from pgbench_accounts where aid = 43;"));  // the memo's answer
+  CHECK(f.tracker.last_query_plain());
+  for (const char* sql : {"RESET search_path", "/* c */ reset all", "set statement_timeout to default", "discard all",
+                          "select 1; -- x\n RESET ALL"}) {
+    f.client('Q', query(sql));
+    CHECK_MESSAGE(!f.tracker.last_query_plain(), sql);
+  }
+  f.client('Q', query("select 2"));
+  CHECK(f.tracker.last_query_plain());
+}

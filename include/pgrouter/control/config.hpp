@@ -13,6 +13,7 @@ namespace pgrouter::control {
 using Millis = std::chrono::milliseconds;
 
 enum class PoolMode { session, transaction };
+enum class Scheduling { batch, normal };  // listen.scheduling: the worker threads' Linux policy
 enum class AuthMethod { scram_sha_256, md5, trust, reject };
 
 struct Endpoint {
@@ -110,6 +111,9 @@ struct ListenConfig {
   std::string host = "127.0.0.1";
   uint16_t port = 6432;
   int workers = 0;  // 0 = half the CPU cores, at least one
+  // batch: worker threads run under SCHED_BATCH (a wake-up does not preempt the running task, so under CPU
+  // saturation a worker finds more events per wake-up); normal: SCHED_OTHER.
+  Scheduling scheduling = Scheduling::batch;
   int max_client_conn = 10000;
   int max_message_size = 64 * 1024 * 1024;  // bytes; bigger (or < 4) is 08P01
   Millis client_login_timeout{15000};
