@@ -141,7 +141,8 @@ start_pgrouter() {
   fi
   PGROUTER_PORT=$(free_port)
   PGROUTER_ADMIN_PORT=$(free_port)
-  local name=${4:-pgrouter} replicas="" port
+  local name=${4:-pgrouter} replicas="" port sched=${PGROUTER_SCHED:-}
+  [ "$name" = baseline ] && sched=${PGROUTER_BASE_SCHED:-}  # listen.scheduling of each (empty: the build's default)
   for port in ${PGROUTER_REPLICA_PORTS-${REPLICA_PORTS[*]}}; do
     replicas+="${replicas:+, }{host: 127.0.0.1, port: $port}"
   done
@@ -152,6 +153,7 @@ listen:
   port: $PGROUTER_PORT
   workers: $3
   max_client_conn: ${MAX_CLIENTS:-5000}
+${sched:+  scheduling: $sched}
 admin:
   host: 127.0.0.1
   port: $PGROUTER_ADMIN_PORT

@@ -7,7 +7,8 @@
 #   is made; direct, haproxy and PgBouncer point at it, pgrouter at the primary with the replica, classifying every
 #   statement and routing the reads there; needs POOL_MODE=transaction), PGROUTER_BASE_BIN=path (adds another pgrouter
 #   build as the target "baseline", for an A/B in one run), ONLY="pgbouncer pgrouter baseline" (just these targets),
-#   ONLY_MODES="simple extended" (just these protocols)
+#   ONLY_MODES="simple extended" (just these protocols), PGROUTER_SCHED / PGROUTER_BASE_SCHED=batch|normal
+#   (listen.scheduling of pgrouter / baseline; unset: the build's default)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap bench_cleanup EXIT

@@ -340,9 +340,9 @@ def thread_policies(pid):
     return out
 
 
-@pytest.mark.parametrize("scheduling, policy", [(None, 3), ("normal", 0)])
+@pytest.mark.parametrize("scheduling, policy", [("batch", 3), (None, 0)])
 def test_worker_threads_scheduling_policy(pgrouter, scheduling, policy):
-    """listen.scheduling: batch (the default) runs the worker threads under SCHED_BATCH, normal under SCHED_OTHER;
+    """listen.scheduling: batch runs the worker threads under SCHED_BATCH, normal (the default) under SCHED_OTHER;
     either way clients are served."""
     listen = {"workers": 2} | ({"scheduling": scheduling} if scheduling else {})
     router = pgrouter({"listen": listen})

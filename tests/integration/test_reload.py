@@ -2,6 +2,7 @@
 without closing client connections, and pgbench under reload loses no transaction."""
 import os
 import subprocess
+import threading
 import time
 
 import psycopg
@@ -68,3 +69,32 @@ def test_pgbench_under_repeated_reload_has_zero_failures(pgrouter, pgbench_table
     assert processed and int(processed[0].split(":")[1].strip()) > 100, out
     assert pgr.metric(router.metrics(), "pgrouter_config_reloads_total") == 8
     assert pgr.metric(router.metrics(), "pgrouter_config_reload_failures_total") == 0
+
+
+def test_larger_pool_on_reload_serves_every_waiting_client(pgrouter):
+    """Clients queued on a full pool all get in when a reload raises pool.size, not one per server returned:
+    the holder keeps its server throughout (session mode)."""
+    router = pgrouter({"listen": {"workers": 1}, "pool": {"size": 1, "queue_timeout": "30s"}})
+    holder = router.connect()
+    assert holder.execute("select 1").fetchone() == (1,)
+    results, threads = [], []
+
+    def waiter(i):
+        with router.connect() as c:
+            results.append(c.execute("select %s::int", (i,)).fetchone()[0])
+            time.sleep(3)  # keeps its server: each waiter needs a slot of its own
+
+    for i in range(3):
+        threads.append(threading.Thread(target=waiter, args=(i,), daemon=True))
+        threads[-1].start()
+    time.sleep(0.5)
+    assert results == []  # all three wait for the one server the holder keeps
+    started = time.monotonic()
+    router.reload({"listen": {"workers": 1}, "pool": {"size": 4, "queue_timeout": "30s"}}, settle=0.1)
+    while len(results) < 3 and time.monotonic() - started < 10:
+        time.sleep(0.05)
+    assert sorted(results) == [0, 1, 2], results
+    assert time.monotonic() - started < 2.5, "the waiters were let in one at a time"
+    for t in threads:
+        t.join(10)
+    holder.close()

@@ -179,7 +179,7 @@ TEST_CASE("defaults apply when sections are left out") {
   const Config& c = *result.config;
   CHECK(c.listen.port == 6432);
   CHECK(c.listen.max_message_size == 64 * 1024 * 1024);
-  CHECK(c.listen.scheduling == pgrouter::control::Scheduling::batch);
+  CHECK(c.listen.scheduling == pgrouter::control::Scheduling::normal);
   CHECK(c.admin.port == 9930);
   CHECK(c.pool.size == 20);
   CHECK(c.pool.reset_query == "DISCARD ALL");
@@ -235,9 +235,9 @@ TEST_CASE("errors carry the line and column of the offending key or value") {
   SUBCASE("enumerations") {
     CHECK(has_error(load(kBase + "pool: {mode: statement}\n"), 9, "one of session | transaction"));
     CHECK(has_error(load(kBase + "listen: {scheduling: fifo}\n"), 9, "one of batch | normal"));
-    auto normal = load(kBase + "listen: {scheduling: normal}\n");
-    REQUIRE_MESSAGE(normal.ok(), all_errors(normal));
-    CHECK(normal.config->listen.scheduling == pgrouter::control::Scheduling::normal);
+    auto batch = load(kBase + "listen: {scheduling: batch}\n");
+    REQUIRE_MESSAGE(batch.ok(), all_errors(batch));
+    CHECK(batch.config->listen.scheduling == pgrouter::control::Scheduling::batch);
     CHECK(has_error(load(kBase + "log: {level: verbose}\n"), 9, "debug | info | warn | error"));
     CHECK(has_error(load(kBase + "auth:\n  - method: password\n"), 10, "scram-sha-256 | md5 | trust | reject", 13));
   }

@@ -111,9 +111,9 @@ struct ListenConfig {
   std::string host = "127.0.0.1";
   uint16_t port = 6432;
   int workers = 0;  // 0 = half the CPU cores, at least one
-  // batch: worker threads run under SCHED_BATCH (a wake-up does not preempt the running task, so under CPU
-  // saturation a worker finds more events per wake-up); normal: SCHED_OTHER.
-  Scheduling scheduling = Scheduling::batch;
+  // normal: SCHED_OTHER. batch: worker threads run under SCHED_BATCH (a wake-up does not preempt the running
+  // task, so under CPU saturation a worker finds more events per wake-up).
+  Scheduling scheduling = Scheduling::normal;
   int max_client_conn = 10000;
   int max_message_size = 64 * 1024 * 1024;  // bytes; bigger (or < 4) is 08P01
   Millis client_login_timeout{15000};
