@@ -80,7 +80,7 @@ void Pool::sweep() {
     next = std::min({next, w->next_steal, w->deadline});
   }
   // A slot freed for a waiter that had left by the time it was told: nobody else was woken for it.
-  if (!waiters_.empty() && group_->servers.load(std::memory_order_relaxed) < settings_.max_servers) wake_one_for_slot();
+  on_slot_freed();
   if (steal) {
     for (size_t i = 0; i < group_->members.size(); ++i) {
       Pool* other = group_->members[i].load();
@@ -103,8 +103,7 @@ void Pool::update(PoolSettings settings) {
       close(std::move(c));
     }
   }
-  // A larger pool may let a waiter in now.
-  if (group_->servers.load(std::memory_order_relaxed) < settings_.max_servers) wake_one_for_slot();
+  on_slot_freed();  // a larger pool may let a waiter in now
 }
 
 bool Pool::reserve_slot() {

@@ -178,8 +178,7 @@ bool touches_no_session_state(std::string_view sql) {
 
 TxnTracker::Effect TxnTracker::session_effect(std::string_view sql, bool named, bool simple, std::string& feature) {
   // The cheap lexical check first: most statements touch no session state at all.
-  plain_text_ = touches_no_session_state(sql);
-  if (plain_text_) return Effect::none;
+  if (touches_no_session_state(sql)) return Effect::none;
   // A multi-statement query is carried when each of its statements is.
   auto statements = sql::split_statements(sql);
   if (statements.size() > 1) {
@@ -548,9 +547,8 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
     case 'Q': {
       auto sql = p::read_cstring(body, pos);
       std::string feature;
-      plain_text_ = false;
       if (sql) effect = session_effect(*sql, false, true, feature);
-      last_query_plain_ = plain_text_;
+      last_query_plain_ = sql && effect == Effect::none;
       unnamed_valid_ = false;  // a simple Query drops the unnamed statement
       server.unnamed_owner = 0;
       if (effect == Effect::unsupported && refuse_) {

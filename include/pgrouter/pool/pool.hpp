@@ -66,7 +66,8 @@ class Pool {
   void release(std::unique_ptr<ServerConnection> conn, bool clean);
   // Periodic upkeep: closes idle connections past idle_timeout/max_lifetime, opens up to min_servers.
   void maintain(Clock::time_point now);
-  // Another worker closed a server of this group: a waiting client here may open one now.
+  // A slot of the group's budget may be free (another worker closed a server, a larger pool): a waiting
+  // client here may open a server now.
   void on_slot_freed();
   // A client waits on another worker while the budget is used: close one idle server here, if any.
   void give_up_idle();

@@ -125,8 +125,8 @@ class TxnTracker {
   bool uncertain() const { return uncertain_; }
   // The feature behind the last Effect::unsupported ("LISTEN", "SET", ...).
   const std::string& feature() const { return feature_; }
-  // The last simple Query's text has no statement that touches session state (session_feature() found
-  // none: no SET, RESET or DISCARD): StartupReset has nothing to rewrite in it either.
+  // The last simple Query's text has no statement that touches session state (Effect::none: no RESET, SET
+  // x TO DEFAULT or DISCARD ALL, which are tracked or pin): StartupReset has nothing to rewrite in it either.
   bool last_query_plain() const { return last_query_plain_; }
 
   // The settings the client's session has from SQL (on top of its startup parameters).
@@ -292,7 +292,6 @@ class TxnTracker {
   Settings settings_;
   uint64_t settings_version_ = 1;
   std::string feature_;
-  bool plain_text_ = false;        // set by session_effect(): the text went through touches_no_session_state()
   bool last_query_plain_ = false;  // see last_query_plain()
 };
 
