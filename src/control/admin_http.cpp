@@ -230,6 +230,10 @@ std::string render_metrics(const Stats& stats) {
   counter("pgrouter_routed_reads_retried_total",
           "Read/write splitting: reads sent again to another backend after their replica broke before answering.",
           sum_over(all, &WorkerStats::routed_reads_retried_total));
+  counter("pgrouter_routed_reads_ended_early_total",
+          "Read/write splitting: answers a replica sent in full before going away without its ReadyForQuery "
+          "(an immediate shutdown); pgrouter ended them so the client got its result.",
+          sum_over(all, &WorkerStats::routed_reads_ended_early_total));
   counter("pgrouter_routed_reads_ryw_waited_total",
           "Read/write splitting: reads held back by read-your-writes that waited (routing.read_your_writes_wait) "
           "and then went to a replica that had replayed the client's write.",

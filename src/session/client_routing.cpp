@@ -285,9 +285,21 @@ bool ClientSession::server_taken() {
   return params_ready();
 }
 
-awaitable<bool> ClientSession::settle_params() {
+awaitable<bool> ClientSession::settle_params(bool from_mark) {
   pool::ServerError serr;
   if (co_await sync_params(serr)) co_return true;
+  if (tx_on_replica_ && !client_done_ && (!serr.from_server || unavailable(serr.sqlstate))) {
+    // Each round takes a replica out of rotation: this ends on the primary (or with no backend left).
+    if (auto& h = server_pool_->settings().health) h->mark_down();
+    log::warn("replica failed while pgrouter applied the client's settings: taken out of rotation, transaction "
+              "routed elsewhere",
+              {{"session", id_}, {"backend", server_pool_->settings().target.host + ":" +
+                                                std::to_string(server_pool_->settings().target.port)},
+               {"error", serr.message}});
+    w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+    server_pool_->release(std::move(server_), false);
+    co_return co_await attach_backend(from_mark);
+  }
   pending_fatal_sqlstate_ = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
   pending_fatal_message_ = serr.message.empty() ? "server connection failed while applying session parameters"
                                                 : serr.message;
@@ -362,7 +374,7 @@ awaitable<bool> ClientSession::attach_backend(bool from_mark, int chosen) {
     co_return false;
   }
   if (server_taken()) co_return true;
-  co_return co_await settle_params();
+  co_return co_await settle_params(from_mark);
 }
 
 void ClientSession::transaction_ended() {

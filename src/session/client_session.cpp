@@ -289,6 +289,40 @@ void ClientSession::start_server_to_client(Stream& s) {
 }
 
 template <typename Stream>
+awaitable<void> ClientSession::end_answer_early(Stream& s, std::string_view answer) {
+  // The answer and the ReadyForQuery its server would have sent: one autocommit statement done, so 'I'.
+  std::string out(answer);
+  s2c_out_.clear();
+  auto reply = tracker_ ? track_server_message('Z', "I") : TxnTracker::Reply::forward;
+  if (reply != TxnTracker::Reply::drop) {
+    out.append("Z\0\0\0\5I", 6);
+    request_finished();
+  }
+  client_tx_status_ = 'I';
+  std::string backend = server_->target.host + ":" + std::to_string(server_->target.port);
+  log::info("replica went away after answering, before its ReadyForQuery: the answer was ended by pgrouter",
+            {{"session", id_}, {"backend", backend}, {"error", retry_.server_message}});
+  w_.stats().routed_reads_ended_early_total.fetch_add(1, std::memory_order_relaxed);
+  close_retry_window();
+  // The server is going away: never pooled, and its backend gets no reads until a probe answers.
+  if (auto& h = server_pool_->settings().health) h->mark_down();
+  server_->buffer.consume(server_->buffer.size());
+  w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+  server_pool_->release(std::move(server_), false);
+  transaction_ended();
+  net::error_code wec;
+  size_t written = 0;
+  if (tls_ || !client_ready_.write_now(out.data(), out.size(), written, wec))
+    co_await client_write(s, out.data() + written, out.size() - written, wec);
+  if (wec) {
+    if (!client_done_) cancel_client_io();
+    co_return;
+  }
+  w_.stats().bytes_server_to_client.fetch_add(out.size(), std::memory_order_relaxed);
+  last_activity_ = pool::Clock::now();
+}
+
+template <typename Stream>
 awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
   try {
     for (;;) {
@@ -311,13 +345,26 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
                  !self.startup_reset_.idle();
         }
         bool preamble_only = true;  // this read so far holds only replies that carry no result
+        // Read retry, answer complete: results relayed in this read end with one CommandComplete or
+        // ErrorResponse (only ReadyForQuery missing).
+        int answers_ended = 0;
+        bool answer_complete = false;
+        bool end_early = false;  // stopped at a going-away message after a complete answer: see below
         p::ScanAction on_message(char type, uint32_t len, std::string_view body) {
           if (self.retry_.window) {
             // Read retry: a server going away before anything but ParseComplete, BindComplete, CloseComplete,
             // ParameterDescription, RowDescription or NoData of the answer (which it sends with its last
             // words) is not relayed, nor are those: the read is sent to another server.
-            if ((type == 'E' || type == 'N') && preamble_only && self.server_going_away(type, body))
-              return p::ScanAction::stop_before;
+            if ((type == 'E' || type == 'N') && self.server_going_away(type, body)) {
+              if (preamble_only) return p::ScanAction::stop_before;
+              // Killed between its answer and ReadyForQuery (PostgreSQL flushes what it had buffered with
+              // the going-away message): a complete answer to one autocommit statement is the client's;
+              // pgrouter ends it with the ReadyForQuery the server did not live to send.
+              if (answer_complete && answers_ended == 1 && self.can_end_answer_early()) {
+                end_early = true;
+                return p::ScanAction::stop_before;
+              }
+            }
             if (type != '1' && type != '2' && type != '3' && type != 't' && type != 'T' && type != 'n')
               preamble_only = false;
           }
@@ -363,6 +410,13 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
             }
           }
           if (replace_z) rw.replace(body.data() - 5, len, self.s2c_inject_);
+          if (self.retry_.window && reply == TxnTracker::Reply::forward && type != 'N' && type != 'S' &&
+              type != 'A') {
+            // (Not a BEGIN: its ReadyForQuery would have said 'T'.)
+            answer_complete = (type == 'C' && body.substr(0, 5) != "BEGIN" && body.substr(0, 5) != "START") ||
+                              type == 'E';
+            answers_ended += answer_complete;
+          }
           return p::ScanAction::forward;
         }
       } handler{*this, SpanRewriter{s2c_out_}};
@@ -407,7 +461,13 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
         buf.commit(n);
         handler.rw.begin(buf.data());
         handler.preamble_only = true;
+        handler.answers_ended = 0;
+        handler.answer_complete = false;
         auto r = scanner.scan(buf.data(), buf.size(), handler);
+        if (r.stopped && handler.end_early) {
+          co_await end_answer_early(s, handler.rw.finish(r.consumed));
+          break;  // this attachment is over
+        }
         if (r.stopped) {  // only the retry window stops: the server is going away before answering
           server_broken_ = true;
           s2c_out_.clear();

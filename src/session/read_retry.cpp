@@ -16,7 +16,12 @@
 // new server, and a new server -> client loop starts for it. client -> server sends nothing meanwhile
 // (retry_.busy). When no backend can take the read, the client gets a FATAL ErrorResponse: the server's
 // own going-away error, or 08006, saying the read was not answered.
+//
+// A replica killed after buffering a whole answer but before its ReadyForQuery flushes the answer with its
+// going-away WARNING: when that answer ends exactly one autocommit statement (can_end_answer_early), server ->
+// client relays it with a ReadyForQuery 'I' of its own (end_answer_early) and drops the server.
 #include "pgrouter/control/log.hpp"
+#include "pgrouter/sql/session_features.hpp"
 #include "session/relay_handlers.hpp"
 
 namespace pgrouter::session {
@@ -58,6 +63,43 @@ bool ClientSession::server_going_away(char type, std::string_view body) {
     retry_.server_message = f.message;
   }
   return going;
+}
+
+bool ClientSession::can_end_answer_early() const {
+  // Nothing else in flight either way, no state pgrouter itself is waiting on.
+  if (!txn_mode_ || pinned_ || pending_ != 1 || unsynced_ || c2s_writing_ || !startup_reset_.idle() ||
+      retry_.busy || !server_)
+    return false;
+  // What the client sent since the window opened is one request with one statement: a Query holding a
+  // single statement, or one extended batch (Parse, Bind, Describe, Close, Flush) with one Execute and
+  // its Sync at the end. Two statements could not be ended here: the second may not have run.
+  const char* d = client_buf_.mark_data();
+  size_t n = client_buf_.consumed_since_mark(), pos = 0;
+  int queries = 0, executes = 0, syncs = 0;
+  char last = 0;
+  while (pos + 5 <= n) {
+    char type = d[pos];
+    uint32_t len = p::read_be32(d + pos + 1);
+    if (len < 4 || pos + 1 + size_t(len) > n) return false;
+    std::string_view body(d + pos + 5, len - 4);
+    switch (type) {
+      case 'Q': {
+        ++queries;
+        auto sql = body.substr(0, body.find('\0'));
+        if (sql::split_statements(sql).size() != 1) return false;
+        break;
+      }
+      case 'E': ++executes; break;
+      case 'S': ++syncs; break;
+      case 'P': case 'B': case 'D': case 'C': case 'H': break;
+      default: return false;
+    }
+    last = type;
+    pos += 1 + size_t(len);
+  }
+  if (pos != n) return false;
+  if (queries == 1) return executes == 0 && syncs == 0;
+  return queries == 0 && executes == 1 && syncs == 1 && last == 'S';
 }
 
 awaitable<void> ClientSession::wait_retry_signal() {

@@ -99,7 +99,7 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.failed:
         for index, instance in enumerate(getattr(item, "pgrouter_instances", [])):
-            report.sections.append((f"pgrouter{index} log (tail)", instance.log()[-6000:]))
+            report.sections.append((f"pgrouter{index} log (tail)", instance.log()[-int(os.environ.get("PGR_LOG_TAIL", "6000")):]))
         for node in getattr(getattr(item, "pg_nodes", None), "nodes", []):
             report.sections.append((f"private server {node.port} log (tail)", node.log_tail()))
 

@@ -62,6 +62,7 @@ struct WorkerStats {
   Counter routed_writes_held_total{0};     // write batches held until a pipelined read on a replica was answered
   Counter routed_reads_refused_total{0};   // reads with nowhere to go (routing.primary_fallback: false)
   Counter routed_reads_retried_total{0};   // reads sent again elsewhere after their replica broke unanswered
+  Counter routed_reads_ended_early_total{0};  // answers whose replica went away before ReadyForQuery
   Counter routed_reads_ryw_waited_total{0};     // reads that waited (read_your_writes_wait) and got a replica
   Counter routed_reads_ryw_wait_timeouts_total{0};  // ... that waited it all and went to the primary
   LatencyHistogram query_latency;      // Query/Sync forwarded -> ReadyForQuery

@@ -75,8 +75,10 @@ class ClientSession {
   // server_ was just taken from server_pool_: counted, marked dirty for a pinned client; true when it has
   // the client's settings already, else settle_params() gives them.
   bool server_taken();
-  // Gives server_ the client's settings; on failure gives it back and sets pending_fatal_*.
-  awaitable<bool> settle_params();
+  // Gives server_ the client's settings; on failure gives it back and sets pending_fatal_*. A replica that
+  // breaks or goes away meanwhile (nothing of the client's was sent yet) is taken out of rotation and the
+  // transaction routed again (attach_backend, from_mark as there).
+  awaitable<bool> settle_params(bool from_mark = false);
   void transaction_ended();
   // The primary's backend: 0 with fixed roles; with role: auto the one probes found (or < 0: none now).
   int primary_backend();
@@ -97,6 +99,12 @@ class ClientSession {
   awaitable<bool> replace_failed_server(std::string why);
   awaitable<void> wait_retry_signal();
   void retry_signal();
+  // A server going away right after a complete answer, before its ReadyForQuery: whether the answer may
+  // be ended by pgrouter (one autocommit statement was asked, nothing else is in flight) ...
+  bool can_end_answer_early() const;
+  // ... and ending it: `answer` and a ReadyForQuery 'I' go to the client, the server is dropped.
+  template <typename Stream>
+  awaitable<void> end_answer_early(Stream& s, std::string_view answer);
   // A client Query that resets startup settings (RESET, RESET ALL, DISCARD ALL): true when it was
   // rewritten to put the startup values back (the replacement is in c2s_inject_).
   bool reset_to_startup(std::string_view body);
