@@ -80,7 +80,9 @@ ClientSession::BatchReads ClientSession::classify_batch(const char* d, size_t n)
   sql::RouteHint hint = sql::RouteHint::none;
   std::vector<std::pair<std::string_view, bool>> parsed_here;  // named statements parsed in this batch
   auto& cache = w_.classifier();
+  if (tracker_) tracker_->known_plain(nullptr);
   for (size_t i = 0; i + 5 <= n;) {
+    bool first = i == 0;
     char type = d[i];
     uint32_t len = p::read_be32(d + i + 1);
     if (len < 4 || i + 1 + len > n) break;  // the rest comes later: it is checked as it is relayed
@@ -94,6 +96,8 @@ ClientSession::BatchReads ClientSession::classify_batch(const char* d, size_t n)
       auto sql = p::read_cstring(body, pos);
       if (!sql) break;
       const auto& c = cache.get(*sql);
+      // The scan that follows at once gives this message to the tracker: it need not look for SET & co. again.
+      if (first && c.session_plain && tracker_) tracker_->known_plain(sql->data());
       if (!any && c.hint != sql::RouteHint::none) hint = c.hint;
       read = is_read(c) || c.cls == sql::StatementClass::unknown;
       using sql::StatementClass;

@@ -667,6 +667,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
     }
     handler.rw.begin(buf.data());
     auto r = scanner.scan(buf.data(), buf.size(), handler);
+    if (tracker_) tracker_->known_plain(nullptr);  // classify_batch's word was for this scan only
     if (r.consumed > 0) {
       std::string_view out = handler.rw.finish(r.consumed);
       size_t out_len = out.size();

@@ -156,6 +156,7 @@ awaitable<bool> ClientSession::replace_failed_server(std::string why) {
     ClientMessages handler{*this, SpanRewriter{c2s_out_}, true};
     handler.rw.begin(d);
     auto r = scanner.scan(d, sent, handler);
+    tracker_->known_plain(nullptr);
     std::string_view out = handler.rw.finish(r.consumed);
     net::error_code wec;
     if (register_server_io()) co_await server_->ready.write_all(out.data(), out.size(), wec);

@@ -178,7 +178,7 @@ bool touches_no_session_state(std::string_view sql) {
 
 TxnTracker::Effect TxnTracker::session_effect(std::string_view sql, bool named, bool simple, std::string& feature) {
   // The cheap lexical check first: most statements touch no session state at all.
-  if (touches_no_session_state(sql)) return Effect::none;
+  if (sql.data() == known_plain_ || touches_no_session_state(sql)) return Effect::none;
   // A multi-statement query is carried when each of its statements is.
   auto statements = sql::split_statements(sql);
   if (statements.size() > 1) {

@@ -195,6 +195,18 @@ TEST_CASE("classifier cache: statements that differ only in literals share an en
                             "SELECT E'a\\'b'", "SELECT 'a\\b'", "SELECT $$1$$", "SELECT U&'d'", "BEGIN READ ONLY",
                             "SELECT 'unterminated", "SELECT /* open", "SELECT \x01"})
     CHECK_MESSAGE(!ClassifierCache::shape_of(exact, shape), exact);
+  // Every special byte found wherever it falls in the 16-byte blocks the scan takes at a time.
+  for (size_t k = 0; k < 40; ++k) {
+    std::string pad(k, 'x');
+    CHECK(ClassifierCache::shape_of("SELECT " + pad + ", 7, 'q', \"Ab\" FROM t -- c 9\n", shape));
+    CHECK(shape == "SELECT " + pad + ", \x02, \x01, \"Ab\" FROM t -- c 9\n");
+    CHECK(ClassifierCache::shape_of("SELECT " + pad + "/* 8 */ $1 FROM t;  ", shape));
+    CHECK(shape == "SELECT " + pad + "/* 8 */ $1 FROM t;  ");
+    CHECK(!ClassifierCache::shape_of("SELECT " + pad + std::string(1, '\x05') + " FROM t", shape));
+    CHECK(!ClassifierCache::shape_of("SELECT " + pad + "; SET pgrouter.route = 'primary'", shape));
+    CHECK(ClassifierCache::shape_of("SELECT " + pad + "\xc3\xa9 - 12 FROM t", shape));
+    CHECK(shape == "SELECT " + pad + "\xc3\xa9 - \x02 FROM t");
+  }
 
   ClassifierCache cache(8);
   CHECK(cache.get("SELECT abalance FROM pgbench_accounts WHERE aid = 1").tables ==

@@ -128,6 +128,10 @@ class TxnTracker {
   // The last simple Query's text has no statement that touches session state (Effect::none: no RESET, SET
   // x TO DEFAULT or DISCARD ALL, which are tracked or pin): StartupReset has nothing to rewrite in it either.
   bool last_query_plain() const { return last_query_plain_; }
+  // The SQL text starting at `text` (inside the message about to be tracked) is known to touch no session
+  // state (read/write splitting classified it, sql::Classification::session_plain): not scanned again.
+  // Valid for the scan that follows only; cleared with nullptr.
+  void known_plain(const char* text) { known_plain_ = text; }
 
   // The settings the client's session has from SQL (on top of its startup parameters).
   const Settings& settings() const { return settings_; }
@@ -293,6 +297,7 @@ class TxnTracker {
   uint64_t settings_version_ = 1;
   std::string feature_;
   bool last_query_plain_ = false;  // see last_query_plain()
+  const char* known_plain_ = nullptr;  // see known_plain()
 };
 
 }  // namespace pgrouter::session

@@ -52,6 +52,9 @@ struct Classification {
   // the primary and PostgreSQL answers with its own error.
   bool parse_error = false;
   int statements = 0;
+  // Set by ClassifierCache::get: sql::session_feature() finds nothing in the text (for texts keyed by their
+  // shape, in the shape: literals do not count), so transaction pooling need not look at it again.
+  bool session_plain = false;
 };
 
 // Classifies `sql` (one Query message's text, possibly several statements). `is_read_only_function` is asked
