@@ -344,7 +344,9 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
                  (self.tracker_ && (type == '1' || type == '2' || type == '3' || type == 'C')) ||
                  !self.startup_reset_.idle();
         }
-        bool preamble_only = true;  // this read so far holds only replies that carry no result
+        // Nothing in this read so far that could not simply be produced again by another server: replies
+        // with no effect outside this server (not an error, a ReadyForQuery or a PREPARE's CommandComplete).
+        bool unanswered = true;
         // Read retry, answer complete: results relayed in this read end with one CommandComplete or
         // ErrorResponse (only ReadyForQuery missing).
         int answers_ended = 0;
@@ -352,21 +354,23 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
         bool end_early = false;  // stopped at a going-away message after a complete answer: see below
         p::ScanAction on_message(char type, uint32_t len, std::string_view body) {
           if (self.retry_.window) {
-            // Read retry: a server going away before anything but ParseComplete, BindComplete, CloseComplete,
-            // ParameterDescription, RowDescription or NoData of the answer (which it sends with its last
-            // words) is not relayed, nor are those: the read is sent to another server.
+            // Read retry: while the window is open nothing of the answer reached the client. A server going
+            // away after replies it flushed with its last words (ParseComplete, RowDescription, rows, even a
+            // CommandComplete: it was killed before its ReadyForQuery) is not relayed, nor are those: the read
+            // is sent to another server (or, below, ended here).
             if ((type == 'E' || type == 'N') && self.server_going_away(type, body)) {
-              if (preamble_only) return p::ScanAction::stop_before;
-              // Killed between its answer and ReadyForQuery (PostgreSQL flushes what it had buffered with
-              // the going-away message): a complete answer to one autocommit statement is the client's;
-              // pgrouter ends it with the ReadyForQuery the server did not live to send.
+              // A complete answer to one autocommit statement: relayed with the ReadyForQuery the server did
+              // not live to send (no second run). Else anything not yet seen by the client runs again.
               if (answer_complete && answers_ended == 1 && self.can_end_answer_early()) {
                 end_early = true;
                 return p::ScanAction::stop_before;
               }
+              if (unanswered) return p::ScanAction::stop_before;
             }
-            if (type != '1' && type != '2' && type != '3' && type != 't' && type != 'T' && type != 'n')
-              preamble_only = false;
+            if (type == 'E' || type == 'Z' || type == 'G' || type == 'H' || type == 'W' || type == 'd' ||
+                type == 'c' || type == 'V' ||
+                (type == 'C' && body.substr(0, 7) == "PREPARE"))
+              unanswered = false;
           }
           bool replace_z = false;
           if (!self.startup_reset_.idle()) {
@@ -460,7 +464,7 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
         }
         buf.commit(n);
         handler.rw.begin(buf.data());
-        handler.preamble_only = true;
+        handler.unanswered = true;
         handler.answers_ended = 0;
         handler.answer_complete = false;
         auto r = scanner.scan(buf.data(), buf.size(), handler);

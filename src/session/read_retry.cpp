@@ -9,8 +9,9 @@
 //
 // If the replica breaks inside the window (EOF or reset on either direction, or a going-away message:
 // 57P01/57P02/57P03 as a FATAL ErrorResponse or as the WARNING NoticeResponse PostgreSQL sends before an
-// immediate shutdown; the replies without results it flushes with it, ParseComplete, BindComplete,
-// RowDescription and the like, are held back too), server -> client takes over: the broken server is closed (never pooled), its backend is
+// immediate shutdown; the replies it flushes with it, from ParseComplete to rows and CommandComplete, are held
+// back too unless one of them is an error, a ReadyForQuery or a PREPARE's CommandComplete), server -> client
+// takes over: the broken server is closed (never pooled), its backend is
 // marked down until a probe answers again, the tracker is rewound, the kept bytes are routed again
 // (another replica, or the primary with routing.primary_fallback) and sent through the tracker to the
 // new server, and a new server -> client loop starts for it. client -> server sends nothing meanwhile
@@ -19,7 +20,8 @@
 //
 // A replica killed after buffering a whole answer but before its ReadyForQuery flushes the answer with its
 // going-away WARNING: when that answer ends exactly one autocommit statement (can_end_answer_early), server ->
-// client relays it with a ReadyForQuery 'I' of its own (end_answer_early) and drops the server.
+// client relays it with a ReadyForQuery 'I' of its own (end_answer_early) and drops the server, rather than
+// running the statement again (the only way for an answer that is the statement's own error).
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/sql/session_features.hpp"
 #include "session/relay_handlers.hpp"

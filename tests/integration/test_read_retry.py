@@ -162,19 +162,25 @@ def cut_router(cluster, pgrouter, proxy):
     return router
 
 
-def test_an_answer_cut_before_ready_for_query_is_ended_by_the_router(cluster, pgrouter, cut_replica):
-    # The race the pgbench test above meets about once in 40 runs, made certain: the replica is killed after its
-    # answer (RowDescription, DataRow, CommandComplete) but before ReadyForQuery, and flushes the answer with its
-    # shutdown WARNING. One autocommit statement was asked and fully answered: the client gets it, with a
-    # ReadyForQuery 'I' pgrouter writes, and goes on (the next read on the primary, the replica being down).
+@pytest.mark.parametrize("sql,kinds", [("select inet_server_port(), 42 /* pgr_cut_after_answer */", "TDCZ"),
+                                       ("select 1/0 /* pgr_cut_after_answer */", "EZ")])
+def test_an_answer_cut_before_ready_for_query_is_ended_by_the_router(cluster, pgrouter, cut_replica, sql, kinds):
+    # The race the pgbench test above met about once in 40 runs, made certain: the replica is killed after its
+    # answer (RowDescription, DataRow, CommandComplete, or the statement's own error) but before ReadyForQuery,
+    # and flushes the answer with its shutdown WARNING. One autocommit statement was asked and fully answered:
+    # the client gets it, with a ReadyForQuery 'I' pgrouter writes (not run a second time), and goes on (the next
+    # read on the primary, the replica being down).
     router = cut_router(cluster, pgrouter, cut_replica)
     with pgr.Raw(router.port) as raw:
         raw.startup("pgr_scram", password=pgr.USERS["pgr_scram"])
-        raw.send(pgr.query("select inet_server_port(), 42 /* pgr_cut_after_answer */"))
+        raw.send(pgr.query(sql))
         replies = raw.read_until_ready()
-        assert [kind for kind, _ in replies] == ["T", "D", "C", "Z"], replies
-        assert pgr.parse_data_row(replies[1][1]) == [str(cluster.replica_port), "42"]
-        assert replies[3][1] == b"I"
+        assert "".join(kind for kind, _ in replies) == kinds, replies
+        if kinds == "TDCZ":
+            assert pgr.parse_data_row(replies[1][1]) == [str(cluster.replica_port), "42"]
+        else:
+            assert pgr.parse_error_fields(replies[0][1])["code"] == "22012"
+        assert replies[-1][1] == b"I"
         assert cut_replica.cuts == 1
         (in_recovery,), = raw.simple_query("select pg_is_in_recovery()")[0]
         assert in_recovery == "f"  # the same connection, now on the primary
@@ -196,24 +202,56 @@ def test_an_extended_answer_cut_before_ready_for_query_is_ended_by_the_router(cl
     assert pgr.metric(router.metrics(), "pgrouter_routed_reads_ended_early_total") == 1
 
 
-@pytest.mark.parametrize("sql", ["select 1; select 2 /* pgr_cut_after_answer */",
-                                 "begin read only /* pgr_cut_after_answer */"])
-def test_a_cut_answer_that_cannot_be_ended_safely_is_an_error(cluster, pgrouter, cut_replica, sql):
-    # Two statements (the second may not have run, for all pgrouter knows) or a BEGIN (its ReadyForQuery would
-    # have said 'T'): no ReadyForQuery of pgrouter's own; the client gets what the server sent and then a FATAL
-    # saying the connection was lost.
+def test_a_cut_answer_of_several_statements_runs_again_elsewhere(cluster, pgrouter, cut_replica):
+    # Two statements answered, the second perhaps not run for all pgrouter could know: nothing reached the client,
+    # so the whole read runs again on the primary and the client sees only that answer.
     router = cut_router(cluster, pgrouter, cut_replica)
     with pgr.Raw(router.port) as raw:
         raw.startup("pgr_scram", password=pgr.USERS["pgr_scram"])
-        raw.send(pgr.query(sql))
+        raw.send(pgr.query("select 1; select inet_server_port() /* pgr_cut_after_answer */"))
+        replies = raw.read_until_ready()
+        assert "".join(kind for kind, _ in replies) == "TDCTDCZ", replies
+        assert pgr.parse_data_row(replies[4][1]) == [str(cluster.primary_port)]
+    assert cut_replica.cuts == 1
+    text = router.metrics()
+    assert pgr.metric(text, "pgrouter_routed_reads_retried_total") == 1
+    assert pgr.metric(text, "pgrouter_routed_reads_ended_early_total") == 0
+
+
+def test_a_cut_begin_read_only_begins_again_elsewhere(cluster, pgrouter, cut_replica):
+    # Not ended by pgrouter (its ReadyForQuery would have said 'T'): begun again on the primary, where the
+    # transaction then stays.
+    router = cut_router(cluster, pgrouter, cut_replica)
+    with pgr.Raw(router.port) as raw:
+        raw.startup("pgr_scram", password=pgr.USERS["pgr_scram"])
+        raw.send(pgr.query("begin read only /* pgr_cut_after_answer */"))
+        replies = raw.read_until_ready()
+        assert "".join(kind for kind, _ in replies) == "CZ", replies
+        assert replies[-1][1] == b"T"
+        (in_recovery,), = raw.simple_query("select pg_is_in_recovery()")[0]
+        assert in_recovery == "f"
+        raw.simple_query("commit")
+    assert cut_replica.cuts == 1
+    assert pgr.metric(router.metrics(), "pgrouter_routed_reads_retried_total") == 1
+
+
+def test_a_cut_answer_the_client_must_not_see_twice_is_an_error(cluster, pgrouter, cut_replica):
+    # The first of two statements failed (an error pgrouter does not replay, and cannot end: the Query had two
+    # statements): the client gets what the server sent and then a FATAL saying the connection was lost.
+    router = cut_router(cluster, pgrouter, cut_replica)
+    with pgr.Raw(router.port) as raw:
+        raw.startup("pgr_scram", password=pgr.USERS["pgr_scram"])
+        raw.send(pgr.query("select 1/0; select 2 /* pgr_cut_after_answer */"))
         replies = raw.read_until(())
     kinds = [kind for kind, _ in replies]
-    assert kinds[-3:] == ["N", "E", ""], replies
-    assert "Z" not in kinds, replies
-    error = pgr.parse_error_fields(replies[-2][1])
+    assert kinds == ["E", "N", "E", ""], replies
+    assert pgr.parse_error_fields(replies[0][1])["code"] == "22012"
+    error = pgr.parse_error_fields(replies[2][1])
     assert error["severity"] == "FATAL" and error["code"] == "08006", error
     assert "server connection lost" in error["message"], error
-    assert pgr.metric(router.metrics(), "pgrouter_routed_reads_ended_early_total") == 0
+    text = router.metrics()
+    assert pgr.metric(text, "pgrouter_routed_reads_ended_early_total") == 0
+    assert pgr.metric(text, "pgrouter_routed_reads_retried_total") == 0
 
 
 def test_a_replica_lost_while_settings_are_applied_sends_the_read_elsewhere(cluster, pgrouter, cut_replica):
