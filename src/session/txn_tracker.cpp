@@ -139,9 +139,9 @@ bool TxnTracker::tracks(const std::string& parameter) const {
 }
 
 namespace {
-// Statement texts session_feature() found plain, per worker thread, by XXH3-128 of the exact text and of its
+// Statement texts session_feature() found plain, per worker thread, by XXH3-128 of their
 // sql::session_feature_key() (direct-mapped): an application sends the same few texts over and over, and
-// hashing one costs a few dozen instructions where the scan costs about a thousand (6% of an
+// keying and hashing one costs a few hundred instructions where the scan costs about a thousand (6% of an
 // extended-protocol transaction, callgrind).
 struct PlainTexts {
   static constexpr size_t kSlots = 256;
@@ -150,9 +150,9 @@ struct PlainTexts {
 };
 thread_local PlainTexts plain_texts;
 
-bool touches_no_session_state(std::string_view sql) {
-  // The exact text first (a Parse's text repeats as it is), then its key (a simple Query's numbers change);
-  // a text found plain is remembered both ways.
+bool touches_no_session_state(std::string_view sql, bool simple) {
+  // A Parse's text repeats as it is: by its exact hash first. A simple Query's numbers change: by its key
+  // only (the key of a text without numbers is the text itself). A text found plain is remembered by both.
   auto& cache = plain_texts;
   auto known = [&cache](const XXH128_hash_t& h) {
     size_t slot = size_t(h.low64) & (PlainTexts::kSlots - 1);
@@ -163,22 +163,25 @@ bool touches_no_session_state(std::string_view sql) {
     cache.hash[slot] = h;
     cache.used[slot] = true;
   };
-  XXH128_hash_t exact = XXH3_128bits(sql.data(), sql.size());
-  if (known(exact)) return true;
+  XXH128_hash_t exact{};
+  if (!simple) {
+    exact = XXH3_128bits(sql.data(), sql.size());
+    if (known(exact)) return true;
+  }
   thread_local std::string key_buf;
   std::string_view key = sql::session_feature_key(sql, key_buf);
-  XXH128_hash_t shape = key.data() == sql.data() ? exact : XXH3_128bits(key.data(), key.size());
+  XXH128_hash_t shape = !simple && key.data() == sql.data() ? exact : XXH3_128bits(key.data(), key.size());
   if (known(shape)) return true;
   if (!sql::session_feature(sql).empty()) return false;
   remember(shape);
-  remember(exact);
+  if (!simple) remember(exact);
   return true;
 }
 }  // namespace
 
 TxnTracker::Effect TxnTracker::session_effect(std::string_view sql, bool named, bool simple, std::string& feature) {
   // The cheap lexical check first: most statements touch no session state at all.
-  if (sql.data() == known_plain_ || touches_no_session_state(sql)) return Effect::none;
+  if (sql.data() == known_plain_ || touches_no_session_state(sql, simple)) return Effect::none;
   // A multi-statement query is carried when each of its statements is.
   auto statements = sql::split_statements(sql);
   if (statements.size() > 1) {

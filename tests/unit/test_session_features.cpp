@@ -106,7 +106,14 @@ TEST_CASE("session_feature_key writes numbers as 0 and leaves words alone") {
   CHECK(session_feature_key("select a from t where id = 12345", buf) == "select a from t where id = 0");
   CHECK(session_feature_key("select 1;5 set x = 7", buf) == "select 0;0 set x = 0");
   CHECK(session_feature_key("select * from t1, temp2 where x = $12 and y = 1e5", buf) ==
-        "select * from t1, temp2 where x = $0 and y = 1e5");
+        "select * from t1, temp2 where x = $12 and y = 1e5");
   std::string_view plain = "select * from t1 where a = 0";
   CHECK(session_feature_key(plain, buf).data() == plain.data());  // nothing to write: the text itself
+  // Numbers found wherever they fall in the 16-byte blocks the scan takes at a time.
+  for (size_t k = 0; k < 40; ++k) {
+    std::string pad(k, 'x');
+    CHECK(session_feature_key("select " + pad + " = 42 and t" + pad + "9 < 7", buf) ==
+          "select " + pad + " = 0 and t" + pad + "9 < 0");
+    CHECK(session_feature_key(std::string(k, ' ') + "123", buf) == std::string(k, ' ') + "0");
+  }
 }
