@@ -101,7 +101,10 @@ class Worker {
   Runtime& rt_;
   int index_;
   control::WorkerStats& stats_;
-  asio::io_context io_{1};
+  // One thread runs it, and every socket, acceptor and timer on it is touched only from that thread (other
+  // threads post to it: reload, stop, cancel requests, a pool slot given to this worker): the reactor's
+  // per-descriptor locks are not needed (its scheduler queue keeps its lock, for those posts).
+  asio::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   tcp::acceptor acceptor_;
   net::Readiness readiness_{io_};
   std::thread thread_;
