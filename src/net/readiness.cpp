@@ -1,4 +1,5 @@
 // Edge-triggered readiness for relay sockets: see readiness.hpp for why this exists.
+#include "pgrouter/net/batch_clock.hpp"
 #include "pgrouter/net/readiness.hpp"
 
 #include <sys/socket.h>
@@ -322,6 +323,7 @@ void Readiness::dispatch() {
   // coroutine resumed here may close and destroy a socket of this batch (its destructor calls forget(),
   // which clears its entries from batch_next_ on, the current one included).
   dispatching_ = true;
+  BatchClock::Scope batch_time;
   for (; batch_next_ < batch_n_; ++batch_next_) {
     epoll_event& ev = batch_[batch_next_];
     auto* s = static_cast<SocketReadiness*>(ev.data.ptr);

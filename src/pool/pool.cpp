@@ -204,7 +204,7 @@ bool Pool::expired(const ServerConnection& c, Clock::time_point now) const {
 }
 
 std::unique_ptr<ServerConnection> Pool::take_idle(Clock::time_point started) {
-  auto now = Clock::now();
+  auto now = net::BatchClock::now();
   while (!idle_.empty()) {
     auto c = std::move(idle_.back());
     idle_.pop_back();
@@ -223,7 +223,7 @@ std::unique_ptr<ServerConnection> Pool::take_idle(Clock::time_point started) {
 }
 
 awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
-  auto started = Clock::now();
+  auto started = net::BatchClock::now();
   bool first_in_line = false;  // woken for a freed slot that another worker took first: keep the place
   for (;;) {
     if (auto c = take_idle(started)) co_return c;
@@ -306,7 +306,7 @@ void Pool::release(std::unique_ptr<ServerConnection> conn, bool clean) {
     asio::co_spawn(ex_, release_after_cancels(key), asio::detached);
     return;
   }
-  if (!clean || expired(*conn, Clock::now()) || !conn->buffer.empty()) {
+  if (!clean || expired(*conn, net::BatchClock::now()) || !conn->buffer.empty()) {
     close(std::move(conn));
     return;
   }
@@ -389,7 +389,7 @@ void Pool::hand_over(std::unique_ptr<ServerConnection> conn) {
     w->wake.wake_after_batch(readiness_);
     return;
   }
-  conn->idle_since = Clock::now();
+  conn->idle_since = net::BatchClock::now();
   conn->buffer.shrink();
   idle_.push_back(std::move(conn));
   stats_.servers_idle.fetch_add(1, std::memory_order_relaxed);

@@ -265,7 +265,7 @@ awaitable<int> ClientSession::await_primary(pool::Clock::time_point give_up_at) 
 
 void ClientSession::start_routing() {
   const auto ryw_wait = db_->routing.read_your_writes_wait;
-  ryw_give_up_at_ = ryw_wait.count() > 0 ? pool::Clock::now() + ryw_wait : pool::Clock::time_point::min();
+  ryw_give_up_at_ = ryw_wait.count() > 0 ? net::BatchClock::now() + ryw_wait : pool::Clock::time_point::min();
   ryw_waited_ = false;
 }
 

@@ -496,7 +496,7 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
           }
           stats.bytes_server_to_client.fetch_add(out_len, std::memory_order_relaxed);
           buf.consume(r.consumed);
-          if (pending_ == 0) last_activity_ = pool::Clock::now();
+          if (pending_ == 0) last_activity_ = net::BatchClock::now();
           // Transaction pooling: give the server back once it is idle with nothing in flight either way.
           if (txn_mode_ && !pinned_ && server_->tx_status == 'I' && pending_ == 0 && !unsynced_ && !c2s_writing_ &&
               buf.empty() && !scanner.mid_message() && !client_done_ && tracker_->idle() && startup_reset_.idle()) {
@@ -531,7 +531,7 @@ void ClientSession::request_started() {
   ++pending_;
   w_.stats().queries_total.fetch_add(1, std::memory_order_relaxed);
   if (ring_count_ < kRing) {
-    started_[(ring_head_ + ring_count_) % kRing] = pool::Clock::now();
+    started_[(ring_head_ + ring_count_) % kRing] = net::BatchClock::now();
     ++ring_count_;
   }
 }
@@ -539,7 +539,7 @@ void ClientSession::request_started() {
 void ClientSession::request_finished() {
   if (pending_ > 0) --pending_;
   if (ring_count_ > 0) {
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(pool::Clock::now() - started_[ring_head_]).count();
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(net::BatchClock::now() - started_[ring_head_]).count();
     w_.stats().query_latency.observe_ns(uint64_t(ns));
     ring_head_ = (ring_head_ + 1) % kRing;
     --ring_count_;
@@ -635,7 +635,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
     if (tls_ || !client_ready_.read_now(buf.write_ptr(), buf.write_space(), n, ec))
       n = co_await client_read(s, buf.write_ptr(), buf.write_space(), ec);
     if (ec) co_return;
-    last_activity_ = pool::Clock::now();
+    last_activity_ = net::BatchClock::now();
     buf.commit(n);
     if (retry_.busy) {
       // A read failed on its replica and server -> client is sending it to another backend: nothing

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 
+#include "pgrouter/net/batch_clock.hpp"
 #include "pgrouter/control/config.hpp"
 #include "pgrouter/control/stats.hpp"
 #include "pgrouter/pool/server_connection.hpp"
@@ -60,7 +61,7 @@ class Pool {
   awaitable<std::unique_ptr<ServerConnection>> acquire(ServerError& err);
   // acquire() when an idle server is there (the common case in a warm pool), without a coroutine; nullptr
   // otherwise (then acquire()).
-  std::unique_ptr<ServerConnection> take_idle() { return take_idle(Clock::now()); }
+  std::unique_ptr<ServerConnection> take_idle() { return take_idle(net::BatchClock::now()); }
   // Gives a server back. clean=false closes it (it broke, or its state is unknown); otherwise it is
   // reset with the reset query (and ROLLBACK first if a transaction is open) before reuse.
   void release(std::unique_ptr<ServerConnection> conn, bool clean);
@@ -92,7 +93,7 @@ class Pool {
   void hand_over(std::unique_ptr<ServerConnection> conn);  // to a waiter, else to the idle list
   void close(std::unique_ptr<ServerConnection> conn);       // frees a slot and wakes a waiter for it
   bool expired(const ServerConnection& c, Clock::time_point now) const;
-  void observe_wait(Clock::time_point started, Clock::time_point now = Clock::now());  // into pool_wait
+  void observe_wait(Clock::time_point started, Clock::time_point now = net::BatchClock::now());  // into pool_wait
   bool reserve_slot();  // takes one server slot from the group budget, if any is left
   // Gives it back: to the pool of another worker that needs it more (starving_peer), else to a waiter here,
   // else to any worker with waiters.
