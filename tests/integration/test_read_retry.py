@@ -4,6 +4,7 @@ client connection, without an error. Each test kills a private replica of the sh
 `pg_ctl stop -m immediate` does: its backends get SIGQUIT, send a WARNING 57P01 notice and exit, like a crash.
 The tests wait for events (reads served, a backend's exit, a statement running) rather than for fixed times, so
 that a loaded machine makes them slower, not wrong."""
+import contextlib
 import os
 import subprocess
 import threading
@@ -162,6 +163,27 @@ def cut_router(cluster, pgrouter, proxy):
     return router
 
 
+@contextlib.contextmanager
+def raw_client(router):
+    """A logged-in raw-protocol client (the exact messages: psycopg hides notices, errors' codes, statuses)."""
+    with pgr.Raw(router.port) as raw:
+        raw.startup("pgr_scram", password=pgr.USERS["pgr_scram"])
+        yield raw
+
+
+def ask(raw, sql, until=("Z",)):
+    """Sends one Query; its replies up to one of `until` (or EOF), and their kinds as one string."""
+    raw.send(pgr.query(sql))
+    replies = raw.read_until(until)
+    return "".join(kind for kind, _ in replies), replies
+
+
+def assert_counts(router, retried, ended_early):
+    text = router.metrics()
+    assert pgr.metric(text, "pgrouter_routed_reads_retried_total") == retried
+    assert pgr.metric(text, "pgrouter_routed_reads_ended_early_total") == ended_early
+
+
 @pytest.mark.parametrize("sql,kinds", [("select inet_server_port(), 42 /* pgr_cut_after_answer */", "TDCZ"),
                                        ("select 1/0 /* pgr_cut_after_answer */", "EZ")])
 def test_an_answer_cut_before_ready_for_query_is_ended_by_the_router(cluster, pgrouter, cut_replica, sql, kinds):
@@ -171,11 +193,9 @@ def test_an_answer_cut_before_ready_for_query_is_ended_by_the_router(cluster, pg
     # the client gets it, with a ReadyForQuery 'I' pgrouter writes (not run a second time), and goes on (the next
     # read on the primary, the replica being down).
     router = cut_router(cluster, pgrouter, cut_replica)
-    with pgr.Raw(router.port) as raw:
-        raw.startup("pgr_scram", password=pgr.USERS["pgr_scram"])
-        raw.send(pgr.query(sql))
-        replies = raw.read_until_ready()
-        assert "".join(kind for kind, _ in replies) == kinds, replies
+    with raw_client(router) as raw:
+        got, replies = ask(raw, sql)
+        assert got == kinds, replies
         if kinds == "TDCZ":
             assert pgr.parse_data_row(replies[1][1]) == [str(cluster.replica_port), "42"]
         else:
@@ -184,10 +204,8 @@ def test_an_answer_cut_before_ready_for_query_is_ended_by_the_router(cluster, pg
         assert cut_replica.cuts == 1
         (in_recovery,), = raw.simple_query("select pg_is_in_recovery()")[0]
         assert in_recovery == "f"  # the same connection, now on the primary
-    text = router.metrics()
-    assert pgr.metric(text, "pgrouter_routed_reads_ended_early_total") == 1
-    assert pgr.metric(text, "pgrouter_routed_reads_retried_total") == 0
-    assert backend_metric(text, "pgrouter_backend_up", cut_replica.port) == 0
+    assert_counts(router, retried=0, ended_early=1)
+    assert backend_metric(router.metrics(), "pgrouter_backend_up", cut_replica.port) == 0
     assert "replica went away after answering" in router.log()
 
 
@@ -206,52 +224,42 @@ def test_a_cut_answer_of_several_statements_runs_again_elsewhere(cluster, pgrout
     # Two statements answered, the second perhaps not run for all pgrouter could know: nothing reached the client,
     # so the whole read runs again on the primary and the client sees only that answer.
     router = cut_router(cluster, pgrouter, cut_replica)
-    with pgr.Raw(router.port) as raw:
-        raw.startup("pgr_scram", password=pgr.USERS["pgr_scram"])
-        raw.send(pgr.query("select 1; select inet_server_port() /* pgr_cut_after_answer */"))
-        replies = raw.read_until_ready()
-        assert "".join(kind for kind, _ in replies) == "TDCTDCZ", replies
+    with raw_client(router) as raw:
+        kinds, replies = ask(raw, "select 1; select inet_server_port() /* pgr_cut_after_answer */")
+        assert kinds == "TDCTDCZ", replies
         assert pgr.parse_data_row(replies[4][1]) == [str(cluster.primary_port)]
     assert cut_replica.cuts == 1
-    text = router.metrics()
-    assert pgr.metric(text, "pgrouter_routed_reads_retried_total") == 1
-    assert pgr.metric(text, "pgrouter_routed_reads_ended_early_total") == 0
+    assert_counts(router, retried=1, ended_early=0)
 
 
 def test_a_cut_begin_read_only_begins_again_elsewhere(cluster, pgrouter, cut_replica):
     # Not ended by pgrouter (its ReadyForQuery would have said 'T'): begun again on the primary, where the
     # transaction then stays.
     router = cut_router(cluster, pgrouter, cut_replica)
-    with pgr.Raw(router.port) as raw:
-        raw.startup("pgr_scram", password=pgr.USERS["pgr_scram"])
-        raw.send(pgr.query("begin read only /* pgr_cut_after_answer */"))
-        replies = raw.read_until_ready()
-        assert "".join(kind for kind, _ in replies) == "CZ", replies
+    with raw_client(router) as raw:
+        kinds, replies = ask(raw, "begin read only /* pgr_cut_after_answer */")
+        assert kinds == "CZ", replies
         assert replies[-1][1] == b"T"
         (in_recovery,), = raw.simple_query("select pg_is_in_recovery()")[0]
         assert in_recovery == "f"
         raw.simple_query("commit")
     assert cut_replica.cuts == 1
-    assert pgr.metric(router.metrics(), "pgrouter_routed_reads_retried_total") == 1
+    assert_counts(router, retried=1, ended_early=0)
 
 
 def test_a_cut_answer_the_client_must_not_see_twice_is_an_error(cluster, pgrouter, cut_replica):
     # The first of two statements failed (an error pgrouter does not replay, and cannot end: the Query had two
     # statements): the client gets what the server sent and then a FATAL saying the connection was lost.
     router = cut_router(cluster, pgrouter, cut_replica)
-    with pgr.Raw(router.port) as raw:
-        raw.startup("pgr_scram", password=pgr.USERS["pgr_scram"])
-        raw.send(pgr.query("select 1/0; select 2 /* pgr_cut_after_answer */"))
-        replies = raw.read_until(())
-    kinds = [kind for kind, _ in replies]
-    assert kinds == ["E", "N", "E", ""], replies
+    with raw_client(router) as raw:
+        kinds, replies = ask(raw, "select 1/0; select 2 /* pgr_cut_after_answer */", until=())
+    assert kinds == "ENE", replies  # ... and EOF
+    assert replies[-1][0] == "", replies
     assert pgr.parse_error_fields(replies[0][1])["code"] == "22012"
     error = pgr.parse_error_fields(replies[2][1])
     assert error["severity"] == "FATAL" and error["code"] == "08006", error
     assert "server connection lost" in error["message"], error
-    text = router.metrics()
-    assert pgr.metric(text, "pgrouter_routed_reads_ended_early_total") == 0
-    assert pgr.metric(text, "pgrouter_routed_reads_retried_total") == 0
+    assert_counts(router, retried=0, ended_early=0)
 
 
 def test_a_replica_lost_while_settings_are_applied_sends_the_read_elsewhere(cluster, pgrouter, cut_replica):
