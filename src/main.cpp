@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -146,8 +147,15 @@ int main(int argc, char** argv) {
   }
   rt.health.update(*config);
   rt.health.start();
-  rt.stats->extra_metrics = [&rt] {
-    // Per-backend families, written by hand: their label set changes with the config.
+  rt.stats->extra_metrics = [&rt, &config] {
+    // Per-backend families, written by hand: their label set changes with the config. Backends a reload took
+    // out of the configuration are left out (their health records live on while a pool still uses them).
+    // Runs on control_io's thread, where reloads replace `config`.
+    std::set<std::string> configured;
+    for (const auto& db : config->databases)
+      for (const auto& shard : db.shards)
+        for (size_t i = 0; i < shard.backends(); ++i)
+          configured.insert(shard.backend(i).host + ":" + std::to_string(shard.backend(i).port));
     std::string up = "# HELP pgrouter_backend_up 1 when the backend answers probes (reads are routed to it).\n"
                      "# TYPE pgrouter_backend_up gauge\n";
     std::string rec = "# HELP pgrouter_backend_in_recovery 1 for a replica (pg_is_in_recovery()).\n"
@@ -159,16 +167,20 @@ int main(int argc, char** argv) {
     std::string lag = "# HELP pgrouter_backend_replay_lag_seconds A replica's replay delay: 0 when it replayed all "
                       "it received, else the age of the last transaction it replayed.\n"
                       "# TYPE pgrouter_backend_replay_lag_seconds gauge\n";
+    std::string probed = "# HELP pgrouter_backend_probed 1 once a probe of the backend has answered (before that, "
+                         "pgrouter_backend_up 1 is an assumption).\n# TYPE pgrouter_backend_probed gauge\n";
     for (auto& h : rt.health.all()) {
+      if (!configured.count(h->name)) continue;
       std::string label = "{backend=\"" + h->name + "\"} ";
       up += "pgrouter_backend_up" + label + (h->up.load() ? "1\n" : "0\n");
+      probed += "pgrouter_backend_probed" + label + (h->probed.load() ? "1\n" : "0\n");
       rec += "pgrouter_backend_in_recovery" + label + (h->in_recovery.load() ? "1\n" : "0\n");
       lsn += "pgrouter_backend_wal_lsn_bytes" + label + std::to_string(h->lsn.load()) + "\n";
       ej += "pgrouter_backend_ejections_total" + label + std::to_string(h->ejections.load()) + "\n";
       lag += "pgrouter_backend_replay_lag_seconds" + label + fmt::format("{:.3f}", double(h->replay_lag_ms.load()) / 1000) +
              "\n";
     }
-    return up + rec + lsn + ej + lag;
+    return up + probed + rec + lsn + ej + lag;
   };
   for (auto& w : rt.workers) w->start();
   rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));

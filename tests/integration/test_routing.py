@@ -12,7 +12,8 @@ import psycopg
 import pytest
 
 import pgr
-from routing_util import backend_metric, replica_apply_delay, replica_in_rotation, routing_config, wait_for, where
+from routing_util import (backend_metric, replica_apply_delay, replica_in_rotation, routing_config, wait_for,
+                          wait_probed_up, where)
 
 
 def test_reads_go_to_the_replica_and_writes_to_the_primary(cluster, pgrouter):
@@ -303,3 +304,21 @@ def test_a_write_pipelined_behind_a_read_on_the_replica_goes_to_the_primary(clus
         # A new connection: no read-your-writes for it, so the count is read on the primary.
         assert c.execute("/* pgrouter: primary */ select count(*) from pipelined_w").fetchone()[0] == 1
         c.execute("drop table pipelined_w")
+
+
+def test_backend_series_follow_the_configuration(cluster, pgrouter):
+    """pgrouter_backend_probed says whether a probe answered; a replica a reload removes leaves /metrics."""
+    router = pgrouter(routing_config(cluster))
+    wait_probed_up(router, cluster.replica_port)
+    text = router.metrics()
+    assert backend_metric(text, "pgrouter_backend_probed", cluster.replica_port) == 1
+    assert backend_metric(text, "pgrouter_backend_up", cluster.replica_port) == 1
+    router.reload(routing_config(cluster, replicas=[]))
+    wait_for(lambda: backend_metric(router.metrics(), "pgrouter_backend_up", cluster.replica_port) is None,
+             what="the removed replica's series gone")
+    text = router.metrics()
+    assert backend_metric(text, "pgrouter_backend_probed", cluster.replica_port) is None
+    assert backend_metric(text, "pgrouter_backend_up", cluster.primary_port) is not None  # still configured
+    router.reload(routing_config(cluster))  # back: the same record, with its history
+    wait_for(lambda: backend_metric(router.metrics(), "pgrouter_backend_up", cluster.replica_port) == 1,
+             what="the replica's series back")

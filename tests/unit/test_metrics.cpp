@@ -118,7 +118,8 @@ TEST_CASE("render_metrics turns per-worker bucket counts into cumulative buckets
   stats.workers[1]->query_latency.observe_ns(100 * kMicro);   // exactly on 0.0001: le is inclusive
   stats.workers[1]->query_latency.observe_ns(300 * kMicro);   // <= 0.0005
   stats.workers[0]->query_latency.observe_ns(2 * kSecond);    // <= 5
-  stats.workers[1]->query_latency.observe_ns(10 * kSecond);   // +Inf only
+  stats.workers[1]->query_latency.observe_ns(10 * kSecond);   // exactly on 10
+  stats.workers[1]->query_latency.observe_ns(61 * kSecond);   // +Inf only
   stats.workers[0]->pool_wait.observe_ns(20 * 1000 * kMicro); // 0.02 <= 0.025
 
   const std::string text = render_metrics(stats);
@@ -128,12 +129,15 @@ TEST_CASE("render_metrics turns per-worker bucket counts into cumulative buckets
   CHECK(sample_value(text, q + "_bucket{le=\"0.00025\"}") == 2);
   CHECK(sample_value(text, q + "_bucket{le=\"0.0005\"}") == 3);
   CHECK(sample_value(text, q + "_bucket{le=\"1\"}") == 3);
+  CHECK(sample_value(text, q + "_bucket{le=\"2.5\"}") == 4);
   CHECK(sample_value(text, q + "_bucket{le=\"5\"}") == 4);
-  CHECK(sample_value(text, q + "_bucket{le=\"+Inf\"}") == 5);
-  CHECK(sample_value(text, q + "_count") == 5);
+  CHECK(sample_value(text, q + "_bucket{le=\"10\"}") == 5);
+  CHECK(sample_value(text, q + "_bucket{le=\"60\"}") == 5);
+  CHECK(sample_value(text, q + "_bucket{le=\"+Inf\"}") == 6);
+  CHECK(sample_value(text, q + "_count") == 6);
   const auto sum = sample_value(text, q + "_sum");
   REQUIRE(sum.has_value());
-  CHECK(*sum == doctest::Approx(12.00045));
+  CHECK(*sum == doctest::Approx(73.00045));
 
   const std::string w = "pgrouter_pool_wait_seconds";
   CHECK(sample_value(text, w + "_bucket{le=\"0.01\"}") == 0);

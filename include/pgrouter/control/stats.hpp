@@ -17,10 +17,11 @@ namespace pgrouter::control {
 using Counter = std::atomic<uint64_t>;
 using Gauge = std::atomic<int64_t>;
 
-// Latency histogram with fixed bucket bounds in seconds (same bounds for every worker so they sum).
+// Latency histogram with fixed bucket bounds in seconds (same bounds for every worker so they sum). Up to a
+// minute: pool.queue_timeout defaults to 30 s, and slow queries are what a latency histogram is read for.
 struct LatencyHistogram {
-  static constexpr std::array<double, 14> bounds{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                                 0.025,  0.05,    0.1,    0.25,  0.5,    1.0,  5.0};
+  static constexpr std::array<double, 18> bounds{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                 0.1,    0.25,    0.5,    1.0,   2.5,    5.0,   10.0, 30.0,  60.0};
   std::array<Counter, bounds.size() + 1> buckets{};  // last = +Inf (non-cumulative here)
   Counter count{0};
   std::atomic<uint64_t> sum_ns{0};
