@@ -154,11 +154,13 @@ awaitable<bool> ClientSession::replace_failed_server(std::string why) {
     // Taken now: the buffer may have moved while the attach waited.
     const char* d = client_buf_.mark_data();
     size_t sent = client_buf_.consumed_since_mark();
+    // classify_batch's word on the first message is not taken here: it was given before the attach waited,
+    // and the kept bytes may have moved since (client -> server reads on meanwhile).
+    tracker_->known_plain(nullptr);
     p::FrameScanner scanner(uint32_t(config_->listen.max_message_size));
     ClientMessages handler{*this, SpanRewriter{c2s_out_}, true};
     handler.rw.begin(d);
     auto r = scanner.scan(d, sent, handler);
-    tracker_->known_plain(nullptr);
     std::string_view out = handler.rw.finish(r.consumed);
     net::error_code wec;
     if (register_server_io()) co_await server_->ready.write_all(out.data(), out.size(), wec);
