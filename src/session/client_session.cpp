@@ -396,7 +396,14 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
             if (reply != TxnTracker::Reply::drop) self.request_finished();
           } else if (type == 'E') {
             auto code = p::error_sqlstate(body);
-            self.w_.stats().count_error(code, false);
+            // Counted as the client gets it: not at all when it answered pgrouter's own request, with the
+            // rewritten code when the tracker replaced it (a refusal or a duplicate statement pgrouter makes the
+            // server produce with a sentinel name).
+            if (reply == TxnTracker::Reply::forward) {
+              self.w_.stats().count_error(code, false);
+            } else if (reply == TxnTracker::Reply::replace && self.s2c_repl_.size() > 5 && self.s2c_repl_[0] == 'E') {
+              self.w_.stats().count_error(p::error_sqlstate(std::string_view(self.s2c_repl_).substr(5)), false);
+            }
             if (code.substr(0, 2) == "57" || code.substr(0, 2) == "08") {
               auto f = p::parse_error_fields(body);
               if (f.severity == "FATAL" || f.severity == "PANIC") self.server_sent_fatal_ = true;

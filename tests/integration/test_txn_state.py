@@ -278,6 +278,9 @@ def test_refuse_mode_names_the_feature_and_setting(pgrouter, sql, feature):
     text = router.metrics()
     assert pgr.metric(text, "pgrouter_session_features_refused_total") == 2
     assert pgr.metric(text, "pgrouter_clients_pinned_total") == 0
+    # Counted as the client saw them (the server's answer to pgrouter's sentinel was 26000).
+    assert 'pgrouter_errors_total{source="server",sqlstate="0A000"} 2' in text, text
+    assert 'sqlstate="26000"' not in text, text
 
 
 def test_pgbench_prepared_under_transaction_pooling_with_a_tiny_cache(pgrouter, pgbench_tables):
