@@ -297,9 +297,7 @@ awaitable<bool> ClientSession::settle_params(bool from_mark) {
     if (auto& h = server_pool_->settings().health) h->mark_down();
     log::warn("replica failed while pgrouter applied the client's settings: taken out of rotation, transaction "
               "routed elsewhere",
-              {{"session", id_}, {"backend", server_pool_->settings().target.host + ":" +
-                                                std::to_string(server_pool_->settings().target.port)},
-               {"error", serr.message}});
+              {{"session", id_}, {"backend", server_pool_->target_name()}, {"error", serr.message}});
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
     server_pool_->release(std::move(server_), false);
     co_return co_await attach_backend(from_mark);
@@ -368,9 +366,7 @@ awaitable<bool> ClientSession::attach_backend(bool from_mark, int chosen) {
     log::warn(tx_on_replica_ ? "replica unreachable: taken out of rotation, transaction routed elsewhere"
                              : "primary unreachable: taken out of rotation until a probe answers; waiting for a "
                                "primary (routing.wait_for_primary)",
-              {{"session", id_}, {"backend", server_pool_->settings().target.host + ":" +
-                                                std::to_string(server_pool_->settings().target.port)},
-               {"error", err.message}});
+              {{"session", id_}, {"backend", server_pool_->target_name()}, {"error", err.message}});
   }
   if (!server_) {
     pending_fatal_sqlstate_ = err.sqlstate.empty() ? std::string(p::sqlstate::cannot_connect) : err.sqlstate;

@@ -240,9 +240,9 @@ awaitable<bool> ClientSession::sync_params(pool::ServerError& err) {
   co_return true;
 }
 
-void ClientSession::detach_server() {
+void ClientSession::detach_server(bool reusable) {
   w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-  server_pool_->release(std::move(server_), true);
+  server_pool_->release(std::move(server_), reusable);
   transaction_ended();
 }
 
@@ -299,17 +299,14 @@ awaitable<void> ClientSession::end_answer_early(Stream& s, std::string_view answ
     request_finished();
   }
   client_tx_status_ = 'I';
-  std::string backend = server_->target.host + ":" + std::to_string(server_->target.port);
   log::info("replica went away after answering, before its ReadyForQuery: the answer was ended by pgrouter",
-            {{"session", id_}, {"backend", backend}, {"error", retry_.server_message}});
+            {{"session", id_}, {"backend", server_pool_->target_name()}, {"error", retry_.server_message}});
   w_.stats().routed_reads_ended_early_total.fetch_add(1, std::memory_order_relaxed);
   close_retry_window();
   // The server is going away: never pooled, and its backend gets no reads until a probe answers.
   if (auto& h = server_pool_->settings().health) h->mark_down();
   server_->buffer.consume(server_->buffer.size());
-  w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-  server_pool_->release(std::move(server_), false);
-  transaction_ended();
+  detach_server(false);
   net::error_code wec;
   size_t written = 0;
   if (tls_ || !client_ready_.write_now(out.data(), out.size(), written, wec))

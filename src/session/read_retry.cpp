@@ -29,12 +29,6 @@
 namespace pgrouter::session {
 namespace p = pgrouter::protocol;
 
-namespace {
-std::string backend_name(const pool::Pool& pool) {
-  return pool.settings().target.host + ":" + std::to_string(pool.settings().target.port);
-}
-}  // namespace
-
 void ClientSession::open_retry_window() {
   retry_.attempts = 0;
   if (!tracker_ || !tx_read_ || !tx_on_replica_ || retry_.window) return;
@@ -119,12 +113,12 @@ awaitable<bool> ClientSession::replace_failed_server(std::string why) {
     server_->ready.cancel();  // its write to the broken server ends now
     while (c2s_writing_) co_await wait_retry_signal();
   }
-  std::string replica = backend_name(*server_pool_), failed;
+  std::string replica = server_pool_->target_name(), failed;
   bool ok = false;
   // Every replica once, then the primary: each round drops a server that broke before answering.
   size_t limit = db_->shards.at(0).backends();
   for (;;) {
-    failed = backend_name(*server_pool_);
+    failed = server_pool_->target_name();
     if (auto& h = server_pool_->settings().health) h->mark_down();
     if (server_) {
       stats.servers_active.fetch_sub(1, std::memory_order_relaxed);

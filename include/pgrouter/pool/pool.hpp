@@ -55,6 +55,8 @@ class Pool {
   // the old one: idle ones now, attached ones when their clients give them back.
   void update(PoolSettings settings);
   const PoolSettings& settings() const { return settings_; }
+  // "host:port" of the backend, as logs and messages name it.
+  std::string target_name() const { return settings_.target.host + ":" + std::to_string(settings_.target.port); }
 
   // A logged-in server for exclusive use, or nullptr with err set (53300 when the queue is full or
   // the wait timed out; the server's own error when login failed).

@@ -129,7 +129,8 @@ class ClientSession {
   // statements (and which settings they set or reset) that give them.
   bool params_sql(std::string& sql, std::vector<const std::string*>& set_keys, std::vector<std::string>& reset_keys);
   bool params_ready();
-  void detach_server();
+  // The transaction is over: server_ goes back to its pool (closed when not reusable).
+  void detach_server(bool reusable = true);
   template <typename Stream> awaitable<void> client_to_server(Stream& s);
   template <typename Stream> awaitable<void> server_to_client_loop(Stream& s);
   template <typename Stream> awaitable<void> fail(Stream& s, const char* sqlstate, std::string message,
