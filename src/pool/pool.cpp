@@ -358,7 +358,7 @@ awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {
     if (ok && conn->statements.size() > 0 && strcasecmp(settings_.config.reset_query.c_str(), "DISCARD ALL") != 0)
       ok = co_await conn->run_quietly("DEALLOCATE ALL");
     conn->applied.clear();  // DISCARD ALL reset every setting pgrouter had applied
-    conn->applied_by = 0;
+    conn->settled = {};
     conn->statements.clear();
   } else if (conn->dirty) {
     ok = false;  // a pinned client's state and no reset query: never hand it to someone else

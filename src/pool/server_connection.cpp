@@ -56,7 +56,10 @@ awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerErro
         err->from_server = true;
       }
     } else if (type == 'S') {
-      if (auto kv = p::parse_parameter_status(body)) params[std::string(kv->first)] = std::string(kv->second);
+      if (auto kv = p::parse_parameter_status(body)) {
+        params[std::string(kv->first)] = std::string(kv->second);
+        settled = {};
+      }
     } else if (type == 'Z') {
       tx_status = body.empty() ? 'I' : body[0];
       co_return ok;
@@ -139,7 +142,10 @@ awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& e
         co_return false;
       }
       case 'S': {
-        if (auto kv = p::parse_parameter_status(body)) c.params[std::string(kv->first)] = std::string(kv->second);
+        if (auto kv = p::parse_parameter_status(body)) {
+          c.params[std::string(kv->first)] = std::string(kv->second);
+          c.settled = {};
+        }
         break;
       }
       case 'K':

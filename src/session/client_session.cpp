@@ -4,6 +4,7 @@
 #include "pgrouter/util/strings.hpp"
 
 #include <openssl/crypto.h>
+#include <xxhash.h>
 
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/net/io.hpp"
@@ -80,7 +81,9 @@ bool ClientSession::reset_to_startup(std::string_view body) {
 
 TxnTracker::Reply ClientSession::track_server_message(char type, std::string_view body) {
   s2c_repl_.clear();
+  uint64_t version = tracker_->settings_version();
   auto reply = tracker_->server_message(type, body, server_->statements, server_->applied, s2c_repl_);
+  if (tracker_->settings_version() != version) server_->settled = {};  // `applied` may have changed
   if (type == 'Z' && tracker_->uncertain()) pin("ROLLBACK TO SAVEPOINT after SET");
   return reply;
 }
@@ -175,9 +178,9 @@ bool ClientSession::params_sql(std::string& sql, std::vector<const std::string*>
   // What the client's session should have: its startup settings (raw values, as PostgreSQL takes
   // them from a startup packet), then what it SET since (transaction pooling). Each as the statement
   // that gives it, so a server's state is compared with one string comparison per parameter. Built
-  // once per change of the client's settings; a server this client left as it wants needs nothing.
+  // once per change of the client's settings, with a digest of it all: a server last found or made to
+  // match the same digest (by this client or any other wanting the same settings) needs nothing.
   uint64_t version = tracker_ ? tracker_->settings_version() : 0;
-  if (server_->applied_by == id_ && server_->applied_version == version) return true;
   if (desired_version_ != version) {
     desired_.clear();
     startup_raw_.clear();
@@ -192,7 +195,9 @@ bool ClientSession::params_sql(std::string& sql, std::vector<const std::string*>
         startup_raw_.erase(k);  // SET by the client: compared as a statement only
       }
     desired_version_ = version;
+    desired_digest_ = settings_digest(desired_, startup_raw_);
   }
+  if (server_->settled == desired_digest_) return true;
   for (auto& [k, v] : desired_) {
     auto it = server_->applied.find(k);
     if (it != server_->applied.end()) {
@@ -214,9 +219,26 @@ bool ClientSession::params_sql(std::string& sql, std::vector<const std::string*>
     reset_keys.push_back(k);
   }
   if (!sql.empty()) return false;
-  server_->applied_by = id_;
-  server_->applied_version = version;
+  server_->settled = desired_digest_;
   return true;
+}
+
+pool::ServerConnection::SettingsDigest ClientSession::settings_digest(
+    const TxnTracker::Settings& desired, const std::map<std::string, std::pair<std::string, std::string>>& raw) {
+  // Every string with its length in front: no two different sets of settings serialize the same.
+  std::string all;
+  auto put = [&all](std::string_view s) {
+    uint64_t n = s.size();
+    all.append(reinterpret_cast<const char*>(&n), sizeof n);
+    all.append(s);
+  };
+  for (auto& [k, v] : desired) put(k), put(v);
+  all.push_back('\0');
+  for (auto& [k, kv] : raw) put(k), put(kv.first), put(kv.second);
+  XXH128_hash_t h = XXH3_128bits(all.data(), all.size());
+  pool::ServerConnection::SettingsDigest d{h.low64, h.high64};
+  if (d == pool::ServerConnection::SettingsDigest{}) d.lo = 1;  // {} means "unknown"
+  return d;
 }
 
 bool ClientSession::params_ready() {
@@ -235,8 +257,7 @@ awaitable<bool> ClientSession::sync_params(pool::ServerError& err) {
   w_.stats().settings_replayed_total.fetch_add(set_keys.size() + reset_keys.size(), std::memory_order_relaxed);
   for (auto* k : set_keys) server_->applied[*k] = desired_.at(*k);
   for (auto& k : reset_keys) server_->applied.erase(k);
-  server_->applied_by = id_;
-  server_->applied_version = tracker_ ? tracker_->settings_version() : 0;
+  server_->settled = desired_digest_;  // params_sql built desired_ for the current version
   co_return true;
 }
 
@@ -375,6 +396,7 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
             char status = 'I';
             self.s2c_inject_.clear();
             auto r = self.startup_reset_.server_message(type, body, self.server_->params, self.s2c_inject_, status);
+            self.server_->settled = {};  // it may have changed `params`
             if (r == StartupReset::Reply::drop) {
               rw.replace(body.data() - 5, len, {});
               return p::ScanAction::forward;
@@ -406,8 +428,15 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
               if (f.severity == "FATAL" || f.severity == "PANIC") self.server_sent_fatal_ = true;
             }
           } else if (type == 'S') {
-            if (auto kv = p::parse_parameter_status(body))
+            if (auto kv = p::parse_parameter_status(body)) {
               self.server_->params[std::string(kv->first)] = std::string(kv->second);
+              self.server_->settled = {};
+              // A setting pgrouter applied here changed (a function's SET, set_config inside it): what it
+              // is now is unknown, so the next client sets or RESETs it again. A tracked SET records its
+              // statement again at its ReadyForQuery, which comes after this.
+              if (auto it = self.server_->applied.find(util::ascii_lower(kv->first)); it != self.server_->applied.end())
+                it->second.clear();
+            }
           }
           if (reply != TxnTracker::Reply::forward) {
             if (reply == TxnTracker::Reply::as_parse_complete) {

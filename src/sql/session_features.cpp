@@ -36,6 +36,46 @@ bool next_is_any(std::string_view sql, size_t pos, std::string_view alternatives
   return false;
 }
 
+// The set_config call whose '(' is at `pos`: true when its third argument is the bare word true.
+bool local_set_config_call(std::string_view sql, size_t pos) {
+  size_t n = sql.size();
+  int depth = 0, commas = 0;
+  size_t third = 0;
+  for (size_t i = pos; i < n; ++i) {
+    char c = sql[i];
+    if (c == '\'' || c == '"') {  // a quoted literal or identifier ('' and "" inside are two quotes in a row)
+      for (++i; i < n && sql[i] != c; ++i) {
+      }
+      if (i >= n) return false;
+    } else if (c == '(') {
+      ++depth;
+    } else if (c == ')') {
+      if (--depth == 0) {
+        if (commas != 2) return false;
+        auto arg = sql.substr(third, i - third);
+        while (!arg.empty() && space_byte(arg.front())) arg.remove_prefix(1);
+        while (!arg.empty() && space_byte(arg.back())) arg.remove_suffix(1);
+        return util::equals_ascii_ci(arg, "true");
+      }
+    } else if (c == ',' && depth == 1) {
+      if (++commas == 2) third = i + 1;
+    } else if (c == ';') {
+      return false;
+    }
+  }
+  return false;
+}
+
+// After the word set_config at `pos`: whether it is a call that may set a session value, i.e. it is followed
+// by '(' and its third argument is not the bare word `true` (false, an expression, a parameter, a quoted or
+// shaped literal, something this scan cannot follow: it errs towards "yes").
+bool session_set_config(std::string_view sql, size_t pos) {
+  size_t n = sql.size();
+  while (pos < n && space_byte(sql[pos])) ++pos;
+  if (pos >= n || sql[pos] != '(') return false;  // a column or a word in a string, not a call
+  return !local_set_config_call(sql, pos);
+}
+
 bool ends_with_ci(std::string_view s, std::string_view lower_word) {
   return s.size() >= lower_word.size() && util::equals_ascii_ci(s.substr(s.size() - lower_word.size()), lower_word);
 }
@@ -49,7 +89,7 @@ bool ends_with_ci(std::string_view s, std::string_view lower_word) {
 std::string_view session_feature(std::string_view sql) {
   enum : unsigned {
     listen = 1, advisory = 2, temporary = 4, with_hold = 8, load = 16, prepare = 32, set = 64, discard = 128,
-    deallocate = 256
+    deallocate = 256, set_config = 512
   };
   unsigned found = 0;
   bool statement_start = true;
@@ -117,6 +157,7 @@ std::string_view session_feature(std::string_view sql) {
         break;
       case 10:
         if (first && is("deallocate")) found |= deallocate;
+        else if (is("set_config") && session_set_config(sql, i)) found |= set_config;
         break;
       case 16:
       case 20:
@@ -138,6 +179,7 @@ std::string_view session_feature(std::string_view sql) {
   if (found & with_hold) return "WITH HOLD cursor";
   if (found & load) return "LOAD";
   if (found & prepare) return "PREPARE";
+  if (found & set_config) return "set_config() of a session setting";
   if (found & set) return "SET";
   if (found & discard) return "DISCARD";
   if (found & deallocate) return "DEALLOCATE";

@@ -343,3 +343,49 @@ def test_unnamed_statement_of_one_client_never_runs_for_another(pgrouter):
         # B still has its own.
         b.send(pgr.bind() + pgr.execute() + pgr.sync())
         assert rows(b.read_until_ready()) == [["B's statement"]]
+
+
+
+def test_a_setting_changed_inside_a_function_never_leaks_to_a_client_with_the_same_settings(pgrouter, cluster):
+    """Two clients that logged in with the same settings share one server. One changes application_name
+    inside a function (no SET or set_config in its own text: nothing pgrouter can see but the ParameterStatus
+    the server reports): the other still gets its own login value. pgrouter remembers which settings a
+    server was found to have; a reported change must make it check and set them again."""
+    with cluster.connect() as admin:
+        admin.execute("create or replace function pgr_rename_app(t text) returns text language sql "
+                      "as $$ select pg_catalog.set_config('application_name', t, false) $$")
+    router = pgrouter(txn(1))
+    with router.connect(application_name="same") as a, router.connect(application_name="same") as b:
+        assert b.execute("show application_name").fetchone() == ("same",)
+        assert a.execute("show application_name").fetchone() == ("same",)  # the server is settled for both
+        a.execute("select pgr_rename_app('changed')")
+        assert a.info.parameter_status("application_name") == "changed"
+        assert b.execute("show application_name").fetchone() == ("same",)
+        assert b.info.parameter_status("application_name") == "same"
+        assert pgr.metric(router.metrics(), "pgrouter_clients_pinned_total") == 0
+
+
+def test_set_config_of_a_session_setting_pins_and_a_local_one_does_not(pgrouter):
+    """set_config(name, value, false) in a plain SELECT changes the session like SET, but pgrouter cannot
+    carry it (its arguments are expressions): the client is pinned and its server reset before reuse, so
+    nothing reaches another client, reported setting (application_name) or not (search_path).
+    set_config(..., true) ends with the transaction and pins nothing."""
+    router = pgrouter(txn(2))
+    with router.connect() as a, router.connect() as b:
+        defaults = settings_of(b)
+        with a.transaction():
+            a.execute("select set_config('search_path', 'pg_catalog', true)")
+            assert a.execute("show search_path").fetchone() == ("pg_catalog",)
+        assert pgr.metric(router.metrics(), "pgrouter_clients_pinned_total") == 0
+        a.execute("select set_config('search_path', 'pg_catalog', false), "
+                  "set_config('application_name', 'changed', false)")
+        assert pgr.metric(router.metrics(), "pgrouter_clients_pinned_total") == 1
+        for _ in range(3):
+            assert settings_of(b) == defaults
+            assert b.execute("show application_name").fetchone() != ("changed",)
+            assert a.execute("show search_path").fetchone() == ("pg_catalog",)
+    with router.connect() as c, router.connect() as d:  # a's server was reset before reuse
+        for conn in (c, d):
+            assert settings_of(conn) == defaults
+            assert conn.execute("show application_name").fetchone() != ("changed",)
+    assert '"feature":"set_config() of a session setting"' in router.log()

@@ -33,6 +33,16 @@ TEST_CASE("statements whose effects outlive the transaction are recognised") {
   // What looks like a comment may be inside a quoted string: a ';' in it still starts a statement.
   CHECK(session_feature("select ';/*'; set x = 1") == "SET");
   CHECK(session_feature("select ';--'; set x = 1") == "SET");
+  // set_config() that is not provably transaction-local (third argument the bare word true).
+  CHECK(session_feature("select set_config('search_path', 'x', false)") == "set_config() of a session setting");
+  CHECK(session_feature("SELECT pg_catalog.SET_CONFIG('a.b', $1, $2)") == "set_config() of a session setting");
+  CHECK(session_feature("select set_config('a', 'b', 'true')") == "set_config() of a session setting");
+  CHECK(session_feature("select set_config('a', f(1, 2), x)") == "set_config() of a session setting");
+  CHECK(session_feature("select set_config('a', 'it''s, (', false)") == "set_config() of a session setting");
+  CHECK(session_feature("select set_config('a', 'b')") == "set_config() of a session setting");
+  CHECK(session_feature("select set_config('a', 'b', true") == "set_config() of a session setting");
+  CHECK(session_feature("select set_config('a', 'b', true); select set_config('c', 'd', false)") ==
+        "set_config() of a session setting");
   // The most specific feature wins, whatever its place in the text.
   CHECK(session_feature("set x = 1; select pg_advisory_lock(1); listen c") == "LISTEN");
 }
@@ -56,6 +66,9 @@ TEST_CASE("transaction-scoped and ordinary statements are not") {
   CHECK(session_feature("select 1 /* set x */").empty());
   CHECK(session_feature("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY").empty());
   CHECK(session_feature("select with_hold from t").empty());
+  CHECK(session_feature("select set_config('app.tenant', '42', true)").empty());
+  CHECK(session_feature("SELECT set_config( 'a', lower('X, (y)'), TRUE ) , 1").empty());
+  CHECK(session_feature("select set_config('a', $1, true) where x = 'set_config'").empty());
 }
 
 TEST_CASE("SQL PREPARE and EXECUTE name their statements as PostgreSQL reads the names") {

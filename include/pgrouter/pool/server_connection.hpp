@@ -42,9 +42,14 @@ class ServerConnection {
   uint32_t backend_secret = 0;
   std::map<std::string, std::string> params;   // ParameterStatus as last reported
   std::map<std::string, std::string> applied;  // client settings pgrouter SET here since the last reset
-  // Who made `applied` what it is (session id, and its settings version): the same client coming back
-  // with the same settings needs no comparison at all. 0 = unknown.
-  uint64_t applied_by = 0, applied_version = 0;
+  // The settings this server was last found (or made) to have, as the digest of what the client that
+  // checked wanted (ClientSession::params_sql): any client wanting the same settings takes the server as it
+  // is, without comparing them one by one. Cleared whenever `applied` or `params` change. {} = unknown.
+  struct SettingsDigest {
+    uint64_t lo = 0, hi = 0;
+    bool operator==(const SettingsDigest&) const = default;
+  };
+  SettingsDigest settled;
   Clock::time_point created;
   Clock::time_point idle_since;
   char tx_status = 'I';

@@ -128,6 +128,8 @@ class ClientSession {
   // The sync part of sync_params: true when server_ has the client's settings (marked so), else the
   // statements (and which settings they set or reset) that give them.
   bool params_sql(std::string& sql, std::vector<const std::string*>& set_keys, std::vector<std::string>& reset_keys);
+  static pool::ServerConnection::SettingsDigest settings_digest(
+      const TxnTracker::Settings& desired, const std::map<std::string, std::pair<std::string, std::string>>& raw);
   bool params_ready();
   // The transaction is over: server_ goes back to its pool (closed when not reusable).
   void detach_server(bool reusable = true);
@@ -219,6 +221,7 @@ class ClientSession {
   TxnTracker::Settings desired_;  // sync_params: the statements that give this client its settings
   std::map<std::string, std::pair<std::string, std::string>> startup_raw_;  // name -> (key as sent, raw value)
   uint64_t desired_version_ = ~uint64_t(0);
+  pool::ServerConnection::SettingsDigest desired_digest_;  // of desired_ and startup_raw_
   // RESET/DISCARD ALL back to the startup settings pgrouter applied with SET (empty: none were).
   StartupReset startup_reset_;
   std::string c2s_inject_, s2c_inject_;

@@ -15,7 +15,8 @@
 namespace pgrouter::sql {
 
 // Non-empty name of the session feature the statement text uses, or empty: "LISTEN", "session advisory
-// lock", "temporary table", "WITH HOLD cursor", "LOAD", "PREPARE", "SET", "DISCARD" or "DEALLOCATE".
+// lock", "temporary table", "WITH HOLD cursor", "LOAD", "PREPARE", "set_config() of a session setting" (a
+// set_config call whose third argument is not the bare word true), "SET", "DISCARD" or "DEALLOCATE".
 std::string_view session_feature(std::string_view sql);
 
 // A key for remembering session_feature()'s answer: `sql` with each number (a run of digits with no letter,
