@@ -69,6 +69,9 @@ TEST_CASE("transaction-scoped and ordinary statements are not") {
   CHECK(session_feature("select set_config('app.tenant', '42', true)").empty());
   CHECK(session_feature("SELECT set_config( 'a', lower('X, (y)'), TRUE ) , 1").empty());
   CHECK(session_feature("select set_config('a', $1, true) where x = 'set_config'").empty());
+  // The classifier asks about a statement's shape (string literals written as \x01): the same answer.
+  CHECK(session_feature("select set_config(\x01, \x01, true)").empty());
+  CHECK(session_feature("select set_config(\x01, \x01, \x01)") == "set_config() of a session setting");
 }
 
 TEST_CASE("SQL PREPARE and EXECUTE name their statements as PostgreSQL reads the names") {
