@@ -123,7 +123,7 @@ std::string_view session_feature(std::string_view sql) {
     }
     if (!word_byte(c)) {
       if (c == ';') statement_start = true;
-      else if (!space_byte(c) && c != '(') statement_start = false;
+      else if (!space_byte(c) && c != '(' && c != '\'') statement_start = false;  // EXECUTE 'SET ...'
       ++i;
       continue;
     }
@@ -172,6 +172,12 @@ std::string_view session_feature(std::string_view sql) {
     }
     if (i + 4 < n && sql[i] == ' ' && ends_with_ci(word, "with") && util::equals_ascii_ci(sql.substr(i + 1, 4), "hold"))
       found |= with_hold;
+    // PL/pgSQL (a DO block): a statement also starts after BEGIN, THEN, ELSE and LOOP, and EXECUTE runs the
+    // text of the string after it ("DO $$ BEGIN SET search_path = x; END $$" sets it for the session). Not in
+    // a comment where a statement's first word is expected ("-- load the user, then set the flag").
+    if (block == 0 && !line && word.size() >= 4 && word.size() <= 7 &&
+        (is("begin") || is("then") || is("else") || is("loop") || is("execute")))
+      statement_start = true;
   }
   if (found & listen) return "LISTEN";
   if (found & advisory) return "session advisory lock";

@@ -389,3 +389,20 @@ def test_set_config_of_a_session_setting_pins_and_a_local_one_does_not(pgrouter)
             assert settings_of(conn) == defaults
             assert conn.execute("show application_name").fetchone() != ("changed",)
     assert '"feature":"set_config() of a session setting"' in router.log()
+
+
+def test_a_do_block_that_sets_pins_and_leaks_nothing(pgrouter):
+    """A DO block's PL/pgSQL SET (first in the block, or run by EXECUTE from a string) lasts for the session
+    like a plain SET, but pgrouter does not see a statement of its own: the client is pinned, and the other
+    client sharing the pool never gets the setting."""
+    router = pgrouter(txn(2))
+    with router.connect() as a, router.connect() as b:
+        defaults = settings_of(b)
+        a.execute("DO $$ BEGIN SET search_path = pg_catalog; END $$")
+        a.execute("DO $$ BEGIN EXECUTE 'SET statement_timeout = 777'; END $$")
+        assert settings_of(a) == ("pg_catalog", defaults[1], "777ms")
+        assert pgr.metric(router.metrics(), "pgrouter_clients_pinned_total") == 1
+        for _ in range(3):
+            assert settings_of(b) == defaults
+    with router.connect() as c, router.connect() as d:  # a's server was reset before reuse
+        assert settings_of(c) == defaults and settings_of(d) == defaults

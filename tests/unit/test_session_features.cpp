@@ -43,6 +43,12 @@ TEST_CASE("statements whose effects outlive the transaction are recognised") {
   CHECK(session_feature("select set_config('a', 'b', true") == "set_config() of a session setting");
   CHECK(session_feature("select set_config('a', 'b', true); select set_config('c', 'd', false)") ==
         "set_config() of a session setting");
+  // PL/pgSQL: after BEGIN, THEN, ELSE, LOOP, and in the string EXECUTE runs.
+  CHECK(session_feature("DO $$ BEGIN SET search_path = pg_catalog; END $$") == "SET");
+  CHECK(session_feature("do $$begin if true then reset all; end if; end$$") == "SET");
+  CHECK(session_feature("DO $$ BEGIN IF x THEN NULL; ELSE LISTEN c; END IF; END $$") == "LISTEN");
+  CHECK(session_feature("DO $$ BEGIN EXECUTE 'SET statement_timeout = 5'; END $$") == "SET");
+  CHECK(session_feature("DO $$ BEGIN LOOP DISCARD ALL; EXIT; END LOOP; END $$") == "DISCARD");
   // The most specific feature wins, whatever its place in the text.
   CHECK(session_feature("set x = 1; select pg_advisory_lock(1); listen c") == "LISTEN");
 }
@@ -66,6 +72,9 @@ TEST_CASE("transaction-scoped and ordinary statements are not") {
   CHECK(session_feature("select 1 /* set x */").empty());
   CHECK(session_feature("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY").empty());
   CHECK(session_feature("select with_hold from t").empty());
+  CHECK(session_feature("BEGIN ISOLATION LEVEL SERIALIZABLE; SET TRANSACTION READ ONLY").empty());
+  CHECK(session_feature("DO $$ BEGIN SET LOCAL search_path = x; END $$").empty());
+  CHECK(session_feature("select case when a then b else c end from t").empty());
   CHECK(session_feature("select set_config('app.tenant', '42', true)").empty());
   CHECK(session_feature("SELECT set_config( 'a', lower('X, (y)'), TRUE ) , 1").empty());
   CHECK(session_feature("select set_config('a', $1, true) where x = 'set_config'").empty());
