@@ -4,7 +4,7 @@ set -euo pipefail
 
 packages=(
   libboost-dev libpq-dev libpg-query-dev libprotobuf-c-dev libyaml-cpp-dev prometheus-cpp-dev doctest-dev
-  meson ninja-build pkg-config libssl-dev libfmt-dev libxxhash-dev libjemalloc-dev libsystemd-dev nlohmann-json3-dev libbenchmark-dev
+  meson ninja-build pkg-config libssl-dev libfmt-dev libxxhash-dev liburing-dev libjemalloc-dev libsystemd-dev nlohmann-json3-dev libbenchmark-dev
   libhiredis-dev postgresql-15 redis-server pgbouncer haproxy python3-psycopg python3-pytest
   libpostgresql-jdbc-java
 )

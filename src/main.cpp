@@ -39,7 +39,8 @@ Signals:
   SIGHUP                   Re-read the configuration file. An invalid file is rejected whole: the running
                            configuration stays, the errors are logged and pgrouter_config_reload_failures_total
                            is incremented. Pool and server changes apply without closing client connections;
-                           listen address, port, workers, scheduling and admin port need a restart.
+                           listen address, port, workers, scheduling, send_batching and admin port need a
+                           restart.
   SIGTERM, SIGINT          Stop: close the listeners and all connections, exit 0.
 
 Admin HTTP (admin.host:admin.port): GET /metrics (Prometheus), /livez, /readyz.
@@ -189,6 +190,9 @@ int main(int argc, char** argv) {
                                  {"workers", nworkers},
                                  {"scheduling", config->listen.scheduling == control::Scheduling::batch ? "batch"
                                                                                                       : "normal"},
+                                 {"send_batching", config->listen.send_batching == control::SendBatching::io_uring
+                                                       ? "io_uring"
+                                                       : "off"},
                                  {"admin_port", config->admin.port}});
 
   asio::signal_set signals(control_io, SIGHUP, SIGTERM, SIGINT);
@@ -211,8 +215,10 @@ int main(int argc, char** argv) {
       } else {
         if (r.config->listen.host != config->listen.host || r.config->listen.port != config->listen.port ||
             r.config->listen.workers != config->listen.workers || r.config->admin.port != config->admin.port ||
-            r.config->listen.scheduling != config->listen.scheduling)
-          log::warn("listen/admin address, workers and scheduling changes need a restart; other changes applied");
+            r.config->listen.scheduling != config->listen.scheduling ||
+            r.config->listen.send_batching != config->listen.send_batching)
+          log::warn("listen/admin address, workers, scheduling and send_batching changes need a restart; other "
+                    "changes applied");
         config = r.config;
         if (log::parse_level(config->log.level, level)) log::set_level(level);
         for (auto& w : rt.workers) w->publish(config, new_tls);

@@ -43,7 +43,10 @@ void Worker::listen(const std::string& host, uint16_t port) {
 }
 
 void Worker::start() {
-  readiness_.start();
+  bool want_batching = config_->listen.send_batching == control::SendBatching::io_uring;
+  if (!readiness_.start(want_batching) && want_batching && index_ == 0)
+    log::warn("listen.send_batching: io_uring is not available here (kernel, seccomp or memory lock limit); the "
+              "relay makes one send() per message");
   asio::co_spawn(io_, accept_loop(), asio::detached);
   asio::co_spawn(io_, maintenance_loop(), asio::detached);
   bool batch = config_->listen.scheduling == control::Scheduling::batch;

@@ -2,10 +2,12 @@
 #include "pgrouter/net/batch_clock.hpp"
 #include "pgrouter/net/readiness.hpp"
 
+#include <liburing.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <exception>
 #include <utility>
@@ -84,7 +86,8 @@ SocketReadiness::~SocketReadiness() {
   if (readiness_) readiness_->forget(this);
 }
 
-bool SocketReadiness::attach(Readiness& r, int fd) {
+bool SocketReadiness::attach(Readiness& r, int fd, bool first) {
+  first_ = first;
   if (readiness_ == &r && fd_ == fd) return true;
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
@@ -249,12 +252,96 @@ struct Readiness::Op : asio::detail::reactor_op {
   Readiness* owner;
 };
 
+// The batch's sends go to the kernel in one io_uring_enter. A send that wakes a process (a client waiting
+// for its reply) lets that process take the worker's CPU when the system call returns; sent one system call
+// each, the batch's replies go out one preemption apart and the client program wakes for each. Submitted
+// together, every reply is out before the worker can be preempted. MSG_DONTWAIT: a send that would block
+// completes at once with EAGAIN (its writer then waits for EPOLLOUT as usual), so the wait below returns
+// as soon as the kernel has tried them all.
+struct Readiness::Ring {
+  io_uring ring{};
+  std::vector<int> results;
+};
+
 Readiness::Readiness(asio::io_context& io) : io_(io) {
   epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epfd_ < 0) throw std::runtime_error("epoll_create1 failed");
 }
 
+bool SocketReadiness::send_with_batch(const char* src, size_t n, size_t* written) {
+  Readiness* r = readiness_;
+  if (!r || !r->ring_ || !r->dispatching_ || cancelled_ || !writable_ || n == 0) return false;
+  *written = 0;
+  r->sends_.push_back({this, src, n, written});
+  return true;
+}
+
+ParkOp<NothingAfter> SocketReadiness::sent(error_code& ec) {
+  return {&send_waiter_, readiness_ ? &readiness_->io() : nullptr, &ec, {}};
+}
+
+void Readiness::flush_sends() {
+  while (!sends_.empty()) {
+    sending_.swap(sends_);
+    sends_.clear();
+    auto& ring = ring_->ring;
+    auto& results = ring_->results;
+    results.assign(sending_.size(), -ECANCELED);
+    size_t submitted = 0, done = 0;
+    auto reap = [&](size_t wait_for) {
+      if (io_uring_submit_and_wait(&ring, unsigned(wait_for)) < 0 && wait_for > 0) return false;
+      io_uring_cqe* cqe;
+      unsigned head, seen = 0;
+      io_uring_for_each_cqe(&ring, head, cqe) {
+        results[size_t(cqe->user_data)] = cqe->res;
+        ++seen;
+      }
+      io_uring_cq_advance(&ring, seen);
+      done += seen;
+      return true;
+    };
+    for (size_t i = 0; i < sending_.size(); ++i) {
+      auto& q = sending_[i];
+      if (!q.s || q.s->cancelled_) continue;
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+      if (!sqe) {  // the ring is full: make these first
+        reap(submitted - done);
+        sqe = io_uring_get_sqe(&ring);
+        if (!sqe) break;
+      }
+      io_uring_prep_send(sqe, q.s->fd_, q.src, q.n, MSG_NOSIGNAL | MSG_DONTWAIT);
+      sqe->user_data = i;
+      ++submitted;
+    }
+    while (done < submitted)
+      if (!reap(submitted - done)) break;
+    for (size_t i = 0; i < sending_.size(); ++i) {
+      auto& q = sending_[i];
+      if (!q.s) continue;  // its socket was destroyed by a writer resumed earlier in this loop
+      SocketReadiness& s = *q.s;
+      int res = results[i];
+      error_code ec;
+      if (s.cancelled_) {
+        ec = asio::error::operation_aborted;
+      } else if (res >= 0) {
+        *q.written = size_t(res);
+        if (size_t(res) < q.n) s.writable_ = false;  // the rest waits for room
+      } else if (res == -EAGAIN || res == -EWOULDBLOCK || res == -ECANCELED || res == -EINTR) {
+        s.writable_ = res == -ECANCELED || res == -EINTR;  // not tried: the writer sends it itself
+      } else {
+        ec = error_code(-res, boost::system::system_category());
+      }
+      if (s.send_waiter_) {
+        resume_guarded([&s, ec] { s.send_waiter_.resume(ec); });
+        run_deferred();
+      }
+    }
+    sending_.clear();
+  }
+}
+
 Readiness::~Readiness() {
+  if (ring_) io_uring_queue_exit(&ring_->ring);
   if (op_) op_->owner = nullptr;  // still queued in the reactor (or the scheduler): it frees itself
   if (reactor_data_) {
     auto& reactor = asio::use_service<asio::detail::epoll_reactor>(io_);
@@ -264,7 +351,11 @@ Readiness::~Readiness() {
   if (epfd_ >= 0) ::close(epfd_);
 }
 
-void Readiness::start() {
+bool Readiness::start(bool batch_sends) {
+  if (batch_sends) {
+    auto ring = std::make_unique<Ring>();
+    if (io_uring_queue_init(kBatch, &ring->ring, 0) == 0) ring_ = std::move(ring);
+  }
   auto& reactor = asio::use_service<asio::detail::epoll_reactor>(io_);
   // The scheduler runs the reactor only once something asked it to (Asio's socket and timer services
   // do, on construction): a worker always has its acceptor, but the set must not depend on that.
@@ -273,6 +364,7 @@ void Readiness::start() {
     throw std::runtime_error("cannot register the readiness set with the reactor: " + std::to_string(err));
   op_ = new Op(this);
   arm();
+  return ring_ != nullptr;
 }
 
 void Readiness::arm() {
@@ -329,12 +421,37 @@ void Readiness::forget(Wakeup* w) {
     if (p == w) p = nullptr;
 }
 
+void Readiness::put_first_sockets_first() {
+  // Stable within each group (epoll's order otherwise). Nothing of the batch has been applied yet.
+  int firsts = 0;
+  for (int i = 0; i < batch_n_; ++i) {
+    auto* s = static_cast<SocketReadiness*>(batch_[i].data.ptr);
+    if (s && s->first_) ++firsts;
+  }
+  if (firsts == 0 || firsts == batch_n_) return;
+  epoll_event sorted[kBatch];
+  int a = 0, b = firsts;
+  for (int i = 0; i < batch_n_; ++i) {
+    auto* s = static_cast<SocketReadiness*>(batch_[i].data.ptr);
+    sorted[(s && s->first_) ? a++ : b++] = batch_[i];
+  }
+  std::copy(sorted, sorted + batch_n_, batch_);
+}
+
 void Readiness::dispatch() {
   // Each entry is applied only when reached, and its socket looked up again after its reader ran: a
   // coroutine resumed here may close and destroy a socket of this batch (its destructor calls forget(),
   // which clears its entries from batch_next_ on, the current one included).
+  //
+  // Server sockets are "first": the replies that came in this batch are relayed to their clients one right
+  // after the other, before the batch's new requests are read and sent on. Each client then gets its reply
+  // as early as the batch allows, and a client program with many connections (pgbench's threads, an
+  // application's pool) finds several replies at once when it wakes, instead of being woken once per reply
+  // spaced by the requests handled in between (pgbench slept 0.50 times per transaction behind pgrouter,
+  // 0.27 behind PgBouncer).
   dispatching_ = true;
   BatchClock::Scope batch_time;
+  if (batch_next_ == 0) put_first_sockets_first();
   for (; batch_next_ < batch_n_; ++batch_next_) {
     epoll_event& ev = batch_[batch_next_];
     auto* s = static_cast<SocketReadiness*>(ev.data.ptr);
@@ -351,13 +468,19 @@ void Readiness::dispatch() {
     if (out) resume_waiter(*s, true);
   }
   batch_n_ = batch_next_ = 0;
+  if (ring_) flush_sends();
   run_batch_end();
+  if (ring_) flush_sends();
   dispatching_ = false;
 }
 
 void Readiness::forget(SocketReadiness* s) {
   for (int i = batch_next_; i < batch_n_; ++i)
     if (batch_[i].data.ptr == s) batch_[i].data.ptr = nullptr;
+  for (auto& q : sends_)
+    if (q.s == s) q.s = nullptr;
+  for (auto& q : sending_)
+    if (q.s == s) q.s = nullptr;
 }
 
 }  // namespace pgrouter::net

@@ -283,7 +283,7 @@ bool ClientSession::register_server_io() {
   net::error_code nec;
   if (!server_->ready.attached()) server_->socket.native_non_blocking(true, nec);  // once: it stays so
   server_->ready.rearm();  // a new attachment: an earlier session's cancel no longer applies
-  if (nec || !server_->ready.attach(w_.readiness(), server_->socket.native_handle())) {
+  if (nec || !server_->ready.attach(w_.readiness(), server_->socket.native_handle(), /*first=*/true)) {
     log::error("cannot register server socket for the relay", {{"session", id_}});
     return false;
   }
@@ -517,8 +517,16 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
           net::error_code wec;
           if (out_len > 0) {
             size_t written = 0;
-            if (tls_ || !client_ready_.write_now(out.data(), out_len, written, wec))
-              co_await client_write(s, out.data() + written, out_len - written, wec);
+            bool done;
+            if (tls_) {
+              done = false;
+            } else if (client_ready_.send_with_batch(out.data(), out_len, &written)) {
+              co_await client_ready_.sent(wec);  // with the batch's other replies (net::Readiness::flush_sends)
+              done = wec || written == out_len;
+            } else {
+              done = client_ready_.write_now(out.data(), out_len, written, wec);
+            }
+            if (!done) co_await client_write(s, out.data() + written, out_len - written, wec);
           }
           s2c_out_.clear();
           if (out_len > 0 && !wec && retry_.window) close_retry_window();  // the answer has begun
@@ -711,8 +719,14 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       c2s_writing_ = true;
       net::error_code wec;
       size_t written = 0;
-      if (!server_->ready.write_now(out.data(), out_len, written, wec))
-        co_await server_->ready.write_all(out.data() + written, out_len - written, wec);
+      bool done;
+      if (server_->ready.send_with_batch(out.data(), out_len, &written)) {
+        co_await server_->ready.sent(wec);  // with the batch's other requests (net::Readiness::flush_sends)
+        done = wec || written == out_len;
+      } else {
+        done = server_->ready.write_now(out.data(), out_len, written, wec);
+      }
+      if (!done) co_await server_->ready.write_all(out.data() + written, out_len - written, wec);
       c2s_writing_ = false;
       c2s_out_.clear();
       if (retry_.busy) retry_signal();

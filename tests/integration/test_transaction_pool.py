@@ -15,10 +15,14 @@ TXN = {"pool": {"mode": "transaction", "size": 2}, "listen": {"workers": 1}}
 
 
 
-@pytest.mark.parametrize("mode", ["simple", "extended", "prepared"])
-def test_pgbench_many_clients_few_servers(pgrouter, pgbench_tables, mode):
+@pytest.mark.parametrize("mode, send_batching", [("simple", "io_uring"), ("extended", "io_uring"),
+                                                  ("prepared", "io_uring"), ("simple", "off"), ("extended", "off")])
+def test_pgbench_many_clients_few_servers(pgrouter, pgbench_tables, mode, send_batching):
+    """pgbench's writing transactions (-b tpcb-like) through 2 servers, with the relay's sends batched through
+    io_uring (the default) and made one by one (listen.send_batching: off, also what runs where io_uring is
+    unavailable)."""
     env = {**os.environ, "PGPASSWORD": pgr.USERS["pgr_scram"]}
-    router = pgrouter(TXN)
+    router = pgrouter({**TXN, "listen": {**TXN["listen"], "send_batching": send_batching}})
     # -M prepared prepares each statement synchronously at first use, blocking its whole thread: with several
     # clients per thread holding the few servers in transactions that would deadlock pgbench itself (with any
     # transaction pooler), so each client gets its own thread there.

@@ -238,6 +238,11 @@ TEST_CASE("errors carry the line and column of the offending key or value") {
     auto batch = load(kBase + "listen: {scheduling: batch}\n");
     REQUIRE_MESSAGE(batch.ok(), all_errors(batch));
     CHECK(batch.config->listen.scheduling == pgrouter::control::Scheduling::batch);
+    CHECK(batch.config->listen.send_batching == pgrouter::control::SendBatching::io_uring);  // the default
+    CHECK(has_error(load(kBase + "listen: {send_batching: epoll}\n"), 9, "one of io_uring | off"));
+    auto off = load(kBase + "listen: {send_batching: \"off\"}\n");
+    REQUIRE_MESSAGE(off.ok(), all_errors(off));
+    CHECK(off.config->listen.send_batching == pgrouter::control::SendBatching::off);
     CHECK(has_error(load(kBase + "log: {level: verbose}\n"), 9, "debug | info | warn | error"));
     CHECK(has_error(load(kBase + "auth:\n  - method: password\n"), 10, "scram-sha-256 | md5 | trust | reject", 13));
   }

@@ -14,6 +14,7 @@ using Millis = std::chrono::milliseconds;
 
 enum class PoolMode { session, transaction };
 enum class Scheduling { batch, normal };  // listen.scheduling: the worker threads' Linux policy
+enum class SendBatching { io_uring, off };  // listen.send_batching: how a batch's relayed sends are made
 enum class AuthMethod { scram_sha_256, md5, trust, reject };
 
 struct Endpoint {
@@ -114,6 +115,9 @@ struct ListenConfig {
   // normal: SCHED_OTHER. batch: worker threads run under SCHED_BATCH (a wake-up does not preempt the running
   // task, so under CPU saturation a worker finds more events per wake-up).
   Scheduling scheduling = Scheduling::normal;
+  // io_uring: the relay's sends of one batch of events go to the kernel in one io_uring_enter (see
+  // net::Readiness::flush_sends); off, or io_uring unavailable: one send() each.
+  SendBatching send_batching = SendBatching::io_uring;
   int max_client_conn = 10000;
   int max_message_size = 64 * 1024 * 1024;  // bytes; bigger (or < 4) is 08P01
   Millis client_login_timeout{15000};

@@ -127,8 +127,9 @@ class SocketReadiness {
   SocketReadiness& operator=(const SocketReadiness&) = delete;
   ~SocketReadiness();
 
-  // Registers fd with the worker's set (idempotent for the same fd); false if epoll refused.
-  bool attach(Readiness& r, int fd);
+  // Registers fd with the worker's set (idempotent for the same fd); false if epoll refused. first: this
+  // socket's events are dispatched before the others' of the same batch (see Readiness::dispatch).
+  bool attach(Readiness& r, int fd, bool first = false);
   bool attached() const { return readiness_ != nullptr; }
 
   // Completes any pending wait with operation_aborted and makes every later read/write/wait fail the
@@ -155,6 +156,12 @@ class SocketReadiness {
   bool maybe_readable() const { return readable_; }  // false: the last read drained the socket
   // Writes all n bytes, waiting for buffer space as needed.
   awaitable<void> write_all(const char* src, size_t n, error_code& ec);
+  // Joins the sends of the batch being dispatched (see Readiness::flush_sends): true when taken, and the
+  // caller then co_awaits sent(ec) at once, keeping src alive; after it, *written holds what was sent (short:
+  // write_all the rest). False when the batch cannot take it (no batch being dispatched, no io_uring, the
+  // socket not known writable): write_now instead.
+  bool send_with_batch(const char* src, size_t n, size_t* written);
+  ParkOp<NothingAfter> sent(error_code& ec);
 
  private:
   friend class Readiness;
@@ -169,14 +176,18 @@ class SocketReadiness {
   bool writable_ = true;
   bool cancelled_ = false;
   bool hung_up_ = false;  // EPOLLRDHUP/HUP/ERR seen: reads are never assumed drained again
+  bool first_ = false;    // dispatched ahead of the batch's other sockets
   Parked read_waiter_, write_waiter_;
+  Parked send_waiter_;  // parked in sent() until the batch's sends are made
 };
 
 class Readiness {
  public:
   explicit Readiness(asio::io_context& io);
   ~Readiness();
-  void start();  // registers the set with io's reactor and starts draining it
+  // Registers the set with io's reactor and starts draining it. batch_sends: make each batch's sends in one
+  // io_uring_enter (false, or io_uring refused: one send() each). Returns whether sends are batched.
+  bool start(bool batch_sends = false);
   void stop();
   asio::io_context& io() { return io_; }
 
@@ -188,8 +199,10 @@ class Readiness {
   // Reads the events waiting in the set (no blocking) into batch_. Returns how many were read; kBatch
   // means there may be more.
   int drain();
-  // Applies batch_ to its sockets and resumes their waiters inline, one after the other.
+  // Applies batch_ to its sockets and resumes their waiters inline, one after the other ("first" sockets'
+  // events ahead of the rest).
   void dispatch();
+  void put_first_sockets_first();
   // A socket destroyed while a batch is being dispatched (by a coroutine resumed earlier in it): its
   // later events in the batch are dropped.
   void forget(SocketReadiness* s);
@@ -197,6 +210,9 @@ class Readiness {
   // Resumes s's reader or writer, if one waits, then the Wakeups it asked for before suspending.
   void resume_waiter(SocketReadiness& s, bool for_write);
   void run_deferred();  // the Wakeups asked for (wake_soon) by the coroutine that just suspended
+  // Makes the sends queued with send_with_batch, all in one io_uring_enter, and resumes their writers;
+  // again until none is queued (a resumed writer may queue another).
+  void flush_sends();
   void run_batch_end();  // the Wakeups asked for with wake_after_batch, once the batch is dispatched
   // Runs f (a resumption); an exception is kept for Op to raise after the batch, not let out mid-batch.
   template <typename F>
@@ -221,6 +237,15 @@ class Readiness {
   std::exception_ptr error_;  // the first exception out of a resumption in this batch
   std::vector<Wakeup*> deferred_;
   std::vector<Wakeup*> batch_end_;  // in the order asked (the pool's queue order)
+  struct QueuedSend {
+    SocketReadiness* s;
+    const char* src;
+    size_t n;
+    size_t* written;
+  };
+  std::vector<QueuedSend> sends_, sending_;
+  struct Ring;
+  std::unique_ptr<Ring> ring_;  // null: no io_uring here (every send is made at once)
 };
 
 }  // namespace pgrouter::net
