@@ -31,7 +31,7 @@ ClientSession::ClientSession(Worker& worker, tcp::socket socket)
   if (!ec) {
     auto addr = ep.address();
     if (addr.is_v6() && addr.to_v6().is_v4_mapped()) addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
-    peer_ = addr.to_string();
+    peer_ = addr.is_v4() ? util::ipv4_text(addr.to_v4().to_uint()) : addr.to_string();
   }
   config_ = w_.config();
 }

@@ -255,3 +255,15 @@ TEST_CASE("a mark keeps consumed bytes through compaction and growth until unmar
   b.shrink(true);
   CHECK(b.capacity() == 0);
 }
+
+#include <boost/asio/ip/address_v4.hpp>
+
+#include "pgrouter/util/strings.hpp"
+
+TEST_CASE("ipv4_text writes what address_v4::to_string writes") {
+  for (const char* text : {"0.0.0.0", "127.0.0.1", "10.20.3.255", "192.168.100.1", "255.255.255.255", "1.9.10.99"}) {
+    auto a = boost::asio::ip::make_address_v4(text);
+    CHECK(pgrouter::util::ipv4_text(a.to_uint()) == a.to_string());
+    CHECK(pgrouter::util::ipv4_text(a.to_uint()) == text);
+  }
+}

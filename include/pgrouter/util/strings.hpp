@@ -1,5 +1,6 @@
 // Small string helpers shared by the config loader, the SQL scanners and the session.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -65,6 +66,22 @@ inline size_t sql_comment_end(std::string_view s, size_t i, bool* closed = nullp
 inline bool sql_ident_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '$' ||
          static_cast<unsigned char>(c) >= 0x80;
+}
+
+// Dotted-quad text of an IPv4 address in host byte order (address_v4::to_uint): what address_v4::to_string
+// gives, without inet_ntop's sprintf (about 1,700 instructions, 3% of a connection's login in callgrind
+// with pgbench -C).
+inline std::string ipv4_text(uint32_t a) {
+  char out[15];
+  size_t n = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    unsigned v = (a >> shift) & 0xff;
+    if (v >= 100) out[n++] = char('0' + v / 100);
+    if (v >= 10) out[n++] = char('0' + v / 10 % 10);
+    out[n++] = char('0' + v % 10);
+    if (shift > 0) out[n++] = '.';
+  }
+  return std::string(out, n);
 }
 
 }  // namespace pgrouter::util
