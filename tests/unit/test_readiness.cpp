@@ -293,15 +293,19 @@ TEST_CASE("read_now and write_now: the relay's paths without a coroutine, and wh
   run_for(io, std::chrono::milliseconds(50));
 }
 
+// Starts the set with its sends batched; false (the test then has nothing to check) where io_uring is refused
+// (seccomp, an old kernel): the relay then sends one by one, which the tests above cover.
+bool start_batching(net::Readiness& readiness) {
+  if (readiness.start(true)) return true;
+  MESSAGE("io_uring is not available on this host: send batching not tested");
+  readiness.stop();
+  return false;
+}
+
 TEST_CASE("send_with_batch: a batch's sends are made together once the batch is applied") {
   asio::io_context io(1);
   net::Readiness readiness(io);
-  if (!readiness.start(true)) {
-    // io_uring refused here (seccomp, an old kernel): the relay sends one by one, covered by the tests above.
-    MESSAGE("io_uring is not available on this host: send batching not tested");
-    readiness.stop();
-    return;
-  }
+  if (!start_batching(readiness)) return;
   Pair a, b, c;
   net::SocketReadiness ra, rb, rc;
   REQUIRE(ra.attach(readiness, a.fd[0]));
@@ -372,11 +376,7 @@ TEST_CASE("send_with_batch: a batch's sends are made together once the batch is 
 TEST_CASE("send_with_batch: a socket destroyed before the batch's sends are made sends nothing") {
   asio::io_context io(1);
   net::Readiness readiness(io);
-  if (!readiness.start(true)) {
-    MESSAGE("io_uring is not available on this host: send batching not tested");
-    readiness.stop();
-    return;
-  }
+  if (!start_batching(readiness)) return;
   Pair a, b;
   auto* ra = new net::SocketReadiness;
   net::SocketReadiness rb;
