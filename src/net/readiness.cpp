@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <exception>
 #include <utility>
 
@@ -260,7 +261,6 @@ struct Readiness::Op : asio::detail::reactor_op {
 // as soon as the kernel has tried them all.
 struct Readiness::Ring {
   io_uring ring{};
-  std::vector<int> results;
 };
 
 Readiness::Readiness(asio::io_context& io) : io_(io) {
@@ -280,41 +280,65 @@ ParkOp<NothingAfter> SocketReadiness::sent(error_code& ec) {
   return {&send_waiter_, readiness_ ? &readiness_->io() : nullptr, &ec, {}};
 }
 
+namespace {
+constexpr int kNotSent = INT_MIN;      // not handed to the kernel: its writer sends it itself
+constexpr int kNoAnswer = INT_MIN + 1;  // handed over, no completion read back (io_uring failed)
+}  // namespace
+
+bool Readiness::submit_sends() {
+  auto& ring = ring_->ring;
+  auto& results = send_results_;
+  results.assign(sending_.size(), kNotSent);
+  size_t pending = 0;
+  bool failed = false;
+  // Hands over what the submission queue holds and reads back every completion there is, waiting for those
+  // still due (none normally: MSG_DONTWAIT sends complete inside io_uring_enter).
+  auto reap = [&]() {
+    int r;
+    do r = io_uring_submit_and_wait(&ring, unsigned(pending));
+    while (r == -EINTR);
+    if (r < 0) failed = true;
+    io_uring_cqe* cqe;
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(&ring, head, cqe) {
+      size_t i = size_t(cqe->user_data);
+      if (i < results.size() && results[i] == kNoAnswer) {
+        results[i] = cqe->res;
+        --pending;
+      }
+      ++seen;
+    }
+    io_uring_cq_advance(&ring, seen);
+  };
+  for (size_t i = 0; i < sending_.size() && !failed; ++i) {
+    auto& q = sending_[i];
+    if (!q.s || q.s->cancelled_) continue;
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    if (!sqe) {  // the submission queue is full: hand these over first
+      reap();
+      if (failed || !(sqe = io_uring_get_sqe(&ring))) break;
+    }
+    io_uring_prep_send(sqe, q.s->fd_, q.src, q.n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    sqe->user_data = i;
+    results[i] = kNoAnswer;
+    ++pending;
+  }
+  while (pending > 0 && !failed) reap();
+  return !failed;
+}
+
 void Readiness::flush_sends() {
   while (!sends_.empty()) {
     sending_.swap(sends_);
     sends_.clear();
-    auto& ring = ring_->ring;
-    auto& results = ring_->results;
-    results.assign(sending_.size(), -ECANCELED);
-    size_t submitted = 0, done = 0;
-    auto reap = [&](size_t wait_for) {
-      if (io_uring_submit_and_wait(&ring, unsigned(wait_for)) < 0 && wait_for > 0) return false;
-      io_uring_cqe* cqe;
-      unsigned head, seen = 0;
-      io_uring_for_each_cqe(&ring, head, cqe) {
-        results[size_t(cqe->user_data)] = cqe->res;
-        ++seen;
-      }
-      io_uring_cq_advance(&ring, seen);
-      done += seen;
-      return true;
-    };
-    for (size_t i = 0; i < sending_.size(); ++i) {
-      auto& q = sending_[i];
-      if (!q.s || q.s->cancelled_) continue;
-      io_uring_sqe* sqe = io_uring_get_sqe(&ring);
-      if (!sqe) {  // the ring is full: make these first
-        reap(submitted - done);
-        sqe = io_uring_get_sqe(&ring);
-        if (!sqe) break;
-      }
-      io_uring_prep_send(sqe, q.s->fd_, q.src, q.n, MSG_NOSIGNAL | MSG_DONTWAIT);
-      sqe->user_data = i;
-      ++submitted;
+    if (!submit_sends()) {
+      // io_uring itself failed (not one of the sends): what it was handed is unknown, so those writers fail
+      // (their sessions end) rather than risk sending twice; the ring is closed with whatever it still held
+      // and this worker sends one by one from now on.
+      io_uring_queue_exit(&ring_->ring);
+      ring_.reset();
     }
-    while (done < submitted)
-      if (!reap(submitted - done)) break;
+    auto& results = send_results_;
     for (size_t i = 0; i < sending_.size(); ++i) {
       auto& q = sending_[i];
       if (!q.s) continue;  // its socket was destroyed by a writer resumed earlier in this loop
@@ -323,11 +347,15 @@ void Readiness::flush_sends() {
       error_code ec;
       if (s.cancelled_) {
         ec = asio::error::operation_aborted;
+      } else if (res == kNotSent) {
+        // left for the writer to send itself (write_all)
+      } else if (res == kNoAnswer) {
+        ec = error_code(EIO, boost::system::system_category());
       } else if (res >= 0) {
         *q.written = size_t(res);
         if (size_t(res) < q.n) s.writable_ = false;  // the rest waits for room
-      } else if (res == -EAGAIN || res == -EWOULDBLOCK || res == -ECANCELED || res == -EINTR) {
-        s.writable_ = res == -ECANCELED || res == -EINTR;  // not tried: the writer sends it itself
+      } else if (res == -EAGAIN || res == -EWOULDBLOCK) {
+        s.writable_ = false;  // full: the writer waits for EPOLLOUT
       } else {
         ec = error_code(-res, boost::system::system_category());
       }

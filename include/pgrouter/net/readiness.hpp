@@ -213,6 +213,7 @@ class Readiness {
   // Makes the sends queued with send_with_batch, all in one io_uring_enter, and resumes their writers;
   // again until none is queued (a resumed writer may queue another).
   void flush_sends();
+  bool submit_sends();  // sending_ to the kernel; send_results_[i] gets each one's result. false: io_uring failed
   void run_batch_end();  // the Wakeups asked for with wake_after_batch, once the batch is dispatched
   // Runs f (a resumption); an exception is kept for Op to raise after the batch, not let out mid-batch.
   template <typename F>
@@ -244,6 +245,7 @@ class Readiness {
     size_t* written;
   };
   std::vector<QueuedSend> sends_, sending_;
+  std::vector<int> send_results_;
   struct Ring;
   std::unique_ptr<Ring> ring_;  // null: no io_uring here (every send is made at once)
 };
