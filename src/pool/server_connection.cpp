@@ -56,10 +56,7 @@ awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerErro
         err->from_server = true;
       }
     } else if (type == 'S') {
-      if (auto kv = p::parse_parameter_status(body)) {
-        params[std::string(kv->first)] = std::string(kv->second);
-        settled = {};
-      }
+      if (auto kv = p::parse_parameter_status(body)) set_param(kv->first, kv->second);
     } else if (type == 'Z') {
       tx_status = body.empty() ? 'I' : body[0];
       co_return ok;
@@ -142,10 +139,7 @@ awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& e
         co_return false;
       }
       case 'S': {
-        if (auto kv = p::parse_parameter_status(body)) {
-          c.params[std::string(kv->first)] = std::string(kv->second);
-          c.settled = {};
-        }
+        if (auto kv = p::parse_parameter_status(body)) c.set_param(kv->first, kv->second);
         break;
       }
       case 'K':

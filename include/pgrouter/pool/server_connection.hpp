@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "pgrouter/asio.hpp"
 #include "pgrouter/net/readiness.hpp"
@@ -50,6 +51,11 @@ class ServerConnection {
     bool operator==(const SettingsDigest&) const = default;
   };
   SettingsDigest settled;
+  // A ParameterStatus the server sent: into `params`, and `settled` no longer holds.
+  void set_param(std::string_view name, std::string_view value) {
+    params[std::string(name)] = std::string(value);
+    settled = {};
+  }
   Clock::time_point created;
   Clock::time_point idle_since;
   char tx_status = 'I';
