@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "pgrouter/asio.hpp"
+#include "pgrouter/util/strings.hpp"
 #include "pgrouter/control/admin_http.hpp"
 #include "pgrouter/control/config.hpp"
 #include "pgrouter/control/log.hpp"
@@ -156,7 +157,7 @@ int main(int argc, char** argv) {
     for (const auto& db : config->databases)
       for (const auto& shard : db.shards)
         for (size_t i = 0; i < shard.backends(); ++i)
-          configured.insert(shard.backend(i).host + ":" + std::to_string(shard.backend(i).port));
+          configured.insert(util::host_port(shard.backend(i).host, shard.backend(i).port));
     std::string up = "# HELP pgrouter_backend_up 1 when the backend answers probes (reads are routed to it).\n"
                      "# TYPE pgrouter_backend_up gauge\n";
     std::string rec = "# HELP pgrouter_backend_in_recovery 1 for a replica (pg_is_in_recovery()).\n"
@@ -186,7 +187,7 @@ int main(int argc, char** argv) {
   for (auto& w : rt.workers) w->start();
   rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));
   log::info("pgrouter started", {{"version", PGROUTER_VERSION}, {"config", config_path},
-                                 {"listen", config->listen.host + ":" + std::to_string(config->listen.port)},
+                                 {"listen", util::host_port(config->listen.host, config->listen.port)},
                                  {"workers", nworkers},
                                  {"scheduling", config->listen.scheduling == control::Scheduling::batch ? "batch"
                                                                                                       : "normal"},

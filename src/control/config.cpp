@@ -80,7 +80,7 @@ const Section<ShardConfig>& shard_section() {
         }
         std::map<std::string, int> seen;
         for (size_t i = 0; i < shard.hosts.size(); ++i) {
-          auto key = shard.hosts[i].host + ":" + std::to_string(shard.hosts[i].port);
+          auto key = util::host_port(shard.hosts[i].host, shard.hosts[i].port);
           if (!seen.emplace(key, int(i)).second) {
             l.error_at(f.value["hosts"][i].Mark(), fmt::format("host {} is listed twice in 'hosts'", key));
             return;

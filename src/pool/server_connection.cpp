@@ -1,5 +1,6 @@
 // Backend connection set-up and login; the relay itself lives in session/.
 #include "pgrouter/pool/server_connection.hpp"
+#include "pgrouter/util/strings.hpp"
 
 #include <sys/socket.h>
 
@@ -189,7 +190,7 @@ awaitable<std::unique_ptr<ServerConnection>> connect_server(asio::any_io_executo
   bool ok = false;
   if (ec) {
     err = {p::sqlstate::cannot_connect,
-           "could not connect to server " + target.host + ":" + std::to_string(target.port) + ": " + ec.message(),
+           "could not connect to server " + util::host_port(target.host, target.port) + ": " + ec.message(),
            false};
   } else {
     net::tune_socket(conn->socket);
@@ -199,7 +200,7 @@ awaitable<std::unique_ptr<ServerConnection>> connect_server(asio::any_io_executo
   watchdog.cancel();
   if (watch->timed_out) {
     err = {p::sqlstate::cannot_connect,
-           "timed out connecting to server " + target.host + ":" + std::to_string(target.port) + " after " +
+           "timed out connecting to server " + util::host_port(target.host, target.port) + " after " +
                std::to_string(timeout.count()) + " ms",
            false};
     ok = false;

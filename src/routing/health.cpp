@@ -1,5 +1,6 @@
 // Backend probes for routing (see the header).
 #include "pgrouter/routing/health.hpp"
+#include "pgrouter/util/strings.hpp"
 
 #include <libpq-fe.h>
 
@@ -48,7 +49,7 @@ HealthMonitor::~HealthMonitor() { stop(); }
 
 std::shared_ptr<BackendHealth> HealthMonitor::get(const std::string& host, uint16_t port) {
   std::lock_guard lock(health_mu_);
-  std::string name = host + ":" + std::to_string(port);
+  std::string name = util::host_port(host, port);
   auto& h = health_[name];
   if (!h) {
     h = std::make_shared<BackendHealth>();

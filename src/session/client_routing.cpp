@@ -2,6 +2,7 @@
 // (libpg_query, cached per worker), then pick the primary or an eligible replica (routing/router.hpp).
 // Session-pooled clients stay on the primary: their server is chosen once, at login.
 #include "pgrouter/control/log.hpp"
+#include "pgrouter/util/strings.hpp"
 #include "pgrouter/routing/router.hpp"
 #include "pgrouter/session/client_session.hpp"
 
@@ -59,7 +60,7 @@ std::string ClientSession::no_primary_message() {
                         : !h->up.load()         ? "down"
                         : h->in_recovery.load() ? "in recovery"
                                                 : "primary on timeline " + std::to_string(h->timeline.load());
-    states += (states.empty() ? "" : ", ") + shard.backend(i).host + ":" + std::to_string(shard.backend(i).port) +
+    states += (states.empty() ? "" : ", ") + util::host_port(shard.backend(i).host, shard.backend(i).port) +
               " " + state;
   }
   bool two = primary_backend() == routing::kAmbiguousPrimary;

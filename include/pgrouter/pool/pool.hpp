@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "pgrouter/net/batch_clock.hpp"
+#include "pgrouter/util/strings.hpp"
 #include "pgrouter/control/config.hpp"
 #include "pgrouter/control/stats.hpp"
 #include "pgrouter/pool/server_connection.hpp"
@@ -56,7 +57,7 @@ class Pool {
   void update(PoolSettings settings);
   const PoolSettings& settings() const { return settings_; }
   // "host:port" of the backend, as logs and messages name it.
-  std::string target_name() const { return settings_.target.host + ":" + std::to_string(settings_.target.port); }
+  std::string target_name() const { return util::host_port(settings_.target.host, settings_.target.port); }
 
   // A logged-in server for exclusive use, or nullptr with err set (53300 when the queue is full or
   // the wait timed out; the server's own error when login failed).
