@@ -103,7 +103,9 @@ on_start_failure() {
 }
 
 start() {
-  if [[ -f "$DIR/env.sh" ]] && [[ -f "$DIR/primary/postmaster.pid" ]]; then
+  # A postmaster.pid whose process is gone (the machine restarted) is stale: start over it.
+  if [[ -f "$DIR/env.sh" ]] && [[ -f "$DIR/primary/postmaster.pid" ]] &&
+     kill -0 "$(head -n1 "$DIR/primary/postmaster.pid")" 2>/dev/null; then
     echo "cluster.sh: $DIR already has a running cluster (stop it first)" >&2
     exit 1
   fi
