@@ -168,10 +168,42 @@ const protocol::scram::Verifier& Worker::scram_verifier_for(const control::UserC
 
 void Worker::unregister_session(uint32_t pid) { sessions_.erase(pid); }
 
+void Worker::watch_login(LoginWatch& w, std::chrono::steady_clock::duration timeout) {
+  unwatch_login(w);
+  w.deadline = std::chrono::steady_clock::now() + timeout;
+  logins_.push_back(w);
+  if (login_timer_set_) return;  // set for an earlier login, which is first in the list
+  login_timer_set_ = true;
+  login_timer_.expires_at(w.deadline);
+  login_timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) on_login_timer();
+  });
+}
+
+void Worker::on_login_timer() {
+  login_timer_set_ = false;
+  if (stopping_) return;
+  auto now = std::chrono::steady_clock::now();
+  // Deadlines are in list order unless a reload shortened the timeout: a login behind an older one then
+  // waits for that one's deadline (at most the old timeout).
+  while (!logins_.empty() && logins_.front().deadline <= now) {
+    LoginWatch& w = logins_.front();
+    logins_.pop_front();
+    w.session->login_timed_out();
+  }
+  if (logins_.empty()) return;
+  login_timer_set_ = true;
+  login_timer_.expires_at(logins_.front().deadline);
+  login_timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) on_login_timer();
+  });
+}
+
 awaitable<void> Worker::accept_loop() {
   for (;;) {
     boost::system::error_code ec;
-    tcp::socket sock = co_await acceptor_.async_accept(asio::redirect_error(use_awaitable, ec));
+    tcp::endpoint peer;  // filled by accept() itself: no getpeername() per connection
+    tcp::socket sock = co_await acceptor_.async_accept(peer, asio::redirect_error(use_awaitable, ec));
     if (ec) {
       if (stopping_ || ec == asio::error::operation_aborted) co_return;
       log::warn("accept failed", {{"error", ec.message()}});
@@ -181,7 +213,7 @@ awaitable<void> Worker::accept_loop() {
       co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
       continue;
     }
-    session::spawn_session(*this, std::move(sock));
+    session::spawn_session(*this, std::move(sock), peer);
   }
 }
 

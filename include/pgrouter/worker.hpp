@@ -10,6 +10,8 @@
 #include <tuple>
 #include <unordered_map>
 
+#include <boost/intrusive/list.hpp>
+
 #include "pgrouter/asio.hpp"
 #include "pgrouter/control/config.hpp"
 #include "pgrouter/control/stats.hpp"
@@ -27,6 +29,14 @@ class ClientSession;
 }
 
 class Worker;
+
+// A client still logging in, on its worker's list of logins to cut off at their deadline (one timer per
+// worker for all of them: a login costs no timer of its own). Unlinks itself when destroyed.
+struct LoginWatch
+    : boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>> {
+  session::ClientSession* session = nullptr;
+  std::chrono::steady_clock::time_point deadline;
+};
 
 // What all workers share: read-mostly or atomic.
 struct Runtime {
@@ -90,6 +100,12 @@ class Worker {
   // a real user from a missing one, and PBKDF2 runs once per password, not once per login.
   const protocol::scram::Verifier& scram_verifier_for(const control::UserConfig& user);
   uint64_t next_session_id() { return (uint64_t(index_) << 48) | ++session_counter_; }
+  // listen.client_login_timeout: w's session is cut off (ClientSession::login_timed_out) unless it is
+  // unwatched (unwatch_login, or destroyed) first.
+  void watch_login(LoginWatch& w, std::chrono::steady_clock::duration timeout);
+  static void unwatch_login(LoginWatch& w) {
+    if (w.is_linked()) w.unlink();
+  }
 
  private:
   awaitable<void> accept_loop();
@@ -119,6 +135,12 @@ class Worker {
   uint64_t session_counter_ = 0;
   std::mt19937 rng_;
   bool stopping_ = false;
+  // Logins in progress, oldest first (they share one timeout, so also earliest deadline first), and the
+  // timer set for the first one's deadline while any is watched.
+  boost::intrusive::list<LoginWatch, boost::intrusive::constant_time_size<false>> logins_;
+  asio::steady_timer login_timer_{io_};
+  bool login_timer_set_ = false;
+  void on_login_timer();
 };
 
 }  // namespace pgrouter

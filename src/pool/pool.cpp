@@ -90,12 +90,23 @@ void Pool::sweep() {
   if (next != Clock::time_point::max()) arm_sweep(next);
 }
 
+void Pool::set_welcome(const std::map<std::string, std::string>& params) {
+  if (params == welcome_params_) return;  // the same server parameters: the messages stand
+  welcome_params_ = params;
+  welcome_messages_.clear();
+  for (auto& [k, v] : params) {
+    std::string msg;
+    protocol::append_parameter_status(msg, k, v);
+    welcome_messages_.emplace_back(k, std::move(msg));
+  }
+}
+
 void Pool::update(PoolSettings settings) {
   bool retarget = !(settings.target == settings_.target);
   settings_ = std::move(settings);
   if (retarget) {
     ++generation_;
-    welcome_params_.clear();
+    set_welcome({});
     while (!idle_.empty()) {
       auto c = std::move(idle_.back());
       idle_.pop_back();
@@ -243,7 +254,7 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
         co_return nullptr;
       }
       c->generation = generation_;
-      welcome_params_ = c->params;
+      set_welcome(c->params);
       stats_.server_connections_total.fetch_add(1, std::memory_order_relaxed);
       observe_wait(started);
       co_return c;
@@ -419,7 +430,7 @@ awaitable<void> Pool::open_spare() {
     co_return;
   }
   c->generation = generation_;
-  welcome_params_ = c->params;
+  set_welcome(c->params);
   stats_.server_connections_total.fetch_add(1, std::memory_order_relaxed);
   hand_over(std::move(c));
 }

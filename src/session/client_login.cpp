@@ -60,9 +60,16 @@ awaitable<bool> ClientSession::read_startup_on(Stream& s, p::StartupPacket& out)
 
 awaitable<void> ClientSession::run() {
   LoggedIn how = co_await login();
-  login_done_.reset();  // the login timer is gone with login()'s frame
   if (how == LoggedIn::plain) co_await relay(socket_);
   else if (how == LoggedIn::tls) co_await relay(*tls_);
+}
+
+void ClientSession::login_timed_out() {
+  log::info("client login timed out", {{"session", id_}, {"client", peer_}});
+  boost::system::error_code ignored;
+  auto& raw = tls_ ? tls_->next_layer() : socket_;
+  raw.shutdown(tcp::socket::shutdown_both, ignored);
+  raw.cancel(ignored);
 }
 
 awaitable<ClientSession::LoggedIn> ClientSession::login() {
@@ -72,25 +79,13 @@ awaitable<ClientSession::LoggedIn> ClientSession::login() {
   int now_clients = rt.clients.fetch_add(1, std::memory_order_relaxed) + 1;
   net::tune_socket(socket_);
 
-  // A login that does not finish in time is cut off, whatever stage it is stuck in.
-  auto login_done = std::make_shared<bool>(false);
-  asio::steady_timer login_timer(w_.io());
-  login_timer.expires_after(config_->listen.client_login_timeout);
-  login_done_ = login_done;
-  login_timer.async_wait([this, login_done](boost::system::error_code ec) {
-    if (!ec && !*login_done) {
-      log::info("client login timed out", {{"session", id_}, {"client", peer_}});
-      boost::system::error_code ignored;
-      auto& raw = tls_ ? tls_->next_layer() : socket_;
-      raw.shutdown(tcp::socket::shutdown_both, ignored);
-      raw.cancel(ignored);
-    }
-  });
-  struct Guard {
-    std::shared_ptr<bool> done;
-    asio::steady_timer& t;
-    ~Guard() { *done = true; t.cancel(); }
-  } guard{login_done, login_timer};
+  // A login that does not finish in time is cut off, whatever stage it is stuck in (login_timed_out).
+  login_watch_.session = this;
+  w_.watch_login(login_watch_, config_->listen.client_login_timeout);
+  struct Unwatch {
+    LoginWatch& w;
+    ~Unwatch() { Worker::unwatch_login(w); }
+  } unwatch{login_watch_};
 
   p::StartupPacket sp;
   bool tried_ssl = false, tried_gss = false;
@@ -198,7 +193,7 @@ awaitable<bool> ClientSession::serve(Stream& s, p::StartupPacket sp) {
     co_return false;
   }
   // Authenticated: from here waiting is bounded by pool.queue_timeout, not the login timeout.
-  *login_done_ = true;
+  Worker::unwatch_login(login_watch_);
   db_ = config_->find_database(database_);
   if (!db_) {
     co_await fail(s, p::sqlstate::unknown_database, "database \"" + database_ + "\" does not exist",
@@ -380,7 +375,7 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   // The ParameterStatus set of the welcome: the pool's (transaction pooling, with the client's own startup
   // settings over it) or the session's server's. Pointed to, not copied: nothing below waits before it is sent.
   const std::map<std::string, std::string>* welcome = nullptr;
-  bool client_settings_over_welcome = false;
+  const pool::Pool* welcome_pool = nullptr;  // transaction pooling: the pool whose welcome it is
   const auto& shard = db_->shards.at(0);
   pool::Pool* params_pool = pool_;
   if (txn_mode_ && shard.auto_roles)  // role: auto: any host's parameters will do for a welcome
@@ -389,8 +384,7 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   if (txn_mode_ && !params_pool->welcome_params().empty()) {
     // Transaction pooling: a login needs no server when the pool already knows the servers'
     // parameters; the client's own settings are applied at its first transaction.
-    welcome = &params_pool->welcome_params();
-    client_settings_over_welcome = true;
+    welcome_pool = params_pool;
   } else {
     // role: auto: the session's server (or the first welcome's) comes from the host that is the primary now.
     backend_ = 0;
@@ -450,12 +444,17 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   std::string out;
   out.reserve(1024);
   p::append_auth(out, 0);
-  for (auto& [k, v] : *welcome) {
-    std::string_view value = v;
-    if (client_settings_over_welcome)
+  if (welcome_pool) {
+    // The pool's messages, with the client's own startup settings over them.
+    for (auto& [k, msg] : welcome_pool->welcome_messages()) {
+      const std::string* value = nullptr;
       for (auto& [wk, wv] : wanted_params_)
-        if (wk == k) value = wv;  // the last one given wins, as PostgreSQL applies them in order
-    p::append_parameter_status(out, k, value);
+        if (wk == k) value = &wv;  // the last one given wins, as PostgreSQL applies them in order
+      if (value) p::append_parameter_status(out, k, *value);
+      else out += msg;
+    }
+  } else {
+    for (auto& [k, v] : *welcome) p::append_parameter_status(out, k, v);
   }
   p::append_backend_key_data(out, key_pid_, key_secret_);
   p::append_ready_for_query(out, 'I');

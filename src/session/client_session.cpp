@@ -24,15 +24,11 @@ void cancel_stream(net::TlsStream& s) {
 }
 }  // namespace
 
-ClientSession::ClientSession(Worker& worker, tcp::socket socket)
+ClientSession::ClientSession(Worker& worker, tcp::socket socket, const tcp::endpoint& peer)
     : w_(worker), socket_(std::move(socket)), id_(worker.next_session_id()) {
-  boost::system::error_code ec;
-  auto ep = socket_.remote_endpoint(ec);
-  if (!ec) {
-    auto addr = ep.address();
-    if (addr.is_v6() && addr.to_v6().is_v4_mapped()) addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
-    peer_ = addr.is_v4() ? util::ipv4_text(addr.to_v4().to_uint()) : addr.to_string();
-  }
+  auto addr = peer.address();
+  if (addr.is_v6() && addr.to_v6().is_v4_mapped()) addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
+  peer_ = addr.is_v4() ? util::ipv4_text(addr.to_v4().to_uint()) : addr.to_string();
   config_ = w_.config();
 }
 
@@ -175,12 +171,19 @@ void ClientSession::handle_cancel_request(const p::StartupPacket& sp) {
 
 bool ClientSession::params_sql(std::string& sql, std::vector<const std::string*>& set_keys,
                                std::vector<std::string>& reset_keys) {
-  // What the client's session should have: its startup settings (raw values, as PostgreSQL takes
-  // them from a startup packet), then what it SET since (transaction pooling). Each as the statement
-  // that gives it, so a server's state is compared with one string comparison per parameter. Built
-  // once per change of the client's settings, with a digest of it all: a server last found or made to
-  // match the same digest (by this client or any other wanting the same settings) needs nothing.
+  // What the client's session should have: its startup settings, then what it SET since (transaction
+  // pooling). desired_digest_ names that set by what it is made of; a server last found or made to
+  // match the same digest (by this client or any other wanting the same settings) needs nothing, and
+  // most attachments end there, without building the statements below.
   uint64_t version = tracker_ ? tracker_->settings_version() : 0;
+  if (digest_version_ != version) {
+    desired_digest_ = settings_digest(wanted_params_, tracker_ ? &tracker_->settings() : nullptr);
+    digest_version_ = version;
+  }
+  if (server_->settled == desired_digest_) return true;
+  // Each setting as the statement that gives it (startup settings with their raw values, as PostgreSQL
+  // takes them from a startup packet), so a server's state is compared with one string comparison per
+  // parameter. Built once per change of the client's settings.
   if (desired_version_ != version) {
     desired_.clear();
     startup_raw_.clear();
@@ -195,9 +198,7 @@ bool ClientSession::params_sql(std::string& sql, std::vector<const std::string*>
         startup_raw_.erase(k);  // SET by the client: compared as a statement only
       }
     desired_version_ = version;
-    desired_digest_ = settings_digest(desired_, startup_raw_);
   }
-  if (server_->settled == desired_digest_) return true;
   for (auto& [k, v] : desired_) {
     auto it = server_->applied.find(k);
     if (it != server_->applied.end()) {
@@ -224,17 +225,20 @@ bool ClientSession::params_sql(std::string& sql, std::vector<const std::string*>
 }
 
 pool::ServerConnection::SettingsDigest ClientSession::settings_digest(
-    const TxnTracker::Settings& desired, const std::map<std::string, std::pair<std::string, std::string>>& raw) {
-  // Every string with its length in front: no two different sets of settings serialize the same.
+    const std::vector<std::pair<std::string, std::string>>& startup, const TxnTracker::Settings* set) {
+  // The inputs desired_ is built from, each string with its length in front: no two different inputs
+  // serialize the same, and equal inputs build equal statements (different inputs that happen to build
+  // the same statements only miss the shortcut).
   std::string all;
   auto put = [&all](std::string_view s) {
     uint64_t n = s.size();
     all.append(reinterpret_cast<const char*>(&n), sizeof n);
     all.append(s);
   };
-  for (auto& [k, v] : desired) put(k), put(v);
+  for (auto& [k, v] : startup) put(k), put(v);
   all.push_back('\0');
-  for (auto& [k, kv] : raw) put(k), put(kv.first), put(kv.second);
+  if (set)
+    for (auto& [k, v] : *set) put(k), put(v);
   XXH128_hash_t h = XXH3_128bits(all.data(), all.size());
   pool::ServerConnection::SettingsDigest d{h.low64, h.high64};
   if (d == pool::ServerConnection::SettingsDigest{}) d.lo = 1;  // {} means "unknown"
@@ -771,8 +775,8 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
 template awaitable<void> ClientSession::relay(tcp::socket&);
 template awaitable<void> ClientSession::relay(net::TlsStream&);
 
-void spawn_session(Worker& worker, tcp::socket socket) {
-  auto session = std::make_shared<ClientSession>(worker, std::move(socket));
+void spawn_session(Worker& worker, tcp::socket socket, const tcp::endpoint& peer) {
+  auto session = std::make_shared<ClientSession>(worker, std::move(socket), peer);
   asio::co_spawn(worker.io(), [session]() -> awaitable<void> { co_await session->run(); }, asio::detached);
 }
 

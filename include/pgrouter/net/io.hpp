@@ -9,6 +9,12 @@ namespace pgrouter::net {
 
 using error_code = boost::system::error_code;
 
+// Plain TCP: the system call first (MSG_DONTWAIT) and a wait for readiness only when it would block. Asio's
+// read would post its completion through the scheduler (an extra epoll_wait and handler each), which a
+// login's half a dozen small reads and writes paid per connection.
+awaitable<error_code> read_exact(tcp::socket& s, char* dst, size_t n);
+awaitable<error_code> write_all(tcp::socket& s, const char* src, size_t n);
+
 template <typename Stream>
 awaitable<error_code> read_exact(Stream& s, char* dst, size_t n) {
   error_code ec;

@@ -79,6 +79,9 @@ class Pool {
   // ParameterStatus of the last server this pool logged into: what a transaction-pooled client is
   // welcomed with, so its login needs no server.
   const std::map<std::string, std::string>& welcome_params() const { return welcome_params_; }
+  // The same, each as its ParameterStatus message (name, message), built once per change: a welcome
+  // is copied, not encoded, per login.
+  const std::vector<std::pair<std::string, std::string>>& welcome_messages() const { return welcome_messages_; }
   int total() const { return total_; }
   int attached() const { return total_ - int(idle_.size()); }  // lent to clients (or being opened/reset)
   size_t idle() const { return idle_.size(); }
@@ -135,6 +138,8 @@ class Pool {
   // total_ << 32 | waiters_.size(), stored when either changes; read by the other workers' starving_peer().
   std::atomic<uint64_t> load_{0};
   std::map<std::string, std::string> welcome_params_;
+  std::vector<std::pair<std::string, std::string>> welcome_messages_;
+  void set_welcome(const std::map<std::string, std::string>& params);
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

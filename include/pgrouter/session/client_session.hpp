@@ -19,7 +19,8 @@ namespace pgrouter::session {
 
 class ClientSession {
  public:
-  ClientSession(Worker& worker, tcp::socket socket);
+  // peer: the client's address, as accept() gave it.
+  ClientSession(Worker& worker, tcp::socket socket, const tcp::endpoint& peer);
   ~ClientSession();
   awaitable<void> run();
 
@@ -29,6 +30,9 @@ class ClientSession {
   // Called once a second by the worker: enforces pool.query_timeout, idle_transaction_timeout and
   // client_idle_timeout by ending the session with a FATAL.
   void check_timeouts(pool::Clock::time_point now);
+  // Called by the worker when listen.client_login_timeout passed before the login finished: the socket is
+  // shut down and its pending operations cancelled, so login() ends there.
+  void login_timed_out();
 
  private:
   void pin(std::string_view feature);
@@ -129,7 +133,7 @@ class ClientSession {
   // statements (and which settings they set or reset) that give them.
   bool params_sql(std::string& sql, std::vector<const std::string*>& set_keys, std::vector<std::string>& reset_keys);
   static pool::ServerConnection::SettingsDigest settings_digest(
-      const TxnTracker::Settings& desired, const std::map<std::string, std::pair<std::string, std::string>>& raw);
+      const std::vector<std::pair<std::string, std::string>>& startup, const TxnTracker::Settings* set);
   bool params_ready();
   // The transaction is over: server_ goes back to its pool (closed when not reusable).
   void detach_server(bool reusable = true);
@@ -160,7 +164,7 @@ class ClientSession {
   const control::UserConfig* user_cfg_ = nullptr;
   bool counted_client_ = false;
   bool logged_in_ = false;
-  std::shared_ptr<bool> login_done_;
+  LoginWatch login_watch_;  // on the worker's list while logging in (listen.client_login_timeout)
 
   // Cancel key handed to the client.
   uint32_t key_pid_ = 0, key_secret_ = 0;
@@ -220,8 +224,9 @@ class ClientSession {
   std::vector<std::pair<std::string, std::string>> wanted_params_;  // startup settings to apply on any server
   TxnTracker::Settings desired_;  // sync_params: the statements that give this client its settings
   std::map<std::string, std::pair<std::string, std::string>> startup_raw_;  // name -> (key as sent, raw value)
-  uint64_t desired_version_ = ~uint64_t(0);
-  pool::ServerConnection::SettingsDigest desired_digest_;  // of desired_ and startup_raw_
+  uint64_t desired_version_ = ~uint64_t(0);  // the tracker's settings version desired_ was built for
+  uint64_t digest_version_ = ~uint64_t(0);   // and desired_digest_
+  pool::ServerConnection::SettingsDigest desired_digest_;  // of wanted_params_ and the tracker's settings
   // RESET/DISCARD ALL back to the startup settings pgrouter applied with SET (empty: none were).
   StartupReset startup_reset_;
   std::string c2s_inject_, s2c_inject_;
@@ -234,7 +239,7 @@ class ClientSession {
 };
 
 // Spawns a session for an accepted socket on the worker's io_context.
-void spawn_session(Worker& worker, tcp::socket socket);
+void spawn_session(Worker& worker, tcp::socket socket, const tcp::endpoint& peer);
 
 // Sends a CancelRequest for (pid, secret) to host:port; best effort.
 awaitable<void> send_cancel(asio::any_io_executor ex, std::string host, uint16_t port, uint32_t pid, uint32_t secret);
