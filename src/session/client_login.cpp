@@ -4,6 +4,11 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <strings.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <type_traits>
 
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/protocol/md5.hpp"
@@ -35,10 +40,41 @@ awaitable<void> ClientSession::fail(Stream& s, const char* sqlstate, std::string
   co_await net::write_all(s, out);
 }
 
+awaitable<net::error_code> ClientSession::plain_login_read(char* dst, size_t n) {
+  // Whatever the client sent is read at once (one recv for a whole startup packet, not a header and then a
+  // body); bytes past the message asked for stay in client_buf_, where the next login read or the relay
+  // finds them.
+  auto& b = client_buf_;
+  net::error_code ec;
+  while (b.size() < n) {
+    b.reserve_message(n);
+    ssize_t r = ::recv(socket_.native_handle(), b.write_ptr(), b.write_space(), MSG_DONTWAIT);
+    if (r > 0) {
+      b.commit(size_t(r));
+    } else if (r == 0) {
+      co_return asio::error::eof;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      co_await socket_.async_wait(tcp::socket::wait_read, asio::redirect_error(use_awaitable, ec));
+      if (ec) co_return ec;
+    } else if (errno != EINTR) {
+      co_return net::error_code(errno, boost::system::system_category());
+    }
+  }
+  std::memcpy(dst, b.data(), n);
+  b.consume(n);
+  co_return ec;
+}
+
+template <typename Stream>
+awaitable<net::error_code> ClientSession::login_read(Stream& s, char* dst, size_t n) {
+  if constexpr (std::is_same_v<Stream, tcp::socket>) return plain_login_read(dst, n);
+  else return net::read_exact(s, dst, n);
+}
+
 template <typename Stream>
 awaitable<bool> ClientSession::read_startup_on(Stream& s, p::StartupPacket& out) {
   char len_buf[4];
-  if (co_await net::read_exact(s, len_buf, 4)) co_return false;
+  if (co_await login_read(s, len_buf, 4)) co_return false;
   uint32_t len = p::read_be32(len_buf);
   if (len < 8 || len > p::kMaxStartupPacket) {
     co_await fail(s, p::sqlstate::protocol_violation,
@@ -47,7 +83,7 @@ awaitable<bool> ClientSession::read_startup_on(Stream& s, p::StartupPacket& out)
     co_return false;
   }
   std::string body(len - 4, '\0');
-  if (co_await net::read_exact(s, body.data(), body.size())) co_return false;
+  if (co_await login_read(s, body.data(), body.size())) co_return false;
   std::string why;
   auto sp = p::parse_startup(body, why);
   if (!sp) {
@@ -78,6 +114,9 @@ awaitable<ClientSession::LoggedIn> ClientSession::login() {
   counted_client_ = true;
   int now_clients = rt.clients.fetch_add(1, std::memory_order_relaxed) + 1;
   net::tune_socket(socket_);
+  // Non-blocking from the start, and Asio told so: its waits (and later the relay) set it no more.
+  boost::system::error_code nb_ec;
+  socket_.native_non_blocking(true, nb_ec);
 
   // A login that does not finish in time is cut off, whatever stage it is stuck in (login_timed_out).
   login_watch_.session = this;
@@ -101,9 +140,9 @@ awaitable<ClientSession::LoggedIn> ClientSession::login() {
         co_return LoggedIn::no;
       }
       tried_ssl = true;
-      // Bytes pipelined after SSLRequest would be processed as if they came over TLS (CVE-2021-23222).
-      boost::system::error_code ec;
-      if (socket_.available(ec) > 0) {
+      // Bytes pipelined after SSLRequest would be processed as if they came over TLS (CVE-2021-23214). As
+      // PostgreSQL does, what was read with the request is checked; later bytes go through the handshake.
+      if (!client_buf_.empty()) {
         log::warn("client sent data after SSLRequest before the TLS handshake; closing",
                   {{"session", id_}, {"client", peer_}});
         co_return LoggedIn::no;
@@ -211,7 +250,7 @@ awaitable<bool> ClientSession::serve(Stream& s, p::StartupPacket sp) {
 template <typename Stream>
 awaitable<bool> ClientSession::read_password_message(Stream& s, std::string& body) {
   char hdr[5];
-  if (co_await net::read_exact(s, hdr, 5)) co_return false;
+  if (co_await login_read(s, hdr, 5)) co_return false;
   uint32_t len = p::read_be32(hdr + 1);
   if (hdr[0] != 'p') {
     if (hdr[0] != 'X')
@@ -224,7 +263,7 @@ awaitable<bool> ClientSession::read_password_message(Stream& s, std::string& bod
     co_return false;
   }
   body.assign(len - 4, '\0');
-  if (len > 4 && co_await net::read_exact(s, body.data(), body.size())) co_return false;
+  if (len > 4 && co_await login_read(s, body.data(), body.size())) co_return false;
   co_return true;
 }
 

@@ -627,7 +627,7 @@ awaitable<void> ClientSession::relay(Stream& s) {
   retry_.signal = std::make_unique<asio::steady_timer>(w_.io());
   if (!tls_) {
     net::error_code ec;
-    socket_.native_non_blocking(true, ec);
+    if (!socket_.native_non_blocking()) socket_.native_non_blocking(true, ec);  // the login set it
     if (ec || !client_ready_.attach(w_.readiness(), socket_.native_handle())) {
       log::error("cannot register client socket for the relay", {{"session", id_}});
       co_return;
@@ -664,23 +664,30 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
   p::FrameScanner scanner(uint32_t(config_->listen.max_message_size));
   auto& stats = w_.stats();
   auto& buf = client_buf_;
+  // Bytes the login read past its last message (a client that sent its first query without waiting for
+  // the welcome) are scanned before anything more is read.
+  bool unread = !buf.empty();
   for (;;) {
     net::error_code ec;
-    if (buf.empty() && !tls_ && !client_ready_.maybe_readable()) {
-      // Idle between requests: the buffer is given back while the client thinks (an idle client costs
-      // no read buffer; allocating 2 KiB again per request is far cheaper than the round trip).
-      buf.shrink(true);
-      co_await client_ready_.wait_readable(ec);
-      if (ec) co_return;
-    }
-    buf.prepare_read();
-    // The data is usually there (the wait above, or a pipelining client): read it without a coroutine.
     size_t n = 0;
-    if (tls_ || !client_ready_.read_now(buf.write_ptr(), buf.write_space(), n, ec))
-      n = co_await client_read(s, buf.write_ptr(), buf.write_space(), ec);
-    if (ec) co_return;
-    last_activity_ = net::BatchClock::now();
-    buf.commit(n);
+    if (unread) {
+      unread = false;
+    } else {
+      if (buf.empty() && !tls_ && !client_ready_.maybe_readable()) {
+        // Idle between requests: the buffer is given back while the client thinks (an idle client costs
+        // no read buffer; allocating 2 KiB again per request is far cheaper than the round trip).
+        buf.shrink(true);
+        co_await client_ready_.wait_readable(ec);
+        if (ec) co_return;
+      }
+      buf.prepare_read();
+      // The data is usually there (the wait above, or a pipelining client): read it without a coroutine.
+      if (tls_ || !client_ready_.read_now(buf.write_ptr(), buf.write_space(), n, ec))
+        n = co_await client_read(s, buf.write_ptr(), buf.write_space(), ec);
+      if (ec) co_return;
+      last_activity_ = net::BatchClock::now();
+      buf.commit(n);
+    }
     if (retry_.busy) {
       // A read failed on its replica and server -> client is sending it to another backend: nothing
       // goes to a server until it is done.

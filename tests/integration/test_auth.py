@@ -190,6 +190,24 @@ def test_trust_rule_needs_no_password_but_a_known_user(pgrouter):
     assert fields["code"] == "28P01"
 
 
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_query_sent_with_the_startup_packet_is_answered(pgrouter, mode):
+    # A client may send its first query without waiting for the welcome (trust needs no exchange): the
+    # login reads whatever arrived at once, and what came after the startup packet goes to the relay.
+    router = pgrouter({"auth": [rule("trust")], "pool": {"mode": mode}})
+    with pgr.Raw(router.port) as raw:
+        raw.send(pgr.startup_packet("pgr_scram", "app") + pgr.query("SELECT 42") + pgr.query("SELECT 43"))
+        kinds = []
+        while kinds.count("Z") < 3:
+            kind, payload = raw.read_message(timeout=5)
+            assert kind not in ("", "E"), payload
+            kinds.append(kind)
+            if kind == "D":
+                assert pgr.parse_data_row(payload) in (["42"], ["43"])
+        assert kinds.count("D") == 2
+        assert raw.simple_query("SELECT 44") == ([["44"]], None)
+
+
 def test_user_with_only_md5_hash(pgrouter):
     hashed = {"name": "hashed", "md5_hash": md5_hash("hashed", "hashed_pw"),
               "backend_user": "pgr_scram", "backend_password": "scram_pw"}

@@ -243,7 +243,7 @@ def tls_files(tmp_path_factory):
 
 @pytest.mark.parametrize("with_tls", [True, False], ids=["tls", "no-tls"])
 def test_bytes_pipelined_after_ssl_request_close_the_connection(pgrouter, tls_files, with_tls):
-    # CVE-2021-23222: bytes sent before the handshake must not be taken as if they came over TLS.
+    # CVE-2021-23214: bytes sent before the handshake must not be taken as if they came over TLS.
     router = pgrouter({"tls": tls_files} if with_tls else None)
     with socket.create_connection((pgr.HOST, router.port), timeout=5) as sock:
         sock.sendall(pgr.ssl_request() + pgr.startup_packet("pgr_scram", "app"))

@@ -142,6 +142,10 @@ class ClientSession {
   template <typename Stream> awaitable<void> fail(Stream& s, const char* sqlstate, std::string message,
                                                   std::string hint = {});
   template <typename Stream> awaitable<bool> read_startup_on(Stream& s, protocol::StartupPacket& out);
+  // A login's read of exactly n bytes; on plain TCP through client_buf_ (plain_login_read), so a message
+  // takes one recv and bytes a client sent past it are kept for what reads next (login or relay).
+  template <typename Stream> awaitable<net::error_code> login_read(Stream& s, char* dst, size_t n);
+  awaitable<net::error_code> plain_login_read(char* dst, size_t n);
   void handle_cancel_request(const protocol::StartupPacket& sp);
   void cancel_io();
   void cancel_client_io();
