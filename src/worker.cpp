@@ -77,6 +77,8 @@ void Worker::start() {
 void Worker::stop() {
   asio::post(io_, [this] {
     stopping_ = true;
+    listen_ready_.cancel();
+    listen_ready_.detach();
     boost::system::error_code ec;
     acceptor_.close(ec);
     readiness_.stop();
@@ -200,20 +202,42 @@ void Worker::on_login_timer() {
 }
 
 awaitable<void> Worker::accept_loop() {
+  // The listener is in the readiness set, like the connections it accepts: accept4() gives each one
+  // non-blocking with its address, and nothing registers it with Asio's reactor (see net::PlainStream).
+  int lfd = acceptor_.native_handle();
+  boost::system::error_code ec;
+  acceptor_.native_non_blocking(true, ec);
+  if (ec || !listen_ready_.attach(readiness_, lfd)) {
+    log::error("cannot register the listener with the worker's readiness set", {{"worker", index_}});
+    co_return;
+  }
   for (;;) {
-    boost::system::error_code ec;
-    tcp::endpoint peer;  // filled by accept() itself: no getpeername() per connection
-    tcp::socket sock = co_await acceptor_.async_accept(peer, asio::redirect_error(use_awaitable, ec));
-    if (ec) {
-      if (stopping_ || ec == asio::error::operation_aborted) co_return;
-      log::warn("accept failed", {{"error", ec.message()}});
-      // EMFILE and friends: back off briefly instead of spinning.
-      asio::steady_timer t(io_);
-      t.expires_after(std::chrono::milliseconds(50));
-      co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
+    if (stopping_) co_return;
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    int fd = ::accept4(lfd, reinterpret_cast<sockaddr*>(&addr), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      tcp::endpoint peer;
+      if (len <= peer.capacity()) {
+        std::memcpy(peer.data(), &addr, len);
+        peer.resize(len);
+      }
+      session::spawn_session(*this, fd, peer);
       continue;
     }
-    session::spawn_session(*this, std::move(sock), peer);
+    int err = errno;
+    if (err == EINTR || err == ECONNABORTED) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+      listen_ready_.drained();
+      co_await listen_ready_.wait_readable(ec);
+      if (ec) co_return;  // cancelled: the worker stops
+      continue;
+    }
+    log::warn("accept failed", {{"error", std::string(std::strerror(err))}});
+    // EMFILE and friends: back off briefly instead of spinning.
+    asio::steady_timer t(io_);
+    t.expires_after(std::chrono::milliseconds(50));
+    co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
   }
 }
 

@@ -123,6 +123,7 @@ class Worker {
   asio::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   tcp::acceptor acceptor_;
   net::Readiness readiness_{io_};
+  net::SocketReadiness listen_ready_;  // acceptor_'s descriptor in readiness_
   std::thread thread_;
   std::shared_ptr<const control::Config> config_;
   std::shared_ptr<net::ssl::context> tls_;

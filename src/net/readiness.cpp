@@ -101,6 +101,14 @@ bool SocketReadiness::attach(Readiness& r, int fd, bool first) {
   return true;
 }
 
+void SocketReadiness::detach() {
+  if (!readiness_) return;
+  ::epoll_ctl(readiness_->epfd_, EPOLL_CTL_DEL, fd_, nullptr);
+  readiness_->forget(this);
+  readiness_ = nullptr;
+  fd_ = -1;
+}
+
 void SocketReadiness::cancel() {
   // Sticky: a loop that has not reached its wait yet (a coroutine spawned but not started) must
   // stop too, not wait forever.

@@ -1,6 +1,9 @@
 // Socket options shared by client and server connections.
 #include "pgrouter/net/io.hpp"
+#include "pgrouter/net/readiness.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -41,6 +44,19 @@ awaitable<error_code> write_all(tcp::socket& s, const char* src, size_t n) {
     }
   }
   co_return ec;
+}
+
+awaitable<error_code> write_all(PlainStream& s, const char* src, size_t n) {
+  error_code ec;
+  size_t written = 0;
+  if (!s.ready->write_now(src, n, written, ec)) co_await s.ready->write_all(src + written, n - written, ec);
+  co_return ec;
+}
+
+void tune_socket(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
 }
 
 void tune_socket(tcp::socket& s) {

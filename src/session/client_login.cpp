@@ -48,17 +48,14 @@ awaitable<net::error_code> ClientSession::plain_login_read(char* dst, size_t n) 
   net::error_code ec;
   while (b.size() < n) {
     b.reserve_message(n);
-    ssize_t r = ::recv(socket_.native_handle(), b.write_ptr(), b.write_space(), MSG_DONTWAIT);
-    if (r > 0) {
-      b.commit(size_t(r));
-    } else if (r == 0) {
-      co_return asio::error::eof;
-    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      co_await socket_.async_wait(tcp::socket::wait_read, asio::redirect_error(use_awaitable, ec));
+    size_t got = 0;
+    if (!client_ready_.read_now(b.write_ptr(), b.write_space(), got, ec)) {
+      co_await client_ready_.wait_readable(ec);
       if (ec) co_return ec;
-    } else if (errno != EINTR) {
-      co_return net::error_code(errno, boost::system::system_category());
+      continue;
     }
+    if (ec) co_return ec;
+    b.commit(got);
   }
   std::memcpy(dst, b.data(), n);
   b.consume(n);
@@ -67,7 +64,7 @@ awaitable<net::error_code> ClientSession::plain_login_read(char* dst, size_t n) 
 
 template <typename Stream>
 awaitable<net::error_code> ClientSession::login_read(Stream& s, char* dst, size_t n) {
-  if constexpr (std::is_same_v<Stream, tcp::socket>) return plain_login_read(dst, n);
+  if constexpr (std::is_same_v<Stream, net::PlainStream>) return plain_login_read(dst, n);
   else return net::read_exact(s, dst, n);
 }
 
@@ -96,16 +93,20 @@ awaitable<bool> ClientSession::read_startup_on(Stream& s, p::StartupPacket& out)
 
 awaitable<void> ClientSession::run() {
   LoggedIn how = co_await login();
-  if (how == LoggedIn::plain) co_await relay(socket_);
+  if (how == LoggedIn::plain) co_await relay(plain_);
   else if (how == LoggedIn::tls) co_await relay(*tls_);
 }
 
 void ClientSession::login_timed_out() {
   log::info("client login timed out", {{"session", id_}, {"client", peer_}});
-  boost::system::error_code ignored;
-  auto& raw = tls_ ? tls_->next_layer() : socket_;
-  raw.shutdown(tcp::socket::shutdown_both, ignored);
-  raw.cancel(ignored);
+  if (tls_) {
+    boost::system::error_code ignored;
+    tls_->next_layer().shutdown(tcp::socket::shutdown_both, ignored);
+    tls_->next_layer().cancel(ignored);
+  } else {
+    ::shutdown(plain_.fd, SHUT_RDWR);
+    client_ready_.cancel();
+  }
 }
 
 awaitable<ClientSession::LoggedIn> ClientSession::login() {
@@ -113,10 +114,12 @@ awaitable<ClientSession::LoggedIn> ClientSession::login() {
   w_.stats().client_connections_total.fetch_add(1, std::memory_order_relaxed);
   counted_client_ = true;
   int now_clients = rt.clients.fetch_add(1, std::memory_order_relaxed) + 1;
-  net::tune_socket(socket_);
-  // Non-blocking from the start, and Asio told so: its waits (and later the relay) set it no more.
-  boost::system::error_code nb_ec;
-  socket_.native_non_blocking(true, nb_ec);
+  net::tune_socket(plain_.fd);
+  if (!client_ready_.attach(w_.readiness(), plain_.fd)) {
+    log::error("cannot register a client connection with the worker's readiness set",
+               {{"session", id_}, {"client", peer_}, {"error", std::string(std::strerror(errno))}});
+    co_return LoggedIn::no;
+  }
 
   // A login that does not finish in time is cut off, whatever stage it is stuck in (login_timed_out).
   login_watch_.session = this;
@@ -129,14 +132,14 @@ awaitable<ClientSession::LoggedIn> ClientSession::login() {
   p::StartupPacket sp;
   bool tried_ssl = false, tried_gss = false;
   for (;;) {
-    if (!co_await read_startup_on(socket_, sp)) co_return LoggedIn::no;
+    if (!co_await read_startup_on(plain_, sp)) co_return LoggedIn::no;
     if (sp.code == p::kCancelRequestCode) {
       handle_cancel_request(sp);
       co_return LoggedIn::no;  // PostgreSQL closes a cancel connection without answering
     }
     if (sp.code == p::kSslRequestCode) {
       if (tried_ssl) {
-        co_await fail(socket_, p::sqlstate::protocol_violation, "SSLRequest sent twice");
+        co_await fail(plain_, p::sqlstate::protocol_violation, "SSLRequest sent twice");
         co_return LoggedIn::no;
       }
       tried_ssl = true;
@@ -149,11 +152,18 @@ awaitable<ClientSession::LoggedIn> ClientSession::login() {
       }
       auto ctx = w_.tls();
       if (!ctx) {
-        if (co_await net::write_all(socket_, "N", 1)) co_return LoggedIn::no;
+        if (co_await net::write_all(plain_, "N", 1)) co_return LoggedIn::no;
         continue;
       }
-      if (co_await net::write_all(socket_, "S", 1)) co_return LoggedIn::no;
-      tls_ = std::make_unique<net::TlsStream>(std::move(socket_), *ctx);
+      if (co_await net::write_all(plain_, "S", 1)) co_return LoggedIn::no;
+      // From here Asio drives the connection (its TLS stream): out of the readiness set, into its reactor.
+      client_ready_.detach();
+      tcp::socket sock(w_.io());
+      boost::system::error_code aec;
+      sock.assign(v6_ ? tcp::v6() : tcp::v4(), plain_.fd, aec);
+      if (aec) co_return LoggedIn::no;  // the destructor closes plain_.fd
+      plain_.fd = -1;
+      tls_ = std::make_unique<net::TlsStream>(std::move(sock), *ctx);
       net::error_code hec;
       co_await tls_->async_handshake(net::ssl::stream_base::server, asio::redirect_error(use_awaitable, hec));
       if (hec) {
@@ -178,22 +188,22 @@ awaitable<ClientSession::LoggedIn> ClientSession::login() {
     }
     if (sp.code == p::kGssEncRequestCode) {
       if (tried_gss) {
-        co_await fail(socket_, p::sqlstate::protocol_violation, "GSSENCRequest sent twice");
+        co_await fail(plain_, p::sqlstate::protocol_violation, "GSSENCRequest sent twice");
         co_return LoggedIn::no;
       }
       tried_gss = true;
-      if (co_await net::write_all(socket_, "N", 1)) co_return LoggedIn::no;
+      if (co_await net::write_all(plain_, "N", 1)) co_return LoggedIn::no;
       continue;
     }
     break;
   }
   if (now_clients > config_->listen.max_client_conn) {
-    co_await fail(socket_, p::sqlstate::too_many_connections,
+    co_await fail(plain_, p::sqlstate::too_many_connections,
                   "sorry, too many clients already (listen.max_client_conn = " +
                       std::to_string(config_->listen.max_client_conn) + ")");
     co_return LoggedIn::no;
   }
-  bool in = co_await serve(socket_, std::move(sp));
+  bool in = co_await serve(plain_, std::move(sp));
   co_return in ? LoggedIn::plain : LoggedIn::no;
 }
 

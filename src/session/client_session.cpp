@@ -4,6 +4,7 @@
 #include "pgrouter/util/strings.hpp"
 
 #include <openssl/crypto.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "pgrouter/control/log.hpp"
@@ -14,6 +15,7 @@ namespace pgrouter::session {
 namespace p = pgrouter::protocol;
 
 namespace {
+void cancel_stream(net::PlainStream& s) { s.ready->cancel(); }
 void cancel_stream(tcp::socket& s) {
   boost::system::error_code ec;
   s.cancel(ec);
@@ -24,8 +26,11 @@ void cancel_stream(net::TlsStream& s) {
 }
 }  // namespace
 
-ClientSession::ClientSession(Worker& worker, tcp::socket socket, const tcp::endpoint& peer)
-    : w_(worker), socket_(std::move(socket)), id_(worker.next_session_id()) {
+ClientSession::ClientSession(Worker& worker, int fd, const tcp::endpoint& peer)
+    : w_(worker), id_(worker.next_session_id()) {
+  plain_.fd = fd;
+  plain_.ready = &client_ready_;
+  v6_ = peer.address().is_v6();
   auto addr = peer.address();
   if (addr.is_v6() && addr.to_v6().is_v4_mapped()) addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
   peer_ = addr.is_v4() ? util::ipv4_text(addr.to_v4().to_uint()) : addr.to_string();
@@ -33,6 +38,7 @@ ClientSession::ClientSession(Worker& worker, tcp::socket socket, const tcp::endp
 }
 
 ClientSession::~ClientSession() {
+  if (plain_.fd >= 0) ::close(plain_.fd);  // leaves the readiness set with it
   if (key_pid_) w_.unregister_session(key_pid_);
   if (server_ && server_pool_) {
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
@@ -592,7 +598,6 @@ void ClientSession::request_finished() {
 
 void ClientSession::cancel_client_io() {
   if (tls_) cancel_stream(*tls_);
-  else cancel_stream(socket_);
   client_ready_.cancel();
 }
 
@@ -604,11 +609,11 @@ void ClientSession::cancel_io() {
   }
 }
 
-awaitable<size_t> ClientSession::client_read(tcp::socket&, char* dst, size_t n, net::error_code& ec) {
+awaitable<size_t> ClientSession::client_read(net::PlainStream&, char* dst, size_t n, net::error_code& ec) {
   return client_ready_.read_some(dst, n, ec);
 }
 
-awaitable<void> ClientSession::client_write(tcp::socket&, const char* src, size_t n, net::error_code& ec) {
+awaitable<void> ClientSession::client_write(net::PlainStream&, const char* src, size_t n, net::error_code& ec) {
   return client_ready_.write_all(src, n, ec);
 }
 
@@ -625,14 +630,6 @@ template <typename Stream>
 awaitable<void> ClientSession::relay(Stream& s) {
   s2c_done_ = std::make_unique<asio::steady_timer>(w_.io());
   retry_.signal = std::make_unique<asio::steady_timer>(w_.io());
-  if (!tls_) {
-    net::error_code ec;
-    if (!socket_.native_non_blocking()) socket_.native_non_blocking(true, ec);  // the login set it
-    if (ec || !client_ready_.attach(w_.readiness(), socket_.native_handle())) {
-      log::error("cannot register client socket for the relay", {{"session", id_}});
-      co_return;
-    }
-  }
   last_activity_ = pool::Clock::now();
   if (server_) start_server_to_client(s);  // session pooling: the server stays for the whole session
   co_await client_to_server(s);
@@ -644,7 +641,9 @@ awaitable<void> ClientSession::relay(Stream& s) {
   }
   s2c_wakeup_.wake_now();  // the parked server -> client loop sees client_done_ and ends, here and now
   if (!pending_fatal_message_.empty()) {
-    // Nothing else writes to the client now, so this cannot interleave with relayed bytes.
+    // Nothing else writes to the client now, so this cannot interleave with relayed bytes. (Plain TCP: the
+    // readiness cancel that stopped the loops is sticky; this last write is made past it.)
+    if (!tls_) client_ready_.rearm();
     std::string out;
     p::append_error(out, "FATAL", pending_fatal_sqlstate_, pending_fatal_message_);
     w_.stats().count_error(pending_fatal_sqlstate_, true);
@@ -779,11 +778,11 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
 }
 
 // The login stage (client_login.cpp) hands over to the relay on either kind of client stream.
-template awaitable<void> ClientSession::relay(tcp::socket&);
+template awaitable<void> ClientSession::relay(net::PlainStream&);
 template awaitable<void> ClientSession::relay(net::TlsStream&);
 
-void spawn_session(Worker& worker, tcp::socket socket, const tcp::endpoint& peer) {
-  auto session = std::make_shared<ClientSession>(worker, std::move(socket), peer);
+void spawn_session(Worker& worker, int fd, const tcp::endpoint& peer) {
+  auto session = std::make_shared<ClientSession>(worker, fd, peer);
   asio::co_spawn(worker.io(), [session]() -> awaitable<void> { co_await session->run(); }, asio::detached);
 }
 

@@ -9,6 +9,16 @@ namespace pgrouter::net {
 
 using error_code = boost::system::error_code;
 
+class SocketReadiness;
+
+// A plain-TCP client connection: its descriptor, driven through the worker's readiness set only (never
+// registered with Asio's reactor, so a connection costs one epoll registration, not two).
+struct PlainStream {
+  int fd = -1;
+  SocketReadiness* ready = nullptr;
+};
+awaitable<error_code> write_all(PlainStream& s, const char* src, size_t n);
+
 // Plain TCP: the system call first (MSG_DONTWAIT) and a wait for readiness only when it would block. Asio's
 // read would post its completion through the scheduler (an extra epoll_wait and handler each), which a
 // login's half a dozen small reads and writes paid per connection.
@@ -36,5 +46,6 @@ awaitable<error_code> write_all(Stream& s, const std::string& data) {
 
 // Sets TCP_NODELAY (the protocol is request/response: Nagle only adds latency) and keepalive.
 void tune_socket(tcp::socket& s);
+void tune_socket(int fd);
 
 }  // namespace pgrouter::net

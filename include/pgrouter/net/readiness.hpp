@@ -131,6 +131,12 @@ class SocketReadiness {
   // socket's events are dispatched before the others' of the same batch (see Readiness::dispatch).
   bool attach(Readiness& r, int fd, bool first = false);
   bool attached() const { return readiness_ != nullptr; }
+  // Takes the socket out of the set (its descriptor stays open, for another owner).
+  void detach();
+  // The owner found the socket drained (accept() said EAGAIN): wait_readable now waits for a new edge.
+  void drained() {
+    if (!hung_up_) readable_ = false;
+  }
 
   // Completes any pending wait with operation_aborted and makes every later read/write/wait fail the
   // same way until rearm() (used to stop a relay loop, even one that has not started yet).

@@ -19,8 +19,8 @@ namespace pgrouter::session {
 
 class ClientSession {
  public:
-  // peer: the client's address, as accept() gave it.
-  ClientSession(Worker& worker, tcp::socket socket, const tcp::endpoint& peer);
+  // fd: the accepted client connection (non-blocking; the session closes it); peer: its address.
+  ClientSession(Worker& worker, int fd, const tcp::endpoint& peer);
   ~ClientSession();
   awaitable<void> run();
 
@@ -150,15 +150,16 @@ class ClientSession {
   void cancel_io();
   void cancel_client_io();
   // Relay I/O on the client: readiness-tracked for plain TCP, Asio for TLS.
-  awaitable<size_t> client_read(tcp::socket& s, char* dst, size_t n, net::error_code& ec);
-  awaitable<void> client_write(tcp::socket& s, const char* src, size_t n, net::error_code& ec);
+  awaitable<size_t> client_read(net::PlainStream& s, char* dst, size_t n, net::error_code& ec);
+  awaitable<void> client_write(net::PlainStream& s, const char* src, size_t n, net::error_code& ec);
   awaitable<size_t> client_read(net::TlsStream& s, char* dst, size_t n, net::error_code& ec);
   awaitable<void> client_write(net::TlsStream& s, const char* src, size_t n, net::error_code& ec);
   void request_started();
   void request_finished();
 
   Worker& w_;
-  tcp::socket socket_;
+  net::PlainStream plain_;  // the client connection until (unless) it becomes TLS; fd -1 then
+  bool v6_ = false;         // the connection's address family (for handing the fd to Asio for TLS)
   std::unique_ptr<net::TlsStream> tls_;
   uint64_t id_;
   std::string peer_;
@@ -206,7 +207,7 @@ class ClientSession {
   static constexpr size_t kClientBufferInitial = 2048;
   static constexpr size_t kMaxStreamingBuffer = 64 * 1024;
   protocol::Buffer client_buf_{kClientBufferInitial};
-  net::SocketReadiness client_ready_;  // destroyed before socket_ closes the fd (declared after it)
+  net::SocketReadiness client_ready_;  // plain TCP: registered from the login on; the destructor closes the fd first
   int pending_ = 0;        // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen
   bool unsynced_ = false;  // extended-protocol messages sent since the last Sync
   bool client_done_ = false;
@@ -243,7 +244,7 @@ class ClientSession {
 };
 
 // Spawns a session for an accepted socket on the worker's io_context.
-void spawn_session(Worker& worker, tcp::socket socket, const tcp::endpoint& peer);
+void spawn_session(Worker& worker, int fd, const tcp::endpoint& peer);
 
 // Sends a CancelRequest for (pid, secret) to host:port; best effort.
 awaitable<void> send_cancel(asio::any_io_executor ex, std::string host, uint16_t port, uint32_t pid, uint32_t secret);
