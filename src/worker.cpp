@@ -174,9 +174,12 @@ void Worker::watch_login(LoginWatch& w, std::chrono::steady_clock::duration time
   unwatch_login(w);
   w.deadline = std::chrono::steady_clock::now() + timeout;
   logins_.push_back(w);
-  if (login_timer_set_) return;  // set for an earlier login, which is first in the list
+  if (!login_timer_set_) arm_login_timer();  // else it is set for an earlier login, first in the list
+}
+
+void Worker::arm_login_timer() {
   login_timer_set_ = true;
-  login_timer_.expires_at(w.deadline);
+  login_timer_.expires_at(logins_.front().deadline);
   login_timer_.async_wait([this](boost::system::error_code ec) {
     if (!ec) on_login_timer();
   });
@@ -193,12 +196,7 @@ void Worker::on_login_timer() {
     logins_.pop_front();
     w.session->login_timed_out();
   }
-  if (logins_.empty()) return;
-  login_timer_set_ = true;
-  login_timer_.expires_at(logins_.front().deadline);
-  login_timer_.async_wait([this](boost::system::error_code ec) {
-    if (!ec) on_login_timer();
-  });
+  if (!logins_.empty()) arm_login_timer();
 }
 
 awaitable<void> Worker::accept_loop() {

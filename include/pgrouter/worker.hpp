@@ -141,6 +141,7 @@ class Worker {
   boost::intrusive::list<LoginWatch, boost::intrusive::constant_time_size<false>> logins_;
   asio::steady_timer login_timer_{io_};
   bool login_timer_set_ = false;
+  void arm_login_timer();  // for the first login's deadline
   void on_login_timer();
 };
 
