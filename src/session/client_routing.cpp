@@ -79,7 +79,18 @@ ClientSession::BatchReads ClientSession::classify_batch(const char* d, size_t n)
   bool any = false, all_read = true;
   bool writes = false;  // some statement may change data: read-your-writes starts after this transaction
   sql::RouteHint hint = sql::RouteHint::none;
-  std::vector<std::pair<std::string_view, bool>> parsed_here;  // named statements parsed in this batch
+  // Statements parsed in this batch (the unnamed one too): a few in place, no allocation per batch.
+  std::pair<std::string_view, bool> parsed_few[8];
+  size_t n_parsed = 0;
+  std::vector<std::pair<std::string_view, bool>> parsed_more;
+  auto parsed_here = [&](std::string_view stmt) -> std::optional<bool> {
+    std::optional<bool> r;
+    for (size_t k = 0; k < n_parsed; ++k)
+      if (parsed_few[k].first == stmt) r = parsed_few[k].second;
+    for (auto& [nm, rd] : parsed_more)
+      if (nm == stmt) r = rd;
+    return r;  // the last Parse of that name wins
+  };
   auto& cache = w_.classifier();
   if (tracker_) tracker_->known_plain(nullptr);
   for (size_t i = 0; i + 5 <= n;) {
@@ -105,13 +116,15 @@ ClientSession::BatchReads ClientSession::classify_batch(const char* d, size_t n)
       if (c.cls == StatementClass::write || c.cls == StatementClass::utility || c.cls == StatementClass::locking_read ||
           (c.cls == StatementClass::transaction_begin && !c.read_only_begin))
         writes = true;
-      if (name) parsed_here.emplace_back(*name, *read);
+      if (name) {
+        if (n_parsed < std::size(parsed_few)) parsed_few[n_parsed++] = {*name, *read};
+        else parsed_more.emplace_back(*name, *read);
+      }
     } else if (type == 'B') {
       auto portal = p::read_cstring(body, pos);
       auto stmt = portal ? p::read_cstring(body, pos) : std::nullopt;
       if (!stmt) break;
-      for (auto& [nm, r] : parsed_here)
-        if (nm == *stmt) read = r;
+      read = parsed_here(*stmt);
       if (!read) {
         if (auto q = tracker_->statement_query(std::string(*stmt))) read = is_read(cache.get(*q));
         else read = false;
