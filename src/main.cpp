@@ -40,8 +40,8 @@ Signals:
   SIGHUP                   Re-read the configuration file. An invalid file is rejected whole: the running
                            configuration stays, the errors are logged and pgrouter_config_reload_failures_total
                            is incremented. Pool and server changes apply without closing client connections;
-                           listen address, port, workers, scheduling, send_batching and admin port need a
-                           restart.
+                           listen address, port, workers, scheduling, send_batching, tcp_defer_accept and
+                           admin port need a restart.
   SIGTERM, SIGINT          Stop: close the listeners and all connections, exit 0.
 
 Admin HTTP (admin.host:admin.port): GET /metrics (Prometheus), /livez, /readyz.
@@ -217,9 +217,10 @@ int main(int argc, char** argv) {
         if (r.config->listen.host != config->listen.host || r.config->listen.port != config->listen.port ||
             r.config->listen.workers != config->listen.workers || r.config->admin.port != config->admin.port ||
             r.config->listen.scheduling != config->listen.scheduling ||
-            r.config->listen.send_batching != config->listen.send_batching)
-          log::warn("listen/admin address, workers, scheduling and send_batching changes need a restart; other "
-                    "changes applied");
+            r.config->listen.send_batching != config->listen.send_batching ||
+            r.config->listen.tcp_defer_accept != config->listen.tcp_defer_accept)
+          log::warn("listen/admin address, workers, scheduling, send_batching and tcp_defer_accept changes need a "
+                    "restart; other changes applied");
         config = r.config;
         if (log::parse_level(config->log.level, level)) log::set_level(level);
         for (auto& w : rt.workers) w->publish(config, new_tls);

@@ -3,6 +3,8 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -39,6 +41,16 @@ void Worker::listen(const std::string& host, uint16_t port) {
   if (::setsockopt(acceptor_.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
     throw std::runtime_error("cannot set SO_REUSEPORT");
   acceptor_.bind(ep);
+  if (config_->listen.tcp_defer_accept) {
+    // The kernel completes the handshake but wakes the listener only once the client's first bytes (its
+    // SSLRequest or startup packet) are there: an accept is then never followed by a wait for them, and a
+    // connection that sends nothing (a port probe) costs pgrouter nothing. After 45 s without data the
+    // connection is accepted anyway, as PgBouncer's tcp_defer_accept does.
+    int secs = 45;
+    if (::setsockopt(acceptor_.native_handle(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) != 0)
+      log::warn("listen.tcp_defer_accept: TCP_DEFER_ACCEPT could not be set; connections are accepted at their "
+                "handshake", {{"error", std::string(std::strerror(errno))}});
+  }
   acceptor_.listen(4096);
 }
 

@@ -253,6 +253,8 @@ const Section<ListenConfig>& listen_section() {
        choice_key<ListenConfig, SendBatching>("send_batching", &ListenConfig::send_batching,
                                               {{"io_uring", SendBatching::io_uring}, {"off", SendBatching::off}},
                                               kNeedsRestart),
+       choice_key<ListenConfig, bool>("tcp_defer_accept", &ListenConfig::tcp_defer_accept,
+                                      {{"true", true}, {"false", false}}, kNeedsRestart),
        int_key("max_client_conn", &ListenConfig::max_client_conn, 1, 1'000'000, kReloadable),
        size_key("max_message_size", &ListenConfig::max_message_size, kReloadable),
        duration_key("client_login_timeout", &ListenConfig::client_login_timeout, kReloadable)},

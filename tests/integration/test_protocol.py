@@ -389,13 +389,28 @@ def test_max_client_conn(pgrouter):
 
 @pytest.mark.parametrize("sent", [b"", pgr.int32(100) + b"\0\3"], ids=["nothing", "partial-startup"])
 def test_client_login_timeout(pgrouter, sent):
-    router = pgrouter({"listen": {"client_login_timeout": "1s"}})
+    # tcp_defer_accept off: a connection that sends nothing is accepted, and then cut off by the login timeout.
+    router = pgrouter({"listen": {"client_login_timeout": "1s", "tcp_defer_accept": False}})
     with socket.create_connection((pgr.HOST, router.port), timeout=10) as sock:
         started = time.monotonic()
         sock.sendall(sent)
         assert closed_silently(sock, timeout=10)
         elapsed = time.monotonic() - started
     assert 0.7 < elapsed < 3.0, elapsed
+    still_serves(router)
+
+
+def test_silent_connection_is_not_accepted_with_tcp_defer_accept(pgrouter):
+    # The default: the kernel holds a connection until its first bytes arrive, so the login (and its timeout)
+    # starts then. A connection silent for longer than client_login_timeout is still served once it speaks;
+    # with tcp_defer_accept: false it is cut off (test_client_login_timeout[nothing]).
+    router = pgrouter({"listen": {"client_login_timeout": "1s"}})
+    with socket.create_connection((pgr.HOST, router.port), timeout=10) as sock:
+        time.sleep(1.8)
+        sock.sendall(pgr.int32(8) + pgr.int32(80877103))  # SSLRequest
+        assert sock.recv(1) == b"N"
+        sock.sendall(pgr.startup_packet("pgr_scram", "app"))
+        assert sock.recv(1) == b"R"  # the authentication request: the login goes on
     still_serves(router)
 
 

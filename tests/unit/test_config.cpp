@@ -243,6 +243,11 @@ TEST_CASE("errors carry the line and column of the offending key or value") {
     auto off = load(kBase + "listen: {send_batching: \"off\"}\n");
     REQUIRE_MESSAGE(off.ok(), all_errors(off));
     CHECK(off.config->listen.send_batching == pgrouter::control::SendBatching::off);
+    CHECK(off.config->listen.tcp_defer_accept);  // the default, as PgBouncer's on Linux
+    auto no_defer = load(kBase + "listen: {tcp_defer_accept: false}\n");
+    REQUIRE_MESSAGE(no_defer.ok(), all_errors(no_defer));
+    CHECK_FALSE(no_defer.config->listen.tcp_defer_accept);
+    CHECK(has_error(load(kBase + "listen: {tcp_defer_accept: 45}\n"), 9, "one of true | false"));
     CHECK(has_error(load(kBase + "log: {level: verbose}\n"), 9, "debug | info | warn | error"));
     CHECK(has_error(load(kBase + "auth:\n  - method: password\n"), 10, "scram-sha-256 | md5 | trust | reject", 13));
   }

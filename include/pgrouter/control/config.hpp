@@ -118,6 +118,9 @@ struct ListenConfig {
   // io_uring: the relay's sends of one batch of events go to the kernel in one io_uring_enter (see
   // net::Readiness::flush_sends); off, or io_uring unavailable: one send() each.
   SendBatching send_batching = SendBatching::io_uring;
+  // TCP_DEFER_ACCEPT on the listeners (Linux; PgBouncer's tcp_defer_accept, on by default there too): a
+  // connection is accepted once its first bytes arrived, not at its handshake.
+  bool tcp_defer_accept = true;
   int max_client_conn = 10000;
   int max_message_size = 64 * 1024 * 1024;  // bytes; bigger (or < 4) is 08P01
   Millis client_login_timeout{15000};
