@@ -134,21 +134,32 @@ class Pgrouter:
         self.cluster = cluster
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.admin_port = free_port()
         self.config_path = self.workdir / "pgrouter.yaml"
         self.log_path = self.workdir / "pgrouter.log"
-        self.overrides = overrides or {}
-        self.returncode = None
-        self._write_config(self.overrides)
         binary = pgrouter_bin()
         if not binary.is_file():
             raise PgrouterError(f"{binary} does not exist: build it (ninja -C build) or set PGROUTER_BIN")
-        self._log_file = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([str(binary), "--config", str(self.config_path)],
-                                     stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
-        self._wait_listening(start_timeout)
+        # A free port can be taken by another process between free_port() and pgrouter's bind: then pgrouter
+        # exits saying so, and is started again on other ports (a harness race, not what a test is about).
+        for attempt in range(3):
+            self.port = free_port()
+            self.admin_port = free_port()
+            while self.admin_port == self.port:
+                self.admin_port = free_port()
+            self.overrides = overrides or {}
+            self.returncode = None
+            self._write_config(self.overrides)
+            self._log_file = open(self.log_path, "ab")
+            self.proc = subprocess.Popen([str(binary), "--config", str(self.config_path)],
+                                         stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **(env or {})})
+            try:
+                self._wait_listening(start_timeout)
+                return
+            except PgrouterError:
+                if attempt == 2 or self.returncode is None or "Address already in use" not in self.log():
+                    raise
+                self.log_path.rename(self.log_path.with_name(f"pgrouter.attempt{attempt}.log"))
 
     @property
     def config(self):
