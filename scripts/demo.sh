@@ -78,7 +78,7 @@ admin:
 log:
   level: info
 pool:
-  mode: session
+  mode: transaction  # read/write splitting applies to transaction pooling
   size: 20
 databases:
   - name: app
@@ -120,6 +120,8 @@ EOF
   echo
   echo "pgrouter is running (pid $(<"$PID_FILE"), log $LOG, config $CONFIG). Connect with:"
   echo "  psql \"host=127.0.0.1 port=$listen_port user=app dbname=app password=app\""
+  echo "Reads outside a transaction go to the replica, writes and read-write transactions to the primary:"
+  echo "  select pg_is_in_recovery();   -- t (the replica)      begin; select pg_is_in_recovery(); commit;   -- f"
   echo "Metrics: http://127.0.0.1:$admin_port/metrics"
   echo "Stop with: scripts/demo.sh stop   (or run scripts/demo.sh again)"
 }
