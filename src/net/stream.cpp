@@ -59,10 +59,6 @@ void tune_socket(int fd) {
   ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
 }
 
-void tune_socket(tcp::socket& s) {
-  error_code ec;
-  s.set_option(tcp::no_delay(true), ec);
-  s.set_option(asio::socket_base::keep_alive(true), ec);
-}
+void tune_socket(tcp::socket& s) { tune_socket(s.native_handle()); }
 
 }  // namespace pgrouter::net

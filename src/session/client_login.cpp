@@ -49,11 +49,8 @@ awaitable<net::error_code> ClientSession::plain_login_read(char* dst, size_t n) 
   while (b.size() < n) {
     b.reserve_message(n);
     size_t got = 0;
-    if (!client_ready_.read_now(b.write_ptr(), b.write_space(), got, ec)) {
-      co_await client_ready_.wait_readable(ec);
-      if (ec) co_return ec;
-      continue;
-    }
+    if (!client_ready_.read_now(b.write_ptr(), b.write_space(), got, ec))
+      got = co_await client_ready_.read_some(b.write_ptr(), b.write_space(), ec);  // waits for the data
     if (ec) co_return ec;
     b.commit(got);
   }

@@ -15,7 +15,6 @@ namespace pgrouter::session {
 namespace p = pgrouter::protocol;
 
 namespace {
-void cancel_stream(net::PlainStream& s) { s.ready->cancel(); }
 void cancel_stream(tcp::socket& s) {
   boost::system::error_code ec;
   s.cancel(ec);
