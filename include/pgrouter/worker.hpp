@@ -20,6 +20,7 @@
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/protocol/scram.hpp"
 #include "pgrouter/routing/health.hpp"
+#include "pgrouter/routing/router.hpp"
 #include "pgrouter/sql/classifier.hpp"
 
 namespace pgrouter {
@@ -88,6 +89,9 @@ class Worker {
   sql::ClassifierCache& classifier() { return *classifier_; }
   std::mt19937& rng() { return rng_; }
   uint64_t& round_robin() { return rr_; }
+  // Scratch for a routing decision (ClientSession::choose_backend, which does not suspend): one vector
+  // per worker, not an allocation per transaction.
+  std::vector<routing::Candidate>& candidates() { return candidates_; }
 
   // Cancel keys: the pid pgrouter hands out encodes the worker index, so a CancelRequest arriving on
   // any worker is posted to the one that owns the session.
@@ -130,6 +134,7 @@ class Worker {
   std::map<std::tuple<std::string, std::string, int>, std::unique_ptr<pool::Pool>> pools_;
   std::unique_ptr<sql::ClassifierCache> classifier_;
   uint64_t rr_ = 0;
+  std::vector<routing::Candidate> candidates_;
   std::unordered_map<uint32_t, session::ClientSession*> sessions_;
   std::unordered_map<std::string, std::pair<std::string, protocol::scram::Verifier>> verifiers_;
   uint32_t pid_counter_ = 0;

@@ -10,20 +10,35 @@
 
 namespace pgrouter::pool {
 
-// A client waiting for a server. It is woken with wake_after_batch: when the server comes back from
-// another client's relay (the usual case under transaction pooling), the waiter runs once the readiness
-// set's current batch of events is dispatched, on the same stack, instead of through a timer's
-// cancellation and the scheduler's queue.
-struct Pool::Waiter {
-  net::Wakeup wake;
-  std::unique_ptr<ServerConnection> conn;  // handed over by release()
-  bool slot = false;                       // a slot was freed: try to open a connection
-  bool queued = true;
-  bool timed_out = false;
-  Clock::time_point deadline;    // pool.queue_timeout
-  Clock::time_point next_steal;  // when to ask the other workers for a slot (again)
-  std::chrono::milliseconds backoff{0};
-};
+// A waiter is woken with wake_after_batch: when the server comes back from another client's relay (the
+// usual case under transaction pooling), the waiter runs once the readiness set's current batch of events
+// is dispatched, on the same stack, instead of through a timer's cancellation and the scheduler's queue.
+Pool::Waiter::~Waiter() {
+  if (queued && pool) pool->leave_line(*this);
+}
+
+void Pool::Line::push_back(Waiter* w) {
+  w->prev = tail;
+  w->next = nullptr;
+  (tail ? tail->next : head) = w;
+  tail = w;
+  ++n;
+}
+
+void Pool::Line::push_front(Waiter* w) {
+  w->prev = nullptr;
+  w->next = head;
+  (head ? head->prev : tail) = w;
+  head = w;
+  ++n;
+}
+
+void Pool::Line::remove(Waiter* w) {
+  (w->prev ? w->prev->next : head) = w->next;
+  (w->next ? w->next->prev : tail) = w->prev;
+  w->prev = w->next = nullptr;
+  --n;
+}
 
 Pool::Pool(net::Readiness& readiness, PoolSettings settings, control::WorkerStats& stats,
            std::shared_ptr<PoolGroup> group, int worker)
@@ -41,7 +56,15 @@ Pool::~Pool() {
   group_->members.at(size_t(worker_)).store(nullptr);
   *alive_ = false;
   stats_.servers_idle.fetch_sub(int64_t(idle_.size()), std::memory_order_relaxed);
-  for (Waiter* w : waiters_) w->wake.wake_later();  // they see the pool gone and leave
+  // They see the pool gone and leave, touching nothing of it.
+  while (Waiter* w = waiters_.front()) {
+    waiters_.remove(w);
+    w->queued = false;
+    w->gone = true;
+    group_->waiting.fetch_sub(1, std::memory_order_relaxed);
+    stats_.clients_waiting.fetch_sub(1, std::memory_order_relaxed);
+    w->wake.wake_later();
+  }
 }
 
 void Pool::arm_sweep(Clock::time_point at) {
@@ -60,7 +83,7 @@ void Pool::sweep() {
   auto now = Clock::now();
   auto next = Clock::time_point::max();
   bool steal = false;
-  for (Waiter* w : waiters_) {
+  for (Waiter* w = waiters_.front(); w; w = w->next) {
     if (now >= w->deadline) {
       if (!w->timed_out) {
         w->timed_out = true;
@@ -197,7 +220,7 @@ void Pool::on_slot_freed() {
 void Pool::wake_one_for_slot() {
   if (waiters_.empty()) return;
   Waiter* w = waiters_.front();
-  waiters_.pop_front();
+  waiters_.remove(w);
   publish_load();
   group_->waiting.fetch_sub(1, std::memory_order_relaxed);
   w->queued = false;
@@ -233,11 +256,81 @@ std::unique_ptr<ServerConnection> Pool::take_idle(Clock::time_point started) {
   return nullptr;
 }
 
-awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
-  auto started = net::BatchClock::now();
+void Pool::enqueue(Waiter& w, bool first) {
+  w.conn.reset();
+  w.slot = w.timed_out = w.gone = false;
+  w.queued = true;
+  w.pool = this;
+  w.deadline = w.started + settings_.config.queue_timeout;
+  w.backoff = kStealAfter;
+  w.next_steal = Clock::now() + kStealAfter;
+  if (first) waiters_.push_front(&w);
+  else waiters_.push_back(&w);
+  publish_load();
+  group_->waiting.fetch_add(1, std::memory_order_relaxed);
+  stats_.clients_waiting.fetch_add(1, std::memory_order_relaxed);
+  arm_sweep(std::min(w.next_steal, w.deadline));
+}
+
+bool Pool::wait_in_line(Waiter& w) {
+  if (!idle_.empty()) return false;
+  // A free slot belongs to the clients already waiting (acquire): a newcomer opens a server when nobody waits.
+  int waiting = group_->waiting.load(std::memory_order_relaxed);
+  if (waiting == 0 && group_->servers.load(std::memory_order_relaxed) < settings_.max_servers) return false;
+  if (waiting >= settings_.config.queue_size) return false;  // acquire() says so
+  w.started = net::BatchClock::now();
+  enqueue(w, false);
+  return true;
+}
+
+void Pool::leave_line(Waiter& w) {
+  stats_.clients_waiting.fetch_sub(1, std::memory_order_relaxed);
+  if (w.queued) {
+    waiters_.remove(&w);
+    w.queued = false;
+    publish_load();
+    group_->waiting.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+std::unique_ptr<ServerConnection> Pool::handed(Waiter& w) {
+  if (!w.conn) return nullptr;
+  leave_line(w);
+  observe_wait(w.started);
+  return std::move(w.conn);
+}
+
+std::unique_ptr<ServerConnection> Pool::finish_wait(Waiter& w, ServerError& err, bool& first_in_line) {
+  leave_line(w);
+  if (w.conn) {
+    observe_wait(w.started);
+    return std::move(w.conn);
+  }
+  if (w.slot && Clock::now() < w.deadline) {
+    first_in_line = true;  // it was the first waiter when the slot was offered
+    return nullptr;
+  }
+  err = {protocol::sqlstate::too_many_connections,
+         "timed out after " + std::to_string(settings_.config.queue_timeout.count()) +
+             " ms waiting for a server connection to database \"" + settings_.target.dbname + "\": all " +
+             std::to_string(settings_.max_servers) + " are in use",
+         false};
+  return nullptr;
+}
+
+awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err, Waiter* woken) {
+  Waiter own;
+  Waiter& w = woken ? *woken : own;
   bool first_in_line = false;  // woken for a freed slot that another worker took first: keep the place
+  if (woken) {
+    if (w.gone) co_return nullptr;
+    if (auto c = finish_wait(w, err, first_in_line)) co_return c;
+    if (!first_in_line) co_return nullptr;
+  } else {
+    w.started = net::BatchClock::now();
+  }
   for (;;) {
-    if (auto c = take_idle(started)) co_return c;
+    if (auto c = take_idle(w.started)) co_return c;
     // A free slot belongs to the clients already waiting (one was told of it): a newcomer opens a server
     // only when nobody waits, else it could take every slot given to a worker whose clients wait.
     bool may_open = first_in_line || group_->waiting.load(std::memory_order_relaxed) == 0;
@@ -256,7 +349,7 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
       c->generation = generation_;
       set_welcome(c->params);
       stats_.server_connections_total.fetch_add(1, std::memory_order_relaxed);
-      observe_wait(started);
+      observe_wait(w.started);
       co_return c;
     }
     if (group_->waiting.load(std::memory_order_relaxed) >= settings_.config.queue_size) {
@@ -266,44 +359,16 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err) {
              false};
       co_return nullptr;
     }
-    Waiter w;
-    w.deadline = started + settings_.config.queue_timeout;
-    w.backoff = kStealAfter;
-    w.next_steal = Clock::now() + kStealAfter;
-    if (first_in_line) waiters_.push_front(&w);
-    else waiters_.push_back(&w);
+    enqueue(w, first_in_line);
     first_in_line = false;
-    publish_load();
-    group_->waiting.fetch_add(1, std::memory_order_relaxed);
-    stats_.clients_waiting.fetch_add(1, std::memory_order_relaxed);
-    arm_sweep(std::min(w.next_steal, w.deadline));
-    auto alive = alive_;
-    while (!w.conn && !w.slot && w.queued && !w.timed_out) {
+    while (!w.done()) {
       boost::system::error_code ec;
       co_await w.wake.wait(readiness_.io(), ec);
-      if (!*alive || ec) break;
+      if (ec) break;
     }
-    stats_.clients_waiting.fetch_sub(1, std::memory_order_relaxed);
-    if (!*alive) co_return nullptr;
-    if (w.conn) {
-      observe_wait(started);
-      co_return std::move(w.conn);
-    }
-    if (w.queued) {
-      waiters_.remove(&w);
-      publish_load();
-      group_->waiting.fetch_sub(1, std::memory_order_relaxed);
-    }
-    if (w.slot && Clock::now() < w.deadline) {
-      first_in_line = true;  // it was the first waiter when the slot was offered
-      continue;
-    }
-    err = {protocol::sqlstate::too_many_connections,
-           "timed out after " + std::to_string(settings_.config.queue_timeout.count()) +
-               " ms waiting for a server connection to database \"" + settings_.target.dbname +
-               "\": all " + std::to_string(settings_.max_servers) + " are in use",
-           false};
-    co_return nullptr;
+    if (w.gone) co_return nullptr;  // the pool is destroyed: touch nothing of it
+    if (auto c = finish_wait(w, err, first_in_line)) co_return c;
+    if (!first_in_line) co_return nullptr;
   }
 }
 
@@ -392,7 +457,7 @@ void Pool::hand_over(std::unique_ptr<ServerConnection> conn) {
   }
   if (!waiters_.empty()) {
     Waiter* w = waiters_.front();
-    waiters_.pop_front();
+    waiters_.remove(w);
     publish_load();
     group_->waiting.fetch_sub(1, std::memory_order_relaxed);
     w->queued = false;

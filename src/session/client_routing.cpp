@@ -173,7 +173,9 @@ int ClientSession::choose_backend(const char* d, size_t n) {
 
   // SET pgrouter.route = primary | replica | auto (carried with the client's other settings).
   std::string_view session_route = "auto";
-  if (auto it = tracker_->settings().find("pgrouter.route"); it != tracker_->settings().end()) {
+  static const std::string kRouteSetting = "pgrouter.route";  // (a literal would be a std::string per lookup)
+  const auto& settings = tracker_->settings();
+  if (auto it = settings.empty() ? settings.end() : settings.find(kRouteSetting); it != settings.end()) {
     std::string_view stmt = it->second;  // "SET pgrouter.route TO <value>"
     session_route = unquote(stmt.substr(stmt.rfind(' ') + 1));
   }
@@ -206,8 +208,8 @@ int ClientSession::choose_backend(const char* d, size_t n) {
   int backends = int(shard.backends());
   auto backend_of = [primary](int k) { return primary >= 0 && k >= primary ? k + 1 : k; };
   int replicas = primary >= 0 ? backends - 1 : backends;
-  std::vector<routing::Candidate> candidates;
-  candidates.reserve(size_t(backends));
+  auto& candidates = w_.candidates();
+  candidates.clear();
   for (int k = 0; k < replicas; ++k) {
     auto& pool = pool_at(backend_of(k));
     const auto* h = pool.settings().health.get();
@@ -324,7 +326,7 @@ awaitable<bool> ClientSession::settle_params(bool from_mark) {
   co_return false;
 }
 
-awaitable<bool> ClientSession::attach_backend(bool from_mark, int chosen) {
+awaitable<bool> ClientSession::attach_backend(bool from_mark, int chosen, bool from_line) {
   // Read/write splitting: the transaction's first messages say where it goes. A replica that cannot be
   // reached is taken out of rotation and the transaction goes elsewhere (nothing was sent yet); so is,
   // with role: auto, a primary, and the transaction waits for the next one.
@@ -368,7 +370,7 @@ awaitable<bool> ClientSession::attach_backend(bool from_mark, int chosen) {
       co_return false;
     }
     server_pool_ = &pool_at(backend_);
-    server_ = co_await server_pool_->acquire(err);
+    server_ = co_await server_pool_->acquire(err, std::exchange(from_line, false) ? &line_ : nullptr);
     if (server_) break;
     if (client_done_) co_return false;  // the session ends anyway (with its own FATAL, if any)
     if ((err.from_server && !unavailable(err.sqlstate)) || err.sqlstate == p::sqlstate::too_many_connections)

@@ -710,6 +710,27 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       // Transaction pooling: the first message of a transaction attaches a server (before the
       // messages are looked at: how they are rewritten depends on what that server has).
       int chosen = attach_now();
+      if (chosen >= 0 && pool_at(chosen).wait_in_line(line_)) {
+        // Every server busy: this client waits in line right here (the common case of more clients than
+        // servers), and is handed the next server given back, usually by another client's relay.
+        auto& pool = pool_at(chosen);
+        while (!line_.done()) {
+          net::error_code wec;
+          co_await line_.wake.wait(w_.io(), wec);
+          if (wec) break;
+        }
+        if (auto server = line_.gone ? nullptr : pool.handed(line_)) {
+          backend_ = chosen;
+          server_pool_ = &pool;
+          server_ = std::move(server);
+          chosen = server_taken() ? kAttached : kNeedsParams;
+        } else if (line_.gone) {
+          chosen = kNotChosen;  // (a worker's pools go only when it stops)
+        } else {
+          if (!co_await attach_backend(false, chosen, true)) co_return;  // a slot offered, or timed out
+          chosen = kAttached;
+        }
+      }
       if (chosen == kNeedsParams) {
         if (!co_await settle_params()) co_return;
       } else if (chosen != kAttached) {

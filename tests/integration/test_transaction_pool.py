@@ -96,6 +96,45 @@ def test_concurrent_transactions_all_commit(pgrouter):
         assert check.execute("select count(*), sum(n) from txn_pool_rows").fetchone() == (30 * 40, 0)
 
 
+def test_clients_in_line_for_a_busy_server(pgrouter):
+    """Every server busy: a transaction's first query waits in line (FIFO) for the next server given back,
+    and past pool.queue_timeout gets 53300, not a hang; the pgrouter_clients_waiting gauge follows."""
+    router = pgrouter({"pool": {"mode": "transaction", "size": 1, "queue_timeout": "1s"}, "listen": {"workers": 1}})
+    holder = router.connect(autocommit=True)
+    holder.execute("begin")
+    holder.execute("select 1")  # holds the only server
+    late = router.connect(autocommit=True)
+    started = time.monotonic()
+    with pytest.raises(psycopg.OperationalError) as info:
+        late.execute("select 2")
+    assert 0.8 <= time.monotonic() - started < 5
+    assert "53300" in str(info.value) or "waiting for a server connection" in str(info.value)
+    assert pgr.metric(router.metrics(), "pgrouter_clients_waiting") == 0
+
+    waiters = [router.connect(autocommit=True) for _ in range(3)]
+    results, ran_at = {}, {}
+
+    def wait(i):
+        results[i], ran_at[i] = waiters[i].execute("select %s::int, clock_timestamp()", (i,)).fetchone()
+
+    threads = []
+    for i in range(3):
+        threads.append(threading.Thread(target=wait, args=(i,)))
+        threads[-1].start()
+        time.sleep(0.15)  # in line in this order
+    assert results == {}
+    assert pgr.metric(router.metrics(), "pgrouter_clients_waiting") == 3
+    holder.execute("commit")
+    for t in threads:
+        t.join(10)
+    assert results == {0: 0, 1: 1, 2: 2}
+    assert ran_at[0] < ran_at[1] < ran_at[2]  # served in the order they came
+    assert pgr.metric(router.metrics(), "pgrouter_clients_waiting") == 0
+    assert holder.execute("select 7").fetchone() == (7,)  # the server is still good
+    for c in waiters + [holder]:
+        c.close()
+
+
 def test_startup_settings_follow_the_client_to_any_server(pgrouter):
     router = pgrouter({"pool": {"mode": "transaction", "size": 1}, "listen": {"workers": 1}})
     one = psycopg.connect(router.dsn() + " application_name=one options='-c statement_timeout=1111'",

@@ -47,6 +47,31 @@ struct PoolSettings {
 
 class Pool {
  public:
+  // A client in line for a server: acquire()'s, or a session's own, kept with it so that waiting costs no
+  // coroutine frame (ClientSession::client_to_server waits on `wake` itself; see wait_in_line). Linked
+  // into the pool's queue by its own pointers: joining the queue allocates nothing.
+  struct Waiter {
+    Waiter() = default;
+    Waiter(const Waiter&) = delete;
+    Waiter& operator=(const Waiter&) = delete;
+    ~Waiter();  // leaves the queue it is in
+    // Woken for a reason: a server handed over, a slot offered, timed out, or the pool gone.
+    bool done() const { return conn || slot || !queued || timed_out || gone; }
+    net::Wakeup wake;
+    std::unique_ptr<ServerConnection> conn;  // handed over by release()
+    bool slot = false;                       // a slot was freed: try to open a connection
+    bool queued = false;
+    bool timed_out = false;
+    bool gone = false;  // the pool was destroyed: nothing of it may be touched
+    Clock::time_point started;     // when the client began to wait (pool_wait)
+    Clock::time_point deadline;    // pool.queue_timeout
+    Clock::time_point next_steal;  // when to ask the other workers for a slot (again)
+    std::chrono::milliseconds backoff{0};
+    Pool* pool = nullptr;  // whose queue it is in, while queued
+    Waiter* prev = nullptr;
+    Waiter* next = nullptr;
+  };
+
   // readiness: the worker's (its io_context runs the pool), through which a client waiting for a server is
   // handed one (see Waiter).
   Pool(net::Readiness& readiness, PoolSettings settings, control::WorkerStats& stats, std::shared_ptr<PoolGroup> group,
@@ -61,7 +86,16 @@ class Pool {
 
   // A logged-in server for exclusive use, or nullptr with err set (53300 when the queue is full or
   // the wait timed out; the server's own error when login failed).
-  awaitable<std::unique_ptr<ServerConnection>> acquire(ServerError& err);
+  // woken: a Waiter that wait_in_line() queued and that was woken without a server (a slot offered, a
+  // timeout): acquire goes on from there (first in line for the slot, or the timeout's error).
+  awaitable<std::unique_ptr<ServerConnection>> acquire(ServerError& err, Waiter* woken = nullptr);
+  // When the client must wait (no idle server, as take_idle() just found; no slot it may open; room in the
+  // queue), puts w in line and returns true: the caller waits on w.wake until w.done(), then takes
+  // handed() or, failing that, calls acquire(err, &w) (unless w.gone: the pool is no more). False: call
+  // acquire(), which opens a server or refuses.
+  bool wait_in_line(Waiter& w);
+  // After w.done(): the server handed to w (w leaves the line), or nullptr (w stays as it is, for acquire).
+  std::unique_ptr<ServerConnection> handed(Waiter& w);
   // acquire() when an idle server is there (the common case in a warm pool), without a coroutine; nullptr
   // otherwise (then acquire()).
   std::unique_ptr<ServerConnection> take_idle() { return take_idle(net::BatchClock::now()); }
@@ -88,7 +122,6 @@ class Pool {
   size_t waiting() const { return waiters_.size(); }
 
  private:
-  struct Waiter;
   // How long a client waits for a server of its own worker before other workers are asked to give
   // up an idle one (moving its slot).
   static constexpr std::chrono::milliseconds kStealAfter{20};
@@ -112,6 +145,22 @@ class Pool {
   Pool* starving_peer(int mine);
   void publish_load();  // load_ from total_ and waiters_
   void wake_one_for_slot();
+  void enqueue(Waiter& w, bool first);
+  void leave_line(Waiter& w);  // after a wait: no longer counted as waiting, out of the queue
+  // After a wait without a server handed over: first_in_line for a slot offered, else err (timed out).
+  std::unique_ptr<ServerConnection> finish_wait(Waiter& w, ServerError& err, bool& first_in_line);
+  // The queue, first in line first (FIFO; push_front for a waiter keeping its place).
+  struct Line {
+    Waiter* head = nullptr;
+    Waiter* tail = nullptr;
+    size_t n = 0;
+    bool empty() const { return n == 0; }
+    size_t size() const { return n; }
+    Waiter* front() const { return head; }
+    void push_back(Waiter* w);
+    void push_front(Waiter* w);
+    void remove(Waiter* w);
+  };
   // One timer for all waiters: their queue timeouts and when to ask other workers for a slot. Armed
   // for the earliest of those; a waiter handed a server needs no timer of its own.
   void arm_sweep(Clock::time_point at);
@@ -134,7 +183,7 @@ class Pool {
     bool clean;
   };
   std::list<Parked> parked_;  // given back with a cancel still on its way to the server
-  std::list<Waiter*> waiters_;
+  Line waiters_;
   // total_ << 32 | waiters_.size(), stored when either changes; read by the other workers' starving_peer().
   std::atomic<uint64_t> load_{0};
   std::map<std::string, std::string> welcome_params_;

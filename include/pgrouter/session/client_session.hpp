@@ -65,8 +65,9 @@ class ClientSession {
   // ryw_give_up_at_ (routing.read_your_writes_wait), is kAwaitReplay.
   int ryw_held(int primary);
   // attach_backend(), first round chosen already: `chosen` is what choose_backend() returned for it
-  // (kNotChosen: nothing yet).
-  awaitable<bool> attach_backend(bool from_mark, int chosen = kNotChosen);
+  // (kNotChosen: nothing yet). from_line: line_ waited in that backend's pool and was woken without a
+  // server (a slot offered, a timeout): its first acquire goes on from there.
+  awaitable<bool> attach_backend(bool from_mark, int chosen = kNotChosen, bool from_line = false);
   static constexpr int kNotChosen = -100;
   // The start of a transaction without a coroutine when it needs no wait: routes it and takes an idle
   // server with this client's settings (kAttached); kNeedsParams: attached, but the server needs the
@@ -177,6 +178,9 @@ class ClientSession {
   // Attached server.
   pool::Pool* pool_ = nullptr;         // the primary's pool (settings, welcome parameters)
   pool::Pool* server_pool_ = nullptr;  // the pool server_ came from
+  // In line for a server (transaction pooling, all busy): client_to_server waits on it itself, with no
+  // coroutine frame of attach_backend and Pool::acquire per wait (see Pool::wait_in_line).
+  pool::Pool::Waiter line_;
   // The worker's pool of each backend of db_ for user_cfg_ (Worker::pool_for builds a key and searches a
   // map: about a tenth of a routed read's instructions); valid while db_ and user_cfg_ are (the
   // session's config_ keeps them alive; a worker never drops a pool).
