@@ -126,6 +126,26 @@ print()
 print("tps of every run (min..max per target/protocol): " + "; ".join(
     f"{t}/{m} {min(r[0] for r in runs[(t, m)]):.0f}..{max(r[0] for r in runs[(t, m)]):.0f}"
     for m in modes for t in targets if (t, m) in runs))
+# The host's speed drifts over minutes (every target of a round tends to be high or low together): a ratio
+# taken within each round, where the targets ran back to back, cancels the drift that the medians above keep.
+rounds = {}
+for line in open(path):
+    rnd, target, mode, tps, _ = line.split("\t")
+    rounds.setdefault((target, mode), {})[rnd] = float(tps)
+lines = []
+for mode in modes:
+    base = rounds.get(("pgbouncer", mode), {})
+    for target in targets:
+        if target == "pgbouncer" or (target, mode) not in rounds or not base:
+            continue
+        ratios = [tps / base[r] for r, tps in sorted(rounds[(target, mode)].items(), key=lambda x: int(x[0]))
+                  if base.get(r) and tps]
+        if ratios:
+            lines.append(f"{target}/{mode} median {statistics.median(ratios):.2f}, {sum(x >= 1 for x in ratios)} of "
+                         f"{len(ratios)} rounds >= 1.00 ({', '.join(f'{x:.2f}' for x in ratios)})")
+if lines:
+    print()
+    print("Within-round ratios to pgbouncer: " + "; ".join(lines))
 PY
 if [[ " ${TARGETS[*]} " != *" pgrouter "* ]]; then
   echo
