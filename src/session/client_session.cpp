@@ -95,7 +95,7 @@ void ClientSession::check_timeouts(pool::Clock::time_point now) {
   const char* code = nullptr;
   std::string message;
   if (pending_ > 0) {
-    if (cfg.query_timeout.count() > 0 && ring_count_ > 0 && now - started_[ring_head_] > cfg.query_timeout) {
+    if (cfg.query_timeout.count() > 0 && ring_count_ > 0 && now - ring()[ring_head_] > cfg.query_timeout) {
       code = p::sqlstate::query_canceled;
       message = "query ran longer than pool.query_timeout (" + std::to_string(cfg.query_timeout.count()) +
                 " ms); pgrouter closed the connection";
@@ -579,8 +579,14 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
 void ClientSession::request_started() {
   ++pending_;
   w_.stats().queries_total.fetch_add(1, std::memory_order_relaxed);
-  if (ring_count_ < kRing) {
-    started_[(ring_head_ + ring_count_) % kRing] = net::BatchClock::now();
+  if (ring_count_ == kRingInline && !started_more_) {  // deeper than the few kept in place: to the heap
+    auto more = std::make_unique<pool::Clock::time_point[]>(kRing);
+    for (size_t i = 0; i < ring_count_; ++i) more[i] = started_inline_[(ring_head_ + i) % kRingInline];
+    started_more_ = std::move(more);
+    ring_head_ = 0;
+  }
+  if (ring_count_ < ring_capacity()) {
+    ring()[(ring_head_ + ring_count_) % ring_capacity()] = net::BatchClock::now();
     ++ring_count_;
   }
 }
@@ -588,9 +594,9 @@ void ClientSession::request_started() {
 void ClientSession::request_finished() {
   if (pending_ > 0) --pending_;
   if (ring_count_ > 0) {
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(net::BatchClock::now() - started_[ring_head_]).count();
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(net::BatchClock::now() - ring()[ring_head_]).count();
     w_.stats().query_latency.observe_ns(uint64_t(ns));
-    ring_head_ = (ring_head_ + 1) % kRing;
+    ring_head_ = (ring_head_ + 1) % ring_capacity();
     --ring_count_;
   }
 }

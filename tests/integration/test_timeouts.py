@@ -29,6 +29,35 @@ def test_query_timeout(pgrouter, mode):
         assert other.execute("select 1").fetchone() == (1,)
 
 
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_query_timeout_and_latency_in_a_deep_pipeline(pgrouter, mode):
+    """A client with more queries in flight than pgrouter times in place (4) (simple-protocol queries sent
+    without waiting): each is still timed from when it was sent, for the latency histogram and for
+    pool.query_timeout."""
+    router = pgrouter({"pool": {"mode": mode, "query_timeout": "3s"}, "listen": {"workers": 1}})
+    count = lambda: pgr.metric(router.metrics(), "pgrouter_query_duration_seconds_count") or 0  # noqa: E731
+    with pgr.Raw(router.port) as raw:
+        raw.startup("pgr_clear", "app", "clear_pw")
+        before = count()
+        raw.send(b"".join(pgr.query(f"select pg_sleep(0.1), {i}") for i in range(10)))  # 1 s in all
+        answers = [raw.read_until_ready(timeout=10) for _ in range(10)]
+        assert [m[-1][0] for m in answers] == ["Z"] * 10
+        assert not [k for m in answers for k, _ in m if k == "E"]
+        time.sleep(0.2)
+        assert count() - before == 10
+        started = time.monotonic()
+        raw.send(b"".join(pgr.query("select pg_sleep(0.05)") for _ in range(6)) +
+                 pgr.query("select pg_sleep(20)"))  # the 7th in flight: timed in the ring on the heap
+        messages = raw.read_until((), timeout=10)
+        errors = [pgr.parse_error_fields(p) for k, p in messages if k == "E"]
+        assert [e["code"] for e in errors] == ["57014"], errors
+        assert "pool.query_timeout" in errors[0]["message"]
+        assert messages[-1][0] == ""  # closed
+        assert 2.5 < time.monotonic() - started < 8
+    with router.connect() as other:
+        assert other.execute("select 1").fetchone() == (1,)
+
+
 def test_idle_transaction_timeout_rolls_back(pgrouter):
     router = pgrouter({"pool": {"idle_transaction_timeout": "1s"}})
     with router.connect() as setup:

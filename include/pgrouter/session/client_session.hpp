@@ -242,8 +242,15 @@ class ClientSession {
   std::unique_ptr<TxnTracker> tracker_;  // transaction pooling: statements and settings that follow the client
   std::string c2s_out_, c2s_repl_, s2c_out_, s2c_repl_;  // rewritten batches (only when a message changed)
   std::string pending_fatal_sqlstate_, pending_fatal_message_;
+  // When each request in flight started (query latency, pool.query_timeout), oldest first: a ring of a few
+  // entries in place, moved to one of kRing on the heap for a client that pipelines deeper (an idle client
+  // keeps 32 bytes, not 512). Requests beyond kRing in flight are not timed.
+  static constexpr size_t kRingInline = 4;
   static constexpr size_t kRing = 64;
-  std::array<pool::Clock::time_point, kRing> started_{};
+  std::array<pool::Clock::time_point, kRingInline> started_inline_{};
+  std::unique_ptr<pool::Clock::time_point[]> started_more_;
+  pool::Clock::time_point* ring() { return started_more_ ? started_more_.get() : started_inline_.data(); }
+  size_t ring_capacity() const { return started_more_ ? kRing : kRingInline; }
   size_t ring_head_ = 0, ring_count_ = 0;
 };
 
