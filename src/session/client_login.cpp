@@ -106,28 +106,55 @@ void ClientSession::login_timed_out() {
   }
 }
 
-awaitable<ClientSession::LoggedIn> ClientSession::login() {
+bool ClientSession::begin_login() {
   auto& rt = w_.runtime();
   w_.stats().client_connections_total.fetch_add(1, std::memory_order_relaxed);
   counted_client_ = true;
-  int now_clients = rt.clients.fetch_add(1, std::memory_order_relaxed) + 1;
+  now_clients_ = rt.clients.fetch_add(1, std::memory_order_relaxed) + 1;
   net::tune_socket(plain_.fd);
   if (!client_ready_.attach(w_.readiness(), plain_.fd)) {
     log::error("cannot register a client connection with the worker's readiness set",
                {{"session", id_}, {"client", peer_}, {"error", std::string(std::strerror(errno))}});
-    co_return LoggedIn::no;
+    return false;
   }
-
   // A login that does not finish in time is cut off, whatever stage it is stuck in (login_timed_out).
   login_watch_.session = this;
   w_.watch_login(login_watch_, config_->listen.client_login_timeout);
+  answer_encryption_request_now();
+  return true;
+}
+
+void ClientSession::answer_encryption_request_now() {
+  // With TCP_DEFER_ACCEPT the client's first message is usually there when the connection is accepted. The
+  // SSLRequest that libpq sends first by default (sslmode=prefer), or a GSSENCRequest, is answered 'N' here
+  // in the accept loop, as PgBouncer does, when no TLS is configured: the client's next step does not wait
+  // for the login coroutine to be scheduled behind the rest of the worker's batch (a client that connects
+  // synchronously, such as pgbench -C, waits for every such step). Anything else, or more than the request
+  // (see the CVE-2021-23214 check in login), is left in client_buf_ for login() to read.
+  if (w_.tls()) return;
+  auto& b = client_buf_;
+  b.reserve_message(8);
+  size_t got = 0;
+  net::error_code ec;
+  if (!client_ready_.read_now(b.write_ptr(), b.write_space(), got, ec) || ec) return;
+  b.commit(got);
+  if (b.size() != 8 || p::read_be32(b.data()) != 8) return;
+  uint32_t code = p::read_be32(b.data() + 4);
+  if (code != p::kSslRequestCode && code != p::kGssEncRequestCode) return;
+  size_t written = 0;
+  if (!client_ready_.write_now("N", 1, written, ec) || ec || written != 1) return;  // then login() answers
+  b.consume(8);
+  (code == p::kSslRequestCode ? early_ssl_ : early_gss_) = true;
+}
+
+awaitable<ClientSession::LoggedIn> ClientSession::login() {
   struct Unwatch {
     LoginWatch& w;
     ~Unwatch() { Worker::unwatch_login(w); }
   } unwatch{login_watch_};
 
   p::StartupPacket sp;
-  bool tried_ssl = false, tried_gss = false;
+  bool tried_ssl = early_ssl_, tried_gss = early_gss_;  // answered by answer_encryption_request_now()
   for (;;) {
     if (!co_await read_startup_on(plain_, sp)) co_return LoggedIn::no;
     if (sp.code == p::kCancelRequestCode) {
@@ -174,7 +201,7 @@ awaitable<ClientSession::LoggedIn> ClientSession::login() {
         co_await fail(*tls_, p::sqlstate::protocol_violation, "unexpected request inside TLS");
         co_return LoggedIn::no;
       }
-      if (now_clients > config_->listen.max_client_conn) {
+      if (now_clients_ > config_->listen.max_client_conn) {
         co_await fail(*tls_, p::sqlstate::too_many_connections,
                       "sorry, too many clients already (listen.max_client_conn = " +
                           std::to_string(config_->listen.max_client_conn) + ")");
@@ -194,7 +221,7 @@ awaitable<ClientSession::LoggedIn> ClientSession::login() {
     }
     break;
   }
-  if (now_clients > config_->listen.max_client_conn) {
+  if (now_clients_ > config_->listen.max_client_conn) {
     co_await fail(plain_, p::sqlstate::too_many_connections,
                   "sorry, too many clients already (listen.max_client_conn = " +
                       std::to_string(config_->listen.max_client_conn) + ")");

@@ -809,6 +809,7 @@ template awaitable<void> ClientSession::relay(net::TlsStream&);
 
 void spawn_session(Worker& worker, int fd, const tcp::endpoint& peer) {
   auto session = std::make_shared<ClientSession>(worker, fd, peer);
+  if (!session->begin_login()) return;
   asio::co_spawn(worker.io(), [session]() -> awaitable<void> { co_await session->run(); }, asio::detached);
 }
 

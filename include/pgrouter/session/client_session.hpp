@@ -23,6 +23,10 @@ class ClientSession {
   ClientSession(Worker& worker, int fd, const tcp::endpoint& peer);
   ~ClientSession();
   awaitable<void> run();
+  // Before login() (which runs once the accept loop's batch is done): counts the client, registers its
+  // socket, starts the login timeout, and answers an SSLRequest or GSSENCRequest that is already there.
+  // False: the connection cannot be served (logged).
+  bool begin_login();
 
   // Called on this session's worker thread when a CancelRequest with its key arrives.
   void forward_cancel();
@@ -121,6 +125,7 @@ class ClientSession {
   // an idle client keeps only run()'s small frame and the relay's.
   enum class LoggedIn { no, plain, tls };
   awaitable<LoggedIn> login();
+  void answer_encryption_request_now();
   // true: logged in, the relay may start on s.
   template <typename Stream> awaitable<bool> serve(Stream& s, protocol::StartupPacket sp);
   template <typename Stream> awaitable<bool> authenticate(Stream& s, const protocol::StartupPacket& sp);
@@ -170,6 +175,8 @@ class ClientSession {
   const control::UserConfig* user_cfg_ = nullptr;
   bool counted_client_ = false;
   bool logged_in_ = false;
+  bool early_ssl_ = false, early_gss_ = false;  // answered 'N' by answer_encryption_request_now()
+  int now_clients_ = 0;                         // clients of all workers when this one was accepted
   LoginWatch login_watch_;  // on the worker's list while logging in (listen.client_login_timeout)
 
   // Cancel key handed to the client.
