@@ -731,7 +731,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
           server_ = std::move(server);
           chosen = server_taken() ? kAttached : kNeedsParams;
         } else if (line_.gone) {
-          chosen = kNotChosen;  // (a worker's pools go only when it stops)
+          co_return;  // a worker's pools go only when it stops: so does this session
         } else {
           if (!co_await attach_backend(false, chosen, true)) co_return;  // a slot offered, or timed out
           chosen = kAttached;
