@@ -301,11 +301,8 @@ std::unique_ptr<ServerConnection> Pool::handed(Waiter& w) {
 }
 
 std::unique_ptr<ServerConnection> Pool::finish_wait(Waiter& w, ServerError& err, bool& first_in_line) {
+  if (auto c = handed(w)) return c;
   leave_line(w);
-  if (w.conn) {
-    observe_wait(w.started);
-    return std::move(w.conn);
-  }
   if (w.slot && Clock::now() < w.deadline) {
     first_in_line = true;  // it was the first waiter when the slot was offered
     return nullptr;

@@ -716,10 +716,11 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       // Transaction pooling: the first message of a transaction attaches a server (before the
       // messages are looked at: how they are rewritten depends on what that server has).
       int chosen = attach_now();
-      if (chosen >= 0 && pool_at(chosen).wait_in_line(line_)) {
+      pool::Pool* in_line = chosen >= 0 ? &pool_at(chosen) : nullptr;
+      if (in_line && in_line->wait_in_line(line_)) {
         // Every server busy: this client waits in line right here (the common case of more clients than
         // servers), and is handed the next server given back, usually by another client's relay.
-        auto& pool = pool_at(chosen);
+        auto& pool = *in_line;
         while (!line_.done()) {
           net::error_code wec;
           co_await line_.wake.wait(w_.io(), wec);
