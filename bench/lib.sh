@@ -133,7 +133,7 @@ HAP
 # with a message when the binary is missing or does not answer a query (it is still being written).
 # The database's replicas are the ports in PGROUTER_REPLICA_PORTS (space-separated; set but empty: none), by default
 # every replica start_replica made; PGROUTER_ROUTING, if set, is the database's routing: value as YAML flow
-# ("{read_from: any, probe_interval: 100ms}").
+# ("{read_from: any, probe_interval: 100ms}"); PGROUTER_UNNAMED, if set, is pool.unnamed_statements (pass|prepare).
 start_pgrouter() {
   if [ ! -x "$PGROUTER_BIN" ]; then
     log "SKIP pgrouter: $PGROUTER_BIN not found (build it, or set PGROUTER_BIN)"
@@ -162,6 +162,7 @@ log:
 pool:
   mode: $1
   size: $2
+${PGROUTER_UNNAMED:+  unnamed_statements: $PGROUTER_UNNAMED}
 databases:
   - name: postgres
     shards:

@@ -8,7 +8,8 @@
 #   statement and routing the reads there; needs POOL_MODE=transaction), PGROUTER_BASE_BIN=path (adds another pgrouter
 #   build as the target "baseline", for an A/B in one run), ONLY="pgbouncer pgrouter baseline" (just these targets),
 #   ONLY_MODES="simple extended" (just these protocols), PGROUTER_SCHED / PGROUTER_BASE_SCHED=batch|normal
-#   (listen.scheduling of pgrouter / baseline; unset: the build's default)
+#   (listen.scheduling of pgrouter / baseline; unset: the build's default), UNNAMED_PREPARE=1 (adds the target
+#   "pgrouter_prep": the same pgrouter with pool.unnamed_statements: prepare; transaction mode)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap bench_cleanup EXIT
@@ -44,6 +45,14 @@ if [ -n "${PGROUTER_BASE_BIN:-}" ]; then
   # A/B in one run: another pgrouter build (e.g. an earlier commit) as the target "baseline".
   if PGROUTER_BIN=$PGROUTER_BASE_BIN start_pgrouter "$POOL_MODE" "$POOL_SIZE" "$PGROUTER_WORKERS" baseline; then
     TARGETS+=(baseline); PORT[baseline]=$PGROUTER_PORT
+  fi
+fi
+
+if [ "${UNNAMED_PREPARE:-0}" = 1 ]; then
+  # The same build with the client's unnamed statements prepared once per server connection (opt-in, as PgDog's
+  # prepared_statements = "extended_anonymous").
+  if PGROUTER_UNNAMED=prepare start_pgrouter "$POOL_MODE" "$POOL_SIZE" "$PGROUTER_WORKERS" pgrouter_prep; then
+    TARGETS+=(pgrouter_prep); PORT[pgrouter_prep]=$PGROUTER_PORT
   fi
 fi
 

@@ -443,7 +443,8 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
       if (strcasecmp(k.c_str(), "search_path") == 0) search_path = v;
     tracker_ = std::make_unique<TxnTracker>(w_.stats(), id_, size_t(pc.prepared_statements_cache),
                                             pc.session_features == control::SessionFeatures::refuse,
-                                            pc.track_parameters, search_path);
+                                            pc.track_parameters, search_path,
+                                            pc.unnamed_statements == control::UnnamedStatements::prepare);
   }
   // The ParameterStatus set of the welcome: the pool's (transaction pooling, with the client's own startup
   // settings over it) or the session's server's. Pointed to, not copied: nothing below waits before it is sent.

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <cstring>
 
 #include "pgrouter/protocol/messages.hpp"
 
@@ -87,6 +88,12 @@ std::string error_message(std::string_view code, std::string_view message, std::
 // Statements with the same text, parameter types and search_path are the same statement: names in
 // the text are resolved at Parse time, so a client with another search_path gets its own.
 std::string TxnTracker::server_name_for(std::string_view query, std::string_view types) const {
+  std::string name;
+  server_name_into(name, query, types);
+  return name;
+}
+
+void TxnTracker::server_name_into(std::string& name, std::string_view query, std::string_view types) const {
   XXH3_state_t state;
   XXH3_state_t* st = &state;
   XXH3_128bits_reset(st);
@@ -99,10 +106,11 @@ std::string TxnTracker::server_name_for(std::string_view query, std::string_view
   XXH3_128bits_update(st, path.data(), path.size());
   XXH128_hash_t h = XXH3_128bits_digest(st);
   static constexpr char hex[] = "0123456789abcdef";
-  std::string name = "pgr_";
+  name.resize(4 + 32);
+  std::memcpy(name.data(), "pgr_", 4);
+  char* at = name.data() + 4;
   for (uint64_t part : {h.high64, h.low64})
-    for (int i = 60; i >= 0; i -= 4) name.push_back(hex[(part >> i) & 0xf]);
-  return name;
+    for (int i = 60; i >= 0; i -= 4) *at++ = hex[(part >> i) & 0xf];
 }
 
 uint32_t TextRewrite::client_position(uint32_t pos) const {
@@ -392,6 +400,23 @@ void TxnTracker::carry_prepare(std::string_view sql, pool::ServerStatements& ser
   expect_.push_back(std::move(c));
 }
 
+void TxnTracker::prepare_unnamed_here(pool::ServerStatements& server, std::string& out, std::string_view query,
+                                      std::string_view types, Action parse_action) {
+  // A Close first: the server may still hold a statement of this name that pgrouter forgot on purpose (its
+  // plan went stale, see server_message), and a Parse of an existing name fails.
+  evict_for(unnamed_server_, server, out);
+  append_named(out, 'C', 'S', unnamed_server_);
+  expect_.push_back(Expect{'3', Action::drop});
+  append_parse(out, unnamed_server_, query, types);
+  stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
+  Expect e{'1', parse_action};
+  // The client's own Parse: if it fails or is skipped, the client has no unnamed statement (as in PostgreSQL).
+  // One pgrouter sent before a Bind/Describe: its reply is dropped, and the client's statement stays.
+  e.unnamed = parse_action == Action::forward;
+  e.more().server_name = unnamed_server_;  // if it does not happen, the server lacks it
+  expect_.push_back(std::move(e));
+}
+
 bool TxnTracker::client_message(char type, std::string_view body, pool::ServerStatements& server, std::string& out,
                                 Effect& effect) {
   effect = Effect::none;
@@ -436,13 +461,9 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
       }
       std::string_view text = rewritten ? std::string_view(rewritten_text) : *query;
       if (client_name.empty()) {
-        Expect e{'1'};
-        e.unnamed = true;
-        if (rw) e.more().rewrite = rw;
-        expect_.push_back(std::move(e));
-        server.unnamed_owner = owner_;
         if (window_ && !unnamed_saved_) {  // keep the window's starting point for rewind()
           std::swap(unnamed_before_window_, unnamed_parse_);
+          std::swap(unnamed_server_before_window_, unnamed_server_);
           unnamed_saved_ = true;
         }
         unnamed_valid_ = true;
@@ -450,6 +471,26 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         append_parse(unnamed_parse_, "", text, types);
         unnamed_uses_ = std::move(uses);
         unnamed_rewrite_ = rw;
+        if (prepare_unnamed_ && !rewritten && effect == Effect::none) {
+          // Prepared under its shared name: parsed once per server connection (pool.unnamed_statements).
+          server_name_into(unnamed_server_, text, types);  // in place: no allocation per transaction
+          if (server.use(unnamed_server_)) {
+            stats_.prepared_statements_reused_total.fetch_add(1, std::memory_order_relaxed);
+            append_named(out, 'C', 'S', kNoStatement);  // answers CloseComplete, shown as ParseComplete
+            Expect e{'3', Action::as_parse_complete};
+            e.unnamed = true;
+            expect_.push_back(std::move(e));
+            return true;
+          }
+          prepare_unnamed_here(server, out, text, types, Action::forward);
+          return true;
+        }
+        unnamed_server_.clear();
+        Expect e{'1'};
+        e.unnamed = true;
+        if (rw) e.more().rewrite = rw;
+        expect_.push_back(std::move(e));
+        server.unnamed_owner = owner_;
         if (!rewritten) return false;
         out.append(unnamed_parse_);
         return true;
@@ -495,6 +536,18 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
       if (!stmt) return false;
       if (stmt->empty()) {
         if (type == 'B') bound(unnamed_valid_ ? unnamed_rewrite_ : nullptr);
+        if (unnamed_valid_ && !unnamed_server_.empty()) {  // prepared under its shared name
+          if (!server.use(unnamed_server_)) {
+            std::string_view parse = std::string_view(unnamed_parse_).substr(5);
+            size_t at = 0;
+            p::read_cstring(parse, at);  // the name ("")
+            auto query = p::read_cstring(parse, at);
+            prepare_unnamed_here(server, out, *query, parse.substr(at), Action::drop);
+          }
+          if (type == 'B') append_bind(out, portal, unnamed_server_, body.substr(pos));
+          else append_named(out, 'D', 'S', unnamed_server_);
+          return true;
+        }
         // The unnamed statement lives on one server until someone else parses there.
         if (server.unnamed_owner == owner_) return false;
         if (unnamed_valid_) {
@@ -533,7 +586,10 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
       pos = 1;
       auto name = p::read_cstring(body, pos);
       if (!name || name->empty()) {
-        if (name) unnamed_valid_ = false;
+        if (name) {
+          unnamed_valid_ = false;
+          server.unnamed_owner = 0;  // the server's unnamed statement is gone, whoever parsed it
+        }
         expect_.push_back(std::move(e));
         return false;
       }
@@ -612,8 +668,10 @@ void TxnTracker::undo(Expect& e, pool::ServerStatements& server) {
     if (!x.client_name.empty()) statements_.erase(x.client_name);
     if (!x.server_name.empty()) server.erase(x.server_name);
   } else if (e.reply == '3') {
-    if (e.action == Action::as_parse_complete) statements_.erase(x.client_name);
-    else if (e.evicted) server.restore(x.server_name);
+    if (e.action == Action::as_parse_complete) {
+      if (e.unnamed) unnamed_valid_ = false;
+      else statements_.erase(x.client_name);
+    } else if (e.evicted) server.restore(x.server_name);
     else if (x.removed) statements_[x.client_name] = x.removed;
   } else if (e.reply == 'C') {
     // A PREPARE that did not run (or failed) after its statement was closed: the server lacks it.
@@ -648,6 +706,7 @@ bool TxnTracker::fix_error(std::string_view body, const TextRewrite* rw, bool st
         for (auto& [server_name, client_name] : rw->names) replace_all(value, server_name, client_name);
       for (auto& [client_name, st] : statements_)
         if (value.find(st->server_name) != std::string::npos) replace_all(value, st->server_name, client_name);
+      if (!unnamed_server_.empty()) replace_all(value, unnamed_server_, "");  // the client's unnamed statement
     }
     out.push_back(code);
     out.append(value);
@@ -680,7 +739,10 @@ void TxnTracker::rewind() {
   group_sets_.clear();
   group_effects_.clear();
   dealloc_.reset();
-  if (unnamed_saved_) std::swap(unnamed_before_window_, unnamed_parse_);
+  if (unnamed_saved_) {
+    std::swap(unnamed_before_window_, unnamed_parse_);
+    std::swap(unnamed_server_before_window_, unnamed_server_);
+  }
   unnamed_saved_ = false;
   unnamed_valid_ = window_unnamed_valid_;
 }
@@ -730,8 +792,15 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       return Reply::forward;
     }
     case 'E': {
+      if (!unnamed_server_.empty() && body.find("cached plan must not change result type") != std::string_view::npos) {
+        // The shared statement behind the client's unnamed one outlived a change of its result columns. PostgreSQL
+        // does not re-plan it; the client, which parses its unnamed statement anew each time, cannot either. Forgotten
+        // here, it is closed and parsed again at its next use on this server (one error per server connection).
+        server.erase(unnamed_server_);
+      }
       if (expect_.empty()) {
-        if (!statements_.empty() && fix_error(body, nullptr, false, replacement)) return Reply::replace;
+        if ((!statements_.empty() || !unnamed_server_.empty()) && fix_error(body, nullptr, false, replacement))
+          return Reply::replace;
         return Reply::forward;
       }
       Reply r = Reply::forward;

@@ -299,11 +299,13 @@ def test_pgbench_prepared_under_transaction_pooling_with_a_tiny_cache(pgrouter, 
     assert pgr.metric(text, "pgrouter_servers_active") == 0
 
 
-def test_unnamed_statement_of_one_client_never_runs_for_another(pgrouter):
+@pytest.mark.parametrize("unnamed", ["pass", "prepare"])
+def test_unnamed_statement_of_one_client_never_runs_for_another(pgrouter, unnamed):
     """Two raw clients share one server (pool size 1). B leaves its unnamed statement on the server; A, whose
     unnamed statement a simple Query dropped (or whose re-sent one the server skipped after an error), binds
-    the unnamed statement: A must get PostgreSQL's 26000 or its own statement's row, never B's."""
-    router = pgrouter(txn(1))
+    the unnamed statement: A must get PostgreSQL's 26000 or its own statement's row, never B's. The same with
+    pool.unnamed_statements: prepare, where each client's unnamed statement is a shared statement on the server."""
+    router = pgrouter(txn(1, unnamed_statements=unnamed))
 
     def login():
         raw = pgr.Raw(router.port)
@@ -406,3 +408,94 @@ def test_a_do_block_that_sets_pins_and_leaks_nothing(pgrouter):
             assert settings_of(b) == defaults
     with router.connect() as c, router.connect() as d:  # a's server was reset before reuse
         assert settings_of(c) == defaults and settings_of(d) == defaults
+
+
+def prepared_on_server(conn, text):
+    """(name, plans so far) of each statement the client's server has prepared with this text."""
+    return conn.execute("select name, generic_plans + custom_plans from pg_prepared_statements where statement = %s",
+                        (text,), prepare=False).fetchall()
+
+
+@pytest.mark.parametrize("unnamed", ["pass", "prepare"])
+def test_unnamed_statements_are_prepared_once_per_server_when_asked(pgrouter, unnamed):
+    """pool.unnamed_statements: prepare: a text the client sends again as its unnamed statement is parsed once per
+    server connection and then only bound (psycopg with prepare_threshold=None sends Parse/Bind/Execute with the
+    unnamed statement every time). With pass (the default) the server parses it each time and keeps nothing."""
+    router = pgrouter(txn(1, unnamed_statements=unnamed))
+    text = "select $1::int * 3 as tripled"
+    with router.connect(prepare_threshold=None) as c:
+        for i in range(20):
+            assert c.execute("select %s::int * 3 as tripled", (i,)).fetchone() == (3 * i,)
+        on_server = prepared_on_server(c, text)
+    metrics = router.metrics()
+    if unnamed == "pass":
+        assert on_server == []
+        assert pgr.metric(metrics, "pgrouter_prepared_statements_prepared_total") == 0
+        return
+    # One statement under pgrouter's shared name, executed 20 times (the plan counters count executions).
+    assert len(on_server) == 1 and on_server[0][0].startswith("pgr_") and on_server[0][1] == 20, on_server
+    # Prepared once: the 19 later Parses were answered from the server's copy.
+    assert pgr.metric(metrics, "pgrouter_prepared_statements_reused_total") >= 19
+
+
+def test_prepared_unnamed_statement_errors_name_the_unnamed_statement(pgrouter):
+    """Errors about the shared statement name the client's statement as PostgreSQL does: ""."""
+    router = pgrouter(txn(1, unnamed_statements="prepare"))
+    with pgr.Raw(router.port) as raw:
+        raw.startup("pgr_scram", "app", pgr.USERS["pgr_scram"])
+        for _ in range(2):  # the second time the server already has it
+            raw.send(pgr.parse("select $1::int") + pgr.bind() + pgr.execute() + pgr.sync())
+            got = raw.read_until_ready()
+            errors = [pgr.parse_error_fields(p) for k, p in got if k == "E"]
+            assert [k for k, _ in got] == ["1", "E", "Z"], got
+            assert errors[0]["code"] == "08P01"
+            assert errors[0]["message"] == 'bind message supplies 0 parameters, but prepared statement "" requires 1'
+
+
+@pytest.mark.parametrize("unnamed", ["pass", "prepare"])
+def test_unnamed_statement_after_its_result_columns_change(pgrouter, unnamed):
+    """A table gains a column between two executions of `select *` as the unnamed statement. Re-parsed (pass),
+    the new column simply appears. Prepared on the server (prepare), PostgreSQL refuses the old statement once
+    with 0A000 "cached plan must not change result type" (as it does for any prepared statement); pgrouter then
+    forgets that server's copy, so the client's next execution is parsed afresh and sees the new column."""
+    router = pgrouter(txn(1, unnamed_statements=unnamed))
+    with router.connect(prepare_threshold=None, autocommit=True) as c:
+        c.execute("drop table if exists unnamed_cols")
+        c.execute("create table unnamed_cols (a int)")
+        c.execute("insert into unnamed_cols values (1)")
+        try:
+            for _ in range(3):
+                assert c.execute("select * from unnamed_cols where a = %s", (1,)).fetchall() == [(1,)]
+            c.execute("alter table unnamed_cols add column b int default 7")
+            failures = 0
+            for _ in range(3):
+                try:
+                    rows = c.execute("select * from unnamed_cols where a = %s", (1,)).fetchall()
+                    break
+                except psycopg.errors.FeatureNotSupported as e:
+                    assert "cached plan must not change result type" in str(e)
+                    failures += 1
+            assert rows == [(1, 7)]
+            assert failures == (0 if unnamed == "pass" else 1)
+        finally:
+            c.execute("drop table if exists unnamed_cols")
+
+
+def test_pgbench_extended_with_prepared_unnamed_statements_and_a_tiny_cache(pgrouter, pgbench_tables):
+    """pgbench's TPC-B-like script (five statements, the unnamed statement each) with
+    pool.unnamed_statements: prepare on three servers holding two statements each: statements are evicted and
+    prepared again all the time, and no transaction fails."""
+    import os
+    import subprocess
+    env = {**os.environ, "PGPASSWORD": pgr.USERS["pgr_scram"]}
+    router = pgrouter(txn(3, unnamed_statements="prepare", prepared_statements_cache=2))
+    result = subprocess.run(["pgbench", "-M", "extended", "-c", "8", "-j", "8", "-t", "100", "-h", pgr.HOST, "-p",
+                             str(router.port), "-U", "pgr_scram", "app"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "number of failed transactions: 0" in result.stdout
+    text = router.metrics()
+    # Seven texts (BEGIN and END too) cycling through two places: every Parse prepares, and evicts one.
+    assert pgr.metric(text, "pgrouter_prepared_statements_prepared_total") >= 8 * 100 * 7
+    assert pgr.metric(text, "pgrouter_prepared_statements_evicted_total") > 0
+    assert pgr.metric(text, "pgrouter_servers_active") == 0

@@ -183,6 +183,7 @@ TEST_CASE("defaults apply when sections are left out") {
   CHECK(c.admin.port == 9930);
   CHECK(c.pool.size == 20);
   CHECK(c.pool.reset_query == "DISCARD ALL");
+  CHECK(c.pool.unnamed_statements == pgrouter::control::UnnamedStatements::pass);
   CHECK(c.databases[0].dbname == "app");
   CHECK(c.databases[0].shards[0].primary.port == 5432);
   CHECK(c.users[0].backend_user == "app");
@@ -238,6 +239,10 @@ TEST_CASE("errors carry the line and column of the offending key or value") {
     auto batch = load(kBase + "listen: {scheduling: batch}\n");
     REQUIRE_MESSAGE(batch.ok(), all_errors(batch));
     CHECK(batch.config->listen.scheduling == pgrouter::control::Scheduling::batch);
+    CHECK(has_error(load(kBase + "pool: {unnamed_statements: cache}\n"), 9, "one of pass | prepare"));
+    auto prepare = load(kBase + "pool: {unnamed_statements: prepare}\n");
+    REQUIRE_MESSAGE(prepare.ok(), all_errors(prepare));
+    CHECK(prepare.config->pool.unnamed_statements == pgrouter::control::UnnamedStatements::prepare);
     CHECK(batch.config->listen.send_batching == pgrouter::control::SendBatching::io_uring);  // the default
     CHECK(has_error(load(kBase + "listen: {send_batching: epoll}\n"), 9, "one of io_uring | off"));
     auto off = load(kBase + "listen: {send_batching: \"off\"}\n");

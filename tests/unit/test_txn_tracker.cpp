@@ -538,3 +538,111 @@ TEST_CASE("a simple Query with no session statement is marked plain (StartupRese
   f.client('Q', query("select 2"));
   CHECK(f.tracker.last_query_plain());
 }
+
+TEST_CASE("pool.unnamed_statements: prepare: the unnamed statement is a shared statement on each server") {
+  pgrouter::control::WorkerStats stats;
+  pgrouter::pool::ServerStatements server;
+  TxnTracker::Settings server_settings;
+  TxnTracker tracker{stats, 1, 100, false, {}, "", /*prepare_unnamed*/ true};
+  std::string out, repl;
+  TxnTracker::Effect effect{};
+  std::string wire;  // the message with its header: a forwarded-as-is Bind is copied from there
+  auto client = [&](char type, const std::string& body) {
+    out.clear();
+    wire = msg(type, body);
+    return tracker.client_message(type, std::string_view(wire).substr(5), server, out, effect);
+  };
+  auto reply = [&](char type, const std::string& body = {}) {
+    return tracker.server_message(type, body, server, server_settings, repl);
+  };
+  // The statement name the k-th message of `out` carries (Parse, Close, Describe: the first string after the
+  // kind byte if any; Bind: the second string).
+  auto name_in = [&](size_t k) {
+    size_t at = 0;
+    for (size_t i = 0; i < k; ++i) at += 1 + pgrouter::protocol::read_be32(out.data() + at + 1);
+    char type = out[at];
+    size_t p = at + 5 + ((type == 'C' || type == 'D') ? 1 : 0);
+    if (type == 'B') p = out.find('\0', p) + 1;
+    return out.substr(p, out.find('\0', p) - p);
+  };
+
+  // First Parse on this server: a Close of the shared name (in case the server kept one) and its Parse.
+  REQUIRE(client('P', parse_body("", "select 1")));
+  CHECK(types_of(out) == "CP");
+  std::string shared = name_in(1);
+  CHECK(name_in(0) == shared);
+  CHECK(shared.rfind("pgr_", 0) == 0);
+  CHECK(server.contains(shared));
+  REQUIRE(client('B', bind_body("")));
+  CHECK(types_of(out) == "B");
+  CHECK(name_in(0) == shared);
+  client('S', "");
+  CHECK(reply('3') == TxnTracker::Reply::drop);
+  CHECK(reply('1') == TxnTracker::Reply::forward);
+  CHECK(reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK(tracker.statement_query("") == "select 1");
+
+  // Again: the server has it; the Parse becomes a Close of nothing, answered as ParseComplete.
+  REQUIRE(client('P', parse_body("", "select 1")));
+  CHECK(types_of(out) == "C");
+  client('B', bind_body(""));
+  client('S', "");
+  CHECK(reply('3') == TxnTracker::Reply::as_parse_complete);
+  CHECK(reply('Z', "I") == TxnTracker::Reply::forward);
+
+  // On another server, a Bind prepares it first; those replies are pgrouter's.
+  pgrouter::pool::ServerStatements other;
+  std::swap(server, other);
+  REQUIRE(client('B', bind_body("")));
+  CHECK(types_of(out) == "CPB");
+  client('S', "");
+  CHECK(reply('3') == TxnTracker::Reply::drop);
+  CHECK(reply('1') == TxnTracker::Reply::drop);
+  CHECK(reply('Z', "I") == TxnTracker::Reply::forward);
+  std::swap(server, other);
+
+  // A failed Parse leaves no unnamed statement and no shared one.
+  REQUIRE(client('P', parse_body("", "selec 1")));
+  std::string broken = name_in(1);
+  CHECK(broken != shared);
+  CHECK(server.contains(broken));
+  client('S', "");
+  CHECK(reply('3') == TxnTracker::Reply::drop);
+  reply('E', "SERROR\0C42601\0Msyntax error\0\0");
+  CHECK(reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK_FALSE(tracker.statement_query(""));
+  CHECK_FALSE(server.contains(broken));
+  CHECK(server.contains(shared));
+
+  // A Bind then goes to the server's own unnamed statement (closed first: 26000, as in the client's session).
+  REQUIRE(client('B', bind_body("")));
+  CHECK(types_of(out) == "CB");
+  client('S', "");
+  CHECK(reply('3') == TxnTracker::Reply::drop);
+  reply('E', std::string("SERROR\0C26000\0Munnamed prepared statement does not exist\0\0", 58));
+  CHECK(reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK(tracker.idle());
+
+  // An error naming the shared statement names the client's unnamed one, as PostgreSQL does.
+  REQUIRE(client('P', parse_body("", "select 1")));
+  CHECK(types_of(out) == "C");
+  client('B', bind_body(""));
+  client('S', "");
+  CHECK(reply('3') == TxnTracker::Reply::as_parse_complete);
+  std::string err = std::string("SERROR\0C08P01\0Mbind message supplies 0 parameters, but prepared statement \"", 75) +
+                    shared + std::string("\" requires 1\0\0", 14);
+  CHECK(reply('E', err) == TxnTracker::Reply::replace);
+  CHECK(repl.find("prepared statement \"\" requires 1") != std::string::npos);
+  CHECK(repl.find("pgr_") == std::string::npos);
+  CHECK(reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK(tracker.idle());
+
+  // "cached plan must not change result type": the server's copy is forgotten, so the next Parse prepares it
+  // again (after a Close of the stale one).
+  std::string stale("SERROR\0C0A000\0Mcached plan must not change result type\0\0", 56);
+  reply('E', stale);
+  CHECK_FALSE(server.contains(shared));
+  REQUIRE(client('P', parse_body("", "select 1")));
+  CHECK(types_of(out) == "CP");
+  CHECK(name_in(1) == shared);
+}

@@ -36,6 +36,8 @@ struct ShardConfig {
 };
 
 enum class SessionFeatures { pin, refuse };
+// Transaction pooling: what becomes of a client's unnamed statement (protocol Parse with an empty name).
+enum class UnnamedStatements { pass, prepare };
 
 struct PoolConfig {
   PoolMode mode = PoolMode::session;
@@ -53,6 +55,9 @@ struct PoolConfig {
   Millis client_idle_timeout{0};       // idle outside a transaction longer (57P05)
   // Transaction pooling: prepared statements pgrouter keeps per server connection (LRU; 0 = no bound).
   int prepared_statements_cache = 500;
+  // pass: sent as the client sent it (the server parses and plans it each time); prepare: prepared under a
+  // shared name on each server connection and reused while its text, parameter types and search_path repeat.
+  UnnamedStatements unnamed_statements = UnnamedStatements::pass;
   // Transaction pooling and session features it cannot carry (LISTEN, advisory locks, ...): pin the
   // client to its server for the rest of its session, or refuse the statement with 0A000.
   SessionFeatures session_features = SessionFeatures::pin;

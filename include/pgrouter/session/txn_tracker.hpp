@@ -18,6 +18,15 @@
 // server skips to the next Sync: the skipped requests' expectations are dropped and their effects
 // undone (a statement that was not created is forgotten again).
 //
+// The unnamed statement (pool.unnamed_statements). `pass`: it lives on the server as the client sent it, and is
+// parsed again where the client binds it on a server someone else parsed on since. `prepare`: a Parse of the
+// unnamed statement whose text touches no session state is treated like a named one under its "pgr_" name
+// (Parse -> Parse pgr_x, or the Close retyped as ParseComplete when the server has it; Bind/Describe "" ->
+// pgr_x, prepared first where missing, after a Close of that name in case the server dropped it from our
+// bookkeeping), so a text the application sends again is parsed and planned once per server connection, as
+// PgDog's `extended_anonymous`. The client still sees an unnamed statement: a Query or a Close drops it, a
+// failed or skipped Parse leaves none, and errors name it "" again.
+//
 // SQL PREPARE / EXECUTE / DEALLOCATE (the same namespace as protocol names, in PostgreSQL and here). A simple
 // Query `PREPARE s [(types)] AS stmt` is sent as `PREPARE pgr_y ...` (after a Close of pgr_y, so a server
 // that already has it from another client prepares it again), pgr_y a hash of what follows the name; s is
@@ -82,9 +91,11 @@ class TxnTracker {
   // refuse: statements using an unshareable session feature get an error instead of pinning.
   // owner: a process-unique token of the client (who last parsed a server's unnamed statement).
   // startup_search_path: the client's search_path from its startup packet, if any.
+  // prepare_unnamed: pool.unnamed_statements is `prepare` (see above).
   TxnTracker(control::WorkerStats& stats, uint64_t owner, size_t cache_capacity, bool refuse,
-             std::vector<std::string> extra_tracked_parameters, std::string startup_search_path = {})
-      : stats_(stats), owner_(owner), capacity_(cache_capacity), refuse_(refuse),
+             std::vector<std::string> extra_tracked_parameters, std::string startup_search_path = {},
+             bool prepare_unnamed = false)
+      : stats_(stats), owner_(owner), capacity_(cache_capacity), refuse_(refuse), prepare_unnamed_(prepare_unnamed),
         extra_tracked_(std::move(extra_tracked_parameters)), startup_search_path_(std::move(startup_search_path)) {}
 
   // Called for every message the client sends in transaction mode, in order, before it goes to
@@ -205,14 +216,21 @@ class TxnTracker {
   Effect statement_effect(std::string_view one_statement, bool named, bool single, bool simple, std::string& feature);
   void end_group(Expect& z);
   std::string server_name_for(std::string_view query, std::string_view types) const;
+  void server_name_into(std::string& name, std::string_view query, std::string_view types) const;
   void refuse(std::string_view feature, char type, std::string& out);
   void undo(Expect& e, pool::ServerStatements& server);
   void commit_sets(const std::vector<sql::SessionCommand>& sets, Settings& server_settings);
+
+  // Prepares the client's unnamed statement (query, types) under unnamed_server_ on a server that lacks it;
+  // parse_action: forward for the client's own Parse, drop for one sent before a Bind/Describe.
+  void prepare_unnamed_here(pool::ServerStatements& server, std::string& out, std::string_view query,
+                            std::string_view types, Action parse_action);
 
   control::WorkerStats& stats_;
   uint64_t owner_;
   size_t capacity_;
   bool refuse_;
+  bool prepare_unnamed_;
   std::vector<std::string> extra_tracked_;
   std::string startup_search_path_;
   std::unordered_map<std::string, std::shared_ptr<TrackedStatement>> statements_;
@@ -287,9 +305,12 @@ class TxnTracker {
   std::shared_ptr<const TextRewrite> group_rewrite_;
   bool group_bound_ = false, group_mixed_ = false;
   bool unnamed_valid_ = false;
+  // pool.unnamed_statements: prepare: the server name the client's unnamed statement is prepared under
+  // (empty: it is the server's unnamed statement). Meaningful while unnamed_valid_.
+  std::string unnamed_server_;
   // Read retry window: the unnamed statement as it was when the window began (swapped, not copied).
   bool window_ = false, window_unnamed_valid_ = false, unnamed_saved_ = false;
-  std::string unnamed_before_window_;
+  std::string unnamed_before_window_, unnamed_server_before_window_;
   std::vector<Expect> window_matched_;  // ParseComplete/CloseComplete expectations met inside the window
   std::string last_tag_;
   bool uncertain_ = false;
