@@ -64,11 +64,15 @@ def test_jdbc_direct(cluster, jdbc_client, prepare_threshold):
 # --- through pgrouter ---------------------------------------------------------------------------------------------
 
 # Every client runs in both pool modes: under transaction pooling its named prepared statements and settings
-# must follow it to whichever server it gets (a pool of 2 shared by the client's own connections).
-MODES = ["session", "transaction"]
+# must follow it to whichever server it gets (a pool of 2 shared by the client's own connections). The third,
+# "prepare_unnamed", is transaction pooling with pool.unnamed_statements: prepare (unnamed statements prepared
+# under shared names on the servers).
+MODES = ["session", "transaction", "prepare_unnamed"]
 
 
 def router_for(pgrouter, mode):
+    if mode == "prepare_unnamed":
+        return pgrouter({"pool": {"mode": "transaction", "size": 2, "unnamed_statements": "prepare"}})
     return pgrouter({"pool": {"mode": mode, "size": 2}})
 
 
