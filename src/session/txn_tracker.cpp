@@ -89,11 +89,11 @@ std::string error_message(std::string_view code, std::string_view message, std::
 // the text are resolved at Parse time, so a client with another search_path gets its own.
 std::string TxnTracker::server_name_for(std::string_view query, std::string_view types) const {
   std::string name;
-  server_name_into(name, query, types);
+  name_from(statement_hash(query, types), name);
   return name;
 }
 
-void TxnTracker::server_name_into(std::string& name, std::string_view query, std::string_view types) const {
+XXH128_hash_t TxnTracker::statement_hash(std::string_view query, std::string_view types) const {
   XXH3_state_t state;
   XXH3_state_t* st = &state;
   XXH3_128bits_reset(st);
@@ -104,14 +104,37 @@ void TxnTracker::server_name_into(std::string& name, std::string_view query, std
   const std::string& path = sp != settings_.end() ? sp->second : startup_search_path_;
   XXH3_128bits_update(st, "\0", 1);
   XXH3_128bits_update(st, path.data(), path.size());
-  XXH128_hash_t h = XXH3_128bits_digest(st);
+  return XXH3_128bits_digest(st);
+}
+
+void TxnTracker::name_from(const XXH128_hash_t& h, std::string& name) {
   static constexpr char hex[] = "0123456789abcdef";
-  name.resize(4 + 32);
+  name.resize(4 + 32);  // in place: no allocation when `name` had one
   std::memcpy(name.data(), "pgr_", 4);
   char* at = name.data() + 4;
   for (uint64_t part : {h.high64, h.low64})
     for (int i = 60; i >= 0; i -= 4) *at++ = hex[(part >> i) & 0xf];
 }
+
+namespace {
+// pool.unnamed_statements: prepare: the unnamed statements this worker thread has seen, by their statement hash
+// (direct-mapped). A text is prepared on the servers from its second Parse on: a text sent once (literals inlined,
+// an ad-hoc query) stays the server's unnamed statement and never takes a place in a server's statement cache.
+struct SeenUnnamed {
+  static constexpr size_t kSlots = 1024;
+  std::array<XXH128_hash_t, kSlots> hash{};
+  std::array<bool, kSlots> used{};
+  // True if h was seen before; records it otherwise.
+  bool check_and_record(const XXH128_hash_t& h) {
+    size_t slot = size_t(h.low64) & (kSlots - 1);
+    if (used[slot] && XXH128_isEqual(hash[slot], h)) return true;
+    hash[slot] = h;
+    used[slot] = true;
+    return false;
+  }
+};
+thread_local SeenUnnamed seen_unnamed;
+}  // namespace
 
 uint32_t TextRewrite::client_position(uint32_t pos) const {
   int64_t shift = 0;  // server characters minus client characters before pos
@@ -471,9 +494,11 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         append_parse(unnamed_parse_, "", text, types);
         unnamed_uses_ = std::move(uses);
         unnamed_rewrite_ = rw;
-        if (prepare_unnamed_ && !rewritten && effect == Effect::none) {
-          // Prepared under its shared name: parsed once per server connection (pool.unnamed_statements).
-          server_name_into(unnamed_server_, text, types);  // in place: no allocation per transaction
+        XXH128_hash_t h;
+        if (prepare_unnamed_ && !rewritten && effect == Effect::none &&
+            seen_unnamed.check_and_record(h = statement_hash(text, types))) {
+          // Seen before: prepared under its shared name, parsed once per server connection (pool.unnamed_statements).
+          name_from(h, unnamed_server_);
           if (server.use(unnamed_server_)) {
             stats_.prepared_statements_reused_total.fetch_add(1, std::memory_order_relaxed);
             append_named(out, 'C', 'S', kNoStatement);  // answers CloseComplete, shown as ParseComplete

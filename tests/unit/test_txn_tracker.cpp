@@ -566,7 +566,16 @@ TEST_CASE("pool.unnamed_statements: prepare: the unnamed statement is a shared s
     return out.substr(p, out.find('\0', p) - p);
   };
 
-  // First Parse on this server: a Close of the shared name (in case the server kept one) and its Parse.
+  // The first Parse of a text this worker has not seen stays the server's unnamed statement.
+  CHECK_FALSE(client('P', parse_body("", "select 1")));
+  CHECK_FALSE(client('B', bind_body("")));
+  client('S', "");
+  CHECK(reply('1') == TxnTracker::Reply::forward);
+  CHECK(reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK(server.size() == 0);
+
+  // Seen before, on this server for the first time: a Close of the shared name (in case the server kept one) and
+  // its Parse.
   REQUIRE(client('P', parse_body("", "select 1")));
   CHECK(types_of(out) == "CP");
   std::string shared = name_in(1);
@@ -602,6 +611,11 @@ TEST_CASE("pool.unnamed_statements: prepare: the unnamed statement is a shared s
   std::swap(server, other);
 
   // A failed Parse leaves no unnamed statement and no shared one.
+  CHECK_FALSE(client('P', parse_body("", "selec 1")));  // the first time: passed on, fails on its own
+  client('S', "");
+  reply('E', "SERROR\0C42601\0Msyntax error\0\0");
+  CHECK(reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK_FALSE(tracker.statement_query(""));
   REQUIRE(client('P', parse_body("", "selec 1")));
   std::string broken = name_in(1);
   CHECK(broken != shared);

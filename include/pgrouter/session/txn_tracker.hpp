@@ -20,7 +20,8 @@
 //
 // The unnamed statement (pool.unnamed_statements). `pass`: it lives on the server as the client sent it, and is
 // parsed again where the client binds it on a server someone else parsed on since. `prepare`: a Parse of the
-// unnamed statement whose text touches no session state is treated like a named one under its "pgr_" name
+// unnamed statement whose text touches no session state, and that this worker saw parsed before (a text sent once
+// stays the server's unnamed statement), is treated like a named one under its "pgr_" name
 // (Parse -> Parse pgr_x, or the Close retyped as ParseComplete when the server has it; Bind/Describe "" ->
 // pgr_x, prepared first where missing, after a Close of that name in case the server dropped it from our
 // bookkeeping), so a text the application sends again is parsed and planned once per server connection, as
@@ -50,6 +51,8 @@
 #include <string_view>
 #include <unordered_map>
 #include <vector>
+
+#include <xxhash.h>
 
 #include "pgrouter/control/stats.hpp"
 #include "pgrouter/pool/server_statements.hpp"
@@ -216,7 +219,8 @@ class TxnTracker {
   Effect statement_effect(std::string_view one_statement, bool named, bool single, bool simple, std::string& feature);
   void end_group(Expect& z);
   std::string server_name_for(std::string_view query, std::string_view types) const;
-  void server_name_into(std::string& name, std::string_view query, std::string_view types) const;
+  XXH128_hash_t statement_hash(std::string_view query, std::string_view types) const;
+  static void name_from(const XXH128_hash_t& hash, std::string& name);  // "pgr_" + 32 hex digits
   void refuse(std::string_view feature, char type, std::string& out);
   void undo(Expect& e, pool::ServerStatements& server);
   void commit_sets(const std::vector<sql::SessionCommand>& sets, Settings& server_settings);
