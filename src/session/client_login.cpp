@@ -438,12 +438,13 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
 
   if (txn_mode_) {
     const auto& pc = pool_->settings().config;
-    std::string search_path;
+    std::vector<std::pair<std::string, std::string>> parse_settings;
     for (auto& [k, v] : wanted_params_)
-      if (strcasecmp(k.c_str(), "search_path") == 0) search_path = v;
+      if (std::string name = util::ascii_lower(k); TxnTracker::parse_setting(name))
+        parse_settings.emplace_back(std::move(name), v);
     tracker_ = std::make_unique<TxnTracker>(w_.stats(), id_, size_t(pc.prepared_statements_cache),
                                             pc.session_features == control::SessionFeatures::refuse,
-                                            pc.track_parameters, search_path,
+                                            pc.track_parameters, std::move(parse_settings),
                                             pc.unnamed_statements == control::UnnamedStatements::prepare);
   }
   // The ParameterStatus set of the welcome: the pool's (transaction pooling, with the client's own startup

@@ -85,8 +85,8 @@ std::string error_message(std::string_view code, std::string_view message, std::
 
 }  // namespace
 
-// Statements with the same text, parameter types and search_path are the same statement: names in
-// the text are resolved at Parse time, so a client with another search_path gets its own.
+// Statements with the same text, parameter types and parse settings are the same statement: names in the text
+// are resolved and literals converted at Parse time, so a client with another search_path or TimeZone gets its own.
 std::string TxnTracker::server_name_for(std::string_view query, std::string_view types) const {
   std::string name;
   name_from(statement_hash(query, types), name);
@@ -100,11 +100,50 @@ XXH128_hash_t TxnTracker::statement_hash(std::string_view query, std::string_vie
   XXH3_128bits_update(st, query.data(), query.size());
   XXH3_128bits_update(st, "\0", 1);
   XXH3_128bits_update(st, types.data(), types.size());
-  auto sp = settings_.find("search_path");
-  const std::string& path = sp != settings_.end() ? sp->second : startup_search_path_;
+  uint64_t context = parse_context();
   XXH3_128bits_update(st, "\0", 1);
-  XXH3_128bits_update(st, path.data(), path.size());
+  XXH3_128bits_update(st, &context, sizeof context);
+  // A SET not yet committed (inside a transaction, or earlier in this batch) may change a parse setting on this
+  // server only: what is parsed meanwhile is this client's own.
+  if (!tx_sets_.empty() || !group_sets_.empty()) XXH3_128bits_update(st, &owner_, sizeof owner_);
   return XXH3_128bits_digest(st);
+}
+
+namespace {
+constexpr std::array<std::string_view, 6> kParseSettings{"search_path", "timezone", "datestyle", "intervalstyle",
+                                                         "standard_conforming_strings", "client_encoding"};
+}
+
+bool TxnTracker::parse_setting(std::string_view lower_name) {
+  return std::find(kParseSettings.begin(), kParseSettings.end(), lower_name) != kParseSettings.end();
+}
+
+uint64_t TxnTracker::parse_context() const {
+  if (parse_context_version_ == settings_version_) return parse_context_;
+  // What the client SET wins over its startup value (as statements, "SET x TO v": the same value spelled either
+  // way only costs a second copy of the statement on a server).
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  for (auto name : kParseSettings) {
+    std::string_view value;
+    char how = '-';
+    if (auto it = settings_.find(std::string(name)); it != settings_.end()) {
+      value = it->second;
+      how = 's';
+    } else {
+      for (auto& [k, v] : startup_parse_)
+        if (k == name) {
+          value = v;
+          how = 'p';
+        }
+    }
+    XXH3_64bits_update(&state, &how, 1);
+    XXH3_64bits_update(&state, value.data(), value.size());
+    XXH3_64bits_update(&state, "\0", 1);
+  }
+  parse_context_ = XXH3_64bits_digest(&state);
+  parse_context_version_ = settings_version_;
+  return parse_context_;
 }
 
 void TxnTracker::name_from(const XXH128_hash_t& h, std::string& name) {

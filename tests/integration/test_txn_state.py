@@ -501,3 +501,23 @@ def test_pgbench_extended_with_prepared_unnamed_statements_and_a_tiny_cache(pgro
     assert pgr.metric(text, "pgrouter_prepared_statements_prepared_total") >= 8 * 100 * 7 - 7
     assert pgr.metric(text, "pgrouter_prepared_statements_evicted_total") > 0
     assert pgr.metric(text, "pgrouter_servers_active") == 0
+
+
+@pytest.mark.parametrize("unnamed,threshold", [("pass", 0), ("prepare", None)])
+def test_statements_are_shared_only_between_clients_that_parse_them_alike(pgrouter, unnamed, threshold):
+    """A timestamptz literal is converted with the TimeZone of the session that parses it: two clients in
+    different zones preparing the same text on one server (pool size 1) must each get their own statement
+    (named with prepare_threshold=0; the unnamed statement with pool.unnamed_statements: prepare)."""
+    router = pgrouter(txn(1, unnamed_statements=unnamed))
+    query = "select extract(epoch from '2020-01-02 10:00'::timestamptz)::bigint, %s::int"
+    utc_epoch = 1577959200
+    with router.connect(prepare_threshold=threshold, options="-c TimeZone=UTC") as utc, \
+            router.connect(prepare_threshold=threshold, options="-c TimeZone=Asia/Tokyo") as tokyo:
+        for i in range(3):
+            assert utc.execute(query, (i,)).fetchone() == (utc_epoch, i)
+            assert tokyo.execute(query, (i,)).fetchone() == (utc_epoch - 9 * 3600, i)
+        # After a SET of the zone, a statement parsed from now on (a new text for psycopg's own cache of named
+        # statements; a statement prepared before keeps its constant, in PostgreSQL too) is the other zone's.
+        utc.execute("set timezone to 'Asia/Tokyo'", prepare=False)
+        for i in range(3):
+            assert utc.execute(query + " + 0", (i,)).fetchone() == (utc_epoch - 9 * 3600, i)

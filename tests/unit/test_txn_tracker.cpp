@@ -543,7 +543,7 @@ TEST_CASE("pool.unnamed_statements: prepare: the unnamed statement is a shared s
   pgrouter::control::WorkerStats stats;
   pgrouter::pool::ServerStatements server;
   TxnTracker::Settings server_settings;
-  TxnTracker tracker{stats, 1, 100, false, {}, "", /*prepare_unnamed*/ true};
+  TxnTracker tracker{stats, 1, 100, false, {}, {}, /*prepare_unnamed*/ true};
   std::string out, repl;
   TxnTracker::Effect effect{};
   std::string wire;  // the message with its header: a forwarded-as-is Bind is copied from there
@@ -659,4 +659,43 @@ TEST_CASE("pool.unnamed_statements: prepare: the unnamed statement is a shared s
   REQUIRE(client('P', parse_body("", "select 1")));
   CHECK(types_of(out) == "CP");
   CHECK(name_in(1) == shared);
+}
+
+TEST_CASE("statements are shared only between clients that parse them alike (search_path, TimeZone, ...)") {
+  pgrouter::control::WorkerStats stats;
+  TxnTracker::Settings server_settings;
+  using Startup = std::vector<std::pair<std::string, std::string>>;
+  TxnTracker utc{stats, 1, 100, false, {}, Startup{{"timezone", "UTC"}}};
+  TxnTracker utc2{stats, 2, 100, false, {}, Startup{{"timezone", "UTC"}, {"application_name", "x"}}};
+  TxnTracker paris{stats, 3, 100, false, {}, Startup{{"timezone", "Europe/Paris"}}};
+  TxnTracker dmy{stats, 4, 100, false, {}, Startup{{"timezone", "UTC"}, {"datestyle", "SQL, DMY"}}};
+  std::string wire, out, repl;
+  TxnTracker::Effect effect{};
+  // The server name `t` gives a named Parse of the same text (on a server of its own).
+  auto name_of = [&](TxnTracker& t, const std::string& stmt) {
+    pgrouter::pool::ServerStatements server;
+    out.clear();
+    wire = msg('P', parse_body(stmt, "select '2020-01-02 10:00'::timestamptz"));
+    t.client_message('P', std::string_view(wire).substr(5), server, out, effect);
+    REQUIRE(types_of(out) == "P");
+    return out.substr(5, out.find('\0', 5) - 5);
+  };
+  std::string a = name_of(utc, "s1");
+  CHECK(a.rfind("pgr_", 0) == 0);
+  CHECK(name_of(utc2, "s1") == a);  // application_name does not change a parse
+  CHECK(name_of(paris, "s1") != a);
+  CHECK(name_of(dmy, "s1") != a);
+  CHECK(name_of(paris, "s2") != name_of(dmy, "s2"));
+
+  // A committed SET TimeZone moves the client to the statements of that zone.
+  pgrouter::pool::ServerStatements server;
+  out.clear();
+  wire = msg('Q', cstr("SET TimeZone TO 'Europe/Paris'"));
+  utc.client_message('Q', std::string_view(wire).substr(5), server, out, effect);
+  utc.server_message('C', cstr("SET"), server, server_settings, repl);
+  utc.server_message('Z', "I", server, server_settings, repl);
+  REQUIRE(utc.settings().count("timezone"));
+  std::string after = name_of(utc, "s3");
+  CHECK(after != a);
+  CHECK(after != name_of(paris, "s3"));  // spelled as a SET, not a startup value: its own copy
 }

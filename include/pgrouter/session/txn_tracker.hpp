@@ -2,7 +2,7 @@
 // session settings it SET, so that both follow the client to whichever server it gets next.
 //
 // Prepared statements. A client's statement "S1" is prepared on servers under a name derived from its
-// text and parameter types ("pgr_" + 128-bit hash), so clients that prepare the same statement share
+// text, parameter types and the settings that change what a text means once parsed (parse_setting()) ("pgr_" + 128-bit hash), so clients that prepare the same statement share
 // it and different clients' "S1" never collide. Each server remembers what it has (ServerStatements,
 // LRU-bounded). The tracker rewrites the client's messages on their way to the server:
 //   Parse S1      -> Parse pgr_x, or, when the server already has pgr_x, a Close of a name that never
@@ -93,13 +93,21 @@ class TxnTracker {
 
   // refuse: statements using an unshareable session feature get an error instead of pinning.
   // owner: a process-unique token of the client (who last parsed a server's unnamed statement).
-  // startup_search_path: the client's search_path from its startup packet, if any.
+  // startup_parse_settings: the client's startup parameters that change what a statement text means when it is
+  // parsed (see kParseSettings in txn_tracker.cpp), lower-case names, as given.
   // prepare_unnamed: pool.unnamed_statements is `prepare` (see above).
   TxnTracker(control::WorkerStats& stats, uint64_t owner, size_t cache_capacity, bool refuse,
-             std::vector<std::string> extra_tracked_parameters, std::string startup_search_path = {},
+             std::vector<std::string> extra_tracked_parameters,
+             std::vector<std::pair<std::string, std::string>> startup_parse_settings = {},
              bool prepare_unnamed = false)
       : stats_(stats), owner_(owner), capacity_(cache_capacity), refuse_(refuse), prepare_unnamed_(prepare_unnamed),
-        extra_tracked_(std::move(extra_tracked_parameters)), startup_search_path_(std::move(startup_search_path)) {}
+        extra_tracked_(std::move(extra_tracked_parameters)),
+        startup_parse_(std::move(startup_parse_settings)) {}
+  // Parameters whose value is part of what a statement means once parsed: name resolution (search_path), the
+  // constants PostgreSQL converts while parsing (a timestamptz or date literal: TimeZone, DateStyle,
+  // IntervalStyle), how the text is read (standard_conforming_strings, client_encoding). Statements are shared
+  // on a server only between clients that agree on all of them.
+  static bool parse_setting(std::string_view lower_name);
 
   // Called for every message the client sends in transaction mode, in order, before it goes to
   // `server`. Returns false to forward the message unchanged; true when it must not be: the bytes to
@@ -236,7 +244,10 @@ class TxnTracker {
   bool refuse_;
   bool prepare_unnamed_;
   std::vector<std::string> extra_tracked_;
-  std::string startup_search_path_;
+  std::vector<std::pair<std::string, std::string>> startup_parse_;
+  // A hash of the parse settings' values (startup, then SET), recomputed when settings_version_ moves.
+  uint64_t parse_context() const;
+  mutable uint64_t parse_context_ = 0, parse_context_version_ = 0;
   std::unordered_map<std::string, std::shared_ptr<TrackedStatement>> statements_;
   // The queue of expected replies, held only while it holds something: std::deque allocates its map and a
   // 512-byte block even when empty, and an idle client should cost no more than it must (10,000 idle clients is
