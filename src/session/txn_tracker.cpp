@@ -377,11 +377,18 @@ bool TxnTracker::ensure_prepared(const TrackedStatement& st, pool::ServerStateme
     expect_.push_back(std::move(e));
     return true;
   }
+  close_stale(st.server_name, server, out);
   out.append(st.parse_message);
   Expect e{'1', Action::drop};
   e.more().server_name = st.server_name;
   expect_.push_back(std::move(e));
   return true;
+}
+
+void TxnTracker::close_stale(const std::string& name, const pool::ServerStatements& server, std::string& out) {
+  if (!server.close_first) return;
+  append_named(out, 'C', 'S', name);
+  expect_.push_back(Expect{'3', Action::drop});
 }
 
 void TxnTracker::sync_injected(std::string& out) {
@@ -464,11 +471,8 @@ void TxnTracker::carry_prepare(std::string_view sql, pool::ServerStatements& ser
 
 void TxnTracker::prepare_unnamed_here(pool::ServerStatements& server, std::string& out, std::string_view query,
                                       std::string_view types, Action parse_action) {
-  // A Close first: the server may still hold a statement of this name that pgrouter forgot on purpose (its
-  // plan went stale, see server_message), and a Parse of an existing name fails.
   evict_for(unnamed_server_, server, out);
-  append_named(out, 'C', 'S', unnamed_server_);
-  expect_.push_back(Expect{'3', Action::drop});
+  close_stale(unnamed_server_, server, out);
   append_parse(out, unnamed_server_, query, types);
   stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
   Expect e{'1', parse_action};
@@ -574,6 +578,7 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         return true;
       }
       evict_for(st->server_name, server, out);
+      close_stale(st->server_name, server, out);
       out.append(st->parse_message);
       stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
       Expect e{'1'};
@@ -856,11 +861,12 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       return Reply::forward;
     }
     case 'E': {
-      if (!unnamed_server_.empty() && body.find("cached plan must not change result type") != std::string_view::npos) {
-        // The shared statement behind the client's unnamed one outlived a change of its result columns. PostgreSQL
-        // does not re-plan it; the client, which parses its unnamed statement anew each time, cannot either. Forgotten
-        // here, it is closed and parsed again at its next use on this server (one error per server connection).
-        server.erase(unnamed_server_);
+      if (server.size() > 0 && body.find("cached plan must not change result type") != std::string_view::npos) {
+        // A shared statement outlived a change of its result columns; PostgreSQL does not re-plan it. A client that
+        // prepares it again (Rails does, after this error) or parses its unnamed statement anew each time would
+        // otherwise get this server's stale copy forever: all of the server's statements are forgotten, each is
+        // closed and prepared again at its next use here (one error per server connection and statement).
+        server.forget_stale();
       }
       if (expect_.empty()) {
         if ((!statements_.empty() || !unnamed_server_.empty()) && fix_error(body, nullptr, false, replacement))

@@ -521,3 +521,37 @@ def test_statements_are_shared_only_between_clients_that_parse_them_alike(pgrout
         utc.execute("set timezone to 'Asia/Tokyo'", prepare=False)
         for i in range(3):
             assert utc.execute(query + " + 0", (i,)).fetchone() == (utc_epoch - 9 * 3600, i)
+
+
+def test_a_named_statement_prepared_again_after_its_table_changed_is_fresh(pgrouter):
+    """PostgreSQL refuses a prepared `select *` once its table gained a column (0A000 "cached plan must not change
+    result type") and the client (Rails does) closes and prepares it again. Through pgrouter the name it prepares
+    again is the same shared server statement: it must be parsed afresh, not answered from the server's stale copy
+    (the client would then fail forever on that server)."""
+    router = pgrouter(txn(1))
+    with router.connect(autocommit=True) as c:
+        c.execute("drop table if exists named_cols")
+        c.execute("create table named_cols (a int)")
+        c.execute("insert into named_cols values (1)")
+    try:
+        with pgr.Raw(router.port) as raw:
+            raw.startup("pgr_scram", "app", pgr.USERS["pgr_scram"])
+
+            def run_s1():
+                raw.send(pgr.bind(statement="s1") + pgr.execute() + pgr.sync())
+                got = raw.read_until_ready()
+                return ([pgr.parse_error_fields(p)["code"] for k, p in got if k == "E"],
+                        [pgr.parse_data_row(p) for k, p in got if k == "D"])
+
+            raw.send(pgr.parse("select * from named_cols", name="s1") + pgr.sync())
+            raw.read_until_ready()
+            assert run_s1() == ([], [["1"]])
+            raw.send(pgr.query("alter table named_cols add column b int default 7"))
+            raw.read_until_ready()
+            assert run_s1() == (["0A000"], [])  # as PostgreSQL answers
+            raw.send(pgr.close("S", "s1") + pgr.parse("select * from named_cols", name="s1") + pgr.sync())
+            assert [k for k, _ in raw.read_until_ready()] == ["3", "1", "Z"]
+            assert run_s1() == ([], [["1", "7"]])
+    finally:
+        with router.connect(autocommit=True) as c:
+            c.execute("drop table if exists named_cols")

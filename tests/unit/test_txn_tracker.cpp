@@ -574,19 +574,16 @@ TEST_CASE("pool.unnamed_statements: prepare: the unnamed statement is a shared s
   CHECK(reply('Z', "I") == TxnTracker::Reply::forward);
   CHECK(server.size() == 0);
 
-  // Seen before, on this server for the first time: a Close of the shared name (in case the server kept one) and
-  // its Parse.
+  // Seen before, on this server for the first time: a Parse of the shared name.
   REQUIRE(client('P', parse_body("", "select 1")));
-  CHECK(types_of(out) == "CP");
-  std::string shared = name_in(1);
-  CHECK(name_in(0) == shared);
+  CHECK(types_of(out) == "P");
+  std::string shared = name_in(0);
   CHECK(shared.rfind("pgr_", 0) == 0);
   CHECK(server.contains(shared));
   REQUIRE(client('B', bind_body("")));
   CHECK(types_of(out) == "B");
   CHECK(name_in(0) == shared);
   client('S', "");
-  CHECK(reply('3') == TxnTracker::Reply::drop);
   CHECK(reply('1') == TxnTracker::Reply::forward);
   CHECK(reply('Z', "I") == TxnTracker::Reply::forward);
   CHECK(tracker.statement_query("") == "select 1");
@@ -603,9 +600,8 @@ TEST_CASE("pool.unnamed_statements: prepare: the unnamed statement is a shared s
   pgrouter::pool::ServerStatements other;
   std::swap(server, other);
   REQUIRE(client('B', bind_body("")));
-  CHECK(types_of(out) == "CPB");
+  CHECK(types_of(out) == "PB");
   client('S', "");
-  CHECK(reply('3') == TxnTracker::Reply::drop);
   CHECK(reply('1') == TxnTracker::Reply::drop);
   CHECK(reply('Z', "I") == TxnTracker::Reply::forward);
   std::swap(server, other);
@@ -617,11 +613,10 @@ TEST_CASE("pool.unnamed_statements: prepare: the unnamed statement is a shared s
   CHECK(reply('Z', "I") == TxnTracker::Reply::forward);
   CHECK_FALSE(tracker.statement_query(""));
   REQUIRE(client('P', parse_body("", "selec 1")));
-  std::string broken = name_in(1);
+  std::string broken = name_in(0);
   CHECK(broken != shared);
   CHECK(server.contains(broken));
   client('S', "");
-  CHECK(reply('3') == TxnTracker::Reply::drop);
   reply('E', "SERROR\0C42601\0Msyntax error\0\0");
   CHECK(reply('Z', "I") == TxnTracker::Reply::forward);
   CHECK_FALSE(tracker.statement_query(""));
@@ -651,14 +646,23 @@ TEST_CASE("pool.unnamed_statements: prepare: the unnamed statement is a shared s
   CHECK(reply('Z', "I") == TxnTracker::Reply::forward);
   CHECK(tracker.idle());
 
-  // "cached plan must not change result type": the server's copy is forgotten, so the next Parse prepares it
-  // again (after a Close of the stale one).
+  // "cached plan must not change result type": the server's statements are forgotten, so the next Parse prepares
+  // it again, after a Close of the stale one; so is a named statement.
+  REQUIRE(client('P', parse_body("S1", "select 2")));
+  CHECK(types_of(out) == "P");
+  client('S', "");
+  reply('1');
+  reply('Z', "I");
   std::string stale("SERROR\0C0A000\0Mcached plan must not change result type\0\0", 56);
   reply('E', stale);
-  CHECK_FALSE(server.contains(shared));
+  CHECK(server.size() == 0);
+  CHECK(server.close_first);
   REQUIRE(client('P', parse_body("", "select 1")));
   CHECK(types_of(out) == "CP");
+  CHECK(name_in(0) == shared);
   CHECK(name_in(1) == shared);
+  REQUIRE(client('B', bind_body("S1")));
+  CHECK(types_of(out) == "CPB");
 }
 
 TEST_CASE("statements are shared only between clients that parse them alike (search_path, TimeZone, ...)") {

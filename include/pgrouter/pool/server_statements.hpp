@@ -47,7 +47,17 @@ class ServerStatements {
     lru_.clear();
     map_.clear();
   }
+  // The server refused one of its statements with "cached plan must not change result type" (a table changed
+  // under it): pgrouter forgets them all, so each is prepared again at its next use, after a Close of the old
+  // one (close_first) since the server still has it.
+  void forget_stale() {
+    lru_.clear();
+    map_.clear();
+    close_first = true;
+  }
   size_t size() const { return map_.size(); }
+  // The server may hold statements pgrouter no longer tracks: close a name before preparing it.
+  bool close_first = false;
   // Which client last parsed the unnamed statement here (0 = none / unknown).
   uint64_t unnamed_owner = 0;
 

@@ -23,10 +23,11 @@
 // unnamed statement whose text touches no session state, and that this worker saw parsed before (a text sent once
 // stays the server's unnamed statement), is treated like a named one under its "pgr_" name
 // (Parse -> Parse pgr_x, or the Close retyped as ParseComplete when the server has it; Bind/Describe "" ->
-// pgr_x, prepared first where missing, after a Close of that name in case the server dropped it from our
-// bookkeeping), so a text the application sends again is parsed and planned once per server connection, as
+// pgr_x, prepared first where missing), so a text the application sends again is parsed and planned once per server connection, as
 // PgDog's `extended_anonymous`. The client still sees an unnamed statement: a Query or a Close drops it, a
 // failed or skipped Parse leaves none, and errors name it "" again.
+// After "cached plan must not change result type" (a table changed under a statement) pgrouter forgets all of that
+// server's statements and prepares each again at its next use, after a Close of the stale one.
 //
 // SQL PREPARE / EXECUTE / DEALLOCATE (the same namespace as protocol names, in PostgreSQL and here). A simple
 // Query `PREPARE s [(types)] AS stmt` is sent as `PREPARE pgr_y ...` (after a Close of pgr_y, so a server
@@ -221,6 +222,8 @@ class TxnTracker {
   void carry_prepare(std::string_view sql, pool::ServerStatements& server, std::string& out, Expect& z);
   bool fix_error(std::string_view body, const TextRewrite* rw, bool strip_position, std::string& replacement) const;
   void evict_for(const std::string& name, pool::ServerStatements& server, std::string& out);
+  // Before a Parse of `name` on a server that may hold statements pgrouter forgot (ServerStatements::forget_stale).
+  void close_stale(const std::string& name, const pool::ServerStatements& server, std::string& out);
   // Classifies statement text; for a DEALLOCATE of a tracked statement, sets dealloc_ to it.
   // simple: the text of a simple Query (a PREPARE there is carried).
   Effect session_effect(std::string_view sql, bool named, bool simple, std::string& feature);
