@@ -94,19 +94,33 @@ std::string TxnTracker::server_name_for(std::string_view query, std::string_view
 }
 
 XXH128_hash_t TxnTracker::statement_hash(std::string_view query, std::string_view types) const {
-  XXH3_state_t state;
-  XXH3_state_t* st = &state;
-  XXH3_128bits_reset(st);
-  XXH3_128bits_update(st, query.data(), query.size());
-  XXH3_128bits_update(st, "\0", 1);
-  XXH3_128bits_update(st, types.data(), types.size());
-  uint64_t context = parse_context();
-  XXH3_128bits_update(st, "\0", 1);
-  XXH3_128bits_update(st, &context, sizeof context);
+  // The bytes hashed are query, '\0', types: in a client's Parse they are already in a row (one-shot hash, no
+  // copy); the parse settings are the seed.
+  uint64_t seed = parse_context();
   // A SET not yet committed (inside a transaction, or earlier in this batch) may change a parse setting on this
   // server only: what is parsed meanwhile is this client's own.
-  if (!tx_sets_.empty() || !group_sets_.empty()) XXH3_128bits_update(st, &owner_, sizeof owner_);
-  return XXH3_128bits_digest(st);
+  if (!tx_sets_.empty() || !group_sets_.empty()) seed ^= (owner_ + 1) * 0x9e3779b97f4a7c15ull;
+  if (types.data() == query.data() + query.size() + 1 && query.data()[query.size()] == '\0')
+    return XXH3_128bits_withSeed(query.data(), query.size() + 1 + types.size(), seed);
+  thread_local std::string joined;
+  joined.assign(query);
+  joined.push_back('\0');
+  joined.append(types);
+  return XXH3_128bits_withSeed(joined.data(), joined.size(), seed);
+}
+
+void TxnTracker::name_from(const XXH128_hash_t& h, std::string& name) {
+  static constexpr char hex[] = "0123456789abcdef";
+  name.resize(4 + 32);  // in place: no allocation when `name` had one
+  char* at = name.data();
+  std::memcpy(at, "pgr_", 4);
+  at += 4;
+  for (uint64_t part : {h.high64, h.low64})
+    for (int byte = 7; byte >= 0; --byte) {
+      unsigned b = unsigned(part >> (byte * 8)) & 0xff;
+      *at++ = hex[b >> 4];
+      *at++ = hex[b & 0xf];
+    }
 }
 
 namespace {
@@ -144,15 +158,6 @@ uint64_t TxnTracker::parse_context() const {
   parse_context_ = XXH3_64bits_digest(&state);
   parse_context_version_ = settings_version_;
   return parse_context_;
-}
-
-void TxnTracker::name_from(const XXH128_hash_t& h, std::string& name) {
-  static constexpr char hex[] = "0123456789abcdef";
-  name.resize(4 + 32);  // in place: no allocation when `name` had one
-  std::memcpy(name.data(), "pgr_", 4);
-  char* at = name.data() + 4;
-  for (uint64_t part : {h.high64, h.low64})
-    for (int i = 60; i >= 0; i -= 4) *at++ = hex[(part >> i) & 0xf];
 }
 
 namespace {
@@ -530,6 +535,7 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         if (window_ && !unnamed_saved_) {  // keep the window's starting point for rewind()
           std::swap(unnamed_before_window_, unnamed_parse_);
           std::swap(unnamed_server_before_window_, unnamed_server_);
+          std::swap(unnamed_hash_before_window_, unnamed_hash_);
           unnamed_saved_ = true;
         }
         unnamed_valid_ = true;
@@ -541,7 +547,9 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         if (prepare_unnamed_ && !rewritten && effect == Effect::none &&
             seen_unnamed.check_and_record(h = statement_hash(text, types))) {
           // Seen before: prepared under its shared name, parsed once per server connection (pool.unnamed_statements).
-          name_from(h, unnamed_server_);
+          // Usually the client's previous unnamed statement again: its name is already there.
+          if (unnamed_server_.empty() || !XXH128_isEqual(h, unnamed_hash_)) name_from(h, unnamed_server_);
+          unnamed_hash_ = h;
           if (server.use(unnamed_server_)) {
             stats_.prepared_statements_reused_total.fetch_add(1, std::memory_order_relaxed);
             append_named(out, 'C', 'S', kNoStatement);  // answers CloseComplete, shown as ParseComplete
@@ -811,6 +819,7 @@ void TxnTracker::rewind() {
   if (unnamed_saved_) {
     std::swap(unnamed_before_window_, unnamed_parse_);
     std::swap(unnamed_server_before_window_, unnamed_server_);
+    std::swap(unnamed_hash_before_window_, unnamed_hash_);
   }
   unnamed_saved_ = false;
   unnamed_valid_ = window_unnamed_valid_;

@@ -326,9 +326,11 @@ class TxnTracker {
   // pool.unnamed_statements: prepare: the server name the client's unnamed statement is prepared under
   // (empty: it is the server's unnamed statement). Meaningful while unnamed_valid_.
   std::string unnamed_server_;
+  XXH128_hash_t unnamed_hash_{};  // the statement hash unnamed_server_ was made from
   // Read retry window: the unnamed statement as it was when the window began (swapped, not copied).
   bool window_ = false, window_unnamed_valid_ = false, unnamed_saved_ = false;
   std::string unnamed_before_window_, unnamed_server_before_window_;
+  XXH128_hash_t unnamed_hash_before_window_{};
   std::vector<Expect> window_matched_;  // ParseComplete/CloseComplete expectations met inside the window
   std::string last_tag_;
   bool uncertain_ = false;
