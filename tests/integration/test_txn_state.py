@@ -283,18 +283,23 @@ def test_refuse_mode_names_the_feature_and_setting(pgrouter, sql, feature):
     assert 'sqlstate="26000"' not in text, text
 
 
-def test_pgbench_prepared_under_transaction_pooling_with_a_tiny_cache(pgrouter, pgbench_tables):
+def pgbench_tpcb(router, protocol):
+    """pgbench's TPC-B-like script, 8 clients x 100 transactions through router; asserts none failed and returns
+    pgrouter's metrics text."""
     import os
     import subprocess
     env = {**os.environ, "PGPASSWORD": pgr.USERS["pgr_scram"]}
-    router = pgrouter(txn(3, prepared_statements_cache=1))
     # One thread per client: see test_transaction_pool.py's pgbench test.
-    result = subprocess.run(["pgbench", "-M", "prepared", "-c", "8", "-j", "8", "-t", "100", "-h", pgr.HOST, "-p",
+    result = subprocess.run(["pgbench", "-M", protocol, "-c", "8", "-j", "8", "-t", "100", "-h", pgr.HOST, "-p",
                              str(router.port), "-U", "pgr_scram", "app"],
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "number of failed transactions: 0" in result.stdout
-    text = router.metrics()
+    return router.metrics()
+
+
+def test_pgbench_prepared_under_transaction_pooling_with_a_tiny_cache(pgrouter, pgbench_tables):
+    text = pgbench_tpcb(pgrouter(txn(3, prepared_statements_cache=1)), "prepared")
     assert pgr.metric(text, "pgrouter_prepared_statements_evicted_total") > 0
     assert pgr.metric(text, "pgrouter_servers_active") == 0
 
@@ -486,16 +491,7 @@ def test_pgbench_extended_with_prepared_unnamed_statements_and_a_tiny_cache(pgro
     """pgbench's TPC-B-like script (five statements, the unnamed statement each) with
     pool.unnamed_statements: prepare on three servers holding two statements each: statements are evicted and
     prepared again all the time, and no transaction fails."""
-    import os
-    import subprocess
-    env = {**os.environ, "PGPASSWORD": pgr.USERS["pgr_scram"]}
-    router = pgrouter(txn(3, unnamed_statements="prepare", prepared_statements_cache=2))
-    result = subprocess.run(["pgbench", "-M", "extended", "-c", "8", "-j", "8", "-t", "100", "-h", pgr.HOST, "-p",
-                             str(router.port), "-U", "pgr_scram", "app"],
-                            capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "number of failed transactions: 0" in result.stdout
-    text = router.metrics()
+    text = pgbench_tpcb(pgrouter(txn(3, unnamed_statements="prepare", prepared_statements_cache=2)), "extended")
     # Seven texts (BEGIN and END too) cycling through two places: every Parse after a text's first prepares, and
     # evicts one.
     assert pgr.metric(text, "pgrouter_prepared_statements_prepared_total") >= 8 * 100 * 7 - 7
