@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -85,6 +86,19 @@ std::string error_message(std::string_view code, std::string_view message, std::
 
 }  // namespace
 
+namespace {
+// Bumped (process-wide) by every command through pgrouter that may change what a prepared statement returns: a
+// statement's shared name depends on it, so after such a command every client parses and prepares its statements
+// afresh instead of meeting a server's stale copy (0A000 "cached plan must not change result type"). Commands run
+// on the servers directly are caught by that error instead (ServerStatements::forget_stale).
+std::atomic<uint64_t> schema_epoch{0};
+
+bool changes_statements(std::string_view tag) {
+  return tag.rfind("ALTER ", 0) == 0 || tag.rfind("DROP ", 0) == 0 || tag == "CREATE VIEW" || tag == "CREATE RULE";
+}
+
+}  // namespace
+
 // Statements with the same text, parameter types and parse settings are the same statement: names in the text
 // are resolved and literals converted at Parse time, so a client with another search_path or TimeZone gets its own.
 std::string TxnTracker::server_name_for(std::string_view query, std::string_view types) const {
@@ -96,7 +110,7 @@ std::string TxnTracker::server_name_for(std::string_view query, std::string_view
 XXH128_hash_t TxnTracker::statement_hash(std::string_view query, std::string_view types) const {
   // The bytes hashed are query, '\0', types: in a client's Parse they are already in a row (one-shot hash, no
   // copy); the parse settings are the seed.
-  uint64_t seed = parse_context();
+  uint64_t seed = parse_context() ^ (schema_epoch.load(std::memory_order_relaxed) * 0xc2b2ae3d27d4eb4full);
   // A SET not yet committed (inside a transaction, or earlier in this batch) may change a parse setting on this
   // server only: what is parsed meanwhile is this client's own.
   if (!tx_sets_.empty() || !group_sets_.empty()) seed ^= (owner_ + 1) * 0x9e3779b97f4a7c15ull;
@@ -859,6 +873,8 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
     case 'C': {
       size_t pos = 0;
       auto tag = p::read_cstring(body, pos);
+      if (tag && !tag->empty() && ((*tag)[0] == 'A' || (*tag)[0] == 'D' || (*tag)[0] == 'C') && changes_statements(*tag))
+        schema_epoch.fetch_add(1, std::memory_order_relaxed);
       if (tag && *tag == "PREPARE" && !expect_.empty() && expect_.front().reply == 'C') {
         Expect e = std::move(expect_.front());
         expect_.pop_front();

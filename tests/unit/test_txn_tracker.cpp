@@ -703,3 +703,28 @@ TEST_CASE("statements are shared only between clients that parse them alike (sea
   CHECK(after != a);
   CHECK(after != name_of(paris, "s3"));  // spelled as a SET, not a startup value: its own copy
 }
+
+TEST_CASE("a schema change through pgrouter moves every client to freshly parsed statements") {
+  pgrouter::control::WorkerStats stats;
+  TxnTracker::Settings server_settings;
+  TxnTracker a{stats, 1, 100, false, {}}, b{stats, 2, 100, false, {}};
+  pgrouter::pool::ServerStatements server;
+  std::string wire, out, repl;
+  TxnTracker::Effect effect{};
+  auto name_of = [&](TxnTracker& t, const std::string& stmt) {
+    pgrouter::pool::ServerStatements fresh;
+    out.clear();
+    wire = msg('P', parse_body(stmt, "select * from t"));
+    t.client_message('P', std::string_view(wire).substr(5), fresh, out, effect);
+    return out.substr(5, out.find('\0', 5) - 5);
+  };
+  std::string before = name_of(a, "s1");
+  CHECK(name_of(b, "s1") == before);
+  // b runs a DELETE and a COMMIT (no change), then an ALTER TABLE (a change) on its server.
+  for (const char* tag : {"DELETE 3", "COMMIT", "DISCARD ALL"}) b.server_message('C', cstr(tag), server, server_settings, repl);
+  CHECK(name_of(a, "s2") == before);
+  b.server_message('C', cstr("ALTER TABLE"), server, server_settings, repl);
+  std::string after = name_of(a, "s3");
+  CHECK(after != before);
+  CHECK(name_of(b, "s3") == after);  // still shared between clients
+}

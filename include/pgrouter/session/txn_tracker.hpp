@@ -26,8 +26,10 @@
 // pgr_x, prepared first where missing), so a text the application sends again is parsed and planned once per server connection, as
 // PgDog's `extended_anonymous`. The client still sees an unnamed statement: a Query or a Close drops it, a
 // failed or skipped Parse leaves none, and errors name it "" again.
-// After "cached plan must not change result type" (a table changed under a statement) pgrouter forgets all of that
-// server's statements and prepares each again at its next use, after a Close of the stale one.
+// Schema changes. Shared names also hash a process-wide epoch that the CommandComplete of ALTER/DROP/CREATE VIEW
+// through pgrouter bumps, so clients parse afresh after them. After "cached plan must not change result type" (a
+// table changed under a statement behind pgrouter's back) pgrouter forgets all of that server's statements and
+// prepares each again at its next use, after a Close of the stale one.
 //
 // SQL PREPARE / EXECUTE / DEALLOCATE (the same namespace as protocol names, in PostgreSQL and here). A simple
 // Query `PREPARE s [(types)] AS stmt` is sent as `PREPARE pgr_y ...` (after a Close of pgr_y, so a server
