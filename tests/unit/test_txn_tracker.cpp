@@ -32,6 +32,17 @@ std::string types_of(const std::string& bytes) {
   return t;
 }
 
+// The server-side name `t` gives a client's named Parse of `sql` (on a server of its own, which lacks it).
+std::string server_name_of(TxnTracker& t, const std::string& stmt, const std::string& sql) {
+  pgrouter::pool::ServerStatements server;
+  std::string out;
+  TxnTracker::Effect effect{};
+  std::string wire = msg('P', parse_body(stmt, sql));
+  t.client_message('P', std::string_view(wire).substr(5), server, out, effect);
+  REQUIRE(types_of(out) == "P");
+  return out.substr(5, out.find('\0', 5) - 5);
+}
+
 struct Fixture {
   pgrouter::control::WorkerStats stats;
   pgrouter::pool::ServerStatements server;
@@ -675,14 +686,8 @@ TEST_CASE("statements are shared only between clients that parse them alike (sea
   TxnTracker dmy{stats, 4, 100, false, {}, Startup{{"timezone", "UTC"}, {"datestyle", "SQL, DMY"}}};
   std::string wire, out, repl;
   TxnTracker::Effect effect{};
-  // The server name `t` gives a named Parse of the same text (on a server of its own).
-  auto name_of = [&](TxnTracker& t, const std::string& stmt) {
-    pgrouter::pool::ServerStatements server;
-    out.clear();
-    wire = msg('P', parse_body(stmt, "select '2020-01-02 10:00'::timestamptz"));
-    t.client_message('P', std::string_view(wire).substr(5), server, out, effect);
-    REQUIRE(types_of(out) == "P");
-    return out.substr(5, out.find('\0', 5) - 5);
+  auto name_of = [](TxnTracker& t, const std::string& stmt) {
+    return server_name_of(t, stmt, "select '2020-01-02 10:00'::timestamptz");
   };
   std::string a = name_of(utc, "s1");
   CHECK(a.rfind("pgr_", 0) == 0);
@@ -709,15 +714,8 @@ TEST_CASE("a schema change through pgrouter moves every client to freshly parsed
   TxnTracker::Settings server_settings;
   TxnTracker a{stats, 1, 100, false, {}}, b{stats, 2, 100, false, {}};
   pgrouter::pool::ServerStatements server;
-  std::string wire, out, repl;
-  TxnTracker::Effect effect{};
-  auto name_of = [&](TxnTracker& t, const std::string& stmt) {
-    pgrouter::pool::ServerStatements fresh;
-    out.clear();
-    wire = msg('P', parse_body(stmt, "select * from t"));
-    t.client_message('P', std::string_view(wire).substr(5), fresh, out, effect);
-    return out.substr(5, out.find('\0', 5) - 5);
-  };
+  std::string repl;
+  auto name_of = [](TxnTracker& t, const std::string& stmt) { return server_name_of(t, stmt, "select * from t"); };
   std::string before = name_of(a, "s1");
   CHECK(name_of(b, "s1") == before);
   // b runs a DELETE and a COMMIT (no change), then an ALTER TABLE (a change) on its server.
