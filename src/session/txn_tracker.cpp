@@ -205,6 +205,18 @@ uint32_t TextRewrite::client_position(uint32_t pos) const {
   return uint32_t(std::max<int64_t>(1, int64_t(pos) - shift));
 }
 
+namespace {
+// The text and parameter types of a whole Parse message (as append_parse() builds them).
+std::optional<std::pair<std::string_view, std::string_view>> parse_text(std::string_view message) {
+  std::string_view body = message.substr(5);
+  size_t pos = 0;
+  if (!p::read_cstring(body, pos)) return std::nullopt;
+  auto query = p::read_cstring(body, pos);
+  if (!query) return std::nullopt;
+  return std::pair{*query, body.substr(pos)};
+}
+}  // namespace
+
 std::optional<std::string_view> TxnTracker::statement_query(const std::string& name) const {
   const std::string* msg = nullptr;
   if (name.empty()) {
@@ -216,10 +228,9 @@ std::optional<std::string_view> TxnTracker::statement_query(const std::string& n
     if (it->second->parse_message.empty()) return std::string_view(it->second->prepare_sql);
     msg = &it->second->parse_message;
   }
-  std::string_view body = std::string_view(*msg).substr(5);
-  size_t pos = 0;
-  if (!p::read_cstring(body, pos)) return std::nullopt;
-  return p::read_cstring(body, pos);
+  auto text = parse_text(*msg);
+  if (!text) return std::nullopt;
+  return text->first;
 }
 
 bool TxnTracker::tracks(const std::string& parameter) const {
@@ -629,11 +640,8 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         if (type == 'B') bound(unnamed_valid_ ? unnamed_rewrite_ : nullptr);
         if (unnamed_valid_ && !unnamed_server_.empty()) {  // prepared under its shared name
           if (!server.use(unnamed_server_)) {
-            std::string_view parse = std::string_view(unnamed_parse_).substr(5);
-            size_t at = 0;
-            p::read_cstring(parse, at);  // the name ("")
-            auto query = p::read_cstring(parse, at);
-            prepare_unnamed_here(server, out, *query, parse.substr(at), Action::drop);
+            auto [query, types] = *parse_text(unnamed_parse_);
+            prepare_unnamed_here(server, out, query, types, Action::drop);
           }
           if (type == 'B') append_bind(out, portal, unnamed_server_, body.substr(pos));
           else append_named(out, 'D', 'S', unnamed_server_);
@@ -873,8 +881,7 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
     case 'C': {
       size_t pos = 0;
       auto tag = p::read_cstring(body, pos);
-      if (tag && !tag->empty() && ((*tag)[0] == 'A' || (*tag)[0] == 'D' || (*tag)[0] == 'C') && changes_statements(*tag))
-        schema_epoch.fetch_add(1, std::memory_order_relaxed);
+      if (tag && changes_statements(*tag)) schema_epoch.fetch_add(1, std::memory_order_relaxed);
       if (tag && *tag == "PREPARE" && !expect_.empty() && expect_.front().reply == 'C') {
         Expect e = std::move(expect_.front());
         expect_.pop_front();

@@ -55,8 +55,9 @@ struct PoolConfig {
   Millis client_idle_timeout{0};       // idle outside a transaction longer (57P05)
   // Transaction pooling: prepared statements pgrouter keeps per server connection (LRU; 0 = no bound).
   int prepared_statements_cache = 500;
-  // pass: sent as the client sent it (the server parses and plans it each time); prepare: prepared under a
-  // shared name on each server connection and reused while its text, parameter types and search_path repeat.
+  // pass: sent as the client sent it (the server parses and plans it each time); prepare: from the second time
+  // a worker sees its text, prepared under a shared name on each server connection and reused while its text,
+  // parameter types and parse settings (search_path, TimeZone, ...) repeat.
   UnnamedStatements unnamed_statements = UnnamedStatements::pass;
   // Transaction pooling and session features it cannot carry (LISTEN, advisory locks, ...): pin the
   // client to its server for the rest of its session, or refuse the statement with 0A000.

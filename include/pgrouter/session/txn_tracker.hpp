@@ -2,8 +2,9 @@
 // session settings it SET, so that both follow the client to whichever server it gets next.
 //
 // Prepared statements. A client's statement "S1" is prepared on servers under a name derived from its
-// text, parameter types and the settings that change what a text means once parsed (parse_setting()) ("pgr_" + 128-bit hash), so clients that prepare the same statement share
-// it and different clients' "S1" never collide. Each server remembers what it has (ServerStatements,
+// text, parameter types and the settings that change what a text means once parsed (parse_setting()):
+// "pgr_" + 128-bit hash, so clients that prepare the same statement share it and different clients' "S1"
+// never collide. Each server remembers what it has (ServerStatements,
 // LRU-bounded). The tracker rewrites the client's messages on their way to the server:
 //   Parse S1      -> Parse pgr_x, or, when the server already has pgr_x, a Close of a name that never
 //                    exists, whose CloseComplete goes back to the client retyped as ParseComplete
@@ -23,8 +24,8 @@
 // unnamed statement whose text touches no session state, and that this worker saw parsed before (a text sent once
 // stays the server's unnamed statement), is treated like a named one under its "pgr_" name
 // (Parse -> Parse pgr_x, or the Close retyped as ParseComplete when the server has it; Bind/Describe "" ->
-// pgr_x, prepared first where missing), so a text the application sends again is parsed and planned once per server connection, as
-// PgDog's `extended_anonymous`. The client still sees an unnamed statement: a Query or a Close drops it, a
+// pgr_x, prepared first where missing), so a text the application sends again is parsed and planned once per
+// server connection, as PgDog's `extended_anonymous`. The client still sees an unnamed statement: a Query or a Close drops it, a
 // failed or skipped Parse leaves none, and errors name it "" again.
 // Schema changes. Shared names also hash a process-wide epoch that the CommandComplete of ALTER/DROP/CREATE VIEW
 // through pgrouter bumps, so clients parse afresh after them. After "cached plan must not change result type" (a
