@@ -246,7 +246,10 @@ std::unique_ptr<ServerConnection> Pool::take_idle(Clock::time_point started) {
     // The liveness peek costs a syscall; in transaction mode a server idle for under a second is
     // taken as is (a failure then reaches the client as 08006, as with PgBouncer's server_check_delay).
     bool recent = settings_.config.mode == control::PoolMode::transaction && now - c->idle_since < std::chrono::seconds(1);
-    if (expired(*c, now) || (!recent && !c->looks_alive())) {
+    // An idle server has nothing to say: if its socket became readable (the relay's last read drained it),
+    // it sent a FATAL (terminated, restarted, idle_session_timeout) or closed. That costs no syscall to see.
+    bool spoke = c->ready.attached() && c->ready.maybe_readable();
+    if (expired(*c, now) || ((spoke || !recent) && !c->looks_alive())) {
       close(std::move(c));
       continue;
     }
@@ -422,6 +425,24 @@ awaitable<void> Pool::release_after_cancels(ServerConnection* key) {
 awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {
   auto alive = alive_;
   bool ok = true;
+  // A server that does not answer its reset (a client left it waiting for the rest of a message, or it
+  // hangs) is cut off by cancelling its socket: run_quietly then fails and the server is closed.
+  struct Watch {
+    bool done = false, timed_out = false;
+  };
+  auto watch = std::make_shared<Watch>();
+  struct Done {
+    Watch& w;
+    ~Done() { w.done = true; }  // from here on conn may be gone: the timer must not touch it
+  } done_on_exit{*watch};
+  asio::steady_timer deadline(ex_);
+  deadline.expires_after(settings_.config.reset_timeout);
+  deadline.async_wait([c = conn.get(), watch](boost::system::error_code ec) {
+    if (ec || watch->done) return;
+    watch->timed_out = true;
+    boost::system::error_code ignored;
+    c->socket.cancel(ignored);
+  });
   if (conn->tx_status != 'I') ok = co_await conn->run_quietly("ROLLBACK");
   if (ok && (settings_.config.mode == control::PoolMode::session || conn->dirty) &&
       !settings_.config.reset_query.empty()) {
@@ -437,6 +458,13 @@ awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {
     ok = false;  // a pinned client's state and no reset query: never hand it to someone else
   }
   if (!*alive) co_return;
+  watch->done = true;
+  deadline.cancel();
+  if (watch->timed_out) {
+    log::warn("server did not finish its reset within pool.reset_timeout; closed",
+              {{"server", settings_.target.host + ":" + std::to_string(settings_.target.port)}});
+    ok = false;
+  }
   if (!ok) {
     close(std::move(conn));
     co_return;
@@ -498,6 +526,13 @@ awaitable<void> Pool::open_spare() {
 }
 
 void Pool::maintain(Clock::time_point now) {
+  // Idle servers that spoke or closed since they were pooled (see take_idle) are dead: dropped at once.
+  std::erase_if(idle_, [&](std::unique_ptr<ServerConnection>& c) {
+    if (!c->ready.attached() || !c->ready.maybe_readable() || c->looks_alive()) return false;
+    stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
+    close(std::move(c));
+    return true;
+  });
   // Oldest idle connections are at the front (LIFO reuse at the back).
   while (!idle_.empty() && total_ > settings_.min_servers) {
     auto& c = *idle_.front();

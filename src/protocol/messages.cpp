@@ -94,6 +94,23 @@ std::string_view error_sqlstate(std::string_view body) {
   return {};
 }
 
+bool error_is_fatal(std::string_view body) {
+  // 'V' (never localized) when the server sends it, else the localized 'S'.
+  std::string_view severity;
+  size_t pos = 0;
+  while (pos < body.size() && body[pos] != '\0') {
+    char t = body[pos++];
+    auto v = read_cstring(body, pos);
+    if (!v) break;
+    if (t == 'V') {
+      severity = *v;
+      break;
+    }
+    if (t == 'S' && severity.empty()) severity = *v;
+  }
+  return severity == "FATAL" || severity == "PANIC";
+}
+
 namespace {
 // Starts a typed message; returns the offset of its length field, patched by finish().
 size_t begin(std::string& out, char type) {

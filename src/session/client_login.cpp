@@ -22,7 +22,7 @@ using control::AuthMethod;
 
 namespace {
 // Unauthenticated clients may not make pgrouter allocate much.
-constexpr uint32_t kMaxAuthMessage = 8192;
+constexpr uint32_t kMaxAuthMessage = 65535;  // PG_MAX_AUTH_TOKEN_LENGTH
 
 // Startup parameters that are about the connection itself, not session settings to apply.
 bool is_connection_param(std::string_view k) {
@@ -71,9 +71,10 @@ awaitable<bool> ClientSession::read_startup_on(Stream& s, p::StartupPacket& out)
   if (co_await login_read(s, len_buf, 4)) co_return false;
   uint32_t len = p::read_be32(len_buf);
   if (len < 8 || len > p::kMaxStartupPacket) {
-    co_await fail(s, p::sqlstate::protocol_violation,
-                  "invalid length of startup packet (" + std::to_string(len) + " bytes)",
-                  "Connect with a PostgreSQL protocol 3.0 client.");
+    // As PostgreSQL: logged, and the connection closed without a word (a reply would be read as garbage by
+    // whatever sent this, and drivers that already gave up raise it).
+    log::info("invalid length of startup packet; connection closed",
+              {{"session", id_}, {"client", peer_}, {"length", uint64_t(len)}});
     co_return false;
   }
   std::string body(len - 4, '\0');
@@ -282,18 +283,25 @@ awaitable<bool> ClientSession::serve(Stream& s, p::StartupPacket sp) {
 }
 
 template <typename Stream>
-awaitable<bool> ClientSession::read_password_message(Stream& s, std::string& body) {
+awaitable<bool> ClientSession::read_password_message(Stream& s, std::string& body, bool sasl) {
   char hdr[5];
   if (co_await login_read(s, hdr, 5)) co_return false;
   uint32_t len = p::read_be32(hdr + 1);
-  if (hdr[0] != 'p') {
-    if (hdr[0] != 'X')
-      co_await fail(s, p::sqlstate::protocol_violation,
-                    std::string("expected a password message, got message type '") + hdr[0] + "'");
+  if (hdr[0] != 'p') {  // PostgreSQL's words, and its number for the type
+    co_await fail(s, p::sqlstate::protocol_violation,
+                  std::string(sasl ? "expected SASL response" : "expected password response") +
+                      ", got message type " + std::to_string(int(uint8_t(hdr[0]))));
     co_return false;
   }
   if (len < 4 || len > kMaxAuthMessage) {
-    co_await fail(s, p::sqlstate::protocol_violation, "invalid password message length " + std::to_string(len));
+    // PostgreSQL logs "invalid message length"; a SASL exchange then fails as a wrong password does, a
+    // password message closes without a word.
+    if (sasl) {
+      co_await fail(s, p::sqlstate::invalid_password, "password authentication failed for user \"" + user_ + "\"");
+      co_return false;
+    }
+    log::info("invalid authentication message length; connection closed",
+              {{"session", id_}, {"client", peer_}, {"length", uint64_t(len)}});
     co_return false;
   }
   body.assign(len - 4, '\0');
@@ -363,7 +371,7 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
   std::string out;
   p::append_auth(out, 10, std::string_view("SCRAM-SHA-256\0\0", 15));
   if (co_await net::write_all(s, out)) co_return false;
-  if (!co_await read_password_message(s, body)) co_return false;
+  if (!co_await read_password_message(s, body, true)) co_return false;
   size_t pos = 0;
   auto mech = p::read_cstring(body, pos);
   if (!mech || *mech != "SCRAM-SHA-256" || body.size() < pos + 4) {
@@ -387,7 +395,7 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
   out.clear();
   p::append_auth(out, 11, *server_first);
   if (co_await net::write_all(s, out)) co_return false;
-  if (!co_await read_password_message(s, body)) co_return false;
+  if (!co_await read_password_message(s, body, true)) co_return false;
   std::string server_final;
   auto result = ex.handle_client_final(body, server_final, why);
   if (result == p::scram::ServerExchange::Result::Malformed) {

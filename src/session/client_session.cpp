@@ -9,6 +9,7 @@
 
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/net/io.hpp"
+#include "pgrouter/protocol/frontend.hpp"
 #include "session/relay_handlers.hpp"
 
 namespace pgrouter::session {
@@ -304,6 +305,8 @@ void ClientSession::start_server_to_client(Stream& s) {
   if (!register_server_io()) server_broken_ = true;
   s2c_running_ = true;
   s2c_mid_message_ = false;
+  give_back_wanted_ = false;
+  server_copy_in_ = false;
   s2c_done_->expires_at(pool::Clock::time_point::max());
   s2c_start_pending_ = true;
   if (!s2c_loop_started_) {
@@ -418,6 +421,8 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
           // The tracker first: a reply to a request pgrouter sent (a ReadyForQuery too) is not the client's.
           auto reply = TxnTracker::Reply::forward;
           if (self.tracker_ && TxnTracker::is_reply_type(type)) reply = self.track_server_message(type, body);
+          if (type == 'G' || type == 'W') self.server_copy_in_ = true;  // CopyIn/CopyBothResponse
+          else if (type == 'C' || type == 'E' || type == 'Z') self.server_copy_in_ = false;
           if (type == 'Z') {
             self.server_->tx_status = body.empty() ? 'I' : body[0];
             self.client_tx_status_ = self.server_->tx_status;
@@ -432,10 +437,8 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
             } else if (reply == TxnTracker::Reply::replace && self.s2c_repl_.size() > 5 && self.s2c_repl_[0] == 'E') {
               self.w_.stats().count_error(p::error_sqlstate(std::string_view(self.s2c_repl_).substr(5)), false);
             }
-            if (code.substr(0, 2) == "57" || code.substr(0, 2) == "08") {
-              auto f = p::parse_error_fields(body);
-              if (f.severity == "FATAL" || f.severity == "PANIC") self.server_sent_fatal_ = true;
-            }
+            // Any FATAL: the server is ending the session, and PostgreSQL closes the client's connection too.
+            if (p::error_is_fatal(body)) self.server_sent_fatal_ = true;
           } else if (type == 'S') {
             if (auto kv = p::parse_parameter_status(body)) {
               self.server_->set_param(kv->first, kv->second);
@@ -476,6 +479,16 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
         while (!server_->ready.read_now(buf.write_ptr(), buf.write_space(), n, ec)) {
           co_await server_->ready.wait_readable(ec);
           if (ec) break;
+        }
+        if (ec == asio::error::operation_aborted && give_back_wanted_ && !client_done_) {
+          // client -> server finished a message that straddled the last ReadyForQuery (give_back_when_idle).
+          give_back_wanted_ = false;
+          server_->ready.rearm();
+          if (can_give_back() && !scanner.mid_message()) {
+            detach_server();
+            break;  // this attachment is over
+          }
+          continue;
         }
         if (ec && retry_.window && !client_done_) {
           // Nothing of the answer reached the client: the read goes to another backend (buf is the broken
@@ -538,6 +551,12 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
           }
           s2c_out_.clear();
           if (out_len > 0 && !wec && retry_.window) close_retry_window();  // the answer has begun
+          if (server_sent_fatal_ && !wec) {
+            // Relayed; the server closes, and so does the client's connection, as with PostgreSQL itself.
+            server_broken_ = true;
+            if (!client_done_) cancel_client_io();
+            break;  // this attachment is over
+          }
           if (wec) {
             s2c_mid_message_ = true;  // the client went away mid-answer: the server is not reusable
             if (!client_done_) cancel_client_io();
@@ -547,8 +566,7 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
           buf.consume(r.consumed);
           if (pending_ == 0) last_activity_ = net::BatchClock::now();
           // Transaction pooling: give the server back once it is idle with nothing in flight either way.
-          if (txn_mode_ && !pinned_ && server_->tx_status == 'I' && pending_ == 0 && !unsynced_ && !c2s_writing_ &&
-              buf.empty() && !scanner.mid_message() && !client_done_ && tracker_->idle() && startup_reset_.idle()) {
+          if (can_give_back() && !scanner.mid_message()) {
             detach_server();
             break;  // this attachment is over
           }
@@ -649,13 +667,14 @@ awaitable<void> ClientSession::relay(Stream& s) {
     // Nothing else writes to the client now, so this cannot interleave with relayed bytes. (Plain TCP: the
     // readiness cancel that stopped the loops is sticky; this last write is made past it.)
     if (!tls_) client_ready_.rearm();
-    std::string out;
+    std::string out = std::move(pending_preface_);
     p::append_error(out, "FATAL", pending_fatal_sqlstate_, pending_fatal_message_);
     w_.stats().count_error(pending_fatal_sqlstate_, true);
     co_await net::write_all(s, out);
   }
   if (server_) {
-    bool clean = !server_broken_ && pending_ == 0 && !unsynced_ && !s2c_mid_message_ && (!tracker_ || tracker_->idle());
+    bool clean = !server_broken_ && !server_sent_fatal_ && pending_ == 0 && !unsynced_ && !s2c_mid_message_ &&
+                 !c2s_mid_message_ && (!tracker_ || tracker_->idle());
     if (tracker_) tracker_->server_gone();
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
     server_pool_->release(std::move(server_), clean);
@@ -704,12 +723,12 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       co_await hold_write_behind_replica_read();
       if (client_done_) co_return;
     }
-    if (!server_ && buf.size() >= 5 && buf.data()[0] != 'X') {
+    if (!server_ && needs_server(buf.data(), buf.size())) {
       // Read/write splitting routes by the first message: when only part of it is here (a big query, or
       // a client that sends in pieces), read the rest first (up to 64 KiB; a longer one goes to the
-      // primary as it comes).
+      // primary as it comes). Its type and length were checked: a bogus header is refused, not waited on.
       uint32_t first_len = p::read_be32(buf.data() + 1);
-      if (routes_reads() && first_len >= 4 && first_len <= 64 * 1024 && buf.size() < 1 + size_t(first_len)) {
+      if (routes_reads() && first_len <= 64 * 1024 && buf.size() < 1 + size_t(first_len)) {
         buf.reserve_message(1 + size_t(first_len));
         continue;
       }
@@ -752,18 +771,25 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
     if (r.consumed > 0) {
       std::string_view out = handler.rw.finish(r.consumed);
       size_t out_len = out.size();
-      c2s_writing_ = true;
       net::error_code wec;
-      size_t written = 0;
-      bool done;
-      if (server_->ready.send_with_batch(out.data(), out_len, &written)) {
-        co_await server_->ready.sent(wec);  // with the batch's other requests (net::Readiness::flush_sends)
-        done = wec || written == out_len;
-      } else {
-        done = server_->ready.write_now(out.data(), out_len, written, wec);
+      if (out_len > 0 && !server_) {
+        // Cannot happen: a message is forwarded only with a server attached, which stays while one streams.
+        log::error("client bytes to forward without a server; closing the session", {{"session", id_}});
+        co_return;
       }
-      if (!done) co_await server_->ready.write_all(out.data() + written, out_len - written, wec);
-      c2s_writing_ = false;
+      if (out_len > 0) {  // (nothing when all of it was dropped)
+        c2s_writing_ = true;
+        size_t written = 0;
+        bool done;
+        if (server_->ready.send_with_batch(out.data(), out_len, &written)) {
+          co_await server_->ready.sent(wec);  // with the batch's other requests (net::Readiness::flush_sends)
+          done = wec || written == out_len;
+        } else {
+          done = server_->ready.write_now(out.data(), out_len, written, wec);
+        }
+        if (!done) co_await server_->ready.write_all(out.data() + written, out_len - written, wec);
+        c2s_writing_ = false;
+      }
       c2s_out_.clear();
       if (retry_.busy) retry_signal();
       if (wec && retry_.window && !client_done_) {
@@ -785,15 +811,16 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       if (retry_.window && !retry_.busy && buf.consumed_since_mark() > kMaxStreamingBuffer)
         close_retry_window();  // too much to keep for a retry
     }
-    if (r.stopped) co_return;
-    if (r.bad_length) {
-      pending_fatal_sqlstate_ = p::sqlstate::protocol_violation;
-      pending_fatal_message_ = "invalid message length " + std::to_string(r.bad_len) + " for message type '" +
-                               std::string(1, r.bad_type) + "' (listen.max_message_size = " +
-                               std::to_string(config_->listen.max_message_size) + " bytes)";
-      log::warn("client sent an invalid message length", {{"session", id_}, {"client", peer_},
-                                                          {"length", uint64_t(r.bad_len)}});
-      server_broken_ = true;  // the server may have seen part of a batch: do not reuse it
+    bool was_mid = c2s_mid_message_;
+    c2s_mid_message_ = scanner.mid_message() && !scanner.dropping();
+    if (handler.terminate) co_return;
+    if (was_mid && !c2s_mid_message_) co_await give_back_when_idle();
+    if (r.stopped) {  // the next message needs a server: attach one, then scan on without reading
+      unread = true;
+      continue;
+    }
+    if (r.unknown_type || r.bad_length) {
+      co_await refuse_client_message(r);
       co_return;
     }
     if (r.need > 0) {
@@ -802,6 +829,75 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       buf.reserve_message(buf.capacity() * 2);  // a full read: bulk traffic (COPY, big batches) reads more at once
     }
   }
+}
+
+bool ClientSession::can_give_back() const {
+  return txn_mode_ && !pinned_ && server_ && server_->tx_status == 'I' && pending_ == 0 && !unsynced_ &&
+         !c2s_writing_ && !c2s_mid_message_ && server_->buffer.empty() && !client_done_ && tracker_->idle() &&
+         startup_reset_.idle();
+}
+
+awaitable<void> ClientSession::give_back_when_idle() {
+  // The server's ReadyForQuery came while the client was in the middle of a message, so server -> client
+  // kept the server; now that the message is complete, it goes back if it is idle. server -> client is
+  // parked on the server's socket: woken by a cancel, it gives the server back itself (or reads on).
+  if (!can_give_back() || !s2c_running_) co_return;
+  give_back_wanted_ = true;
+  server_->ready.cancel();
+  asio::steady_timer poll(w_.io());
+  while (give_back_wanted_ && server_ && !client_done_ && s2c_running_) {
+    poll.expires_after(std::chrono::milliseconds(0));
+    net::error_code ec;
+    co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
+  }
+  give_back_wanted_ = false;
+}
+
+bool ClientSession::needs_server(const char* d, size_t n) const {
+  namespace fe = p::frontend;
+  if (n < 5) return false;
+  char type = d[0];
+  uint32_t len = p::read_be32(d + 1);
+  uint32_t limit = std::min(fe::max_length(type), uint32_t(config_->listen.max_message_size));
+  if (limit == 0 || len < 4 || len > limit || type == fe::kTerminate) return false;  // refused or ending
+  return !(fe::is_copy_message(type) && !request_in_flight());                       // dropped
+}
+
+awaitable<void> ClientSession::refuse_client_message(const p::ScanResult& r) {
+  namespace fe = p::frontend;
+  auto type = uint8_t(r.bad_type);
+  // PostgreSQL answers everything it was sent before this message, then ends the session; so pgrouter waits
+  // for the replies to the requests in flight (not inside a COPY: that server waits for its data).
+  bool in_copy = server_ && server_copy_in_;
+  asio::steady_timer poll(w_.io());
+  while (!in_copy && server_ && pending_ > 0 && !server_broken_ && !client_done_ && s2c_running_) {
+    poll.expires_after(std::chrono::milliseconds(5));
+    net::error_code ec;
+    co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
+  }
+  log::warn("client sent a message PostgreSQL refuses; closing its connection",
+            {{"session", id_}, {"client", peer_}, {"type", int(type)}, {"length", uint64_t(r.bad_len)}});
+  if (r.unknown_type) {
+    if (in_copy) {  // what PostgreSQL's COPY FROM STDIN says of it
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02X", unsigned(type));
+      p::append_error(pending_preface_, "ERROR", p::sqlstate::protocol_violation,
+                      std::string("unexpected message type ") + hex + " during COPY from stdin");
+      w_.stats().count_error(p::sqlstate::protocol_violation, true);
+      pending_fatal_message_ = "terminating connection because protocol synchronization was lost";
+    } else {
+      pending_fatal_message_ = "invalid frontend message type " + std::to_string(int(type));
+    }
+    pending_fatal_sqlstate_ = p::sqlstate::protocol_violation;
+  } else if (r.bad_len >= 4 && r.bad_len <= fe::max_length(char(type))) {
+    // Valid for PostgreSQL, too long for this pgrouter.
+    pending_fatal_sqlstate_ = p::sqlstate::protocol_violation;
+    pending_fatal_message_ = "message of type '" + std::string(1, char(type)) + "' is " + std::to_string(r.bad_len) +
+                             " bytes long, over listen.max_message_size (" +
+                             std::to_string(config_->listen.max_message_size) + " bytes)";
+  }
+  // Else an invalid length: PostgreSQL only logs "invalid message length" and closes, and so does pgrouter.
+  if (in_copy) server_broken_ = true;  // that server still waits for the COPY's data
 }
 
 // The login stage (client_login.cpp) hands over to the relay on either kind of client stream.

@@ -3,6 +3,7 @@
 #include <string>
 #include <string_view>
 
+#include "pgrouter/protocol/frontend.hpp"
 #include "pgrouter/session/client_session.hpp"
 
 namespace pgrouter::session {
@@ -27,6 +28,13 @@ struct SpanRewriter {
     copied = at + len + 1;
     rewritten = true;
   }
+  // Leaves out the n bytes at p (a dropped message, or the part of it in this span).
+  void drop(const char* p, size_t n) {
+    size_t at = size_t(p - base);
+    out.append(base + copied, at - copied);
+    copied = at + n;
+    rewritten = true;
+  }
   std::string_view finish(size_t consumed) {
     if (!rewritten) return {base, consumed};
     out.append(base + copied, consumed - copied);
@@ -34,36 +42,49 @@ struct SpanRewriter {
   }
 };
 
-// The FrameScanner handler of client -> server: counts requests, and in transaction pooling runs every
-// message through the client's TxnTracker (which may replace it). `replaying`: the messages are being
-// sent again to another server (read retry): they are already counted.
+// The FrameScanner handler of client -> server: checks each message's type and length against the
+// frontend protocol before anything of it is forwarded, counts requests, and in transaction pooling runs
+// every message through the client's TxnTracker (which may replace it). `replaying`: the messages are
+// being sent again to another server (read retry): they are already counted.
 struct ClientSession::ClientMessages {
   ClientSession& self;
   SpanRewriter rw;
   bool replaying = false;
+  bool terminate = false;  // the scan stopped at a Terminate: the session ends
   // Transaction pooling reads the messages that name statements or carry SQL; session pooling reads
   // only Query bodies, and only of clients whose startup settings pgrouter applied with SET (RESET).
   bool wants_body(char type) const {
     if (type == 'Q') return self.txn_mode_ || !self.startup_reset_.empty();
     return self.txn_mode_ && (type == 'P' || type == 'B' || type == 'D' || type == 'C');
   }
+  // PostgreSQL's limit for the type, within pgrouter's own listen.max_message_size (the scanner's).
+  uint32_t max_length(char type) const { return protocol::frontend::max_length(type); }
+  void on_drop(const char* p, size_t n) { rw.drop(p, n); }
   protocol::ScanAction on_message(char type, uint32_t len, std::string_view body) {
-    if (type == 'X') return protocol::ScanAction::stop_before;
+    namespace fe = protocol::frontend;
+    if (type == fe::kTerminate) {
+      terminate = true;
+      return protocol::ScanAction::stop_before;
+    }
+    // Outside a COPY PostgreSQL reads these and ignores them; with nothing in flight no server can be in
+    // a COPY, and a server between transactions may belong to someone else next: never forwarded then.
+    if (fe::is_copy_message(type) && !replaying && !self.request_in_flight()) return protocol::ScanAction::drop;
+    if (!self.server_) return protocol::ScanAction::stop_before;  // the loop attaches one first
     if (self.tracker_ && self.track_client_message(type, body)) rw.replace(body.data() - 5, len, self.c2s_repl_);
     else if (type == 'Q' && !replaying && !self.startup_reset_.empty() &&
              !(self.tracker_ && self.tracker_->last_query_plain()) && self.reset_to_startup(body))
       rw.replace(body.data() - 5, len, self.c2s_inject_);
     if (replaying) return protocol::ScanAction::forward;
     switch (type) {
-      case 'Q':
-      case 'F':
+      case fe::kQuery:
+      case fe::kFunctionCall:
         self.request_started();
         break;
-      case 'S':
+      case fe::kSync:
         self.unsynced_ = false;
         self.request_started();
         break;
-      case 'P': case 'B': case 'E': case 'D': case 'C': case 'H':
+      case fe::kParse: case fe::kBind: case fe::kExecute: case fe::kDescribe: case fe::kClose: case fe::kFlush:
         self.unsynced_ = true;
         break;
       default:

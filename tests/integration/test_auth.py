@@ -278,23 +278,36 @@ def test_scram_final_with_a_forged_nonce_or_proof_fails(pgrouter):
             assert fatal_then_closed(raw)["code"] in ("08P01", "28P01")
 
 
-def test_oversized_or_unexpected_message_during_authentication(pgrouter):
-    router = pgrouter({"auth": [rule("md5")]})
-    with pgr.Raw(router.port) as raw:
-        raw.send(pgr.startup_packet("pgr_md5", "app"))
+def auth_reply(port, user, sent):
+    """What a server says when `sent` comes instead of the password: (messages as (kind, code, message), closed)."""
+    with pgr.Raw(port) as raw:
+        raw.send(pgr.startup_packet(user, "app"))
         assert raw.read_message()[0] == "R"
-        raw.send(b"p" + pgr.int32(100000))  # pgrouter must not wait for (or allocate) 100 kB
-        assert fatal_then_closed(raw)["code"] == "08P01"
-    with pgr.Raw(router.port) as raw:
-        raw.send(pgr.startup_packet("pgr_md5", "app"))
-        assert raw.read_message()[0] == "R"
-        raw.send(pgr.query("SELECT 1"))
-        assert fatal_then_closed(raw)["code"] == "08P01"
-    with pgr.Raw(router.port) as raw:
-        raw.send(pgr.startup_packet("pgr_md5", "app"))
-        assert raw.read_message()[0] == "R"
-        raw.send(pgr.terminate())  # a client that gives up: closed without an error
-        assert raw.read_message() == ("", b"")
+        raw.send(sent)
+        got = []
+        try:
+            while True:
+                kind, payload = raw.read_message(3)
+                if kind == "":
+                    return got, True
+                fields = pgr.parse_error_fields(payload) if kind == "E" else {}
+                got.append((kind, fields.get("severity"), fields.get("code"), fields.get("message")))
+        except ConnectionResetError:
+            return got, True
+        except socket.timeout:
+            return got, False
+
+
+@pytest.mark.parametrize("sent", [b"p" + pgr.int32(100000), b"p" + pgr.int32(2), pgr.query("SELECT 1"),
+                                  pgr.terminate()], ids=["oversized", "too-short", "query", "terminate"])
+@pytest.mark.parametrize("user", ["pgr_md5", "pgr_scram"])
+def test_oversized_or_unexpected_message_during_authentication(cluster, pgrouter, user, sent):
+    """As PostgreSQL: a bad length is only logged (closed without a word, and pgrouter must not wait for or
+    allocate 100 kB), another message type is FATAL 08P01 naming it."""
+    router = pgrouter({"auth": [rule("md5" if user == "pgr_md5" else "scram-sha-256")]})
+    direct = auth_reply(cluster.primary_port, user, sent)
+    assert auth_reply(router.port, user, sent) == direct
+    assert direct[1]
     assert current_user(router, "pgr_md5") == "pgr_md5"
 
 

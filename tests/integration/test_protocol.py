@@ -68,15 +68,7 @@ def startup_until_ready(raw):
 
 # --- startup packet -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("packet", [pgr.int32(7) + b"\0\3\0", pgr.int32(4), pgr.int32(10001) + b"\0" * 16,
-                                    pgr.int32(0x7fffffff)], ids=["7", "4", "10001", "2GB"])
-def test_startup_packet_with_invalid_length(pgrouter, packet):
-    router = pgrouter()
-    with pgr.Raw(router.port) as raw:
-        raw.send(packet)
-        error = expect_fatal_and_close(raw, "08P01")
-        assert "length" in error["message"]
-    still_serves(router)
+# (An invalid startup packet length: test_hardening.py, compared with PostgreSQL.)
 
 
 def test_startup_packet_of_exactly_10000_bytes_is_accepted(pgrouter):
@@ -272,13 +264,7 @@ def test_message_bigger_than_max_message_size(pgrouter):
     still_serves(router)
 
 
-@pytest.mark.parametrize("length", [0, 3])
-def test_message_with_length_below_4(pgrouter, length):
-    router = pgrouter()
-    with logged_in(router) as raw:
-        raw.send(b"Q" + pgr.int32(length))
-        expect_fatal_and_close(raw, "08P01")
-    still_serves(router)
+# (A length below 4 after login: test_hardening.py, compared with PostgreSQL.)
 
 
 def test_messages_split_into_single_bytes(pgrouter):

@@ -2,6 +2,7 @@
 are prepared on whichever server the client gets, SET/RESET follow the client, a SET in a rolled-back
 transaction is undone, nothing one client sets is seen by another, and features that cannot be shared pin the
 client (or are refused with pool.session_features: refuse)."""
+import time
 import threading
 
 import psycopg
@@ -257,8 +258,13 @@ def test_advisory_lock_pins_its_holder_and_is_released_for_the_next_client(pgrou
         for _ in range(3):
             assert backend_pid(a) == pid  # pinned
         assert pgr.metric(router.metrics(), "pgrouter_clients_pinned_total") == 1
-    with router.connect() as c:  # a's server was reset (DISCARD ALL releases the lock) before reuse
-        assert c.execute("select pg_try_advisory_xact_lock(4242)").fetchone() == (True,)
+    with router.connect() as c:  # a's server is reset (DISCARD ALL releases the lock) before reuse
+        # The reset runs in the background as a leaves, and c may get b's server meanwhile: the lock is free
+        # once that reset is done (a client never waits for it).
+        deadline = time.monotonic() + 5
+        while c.execute("select pg_try_advisory_xact_lock(4242)").fetchone() != (True,):
+            assert time.monotonic() < deadline, "a's session advisory lock was never released"
+            time.sleep(0.05)
     assert '"feature":"session advisory lock"' in router.log()
 
 

@@ -69,13 +69,16 @@ class Buffer {
   size_t initial_;
 };
 
-enum class ScanAction { forward, stop_before };
+// forward: the message goes on; stop_before: the scan ends before it (it stays unconsumed); drop: the
+// message is consumed but not passed on (a pass-through body is reported to on_drop as it streams by).
+enum class ScanAction { forward, stop_before, drop };
 
 struct ScanResult {
-  size_t consumed = 0;     // bytes from the start that hold whole (or passed-through) messages
-  size_t need = 0;         // when > 0: bytes needed from `consumed` to make progress (header or whole body)
-  bool stopped = false;    // the handler asked to stop before a message starting at `consumed`
-  bool bad_length = false; // a length < 4 or > max was found at `consumed`
+  size_t consumed = 0;        // bytes from the start that hold whole (or passed-through) messages
+  size_t need = 0;            // when > 0: bytes needed from `consumed` to make progress (header or whole body)
+  bool stopped = false;       // the handler asked to stop before a message starting at `consumed`
+  bool bad_length = false;    // a length < 4 or over the limit was found at `consumed`
+  bool unknown_type = false;  // the handler's max_length() refused the type at `consumed`
   char bad_type = 0;
   uint32_t bad_len = 0;
 };
@@ -86,12 +89,17 @@ struct ScanResult {
 //
 // Handler: bool wants_body(char type); ScanAction on_message(char type, uint32_t len, std::string_view body)
 // (body is empty when wants_body was false). on_message is called once per message, when its header
-// (or its whole body, when wanted) is available.
+// (or its whole body, when wanted) is available. Optional: uint32_t max_length(char type), the type's own
+// limit, 0 for a type that is not allowed at all (checked before the length is trusted); and
+// void on_drop(const char* p, size_t n), told the bytes of each dropped message as they go by.
 class FrameScanner {
  public:
   explicit FrameScanner(uint32_t max_length) : max_length_(max_length) {}
   void set_max_length(uint32_t m) { max_length_ = m; }
+  // In the middle of a message whose body streams through (a later read holds the rest).
   bool mid_message() const { return skip_ > 0; }
+  // ... and that message is being dropped, not passed on.
+  bool dropping() const { return skip_ > 0 && dropping_; }
 
   template <typename Handler>
   ScanResult scan(const char* data, size_t n, Handler& h) {
@@ -100,6 +108,7 @@ class FrameScanner {
     while (pos < n) {
       if (skip_ > 0) {
         size_t take = skip_ < n - pos ? size_t(skip_) : n - pos;
+        if (dropping_) report_drop(h, data + pos, take);
         pos += take;
         skip_ -= take;
         continue;
@@ -110,7 +119,19 @@ class FrameScanner {
       }
       char type = data[pos];
       uint32_t len = read_be32(data + pos + 1);
-      if (len < 4 || len > max_length_) {
+      uint32_t limit = max_length_;
+      if constexpr (requires { h.max_length(type); }) {
+        uint32_t own = h.max_length(type);
+        if (own == 0) {
+          r.consumed = pos;
+          r.unknown_type = true;
+          r.bad_type = type;
+          r.bad_len = len;
+          return r;
+        }
+        if (own < limit) limit = own;
+      }
+      if (len < 4 || len > limit) {
         r.consumed = pos;
         r.bad_length = true;
         r.bad_type = type;
@@ -118,31 +139,23 @@ class FrameScanner {
         return r;
       }
       size_t total = size_t(len) + 1;
-      if (h.wants_body(type)) {
-        if (n - pos < total) {
-          r.need = total;
-          break;
-        }
-        if (h.on_message(type, len, std::string_view(data + pos + 5, len - 4)) == ScanAction::stop_before) {
-          r.consumed = pos;
-          r.stopped = true;
-          return r;
-        }
-        pos += total;
-      } else {
-        if (h.on_message(type, len, std::string_view()) == ScanAction::stop_before) {
-          r.consumed = pos;
-          r.stopped = true;
-          return r;
-        }
-        size_t avail = n - pos;
-        if (avail >= total) {
-          pos += total;
-        } else {
-          skip_ = total - avail;
-          pos = n;
-        }
+      bool whole = h.wants_body(type);
+      if (whole && n - pos < total) {
+        r.need = total;
+        break;
       }
+      auto action = h.on_message(type, len, whole ? std::string_view(data + pos + 5, len - 4) : std::string_view());
+      if (action == ScanAction::stop_before) {
+        r.consumed = pos;
+        r.stopped = true;
+        return r;
+      }
+      size_t avail = n - pos;
+      size_t here = avail >= total ? total : avail;
+      dropping_ = action == ScanAction::drop;
+      if (dropping_) report_drop(h, data + pos, here);
+      pos += here;
+      skip_ = total - here;
     }
     r.consumed = pos;
     if (pos == n) r.need = 0;
@@ -150,8 +163,13 @@ class FrameScanner {
   }
 
  private:
+  template <typename Handler>
+  static void report_drop(Handler& h, const char* p, size_t n) {
+    if constexpr (requires { h.on_drop(p, n); }) h.on_drop(p, n);
+  }
   uint32_t max_length_;
-  uint64_t skip_ = 0;  // bytes of the current pass-through message not yet seen
+  uint64_t skip_ = 0;      // bytes of the current pass-through message not yet seen
+  bool dropping_ = false;  // ... and they are dropped
 };
 
 }  // namespace pgrouter::protocol

@@ -19,7 +19,8 @@ constexpr uint32_t kCancelRequestCode = 80877102;
 constexpr uint32_t kSslRequestCode = 80877103;
 constexpr uint32_t kGssEncRequestCode = 80877104;
 constexpr uint32_t kProtocol30 = 3u << 16;
-constexpr uint32_t kMaxStartupPacket = 10000;  // as PostgreSQL's MAX_STARTUP_PACKET_LENGTH
+// The length field's limit: PostgreSQL checks MAX_STARTUP_PACKET_LENGTH (10000) against it minus its own 4 bytes.
+constexpr uint32_t kMaxStartupPacket = 10000 + 4;
 
 // Every SQLSTATE pgrouter raises itself (see docs/ARCHITECTURE.md, "Errors").
 namespace sqlstate {
@@ -61,6 +62,8 @@ struct ErrorFields {
 ErrorFields parse_error_fields(std::string_view body);
 // Only the SQLSTATE ('C' field), without allocating for the others.
 std::string_view error_sqlstate(std::string_view body);
+// Whether an ErrorResponse body is FATAL or PANIC (the server ends the session after it).
+bool error_is_fatal(std::string_view body);
 
 // --- builders: each appends one whole message to out -------------------------------------------
 void append_error(std::string& out, std::string_view severity, std::string_view code,

@@ -129,7 +129,7 @@ class ClientSession {
   // true: logged in, the relay may start on s.
   template <typename Stream> awaitable<bool> serve(Stream& s, protocol::StartupPacket sp);
   template <typename Stream> awaitable<bool> authenticate(Stream& s, const protocol::StartupPacket& sp);
-  template <typename Stream> awaitable<bool> read_password_message(Stream& s, std::string& body);
+  template <typename Stream> awaitable<bool> read_password_message(Stream& s, std::string& body, bool sasl = false);
   template <typename Stream> awaitable<bool> attach_and_welcome(Stream& s, const protocol::StartupPacket& sp);
   template <typename Stream> awaitable<void> relay(Stream& s);
   template <typename Stream> void start_server_to_client(Stream& s);
@@ -144,6 +144,16 @@ class ClientSession {
   // The transaction is over: server_ goes back to its pool (closed when not reusable).
   void detach_server(bool reusable = true);
   template <typename Stream> awaitable<void> client_to_server(Stream& s);
+  // client -> server found a message PostgreSQL would refuse (scan result r): after the replies to what
+  // was sent before it (as PostgreSQL answers them first), the session ends as PostgreSQL would end it.
+  awaitable<void> refuse_client_message(const protocol::ScanResult& r);
+  // Whether the first message in d[0..n) needs a server (not a Terminate, a refused or a dropped message).
+  bool needs_server(const char* d, size_t n) const;
+  // Transaction pooling: server_ may go back to its pool now (idle, nothing in flight either way).
+  bool can_give_back() const;
+  // client -> server completed a message that kept server_ past its ReadyForQuery: give it back if idle.
+  awaitable<void> give_back_when_idle();
+  bool give_back_wanted_ = false;  // ... asked of server -> client, which is parked on server_'s socket
   template <typename Stream> awaitable<void> server_to_client_loop(Stream& s);
   template <typename Stream> awaitable<void> fail(Stream& s, const char* sqlstate, std::string message,
                                                   std::string hint = {});
@@ -221,6 +231,12 @@ class ClientSession {
   net::SocketReadiness client_ready_;  // plain TCP: registered from the login on; the destructor closes the fd first
   int pending_ = 0;        // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen
   bool unsynced_ = false;  // extended-protocol messages sent since the last Sync
+  // A server may still be working for this client (or be in a COPY waiting for its data).
+  bool request_in_flight() const { return pending_ > 0 || unsynced_; }
+  // client -> server stopped in the middle of a message whose body streams through to server_: the rest is
+  // still to come from the client, so server_ is neither given back nor reused until it is complete.
+  bool c2s_mid_message_ = false;
+  bool server_copy_in_ = false;  // the server sent CopyInResponse/CopyBothResponse and has not ended the COPY
   bool client_done_ = false;
   bool server_broken_ = false, server_sent_fatal_ = false;
   bool s2c_mid_message_ = false;
@@ -249,6 +265,7 @@ class ClientSession {
   std::unique_ptr<TxnTracker> tracker_;  // transaction pooling: statements and settings that follow the client
   std::string c2s_out_, c2s_repl_, s2c_out_, s2c_repl_;  // rewritten batches (only when a message changed)
   std::string pending_fatal_sqlstate_, pending_fatal_message_;
+  std::string pending_preface_;  // messages the client gets before that FATAL (encoded)
   // When each request in flight started (query latency, pool.query_timeout), oldest first: a ring of a few
   // entries in place, moved to one of kRing on the heap for a client that pipelines deeper (an idle client
   // keeps 32 bytes, not 512). Requests beyond kRing in flight are not timed.
