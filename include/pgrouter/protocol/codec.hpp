@@ -87,10 +87,16 @@ struct ScanResult {
 // Handler: bool wants_body(char type); ScanAction on_message(char type, uint32_t len, std::string_view body)
 // (body is empty when wants_body was false). on_message is called once per message, when its header
 // (or its whole body, when wanted) is available.
+//
+// Whatever max_length says, a length above kMaxProtocolMessage is bad: PostgreSQL builds every message in a buffer
+// limited to 1 GB (MaxAllocSize) and refuses a longer one from a client, so a longer length is garbage or an
+// attack, and passing it through would leave the other side waiting for gigabytes that never come.
+constexpr uint32_t kMaxProtocolMessage = (1u << 30) + 256;
+
 class FrameScanner {
  public:
-  explicit FrameScanner(uint32_t max_length) : max_length_(max_length) {}
-  void set_max_length(uint32_t m) { max_length_ = m; }
+  explicit FrameScanner(uint32_t max_length) : max_length_(clamp(max_length)) {}
+  void set_max_length(uint32_t m) { max_length_ = clamp(m); }
   bool mid_message() const { return skip_ > 0; }
 
   template <typename Handler>
@@ -150,6 +156,7 @@ class FrameScanner {
   }
 
  private:
+  static uint32_t clamp(uint32_t m) { return m < kMaxProtocolMessage ? m : kMaxProtocolMessage; }
   uint32_t max_length_;
   uint64_t skip_ = 0;  // bytes of the current pass-through message not yet seen
 };
