@@ -422,14 +422,15 @@ awaitable<void> Pool::release_after_cancels(ServerConnection* key) {
 awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {
   auto alive = alive_;
   bool ok = true;
-  if (conn->tx_status != 'I') ok = co_await conn->run_quietly("ROLLBACK");
+  ServerError err;
+  if (conn->tx_status != 'I') ok = co_await conn->run_quietly("ROLLBACK", &err);
   if (ok && (settings_.config.mode == control::PoolMode::session || conn->dirty) &&
       !settings_.config.reset_query.empty()) {
     conn->dirty = false;
-    ok = co_await conn->run_quietly(settings_.config.reset_query);
+    ok = co_await conn->run_quietly(settings_.config.reset_query, &err);
     // Prepared statements pgrouter keeps there must really be gone before they are forgotten.
     if (ok && conn->statements.size() > 0 && strcasecmp(settings_.config.reset_query.c_str(), "DISCARD ALL") != 0)
-      ok = co_await conn->run_quietly("DEALLOCATE ALL");
+      ok = co_await conn->run_quietly("DEALLOCATE ALL", &err);
     conn->applied.clear();  // DISCARD ALL reset every setting pgrouter had applied
     conn->settled = {};
     conn->statements.clear();
@@ -438,6 +439,10 @@ awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {
   }
   if (!*alive) co_return;
   if (!ok) {
+    if (!err.message.empty())  // (a pinned client's state with no reset query has no message: nothing broke)
+      log::warn("server reset failed; connection closed",
+                {{"host", settings_.target.host}, {"port", settings_.target.port}, {"sqlstate", err.sqlstate},
+                 {"error", err.message}});
     close(std::move(conn));
     co_return;
   }

@@ -72,21 +72,52 @@ awaitable<bool> read_server_message(ServerConnection& c, char& type, std::string
 }
 
 awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerError* err) {
+  // A server that stops answering must not keep this connection, and its pool slot, forever (a reset runs
+  // with no client waiting on it): past quiet_timeout the pending wait is cancelled and the run fails. The
+  // socket is cancelled, not closed: it may still be registered with the relay's readiness set.
+  struct Watch {
+    bool done = false;
+    bool fired = false;
+  };
+  auto watch = std::make_shared<Watch>();
+  asio::steady_timer watchdog(socket.get_executor());
+  if (quiet_timeout.count() > 0) {
+    watchdog.expires_after(quiet_timeout);
+    watchdog.async_wait([watch, s = &socket](boost::system::error_code ec) {
+      if (!ec && !watch->done) {
+        watch->fired = true;
+        boost::system::error_code ignored;
+        s->cancel(ignored);
+      }
+    });
+  }
+  auto fail = [&](const char* sqlstate, std::string what) {
+    watch->done = true;
+    watchdog.cancel();
+    if (watch->fired) {
+      sqlstate = p::sqlstate::connection_failure;
+      what = "did not answer pgrouter's " + sql.substr(0, sql.find(' ')) + " within " +
+             std::to_string(quiet_timeout.count()) + " ms (pool.connect_timeout); the connection was closed";
+    }
+    if (err && !err->from_server) {
+      err->sqlstate = sqlstate;
+      err->message = "server " + util::host_port(target.host, target.port) + " " + what;
+    }
+    return false;
+  };
   std::string out;
   p::append_query(out, sql);
-  if (co_await net::write_all(socket, out)) co_return false;
+  if (co_await net::write_all(socket, out))
+    co_return fail(p::sqlstate::connection_failure, "closed the connection (while being sent a query)");
   bool ok = true;
   for (;;) {
     char type;
     std::string body;
     std::string why;
-    if (!co_await read_server_message(*this, type, body, kMaxQuietMessage, &why)) {
-      if (err && !err->from_server) {
-        err->sqlstate = why.starts_with("sent") ? p::sqlstate::protocol_violation : p::sqlstate::connection_failure;
-        err->message = "server " + util::host_port(target.host, target.port) + " " + why;
-      }
-      co_return false;
-    }
+    // fired is checked too: the timer may have run while a completed wait was still queued.
+    if (watch->fired || !co_await read_server_message(*this, type, body, kMaxQuietMessage, &why))
+      co_return fail(why.starts_with("sent") ? p::sqlstate::protocol_violation : p::sqlstate::connection_failure,
+                     why);
     if (type == 'E') {
       ok = false;
       if (err) {
@@ -98,6 +129,8 @@ awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerErro
     } else if (type == 'S') {
       if (auto kv = p::parse_parameter_status(body)) set_param(kv->first, kv->second);
     } else if (type == 'Z') {
+      watch->done = true;
+      watchdog.cancel();
       tx_status = body.empty() ? 'I' : body[0];
       co_return ok;
     }
@@ -274,6 +307,7 @@ awaitable<std::unique_ptr<ServerConnection>> connect_server(asio::any_io_executo
     ok = false;
   }
   if (!ok) co_return nullptr;
+  conn->quiet_timeout = timeout;
   conn->created = conn->idle_since = Clock::now();
   co_return conn;
 }

@@ -17,14 +17,14 @@ BACKEND_PW = "hostile_backend_pw_Q7"  # pgrouter's password to the fake server
 CONNECT_TIMEOUT = 2.0                 # pool.connect_timeout: a login that needs it took too long
 
 
-def router_config(cluster, fake, mode):
+def router_config(cluster, fake, mode, pool=None):
     users = [{"name": name, "password": pw} for name, pw in pgr.USERS.items()]
     users.append({"name": USER, "password": CLIENT_PW, "backend_password": BACKEND_PW})
     return {
         # One worker: the bystander shares the worker that meets the hostile server, so a crash, a stall (a
         # PBKDF2 of 2^31 iterations) or a hang there would reach it.
         "listen": {"workers": 1},
-        "pool": {"mode": mode, "connect_timeout": f"{int(CONNECT_TIMEOUT * 1000)}ms"},
+        "pool": {"mode": mode, "connect_timeout": f"{int(CONNECT_TIMEOUT * 1000)}ms", **(pool or {})},
         "databases": [
             {"name": "hostile", "dbname": "fakedb", "shards": [{"primary": fake.endpoint()}]},
             {"name": "app", "shards": [{"primary": cluster.endpoint("primary")}]},
@@ -37,9 +37,9 @@ class Setup:
     """A fake server running `script`, a pgrouter with a database on it and one on the real primary, and a
     bystander client connected to the real one before anything hostile happens."""
 
-    def __init__(self, cluster, pgrouter, script, mode):
+    def __init__(self, cluster, pgrouter, script, mode, pool=None):
         self.fake = HostileServer(script)
-        self.router = pgrouter(router_config(cluster, self.fake, mode))
+        self.router = pgrouter(router_config(cluster, self.fake, mode, pool))
         self.bystander = self.router.connect(user="pgr_scram", dbname="app")
         assert self.bystander.execute("SELECT 1").fetchone() == (1,)
 
@@ -88,8 +88,8 @@ class Setup:
 def hostile(cluster, pgrouter):
     setups = []
 
-    def make(script, mode="session"):
-        setups.append(Setup(cluster, pgrouter, script, mode))
+    def make(script, mode="session", pool=None):
+        setups.append(Setup(cluster, pgrouter, script, mode, pool))
         return setups[-1]
 
     yield make
@@ -398,4 +398,32 @@ def test_fatal_inside_a_row_stream_closes_the_server(hostile, mode):
     with setup.raw_login() as raw:
         assert raw.simple_query("SELECT 1") == ([["fake"]], None)
     assert len(setup.fake.connections) == 2
+    setup.assert_unharmed()
+
+
+def test_server_that_never_answers_the_reset_is_closed(hostile):
+    """Session pooling resets a server (DISCARD ALL) before the next client gets it. A server that never answers
+    must not keep its pool slot forever: after pool.connect_timeout pgrouter closes it, says so in its log, and
+    the client waiting for the slot gets a new server."""
+    def on_query(conn, sql):
+        # Only the first connection stops answering, and only the reset.
+        return sql.startswith("DISCARD") and conn is conn.server.connections[0]
+
+    def script(conn):
+        conn.trust_login()
+        conn.serve(on_query)
+        then_wait(conn)
+
+    setup = hostile(script, pool={"size": 1, "queue_timeout": "8s"})
+    with setup.raw_login() as raw:
+        assert raw.simple_query("SELECT 1") == ([["fake"]], None)
+    start = time.monotonic()
+    with setup.raw_login() as raw:  # waits for the only slot
+        assert raw.simple_query("SELECT 1") == ([["fake"]], None)
+    assert CONNECT_TIMEOUT - 0.5 < time.monotonic() - start < CONNECT_TIMEOUT + 3
+    first = setup.fake.connections[0]
+    assert ("Q", b"DISCARD ALL\0") in first.received and first.closed.wait(5)
+    assert len(setup.fake.connections) == 2
+    record = setup.log_record("server reset failed; connection closed")
+    assert record["sqlstate"] == "08006" and "did not answer pgrouter's DISCARD" in record["error"], record
     setup.assert_unharmed()

@@ -70,7 +70,10 @@ class ServerConnection {
   // Cheap liveness check for an idle connection: a non-blocking peek. False if the server closed it
   // or sent something unsolicited (e.g. a FATAL on shutdown).
   bool looks_alive();
-  // Runs a simple query and discards the result; false if it failed or the connection broke.
+  // How long run_quietly waits for the server (the pool's connect_timeout, set by connect_server); 0 = forever.
+  std::chrono::milliseconds quiet_timeout{0};
+  // Runs a simple query and discards the result; false if it failed, the connection broke or the server did
+  // not answer within quiet_timeout (then the connection must be closed: the server may answer later).
   awaitable<bool> run_quietly(const std::string& sql, ServerError* err = nullptr);
 };
 
