@@ -171,6 +171,22 @@ def ok_before_authentication(conn):
     then_wait(conn)
 
 
+def scram_then_cleartext(conn):
+    # A downgrade in the middle of SCRAM: the server asks for the password itself.
+    conn.read_startup()
+    conn.auth_request(10, pgr.cstr("SCRAM-SHA-256") + b"\0")
+    conn.expect("p")
+    conn.auth_request(3)
+    then_wait(conn)
+
+
+def server_first_twice(conn):
+    conn.read_startup()
+    conn.scram(BACKEND_PW, final=False)
+    conn.auth_request(11, b"r=x,s=c2FsdA==,i=4096")
+    then_wait(conn)
+
+
 def half_a_message_then_eof(conn):
     conn.read_startup()
     conn.send(b"R" + pgr.int32(12) + pgr.int32(10))  # SASL request cut after its code
@@ -204,6 +220,8 @@ LOGIN_CASES = {
                         ["signature", "does not know"]),
     "short-signature": (scram_script(signature=lambda right: right[:16]), "08001", ["signature"]),
     "ok-without-sasl-final": (scram_then_ok_without_final, "08P01", ["before the SCRAM exchange"]),
+    "scram-then-cleartext": (scram_then_cleartext, "08P01", ["authentication request 3 out of order"]),
+    "server-first-twice": (server_first_twice, "08P01", ["authentication request 11 out of order"]),
     "half-a-message-then-eof": (half_a_message_then_eof, "08006", ["closed the connection"]),
     "never-answers": (never_answers, "08001", ["timed out", f"{int(CONNECT_TIMEOUT * 1000)} ms"]),
 }
@@ -224,6 +242,8 @@ def test_hostile_server_login(hostile, case, mode):
     # pgrouter closed that server connection rather than keeping it (unless the fake hung up first).
     assert setup.fake.wait_connections(1)
     assert setup.fake.connections[0].hung_up or setup.fake.connections[0].closed.wait(5)
+    if case == "scram-then-cleartext":  # the password was never sent: only the SASLInitialResponse was
+        assert [kind for kind, _ in setup.fake.connections[0].received] == ["p"]
     record = setup.log_record("server login failed")
     assert record["sqlstate"] == sqlstate
     assert fragments[0] in record["error"]
