@@ -119,7 +119,6 @@ const Section<PoolConfig>& pool_section() {
        int_key("queue_size", &PoolConfig::queue_size, 0, 1'000'000, kReloadable),
        duration_key("queue_timeout", &PoolConfig::queue_timeout, kReloadable),
        string_key("reset_query", &PoolConfig::reset_query, kReloadable),
-       duration_key("reset_timeout", &PoolConfig::reset_timeout, kReloadable),
        timeout_key("query_timeout", &PoolConfig::query_timeout, kReloadable),
        timeout_key("idle_transaction_timeout", &PoolConfig::idle_transaction_timeout, kReloadable),
        timeout_key("client_idle_timeout", &PoolConfig::client_idle_timeout, kReloadable),

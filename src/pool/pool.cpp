@@ -426,31 +426,16 @@ awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {
   auto alive = alive_;
   bool ok = true;
   // A server that does not answer its reset (a client left it waiting for the rest of a message, or it
-  // hangs) is cut off by cancelling its socket: run_quietly then fails and the server is closed.
-  struct Watch {
-    bool done = false, timed_out = false;
-  };
-  auto watch = std::make_shared<Watch>();
-  struct Done {
-    Watch& w;
-    ~Done() { w.done = true; }  // from here on conn may be gone: the timer must not touch it
-  } done_on_exit{*watch};
-  asio::steady_timer deadline(ex_);
-  deadline.expires_after(settings_.config.reset_timeout);
-  deadline.async_wait([c = conn.get(), watch](boost::system::error_code ec) {
-    if (ec || watch->done) return;
-    watch->timed_out = true;
-    boost::system::error_code ignored;
-    c->socket.cancel(ignored);
-  });
-  if (conn->tx_status != 'I') ok = co_await conn->run_quietly("ROLLBACK");
+  // hangs) fails run_quietly after pool.connect_timeout (ServerConnection::quiet_timeout) and is closed.
+  ServerError err;
+  if (conn->tx_status != 'I') ok = co_await conn->run_quietly("ROLLBACK", &err);
   if (ok && (settings_.config.mode == control::PoolMode::session || conn->dirty) &&
       !settings_.config.reset_query.empty()) {
     conn->dirty = false;
-    ok = co_await conn->run_quietly(settings_.config.reset_query);
+    ok = co_await conn->run_quietly(settings_.config.reset_query, &err);
     // Prepared statements pgrouter keeps there must really be gone before they are forgotten.
     if (ok && conn->statements.size() > 0 && strcasecmp(settings_.config.reset_query.c_str(), "DISCARD ALL") != 0)
-      ok = co_await conn->run_quietly("DEALLOCATE ALL");
+      ok = co_await conn->run_quietly("DEALLOCATE ALL", &err);
     conn->applied.clear();  // DISCARD ALL reset every setting pgrouter had applied
     conn->settled = {};
     conn->statements.clear();
@@ -458,14 +443,11 @@ awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {
     ok = false;  // a pinned client's state and no reset query: never hand it to someone else
   }
   if (!*alive) co_return;
-  watch->done = true;
-  deadline.cancel();
-  if (watch->timed_out) {
-    log::warn("server did not finish its reset within pool.reset_timeout; closed",
-              {{"server", settings_.target.host + ":" + std::to_string(settings_.target.port)}});
-    ok = false;
-  }
   if (!ok) {
+    if (!err.message.empty())  // (a pinned client's state with no reset query has no message: nothing broke)
+      log::warn("server reset failed; connection closed",
+                {{"host", settings_.target.host}, {"port", settings_.target.port}, {"sqlstate", err.sqlstate},
+                 {"error", err.message}});
     close(std::move(conn));
     co_return;
   }

@@ -4,6 +4,8 @@
 
 #include <sys/socket.h>
 
+#include <cstdio>
+
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/net/io.hpp"
 #include "pgrouter/protocol/md5.hpp"
@@ -22,32 +24,100 @@ bool ServerConnection::looks_alive() {
   return errno == EAGAIN || errno == EWOULDBLOCK;
 }
 
-awaitable<bool> read_server_message(ServerConnection& c, char& type, std::string& body) {
+namespace {
+
+// How a message type byte reads in an error: the letter, or its code when it is not printable.
+std::string type_name(char type) {
+  auto u = static_cast<unsigned char>(type);
+  if (u >= 0x21 && u <= 0x7e) return std::string("'") + type + "'";
+  char hex[8];
+  std::snprintf(hex, sizeof hex, "0x%02x", u);
+  return hex;
+}
+
+}  // namespace
+
+awaitable<bool> read_server_message(ServerConnection& c, char& type, std::string& body, uint32_t max_length,
+                                    std::string* why) {
   char hdr[5];
   // Bytes may already be buffered from the relay; login/reset never leave partial data there.
-  if (!c.buffer.empty()) co_return false;
+  if (!c.buffer.empty()) {
+    if (why) *why = "left unread bytes behind";
+    co_return false;
+  }
   auto ec = co_await net::read_exact(c.socket, hdr, 5);
-  if (ec) co_return false;
+  if (ec) {
+    if (why) *why = "closed the connection (" + ec.message() + ")";
+    co_return false;
+  }
   type = hdr[0];
   uint32_t len = p::read_be32(hdr + 1);
-  if (len < 4 || len > 64u * 1024 * 1024) co_return false;
+  // Checked before anything is allocated or waited for: a hostile length must cost neither memory nor the
+  // time until the connect timeout.
+  if (len < 4 || len > max_length) {
+    if (why)
+      *why = "sent an invalid message length " + std::to_string(len) + " for message type " + type_name(type) +
+             " (at most " + std::to_string(max_length) + " bytes expected here)";
+    co_return false;
+  }
   body.resize(len - 4);
   if (len > 4) {
     ec = co_await net::read_exact(c.socket, body.data(), body.size());
-    if (ec) co_return false;
+    if (ec) {
+      if (why) *why = "closed the connection in the middle of a message (" + ec.message() + ")";
+      co_return false;
+    }
   }
   co_return true;
 }
 
 awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerError* err) {
+  // A server that stops answering must not keep this connection, and its pool slot, forever (a reset runs
+  // with no client waiting on it): past quiet_timeout the pending wait is cancelled and the run fails. The
+  // socket is cancelled, not closed: it may still be registered with the relay's readiness set.
+  struct Watch {
+    bool done = false;
+    bool fired = false;
+  };
+  auto watch = std::make_shared<Watch>();
+  asio::steady_timer watchdog(socket.get_executor());
+  if (quiet_timeout.count() > 0) {
+    watchdog.expires_after(quiet_timeout);
+    watchdog.async_wait([watch, s = &socket](boost::system::error_code ec) {
+      if (!ec && !watch->done) {
+        watch->fired = true;
+        boost::system::error_code ignored;
+        s->cancel(ignored);
+      }
+    });
+  }
+  auto fail = [&](const char* sqlstate, std::string what) {
+    watch->done = true;
+    watchdog.cancel();
+    if (watch->fired) {
+      sqlstate = p::sqlstate::connection_failure;
+      what = "did not answer pgrouter's " + sql.substr(0, sql.find(' ')) + " within " +
+             std::to_string(quiet_timeout.count()) + " ms (pool.connect_timeout); the connection was closed";
+    }
+    if (err && !err->from_server) {
+      err->sqlstate = sqlstate;
+      err->message = "server " + util::host_port(target.host, target.port) + " " + what;
+    }
+    return false;
+  };
   std::string out;
   p::append_query(out, sql);
-  if (co_await net::write_all(socket, out)) co_return false;
+  if (co_await net::write_all(socket, out))
+    co_return fail(p::sqlstate::connection_failure, "closed the connection (while being sent a query)");
   bool ok = true;
   for (;;) {
     char type;
     std::string body;
-    if (!co_await read_server_message(*this, type, body)) co_return false;
+    std::string why;
+    // fired is checked too: the timer may have run while a completed wait was still queued.
+    if (watch->fired || !co_await read_server_message(*this, type, body, kMaxQuietMessage, &why))
+      co_return fail(why.starts_with("sent") ? p::sqlstate::protocol_violation : p::sqlstate::connection_failure,
+                     why);
     if (type == 'E') {
       ok = false;
       if (err) {
@@ -59,6 +129,8 @@ awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerErro
     } else if (type == 'S') {
       if (auto kv = p::parse_parameter_status(body)) set_param(kv->first, kv->second);
     } else if (type == 'Z') {
+      watch->done = true;
+      watchdog.cancel();
       tx_status = body.empty() ? 'I' : body[0];
       co_return ok;
     }
@@ -67,71 +139,94 @@ awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerErro
 
 namespace {
 
+// Where a login stands. A server may only move it forward, one step at a time, the way PostgreSQL does; any
+// other message is a protocol violation, so a server cannot skip the proof that it knows the password (an
+// AuthenticationOk in place of SASLFinal) or have pgrouter answer one request twice.
+enum class LoginStep {
+  started,          // startup packet sent: an authentication request, ErrorResponse or NegotiateProtocolVersion
+  password_sent,    // cleartext or md5 answered: AuthenticationOk (or an error)
+  scram_first,      // SASLInitialResponse sent: SASLContinue
+  scram_final,      // SASLResponse sent: SASLFinal
+  scram_verified,   // server signature checked: AuthenticationOk
+  authenticated,    // ParameterStatus, BackendKeyData, then ReadyForQuery
+};
+
 awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& err) {
+  const std::string server = "server " + util::host_port(t.host, t.port);
+  auto fail = [&](const char* sqlstate, std::string what) {
+    err = {sqlstate, server + " " + what, false};
+    return false;
+  };
+  auto violation = [&](std::string what) { return fail(p::sqlstate::protocol_violation, std::move(what)); };
   std::string out;
   p::append_startup(out, {{"user", t.user}, {"database", t.dbname}});
   if (co_await net::write_all(c.socket, out)) {
-    err = {p::sqlstate::cannot_connect, "could not send startup packet to server", false};
+    err = {p::sqlstate::cannot_connect, "could not send the startup packet to " + server, false};
     co_return false;
   }
   std::unique_ptr<p::scram::ClientExchange> scram;
+  LoginStep step = LoginStep::started;
   for (;;) {
     char type;
     std::string body;
-    if (!co_await read_server_message(c, type, body)) {
-      err = {p::sqlstate::connection_failure, "server closed the connection during login", false};
-      co_return false;
+    std::string why;
+    if (!co_await read_server_message(c, type, body, kMaxLoginMessage, &why)) {
+      co_return fail(why.starts_with("sent") ? p::sqlstate::protocol_violation : p::sqlstate::connection_failure,
+                     why + " during login");
     }
     switch (type) {
       case 'R': {
-        if (body.size() < 4) {
-          err = {p::sqlstate::protocol_violation, "malformed authentication request from server", false};
-          co_return false;
-        }
+        if (body.size() < 4) co_return violation("sent a malformed authentication request");
         uint32_t code = p::read_be32(body.data());
         std::string_view data(body.data() + 4, body.size() - 4);
+        // Each request is valid at one step only (see LoginStep).
+        bool in_order = (code == 0 && (step == LoginStep::started || step == LoginStep::password_sent ||
+                                       step == LoginStep::scram_verified)) ||
+                        ((code == 3 || code == 5 || code == 10) && step == LoginStep::started) ||
+                        (code == 11 && step == LoginStep::scram_first) ||
+                        (code == 12 && step == LoginStep::scram_final);
+        if (!in_order && (code == 0 || code == 3 || code == 5 || code == 10 || code == 11 || code == 12)) {
+          if (code == 0 && scram)
+            co_return violation("sent AuthenticationOk before the SCRAM exchange was complete (it never proved "
+                                "it knows the password)");
+          co_return violation("sent authentication request " + std::to_string(code) + " out of order");
+        }
         out.clear();
-        if (code == 0) break;  // AuthenticationOk
+        if (code == 0) {  // AuthenticationOk
+          step = LoginStep::authenticated;
+          break;
+        }
         if (code == 3) {
           p::append_password(out, t.password);
+          step = LoginStep::password_sent;
         } else if (code == 5) {
-          if (data.size() < 4) {
-            err = {p::sqlstate::protocol_violation, "malformed md5 request from server", false};
-            co_return false;
-          }
+          if (data.size() < 4) co_return violation("sent a malformed md5 request");
           p::append_password(out, p::md5::response(p::md5::stored_hash(t.user, t.password), data.substr(0, 4)));
+          step = LoginStep::password_sent;
         } else if (code == 10) {
-          if (data.find("SCRAM-SHA-256") == std::string_view::npos) {
-            err = {p::sqlstate::feature_not_supported, "server offers no SASL mechanism pgrouter supports", false};
-            co_return false;
-          }
+          if (data.find("SCRAM-SHA-256") == std::string_view::npos)
+            co_return fail(p::sqlstate::feature_not_supported, "offers no SASL mechanism pgrouter supports");
           scram = std::make_unique<p::scram::ClientExchange>(t.password);
           p::append_sasl_initial(out, "SCRAM-SHA-256", scram->client_first());
-        } else if (code == 11 && scram) {
-          std::string why;
+          step = LoginStep::scram_first;
+        } else if (code == 11) {
           auto final_msg = scram->handle_server_first(data, why);
-          if (!final_msg) {
-            err = {p::sqlstate::protocol_violation, "SCRAM exchange with server failed: " + why, false};
-            co_return false;
-          }
+          if (!final_msg) co_return violation("sent a bad SCRAM server-first-message: " + why);
           p::append_sasl_response(out, *final_msg);
-        } else if (code == 12 && scram) {
-          std::string why;
-          if (!scram->verify_server_final(data, why)) {
-            err = {p::sqlstate::invalid_password, "server's SCRAM signature is wrong: " + why, false};
-            co_return false;
-          }
+          step = LoginStep::scram_final;
+        } else if (code == 12) {
+          // A wrong signature: whoever answers does not know pgrouter's password for this role, so it is not
+          // the server configured (or something sits in between). Not 28P01: the client's password is fine.
+          if (!scram->verify_server_final(data, why))
+            co_return fail(p::sqlstate::cannot_connect, "failed SCRAM authentication: " + why);
+          step = LoginStep::scram_verified;
         } else {
-          err = {p::sqlstate::feature_not_supported,
-                 "server asked for an authentication method pgrouter does not support (code " +
-                     std::to_string(code) + ")",
-                 false};
-          co_return false;
+          co_return fail(p::sqlstate::feature_not_supported,
+                         "asked for an authentication method pgrouter does not support (code " +
+                             std::to_string(code) + ")");
         }
-        if (!out.empty() && co_await net::write_all(c.socket, out)) {
-          err = {p::sqlstate::connection_failure, "server closed the connection during login", false};
-          co_return false;
-        }
+        if (!out.empty() && co_await net::write_all(c.socket, out))
+          co_return fail(p::sqlstate::connection_failure, "closed the connection during login");
         break;
       }
       case 'E': {
@@ -139,21 +234,27 @@ awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& e
         err = {f.code.empty() ? p::sqlstate::cannot_connect : f.code, f.message, true};
         co_return false;
       }
-      case 'S': {
+      case 'N':  // NoticeResponse: nothing to do
+        break;
+      case 'v':  // NegotiateProtocolVersion: pgrouter asks for nothing optional, so nothing to negotiate
+        if (step != LoginStep::started) co_return violation("sent NegotiateProtocolVersion after authentication began");
+        break;
+      case 'S':
+        if (step != LoginStep::authenticated) co_return violation("sent ParameterStatus before authentication");
         if (auto kv = p::parse_parameter_status(body)) c.set_param(kv->first, kv->second);
         break;
-      }
       case 'K':
-        if (body.size() == 8) {
-          c.backend_pid = p::read_be32(body.data());
-          c.backend_secret = p::read_be32(body.data() + 4);
-        }
+        if (step != LoginStep::authenticated) co_return violation("sent BackendKeyData before authentication");
+        if (body.size() != 8) co_return violation("sent a malformed BackendKeyData");
+        c.backend_pid = p::read_be32(body.data());
+        c.backend_secret = p::read_be32(body.data() + 4);
         break;
       case 'Z':
+        if (step != LoginStep::authenticated) co_return violation("sent ReadyForQuery before authentication");
         c.tx_status = body.empty() ? 'I' : body[0];
         co_return true;
       default:
-        break;  // NoticeResponse, NegotiateProtocolVersion: nothing to do
+        co_return violation("sent unexpected message type " + type_name(type) + " during login");
     }
   }
 }
@@ -206,6 +307,7 @@ awaitable<std::unique_ptr<ServerConnection>> connect_server(asio::any_io_executo
     ok = false;
   }
   if (!ok) co_return nullptr;
+  conn->quiet_timeout = timeout;
   conn->created = conn->idle_since = Clock::now();
   co_return conn;
 }

@@ -18,9 +18,6 @@ namespace {
 constexpr std::string_view kMechanismPrefix = "SCRAM-SHA-256$";
 constexpr size_t kKeyLength = 32;
 constexpr size_t kNonceBytes = 18;  // what libpq and the PostgreSQL server use
-// A malicious server could ask for an absurd iteration count to pin a CPU; PostgreSQL's own
-// defaults are in the thousands, so this bound only rejects abuse.
-constexpr int kMaxIterations = 10'000'000;
 
 constexpr std::string_view kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -80,6 +77,15 @@ std::optional<int> parse_positive_int(std::string_view text) {
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || end != text.data() + text.size() || value <= 0) return std::nullopt;
   return value;
+}
+
+// Text a server chose, as it may appear in an error message and the log: printable ASCII, at most `max`
+// characters (then "...").
+std::string printable(std::string_view text, size_t max) {
+  std::string out;
+  for (char c : text.substr(0, max)) out += (c >= 0x20 && c <= 0x7e) ? c : '?';
+  if (text.size() > max) out += "...";
+  return out;
 }
 
 std::vector<std::string_view> split(std::string_view text, char sep) {
@@ -314,9 +320,15 @@ std::optional<std::string> ClientExchange::handle_server_first(std::string_view 
     return std::nullopt;
   }
   auto salt = base64_decode(*salt_text);
+  if (!salt || salt->empty()) {
+    err = "malformed SCRAM server-first-message: bad salt";
+    return std::nullopt;
+  }
+  // Checked before any key derivation, so a refused count costs nothing.
   auto iterations = parse_positive_int(*iterations_text);
-  if (!salt || salt->empty() || !iterations || *iterations > kMaxIterations) {
-    err = "malformed SCRAM server-first-message: bad salt or iteration count";
+  if (!iterations || *iterations > kMaxServerIterations) {
+    err = "SCRAM iteration count " + printable(*iterations_text, 24) + " is out of range (1 to " +
+          std::to_string(kMaxServerIterations) + ")";
     return std::nullopt;
   }
   std::string salted = salted_password(password_, *salt, *iterations);
@@ -331,7 +343,7 @@ std::optional<std::string> ClientExchange::handle_server_first(std::string_view 
 
 bool ClientExchange::verify_server_final(std::string_view server_final, std::string& err) {
   if (auto server_error = attribute(server_final.substr(0, server_final.find(',')), 'e')) {
-    err = "SCRAM server error: " + std::string(*server_error);
+    err = "SCRAM server error: " + printable(*server_error, 100);
     return false;
   }
   auto signature_text = attribute(server_final.substr(0, server_final.find(',')), 'v');

@@ -154,6 +154,31 @@ TEST_CASE("scanner reports how many bytes it needs for a wanted body") {
   CHECK(r.need == 5);
 }
 
+TEST_CASE("scanner refuses a length above 1 GiB whatever its maximum (the relay's server side has none)") {
+  auto header = [](char type, uint32_t len) {
+    std::string h(1, type);
+    put_be32(h, len);
+    return h;
+  };
+  for (uint32_t len : {0x7fffffffu, 0xffffffffu, kMaxProtocolMessage + 1}) {
+    CAPTURE(len);
+    FrameScanner scanner(0xffffffffu);
+    RecordingHandler h;
+    auto stream = header('D', len);
+    auto r = scanner.scan(stream.data(), stream.size(), h);
+    CHECK(r.bad_length);
+    CHECK(r.bad_len == len);
+    CHECK(h.seen.empty());
+  }
+  // The largest message PostgreSQL can build still passes through.
+  FrameScanner scanner(0xffffffffu);
+  RecordingHandler h;
+  auto stream = header('D', 1u << 30);
+  auto r = scanner.scan(stream.data(), stream.size(), h);
+  CHECK_FALSE(r.bad_length);
+  CHECK(scanner.mid_message());
+}
+
 TEST_CASE("startup packets parse and malformed ones are refused with a reason") {
   std::string pkt;
   append_startup(pkt, {{"user", "alice"}, {"database", "app"}, {"application_name", "x"}});

@@ -168,6 +168,68 @@ TEST_CASE("ClientExchange rejects a bad server-first message") {
   }
 }
 
+TEST_CASE("ClientExchange refuses a hostile server's iteration count before deriving anything, and says it") {
+  const std::string prefix = std::string("r=") + kClientNonce + "xyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=";
+  for (std::string count : {"0", "-4096", "2147483647", "1099511627776", "1000001", "", "4096x", "+4096"}) {
+    CAPTURE(count);
+    scram::ClientExchange client("pencil", kClientNonce);
+    client.client_first();
+    std::string err;
+    CHECK_FALSE(client.handle_server_first(prefix + count, err));
+    CHECK(err == "SCRAM iteration count " + count + " is out of range (1 to 1000000)");
+  }
+  // The bound itself is accepted (a legitimate, if slow, setting), and the text a server chose is cut short
+  // and made printable before it reaches an error message and the log.
+  scram::ClientExchange at_bound("pencil", kClientNonce);
+  at_bound.client_first();
+  std::string err;
+  CHECK(at_bound.handle_server_first(prefix + std::to_string(scram::kMaxServerIterations), err));
+  scram::ClientExchange garbage("pencil", kClientNonce);
+  garbage.client_first();
+  CHECK_FALSE(garbage.handle_server_first(prefix + std::string(40, '9') + "\x01", err));
+  CHECK(err == "SCRAM iteration count " + std::string(24, '9') + "... is out of range (1 to 1000000)");
+}
+
+TEST_CASE("ClientExchange refuses a nonce the server did not extend from pgrouter's") {
+  const std::string rest = ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+  for (std::string nonce : {std::string("someOtherNonce"), std::string(kClientNonce),  // replaced, not extended
+                            std::string("rOprNGfwEbeRWgbNEkq"),                        // shortened
+                            std::string(kClientNonce) + "ab\x7f", std::string()}) {
+    CAPTURE(nonce);
+    scram::ClientExchange client("pencil", kClientNonce);
+    client.client_first();
+    std::string err;
+    CHECK_FALSE(client.handle_server_first("r=" + nonce + rest, err));
+    CHECK(err == "SCRAM server nonce does not extend the client nonce");
+  }
+}
+
+TEST_CASE("ClientExchange refuses a wrong, short or early server signature") {
+  std::string err;
+  scram::ClientExchange early("pencil", kClientNonce);
+  early.client_first();
+  CHECK_FALSE(early.verify_server_final("v=3HO6Qt1M4MKJrmlKaoOqLAI0/0TV0HZe7J9H3MBtSOg=", err));  // no server-first yet
+
+  scram::ClientExchange client("pencil", kClientNonce);
+  REQUIRE(client.handle_server_first(kServerFirst, err));
+  const std::string right = "3HO6Qt1M4MKJrmlKaoOqLAI0/0TV0HZe7J9H3MBtSOg=";
+  auto raw = *scram::base64_decode(right);
+  std::string flipped = raw;
+  flipped[31] = static_cast<char>(flipped[31] ^ 1);
+  for (std::string bad : {"v=" + scram::base64_encode(flipped), "v=" + scram::base64_encode(raw.substr(0, 16)),
+                          "v=" + scram::base64_encode(raw + "x"), std::string("v="), std::string("x=") + right}) {
+    CAPTURE(bad);
+    CHECK_FALSE(client.verify_server_final(bad, err));
+  }
+  CHECK(err == "malformed SCRAM server-final-message");
+  CHECK_FALSE(client.verify_server_final("v=" + scram::base64_encode(flipped), err));
+  CHECK(err == "SCRAM server signature does not match: the server does not know the password");
+  // An e= text is the server's: printable and bounded in the error.
+  CHECK_FALSE(client.verify_server_final("e=" + std::string(300, 'z') + "\n", err));
+  CHECK(err == "SCRAM server error: " + std::string(100, 'z') + "...");
+  CHECK(client.verify_server_final("v=" + right, err));
+}
+
 TEST_CASE("verifiers: PostgreSQL's format parses, formats back, and matches make_verifier") {
   auto parsed = scram::parse_verifier(kPostgresVerifier);
   REQUIRE(parsed);

@@ -49,7 +49,6 @@ struct PoolConfig {
   int queue_size = 1000;         // clients allowed to wait for a server per pool
   Millis queue_timeout{30000};   // a waiting client gets 53300 after this
   std::string reset_query = "DISCARD ALL";
-  Millis reset_timeout{5000};  // ROLLBACK and reset_query on a returned server; one not done by then is closed
   // 0 = off. Checked once a second by each worker; each ends the client's connection with a FATAL.
   Millis query_timeout{0};             // a request running longer (57014)
   Millis idle_transaction_timeout{0};  // idle inside a transaction longer (25P03)

@@ -70,7 +70,10 @@ class ServerConnection {
   // Cheap liveness check for an idle connection: a non-blocking peek. False if the server closed it
   // or sent something unsolicited (e.g. a FATAL on shutdown).
   bool looks_alive();
-  // Runs a simple query and discards the result; false if it failed or the connection broke.
+  // How long run_quietly waits for the server (the pool's connect_timeout, set by connect_server); 0 = forever.
+  std::chrono::milliseconds quiet_timeout{0};
+  // Runs a simple query and discards the result; false if it failed, the connection broke or the server did
+  // not answer within quiet_timeout (then the connection must be closed: the server may answer later).
   awaitable<bool> run_quietly(const std::string& sql, ServerError* err = nullptr);
 };
 
@@ -78,7 +81,18 @@ class ServerConnection {
 awaitable<std::unique_ptr<ServerConnection>> connect_server(asio::any_io_executor ex, const ServerTarget& target,
                                                             std::chrono::milliseconds timeout, ServerError& err);
 
-// Reads exactly one message from a server during login/reset (not on the relay path).
-awaitable<bool> read_server_message(ServerConnection& c, char& type, std::string& body);
+// The longest message a server may send during login: libpq refuses an authentication request over 2000
+// bytes and an error over 30000; anything longer is garbage or an attack.
+constexpr uint32_t kMaxLoginMessage = 30000;
+// The longest message accepted in the answer to a reset or a SET (run_quietly): a notice or notification
+// queued there is at most a few kB.
+constexpr uint32_t kMaxQuietMessage = 1u << 20;
+
+// Reads exactly one message from a server during login/reset (not on the relay path). False when the
+// connection broke or the length is < 4 or > max_length (checked before reading or allocating the body), with
+// *why saying which, as "<what the server did>" ("closed the connection ...", "sent an invalid message length
+// ...").
+awaitable<bool> read_server_message(ServerConnection& c, char& type, std::string& body,
+                                    uint32_t max_length = kMaxQuietMessage, std::string* why = nullptr);
 
 }  // namespace pgrouter::pool

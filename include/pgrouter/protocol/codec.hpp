@@ -92,10 +92,16 @@ struct ScanResult {
 // (or its whole body, when wanted) is available. Optional: uint32_t max_length(char type), the type's own
 // limit, 0 for a type that is not allowed at all (checked before the length is trusted); and
 // void on_drop(const char* p, size_t n), told the bytes of each dropped message as they go by.
+//
+// Whatever max_length says, a length above kMaxProtocolMessage is bad: PostgreSQL builds every message in a buffer
+// limited to 1 GB (MaxAllocSize) and refuses a longer one from a client, so a longer length is garbage or an
+// attack, and passing it through would leave the other side waiting for gigabytes that never come.
+constexpr uint32_t kMaxProtocolMessage = (1u << 30) + 256;
+
 class FrameScanner {
  public:
-  explicit FrameScanner(uint32_t max_length) : max_length_(max_length) {}
-  void set_max_length(uint32_t m) { max_length_ = m; }
+  explicit FrameScanner(uint32_t max_length) : max_length_(clamp(max_length)) {}
+  void set_max_length(uint32_t m) { max_length_ = clamp(m); }
   // In the middle of a message whose body streams through (a later read holds the rest).
   bool mid_message() const { return skip_ > 0; }
   // ... and that message is being dropped, not passed on.
@@ -167,6 +173,7 @@ class FrameScanner {
   static void report_drop(Handler& h, const char* p, size_t n) {
     if constexpr (requires { h.on_drop(p, n); }) h.on_drop(p, n);
   }
+  static uint32_t clamp(uint32_t m) { return m < kMaxProtocolMessage ? m : kMaxProtocolMessage; }
   uint32_t max_length_;
   uint64_t skip_ = 0;      // bytes of the current pass-through message not yet seen
   bool dropping_ = false;  // ... and they are dropped
