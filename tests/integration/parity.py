@@ -1070,6 +1070,26 @@ def pipelined_parse_error_then_reparse(ctx):
 
 
 @script
+def named_statement_result_type_changed(ctx):
+    """A table gains a column under a statement the client named (SELECT *): PostgreSQL keeps the statement's result
+    type and fails each Bind with 0A000 "cached plan must not change result type" until the client parses it
+    again (JDBC caches the RowDescription it got). The unnamed statement is parsed anew each time."""
+    t = ctx.name("rt")
+    return Script("", [
+        Parse(f"select * from {t}", "rt1"), Describe("S", "rt1"), Sync(),
+        Bind("rt1"), Execute(), Sync(),
+        Query(f"alter table {t} add column b int default 7"),
+        Bind("rt1"), Execute(), Sync(),
+        Query("select 'another transaction'"),
+        Bind("rt1"), Execute(), Sync(),
+        Describe("S", "rt1"), Sync(),
+        *_pbes(f"select * from {t}"),
+        Close("S", "rt1"), Parse(f"select * from {t}", "rt1"), Bind("rt1"), Execute(), Sync(),
+        Close("S", "rt1"), Sync(),
+    ], setup=[f"create table {t} (a int)", f"insert into {t} values (1)"], teardown=[f"drop table if exists {t}"])
+
+
+@script
 def sql_prepare_deallocate_all_and_discard_all(ctx):
     """DEALLOCATE ALL and DISCARD ALL drop SQL-prepared statements (and protocol ones); the names can be reused."""
     return Script("", [
