@@ -871,6 +871,12 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
       // The client's name is forgotten; the server keeps the statement for whoever needs it next.
       auto it = statements_.find(std::string(*name));
       if (it == statements_.end()) {
+        // Closed already by a request in flight that may not happen: this one closes it in any case (if that
+        // one is undone, the statement stays closed).
+        if (Expect* touch = pending_touch(std::string(*name)); touch && touch->get().removed) {
+          e.more().client_name = std::string(*name);
+          e.more().removed = touch->get().removed;
+        }
         expect_.push_back(std::move(e));
         append_named(out, 'C', 'S', kNoStatement);
         return true;
@@ -993,17 +999,16 @@ void TxnTracker::undo(Expect& e, pool::ServerStatements& server, bool duplicate)
       server.restore(x.server_name);
     } else if (x.removed) {
       if (e.uncertain && !e.marker) server.restore(x.removed->server_name);  // it would have closed it
-      if (!statements_.count(x.client_name)) {
-        statements_[x.client_name] = x.removed;
-      } else {
-        // Parsed again by a request in flight, which replaced nothing as far as it knew: it replaced this.
-        Expect* first = nullptr;
-        expect_.for_each_newest_first([&](Expect& later) {
-          if (later.extra && later.extra->created && later.extra->client_name == x.client_name && !later.extra->prev)
-            first = &later;
-        });
-        if (first) first->extra->prev = x.removed;
-      }
+      // The oldest later request in flight that touches the name takes over: a Parse of it replaced nothing as
+      // far as it knew (it replaced this), a Close of it closes this; with none, the statement is back.
+      Expect* first = nullptr;
+      expect_.for_each_newest_first([&](Expect& later) {
+        if (&later != &e && later.extra && later.extra->client_name == x.client_name &&
+            (later.extra->created || later.extra->removed))
+          first = &later;
+      });
+      if (!first) statements_[x.client_name] = x.removed;
+      else if (first->extra->created && !first->extra->prev) first->extra->prev = x.removed;
     }
   } else if (e.reply == 'C') {
     // A PREPARE that did not run (or failed) after its statement was closed: the server lacks it.

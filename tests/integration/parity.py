@@ -1047,6 +1047,10 @@ def pipelined_error_skips_close(ctx):
         Pipeline(Parse("select 1"), Close("S", "pc1"), Sync(),
                  Bind("pc1"), Execute(), Sync(),
                  Parse("select 6 as v", "pc1"), Bind("pc1"), Execute(), Sync()),
+        # Skipped, then closed for good by a Close that cannot be skipped: gone.
+        Pipeline(Parse("selec 1"), Close("S", "pc1"), Sync(),
+                 Close("S", "pc1"), Sync(),
+                 Bind("pc1"), Execute(), Sync()),
         Close("S", "pc1"), Sync(),
     ])
 

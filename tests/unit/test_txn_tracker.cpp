@@ -889,6 +889,27 @@ TEST_CASE("a Close skipped after an error leaves the statement, also for a later
   CHECK(f.reply('2') == TxnTracker::Reply::forward);
   f.reply('Z', "I");
 
+  // Skipped, but closed again by a Close that cannot be skipped: gone once both are answered.
+  f.client('P', parse_body("", "selec 1"));
+  f.client('C', "S" + cstr("pc"));
+  f.client('S', "");
+  REQUIRE(f.client('C', "S" + cstr("pc")));
+  f.client('S', "");
+  REQUIRE_FALSE(f.client('B', bind_body("pc")));  // sent as the client wrote it: the server says 26000
+  f.client('S', "");
+  f.reply('E', error_body("42601", "syntax error"));
+  f.reply('Z', "I");
+  CHECK(f.reply('3') == TxnTracker::Reply::forward);
+  f.reply('Z', "I");
+  f.reply('E', error_body("26000", "prepared statement \"pc\" does not exist"));
+  f.reply('Z', "I");
+  CHECK(f.tracker.idle());
+  CHECK_FALSE(f.tracker.statement_query("pc"));
+  f.client('P', parse_body("pc", "select 5"));
+  f.client('S', "");
+  f.reply('3');  // the server has it: the no-op Close, as ParseComplete
+  f.reply('Z', "I");
+
   // On a server without a copy: a marker statement follows the Close; a Bind sent meanwhile tests it.
   pgrouter::pool::ServerStatements other;
   std::swap(f.server, other);
