@@ -17,7 +17,15 @@
 // Replies are matched to requests with a queue of expectations: one per Parse/Close (ParseComplete,
 // CloseComplete) and one per Sync/Query/FunctionCall (ReadyForQuery). After an ErrorResponse the
 // server skips to the next Sync: the skipped requests' expectations are dropped and their effects
-// undone (a statement that was not created is forgotten again).
+// undone (a statement that was not created is forgotten again; a name redefined meanwhile means what it
+// meant before; errors still name the client's statement, never pgr_...).
+// Pipelining: a request is rewritten before the replies to earlier ones arrive. While a request that may
+// fail or be skipped (a Parse the server really runs, a Close after a request that may fail, a SQL PREPARE)
+// creates or removes a name, a later request naming it is sent so that the server decides, as PostgreSQL
+// would, through a witness whose existence follows the outcome: the server statement that Parse created or
+// that Close really closed, or an empty marker statement (pgr_marker_<client>_<n>) made right after a Close
+// where the server has no copy. A Parse that may be skipped never takes the no-op path (nothing to witness):
+// where the server has the shared statement, the client gets its own copy.
 //
 // The unnamed statement (pool.unnamed_statements). `pass`: it lives on the server as the client sent it, and is
 // parsed again where the client binds it on a server someone else parsed on since. `prepare`: a Parse of the
@@ -35,8 +43,9 @@
 // SQL PREPARE / EXECUTE / DEALLOCATE (the same namespace as protocol names, in PostgreSQL and here). A simple
 // Query `PREPARE s [(types)] AS stmt` is sent as `PREPARE pgr_y ...` (after a Close of pgr_y, so a server
 // that already has it from another client prepares it again), pgr_y a hash of what follows the name; s is
-// recorded when its CommandComplete comes (PREPARE is not transactional: a later ROLLBACK keeps it, as in
-// PostgreSQL). Every `EXECUTE s` in a Query or Parse text (also EXPLAIN EXECUTE, CREATE TABLE AS EXECUTE)
+// recorded when the PREPARE is sent and forgotten if it fails (PREPARE is not transactional: a later ROLLBACK
+// keeps it, as in PostgreSQL), and a DEALLOCATE sent as a Query forgets s when sent (back if it fails), so
+// Queries pipelined after them see the name as PostgreSQL will. Every `EXECUTE s` in a Query or Parse text (also EXPLAIN EXECUTE, CREATE TABLE AS EXECUTE)
 // becomes `EXECUTE pgr_y` after pgr_y was prepared where missing: before a Parse/Bind/Describe by
 // Close/Close/Parse/Bind/Execute of the PREPARE text through a helper statement and portal ("pgr_prepare"),
 // before a Query by the same (or the Parse of a protocol statement) and a Sync whose error, if any, is dropped
