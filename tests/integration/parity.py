@@ -1074,6 +1074,23 @@ def pipelined_parse_error_then_reparse(ctx):
 
 
 @script
+def named_parse_in_failed_transaction(ctx):
+    """A Parse in a failed transaction fails with 25P02 (a transaction-ending text parses), also when the server has
+    the statement under another name of the client; after ROLLBACK the name is free."""
+    return Script("", [
+        Query("begin"),
+        Parse("select 11 as v", "ft1"), Sync(),
+        Query("select 1/0"),
+        Parse("select 11 as v", "ft2"), Sync(),
+        Parse("select 12 as v", "ft3"), Sync(),
+        Parse("rollback", "ft4"), Sync(),
+        Bind("ft4"), Execute(), Sync(),
+        Parse("select 11 as v", "ft2"), Bind("ft2"), Execute(), Sync(),
+        Close("S", "ft1"), Close("S", "ft2"), Close("S", "ft4"), Sync(),
+    ])
+
+
+@script
 def named_statement_result_type_changed(ctx):
     """A table gains a column under a statement the client named (SELECT *): PostgreSQL keeps the statement's result
     type and fails each Bind with 0A000 "cached plan must not change result type" until the client parses it
