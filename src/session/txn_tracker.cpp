@@ -677,7 +677,10 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
       // the statement before pgrouter knows: a Parse the server really runs (when it lacks the statement) makes
       // the server's answer to that batch follow what happened. Where the server has the shared statement
       // already, the client gets its own copy instead of a no-op that cannot be skipped visibly.
-      for (uint64_t k = 1; !touch && may_skip_ && server.contains(st->server_name); ++k) {
+      // So does a Parse in a failed transaction (or one that may fail before it), which PostgreSQL refuses with
+      // 25P02 unless it ends the transaction.
+      bool may_fail = may_skip_ || tx_status_ == 'E' || (tx_status_ == 'T' && !expect_.empty());
+      for (uint64_t k = 1; !touch && may_fail && server.contains(st->server_name); ++k) {
         h.low64 ^= (owner_ + k) * 0x9e3779b97f4a7c15ull;
         name_from(h, st->server_name);
       }
@@ -1182,6 +1185,7 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
         expect_.pop_front();
       }
       char status = body.empty() ? 'I' : body[0];
+      tx_status_ = status;
       if (expect_.empty()) {
         last_tag_.clear();
         ghosts_.clear();

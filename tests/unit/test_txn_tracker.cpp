@@ -861,6 +861,24 @@ TEST_CASE("after a request that may fail, a Parse of a statement the server has 
   REQUIRE(f.client('P', parse_body("c", "select 4")));  // after a Bind that may fail: a Parse the server runs
   CHECK(types_of(f.out) == "P");
   CHECK(name_in(f.out, 'P') != shared);
+  f.client('S', "");
+  f.reply('3');
+  f.reply('2');
+  f.reply('1');
+  f.reply('Z', "I");
+
+  // In a failed transaction PostgreSQL refuses a Parse with 25P02: the server must run it to say so.
+  f.client('Q', cstr("select 1/0"));
+  f.reply('E', error_body("22012", "division by zero"));
+  f.reply('Z', "E");
+  REQUIRE(f.client('P', parse_body("d", "select 4")));
+  CHECK(types_of(f.out) == "P");
+  CHECK(name_in(f.out, 'P') != shared);
+  f.client('S', "");
+  f.reply('E', error_body("25P02", "current transaction is aborted, commands ignored until end of transaction block"));
+  f.reply('Z', "E");
+  CHECK_FALSE(f.tracker.statement_query("d"));
+  CHECK(f.tracker.idle());
 }
 
 TEST_CASE("a Close skipped after an error leaves the statement, also for a later batch of the same write") {

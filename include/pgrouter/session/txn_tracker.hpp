@@ -144,6 +144,7 @@ class TxnTracker {
     group_sets_.clear();
     ghosts_.clear();
     may_skip_ = false;
+    tx_status_ = 'I';
   }
   // Read retry (session/read_retry.cpp): between begin_window() and end_window() the client's messages
   // may be sent again to another server. rewind() undoes what the messages sent since begin_window()
@@ -388,6 +389,7 @@ class TxnTracker {
   std::vector<std::pair<std::string, std::string>> ghosts_;
   // An extended-protocol request that may fail was sent since the last Sync: what follows may be skipped.
   bool may_skip_ = false, window_may_skip_ = false;
+  char tx_status_ = 'I';  // the transaction status of the last ReadyForQuery
   uint32_t markers_ = 0;       // marker statements made so far (each has its own name)
   bool marker_left_ = false;   // the last one may exist on the server: closed at the next request when idle
   bool uncertain_ = false;
