@@ -630,6 +630,10 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         rewritten = rewrite_executes(*query, server, out, rewritten_text, uses, rw);
       }
       std::string_view text = rewritten ? std::string_view(rewritten_text) : *query;
+      // A Parse that may be skipped, or that PostgreSQL refuses with 25P02 in a failed transaction (or one that
+      // may fail before it) unless it ends the transaction, must reach the server: never the no-op reuse.
+      bool tx_may_fail = tx_status_ == 'E' || (tx_status_ == 'T' && !expect_.empty());
+      bool may_fail = may_skip_ || tx_may_fail;
       if (client_name.empty()) {
         if (window_ && !unnamed_saved_) {  // keep the window's starting point for rewind()
           std::swap(unnamed_before_window_, unnamed_parse_);
@@ -643,7 +647,8 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         unnamed_uses_ = std::move(uses);
         unnamed_rewrite_ = rw;
         XXH128_hash_t h;
-        if (prepare_unnamed_ && !rewritten && effect == Effect::none &&
+        // (Skipped, the reuse and a real Parse leave the same: only a failed transaction matters here.)
+        if (prepare_unnamed_ && !rewritten && effect == Effect::none && !tx_may_fail &&
             seen_unnamed.check_and_record(h = statement_hash(text, types))) {
           // Seen before: prepared under its shared name, parsed once per server connection (pool.unnamed_statements).
           // Usually the client's previous unnamed statement again: its name is already there.
@@ -677,9 +682,6 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
       // the statement before pgrouter knows: a Parse the server really runs (when it lacks the statement) makes
       // the server's answer to that batch follow what happened. Where the server has the shared statement
       // already, the client gets its own copy instead of a no-op that cannot be skipped visibly.
-      // So does a Parse in a failed transaction (or one that may fail before it), which PostgreSQL refuses with
-      // 25P02 unless it ends the transaction.
-      bool may_fail = may_skip_ || tx_status_ == 'E' || (tx_status_ == 'T' && !expect_.empty());
       for (uint64_t k = 1; !touch && may_fail && server.contains(st->server_name); ++k) {
         h.low64 ^= (owner_ + k) * 0x9e3779b97f4a7c15ull;
         name_from(h, st->server_name);

@@ -1076,16 +1076,19 @@ def pipelined_parse_error_then_reparse(ctx):
 @script
 def named_parse_in_failed_transaction(ctx):
     """A Parse in a failed transaction fails with 25P02 (a transaction-ending text parses), also when the server has
-    the statement under another name of the client; after ROLLBACK the name is free."""
+    the statement under another name of the client (or, with pool.unnamed_statements: prepare, as the unnamed
+    statement's shared copy); after ROLLBACK the name is free."""
     return Script("", [
         Query("begin"),
         Parse("select 11 as v", "ft1"), Sync(),
         Query("select 1/0"),
         Parse("select 11 as v", "ft2"), Sync(),
+        Parse("select 11 as v"), Bind(), Execute(), Sync(),  # the unnamed statement too
         Parse("select 12 as v", "ft3"), Sync(),
         Parse("rollback", "ft4"), Sync(),
         Bind("ft4"), Execute(), Sync(),
         Parse("select 11 as v", "ft2"), Bind("ft2"), Execute(), Sync(),
+        Parse("select 11 as v"), Bind(), Execute(), Sync(),
         Close("S", "ft1"), Close("S", "ft2"), Close("S", "ft4"), Sync(),
     ])
 
