@@ -466,7 +466,16 @@ bool TxnTracker::rewrite_executes(std::string_view sql, pool::ServerStatements& 
 void TxnTracker::carry_prepare(std::string_view sql, pool::ServerStatements& server, std::string& out, Expect& z) {
   sql::NameRef ref = std::move(*prepare_);
   prepare_.reset();
-  if (statements_.count(ref.name)) {
+  // What follows the name (types, AS, statement) is the statement; "\1sql" keeps these apart from Parse names.
+  std::string_view rest = sql.substr(ref.end);
+  auto st = std::make_shared<TrackedStatement>();
+  st->server_name = server_name_for(rest, "\1sql");
+  auto existing = statements_.find(ref.name);
+  // The same statement, created by a request still in flight that may not happen: the server has it exactly
+  // when that happened, so it answers 42P05 (named back) or prepares it, as PostgreSQL would.
+  Expect* touch = existing != statements_.end() ? pending_touch(ref.name) : nullptr;
+  bool server_decides = touch && touch->get().created && touch->get().created->server_name == st->server_name;
+  if (existing != statements_.end() && !server_decides) {
     // PostgreSQL refuses to redefine a name; so does the server here, through a sentinel (in a failed
     // transaction it answers 25P02 instead, as PostgreSQL would).
     p::append_query(out, "DEALLOCATE " + std::string(kSentinel));
@@ -474,14 +483,12 @@ void TxnTracker::carry_prepare(std::string_view sql, pool::ServerStatements& ser
     z.more().error = error_message("42P05", "prepared statement \"" + ref.name + "\" already exists");
     return;
   }
-  // What follows the name (types, AS, statement) is the statement; "\1sql" keeps these apart from Parse names.
-  std::string_view rest = sql.substr(ref.end);
-  auto st = std::make_shared<TrackedStatement>();
-  st->server_name = server_name_for(rest, "\1sql");
   st->prepare_sql = "PREPARE " + st->server_name + std::string(rest);
   evict_for(st->server_name, server, out);
-  append_named(out, 'C', 'S', st->server_name);  // another client's copy, if the server has one
-  expect_.push_back(Expect{'3', Action::drop});
+  if (!server_decides) {
+    append_named(out, 'C', 'S', st->server_name);  // another client's copy, if the server has one
+    expect_.push_back(Expect{'3', Action::drop});
+  }
   stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
   std::string text(sql.substr(0, ref.begin));
   text.append(st->server_name);
@@ -492,11 +499,57 @@ void TxnTracker::carry_prepare(std::string_view sql, pool::ServerStatements& ser
                        uint32_t(st->server_name.size())});
   rw->names.emplace_back(st->server_name, ref.name);
   z.more().rewrite = std::move(rw);
+  // Recorded now, not at its CommandComplete: a Query pipelined after this one may EXECUTE or DEALLOCATE it
+  // before that comes. Undone if the PREPARE fails or is skipped.
   Expect c{'C'};
-  c.more().client_name = std::move(ref.name);
+  c.uncertain = true;
   c.more().server_name = st->server_name;
+  if (existing != statements_.end()) c.more().prev = existing->second;
+  statements_[ref.name] = st;
+  c.more().client_name = std::move(ref.name);
   c.more().created = std::move(st);
   expect_.push_back(std::move(c));
+}
+
+std::string TxnTracker::marker_name(uint32_t n) const {
+  return "pgr_marker_" + std::to_string(owner_) + "_" + std::to_string(n);
+}
+
+TxnTracker::Expect* TxnTracker::pending_touch(const std::string& name) {
+  // The newest request in flight that creates or removes the name decides; one that cannot fail or be skipped
+  // (a Close, a Parse of a statement the server has, after a Sync) makes the name certain again.
+  Expect* found = nullptr;
+  bool done = false;
+  expect_.for_each_newest_first([&](Expect& e) {
+    if (done || !e.extra) return;
+    auto& x = *e.extra;
+    bool touches = x.client_name == name && (x.created || x.removed);
+    for (auto& fx : x.effects) touches |= fx.removed && fx.client_name == name;
+    if (!touches) return;
+    done = true;
+    if (e.uncertain) found = &e;
+  });
+  return found;
+}
+
+void TxnTracker::forget_created(const std::string& name, const std::shared_ptr<TrackedStatement>& mine,
+                                const std::shared_ptr<TrackedStatement>& prev) {
+  ghosts_.emplace_back(mine->server_name, name);  // a request sent meanwhile may still name it
+  auto it = statements_.find(name);
+  if (it != statements_.end() && it->second == mine) {
+    if (prev) it->second = prev;
+    else statements_.erase(it);
+    return;
+  }
+  // Redefined or removed by a later request in flight: that one replaced `prev`, not `mine`.
+  expect_.for_each_newest_first([&](Expect& e) {
+    if (!e.extra) return;
+    auto& x = *e.extra;
+    if (x.prev == mine) x.prev = prev;
+    if (x.removed == mine) x.removed = prev;
+    for (auto& fx : x.effects)
+      if (fx.removed == mine) fx.removed = prev;
+  });
 }
 
 void TxnTracker::prepare_unnamed_here(pool::ServerStatements& server, std::string& out, std::string_view query,
@@ -515,6 +568,25 @@ void TxnTracker::prepare_unnamed_here(pool::ServerStatements& server, std::strin
 
 bool TxnTracker::client_message(char type, std::string_view body, pool::ServerStatements& server, std::string& out,
                                 Effect& effect) {
+  bool replaced;
+  if (marker_left_ && expect_.empty() && (type == 'P' || type == 'B' || type == 'D' || type == 'C' || type == 'Q')) {
+    // Nothing in flight can test the last marker statement any more: it goes, before this message.
+    marker_left_ = false;
+    append_named(out, 'C', 'S', marker_name(markers_));
+    expect_.push_back(Expect{'3', Action::drop});
+    if (!track_client(type, body, server, out, effect)) out.append(body.data() - 5, body.size() + 5);
+    replaced = true;
+  } else {
+    replaced = track_client(type, body, server, out, effect);
+  }
+  // PostgreSQL skips what follows a failed Parse/Bind/Describe/Execute up to the next Sync (a Close cannot fail).
+  if (type == 'S') may_skip_ = false;
+  else if (type == 'P' || type == 'B' || type == 'D' || type == 'E') may_skip_ = true;
+  return replaced;
+}
+
+bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStatements& server, std::string& out,
+                              Effect& effect) {
   effect = Effect::none;
   size_t pos = 0;
   switch (type) {
@@ -533,7 +605,9 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         return true;
       }
       std::string client_name(*name);
-      if (!client_name.empty() && statements_.count(client_name)) {
+      // A request in flight that may or may not create or remove the name: the server decides (below).
+      Expect* touch = client_name.empty() ? nullptr : pending_touch(client_name);
+      if (!client_name.empty() && !touch && statements_.count(client_name)) {
         // PostgreSQL refuses to redefine a name; so does the server here, through a sentinel.
         append_named(out, 'D', 'S', kSentinel);
         expect_.push_back(Expect{'1', Action::sentinel_error,
@@ -556,6 +630,10 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         rewritten = rewrite_executes(*query, server, out, rewritten_text, uses, rw);
       }
       std::string_view text = rewritten ? std::string_view(rewritten_text) : *query;
+      // A Parse that may be skipped, or that PostgreSQL refuses with 25P02 in a failed transaction (or one that
+      // may fail before it) unless it ends the transaction, must reach the server: never the no-op reuse.
+      bool tx_may_fail = tx_status_ == 'E' || (tx_status_ == 'T' && !expect_.empty());
+      bool may_fail = may_skip_ || tx_may_fail;
       if (client_name.empty()) {
         if (window_ && !unnamed_saved_) {  // keep the window's starting point for rewind()
           std::swap(unnamed_before_window_, unnamed_parse_);
@@ -569,7 +647,8 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         unnamed_uses_ = std::move(uses);
         unnamed_rewrite_ = rw;
         XXH128_hash_t h;
-        if (prepare_unnamed_ && !rewritten && effect == Effect::none &&
+        // (Skipped, the reuse and a real Parse leave the same: only a failed transaction matters here.)
+        if (prepare_unnamed_ && !rewritten && effect == Effect::none && !tx_may_fail &&
             seen_unnamed.check_and_record(h = statement_hash(text, types))) {
           // Seen before: prepared under its shared name, parsed once per server connection (pool.unnamed_statements).
           // Usually the client's previous unnamed statement again: its name is already there.
@@ -597,27 +676,104 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         return true;
       }
       auto st = std::make_shared<TrackedStatement>();
-      st->server_name = server_name_for(text, types);
+      XXH128_hash_t h = statement_hash(text, types);
+      name_from(h, st->server_name);
+      // After a request that may fail, this Parse may be skipped, and a later batch of the same write may name
+      // the statement before pgrouter knows: a Parse the server really runs (when it lacks the statement) makes
+      // the server's answer to that batch follow what happened. Where the server has the shared statement
+      // already, the client gets its own copy instead of a no-op that cannot be skipped visibly.
+      for (uint64_t k = 1; !touch && may_fail && server.contains(st->server_name); ++k) {
+        h.low64 ^= (owner_ + k) * 0x9e3779b97f4a7c15ull;
+        name_from(h, st->server_name);
+      }
       append_parse(st->parse_message, st->server_name, text, types);
       st->uses = std::move(uses);
       st->rewrite = rw;
+      std::shared_ptr<TrackedStatement> prev;
+      if (auto it = statements_.find(client_name); it != statements_.end()) prev = it->second;
       statements_[client_name] = st;
-      if (server.use(st->server_name)) {
+      auto record = [&](Expect& e) {
+        e.uncertain = true;
+        e.more().client_name = std::move(client_name);
+        e.more().created = st;
+        e.more().prev = std::move(prev);
+      };
+      if (touch && touch->marker) {
+        // Closed by a request in flight whose marker exists exactly when that Close happened: the client's text
+        // is parsed, then a Bind of the marker fails (replaced by PostgreSQL's 42P05) if the Close did not
+        // happen; a no-op Close answers the client's ParseComplete.
+        if (!server.use(st->server_name)) {
+          evict_for(st->server_name, server, out);
+          close_stale(st->server_name, server, out);
+          out.append(st->parse_message);
+          stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
+          Expect p{'1', Action::drop};
+          p.client_text = true;
+          p.more().server_name = st->server_name;
+          p.more().rewrite = rw;
+          expect_.push_back(std::move(p));
+        }
+        const std::string& marker = touch->get().server_name;
+        append_named(out, 'C', 'P', kHelper);  // left by a failed run, if any
+        expect_.push_back(Expect{'3', Action::drop});
+        append_bind(out, kHelper, marker, std::string_view("\0\0\0\0\0\0", 6));
+        Expect g{'2', Action::sentinel_error,
+                 error_message("42P05", "prepared statement \"" + client_name + "\" already exists")};
+        g.more().match = "prepared statement \"" + marker + "\" does not exist";
+        expect_.push_back(std::move(g));
+        append_named(out, 'C', 'P', kHelper);
+        expect_.push_back(Expect{'3', Action::drop});
+        append_named(out, 'C', 'S', kNoStatement);
+        Expect e{'3', Action::as_parse_complete};
+        record(e);
+        expect_.push_back(std::move(e));
+        return true;
+      }
+      if (touch && !(touch->get().created && witness(*touch) == st->server_name)) {
+        // Whether the name exists depends on a request in flight; the server knows: its witness exists exactly
+        // when the name does. The client's text is parsed first (its errors come before 42P05 in PostgreSQL
+        // too), then a Parse of the witness fails with 42P05 (named back) if it exists, or creates an empty
+        // statement closed at once.
+        std::string w = witness(*touch);
+        if (!server.use(st->server_name)) {
+          evict_for(st->server_name, server, out);
+          close_stale(st->server_name, server, out);
+          out.append(st->parse_message);
+          stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
+          Expect p{'1', Action::drop};
+          p.client_text = true;
+          p.more().server_name = st->server_name;
+          p.more().rewrite = rw;
+          expect_.push_back(std::move(p));
+        }
+        append_parse(out, w, "", std::string_view("\0\0", 2));
+        Expect g{'1'};
+        record(g);
+        expect_.push_back(std::move(g));
+        append_named(out, 'C', 'S', w);
+        expect_.push_back(Expect{'3', Action::drop});
+        return true;
+      }
+      if (!touch && server.use(st->server_name)) {
         stats_.prepared_statements_reused_total.fetch_add(1, std::memory_order_relaxed);
         append_named(out, 'C', 'S', kNoStatement);  // answers CloseComplete, shown as ParseComplete
         Expect e{'3', Action::as_parse_complete};
         e.more().client_name = std::move(client_name);
+        e.more().created = st;
+        e.more().prev = std::move(prev);
         expect_.push_back(std::move(e));
         return true;
       }
+      // The server lacks it, or (touch: the same statement, created by a request in flight) has it exactly when
+      // the client has the name: a real Parse, which the server answers as PostgreSQL would.
       evict_for(st->server_name, server, out);
-      close_stale(st->server_name, server, out);
+      if (!touch) close_stale(st->server_name, server, out);
       out.append(st->parse_message);
       stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
       Expect e{'1'};
-      e.more().client_name = std::move(client_name);
       e.more().server_name = st->server_name;
       e.more().rewrite = rw;
+      record(e);
       expect_.push_back(std::move(e));
       return true;
     }
@@ -669,7 +825,32 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
       }
       auto it = statements_.find(std::string(*stmt));
       if (type == 'B') bound(it == statements_.end() ? nullptr : it->second->rewrite);
-      if (it == statements_.end()) return false;  // unknown: the server says 26000 with the client's name
+      if (it == statements_.end()) {
+        // Closed by a request in flight that may be skipped: the server still has the statement exactly when
+        // that Close did not happen (its 26000 is named back).
+        Expect* touch = pending_touch(std::string(*stmt));
+        if (!touch || !touch->get().removed) return false;  // unknown: the server says 26000 with the client's name
+        if (!touch->marker) {
+          if (type == 'B') append_bind(out, portal, witness(*touch), body.substr(pos));
+          else append_named(out, 'D', 'S', witness(*touch));
+          return true;
+        }
+        // The marker exists if the Close happened: then its Parse fails, and the client gets the 26000 PostgreSQL
+        // gives; otherwise the empty statement it made goes again and the statement is bound as it still exists.
+        auto st = touch->get().removed;
+        const std::string& marker = touch->get().server_name;
+        append_parse(out, marker, "", std::string_view("\0\0", 2));
+        Expect g{'1', Action::sentinel_error,
+                 error_message("26000", "prepared statement \"" + std::string(*stmt) + "\" does not exist")};
+        g.more().match = "prepared statement \"" + marker + "\" already exists";
+        expect_.push_back(std::move(g));
+        append_named(out, 'C', 'S', marker);
+        expect_.push_back(Expect{'3', Action::drop});
+        ensure_prepared(*st, server, out);
+        if (type == 'B') append_bind(out, portal, st->server_name, body.substr(pos));
+        else append_named(out, 'D', 'S', st->server_name);
+        return true;
+      }
       auto st = it->second;
       ensure_prepared(*st, server, out);
       if (type == 'B') append_bind(out, portal, st->server_name, body.substr(pos));
@@ -693,13 +874,51 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         return false;
       }
       // The client's name is forgotten; the server keeps the statement for whoever needs it next.
-      if (auto it = statements_.find(std::string(*name)); it != statements_.end()) {
-        e.more().client_name = it->first;
-        e.more().removed = it->second;
-        statements_.erase(it);
+      auto it = statements_.find(std::string(*name));
+      if (it == statements_.end()) {
+        // Closed already by a request in flight that may not happen: this one closes it in any case (if that
+        // one is undone, the statement stays closed).
+        if (Expect* touch = pending_touch(std::string(*name)); touch && touch->get().removed) {
+          e.more().client_name = std::string(*name);
+          e.more().removed = touch->get().removed;
+        }
+        expect_.push_back(std::move(e));
+        append_named(out, 'C', 'S', kNoStatement);
+        return true;
       }
-      expect_.push_back(std::move(e));
+      e.more().client_name = it->first;
+      e.more().removed = it->second;
+      const std::string& server_name = it->second->server_name;
+      // After a request that may fail, this Close may be skipped while a later batch of the same write names the
+      // statement: the server's copy is really closed, so that its existence follows what happened (unless
+      // another name of the client shares it).
+      bool shared = may_skip_ && std::any_of(statements_.begin(), statements_.end(), [&](auto& kv) {
+                      return kv.first != it->first && kv.second->server_name == server_name;
+                    });
+      if (may_skip_ && !shared && server.contains(server_name)) {
+        e.uncertain = true;
+        append_named(out, 'C', 'S', server_name);
+        server.erase(server_name);
+        ghosts_.emplace_back(server_name, it->first);
+        statements_.erase(it);
+        expect_.push_back(std::move(e));
+        return true;
+      }
       append_named(out, 'C', 'S', kNoStatement);
+      if (may_skip_) {
+        // The server's copy cannot follow it (there is none here, or another name needs it): an empty marker
+        // statement made right after the Close exists exactly when the Close happened.
+        e.uncertain = e.marker = true;
+        marker_left_ = false;  // an older marker stays behind (unique names: it cannot mislead)
+        e.more().server_name = marker_name(++markers_);
+        append_parse(out, e.more().server_name, "", std::string_view("\0\0", 2));
+        statements_.erase(it);
+        expect_.push_back(std::move(e));
+        expect_.push_back(Expect{'1', Action::drop});
+        return true;
+      }
+      statements_.erase(it);
+      expect_.push_back(std::move(e));
       return true;
     }
     case 'Q': {
@@ -728,6 +947,16 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
         if (ensure_prepared(*st, server, out)) sync_injected(out);
         p::append_query(out, "DEALLOCATE " + st->server_name);
         rewritten = true;
+        // Forgotten now: a Query pipelined after this one (PREPARE of the same name) must not find it. Put back
+        // if the DEALLOCATE fails.
+        for (auto& fx : z.more().effects)
+          if (fx.kind == OnSuccess::deallocate && fx.server_name == st->server_name) {
+            if (auto it = statements_.find(fx.client_name); it != statements_.end() && it->second == st) {
+              fx.removed = st;
+              statements_.erase(it);
+              ghosts_.emplace_back(st->server_name, fx.client_name);
+            }
+          }
       } else if (sql && !statements_.empty() && sql::mentions_execute(*sql)) {
         std::string text;
         std::vector<std::shared_ptr<TrackedStatement>> uses;
@@ -758,23 +987,38 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
   }
 }
 
-void TxnTracker::undo(Expect& e, pool::ServerStatements& server) {
-  // The server skipped this request after an error: as in PostgreSQL, it had no effect.
+void TxnTracker::undo(Expect& e, pool::ServerStatements& server, bool duplicate) {
+  // The server skipped this request after an error (or it failed): as in PostgreSQL, it had no effect.
   if (e.unnamed) server.unnamed_owner = 0;  // it still has its unnamed statement, perhaps another client's
   const ExpectMore& x = e.get();
   if (e.reply == '1' && e.action != Action::sentinel_error) {
     if (e.unnamed && !e.unnamed_resend) unnamed_valid_ = false;
-    if (!x.client_name.empty()) statements_.erase(x.client_name);
-    if (!x.server_name.empty()) server.erase(x.server_name);
+    if (x.created) forget_created(x.client_name, x.created, x.prev);
+    // A 42P05 says the server has it (created by a request before, as the client's name was).
+    if (!x.server_name.empty() && !duplicate) server.erase(x.server_name);
   } else if (e.reply == '3') {
     if (e.action == Action::as_parse_complete) {
       if (e.unnamed) unnamed_valid_ = false;
-      else statements_.erase(x.client_name);
-    } else if (e.evicted) server.restore(x.server_name);
-    else if (x.removed) statements_[x.client_name] = x.removed;
+      else if (x.created) forget_created(x.client_name, x.created, x.prev);
+    } else if (e.evicted) {
+      server.restore(x.server_name);
+    } else if (x.removed) {
+      if (e.uncertain && !e.marker) server.restore(x.removed->server_name);  // it would have closed it
+      // The oldest later request in flight that touches the name takes over: a Parse of it replaced nothing as
+      // far as it knew (it replaced this), a Close of it closes this; with none, the statement is back.
+      Expect* first = nullptr;
+      expect_.for_each_newest_first([&](Expect& later) {
+        if (&later != &e && later.extra && later.extra->client_name == x.client_name &&
+            (later.extra->created || later.extra->removed))
+          first = &later;
+      });
+      if (!first) statements_[x.client_name] = x.removed;
+      else if (first->extra->created && !first->extra->prev) first->extra->prev = x.removed;
+    }
   } else if (e.reply == 'C') {
     // A PREPARE that did not run (or failed) after its statement was closed: the server lacks it.
-    if (!x.server_name.empty()) server.erase(x.server_name);
+    if (x.created) forget_created(x.client_name, x.created, x.prev);
+    if (!x.server_name.empty() && !duplicate) server.erase(x.server_name);
   }
 }
 
@@ -805,6 +1049,8 @@ bool TxnTracker::fix_error(std::string_view body, const TextRewrite* rw, bool st
         for (auto& [server_name, client_name] : rw->names) replace_all(value, server_name, client_name);
       for (auto& [client_name, st] : statements_)
         if (value.find(st->server_name) != std::string::npos) replace_all(value, st->server_name, client_name);
+      for (auto& [server_name, client_name] : ghosts_)
+        if (value.find(server_name) != std::string::npos) replace_all(value, server_name, client_name);
       if (!unnamed_server_.empty()) replace_all(value, unnamed_server_, "");  // the client's unnamed statement
     }
     out.push_back(code);
@@ -824,17 +1070,21 @@ void TxnTracker::rewind() {
   // server being dropped.
   auto undo_client_side = [this](Expect& e) {
     const ExpectMore& x = e.get();
-    if (e.reply == '1' && e.action != Action::sentinel_error) {
-      if (!x.client_name.empty()) statements_.erase(x.client_name);
-    } else if (e.reply == '3') {
-      if (e.action == Action::as_parse_complete) statements_.erase(x.client_name);
-      else if (x.removed) statements_[x.client_name] = x.removed;
+    if (x.created) {  // a Parse or PREPARE: the name means what it meant before
+      if (x.prev) statements_[x.client_name] = x.prev;
+      else statements_.erase(x.client_name);
+    } else if (e.reply == '3' && x.removed && !e.evicted) {
+      statements_[x.client_name] = x.removed;
     }
+    for (auto& fx : x.effects)
+      if (fx.removed) statements_[fx.client_name] = fx.removed;
   };
   expect_.for_each_newest_first(undo_client_side);
   for (auto it = window_matched_.rbegin(); it != window_matched_.rend(); ++it) undo_client_side(*it);
   window_matched_.clear();
   expect_.clear();
+  ghosts_.clear();
+  may_skip_ = window_may_skip_;
   group_sets_.clear();
   group_effects_.clear();
   dealloc_.reset();
@@ -872,9 +1122,10 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
     case '3': {
       if (expect_.empty() || expect_.front().reply != type) return Reply::forward;  // not ours to judge
       Action a = expect_.front().action;
+      if (type == '3' && expect_.front().marker) marker_left_ = true;  // the Close happened: so did its marker
       if (window_ && type != '2') window_matched_.push_back(std::move(expect_.front()));  // rewind() may need it
       expect_.pop_front();
-      if (a == Action::drop) return Reply::drop;
+      if (a == Action::drop || a == Action::sentinel_error) return Reply::drop;  // a guard that passed
       if (a == Action::as_parse_complete) return Reply::as_parse_complete;
       return Reply::forward;
     }
@@ -884,9 +1135,7 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       if (tag && changes_statements(*tag)) schema_epoch.fetch_add(1, std::memory_order_relaxed);
       if (tag && *tag == "PREPARE" && !expect_.empty() && expect_.front().reply == 'C') {
         Expect e = std::move(expect_.front());
-        expect_.pop_front();
-        if (e.extra && e.extra->created)  // not transactional, as PostgreSQL
-          statements_[e.extra->client_name] = std::move(e.extra->created);
+        expect_.pop_front();  // a client's PREPARE was recorded when sent (not transactional, as PostgreSQL)
         if (e.action == Action::drop) return Reply::drop;
       }
       if (tag) last_tag_.assign(*tag);
@@ -908,17 +1157,20 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       Reply r = Reply::forward;
       Expect& head = expect_.front();
       if (head.action == Action::sentinel_error &&
-          p::parse_error_fields(body).message == "prepared statement \"" + std::string(kSentinel) + "\" does not exist") {
+          p::parse_error_fields(body).message == (head.get().match.empty() ? "prepared statement \"" +
+                                                      std::string(kSentinel) + "\" does not exist"
+                                                                              : head.get().match)) {
         replacement = head.get().error;
         r = Reply::replace;
       }
       // An error of a message pgrouter sent (preparing a statement) has no position in the client's text.
-      bool injected = head.action == Action::drop;
+      bool injected = head.action == Action::drop && !head.client_text;
       bool own_text = head.reply == 'Z' || head.reply == 'C';  // a Query's (or its PREPARE's) error
       std::shared_ptr<const TextRewrite> rw = head.get().rewrite;
+      bool duplicate = head.reply != 'Z' && p::error_sqlstate(body) == "42P05";
       // The server now skips everything up to the next Sync.
-      while (!expect_.empty() && expect_.front().reply != 'Z') {
-        undo(expect_.front(), server);
+      for (bool first = true; !expect_.empty() && expect_.front().reply != 'Z'; first = false) {
+        undo(expect_.front(), server, first && duplicate);
         expect_.pop_front();
       }
       if (!expect_.empty()) {
@@ -935,19 +1187,25 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
         expect_.pop_front();
       }
       char status = body.empty() ? 'I' : body[0];
+      tx_status_ = status;
       if (expect_.empty()) {
         last_tag_.clear();
+        ghosts_.clear();
         return Reply::forward;
       }
       Expect z = std::move(expect_.front());
       expect_.pop_front();
+      if (expect_.empty()) ghosts_.clear();  // nothing in flight can name them any more
       if (z.swallow) return Reply::drop;  // pgrouter's own Sync: nothing of the client's ends here
-      if (!z.failed) {
+      if (z.failed) {
+        for (auto& fx : z.get().effects)  // a DEALLOCATE that failed: its name is back
+          if (fx.removed && !statements_.count(fx.client_name)) statements_[fx.client_name] = fx.removed;
+      } else {
         for (auto& fx : z.get().effects) {
           switch (fx.kind) {
             case OnSuccess::deallocate:
               if (auto it = statements_.find(fx.client_name);
-                  it != statements_.end() && it->second->server_name == fx.server_name)
+                  !fx.removed && it != statements_.end() && it->second->server_name == fx.server_name)
                 statements_.erase(it);
               server.erase(fx.server_name);
               break;

@@ -999,6 +999,121 @@ def sql_prepare_quoted_names(ctx):
 
 
 @script
+def sql_prepare_pipelined(ctx):
+    """SQL PREPARE, EXECUTE and DEALLOCATE sent as separate Queries in one write, before any reply: each names what
+    the Queries before it prepared (PostgreSQL runs them in order). Also an EXECUTE inside a Parse text, a
+    DEALLOCATE then PREPARE of the same name, and a PREPARE that fails followed by an EXECUTE of its name."""
+    return Script("", [
+        Pipeline(Query("prepare pp1 as select $1::int as v"), Query("execute pp1(1)"), Query("deallocate pp1")),
+        Query("execute pp1(2)"),  # 26000: gone
+        Pipeline(Query("prepare pp2 (int) as select $1 * 2 as v"), Parse("execute pp2(21)"), Bind(), Execute(),
+                 Sync()),
+        Query("prepare pp3 as select 'three' as v"),
+        Pipeline(Query("deallocate pp3"), Query("prepare pp3 as select 'three again' as v"), Query("execute pp3")),
+        Pipeline(Query("prepare pp4 as select nosuchcol"), Query("execute pp4"), Query("deallocate pp4")),
+        Query("execute pp2(5)"),
+        Query("deallocate all"),
+    ])
+
+
+@script
+def pipelined_error_skips_named_parse(ctx):
+    """An error before a Parse of a named statement makes PostgreSQL skip it (up to the Sync): a later batch sent in
+    the same write finds no such statement (26000 naming the client's statement), and may Parse the name. Also when
+    the statement's text is one the server already has under another name of the client."""
+    return Script("", [
+        Pipeline(Parse("selec 1"), Parse("select 2 as v", "ps2"), Sync(),
+                 Bind("ps2"), Execute(), Sync(),
+                 Describe("S", "ps2"), Sync(),
+                 Parse("select 3 as v", "ps2"), Bind("ps2"), Execute(), Sync(),
+                 Bind("ps2"), Execute(), Sync()),
+        Pipeline(Parse("select 4 as v", "other"), Parse("selec 1"), Parse("select 4 as v", "ps4"), Sync(),
+                 Bind("ps4"), Execute(), Sync(),
+                 Parse("select 4 as v", "ps4"), Sync(),
+                 Bind("ps4"), Execute(), Sync()),
+        Close("S", "ps2"), Close("S", "ps4"), Close("S", "other"), Sync(),
+    ])
+
+
+@script
+def pipelined_error_skips_close(ctx):
+    """A Close skipped after an error leaves the statement (a later batch of the same write binds it); one that ran
+    after a good message removes it (26000 naming the client's statement)."""
+    return Script("", [
+        Parse("select 5 as v", "pc1"), Sync(),
+        Pipeline(Parse("selec 1"), Close("S", "pc1"), Sync(),
+                 Bind("pc1"), Execute(), Sync(),
+                 Parse("select 55 as v", "pc1"), Sync()),  # 42P05: it still exists
+        Pipeline(Parse("select 1"), Close("S", "pc1"), Sync(),
+                 Bind("pc1"), Execute(), Sync(),
+                 Parse("select 6 as v", "pc1"), Bind("pc1"), Execute(), Sync()),
+        # Skipped, then closed for good by a Close that cannot be skipped: gone.
+        Pipeline(Parse("selec 1"), Close("S", "pc1"), Sync(),
+                 Close("S", "pc1"), Sync(),
+                 Bind("pc1"), Execute(), Sync()),
+        Close("S", "pc1"), Sync(),
+    ])
+
+
+@script
+def pipelined_parse_error_then_reparse(ctx):
+    """A named Parse that fails by itself leaves no statement: a later batch of the same write binds it (26000) and
+    parses the name again; errors inside a Query of several statements skip the rest of it."""
+    return Script("", [
+        Pipeline(Parse("select nosuchcol", "pe1"), Sync(),
+                 Bind("pe1"), Execute(), Sync(),
+                 Parse("select 6 as v", "pe1"), Bind("pe1"), Execute(), Sync(),
+                 Parse("select 7 as v", "pe1"), Sync()),  # 42P05
+        Pipeline(Query("prepare pe2 as select 8 as v; select 1/0"), Query("execute pe2")),
+        Pipeline(Query("select 1/0; prepare pe3 as select 9 as v"), Query("execute pe3")),
+        Pipeline(Parse("select 10 as v", "pe4"), Bind("pe4"), Execute(), Parse("select 1/0"), Bind(), Execute(),
+                 Close("S", "pe4"), Sync(),
+                 Bind("pe4"), Execute(), Sync()),
+        Close("S", "pe1"), Close("S", "pe4"), Sync(),
+    ])
+
+
+@script
+def named_parse_in_failed_transaction(ctx):
+    """A Parse in a failed transaction fails with 25P02 (a transaction-ending text parses), also when the server has
+    the statement under another name of the client (or, with pool.unnamed_statements: prepare, as the unnamed
+    statement's shared copy); after ROLLBACK the name is free."""
+    return Script("", [
+        Query("begin"),
+        Parse("select 11 as v", "ft1"), Sync(),
+        Query("select 1/0"),
+        Parse("select 11 as v", "ft2"), Sync(),
+        Parse("select 11 as v"), Bind(), Execute(), Sync(),  # the unnamed statement too
+        Parse("select 12 as v", "ft3"), Sync(),
+        Parse("rollback", "ft4"), Sync(),
+        Bind("ft4"), Execute(), Sync(),
+        Parse("select 11 as v", "ft2"), Bind("ft2"), Execute(), Sync(),
+        Parse("select 11 as v"), Bind(), Execute(), Sync(),
+        Close("S", "ft1"), Close("S", "ft2"), Close("S", "ft4"), Sync(),
+    ])
+
+
+@script
+def named_statement_result_type_changed(ctx):
+    """A table gains a column under a statement the client named (SELECT *): PostgreSQL keeps the statement's result
+    type and fails each Bind with 0A000 "cached plan must not change result type" until the client parses it
+    again (JDBC caches the RowDescription it got). The unnamed statement is parsed anew each time."""
+    t = ctx.name("rt")
+    return Script("", [
+        Parse(f"select * from {t}", "rt1"), Describe("S", "rt1"), Sync(),
+        Bind("rt1"), Execute(), Sync(),
+        Query(f"alter table {t} add column b int default 7"),
+        Bind("rt1"), Execute(), Sync(),
+        Query("select 'another transaction'"),
+        Bind("rt1"), Execute(), Sync(),
+        Describe("S", "rt1"), Sync(),
+        *_pbes(f"select * from {t}"),
+        Close("S", "rt1"), Parse(f"select * from {t}", "rt1"), Bind("rt1"), Execute(), Sync(),
+        Close("S", "rt1"), Sync(),
+    ], setup=[f"create table {t} (a int)", f"insert into {t} values (1)"], teardown=[f"drop table if exists {t}"])
+
+
+@script
 def sql_prepare_deallocate_all_and_discard_all(ctx):
     """DEALLOCATE ALL and DISCARD ALL drop SQL-prepared statements (and protocol ones); the names can be reused."""
     return Script("", [

@@ -334,7 +334,7 @@ std::string error_body(const std::string& code, const std::string& message, cons
 }
 }  // namespace
 
-TEST_CASE("SQL PREPARE is carried: a shared server name, recorded when it succeeds, kept after ROLLBACK") {
+TEST_CASE("SQL PREPARE is carried: a shared server name, recorded when sent, kept after ROLLBACK") {
   Fixture f;
   REQUIRE(f.client('Q', cstr("PREPARE s (int) AS select $1 * 2")));
   CHECK(f.effect == TxnTracker::Effect::tracked);
@@ -344,7 +344,7 @@ TEST_CASE("SQL PREPARE is carried: a shared server name, recorded when it succee
   CHECK(sent.find(" (int) AS select $1 * 2") != std::string::npos);
   std::string server_name = sent.substr(8, 36);
   CHECK(f.reply('3') == TxnTracker::Reply::drop);
-  CHECK_FALSE(f.tracker.statement_query("s"));
+  CHECK(f.tracker.statement_query("s"));  // a Query pipelined after this one may EXECUTE it
   CHECK(f.reply('C', cstr("PREPARE")) == TxnTracker::Reply::forward);
   CHECK(f.tracker.statement_query("s"));
   CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
@@ -725,4 +725,238 @@ TEST_CASE("a schema change through pgrouter moves every client to freshly parsed
   std::string after = name_of(a, "s3");
   CHECK(after != before);
   CHECK(name_of(b, "s3") == after);  // still shared between clients
+}
+
+namespace {
+// The statement name of the first Parse/Bind (after the portal) or Close/Describe in `bytes` of type `type`.
+std::string name_in(const std::string& bytes, char type) {
+  for (size_t i = 0; i + 5 <= bytes.size(); i += 1 + pgrouter::protocol::read_be32(bytes.data() + i + 1)) {
+    if (bytes[i] != type) continue;
+    size_t at = i + 5;
+    if (type == 'B') at = bytes.find('\0', at) + 1;
+    if (type == 'C' || type == 'D') ++at;
+    return bytes.substr(at, bytes.find('\0', at) - at);
+  }
+  return {};
+}
+}  // namespace
+
+TEST_CASE("pipelined SQL PREPARE, EXECUTE, DEALLOCATE: each Query sees what the Queries sent before it did") {
+  Fixture f;
+  // All sent before any reply, as a pipelining client does.
+  REQUIRE(f.client('Q', cstr("prepare ps as select $1::int")));
+  std::string server_name = query_of(f.out).substr(8, 36);
+  REQUIRE(f.client('Q', cstr("execute ps(1)")));
+  CHECK(types_of(f.out) == "Q");
+  CHECK(query_of(f.out) == "execute " + server_name + "(1)");
+  REQUIRE(f.client('Q', cstr("deallocate ps")));
+  CHECK(query_of(f.out) == "DEALLOCATE " + server_name);
+  CHECK_FALSE(f.tracker.statement_query("ps"));
+  REQUIRE(f.client('Q', cstr("prepare ps as select 2")));  // the name is free once the DEALLOCATE runs
+  CHECK(types_of(f.out) == "CQ");
+  CHECK(query_of(f.out).rfind("prepare pgr_", 0) == 0);
+  CHECK(f.reply('3') == TxnTracker::Reply::drop);
+  CHECK(f.reply('C', cstr("PREPARE")) == TxnTracker::Reply::forward);
+  f.reply('Z', "I");
+  f.reply('C', cstr("SELECT 1"));
+  f.reply('Z', "I");
+  f.reply('C', cstr("DEALLOCATE"));
+  f.reply('Z', "I");
+  f.reply('3');
+  f.reply('C', cstr("PREPARE"));
+  f.reply('Z', "I");
+  CHECK(f.tracker.idle());
+  CHECK(f.tracker.statement_query("ps")->ends_with(" as select 2"));
+  CHECK_FALSE(f.server.contains(server_name));
+
+  // A PREPARE that fails takes its name with it; the EXECUTE sent after it fails naming the client's statement,
+  // and so does a DEALLOCATE (which then does not put the name back).
+  REQUIRE(f.client('Q', cstr("prepare bad as select nosuchcol")));
+  std::string bad = query_of(f.out).substr(8, 36);
+  REQUIRE(f.client('Q', cstr("execute bad")));
+  CHECK(query_of(f.out) == "execute " + bad);
+  REQUIRE(f.client('Q', cstr("deallocate bad")));
+  CHECK(query_of(f.out) == "DEALLOCATE " + bad);
+  f.reply('3');
+  f.reply('E', error_body("42703", "column \"nosuchcol\" does not exist"));
+  f.reply('Z', "I");
+  CHECK_FALSE(f.tracker.statement_query("bad"));
+  std::string repl;
+  for (int i = 0; i < 2; ++i) {
+    CHECK(f.tracker.server_message('E', error_body("26000", "prepared statement \"" + bad + "\" does not exist"),
+                                   f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
+    CHECK(repl.find("prepared statement \"bad\" does not exist") != std::string::npos);
+    f.reply('Z', "I");
+  }
+  CHECK(f.tracker.idle());
+  CHECK_FALSE(f.tracker.statement_query("bad"));
+  CHECK(f.tracker.statements() == 1);
+}
+
+TEST_CASE("a Parse skipped after an error: a later batch of the same write is answered as PostgreSQL would") {
+  Fixture f;
+  std::string repl;
+  // [Parse "" bad, Parse s2, Sync] [Bind s2, Execute, Sync] [Parse s2 (other text), Sync], in one write.
+  f.client('P', parse_body("", "selec 1"));
+  REQUIRE(f.client('P', parse_body("s2", "select 2")));
+  CHECK(types_of(f.out) == "P");  // a real Parse: the server has it exactly when it ran
+  std::string s2 = name_in(f.out, 'P');
+  f.client('S', "");
+  REQUIRE(f.client('B', bind_body("s2")));
+  CHECK(name_in(f.out, 'B') == s2);
+  f.client('E', std::string(5, '\0'));
+  f.client('S', "");
+  REQUIRE(f.client('P', parse_body("s2", "select 3")));
+  // The client's text first, then a Parse of s2's server name: 42P05 if it exists, else an empty statement, closed.
+  CHECK(types_of(f.out) == "PPC");
+  std::string s3 = name_in(f.out, 'P');
+  CHECK(f.out.find(cstr(s2) + cstr("")) != std::string::npos);
+  f.client('S', "");
+
+  CHECK(f.reply('E', error_body("42601", "syntax error at or near \"selec\"")) == TxnTracker::Reply::forward);
+  CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK_FALSE(f.server.contains(s2));
+  // The Bind of the skipped statement fails as in PostgreSQL, naming the client's statement.
+  CHECK(f.tracker.server_message('E', error_body("26000", "prepared statement \"" + s2 + "\" does not exist"),
+                                 f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
+  CHECK(repl.find("prepared statement \"s2\" does not exist") != std::string::npos);
+  CHECK(repl.find("pgr_") == std::string::npos);
+  f.reply('Z', "I");
+  CHECK(f.reply('1') == TxnTracker::Reply::drop);     // the client's text, parsed
+  CHECK(f.reply('1') == TxnTracker::Reply::forward);  // s2 did not exist: the client's ParseComplete
+  CHECK(f.reply('3') == TxnTracker::Reply::drop);
+  f.reply('Z', "I");
+  CHECK(f.tracker.idle());
+  CHECK(*f.tracker.statement_query("s2") == "select 3");
+  CHECK(f.server.contains(s3));
+
+  // Had s2 existed, the Parse of its server name fails: PostgreSQL's 42P05 naming the client's statement.
+  f.client('P', parse_body("t", "select 4"));
+  std::string t4 = name_in(f.out, 'P');
+  f.client('S', "");
+  REQUIRE(f.client('P', parse_body("t", "select 5")));
+  CHECK(types_of(f.out) == "PPC");
+  f.client('S', "");
+  f.reply('1');
+  f.reply('Z', "I");
+  CHECK(f.reply('1') == TxnTracker::Reply::drop);
+  CHECK(f.tracker.server_message('E', error_body("42P05", "prepared statement \"" + t4 + "\" already exists"),
+                                 f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
+  CHECK(repl.find("prepared statement \"t\" already exists") != std::string::npos);
+  f.reply('Z', "I");
+  CHECK(*f.tracker.statement_query("t") == "select 4");
+  CHECK(f.server.contains(t4));
+}
+
+TEST_CASE("after a request that may fail, a Parse of a statement the server has gets the client's own copy") {
+  Fixture f;
+  f.client('P', parse_body("a", "select 4"));
+  std::string shared = name_in(f.out, 'P');
+  f.client('S', "");
+  f.reply('1');
+  f.reply('Z', "I");
+  REQUIRE(f.client('P', parse_body("b", "select 4")));  // first in its batch: the shared copy, a no-op Close
+  CHECK(types_of(f.out) == "C");
+  f.client('B', bind_body("b"));
+  REQUIRE(f.client('P', parse_body("c", "select 4")));  // after a Bind that may fail: a Parse the server runs
+  CHECK(types_of(f.out) == "P");
+  CHECK(name_in(f.out, 'P') != shared);
+  f.client('S', "");
+  f.reply('3');
+  f.reply('2');
+  f.reply('1');
+  f.reply('Z', "I");
+
+  // In a failed transaction PostgreSQL refuses a Parse with 25P02: the server must run it to say so.
+  f.client('Q', cstr("select 1/0"));
+  f.reply('E', error_body("22012", "division by zero"));
+  f.reply('Z', "E");
+  REQUIRE(f.client('P', parse_body("d", "select 4")));
+  CHECK(types_of(f.out) == "P");
+  CHECK(name_in(f.out, 'P') != shared);
+  f.client('S', "");
+  f.reply('E', error_body("25P02", "current transaction is aborted, commands ignored until end of transaction block"));
+  f.reply('Z', "E");
+  CHECK_FALSE(f.tracker.statement_query("d"));
+  CHECK(f.tracker.idle());
+}
+
+TEST_CASE("a Close skipped after an error leaves the statement, also for a later batch of the same write") {
+  Fixture f;
+  std::string repl;
+  f.client('P', parse_body("pc", "select 5"));
+  std::string pc = name_in(f.out, 'P');
+  f.client('S', "");
+  f.reply('1');
+  f.reply('Z', "I");
+
+  // On the server that has it: the Close is real, and a Bind sent meanwhile names the server's copy.
+  f.client('P', parse_body("", "selec 1"));
+  REQUIRE(f.client('C', "S" + cstr("pc")));
+  CHECK(name_in(f.out, 'C') == pc);
+  CHECK_FALSE(f.server.contains(pc));
+  f.client('S', "");
+  REQUIRE(f.client('B', bind_body("pc")));
+  CHECK(types_of(f.out) == "B");
+  CHECK(name_in(f.out, 'B') == pc);
+  f.client('S', "");
+  f.reply('E', error_body("42601", "syntax error"));
+  f.reply('Z', "I");
+  CHECK(f.tracker.statement_query("pc"));
+  CHECK(f.server.contains(pc));
+  CHECK(f.reply('2') == TxnTracker::Reply::forward);
+  f.reply('Z', "I");
+
+  // Skipped, but closed again by a Close that cannot be skipped: gone once both are answered.
+  f.client('P', parse_body("", "selec 1"));
+  f.client('C', "S" + cstr("pc"));
+  f.client('S', "");
+  REQUIRE(f.client('C', "S" + cstr("pc")));
+  f.client('S', "");
+  REQUIRE_FALSE(f.client('B', bind_body("pc")));  // sent as the client wrote it: the server says 26000
+  f.client('S', "");
+  f.reply('E', error_body("42601", "syntax error"));
+  f.reply('Z', "I");
+  CHECK(f.reply('3') == TxnTracker::Reply::forward);
+  f.reply('Z', "I");
+  f.reply('E', error_body("26000", "prepared statement \"pc\" does not exist"));
+  f.reply('Z', "I");
+  CHECK(f.tracker.idle());
+  CHECK_FALSE(f.tracker.statement_query("pc"));
+  f.client('P', parse_body("pc", "select 5"));
+  f.client('S', "");
+  f.reply('3');  // the server has it: the no-op Close, as ParseComplete
+  f.reply('Z', "I");
+
+  // On a server without a copy: a marker statement follows the Close; a Bind sent meanwhile tests it.
+  pgrouter::pool::ServerStatements other;
+  std::swap(f.server, other);
+  f.client('P', parse_body("", "select 1"));
+  REQUIRE(f.client('C', "S" + cstr("pc")));
+  CHECK(types_of(f.out) == "CP");
+  std::string marker = name_in(f.out, 'P');
+  CHECK(marker.rfind("pgr_marker_", 0) == 0);
+  f.client('S', "");
+  REQUIRE(f.client('B', bind_body("pc")));
+  CHECK(types_of(f.out) == "PCPB");  // marker test, its Close, the statement prepared here, the Bind
+  CHECK(name_in(f.out, 'B') == pc);
+  f.client('S', "");
+  CHECK(f.reply('1') == TxnTracker::Reply::forward);
+  CHECK(f.reply('3') == TxnTracker::Reply::forward);  // the Close ran
+  CHECK(f.reply('1') == TxnTracker::Reply::drop);     // and so did its marker
+  f.reply('Z', "I");
+  CHECK_FALSE(f.tracker.statement_query("pc"));
+  // So the marker exists: the Bind fails as PostgreSQL's does.
+  CHECK(f.tracker.server_message('E', error_body("42P05", "prepared statement \"" + marker + "\" already exists"),
+                                 f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
+  CHECK(repl.find("prepared statement \"pc\" does not exist") != std::string::npos);
+  CHECK(repl.find("C26000") != std::string::npos);
+  f.reply('Z', "I");
+  CHECK(f.tracker.idle());
+  // The marker is closed before the next request.
+  std::string wire = msg('Q', cstr("select 1"));
+  f.out.clear();
+  REQUIRE(f.tracker.client_message('Q', std::string_view(wire).substr(5), f.server, f.out, f.effect));
+  CHECK(types_of(f.out) == "CQ");
+  CHECK(name_in(f.out, 'C') == marker);
 }

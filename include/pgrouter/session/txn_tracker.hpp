@@ -17,7 +17,15 @@
 // Replies are matched to requests with a queue of expectations: one per Parse/Close (ParseComplete,
 // CloseComplete) and one per Sync/Query/FunctionCall (ReadyForQuery). After an ErrorResponse the
 // server skips to the next Sync: the skipped requests' expectations are dropped and their effects
-// undone (a statement that was not created is forgotten again).
+// undone (a statement that was not created is forgotten again; a name redefined meanwhile means what it
+// meant before; errors still name the client's statement, never pgr_...).
+// Pipelining: a request is rewritten before the replies to earlier ones arrive. While a request that may
+// fail or be skipped (a Parse the server really runs, a Close after a request that may fail, a SQL PREPARE)
+// creates or removes a name, a later request naming it is sent so that the server decides, as PostgreSQL
+// would, through a witness whose existence follows the outcome: the server statement that Parse created or
+// that Close really closed, or an empty marker statement (pgr_marker_<client>_<n>) made right after a Close
+// where the server has no copy. A Parse that may be skipped never takes the no-op path (nothing to witness):
+// where the server has the shared statement, the client gets its own copy.
 //
 // The unnamed statement (pool.unnamed_statements). `pass`: it lives on the server as the client sent it, and is
 // parsed again where the client binds it on a server someone else parsed on since. `prepare`: a Parse of the
@@ -35,8 +43,9 @@
 // SQL PREPARE / EXECUTE / DEALLOCATE (the same namespace as protocol names, in PostgreSQL and here). A simple
 // Query `PREPARE s [(types)] AS stmt` is sent as `PREPARE pgr_y ...` (after a Close of pgr_y, so a server
 // that already has it from another client prepares it again), pgr_y a hash of what follows the name; s is
-// recorded when its CommandComplete comes (PREPARE is not transactional: a later ROLLBACK keeps it, as in
-// PostgreSQL). Every `EXECUTE s` in a Query or Parse text (also EXPLAIN EXECUTE, CREATE TABLE AS EXECUTE)
+// recorded when the PREPARE is sent and forgotten if it fails (PREPARE is not transactional: a later ROLLBACK
+// keeps it, as in PostgreSQL), and a DEALLOCATE sent as a Query forgets s when sent (back if it fails), so
+// Queries pipelined after them see the name as PostgreSQL will. Every `EXECUTE s` in a Query or Parse text (also EXPLAIN EXECUTE, CREATE TABLE AS EXECUTE)
 // becomes `EXECUTE pgr_y` after pgr_y was prepared where missing: before a Parse/Bind/Describe by
 // Close/Close/Parse/Bind/Execute of the PREPARE text through a helper statement and portal ("pgr_prepare"),
 // before a Query by the same (or the Parse of a protocol statement) and a Sync whose error, if any, is dropped
@@ -129,7 +138,14 @@ class TxnTracker {
   // No request awaits a reply: the server may be given back.
   bool idle() const { return expect_.empty(); }
   // The server was lost or reset: nothing more will answer, and it has nothing of ours.
-  void server_gone() { expect_.clear(); tx_sets_.clear(); group_sets_.clear(); }
+  void server_gone() {
+    expect_.clear();
+    tx_sets_.clear();
+    group_sets_.clear();
+    ghosts_.clear();
+    may_skip_ = false;
+    tx_status_ = 'I';
+  }
   // Read retry (session/read_retry.cpp): between begin_window() and end_window() the client's messages
   // may be sent again to another server. rewind() undoes what the messages sent since begin_window()
   // did to the client's state (statements created or closed, the unnamed statement, pending SETs), also
@@ -139,6 +155,7 @@ class TxnTracker {
   void begin_window() {
     window_ = true;
     window_unnamed_valid_ = unnamed_valid_;
+    window_may_skip_ = may_skip_;
     unnamed_saved_ = false;
     window_matched_.clear();
   }
@@ -176,12 +193,16 @@ class TxnTracker {
   struct StatementEffect {  // what a DEALLOCATE / DISCARD ALL does once its Sync/Query succeeded
     OnSuccess kind;
     std::string client_name, server_name;
+    // A DEALLOCATE sent as a Query forgets its name when sent (a Query pipelined after it must not find it);
+    // this is put back if it fails.
+    std::shared_ptr<TrackedStatement> removed = {};
   };
   // What a request's record carries besides its reply and action: only some requests need it (a named
   // Parse, a Close, pgrouter's own requests, a Sync after SETs), so it is allocated only for them and the
   // records of the relay's usual traffic (an unnamed Parse, a Sync) stay 16 bytes.
   struct ExpectMore {
     std::string error;  // sentinel-error requests: the ErrorResponse the client gets instead
+    std::string match;  // ... and the message of the error it replaces (empty: the sentinel's 26000)
     // Undo information when the request is skipped after an error:
     std::string client_name;                    // a Parse that created (or a Close that removed) this name
     std::shared_ptr<TrackedStatement> removed;  // the statement a Close removed
@@ -189,7 +210,9 @@ class TxnTracker {
     // 'Z' only: what the Sync/Query commits when no error came before it.
     std::vector<sql::SessionCommand> sets;
     std::vector<StatementEffect> effects;
-    std::shared_ptr<TrackedStatement> created;   // 'C' of a client's PREPARE: recorded as client_name on success
+    // A Parse or PREPARE of client_name: what it recorded when sent, and what the name meant before (put back
+    // if it does not happen).
+    std::shared_ptr<TrackedStatement> created, prev;
     std::shared_ptr<const TextRewrite> rewrite;  // a Parse/Query whose text was rewritten: for its errors
   };
   static const ExpectMore kNoMore;
@@ -198,11 +221,18 @@ class TxnTracker {
     Expect(char r, Action a, std::string err) : reply(r), action(a) { more().error = std::move(err); }
     char reply;  // '1', '2', '3', 'C' (CommandComplete "PREPARE") or 'Z'
     Action action;
-    bool evicted = false;         // a Close pgrouter sent to make room (server_name)
-    bool failed = false;          // 'Z' only: an error came before it
-    bool unnamed = false;         // a Parse or Close of the unnamed statement: if skipped, the server's is unknown
-    bool unnamed_resend = false;  // ... one pgrouter re-sent: the client's unnamed statement still exists
-    bool swallow = false;         // 'Z' of a Sync pgrouter sent: an error before it is dropped too
+    bool evicted : 1 = false;         // a Close pgrouter sent to make room (server_name)
+    bool failed : 1 = false;          // 'Z' only: an error came before it
+    bool unnamed : 1 = false;         // a Parse or Close of the unnamed statement: if skipped, the server's is unknown
+    bool unnamed_resend : 1 = false;  // ... one pgrouter re-sent: the client's unnamed statement still exists
+    bool swallow : 1 = false;         // 'Z' of a Sync pgrouter sent: an error before it is dropped too
+    // A request that creates (created) or removes (removed) client_name and may fail or be skipped: while it is
+    // in flight, what the name means is for the server to say (see pending_touch()).
+    bool uncertain : 1 = false;
+    bool client_text : 1 = false;  // a Parse of the client's text whose reply is dropped: its errors are the client's
+    // A removal whose witness is a marker statement (ExpectMore::server_name) created right after it: it exists
+    // exactly when the removal happened (used where the server lacks the removed statement's copy).
+    bool marker : 1 = false;
     std::unique_ptr<ExpectMore> extra;
     ExpectMore& more() {
       if (!extra) extra = std::make_unique<ExpectMore>();
@@ -210,7 +240,12 @@ class TxnTracker {
     }
     const ExpectMore& get() const { return extra ? *extra : kNoMore; }
   };
+  static_assert(sizeof(Expect) <= 16, "an expected reply of the usual traffic stays 16 bytes");
 
+  bool track_client(char type, std::string_view body, pool::ServerStatements& server, std::string& out,
+                    Effect& effect);
+  // The name of this client's marker statement number n (Expect::marker).
+  std::string marker_name(uint32_t n) const;
   // Prepares st (and what it uses) on `server` if it lacks it, with messages appended to out that are valid
   // inside an extended-protocol batch; true if something was sent. Before a Query, the caller ends them
   // with sync_injected().
@@ -236,7 +271,20 @@ class TxnTracker {
   XXH128_hash_t statement_hash(std::string_view query, std::string_view types) const;
   static void name_from(const XXH128_hash_t& hash, std::string& name);  // "pgr_" + 32 hex digits
   void refuse(std::string_view feature, char type, std::string& out);
-  void undo(Expect& e, pool::ServerStatements& server);
+  // duplicate: e is the request that failed, with 42P05 (the server has what it tried to create).
+  void undo(Expect& e, pool::ServerStatements& server, bool duplicate = false);
+  // A creation of `name` (`mine`, recorded when sent) did not happen: the name means `prev` again, also for the
+  // requests sent after it that recorded `mine` as what they replaced.
+  void forget_created(const std::string& name, const std::shared_ptr<TrackedStatement>& mine,
+                      const std::shared_ptr<TrackedStatement>& prev);
+  // The newest request in flight that may or may not create or remove `name` (Expect::uncertain). While there
+  // is one, PostgreSQL's answer to a request naming `name` depends on whether it happened, which pgrouter
+  // learns only later: the request is sent so that the server decides, through the server name whose
+  // existence follows the outcome (the witness: what it created, or what it closed).
+  Expect* pending_touch(const std::string& name);
+  static const std::string& witness(const Expect& e) {
+    return e.get().created ? e.get().created->server_name : e.get().removed->server_name;
+  }
   void commit_sets(const std::vector<sql::SessionCommand>& sets, Settings& server_settings);
 
   // Prepares the client's unnamed statement (query, types) under unnamed_server_ on a server that lacks it;
@@ -336,6 +384,14 @@ class TxnTracker {
   XXH128_hash_t unnamed_hash_before_window_{};
   std::vector<Expect> window_matched_;  // ParseComplete/CloseComplete expectations met inside the window
   std::string last_tag_;
+  // Server names whose client names were forgotten while requests naming them may still be answered (a
+  // creation undone, a removal in flight): their errors still name the client's statement. Cleared when idle.
+  std::vector<std::pair<std::string, std::string>> ghosts_;
+  // An extended-protocol request that may fail was sent since the last Sync: what follows may be skipped.
+  bool may_skip_ = false, window_may_skip_ = false;
+  char tx_status_ = 'I';  // the transaction status of the last ReadyForQuery
+  uint32_t markers_ = 0;       // marker statements made so far (each has its own name)
+  bool marker_left_ = false;   // the last one may exist on the server: closed at the next request when idle
   bool uncertain_ = false;
   Settings settings_;
   uint64_t settings_version_ = 1;
