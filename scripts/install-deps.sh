@@ -7,6 +7,10 @@ packages=(
   meson ninja-build pkg-config libssl-dev libfmt-dev libxxhash-dev liburing-dev libjemalloc-dev libsystemd-dev nlohmann-json3-dev libbenchmark-dev
   libhiredis-dev postgresql-15 redis-server pgbouncer haproxy python3-psycopg python3-pytest
   libpostgresql-jdbc-java
+  # tests/fuzz: clang++ and, for clang 14, the libFuzzer and ASan/UBSan runtimes (libclang_rt.fuzzer-x86_64.a and
+  # friends), only recommended by clang-14 and so not installed without it here. g++'s sanitizer runtimes (the
+  # build-asan/ step of scripts/test.sh) come with g++ itself.
+  clang libclang-rt-14-dev
 )
 # The image may ship node 20 + npm and a JDK outside dpkg's knowledge: only ask apt for what no binary provides,
 # so Debian's older nodejs never replaces a newer node already on PATH.

@@ -24,14 +24,18 @@ bool word_byte(char c) { return kWordBytes[static_cast<unsigned char>(c)]; }
 bool space_byte(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; }
 
 // Whether the text from `pos`, after white space, starts with one of the '|'-separated lower-case
-// alternatives (ASCII case-insensitively).
+// alternatives (ASCII case-insensitively) as whole words: "SET local_app.tenant = 1" and "SET
+// transaction_timeout = 0" are session SETs, not SET LOCAL or SET TRANSACTION.
 bool next_is_any(std::string_view sql, size_t pos, std::string_view alternatives) {
   while (pos < sql.size() && space_byte(sql[pos])) ++pos;
   for (size_t a = 0, b; a < alternatives.size(); a = b + 1) {
     b = alternatives.find('|', a);
     if (b == std::string_view::npos) b = alternatives.size();
     auto alt = alternatives.substr(a, b - a);
-    if (util::equals_ascii_ci(sql.substr(pos, alt.size()), alt)) return true;
+    size_t end = pos + alt.size();
+    if (util::equals_ascii_ci(sql.substr(pos, alt.size()), alt) &&
+        (end >= sql.size() || !util::sql_ident_char(sql[end])))
+      return true;
   }
   return false;
 }

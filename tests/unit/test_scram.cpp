@@ -152,6 +152,22 @@ TEST_CASE("ClientExchange and ServerExchange agree, and the RFC proof differs on
   CHECK(server2.handle_client_final(*final2, server_final, err) == scram::ServerExchange::Result::BadProof);
 }
 
+// A server (or whoever sits between pgrouter and it) chooses the PBKDF2 iteration count; at 2^31-1 the
+// derivation would pin a worker thread for about twenty minutes. Counts above 10,000,000 (about five seconds)
+// are refused before any hashing, so this test fails by meson's timeout if the cap goes.
+TEST_CASE("ClientExchange refuses iteration counts above its cap before hashing") {
+  for (const char* count : {"10000001", "2147483647", "2147483648", "-1", "0", "00", "+4096", "4096 ", "0x1000"}) {
+    CAPTURE(count);
+    scram::ClientExchange client("pencil", kClientNonce);
+    client.client_first();
+    std::string err;
+    auto final_message =
+        client.handle_server_first(std::string("r=") + kClientNonce + "3rfc,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=" + count, err);
+    CHECK_FALSE(final_message);
+    CHECK(err.find("iteration count") != std::string::npos);
+  }
+}
+
 TEST_CASE("ClientExchange rejects a bad server-first message") {
   for (const char* bad :
        {"", "r=other,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",             // nonce not extended

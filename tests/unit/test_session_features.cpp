@@ -83,6 +83,23 @@ TEST_CASE("transaction-scoped and ordinary statements are not") {
   CHECK(session_feature("select set_config(\x01, \x01, \x01)") == "set_config() of a session setting");
 }
 
+// Found by tests/fuzz (fuzz_session_features): LOCAL, TRANSACTION and CONSTRAINTS after SET (and TRANSACTION
+// after PREPARE) were matched as prefixes, so a session SET of a setting whose name starts with one of them was
+// taken for a transaction-scoped one and, in a multi-statement query, left on the server for the next client.
+TEST_CASE("SET LOCAL, SET TRANSACTION and PREPARE TRANSACTION are whole words") {
+  CHECK(session_feature("SET local_app.tenant = 'a'; select 1") == "SET");
+  CHECK(session_feature("set transaction_timeout = '1s'; select 1") == "SET");
+  CHECK(session_feature("SET constraints_app.mode = 1; select 1") == "SET");
+  CHECK(session_feature("SET Local1 = 5") == "SET");
+  CHECK(session_feature("SET local\xff = 5") == "SET");  // a non-ASCII byte continues an identifier
+  CHECK(session_feature("PREPARE transactions AS select 1") == "PREPARE");
+  // The keywords themselves, before white space, '(' or the end, are still what they were.
+  CHECK(session_feature("SET LOCAL\tstatement_timeout = 5").empty());
+  CHECK(session_feature("set transaction\nread only").empty());
+  CHECK(session_feature("SET CONSTRAINTS").empty());
+  CHECK(session_feature("PREPARE TRANSACTION 'x'").empty());
+}
+
 TEST_CASE("SQL PREPARE and EXECUTE name their statements as PostgreSQL reads the names") {
   using pgrouter::sql::execute_references;
   using pgrouter::sql::mentions_execute;
