@@ -16,7 +16,7 @@ SANITIZE=${SANITIZE:-1}
 PYTEST_TIME_LIMIT=${PYTEST_TIME_LIMIT:-15m}
 ASAN_PYTEST_TIME_LIMIT=${ASAN_PYTEST_TIME_LIMIT:-15m}
 # The integration tests that drive the message-handling code hardest: the sanitized binary runs these.
-ASAN_PYTESTS=(tests/integration/test_protocol.py tests/integration/test_relay.py tests/integration/test_pool.py
+ASAN_PYTESTS=(tests/integration/test_protocol.py tests/integration/test_hardening.py tests/integration/test_relay.py tests/integration/test_pool.py
   tests/integration/test_transaction_pool.py tests/integration/test_parity.py)
 unit_passed=0 unit_failed=0 py_passed=0 py_failed=0 step_failed=0
 fuzz_passed=0 fuzz_failed=0 asan_passed=0 asan_failed=0

@@ -30,6 +30,8 @@ Worker::Worker(Runtime& rt, int index, std::shared_ptr<const control::Config> co
 Worker::~Worker() {
   stop();
   join();
+  stopping_ = true;
+  io_.destroy_pending();
 }
 
 void Worker::listen(const std::string& host, uint16_t port) {

@@ -75,6 +75,7 @@ class Worker {
   void publish(std::shared_ptr<const control::Config> config, std::shared_ptr<net::ssl::context> tls);
 
   asio::io_context& io() { return io_; }
+  bool stopping() const { return stopping_; }  // the worker's thread has stopped or is stopping
   net::Readiness& readiness() { return readiness_; }
   int index() const { return index_; }
   Runtime& runtime() { return rt_; }
@@ -124,7 +125,14 @@ class Worker {
   // One thread runs it, and every socket, acceptor and timer on it is touched only from that thread (other
   // threads post to it: reload, stop, cancel requests, a pool slot given to this worker): the reactor's
   // per-descriptor locks are not needed (its scheduler queue keeps its lock, for those posts).
-  asio::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
+  // shutdown() (protected in Asio) destroys the handlers still queued, the coroutine frames of live sessions
+  // among them, while the members below that those frames touch (pools, readiness set, session table) are
+  // still alive; ~io_context would do it only after they are gone.
+  struct Io : asio::io_context {
+    using asio::io_context::io_context;
+    void destroy_pending() { shutdown(); }
+  };
+  Io io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   tcp::acceptor acceptor_;
   net::Readiness readiness_{io_};
   net::SocketReadiness listen_ready_;  // acceptor_'s descriptor in readiness_

@@ -40,7 +40,7 @@ ClientSession::ClientSession(Worker& worker, int fd, const tcp::endpoint& peer)
 ClientSession::~ClientSession() {
   if (plain_.fd >= 0) ::close(plain_.fd);  // leaves the readiness set with it
   if (key_pid_) w_.unregister_session(key_pid_);
-  if (server_ && server_pool_) {
+  if (server_ && server_pool_ && !w_.stopping()) {  // (at shutdown the server just closes with the session)
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
     server_pool_->release(std::move(server_), false);
   }
