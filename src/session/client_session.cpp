@@ -442,6 +442,7 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
           } else if (type == 'S') {
             if (auto kv = p::parse_parameter_status(body)) {
               self.server_->set_param(kv->first, kv->second);
+              if (self.tracker_) self.tracker_->parameter_reported(kv->first, kv->second);
               // A setting pgrouter applied here changed (a function's SET, set_config inside it): what it
               // is now is unknown, so the next client sets or RESETs it again. A tracked SET records its
               // statement again at its ReadyForQuery, which comes after this.

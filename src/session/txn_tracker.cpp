@@ -1,5 +1,6 @@
 // Transaction pooling's per-client prepared statements and settings (see the header for the design).
 #include "pgrouter/session/txn_tracker.hpp"
+#include "pgrouter/util/strings.hpp"
 
 #define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
 #include <xxhash.h>
@@ -1097,11 +1098,17 @@ void TxnTracker::rewind() {
   unnamed_valid_ = window_unnamed_valid_;
 }
 
+void TxnTracker::parameter_reported(std::string_view name, std::string_view value) {
+  reported_[util::ascii_lower(name)] = std::string(value);
+}
+
 void TxnTracker::commit_sets(const std::vector<sql::SessionCommand>& sets, Settings& server_settings) {
   if (!sets.empty()) ++settings_version_;
   for (auto& c : sets) {
     if (c.kind == sql::SessionCommand::set) {
-      std::string stmt = "SET " + c.name + " TO " + c.value;
+      auto reported = reported_.find(c.name);
+      std::string stmt = "SET " + c.name + " TO " +
+                         (reported != reported_.end() ? p::quote_literal(reported->second) : c.value);
       settings_[c.name] = stmt;
       server_settings[c.name] = std::move(stmt);
     } else if (c.kind == sql::SessionCommand::reset) {
@@ -1233,6 +1240,7 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
         if (committed) commit_sets(tx_sets_, server_settings);
         tx_sets_.clear();
         if (!z.failed && !rolled_back) commit_sets(z.get().sets, server_settings);
+        reported_.clear();
       }
       // 'E': the transaction failed; what it SET is dropped when it ends (its tag is ROLLBACK).
       last_tag_.clear();

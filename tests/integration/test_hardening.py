@@ -289,3 +289,26 @@ def test_reset_that_does_not_finish_frees_the_slot(cluster, pgrouter):
             assert conn.execute("select %s::int", (i,)).fetchone()[0] == i
         assert time.monotonic() - started < 6
     assert "server reset failed" in router.log()
+
+
+# --- session state carried across servers ----------------------------------------------------------------------
+
+def test_partial_datestyle_is_carried_as_postgres_merged_it(cluster, pgrouter):
+    """SET datestyle TO iso; SET datestyle TO ymd leaves PostgreSQL at 'ISO, YMD' (a partial DateStyle merges with
+    the value before it). The client's next transaction on a server another client left at 'Postgres, DMY' must
+    print dates as PostgreSQL would for it, not replay 'ymd' onto that style."""
+    router = pgrouter({"listen": {"workers": 1}, "pool": {"mode": "transaction", "size": 2}})
+    steps = ["set datestyle to iso", "set datestyle to ymd", "show datestyle", "select '1999-01-08'::date::text"]
+    with psycopg.connect(cluster.dsn("primary", user=USER, password=pgr.USERS[USER]), autocommit=True) as direct:
+        expected = [direct.execute(s).fetchone() if s.startswith(("show", "select")) else direct.execute(s) and None
+                    for s in steps]
+    with psycopg.connect(router.dsn(), autocommit=True) as a, psycopg.connect(router.dsn(), autocommit=True) as b:
+        got = [a.execute(s).fetchone() if s.startswith(("show", "select")) else a.execute(s) and None for s in steps]
+        assert got == expected
+        # b leaves a server at another style, and holds the other one so a must take b's next.
+        b.execute("set datestyle to postgres, dmy")
+        with b.transaction():
+            b.execute("select 1")
+            for _ in range(3):
+                assert a.execute("show datestyle").fetchone() == expected[2]
+                assert a.execute("select '1999-01-08'::date::text").fetchone() == expected[3]

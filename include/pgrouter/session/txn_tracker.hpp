@@ -178,6 +178,10 @@ class TxnTracker {
 
   // The settings the client's session has from SQL (on top of its startup parameters).
   const Settings& settings() const { return settings_; }
+  // A ParameterStatus the client's server sent: a SET of that parameter committed in this transaction is
+  // recorded with this value, not its text (a partial DateStyle such as 'ymd' merges with the value before it,
+  // which another server need not have).
+  void parameter_reported(std::string_view name, std::string_view value);
   // Changes whenever settings() does (or a server's settings were changed through this client).
   uint64_t settings_version() const { return settings_version_; }
   size_t statements() const { return statements_.size(); }
@@ -394,6 +398,7 @@ class TxnTracker {
   bool marker_left_ = false;   // the last one may exist on the server: closed at the next request when idle
   bool uncertain_ = false;
   Settings settings_;
+  Settings reported_;  // this transaction's ParameterStatus values, lower-case names (see parameter_reported)
   uint64_t settings_version_ = 1;
   std::string feature_;
   bool last_query_plain_ = false;  // see last_query_plain()
