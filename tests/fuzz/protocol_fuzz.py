@@ -736,6 +736,10 @@ class Harness:
         failures += self.check_invariants()
         if not failures:
             return None
+        crash = [f for f in failures if f.check == "alive"]
+        if crash:
+            return Failure("alive", "\n".join(str(f) for f in crash + [f for f in failures if f.check != "alive"]),
+                           crash[0].signature)
         main = failures[0]
         if len(failures) > 1:
             main = Failure(main.check, "\n".join(str(f) for f in failures),
@@ -743,16 +747,31 @@ class Harness:
         return main
 
     def check_invariants(self):
-        failures = []
-        # (a) alive
-        if not self.router.running:
-            code = self.router.proc.poll()
-            failures.append(Failure("alive", f"pgrouter exited with {code}; log tail:\n{self.router.log()[-3000:]}",
-                                    f"alive: pgrouter died ({'signal ' + str(-code) if code < 0 else 'exit ' + str(code)})"))
-            self.restarts += 1
-            self.router.stop(check=False)
-            self.start_router()
+        failures = self.check_alive()
+        if failures:
             return failures
+        failures = self.check_others()
+        # A crash while the checks ran (pgrouter may die a moment after the case) is that crash, not what the
+        # checks saw because of it.
+        return self.check_alive(failures) or failures
+
+    def check_alive(self, seen=()):
+        """(a) alive; restarts pgrouter (and the bystander) if not."""
+        time.sleep(0.02)
+        if self.router.running:
+            return []
+        code = self.router.proc.poll()
+        also = "\n".join(str(f) for f in seen)
+        failure = Failure("alive", f"pgrouter exited with {code}; log tail:\n{self.router.log()[-3000:]}"
+                          + (f"\nchecks that failed meanwhile:\n{also}" if also else ""),
+                          f"alive: pgrouter died ({'signal ' + str(-code) if code < 0 else 'exit ' + str(code)})")
+        self.restarts += 1
+        self.router.stop(check=False)
+        self.start_router()
+        return [failure]
+
+    def check_others(self):
+        failures = []
         # (d) no server left stuck (before (b) and (c), which would use the servers)
         try:
             self.check_stuck()
