@@ -685,6 +685,15 @@ class Harness:
                 time.sleep(0.1)
         self.open_bystander()
 
+    def restart_router(self):
+        """A fresh pgrouter (and bystander), so that a case runs on servers no earlier case touched."""
+        if self.bystander:
+            self.bystander.close()
+            self.bystander = None
+        self.router.stop(check=False)
+        self.restarts += 1
+        self.start_router()
+
     def open_bystander(self):
         if self.bystander:
             self.bystander.close()
@@ -869,8 +878,10 @@ def report_failure(seed, number, mode, replica, case, failure, log=print):
 
 
 def minimise(harness, case, signature, log=print):
-    """Greedy: drop rounds, then messages, then fragmentation, keeping cases that fail with the same signature."""
+    """Greedy: drop rounds, then messages, then fragmentation, keeping cases that fail with the same signature.
+    Each try runs on a fresh pgrouter: what earlier tries left on its servers must not make a case fail."""
     def fails(c):
+        harness.restart_router()
         f = harness.run_case(c)
         return f is not None and f.signature == signature
 
@@ -947,6 +958,12 @@ def run(cluster, mode="transaction", replica=False, seed=1, cases=None, minutes=
                 continue
             report_failure(seed, number, mode, replica, case, failure, log)
             if minimize and failure.signature not in signatures:
+                harness.restart_router()
+                if harness.run_case(case) is None:
+                    log("--- not minimised: the case passes on a fresh pgrouter (it needs what earlier cases left)")
+                    signatures[failure.signature] = signatures.get(failure.signature, 0) + 1
+                    failures.append((number, case, failure))
+                    continue
                 small = minimise(harness, case, failure.signature, log)
                 log(f"--- minimised ({sum(len(r.items) for r in small.rounds)} messages):\n{small.describe()}")
                 case = small
