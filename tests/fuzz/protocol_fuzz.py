@@ -55,8 +55,8 @@ of appearance):
     test_protocol.py requires it). So after such a message a FATAL 08P01 followed by the close counts the same as
     the close alone.
   * A round that contains a protocol violation (a framing error, an unknown message type, a StartupMessage after
-    login, a length longer than the message, which makes what follows garbage) and after which the connection is
-    closed is compared only as "the connection was closed" (with or without a FATAL 08P01, which a reset can
+    login, a length longer than the message, which makes what follows garbage, also in later rounds) and after
+    which the connection is closed is compared only as "the connection was closed" (with or without a FATAL 08P01, which a reset can
     discard, see below): PostgreSQL reads and answers messages one at a time, so it answers (and runs)
     the round's messages before the bad one; pgrouter may check everything it has read first and refuse the lot.
     Which of those messages ran is not checked (the invariants still are).
@@ -565,12 +565,13 @@ def normalise(lines):
         current.append(line)
     if current:
         rounds.append(current)
-    out = []
+    out, garbled = [], False
     for rnd in rounds:
         sent = [x for x in rnd if not x.startswith("< ")]
         received = [x for x in rnd if x.startswith("< ")]
         framing = any(x.startswith("> !framing") for x in sent)
-        violation = any(x.startswith(_VIOLATIONS) for x in sent)
+        violation = garbled or any(x.startswith(_VIOLATIONS) for x in sent)
+        garbled = garbled or any(x.startswith("> !length +") for x in sent)  # the stream is out of step from here
         if received and received[-1] == "< <connection reset>":
             out += sent + ["< <connection closed>"]  # what came before the reset may have been discarded
             continue
