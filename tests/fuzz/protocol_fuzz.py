@@ -6,13 +6,15 @@ case.
     /usr/bin/python3 tests/fuzz/protocol_fuzz.py --seed 1 --cases 200 [--mode transaction|session] [--replica]
     /usr/bin/python3 tests/fuzz/protocol_fuzz.py --seed 1 --minutes 30 --mode session --replica
     /usr/bin/python3 tests/fuzz/protocol_fuzz.py --replay 1:17 [--mode ...]      # case 17 of seed 1, regenerated
-    /usr/bin/python3 tests/fuzz/protocol_fuzz.py --replay failure.json           # a case saved (or minimised)
+    /usr/bin/python3 tests/fuzz/protocol_fuzz.py --replay failures.json          # the cases saved by --out
+    /usr/bin/python3 tests/fuzz/protocol_fuzz.py --replay tests/fuzz/corpus.json # minimised past failures
     /usr/bin/python3 tests/fuzz/protocol_fuzz.py --seed 1 --cases 200 --minimize # also minimise each failure
 
 Needs PGR_CLUSTER_DIR (a cluster from tests/cluster.sh) and PGROUTER_BIN (or build/pgrouter). It starts its own
 pgrouter (pgr.Pgrouter) with one worker (so that every client shares one pool) and pool.size 3 (so that servers
 are reused from case to case), in transaction or session pooling, with or without the cluster's streaming replica.
-Exit status 1 if any case failed; failures are printed (seed, case number, mode, the bytes of every round) and
+tests/fuzz/corpus.json holds the minimised failures found so far (a name, a note and the modes each applies to);
+tests/integration/test_protocol_fuzz.py replays it besides running random cases. Exit status 1 if any case failed; failures are printed (seed, case number, mode, the bytes of every round) and
 written as JSON to --out (default /tmp/pgr-protocol-fuzz/failures-<seed>-<mode>.json) for --replay.
 
 A case is a list of rounds played on a fresh connection (user pgr_scram, database app). A round is a list of
@@ -151,6 +153,19 @@ class Case:
     @staticmethod
     def from_json(d):
         return Case([Round.from_json(r) for r in d["rounds"]], d.get("notes", []))
+
+    def with_table(self, table):
+        """This case with the table name it was saved with (self.table) replaced by table, in bytes and labels.
+        Names are all fz_<8 hex>_t, so no message length changes."""
+        old = getattr(self, "table", None)
+        if not old or old == table:
+            return self
+        assert len(old) == len(table), (old, table)
+        copy = Case.from_json(json.loads(json.dumps(self.to_json()).replace(old, table)))
+        for rnd in copy.rounds:
+            for item in rnd.items:
+                item.data = item.data.replace(old.encode(), table.encode())
+        return copy
 
     def describe(self):
         out = []
@@ -874,7 +889,8 @@ class Harness:
 def report_failure(seed, number, mode, replica, case, failure, log=print):
     log(f"\n=== FAILURE seed={seed} case={number} mode={mode}{' +replica' if replica else ''} "
         f"[{failure.signature}]\n--- case ({', '.join(case.notes)}):\n{case.describe()}\n--- {failure.check}:\n"
-        f"{failure.detail}\n--- replay: /usr/bin/python3 tests/fuzz/protocol_fuzz.py --replay {seed}:{number} "
+        f"{failure.detail}\n--- replay: /usr/bin/python3 tests/fuzz/protocol_fuzz.py --replay "
+        f"{str(seed) + ':' + str(number) if isinstance(number, int) else 'FILE'} "
         f"--mode {mode}{' --replica' if replica else ''}\n")
 
 
@@ -942,22 +958,25 @@ def run(cluster, mode="transaction", replica=False, seed=1, cases=None, minutes=
         f"port={harness.router.port} table={harness.table} workdir={workdir}")
     try:
         if replay is not None:
-            numbered = [(replay[0], replay[1])]
+            numbered = replay
         else:
             numbered = iter(range(10 ** 9)) if cases is None else iter(range(cases))
-            numbered = ((None, n) for n in numbered)
-        for given, number in numbered:
+            numbered = ((None, n, "") for n in numbered)
+        for given, number, name in numbered:
             if minutes is not None and time.monotonic() - started > minutes * 60:
                 break
             if isinstance(given, Case):
-                case = given
-                case = Case.from_json(json.loads(json.dumps(case.to_json()).replace("@TABLE@", harness.table)))
+                case = given.with_table(harness.table)
+                if len(replay) > 1:
+                    harness.restart_router()  # saved cases are independent: each on servers no other touched
             else:
                 case = gen.case(seed, number)
             failure = harness.run_case(case)
+            if name:
+                log(f"{name}: {'ok' if failure is None else 'FAILED [' + failure.signature + ']'}")
             if failure is None:
                 continue
-            report_failure(seed, number, mode, replica, case, failure, log)
+            report_failure(seed, f"{number}{' (' + name + ')' if name else ''}", mode, replica, case, failure, log)
             if minimize and failure.signature not in signatures:
                 harness.restart_router()
                 if harness.run_case(case) is None:
@@ -986,6 +1005,25 @@ def run(cluster, mode="transaction", replica=False, seed=1, cases=None, minutes=
     return failures
 
 
+CORPUS = Path(__file__).resolve().parent / "corpus.json"
+CORPUS_TABLE = "fz_00000000_t"  # the table name in the corpus's bytes: as long as every run's (fz_<8 hex>_t)
+
+
+def load_cases(path, mode=None):
+    """Saved cases: a failures file written by --out, or the corpus (entries with a name, a note and the modes
+    they apply to). Their table name (entry "table", default that of the corpus) is replaced by the run's when
+    they are played. [(Case, number, name)]"""
+    data = json.loads(Path(path).read_text())
+    out = []
+    for n, entry in enumerate(data if isinstance(data, list) else [data]):
+        if mode and entry.get("modes") and mode not in entry["modes"]:
+            continue
+        case = Case.from_json(entry)
+        case.table = entry.get("table", CORPUS_TABLE)
+        out.append((case, entry.get("case", n), entry.get("name", "")))
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -993,7 +1031,8 @@ def main(argv=None):
     limit = parser.add_mutually_exclusive_group()
     limit.add_argument("--cases", type=int)
     limit.add_argument("--minutes", type=float)
-    limit.add_argument("--replay", help="SEED:CASE to regenerate one case, or a JSON file of failures/a case")
+    limit.add_argument("--replay", help="SEED:CASE to regenerate one case, or a JSON file of cases (--out's, or "
+                       "tests/fuzz/corpus.json: those whose modes include --mode)")
     parser.add_argument("--mode", choices=["transaction", "session"], default="transaction")
     parser.add_argument("--replica", action="store_true", help="route reads to the cluster's streaming replica")
     parser.add_argument("--minimize", action="store_true", help="minimise the first failure of each kind")
@@ -1009,15 +1048,9 @@ def main(argv=None):
     if args.replay:
         if ":" in args.replay and not Path(args.replay).exists():
             s, n = args.replay.split(":")
-            seed, replay = int(s), (None, int(n))
+            seed, replay = int(s), [(None, int(n), "")]
         else:
-            data = json.loads(Path(args.replay).read_text())
-            entry = data[0] if isinstance(data, list) else data
-            text = json.dumps(entry)
-            if entry.get("table"):
-                text = text.replace(entry["table"], "@TABLE@")
-            entry = json.loads(text)
-            seed, replay = entry.get("seed", 0), (Case.from_json(entry), entry.get("case", 0))
+            seed, replay = 0, load_cases(args.replay, args.mode)
     elif args.cases is None and args.minutes is None:
         parser.error("give --cases N, --minutes M or --replay")
     out = args.out or f"/tmp/pgr-protocol-fuzz/failures-{seed}-{args.mode}{'-replica' if args.replica else ''}.json"

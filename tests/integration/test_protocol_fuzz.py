@@ -5,7 +5,9 @@ client on the same pool untouched and leave no server connection stuck. Fixed se
 
     PGR_CLUSTER_DIR=... /usr/bin/python3 tests/fuzz/protocol_fuzz.py --replay SEED:CASE --mode MODE [--replica]
 
-PGR_FUZZ_CASES overrides the number of cases per mode (default 25: the 4 modes take about 1.5 minutes)."""
+and the minimised failures found so far (tests/fuzz/corpus.json) are replayed in transaction and session pooling.
+PGR_FUZZ_CASES overrides the number of random cases per mode (default 25: the 4 modes take about 1.5 minutes, the
+corpus about 20 s more)."""
 import os
 import sys
 from pathlib import Path
@@ -26,3 +28,16 @@ def test_protocol_fuzz(cluster, tmp_path, mode, replica):
                                  log=lines.append)
     summary = "\n".join(lines)
     assert not failures, f"{len(failures)} of {CASES} cases failed (seed {SEEDS[(mode, replica)]}):\n{summary[-20000:]}"
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_protocol_fuzz_corpus(cluster, tmp_path, mode):
+    """The minimised failures the fuzzer found (tests/fuzz/corpus.json, each entry saying why it is there), each
+    on a fresh pgrouter: they must all pass, whatever the random cases happen to generate."""
+    lines = []
+    cases = protocol_fuzz.load_cases(protocol_fuzz.CORPUS, mode)
+    failures = protocol_fuzz.run(cluster, mode, False, 0, workdir=tmp_path, log=lines.append, replay=cases)
+    summary = "\n".join(lines)
+    failed = [line for line in lines if ": FAILED [" in line]
+    assert not failures, f"{len(failures)} of {len(cases)} corpus cases failed:\n" + "\n".join(failed) + \
+        f"\n\n{summary[-20000:]}"
