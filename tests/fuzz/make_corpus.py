@@ -7,7 +7,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE)); sys.path.insert(0, str(HERE.parent / 'integration'))
 import parity, pgr
-from protocol_fuzz import Case, Round, Item, fe, Q
+from protocol_fuzz import Case, Round, Item, fe
 P, B, E, S, C = parity.Parse, parity.Bind, parity.Execute, parity.Sync, parity.Close
 def R(*msgs, **kw): return Round([fe(m) if not isinstance(m, Item) else m for m in msgs], **kw)
 T = "fz_00000000_t"  # protocol_fuzz.CORPUS_TABLE: replaced by the run's table when played

@@ -82,7 +82,6 @@ import struct
 import sys
 import tempfile
 import time
-import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
