@@ -13,9 +13,11 @@ case.
 Needs PGR_CLUSTER_DIR (a cluster from tests/cluster.sh) and PGROUTER_BIN (or build/pgrouter). It starts its own
 pgrouter (pgr.Pgrouter) with one worker (so that every client shares one pool) and pool.size 3 (so that servers
 are reused from case to case), in transaction or session pooling, with or without the cluster's streaming replica.
-tests/fuzz/corpus.json holds the minimised failures found so far (a name, a note and the modes each applies to);
-tests/integration/test_protocol_fuzz.py replays it besides running random cases. Exit status 1 if any case failed; failures are printed (seed, case number, mode, the bytes of every round) and
+Exit status 1 if any case failed; failures are printed (seed, case number, mode, the bytes of every round) and
 written as JSON to --out (default /tmp/pgr-protocol-fuzz/failures-<seed>-<mode>.json) for --replay.
+tests/fuzz/corpus.json (written by tests/fuzz/make_corpus.py) holds the minimised failures found so far, each with
+a name, a note and the modes it applies to; tests/integration/test_protocol_fuzz.py replays it besides running
+random cases.
 
 A case is a list of rounds played on a fresh connection (user pgr_scram, database app). A round is a list of
 frontend messages (some well formed, some mutated) written in one write or in random fragments with small pauses;
@@ -58,10 +60,10 @@ of appearance):
     the close alone.
   * A round that contains a protocol violation (a framing error, an unknown message type, a StartupMessage after
     login, a length longer than the message, which makes what follows garbage, also in later rounds) and after
-    which the connection is closed is compared only as "the connection was closed" (with or without a FATAL 08P01, which a reset can
-    discard, see below): PostgreSQL reads and answers messages one at a time, so it answers (and runs)
-    the round's messages before the bad one; pgrouter may check everything it has read first and refuse the lot.
-    Which of those messages ran is not checked (the invariants still are).
+    which the connection is closed is compared only as "the connection was closed" (with or without a FATAL
+    08P01, which a reset can discard, see below): PostgreSQL reads and answers messages one at a time, so it
+    answers (and runs) the round's messages before the bad one; pgrouter may check everything it has read first
+    and refuse the lot. Which of those messages ran is not checked (the invariants still are).
   * A round with a Terminate in it, after which the connection is closed, is compared only as closed: PostgreSQL
     answers the messages before the Terminate, pgrouter runs them but does not relay the answers to a client that
     said it is leaving (checked by hand: an INSERT before the Terminate is committed both ways).
@@ -365,7 +367,8 @@ class Generator:
         n, i = self._pick(rounds)
         item, extra = rounds[n].items[i], self.rng.choice([1, 2, 5, 20, 200])
         r = rounds[n]
-        r.items = r.items[:i] + [Item(f"!length +{extra}: {item.label}", self._with_length(item, len(item.data) - 1 + extra))] + r.items[i + 1:]
+        longer = Item(f"!length +{extra}: {item.label}", self._with_length(item, len(item.data) - 1 + extra))
+        r.items = r.items[:i] + [longer] + r.items[i + 1:]
         r.wait = "idle"
         for later in rounds[n + 1:]:
             later.wait = "idle"
@@ -452,7 +455,10 @@ class Generator:
 
     def mut_disconnect_pipeline(self, rounds):
         """A pipelined batch sent and the connection closed at once, without reading the answers."""
-        rounds += self.gen_extended() if self.rng.random() < 0.5 else [Round([Q(self.sql()), Q("select pg_sleep(0.2)"), Q(self.sql())])]
+        if self.rng.random() < 0.5:
+            rounds += self.gen_extended()
+        else:
+            rounds.append(Round([Q(self.sql()), Q("select pg_sleep(0.2)"), Q(self.sql())]))
         rounds = rounds[:-1] if len(rounds) > 1 and rounds[-1].items[0].label == "Sync" else rounds
         rounds[-1].end = "close_unread"
         return rounds
@@ -622,7 +628,8 @@ def strict_select(raw, sql, expected_value, who):
     try:
         got = raw.read_until_ready(timeout=READY_TIMEOUT)
     except socket.timeout:
-        raise Failure(who, f"{sql!r}: no ReadyForQuery within {READY_TIMEOUT}s; got {summarise(got)}", f"{who}: timeout")
+        raise Failure(who, f"{sql!r}: no ReadyForQuery within {READY_TIMEOUT}s; got {summarise(got)}",
+                      f"{who}: timeout")
     except OSError as e:
         raise Failure(who, f"{sql!r}: {e!r}", f"{who}: {type(e).__name__}")
     kinds = "".join(k for k, _ in got)
