@@ -982,7 +982,7 @@ def run(cluster, mode="transaction", replica=False, seed=1, cases=None, minutes=
                 log(f"{name}: {'ok' if failure is None else 'FAILED [' + failure.signature + ']'}")
             if failure is None:
                 continue
-            report_failure(seed, f"{number}{' (' + name + ')' if name else ''}", mode, replica, case, failure, log)
+            report_failure(seed, f"{number} ({name})" if name else number, mode, replica, case, failure, log)
             if minimize and failure.signature not in signatures:
                 harness.restart_router()
                 if harness.run_case(case) is None:
