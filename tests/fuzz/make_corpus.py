@@ -44,6 +44,10 @@ entries = [
  ("skipped_parse_then_bind_pipelined", ["transaction", "session"],
   "Parse 'fs0' skipped after an error, then (same write, after the Sync) Bind 'fs0': PostgreSQL 26000 for \"fs0\"; pgrouter binds its server-side name and the error shows it (\"pgr_0e96...\").",
   Case([R(E("fp1"), P("select 1", "fs0"), S(), B("fs0"), E(), S())])),
+ ("skipped_unnamed_parse_after_error", ["transaction", "session"],
+  "An unnamed Parse skipped after an error: the unnamed statement is still the one parsed before the error "
+  "(PostgreSQL describes it after the Sync); pgrouter says 26000 'unnamed prepared statement does not exist'.",
+  Case([R(P("select 1"), E("nope"), P("select 2"), S()), R(parity.Describe("S", ""), S())])),
  ("parse_existing_name_in_aborted_transaction", ["transaction", "session"],
   "Parse of an existing statement name in an aborted transaction: PostgreSQL 25P02, pgrouter 42P05.",
   Case([R(P("select 1", "fs1"), S()), R(parity.Query("begin")), R(parity.Query("select 1/0")), R(P("select 2", "fs1"), S()), R(parity.Query("rollback"))])),
