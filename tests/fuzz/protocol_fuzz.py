@@ -59,11 +59,16 @@ of appearance):
     test_protocol.py requires it). So after such a message a FATAL 08P01 followed by the close counts the same as
     the close alone.
   * A round that contains a protocol violation (a framing error, an unknown message type, a StartupMessage after
-    login, a length longer than the message, which makes what follows garbage, also in later rounds) and after
-    which the connection is closed is compared only as "the connection was closed" (with or without a FATAL
-    08P01, which a reset can discard, see below): PostgreSQL reads and answers messages one at a time, so it
-    answers (and runs) the round's messages before the bad one; pgrouter may check everything it has read first
-    and refuse the lot. Which of those messages ran is not checked (the invariants still are).
+    login) and after which the connection is closed is compared only as "the connection was closed" (with or
+    without a FATAL 08P01, which a reset can discard, see below): PostgreSQL reads and answers messages one at a
+    time, so it answers (and runs) the round's messages before the bad one; pgrouter may check everything it has
+    read first and refuse the lot. Which of those messages ran is not checked (the invariants still are).
+  * From the round with a length longer than its message on, replies are not compared at all: the bytes that
+    follow are read as the rest of that message and then as garbage headers, and where PostgreSQL and pgrouter
+    notice (PostgreSQL checks the type byte first and has a 10,000-byte limit for some types, pgrouter frames
+    whole headers against listen.max_message_size; one may still wait for bytes the other has refused) differs
+    without either being wrong. Such cases still check the invariants, which is where their bugs showed (a
+    half-read message left on a server).
   * A round with a Terminate in it, after which the connection is closed, is compared only as closed: PostgreSQL
     answers the messages before the Terminate, pgrouter runs them but does not relay the answers to a client that
     said it is leaving (checked by hand: an INSERT before the Terminate is committed both ways).
@@ -572,7 +577,7 @@ def play(case, port):
 
 
 _FATAL_08P01 = re.compile(r"^< ErrorResponse FATAL 08P01 .*")
-_VIOLATIONS = ("> !framing", "> !unknown type", "> !StartupMessage", "> !length +")
+_VIOLATIONS = ("> !framing", "> !unknown type", "> !StartupMessage")
 
 
 def normalise(lines):
@@ -590,8 +595,11 @@ def normalise(lines):
         sent = [x for x in rnd if not x.startswith("< ")]
         received = [x for x in rnd if x.startswith("< ")]
         framing = any(x.startswith("> !framing") for x in sent)
-        violation = garbled or any(x.startswith(_VIOLATIONS) for x in sent)
         garbled = garbled or any(x.startswith("> !length +") for x in sent)  # the stream is out of step from here
+        if garbled:
+            out += sent + ["< <replies not compared: a too-long length put the stream out of step>"]
+            continue
+        violation = any(x.startswith(_VIOLATIONS) for x in sent)
         if received and received[-1] == "< <connection reset>":
             out += sent + ["< <connection closed>"]  # what came before the reset may have been discarded
             continue
