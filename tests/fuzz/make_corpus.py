@@ -7,7 +7,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE)); sys.path.insert(0, str(HERE.parent / 'integration'))
 import parity, pgr
-from protocol_fuzz import Case, Round, Item, fe
+from protocol_fuzz import Case, Round, Item, fe, Q
 P, B, E, S, C = parity.Parse, parity.Bind, parity.Execute, parity.Sync, parity.Close
 def R(*msgs, **kw): return Round([fe(m) if not isinstance(m, Item) else m for m in msgs], **kw)
 T = "fz_00000000_t"  # protocol_fuzz.CORPUS_TABLE: replaced by the run's table when played
@@ -32,6 +32,10 @@ entries = [
  ("half_sent_copydata_after_set", ["transaction", "session"],
   "The same after a SET of a tracked parameter: the next client that gets the server fails applying its session parameters (FATAL 08006).",
   Case([R(parity.Query("set statement_timeout = '6s'")), Round([Item("!truncated: CopyData '57497\\t\\\\N\\n' (6 of 9 body bytes)", b"d\0\0\0\x0d57497\t")], wait="idle", end="reset")])),
+ ("half_sent_copydone_next_client_hangs", ["transaction", "session"],
+  "A CopyDone outside COPY whose length claims 200 body bytes, a Query, then the client disconnects: the server "
+  "reads the next client's messages as the rest of that body, so the next client gets no answer.",
+  Case([Round([Item("!length +200: CopyDone", b"c\0\0\0\xcc"), Q("select 1")], wait="idle", end="close")])),
  ("set_through_named_statement_leaks", ["transaction", "session"],
   "SET through a named prepared statement (Parse 's1' / Bind / Execute) is not tracked: the setting stays on the server and the bystander sees statement_timeout 7s.",
   Case([R(P("set statement_timeout = '7s'", "s1"), B("s1"), E(), S())])),
