@@ -67,12 +67,18 @@ entries = [
  ("sql_deallocate_in_multi_statement_query", ["transaction", "session"],
   "DEALLOCATE of an SQL-prepared statement in a multi-statement Query: pgrouter 26000, PostgreSQL DEALLOCATE.",
   Case([R(parity.Query("prepare fzp as select 1")), R(parity.Query("select 1; deallocate fzp"))])),
+ ("batch_split_across_reads_routed_to_replica", ["transaction"],
+  "Parse 'fs2' (a read), then an INSERT's Parse/Bind/Execute and the Sync, arriving in 64-byte pieces: pgrouter "
+  "routes the batch by its first statement to the replica and the INSERT fails with 25006 (read-only).",
+  Case([R(P("select 1", "fs2"), P(f"insert into {T} values (8, 'e8')"), B(), E(), S(), fragments=[(64, 20)])]),
+  True),
  ("partial_header_of_unknown_type", ["transaction", "session"],
   "3 bytes of a message header whose type byte is 0x00: PostgreSQL rejects the type at once (FATAL, close); pgrouter waits for the rest of the header.",
   Case([Round([Item("!unknown type 0x00, 3 bytes of header", b"\0\0\0")], wait="idle", end="close")])),
 ]
 out = []
-for name, modes, note, case in entries:
-    out.append({"name": name, "modes": modes, "note": note, **case.to_json()})
+for name, modes, note, case, *replica in entries:
+    out.append({"name": name, "modes": modes, "replica": bool(replica and replica[0]), "note": note,
+                **case.to_json()})
 json.dump(out, open(HERE / 'corpus.json', 'w'), indent=1)
 print(f"{len(out)} cases written to {HERE / 'corpus.json'}")

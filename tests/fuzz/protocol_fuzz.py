@@ -1023,14 +1023,16 @@ CORPUS = Path(__file__).resolve().parent / "corpus.json"
 CORPUS_TABLE = "fz_00000000_t"  # the table name in the corpus's bytes: as long as every run's (fz_<8 hex>_t)
 
 
-def load_cases(path, mode=None):
-    """Saved cases: a failures file written by --out, or the corpus (entries with a name, a note and the modes
-    they apply to). Their table name (entry "table", default that of the corpus) is replaced by the run's when
-    they are played. [(Case, number, name)]"""
+def load_cases(path, mode=None, replica=None):
+    """Saved cases: a failures file written by --out, or the corpus (entries with a name, a note, the modes they
+    apply to and whether they need the replica). Their table name (entry "table", default that of the corpus) is
+    replaced by the run's when they are played. [(Case, number, name)]"""
     data = json.loads(Path(path).read_text())
     out = []
     for n, entry in enumerate(data if isinstance(data, list) else [data]):
         if mode and entry.get("modes") and mode not in entry["modes"]:
+            continue
+        if replica is not None and "modes" in entry and entry.get("replica", False) != replica:
             continue
         case = Case.from_json(entry)
         case.table = entry.get("table", CORPUS_TABLE)
@@ -1046,7 +1048,7 @@ def main(argv=None):
     limit.add_argument("--cases", type=int)
     limit.add_argument("--minutes", type=float)
     limit.add_argument("--replay", help="SEED:CASE to regenerate one case, or a JSON file of cases (--out's, or "
-                       "tests/fuzz/corpus.json: those whose modes include --mode)")
+                       "tests/fuzz/corpus.json: those whose modes include --mode and that need --replica or not)")
     parser.add_argument("--mode", choices=["transaction", "session"], default="transaction")
     parser.add_argument("--replica", action="store_true", help="route reads to the cluster's streaming replica")
     parser.add_argument("--minimize", action="store_true", help="minimise the first failure of each kind")
@@ -1064,7 +1066,7 @@ def main(argv=None):
             s, n = args.replay.split(":")
             seed, replay = int(s), [(None, int(n), "")]
         else:
-            seed, replay = 0, load_cases(args.replay, args.mode)
+            seed, replay = 0, load_cases(args.replay, args.mode, args.replica)
     elif args.cases is None and args.minutes is None:
         parser.error("give --cases N, --minutes M or --replay")
     out = args.out or f"/tmp/pgr-protocol-fuzz/failures-{seed}-{args.mode}{'-replica' if args.replica else ''}.json"

@@ -30,13 +30,14 @@ def test_protocol_fuzz(cluster, tmp_path, mode, replica):
     assert not failures, f"{len(failures)} of {CASES} cases failed (seed {SEEDS[(mode, replica)]}):\n{summary[-20000:]}"
 
 
-@pytest.mark.parametrize("mode", ["transaction", "session"])
-def test_protocol_fuzz_corpus(cluster, tmp_path, mode):
+@pytest.mark.parametrize("mode, replica", [("transaction", False), ("session", False), ("transaction", True)],
+                         ids=["transaction", "session", "transaction-replica"])
+def test_protocol_fuzz_corpus(cluster, tmp_path, mode, replica):
     """The minimised failures the fuzzer found (tests/fuzz/corpus.json, each entry saying why it is there), each
     on a fresh pgrouter: they must all pass, whatever the random cases happen to generate."""
     lines = []
-    cases = protocol_fuzz.load_cases(protocol_fuzz.CORPUS, mode)
-    failures = protocol_fuzz.run(cluster, mode, False, 0, workdir=tmp_path, log=lines.append, replay=cases)
+    cases = protocol_fuzz.load_cases(protocol_fuzz.CORPUS, mode, replica)
+    failures = protocol_fuzz.run(cluster, mode, replica, 0, workdir=tmp_path, log=lines.append, replay=cases)
     summary = "\n".join(lines)
     failed = [line for line in lines if ": FAILED [" in line]
     assert not failures, f"{len(failures)} of {len(cases)} corpus cases failed:\n" + "\n".join(failed) + \
