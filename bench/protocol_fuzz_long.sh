@@ -52,7 +52,7 @@ for mode in transaction session; do
     if ! "$PYTHON" "$REPO_DIR/tests/fuzz/protocol_fuzz.py" "${args[@]}" >"$OUT/$name.log" 2>&1; then
       status=1
     fi
-    sed -n '/^protocol_fuzz: seed=.*failing cases/,$p' "$OUT/$name.log" | tee -a "$OUT/summary.txt"
+    sed -n '/^protocol_fuzz: seed=.*failing, /,$p' "$OUT/$name.log" | tee -a "$OUT/summary.txt"
   done
 done
 exit "$status"

@@ -978,6 +978,7 @@ def run(cluster, mode="transaction", replica=False, seed=1, cases=None, minutes=
     harness.rng.seed(f"invariants:{seed}")
     gen = Generator(harness.table)
     failures, signatures = [], {}
+    played = 0
     started = time.monotonic()
     log(f"protocol_fuzz: seed={seed} mode={mode} replica={replica} pgrouter={pgr.pgrouter_bin()} "
         f"port={harness.router.port} table={harness.table} workdir={workdir}")
@@ -997,6 +998,7 @@ def run(cluster, mode="transaction", replica=False, seed=1, cases=None, minutes=
             else:
                 case = gen.case(seed, number)
             failure = harness.run_case(case)
+            played += 1
             if name:
                 log(f"{name}: {'ok' if failure is None else 'FAILED [' + failure.signature + ']'}")
             if failure is None:
@@ -1017,7 +1019,7 @@ def run(cluster, mode="transaction", replica=False, seed=1, cases=None, minutes=
     finally:
         harness.close()
     elapsed = time.monotonic() - started
-    log(f"\nprotocol_fuzz: seed={seed} mode={mode} replica={replica}: {len(failures)} failing cases, "
+    log(f"\nprotocol_fuzz: seed={seed} mode={mode} replica={replica}: {played} cases, {len(failures)} failing, "
         f"{len(signatures)} distinct, {harness.restarts} pgrouter restarts, {elapsed:.1f}s")
     for sig, count in sorted(signatures.items(), key=lambda x: -x[1]):
         log(f"  {count:4}x {sig}")
