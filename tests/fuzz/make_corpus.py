@@ -7,7 +7,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE)); sys.path.insert(0, str(HERE.parent / 'integration'))
 import parity, pgr
-from protocol_fuzz import Case, Round, Item, fe, Q
+from protocol_fuzz import Case, Generator, Round, Item, fe, Q
 P, B, E, S, C = parity.Parse, parity.Bind, parity.Execute, parity.Sync, parity.Close
 def R(*msgs, **kw): return Round([fe(m) if not isinstance(m, Item) else m for m in msgs], **kw)
 T = "fz_00000000_t"  # protocol_fuzz.CORPUS_TABLE: replaced by the run's table when played
@@ -52,6 +52,10 @@ entries = [
   "An unnamed Parse skipped after an error: the unnamed statement is still the one parsed before the error "
   "(PostgreSQL describes it after the Sync); pgrouter says 26000 'unnamed prepared statement does not exist'.",
   Case([R(P("select 1"), E("nope"), P("select 2"), S()), R(parity.Describe("S", ""), S())])),
+ ("duplicate_parse_answered_with_sentinel_name", ["transaction", "session"],
+  "Not minimised (case 316 of seed 1001, regenerated): a Parse of an existing name late in a long case gets "
+  "26000 'prepared statement \"pgr_sentinel_error\" does not exist' through pgrouter where PostgreSQL says 42P05.",
+  Generator(T).case(1001, 316)),
  ("parse_existing_name_in_aborted_transaction", ["transaction", "session"],
   "Parse of an existing statement name in an aborted transaction: PostgreSQL 25P02, pgrouter 42P05.",
   Case([R(P("select 1", "fs1"), S()), R(parity.Query("begin")), R(parity.Query("select 1/0")), R(P("select 2", "fs1"), S()), R(parity.Query("rollback"))])),

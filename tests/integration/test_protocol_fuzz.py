@@ -7,7 +7,7 @@ client on the same pool untouched and leave no server connection stuck. Fixed se
 
 and the minimised failures found so far (tests/fuzz/corpus.json) are replayed in transaction and session pooling.
 PGR_FUZZ_CASES overrides the number of random cases per mode (default 25: the 4 modes take about 1.5 minutes, the
-corpus about 20 s more)."""
+corpus about 45 s more)."""
 import os
 import sys
 from pathlib import Path
