@@ -120,6 +120,14 @@ class FrameScanner {
         continue;
       }
       if (n - pos < 5) {
+        if constexpr (requires { h.max_length(data[pos]); }) {
+          if (h.max_length(data[pos]) == 0) {  // refused on its type byte alone, as PostgreSQL does
+            r.consumed = pos;
+            r.unknown_type = true;
+            r.bad_type = data[pos];
+            return r;
+          }
+        }
         r.need = 5;
         break;
       }
