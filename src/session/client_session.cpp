@@ -733,6 +733,12 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
         buf.reserve_message(1 + size_t(first_len));
         continue;
       }
+      // An extended batch is routed as a whole: wait for its Sync or Flush (a client expects no reply before
+      // one, so waiting costs it nothing), or a later message of it could be a write sent to a replica.
+      if (routes_reads() && buf.size() < 64 * 1024 && !batch_complete(buf.data(), buf.size())) {
+        buf.reserve_message(buf.size() + 1);
+        continue;
+      }
       // Transaction pooling: the first message of a transaction attaches a server (before the
       // messages are looked at: how they are rewritten depends on what that server has).
       int chosen = attach_now();
@@ -852,6 +858,21 @@ awaitable<void> ClientSession::give_back_when_idle() {
     co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
   }
   give_back_wanted_ = false;
+}
+
+bool ClientSession::batch_complete(const char* d, size_t n) {
+  namespace fe = p::frontend;
+  for (size_t pos = 0; n - pos >= 5;) {
+    char type = d[pos];
+    if (type != fe::kParse && type != fe::kBind && type != fe::kDescribe && type != fe::kExecute &&
+        type != fe::kClose)
+      return true;  // a Sync or Flush ends the batch; anything else is not part of one (the scan judges it)
+    uint32_t len = p::read_be32(d + pos + 1);
+    if (len < 4 || len > fe::max_length(type)) return true;  // refused by the scan, at once
+    pos += size_t(len) + 1;
+    if (pos > n) return false;
+  }
+  return false;
 }
 
 bool ClientSession::needs_server(const char* d, size_t n) const {

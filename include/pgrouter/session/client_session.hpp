@@ -149,6 +149,9 @@ class ClientSession {
   awaitable<void> refuse_client_message(const protocol::ScanResult& r);
   // Whether the first message in d[0..n) needs a server (not a Terminate, a refused or a dropped message).
   bool needs_server(const char* d, size_t n) const;
+  // Whether d[0..n), starting with an extended-protocol message, holds the Sync or Flush that ends its batch
+  // (or something that is not part of one); true too when it does not start with one.
+  static bool batch_complete(const char* d, size_t n);
   // Transaction pooling: server_ may go back to its pool now (idle, nothing in flight either way).
   bool can_give_back() const;
   // client -> server completed a message that kept server_ past its ReadyForQuery: give it back if idle.
