@@ -13,7 +13,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 ASAN_BUILD_DIR=${ASAN_BUILD_DIR:-build-asan}
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 SANITIZE=${SANITIZE:-1}
-PYTEST_TIME_LIMIT=${PYTEST_TIME_LIMIT:-15m}
+PYTEST_TIME_LIMIT=${PYTEST_TIME_LIMIT:-25m}
 ASAN_PYTEST_TIME_LIMIT=${ASAN_PYTEST_TIME_LIMIT:-15m}
 # The integration tests that drive the message-handling code hardest: the sanitized binary runs these.
 ASAN_PYTESTS=(tests/integration/test_protocol.py tests/integration/test_hardening.py tests/integration/test_relay.py tests/integration/test_pool.py
