@@ -382,6 +382,8 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
         int answers_ended = 0;
         bool answer_complete = false;
         bool end_early = false;  // stopped at a going-away message after a complete answer: see below
+        // No length above the scanner's 1 GiB bound, no type PostgreSQL never sends.
+        uint32_t max_length(char type) const { return p::backend::known_type(type) ? 0xffffffffu : 0; }
         p::ScanAction on_message(char type, uint32_t len, std::string_view body) {
           if (self.retry_.window) {
             // Read retry: while the window is open nothing of the answer reached the client. A server going
@@ -515,6 +517,12 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
             if (!client_done_) cancel_client_io();
           }
           s2c_mid_message_ = !buf.empty() || scanner.mid_message();
+          if (scanner.mid_message()) {
+            // Part of a message already reached the client: nothing written after it could be read as a message
+            // of its own, so the client gets EOF there, as from the server itself.
+            s2c_relayed_half_ = true;
+            pending_fatal_message_.clear();
+          }
           break;  // this attachment is over
         }
         buf.commit(n);
@@ -572,10 +580,15 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
             break;  // this attachment is over
           }
         }
-        if (r.bad_length) {
+        if (r.bad_length || r.unknown_type) {
+          std::string server = server_->target.host + ":" + std::to_string(server_->target.port);
+          std::string what = std::string(r.unknown_type ? "a message of unknown type" : "an invalid message length") + " (type " +
+                             std::to_string(int(uint8_t(r.bad_type))) + ", length " + std::to_string(r.bad_len) + ")";
+          log::warn("server broke the protocol; closing it and the client", {{"session", id_}, {"server", server},
+                                                                               {"error", what}});
           server_broken_ = true;
           pending_fatal_sqlstate_ = p::sqlstate::protocol_violation;
-          pending_fatal_message_ = "server sent an invalid message; the connection was closed";
+          pending_fatal_message_ = "server " + server + " sent " + what + "; the connection was closed";
           if (!client_done_) cancel_client_io();
           break;  // this attachment is over
         }
@@ -664,7 +677,7 @@ awaitable<void> ClientSession::relay(Stream& s) {
     co_await s2c_done_->async_wait(asio::redirect_error(use_awaitable, ec));
   }
   s2c_wakeup_.wake_now();  // the parked server -> client loop sees client_done_ and ends, here and now
-  if (!pending_fatal_message_.empty()) {
+  if (!pending_fatal_message_.empty() && !s2c_relayed_half_) {
     // Nothing else writes to the client now, so this cannot interleave with relayed bytes. (Plain TCP: the
     // readiness cancel that stopped the loops is sticky; this last write is made past it.)
     if (!tls_) client_ready_.rearm();

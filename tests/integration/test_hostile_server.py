@@ -347,8 +347,6 @@ def read_all(raw, timeout=10):
     return data
 
 
-@pytest.mark.xfail(strict=True, reason="session/client_session.cpp writes its FATAL 08006 after half a relayed "
-                                       "message; see the hardening report (src/session is being rewritten)")
 @pytest.mark.parametrize("mode", ["session", "transaction"])
 def test_half_a_data_row_then_eof(hostile, mode):
     """The server dies in the middle of a DataRow whose first bytes were already relayed. Nothing can follow them
@@ -369,8 +367,6 @@ def test_half_a_data_row_then_eof(hostile, mode):
     setup.assert_unharmed()
 
 
-@pytest.mark.xfail(strict=True, reason="the server -> client relay (src/session) passes unknown message types "
-                                       "through; see the hardening report")
 @pytest.mark.parametrize("mode", ["session", "transaction"])
 def test_unknown_message_type_mid_query(hostile, mode):
     """A message type PostgreSQL never sends ('Y') in an answer: the client would lose its framing (libpq: "unexpected

@@ -43,3 +43,20 @@ constexpr uint32_t max_length(char type) {
 constexpr bool is_copy_message(char type) { return type == kCopyData || type == kCopyDone || type == kCopyFail; }
 
 }  // namespace pgrouter::protocol::frontend
+
+namespace pgrouter::protocol::backend {
+
+// Whether PostgreSQL sends messages of this type (protocol 3): any other is garbage, and relaying it would
+// leave the client's framing in doubt.
+constexpr bool known_type(char type) {
+  switch (type) {
+    case 'R': case 'K': case 'S': case 'Z': case 'E': case 'N': case 'A': case 'T': case 'D': case 'C': case 'I':
+    case '1': case '2': case '3': case 'n': case 's': case 't': case 'G': case 'H': case 'W': case 'd': case 'c':
+    case 'V': case 'v':
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace pgrouter::protocol::backend

@@ -239,7 +239,8 @@ class ClientSession {
   // client -> server stopped in the middle of a message whose body streams through to server_: the rest is
   // still to come from the client, so server_ is neither given back nor reused until it is complete.
   bool c2s_mid_message_ = false;
-  bool server_copy_in_ = false;  // the server sent CopyInResponse/CopyBothResponse and has not ended the COPY
+  bool server_copy_in_ = false;
+  bool s2c_relayed_half_ = false;  // the server broke off a message part of which reached the client: no FATAL  // the server sent CopyInResponse/CopyBothResponse and has not ended the COPY
   bool client_done_ = false;
   bool server_broken_ = false, server_sent_fatal_ = false;
   bool s2c_mid_message_ = false;
