@@ -24,6 +24,8 @@ namespace {
 // CloseComplete, a Describe of it fails with 26000 naming it (so its error is recognisable).
 constexpr std::string_view kNoStatement = "pgr_no_such_statement";
 constexpr std::string_view kSentinel = "pgr_sentinel_error";
+// The statement a client's Parse of a name it already has is run under (so that the server refuses it: 42P05).
+constexpr std::string_view kDuplicate = "pgr_duplicate";
 // The statement and portal through which pgrouter runs a SQL PREPARE inside an extended-protocol batch.
 constexpr std::string_view kHelper = "pgr_prepare";
 
@@ -609,10 +611,19 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
       // A request in flight that may or may not create or remove the name: the server decides (below).
       Expect* touch = client_name.empty() ? nullptr : pending_touch(client_name);
       if (!client_name.empty() && !touch && statements_.count(client_name)) {
-        // PostgreSQL refuses to redefine a name; so does the server here, through a sentinel.
-        append_named(out, 'D', 'S', kSentinel);
-        expect_.push_back(Expect{'1', Action::sentinel_error,
-                                 error_message("42P05", "prepared statement \"" + client_name + "\" already exists")});
+        // PostgreSQL refuses to redefine a name, but checks a failed transaction (25P02) and the text (42P01,
+        // 42601, ...) first: the server runs the client's Parse under a name it has (an empty statement made just
+        // before, which a failed transaction allows), so it answers in that order; its 42P05 names the client's.
+        append_named(out, 'C', 'S', kDuplicate);  // left by an earlier duplicate, if any
+        expect_.push_back(Expect{'3', Action::drop});
+        append_parse(out, kDuplicate, "", std::string_view("\0\0", 2));
+        expect_.push_back(Expect{'1', Action::drop});
+        append_parse(out, kDuplicate, *query, types);
+        Expect e{'1', Action::sentinel_error,
+                 error_message("42P05", "prepared statement \"" + client_name + "\" already exists")};
+        e.more().match = "prepared statement \"" + std::string(kDuplicate) + "\" already exists";
+        expect_.push_back(std::move(e));
+        ghosts_.emplace_back(kDuplicate, client_name);  // any other mention of it names the client's statement
         return true;
       }
       // Statements the text names get their server names, and are prepared here first.

@@ -939,6 +939,28 @@ def sql_prepare_execute_deallocate(ctx):
 
 
 @script
+def parse_existing_name_error_order(ctx):
+    """A Parse of a name the client has: PostgreSQL checks a failed transaction (25P02) first, then the text (42P01,
+    42601), and only then the name (42P05, naming the client's statement); also inside a pipeline with other
+    statements before it, and after a Sync in the same write."""
+    return Script("", [
+        Parse("select 1 as v", "eo1"), Sync(),
+        Parse("select * from parity_no_such_table", "eo1"), Sync(),
+        Parse("selec 1", "eo1"), Sync(),
+        Parse("select 2 as v", "eo1"), Sync(),
+        Pipeline(Parse("select 3 as v"), Bind(), Execute(), Parse("select 4 as v", "eo1"), Bind("eo1"), Execute(),
+                 Sync(), Parse("select 5 as v", "eo1"), Sync(), Bind("eo1"), Execute(), Sync()),
+        Query("begin"),
+        Query("select 1/0"),
+        Parse("select 6 as v", "eo1"), Sync(),
+        Parse("rollback", "eo1"), Sync(),
+        Query("rollback"),
+        Bind("eo1"), Execute(), Sync(),
+        Close("S", "eo1"), Sync(),
+    ])
+
+
+@script
 def sql_prepare_duplicate_and_unknown(ctx):
     """PREPARE of a name that exists (42P05, also when it was Parsed through the protocol); EXECUTE and DEALLOCATE
     of unknown names (26000); errors in the statement text with their positions; a PREPARE that failed leaves no

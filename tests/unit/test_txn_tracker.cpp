@@ -24,6 +24,12 @@ std::string cstr(const std::string& s) { return s + std::string(1, '\0'); }
 std::string parse_body(const std::string& name, const std::string& sql) { return cstr(name) + cstr(sql) + std::string(2, '\0'); }
 std::string bind_body(const std::string& stmt) { return cstr("") + cstr(stmt) + std::string(6, '\0'); }
 
+// An ErrorResponse body (severity, code, message, position if given).
+std::string error_body(const std::string& code, const std::string& message, const std::string& position = {}) {
+  std::string b = "SERROR" + std::string(1, '\0') + "C" + code + '\0' + "M" + message + '\0';
+  if (!position.empty()) b += "P" + position + '\0';
+  return b + '\0';
+}
 // The message types in a byte string of whole messages, and the names they carry.
 std::string types_of(const std::string& bytes) {
   std::string t;
@@ -142,22 +148,37 @@ TEST_CASE("an error undoes what the skipped messages would have done") {
   f.client('S', "");
   f.reply('E', "");
   f.reply('Z', "I");
-  // Redefining an existing name fails like PostgreSQL, through a sentinel Describe.
+  // Redefining an existing name: the client's Parse runs under a name the server has (an empty statement made
+  // first), so the server's own checks come in PostgreSQL's order and its 42P05 is renamed to the client's.
   f.client('P', parse_body("S1", "select 2"));
   f.reply('1');
   f.client('S', "");
   f.reply('Z', "I");
   REQUIRE(f.client('P', parse_body("S1", "select 2")));
-  CHECK(types_of(f.out) == "D");
+  CHECK(types_of(f.out) == "CPP");
+  CHECK(f.out.find("pgr_duplicate") != std::string::npos);
   f.client('S', "");
-  std::string sentinel_error = std::string("SERROR") + '\0' + "C26000" + '\0' +
-                               "Mprepared statement \"pgr_sentinel_error\" does not exist" + '\0' + '\0';
+  CHECK(f.reply('3') == TxnTracker::Reply::drop);
+  CHECK(f.reply('1') == TxnTracker::Reply::drop);
   std::string repl;
-  CHECK(f.tracker.server_message('E', sentinel_error, f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
+  CHECK(f.tracker.server_message('E', error_body("42P05", "prepared statement \"pgr_duplicate\" already exists"),
+                                 f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
   CHECK(repl.find("42P05") != std::string::npos);
   CHECK(repl.find("\"S1\" already exists") != std::string::npos);
+  CHECK(repl.find("pgr_") == std::string::npos);
   f.reply('Z', "I");
   CHECK(f.tracker.idle());
+  // In a failed transaction (or with a text that does not analyse) the server's error comes first, as it is.
+  REQUIRE(f.client('P', parse_body("S1", "select * from nosuchtable")));
+  f.client('S', "");
+  CHECK(f.reply('3') == TxnTracker::Reply::drop);
+  CHECK(f.reply('1') == TxnTracker::Reply::drop);
+  CHECK(f.reply('E', error_body("42P01", "relation \"nosuchtable\" does not exist", "15")) == TxnTracker::Reply::forward);
+  f.reply('Z', "I");
+  CHECK(f.tracker.idle());
+  // S1 still means what it did.
+  REQUIRE(f.client('B', bind_body("S1")));
+  CHECK(types_of(f.out) == "B");
 }
 
 TEST_CASE("the LRU bound closes the least recently used statement first") {
@@ -326,11 +347,6 @@ std::string query_of(const std::string& bytes) {
   for (size_t i = 0; i + 5 <= bytes.size(); i += 1 + pgrouter::protocol::read_be32(bytes.data() + i + 1))
     if (bytes[i] == 'Q') return std::string(bytes.c_str() + i + 5);
   return {};
-}
-std::string error_body(const std::string& code, const std::string& message, const std::string& position = {}) {
-  std::string b = "SERROR" + std::string(1, '\0') + "C" + code + '\0' + "M" + message + '\0';
-  if (!position.empty()) b += "P" + position + '\0';
-  return b + '\0';
 }
 }  // namespace
 

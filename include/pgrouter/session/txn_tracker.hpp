@@ -12,8 +12,9 @@
 //   Bind/Describe -> renamed, after a Parse pgr_x injected when this server lacks it (its
 //                    ParseComplete is dropped), and a Close of the least recently used statement when
 //                    the server's cache is full (its CloseComplete is dropped too);
-//   Close S1      -> forgets S1 (the server keeps pgr_x for others); Parse of an existing name -> a
-//                    Describe of a missing statement whose error is replaced by 42P05, as PostgreSQL.
+//   Close S1      -> forgets S1 (the server keeps pgr_x for others); Parse of an existing name -> the same
+//                    Parse under a name the server has (an empty statement made first), so the server checks
+//                    as PostgreSQL does, in its order (25P02, the text, then 42P05, renamed to the client's).
 // Replies are matched to requests with a queue of expectations: one per Parse/Close (ParseComplete,
 // CloseComplete) and one per Sync/Query/FunctionCall (ReadyForQuery). After an ErrorResponse the
 // server skips to the next Sync: the skipped requests' expectations are dropped and their effects
