@@ -428,6 +428,9 @@ void TxnTracker::sync_injected(std::string& out) {
   // Ends what ensure_prepared() sent before a Query: a Query after a failed extended message would be
   // skipped by the server (it waits for a Sync), so the injected batch gets its own. Its error, if any, is
   // not shown: the client's statement then fails by itself (25P02 in a failed transaction, as it would).
+  // After a request that may fail since the last Sync, no Sync: the server must go on skipping the client's Query
+  // if that request failed, as PostgreSQL would (and skips it too if what was injected fails).
+  if (may_skip_) return;
   begin_message(out, 'S', 0);
   Expect z{'Z', Action::drop};
   z.swallow = true;
@@ -945,6 +948,7 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         return true;
       }
       Expect z{'Z'};
+      z.not_sync = true;
       end_group(z);
       group_rewrite_.reset();
       group_bound_ = group_mixed_ = false;
@@ -987,6 +991,7 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
     case 'S':
     case 'F': {
       Expect z{'Z'};
+      z.not_sync = type == 'F';
       end_group(z);
       if (type == 'S' && !group_mixed_ && group_rewrite_) z.more().rewrite = std::move(group_rewrite_);
       group_rewrite_.reset();
@@ -1027,6 +1032,10 @@ void TxnTracker::undo(Expect& e, pool::ServerStatements& server, bool duplicate)
       if (!first) statements_[x.client_name] = x.removed;
       else if (first->extra->created && !first->extra->prev) first->extra->prev = x.removed;
     }
+  } else if (e.reply == 'Z') {
+    // A skipped Query: a DEALLOCATE in it, which forgot its name when sent, did not happen.
+    for (auto& fx : x.effects)
+      if (fx.removed && !statements_.count(fx.client_name)) statements_[fx.client_name] = fx.removed;
   } else if (e.reply == 'C') {
     // A PREPARE that did not run (or failed) after its statement was closed: the server lacks it.
     if (x.created) forget_created(x.client_name, x.created, x.prev);
@@ -1097,6 +1106,7 @@ void TxnTracker::rewind() {
   expect_.clear();
   ghosts_.clear();
   may_skip_ = window_may_skip_;
+  skip_to_sync_ = false;
   group_sets_.clear();
   group_effects_.clear();
   dealloc_.reset();
@@ -1186,11 +1196,16 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       bool own_text = head.reply == 'Z' || head.reply == 'C';  // a Query's (or its PREPARE's) error
       std::shared_ptr<const TextRewrite> rw = head.get().rewrite;
       bool duplicate = head.reply != 'Z' && p::error_sqlstate(body) == "42P05";
-      // The server now skips everything up to the next Sync.
-      for (bool first = true; !expect_.empty() && expect_.front().reply != 'Z'; first = false) {
+      // The server now skips everything up to the next Sync; after an extended-protocol message's error (not a
+      // Query's own, nor its PREPARE's), Queries and FunctionCalls sent before that Sync too.
+      bool extended = !(head.reply == 'Z' || (head.reply == 'C' && head.action != Action::drop));
+      for (bool first = true;
+           !expect_.empty() && (expect_.front().reply != 'Z' || (extended && expect_.front().not_sync));
+           first = false) {
         undo(expect_.front(), server, first && duplicate);
         expect_.pop_front();
       }
+      if (expect_.empty() && extended) skip_to_sync_ = true;  // what the client sends next is ignored too
       if (!expect_.empty()) {
         expect_.front().failed = true;
         if (expect_.front().swallow) return Reply::drop;  // pgrouter's own Sync: the client's statement tells
@@ -1200,6 +1215,15 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       return r;
     }
     case 'Z': {
+      if (skip_to_sync_) {
+        // The first Sync after an error: everything sent before it was ignored (Queries too), and it failed.
+        skip_to_sync_ = false;
+        while (!expect_.empty() && (expect_.front().reply != 'Z' || expect_.front().not_sync)) {
+          undo(expect_.front(), server);
+          expect_.pop_front();
+        }
+        if (!expect_.empty()) expect_.front().failed = true;
+      }
       while (!expect_.empty() && expect_.front().reply != 'Z') {  // cannot happen with a sane server
         undo(expect_.front(), server);
         expect_.pop_front();

@@ -181,6 +181,40 @@ TEST_CASE("an error undoes what the skipped messages would have done") {
   CHECK(types_of(f.out) == "B");
 }
 
+TEST_CASE("a Query after a failed extended-protocol message is skipped with it, up to the Sync") {
+  Fixture f;
+  f.client('P', parse_body("s1", "select 1"));
+  f.client('S', "");
+  f.reply('1');
+  f.reply('Z', "I");
+  // PostgreSQL skips the Queries too (no ReadyForQuery for them): only the Sync's comes.
+  f.client('P', parse_body("", "selec 1"));
+  f.client('Q', cstr("select 1"));
+  CHECK(f.client('Q', cstr("deallocate s1")));  // sent as DEALLOCATE of the server name
+  CHECK(types_of(f.out) == "Q");  // no Sync of pgrouter's: it would end the skipping
+  f.client('S', "");
+  CHECK(f.reply('E', error_body("42601", "syntax error at or near \"selec\"", "1")) == TxnTracker::Reply::forward);
+  CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK(f.tracker.idle());
+  // The skipped DEALLOCATE did not happen: s1 is still the client's.
+  CHECK(f.tracker.statements() == 1);
+  REQUIRE(f.client('B', bind_body("s1")));
+  CHECK(types_of(f.out) == "B");
+  f.client('S', "");
+  f.reply('2');
+  f.reply('Z', "I");
+  // The error comes before the client sends its Sync: what it sends meanwhile is ignored too, and the next
+  // thing the server sends is that Sync's ReadyForQuery.
+  f.client('P', parse_body("", "selec 1"));
+  CHECK(f.reply('E', error_body("42601", "syntax error at or near \"selec\"", "1")) == TxnTracker::Reply::forward);
+  f.client('P', parse_body("s2", "select 2"));
+  f.client('Q', cstr("select 1"));
+  f.client('S', "");
+  CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK(f.tracker.idle());
+  CHECK(f.tracker.statements() == 1);  // s2 was not created
+}
+
 TEST_CASE("the LRU bound closes the least recently used statement first") {
   pgrouter::control::WorkerStats stats;
   pgrouter::pool::ServerStatements server;

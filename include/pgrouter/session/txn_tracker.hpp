@@ -145,6 +145,7 @@ class TxnTracker {
     group_sets_.clear();
     ghosts_.clear();
     may_skip_ = false;
+    skip_to_sync_ = false;
     tx_status_ = 'I';
   }
   // Read retry (session/read_retry.cpp): between begin_window() and end_window() the client's messages
@@ -238,6 +239,9 @@ class TxnTracker {
     // A removal whose witness is a marker statement (ExpectMore::server_name) created right after it: it exists
     // exactly when the removal happened (used where the server lacks the removed statement's copy).
     bool marker : 1 = false;
+    // 'Z' of a Query or FunctionCall: after an extended-protocol error the server skips it too (up to a Sync), and
+    // it gets no ReadyForQuery.
+    bool not_sync : 1 = false;
     std::unique_ptr<ExpectMore> extra;
     ExpectMore& more() {
       if (!extra) extra = std::make_unique<ExpectMore>();
@@ -394,6 +398,9 @@ class TxnTracker {
   std::vector<std::pair<std::string, std::string>> ghosts_;
   // An extended-protocol request that may fail was sent since the last Sync: what follows may be skipped.
   bool may_skip_ = false, window_may_skip_ = false;
+  // An extended-protocol error came with no Sync after it yet: the server ignores everything up to the next Sync,
+  // whose ReadyForQuery is the next message it sends (what was sent before that Sync had no effect).
+  bool skip_to_sync_ = false;
   char tx_status_ = 'I';  // the transaction status of the last ReadyForQuery
   uint32_t markers_ = 0;       // marker statements made so far (each has its own name)
   bool marker_left_ = false;   // the last one may exist on the server: closed at the next request when idle
