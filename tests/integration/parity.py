@@ -1002,6 +1002,33 @@ def sql_prepare_with_parameter_types(ctx):
 
 
 @script
+def sql_prepare_deallocate_among_statements(ctx):
+    """PREPARE and DEALLOCATE in a Query of several statements mean what they mean alone: the name exists after it
+    (42P05 for a second PREPARE), EXECUTE finds it, DEALLOCATE removes it (also one prepared by another Query, and
+    in the same Query); a PREPARE after a failing statement does not happen, one before it does."""
+    return Script("", [
+        Query("prepare ms1 as select 1 as v; set statement_timeout = '5s'"),
+        Query("prepare ms1 as select 1 as v"),
+        Query("execute ms1"),
+        Query("select 1; deallocate ms1"),
+        Query("execute ms1"),
+        Query("prepare ms2 as select 2 as v; execute ms2; deallocate ms2; prepare ms2 as select 22 as v"),
+        Query("execute ms2"),
+        Query('select 1; prepare "Ms3" as select 3 as v; prepare ms3 as select 33 as v'),
+        Query('execute "Ms3"; execute ms3; select 1; prepare ms3 as select 1'),
+        Query("execute ms3"),
+        Query("select 1/0; prepare ms4 as select 4 as v"),
+        Query("execute ms4"),
+        Query("prepare ms5 as select 5 as v; select 1/0"),
+        Query("execute ms5"),
+        Query("select 1; deallocate ms5; deallocate ms5"),
+        Query("execute ms5"),
+        Query('deallocate ms2; deallocate "Ms3"; deallocate ms3; select 1'),
+        Query("reset statement_timeout"),
+    ])
+
+
+@script
 def sql_prepare_quoted_names(ctx):
     """Quoted statement names: case kept, quotes and spaces inside, unquoted forms folded."""
     return Script("", [

@@ -544,22 +544,41 @@ TEST_CASE("SQL-prepared statements in the extended protocol: EXECUTE in a Parse,
   CHECK(f.tracker.statement_query("wrap"));
 }
 
-TEST_CASE("PREPARE and DEALLOCATE among other statements are not carried") {
+TEST_CASE("PREPARE and DEALLOCATE among other statements are carried: their names become server names") {
   Fixture f;
-  CHECK_FALSE(f.client('Q', cstr("prepare s as select 1; select 2")));
-  CHECK(f.effect == TxnTracker::Effect::unsupported);
-  CHECK(f.tracker.feature() == "PREPARE");
+  REQUIRE(f.client('Q', cstr("prepare s as select 1; set statement_timeout = '5s'")));
+  CHECK(f.effect == TxnTracker::Effect::tracked);
+  CHECK(types_of(f.out) == "CQ");  // a Close of the server name (another client's copy), then the Query
+  CHECK(query_of(f.out).find("prepare pgr_") == 0);
+  CHECK(query_of(f.out).find("; set statement_timeout = '5s'") != std::string::npos);
+  CHECK(f.tracker.statement_query("s"));  // recorded when sent
+  f.reply('3');
+  CHECK(f.reply('C', cstr("PREPARE")) == TxnTracker::Reply::forward);
+  f.reply('C', cstr("SET"));
+  f.reply('Z', "I");
+  CHECK(f.tracker.idle());
+  // In a Parse: not carried (a Parse holds one statement).
   Fixture g;
   CHECK_FALSE(g.client('P', parse_body("", "prepare s as select 1")));
   CHECK(g.effect == TxnTracker::Effect::unsupported);
+  // DEALLOCATE among other statements: of the server name; the name is gone once it ran, back if it did not.
   Fixture h;
   h.client('Q', cstr("prepare s2 as select 1"));
   h.reply('3');
   h.reply('C', cstr("PREPARE"));
   h.reply('Z', "I");
   REQUIRE(h.tracker.statement_query("s2"));
-  CHECK_FALSE(h.client('Q', cstr("select 1; deallocate s2")));
-  CHECK(h.effect == TxnTracker::Effect::unsupported);
+  REQUIRE(h.client('Q', cstr("select 1/0; deallocate s2")));
+  CHECK(query_of(h.out).find("select 1/0; deallocate pgr_") == 0);
+  h.reply('E', error_body("22012", "division by zero"));
+  h.reply('Z', "I");
+  CHECK(h.tracker.statement_query("s2"));
+  REQUIRE(h.client('Q', cstr("select 1; deallocate s2")));
+  h.reply('C', cstr("SELECT 1"));
+  h.reply('C', cstr("DEALLOCATE"));
+  h.reply('Z', "I");
+  CHECK_FALSE(h.tracker.statement_query("s2"));
+  CHECK(h.tracker.idle());
 }
 
 TEST_CASE("texts found plain are remembered by their shape with numbers as 0, and only what has the same answer") {

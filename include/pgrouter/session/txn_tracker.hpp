@@ -267,6 +267,9 @@ class TxnTracker {
                         std::shared_ptr<const TextRewrite>& rewrite);
   // A simple Query `PREPARE name ...` (prepare_ set by session_effect()).
   void carry_prepare(std::string_view sql, pool::ServerStatements& server, std::string& out, Expect& z);
+  // A simple Query of several statements with PREPARE or DEALLOCATE names in it (multi_ set by session_effect()):
+  // those names and the EXECUTE names become server names, in the order of the text.
+  void carry_multi(std::string_view sql, pool::ServerStatements& server, std::string& out, Expect& z);
   bool fix_error(std::string_view body, const TextRewrite* rw, bool strip_position, std::string& replacement) const;
   void evict_for(const std::string& name, pool::ServerStatements& server, std::string& out);
   // Before a Parse of `name` on a server that may hold statements pgrouter forgot (ServerStatements::forget_stale).
@@ -372,6 +375,15 @@ class TxnTracker {
   std::vector<StatementEffect> group_effects_;
   std::shared_ptr<TrackedStatement> dealloc_;  // set by session_effect() for DEALLOCATE name
   std::optional<sql::NameRef> prepare_;        // set by session_effect() for a simple Query PREPARE name
+  // Set by session_effect() for PREPARE / DEALLOCATE names among other statements of a simple Query: where the
+  // name is in the text (pointers into it) and, for a PREPARE, the rest of its statement.
+  struct MultiRef {
+    const char *begin, *end;
+    std::string name;
+    bool prepare;
+    std::string_view rest;
+  };
+  std::vector<MultiRef> multi_;
   // The client's unnamed statement (as a Parse message), valid until a Query or a failed Parse; it
   // is re-sent when the client binds it on a server where someone else parsed since.
   std::string unnamed_parse_;
