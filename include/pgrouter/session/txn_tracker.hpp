@@ -17,7 +17,8 @@
 //                    as PostgreSQL does, in its order (25P02, the text, then 42P05, renamed to the client's).
 // Replies are matched to requests with a queue of expectations: one per Parse/Close (ParseComplete,
 // CloseComplete) and one per Sync/Query/FunctionCall (ReadyForQuery). After an ErrorResponse the
-// server skips to the next Sync: the skipped requests' expectations are dropped and their effects
+// server skips to the next Sync (after an extended-protocol message's error, Queries and FunctionCalls too, which
+// then get no ReadyForQuery): the skipped requests' expectations are dropped and their effects
 // undone (a statement that was not created is forgotten again; a name redefined meanwhile means what it
 // meant before; errors still name the client's statement, never pgr_...).
 // Pipelining: a request is rewritten before the replies to earlier ones arrive. While a request that may
@@ -45,7 +46,9 @@
 // Query `PREPARE s [(types)] AS stmt` is sent as `PREPARE pgr_y ...` (after a Close of pgr_y, so a server
 // that already has it from another client prepares it again), pgr_y a hash of what follows the name; s is
 // recorded when the PREPARE is sent and forgotten if it fails (PREPARE is not transactional: a later ROLLBACK
-// keeps it, as in PostgreSQL), and a DEALLOCATE sent as a Query forgets s when sent (back if it fails), so
+// keeps it, as in PostgreSQL), and a DEALLOCATE sent as a Query forgets s when sent (back if it fails).
+// Among other statements of a Query, PREPARE / DEALLOCATE / EXECUTE names are replaced in the order of the text,
+// each PREPARE and DEALLOCATE undone unless its CommandComplete comes. Either way,
 // Queries pipelined after them see the name as PostgreSQL will. Every `EXECUTE s` in a Query or Parse text (also EXPLAIN EXECUTE, CREATE TABLE AS EXECUTE)
 // becomes `EXECUTE pgr_y` after pgr_y was prepared where missing: before a Parse/Bind/Describe by
 // Close/Close/Parse/Bind/Execute of the PREPARE text through a helper statement and portal ("pgr_prepare"),
