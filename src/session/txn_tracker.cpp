@@ -24,6 +24,8 @@ namespace {
 // CloseComplete, a Describe of it fails with 26000 naming it (so its error is recognisable).
 constexpr std::string_view kNoStatement = "pgr_no_such_statement";
 constexpr std::string_view kSentinel = "pgr_sentinel_error";
+// The statement a client's Parse of a name it already has is run under (so that the server refuses it: 42P05).
+constexpr std::string_view kDuplicate = "pgr_duplicate";
 // The statement and portal through which pgrouter runs a SQL PREPARE inside an extended-protocol batch.
 constexpr std::string_view kHelper = "pgr_prepare";
 
@@ -281,6 +283,7 @@ bool touches_no_session_state(std::string_view sql, bool simple) {
 }  // namespace
 
 TxnTracker::Effect TxnTracker::session_effect(std::string_view sql, bool named, bool simple, std::string& feature) {
+  multi_.clear();
   // The cheap lexical check first: most statements touch no session state at all.
   if (sql.data() == known_plain_ || touches_no_session_state(sql, simple)) return Effect::none;
   // A multi-statement query is carried when each of its statements is.
@@ -318,8 +321,25 @@ TxnTracker::Effect TxnTracker::statement_effect(std::string_view sql, bool named
                                   {}, {}});
         return Effect::tracked;
       case sql::SessionCommand::deallocate:
+        if (!single && simple) {
+          // Among other statements: its name in the text becomes the server's (carry_multi()), when it is found
+          // at the end of the statement as the client spelled it (else the client is pinned).
+          std::string_view s = sql;
+          while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+          std::string quoted = "\"";
+          for (char ch : cmd->name) quoted.append(ch == '"' ? 2 : 1, ch);
+          quoted.push_back('"');
+          size_t len = 0;
+          if (s.size() > quoted.size() && s.substr(s.size() - quoted.size()) == quoted) len = quoted.size();
+          else if (s.size() > cmd->name.size() && util::equals_ascii_ci(s.substr(s.size() - cmd->name.size()), cmd->name) &&
+                   std::isspace(static_cast<unsigned char>(s[s.size() - cmd->name.size() - 1])))
+            len = cmd->name.size();
+          if (len == 0) break;
+          multi_.push_back({s.data() + s.size() - len, s.data() + s.size(), std::move(cmd->name), false, {}});
+          return Effect::tracked;
+        }
         if (auto it = statements_.find(cmd->name); it != statements_.end()) {
-          if (!single) break;  // among other statements: not carried (the whole text would have to be kept)
+          if (!single) break;  // in a Parse: not carried
           dealloc_ = it->second;
           group_effects_.push_back({OnSuccess::deallocate, cmd->name, it->second->server_name});
           return Effect::tracked;
@@ -327,8 +347,12 @@ TxnTracker::Effect TxnTracker::statement_effect(std::string_view sql, bool named
         return Effect::none;  // not a statement of ours: PostgreSQL answers as it would
     }
   }
-  if (single && simple && !named) {
+  if (simple && !named) {
     if (auto ref = sql::parse_prepare(sql)) {
+      if (!single) {  // among other statements: carry_multi()
+        multi_.push_back({sql.data() + ref->begin, sql.data() + ref->end, std::move(ref->name), true, sql.substr(ref->end)});
+        return Effect::tracked;
+      }
       prepare_ = std::move(ref);
       return Effect::tracked;
     }
@@ -426,6 +450,9 @@ void TxnTracker::sync_injected(std::string& out) {
   // Ends what ensure_prepared() sent before a Query: a Query after a failed extended message would be
   // skipped by the server (it waits for a Sync), so the injected batch gets its own. Its error, if any, is
   // not shown: the client's statement then fails by itself (25P02 in a failed transaction, as it would).
+  // After a request that may fail since the last Sync, no Sync: the server must go on skipping the client's Query
+  // if that request failed, as PostgreSQL would (and skips it too if what was injected fails).
+  if (may_skip_) return;
   begin_message(out, 'S', 0);
   Expect z{'Z', Action::drop};
   z.swallow = true;
@@ -510,6 +537,85 @@ void TxnTracker::carry_prepare(std::string_view sql, pool::ServerStatements& ser
   c.more().client_name = std::move(ref.name);
   c.more().created = std::move(st);
   expect_.push_back(std::move(c));
+}
+
+void TxnTracker::carry_multi(std::string_view sql, pool::ServerStatements& server, std::string& out, Expect& z) {
+  struct Edit {
+    size_t begin, end;
+    char kind;  // 'P' PREPARE, 'D' DEALLOCATE, 'E' EXECUTE
+    std::string name;
+    std::string_view rest;
+  };
+  std::vector<Edit> edits;
+  for (auto& m : multi_)
+    edits.push_back({size_t(m.begin - sql.data()), size_t(m.end - sql.data()), m.prepare ? 'P' : 'D', std::move(m.name),
+                     m.rest});
+  multi_.clear();
+  if (sql::mentions_execute(sql))
+    for (auto& r : sql::execute_references(sql)) edits.push_back({r.begin, r.end, 'E', std::move(r.name), {}});
+  std::sort(edits.begin(), edits.end(), [](const Edit& a, const Edit& b) { return a.begin < b.begin; });
+  // In the order of the text, as the server runs it: a name means what the statements before it made of it.
+  std::string pre, text;
+  std::vector<Expect> replies;  // the Query's own CommandCompletes of PREPARE / DEALLOCATE
+  std::vector<std::string> made;  // server names a PREPARE earlier in the text creates (not to prepare before)
+  auto rw = std::make_shared<TextRewrite>();
+  bool injected = false;
+  size_t copied = 0;
+  uint32_t copied_chars = 0;
+  for (auto& e : edits) {
+    std::string server_name;
+    auto it = statements_.find(e.name);
+    auto prepared_here = [&](const std::string& n) { return std::find(made.begin(), made.end(), n) != made.end(); };
+    if (e.kind == 'P' && it == statements_.end()) {
+      auto st = std::make_shared<TrackedStatement>();
+      st->server_name = server_name_for(e.rest, "\1sql");
+      st->prepare_sql = "PREPARE " + st->server_name + std::string(e.rest);
+      evict_for(st->server_name, server, pre);
+      append_named(pre, 'C', 'S', st->server_name);  // another client's copy, if the server has one
+      expect_.push_back(Expect{'3', Action::drop});
+      stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
+      server_name = st->server_name;
+      made.push_back(server_name);
+      Expect c{'C'};
+      c.uncertain = true;
+      c.more().server_name = server_name;
+      c.more().client_name = e.name;
+      c.more().created = st;
+      statements_[e.name] = std::move(st);
+      replies.push_back(std::move(c));
+    } else if (it != statements_.end()) {
+      // EXECUTE, DEALLOCATE, or a PREPARE of a name the client has: under the server's name, which the server
+      // must have (a PREPARE of it then fails with the 42P05 PostgreSQL gives, after checking the text).
+      auto st = it->second;
+      server_name = st->server_name;
+      if (!prepared_here(server_name)) injected |= ensure_prepared(*st, server, pre);
+      if (e.kind == 'D') {
+        Expect c{'C'};
+        c.uncertain = true;
+        c.more().client_name = e.name;
+        c.more().removed = st;
+        ghosts_.emplace_back(server_name, e.name);
+        statements_.erase(it);
+        replies.push_back(std::move(c));
+      }
+    } else {
+      continue;  // not a statement of the client's: the server answers 26000 naming it
+    }
+    copied_chars += chars(sql.substr(copied, e.begin - copied));
+    text.append(sql.substr(copied, e.begin - copied));
+    text.append(server_name);
+    uint32_t client_len = chars(sql.substr(e.begin, e.end - e.begin));
+    rw->edits.push_back({copied_chars, client_len, uint32_t(server_name.size())});
+    rw->names.emplace_back(server_name, e.name);
+    copied_chars += client_len;
+    copied = e.end;
+  }
+  text.append(sql.substr(copied));
+  out.append(pre);
+  if (injected) sync_injected(out);
+  p::append_query(out, text);
+  for (auto& c : replies) expect_.push_back(std::move(c));
+  z.more().rewrite = std::move(rw);
 }
 
 std::string TxnTracker::marker_name(uint32_t n) const {
@@ -609,10 +715,19 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
       // A request in flight that may or may not create or remove the name: the server decides (below).
       Expect* touch = client_name.empty() ? nullptr : pending_touch(client_name);
       if (!client_name.empty() && !touch && statements_.count(client_name)) {
-        // PostgreSQL refuses to redefine a name; so does the server here, through a sentinel.
-        append_named(out, 'D', 'S', kSentinel);
-        expect_.push_back(Expect{'1', Action::sentinel_error,
-                                 error_message("42P05", "prepared statement \"" + client_name + "\" already exists")});
+        // PostgreSQL refuses to redefine a name, but checks a failed transaction (25P02) and the text (42P01,
+        // 42601, ...) first: the server runs the client's Parse under a name it has (an empty statement made just
+        // before, which a failed transaction allows), so it answers in that order; its 42P05 names the client's.
+        append_named(out, 'C', 'S', kDuplicate);  // left by an earlier duplicate, if any
+        expect_.push_back(Expect{'3', Action::drop});
+        append_parse(out, kDuplicate, "", std::string_view("\0\0", 2));
+        expect_.push_back(Expect{'1', Action::drop});
+        append_parse(out, kDuplicate, *query, types);
+        Expect e{'1', Action::sentinel_error,
+                 error_message("42P05", "prepared statement \"" + client_name + "\" already exists")};
+        e.more().match = "prepared statement \"" + std::string(kDuplicate) + "\" already exists";
+        expect_.push_back(std::move(e));
+        ghosts_.emplace_back(kDuplicate, client_name);  // any other mention of it names the client's statement
         return true;
       }
       // Statements the text names get their server names, and are prepared here first.
@@ -934,11 +1049,15 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         return true;
       }
       Expect z{'Z'};
+      z.not_sync = true;
       end_group(z);
       group_rewrite_.reset();
       group_bound_ = group_mixed_ = false;
       bool rewritten = false;
-      if (prepare_) {
+      if (!multi_.empty()) {
+        carry_multi(*sql, server, out, z);
+        rewritten = true;
+      } else if (prepare_) {
         carry_prepare(*sql, server, out, z);
         rewritten = true;
       } else if (dealloc_) {
@@ -976,6 +1095,7 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
     case 'S':
     case 'F': {
       Expect z{'Z'};
+      z.not_sync = type == 'F';
       end_group(z);
       if (type == 'S' && !group_mixed_ && group_rewrite_) z.more().rewrite = std::move(group_rewrite_);
       group_rewrite_.reset();
@@ -1016,9 +1136,15 @@ void TxnTracker::undo(Expect& e, pool::ServerStatements& server, bool duplicate)
       if (!first) statements_[x.client_name] = x.removed;
       else if (first->extra->created && !first->extra->prev) first->extra->prev = x.removed;
     }
+  } else if (e.reply == 'Z') {
+    // A skipped Query: a DEALLOCATE in it, which forgot its name when sent, did not happen.
+    for (auto& fx : x.effects)
+      if (fx.removed && !statements_.count(fx.client_name)) statements_[fx.client_name] = fx.removed;
   } else if (e.reply == 'C') {
     // A PREPARE that did not run (or failed) after its statement was closed: the server lacks it.
     if (x.created) forget_created(x.client_name, x.created, x.prev);
+    // A DEALLOCATE that did not run: the name is back, unless a later request in flight took it.
+    if (x.removed && !statements_.count(x.client_name)) statements_[x.client_name] = x.removed;
     if (!x.server_name.empty() && !duplicate) server.erase(x.server_name);
   }
 }
@@ -1074,7 +1200,7 @@ void TxnTracker::rewind() {
     if (x.created) {  // a Parse or PREPARE: the name means what it meant before
       if (x.prev) statements_[x.client_name] = x.prev;
       else statements_.erase(x.client_name);
-    } else if (e.reply == '3' && x.removed && !e.evicted) {
+    } else if ((e.reply == '3' || e.reply == 'C') && x.removed && !e.evicted) {
       statements_[x.client_name] = x.removed;
     }
     for (auto& fx : x.effects)
@@ -1086,9 +1212,11 @@ void TxnTracker::rewind() {
   expect_.clear();
   ghosts_.clear();
   may_skip_ = window_may_skip_;
+  skip_to_sync_ = false;
   group_sets_.clear();
   group_effects_.clear();
   dealloc_.reset();
+  multi_.clear();
   if (unnamed_saved_) {
     std::swap(unnamed_before_window_, unnamed_parse_);
     std::swap(unnamed_server_before_window_, unnamed_server_);
@@ -1140,9 +1268,10 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       size_t pos = 0;
       auto tag = p::read_cstring(body, pos);
       if (tag && changes_statements(*tag)) schema_epoch.fetch_add(1, std::memory_order_relaxed);
-      if (tag && *tag == "PREPARE" && !expect_.empty() && expect_.front().reply == 'C') {
+      if (tag && (*tag == "PREPARE" || *tag == "DEALLOCATE") && !expect_.empty() && expect_.front().reply == 'C') {
         Expect e = std::move(expect_.front());
         expect_.pop_front();  // a client's PREPARE was recorded when sent (not transactional, as PostgreSQL)
+        if (e.get().removed) server.erase(e.get().removed->server_name);  // a DEALLOCATE that ran (carry_multi())
         if (e.action == Action::drop) return Reply::drop;
       }
       if (tag) last_tag_.assign(*tag);
@@ -1175,11 +1304,16 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       bool own_text = head.reply == 'Z' || head.reply == 'C';  // a Query's (or its PREPARE's) error
       std::shared_ptr<const TextRewrite> rw = head.get().rewrite;
       bool duplicate = head.reply != 'Z' && p::error_sqlstate(body) == "42P05";
-      // The server now skips everything up to the next Sync.
-      for (bool first = true; !expect_.empty() && expect_.front().reply != 'Z'; first = false) {
+      // The server now skips everything up to the next Sync; after an extended-protocol message's error (not a
+      // Query's own, nor its PREPARE's), Queries and FunctionCalls sent before that Sync too.
+      bool extended = !(head.reply == 'Z' || (head.reply == 'C' && head.action != Action::drop));
+      for (bool first = true;
+           !expect_.empty() && (expect_.front().reply != 'Z' || (extended && expect_.front().not_sync));
+           first = false) {
         undo(expect_.front(), server, first && duplicate);
         expect_.pop_front();
       }
+      if (expect_.empty() && extended) skip_to_sync_ = true;  // what the client sends next is ignored too
       if (!expect_.empty()) {
         expect_.front().failed = true;
         if (expect_.front().swallow) return Reply::drop;  // pgrouter's own Sync: the client's statement tells
@@ -1189,6 +1323,15 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       return r;
     }
     case 'Z': {
+      if (skip_to_sync_) {
+        // The first Sync after an error: everything sent before it was ignored (Queries too), and it failed.
+        skip_to_sync_ = false;
+        while (!expect_.empty() && (expect_.front().reply != 'Z' || expect_.front().not_sync)) {
+          undo(expect_.front(), server);
+          expect_.pop_front();
+        }
+        if (!expect_.empty()) expect_.front().failed = true;
+      }
       while (!expect_.empty() && expect_.front().reply != 'Z') {  // cannot happen with a sane server
         undo(expect_.front(), server);
         expect_.pop_front();

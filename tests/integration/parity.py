@@ -939,6 +939,28 @@ def sql_prepare_execute_deallocate(ctx):
 
 
 @script
+def parse_existing_name_error_order(ctx):
+    """A Parse of a name the client has: PostgreSQL checks a failed transaction (25P02) first, then the text (42P01,
+    42601), and only then the name (42P05, naming the client's statement); also inside a pipeline with other
+    statements before it, and after a Sync in the same write."""
+    return Script("", [
+        Parse("select 1 as v", "eo1"), Sync(),
+        Parse("select * from parity_no_such_table", "eo1"), Sync(),
+        Parse("selec 1", "eo1"), Sync(),
+        Parse("select 2 as v", "eo1"), Sync(),
+        Pipeline(Parse("select 3 as v"), Bind(), Execute(), Parse("select 4 as v", "eo1"), Bind("eo1"), Execute(),
+                 Sync(), Parse("select 5 as v", "eo1"), Sync(), Bind("eo1"), Execute(), Sync()),
+        Query("begin"),
+        Query("select 1/0"),
+        Parse("select 6 as v", "eo1"), Sync(),
+        Parse("rollback", "eo1"), Sync(),
+        Query("rollback"),
+        Bind("eo1"), Execute(), Sync(),
+        Close("S", "eo1"), Sync(),
+    ])
+
+
+@script
 def sql_prepare_duplicate_and_unknown(ctx):
     """PREPARE of a name that exists (42P05, also when it was Parsed through the protocol); EXECUTE and DEALLOCATE
     of unknown names (26000); errors in the statement text with their positions; a PREPARE that failed leaves no
@@ -976,6 +998,33 @@ def sql_prepare_with_parameter_types(ctx):
         Query("execute st2 ('abcd')"),
         Close("S", "st2"), Sync(),  # a protocol Close of a SQL name
         Query("execute st2 ('abcd')"),
+    ])
+
+
+@script
+def sql_prepare_deallocate_among_statements(ctx):
+    """PREPARE and DEALLOCATE in a Query of several statements mean what they mean alone: the name exists after it
+    (42P05 for a second PREPARE), EXECUTE finds it, DEALLOCATE removes it (also one prepared by another Query, and
+    in the same Query); a PREPARE after a failing statement does not happen, one before it does."""
+    return Script("", [
+        Query("prepare ms1 as select 1 as v; set statement_timeout = '5s'"),
+        Query("prepare ms1 as select 1 as v"),
+        Query("execute ms1"),
+        Query("select 1; deallocate ms1"),
+        Query("execute ms1"),
+        Query("prepare ms2 as select 2 as v; execute ms2; deallocate ms2; prepare ms2 as select 22 as v"),
+        Query("execute ms2"),
+        Query('select 1; prepare "Ms3" as select 3 as v; prepare ms3 as select 33 as v'),
+        Query('execute "Ms3"; execute ms3; select 1; prepare ms3 as select 1'),
+        Query("execute ms3"),
+        Query("select 1/0; prepare ms4 as select 4 as v"),
+        Query("execute ms4"),
+        Query("prepare ms5 as select 5 as v; select 1/0"),
+        Query("execute ms5"),
+        Query("select 1; deallocate ms5; deallocate ms5"),
+        Query("execute ms5"),
+        Query('deallocate ms2; deallocate "Ms3"; deallocate ms3; select 1'),
+        Query("reset statement_timeout"),
     ])
 
 

@@ -24,6 +24,12 @@ std::string cstr(const std::string& s) { return s + std::string(1, '\0'); }
 std::string parse_body(const std::string& name, const std::string& sql) { return cstr(name) + cstr(sql) + std::string(2, '\0'); }
 std::string bind_body(const std::string& stmt) { return cstr("") + cstr(stmt) + std::string(6, '\0'); }
 
+// An ErrorResponse body (severity, code, message, position if given).
+std::string error_body(const std::string& code, const std::string& message, const std::string& position = {}) {
+  std::string b = "SERROR" + std::string(1, '\0') + "C" + code + '\0' + "M" + message + '\0';
+  if (!position.empty()) b += "P" + position + '\0';
+  return b + '\0';
+}
 // The message types in a byte string of whole messages, and the names they carry.
 std::string types_of(const std::string& bytes) {
   std::string t;
@@ -142,22 +148,71 @@ TEST_CASE("an error undoes what the skipped messages would have done") {
   f.client('S', "");
   f.reply('E', "");
   f.reply('Z', "I");
-  // Redefining an existing name fails like PostgreSQL, through a sentinel Describe.
+  // Redefining an existing name: the client's Parse runs under a name the server has (an empty statement made
+  // first), so the server's own checks come in PostgreSQL's order and its 42P05 is renamed to the client's.
   f.client('P', parse_body("S1", "select 2"));
   f.reply('1');
   f.client('S', "");
   f.reply('Z', "I");
   REQUIRE(f.client('P', parse_body("S1", "select 2")));
-  CHECK(types_of(f.out) == "D");
+  CHECK(types_of(f.out) == "CPP");
+  CHECK(f.out.find("pgr_duplicate") != std::string::npos);
   f.client('S', "");
-  std::string sentinel_error = std::string("SERROR") + '\0' + "C26000" + '\0' +
-                               "Mprepared statement \"pgr_sentinel_error\" does not exist" + '\0' + '\0';
+  CHECK(f.reply('3') == TxnTracker::Reply::drop);
+  CHECK(f.reply('1') == TxnTracker::Reply::drop);
   std::string repl;
-  CHECK(f.tracker.server_message('E', sentinel_error, f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
+  CHECK(f.tracker.server_message('E', error_body("42P05", "prepared statement \"pgr_duplicate\" already exists"),
+                                 f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
   CHECK(repl.find("42P05") != std::string::npos);
   CHECK(repl.find("\"S1\" already exists") != std::string::npos);
+  CHECK(repl.find("pgr_") == std::string::npos);
   f.reply('Z', "I");
   CHECK(f.tracker.idle());
+  // In a failed transaction (or with a text that does not analyse) the server's error comes first, as it is.
+  REQUIRE(f.client('P', parse_body("S1", "select * from nosuchtable")));
+  f.client('S', "");
+  CHECK(f.reply('3') == TxnTracker::Reply::drop);
+  CHECK(f.reply('1') == TxnTracker::Reply::drop);
+  CHECK(f.reply('E', error_body("42P01", "relation \"nosuchtable\" does not exist", "15")) == TxnTracker::Reply::forward);
+  f.reply('Z', "I");
+  CHECK(f.tracker.idle());
+  // S1 still means what it did.
+  REQUIRE(f.client('B', bind_body("S1")));
+  CHECK(types_of(f.out) == "B");
+}
+
+TEST_CASE("a Query after a failed extended-protocol message is skipped with it, up to the Sync") {
+  Fixture f;
+  f.client('P', parse_body("s1", "select 1"));
+  f.client('S', "");
+  f.reply('1');
+  f.reply('Z', "I");
+  // PostgreSQL skips the Queries too (no ReadyForQuery for them): only the Sync's comes.
+  f.client('P', parse_body("", "selec 1"));
+  f.client('Q', cstr("select 1"));
+  CHECK(f.client('Q', cstr("deallocate s1")));  // sent as DEALLOCATE of the server name
+  CHECK(types_of(f.out) == "Q");  // no Sync of pgrouter's: it would end the skipping
+  f.client('S', "");
+  CHECK(f.reply('E', error_body("42601", "syntax error at or near \"selec\"", "1")) == TxnTracker::Reply::forward);
+  CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK(f.tracker.idle());
+  // The skipped DEALLOCATE did not happen: s1 is still the client's.
+  CHECK(f.tracker.statements() == 1);
+  REQUIRE(f.client('B', bind_body("s1")));
+  CHECK(types_of(f.out) == "B");
+  f.client('S', "");
+  f.reply('2');
+  f.reply('Z', "I");
+  // The error comes before the client sends its Sync: what it sends meanwhile is ignored too, and the next
+  // thing the server sends is that Sync's ReadyForQuery.
+  f.client('P', parse_body("", "selec 1"));
+  CHECK(f.reply('E', error_body("42601", "syntax error at or near \"selec\"", "1")) == TxnTracker::Reply::forward);
+  f.client('P', parse_body("s2", "select 2"));
+  f.client('Q', cstr("select 1"));
+  f.client('S', "");
+  CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK(f.tracker.idle());
+  CHECK(f.tracker.statements() == 1);  // s2 was not created
 }
 
 TEST_CASE("the LRU bound closes the least recently used statement first") {
@@ -327,11 +382,6 @@ std::string query_of(const std::string& bytes) {
     if (bytes[i] == 'Q') return std::string(bytes.c_str() + i + 5);
   return {};
 }
-std::string error_body(const std::string& code, const std::string& message, const std::string& position = {}) {
-  std::string b = "SERROR" + std::string(1, '\0') + "C" + code + '\0' + "M" + message + '\0';
-  if (!position.empty()) b += "P" + position + '\0';
-  return b + '\0';
-}
 }  // namespace
 
 TEST_CASE("SQL PREPARE is carried: a shared server name, recorded when sent, kept after ROLLBACK") {
@@ -494,22 +544,41 @@ TEST_CASE("SQL-prepared statements in the extended protocol: EXECUTE in a Parse,
   CHECK(f.tracker.statement_query("wrap"));
 }
 
-TEST_CASE("PREPARE and DEALLOCATE among other statements are not carried") {
+TEST_CASE("PREPARE and DEALLOCATE among other statements are carried: their names become server names") {
   Fixture f;
-  CHECK_FALSE(f.client('Q', cstr("prepare s as select 1; select 2")));
-  CHECK(f.effect == TxnTracker::Effect::unsupported);
-  CHECK(f.tracker.feature() == "PREPARE");
+  REQUIRE(f.client('Q', cstr("prepare s as select 1; set statement_timeout = '5s'")));
+  CHECK(f.effect == TxnTracker::Effect::tracked);
+  CHECK(types_of(f.out) == "CQ");  // a Close of the server name (another client's copy), then the Query
+  CHECK(query_of(f.out).find("prepare pgr_") == 0);
+  CHECK(query_of(f.out).find("; set statement_timeout = '5s'") != std::string::npos);
+  CHECK(f.tracker.statement_query("s"));  // recorded when sent
+  f.reply('3');
+  CHECK(f.reply('C', cstr("PREPARE")) == TxnTracker::Reply::forward);
+  f.reply('C', cstr("SET"));
+  f.reply('Z', "I");
+  CHECK(f.tracker.idle());
+  // In a Parse: not carried (a Parse holds one statement).
   Fixture g;
   CHECK_FALSE(g.client('P', parse_body("", "prepare s as select 1")));
   CHECK(g.effect == TxnTracker::Effect::unsupported);
+  // DEALLOCATE among other statements: of the server name; the name is gone once it ran, back if it did not.
   Fixture h;
   h.client('Q', cstr("prepare s2 as select 1"));
   h.reply('3');
   h.reply('C', cstr("PREPARE"));
   h.reply('Z', "I");
   REQUIRE(h.tracker.statement_query("s2"));
-  CHECK_FALSE(h.client('Q', cstr("select 1; deallocate s2")));
-  CHECK(h.effect == TxnTracker::Effect::unsupported);
+  REQUIRE(h.client('Q', cstr("select 1/0; deallocate s2")));
+  CHECK(query_of(h.out).find("select 1/0; deallocate pgr_") == 0);
+  h.reply('E', error_body("22012", "division by zero"));
+  h.reply('Z', "I");
+  CHECK(h.tracker.statement_query("s2"));
+  REQUIRE(h.client('Q', cstr("select 1; deallocate s2")));
+  h.reply('C', cstr("SELECT 1"));
+  h.reply('C', cstr("DEALLOCATE"));
+  h.reply('Z', "I");
+  CHECK_FALSE(h.tracker.statement_query("s2"));
+  CHECK(h.tracker.idle());
 }
 
 TEST_CASE("texts found plain are remembered by their shape with numbers as 0, and only what has the same answer") {

@@ -12,11 +12,13 @@
 //   Bind/Describe -> renamed, after a Parse pgr_x injected when this server lacks it (its
 //                    ParseComplete is dropped), and a Close of the least recently used statement when
 //                    the server's cache is full (its CloseComplete is dropped too);
-//   Close S1      -> forgets S1 (the server keeps pgr_x for others); Parse of an existing name -> a
-//                    Describe of a missing statement whose error is replaced by 42P05, as PostgreSQL.
+//   Close S1      -> forgets S1 (the server keeps pgr_x for others); Parse of an existing name -> the same
+//                    Parse under a name the server has (an empty statement made first), so the server checks
+//                    as PostgreSQL does, in its order (25P02, the text, then 42P05, renamed to the client's).
 // Replies are matched to requests with a queue of expectations: one per Parse/Close (ParseComplete,
 // CloseComplete) and one per Sync/Query/FunctionCall (ReadyForQuery). After an ErrorResponse the
-// server skips to the next Sync: the skipped requests' expectations are dropped and their effects
+// server skips to the next Sync (after an extended-protocol message's error, Queries and FunctionCalls too, which
+// then get no ReadyForQuery): the skipped requests' expectations are dropped and their effects
 // undone (a statement that was not created is forgotten again; a name redefined meanwhile means what it
 // meant before; errors still name the client's statement, never pgr_...).
 // Pipelining: a request is rewritten before the replies to earlier ones arrive. While a request that may
@@ -44,7 +46,9 @@
 // Query `PREPARE s [(types)] AS stmt` is sent as `PREPARE pgr_y ...` (after a Close of pgr_y, so a server
 // that already has it from another client prepares it again), pgr_y a hash of what follows the name; s is
 // recorded when the PREPARE is sent and forgotten if it fails (PREPARE is not transactional: a later ROLLBACK
-// keeps it, as in PostgreSQL), and a DEALLOCATE sent as a Query forgets s when sent (back if it fails), so
+// keeps it, as in PostgreSQL), and a DEALLOCATE sent as a Query forgets s when sent (back if it fails).
+// Among other statements of a Query, PREPARE / DEALLOCATE / EXECUTE names are replaced in the order of the text,
+// each PREPARE and DEALLOCATE undone unless its CommandComplete comes. Either way,
 // Queries pipelined after them see the name as PostgreSQL will. Every `EXECUTE s` in a Query or Parse text (also EXPLAIN EXECUTE, CREATE TABLE AS EXECUTE)
 // becomes `EXECUTE pgr_y` after pgr_y was prepared where missing: before a Parse/Bind/Describe by
 // Close/Close/Parse/Bind/Execute of the PREPARE text through a helper statement and portal ("pgr_prepare"),
@@ -144,6 +148,7 @@ class TxnTracker {
     group_sets_.clear();
     ghosts_.clear();
     may_skip_ = false;
+    skip_to_sync_ = false;
     tx_status_ = 'I';
   }
   // Read retry (session/read_retry.cpp): between begin_window() and end_window() the client's messages
@@ -237,6 +242,9 @@ class TxnTracker {
     // A removal whose witness is a marker statement (ExpectMore::server_name) created right after it: it exists
     // exactly when the removal happened (used where the server lacks the removed statement's copy).
     bool marker : 1 = false;
+    // 'Z' of a Query or FunctionCall: after an extended-protocol error the server skips it too (up to a Sync), and
+    // it gets no ReadyForQuery.
+    bool not_sync : 1 = false;
     std::unique_ptr<ExpectMore> extra;
     ExpectMore& more() {
       if (!extra) extra = std::make_unique<ExpectMore>();
@@ -262,6 +270,9 @@ class TxnTracker {
                         std::shared_ptr<const TextRewrite>& rewrite);
   // A simple Query `PREPARE name ...` (prepare_ set by session_effect()).
   void carry_prepare(std::string_view sql, pool::ServerStatements& server, std::string& out, Expect& z);
+  // A simple Query of several statements with PREPARE or DEALLOCATE names in it (multi_ set by session_effect()):
+  // those names and the EXECUTE names become server names, in the order of the text.
+  void carry_multi(std::string_view sql, pool::ServerStatements& server, std::string& out, Expect& z);
   bool fix_error(std::string_view body, const TextRewrite* rw, bool strip_position, std::string& replacement) const;
   void evict_for(const std::string& name, pool::ServerStatements& server, std::string& out);
   // Before a Parse of `name` on a server that may hold statements pgrouter forgot (ServerStatements::forget_stale).
@@ -367,6 +378,15 @@ class TxnTracker {
   std::vector<StatementEffect> group_effects_;
   std::shared_ptr<TrackedStatement> dealloc_;  // set by session_effect() for DEALLOCATE name
   std::optional<sql::NameRef> prepare_;        // set by session_effect() for a simple Query PREPARE name
+  // Set by session_effect() for PREPARE / DEALLOCATE names among other statements of a simple Query: where the
+  // name is in the text (pointers into it) and, for a PREPARE, the rest of its statement.
+  struct MultiRef {
+    const char *begin, *end;
+    std::string name;
+    bool prepare;
+    std::string_view rest;
+  };
+  std::vector<MultiRef> multi_;
   // The client's unnamed statement (as a Parse message), valid until a Query or a failed Parse; it
   // is re-sent when the client binds it on a server where someone else parsed since.
   std::string unnamed_parse_;
@@ -393,6 +413,9 @@ class TxnTracker {
   std::vector<std::pair<std::string, std::string>> ghosts_;
   // An extended-protocol request that may fail was sent since the last Sync: what follows may be skipped.
   bool may_skip_ = false, window_may_skip_ = false;
+  // An extended-protocol error came with no Sync after it yet: the server ignores everything up to the next Sync,
+  // whose ReadyForQuery is the next message it sends (what was sent before that Sync had no effect).
+  bool skip_to_sync_ = false;
   char tx_status_ = 'I';  // the transaction status of the last ReadyForQuery
   uint32_t markers_ = 0;       // marker statements made so far (each has its own name)
   bool marker_left_ = false;   // the last one may exist on the server: closed at the next request when idle
