@@ -67,7 +67,9 @@ bool ClientSession::track_client_message(char type, std::string_view body) {
   c2s_repl_.clear();
   TxnTracker::Effect effect;
   bool replaced = tracker_->client_message(type, body, server_->statements, c2s_repl_, effect);
-  if (effect == TxnTracker::Effect::unsupported && !replaced) pin(tracker_->feature());
+  // Unsupported and not refused (pool.session_features: refuse replaces the message with its refusal; a rename of
+  // a named statement's Parse that SETs is not a refusal): the client keeps its server from here on.
+  if (effect == TxnTracker::Effect::unsupported && !(replaced && tracker_->refuses())) pin(tracker_->feature());
   return replaced;
 }
 

@@ -27,7 +27,8 @@ struct Seen {
 
 struct Params {
   uint8_t body_mask;     // bit (type % 8) set: the handler wants that type's body
-  uint32_t max_length;
+  uint32_t max_length;  // the limit in effect: the one given, at most kMaxProtocolMessage
+  uint32_t given;       // what the scanner is constructed with
   uint8_t stop_mask;     // bit (message index % 8) set: the handler stops once before that message
 };
 
@@ -119,7 +120,7 @@ void check_result(const p::ScanResult& r, const char* data, size_t n, const Para
 
 Outcome whole(const Params& prm, const std::string& s) {
   Outcome o;
-  p::FrameScanner sc(prm.max_length);
+  p::FrameScanner sc(prm.given);
   Handler h{prm, o.seen};
   size_t off = 0;
   for (;;) {
@@ -137,7 +138,7 @@ Outcome whole(const Params& prm, const std::string& s) {
 // As the relay does: a read appends to what the last scan left, a scan consumes from the front.
 Outcome fragmented(const Params& prm, const std::string& s, const std::vector<size_t>& cuts) {
   Outcome o;
-  p::FrameScanner sc(prm.max_length);
+  p::FrameScanner sc(prm.given);
   Handler h{prm, o.seen};
   std::string pending;
   size_t fed = 0, next_cut = 0;
@@ -178,7 +179,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static constexpr uint32_t kMaxLengths[] = {4, 5, 16, 300, 8192, 1u << 30, UINT32_MAX};
   Params prm;
   prm.body_mask = in.ConsumeIntegral<uint8_t>();
-  prm.max_length = in.PickValueInArray(kMaxLengths);
+  prm.given = in.PickValueInArray(kMaxLengths);
+  prm.max_length = std::min(prm.given, p::kMaxProtocolMessage);
   prm.stop_mask = in.ConsumeIntegral<uint8_t>();
   std::vector<size_t> cuts(in.ConsumeIntegralInRange<size_t>(1, 8));
   for (auto& c : cuts) c = in.ConsumeIntegralInRange<size_t>(1, 64);

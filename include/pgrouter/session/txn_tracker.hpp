@@ -183,6 +183,7 @@ class TxnTracker {
 
   // The settings the client's session has from SQL (on top of its startup parameters).
   const Settings& settings() const { return settings_; }
+  bool refuses() const { return refuse_; }  // pool.session_features: refuse
   // A ParameterStatus the client's server sent: a SET of that parameter committed in this transaction is
   // recorded with this value, not its text (a partial DateStyle such as 'ymd' merges with the value before it,
   // which another server need not have).
