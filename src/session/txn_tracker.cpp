@@ -814,21 +814,25 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         e.more().created = st;
         e.more().prev = std::move(prev);
       };
+      // The client's text parsed under its shared name where the server lacks it (its errors come first, as in
+      // PostgreSQL); its ParseComplete is pgrouter's, not the client's.
+      auto parse_client_text = [&] {
+        if (server.use(st->server_name)) return;
+        evict_for(st->server_name, server, out);
+        close_stale(st->server_name, server, out);
+        out.append(st->parse_message);
+        stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
+        Expect p{'1', Action::drop};
+        p.client_text = true;
+        p.more().server_name = st->server_name;
+        p.more().rewrite = rw;
+        expect_.push_back(std::move(p));
+      };
       if (touch && touch->marker) {
         // Closed by a request in flight whose marker exists exactly when that Close happened: the client's text
         // is parsed, then a Bind of the marker fails (replaced by PostgreSQL's 42P05) if the Close did not
         // happen; a no-op Close answers the client's ParseComplete.
-        if (!server.use(st->server_name)) {
-          evict_for(st->server_name, server, out);
-          close_stale(st->server_name, server, out);
-          out.append(st->parse_message);
-          stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
-          Expect p{'1', Action::drop};
-          p.client_text = true;
-          p.more().server_name = st->server_name;
-          p.more().rewrite = rw;
-          expect_.push_back(std::move(p));
-        }
+        parse_client_text();
         const std::string& marker = touch->get().server_name;
         append_named(out, 'C', 'P', kHelper);  // left by a failed run, if any
         expect_.push_back(Expect{'3', Action::drop});
@@ -851,17 +855,7 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         // too), then a Parse of the witness fails with 42P05 (named back) if it exists, or creates an empty
         // statement closed at once.
         std::string w = witness(*touch);
-        if (!server.use(st->server_name)) {
-          evict_for(st->server_name, server, out);
-          close_stale(st->server_name, server, out);
-          out.append(st->parse_message);
-          stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
-          Expect p{'1', Action::drop};
-          p.client_text = true;
-          p.more().server_name = st->server_name;
-          p.more().rewrite = rw;
-          expect_.push_back(std::move(p));
-        }
+        parse_client_text();
         append_parse(out, w, "", std::string_view("\0\0", 2));
         Expect g{'1'};
         record(g);
