@@ -904,14 +904,14 @@ awaitable<void> ClientSession::refuse_client_message(const p::ScanResult& r) {
   namespace fe = p::frontend;
   auto type = uint8_t(r.bad_type);
   // PostgreSQL answers everything it was sent before this message, then ends the session; so pgrouter waits
-  // for the replies to the requests in flight (not inside a COPY: that server waits for its data).
-  bool in_copy = server_ && server_copy_in_;
+  // for the replies to the requests in flight, or until a COPY FROM STDIN among them waits for its data.
   asio::steady_timer poll(w_.io());
-  while (!in_copy && server_ && pending_ > 0 && !server_broken_ && !client_done_ && s2c_running_) {
+  while (server_ && !server_copy_in_ && pending_ > 0 && !server_broken_ && !client_done_ && s2c_running_) {
     poll.expires_after(std::chrono::milliseconds(5));
     net::error_code ec;
     co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
   }
+  bool in_copy = server_ && server_copy_in_;
   log::warn("client sent a message PostgreSQL refuses; closing its connection",
             {{"session", id_}, {"client", peer_}, {"type", int(type)}, {"length", uint64_t(r.bad_len)}});
   if (r.unknown_type) {
@@ -932,6 +932,13 @@ awaitable<void> ClientSession::refuse_client_message(const p::ScanResult& r) {
     pending_fatal_message_ = "message of type '" + std::string(1, char(type)) + "' is " + std::to_string(r.bad_len) +
                              " bytes long, over listen.max_message_size (" +
                              std::to_string(config_->listen.max_message_size) + " bytes)";
+  } else if (in_copy) {
+    // PostgreSQL's COPY reads the invalid length as a lost connection, then finds the protocol out of step.
+    p::append_error(pending_preface_, "ERROR", p::sqlstate::connection_failure,
+                    "unexpected EOF on client connection with an open transaction");
+    w_.stats().count_error(p::sqlstate::connection_failure, true);
+    pending_fatal_sqlstate_ = p::sqlstate::protocol_violation;
+    pending_fatal_message_ = "terminating connection because protocol synchronization was lost";
   }
   // Else an invalid length: PostgreSQL only logs "invalid message length" and closes, and so does pgrouter.
   if (in_copy) server_broken_ = true;  // that server still waits for the COPY's data

@@ -79,6 +79,11 @@ entries = [
  ("partial_header_of_unknown_type", ["transaction", "session"],
   "3 bytes of a message header whose type byte is 0x00: PostgreSQL rejects the type at once (FATAL, close); pgrouter waits for the rest of the header.",
   Case([Round([Item("!unknown type 0x00, 3 bytes of header", b"\0\0\0")], wait="idle", end="close")])),
+ ("invalid_length_behind_copy_in_one_write", ["transaction", "session"],
+  "COPY FROM STDIN, a row and a CopyData whose length is 3, in one write: pgrouter waited for the replies before "
+  "closing, but the server, inside the COPY, waits for data; PostgreSQL says ERROR 08006 + FATAL 08P01.",
+  Case([Round([Q(f"copy {T} (a, b) from stdin"), Item("CopyData '1\\t\\N\\n'", pgr.message("d", b"1\t\\N\n")),
+               Item("!framing length 3: CopyData", b"d\0\0\0\x03" + b"1\t2", framing=True)], wait="idle", end="close")])),
 ]
 out = []
 for name, modes, note, case, *replica in entries:

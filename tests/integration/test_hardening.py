@@ -171,14 +171,25 @@ def test_invalid_message_length_closes_silently(cluster, pgrouter, mode, length)
     bystander_ok(router)
 
 
-def test_unknown_type_inside_a_copy(cluster, pgrouter):
-    router = pgrouter(config(cluster, "transaction"))
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+@pytest.mark.parametrize("bad", ["unknown-type", "invalid-length"])
+@pytest.mark.parametrize("write", ["after-copyinresponse", "one-write"])
+def test_refused_message_inside_a_copy(cluster, pgrouter, mode, bad, write):
+    """PostgreSQL's COPY answers an unknown type with ERROR + FATAL, an invalid length with ERROR 08006 + FATAL.
+    Sent in the same write as the COPY, the refused message reaches pgrouter before the CopyInResponse: it
+    used to wait for an answer the server, waiting for data, never gives."""
+    router = pgrouter(config(cluster, mode))
     setup = psycopg.connect(cluster.dsn("primary", user="postgres"), autocommit=True)
+    setup.execute("set lock_timeout = '5s'")  # a server left inside the COPY must fail the test, not hang it
     setup.execute("create table if not exists hardening_copy (v text)")
     setup.execute("grant all on hardening_copy to public")
+    refused = b"y" + pgr.int32(4) if bad == "unknown-type" else b"d" + pgr.int32(3) + b"1\t"
+    copy = pgr.query("copy hardening_copy from stdin") + b"d" + pgr.int32(6) + b"a\n"
+    steps = [copy, (refused, 3.0)] if write == "after-copyinresponse" else [(copy + refused, 3.0)]
     try:
-        same_as_postgres(cluster, router, [pgr.query("copy hardening_copy from stdin"), (b"y" + pgr.int32(4), 3.0)])
+        same_as_postgres(cluster, router, steps)
         bystander_ok(router)
+        assert setup.execute("select count(*) from hardening_copy").fetchone()[0] == 0
     finally:
         setup.execute("drop table hardening_copy")
         setup.close()
