@@ -57,6 +57,7 @@ bool ClientSession::secret_matches(uint32_t secret) const {
 void ClientSession::pin(std::string_view feature) {
   if (pinned_) return;
   pinned_ = true;
+  if (tracker_) tracker_->client_pinned();
   if (server_) server_->dirty = true;
   w_.stats().clients_pinned_total.fetch_add(1, std::memory_order_relaxed);
   log::info("client pinned to its server for the rest of its session (transaction pooling cannot share this)",
@@ -276,6 +277,7 @@ awaitable<bool> ClientSession::sync_params(pool::ServerError& err) {
 void ClientSession::detach_server(bool reusable) {
   w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
   server_pool_->release(std::move(server_), reusable);
+  if (tracker_) tracker_->server_released();
   transaction_ended();
 }
 

@@ -290,10 +290,12 @@ TxnTracker::Effect TxnTracker::session_effect(std::string_view sql, bool named, 
   auto statements = sql::split_statements(sql);
   if (statements.size() > 1) {
     Effect all = Effect::none;
+    bool own = sequence_own_;  // "INSERT ...; SELECT lastval()": the INSERT runs first, on the same server
     for (auto one : statements) {
       Effect e = statement_effect(one, named, false, simple, feature);
-      if (e == Effect::unsupported) return e;
+      if (e == Effect::unsupported || (e == Effect::reads_sequence && !own)) return e;
       if (e == Effect::tracked) all = e;
+      own = own || !sql::transaction_control(one);
     }
     return all;
   }
@@ -359,6 +361,8 @@ TxnTracker::Effect TxnTracker::statement_effect(std::string_view sql, bool named
   }
   feature = std::string(sql::session_feature(sql));
   if (feature.empty()) return Effect::none;
+  // A named statement may run in any later transaction: it pins (or is refused) as other session features.
+  if (feature == sql::kSequenceRead && !named) return Effect::reads_sequence;
   feature_ = feature;
   return Effect::unsupported;
 }
@@ -380,12 +384,43 @@ void TxnTracker::end_group(Expect& z) {
 }
 
 void TxnTracker::refuse(std::string_view feature, char type, std::string& out) {
-  stats_.session_features_refused_total.fetch_add(1, std::memory_order_relaxed);
   std::string msg = "pgrouter: " + std::string(feature) +
                     " cannot be used with transaction pooling (pool.session_features: refuse)";
-  std::string err = error_message(p::sqlstate::feature_not_supported, msg,
-                                  "Use pool.mode: session for this database, or pool.session_features: pin to "
-                                  "keep such clients on one server.");
+  refuse_with(error_message(p::sqlstate::feature_not_supported, msg,
+                            "Use pool.mode: session for this database, or pool.session_features: pin to keep "
+                            "such clients on one server."),
+              type, out);
+}
+
+bool TxnTracker::sequence_text(std::string_view sql, char type, std::string& out, Effect& effect) {
+  if (effect == Effect::reads_sequence) {
+    if (!sequence_own_) {
+      // The last nextval() of this server's session may be another client's: PostgreSQL would never give it.
+      refuse_with(error_message(p::sqlstate::object_not_in_prerequisite_state,
+                                "pgrouter: currval()/lastval() under transaction pooling only see a nextval() run "
+                                "since this transaction began; the server's last value may be another client's",
+                                "Use INSERT ... RETURNING, call nextval() in the same transaction, or use "
+                                "pool.mode: session for this database."),
+                  type, out);
+      return false;
+    }
+    effect = Effect::none;
+  } else if (!sequence_own_ && may_call_nextval(sql)) {
+    sequence_own_ = true;
+  }
+  return true;
+}
+
+bool TxnTracker::may_call_nextval(std::string_view sql) {
+  if (!sql::transaction_control(sql)) return true;
+  if (sql.find(';') == std::string_view::npos) return false;
+  for (auto one : sql::split_statements(sql))
+    if (!sql::transaction_control(one)) return true;
+  return false;
+}
+
+void TxnTracker::refuse_with(std::string err, char type, std::string& out) {
+  stats_.session_features_refused_total.fetch_add(1, std::memory_order_relaxed);
   if (type == 'Q') {
     // A query that fails with a recognisable error; its ReadyForQuery follows as usual.
     p::append_query(out, "DEALLOCATE " + std::string(kSentinel));
@@ -711,6 +746,7 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         refuse(feature, type, out);
         return true;
       }
+      if (!sequence_text(*query, type, out, effect)) return true;
       std::string client_name(*name);
       // A request in flight that may or may not create or remove the name: the server decides (below).
       Expect* touch = client_name.empty() ? nullptr : pending_touch(client_name);
@@ -1042,6 +1078,7 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         refuse(feature, type, out);
         return true;
       }
+      if (sql && !sequence_text(*sql, type, out, effect)) return true;
       Expect z{'Z'};
       z.not_sync = true;
       end_group(z);

@@ -93,7 +93,7 @@ bool ends_with_ci(std::string_view s, std::string_view lower_word) {
 std::string_view session_feature(std::string_view sql) {
   enum : unsigned {
     listen = 1, advisory = 2, temporary = 4, with_hold = 8, load = 16, prepare = 32, set = 64, discard = 128,
-    deallocate = 256, set_config = 512
+    deallocate = 256, set_config = 512, sequence_read = 1024
   };
   unsigned found = 0;
   bool statement_start = true;
@@ -155,6 +155,7 @@ std::string_view session_feature(std::string_view sql) {
       case 7:
         if (first && is("prepare") && !next_is_any(sql, i, "transaction")) found |= prepare;
         else if (first && is("discard")) found |= discard;
+        else if ((is("currval") || is("lastval")) && next_is_any(sql, i, "(")) found |= sequence_read;
         break;
       case 9:
         if (is("temporary")) found |= temporary;
@@ -193,7 +194,21 @@ std::string_view session_feature(std::string_view sql) {
   if (found & set) return "SET";
   if (found & discard) return "DISCARD";
   if (found & deallocate) return "DEALLOCATE";
+  if (found & sequence_read) return kSequenceRead;
   return {};
+}
+
+bool transaction_control(std::string_view sql) {
+  size_t i = 0;
+  while (i < sql.size() && (space_byte(sql[i]) || sql[i] == '(')) ++i;
+  size_t begin = i;
+  while (i < sql.size() && word_byte(sql[i])) ++i;
+  auto word = sql.substr(begin, i - begin);
+  if (word.size() < 3 || word.size() > 9) return false;
+  for (std::string_view kw : {"begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release", "set",
+                              "show", "reset"})
+    if (util::equals_ascii_ci(word, kw)) return true;
+  return false;
 }
 
 namespace {

@@ -565,3 +565,55 @@ def test_a_named_statement_prepared_again_after_its_table_changed_is_fresh(pgrou
     finally:
         with router.connect(autocommit=True) as c:
             c.execute("drop table if exists named_cols")
+
+
+@pytest.fixture
+def sequence(cluster):
+    admin = psycopg.connect(cluster.dsn("primary", user="postgres"), autocommit=True)
+    admin.execute("create table if not exists txn_seq_t (id serial primary key, v text)")
+    admin.execute("grant all on txn_seq_t, txn_seq_t_id_seq to public")
+    yield "txn_seq_t"
+    admin.execute("drop table txn_seq_t")
+    admin.close()
+
+
+def test_currval_after_another_transaction_is_refused_never_another_clients(pgrouter, cluster, sequence):
+    """A client's nextval() in one transaction, another client's on the same server, then the first client's
+    currval() in a later transaction: PostgreSQL gives the first client's own value; through transaction pooling
+    the server's last value is the other client's, so pgrouter refuses with 55000 and says what to do."""
+    router = pgrouter(txn(1))
+    direct = psycopg.connect(cluster.dsn("primary", user="pgr_scram", password=pgr.USERS["pgr_scram"]),
+                             autocommit=True)
+    with router.connect(autocommit=True) as a, router.connect(autocommit=True) as b, direct:
+        own = a.execute("insert into txn_seq_t (v) values ('a') returning id").fetchone()[0]
+        b.execute("insert into txn_seq_t (v) values ('b')")
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as refused:
+            a.execute("select currval('txn_seq_t_id_seq')")
+        assert "INSERT ... RETURNING" in refused.value.diag.message_hint
+        assert "another client" in str(refused.value)
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+            a.execute("select lastval()", prepare=False)  # the unnamed statement too
+        # The same bytes straight to PostgreSQL: the client's own value, which pgrouter never contradicts.
+        mine = direct.execute("insert into txn_seq_t (v) values ('d') returning id").fetchone()[0]
+        assert direct.execute("select currval('txn_seq_t_id_seq')").fetchone()[0] == mine
+        # In the transaction of the INSERT (or the same Query), the value is the client's: allowed.
+        with a.transaction():
+            got = a.execute("insert into txn_seq_t (v) values ('a2') returning id").fetchone()[0]
+            assert a.execute("select currval('txn_seq_t_id_seq')").fetchone()[0] == got
+            assert a.execute("select lastval()", prepare=False).fetchone()[0] == got
+        cur = a.cursor()
+        cur.execute("insert into txn_seq_t (v) values ('a3'); select lastval()")
+        assert cur.nextset() and cur.fetchone()[0] > got
+        assert b.execute("select 1").fetchone()[0] == 1  # the refusals cost the other client nothing
+    assert own < got
+    assert router.running
+
+
+def test_currval_of_a_pinned_client_is_its_own(pgrouter, sequence):
+    router = pgrouter(txn(2))
+    with router.connect(autocommit=True) as a, router.connect(autocommit=True) as b:
+        a.execute("select pg_advisory_lock(77)")  # pins a to its server
+        own = a.execute("insert into txn_seq_t (v) values ('a') returning id").fetchone()[0]
+        b.execute("insert into txn_seq_t (v) values ('b')")
+        assert a.execute("select currval('txn_seq_t_id_seq')").fetchone()[0] == own
+        a.execute("select pg_advisory_unlock(77)")

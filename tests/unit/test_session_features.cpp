@@ -159,3 +159,26 @@ TEST_CASE("session_feature_key writes numbers as 0 and leaves words alone") {
     CHECK(session_feature_key(std::string(k, ' ') + "123", buf) == std::string(k, ' ') + "0");
   }
 }
+
+TEST_CASE("currval() and lastval() calls are found, after every other feature") {
+  using pgrouter::sql::kSequenceRead;
+  CHECK(session_feature("select currval('t_id_seq')") == kSequenceRead);
+  CHECK(session_feature("SELECT LASTVAL ()") == kSequenceRead);
+  CHECK(session_feature("insert into t default values; select lastval()") == kSequenceRead);
+  CHECK(session_feature("select currval_of_mine from t").empty());  // a column, not the function
+  CHECK(session_feature("select lastval from t").empty());
+  CHECK(session_feature("set x = 1; select currval('s')") == "SET");  // the pinning feature comes first
+}
+
+TEST_CASE("transaction control runs no expression of the client's") {
+  using pgrouter::sql::transaction_control;
+  CHECK(transaction_control("BEGIN"));
+  CHECK(transaction_control("  start transaction isolation level serializable"));
+  CHECK(transaction_control("commit"));
+  CHECK(transaction_control("SET LOCAL x = 1"));
+  CHECK(transaction_control("show search_path"));
+  CHECK_FALSE(transaction_control("insert into t values (1)"));
+  CHECK_FALSE(transaction_control("select nextval('s')"));
+  CHECK_FALSE(transaction_control("beginning()"));
+  CHECK_FALSE(transaction_control(""));
+}

@@ -1029,3 +1029,45 @@ TEST_CASE("a Close skipped after an error leaves the statement, also for a later
   CHECK(types_of(f.out) == "CQ");
   CHECK(name_in(f.out, 'C') == marker);
 }
+
+TEST_CASE("currval()/lastval() pass only where this client may have called nextval() on the server") {
+  Fixture f;
+  auto types_sent = [&f](char type, const std::string& body) {
+    bool replaced = f.client(type, body);
+    return replaced ? types_of(f.out) : std::string(1, type);
+  };
+  // First thing on a server: its last value may be another client's, so the client's Query is replaced by a
+  // sentinel whose error it gets instead (the ReadyForQuery passes as usual).
+  CHECK(types_sent('Q', cstr("select currval('s')")) == "Q");
+  CHECK(f.out.find("pgr_sentinel") != std::string::npos);
+  CHECK(f.reply('E', error_body("26000", "prepared statement \"pgr_sentinel_error\" does not exist")) ==
+        TxnTracker::Reply::replace);
+  CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
+  // BEGIN calls nothing: still refused. An INSERT may have called nextval(): from then on they pass.
+  CHECK(types_sent('Q', cstr("begin")) == "Q");
+  CHECK(f.out.empty());
+  CHECK(f.reply('Z', "T") == TxnTracker::Reply::forward);
+  f.client('Q', cstr("select lastval()"));
+  CHECK(f.out.find("pgr_sentinel") != std::string::npos);
+  f.reply('E', error_body("26000", "prepared statement \"pgr_sentinel_error\" does not exist"));
+  f.reply('Z', "E");
+  CHECK_FALSE(f.client('Q', cstr("insert into t default values")));
+  f.reply('Z', "T");
+  CHECK_FALSE(f.client('Q', cstr("select currval('s')")));
+  CHECK(f.effect == TxnTracker::Effect::none);
+  f.reply('Z', "T");
+  // Another server: refused again until something runs; in one Query, an INSERT before it counts.
+  f.tracker.server_released();
+  f.client('P', parse_body("", "select lastval()"));
+  CHECK(types_of(f.out) == "D");
+  f.reply('E', error_body("26000", "prepared statement \"pgr_sentinel_error\" does not exist"));
+  f.client('S', "");
+  f.reply('Z', "I");
+  CHECK_FALSE(f.client('Q', cstr("insert into t default values; select lastval()")));
+  f.reply('Z', "I");
+  // A named statement may run in any later transaction: it pins (Effect::unsupported), as other features.
+  f.tracker.server_released();
+  f.client('P', parse_body("s1", "select currval('s')"));
+  CHECK(f.effect == TxnTracker::Effect::unsupported);
+  CHECK(f.tracker.feature() == "currval()/lastval()");
+}

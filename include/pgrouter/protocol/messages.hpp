@@ -32,6 +32,7 @@ constexpr const char* invalid_password = "28P01";
 constexpr const char* invalid_authorization = "28000";
 constexpr const char* unknown_database = "3D000";
 constexpr const char* feature_not_supported = "0A000";
+constexpr const char* object_not_in_prerequisite_state = "55000";
 constexpr const char* admin_shutdown = "57P01";
 constexpr const char* query_canceled = "57014";
 constexpr const char* idle_in_transaction_timeout = "25P03";

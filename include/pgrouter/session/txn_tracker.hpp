@@ -106,7 +106,9 @@ class TxnTracker {
   // What to do with one message from the server.
   enum class Reply { forward, drop, as_parse_complete, replace };
   // What a client's statement text means for the session.
-  enum class Effect { none, tracked, unsupported };
+  // reads_sequence: currval()/lastval() in a simple Query or unnamed Parse that client_message() let through
+  // (it reports none then) or refused.
+  enum class Effect { none, tracked, unsupported, reads_sequence };
 
   // refuse: statements using an unshareable session feature get an error instead of pinning.
   // owner: a process-unique token of the client (who last parsed a server's unnamed statement).
@@ -139,6 +141,10 @@ class TxnTracker {
     return type == '1' || type == '2' || type == '3' || type == 'E' || type == 'Z' || type == 'C';
   }
 
+  // currval()/lastval() give this client's value only on a server where something that may call nextval() ran
+  // since the client got it (or on a server the client keeps): the caller says when the server changes hands.
+  void server_released() { sequence_own_ = false; }
+  void client_pinned() { sequence_own_ = true; }
   // No request awaits a reply: the server may be given back.
   bool idle() const { return expect_.empty(); }
   // The server was lost or reset: nothing more will answer, and it has nothing of ours.
@@ -150,6 +156,7 @@ class TxnTracker {
     may_skip_ = false;
     skip_to_sync_ = false;
     tx_status_ = 'I';
+    sequence_own_ = false;
   }
   // Read retry (session/read_retry.cpp): between begin_window() and end_window() the client's messages
   // may be sent again to another server. rewind() undoes what the messages sent since begin_window()
@@ -287,6 +294,12 @@ class TxnTracker {
   XXH128_hash_t statement_hash(std::string_view query, std::string_view types) const;
   static void name_from(const XXH128_hash_t& hash, std::string& name);  // "pgr_" + 32 hex digits
   void refuse(std::string_view feature, char type, std::string& out);
+  // The client's message is replaced by a request whose error the client gets as `err` instead.
+  void refuse_with(std::string err, char type, std::string& out);
+  // currval()/lastval() (Effect::reads_sequence): false when refused (the refusal is in out); notes whether
+  // `sql` may have called nextval() on this server.
+  bool sequence_text(std::string_view sql, char type, std::string& out, Effect& effect);
+  static bool may_call_nextval(std::string_view sql);
   // duplicate: e is the request that failed, with 42P05 (the server has what it tried to create).
   void undo(Expect& e, pool::ServerStatements& server, bool duplicate = false);
   // A creation of `name` (`mine`, recorded when sent) did not happen: the name means `prev` again, also for the
@@ -312,6 +325,7 @@ class TxnTracker {
   uint64_t owner_;
   size_t capacity_;
   bool refuse_;
+  bool sequence_own_ = false;  // see server_released()
   bool prepare_unnamed_;
   std::vector<std::string> extra_tracked_;
   std::vector<std::pair<std::string, std::string>> startup_parse_;

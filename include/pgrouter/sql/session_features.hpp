@@ -16,8 +16,17 @@ namespace pgrouter::sql {
 
 // Non-empty name of the session feature the statement text uses, or empty: "LISTEN", "session advisory
 // lock", "temporary table", "WITH HOLD cursor", "LOAD", "PREPARE", "set_config() of a session setting" (a
-// set_config call whose third argument is not the bare word true), "SET", "DISCARD" or "DEALLOCATE".
+// set_config call whose third argument is not the bare word true), "SET", "DISCARD", "DEALLOCATE" or, only
+// when none of those is there, kSequenceRead.
 std::string_view session_feature(std::string_view sql);
+// What session_feature() names a call of currval() or lastval() when it finds nothing else: the value of the
+// session's last nextval(), which under transaction pooling may be another client's.
+inline constexpr std::string_view kSequenceRead = "currval()/lastval()";
+
+// True when `sql` starts with a word that ends, opens or sets something but runs no expression of the
+// client's: BEGIN, START, COMMIT, END, ROLLBACK, ABORT, SAVEPOINT, RELEASE, SET, SHOW, RESET. Anything else may
+// call nextval() (an INSERT's default, a function).
+bool transaction_control(std::string_view sql);
 
 // A key for remembering session_feature()'s answer: `sql` with each number (a run of digits with no letter,
 // digit or '_' on either side) written as one "0", in `buf`; `sql` itself when it has no other number.
