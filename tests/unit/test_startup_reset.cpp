@@ -90,7 +90,7 @@ TEST_CASE("startup reset: which queries are rewritten, and how") {
 
 TEST_CASE("startup reset: an inserted SELECT's replies are dropped, the rest forwarded") {
   StartupReset sr(Params{{"application_name", "app"}});
-  Server srv{sr};
+  Server srv{sr, {}, {}};
   std::string out;
   REQUIRE(sr.client_query("select 2; reset all; select 3", 1, out));  // one request before it
   using R = StartupReset::Reply;
@@ -121,7 +121,7 @@ TEST_CASE("startup reset: an inserted SELECT's replies are dropped, the rest for
 
 TEST_CASE("startup reset: DISCARD ALL's ParameterStatus is merged with the second query's") {
   StartupReset sr(Params{{"application_name", "app"}, {"TimeZone", "Asia/Tokyo"}});
-  Server srv{sr};
+  Server srv{sr, {}, {}};
   srv.params = {{"application_name", "changed"}, {"TimeZone", "Asia/Tokyo"}, {"DateStyle", "ISO, MDY"}};
   std::string out;
   using R = StartupReset::Reply;
@@ -167,7 +167,7 @@ TEST_CASE("startup reset: DISCARD ALL's ParameterStatus is merged with the secon
 
 TEST_CASE("startup reset: pipelined rewritten queries each find their replies") {
   StartupReset sr(Params{{"application_name", "app"}});
-  Server srv{sr};
+  Server srv{sr, {}, {}};
   std::string out;
   using R = StartupReset::Reply;
   REQUIRE(sr.client_query("discard all", 0, out));
