@@ -414,8 +414,9 @@ class Soak:
                  "  chaos: " + ", ".join(f"{k} {v}" for k, v in sorted(s.chaos.items())),
                  f"  pgrouter RSS {rss0 / MIB:.1f} -> {rss1 / MIB:.1f} MiB, fds {fd0} -> {fd1} "
                  f"(after {r['settle_seconds']:.1f}s of settling with idle_timeout 1s)"]
-        lines += [f"  {k} in (operation@chaos step): " + ", ".join(f"{op} {n}" for op, n in sorted(s.error_ops[k].items())) +
-                  f"; first: {s.samples[k]}" for k in sorted(s.samples)]
+        for k in sorted(s.samples):
+            where = ", ".join(f"{op} {n}" for op, n in sorted(s.error_ops[k].items()))
+            lines.append(f"  {k} in (operation@chaos step): {where}; first: {s.samples[k]}")
         lines.append("  result: " + ("PASS" if not failures else "FAIL\n    " + "\n    ".join(failures)))
         return "\n".join(lines)
 
