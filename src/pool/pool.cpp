@@ -213,6 +213,15 @@ void Pool::give_up_idle() {
   close(std::move(c));  // release_slot tells the worker that asked
 }
 
+void Pool::close_idle() {
+  while (!idle_.empty()) {
+    auto c = std::move(idle_.back());
+    idle_.pop_back();
+    stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
+    close(std::move(c));
+  }
+}
+
 void Pool::on_slot_freed() {
   if (group_->servers.load(std::memory_order_relaxed) < settings_.max_servers) wake_one_for_slot();
 }

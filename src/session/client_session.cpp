@@ -433,6 +433,12 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
             self.server_->tx_status = body.empty() ? 'I' : body[0];
             self.client_tx_status_ = self.server_->tx_status;
             if (reply != TxnTracker::Reply::drop) self.request_finished();
+          } else if (type == 'E' && p::error_is_fatal(body) && self.between_transactions()) {
+            // The server is going away (shutdown, pg_terminate_backend) after the client's transaction ended:
+            // the client's next one simply gets another server.
+            self.server_left_idle_ = true;
+            rw.replace(body.data() - 5, len, {});
+            return p::ScanAction::forward;
           } else if (type == 'E') {
             auto code = p::error_sqlstate(body);
             // Counted as the client gets it: not at all when it answered pgrouter's own request, with the
@@ -507,6 +513,12 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
           if (co_await replace_failed_server(std::move(why))) start_server_to_client(s);
           break;  // this attachment is over
         }
+        if ((ec && ec != asio::error::operation_aborted && between_transactions() && buf.empty() &&
+             !scanner.mid_message()) ||
+            server_left_idle_) {
+          leave_dead_server(server_left_idle_ ? "it sent FATAL" : ec.message());
+          break;  // this attachment is over
+        }
         if (ec) {
           if (ec != asio::error::operation_aborted || !client_done_) {
             server_broken_ = true;
@@ -578,6 +590,10 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
           stats.bytes_server_to_client.fetch_add(out_len, std::memory_order_relaxed);
           buf.consume(r.consumed);
           if (pending_ == 0) last_activity_ = net::BatchClock::now();
+          if (server_left_idle_) {
+            leave_dead_server("it sent FATAL");
+            break;  // this attachment is over
+          }
           // Transaction pooling: give the server back once it is idle with nothing in flight either way.
           if (can_give_back() && !scanner.mid_message()) {
             detach_server();
@@ -853,6 +869,19 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       buf.reserve_message(buf.capacity() * 2);  // a full read: bulk traffic (COPY, big batches) reads more at once
     }
   }
+}
+
+bool ClientSession::between_transactions() const {
+  return txn_mode_ && !pinned_ && server_ && server_->tx_status == 'I' && pending_ == 0 && !unsynced_ &&
+         !c2s_writing_ && !c2s_mid_message_ && !client_done_ && (!tracker_ || tracker_->idle());
+}
+
+void ClientSession::leave_dead_server(std::string_view why) {
+  log::info("server ended between transactions; the client's next transaction gets another",
+            {{"session", id_}, {"server", server_pool_->target_name()}, {"why", why}});
+  server_left_idle_ = false;
+  if (tracker_) tracker_->server_gone();
+  detach_server(false);
 }
 
 bool ClientSession::can_give_back() const {

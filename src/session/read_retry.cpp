@@ -120,6 +120,7 @@ awaitable<bool> ClientSession::replace_failed_server(std::string why) {
   for (;;) {
     failed = server_pool_->target_name();
     if (auto& h = server_pool_->settings().health) h->mark_down();
+    server_pool_->close_idle();  // a retry must not meet a sibling of the broken server, as stale as it
     if (server_) {
       stats.servers_active.fetch_sub(1, std::memory_order_relaxed);
       server_pool_->release(std::move(server_), false);

@@ -31,14 +31,11 @@ TABLE = "soak_writes"
 # The summary says which chaos step was running (or had just ended) when each error came.
 EXPECTED_ERRORS = {
     "57P01": "admin_shutdown, the server's FATAL relayed: pg_terminate_backend hit the server running the client's "
-             "transaction (it cannot be moved: it may have written). Also, during a replica restart, a read the "
-             "retry should have hidden (a known gap: test_soak.py::test_read_on_a_replica_stopped_fast_is_"
-             "answered_elsewhere, xfail)",
+             "transaction (it cannot be moved: it may have written)",
     "08006": "pgrouter's 'server connection broke mid-session': the server died under an open transaction or an "
              "answer already partly relayed; the statement may or may not have run, so it is not retried",
     "conn-lost": "the connection closed with no SQLSTATE: libpq lost the FATAL of a terminated backend (seen in "
-                 "pipelines), or pgrouter reset a reader's connection during a replica restart (the known gap "
-                 "above)",
+                 "pipelines)",
 }
 
 CHAOS_KINDS = ("reload", "restart_replica", "kill_backends")

@@ -443,3 +443,26 @@ def test_server_that_never_answers_the_reset_is_closed(hostile):
     record = setup.log_record("server reset failed; connection closed")
     assert record["sqlstate"] == "08006" and "did not answer pgrouter's DISCARD" in record["error"], record
     setup.assert_unharmed()
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_fatal_right_after_an_answer(hostile, mode):
+    """A server shutting down just after it answered (its ReadyForQuery and FATAL 57P01 in one write, as a replica
+    under `pg_ctl restart -m fast` does): in session pooling the client is in that server's session and gets the
+    FATAL, as from PostgreSQL; in transaction pooling its transaction is over, so it hears nothing and its next
+    query gets another server. That server is never pooled either way."""
+    fatal = pgr.message("E", b"SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0\0")
+
+    def answer_then_fatal(conn):
+        conn.send(conn.row_description("x") + conn.data_row("last") + conn.command_complete("SELECT 1")
+                  + pgr.message("Z", b"I") + fatal)
+        conn.close()
+    setup = hostile(misbehave_on(answer_then_fatal), mode)
+    with setup.raw_login() as raw:
+        assert raw.simple_query("SELECT hostile") == ([["last"]], None)
+        if mode == "session":
+            assert [f["code"] for f in errors(raw.read_until(("Z",), 10))] == ["57P01"]
+        else:
+            assert raw.simple_query("SELECT 1") == ([["fake"]], None)
+            assert len(setup.fake.connections) == 2
+    setup.assert_unharmed()

@@ -109,6 +109,9 @@ class Pool {
   void on_slot_freed();
   // A client waits on another worker while the budget is used: close one idle server here, if any.
   void give_up_idle();
+  // One of this pool's servers went away (shutdown, restart, crash): its idle siblings were told the same, but
+  // their sockets may not say so yet, so none is lent again.
+  void close_idle();
 
   // ParameterStatus of the last server this pool logged into: what a transaction-pooled client is
   // welcomed with, so its login needs no server.

@@ -143,6 +143,10 @@ class ClientSession {
   bool params_ready();
   // The transaction is over: server_ goes back to its pool (closed when not reusable).
   void detach_server(bool reusable = true);
+  // Transaction pooling, unpinned, nothing in flight either way: the client is not in a server session.
+  bool between_transactions() const;
+  // A server that ended between transactions is closed; the client does not hear of it.
+  void leave_dead_server(std::string_view why);
   template <typename Stream> awaitable<void> client_to_server(Stream& s);
   // client -> server found a message PostgreSQL would refuse (scan result r): after the replies to what
   // was sent before it (as PostgreSQL answers them first), the session ends as PostgreSQL would end it.
@@ -243,6 +247,8 @@ class ClientSession {
   bool s2c_relayed_half_ = false;  // the server broke off a message part of which reached the client: no FATAL  // the server sent CopyInResponse/CopyBothResponse and has not ended the COPY
   bool client_done_ = false;
   bool server_broken_ = false, server_sent_fatal_ = false;
+  // Transaction pooling: the server sent FATAL after the client's transaction ended (leave_dead_server()).
+  bool server_left_idle_ = false;
   bool s2c_mid_message_ = false;
   bool txn_mode_ = false;  // pool.mode transaction: a server only from first message to ReadyForQuery 'I'
   bool pinned_ = false;  // transaction pooling: a session feature was used, the server stays until the end
