@@ -222,7 +222,12 @@ error_code tls_failure(ssl_st* ssl, int ret, bool* for_write) {
   if (code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE) return {};
   unsigned long e = ERR_get_error();
   ERR_clear_error();
-  if (code == SSL_ERROR_ZERO_RETURN || (code == SSL_ERROR_SYSCALL && !e && errno == 0)) return asio::error::eof;
+  bool unexpected_eof = false;  // OpenSSL 3's name for a peer gone without close_notify
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+  unexpected_eof = e && ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+#endif
+  if (code == SSL_ERROR_ZERO_RETURN || (code == SSL_ERROR_SYSCALL && !e && errno == 0) || unexpected_eof)
+    return asio::error::eof;
   if (code == SSL_ERROR_SYSCALL && !e) return error_code(errno, boost::system::system_category());
   return error_code(int(e ? e : 1), asio::error::get_ssl_category());
 }

@@ -82,6 +82,15 @@ void SslDeleter::operator()(SSL* ssl) const { SSL_free(ssl); }
 
 namespace {
 
+// OpenSSL 3 reports a peer that closed without close_notify as an error of its own.
+bool peer_closed(unsigned long e) {
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+  return e && ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+#else
+  return false;
+#endif
+}
+
 // Why a handshake step failed, as a client would want to read it.
 std::string handshake_failure(SSL* ssl, int ret, int code) {
   long verify = SSL_get_verify_result(ssl);
@@ -92,6 +101,10 @@ std::string handshake_failure(SSL* ssl, int ret, int code) {
   }
   if (code == SSL_ERROR_SYSCALL && !e)
     return ret == 0 || errno == 0 ? "the server closed the connection" : std::string(std::strerror(errno));
+  if (peer_closed(e)) {
+    ERR_clear_error();
+    return "the server closed the connection";
+  }
   if (code == SSL_ERROR_ZERO_RETURN) return "the server closed the connection";
   return openssl_error("unknown TLS error");
 }
@@ -145,8 +158,11 @@ error_code tls_step_error(SSL* ssl, int ret, bool& want_write, bool& wait) {
   wait = code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE;
   want_write = code == SSL_ERROR_WANT_WRITE;
   if (wait) return {};
-  if (code == SSL_ERROR_ZERO_RETURN || (code == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0))
+  if (code == SSL_ERROR_ZERO_RETURN || (code == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0) ||
+      peer_closed(ERR_peek_error())) {
+    ERR_clear_error();
     return asio::error::eof;
+  }
   if (code == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) return error_code(errno, boost::system::system_category());
   unsigned long e = ERR_get_error();
   ERR_clear_error();
