@@ -90,6 +90,10 @@ def tls_server(cluster):
 
 
 def start(pgrouter, server_tls=None, primary=None, level="info", mode="session", **extra):
+    return pgrouter(config_for(server_tls, primary, level, mode, **extra))
+
+
+def config_for(server_tls=None, primary=None, level="info", mode="session", **extra):
     config = {
         "log": {"level": level},
         "pool": {"mode": mode},
@@ -99,7 +103,7 @@ def start(pgrouter, server_tls=None, primary=None, level="info", mode="session",
     }
     if server_tls is not None:
         config["server_tls"] = server_tls
-    return pgrouter(config)
+    return config
 
 
 def connect_error(router, user="pgr_scram", password=None):
@@ -202,6 +206,15 @@ def test_disable_reaches_hostnossl_reject(pgrouter, tls_server):
     router = start(pgrouter, {"sslmode": "disable"}, tls_server.endpoint())
     sqlstate, message = connect_error(router)
     assert sqlstate == "28000" and "no encryption" in message, message
+
+
+def test_reload_changes_sslmode(pgrouter, tls_server):
+    router = start(pgrouter, {"sslmode": "disable"}, tls_server.endpoint())
+    assert connect_error(router)[0] == "28000"  # hostnossl ... reject
+    out = router.reload(config_for({"sslmode": "require"}, tls_server.endpoint()))
+    assert "error" not in out.lower(), out
+    with router.connect() as conn:
+        assert_ssl_backend(conn)
 
 
 def test_client_certificate_authentication(pgrouter, tls_server):

@@ -1,11 +1,17 @@
 // Unit tests for TLS towards servers: the RFC 5929 tls-server-end-point hash SCRAM-SHA-256-PLUS binds to,
 // the gs2 header and c= attribute of a channel-bound exchange, and the server TLS config keys.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <openssl/pem.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <string>
+#include <thread>
 
 #include "pgrouter/control/config.hpp"
+#include "pgrouter/net/readiness.hpp"
 #include "pgrouter/net/server_tls.hpp"
 #include "pgrouter/protocol/scram.hpp"
 
@@ -50,6 +56,21 @@ const char* kCertSha1 =
     "MAkGByqGSM49BAEDSAAwRQIhALuealfh1MA6pna5Gw5GaqRtg0DnYTrgI1x1f5Jw\n"
     "k6R7AiBkNT2QgIZD8YuTQUbvcKUuOP/x2/oBiVmeFBtq0R24+A==\n"
     "-----END CERTIFICATE-----\n";
+
+// The key of kCertSha256 (a throwaway, for the in-process TLS server below).
+const char* kKeySha256 =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgOUo3hx7d34E1bNRo\n"
+    "MrLxIuE/pLZMGNS51IQntG8M+6+hRANCAAQqCwpAcJWIMshA6V1xoQ4fZCpBRcVO\n"
+    "R0aFAbzKIob4+SIgye9VayC0tY+e37ttCkgcObgPg9SE2+Z7kc5qFkUe\n"
+    "-----END PRIVATE KEY-----\n";
+
+X509* read_cert(const char* pem) {
+  BIO* bio = BIO_new_mem_buf(pem, -1);
+  X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  return cert;
+}
 
 std::string end_point_hex(const char* pem) {
   BIO* bio = BIO_new_mem_buf(pem, -1);
@@ -140,4 +161,97 @@ TEST_CASE("server TLS keys: prefer by default, per-backend keys override server_
   auto cert_no_key = load(", sslcert: /etc/hosts");
   CHECK_FALSE(cert_no_key.config);
   CHECK(errors(cert_no_key).find("needs both sslcert and sslkey") != std::string::npos);
+}
+
+namespace {
+
+// A TLS connection over a socketpair: the server end blocking in its own thread, the client end non-blocking.
+struct TlsPair {
+  int fd[2] = {-1, -1};
+  SSL_CTX* server_ctx = SSL_CTX_new(TLS_server_method());
+  SSL_CTX* client_ctx = SSL_CTX_new(TLS_client_method());
+  SSL* server = nullptr;
+  SSL* client = nullptr;
+  TlsPair() {
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, fd) == 0);
+    ::fcntl(fd[0], F_SETFL, ::fcntl(fd[0], F_GETFL) | O_NONBLOCK);
+    X509* cert = read_cert(kCertSha256);
+    BIO* bio = BIO_new_mem_buf(kKeySha256, -1);
+    EVP_PKEY* key = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
+    BIO_free(bio);
+    REQUIRE(SSL_CTX_use_certificate(server_ctx, cert) == 1);
+    REQUIRE(SSL_CTX_use_PrivateKey(server_ctx, key) == 1);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    server = SSL_new(server_ctx);
+    client = SSL_new(client_ctx);
+    SSL_set_fd(server, fd[1]);
+    SSL_set_fd(client, fd[0]);
+    std::thread accept([&] { SSL_accept(server); });
+    for (int r; (r = SSL_connect(client)) != 1;) {
+      int e = SSL_get_error(client, r);
+      REQUIRE((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE));
+      pollfd p{fd[0], short(e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT), 0};
+      ::poll(&p, 1, 2000);
+    }
+    accept.join();
+  }
+  ~TlsPair() {
+    SSL_free(client);
+    SSL_free(server);
+    SSL_CTX_free(client_ctx);
+    SSL_CTX_free(server_ctx);
+    ::close(fd[0]);
+    ::close(fd[1]);
+  }
+  void wait_bytes() {
+    pollfd p{fd[0], POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 2000) == 1);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a TLS socket with the socket drained but a decrypted record inside OpenSSL still counts as readable") {
+  asio::io_context io(1);
+  net::Readiness readiness(io);
+  readiness.start();
+  TlsPair t;
+  net::SocketReadiness r;
+  REQUIRE(r.attach(readiness, t.fd[0]));
+  r.use_tls(t.client);
+  char buf[64];
+  size_t got = 0;
+  net::error_code ec;
+  CHECK_FALSE(r.read_now(buf, sizeof buf, got, ec));  // nothing sent yet: OpenSSL wants bytes
+  CHECK_FALSE(r.maybe_readable());
+  REQUIRE(SSL_write(t.server, "ABCDEFGH", 8) == 8);  // one record
+  t.wait_bytes();
+  // The login/reset path reads part of it outside the readiness layer: the socket is now drained, no new
+  // edge will come, and the rest of the record waits inside OpenSSL.
+  REQUIRE(SSL_read(t.client, buf, 2) == 2);
+  CHECK(r.maybe_readable());
+  REQUIRE(r.read_now(buf, sizeof buf, got, ec));
+  CHECK_FALSE(ec);
+  CHECK(std::string(buf, got) == "CDEFGH");
+  // Small reads of several records: each read_now returns data until OpenSSL has nothing left.
+  REQUIRE(SSL_write(t.server, "0123456789", 10) == 10);
+  REQUIRE(SSL_write(t.server, "abcdefghij", 10) == 10);
+  t.wait_bytes();
+  io.restart();
+  io.run_for(std::chrono::milliseconds(100));  // the readiness set takes the socket's edge event
+  std::string all;
+  while (r.read_now(buf, 3, got, ec) && !ec) all.append(buf, got);
+  CHECK_MESSAGE(!ec, ec.message());
+  CHECK(all == "0123456789abcdefghij");
+  CHECK_FALSE(r.maybe_readable());
+  // Writes go through OpenSSL too, never into the io_uring batch.
+  size_t written = 0;
+  CHECK_FALSE(r.send_with_batch("xyz", 3, &written));
+  REQUIRE(r.write_now("xyz", 3, written, ec));
+  CHECK(written == 3);
+  char in[3];
+  REQUIRE(SSL_read(t.server, in, 3) == 3);
+  CHECK(std::string(in, 3) == "xyz");
+  r.detach();
 }
