@@ -9,6 +9,7 @@
 #include <boost/asio/ssl/error.hpp>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -54,7 +55,8 @@ SSL_CTX* build_context(const ServerTlsSettings& s, std::string& err) {
   if (!s.sslrootcert.empty() && SSL_CTX_load_verify_locations(ctx, s.sslrootcert.c_str(), nullptr) != 1)
     return fail("cannot load sslrootcert " + s.sslrootcert);
   if (!s.sslcert.empty()) {
-    if (SSL_CTX_use_certificate_chain_file(ctx, s.sslcert.c_str()) != 1) return fail("cannot load sslcert " + s.sslcert);
+    if (SSL_CTX_use_certificate_chain_file(ctx, s.sslcert.c_str()) != 1)
+      return fail("cannot load sslcert " + s.sslcert);
     if (SSL_CTX_use_PrivateKey_file(ctx, s.sslkey.c_str(), SSL_FILETYPE_PEM) != 1)
       return fail("cannot load sslkey " + s.sslkey);
     if (SSL_CTX_check_private_key(ctx) != 1) return fail("sslkey does not match sslcert");
@@ -66,10 +68,18 @@ SSL_CTX* build_context(const ServerTlsSettings& s, std::string& err) {
 
 std::shared_ptr<ClientTlsContext> client_tls_context(const ServerTlsSettings& s, std::string& err) {
   // Workers build their pools' settings concurrently; the cache is touched only then, never per connection.
+  // The files' modification times are part of the key: a reload after a certificate was replaced in place
+  // builds a new context, and the pools using it reconnect (their targets no longer compare equal).
+  auto stamp = [](const std::string& path) -> std::string {
+    if (path.empty()) return "";
+    std::error_code ec;
+    auto modified = std::filesystem::last_write_time(path, ec).time_since_epoch().count();
+    return path + "@" + std::to_string(modified);
+  };
   static std::mutex mu;
   static std::map<std::tuple<std::string, std::string, std::string>, std::weak_ptr<ClientTlsContext>> cache;
   std::lock_guard lock(mu);
-  auto& slot = cache[{s.sslrootcert, s.sslcert, s.sslkey}];
+  auto& slot = cache[{stamp(s.sslrootcert), stamp(s.sslcert), stamp(s.sslkey)}];
   if (auto ctx = slot.lock()) return ctx;
   SSL_CTX* raw = build_context(s, err);
   if (!raw) return nullptr;
@@ -214,7 +224,8 @@ awaitable<error_code> tls_write_all(tcp::socket& s, SSL* ssl, const char* src, s
 std::string certificate_end_point_hash(X509* cert) {
   int algo = NID_undef;
   if (!OBJ_find_sigid_algs(X509_get_signature_nid(cert), &algo, nullptr)) algo = NID_undef;
-  const EVP_MD* md = (algo == NID_md5 || algo == NID_sha1 || algo == NID_undef) ? EVP_sha256() : EVP_get_digestbynid(algo);
+  bool weak = algo == NID_md5 || algo == NID_sha1 || algo == NID_undef;
+  const EVP_MD* md = weak ? EVP_sha256() : EVP_get_digestbynid(algo);
   if (!md) md = EVP_sha256();
   unsigned char hash[EVP_MAX_MD_SIZE];
   unsigned int len = 0;

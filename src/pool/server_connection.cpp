@@ -198,7 +198,8 @@ awaitable<bool> start_tls(ServerConnection& c, const ServerTarget& t, ServerErro
   char answer = 0;
   auto ec = co_await net::write_all(c.socket, request.data(), request.size());
   if (!ec) ec = co_await net::read_exact(c.socket, &answer, 1);
-  if (ec) co_return fail(server + " closed the connection before answering pgrouter's SSLRequest (" + ec.message() + ")");
+  if (ec)
+    co_return fail(server + " closed the connection before answering pgrouter's SSLRequest (" + ec.message() + ")");
   if (answer == 'N') {
     if (t.tls.sslmode == net::SslMode::prefer) co_return true;
     co_return fail(server + " refused TLS " + mode);

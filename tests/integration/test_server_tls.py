@@ -217,6 +217,19 @@ def test_reload_changes_sslmode(pgrouter, tls_server):
         assert_ssl_backend(conn)
 
 
+def test_reload_picks_up_a_ca_file_replaced_in_place(pgrouter, tls_server, tmp_path):
+    ca = tmp_path / "ca.crt"
+    shutil.copy(tls_server.certs / "other_ca.crt", ca)
+    config = config_for({"sslmode": "verify-ca", "sslrootcert": str(ca)}, tls_server.endpoint())
+    router = pgrouter(config)
+    assert "certificate verify failed" in connect_error(router)[1]
+    time.sleep(0.05)  # a modification time of its own
+    shutil.copy(tls_server.certs / "ca.crt", ca)
+    router.reload(config)
+    with router.connect() as conn:
+        assert_ssl_backend(conn)
+
+
 def test_client_certificate_authentication(pgrouter, tls_server):
     c = tls_server.certs
     router = start(pgrouter, None, tls_server.endpoint(sslmode="verify-full", sslrootcert=str(c / "ca.crt"),

@@ -99,8 +99,9 @@ TEST_CASE("tls-server-end-point hashes the certificate with its signature's hash
 }
 
 TEST_CASE("a channel-bound SCRAM exchange sends the p= gs2 header and binds the hash in c=") {
+  const std::string hex = "6187805b33ce1f4358c009d8306e78868b982b64975868c3945377e88e3c40cf";
   std::string hash;
-  for (size_t i = 0; i < 64; i += 2) hash += char(std::stoi(std::string("6187805b33ce1f4358c009d8306e78868b982b64975868c3945377e88e3c40cf").substr(i, 2), nullptr, 16));
+  for (size_t i = 0; i < hex.size(); i += 2) hash += char(std::stoi(hex.substr(i, 2), nullptr, 16));
   protocol::scram::ClientExchange client("pencil", "rOprNGfwEbeRWgbNEkqO");
   client.bind_channel(hash);
   CHECK(client.channel_bound());

@@ -14,8 +14,9 @@ namespace pgrouter::net {
 
 using error_code = boost::system::error_code;
 
-// One SSL_CTX per distinct (sslrootcert, sslcert, sslkey), shared while any pool uses it: pools of the same
-// settings compare equal, so a reload that changes nothing keeps their connections.
+// One SSL_CTX per distinct (sslrootcert, sslcert, sslkey) and their modification times, shared while any
+// pool uses it: pools of the same settings compare equal, so a reload that changes nothing keeps their
+// connections, and one after a certificate was replaced reconnects them with it.
 class ClientTlsContext {
  public:
   explicit ClientTlsContext(SSL_CTX* ctx) : ctx_(ctx) {}
