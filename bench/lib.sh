@@ -59,8 +59,15 @@ shared_buffers = 256MB
 fsync = off
 synchronous_commit = off
 CONF
+  if [ "${SERVER_TLS:-0}" = 1 ]; then  # TLS to the server: a throwaway self-signed certificate
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$W/pg/server.key" -out "$W/pg/server.crt" -days 2 \
+      -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 >/dev/null 2>&1
+    chown postgres "$W/pg/server.key" "$W/pg/server.crt" 2>/dev/null || true
+    chmod 600 "$W/pg/server.key"
+    echo "ssl = on" >>"$W/pg/postgresql.conf"
+  fi
   as_postgres "$PGBIN/pg_ctl -D $W/pg -l $W/pg.log -w start" >/dev/null
-  log "postgresql $PG_VERSION on 127.0.0.1:$PGPORT"
+  log "postgresql $PG_VERSION on 127.0.0.1:$PGPORT${SERVER_TLS:+ (ssl=on)}"
 }
 
 # start_replica [NAME]: a streaming replica of the bench server (pg_basebackup -R) in $W/NAME (default "replica");
@@ -100,6 +107,8 @@ pidfile = $W/bouncer.pid
 logfile = $W/bouncer.log
 unix_socket_dir =
 INI
+  # SERVER_TLS=1: PgBouncer and pgrouter both reach the server with sslmode require.
+  [ "${SERVER_TLS:-0}" = 1 ] && echo "server_tls_sslmode = require" >>"$W/bouncer.ini"
   chown postgres "$W/users.txt" "$W/bouncer.ini" 2>/dev/null || true
   # Each client and each server is a file descriptor: the default 1024 caps PgBouncer near 500 clients.
   as_postgres "ulimit -n \$(ulimit -Hn) 2>/dev/null; pgbouncer -d $W/bouncer.ini"
@@ -163,6 +172,8 @@ pool:
   mode: $1
   size: $2
 ${PGROUTER_UNNAMED:+  unnamed_statements: $PGROUTER_UNNAMED}
+server_tls:
+  sslmode: $([ "${SERVER_TLS:-0}" = 1 ] && echo require || echo prefer)
 databases:
   - name: postgres
     shards:

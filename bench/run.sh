@@ -9,7 +9,9 @@
 #   build as the target "baseline", for an A/B in one run), ONLY="pgbouncer pgrouter baseline" (just these targets),
 #   ONLY_MODES="simple extended" (just these protocols), PGROUTER_SCHED / PGROUTER_BASE_SCHED=batch|normal
 #   (listen.scheduling of pgrouter / baseline; unset: the build's default), UNNAMED_PREPARE=1 (adds the target
-#   "pgrouter_prep": the same pgrouter with pool.unnamed_statements: prepare; transaction mode)
+#   "pgrouter_prep": the same pgrouter with pool.unnamed_statements: prepare; transaction mode), SERVER_TLS=1 (the
+#   server runs with ssl=on and PgBouncer and pgrouter reach it with sslmode require, clients reach them in plain TCP;
+#   direct and haproxy: pgbench's libpq default, prefer, so TLS end to end)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap bench_cleanup EXIT

@@ -143,6 +143,8 @@ pool::PoolSettings Worker::settings_for(const control::DatabaseConfig& db, const
   s.target.dbname = db.dbname.empty() ? db.name : db.dbname;
   s.target.user = user.backend_user.empty() ? user.name : user.backend_user;
   s.target.password = user.backend_password.empty() ? user.password : user.backend_password;
+  s.target.tls = ep.tls;
+  if (ep.tls.sslmode != net::SslMode::disable) s.target.tls_ctx = net::client_tls_context(ep.tls, s.target.tls_error);
   s.config = config_->pool_for(db, user);
   int workers = int(rt_.workers.size());
   if (workers < 1) workers = 1;

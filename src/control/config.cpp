@@ -48,12 +48,70 @@ std::string network_text(std::string_view text) {
   return text == "all" || parse_network(text) ? "" : "\"all\" or CIDRs like 10.0.0.0/8 or ::1/128";
 }
 
+const std::vector<std::pair<std::string_view, net::SslMode>>& sslmodes() {
+  using enum net::SslMode;
+  static const std::vector<std::pair<std::string_view, net::SslMode>> modes{
+      {"disable", disable}, {"prefer", prefer}, {"require", require}, {"verify-ca", verify_ca},
+      {"verify-full", verify_full}};
+  return modes;
+}
+
+// What is wrong with one backend's TLS settings (empty: nothing); where: "server_tls" or the backend's address.
+std::string server_tls_problem(const net::ServerTlsSettings& s, const std::string& where) {
+  bool verify = s.sslmode == net::SslMode::verify_ca || s.sslmode == net::SslMode::verify_full;
+  if (verify && s.sslrootcert.empty())
+    return fmt::format("{}: sslmode {} needs sslrootcert (the CA file that signed the server's certificate)", where,
+                       net::sslmode_name(s.sslmode));
+  if (s.sslcert.empty() != s.sslkey.empty())
+    return fmt::format("{}: a client certificate needs both sslcert and sslkey, or neither", where);
+  return "";
+}
+
+const Section<net::ServerTlsSettings>& server_tls_section() {
+  using S = net::ServerTlsSettings;
+  static const Section<S> section{"in server_tls",
+                                  {choice_key<S, net::SslMode>("sslmode", &S::sslmode, sslmodes(), kReloadable),
+                                   path_key("sslrootcert", &S::sslrootcert, kReloadable),
+                                   path_key("sslcert", &S::sslcert, kReloadable),
+                                   path_key("sslkey", &S::sslkey, kReloadable)},
+                                  [](Loader& l, const Field& f, S& s) {
+                                    if (s.sslcert.empty() != s.sslkey.empty())
+                                      l.error_at(f, server_tls_problem(s, "server_tls"));
+                                  }};
+  return section;
+}
+
+std::vector<std::pair<std::string_view, std::optional<net::SslMode>>> optional_sslmodes() {
+  std::vector<std::pair<std::string_view, std::optional<net::SslMode>>> out;
+  for (auto& [name, mode] : sslmodes()) out.emplace_back(name, mode);
+  return out;
+}
+
+// A backend's TLS keys override server_tls's one by one (server_tls loads before databases).
+void merge_server_tls(Loader& l, const Field& f, Endpoint& ep) {
+  ep.tls = l.config.server_tls;
+  if (ep.sslmode) ep.tls.sslmode = *ep.sslmode;
+  if (!ep.sslrootcert.empty()) ep.tls.sslrootcert = ep.sslrootcert;
+  if (!ep.sslcert.empty() || !ep.sslkey.empty()) {  // a certificate and its key go together
+    ep.tls.sslcert = ep.sslcert;
+    ep.tls.sslkey = ep.sslkey;
+  }
+  auto problem = server_tls_problem(ep.tls, "server " + util::host_port(ep.host, ep.port));
+  if (!problem.empty()) l.error_at(f, problem);
+}
+
 const Section<Endpoint>& endpoint_section() {
-  static const Section<Endpoint> section{"in a server address",
-                                         {required(string_key("host", &Endpoint::host, kReloadable, non_empty)),
-                                          port_key("port", &Endpoint::port, 1, kReloadable),
-                                          int_key("weight", &Endpoint::weight, 0, 1'000'000, kReloadable)},
-                                         {}};
+  static const Section<Endpoint> section{
+      "in a server address",
+      {required(string_key("host", &Endpoint::host, kReloadable, non_empty)),
+       port_key("port", &Endpoint::port, 1, kReloadable),
+       int_key("weight", &Endpoint::weight, 0, 1'000'000, kReloadable),
+       choice_key<Endpoint, std::optional<net::SslMode>>("sslmode", &Endpoint::sslmode, optional_sslmodes(),
+                                                         kReloadable),
+       path_key("sslrootcert", &Endpoint::sslrootcert, kReloadable),
+       path_key("sslcert", &Endpoint::sslcert, kReloadable),
+       path_key("sslkey", &Endpoint::sslkey, kReloadable)},
+      merge_server_tls};
   return section;
 }
 
@@ -318,6 +376,7 @@ const Section<Config>& config_section() {
        section_key("admin", &Config::admin, admin_section, kNeedsRestart),
        section_key("log", &Config::log, log_section, kReloadable),
        section_key("pool", &Config::pool, pool_section, kReloadable),
+       section_key("server_tls", &Config::server_tls, server_tls_section, kReloadable),
        required(list_key("databases", &Config::databases, database_section, 1, &DatabaseConfig::name)),
        list_key("auth", &Config::auth, auth_section, 0),
        required(list_key("users", &Config::users, user_section, 1, &UserConfig::name))},

@@ -3,6 +3,10 @@
 #include "pgrouter/net/readiness.hpp"
 
 #include <liburing.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <boost/asio/ssl/error.hpp>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -129,7 +133,7 @@ void SocketReadiness::AfterPark::operator()() const {
   if (!s->readiness_) s->wake(for_write, asio::error::bad_descriptor);  // never attached: nothing would wake it
   else if (s->cancelled_) s->wake(for_write, asio::error::operation_aborted);
   // An event may have arrived between the failed attempt and now: complete at once then.
-  else if (for_write ? s->writable_ : s->readable_) s->wake(for_write, {});
+  else if (for_write ? s->writable_ : s->maybe_readable()) s->wake(for_write, {});
 }
 
 namespace {
@@ -143,6 +147,8 @@ inline ssize_t raw_send(int fd, const char* src, size_t n) {
 }  // namespace
 
 bool SocketReadiness::read_now(char* dst, size_t n, size_t& got, error_code& ec) {
+  if (tls_) [[unlikely]]
+    return tls_read_now(dst, n, got, ec);
   got = 0;
   for (;;) {
     if (cancelled_) {
@@ -182,6 +188,8 @@ awaitable<size_t> SocketReadiness::read_some(char* dst, size_t n, error_code& ec
 }
 
 bool SocketReadiness::write_now(const char* src, size_t n, size_t& written, error_code& ec) {
+  if (tls_) [[unlikely]]
+    return tls_write_now(src, n, written, ec);
   written = 0;
   while (written < n) {
     if (cancelled_) {
@@ -200,6 +208,73 @@ bool SocketReadiness::write_now(const char* src, size_t n, size_t& written, erro
       ec = error_code(errno, boost::system::system_category());
       return true;
     }
+    writable_ = false;
+  }
+  return true;
+}
+
+namespace {
+// What an SSL_read/SSL_write that returned ret <= 0 means: 0 = wait (*for_write: for buffer space), else the
+// error to report.
+error_code tls_failure(ssl_st* ssl, int ret, bool* for_write) {
+  int code = SSL_get_error(ssl, ret);
+  *for_write = code == SSL_ERROR_WANT_WRITE;
+  if (code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE) return {};
+  unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  bool unexpected_eof = false;  // OpenSSL 3's name for a peer gone without close_notify
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+  unexpected_eof = e && ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+#endif
+  if (code == SSL_ERROR_ZERO_RETURN || (code == SSL_ERROR_SYSCALL && !e && errno == 0) || unexpected_eof)
+    return asio::error::eof;
+  if (code == SSL_ERROR_SYSCALL && !e) return error_code(errno, boost::system::system_category());
+  return error_code(int(e ? e : 1), asio::error::get_ssl_category());
+}
+}  // namespace
+
+bool SocketReadiness::tls_pending() const { return SSL_pending(tls_) > 0; }
+
+bool SocketReadiness::tls_read_now(char* dst, size_t n, size_t& got, error_code& ec) {
+  got = 0;
+  if (cancelled_) {
+    ec = asio::error::operation_aborted;
+    return true;
+  }
+  // Not gated on readable_ alone: OpenSSL may hold a decrypted record with the socket drained.
+  if (!maybe_readable()) return false;
+  errno = 0;
+  int r = SSL_read(tls_, dst, int(std::min<size_t>(n, INT_MAX)));
+  if (r > 0) {
+    got = size_t(r);  // readable_ stays: only OpenSSL knows whether more is there, the next read asks
+    return true;
+  }
+  bool for_write = false;
+  ec = tls_failure(tls_, r, &for_write);
+  if (ec) return true;
+  // Wanting to write while reading (a key update whose answer did not fit) waits for a read too: the
+  // answer is retried by the next SSL call, and PostgreSQL sends the next record only after it.
+  readable_ = false;
+  return false;
+}
+
+bool SocketReadiness::tls_write_now(const char* src, size_t n, size_t& written, error_code& ec) {
+  written = 0;
+  while (written < n) {
+    if (cancelled_) {
+      ec = asio::error::operation_aborted;
+      return true;
+    }
+    if (!writable_) return false;
+    errno = 0;
+    int r = SSL_write(tls_, src + written, int(std::min<size_t>(n - written, INT_MAX)));
+    if (r > 0) {
+      written += size_t(r);
+      continue;
+    }
+    bool for_write = false;
+    ec = tls_failure(tls_, r, &for_write);
+    if (ec) return true;
     writable_ = false;
   }
   return true;
@@ -278,7 +353,8 @@ Readiness::Readiness(asio::io_context& io) : io_(io) {
 
 bool SocketReadiness::send_with_batch(const char* src, size_t n, size_t* written) {
   Readiness* r = readiness_;
-  if (!r || !r->ring_ || !r->dispatching_ || cancelled_ || !writable_ || n == 0) return false;
+  // TLS records are made by SSL_write: such a socket writes with write_now.
+  if (!r || !r->ring_ || !r->dispatching_ || cancelled_ || !writable_ || n == 0 || tls_) return false;
   *written = 0;
   r->sends_.push_back({this, src, n, written});
   return true;

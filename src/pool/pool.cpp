@@ -490,10 +490,7 @@ void Pool::hand_over(std::unique_ptr<ServerConnection> conn) {
 void Pool::close(std::unique_ptr<ServerConnection> conn) {
   boost::system::error_code ec;
   if (conn && conn->socket.is_open()) {
-    std::string bye;
-    protocol::append_terminate(bye);
-    conn->socket.non_blocking(true, ec);
-    conn->socket.write_some(asio::buffer(bye), ec);  // best effort, never blocks
+    conn->say_goodbye();
     conn->socket.close(ec);
   }
   release_slot();

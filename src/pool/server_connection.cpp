@@ -4,6 +4,8 @@
 
 #include <sys/socket.h>
 
+#include <openssl/err.h>
+
 #include <cstdio>
 
 #include "pgrouter/control/log.hpp"
@@ -21,7 +23,35 @@ bool ServerConnection::looks_alive() {
   ssize_t n = ::recv(socket.native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n == 0) return false;                                  // closed by the server
   if (n > 0) return false;                                   // unsolicited bytes: not clean
-  return errno == EAGAIN || errno == EWOULDBLOCK;
+  if (errno != EAGAIN && errno != EWOULDBLOCK) return false;
+  return !ssl || SSL_pending(ssl.get()) == 0;  // decrypted bytes waiting are unsolicited too
+}
+
+awaitable<net::error_code> ServerConnection::read_exact(char* dst, size_t n) {
+  if (ssl) return net::tls_read_exact(socket, ssl.get(), dst, n);
+  return net::read_exact(socket, dst, n);
+}
+
+awaitable<net::error_code> ServerConnection::write_all(const std::string& data) {
+  if (ssl) return net::tls_write_all(socket, ssl.get(), data.data(), data.size());
+  return net::write_all(socket, data.data(), data.size());
+}
+
+void ServerConnection::say_goodbye() {
+  if (!socket.is_open()) return;
+  std::string bye;
+  p::append_terminate(bye);
+  boost::system::error_code ec;
+  socket.non_blocking(true, ec);
+  if (ssl) {
+    socket.native_non_blocking(true, ec);
+    ERR_clear_error();
+    SSL_write(ssl.get(), bye.data(), int(bye.size()));
+    SSL_shutdown(ssl.get());  // close_notify; the server's answer is not waited for
+    ERR_clear_error();
+  } else {
+    socket.write_some(asio::buffer(bye), ec);  // never blocks
+  }
 }
 
 namespace {
@@ -45,7 +75,7 @@ awaitable<bool> read_server_message(ServerConnection& c, char& type, std::string
     if (why) *why = "left unread bytes behind";
     co_return false;
   }
-  auto ec = co_await net::read_exact(c.socket, hdr, 5);
+  auto ec = co_await c.read_exact(hdr, 5);
   if (ec) {
     if (why) *why = "closed the connection (" + ec.message() + ")";
     co_return false;
@@ -62,7 +92,7 @@ awaitable<bool> read_server_message(ServerConnection& c, char& type, std::string
   }
   body.resize(len - 4);
   if (len > 4) {
-    ec = co_await net::read_exact(c.socket, body.data(), body.size());
+    ec = co_await c.read_exact(body.data(), body.size());
     if (ec) {
       if (why) *why = "closed the connection in the middle of a message (" + ec.message() + ")";
       co_return false;
@@ -107,7 +137,7 @@ awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerErro
   };
   std::string out;
   p::append_query(out, sql);
-  if (co_await net::write_all(socket, out))
+  if (co_await write_all(out))
     co_return fail(p::sqlstate::connection_failure, "closed the connection (while being sent a query)");
   bool ok = true;
   for (;;) {
@@ -151,6 +181,61 @@ enum class LoginStep {
   authenticated,    // ParameterStatus, BackendKeyData, then ReadyForQuery
 };
 
+}  // namespace
+
+awaitable<bool> start_tls(ServerConnection& c, const ServerTarget& t, ServerError& err) {
+  if (t.tls.sslmode == net::SslMode::disable) co_return true;
+  const std::string server = "server " + util::host_port(t.host, t.port);
+  const std::string mode = std::string("(sslmode=") + net::sslmode_name(t.tls.sslmode) + ")";
+  auto fail = [&](std::string what) {
+    err = {p::sqlstate::connection_failure, std::move(what), false};
+    return false;
+  };
+  if (!t.tls_ctx) co_return fail("TLS to " + server + " is not available: " + t.tls_error);
+  std::string request;
+  p::put_be32(request, 8);
+  p::put_be32(request, p::kSslRequestCode);
+  char answer = 0;
+  auto ec = co_await net::write_all(c.socket, request.data(), request.size());
+  if (!ec) ec = co_await net::read_exact(c.socket, &answer, 1);
+  if (ec)
+    co_return fail(server + " closed the connection before answering pgrouter's SSLRequest (" + ec.message() + ")");
+  if (answer == 'N') {
+    if (t.tls.sslmode == net::SslMode::prefer) co_return true;
+    co_return fail(server + " refused TLS " + mode);
+  }
+  if (answer != 'S')
+    co_return fail(server + " answered pgrouter's SSLRequest with " + type_name(answer) + " (expected 'S' or 'N')");
+  std::string why;
+  c.ssl = co_await net::tls_connect(c.socket, t.tls_ctx->get(), t.tls, t.host, why);
+  if (!c.ssl) co_return fail("TLS handshake with " + server + " failed: " + why + " " + mode);
+  c.ready.use_tls(c.ssl.get());
+  co_return true;
+}
+
+namespace {
+
+// The SASL mechanism to use from a server's list (NUL-separated): SCRAM-SHA-256-PLUS when on TLS with a
+// certificate to bind to, else SCRAM-SHA-256; empty when neither is offered.
+std::string choose_sasl(ServerConnection& c, std::string_view offered, p::scram::ClientExchange& scram) {
+  bool plain = false, plus = false;
+  for (size_t start = 0; start < offered.size();) {
+    size_t end = offered.find('\0', start);
+    if (end == std::string_view::npos) end = offered.size();
+    auto name = offered.substr(start, end - start);
+    plain = plain || name == "SCRAM-SHA-256";
+    plus = plus || name == "SCRAM-SHA-256-PLUS";
+    start = end + 1;
+  }
+  if (plus && c.ssl) {
+    if (auto hash = net::server_end_point_hash(c.ssl.get()); !hash.empty()) {
+      scram.bind_channel(std::move(hash));
+      return "SCRAM-SHA-256-PLUS";
+    }
+  }
+  return plain ? "SCRAM-SHA-256" : "";
+}
+
 awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& err) {
   const std::string server = "server " + util::host_port(t.host, t.port);
   auto fail = [&](const char* sqlstate, std::string what) {
@@ -160,7 +245,7 @@ awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& e
   auto violation = [&](std::string what) { return fail(p::sqlstate::protocol_violation, std::move(what)); };
   std::string out;
   p::append_startup(out, {{"user", t.user}, {"database", t.dbname}});
-  if (co_await net::write_all(c.socket, out)) {
+  if (co_await c.write_all(out)) {
     err = {p::sqlstate::cannot_connect, "could not send the startup packet to " + server, false};
     co_return false;
   }
@@ -204,10 +289,13 @@ awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& e
           p::append_password(out, p::md5::response(p::md5::stored_hash(t.user, t.password), data.substr(0, 4)));
           step = LoginStep::password_sent;
         } else if (code == 10) {
-          if (data.find("SCRAM-SHA-256") == std::string_view::npos)
-            co_return fail(p::sqlstate::feature_not_supported, "offers no SASL mechanism pgrouter supports");
           scram = std::make_unique<p::scram::ClientExchange>(t.password);
-          p::append_sasl_initial(out, "SCRAM-SHA-256", scram->client_first());
+          auto mechanism = choose_sasl(c, data, *scram);
+          if (mechanism.empty())
+            co_return fail(p::sqlstate::feature_not_supported, "offers no SASL mechanism pgrouter supports");
+          log::debug("server login: SASL mechanism", {{"server", util::host_port(t.host, t.port)},
+                                                     {"mechanism", mechanism}});
+          p::append_sasl_initial(out, mechanism, scram->client_first());
           step = LoginStep::scram_first;
         } else if (code == 11) {
           auto final_msg = scram->handle_server_first(data, why);
@@ -225,7 +313,7 @@ awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& e
                          "asked for an authentication method pgrouter does not support (code " +
                              std::to_string(code) + ")");
         }
-        if (!out.empty() && co_await net::write_all(c.socket, out))
+        if (!out.empty() && co_await c.write_all(out))
           co_return fail(p::sqlstate::connection_failure, "closed the connection during login");
         break;
       }
@@ -295,7 +383,7 @@ awaitable<std::unique_ptr<ServerConnection>> connect_server(asio::any_io_executo
            false};
   } else {
     net::tune_socket(conn->socket);
-    ok = co_await login(*conn, target, err);
+    ok = co_await start_tls(*conn, target, err) && co_await login(*conn, target, err);
   }
   watch->done = true;
   watchdog.cancel();

@@ -297,7 +297,7 @@ ClientExchange::ClientExchange(std::string password, std::string nonce_override)
 std::string ClientExchange::client_first() {
   // The user name is empty as libpq sends it: PostgreSQL takes it from the startup packet.
   client_first_bare_ = "n=,r=" + nonce_;
-  return "n,," + client_first_bare_;
+  return gs2_header() + client_first_bare_;
 }
 
 std::optional<std::string> ClientExchange::handle_server_first(std::string_view server_first, std::string& err) {
@@ -334,11 +334,15 @@ std::optional<std::string> ClientExchange::handle_server_first(std::string_view 
   std::string salted = salted_password(password_, *salt, *iterations);
   std::string client_key = hmac_sha256(salted, "Client Key");
   std::string stored_key = sha256(client_key);
-  std::string without_proof = "c=" + base64_encode("n,,") + ",r=" + std::string(*nonce);
+  std::string without_proof = "c=" + channel_binding_attribute(gs2_header(), cbind_data_) + ",r=" + std::string(*nonce);
   std::string auth_message = client_first_bare_ + "," + std::string(server_first) + "," + without_proof;
   std::string proof = xor_bytes(client_key, hmac_sha256(stored_key, auth_message));
   expected_server_signature_ = hmac_sha256(hmac_sha256(salted, "Server Key"), auth_message);
   return without_proof + ",p=" + base64_encode(proof);
+}
+
+std::string channel_binding_attribute(std::string_view gs2_header, std::string_view cbind_data) {
+  return base64_encode(std::string(gs2_header) + std::string(cbind_data));
 }
 
 bool ClientExchange::verify_server_final(std::string_view server_final, std::string& err) {

@@ -26,6 +26,14 @@ std::string conn_value(const std::string& v) {  // libpq conninfo quoting
   return out + "'";
 }
 
+// The probe connects as the pool's servers do: same sslmode and files.
+std::string tls_conninfo(const net::ServerTlsSettings& tls) {
+  std::string out = std::string(" sslmode=") + net::sslmode_name(tls.sslmode);
+  if (!tls.sslrootcert.empty()) out += " sslrootcert=" + conn_value(tls.sslrootcert);
+  if (!tls.sslcert.empty()) out += " sslcert=" + conn_value(tls.sslcert) + " sslkey=" + conn_value(tls.sslkey);
+  return out;
+}
+
 // One query answers everything routing needs; a replica reports its replayed position and how far its
 // replay is behind in time (0 once it replayed all it received; NULLs, e.g. nothing replayed yet, count
 // as 0), a primary its WAL insert position and its timeline (the first 8 hex digits of its current WAL
@@ -84,7 +92,8 @@ void HealthMonitor::update(const control::Config& config) {
           conn_value(db.dbname.empty() ? db.name : db.dbname) + " user=" +
           conn_value(user->backend_user.empty() ? user->name : user->backend_user) + " password=" +
           conn_value(user->backend_password.empty() ? user->password : user->backend_password) +
-          " connect_timeout=2 application_name='pgrouter probe' options='-c statement_timeout=2000'";
+          " connect_timeout=2 application_name='pgrouter probe' options='-c statement_timeout=2000'" +
+          tls_conninfo(ep.tls);
       Target t;
       t.conninfo = conninfo;
       t.health = get(ep.host, ep.port);

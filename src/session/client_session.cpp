@@ -136,30 +136,33 @@ void ClientSession::forward_cancel() {
   auto in_flight = server_->cancels_in_flight;
   ++*in_flight;
   asio::co_spawn(w_.io(),
-                 send_cancel(w_.io().get_executor(), server_->target.host, server_->target.port, server_->backend_pid,
-                             server_->backend_secret),
+                 send_cancel(w_.io().get_executor(), server_->target, server_->backend_pid, server_->backend_secret),
                  [in_flight](std::exception_ptr) { --*in_flight; });
 }
 
-awaitable<void> send_cancel(asio::any_io_executor ex, std::string host, uint16_t port, uint32_t pid,
-                            uint32_t secret) {
-  tcp::socket s(ex);
+awaitable<void> send_cancel(asio::any_io_executor ex, pool::ServerTarget target, uint32_t pid, uint32_t secret) {
+  pool::ServerConnection c(ex);
   tcp::resolver resolver(ex);
   net::error_code ec;
-  auto eps = co_await resolver.async_resolve(host, std::to_string(port), asio::redirect_error(use_awaitable, ec));
+  auto eps = co_await resolver.async_resolve(target.host, std::to_string(target.port),
+                                             asio::redirect_error(use_awaitable, ec));
   if (ec) co_return;
-  co_await asio::async_connect(s, eps, asio::redirect_error(use_awaitable, ec));
+  co_await asio::async_connect(c.socket, eps, asio::redirect_error(use_awaitable, ec));
+  pool::ServerError err;
+  if (!ec && target.tls.sslmode >= net::SslMode::require && !co_await pool::start_tls(c, target, err))
+    ec = asio::error::connection_aborted;
   if (ec) {
     log::warn("cannot deliver a cancel request to the server",
-              {{"host", host}, {"port", port}, {"backend_pid", pid}, {"error", ec.message()}});
+              {{"host", target.host}, {"port", target.port}, {"backend_pid", pid},
+               {"error", err.message.empty() ? ec.message() : err.message}});
     co_return;
   }
   std::string msg;
   p::append_cancel_request(msg, pid, secret);
-  co_await net::write_all(s, msg);
+  co_await c.write_all(msg);
   // PostgreSQL closes the connection when done; wait for that so the cancel is delivered.
   char b;
-  co_await s.async_read_some(asio::buffer(&b, 1), asio::redirect_error(use_awaitable, ec));
+  co_await c.read_exact(&b, 1);
 }
 
 void ClientSession::handle_cancel_request(const p::StartupPacket& sp) {

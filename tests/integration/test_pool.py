@@ -107,7 +107,10 @@ class DroppingServer(SilentServer):
 
     def _serve(self, c):
         try:
-            c.recv(65536)  # startup packet
+            packet = c.recv(65536)
+            if packet[4:8] == pgr.int32(pgr.SSL_REQUEST_CODE):  # server_tls.sslmode prefer: no TLS here
+                c.sendall(b"N")
+                c.recv(65536)  # startup packet
             c.sendall(pgr.message("R", pgr.int32(0)) + pgr.message("K", pgr.int32(1) + pgr.int32(2)) +
                       pgr.message("Z", b"I"))
             c.recv(65536)  # the query

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "pgrouter/net/server_tls_settings.hpp"
+
 namespace pgrouter::control {
 
 using Millis = std::chrono::milliseconds;
@@ -21,6 +23,10 @@ struct Endpoint {
   std::string host;
   uint16_t port = 5432;
   int weight = 1;  // for replicas (later issues)
+  // This backend's own TLS keys (unset/empty: server_tls's), and `tls`, the two merged at load.
+  std::optional<net::SslMode> sslmode;
+  std::string sslrootcert, sslcert, sslkey;
+  net::ServerTlsSettings tls;
 };
 
 // Backends are numbered 0 (primary) and 1..n (replicas, in order). With `hosts:` (role: auto), primary is
@@ -151,6 +157,7 @@ struct Config {
   std::string source;  // file path, or "<embedded>"
   ListenConfig listen;
   TlsConfig tls;
+  net::ServerTlsSettings server_tls;  // TLS to servers: the default of every backend
   AdminConfig admin;
   LogConfig log;
   PoolConfig pool;

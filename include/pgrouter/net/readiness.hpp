@@ -25,6 +25,8 @@
 #error "net/readiness relies on Boost 1.74's Asio internals (epoll_reactor, awaitable_thread): check them for this Boost"
 #endif
 
+struct ssl_st;
+
 namespace pgrouter::net {
 
 using error_code = boost::system::error_code;
@@ -133,6 +135,10 @@ class SocketReadiness {
   bool attached() const { return readiness_ != nullptr; }
   // Takes the socket out of the set (its descriptor stays open, for another owner).
   void detach();
+  // Every later read and write goes through ssl (owned by the caller, on the same descriptor). Reads then
+  // count the socket drained only when OpenSSL wants more bytes: a record it already decrypted may wait
+  // inside it (SSL_pending) with nothing left on the socket to raise an edge.
+  void use_tls(ssl_st* ssl) { tls_ = ssl; }
   // The owner found the socket drained (accept() said EAGAIN): wait_readable now waits for a new edge.
   void drained() {
     if (!hung_up_) readable_ = false;
@@ -159,7 +165,8 @@ class SocketReadiness {
     void operator()() const;
   };
   ParkOp<AfterPark> wait_readable(error_code& ec) { return wait(false, ec); }
-  bool maybe_readable() const { return readable_; }  // false: the last read drained the socket
+  // false: the last read drained the socket (and OpenSSL holds no decrypted bytes)
+  bool maybe_readable() const { return readable_ || (tls_ && tls_pending()); }
   // Writes all n bytes, waiting for buffer space as needed.
   awaitable<void> write_all(const char* src, size_t n, error_code& ec);
   // Joins the sends of the batch being dispatched (see Readiness::flush_sends): true when taken, and the
@@ -175,6 +182,9 @@ class SocketReadiness {
   ParkOp<AfterPark> wait(bool for_write, error_code& ec);
   void wake(bool for_write, error_code ec);
   Parked& waiter(bool for_write) { return for_write ? write_waiter_ : read_waiter_; }
+  bool tls_pending() const;  // OpenSSL holds decrypted bytes not read yet
+  bool tls_read_now(char* dst, size_t n, size_t& got, error_code& ec);
+  bool tls_write_now(const char* src, size_t n, size_t& written, error_code& ec);
 
   Readiness* readiness_ = nullptr;
   int fd_ = -1;
@@ -183,6 +193,7 @@ class SocketReadiness {
   bool cancelled_ = false;
   bool hung_up_ = false;  // EPOLLRDHUP/HUP/ERR seen: reads are never assumed drained again
   bool first_ = false;    // dispatched ahead of the batch's other sockets
+  ssl_st* tls_ = nullptr;  // set: reads and writes go through OpenSSL (server connections over TLS)
   Parked read_waiter_, write_waiter_;
   Parked send_waiter_;  // parked in sent() until the batch's sends are made
 };

@@ -10,6 +10,7 @@
 
 #include "pgrouter/asio.hpp"
 #include "pgrouter/net/readiness.hpp"
+#include "pgrouter/net/server_tls.hpp"
 #include "pgrouter/pool/server_statements.hpp"
 #include "pgrouter/protocol/codec.hpp"
 
@@ -23,6 +24,11 @@ struct ServerTarget {
   std::string dbname;
   std::string user;
   std::string password;
+  net::ServerTlsSettings tls;
+  // The context for tls (shared with every pool of the same files, so equal settings compare equal);
+  // null with tls_error set when its files could not be loaded.
+  std::shared_ptr<net::ClientTlsContext> tls_ctx;
+  std::string tls_error;
   bool operator==(const ServerTarget&) const = default;
 };
 
@@ -37,6 +43,7 @@ class ServerConnection {
  public:
   explicit ServerConnection(asio::any_io_executor ex) : socket(ex), buffer(8192) {}
   tcp::socket socket;
+  net::SslPtr ssl;  // set when the connection is encrypted: every byte then goes through it
   protocol::Buffer buffer;  // bytes read from the server not yet relayed
   ServerTarget target;
   uint32_t backend_pid = 0;
@@ -70,6 +77,11 @@ class ServerConnection {
   // Cheap liveness check for an idle connection: a non-blocking peek. False if the server closed it
   // or sent something unsolicited (e.g. a FATAL on shutdown).
   bool looks_alive();
+  // Login and reset I/O, through TLS when it is on (the relay uses `ready`, which knows `ssl` too).
+  awaitable<net::error_code> read_exact(char* dst, size_t n);
+  awaitable<net::error_code> write_all(const std::string& data);
+  // Before the socket is closed: a Terminate (and TLS close_notify) without waiting. Best effort.
+  void say_goodbye();
   // How long run_quietly waits for the server (the pool's connect_timeout, set by connect_server); 0 = forever.
   std::chrono::milliseconds quiet_timeout{0};
   // Runs a simple query and discards the result; false if it failed, the connection broke or the server did
@@ -80,6 +92,10 @@ class ServerConnection {
 // Opens and logs in; nullptr with err filled on failure. Never throws for network errors.
 awaitable<std::unique_ptr<ServerConnection>> connect_server(asio::any_io_executor ex, const ServerTarget& target,
                                                             std::chrono::milliseconds timeout, ServerError& err);
+
+// SSLRequest, then the handshake when the server says 'S' (libpq's order and sslmode rules). True when
+// the connection may go on, encrypted (c.ssl set) or, with disable or a prefer answered 'N', not.
+awaitable<bool> start_tls(ServerConnection& c, const ServerTarget& t, ServerError& err);
 
 // The longest message a server may send during login: libpq refuses an authentication request over 2000
 // bytes and an error over 30000; anything longer is garbage or an attack.

@@ -59,7 +59,13 @@ constexpr int kMaxServerIterations = 1'000'000;
 class ClientExchange {
  public:
   explicit ClientExchange(std::string password, std::string nonce_override = {});
-  std::string client_first();  // "n,,n=,r=<nonce>"
+  // Over TLS with SCRAM-SHA-256-PLUS: binds the exchange to the server's certificate (RFC 5929
+  // tls-server-end-point), so a man in the middle holding another certificate cannot relay the proof.
+  // Call before client_first().
+  void bind_channel(std::string cert_hash) { cbind_data_ = std::move(cert_hash); }
+  bool channel_bound() const { return !cbind_data_.empty(); }
+  std::string gs2_header() const { return channel_bound() ? "p=tls-server-end-point,," : "n,,"; }
+  std::string client_first();  // "<gs2 header>n=,r=<nonce>"
   // Returns the client-final-message, or nullopt with err set.
   std::optional<std::string> handle_server_first(std::string_view server_first, std::string& err);
   // Checks the server's signature; false with err set if it does not match.
@@ -70,6 +76,10 @@ class ClientExchange {
   std::string nonce_;
   std::string client_first_bare_;
   std::string expected_server_signature_;
+  std::string cbind_data_;  // tls-server-end-point hash; empty = no channel binding
 };
+
+// The value of the final message's c= attribute: base64(gs2 header + channel binding data).
+std::string channel_binding_attribute(std::string_view gs2_header, std::string_view cbind_data);
 
 }  // namespace pgrouter::protocol::scram

@@ -292,6 +292,8 @@ class ClientSession {
 void spawn_session(Worker& worker, int fd, const tcp::endpoint& peer);
 
 // Sends a CancelRequest for (pid, secret) to host:port; best effort.
-awaitable<void> send_cancel(asio::any_io_executor ex, std::string host, uint16_t port, uint32_t pid, uint32_t secret);
+// Over TLS when the server's sslmode is require or above (libpq's way); plain otherwise, which
+// PostgreSQL accepts for a CancelRequest whatever its hba says.
+awaitable<void> send_cancel(asio::any_io_executor ex, pool::ServerTarget target, uint32_t pid, uint32_t secret);
 
 }  // namespace pgrouter::session
