@@ -84,6 +84,15 @@ entries = [
   "closing, but the server, inside the COPY, waits for data; PostgreSQL says ERROR 08006 + FATAL 08P01.",
   Case([Round([Q(f"copy {T} (a, b) from stdin"), Item("CopyData '1\\t\\N\\n'", pgr.message("d", b"1\t\\N\n")),
                Item("!framing length 3: CopyData", b"d\0\0\0\x03" + b"1\t2", framing=True)], wait="idle", end="close")])),
+ ("sync_too_long_then_write_on_replica", ["transaction"],
+  "A read batch on the replica whose Sync claims 20 body bytes, then an INSERT batch: the INSERT's first bytes "
+  "complete the Sync, but pgrouter read the buffer as the start of a write behind a read and waited for an "
+  "answer the server, still reading the Sync, never gave; the client's close was not seen and the server "
+  "stayed active for good.",
+  Case([Round([fe(P("select $1::int", "fs2")), fe(B("fs2", ["notanint"])), fe(parity.Describe("P", "")), fe(E()),
+               Item("!length +20: Sync", b"S\0\0\0\x18")], wait="idle"),
+        R(P(f"insert into {T} values ($1, $2)", "fs0"), B("fs0", ["8", "e8"]), E(), C("S", "fs0"), S(), wait="idle", end="close")]),
+  True),
 ]
 out = []
 for name, modes, note, case, *replica in entries:
