@@ -949,8 +949,9 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
           else append_named(out, 'D', 'S', unnamed_server_);
           return true;
         }
-        // The unnamed statement lives on one server until someone else parses there.
-        if (server.unnamed_owner == owner_) return false;
+        // The unnamed statement lives on one server until someone else parses there (or the client drops it
+        // elsewhere: a simple Query on another server leaves this one's copy, which PostgreSQL would not have).
+        if (server.unnamed_owner == owner_ && unnamed_valid_) return false;
         if (unnamed_valid_) {
           for (auto& used : unnamed_uses_) ensure_prepared(*used, server, out);
           out.append(unnamed_parse_);

@@ -93,6 +93,11 @@ entries = [
                Item("!length +20: Sync", b"S\0\0\0\x18")], wait="idle"),
         R(P(f"insert into {T} values ($1, $2)", "fs0"), B("fs0", ["8", "e8"]), E(), C("S", "fs0"), S(), wait="idle", end="close")]),
   True),
+ ("unnamed_dropped_by_query_on_another_server", ["transaction"],
+  "The unnamed statement parsed on the primary, a simple Query on the replica (which drops it, in PostgreSQL), "
+  "then a Bind of it: PostgreSQL 26000; pgrouter bound the copy left on the primary.",
+  Case([R(P("commit"), B(), E(), S()), R(parity.Query("select 1")), R(B(), E(), S())]),
+  True),
 ]
 out = []
 for name, modes, note, case, *replica in entries:
