@@ -70,9 +70,6 @@ struct ClientSession::ClientMessages {
     // a COPY, and a server between transactions may belong to someone else next: never forwarded then.
     if (fe::is_copy_message(type) && !replaying && !self.request_in_flight()) return protocol::ScanAction::drop;
     if (!self.server_) return protocol::ScanAction::stop_before;  // the loop attaches one first
-    // Inside a COPY FROM STDIN the server refuses anything but COPY messages (naming the type it got): the
-    // message goes as the client sent it, never rewritten.
-    if (self.server_copy_in_) return protocol::ScanAction::forward;
     if (self.tracker_ && self.track_client_message(type, body)) rw.replace(body.data() - 5, len, self.c2s_repl_);
     else if (type == 'Q' && !replaying && !self.startup_reset_.empty() &&
              !(self.tracker_ && self.tracker_->last_query_plain()) && self.reset_to_startup(body))

@@ -98,10 +98,6 @@ entries = [
   "then a Bind of it: PostgreSQL 26000; pgrouter bound the copy left on the primary.",
   Case([R(P("commit"), B(), E(), S()), R(parity.Query("select 1")), R(B(), E(), S())]),
   True),
- ("bind_inside_copy_rewritten", ["transaction", "session"],
-  "Inside COPY FROM STDIN, a Bind of the unnamed statement: PostgreSQL names type 0x42 in its error; pgrouter's "
-  "tracker sent a Close first and the error named 0x43.",
-  Case([R(parity.Query(f"copy {T} (a, b) from stdin")), R(B(), parity.Describe("S", "fs_nope"), S())])),
 ]
 out = []
 for name, modes, note, case, *replica in entries:
