@@ -885,7 +885,7 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         expect_.push_back(std::move(e));
         return true;
       }
-      if (touch && !(touch->get().created && witness(*touch) == st->server_name)) {
+      if (touch && witness(*touch) != st->server_name) {
         // Whether the name exists depends on a request in flight; the server knows: its witness exists exactly
         // when the name does. The client's text is parsed first (its errors come before 42P05 in PostgreSQL
         // too), then a Parse of the witness fails with 42P05 (named back) if it exists, or creates an empty
@@ -910,8 +910,8 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         expect_.push_back(std::move(e));
         return true;
       }
-      // The server lacks it, or (touch: the same statement, created by a request in flight) has it exactly when
-      // the client has the name: a real Parse, which the server answers as PostgreSQL would.
+      // The server lacks it, or (touch: the same statement, created or closed by a request in flight) has it
+      // exactly when the client has the name: a real Parse, which the server answers as PostgreSQL would.
       evict_for(st->server_name, server, out);
       if (!touch) close_stale(st->server_name, server, out);
       out.append(st->parse_message);

@@ -98,6 +98,15 @@ entries = [
   "then a Bind of it: PostgreSQL 26000; pgrouter bound the copy left on the primary.",
   Case([R(P("commit"), B(), E(), S()), R(parity.Query("select 1")), R(B(), E(), S())]),
   True),
+ ("bind_inside_copy_rewritten", ["transaction", "session"],
+  "Inside COPY FROM STDIN, a Bind of the unnamed statement: PostgreSQL names type 0x42 in its error; pgrouter's "
+  "tracker sent a Close first and the error named 0x43.",
+  Case([R(parity.Query(f"copy {T} (a, b) from stdin")), R(B(), parity.Describe("S", "fs_nope"), S())])),
+ ("close_then_parse_same_statement_in_one_batch", ["transaction", "session"],
+  "Parse 'fs0', Close 'fs0' and Parse 'fs0' of the same text in one batch: PostgreSQL ParseComplete; pgrouter "
+  "re-created the shared statement, then tested whether the Close happened by a Parse of that same name: 42P05.",
+  Case([R(P("select generate_series(1, 5) as g", "fs0"), C("S", "fs0"), P("select generate_series(1, 5) as g", "fs0"),
+          B("fs0"), E(), S())])),
 ]
 out = []
 for name, modes, note, case, *replica in entries:
