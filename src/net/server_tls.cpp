@@ -181,15 +181,19 @@ error_code tls_step_error(SSL* ssl, int ret, bool& want_write, bool& wait) {
 
 }  // namespace
 
-awaitable<error_code> tls_read_exact(tcp::socket& s, SSL* ssl, char* dst, size_t n) {
+namespace {
+
+// One SSL_read or SSL_write per round (`step(offset, chunk)`) until n bytes moved, waiting on the socket for
+// what OpenSSL asks (a read may need to write, and the other way round).
+template <typename Step>
+awaitable<error_code> tls_transfer(tcp::socket& s, SSL* ssl, size_t n, Step step) {
   error_code ec;
-  while (n > 0) {
+  for (size_t done = 0; done < n;) {
     ERR_clear_error();
     errno = 0;
-    int r = SSL_read(ssl, dst, int(std::min<size_t>(n, 1 << 30)));
+    int r = step(done, int(std::min<size_t>(n - done, 1 << 30)));
     if (r > 0) {
-      dst += r;
-      n -= size_t(r);
+      done += size_t(r);
       continue;
     }
     bool want_write = false, wait = false;
@@ -201,24 +205,14 @@ awaitable<error_code> tls_read_exact(tcp::socket& s, SSL* ssl, char* dst, size_t
   co_return ec;
 }
 
+}  // namespace
+
+awaitable<error_code> tls_read_exact(tcp::socket& s, SSL* ssl, char* dst, size_t n) {
+  return tls_transfer(s, ssl, n, [ssl, dst](size_t done, int chunk) { return SSL_read(ssl, dst + done, chunk); });
+}
+
 awaitable<error_code> tls_write_all(tcp::socket& s, SSL* ssl, const char* src, size_t n) {
-  error_code ec;
-  while (n > 0) {
-    ERR_clear_error();
-    errno = 0;
-    int r = SSL_write(ssl, src, int(std::min<size_t>(n, 1 << 30)));
-    if (r > 0) {
-      src += r;
-      n -= size_t(r);
-      continue;
-    }
-    bool want_write = false, wait = false;
-    if ((ec = tls_step_error(ssl, r, want_write, wait))) co_return ec;
-    co_await s.async_wait(want_write ? tcp::socket::wait_write : tcp::socket::wait_read,
-                          asio::redirect_error(use_awaitable, ec));
-    if (ec) co_return ec;
-  }
-  co_return ec;
+  return tls_transfer(s, ssl, n, [ssl, src](size_t done, int chunk) { return SSL_write(ssl, src + done, chunk); });
 }
 
 std::string certificate_end_point_hash(X509* cert) {
