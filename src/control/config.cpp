@@ -1,5 +1,5 @@
 // Loads and validates pgrouter's YAML config: each section is one declarative table of keys (the key makers,
-// the Loader and the value parsers are in config_keys.hpp).
+// the Loader, the key makers and the value parsers are in config_loader.hpp).
 #include "pgrouter/control/config.hpp"
 #include "pgrouter/util/strings.hpp"
 
@@ -23,7 +23,7 @@
 #include <tuple>
 
 #include "pgrouter/protocol/scram.hpp"
-#include "config_keys.hpp"
+#include "config_loader.hpp"
 
 namespace pgrouter::control {
 namespace {
