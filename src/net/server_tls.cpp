@@ -16,17 +16,6 @@
 
 namespace pgrouter::net {
 
-const char* sslmode_name(SslMode mode) {
-  switch (mode) {
-    case SslMode::disable: return "disable";
-    case SslMode::prefer: return "prefer";
-    case SslMode::require: return "require";
-    case SslMode::verify_ca: return "verify-ca";
-    case SslMode::verify_full: return "verify-full";
-  }
-  return "?";
-}
-
 namespace {
 
 std::string openssl_error(const char* fallback) {

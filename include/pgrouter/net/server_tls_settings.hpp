@@ -7,7 +7,16 @@ namespace pgrouter::net {
 
 // libpq's sslmode values, with libpq's meaning.
 enum class SslMode { disable, prefer, require, verify_ca, verify_full };
-const char* sslmode_name(SslMode mode);
+inline const char* sslmode_name(SslMode mode) {
+  switch (mode) {
+    case SslMode::disable: return "disable";
+    case SslMode::prefer: return "prefer";
+    case SslMode::require: return "require";
+    case SslMode::verify_ca: return "verify-ca";
+    case SslMode::verify_full: return "verify-full";
+  }
+  return "?";
+}
 
 struct ServerTlsSettings {
   SslMode sslmode = SslMode::prefer;  // PgBouncer's server_tls_sslmode default and libpq's
