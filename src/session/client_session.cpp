@@ -312,6 +312,7 @@ void ClientSession::start_server_to_client(Stream& s) {
   if (!register_server_io()) server_broken_ = true;
   s2c_running_ = true;
   s2c_mid_message_ = false;
+  server_left_idle_ = false;
   give_back_wanted_ = false;
   server_copy_in_ = false;
   s2c_done_->expires_at(pool::Clock::time_point::max());
@@ -516,10 +517,9 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
           if (co_await replace_failed_server(std::move(why))) start_server_to_client(s);
           break;  // this attachment is over
         }
-        if ((ec && ec != asio::error::operation_aborted && between_transactions() && buf.empty() &&
-             !scanner.mid_message()) ||
-            server_left_idle_) {
-          leave_dead_server(server_left_idle_ ? "it sent FATAL" : ec.message());
+        if (ec && ec != asio::error::operation_aborted && between_transactions() && buf.empty() &&
+            !scanner.mid_message()) {
+          leave_dead_server(ec.message());
           break;  // this attachment is over
         }
         if (ec) {
