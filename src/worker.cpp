@@ -69,7 +69,7 @@ void Worker::start() {
     if (batch) {
       // Under SCHED_BATCH a wake-up of this thread (a socket became readable) does not preempt the task
       // running on the CPU: when the CPUs are saturated the worker runs a little later and finds more events
-      // ready, relaying them in one pass (PgBouncer's regime, measured in bench/RESULTS.md, eighth session);
+      // ready, relaying them in one pass (as a busy PgBouncer does; A/B runs in bench/RESULTS.md);
       // with an idle CPU it runs at once as before. Any user may select it. Opt-in (listen.scheduling).
       sched_param param{};
       if (int err = ::pthread_setschedparam(::pthread_self(), SCHED_BATCH, &param); err != 0)

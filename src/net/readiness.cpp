@@ -22,8 +22,7 @@ namespace pgrouter::net {
 // A parked coroutine resumes either in place (resume: from the set's dispatch and Wakeup::wake_now) or through
 // the worker's own io_context executor (complete, blocking.never: queued behind what runs now). asio::post to
 // the coroutine's any_io_executor would queue it through two type-erased executor hops and a work_dispatcher
-// counting outstanding work, about a tenth of the relay's instructions (callgrind); the worker's accept loop
-// and timers keep the io_context running.
+// counting outstanding work on every resumption; the worker's accept loop and timers keep the io_context running.
 void Parked::hold(asio::detail::awaitable_frame_base<asio::any_io_executor>* top, asio::io_context* io,
                   error_code* ec) {
   // Moving the thread out of the one running the coroutine leaves that one empty: its pump loop ends
@@ -138,8 +137,8 @@ void SocketReadiness::AfterPark::operator()() const {
 
 namespace {
 // recv/send through syscall(): glibc's recv and send are thread cancellation points and wrap each call in
-// enabling and disabling asynchronous cancellation (~120 instructions per transaction on the relay's
-// four calls). pgrouter never cancels a thread; the system calls are the same. -1 with errno as usual.
+// enabling and disabling asynchronous cancellation, work wasted on every relay call. pgrouter never cancels
+// a thread; the system calls are the same. -1 with errno as usual.
 inline ssize_t raw_recv(int fd, char* dst, size_t n) { return ::syscall(SYS_recvfrom, fd, dst, n, 0, nullptr, nullptr); }
 inline ssize_t raw_send(int fd, const char* src, size_t n) {
   return ::syscall(SYS_sendto, fd, src, n, MSG_NOSIGNAL, nullptr, 0);
@@ -559,8 +558,7 @@ void Readiness::dispatch() {
   // after the other, before the batch's new requests are read and sent on. Each client then gets its reply
   // as early as the batch allows, and a client program with many connections (pgbench's threads, an
   // application's pool) finds several replies at once when it wakes, instead of being woken once per reply
-  // spaced by the requests handled in between (pgbench slept 0.50 times per transaction behind pgrouter,
-  // 0.27 behind PgBouncer).
+  // spaced by the requests handled in between.
   dispatching_ = true;
   BatchClock::Scope batch_time;
   if (batch_next_ == 0) put_first_sockets_first();

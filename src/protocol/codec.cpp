@@ -38,8 +38,8 @@ void Buffer::prepare_read() {
   // Drained (and no mark keeps consumed bytes): start over at the front.
   if (!marked_ && head_ == tail_) head_ = tail_ = 0;
   // Too little room at the tail (a mark keeps bytes, or unread bytes sit near the end): compact or grow
-  // first, or the next read returns a sliver of a message (a 5-byte header read alone made the router
-  // classify an empty batch).
+  // first, or the next read returns a sliver of a message (a 5-byte header read alone would leave the router
+  // an empty batch to classify).
   constexpr size_t kMinRead = 512;
   if (cap_ - tail_ >= std::min(kMinRead, cap_)) return;
   reserve_message(size() + std::min(kMinRead, cap_));

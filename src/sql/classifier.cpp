@@ -1,7 +1,7 @@
 // Statement classification from libpg_query's parse tree (see the header and docs/ARCHITECTURE.md).
 //
-// libpg_query's JSON output is read with sql::JsonTree rather than its protobuf output: parse + protobuf + unpack
-// costs about 12 us for pgbench's SELECT, parse + JSON about 2 us (bench/RESULTS.md). In that JSON a node is
+// libpg_query's JSON output is read with sql::JsonTree rather than its protobuf output, which costs several times
+// more to produce and unpack (bench/RESULTS.md, statement classification cost). In that JSON a node is
 // {"TypeName": {fields}} while a field whose type is fixed is the bare {fields} object, so the walk below
 // recognises nodes by their (upper-case) wrapper key and RangeVars also by their "relname" member.
 #include "pgrouter/sql/classifier.hpp"
@@ -588,7 +588,7 @@ constexpr auto kShapePlain = [] {
 }();
 
 // The end of the run of kShapePlain bytes starting at i: 16 bytes at a time where SSE2 is there (x86-64 always
-// has it); a statement is mostly such bytes, and this loop was a third of a cached lookup's cost.
+// has it), because a statement is mostly such bytes.
 static size_t plain_run_end(std::string_view s, size_t i) {
   const char* d = s.data();
   size_t n = s.size();

@@ -215,7 +215,7 @@ namespace {
 bool digit(char c) { return c >= '0' && c <= '9'; }
 
 // The first ASCII digit at or after i (n if none): 16 bytes at a time where SSE2 is there (x86-64 always has
-// it). Most of a statement is not digits; this scan was most of session_feature_key's cost.
+// it), because most of a statement is not digits.
 size_t next_digit(const char* d, size_t i, size_t n) {
 #ifdef __SSE2__
   const __m128i lo = _mm_set1_epi8(char(0x80 + '0')), lim = _mm_set1_epi8(char(-128 + 10));

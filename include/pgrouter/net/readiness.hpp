@@ -37,8 +37,7 @@ class Readiness;
 // moved out of whatever ran it), the io_context it runs on and where its wait's result goes. Parking and
 // resuming allocate nothing: Asio's own async_initiate path allocates a coroutine frame for the initiation
 // and the completion handler is kept type-erased on the heap, two allocations and a few type-erased
-// executor copies per wait (with three waits per pooled transaction, about a tenth of the relay's
-// instructions in callgrind).
+// executor copies per wait, and a pooled transaction waits several times.
 class Parked {
  public:
   Parked() = default;

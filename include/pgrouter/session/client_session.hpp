@@ -206,7 +206,7 @@ class ClientSession {
   // coroutine frame of attach_backend and Pool::acquire per wait (see Pool::wait_in_line).
   pool::Pool::Waiter line_;
   // The worker's pool of each backend of db_ for user_cfg_ (Worker::pool_for builds a key and searches a
-  // map: about a tenth of a routed read's instructions); valid while db_ and user_cfg_ are (the
+  // map, too costly for every transaction); valid while db_ and user_cfg_ are (the
   // session's config_ keeps them alive; a worker never drops a pool).
   pool::Pool& pool_at(int backend);
   std::vector<pool::Pool*> pools_by_backend_;

@@ -107,7 +107,7 @@ class ClassifierCache {
   size_t hits_ = 0, misses_ = 0;
   std::string shape_;  // reused by get()
   // Texts seen lately, keyed exactly, to their entry's key: the same text again (a prepared or unnamed
-  // extended-protocol statement, a query without literals) skips the shaping, a few hundred instructions.
+  // extended-protocol statement, a query without literals) skips the shaping pass over the text.
   // Direct-mapped; a text whose entry was evicted falls through to the shaping.
   struct Exact {
     uint64_t text_low = 0, text_high = 0;
