@@ -1,4 +1,4 @@
-// Statement classification cost (issue 4): parse + classify per statement, a ClassifierCache hit, and the
+// Statement classification cost: parse + classify per statement, a ClassifierCache hit, and the
 // libpg_query output formats the classifier could have read (why it reads JSON). Results: bench/RESULTS.md.
 #include <benchmark/benchmark.h>
 #include <pg_query.h>

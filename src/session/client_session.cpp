@@ -87,7 +87,9 @@ bool ClientSession::reset_to_startup(std::string_view body) {
 TxnTracker::Reply ClientSession::track_server_message(char type, std::string_view body) {
   s2c_repl_.clear();
   uint64_t version = tracker_->settings_version();
+  bool holding = tracker_->holding();
   auto reply = tracker_->server_message(type, body, server_->statements, server_->applied, s2c_repl_);
+  if (holding && !tracker_->holding()) retry_signal();  // client -> server waits for this answer
   if (tracker_->settings_version() != version) server_->settled = {};  // `applied` may have changed
   if (type == 'Z' && tracker_->uncertain()) pin("ROLLBACK TO SAVEPOINT after SET");
   return reply;
@@ -373,13 +375,14 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
       s2c_start_pending_ = false;
       {
         // One attachment's replies, relayed until the server is given back or the relay stops (inline, not a
-        // coroutine of its own: that cost a frame per transaction).
+        // coroutine of its own, which would cost a frame per transaction).
       struct Handler {
         ClientSession& self;
         SpanRewriter rw;
         bool wants_body(char type) const {
           return type == 'Z' || type == 'E' || type == 'S' || (type == 'N' && self.retry_.window) ||
                  (self.tracker_ && (type == '1' || type == '2' || type == '3' || type == 'C')) ||
+                 (self.tracker_ && self.tracker_->probing() && TxnTracker::is_describe_reply(type)) ||
                  !self.startup_reset_.idle();
         }
         // Nothing in this read so far that could not simply be produced again by another server: replies
@@ -430,7 +433,9 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
           }
           // The tracker first: a reply to a request pgrouter sent (a ReadyForQuery too) is not the client's.
           auto reply = TxnTracker::Reply::forward;
-          if (self.tracker_ && TxnTracker::is_reply_type(type)) reply = self.track_server_message(type, body);
+          if (self.tracker_ && (TxnTracker::is_reply_type(type) ||
+                                (self.tracker_->probing() && TxnTracker::is_describe_reply(type))))
+            reply = self.track_server_message(type, body);
           if (type == 'G' || type == 'W') self.server_copy_in_ = true;  // CopyIn/CopyBothResponse
           else if (type == 'C' || type == 'E' || type == 'Z') self.server_copy_in_ = false;
           if (type == 'Z') {
@@ -621,6 +626,7 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
       if (!s2c_start_pending_) {
         s2c_running_ = false;
         s2c_done_->cancel();
+        if (tracker_ && tracker_->holding()) retry_signal();  // no answer will come from this server
       }
     }
   } catch (const std::exception& e) {
@@ -629,6 +635,7 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
   s2c_loop_started_ = false;
   s2c_running_ = false;
   s2c_done_->cancel();
+  if (tracker_ && tracker_->holding()) retry_signal();
 }
 
 void ClientSession::request_started() {
@@ -812,7 +819,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
     handler.rw.begin(buf.data());
     auto r = scanner.scan(buf.data(), buf.size(), handler);
     if (tracker_) tracker_->known_plain(nullptr);  // classify_batch's word was for this scan only
-    if (r.consumed > 0) {
+    if (r.consumed > 0 || handler.hold) {
       std::string_view out = handler.rw.finish(r.consumed);
       size_t out_len = out.size();
       net::error_code wec;
@@ -854,6 +861,12 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       buf.consume(r.consumed);
       if (retry_.window && !retry_.busy && buf.consumed_since_mark() > kMaxStreamingBuffer)
         close_retry_window();  // too much to keep for a retry
+    }
+    if (handler.hold) {
+      // The tracker needs the server's answer before the message it stopped at goes (or is refused).
+      handler.hold = false;
+      while (tracker_->holding() && server_ && !server_broken_ && !client_done_) co_await wait_retry_signal();
+      if (client_done_ || server_broken_) co_return;
     }
     bool was_mid = c2s_mid_message_;
     c2s_mid_message_ = scanner.mid_message() && !scanner.dropping();

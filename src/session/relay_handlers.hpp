@@ -28,6 +28,14 @@ struct SpanRewriter {
     copied = at + len + 1;
     rewritten = true;
   }
+  // Puts bytes before the message at msg, which stays where it is (the scan stops before it).
+  void insert(const char* msg, std::string_view bytes) {
+    size_t at = size_t(msg - base);
+    out.append(base + copied, at - copied);
+    out.append(bytes);
+    copied = at;
+    rewritten = true;
+  }
   // Leaves out the n bytes at p (a dropped message, or the part of it in this span).
   void drop(const char* p, size_t n) {
     size_t at = size_t(p - base);
@@ -51,6 +59,7 @@ struct ClientSession::ClientMessages {
   SpanRewriter rw;
   bool replaying = false;
   bool terminate = false;  // the scan stopped at a Terminate: the session ends
+  bool hold = false;       // the scan stopped before a message the tracker holds (TxnTracker::held())
   // Transaction pooling reads the messages that name statements or carry SQL; session pooling reads
   // only Query bodies, and only of clients whose startup settings pgrouter applied with SET (RESET).
   bool wants_body(char type) const {
@@ -70,8 +79,18 @@ struct ClientSession::ClientMessages {
     // a COPY, and a server between transactions may belong to someone else next: never forwarded then.
     if (fe::is_copy_message(type) && !replaying && !self.request_in_flight()) return protocol::ScanAction::drop;
     if (!self.server_) return protocol::ScanAction::stop_before;  // the loop attaches one first
-    if (self.tracker_ && self.track_client_message(type, body)) rw.replace(body.data() - 5, len, self.c2s_repl_);
-    else if (type == 'Q' && !replaying && !self.startup_reset_.empty() &&
+    if (self.tracker_) self.tracker_->allow_hold(!replaying && !self.server_copy_in_);
+    if (self.tracker_ && self.track_client_message(type, body)) {
+      if (self.tracker_->held()) {
+        // What goes before it is sent now; the message itself once the server's answer decided it.
+        rw.insert(body.data() - 5, self.c2s_repl_);
+        if (self.retry_.window) self.close_retry_window();  // a reply it waits for is not a read to resend
+        self.unsynced_ = true;  // the server stays: the message, and its batch's Sync, are still to come
+        hold = true;
+        return protocol::ScanAction::stop_before;
+      }
+      rw.replace(body.data() - 5, len, self.c2s_repl_);
+    } else if (type == 'Q' && !replaying && !self.startup_reset_.empty() &&
              !(self.tracker_ && self.tracker_->last_query_plain()) && self.reset_to_startup(body))
       rw.replace(body.data() - 5, len, self.c2s_inject_);
     if (replaying) return protocol::ScanAction::forward;

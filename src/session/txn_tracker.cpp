@@ -244,8 +244,7 @@ bool TxnTracker::tracks(const std::string& parameter) const {
 namespace {
 // Statement texts session_feature() found plain, per worker thread, by XXH3-128 of their
 // sql::session_feature_key() (direct-mapped): an application sends the same few texts over and over, and
-// keying and hashing one costs a few hundred instructions where the scan costs about a thousand (6% of an
-// extended-protocol transaction, callgrind).
+// looking a text up costs less than scanning it again.
 struct PlainTexts {
   static constexpr size_t kSlots = 256;
   std::array<XXH128_hash_t, kSlots> hash{};
@@ -421,6 +420,10 @@ bool TxnTracker::may_call_nextval(std::string_view sql) {
 
 void TxnTracker::refuse_with(std::string err, char type, std::string& out) {
   stats_.session_features_refused_total.fetch_add(1, std::memory_order_relaxed);
+  fail_with(std::move(err), type, out);
+}
+
+void TxnTracker::fail_with(std::string err, char type, std::string& out) {
   if (type == 'Q') {
     // A query that fails with a recognisable error; its ReadyForQuery follows as usual.
     p::append_query(out, "DEALLOCATE " + std::string(kSentinel));
@@ -473,6 +476,96 @@ bool TxnTracker::ensure_prepared(const TrackedStatement& st, pool::ServerStateme
   e.more().server_name = st.server_name;
   expect_.push_back(std::move(e));
   return true;
+}
+
+TxnTracker::Prepared TxnTracker::prepare_checked(const std::shared_ptr<TrackedStatement>& st,
+                                                 pool::ServerStatements& server, char type, std::string& out) {
+  Hold verdict = std::exchange(hold_, Hold{});  // the held message is back: what its probe found
+  if (verdict.state == HoldState::changed && verdict.server_name == st->server_name) {
+    fail_with(error_message("0A000", "cached plan must not change result type"), type, out);
+    return Prepared::refused;
+  }
+  const std::string& name = st->server_name;
+  // Columns the client saw, on a server that answers what comes next (after an error it skips to the Sync, and
+  // a hold would wait for a reply that never comes).
+  bool check = allow_hold_ && st->desc_own && st->desc > kNoRows && !skip_to_sync_ && !st->parse_message.empty();
+  if (check && server.desc(name) != 0 && server.desc(name) != st->desc) {
+    // This server's copy has other columns: prepared again (the table may be back to the client's columns).
+    server.erase(name);
+    append_named(out, 'C', 'S', name);
+    Expect e{'3', Action::drop};
+    e.evicted = true;  // skipped after an error: the copy stays
+    e.more().server_name = name;
+    expect_.push_back(std::move(e));
+  }
+  bool lacks = !server.contains(name);
+  ensure_prepared(*st, server, out);
+  if (!lacks || st->parse_message.empty() || skip_to_sync_ || (!check && st->desc == kNoRows)) return Prepared::ready;
+  probe(st, name, check, out);
+  return check ? Prepared::hold : Prepared::ready;
+}
+
+void TxnTracker::probe(const std::shared_ptr<TrackedStatement>& st, const std::string& server_name, bool verify,
+                       std::string& out) {
+  append_named(out, 'D', 'S', server_name);
+  expect_.push_back(Expect{'t', Action::drop});
+  Expect e{'T', Action::probe};
+  e.verify = verify;
+  e.more().probed = st;
+  e.more().server_name = server_name;
+  expect_.push_back(std::move(e));
+  ++probes_;
+  if (!verify) return;
+  begin_message(out, 'H', 0);  // the answer is needed before the client's next message goes
+  hold_ = Hold{server_name, HoldState::waiting};
+  held_ = true;
+}
+
+TxnTracker::Reply TxnTracker::probe_answered(char type, std::string_view body, pool::ServerStatements& server) {
+  if (expect_.empty()) return Reply::forward;
+  Expect& head = expect_.front();
+  if (type == 't') {
+    if (head.reply != 't') return Reply::forward;  // a Describe of the client's
+    expect_.pop_front();
+    return Reply::drop;
+  }
+  if (head.reply != 'T' || head.action != Action::probe) return Reply::forward;
+  Expect e = std::move(head);
+  expect_.pop_front();
+  --probes_;
+  uint64_t desc = type == 'n' ? kNoRows : desc_of(body);
+  const ExpectMore& x = e.get();
+  server.set_desc(x.server_name, desc);
+  TrackedStatement& st = *x.probed;
+  if (e.verify) {
+    if (hold_.state == HoldState::waiting) hold_.state = desc == st.desc ? HoldState::matched : HoldState::changed;
+  } else if (!st.desc_own) {
+    st.desc = desc;  // the client's own Parse, or a copy prepared since a shared one's columns were taken
+    st.desc_own = true;
+  }
+  return Reply::drop;
+}
+
+uint64_t TxnTracker::desc_of(std::string_view body) {
+  // Per column: name, table OID, column number, type OID, size, modifier, format. PostgreSQL's equalTupleDescs
+  // compares names, types, sizes and modifiers; where a column came from is not part of the result type.
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  size_t pos = 2;
+  uint16_t n = body.size() >= 2 ? uint16_t((uint8_t(body[0]) << 8) | uint8_t(body[1])) : 0;
+  bool ok = body.size() >= 2;
+  for (uint16_t i = 0; ok && i < n; ++i) {
+    auto name = p::read_cstring(body, pos);
+    ok = name && pos + 18 <= body.size();
+    if (!ok) break;
+    XXH3_64bits_update(state, name->data(), name->size() + 1);
+    XXH3_64bits_update(state, body.data() + pos + 6, 10);  // type OID, size, modifier
+    pos += 18;
+  }
+  if (!ok) XXH3_64bits_update(state, body.data(), body.size());  // malformed: the bytes themselves
+  uint64_t h = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  return h > kNoRows ? h : h + 2;
 }
 
 void TxnTracker::close_stale(const std::string& name, const pool::ServerStatements& server, std::string& out) {
@@ -710,6 +803,7 @@ void TxnTracker::prepare_unnamed_here(pool::ServerStatements& server, std::strin
 
 bool TxnTracker::client_message(char type, std::string_view body, pool::ServerStatements& server, std::string& out,
                                 Effect& effect) {
+  held_ = false;
   bool replaced;
   if (marker_left_ && expect_.empty() && (type == 'P' || type == 'B' || type == 'D' || type == 'C' || type == 'Q')) {
     // Nothing in flight can test the last marker statement any more: it goes, before this message.
@@ -720,6 +814,10 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
     replaced = true;
   } else {
     replaced = track_client(type, body, server, out, effect);
+  }
+  if (held_) {
+    may_skip_ = true;  // what was sent (a Parse, a Describe) may fail
+    return true;
   }
   // PostgreSQL skips what follows a failed Parse/Bind/Describe/Execute up to the next Sync (a Close cannot fail).
   if (type == 'S') may_skip_ = false;
@@ -901,6 +999,7 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         return true;
       }
       if (!touch && server.use(st->server_name)) {
+        st->desc = server.desc(st->server_name);  // not desc_own: the copy may predate a change of its table
         stats_.prepared_statements_reused_total.fetch_add(1, std::memory_order_relaxed);
         append_named(out, 'C', 'S', kNoStatement);  // answers CloseComplete, shown as ParseComplete
         Expect e{'3', Action::as_parse_complete};
@@ -921,6 +1020,7 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
       e.more().rewrite = rw;
       record(e);
       expect_.push_back(std::move(e));
+      probe(st, st->server_name, false, out);  // the result columns the client's statement keeps
       return true;
     }
     case 'B':
@@ -999,7 +1099,8 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         return true;
       }
       auto st = it->second;
-      ensure_prepared(*st, server, out);
+      auto prepared = prepare_checked(st, server, type, out);
+      if (prepared != Prepared::ready) return true;
       if (type == 'B') append_bind(out, portal, st->server_name, body.substr(pos));
       else append_named(out, 'D', 'S', st->server_name);
       return true;
@@ -1144,6 +1245,11 @@ void TxnTracker::undo(Expect& e, pool::ServerStatements& server, bool duplicate)
   // The server skipped this request after an error (or it failed): as in PostgreSQL, it had no effect.
   if (e.unnamed) server.unnamed_owner = 0;  // it still has its unnamed statement, perhaps another client's
   const ExpectMore& x = e.get();
+  if (e.action == Action::probe) {
+    --probes_;
+    if (e.verify && holding()) hold_.state = HoldState::skipped;
+    return;
+  }
   if (e.reply == '1' && e.action != Action::sentinel_error) {
     if (e.unnamed && !e.unnamed_resend) unnamed_valid_ = false;
     if (x.created) forget_created(x.client_name, x.created, x.prev);
@@ -1242,6 +1348,8 @@ void TxnTracker::rewind() {
   for (auto it = window_matched_.rbegin(); it != window_matched_.rend(); ++it) undo_client_side(*it);
   window_matched_.clear();
   expect_.clear();
+  probes_ = 0;
+  if (holding()) hold_.state = HoldState::skipped;
   ghosts_.clear();
   may_skip_ = window_may_skip_;
   skip_to_sync_ = false;
@@ -1421,6 +1529,10 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       last_tag_.clear();
       return Reply::forward;
     }
+    case 't':
+    case 'T':
+    case 'n':
+      return probe_answered(type, body, server);
     default:
       return Reply::forward;
   }

@@ -1163,6 +1163,28 @@ def named_statement_result_type_changed(ctx):
 
 
 @script
+def named_statement_result_type_restored(ctx):
+    """The column a table gained under a named statement goes again: PostgreSQL's statement runs again with the
+    columns it was parsed with (its Bind and Describe fail only while they differ), in a transaction block too,
+    where the 0A000 aborts the transaction as any error."""
+    t = ctx.name("rr")
+    return Script("", [
+        Parse(f"select * from {t}", "rr1"), Describe("S", "rr1"), Sync(),
+        Query(f"alter table {t} add column b int default 7"),
+        Bind("rr1"), Execute(), Sync(),
+        Query("begin"),
+        Bind("rr1"), Execute(), Sync(),
+        Query("select 'aborted'"),
+        Query("rollback"),
+        Query(f"alter table {t} drop column b"),
+        Bind("rr1"), Execute(), Sync(),
+        Query("select 'another transaction'"),
+        Describe("S", "rr1"), Bind("rr1"), Execute(), Sync(),
+        Close("S", "rr1"), Sync(),
+    ], setup=[f"create table {t} (a int)", f"insert into {t} values (1)"], teardown=[f"drop table if exists {t}"])
+
+
+@script
 def sql_prepare_deallocate_all_and_discard_all(ctx):
     """DEALLOCATE ALL and DISCARD ALL drop SQL-prepared statements (and protocol ones); the names can be reused."""
     return Script("", [

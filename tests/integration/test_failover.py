@@ -1,4 +1,4 @@
-"""role: auto (issue 4): a shard listed as `hosts:` has no fixed primary; the probes find it (the host out of
+"""role: auto: a shard listed as `hosts:` has no fixed primary; the probes find it (the host out of
 recovery, on the newest timeline) and writes follow a promotion without a reload. Each test makes its own primary
 (a pg_basebackup copy of the shared primary, with its roles and tables) and a streaming replica of it (pgnodes.py),
 then promotes and stops them: the shared cluster is never touched."""

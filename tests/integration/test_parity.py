@@ -1,4 +1,4 @@
-"""Protocol parity (issue 3): every script of parity.py gives the same backend replies through pgrouter as straight
+"""Protocol parity: every script of parity.py gives the same backend replies through pgrouter as straight
 from PostgreSQL, in session and in transaction pooling. A failure prints the diff (direct vs pgrouter).
 
 In transaction mode (also with pool.unnamed_statements: prepare) the scripts run with rotate=True: between two transactions of the script, helper clients take
@@ -44,14 +44,7 @@ def run(cluster, router, name, mode, user="pgr_scram"):
 # Known differences ((script name, mode) -> why), kept as strict xfails so that fixing one is noticed. (RESET /
 # RESET ALL / DISCARD ALL going back to the server's login values instead of the client's startup values, PgBouncer's
 # behaviour, was fixed by session/startup_reset.hpp.)
-_RESULT_TYPE = ("a statement the client named is prepared afresh where a server lacks it, or after a server's 0A000 "
-                "(ServerStatements::forget_stale): its next Bind returns the new columns where PostgreSQL keeps failing "
-                "with 0A000 until the client parses it again. Keeping PostgreSQL's answer needs the RowDescription the "
-                "client's statement had, and the Bind held until a re-prepared copy is compared with it")
-KNOWN_DIFFERENCES: dict = {
-    ("named_statement_result_type_changed", "transaction"): _RESULT_TYPE,
-    ("named_statement_result_type_changed", "prepare_unnamed"): _RESULT_TYPE,
-}
+KNOWN_DIFFERENCES: dict = {}
 
 
 def script_params():

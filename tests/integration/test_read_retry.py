@@ -1,4 +1,4 @@
-"""Read retry (issue 4): a read routed to a replica that breaks before any byte of its answer reached the client is
+"""Read retry: a read routed to a replica that breaks before any byte of its answer reached the client is
 sent again to another eligible backend (another replica, or the primary with routing.primary_fallback), on the same
 client connection, without an error. Each test kills a private replica of the shared primary (pgnodes.py) the way
 `pg_ctl stop -m immediate` does: its backends get SIGQUIT, send a WARNING 57P01 notice and exit, like a crash.

@@ -1,4 +1,4 @@
-"""Read/write splitting (issue 4) against the test cluster's primary and its streaming replica: reads land on the
+"""Read/write splitting against the test cluster's primary and its streaming replica: reads land on the
 replica (pg_is_in_recovery() in the answer says where a statement ran), writes and explicit read-write transactions
 on the primary; hints; read-your-writes with a replica that applies WAL late; a paused replica leaves the rotation;
 an unreachable replica is ejected without client errors; replicas added and removed by reload under load."""

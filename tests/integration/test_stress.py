@@ -1,4 +1,4 @@
-"""Stress (issue 3): many clients, few servers, transaction pooling. 200 clients x 500 mixed transactions over a pool
+"""Stress: many clients, few servers, transaction pooling. 200 clients x 500 mixed transactions over a pool
 of 10 servers: prepared statements (psycopg prepare_threshold=0, so every statement is a named server-side
 statement), pipelines, errors inside and outside explicit transactions, and a few cancels. Every result is checked
 against each client's own model of its rows; at the end pgrouter must hold at most 10 idle servers and no client.

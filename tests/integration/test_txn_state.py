@@ -1,4 +1,4 @@
-"""Transaction pooling carries a client's session state across servers (issue 3): named prepared statements
+"""Transaction pooling carries a client's session state across servers: named prepared statements
 are prepared on whichever server the client gets, SET/RESET follow the client, a SET in a rolled-back
 transaction is undone, nothing one client sets is seen by another, and features that cannot be shared pin the
 client (or are refused with pool.session_features: refuse)."""

@@ -45,7 +45,7 @@ std::string server_name_of(TxnTracker& t, const std::string& stmt, const std::st
   TxnTracker::Effect effect{};
   std::string wire = msg('P', parse_body(stmt, sql));
   t.client_message('P', std::string_view(wire).substr(5), server, out, effect);
-  REQUIRE(types_of(out) == "P");
+  REQUIRE(types_of(out) == "PD");  // and the Describe that learns its result columns
   return out.substr(5, out.find('\0', 5) - 5);
 }
 
@@ -56,6 +56,7 @@ struct Fixture {
   TxnTracker tracker{stats, 1, 100, false, {}};
   std::string out;
   TxnTracker::Effect effect{};
+  Fixture() { tracker.allow_hold(true); }  // as the relay does outside a read retry's resend
 
   bool client(char type, const std::string& body) {
     out.clear();
@@ -64,6 +65,27 @@ struct Fixture {
   TxnTracker::Reply reply(char type, const std::string& body = {}) {
     std::string repl;
     return tracker.server_message(type, body, server, server_settings, repl);
+  }
+  // The answer to a Describe of a statement: ParameterDescription, then RowDescription of `columns` (int4
+  // columns of those names), or NoData if none.
+  std::vector<TxnTracker::Reply> described(const std::vector<std::string>& columns = {}) {
+    std::vector<TxnTracker::Reply> r{reply('t', std::string(2, '\0'))};
+    r.push_back(columns.empty() ? reply('n') : reply('T', row_description(columns)));
+    return r;
+  }
+  static std::string row_description(const std::vector<std::string>& columns) {
+    std::string b;
+    pgrouter::protocol::put_be16(b, uint16_t(columns.size()));
+    for (auto& c : columns) {
+      b += cstr(c);
+      pgrouter::protocol::put_be32(b, 16384);  // table
+      pgrouter::protocol::put_be16(b, 1);      // column number
+      pgrouter::protocol::put_be32(b, 23);     // int4
+      pgrouter::protocol::put_be16(b, 4);
+      pgrouter::protocol::put_be32(b, uint32_t(-1));
+      pgrouter::protocol::put_be16(b, 0);
+    }
+    return b;
   }
 };
 
@@ -108,10 +130,11 @@ TEST_CASE("multi-statement strings are split outside quotes, comments and bodies
 TEST_CASE("a named statement is prepared once per server under a shared name") {
   Fixture f;
   REQUIRE(f.client('P', parse_body("S1", "select 1")));
-  CHECK(types_of(f.out) == "P");
+  CHECK(types_of(f.out) == "PD");  // the Describe learns the columns the statement keeps
   CHECK(f.out.find("pgr_") != std::string::npos);
   CHECK(f.server.size() == 1);
   CHECK(f.reply('1') == TxnTracker::Reply::forward);  // the client's own ParseComplete
+  CHECK(f.described({"a"}) == std::vector{TxnTracker::Reply::drop, TxnTracker::Reply::drop});
   REQUIRE(f.client('B', bind_body("S1")));
   CHECK(types_of(f.out) == "B");
   CHECK_FALSE(f.client('S', ""));
@@ -121,10 +144,18 @@ TEST_CASE("a named statement is prepared once per server under a shared name") {
   // Another server: Bind first prepares it there, and that ParseComplete is not the client's.
   pgrouter::pool::ServerStatements other;
   std::swap(f.server, other);
+  // The copy's columns are checked before the Bind goes: the relay holds it until the Describe answers.
   REQUIRE(f.client('B', bind_body("S1")));
-  CHECK(types_of(f.out) == "PB");
-  f.client('S', "");
+  CHECK(f.tracker.held());
+  CHECK(types_of(f.out) == "PDH");
+  CHECK(f.tracker.holding());
   CHECK(f.reply('1') == TxnTracker::Reply::drop);
+  f.described({"a"});
+  CHECK_FALSE(f.tracker.holding());
+  REQUIRE(f.client('B', bind_body("S1")));  // the same columns: the Bind goes on
+  CHECK_FALSE(f.tracker.held());
+  CHECK(types_of(f.out) == "B");
+  f.client('S', "");
   CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
 
   // A second client's Parse of the same text on a server that has it: a no-op Close, retyped.
@@ -226,7 +257,7 @@ TEST_CASE("the LRU bound closes the least recently used statement first") {
     out.clear();
     t.client_message('P', parse_body(name, std::string("select '") + name + "'"), server, out, e);
   }
-  CHECK(types_of(out) == "CP");  // Close of a's statement, then Parse of c's
+  CHECK(types_of(out) == "CPD");  // Close of a's statement, then Parse of c's (and its Describe)
   CHECK(server.size() == 2);
   CHECK(stats.prepared_statements_evicted_total == 1);
 }
@@ -277,6 +308,7 @@ TEST_CASE("rewind takes the client's statements back to the start of a read retr
   // Before the window: S0 exists, the unnamed statement is "select 'before'".
   f.client('P', parse_body("S0", "select 0"));
   f.reply('1');
+  f.described({"x"});
   f.client('P', parse_body("", "select 'before'"));
   f.reply('1');
   f.client('S', "");
@@ -305,12 +337,13 @@ TEST_CASE("rewind takes the client's statements back to the start of a read retr
   std::swap(f.server, other);
   f.client('C', std::string("S") + cstr("S0"));
   REQUIRE(f.client('P', parse_body("S1", "select 1")));
-  CHECK(types_of(f.out) == "P");
+  CHECK(types_of(f.out) == "PD");
   CHECK(f.tracker.statement_query("S1") == "select 1");
   f.client('P', parse_body("", "select 'inside'"));
   f.client('S', "");
   f.reply('3');
   f.reply('1');
+  f.described({"x"});
   f.reply('1');
   f.reply('Z', "I");
   f.tracker.end_window();
@@ -517,17 +550,21 @@ TEST_CASE("SQL-prepared statements in the extended protocol: EXECUTE in a Parse,
   f.client('P', parse_body("wrap", "execute s"));
   f.client('S', "");
   f.reply('1');
+  f.described({"v"});
   f.reply('Z', "I");
   pgrouter::pool::ServerStatements third;
   std::swap(f.server, third);
   REQUIRE(f.client('B', bind_body("wrap")));
-  CHECK(types_of(f.out) == "CCCPBEPB");
-  // DEALLOCATE s (simple Query) on a server that lacks it: prepared first, in a batch of its own.
-  f.client('S', "");
+  CHECK(types_of(f.out) == "CCCPBEPDH");  // held: wrap's columns are checked first
   for (char t : std::string("3331")) f.reply(t);
   f.reply('2');
   f.reply('C', cstr("PREPARE"));
   f.reply('1');
+  f.described({"v"});
+  REQUIRE(f.client('B', bind_body("wrap")));
+  CHECK(types_of(f.out) == "B");
+  // DEALLOCATE s (simple Query) on a server that lacks it: prepared first, in a batch of its own.
+  f.client('S', "");
   f.reply('Z', "I");
   pgrouter::pool::ServerStatements fourth;
   std::swap(f.server, fourth);
@@ -729,9 +766,11 @@ TEST_CASE("pool.unnamed_statements: prepare: the unnamed statement is a shared s
   // "cached plan must not change result type": the server's statements are forgotten, so the next Parse prepares
   // it again, after a Close of the stale one; so is a named statement.
   REQUIRE(client('P', parse_body("S1", "select 2")));
-  CHECK(types_of(out) == "P");
+  CHECK(types_of(out) == "PD");
   client('S', "");
   reply('1');
+  reply('t', std::string(2, '\0'));
+  reply('T', Fixture::row_description({"v"}));
   reply('Z', "I");
   std::string stale("SERROR\0C0A000\0Mcached plan must not change result type\0\0", 56);
   reply('E', stale);
@@ -741,8 +780,9 @@ TEST_CASE("pool.unnamed_statements: prepare: the unnamed statement is a shared s
   CHECK(types_of(out) == "CP");
   CHECK(name_in(0) == shared);
   CHECK(name_in(1) == shared);
+  tracker.allow_hold(true);
   REQUIRE(client('B', bind_body("S1")));
-  CHECK(types_of(out) == "CPB");
+  CHECK(types_of(out) == "CPDH");  // prepared again, and held until its columns are compared with the client's
 }
 
 TEST_CASE("statements are shared only between clients that parse them alike (search_path, TimeZone, ...)") {
@@ -868,7 +908,7 @@ TEST_CASE("a Parse skipped after an error: a later batch of the same write is an
   // [Parse "" bad, Parse s2, Sync] [Bind s2, Execute, Sync] [Parse s2 (other text), Sync], in one write.
   f.client('P', parse_body("", "selec 1"));
   REQUIRE(f.client('P', parse_body("s2", "select 2")));
-  CHECK(types_of(f.out) == "P");  // a real Parse: the server has it exactly when it ran
+  CHECK(types_of(f.out) == "PD");  // a real Parse: the server has it exactly when it ran
   std::string s2 = name_in(f.out, 'P');
   f.client('S', "");
   REQUIRE(f.client('B', bind_body("s2")));
@@ -928,7 +968,7 @@ TEST_CASE("after a request that may fail, a Parse of a statement the server has 
   CHECK(types_of(f.out) == "C");
   f.client('B', bind_body("b"));
   REQUIRE(f.client('P', parse_body("c", "select 4")));  // after a Bind that may fail: a Parse the server runs
-  CHECK(types_of(f.out) == "P");
+  CHECK(types_of(f.out) == "PD");
   CHECK(name_in(f.out, 'P') != shared);
   f.client('S', "");
   f.reply('3');
@@ -941,7 +981,7 @@ TEST_CASE("after a request that may fail, a Parse of a statement the server has 
   f.reply('E', error_body("22012", "division by zero"));
   f.reply('Z', "E");
   REQUIRE(f.client('P', parse_body("d", "select 4")));
-  CHECK(types_of(f.out) == "P");
+  CHECK(types_of(f.out) == "PD");
   CHECK(name_in(f.out, 'P') != shared);
   f.client('S', "");
   f.reply('E', error_body("25P02", "current transaction is aborted, commands ignored until end of transaction block"));
@@ -1070,4 +1110,84 @@ TEST_CASE("currval()/lastval() pass only where this client may have called nextv
   f.client('P', parse_body("s1", "select currval('s')"));
   CHECK(f.effect == TxnTracker::Effect::unsupported);
   CHECK(f.tracker.feature() == "currval()/lastval()");
+}
+
+TEST_CASE("a statement keeps the result columns it was parsed with, as PostgreSQL's cached plans do") {
+  Fixture f;
+  std::string repl;
+  f.client('P', parse_body("S1", "select * from t"));
+  std::string name = f.out.substr(5, f.out.find('\0', 5) - 5);
+  f.client('S', "");
+  f.reply('1');
+  f.described({"a"});
+  f.reply('Z', "I");
+
+  // On a server that lacks it, the table has gained a column: the Bind fails as PostgreSQL's does, nothing runs.
+  pgrouter::pool::ServerStatements other;
+  std::swap(f.server, other);
+  REQUIRE(f.client('B', bind_body("S1")));
+  REQUIRE(f.tracker.held());
+  f.reply('1');
+  f.described({"a", "b"});
+  CHECK_FALSE(f.tracker.holding());
+  REQUIRE(f.client('B', bind_body("S1")));
+  CHECK_FALSE(f.tracker.held());
+  CHECK(types_of(f.out) == "D");  // the sentinel whose error the client gets as 0A000
+  CHECK(f.out.find(name) == std::string::npos);
+  f.client('E', std::string(5, '\0'));
+  f.client('S', "");
+  CHECK(f.tracker.server_message('E', error_body("26000", "prepared statement \"pgr_sentinel_error\" does not exist"),
+                                 f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
+  CHECK(repl.find("C0A000") != std::string::npos);
+  CHECK(repl.find("cached plan must not change result type") != std::string::npos);
+  CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
+  CHECK(f.tracker.idle());
+
+  // The same server later: its copy has other columns, so it is closed and prepared again; the table is back to
+  // the client's columns, and the Bind goes on.
+  REQUIRE(f.client('B', bind_body("S1")));
+  REQUIRE(f.tracker.held());
+  CHECK(types_of(f.out) == "CPDH");
+  CHECK(f.reply('3') == TxnTracker::Reply::drop);
+  CHECK(f.reply('1') == TxnTracker::Reply::drop);
+  CHECK(f.described({"a"}) == std::vector{TxnTracker::Reply::drop, TxnTracker::Reply::drop});
+  REQUIRE(f.client('B', bind_body("S1")));
+  CHECK(types_of(f.out) == "B");
+  CHECK(f.out.find(name) != std::string::npos);
+  f.client('S', "");
+  f.reply('Z', "I");
+
+  // An error before the held message: the server skips the preparation too, and so the message.
+  pgrouter::pool::ServerStatements third;
+  std::swap(f.server, third);
+  f.client('P', parse_body("", "selec"));
+  REQUIRE(f.client('B', bind_body("S1")));
+  REQUIRE(f.tracker.held());
+  f.reply('E', error_body("42601", "syntax error at or near \"selec\""));
+  CHECK_FALSE(f.tracker.holding());
+  CHECK_FALSE(f.tracker.probing());
+  REQUIRE(f.client('B', bind_body("S1")));
+  CHECK_FALSE(f.tracker.held());
+  CHECK(types_of(f.out) == "PB");  // ignored by the server until the Sync
+  f.client('S', "");
+  f.reply('Z', "I");
+  CHECK(f.tracker.idle());
+  CHECK_FALSE(f.server.contains(name));
+
+  // Columns taken from a shared copy (another client's) are not the client's own: a copy prepared again
+  // reports them, without holding.
+  Fixture g;
+  g.server.insert(name, 100);
+  g.server.set_desc(name, TxnTracker::desc_of(Fixture::row_description({"a"})));
+  REQUIRE(g.client('P', parse_body("T1", "select * from t")));
+  CHECK(types_of(g.out) == "C");
+  g.reply('3');
+  pgrouter::pool::ServerStatements fourth;
+  std::swap(g.server, fourth);
+  REQUIRE(g.client('B', bind_body("T1")));
+  CHECK_FALSE(g.tracker.held());
+  CHECK(types_of(g.out) == "PDB");
+  g.reply('1');
+  g.described({"a", "b"});
+  CHECK(g.server.desc(name) == TxnTracker::desc_of(Fixture::row_description({"a", "b"})));
 }

@@ -1,7 +1,9 @@
 // The prepared statements pgrouter created on one server connection under transaction pooling, by
 // their server-side names, least recently used first out. Bounded by pool.prepared_statements_cache:
-// when full, the least recently used one is closed on the server to make room.
+// when full, the least recently used one is closed on the server to make room. Each may carry the
+// identity of its result columns (desc), as a Describe of it found them when it was prepared here.
 #pragma once
+#include <cstdint>
 #include <list>
 #include <string>
 #include <unordered_map>
@@ -14,7 +16,7 @@ class ServerStatements {
   bool use(const std::string& name) {
     auto it = map_.find(name);
     if (it == map_.end()) return false;
-    lru_.splice(lru_.begin(), lru_, it->second);
+    lru_.splice(lru_.begin(), lru_, it->second.at);
     return true;
   }
   bool contains(const std::string& name) const { return map_.count(name) > 0; }
@@ -23,7 +25,7 @@ class ServerStatements {
   std::string insert(const std::string& name, size_t capacity) {
     if (use(name)) return {};
     lru_.push_front(name);
-    map_[name] = lru_.begin();
+    map_[name] = Entry{lru_.begin()};
     if (capacity == 0 || map_.size() <= capacity) return {};
     std::string victim = std::move(lru_.back());
     lru_.pop_back();
@@ -34,12 +36,20 @@ class ServerStatements {
   void restore(const std::string& name) {
     if (map_.count(name)) return;
     lru_.push_back(name);
-    map_[name] = std::prev(lru_.end());
+    map_[name] = Entry{std::prev(lru_.end())};
+  }
+  // The result columns' identity of `name` here (0: not known; see TxnTracker's kNoRows and desc_of()).
+  uint64_t desc(const std::string& name) const {
+    auto it = map_.find(name);
+    return it == map_.end() ? 0 : it->second.desc;
+  }
+  void set_desc(const std::string& name, uint64_t desc) {
+    if (auto it = map_.find(name); it != map_.end()) it->second.desc = desc;
   }
   void erase(const std::string& name) {
     auto it = map_.find(name);
     if (it == map_.end()) return;
-    lru_.erase(it->second);
+    lru_.erase(it->second.at);
     map_.erase(it);
   }
   void clear() {
@@ -62,8 +72,12 @@ class ServerStatements {
   uint64_t unnamed_owner = 0;
 
  private:
+  struct Entry {
+    std::list<std::string>::iterator at;
+    uint64_t desc = 0;
+  };
   std::list<std::string> lru_;
-  std::unordered_map<std::string, std::list<std::string>::iterator> map_;
+  std::unordered_map<std::string, Entry> map_;
 };
 
 }  // namespace pgrouter::pool

@@ -37,6 +37,15 @@
 // pgr_x, prepared first where missing), so a text the application sends again is parsed and planned once per
 // server connection, as PgDog's `extended_anonymous`. The client still sees an unnamed statement: a Query or a Close drops it, a
 // failed or skipped Parse leaves none, and errors name it "" again.
+// Result columns (PostgreSQL's "cached plan must not change result type"). A statement keeps the result columns
+// it had when the client parsed it: PostgreSQL refuses (0A000) to run or describe it once its tables changed
+// them, until the client parses it again (JDBC decodes rows with the RowDescription it cached). pgrouter learns
+// them with a Describe sent after the client's Parse (its replies dropped), and each server copy's with one sent
+// after preparing it. A statement prepared again where a server lacks it (or has a copy with other columns) is
+// checked before the client's Bind or Describe goes on: the relay holds that message (held()) until the
+// Describe answers (holding()); other columns than the client's make it fail with 0A000, as in PostgreSQL,
+// with nothing of it run. Columns known only from a shared copy (the client's Parse found it there) are the
+// client's once a copy prepared again reports them.
 // Schema changes. Shared names also hash a process-wide epoch that the CommandComplete of ALTER/DROP/CREATE VIEW
 // through pgrouter bumps, so clients parse afresh after them. After "cached plan must not change result type" (a
 // table changed under a statement behind pgrouter's back) pgrouter forgets all of that server's statements and
@@ -95,6 +104,10 @@ struct TrackedStatement {
   // Statements its text EXECUTEs: prepared first wherever it is prepared; how its text was rewritten.
   std::vector<std::shared_ptr<TrackedStatement>> uses;
   std::shared_ptr<const TextRewrite> rewrite;
+  // Its result columns (TxnTracker::desc_of: 0 unknown, kNoRows none); desc_own: found for this client's own
+  // Parse (or a copy prepared since), not taken from a shared copy, so the server must keep them.
+  uint64_t desc = 0;
+  bool desc_own = false;
 };
 
 
@@ -140,6 +153,18 @@ class TxnTracker {
   static bool is_reply_type(char type) {
     return type == '1' || type == '2' || type == '3' || type == 'E' || type == 'Z' || type == 'C';
   }
+  // ParameterDescription, RowDescription, NoData: server_message() wants them only while probing().
+  static bool is_describe_reply(char type) { return type == 't' || type == 'T' || type == 'n'; }
+  bool probing() const { return probes_ > 0; }
+  // The identity of a RowDescription's columns (names, types, sizes, modifiers: what PostgreSQL compares).
+  static uint64_t desc_of(std::string_view row_description);
+  static constexpr uint64_t kNoRows = 1;  // a statement answered NoData
+  // The last client_message() did not take its message: `out` holds what goes to the server before it, and the
+  // same message comes again once holding() is over (the relay waits for the reply that decides it). Only
+  // while holds are allowed (not when read retry sends messages again).
+  bool held() const { return held_; }
+  bool holding() const { return hold_.state == HoldState::waiting; }
+  void allow_hold(bool allowed) { allow_hold_ = allowed; }
 
   // currval()/lastval() give this client's value only on a server where something that may call nextval() ran
   // since the client got it (or on a server the client keeps): the caller says when the server changes hands.
@@ -150,6 +175,8 @@ class TxnTracker {
   // The server was lost or reset: nothing more will answer, and it has nothing of ours.
   void server_gone() {
     expect_.clear();
+    probes_ = 0;
+    if (holding()) hold_.state = HoldState::skipped;
     tx_sets_.clear();
     group_sets_.clear();
     ghosts_.clear();
@@ -205,7 +232,8 @@ class TxnTracker {
  private:
   // sentinel_error: a request sent only to make the server fail (a Describe of a missing
   // statement); its error is replaced by `error` (42P05 for a duplicate Parse, 0A000 for a refusal).
-  enum class Action : uint8_t { forward, drop, as_parse_complete, sentinel_error };
+  // probe: a Describe pgrouter sent to learn a statement's result columns (ExpectMore::probed).
+  enum class Action : uint8_t { forward, drop, as_parse_complete, sentinel_error, probe };
   enum class OnSuccess : uint8_t { deallocate_all, discard_all, deallocate };
   struct StatementEffect {  // what a DEALLOCATE / DISCARD ALL does once its Sync/Query succeeded
     OnSuccess kind;
@@ -231,6 +259,7 @@ class TxnTracker {
     // if it does not happen).
     std::shared_ptr<TrackedStatement> created, prev;
     std::shared_ptr<const TextRewrite> rewrite;  // a Parse/Query whose text was rewritten: for its errors
+    std::shared_ptr<TrackedStatement> probed;     // probe: the statement whose columns it learns (server_name's)
   };
   static const ExpectMore kNoMore;
   struct Expect {
@@ -253,6 +282,7 @@ class TxnTracker {
     // 'Z' of a Query or FunctionCall: after an extended-protocol error the server skips it too (up to a Sync), and
     // it gets no ReadyForQuery.
     bool not_sync : 1 = false;
+    bool verify : 1 = false;  // probe: decides a hold (the columns must be the statement's)
     std::unique_ptr<ExpectMore> extra;
     ExpectMore& more() {
       if (!extra) extra = std::make_unique<ExpectMore>();
@@ -270,6 +300,16 @@ class TxnTracker {
   // inside an extended-protocol batch; true if something was sent. Before a Query, the caller ends them
   // with sync_injected().
   bool ensure_prepared(const TrackedStatement& st, pool::ServerStatements& server, std::string& out);
+  // ensure_prepared() for the statement a client's Bind or Describe (`type`) names, checking a copy prepared
+  // afresh against the client's columns: hold (held() set: only the preparation is in out), refused (the
+  // message's 0A000 is in out) or ready (the message goes on, renamed).
+  enum class Prepared { ready, hold, refused };
+  Prepared prepare_checked(const std::shared_ptr<TrackedStatement>& st, pool::ServerStatements& server, char type,
+                           std::string& out);
+  // A Describe of server_name (its replies dropped) that records its columns, or (verify) decides the hold.
+  void probe(const std::shared_ptr<TrackedStatement>& st, const std::string& server_name, bool verify,
+             std::string& out);
+  Reply probe_answered(char type, std::string_view body, pool::ServerStatements& server);
   void sync_injected(std::string& out);
   // Rewrites the EXECUTE names of `sql` the client tracks to their server names, preparing them first;
   // false (nothing appended to `text`) when none is tracked.
@@ -296,6 +336,7 @@ class TxnTracker {
   void refuse(std::string_view feature, char type, std::string& out);
   // The client's message is replaced by a request whose error the client gets as `err` instead.
   void refuse_with(std::string err, char type, std::string& out);
+  void fail_with(std::string err, char type, std::string& out);  // the same, not counted as a refusal
   // currval()/lastval() (Effect::reads_sequence): false when refused (the refusal is in out); notes whether
   // `sql` may have called nextval() on this server.
   bool sequence_text(std::string_view sql, char type, std::string& out, Effect& effect);
@@ -334,8 +375,8 @@ class TxnTracker {
   mutable uint64_t parse_context_ = 0, parse_context_version_ = 0;
   std::unordered_map<std::string, std::shared_ptr<TrackedStatement>> statements_;
   // The queue of expected replies, held only while it holds something: std::deque allocates its map and a
-  // 512-byte block even when empty, and an idle client should cost no more than it must (10,000 idle clients is
-  // a bar of issue 3). An emptied deque goes back to a per-thread stock and the next transaction takes it
+  // 512-byte block even when empty, and an idle client should cost no more than it must (thousands of clients may
+  // sit idle). An emptied deque goes back to a per-thread stock and the next transaction takes it
   // again (it keeps its map and a block when emptied), so a transaction's expectations cost no allocation.
   class ReplyQueue {
    public:
@@ -432,6 +473,13 @@ class TxnTracker {
   // whose ReadyForQuery is the next message it sends (what was sent before that Sync had no effect).
   bool skip_to_sync_ = false;
   char tx_status_ = 'I';  // the transaction status of the last ReadyForQuery
+  uint32_t probes_ = 0;  // probe requests in flight
+  enum class HoldState : uint8_t { none, waiting, matched, changed, skipped };
+  struct Hold {
+    std::string server_name;  // the copy being checked
+    HoldState state = HoldState::none;
+  } hold_;
+  bool held_ = false, allow_hold_ = false;
   uint32_t markers_ = 0;       // marker statements made so far (each has its own name)
   bool marker_left_ = false;   // the last one may exist on the server: closed at the next request when idle
   bool uncertain_ = false;
