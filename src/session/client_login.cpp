@@ -89,12 +89,6 @@ awaitable<bool> ClientSession::read_startup_on(Stream& s, p::StartupPacket& out)
   co_return true;
 }
 
-awaitable<void> ClientSession::run() {
-  LoggedIn how = co_await login();
-  if (how == LoggedIn::plain) co_await relay(plain_);
-  else if (how == LoggedIn::tls) co_await relay(*tls_);
-}
-
 void ClientSession::login_timed_out() {
   log::info("client login timed out", {{"session", id_}, {"client", peer_}});
   if (tls_) {
@@ -470,24 +464,24 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
     welcome_pool = params_pool;
   } else {
     // role: auto: the session's server (or the first welcome's) comes from the host that is the primary now.
-    backend_ = 0;
+    attached_.backend = 0;
     if (shard.auto_roles) {
-      backend_ = primary_backend();
-      if (backend_ < 0 && txn_mode_)  // a transaction-pooled login only needs some server's parameters
-        for (size_t i = 0; i < shard.backends() && backend_ < 0; ++i)
-          if (const auto* h = health_of(int(i)); h && h->up.load() && h->probed.load()) backend_ = int(i);
-      if (backend_ < 0) backend_ = co_await await_primary(pool::Clock::now() + db_->routing.wait_for_primary);
-      if (backend_ < 0) {
-        backend_ = 0;
+      attached_.backend = primary_backend();
+      if (attached_.backend < 0 && txn_mode_)  // a transaction-pooled login only needs some server's parameters
+        for (size_t i = 0; i < shard.backends() && attached_.backend < 0; ++i)
+          if (const auto* h = health_of(int(i)); h && h->up.load() && h->probed.load()) attached_.backend = int(i);
+      if (attached_.backend < 0) attached_.backend = co_await await_primary(pool::Clock::now() + db_->routing.wait_for_primary);
+      if (attached_.backend < 0) {
+        attached_.backend = 0;
         std::string msg = no_primary_message();
         co_await fail(s, p::sqlstate::cannot_connect, msg);
         co_return false;
       }
     }
     pool::ServerError err;
-    server_pool_ = &pool_at(backend_);
-    server_ = co_await server_pool_->acquire(err);
-    if (!server_) {
+    attached_.pool = &pool_at(attached_.backend);
+    attached_.server = co_await attached_.pool->acquire(err);
+    if (!attached_.server) {
       // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.
       std::string msg = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
       std::string hint;
@@ -510,17 +504,17 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
                             ? std::string("server connection failed while applying startup parameters")
                             : serr.message;
       co_await fail(s, code.c_str(), msg);
-      server_pool_->release(std::move(server_), serr.from_server);
+      attached_.pool->release(std::move(attached_.server), serr.from_server);
       w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
       co_return false;
     }
-    welcome = &server_->params;
+    welcome = &attached_.server->params;
   }
   // RESET and DISCARD ALL go back to the startup settings pgrouter applied with SET: in session pooling
   // those this server needed; in transaction pooling any server may need any of them.
   std::vector<std::pair<std::string, std::string>> applied;
   for (auto& kv : wanted_params_)
-    if (txn_mode_ || (server_ && server_->applied.count(util::ascii_lower(kv.first)))) applied.push_back(kv);
+    if (txn_mode_ || (attached_.server && attached_.server->applied.count(util::ascii_lower(kv.first)))) applied.push_back(kv);
   if (!applied.empty()) startup_reset_ = StartupReset(applied);
   last_activity_ = pool::Clock::now();  // timeouts are checked from registration on
   key_pid_ = w_.register_session(this, key_secret_);
@@ -541,7 +535,7 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   }
   p::append_backend_key_data(out, key_pid_, key_secret_);
   p::append_ready_for_query(out, 'I');
-  if (txn_mode_ && server_) detach_server();  // the client gets a server again at its first message
+  if (txn_mode_ && attached_.server) detach_server();  // the client gets a server again at its first message
   if (co_await net::write_all(s, out)) co_return false;
   co_return true;
 }

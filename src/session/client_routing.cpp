@@ -150,7 +150,7 @@ awaitable<void> ClientSession::hold_write_behind_replica_read() {
   asio::steady_timer t(w_.io());
   auto give_up = pool::Clock::now() + std::chrono::seconds(30);
   auto step = std::chrono::microseconds(200);
-  while (server_ && !pinned_ && !client_done_ && !retry_.busy && (pending_ > 0 || server_->tx_status == 'I') &&
+  while (attached_.server && !pinned_ && !client_done_ && !retry_.busy && (pending_ > 0 || attached_.server->tx_status == 'I') &&
          pool::Clock::now() < give_up) {
     t.expires_after(step);
     net::error_code ec;
@@ -293,15 +293,15 @@ int ClientSession::attach_now() {
   auto& pool = pool_at(chosen);
   auto server = pool.take_idle();
   if (!server) return chosen;
-  backend_ = chosen;
-  server_pool_ = &pool;
-  server_ = std::move(server);
+  attached_.backend = chosen;
+  attached_.pool = &pool;
+  attached_.server = std::move(server);
   return server_taken() ? kAttached : kNeedsParams;
 }
 
 bool ClientSession::server_taken() {
   w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
-  if (pinned_) server_->dirty = true;
+  if (pinned_) attached_.server->dirty = true;
   return params_ready();
 }
 
@@ -310,19 +310,19 @@ awaitable<bool> ClientSession::settle_params(bool from_mark) {
   if (co_await sync_params(serr)) co_return true;
   if (tx_on_replica_ && !client_done_ && (!serr.from_server || unavailable(serr.sqlstate))) {
     // Each round takes a replica out of rotation: this ends on the primary (or with no backend left).
-    if (auto& h = server_pool_->settings().health) h->mark_down();
+    if (auto& h = attached_.pool->settings().health) h->mark_down();
     log::warn("replica failed while pgrouter applied the client's settings: taken out of rotation, transaction "
               "routed elsewhere",
-              {{"session", id_}, {"backend", server_pool_->target_name()}, {"error", serr.message}});
+              {{"session", id_}, {"backend", attached_.pool->target_name()}, {"error", serr.message}});
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-    server_pool_->release(std::move(server_), false);
+    attached_.pool->release(std::move(attached_.server), false);
     co_return co_await attach_backend(from_mark);
   }
   pending_fatal_sqlstate_ = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
   pending_fatal_message_ = serr.message.empty() ? "server connection failed while applying session parameters"
                                                 : serr.message;
   w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-  server_pool_->release(std::move(server_), serr.from_server);
+  attached_.pool->release(std::move(attached_.server), serr.from_server);
   co_return false;
 }
 
@@ -339,11 +339,11 @@ awaitable<bool> ClientSession::attach_backend(bool from_mark, int chosen, bool f
     // Fetched again each round: the buffer may have moved while the previous round waited.
     const char* d = from_mark ? client_buf_.mark_data() : client_buf_.data();
     size_t n = from_mark ? client_buf_.size_since_mark() : client_buf_.size();
-    backend_ = chosen != kNotChosen ? std::exchange(chosen, kNotChosen) : choose_backend(d, n);
-    if (backend_ == kAwaitReplay) {
+    attached_.backend = chosen != kNotChosen ? std::exchange(chosen, kNotChosen) : choose_backend(d, n);
+    if (attached_.backend == kAwaitReplay) {
       // Read-your-writes: poll the probes' findings (a probe of the primary after the write, then a replica
       // that replayed its position) until routing.read_your_writes_wait is over; then the primary.
-      backend_ = 0;
+      attached_.backend = 0;
       ryw_waited_ = true;
       auto poll = std::min<pool::Clock::duration>(db_->routing.probe_interval, std::chrono::milliseconds(10));
       asio::steady_timer timer(w_.io());
@@ -353,15 +353,15 @@ awaitable<bool> ClientSession::attach_backend(bool from_mark, int chosen, bool f
       if (client_done_) co_return false;
       continue;
     }
-    if (backend_ == kNoReplica) {
-      backend_ = 0;
+    if (attached_.backend == kNoReplica) {
+      attached_.backend = 0;
       pending_fatal_sqlstate_ = p::sqlstate::cannot_connect;
       pending_fatal_message_ = "no replica can take this read (all down, lagging or paused) and "
                                "routing.primary_fallback is false";
       co_return false;
     }
-    if (backend_ == kNoPrimary) {
-      backend_ = 0;
+    if (attached_.backend == kNoPrimary) {
+      attached_.backend = 0;
       int found = co_await await_primary(give_up_at);
       if (client_done_) co_return false;
       if (found >= 0) continue;
@@ -369,22 +369,22 @@ awaitable<bool> ClientSession::attach_backend(bool from_mark, int chosen, bool f
       pending_fatal_message_ = no_primary_message();
       co_return false;
     }
-    server_pool_ = &pool_at(backend_);
-    server_ = co_await server_pool_->acquire(err, std::exchange(from_line, false) ? &line_ : nullptr);
-    if (server_) break;
+    attached_.pool = &pool_at(attached_.backend);
+    attached_.server = co_await attached_.pool->acquire(err, std::exchange(from_line, false) ? &line_ : nullptr);
+    if (attached_.server) break;
     if (client_done_) co_return false;  // the session ends anyway (with its own FATAL, if any)
     if ((err.from_server && !unavailable(err.sqlstate)) || err.sqlstate == p::sqlstate::too_many_connections)
       break;  // busy, or refusing us: not down
     bool retry = tx_on_replica_ ? replica_failures++ < shard.replicas.size()
                                 : shard.auto_roles && pool::Clock::now() < give_up_at;
     if (!retry) break;
-    if (auto& h = server_pool_->settings().health) h->mark_down();
+    if (auto& h = attached_.pool->settings().health) h->mark_down();
     log::warn(tx_on_replica_ ? "replica unreachable: taken out of rotation, transaction routed elsewhere"
                              : "primary unreachable: taken out of rotation until a probe answers; waiting for a "
                                "primary (routing.wait_for_primary)",
-              {{"session", id_}, {"backend", server_pool_->target_name()}, {"error", err.message}});
+              {{"session", id_}, {"backend", attached_.pool->target_name()}, {"error", err.message}});
   }
-  if (!server_) {
+  if (!attached_.server) {
     pending_fatal_sqlstate_ = err.sqlstate.empty() ? std::string(p::sqlstate::cannot_connect) : err.sqlstate;
     pending_fatal_message_ = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
     co_return false;

@@ -3,6 +3,8 @@
 #include "pgrouter/session/client_session.hpp"
 #include "pgrouter/util/strings.hpp"
 
+#include <cassert>
+
 #include <openssl/crypto.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -40,9 +42,9 @@ ClientSession::ClientSession(Worker& worker, int fd, const tcp::endpoint& peer)
 ClientSession::~ClientSession() {
   if (plain_.fd >= 0) ::close(plain_.fd);  // leaves the readiness set with it
   if (key_pid_) w_.unregister_session(key_pid_);
-  if (server_ && server_pool_ && !w_.stopping()) {  // (at shutdown the server just closes with the session)
+  if (attached_.server && attached_.pool && !w_.stopping()) {  // (at shutdown the server just closes with the session)
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-    server_pool_->release(std::move(server_), false);
+    attached_.pool->release(std::move(attached_.server), false);
   }
   if (counted_client_) {
     w_.runtime().clients.fetch_sub(1, std::memory_order_relaxed);
@@ -58,7 +60,7 @@ void ClientSession::pin(std::string_view feature) {
   if (pinned_) return;
   pinned_ = true;
   if (tracker_) tracker_->client_pinned();
-  if (server_) server_->dirty = true;
+  if (attached_.server) attached_.server->dirty = true;
   w_.stats().clients_pinned_total.fetch_add(1, std::memory_order_relaxed);
   log::info("client pinned to its server for the rest of its session (transaction pooling cannot share this)",
             {{"session", id_}, {"client", peer_}, {"user", user_}, {"feature", feature}});
@@ -67,7 +69,7 @@ void ClientSession::pin(std::string_view feature) {
 bool ClientSession::track_client_message(char type, std::string_view body) {
   c2s_repl_.clear();
   TxnTracker::Effect effect;
-  bool replaced = tracker_->client_message(type, body, server_->statements, c2s_repl_, effect);
+  bool replaced = tracker_->client_message(type, body, attached_.server->statements, c2s_repl_, effect);
   // Unsupported and not refused (pool.session_features: refuse replaces the message with its refusal; a rename of
   // a named statement's Parse that SETs is not a refusal): the client keeps its server from here on.
   if (effect == TxnTracker::Effect::unsupported && !(replaced && tracker_->refuses())) pin(tracker_->feature());
@@ -88,9 +90,9 @@ TxnTracker::Reply ClientSession::track_server_message(char type, std::string_vie
   s2c_repl_.clear();
   uint64_t version = tracker_->settings_version();
   bool holding = tracker_->holding();
-  auto reply = tracker_->server_message(type, body, server_->statements, server_->applied, s2c_repl_);
+  auto reply = tracker_->server_message(type, body, attached_.server->statements, attached_.server->applied, s2c_repl_);
   if (holding && !tracker_->holding()) retry_signal();  // client -> server waits for this answer
-  if (tracker_->settings_version() != version) server_->settled = {};  // `applied` may have changed
+  if (tracker_->settings_version() != version) attached_.server->settled = {};  // `applied` may have changed
   if (type == 'Z' && tracker_->uncertain()) pin("ROLLBACK TO SAVEPOINT after SET");
   return reply;
 }
@@ -128,17 +130,17 @@ void ClientSession::check_timeouts(pool::Clock::time_point now) {
 void ClientSession::forward_cancel() {
   // Only a query actually running for this client is cancelled; an idle server may already be
   // serving someone else in transaction mode, and its key must not be used then.
-  if (!server_ || pending_ == 0) {
+  if (!attached_.server || pending_ == 0) {
     log::info("cancel request ignored: the client has no query running",
-              {{"client_pid", key_pid_}, {"server_attached", server_ != nullptr}});
+              {{"client_pid", key_pid_}, {"server_attached", attached_.server != nullptr}});
     return;
   }
   w_.stats().cancel_requests_total.fetch_add(1, std::memory_order_relaxed);
-  log::debug("cancel request forwarded", {{"client_pid", key_pid_}, {"backend_pid", server_->backend_pid}});
-  auto in_flight = server_->cancels_in_flight;
+  log::debug("cancel request forwarded", {{"client_pid", key_pid_}, {"backend_pid", attached_.server->backend_pid}});
+  auto in_flight = attached_.server->cancels_in_flight;
   ++*in_flight;
   asio::co_spawn(w_.io(),
-                 send_cancel(w_.io().get_executor(), server_->target, server_->backend_pid, server_->backend_secret),
+                 send_cancel(w_.io().get_executor(), attached_.server->target, attached_.server->backend_pid, attached_.server->backend_secret),
                  [in_flight](std::exception_ptr) { --*in_flight; });
 }
 
@@ -194,7 +196,7 @@ bool ClientSession::params_sql(std::string& sql, std::vector<const std::string*>
     desired_digest_ = settings_digest(wanted_params_, tracker_ ? &tracker_->settings() : nullptr);
     digest_version_ = version;
   }
-  if (server_->settled == desired_digest_) return true;
+  if (attached_.server->settled == desired_digest_) return true;
   // Each setting as the statement that gives it (startup settings with their raw values, as PostgreSQL
   // takes them from a startup packet), so a server's state is compared with one string comparison per
   // parameter. Built once per change of the client's settings.
@@ -214,27 +216,27 @@ bool ClientSession::params_sql(std::string& sql, std::vector<const std::string*>
     desired_version_ = version;
   }
   for (auto& [k, v] : desired_) {
-    auto it = server_->applied.find(k);
-    if (it != server_->applied.end()) {
+    auto it = attached_.server->applied.find(k);
+    if (it != attached_.server->applied.end()) {
       if (it->second == v) continue;
     } else if (auto raw = startup_raw_.find(k); raw != startup_raw_.end()) {
       // A server still at its login value may already have the wanted one (e.g. client_encoding).
       const auto& [key, value] = raw->second;
       bool same = false;
-      for (auto& [pk, pv] : server_->params)
+      for (auto& [pk, pv] : attached_.server->params)
         if (pv == value && pk.size() == key.size() && strncasecmp(pk.c_str(), key.c_str(), key.size()) == 0) same = true;
       if (same) continue;
     }
     sql += v + ";";
     set_keys.push_back(&k);
   }
-  for (auto& [k, v] : server_->applied) {
+  for (auto& [k, v] : attached_.server->applied) {
     if (desired_.count(k)) continue;
     sql += "RESET " + k + ";";  // another client's setting
     reset_keys.push_back(k);
   }
   if (!sql.empty()) return false;
-  server_->settled = desired_digest_;
+  attached_.server->settled = desired_digest_;
   return true;
 }
 
@@ -271,17 +273,17 @@ awaitable<bool> ClientSession::sync_params(pool::ServerError& err) {
   std::vector<const std::string*> set_keys;
   std::vector<std::string> reset_keys;
   if (params_sql(sql, set_keys, reset_keys)) co_return true;
-  if (!co_await server_->run_quietly(sql, &err)) co_return false;
+  if (!co_await attached_.server->run_quietly(sql, &err)) co_return false;
   w_.stats().settings_replayed_total.fetch_add(set_keys.size() + reset_keys.size(), std::memory_order_relaxed);
-  for (auto* k : set_keys) server_->applied[*k] = desired_.at(*k);
-  for (auto& k : reset_keys) server_->applied.erase(k);
-  server_->settled = desired_digest_;  // params_sql built desired_ for the current version
+  for (auto* k : set_keys) attached_.server->applied[*k] = desired_.at(*k);
+  for (auto& k : reset_keys) attached_.server->applied.erase(k);
+  attached_.server->settled = desired_digest_;  // params_sql built desired_ for the current version
   co_return true;
 }
 
 void ClientSession::detach_server(bool reusable) {
   w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-  server_pool_->release(std::move(server_), reusable);
+  attached_.pool->release(std::move(attached_.server), reusable);
   if (tracker_) tracker_->server_released();
   transaction_ended();
 }
@@ -300,9 +302,9 @@ void ClientSession::refresh_config() {
 
 bool ClientSession::register_server_io() {
   net::error_code nec;
-  if (!server_->ready.attached()) server_->socket.native_non_blocking(true, nec);  // once: it stays so
-  server_->ready.rearm();  // a new attachment: an earlier session's cancel no longer applies
-  if (nec || !server_->ready.attach(w_.readiness(), server_->socket.native_handle(), /*first=*/true)) {
+  if (!attached_.server->ready.attached()) attached_.server->socket.native_non_blocking(true, nec);  // once: it stays so
+  attached_.server->ready.rearm();  // a new attachment: an earlier session's cancel no longer applies
+  if (nec || !attached_.server->ready.attach(w_.readiness(), attached_.server->socket.native_handle(), /*first=*/true)) {
     log::error("cannot register server socket for the relay", {{"session", id_}});
     return false;
   }
@@ -311,10 +313,9 @@ bool ClientSession::register_server_io() {
 
 template <typename Stream>
 void ClientSession::start_server_to_client(Stream& s) {
-  if (!register_server_io()) server_broken_ = true;
+  server_attached();
+  if (!register_server_io()) set_server_state(ServerState::broken);
   s2c_running_ = true;
-  s2c_mid_message_ = false;
-  server_left_idle_ = false;
   give_back_wanted_ = false;
   server_copy_in_ = false;
   s2c_done_->expires_at(pool::Clock::time_point::max());
@@ -343,12 +344,12 @@ awaitable<void> ClientSession::end_answer_early(Stream& s, std::string_view answ
   }
   client_tx_status_ = 'I';
   log::info("replica went away after answering, before its ReadyForQuery: the answer was ended by pgrouter",
-            {{"session", id_}, {"backend", server_pool_->target_name()}, {"error", retry_.server_message}});
+            {{"session", id_}, {"backend", attached_.pool->target_name()}, {"error", retry_.server_message}});
   w_.stats().routed_reads_ended_early_total.fetch_add(1, std::memory_order_relaxed);
   close_retry_window();
   // The server is going away: never pooled, and its backend gets no reads until a probe answers.
-  if (auto& h = server_pool_->settings().health) h->mark_down();
-  server_->buffer.consume(server_->buffer.size());
+  if (auto& h = attached_.pool->settings().health) h->mark_down();
+  attached_.server->buffer.consume(attached_.server->buffer.size());
   detach_server(false);
   net::error_code wec;
   size_t written = 0;
@@ -376,137 +377,24 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
       {
         // One attachment's replies, relayed until the server is given back or the relay stops (inline, not a
         // coroutine of its own, which would cost a frame per transaction).
-      struct Handler {
-        ClientSession& self;
-        SpanRewriter rw;
-        bool wants_body(char type) const {
-          return type == 'Z' || type == 'E' || type == 'S' || (type == 'N' && self.retry_.window) ||
-                 (self.tracker_ && (type == '1' || type == '2' || type == '3' || type == 'C')) ||
-                 (self.tracker_ && self.tracker_->probing() && TxnTracker::is_describe_reply(type)) ||
-                 !self.startup_reset_.idle();
-        }
-        // Nothing in this read so far that could not simply be produced again by another server: replies
-        // with no effect outside this server (not an error, a ReadyForQuery or a PREPARE's CommandComplete).
-        bool unanswered = true;
-        // Read retry, answer complete: results relayed in this read end with one CommandComplete or
-        // ErrorResponse (only ReadyForQuery missing).
-        int answers_ended = 0;
-        bool answer_complete = false;
-        bool end_early = false;  // stopped at a going-away message after a complete answer: see below
-        // No length above the scanner's 1 GiB bound, no type PostgreSQL never sends.
-        uint32_t max_length(char type) const { return p::backend::known_type(type) ? 0xffffffffu : 0; }
-        p::ScanAction on_message(char type, uint32_t len, std::string_view body) {
-          if (self.retry_.window) {
-            // Read retry: while the window is open nothing of the answer reached the client. A server going
-            // away after replies it flushed with its last words (ParseComplete, RowDescription, rows, even a
-            // CommandComplete: it was killed before its ReadyForQuery) is not relayed, nor are those: the read
-            // is sent to another server (or, below, ended here).
-            if ((type == 'E' || type == 'N') && self.server_going_away(type, body)) {
-              // A complete answer to one autocommit statement: relayed with the ReadyForQuery the server did
-              // not live to send (no second run). Else anything not yet seen by the client runs again.
-              if (answer_complete && answers_ended == 1 && self.can_end_answer_early()) {
-                end_early = true;
-                return p::ScanAction::stop_before;
-              }
-              if (unanswered) return p::ScanAction::stop_before;
-            }
-            if (type == 'E' || type == 'Z' || type == 'G' || type == 'H' || type == 'W' || type == 'd' ||
-                type == 'c' || type == 'V' ||
-                (type == 'C' && body.substr(0, 7) == "PREPARE"))
-              unanswered = false;
-          }
-          bool replace_z = false;
-          if (!self.startup_reset_.idle()) {
-            // Replies to what pgrouter added to a RESET or DISCARD ALL (see session/startup_reset.hpp).
-            char status = 'I';
-            self.s2c_inject_.clear();
-            auto r = self.startup_reset_.server_message(type, body, self.server_->params, self.s2c_inject_, status);
-            self.server_->settled = {};  // it may have changed `params`
-            if (r == StartupReset::Reply::drop) {
-              rw.replace(body.data() - 5, len, {});
-              return p::ScanAction::forward;
-            }
-            if (r == StartupReset::Reply::replace && !body.empty()) {
-              const_cast<char*>(body.data())[0] = status;  // DISCARD ALL's own transaction status
-              replace_z = true;
-            }
-          }
-          // The tracker first: a reply to a request pgrouter sent (a ReadyForQuery too) is not the client's.
-          auto reply = TxnTracker::Reply::forward;
-          if (self.tracker_ && (TxnTracker::is_reply_type(type) ||
-                                (self.tracker_->probing() && TxnTracker::is_describe_reply(type))))
-            reply = self.track_server_message(type, body);
-          if (type == 'G' || type == 'W') self.server_copy_in_ = true;  // CopyIn/CopyBothResponse
-          else if (type == 'C' || type == 'E' || type == 'Z') self.server_copy_in_ = false;
-          if (type == 'Z') {
-            self.server_->tx_status = body.empty() ? 'I' : body[0];
-            self.client_tx_status_ = self.server_->tx_status;
-            if (reply != TxnTracker::Reply::drop) self.request_finished();
-          } else if (type == 'E' && p::error_is_fatal(body) && self.between_transactions()) {
-            // The server is going away (shutdown, pg_terminate_backend) after the client's transaction ended:
-            // the client's next one simply gets another server.
-            self.server_left_idle_ = true;
-            rw.replace(body.data() - 5, len, {});
-            return p::ScanAction::forward;
-          } else if (type == 'E') {
-            auto code = p::error_sqlstate(body);
-            // Counted as the client gets it: not at all when it answered pgrouter's own request, with the
-            // rewritten code when the tracker replaced it (a refusal or a duplicate statement pgrouter makes the
-            // server produce with a sentinel name).
-            if (reply == TxnTracker::Reply::forward) {
-              self.w_.stats().count_error(code, false);
-            } else if (reply == TxnTracker::Reply::replace && self.s2c_repl_.size() > 5 && self.s2c_repl_[0] == 'E') {
-              self.w_.stats().count_error(p::error_sqlstate(std::string_view(self.s2c_repl_).substr(5)), false);
-            }
-            // Any FATAL: the server is ending the session, and PostgreSQL closes the client's connection too.
-            if (p::error_is_fatal(body)) self.server_sent_fatal_ = true;
-          } else if (type == 'S') {
-            if (auto kv = p::parse_parameter_status(body)) {
-              self.server_->set_param(kv->first, kv->second);
-              if (self.tracker_) self.tracker_->parameter_reported(kv->first, kv->second);
-              // A setting pgrouter applied here changed (a function's SET, set_config inside it): what it
-              // is now is unknown, so the next client sets or RESETs it again. A tracked SET records its
-              // statement again at its ReadyForQuery, which comes after this.
-              if (auto it = self.server_->applied.find(util::ascii_lower(kv->first)); it != self.server_->applied.end())
-                it->second.clear();
-            }
-          }
-          if (reply != TxnTracker::Reply::forward) {
-            if (reply == TxnTracker::Reply::as_parse_complete) {
-              const_cast<char*>(body.data())[-5] = '1';  // CloseComplete and ParseComplete have the same shape
-            } else if (reply != TxnTracker::Reply::forward) {  // drop, or replace
-              rw.replace(body.data() - 5, len,
-                         reply == TxnTracker::Reply::replace ? std::string_view(self.s2c_repl_) : std::string_view());
-            }
-          }
-          if (replace_z) rw.replace(body.data() - 5, len, self.s2c_inject_);
-          if (self.retry_.window && reply == TxnTracker::Reply::forward && type != 'N' && type != 'S' &&
-              type != 'A') {
-            // (Not a BEGIN: its ReadyForQuery would have said 'T'.)
-            answer_complete = (type == 'C' && body.substr(0, 5) != "BEGIN" && body.substr(0, 5) != "START") ||
-                              type == 'E';
-            answers_ended += answer_complete;
-          }
-          return p::ScanAction::forward;
-        }
-      } handler{*this, SpanRewriter{s2c_out_}};
+      ServerReplies handler{*this, SpanRewriter{s2c_out_}};
       p::FrameScanner scanner(0xffffffffu);
       auto& stats = w_.stats();
-      auto& buf = server_->buffer;
+      auto& buf = attached_.server->buffer;
       for (;;) {
         buf.prepare_read();
         net::error_code ec;
         size_t n = 0;
         // read_some without its coroutine frame: the reply is rarely there yet when this loop starts.
-        while (!server_->ready.read_now(buf.write_ptr(), buf.write_space(), n, ec)) {
-          co_await server_->ready.wait_readable(ec);
+        while (!attached_.server->ready.read_now(buf.write_ptr(), buf.write_space(), n, ec)) {
+          co_await attached_.server->ready.wait_readable(ec);
           if (ec) break;
         }
         if (ec == asio::error::operation_aborted && give_back_wanted_ && !client_done_) {
           // client -> server finished a message that straddled the last ReadyForQuery (give_back_when_idle).
           give_back_wanted_ = false;
-          server_->ready.rearm();
-          if (can_give_back() && !scanner.mid_message()) {
+          attached_.server->ready.rearm();
+          if (can_release_server() && !scanner.mid_message()) {
             detach_server();
             break;  // this attachment is over
           }
@@ -529,18 +417,19 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
         }
         if (ec) {
           if (ec != asio::error::operation_aborted || !client_done_) {
-            server_broken_ = true;
-            if (!server_sent_fatal_ && pending_fatal_message_.empty()) {
+            bool told = attached_.state == ServerState::fatal;
+            set_server_state(ServerState::broken);
+            if (!told && pending_fatal_message_.empty()) {
               pending_fatal_sqlstate_ = p::sqlstate::connection_failure;
               pending_fatal_message_ = "server connection lost: " + ec.message() +
                                        "; the query may or may not have run. Reconnect and retry.";
             }
-            log::warn("server connection lost", {{"session", id_}, {"server", server_->target.host + ":" +
-                                                                                  std::to_string(server_->target.port)},
+            log::warn("server connection lost", {{"session", id_}, {"server", attached_.server->target.host + ":" +
+                                                                                  std::to_string(attached_.server->target.port)},
                                                  {"error", ec.message()}});
             if (!client_done_) cancel_client_io();
           }
-          s2c_mid_message_ = !buf.empty() || scanner.mid_message();
+          if (!buf.empty() || scanner.mid_message()) set_server_state(ServerState::broken);  // cut mid-message
           if (scanner.mid_message()) {
             // Part of a message already reached the client: nothing written after it could be read as a message
             // of its own, so the client gets EOF there, as from the server itself.
@@ -550,7 +439,7 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
           break;  // this attachment is over
         }
         buf.commit(n);
-        handler.rw.begin(buf.data());
+        handler.begin(buf.data());
         handler.unanswered = true;
         handler.answers_ended = 0;
         handler.answer_complete = false;
@@ -560,7 +449,7 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
           break;  // this attachment is over
         }
         if (r.stopped) {  // only the retry window stops: the server is going away before answering
-          server_broken_ = true;
+          set_server_state(ServerState::broken);
           s2c_out_.clear();
           if (!client_done_ && co_await replace_failed_server(retry_.server_message)) start_server_to_client(s);
           break;  // this attachment is over
@@ -584,37 +473,37 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
           }
           s2c_out_.clear();
           if (out_len > 0 && !wec && retry_.window) close_retry_window();  // the answer has begun
-          if (server_sent_fatal_ && !wec) {
+          if (attached_.state == ServerState::fatal && !wec) {
             // Relayed; the server closes, and so does the client's connection, as with PostgreSQL itself.
-            server_broken_ = true;
+            set_server_state(ServerState::broken);
             if (!client_done_) cancel_client_io();
             break;  // this attachment is over
           }
           if (wec) {
-            s2c_mid_message_ = true;  // the client went away mid-answer: the server is not reusable
+            set_server_state(ServerState::broken);  // the client went away mid-answer: the server is not reusable
             if (!client_done_) cancel_client_io();
             break;  // this attachment is over
           }
           stats.bytes_server_to_client.fetch_add(out_len, std::memory_order_relaxed);
           buf.consume(r.consumed);
           if (pending_ == 0) last_activity_ = net::BatchClock::now();
-          if (server_left_idle_) {
+          if (attached_.state == ServerState::ended_idle) {
             leave_dead_server("it sent FATAL");
             break;  // this attachment is over
           }
           // Transaction pooling: give the server back once it is idle with nothing in flight either way.
-          if (can_give_back() && !scanner.mid_message()) {
+          if (can_release_server() && !scanner.mid_message()) {
             detach_server();
             break;  // this attachment is over
           }
         }
         if (r.bad_length || r.unknown_type) {
-          std::string server = server_->target.host + ":" + std::to_string(server_->target.port);
+          std::string server = attached_.server->target.host + ":" + std::to_string(attached_.server->target.port);
           std::string what = std::string(r.unknown_type ? "a message of unknown type" : "an invalid message length") + " (type " +
                              std::to_string(int(uint8_t(r.bad_type))) + ", length " + std::to_string(r.bad_len) + ")";
           log::warn("server broke the protocol; closing it and the client", {{"session", id_}, {"server", server},
                                                                                {"error", what}});
-          server_broken_ = true;
+          set_server_state(ServerState::broken);
           pending_fatal_sqlstate_ = p::sqlstate::protocol_violation;
           pending_fatal_message_ = "server " + server + " sent " + what + "; the connection was closed";
           if (!client_done_) cancel_client_io();
@@ -670,9 +559,9 @@ void ClientSession::cancel_client_io() {
 
 void ClientSession::cancel_io() {
   cancel_client_io();
-  if (server_) {
-    cancel_stream(server_->socket);
-    server_->ready.cancel();
+  if (attached_.server) {
+    cancel_stream(attached_.server->socket);
+    attached_.server->ready.cancel();
   }
 }
 
@@ -698,7 +587,7 @@ awaitable<void> ClientSession::relay(Stream& s) {
   s2c_done_ = std::make_unique<asio::steady_timer>(w_.io());
   retry_.signal = std::make_unique<asio::steady_timer>(w_.io());
   last_activity_ = pool::Clock::now();
-  if (server_) start_server_to_client(s);  // session pooling: the server stays for the whole session
+  if (attached_.server) start_server_to_client(s);  // session pooling: the server stays for the whole session
   co_await client_to_server(s);
   client_done_ = true;
   if (s2c_running_) {
@@ -716,12 +605,11 @@ awaitable<void> ClientSession::relay(Stream& s) {
     w_.stats().count_error(pending_fatal_sqlstate_, true);
     co_await net::write_all(s, out);
   }
-  if (server_) {
-    bool clean = !server_broken_ && !server_sent_fatal_ && pending_ == 0 && !unsynced_ && !s2c_mid_message_ &&
-                 !c2s_mid_message_ && (!tracker_ || tracker_->idle());
+  if (attached_.server) {
+    bool clean = attached_.state == ServerState::in_step && server_quiet();
     if (tracker_) tracker_->server_gone();
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-    server_pool_->release(std::move(server_), clean);
+    attached_.pool->release(std::move(attached_.server), clean);
   }
 }
 
@@ -761,14 +649,14 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       while (retry_.busy) co_await wait_retry_signal();
       if (retry_.failed || client_done_) co_return;
     }
-    if (server_ && tx_on_replica_ && !unsynced_ && pending_ > 0 && !scanner.mid_message() && buf.size() >= 5 &&
+    if (attached_.server && tx_on_replica_ && !unsynced_ && pending_ > 0 && !scanner.mid_message() && buf.size() >= 5 &&
         buf.data()[0] != 'X' && classify_batch(buf.data(), buf.size()).writes) {
       // A write pipelined behind a synced read batch on a replica: routed once the read is answered. (Not the
       // rest of a message being forwarded: those bytes are no message of their own.)
       co_await hold_write_behind_replica_read();
       if (client_done_) co_return;
     }
-    if (!server_ && needs_server(buf.data(), buf.size())) {
+    if (!attached_.server && needs_server(buf.data(), buf.size())) {
       // Read/write splitting routes by the first message: when only part of it is here (a big query, or
       // a client that sends in pieces), read the rest first (up to 64 KiB; a longer one goes to the
       // primary as it comes). Its type and length were checked: a bogus header is refused, not waited on.
@@ -797,9 +685,9 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
           if (wec) break;
         }
         if (auto server = line_.gone ? nullptr : pool.handed(line_)) {
-          backend_ = chosen;
-          server_pool_ = &pool;
-          server_ = std::move(server);
+          attached_.backend = chosen;
+          attached_.pool = &pool;
+          attached_.server = std::move(server);
           chosen = server_taken() ? kAttached : kNeedsParams;
         } else if (line_.gone) {
           co_return;  // a worker's pools go only when it stops: so does this session
@@ -823,7 +711,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       std::string_view out = handler.rw.finish(r.consumed);
       size_t out_len = out.size();
       net::error_code wec;
-      if (out_len > 0 && !server_) {
+      if (out_len > 0 && !attached_.server) {
         // Cannot happen: a message is forwarded only with a server attached, which stays while one streams.
         log::error("client bytes to forward without a server; closing the session", {{"session", id_}});
         co_return;
@@ -832,13 +720,13 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
         c2s_writing_ = true;
         size_t written = 0;
         bool done;
-        if (server_->ready.send_with_batch(out.data(), out_len, &written)) {
-          co_await server_->ready.sent(wec);  // with the batch's other requests (net::Readiness::flush_sends)
+        if (attached_.server->ready.send_with_batch(out.data(), out_len, &written)) {
+          co_await attached_.server->ready.sent(wec);  // with the batch's other requests (net::Readiness::flush_sends)
           done = wec || written == out_len;
         } else {
-          done = server_->ready.write_now(out.data(), out_len, written, wec);
+          done = attached_.server->ready.write_now(out.data(), out_len, written, wec);
         }
-        if (!done) co_await server_->ready.write_all(out.data() + written, out_len - written, wec);
+        if (!done) co_await attached_.server->ready.write_all(out.data() + written, out_len - written, wec);
         c2s_writing_ = false;
       }
       c2s_out_.clear();
@@ -846,11 +734,11 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       if (wec && retry_.window && !client_done_) {
         // The replica broke before answering: these bytes stay kept with the rest of the read, which
         // server -> client (woken here unless it is already at it) sends to another backend.
-        if (!retry_.busy && server_) server_->ready.cancel();
+        if (!retry_.busy && attached_.server) attached_.server->ready.cancel();
         wec = {};
       }
       if (wec) {
-        server_broken_ = true;
+        set_server_state(ServerState::broken);
         if (pending_fatal_message_.empty()) {
           pending_fatal_sqlstate_ = p::sqlstate::connection_failure;
           pending_fatal_message_ = "server connection lost: the server closed the connection unexpectedly";
@@ -865,8 +753,8 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
     if (handler.hold) {
       // The tracker needs the server's answer before the message it stopped at goes (or is refused).
       handler.hold = false;
-      while (tracker_->holding() && server_ && !server_broken_ && !client_done_) co_await wait_retry_signal();
-      if (client_done_ || server_broken_) co_return;
+      while (tracker_->holding() && attached_.server && !server_broken() && !client_done_) co_await wait_retry_signal();
+      if (client_done_ || server_broken()) co_return;
     }
     bool was_mid = c2s_mid_message_;
     c2s_mid_message_ = scanner.mid_message() && !scanner.dropping();
@@ -888,22 +776,32 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
   }
 }
 
+bool ClientSession::server_quiet() const {
+  return pending_ == 0 && !unsynced_ && !c2s_writing_ && !c2s_mid_message_ && (!tracker_ || tracker_->idle());
+}
+
 bool ClientSession::between_transactions() const {
-  return txn_mode_ && !pinned_ && server_ && server_->tx_status == 'I' && pending_ == 0 && !unsynced_ &&
-         !c2s_writing_ && !c2s_mid_message_ && !client_done_ && (!tracker_ || tracker_->idle());
+  return txn_mode_ && !pinned_ && attached_.server && attached_.server->tx_status == 'I' && !client_done_ && server_quiet();
+}
+
+void ClientSession::set_server_state(ServerState next) {
+  // A server that broke or sent FATAL never comes back in step (a new server does, through server_attached()).
+  [[maybe_unused]] bool possible = attached_.state == ServerState::in_step || next == ServerState::broken ||
+                                   (attached_.state == ServerState::ended_idle && next == ServerState::fatal) ||
+                                   next == attached_.state;
+  assert(possible && "impossible server state change");
+  attached_.state = next;
 }
 
 void ClientSession::leave_dead_server(std::string_view why) {
   log::info("server ended between transactions; the client's next transaction gets another",
-            {{"session", id_}, {"server", server_pool_->target_name()}, {"why", why}});
-  server_left_idle_ = false;
+            {{"session", id_}, {"server", attached_.pool->target_name()}, {"why", why}});
   if (tracker_) tracker_->server_gone();
   detach_server(false);
 }
 
-bool ClientSession::can_give_back() const {
-  return txn_mode_ && !pinned_ && server_ && server_->tx_status == 'I' && pending_ == 0 && !unsynced_ &&
-         !c2s_writing_ && !c2s_mid_message_ && server_->buffer.empty() && !client_done_ && tracker_->idle() &&
+bool ClientSession::can_release_server() const {
+  return between_transactions() && attached_.state == ServerState::in_step && attached_.server->buffer.empty() &&
          startup_reset_.idle();
 }
 
@@ -911,11 +809,11 @@ awaitable<void> ClientSession::give_back_when_idle() {
   // The server's ReadyForQuery came while the client was in the middle of a message, so server -> client
   // kept the server; now that the message is complete, it goes back if it is idle. server -> client is
   // parked on the server's socket: woken by a cancel, it gives the server back itself (or reads on).
-  if (!can_give_back() || !s2c_running_) co_return;
+  if (!can_release_server() || !s2c_running_) co_return;
   give_back_wanted_ = true;
-  server_->ready.cancel();
+  attached_.server->ready.cancel();
   asio::steady_timer poll(w_.io());
-  while (give_back_wanted_ && server_ && !client_done_ && s2c_running_) {
+  while (give_back_wanted_ && attached_.server && !client_done_ && s2c_running_) {
     poll.expires_after(std::chrono::milliseconds(0));
     net::error_code ec;
     co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
@@ -954,12 +852,12 @@ awaitable<void> ClientSession::refuse_client_message(const p::ScanResult& r) {
   // PostgreSQL answers everything it was sent before this message, then ends the session; so pgrouter waits
   // for the replies to the requests in flight, or until a COPY FROM STDIN among them waits for its data.
   asio::steady_timer poll(w_.io());
-  while (server_ && !server_copy_in_ && pending_ > 0 && !server_broken_ && !client_done_ && s2c_running_) {
+  while (attached_.server && !server_copy_in_ && pending_ > 0 && !server_broken() && !client_done_ && s2c_running_) {
     poll.expires_after(std::chrono::milliseconds(5));
     net::error_code ec;
     co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
   }
-  bool in_copy = server_ && server_copy_in_;
+  bool in_copy = attached_.server && server_copy_in_;
   log::warn("client sent a message PostgreSQL refuses; closing its connection",
             {{"session", id_}, {"client", peer_}, {"type", int(type)}, {"length", uint64_t(r.bad_len)}});
   if (r.unknown_type) {
@@ -989,12 +887,15 @@ awaitable<void> ClientSession::refuse_client_message(const p::ScanResult& r) {
     pending_fatal_message_ = "terminating connection because protocol synchronization was lost";
   }
   // Else an invalid length: PostgreSQL only logs "invalid message length" and closes, and so does pgrouter.
-  if (in_copy) server_broken_ = true;  // that server still waits for the COPY's data
+  if (in_copy) set_server_state(ServerState::broken);  // that server still waits for the COPY's data
 }
 
-// The login stage (client_login.cpp) hands over to the relay on either kind of client stream.
-template awaitable<void> ClientSession::relay(net::PlainStream&);
-template awaitable<void> ClientSession::relay(net::TlsStream&);
+// The session's stages: the login (client_login.cpp), then the relay on either kind of client stream.
+awaitable<void> ClientSession::run() {
+  LoggedIn how = co_await login();
+  if (how == LoggedIn::plain) co_await relay(plain_);
+  else if (how == LoggedIn::tls) co_await relay(*tls_);
+}
 
 void spawn_session(Worker& worker, int fd, const tcp::endpoint& peer) {
   auto session = std::make_shared<ClientSession>(worker, fd, peer);

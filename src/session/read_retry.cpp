@@ -64,7 +64,7 @@ bool ClientSession::server_going_away(char type, std::string_view body) {
 bool ClientSession::can_end_answer_early() const {
   // Nothing else in flight either way, no state pgrouter itself is waiting on.
   if (!txn_mode_ || pinned_ || pending_ != 1 || unsynced_ || c2s_writing_ || !startup_reset_.idle() ||
-      retry_.busy || !server_)
+      retry_.busy || !attached_.server)
     return false;
   // What the client sent since the window opened is one request with one statement: a Query holding a
   // single statement, or one extended batch (Parse, Bind, Describe, Close, Flush) with one Execute and
@@ -109,21 +109,21 @@ void ClientSession::retry_signal() { retry_.signal->cancel(); }
 awaitable<bool> ClientSession::replace_failed_server(std::string why) {
   auto& stats = w_.stats();
   retry_.busy = true;
-  if (c2s_writing_ && server_) {
-    server_->ready.cancel();  // its write to the broken server ends now
+  if (c2s_writing_ && attached_.server) {
+    attached_.server->ready.cancel();  // its write to the broken server ends now
     while (c2s_writing_) co_await wait_retry_signal();
   }
-  std::string replica = server_pool_->target_name(), failed;
+  std::string replica = attached_.pool->target_name(), failed;
   bool ok = false;
   // Every replica once, then the primary: each round drops a server that broke before answering.
   size_t limit = db_->shards.at(0).backends();
   for (;;) {
-    failed = server_pool_->target_name();
-    if (auto& h = server_pool_->settings().health) h->mark_down();
-    server_pool_->close_idle();  // a retry must not meet a sibling of the broken server, as stale as it
-    if (server_) {
+    failed = attached_.pool->target_name();
+    if (auto& h = attached_.pool->settings().health) h->mark_down();
+    attached_.pool->close_idle();  // a retry must not meet a sibling of the broken server, as stale as it
+    if (attached_.server) {
       stats.servers_active.fetch_sub(1, std::memory_order_relaxed);
-      server_pool_->release(std::move(server_), false);
+      attached_.pool->release(std::move(attached_.server), false);
     }
     tracker_->rewind();
     if (client_done_) break;
@@ -139,7 +139,7 @@ awaitable<bool> ClientSession::replace_failed_server(std::string why) {
     if (!tx_read_) {
       // What the client sent since is not only reads any more: it cannot simply run elsewhere.
       stats.servers_active.fetch_sub(1, std::memory_order_relaxed);
-      server_pool_->release(std::move(server_), true);
+      attached_.pool->release(std::move(attached_.server), true);
       pending_fatal_sqlstate_ = p::sqlstate::connection_failure;
       pending_fatal_message_ = "the batch also holds statements that are not reads";
       break;
@@ -158,7 +158,7 @@ awaitable<bool> ClientSession::replace_failed_server(std::string why) {
     auto r = scanner.scan(d, sent, handler);
     std::string_view out = handler.rw.finish(r.consumed);
     net::error_code wec;
-    if (register_server_io()) co_await server_->ready.write_all(out.data(), out.size(), wec);
+    if (register_server_io()) co_await attached_.server->ready.write_all(out.data(), out.size(), wec);
     else wec = asio::error::bad_descriptor;
     c2s_out_.clear();
     if (!wec) {
@@ -168,7 +168,7 @@ awaitable<bool> ClientSession::replace_failed_server(std::string why) {
     why = wec.message();  // this one broke at once too: next round
   }
   if (ok) {
-    server_broken_ = server_sent_fatal_ = false;
+    server_attached();  // the new server: the old one's state went with it
     if (!tx_on_replica_) close_retry_window();  // a read on the primary is not retried
   } else if (!client_done_) {
     // Nobody can answer the read: the client gets the going-away error the replica sent, or 08006.

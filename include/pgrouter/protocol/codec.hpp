@@ -33,6 +33,7 @@ class Buffer {
  public:
   explicit Buffer(size_t initial = 8192) : initial_(initial) {}
   const char* data() const { return mem_.get() + head_; }
+  char* data() { return mem_.get() + head_; }
   size_t size() const { return tail_ - head_; }
   bool empty() const { return head_ == tail_; }
   char* write_ptr() { return mem_.get() + tail_; }

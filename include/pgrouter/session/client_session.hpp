@@ -81,10 +81,10 @@ class ClientSession {
   int attach_now();
   void start_routing();  // the deadlines of a routing decision (read-your-writes), from now
   void refresh_config();  // a reload since the last transaction: route with the new replica list
-  // server_ was just taken from server_pool_: counted, marked dirty for a pinned client; true when it has
+  // The server was just taken from its pool: counted, marked dirty for a pinned client; true when it has
   // the client's settings already, else settle_params() gives them.
   bool server_taken();
-  // Gives server_ the client's settings; on failure gives it back and sets pending_fatal_*. A replica that
+  // Gives the server the client's settings; on failure gives it back and sets pending_fatal_*. A replica that
   // breaks or goes away meanwhile (nothing of the client's was sent yet) is taken out of rotation and the
   // transaction routed again (attach_backend, from_mark as there).
   awaitable<bool> settle_params(bool from_mark = false);
@@ -99,6 +99,7 @@ class ClientSession {
   // until the first byte of its answer reaches the client; if the replica breaks before that, another
   // backend gets the same bytes.
   struct ClientMessages;  // the client -> server scan handler (relay_handlers.hpp)
+  struct ServerReplies;   // the server -> client scan handler (relay_handlers.hpp)
   void open_retry_window();
   void close_retry_window();
   // Whether a server message in the retry window says the server is going away (stashing it).
@@ -133,16 +134,18 @@ class ClientSession {
   template <typename Stream> awaitable<bool> attach_and_welcome(Stream& s, const protocol::StartupPacket& sp);
   template <typename Stream> awaitable<void> relay(Stream& s);
   template <typename Stream> void start_server_to_client(Stream& s);
-  bool register_server_io();  // server_'s socket in the worker's readiness set, for the relay
+  bool register_server_io();  // the server's socket in the worker's readiness set, for the relay
   awaitable<bool> sync_params(pool::ServerError& err);
-  // The sync part of sync_params: true when server_ has the client's settings (marked so), else the
+  // The sync part of sync_params: true when the server has the client's settings (marked so), else the
   // statements (and which settings they set or reset) that give them.
   bool params_sql(std::string& sql, std::vector<const std::string*>& set_keys, std::vector<std::string>& reset_keys);
   static pool::ServerConnection::SettingsDigest settings_digest(
       const std::vector<std::pair<std::string, std::string>>& startup, const TxnTracker::Settings* set);
   bool params_ready();
-  // The transaction is over: server_ goes back to its pool (closed when not reusable).
+  // The transaction is over: the server goes back to its pool (closed when not reusable).
   void detach_server(bool reusable = true);
+  // Nothing of this client's is in flight on the server either way, and both directions are at a message boundary.
+  bool server_quiet() const;
   // Transaction pooling, unpinned, nothing in flight either way: the client is not in a server session.
   bool between_transactions() const;
   // A server that ended between transactions is closed; the client does not hear of it.
@@ -156,11 +159,12 @@ class ClientSession {
   // Whether d[0..n), starting with an extended-protocol message, holds the Sync or Flush that ends its batch
   // (or something that is not part of one); true too when it does not start with one.
   static bool batch_complete(const char* d, size_t n);
-  // Transaction pooling: server_ may go back to its pool now (idle, nothing in flight either way).
-  bool can_give_back() const;
-  // client -> server completed a message that kept server_ past its ReadyForQuery: give it back if idle.
+  // Transaction pooling: the server may go back to its pool now (between transactions, in step, nothing of its
+  // answer unread). The one rule for handing a server back in the middle of a session.
+  bool can_release_server() const;
+  // client -> server completed a message that kept the server past its ReadyForQuery: give it back if idle.
   awaitable<void> give_back_when_idle();
-  bool give_back_wanted_ = false;  // ... asked of server -> client, which is parked on server_'s socket
+  bool give_back_wanted_ = false;  // ... asked of server -> client, which is parked on the server's socket
   template <typename Stream> awaitable<void> server_to_client_loop(Stream& s);
   template <typename Stream> awaitable<void> fail(Stream& s, const char* sqlstate, std::string message,
                                                   std::string hint = {});
@@ -201,7 +205,24 @@ class ClientSession {
 
   // Attached server.
   pool::Pool* pool_ = nullptr;         // the primary's pool (settings, welcome parameters)
-  pool::Pool* server_pool_ = nullptr;  // the pool server_ came from
+  // What the attached server is good for. One state, changed only by set_server_state() (which rejects, in
+  // debug builds, a change that cannot happen) and reset for each server attached (server_attached()).
+  enum class ServerState : uint8_t {
+    in_step,     // alive and in step with pgrouter: it goes back to its pool once nothing is in flight
+    ended_idle,  // transaction pooling: it sent FATAL between the client's transactions (leave_dead_server())
+    fatal,       // it sent FATAL inside the client's session: relayed, then it closes, and so does the client
+    broken,      // its connection broke, or a message between it and the client was cut: closed, never pooled
+  };
+  // The server a transaction (or, in session pooling, the session) holds, with where it came from and what it is
+  // good for. One today; a transaction that touches several shards will hold one of these per shard, each with
+  // its own state, and the relay will run one server -> client stream per attachment.
+  struct Attachment {
+    std::unique_ptr<pool::ServerConnection> server;
+    pool::Pool* pool = nullptr;  // the pool `server` came from
+    int backend = 0;             // 0 = primary, i = replica i-1
+    ServerState state = ServerState::in_step;
+  };
+  Attachment attached_;
   // In line for a server (transaction pooling, all busy): client_to_server waits on it itself, with no
   // coroutine frame of attach_backend and Pool::acquire per wait (see Pool::wait_in_line).
   pool::Pool::Waiter line_;
@@ -212,7 +233,6 @@ class ClientSession {
   std::vector<pool::Pool*> pools_by_backend_;
   const control::DatabaseConfig* pools_db_ = nullptr;
   const control::UserConfig* pools_user_ = nullptr;
-  int backend_ = 0;                    // 0 = primary, i = replica i-1
   bool tx_wrote_ = false;              // this transaction was routed to the primary as a write
   int64_t write_done_at_ = 0;          // steady ms when the client's last write transaction ended (0 = none)
   uint64_t required_lsn_ = 0;          // the primary's WAL position a replica must have replayed for this client
@@ -228,7 +248,6 @@ class ClientSession {
     std::string server_sqlstate, server_message;  // the going-away message the server sent, if any
     std::unique_ptr<asio::steady_timer> signal;   // wakes whichever loop waits for the other
   } retry_;
-  std::unique_ptr<pool::ServerConnection> server_;
 
   // Relay state (both directions run on this worker's thread).
   // Small by default (an idle client costs little); grows while reads fill it, shrinks when traffic is small.
@@ -240,16 +259,15 @@ class ClientSession {
   bool unsynced_ = false;  // extended-protocol messages sent since the last Sync
   // A server may still be working for this client (or be in a COPY waiting for its data).
   bool request_in_flight() const { return pending_ > 0 || unsynced_; }
-  // client -> server stopped in the middle of a message whose body streams through to server_: the rest is
-  // still to come from the client, so server_ is neither given back nor reused until it is complete.
+  // client -> server stopped in the middle of a message whose body streams through to the server: the rest is
+  // still to come from the client, so the server is neither given back nor reused until it is complete.
   bool c2s_mid_message_ = false;
-  bool server_copy_in_ = false;
-  bool s2c_relayed_half_ = false;  // the server broke off a message part of which reached the client: no FATAL  // the server sent CopyInResponse/CopyBothResponse and has not ended the COPY
+  bool server_copy_in_ = false;  // the server sent CopyInResponse/CopyBothResponse and has not ended the COPY
+  bool s2c_relayed_half_ = false;  // the server broke off a message part of which reached the client: no FATAL
   bool client_done_ = false;
-  bool server_broken_ = false, server_sent_fatal_ = false;
-  // Transaction pooling: the server sent FATAL after the client's transaction ended (leave_dead_server()).
-  bool server_left_idle_ = false;
-  bool s2c_mid_message_ = false;
+  void set_server_state(ServerState next);
+  void server_attached() { attached_.state = ServerState::in_step; }
+  bool server_broken() const { return attached_.state == ServerState::broken; }
   bool txn_mode_ = false;  // pool.mode transaction: a server only from first message to ReadyForQuery 'I'
   bool pinned_ = false;  // transaction pooling: a session feature was used, the server stays until the end
   pool::Clock::time_point last_activity_{};  // last bytes from the client or ReadyForQuery to it
