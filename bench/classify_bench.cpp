@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "pgrouter/sql/classifier.hpp"
+#include "pgrouter/sql/classifier_cache.hpp"
 
 #ifdef PGROUTER_BENCH_NLOHMANN
 #include <nlohmann/json.hpp>

@@ -21,7 +21,7 @@
 #include "pgrouter/protocol/scram.hpp"
 #include "pgrouter/routing/health.hpp"
 #include "pgrouter/routing/router.hpp"
-#include "pgrouter/sql/classifier.hpp"
+#include "pgrouter/sql/classifier_cache.hpp"
 
 namespace pgrouter {
 

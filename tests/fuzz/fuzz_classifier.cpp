@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "fuzz_check.hpp"
-#include "pgrouter/sql/classifier.hpp"
+#include "pgrouter/sql/classifier_cache.hpp"
 
 namespace sql = pgrouter::sql;
 

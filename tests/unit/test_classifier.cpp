@@ -5,7 +5,7 @@
 #include <string>
 
 #include "pgrouter/sql/builtin_functions.hpp"
-#include "pgrouter/sql/classifier.hpp"
+#include "pgrouter/sql/classifier_cache.hpp"
 #include "sql/json_tree.hpp"
 
 using namespace pgrouter::sql;

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "pgrouter/sql/classifier.hpp"
+#include "pgrouter/sql/classifier_cache.hpp"
 
 using pgrouter::sql::ClassifierCache;
 using pgrouter::sql::to_string;
