@@ -10,12 +10,14 @@
 
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/net/io.hpp"
+#include "pgrouter/protocol/backend.hpp"
 #include "pgrouter/protocol/md5.hpp"
 #include "pgrouter/protocol/messages.hpp"
 #include "pgrouter/protocol/scram.hpp"
 
 namespace pgrouter::pool {
 namespace p = pgrouter::protocol;
+namespace be = pgrouter::protocol::backend;
 
 bool ServerConnection::looks_alive() {
   if (!socket.is_open()) return false;
@@ -148,7 +150,7 @@ awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerErro
     if (watch->fired || !co_await read_server_message(*this, type, body, kMaxQuietMessage, &why))
       co_return fail(why.starts_with("sent") ? p::sqlstate::protocol_violation : p::sqlstate::connection_failure,
                      why);
-    if (type == 'E') {
+    if (type == be::kErrorResponse) {
       ok = false;
       if (err) {
         auto f = p::parse_error_fields(body);
@@ -156,9 +158,9 @@ awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerErro
         err->message = f.message;
         err->from_server = true;
       }
-    } else if (type == 'S') {
+    } else if (type == be::kParameterStatus) {
       if (auto kv = p::parse_parameter_status(body)) set_param(kv->first, kv->second);
-    } else if (type == 'Z') {
+    } else if (type == be::kReadyForQuery) {
       watch->done = true;
       watchdog.cancel();
       tx_status = body.empty() ? 'I' : body[0];
@@ -260,7 +262,7 @@ awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& e
                      why + " during login");
     }
     switch (type) {
-      case 'R': {
+      case be::kAuthentication: {
         if (body.size() < 4) co_return violation("sent a malformed authentication request");
         uint32_t code = p::read_be32(body.data());
         std::string_view data(body.data() + 4, body.size() - 4);
@@ -317,27 +319,27 @@ awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& e
           co_return fail(p::sqlstate::connection_failure, "closed the connection during login");
         break;
       }
-      case 'E': {
+      case be::kErrorResponse: {
         auto f = p::parse_error_fields(body);
         err = {f.code.empty() ? p::sqlstate::cannot_connect : f.code, f.message, true};
         co_return false;
       }
-      case 'N':  // NoticeResponse: nothing to do
+      case be::kNoticeResponse:  // nothing to do
         break;
-      case 'v':  // NegotiateProtocolVersion: pgrouter asks for nothing optional, so nothing to negotiate
+      case be::kNegotiateProtocolVersion:  // pgrouter asks for nothing optional, so nothing to negotiate
         if (step != LoginStep::started) co_return violation("sent NegotiateProtocolVersion after authentication began");
         break;
-      case 'S':
+      case be::kParameterStatus:
         if (step != LoginStep::authenticated) co_return violation("sent ParameterStatus before authentication");
         if (auto kv = p::parse_parameter_status(body)) c.set_param(kv->first, kv->second);
         break;
-      case 'K':
+      case be::kBackendKeyData:
         if (step != LoginStep::authenticated) co_return violation("sent BackendKeyData before authentication");
         if (body.size() != 8) co_return violation("sent a malformed BackendKeyData");
         c.backend_pid = p::read_be32(body.data());
         c.backend_secret = p::read_be32(body.data() + 4);
         break;
-      case 'Z':
+      case be::kReadyForQuery:
         if (step != LoginStep::authenticated) co_return violation("sent ReadyForQuery before authentication");
         c.tx_status = body.empty() ? 'I' : body[0];
         co_return true;

@@ -1,7 +1,12 @@
 // Message builders and the few parsers pgrouter needs; everything else is relayed by length.
 #include "pgrouter/protocol/messages.hpp"
 
+#include "pgrouter/protocol/backend.hpp"
+#include "pgrouter/protocol/frontend.hpp"
+
 namespace pgrouter::protocol {
+namespace be = backend;
+namespace fe = frontend;
 
 const std::string* StartupPacket::find(std::string_view key) const {
   for (auto& [k, v] : params)
@@ -134,7 +139,7 @@ void cstr(std::string& out, std::string_view s) {
 
 void append_error(std::string& out, std::string_view severity, std::string_view code, std::string_view message,
                   std::string_view detail, std::string_view hint) {
-  size_t at = begin(out, 'E');
+  size_t at = begin(out, be::kErrorResponse);
   out.push_back('S');
   cstr(out, severity);
   out.push_back('V');
@@ -156,35 +161,35 @@ void append_error(std::string& out, std::string_view severity, std::string_view 
 }
 
 void append_auth(std::string& out, uint32_t code, std::string_view data) {
-  size_t at = begin(out, 'R');
+  size_t at = begin(out, be::kAuthentication);
   put_be32(out, code);
   out.append(data);
   finish(out, at);
 }
 
 void append_parameter_status(std::string& out, std::string_view name, std::string_view value) {
-  size_t at = begin(out, 'S');
+  size_t at = begin(out, be::kParameterStatus);
   cstr(out, name);
   cstr(out, value);
   finish(out, at);
 }
 
 void append_backend_key_data(std::string& out, uint32_t pid, uint32_t secret) {
-  size_t at = begin(out, 'K');
+  size_t at = begin(out, be::kBackendKeyData);
   put_be32(out, pid);
   put_be32(out, secret);
   finish(out, at);
 }
 
 void append_ready_for_query(std::string& out, char status) {
-  size_t at = begin(out, 'Z');
+  size_t at = begin(out, be::kReadyForQuery);
   out.push_back(status);
   finish(out, at);
 }
 
 void append_negotiate_protocol_version(std::string& out, uint32_t newest_minor,
                                        const std::vector<std::string>& unrecognized) {
-  size_t at = begin(out, 'v');
+  size_t at = begin(out, be::kNegotiateProtocolVersion);
   put_be32(out, kProtocol30 | newest_minor);
   put_be32(out, uint32_t(unrecognized.size()));
   for (auto& o : unrecognized) cstr(out, o);
@@ -204,13 +209,13 @@ void append_startup(std::string& out, const std::vector<std::pair<std::string, s
 }
 
 void append_password(std::string& out, std::string_view password) {
-  size_t at = begin(out, 'p');
+  size_t at = begin(out, fe::kPasswordMessage);
   cstr(out, password);
   finish(out, at);
 }
 
 void append_sasl_initial(std::string& out, std::string_view mechanism, std::string_view data) {
-  size_t at = begin(out, 'p');
+  size_t at = begin(out, fe::kPasswordMessage);
   cstr(out, mechanism);
   put_be32(out, uint32_t(data.size()));
   out.append(data);
@@ -218,19 +223,19 @@ void append_sasl_initial(std::string& out, std::string_view mechanism, std::stri
 }
 
 void append_sasl_response(std::string& out, std::string_view data) {
-  size_t at = begin(out, 'p');
+  size_t at = begin(out, fe::kPasswordMessage);
   out.append(data);
   finish(out, at);
 }
 
 void append_query(std::string& out, std::string_view sql) {
-  size_t at = begin(out, 'Q');
+  size_t at = begin(out, fe::kQuery);
   cstr(out, sql);
   finish(out, at);
 }
 
 void append_terminate(std::string& out) {
-  size_t at = begin(out, 'X');
+  size_t at = begin(out, fe::kTerminate);
   finish(out, at);
 }
 

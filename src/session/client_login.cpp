@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "pgrouter/control/log.hpp"
+#include "pgrouter/protocol/frontend.hpp"
 #include "pgrouter/protocol/md5.hpp"
 #include "pgrouter/protocol/scram.hpp"
 #include "pgrouter/session/client_session.hpp"
@@ -281,7 +282,7 @@ awaitable<bool> ClientSession::read_password_message(Stream& s, std::string& bod
   char hdr[5];
   if (co_await login_read(s, hdr, 5)) co_return false;
   uint32_t len = p::read_be32(hdr + 1);
-  if (hdr[0] != 'p') {  // PostgreSQL's words, and its number for the type
+  if (hdr[0] != p::frontend::kPasswordMessage) {  // PostgreSQL's words, and its number for the type
     co_await fail(s, p::sqlstate::protocol_violation,
                   std::string(sasl ? "expected SASL response" : "expected password response") +
                       ", got message type " + std::to_string(int(uint8_t(hdr[0]))));

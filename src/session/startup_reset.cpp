@@ -4,12 +4,14 @@
 #include <algorithm>
 #include <array>
 
+#include "pgrouter/protocol/backend.hpp"
 #include "pgrouter/protocol/messages.hpp"
 #include "pgrouter/sql/session_features.hpp"
 #include "pgrouter/util/strings.hpp"
 
 namespace pgrouter::session {
 namespace p = pgrouter::protocol;
+namespace be = pgrouter::protocol::backend;
 
 namespace {
 
@@ -131,13 +133,13 @@ StartupReset::Reply StartupReset::server_message(char type, std::string_view bod
     dropping_ = false;
   };
   if (e.ahead > 0) {  // the reply of an earlier request
-    if (type == 'Z')
+    if (type == be::kReadyForQuery)
       for (auto& x : pending_) --x.ahead;
     return Reply::forward;
   }
   if (!e.discard) {
     switch (type) {
-      case 'T': {
+      case be::kRowDescription: {
         std::string_view first = body.size() >= 2 ? body.substr(2) : std::string_view();
         if (first.size() > kMarker.size() && first.substr(0, kMarker.size()) == kMarker && first[kMarker.size()] == '\0') {
           dropping_ = true;
@@ -145,12 +147,12 @@ StartupReset::Reply StartupReset::server_message(char type, std::string_view bod
         }
         return Reply::forward;
       }
-      case 'D':
-      case 'C':
+      case be::kDataRow:
+      case be::kCommandComplete:
         if (!dropping_) return Reply::forward;
-        if (type == 'C') dropping_ = false;
+        if (type == be::kCommandComplete) dropping_ = false;
         return Reply::drop;
-      case 'Z':
+      case be::kReadyForQuery:
         finish();
         return Reply::forward;
       default:
@@ -158,7 +160,7 @@ StartupReset::Reply StartupReset::server_message(char type, std::string_view bod
     }
   }
   // DISCARD ALL, then the second query.
-  if (type == 'S') {
+  if (type == be::kParameterStatus) {
     if (auto kv = p::parse_parameter_status(body)) {
       std::string name(kv->first);
       auto it = std::find_if(e.held.begin(), e.held.end(), [&](auto& h) { return h.first == name; });
@@ -171,7 +173,7 @@ StartupReset::Reply StartupReset::server_message(char type, std::string_view bod
     }
     return Reply::drop;
   }
-  if (type != 'Z') return e.discard_done ? Reply::drop : Reply::forward;
+  if (type != be::kReadyForQuery) return e.discard_done ? Reply::drop : Reply::forward;
   if (!e.discard_done) {
     e.discard_done = true;
     e.status = body.empty() ? 'I' : body[0];

@@ -11,10 +11,14 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "pgrouter/protocol/backend.hpp"
+#include "pgrouter/protocol/frontend.hpp"
 #include "pgrouter/protocol/messages.hpp"
 
 namespace pgrouter::session {
 namespace p = pgrouter::protocol;
+namespace be = pgrouter::protocol::backend;
+namespace fe = pgrouter::protocol::frontend;
 
 const TxnTracker::ExpectMore TxnTracker::kNoMore{};
 
@@ -46,7 +50,7 @@ void append_cstr(std::string& out, std::string_view s) {
   out.push_back('\0');
 }
 void append_parse(std::string& out, std::string_view name, std::string_view query, std::string_view types) {
-  begin_message(out, 'P', name.size() + 1 + query.size() + 1 + types.size());
+  begin_message(out, fe::kParse, name.size() + 1 + query.size() + 1 + types.size());
   append_cstr(out, name);
   append_cstr(out, query);
   out.append(types);
@@ -57,14 +61,14 @@ void append_named(std::string& out, char type, char kind, std::string_view name)
   append_cstr(out, name);
 }
 void append_bind(std::string& out, std::string_view portal, std::string_view stmt, std::string_view rest) {
-  begin_message(out, 'B', portal.size() + 1 + stmt.size() + 1 + rest.size());
+  begin_message(out, fe::kBind, portal.size() + 1 + stmt.size() + 1 + rest.size());
   append_cstr(out, portal);
   append_cstr(out, stmt);
   out.append(rest);
 }
 
 void append_execute(std::string& out, std::string_view portal) {
-  begin_message(out, 'E', portal.size() + 1 + 4);
+  begin_message(out, fe::kExecute, portal.size() + 1 + 4);
   append_cstr(out, portal);
   p::put_be32(out, 0);
 }
@@ -424,15 +428,15 @@ void TxnTracker::refuse_with(std::string err, char type, std::string& out) {
 }
 
 void TxnTracker::fail_with(std::string err, char type, std::string& out) {
-  if (type == 'Q') {
+  if (type == fe::kQuery) {
     // A query that fails with a recognisable error; its ReadyForQuery follows as usual.
     p::append_query(out, "DEALLOCATE " + std::string(kSentinel));
-    expect_.push_back(Expect{'Z'});
+    expect_.push_back(Expect{be::kReadyForQuery});
     expect_.back().action = Action::sentinel_error;
     expect_.back().more().error = std::move(err);
   } else {
-    append_named(out, 'D', 'S', kSentinel);
-    expect_.push_back(Expect{'1', Action::sentinel_error, std::move(err)});
+    append_named(out, fe::kDescribe, 'S', kSentinel);
+    expect_.push_back(Expect{be::kParseComplete, Action::sentinel_error, std::move(err)});
   }
 }
 
@@ -440,8 +444,8 @@ void TxnTracker::evict_for(const std::string& name, pool::ServerStatements& serv
   std::string victim = server.insert(name, capacity_);
   if (victim.empty()) return;
   stats_.prepared_statements_evicted_total.fetch_add(1, std::memory_order_relaxed);
-  append_named(out, 'C', 'S', victim);
-  Expect e{'3', Action::drop};
+  append_named(out, fe::kClose, 'S', victim);
+  Expect e{be::kCloseComplete, Action::drop};
   e.more().server_name = std::move(victim);
   e.evicted = true;
   expect_.push_back(std::move(e));
@@ -456,23 +460,23 @@ bool TxnTracker::ensure_prepared(const TrackedStatement& st, pool::ServerStateme
   if (st.parse_message.empty()) {
     // A SQL PREPARE, run as a statement: Close first (the server may have it after all, and PREPARE would
     // fail), then the helper statement and portal left by an earlier failed run.
-    append_named(out, 'C', 'S', st.server_name);
-    append_named(out, 'C', 'P', kHelper);
-    append_named(out, 'C', 'S', kHelper);
-    for (int i = 0; i < 3; ++i) expect_.push_back(Expect{'3', Action::drop});
+    append_named(out, fe::kClose, 'S', st.server_name);
+    append_named(out, fe::kClose, 'P', kHelper);
+    append_named(out, fe::kClose, 'S', kHelper);
+    for (int i = 0; i < 3; ++i) expect_.push_back(Expect{be::kCloseComplete, Action::drop});
     append_parse(out, kHelper, st.prepare_sql, std::string_view("\0\0", 2));
-    expect_.push_back(Expect{'1', Action::drop});
+    expect_.push_back(Expect{be::kParseComplete, Action::drop});
     append_bind(out, kHelper, kHelper, std::string_view("\0\0\0\0\0\0", 6));
-    expect_.push_back(Expect{'2', Action::drop});
+    expect_.push_back(Expect{be::kBindComplete, Action::drop});
     append_execute(out, kHelper);
-    Expect e{'C', Action::drop};
+    Expect e{be::kCommandComplete, Action::drop};
     e.more().server_name = st.server_name;  // if skipped, the server lacks it (it was closed)
     expect_.push_back(std::move(e));
     return true;
   }
   close_stale(st.server_name, server, out);
   out.append(st.parse_message);
-  Expect e{'1', Action::drop};
+  Expect e{be::kParseComplete, Action::drop};
   e.more().server_name = st.server_name;
   expect_.push_back(std::move(e));
   return true;
@@ -492,8 +496,8 @@ TxnTracker::Prepared TxnTracker::prepare_checked(const std::shared_ptr<TrackedSt
   if (check && server.desc(name) != 0 && server.desc(name) != st->desc) {
     // This server's copy has other columns: prepared again (the table may be back to the client's columns).
     server.erase(name);
-    append_named(out, 'C', 'S', name);
-    Expect e{'3', Action::drop};
+    append_named(out, fe::kClose, 'S', name);
+    Expect e{be::kCloseComplete, Action::drop};
     e.evicted = true;  // skipped after an error: the copy stays
     e.more().server_name = name;
     expect_.push_back(std::move(e));
@@ -507,16 +511,16 @@ TxnTracker::Prepared TxnTracker::prepare_checked(const std::shared_ptr<TrackedSt
 
 void TxnTracker::probe(const std::shared_ptr<TrackedStatement>& st, const std::string& server_name, bool verify,
                        std::string& out) {
-  append_named(out, 'D', 'S', server_name);
-  expect_.push_back(Expect{'t', Action::drop});
-  Expect e{'T', Action::probe};
+  append_named(out, fe::kDescribe, 'S', server_name);
+  expect_.push_back(Expect{be::kParameterDescription, Action::drop});
+  Expect e{be::kRowDescription, Action::probe};
   e.verify = verify;
   e.more().probed = st;
   e.more().server_name = server_name;
   expect_.push_back(std::move(e));
   ++probes_;
   if (!verify) return;
-  begin_message(out, 'H', 0);  // the answer is needed before the client's next message goes
+  begin_message(out, fe::kFlush, 0);  // the answer is needed before the client's next message goes
   hold_ = Hold{server_name, HoldState::waiting};
   held_ = true;
 }
@@ -524,16 +528,16 @@ void TxnTracker::probe(const std::shared_ptr<TrackedStatement>& st, const std::s
 TxnTracker::Reply TxnTracker::probe_answered(char type, std::string_view body, pool::ServerStatements& server) {
   if (expect_.empty()) return Reply::forward;
   Expect& head = expect_.front();
-  if (type == 't') {
-    if (head.reply != 't') return Reply::forward;  // a Describe of the client's
+  if (type == be::kParameterDescription) {
+    if (head.reply != be::kParameterDescription) return Reply::forward;  // a Describe of the client's
     expect_.pop_front();
     return Reply::drop;
   }
-  if (head.reply != 'T' || head.action != Action::probe) return Reply::forward;
+  if (head.reply != be::kRowDescription || head.action != Action::probe) return Reply::forward;
   Expect e = std::move(head);
   expect_.pop_front();
   --probes_;
-  uint64_t desc = type == 'n' ? kNoRows : desc_of(body);
+  uint64_t desc = type == be::kNoData ? kNoRows : desc_of(body);
   const ExpectMore& x = e.get();
   server.set_desc(x.server_name, desc);
   TrackedStatement& st = *x.probed;
@@ -570,8 +574,8 @@ uint64_t TxnTracker::desc_of(std::string_view body) {
 
 void TxnTracker::close_stale(const std::string& name, const pool::ServerStatements& server, std::string& out) {
   if (!server.close_first) return;
-  append_named(out, 'C', 'S', name);
-  expect_.push_back(Expect{'3', Action::drop});
+  append_named(out, fe::kClose, 'S', name);
+  expect_.push_back(Expect{be::kCloseComplete, Action::drop});
 }
 
 void TxnTracker::sync_injected(std::string& out) {
@@ -581,8 +585,8 @@ void TxnTracker::sync_injected(std::string& out) {
   // After a request that may fail since the last Sync, no Sync: the server must go on skipping the client's Query
   // if that request failed, as PostgreSQL would (and skips it too if what was injected fails).
   if (may_skip_) return;
-  begin_message(out, 'S', 0);
-  Expect z{'Z', Action::drop};
+  begin_message(out, fe::kSync, 0);
+  Expect z{be::kReadyForQuery, Action::drop};
   z.swallow = true;
   expect_.push_back(std::move(z));
 }
@@ -642,8 +646,8 @@ void TxnTracker::carry_prepare(std::string_view sql, pool::ServerStatements& ser
   st->prepare_sql = "PREPARE " + st->server_name + std::string(rest);
   evict_for(st->server_name, server, out);
   if (!server_decides) {
-    append_named(out, 'C', 'S', st->server_name);  // another client's copy, if the server has one
-    expect_.push_back(Expect{'3', Action::drop});
+    append_named(out, fe::kClose, 'S', st->server_name);  // another client's copy, if the server has one
+    expect_.push_back(Expect{be::kCloseComplete, Action::drop});
   }
   stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
   std::string text(sql.substr(0, ref.begin));
@@ -657,7 +661,7 @@ void TxnTracker::carry_prepare(std::string_view sql, pool::ServerStatements& ser
   z.more().rewrite = std::move(rw);
   // Recorded now, not at its CommandComplete: a Query pipelined after this one may EXECUTE or DEALLOCATE it
   // before that comes. Undone if the PREPARE fails or is skipped.
-  Expect c{'C'};
+  Expect c{be::kCommandComplete};
   c.uncertain = true;
   c.more().server_name = st->server_name;
   if (existing != statements_.end()) c.more().prev = existing->second;
@@ -699,12 +703,12 @@ void TxnTracker::carry_multi(std::string_view sql, pool::ServerStatements& serve
       st->server_name = server_name_for(e.rest, "\1sql");
       st->prepare_sql = "PREPARE " + st->server_name + std::string(e.rest);
       evict_for(st->server_name, server, pre);
-      append_named(pre, 'C', 'S', st->server_name);  // another client's copy, if the server has one
-      expect_.push_back(Expect{'3', Action::drop});
+      append_named(pre, fe::kClose, 'S', st->server_name);  // another client's copy, if the server has one
+      expect_.push_back(Expect{be::kCloseComplete, Action::drop});
       stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
       server_name = st->server_name;
       made.push_back(server_name);
-      Expect c{'C'};
+      Expect c{be::kCommandComplete};
       c.uncertain = true;
       c.more().server_name = server_name;
       c.more().client_name = e.name;
@@ -718,7 +722,7 @@ void TxnTracker::carry_multi(std::string_view sql, pool::ServerStatements& serve
       server_name = st->server_name;
       if (!prepared_here(server_name)) injected |= ensure_prepared(*st, server, pre);
       if (e.kind == 'D') {
-        Expect c{'C'};
+        Expect c{be::kCommandComplete};
         c.uncertain = true;
         c.more().client_name = e.name;
         c.more().removed = st;
@@ -793,7 +797,7 @@ void TxnTracker::prepare_unnamed_here(pool::ServerStatements& server, std::strin
   close_stale(unnamed_server_, server, out);
   append_parse(out, unnamed_server_, query, types);
   stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
-  Expect e{'1', parse_action};
+  Expect e{be::kParseComplete, parse_action};
   // The client's own Parse: if it fails or is skipped, the client has no unnamed statement (as in PostgreSQL).
   // One pgrouter sent before a Bind/Describe: its reply is dropped, and the client's statement stays.
   e.unnamed = parse_action == Action::forward;
@@ -805,11 +809,12 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
                                 Effect& effect) {
   held_ = false;
   bool replaced;
-  if (marker_left_ && expect_.empty() && (type == 'P' || type == 'B' || type == 'D' || type == 'C' || type == 'Q')) {
+  if (marker_left_ && expect_.empty() &&
+      (type == fe::kParse || type == fe::kBind || type == fe::kDescribe || type == fe::kClose || type == fe::kQuery)) {
     // Nothing in flight can test the last marker statement any more: it goes, before this message.
     marker_left_ = false;
-    append_named(out, 'C', 'S', marker_name(markers_));
-    expect_.push_back(Expect{'3', Action::drop});
+    append_named(out, fe::kClose, 'S', marker_name(markers_));
+    expect_.push_back(Expect{be::kCloseComplete, Action::drop});
     if (!track_client(type, body, server, out, effect)) out.append(body.data() - 5, body.size() + 5);
     replaced = true;
   } else {
@@ -820,8 +825,8 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
     return true;
   }
   // PostgreSQL skips what follows a failed Parse/Bind/Describe/Execute up to the next Sync (a Close cannot fail).
-  if (type == 'S') may_skip_ = false;
-  else if (type == 'P' || type == 'B' || type == 'D' || type == 'E') may_skip_ = true;
+  if (type == fe::kSync) may_skip_ = false;
+  else if (type == fe::kParse || type == fe::kBind || type == fe::kDescribe || type == fe::kExecute) may_skip_ = true;
   return replaced;
 }
 
@@ -830,11 +835,11 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
   effect = Effect::none;
   size_t pos = 0;
   switch (type) {
-    case 'P': {
+    case fe::kParse: {
       auto name = p::read_cstring(body, pos);
       auto query = name ? p::read_cstring(body, pos) : std::nullopt;
       if (!query) {  // malformed: the server answers with a protocol error
-        expect_.push_back(Expect{'1'});
+        expect_.push_back(Expect{be::kParseComplete});
         return false;
       }
       std::string_view types = body.substr(pos);
@@ -852,12 +857,12 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         // PostgreSQL refuses to redefine a name, but checks a failed transaction (25P02) and the text (42P01,
         // 42601, ...) first: the server runs the client's Parse under a name it has (an empty statement made just
         // before, which a failed transaction allows), so it answers in that order; its 42P05 names the client's.
-        append_named(out, 'C', 'S', kDuplicate);  // left by an earlier duplicate, if any
-        expect_.push_back(Expect{'3', Action::drop});
+        append_named(out, fe::kClose, 'S', kDuplicate);  // left by an earlier duplicate, if any
+        expect_.push_back(Expect{be::kCloseComplete, Action::drop});
         append_parse(out, kDuplicate, "", std::string_view("\0\0", 2));
-        expect_.push_back(Expect{'1', Action::drop});
+        expect_.push_back(Expect{be::kParseComplete, Action::drop});
         append_parse(out, kDuplicate, *query, types);
-        Expect e{'1', Action::sentinel_error,
+        Expect e{be::kParseComplete, Action::sentinel_error,
                  error_message("42P05", "prepared statement \"" + client_name + "\" already exists")};
         e.more().match = "prepared statement \"" + std::string(kDuplicate) + "\" already exists";
         expect_.push_back(std::move(e));
@@ -906,8 +911,8 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
           unnamed_hash_ = h;
           if (server.use(unnamed_server_)) {
             stats_.prepared_statements_reused_total.fetch_add(1, std::memory_order_relaxed);
-            append_named(out, 'C', 'S', kNoStatement);  // answers CloseComplete, shown as ParseComplete
-            Expect e{'3', Action::as_parse_complete};
+            append_named(out, fe::kClose, 'S', kNoStatement);  // answers CloseComplete, shown as ParseComplete
+            Expect e{be::kCloseComplete, Action::as_parse_complete};
             e.unnamed = true;
             expect_.push_back(std::move(e));
             return true;
@@ -916,7 +921,7 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
           return true;
         }
         unnamed_server_.clear();
-        Expect e{'1'};
+        Expect e{be::kParseComplete};
         e.unnamed = true;
         if (rw) e.more().rewrite = rw;
         expect_.push_back(std::move(e));
@@ -956,7 +961,7 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         close_stale(st->server_name, server, out);
         out.append(st->parse_message);
         stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
-        Expect p{'1', Action::drop};
+        Expect p{be::kParseComplete, Action::drop};
         p.client_text = true;
         p.more().server_name = st->server_name;
         p.more().rewrite = rw;
@@ -968,17 +973,17 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         // happen; a no-op Close answers the client's ParseComplete.
         parse_client_text();
         const std::string& marker = touch->get().server_name;
-        append_named(out, 'C', 'P', kHelper);  // left by a failed run, if any
-        expect_.push_back(Expect{'3', Action::drop});
+        append_named(out, fe::kClose, 'P', kHelper);  // left by a failed run, if any
+        expect_.push_back(Expect{be::kCloseComplete, Action::drop});
         append_bind(out, kHelper, marker, std::string_view("\0\0\0\0\0\0", 6));
-        Expect g{'2', Action::sentinel_error,
+        Expect g{be::kBindComplete, Action::sentinel_error,
                  error_message("42P05", "prepared statement \"" + client_name + "\" already exists")};
         g.more().match = "prepared statement \"" + marker + "\" does not exist";
         expect_.push_back(std::move(g));
-        append_named(out, 'C', 'P', kHelper);
-        expect_.push_back(Expect{'3', Action::drop});
-        append_named(out, 'C', 'S', kNoStatement);
-        Expect e{'3', Action::as_parse_complete};
+        append_named(out, fe::kClose, 'P', kHelper);
+        expect_.push_back(Expect{be::kCloseComplete, Action::drop});
+        append_named(out, fe::kClose, 'S', kNoStatement);
+        Expect e{be::kCloseComplete, Action::as_parse_complete};
         record(e);
         expect_.push_back(std::move(e));
         return true;
@@ -991,18 +996,18 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         std::string w = witness(*touch);
         parse_client_text();
         append_parse(out, w, "", std::string_view("\0\0", 2));
-        Expect g{'1'};
+        Expect g{be::kParseComplete};
         record(g);
         expect_.push_back(std::move(g));
-        append_named(out, 'C', 'S', w);
-        expect_.push_back(Expect{'3', Action::drop});
+        append_named(out, fe::kClose, 'S', w);
+        expect_.push_back(Expect{be::kCloseComplete, Action::drop});
         return true;
       }
       if (!touch && server.use(st->server_name)) {
         st->desc = server.desc(st->server_name);  // not desc_own: the copy may predate a change of its table
         stats_.prepared_statements_reused_total.fetch_add(1, std::memory_order_relaxed);
-        append_named(out, 'C', 'S', kNoStatement);  // answers CloseComplete, shown as ParseComplete
-        Expect e{'3', Action::as_parse_complete};
+        append_named(out, fe::kClose, 'S', kNoStatement);  // answers CloseComplete, shown as ParseComplete
+        Expect e{be::kCloseComplete, Action::as_parse_complete};
         e.more().client_name = std::move(client_name);
         e.more().created = st;
         e.more().prev = std::move(prev);
@@ -1015,7 +1020,7 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
       if (!touch) close_stale(st->server_name, server, out);
       out.append(st->parse_message);
       stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
-      Expect e{'1'};
+      Expect e{be::kParseComplete};
       e.more().server_name = st->server_name;
       e.more().rewrite = rw;
       record(e);
@@ -1023,11 +1028,11 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
       probe(st, st->server_name, false, out);  // the result columns the client's statement keeps
       return true;
     }
-    case 'B':
-    case 'D': {
+    case fe::kBind:
+    case fe::kDescribe: {
       std::string_view portal;
       std::optional<std::string_view> stmt;
-      if (type == 'B') {
+      if (type == fe::kBind) {
         auto pt = p::read_cstring(body, pos);
         if (!pt) return false;
         portal = *pt;
@@ -1039,14 +1044,14 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
       }
       if (!stmt) return false;
       if (stmt->empty()) {
-        if (type == 'B') bound(unnamed_valid_ ? unnamed_rewrite_ : nullptr);
+        if (type == fe::kBind) bound(unnamed_valid_ ? unnamed_rewrite_ : nullptr);
         if (unnamed_valid_ && !unnamed_server_.empty()) {  // prepared under its shared name
           if (!server.use(unnamed_server_)) {
             auto [query, types] = *parse_text(unnamed_parse_);
             prepare_unnamed_here(server, out, query, types, Action::drop);
           }
-          if (type == 'B') append_bind(out, portal, unnamed_server_, body.substr(pos));
-          else append_named(out, 'D', 'S', unnamed_server_);
+          if (type == fe::kBind) append_bind(out, portal, unnamed_server_, body.substr(pos));
+          else append_named(out, fe::kDescribe, 'S', unnamed_server_);
           return true;
         }
         // The unnamed statement lives on one server until someone else parses there (or the client drops it
@@ -1055,14 +1060,14 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         if (unnamed_valid_) {
           for (auto& used : unnamed_uses_) ensure_prepared(*used, server, out);
           out.append(unnamed_parse_);
-          Expect e{'1', Action::drop};
+          Expect e{be::kParseComplete, Action::drop};
           e.unnamed = e.unnamed_resend = true;
           expect_.push_back(std::move(e));
         } else {
           // The client has no unnamed statement, but the server may hold another client's: close it, so
           // this Bind/Describe fails with 26000 as it would in the client's own session.
-          append_named(out, 'C', 'S', "");
-          Expect e{'3', Action::drop};
+          append_named(out, fe::kClose, 'S', "");
+          Expect e{be::kCloseComplete, Action::drop};
           e.unnamed = true;
           expect_.push_back(std::move(e));
         }
@@ -1071,15 +1076,15 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         return true;
       }
       auto it = statements_.find(std::string(*stmt));
-      if (type == 'B') bound(it == statements_.end() ? nullptr : it->second->rewrite);
+      if (type == fe::kBind) bound(it == statements_.end() ? nullptr : it->second->rewrite);
       if (it == statements_.end()) {
         // Closed by a request in flight that may be skipped: the server still has the statement exactly when
         // that Close did not happen (its 26000 is named back).
         Expect* touch = pending_touch(std::string(*stmt));
         if (!touch || !touch->get().removed) return false;  // unknown: the server says 26000 with the client's name
         if (!touch->marker) {
-          if (type == 'B') append_bind(out, portal, witness(*touch), body.substr(pos));
-          else append_named(out, 'D', 'S', witness(*touch));
+          if (type == fe::kBind) append_bind(out, portal, witness(*touch), body.substr(pos));
+          else append_named(out, fe::kDescribe, 'S', witness(*touch));
           return true;
         }
         // The marker exists if the Close happened: then its Parse fails, and the client gets the 26000 PostgreSQL
@@ -1087,26 +1092,26 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         auto st = touch->get().removed;
         const std::string& marker = touch->get().server_name;
         append_parse(out, marker, "", std::string_view("\0\0", 2));
-        Expect g{'1', Action::sentinel_error,
+        Expect g{be::kParseComplete, Action::sentinel_error,
                  error_message("26000", "prepared statement \"" + std::string(*stmt) + "\" does not exist")};
         g.more().match = "prepared statement \"" + marker + "\" already exists";
         expect_.push_back(std::move(g));
-        append_named(out, 'C', 'S', marker);
-        expect_.push_back(Expect{'3', Action::drop});
+        append_named(out, fe::kClose, 'S', marker);
+        expect_.push_back(Expect{be::kCloseComplete, Action::drop});
         ensure_prepared(*st, server, out);
-        if (type == 'B') append_bind(out, portal, st->server_name, body.substr(pos));
-        else append_named(out, 'D', 'S', st->server_name);
+        if (type == fe::kBind) append_bind(out, portal, st->server_name, body.substr(pos));
+        else append_named(out, fe::kDescribe, 'S', st->server_name);
         return true;
       }
       auto st = it->second;
       auto prepared = prepare_checked(st, server, type, out);
       if (prepared != Prepared::ready) return true;
-      if (type == 'B') append_bind(out, portal, st->server_name, body.substr(pos));
-      else append_named(out, 'D', 'S', st->server_name);
+      if (type == fe::kBind) append_bind(out, portal, st->server_name, body.substr(pos));
+      else append_named(out, fe::kDescribe, 'S', st->server_name);
       return true;
     }
-    case 'C': {
-      Expect e{'3'};
+    case fe::kClose: {
+      Expect e{be::kCloseComplete};
       if (body.empty() || body[0] != 'S') {
         expect_.push_back(std::move(e));
         return false;
@@ -1131,7 +1136,7 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
           e.more().removed = touch->get().removed;
         }
         expect_.push_back(std::move(e));
-        append_named(out, 'C', 'S', kNoStatement);
+        append_named(out, fe::kClose, 'S', kNoStatement);
         return true;
       }
       e.more().client_name = it->first;
@@ -1145,14 +1150,14 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
                     });
       if (may_skip_ && !shared && server.contains(server_name)) {
         e.uncertain = true;
-        append_named(out, 'C', 'S', server_name);
+        append_named(out, fe::kClose, 'S', server_name);
         server.erase(server_name);
         ghosts_.emplace_back(server_name, it->first);
         statements_.erase(it);
         expect_.push_back(std::move(e));
         return true;
       }
-      append_named(out, 'C', 'S', kNoStatement);
+      append_named(out, fe::kClose, 'S', kNoStatement);
       if (may_skip_) {
         // The server's copy cannot follow it (there is none here, or another name needs it): an empty marker
         // statement made right after the Close exists exactly when the Close happened.
@@ -1162,14 +1167,14 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         append_parse(out, e.more().server_name, "", std::string_view("\0\0", 2));
         statements_.erase(it);
         expect_.push_back(std::move(e));
-        expect_.push_back(Expect{'1', Action::drop});
+        expect_.push_back(Expect{be::kParseComplete, Action::drop});
         return true;
       }
       statements_.erase(it);
       expect_.push_back(std::move(e));
       return true;
     }
-    case 'Q': {
+    case fe::kQuery: {
       auto sql = p::read_cstring(body, pos);
       std::string feature;
       if (sql) effect = session_effect(*sql, false, true, feature);
@@ -1181,7 +1186,7 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
         return true;
       }
       if (sql && !sequence_text(*sql, type, out, effect)) return true;
-      Expect z{'Z'};
+      Expect z{be::kReadyForQuery};
       z.not_sync = true;
       end_group(z);
       group_rewrite_.reset();
@@ -1225,12 +1230,12 @@ bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStat
       expect_.push_back(std::move(z));
       return rewritten;
     }
-    case 'S':
-    case 'F': {
-      Expect z{'Z'};
-      z.not_sync = type == 'F';
+    case fe::kSync:
+    case fe::kFunctionCall: {
+      Expect z{be::kReadyForQuery};
+      z.not_sync = type == fe::kFunctionCall;
       end_group(z);
-      if (type == 'S' && !group_mixed_ && group_rewrite_) z.more().rewrite = std::move(group_rewrite_);
+      if (type == fe::kSync && !group_mixed_ && group_rewrite_) z.more().rewrite = std::move(group_rewrite_);
       group_rewrite_.reset();
       group_bound_ = group_mixed_ = false;
       expect_.push_back(std::move(z));
@@ -1250,12 +1255,12 @@ void TxnTracker::undo(Expect& e, pool::ServerStatements& server, bool duplicate)
     if (e.verify && holding()) hold_.state = HoldState::skipped;
     return;
   }
-  if (e.reply == '1' && e.action != Action::sentinel_error) {
+  if (e.reply == be::kParseComplete && e.action != Action::sentinel_error) {
     if (e.unnamed && !e.unnamed_resend) unnamed_valid_ = false;
     if (x.created) forget_created(x.client_name, x.created, x.prev);
     // A 42P05 says the server has it (created by a request before, as the client's name was).
     if (!x.server_name.empty() && !duplicate) server.erase(x.server_name);
-  } else if (e.reply == '3') {
+  } else if (e.reply == be::kCloseComplete) {
     if (e.action == Action::as_parse_complete) {
       if (e.unnamed) unnamed_valid_ = false;
       else if (x.created) forget_created(x.client_name, x.created, x.prev);
@@ -1274,11 +1279,11 @@ void TxnTracker::undo(Expect& e, pool::ServerStatements& server, bool duplicate)
       if (!first) statements_[x.client_name] = x.removed;
       else if (first->extra->created && !first->extra->prev) first->extra->prev = x.removed;
     }
-  } else if (e.reply == 'Z') {
+  } else if (e.reply == be::kReadyForQuery) {
     // A skipped Query: a DEALLOCATE in it, which forgot its name when sent, did not happen.
     for (auto& fx : x.effects)
       if (fx.removed && !statements_.count(fx.client_name)) statements_[fx.client_name] = fx.removed;
-  } else if (e.reply == 'C') {
+  } else if (e.reply == be::kCommandComplete) {
     // A PREPARE that did not run (or failed) after its statement was closed: the server lacks it.
     if (x.created) forget_created(x.client_name, x.created, x.prev);
     // A DEALLOCATE that did not run: the name is back, unless a later request in flight took it.
@@ -1324,7 +1329,7 @@ bool TxnTracker::fix_error(std::string_view body, const TextRewrite* rw, bool st
   }
   out.push_back('\0');
   replacement.clear();
-  begin_message(replacement, 'E', out.size());
+  begin_message(replacement, be::kErrorResponse, out.size());
   replacement.append(out);
   return true;
 }
@@ -1338,7 +1343,7 @@ void TxnTracker::rewind() {
     if (x.created) {  // a Parse or PREPARE: the name means what it meant before
       if (x.prev) statements_[x.client_name] = x.prev;
       else statements_.erase(x.client_name);
-    } else if ((e.reply == '3' || e.reply == 'C') && x.removed && !e.evicted) {
+    } else if ((e.reply == be::kCloseComplete || e.reply == be::kCommandComplete) && x.removed && !e.evicted) {
       statements_[x.client_name] = x.removed;
     }
     for (auto& fx : x.effects)
@@ -1392,23 +1397,26 @@ void TxnTracker::commit_sets(const std::vector<sql::SessionCommand>& sets, Setti
 TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, pool::ServerStatements& server,
                                              Settings& server_settings, std::string& replacement) {
   switch (type) {
-    case '1':
-    case '2':
-    case '3': {
+    case be::kParseComplete:
+    case be::kBindComplete:
+    case be::kCloseComplete: {
       if (expect_.empty() || expect_.front().reply != type) return Reply::forward;  // not ours to judge
       Action a = expect_.front().action;
-      if (type == '3' && expect_.front().marker) marker_left_ = true;  // the Close happened: so did its marker
-      if (window_ && type != '2') window_matched_.push_back(std::move(expect_.front()));  // rewind() may need it
+      // The Close happened: so did its marker.
+      if (type == be::kCloseComplete && expect_.front().marker) marker_left_ = true;
+      // rewind() may need it.
+      if (window_ && type != be::kBindComplete) window_matched_.push_back(std::move(expect_.front()));
       expect_.pop_front();
       if (a == Action::drop || a == Action::sentinel_error) return Reply::drop;  // a guard that passed
       if (a == Action::as_parse_complete) return Reply::as_parse_complete;
       return Reply::forward;
     }
-    case 'C': {
+    case be::kCommandComplete: {
       size_t pos = 0;
       auto tag = p::read_cstring(body, pos);
       if (tag && changes_statements(*tag)) schema_epoch.fetch_add(1, std::memory_order_relaxed);
-      if (tag && (*tag == "PREPARE" || *tag == "DEALLOCATE") && !expect_.empty() && expect_.front().reply == 'C') {
+      if (tag && (*tag == "PREPARE" || *tag == "DEALLOCATE") && !expect_.empty() &&
+          expect_.front().reply == be::kCommandComplete) {
         Expect e = std::move(expect_.front());
         expect_.pop_front();  // a client's PREPARE was recorded when sent (not transactional, as PostgreSQL)
         if (e.get().removed) server.erase(e.get().removed->server_name);  // a DEALLOCATE that ran (carry_multi())
@@ -1417,7 +1425,7 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       if (tag) last_tag_.assign(*tag);
       return Reply::forward;
     }
-    case 'E': {
+    case be::kErrorResponse: {
       if (server.size() > 0 && body.find("cached plan must not change result type") != std::string_view::npos) {
         // A shared statement outlived a change of its result columns; PostgreSQL does not re-plan it. A client that
         // prepares it again (Rails does, after this error) or parses its unnamed statement anew each time would
@@ -1441,14 +1449,16 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       }
       // An error of a message pgrouter sent (preparing a statement) has no position in the client's text.
       bool injected = head.action == Action::drop && !head.client_text;
-      bool own_text = head.reply == 'Z' || head.reply == 'C';  // a Query's (or its PREPARE's) error
+      // A Query's (or its PREPARE's) error.
+      bool own_text = head.reply == be::kReadyForQuery || head.reply == be::kCommandComplete;
       std::shared_ptr<const TextRewrite> rw = head.get().rewrite;
-      bool duplicate = head.reply != 'Z' && p::error_sqlstate(body) == "42P05";
+      bool duplicate = head.reply != be::kReadyForQuery && p::error_sqlstate(body) == "42P05";
       // The server now skips everything up to the next Sync; after an extended-protocol message's error (not a
       // Query's own, nor its PREPARE's), Queries and FunctionCalls sent before that Sync too.
-      bool extended = !(head.reply == 'Z' || (head.reply == 'C' && head.action != Action::drop));
+      bool extended =
+          !(head.reply == be::kReadyForQuery || (head.reply == be::kCommandComplete && head.action != Action::drop));
       for (bool first = true;
-           !expect_.empty() && (expect_.front().reply != 'Z' || (extended && expect_.front().not_sync));
+           !expect_.empty() && (expect_.front().reply != be::kReadyForQuery || (extended && expect_.front().not_sync));
            first = false) {
         undo(expect_.front(), server, first && duplicate);
         expect_.pop_front();
@@ -1462,17 +1472,17 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       if (r == Reply::forward && fix_error(body, rw.get(), injected, replacement)) r = Reply::replace;
       return r;
     }
-    case 'Z': {
+    case be::kReadyForQuery: {
       if (skip_to_sync_) {
         // The first Sync after an error: everything sent before it was ignored (Queries too), and it failed.
         skip_to_sync_ = false;
-        while (!expect_.empty() && (expect_.front().reply != 'Z' || expect_.front().not_sync)) {
+        while (!expect_.empty() && (expect_.front().reply != be::kReadyForQuery || expect_.front().not_sync)) {
           undo(expect_.front(), server);
           expect_.pop_front();
         }
         if (!expect_.empty()) expect_.front().failed = true;
       }
-      while (!expect_.empty() && expect_.front().reply != 'Z') {  // cannot happen with a sane server
+      while (!expect_.empty() && expect_.front().reply != be::kReadyForQuery) {  // cannot happen with a sane server
         undo(expect_.front(), server);
         expect_.pop_front();
       }
@@ -1529,9 +1539,9 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       last_tag_.clear();
       return Reply::forward;
     }
-    case 't':
-    case 'T':
-    case 'n':
+    case be::kParameterDescription:
+    case be::kRowDescription:
+    case be::kNoData:
       return probe_answered(type, body, server);
     default:
       return Reply::forward;

@@ -1,9 +1,12 @@
-// The frontend (client -> server) messages of protocol 3 after login, named, with PostgreSQL's own
-// per-type length limits (postgres.c, SocketBackend). pgrouter checks a message's type and length against
+// The frontend (client -> server) message types of protocol 3, named, with PostgreSQL's own per-type length
+// limits after login (postgres.c, SocketBackend). pgrouter checks a message's type and length against
 // these before it reads or forwards any of its body, so nothing reaches a server that PostgreSQL itself
 // would refuse.
 #pragma once
 #include <cstdint>
+
+// Files that took backend::known_type from here before backend.hpp existed still find it.
+#include "pgrouter/protocol/backend.hpp"
 
 namespace pgrouter::protocol::frontend {
 
@@ -20,6 +23,9 @@ constexpr char kCopyData = 'd';
 constexpr char kCopyDone = 'c';
 constexpr char kCopyFail = 'f';
 constexpr char kTerminate = 'X';
+// During login only (PostgreSQL refuses it after): PasswordMessage, and SASLInitialResponse and SASLResponse,
+// which share its type.
+constexpr char kPasswordMessage = 'p';
 
 // PQ_SMALL_MESSAGE_LIMIT and PQ_LARGE_MESSAGE_LIMIT (MaxAllocSize - 1).
 constexpr uint32_t kSmallLimit = 10000;
@@ -43,20 +49,3 @@ constexpr uint32_t max_length(char type) {
 constexpr bool is_copy_message(char type) { return type == kCopyData || type == kCopyDone || type == kCopyFail; }
 
 }  // namespace pgrouter::protocol::frontend
-
-namespace pgrouter::protocol::backend {
-
-// Whether PostgreSQL sends messages of this type (protocol 3): any other is garbage, and relaying it would
-// leave the client's framing in doubt.
-constexpr bool known_type(char type) {
-  switch (type) {
-    case 'R': case 'K': case 'S': case 'Z': case 'E': case 'N': case 'A': case 'T': case 'D': case 'C': case 'I':
-    case '1': case '2': case '3': case 'n': case 's': case 't': case 'G': case 'H': case 'W': case 'd': case 'c':
-    case 'V': case 'v':
-      return true;
-    default:
-      return false;
-  }
-}
-
-}  // namespace pgrouter::protocol::backend

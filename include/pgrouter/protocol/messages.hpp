@@ -77,7 +77,7 @@ void append_negotiate_protocol_version(std::string& out, uint32_t newest_minor,
                                        const std::vector<std::string>& unrecognized);
 // Frontend messages (pgrouter as a client of PostgreSQL).
 void append_startup(std::string& out, const std::vector<std::pair<std::string, std::string>>& params);
-void append_password(std::string& out, std::string_view password);  // 'p' with a C string
+void append_password(std::string& out, std::string_view password);  // PasswordMessage: the password as a C string
 void append_sasl_initial(std::string& out, std::string_view mechanism, std::string_view data);
 void append_sasl_response(std::string& out, std::string_view data);
 void append_query(std::string& out, std::string_view sql);

@@ -82,6 +82,7 @@
 
 #include "pgrouter/control/stats.hpp"
 #include "pgrouter/pool/server_statements.hpp"
+#include "pgrouter/protocol/backend.hpp"
 #include "pgrouter/sql/session_features.hpp"
 
 namespace pgrouter::session {
@@ -151,10 +152,15 @@ class TxnTracker {
   Reply server_message(char type, std::string_view body, pool::ServerStatements& server, Settings& server_settings,
                        std::string& replacement);
   static bool is_reply_type(char type) {
-    return type == '1' || type == '2' || type == '3' || type == 'E' || type == 'Z' || type == 'C';
+    namespace be = protocol::backend;
+    return type == be::kParseComplete || type == be::kBindComplete || type == be::kCloseComplete ||
+           type == be::kErrorResponse || type == be::kReadyForQuery || type == be::kCommandComplete;
   }
-  // ParameterDescription, RowDescription, NoData: server_message() wants them only while probing().
-  static bool is_describe_reply(char type) { return type == 't' || type == 'T' || type == 'n'; }
+  // server_message() wants these only while probing().
+  static bool is_describe_reply(char type) {
+    namespace be = protocol::backend;
+    return type == be::kParameterDescription || type == be::kRowDescription || type == be::kNoData;
+  }
   bool probing() const { return probes_ > 0; }
   // The identity of a RowDescription's columns (names, types, sizes, modifiers: what PostgreSQL compares).
   static uint64_t desc_of(std::string_view row_description);
@@ -252,7 +258,7 @@ class TxnTracker {
     std::string client_name;                    // a Parse that created (or a Close that removed) this name
     std::shared_ptr<TrackedStatement> removed;  // the statement a Close removed
     std::string server_name;                    // a Parse that prepared this, or a Close that evicted it
-    // 'Z' only: what the Sync/Query commits when no error came before it.
+    // ReadyForQuery only: what the Sync/Query commits when no error came before it.
     std::vector<sql::SessionCommand> sets;
     std::vector<StatementEffect> effects;
     // A Parse or PREPARE of client_name: what it recorded when sent, and what the name meant before (put back
@@ -265,13 +271,14 @@ class TxnTracker {
   struct Expect {
     explicit Expect(char r, Action a = Action::forward) : reply(r), action(a) {}
     Expect(char r, Action a, std::string err) : reply(r), action(a) { more().error = std::move(err); }
-    char reply;  // '1', '2', '3', 'C' (CommandComplete "PREPARE") or 'Z'
+    // ParseComplete, BindComplete, CloseComplete, CommandComplete (of a PREPARE) or ReadyForQuery (backend::).
+    char reply;
     Action action;
     bool evicted : 1 = false;         // a Close pgrouter sent to make room (server_name)
-    bool failed : 1 = false;          // 'Z' only: an error came before it
+    bool failed : 1 = false;          // ReadyForQuery only: an error came before it
     bool unnamed : 1 = false;         // a Parse or Close of the unnamed statement: if skipped, the server's is unknown
     bool unnamed_resend : 1 = false;  // ... one pgrouter re-sent: the client's unnamed statement still exists
-    bool swallow : 1 = false;         // 'Z' of a Sync pgrouter sent: an error before it is dropped too
+    bool swallow : 1 = false;         // ReadyForQuery of a Sync pgrouter sent: an error before it is dropped too
     // A request that creates (created) or removes (removed) client_name and may fail or be skipped: while it is
     // in flight, what the name means is for the server to say (see pending_touch()).
     bool uncertain : 1 = false;
@@ -279,8 +286,8 @@ class TxnTracker {
     // A removal whose witness is a marker statement (ExpectMore::server_name) created right after it: it exists
     // exactly when the removal happened (used where the server lacks the removed statement's copy).
     bool marker : 1 = false;
-    // 'Z' of a Query or FunctionCall: after an extended-protocol error the server skips it too (up to a Sync), and
-    // it gets no ReadyForQuery.
+    // ReadyForQuery of a Query or FunctionCall: after an extended-protocol error the server skips it too (up to a
+    // Sync), and it gets no ReadyForQuery.
     bool not_sync : 1 = false;
     bool verify : 1 = false;  // probe: decides a hold (the columns must be the statement's)
     std::unique_ptr<ExpectMore> extra;
