@@ -2,12 +2,14 @@
 // (libpg_query, cached per worker), then pick the primary or an eligible replica (routing/router.hpp).
 // Session-pooled clients stay on the primary: their server is chosen once, at login.
 #include "pgrouter/control/log.hpp"
+#include "pgrouter/protocol/frontend.hpp"
 #include "pgrouter/util/strings.hpp"
 #include "pgrouter/routing/router.hpp"
 #include "pgrouter/session/client_session.hpp"
 
 namespace pgrouter::session {
 namespace p = pgrouter::protocol;
+namespace fe = pgrouter::protocol::frontend;
 
 namespace {
 
@@ -102,9 +104,9 @@ ClientSession::BatchReads ClientSession::classify_batch(const char* d, size_t n)
     i += 1 + len;
     std::optional<bool> read;
     size_t pos = 0;
-    if (type == 'Q' || type == 'P') {
+    if (type == fe::kQuery || type == fe::kParse) {
       std::optional<std::string_view> name;
-      if (type == 'P') name = p::read_cstring(body, pos);
+      if (type == fe::kParse) name = p::read_cstring(body, pos);
       auto sql = p::read_cstring(body, pos);
       if (!sql) break;
       const auto& c = cache.get(*sql);
@@ -120,7 +122,7 @@ ClientSession::BatchReads ClientSession::classify_batch(const char* d, size_t n)
         if (n_parsed < std::size(parsed_few)) parsed_few[n_parsed++] = {*name, *read};
         else parsed_more.emplace_back(*name, *read);
       }
-    } else if (type == 'B') {
+    } else if (type == fe::kBind) {
       auto portal = p::read_cstring(body, pos);
       auto stmt = portal ? p::read_cstring(body, pos) : std::nullopt;
       if (!stmt) break;
@@ -130,7 +132,7 @@ ClientSession::BatchReads ClientSession::classify_batch(const char* d, size_t n)
         else read = false;
         if (!*read) writes = true;
       }
-    } else if (type == 'F') {
+    } else if (type == fe::kFunctionCall) {
       read = false;
       writes = true;
     }

@@ -16,6 +16,7 @@
 
 namespace pgrouter::session {
 namespace p = pgrouter::protocol;
+namespace be = pgrouter::protocol::backend;
 
 namespace {
 void cancel_stream(tcp::socket& s) {
@@ -93,7 +94,7 @@ TxnTracker::Reply ClientSession::track_server_message(char type, std::string_vie
   auto reply = tracker_->server_message(type, body, attached_.server->statements, attached_.server->applied, s2c_repl_);
   if (holding && !tracker_->holding()) retry_signal();  // client -> server waits for this answer
   if (tracker_->settings_version() != version) attached_.server->settled = {};  // `applied` may have changed
-  if (type == 'Z' && tracker_->uncertain()) pin("ROLLBACK TO SAVEPOINT after SET");
+  if (type == be::kReadyForQuery && tracker_->uncertain()) pin("ROLLBACK TO SAVEPOINT after SET");
   return reply;
 }
 
@@ -337,7 +338,7 @@ awaitable<void> ClientSession::end_answer_early(Stream& s, std::string_view answ
   // The answer and the ReadyForQuery its server would have sent: one autocommit statement done, so 'I'.
   std::string out(answer);
   s2c_out_.clear();
-  auto reply = tracker_ ? track_server_message('Z', "I") : TxnTracker::Reply::forward;
+  auto reply = tracker_ ? track_server_message(be::kReadyForQuery, "I") : TxnTracker::Reply::forward;
   if (reply != TxnTracker::Reply::drop) {
     out.append("Z\0\0\0\5I", 6);
     request_finished();
@@ -650,7 +651,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       if (retry_.failed || client_done_) co_return;
     }
     if (attached_.server && tx_on_replica_ && !unsynced_ && pending_ > 0 && !scanner.mid_message() && buf.size() >= 5 &&
-        buf.data()[0] != 'X' && classify_batch(buf.data(), buf.size()).writes) {
+        buf.data()[0] != p::frontend::kTerminate && classify_batch(buf.data(), buf.size()).writes) {
       // A write pipelined behind a synced read batch on a replica: routed once the read is answered. (Not the
       // rest of a message being forwarded: those bytes are no message of their own.)
       co_await hold_write_behind_replica_read();

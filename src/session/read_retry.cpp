@@ -53,7 +53,7 @@ bool ClientSession::server_going_away(char type, std::string_view body) {
   auto code = p::error_sqlstate(body);
   if (code != "57P01" && code != "57P02" && code != "57P03") return false;
   auto f = p::parse_error_fields(body);
-  bool going = type == 'N' || f.severity == "FATAL" || f.severity == "PANIC";
+  bool going = type == p::backend::kNoticeResponse || f.severity == "FATAL" || f.severity == "PANIC";
   if (going) {
     retry_.server_sqlstate = f.code;
     retry_.server_message = f.message;
@@ -79,15 +79,15 @@ bool ClientSession::can_end_answer_early() const {
     if (len < 4 || pos + 1 + size_t(len) > n) return false;
     std::string_view body(d + pos + 5, len - 4);
     switch (type) {
-      case 'Q': {
+      case fe::kQuery: {
         ++queries;
         auto sql = body.substr(0, body.find('\0'));
         if (sql::split_statements(sql).size() != 1) return false;
         break;
       }
-      case 'E': ++executes; break;
-      case 'S': ++syncs; break;
-      case 'P': case 'B': case 'D': case 'C': case 'H': break;
+      case fe::kExecute: ++executes; break;
+      case fe::kSync: ++syncs; break;
+      case fe::kParse: case fe::kBind: case fe::kDescribe: case fe::kClose: case fe::kFlush: break;
       default: return false;
     }
     last = type;
@@ -95,7 +95,7 @@ bool ClientSession::can_end_answer_early() const {
   }
   if (pos != n) return false;
   if (queries == 1) return executes == 0 && syncs == 0;
-  return queries == 0 && executes == 1 && syncs == 1 && last == 'S';
+  return queries == 0 && executes == 1 && syncs == 1 && last == fe::kSync;
 }
 
 awaitable<void> ClientSession::wait_retry_signal() {

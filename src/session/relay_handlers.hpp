@@ -3,12 +3,15 @@
 #include <string>
 #include <string_view>
 
+#include "pgrouter/protocol/backend.hpp"
 #include "pgrouter/protocol/frontend.hpp"
 #include "pgrouter/session/client_session.hpp"
 #include "pgrouter/util/strings.hpp"
 
 namespace pgrouter::session {
 namespace p = pgrouter::protocol;
+namespace be = pgrouter::protocol::backend;
+namespace fe = pgrouter::protocol::frontend;
 
 // A scanned span to send on with some of its messages replaced or dropped: its bytes are copied into
 // `out` only once something changed; otherwise they are sent straight from the read buffer.
@@ -65,8 +68,8 @@ struct ClientSession::ClientMessages {
   // Transaction pooling reads the messages that name statements or carry SQL; session pooling reads
   // only Query bodies, and only of clients whose startup settings pgrouter applied with SET (RESET).
   bool wants_body(char type) const {
-    if (type == 'Q') return self.txn_mode_ || !self.startup_reset_.empty();
-    return self.txn_mode_ && (type == 'P' || type == 'B' || type == 'D' || type == 'C');
+    if (type == fe::kQuery) return self.txn_mode_ || !self.startup_reset_.empty();
+    return self.txn_mode_ && (type == fe::kParse || type == fe::kBind || type == fe::kDescribe || type == fe::kClose);
   }
   // PostgreSQL's limit for the type, within pgrouter's own listen.max_message_size (the scanner's).
   uint32_t max_length(char type) const { return protocol::frontend::max_length(type); }
@@ -92,7 +95,7 @@ struct ClientSession::ClientMessages {
         return protocol::ScanAction::stop_before;
       }
       rw.replace(body.data() - 5, len, self.c2s_repl_);
-    } else if (type == 'Q' && !replaying && !self.startup_reset_.empty() &&
+    } else if (type == fe::kQuery && !replaying && !self.startup_reset_.empty() &&
              !(self.tracker_ && self.tracker_->last_query_plain()) && self.reset_to_startup(body))
       rw.replace(body.data() - 5, len, self.c2s_inject_);
     if (replaying) return protocol::ScanAction::forward;
@@ -131,8 +134,8 @@ struct ClientSession::ServerReplies {
   // The bytes of a message body the scan handed over (read-only) as the buffer's own, to change in place.
   char* writable(std::string_view body) const { return base + (body.data() - base); }
   bool wants_body(char type) const {
-    return type == 'Z' || type == 'E' || type == 'S' || (type == 'N' && self.retry_.window) ||
-           (self.tracker_ && (type == '1' || type == '2' || type == '3' || type == 'C')) ||
+    return type == be::kReadyForQuery || type == be::kErrorResponse || type == be::kParameterStatus || (type == be::kNoticeResponse && self.retry_.window) ||
+           (self.tracker_ && (type == be::kParseComplete || type == be::kBindComplete || type == be::kCloseComplete || type == be::kCommandComplete)) ||
            (self.tracker_ && self.tracker_->probing() && TxnTracker::is_describe_reply(type)) ||
            !self.startup_reset_.idle();
   }
@@ -152,7 +155,7 @@ struct ClientSession::ServerReplies {
       // away after replies it flushed with its last words (ParseComplete, RowDescription, rows, even a
       // CommandComplete: it was killed before its ReadyForQuery) is not relayed, nor are those: the read
       // is sent to another server (or, below, ended here).
-      if ((type == 'E' || type == 'N') && self.server_going_away(type, body)) {
+      if ((type == be::kErrorResponse || type == be::kNoticeResponse) && self.server_going_away(type, body)) {
         // A complete answer to one autocommit statement: relayed with the ReadyForQuery the server did
         // not live to send (no second run). Else anything not yet seen by the client runs again.
         if (answer_complete && answers_ended == 1 && self.can_end_answer_early()) {
@@ -161,9 +164,9 @@ struct ClientSession::ServerReplies {
         }
         if (unanswered) return p::ScanAction::stop_before;
       }
-      if (type == 'E' || type == 'Z' || type == 'G' || type == 'H' || type == 'W' || type == 'd' ||
-          type == 'c' || type == 'V' ||
-          (type == 'C' && body.substr(0, 7) == "PREPARE"))
+      if (type == be::kErrorResponse || type == be::kReadyForQuery || type == be::kCopyInResponse || type == be::kCopyOutResponse || type == be::kCopyBothResponse || type == be::kCopyData ||
+          type == be::kCopyDone || type == be::kFunctionCallResponse ||
+          (type == be::kCommandComplete && body.substr(0, 7) == "PREPARE"))
         unanswered = false;
     }
     bool replace_z = false;
@@ -187,31 +190,31 @@ struct ClientSession::ServerReplies {
     if (self.tracker_ && (TxnTracker::is_reply_type(type) ||
                           (self.tracker_->probing() && TxnTracker::is_describe_reply(type))))
       reply = self.track_server_message(type, body);
-    if (type == 'G' || type == 'W') self.server_copy_in_ = true;  // CopyIn/CopyBothResponse
-    else if (type == 'C' || type == 'E' || type == 'Z') self.server_copy_in_ = false;
-    if (type == 'Z') {
+    if (type == be::kCopyInResponse || type == be::kCopyBothResponse) self.server_copy_in_ = true;  // CopyIn/CopyBothResponse
+    else if (type == be::kCommandComplete || type == be::kErrorResponse || type == be::kReadyForQuery) self.server_copy_in_ = false;
+    if (type == be::kReadyForQuery) {
       self.attached_.server->tx_status = body.empty() ? 'I' : body[0];
       self.client_tx_status_ = self.attached_.server->tx_status;
       if (reply != TxnTracker::Reply::drop) self.request_finished();
-    } else if (type == 'E' && p::error_is_fatal(body) && self.between_transactions()) {
+    } else if (type == be::kErrorResponse && p::error_is_fatal(body) && self.between_transactions()) {
       // The server is going away (shutdown, pg_terminate_backend) after the client's transaction ended:
       // the client's next one simply gets another server.
       self.set_server_state(ServerState::ended_idle);
       rw.replace(body.data() - 5, len, {});
       return p::ScanAction::forward;
-    } else if (type == 'E') {
+    } else if (type == be::kErrorResponse) {
       auto code = p::error_sqlstate(body);
       // Counted as the client gets it: not at all when it answered pgrouter's own request, with the
       // rewritten code when the tracker replaced it (a refusal or a duplicate statement pgrouter makes the
       // server produce with a sentinel name).
       if (reply == TxnTracker::Reply::forward) {
         self.w_.stats().count_error(code, false);
-      } else if (reply == TxnTracker::Reply::replace && self.s2c_repl_.size() > 5 && self.s2c_repl_[0] == 'E') {
+      } else if (reply == TxnTracker::Reply::replace && self.s2c_repl_.size() > 5 && self.s2c_repl_[0] == be::kErrorResponse) {
         self.w_.stats().count_error(p::error_sqlstate(std::string_view(self.s2c_repl_).substr(5)), false);
       }
       // Any FATAL: the server is ending the session, and PostgreSQL closes the client's connection too.
       if (p::error_is_fatal(body)) self.set_server_state(ServerState::fatal);
-    } else if (type == 'S') {
+    } else if (type == be::kParameterStatus) {
       if (auto kv = p::parse_parameter_status(body)) {
         self.attached_.server->set_param(kv->first, kv->second);
         if (self.tracker_) self.tracker_->parameter_reported(kv->first, kv->second);
@@ -224,18 +227,18 @@ struct ClientSession::ServerReplies {
     }
     if (reply != TxnTracker::Reply::forward) {
       if (reply == TxnTracker::Reply::as_parse_complete) {
-        writable(body)[-5] = '1';  // CloseComplete and ParseComplete have the same shape
+        writable(body)[-5] = be::kParseComplete;  // CloseComplete and ParseComplete have the same shape
       } else if (reply != TxnTracker::Reply::forward) {  // drop, or replace
         rw.replace(body.data() - 5, len,
                    reply == TxnTracker::Reply::replace ? std::string_view(self.s2c_repl_) : std::string_view());
       }
     }
     if (replace_z) rw.replace(body.data() - 5, len, self.s2c_inject_);
-    if (self.retry_.window && reply == TxnTracker::Reply::forward && type != 'N' && type != 'S' &&
-        type != 'A') {
+    if (self.retry_.window && reply == TxnTracker::Reply::forward && type != be::kNoticeResponse && type != be::kParameterStatus &&
+        type != be::kNotificationResponse) {
       // (Not a BEGIN: its ReadyForQuery would have said 'T'.)
-      answer_complete = (type == 'C' && body.substr(0, 5) != "BEGIN" && body.substr(0, 5) != "START") ||
-                        type == 'E';
+      answer_complete = (type == be::kCommandComplete && body.substr(0, 5) != "BEGIN" && body.substr(0, 5) != "START") ||
+                        type == be::kErrorResponse;
       answers_ended += answer_complete;
     }
     return p::ScanAction::forward;
