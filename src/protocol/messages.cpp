@@ -137,6 +137,11 @@ void cstr(std::string& out, std::string_view s) {
 }
 }  // namespace
 
+void append_header(std::string& out, char type, size_t body_len) {
+  out.push_back(type);
+  put_be32(out, uint32_t(body_len + 4));
+}
+
 void append_error(std::string& out, std::string_view severity, std::string_view code, std::string_view message,
                   std::string_view detail, std::string_view hint) {
   size_t at = begin(out, be::kErrorResponse);
@@ -231,6 +236,53 @@ void append_sasl_response(std::string& out, std::string_view data) {
 void append_query(std::string& out, std::string_view sql) {
   size_t at = begin(out, fe::kQuery);
   cstr(out, sql);
+  finish(out, at);
+}
+
+void append_parse(std::string& out, std::string_view name, std::string_view query, std::string_view parameter_types) {
+  size_t at = begin(out, fe::kParse);
+  cstr(out, name);
+  cstr(out, query);
+  out.append(parameter_types);
+  finish(out, at);
+}
+
+void append_bind(std::string& out, std::string_view portal, std::string_view statement, std::string_view bind_rest) {
+  size_t at = begin(out, fe::kBind);
+  cstr(out, portal);
+  cstr(out, statement);
+  out.append(bind_rest);
+  finish(out, at);
+}
+
+void append_describe(std::string& out, char kind, std::string_view name) {
+  size_t at = begin(out, fe::kDescribe);
+  out.push_back(kind);
+  cstr(out, name);
+  finish(out, at);
+}
+
+void append_close(std::string& out, char kind, std::string_view name) {
+  size_t at = begin(out, fe::kClose);
+  out.push_back(kind);
+  cstr(out, name);
+  finish(out, at);
+}
+
+void append_execute(std::string& out, std::string_view portal) {
+  size_t at = begin(out, fe::kExecute);
+  cstr(out, portal);
+  put_be32(out, 0);  // no row limit
+  finish(out, at);
+}
+
+void append_flush(std::string& out) {
+  size_t at = begin(out, fe::kFlush);
+  finish(out, at);
+}
+
+void append_sync(std::string& out) {
+  size_t at = begin(out, fe::kSync);
   finish(out, at);
 }
 

@@ -41,38 +41,6 @@ constexpr std::array<std::string_view, 15> kTracked{"pgrouter.route",
     "idle_in_transaction_session_timeout", "extra_float_digits", "bytea_output", "client_min_messages",
     "default_transaction_read_only"};
 
-void begin_message(std::string& out, char type, size_t body_len) {
-  out.push_back(type);
-  p::put_be32(out, uint32_t(body_len + 4));
-}
-void append_cstr(std::string& out, std::string_view s) {
-  out.append(s);
-  out.push_back('\0');
-}
-void append_parse(std::string& out, std::string_view name, std::string_view query, std::string_view types) {
-  begin_message(out, fe::kParse, name.size() + 1 + query.size() + 1 + types.size());
-  append_cstr(out, name);
-  append_cstr(out, query);
-  out.append(types);
-}
-void append_named(std::string& out, char type, char kind, std::string_view name) {  // Close / Describe
-  begin_message(out, type, 1 + name.size() + 1);
-  out.push_back(kind);
-  append_cstr(out, name);
-}
-void append_bind(std::string& out, std::string_view portal, std::string_view stmt, std::string_view rest) {
-  begin_message(out, fe::kBind, portal.size() + 1 + stmt.size() + 1 + rest.size());
-  append_cstr(out, portal);
-  append_cstr(out, stmt);
-  out.append(rest);
-}
-
-void append_execute(std::string& out, std::string_view portal) {
-  begin_message(out, fe::kExecute, portal.size() + 1 + 4);
-  append_cstr(out, portal);
-  p::put_be32(out, 0);
-}
-
 // Characters (UTF-8) in s, as PostgreSQL counts error positions.
 uint32_t chars(std::string_view s) {
   uint32_t n = 0;
@@ -213,7 +181,7 @@ uint32_t TextRewrite::client_position(uint32_t pos) const {
 }
 
 namespace {
-// The text and parameter types of a whole Parse message (as append_parse() builds them).
+// The text and parameter types of a whole Parse message (as p::append_parse() builds them).
 std::optional<std::pair<std::string_view, std::string_view>> parse_text(std::string_view message) {
   std::string_view body = message.substr(5);
   size_t pos = 0;
@@ -435,7 +403,7 @@ void TxnTracker::fail_with(std::string err, char type, std::string& out) {
     expect_.back().action = Action::sentinel_error;
     expect_.back().more().error = std::move(err);
   } else {
-    append_named(out, fe::kDescribe, 'S', kSentinel);
+    p::append_describe(out, 'S', kSentinel);
     expect_.push_back(Expect{be::kParseComplete, Action::sentinel_error, std::move(err)});
   }
 }
@@ -444,7 +412,7 @@ void TxnTracker::evict_for(const std::string& name, pool::ServerStatements& serv
   std::string victim = server.insert(name, capacity_);
   if (victim.empty()) return;
   stats_.prepared_statements_evicted_total.fetch_add(1, std::memory_order_relaxed);
-  append_named(out, fe::kClose, 'S', victim);
+  p::append_close(out, 'S', victim);
   Expect e{be::kCloseComplete, Action::drop};
   e.more().server_name = std::move(victim);
   e.evicted = true;
@@ -460,15 +428,15 @@ bool TxnTracker::ensure_prepared(const TrackedStatement& st, pool::ServerStateme
   if (st.parse_message.empty()) {
     // A SQL PREPARE, run as a statement: Close first (the server may have it after all, and PREPARE would
     // fail), then the helper statement and portal left by an earlier failed run.
-    append_named(out, fe::kClose, 'S', st.server_name);
-    append_named(out, fe::kClose, 'P', kHelper);
-    append_named(out, fe::kClose, 'S', kHelper);
+    p::append_close(out, 'S', st.server_name);
+    p::append_close(out, 'P', kHelper);
+    p::append_close(out, 'S', kHelper);
     for (int i = 0; i < 3; ++i) expect_.push_back(Expect{be::kCloseComplete, Action::drop});
-    append_parse(out, kHelper, st.prepare_sql, std::string_view("\0\0", 2));
+    p::append_parse(out, kHelper, st.prepare_sql, p::kNoParameterTypes);
     expect_.push_back(Expect{be::kParseComplete, Action::drop});
-    append_bind(out, kHelper, kHelper, std::string_view("\0\0\0\0\0\0", 6));
+    p::append_bind(out, kHelper, kHelper, p::kNoParameters);
     expect_.push_back(Expect{be::kBindComplete, Action::drop});
-    append_execute(out, kHelper);
+    p::append_execute(out, kHelper);
     Expect e{be::kCommandComplete, Action::drop};
     e.more().server_name = st.server_name;  // if skipped, the server lacks it (it was closed)
     expect_.push_back(std::move(e));
@@ -496,7 +464,7 @@ TxnTracker::Prepared TxnTracker::prepare_checked(const std::shared_ptr<TrackedSt
   if (check && server.desc(name) != 0 && server.desc(name) != st->desc) {
     // This server's copy has other columns: prepared again (the table may be back to the client's columns).
     server.erase(name);
-    append_named(out, fe::kClose, 'S', name);
+    p::append_close(out, 'S', name);
     Expect e{be::kCloseComplete, Action::drop};
     e.evicted = true;  // skipped after an error: the copy stays
     e.more().server_name = name;
@@ -511,7 +479,7 @@ TxnTracker::Prepared TxnTracker::prepare_checked(const std::shared_ptr<TrackedSt
 
 void TxnTracker::probe(const std::shared_ptr<TrackedStatement>& st, const std::string& server_name, bool verify,
                        std::string& out) {
-  append_named(out, fe::kDescribe, 'S', server_name);
+  p::append_describe(out, 'S', server_name);
   expect_.push_back(Expect{be::kParameterDescription, Action::drop});
   Expect e{be::kRowDescription, Action::probe};
   e.verify = verify;
@@ -520,7 +488,7 @@ void TxnTracker::probe(const std::shared_ptr<TrackedStatement>& st, const std::s
   expect_.push_back(std::move(e));
   ++probes_;
   if (!verify) return;
-  begin_message(out, fe::kFlush, 0);  // the answer is needed before the client's next message goes
+  p::append_flush(out);  // the answer is needed before the client's next message goes
   hold_ = Hold{server_name, HoldState::waiting};
   held_ = true;
 }
@@ -574,7 +542,7 @@ uint64_t TxnTracker::desc_of(std::string_view body) {
 
 void TxnTracker::close_stale(const std::string& name, const pool::ServerStatements& server, std::string& out) {
   if (!server.close_first) return;
-  append_named(out, fe::kClose, 'S', name);
+  p::append_close(out, 'S', name);
   expect_.push_back(Expect{be::kCloseComplete, Action::drop});
 }
 
@@ -585,7 +553,7 @@ void TxnTracker::sync_injected(std::string& out) {
   // After a request that may fail since the last Sync, no Sync: the server must go on skipping the client's Query
   // if that request failed, as PostgreSQL would (and skips it too if what was injected fails).
   if (may_skip_) return;
-  begin_message(out, fe::kSync, 0);
+  p::append_sync(out);
   Expect z{be::kReadyForQuery, Action::drop};
   z.swallow = true;
   expect_.push_back(std::move(z));
@@ -646,7 +614,7 @@ void TxnTracker::carry_prepare(std::string_view sql, pool::ServerStatements& ser
   st->prepare_sql = "PREPARE " + st->server_name + std::string(rest);
   evict_for(st->server_name, server, out);
   if (!server_decides) {
-    append_named(out, fe::kClose, 'S', st->server_name);  // another client's copy, if the server has one
+    p::append_close(out, 'S', st->server_name);  // another client's copy, if the server has one
     expect_.push_back(Expect{be::kCloseComplete, Action::drop});
   }
   stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
@@ -703,7 +671,7 @@ void TxnTracker::carry_multi(std::string_view sql, pool::ServerStatements& serve
       st->server_name = server_name_for(e.rest, "\1sql");
       st->prepare_sql = "PREPARE " + st->server_name + std::string(e.rest);
       evict_for(st->server_name, server, pre);
-      append_named(pre, fe::kClose, 'S', st->server_name);  // another client's copy, if the server has one
+      p::append_close(pre, 'S', st->server_name);  // another client's copy, if the server has one
       expect_.push_back(Expect{be::kCloseComplete, Action::drop});
       stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
       server_name = st->server_name;
@@ -795,7 +763,7 @@ void TxnTracker::prepare_unnamed_here(pool::ServerStatements& server, std::strin
                                       std::string_view types, Action parse_action) {
   evict_for(unnamed_server_, server, out);
   close_stale(unnamed_server_, server, out);
-  append_parse(out, unnamed_server_, query, types);
+  p::append_parse(out, unnamed_server_, query, types);
   stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
   Expect e{be::kParseComplete, parse_action};
   // The client's own Parse: if it fails or is skipped, the client has no unnamed statement (as in PostgreSQL).
@@ -813,7 +781,7 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
       (type == fe::kParse || type == fe::kBind || type == fe::kDescribe || type == fe::kClose || type == fe::kQuery)) {
     // Nothing in flight can test the last marker statement any more: it goes, before this message.
     marker_left_ = false;
-    append_named(out, fe::kClose, 'S', marker_name(markers_));
+    p::append_close(out, 'S', marker_name(markers_));
     expect_.push_back(Expect{be::kCloseComplete, Action::drop});
     if (!track_client(type, body, server, out, effect)) out.append(body.data() - 5, body.size() + 5);
     replaced = true;
@@ -833,417 +801,508 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
 bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStatements& server, std::string& out,
                               Effect& effect) {
   effect = Effect::none;
-  size_t pos = 0;
   switch (type) {
-    case fe::kParse: {
-      auto name = p::read_cstring(body, pos);
-      auto query = name ? p::read_cstring(body, pos) : std::nullopt;
-      if (!query) {  // malformed: the server answers with a protocol error
-        expect_.push_back(Expect{be::kParseComplete});
-        return false;
-      }
-      std::string_view types = body.substr(pos);
-      std::string feature;
-      effect = session_effect(*query, !name->empty(), false, feature);
-      if (effect == Effect::unsupported && refuse_) {
-        refuse(feature, type, out);
-        return true;
-      }
-      if (!sequence_text(*query, type, out, effect)) return true;
-      std::string client_name(*name);
-      // A request in flight that may or may not create or remove the name: the server decides (below).
-      Expect* touch = client_name.empty() ? nullptr : pending_touch(client_name);
-      if (!client_name.empty() && !touch && statements_.count(client_name)) {
-        // PostgreSQL refuses to redefine a name, but checks a failed transaction (25P02) and the text (42P01,
-        // 42601, ...) first: the server runs the client's Parse under a name it has (an empty statement made just
-        // before, which a failed transaction allows), so it answers in that order; its 42P05 names the client's.
-        append_named(out, fe::kClose, 'S', kDuplicate);  // left by an earlier duplicate, if any
-        expect_.push_back(Expect{be::kCloseComplete, Action::drop});
-        append_parse(out, kDuplicate, "", std::string_view("\0\0", 2));
-        expect_.push_back(Expect{be::kParseComplete, Action::drop});
-        append_parse(out, kDuplicate, *query, types);
-        Expect e{be::kParseComplete, Action::sentinel_error,
-                 error_message("42P05", "prepared statement \"" + client_name + "\" already exists")};
-        e.more().match = "prepared statement \"" + std::string(kDuplicate) + "\" already exists";
-        expect_.push_back(std::move(e));
-        ghosts_.emplace_back(kDuplicate, client_name);  // any other mention of it names the client's statement
-        return true;
-      }
-      // Statements the text names get their server names, and are prepared here first.
-      std::string rewritten_text;
-      std::vector<std::shared_ptr<TrackedStatement>> uses;
-      std::shared_ptr<const TextRewrite> rw;
-      bool rewritten = false;
-      if (dealloc_) {
-        // DEALLOCATE of a statement of ours: the server knows it by its own name, and must have it.
-        auto st = std::move(dealloc_);
-        dealloc_.reset();
-        ensure_prepared(*st, server, out);
-        rewritten_text = "DEALLOCATE " + st->server_name;
-        rewritten = true;
-      } else if (!statements_.empty() && sql::mentions_execute(*query)) {
-        rewritten = rewrite_executes(*query, server, out, rewritten_text, uses, rw);
-      }
-      std::string_view text = rewritten ? std::string_view(rewritten_text) : *query;
-      // A Parse that may be skipped, or that PostgreSQL refuses with 25P02 in a failed transaction (or one that
-      // may fail before it) unless it ends the transaction, must reach the server: never the no-op reuse.
-      bool tx_may_fail = tx_status_ == 'E' || (tx_status_ == 'T' && !expect_.empty());
-      bool may_fail = may_skip_ || tx_may_fail;
-      if (client_name.empty()) {
-        if (window_ && !unnamed_saved_) {  // keep the window's starting point for rewind()
-          std::swap(unnamed_before_window_, unnamed_parse_);
-          std::swap(unnamed_server_before_window_, unnamed_server_);
-          std::swap(unnamed_hash_before_window_, unnamed_hash_);
-          unnamed_saved_ = true;
-        }
-        unnamed_valid_ = true;
-        unnamed_parse_.clear();
-        append_parse(unnamed_parse_, "", text, types);
-        unnamed_uses_ = std::move(uses);
-        unnamed_rewrite_ = rw;
-        XXH128_hash_t h;
-        // (Skipped, the reuse and a real Parse leave the same: only a failed transaction matters here.)
-        if (prepare_unnamed_ && !rewritten && effect == Effect::none && !tx_may_fail &&
-            seen_unnamed.check_and_record(h = statement_hash(text, types))) {
-          // Seen before: prepared under its shared name, parsed once per server connection (pool.unnamed_statements).
-          // Usually the client's previous unnamed statement again: its name is already there.
-          if (unnamed_server_.empty() || !XXH128_isEqual(h, unnamed_hash_)) name_from(h, unnamed_server_);
-          unnamed_hash_ = h;
-          if (server.use(unnamed_server_)) {
-            stats_.prepared_statements_reused_total.fetch_add(1, std::memory_order_relaxed);
-            append_named(out, fe::kClose, 'S', kNoStatement);  // answers CloseComplete, shown as ParseComplete
-            Expect e{be::kCloseComplete, Action::as_parse_complete};
-            e.unnamed = true;
-            expect_.push_back(std::move(e));
-            return true;
-          }
-          prepare_unnamed_here(server, out, text, types, Action::forward);
-          return true;
-        }
-        unnamed_server_.clear();
-        Expect e{be::kParseComplete};
-        e.unnamed = true;
-        if (rw) e.more().rewrite = rw;
-        expect_.push_back(std::move(e));
-        server.unnamed_owner = owner_;
-        if (!rewritten) return false;
-        out.append(unnamed_parse_);
-        return true;
-      }
-      auto st = std::make_shared<TrackedStatement>();
-      XXH128_hash_t h = statement_hash(text, types);
-      name_from(h, st->server_name);
-      // After a request that may fail, this Parse may be skipped, and a later batch of the same write may name
-      // the statement before pgrouter knows: a Parse the server really runs (when it lacks the statement) makes
-      // the server's answer to that batch follow what happened. Where the server has the shared statement
-      // already, the client gets its own copy instead of a no-op that cannot be skipped visibly.
-      for (uint64_t k = 1; !touch && may_fail && server.contains(st->server_name); ++k) {
-        h.low64 ^= (owner_ + k) * 0x9e3779b97f4a7c15ull;
-        name_from(h, st->server_name);
-      }
-      append_parse(st->parse_message, st->server_name, text, types);
-      st->uses = std::move(uses);
-      st->rewrite = rw;
-      std::shared_ptr<TrackedStatement> prev;
-      if (auto it = statements_.find(client_name); it != statements_.end()) prev = it->second;
-      statements_[client_name] = st;
-      auto record = [&](Expect& e) {
-        e.uncertain = true;
-        e.more().client_name = std::move(client_name);
-        e.more().created = st;
-        e.more().prev = std::move(prev);
-      };
-      // The client's text parsed under its shared name where the server lacks it (its errors come first, as in
-      // PostgreSQL); its ParseComplete is pgrouter's, not the client's.
-      auto parse_client_text = [&] {
-        if (server.use(st->server_name)) return;
-        evict_for(st->server_name, server, out);
-        close_stale(st->server_name, server, out);
-        out.append(st->parse_message);
-        stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
-        Expect p{be::kParseComplete, Action::drop};
-        p.client_text = true;
-        p.more().server_name = st->server_name;
-        p.more().rewrite = rw;
-        expect_.push_back(std::move(p));
-      };
-      if (touch && touch->marker) {
-        // Closed by a request in flight whose marker exists exactly when that Close happened: the client's text
-        // is parsed, then a Bind of the marker fails (replaced by PostgreSQL's 42P05) if the Close did not
-        // happen; a no-op Close answers the client's ParseComplete.
-        parse_client_text();
-        const std::string& marker = touch->get().server_name;
-        append_named(out, fe::kClose, 'P', kHelper);  // left by a failed run, if any
-        expect_.push_back(Expect{be::kCloseComplete, Action::drop});
-        append_bind(out, kHelper, marker, std::string_view("\0\0\0\0\0\0", 6));
-        Expect g{be::kBindComplete, Action::sentinel_error,
-                 error_message("42P05", "prepared statement \"" + client_name + "\" already exists")};
-        g.more().match = "prepared statement \"" + marker + "\" does not exist";
-        expect_.push_back(std::move(g));
-        append_named(out, fe::kClose, 'P', kHelper);
-        expect_.push_back(Expect{be::kCloseComplete, Action::drop});
-        append_named(out, fe::kClose, 'S', kNoStatement);
-        Expect e{be::kCloseComplete, Action::as_parse_complete};
-        record(e);
-        expect_.push_back(std::move(e));
-        return true;
-      }
-      if (touch && witness(*touch) != st->server_name) {
-        // Whether the name exists depends on a request in flight; the server knows: its witness exists exactly
-        // when the name does. The client's text is parsed first (its errors come before 42P05 in PostgreSQL
-        // too), then a Parse of the witness fails with 42P05 (named back) if it exists, or creates an empty
-        // statement closed at once.
-        std::string w = witness(*touch);
-        parse_client_text();
-        append_parse(out, w, "", std::string_view("\0\0", 2));
-        Expect g{be::kParseComplete};
-        record(g);
-        expect_.push_back(std::move(g));
-        append_named(out, fe::kClose, 'S', w);
-        expect_.push_back(Expect{be::kCloseComplete, Action::drop});
-        return true;
-      }
-      if (!touch && server.use(st->server_name)) {
-        st->desc = server.desc(st->server_name);  // not desc_own: the copy may predate a change of its table
-        stats_.prepared_statements_reused_total.fetch_add(1, std::memory_order_relaxed);
-        append_named(out, fe::kClose, 'S', kNoStatement);  // answers CloseComplete, shown as ParseComplete
-        Expect e{be::kCloseComplete, Action::as_parse_complete};
-        e.more().client_name = std::move(client_name);
-        e.more().created = st;
-        e.more().prev = std::move(prev);
-        expect_.push_back(std::move(e));
-        return true;
-      }
-      // The server lacks it, or (touch: the same statement, created or closed by a request in flight) has it
-      // exactly when the client has the name: a real Parse, which the server answers as PostgreSQL would.
-      evict_for(st->server_name, server, out);
-      if (!touch) close_stale(st->server_name, server, out);
-      out.append(st->parse_message);
-      stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
-      Expect e{be::kParseComplete};
-      e.more().server_name = st->server_name;
-      e.more().rewrite = rw;
-      record(e);
-      expect_.push_back(std::move(e));
-      probe(st, st->server_name, false, out);  // the result columns the client's statement keeps
-      return true;
-    }
+    case fe::kParse:
+      return track_parse(body, server, out, effect);
     case fe::kBind:
-    case fe::kDescribe: {
-      std::string_view portal;
-      std::optional<std::string_view> stmt;
-      if (type == fe::kBind) {
-        auto pt = p::read_cstring(body, pos);
-        if (!pt) return false;
-        portal = *pt;
-        stmt = p::read_cstring(body, pos);
-      } else {
-        if (body.empty() || body[0] != 'S') return false;
-        pos = 1;
-        stmt = p::read_cstring(body, pos);
-      }
-      if (!stmt) return false;
-      if (stmt->empty()) {
-        if (type == fe::kBind) bound(unnamed_valid_ ? unnamed_rewrite_ : nullptr);
-        if (unnamed_valid_ && !unnamed_server_.empty()) {  // prepared under its shared name
-          if (!server.use(unnamed_server_)) {
-            auto [query, types] = *parse_text(unnamed_parse_);
-            prepare_unnamed_here(server, out, query, types, Action::drop);
-          }
-          if (type == fe::kBind) append_bind(out, portal, unnamed_server_, body.substr(pos));
-          else append_named(out, fe::kDescribe, 'S', unnamed_server_);
-          return true;
-        }
-        // The unnamed statement lives on one server until someone else parses there (or the client drops it
-        // elsewhere: a simple Query on another server leaves this one's copy, which PostgreSQL would not have).
-        if (server.unnamed_owner == owner_ && unnamed_valid_) return false;
-        if (unnamed_valid_) {
-          for (auto& used : unnamed_uses_) ensure_prepared(*used, server, out);
-          out.append(unnamed_parse_);
-          Expect e{be::kParseComplete, Action::drop};
-          e.unnamed = e.unnamed_resend = true;
-          expect_.push_back(std::move(e));
-        } else {
-          // The client has no unnamed statement, but the server may hold another client's: close it, so
-          // this Bind/Describe fails with 26000 as it would in the client's own session.
-          append_named(out, fe::kClose, 'S', "");
-          Expect e{be::kCloseComplete, Action::drop};
-          e.unnamed = true;
-          expect_.push_back(std::move(e));
-        }
-        server.unnamed_owner = owner_;
-        out.append(body.data() - 5, body.size() + 5);
-        return true;
-      }
-      auto it = statements_.find(std::string(*stmt));
-      if (type == fe::kBind) bound(it == statements_.end() ? nullptr : it->second->rewrite);
-      if (it == statements_.end()) {
-        // Closed by a request in flight that may be skipped: the server still has the statement exactly when
-        // that Close did not happen (its 26000 is named back).
-        Expect* touch = pending_touch(std::string(*stmt));
-        if (!touch || !touch->get().removed) return false;  // unknown: the server says 26000 with the client's name
-        if (!touch->marker) {
-          if (type == fe::kBind) append_bind(out, portal, witness(*touch), body.substr(pos));
-          else append_named(out, fe::kDescribe, 'S', witness(*touch));
-          return true;
-        }
-        // The marker exists if the Close happened: then its Parse fails, and the client gets the 26000 PostgreSQL
-        // gives; otherwise the empty statement it made goes again and the statement is bound as it still exists.
-        auto st = touch->get().removed;
-        const std::string& marker = touch->get().server_name;
-        append_parse(out, marker, "", std::string_view("\0\0", 2));
-        Expect g{be::kParseComplete, Action::sentinel_error,
-                 error_message("26000", "prepared statement \"" + std::string(*stmt) + "\" does not exist")};
-        g.more().match = "prepared statement \"" + marker + "\" already exists";
-        expect_.push_back(std::move(g));
-        append_named(out, fe::kClose, 'S', marker);
-        expect_.push_back(Expect{be::kCloseComplete, Action::drop});
-        ensure_prepared(*st, server, out);
-        if (type == fe::kBind) append_bind(out, portal, st->server_name, body.substr(pos));
-        else append_named(out, fe::kDescribe, 'S', st->server_name);
-        return true;
-      }
-      auto st = it->second;
-      auto prepared = prepare_checked(st, server, type, out);
-      if (prepared != Prepared::ready) return true;
-      if (type == fe::kBind) append_bind(out, portal, st->server_name, body.substr(pos));
-      else append_named(out, fe::kDescribe, 'S', st->server_name);
-      return true;
-    }
-    case fe::kClose: {
-      Expect e{be::kCloseComplete};
-      if (body.empty() || body[0] != 'S') {
-        expect_.push_back(std::move(e));
-        return false;
-      }
-      pos = 1;
-      auto name = p::read_cstring(body, pos);
-      if (!name || name->empty()) {
-        if (name) {
-          unnamed_valid_ = false;
-          server.unnamed_owner = 0;  // the server's unnamed statement is gone, whoever parsed it
-        }
-        expect_.push_back(std::move(e));
-        return false;
-      }
-      // The client's name is forgotten; the server keeps the statement for whoever needs it next.
-      auto it = statements_.find(std::string(*name));
-      if (it == statements_.end()) {
-        // Closed already by a request in flight that may not happen: this one closes it in any case (if that
-        // one is undone, the statement stays closed).
-        if (Expect* touch = pending_touch(std::string(*name)); touch && touch->get().removed) {
-          e.more().client_name = std::string(*name);
-          e.more().removed = touch->get().removed;
-        }
-        expect_.push_back(std::move(e));
-        append_named(out, fe::kClose, 'S', kNoStatement);
-        return true;
-      }
-      e.more().client_name = it->first;
-      e.more().removed = it->second;
-      const std::string& server_name = it->second->server_name;
-      // After a request that may fail, this Close may be skipped while a later batch of the same write names the
-      // statement: the server's copy is really closed, so that its existence follows what happened (unless
-      // another name of the client shares it).
-      bool shared = may_skip_ && std::any_of(statements_.begin(), statements_.end(), [&](auto& kv) {
-                      return kv.first != it->first && kv.second->server_name == server_name;
-                    });
-      if (may_skip_ && !shared && server.contains(server_name)) {
-        e.uncertain = true;
-        append_named(out, fe::kClose, 'S', server_name);
-        server.erase(server_name);
-        ghosts_.emplace_back(server_name, it->first);
-        statements_.erase(it);
-        expect_.push_back(std::move(e));
-        return true;
-      }
-      append_named(out, fe::kClose, 'S', kNoStatement);
-      if (may_skip_) {
-        // The server's copy cannot follow it (there is none here, or another name needs it): an empty marker
-        // statement made right after the Close exists exactly when the Close happened.
-        e.uncertain = e.marker = true;
-        marker_left_ = false;  // an older marker stays behind (unique names: it cannot mislead)
-        e.more().server_name = marker_name(++markers_);
-        append_parse(out, e.more().server_name, "", std::string_view("\0\0", 2));
-        statements_.erase(it);
-        expect_.push_back(std::move(e));
-        expect_.push_back(Expect{be::kParseComplete, Action::drop});
-        return true;
-      }
-      statements_.erase(it);
-      expect_.push_back(std::move(e));
-      return true;
-    }
-    case fe::kQuery: {
-      auto sql = p::read_cstring(body, pos);
-      std::string feature;
-      if (sql) effect = session_effect(*sql, false, true, feature);
-      last_query_plain_ = sql && effect == Effect::none;
-      unnamed_valid_ = false;  // a simple Query drops the unnamed statement
-      server.unnamed_owner = 0;
-      if (effect == Effect::unsupported && refuse_) {
-        refuse(feature, type, out);
-        return true;
-      }
-      if (sql && !sequence_text(*sql, type, out, effect)) return true;
-      Expect z{be::kReadyForQuery};
-      z.not_sync = true;
-      end_group(z);
-      group_rewrite_.reset();
-      group_bound_ = group_mixed_ = false;
-      bool rewritten = false;
-      if (!multi_.empty()) {
-        carry_multi(*sql, server, out, z);
-        rewritten = true;
-      } else if (prepare_) {
-        carry_prepare(*sql, server, out, z);
-        rewritten = true;
-      } else if (dealloc_) {
-        // DEALLOCATE of a statement of ours: the server knows it by its own name, and must have it.
-        auto st = std::move(dealloc_);
-        dealloc_.reset();
-        if (ensure_prepared(*st, server, out)) sync_injected(out);
-        p::append_query(out, "DEALLOCATE " + st->server_name);
-        rewritten = true;
-        // Forgotten now: a Query pipelined after this one (PREPARE of the same name) must not find it. Put back
-        // if the DEALLOCATE fails.
-        for (auto& fx : z.more().effects)
-          if (fx.kind == OnSuccess::deallocate && fx.server_name == st->server_name) {
-            if (auto it = statements_.find(fx.client_name); it != statements_.end() && it->second == st) {
-              fx.removed = st;
-              statements_.erase(it);
-              ghosts_.emplace_back(st->server_name, fx.client_name);
-            }
-          }
-      } else if (sql && !statements_.empty() && sql::mentions_execute(*sql)) {
-        std::string text;
-        std::vector<std::shared_ptr<TrackedStatement>> uses;
-        size_t mark = out.size();
-        std::shared_ptr<const TextRewrite> rw;
-        if (rewrite_executes(*sql, server, out, text, uses, rw)) {
-          if (out.size() > mark) sync_injected(out);
-          p::append_query(out, text);
-          rewritten = true;
-        }
-        if (rw) z.more().rewrite = std::move(rw);
-      }
-      expect_.push_back(std::move(z));
-      return rewritten;
-    }
+    case fe::kDescribe:
+      return track_bind_or_describe(type, body, server, out);
+    case fe::kClose:
+      return track_close(body, server, out);
+    case fe::kQuery:
+      return track_query(body, server, out, effect);
     case fe::kSync:
-    case fe::kFunctionCall: {
-      Expect z{be::kReadyForQuery};
-      z.not_sync = type == fe::kFunctionCall;
-      end_group(z);
-      if (type == fe::kSync && !group_mixed_ && group_rewrite_) z.more().rewrite = std::move(group_rewrite_);
-      group_rewrite_.reset();
-      group_bound_ = group_mixed_ = false;
-      expect_.push_back(std::move(z));
+    case fe::kFunctionCall:
+      track_sync(type);
       return false;
-    }
     default:
       return false;
   }
+}
+
+bool TxnTracker::track_parse(std::string_view body, pool::ServerStatements& server, std::string& out,
+                             Effect& effect) {
+  size_t pos = 0;
+  auto name = p::read_cstring(body, pos);
+  auto query = name ? p::read_cstring(body, pos) : std::nullopt;
+  if (!query) {  // malformed: the server answers with a protocol error
+    expect_.push_back(Expect{be::kParseComplete});
+    return false;
+  }
+  std::string_view types = body.substr(pos);
+  std::string feature;
+  effect = session_effect(*query, !name->empty(), false, feature);
+  if (effect == Effect::unsupported && refuse_) {
+    refuse(feature, fe::kParse, out);
+    return true;
+  }
+  if (!sequence_text(*query, fe::kParse, out, effect)) return true;
+  std::string client_name(*name);
+  // A request in flight that may or may not create or remove the name: the server decides (below).
+  Expect* touch = client_name.empty() ? nullptr : pending_touch(client_name);
+  if (!client_name.empty() && !touch && statements_.count(client_name)) {
+    parse_duplicate(client_name, *query, types, out);
+    return true;
+  }
+  // Statements the text names get their server names, and are prepared here first.
+  std::string rewritten_text;
+  std::vector<std::shared_ptr<TrackedStatement>> uses;
+  std::shared_ptr<const TextRewrite> rw;
+  bool rewritten = rewrite_parse_text(*query, server, out, rewritten_text, uses, rw);
+  std::string_view text = rewritten ? std::string_view(rewritten_text) : *query;
+  // A Parse that may be skipped, or that PostgreSQL refuses with 25P02 in a failed transaction (or one that
+  // may fail before it) unless it ends the transaction, must reach the server: never the no-op reuse.
+  bool tx_may_fail = tx_status_ == 'E' || (tx_status_ == 'T' && !expect_.empty());
+  bool may_fail = may_skip_ || tx_may_fail;
+  if (client_name.empty()) {
+    // (Skipped, the reuse and a real Parse leave the same: only a failed transaction matters here.)
+    bool shareable = prepare_unnamed_ && !rewritten && effect == Effect::none && !tx_may_fail;
+    return parse_unnamed(text, types, rewritten, shareable, std::move(uses), std::move(rw), server, out);
+  }
+  NamedParse np = define_named(std::move(client_name), text, types, std::move(uses), std::move(rw),
+                               !touch && may_fail, server);
+  if (touch && touch->marker) parse_after_marker(np, *touch, server, out);
+  else if (touch && witness(*touch) != np.st->server_name) parse_with_witness(np, *touch, server, out);
+  else if (!touch && server.use(np.st->server_name)) parse_reuse(np, server, out);
+  else parse_real(np, touch != nullptr, server, out);
+  return true;
+}
+
+void TxnTracker::parse_duplicate(const std::string& client_name, std::string_view query, std::string_view types,
+                                 std::string& out) {
+  // PostgreSQL refuses to redefine a name, but checks a failed transaction (25P02) and the text (42P01,
+  // 42601, ...) first: the server runs the client's Parse under a name it has (an empty statement made just
+  // before, which a failed transaction allows), so it answers in that order; its 42P05 names the client's.
+  p::append_close(out, 'S', kDuplicate);  // left by an earlier duplicate, if any
+  expect_.push_back(Expect{be::kCloseComplete, Action::drop});
+  p::append_parse(out, kDuplicate, "", p::kNoParameterTypes);
+  expect_.push_back(Expect{be::kParseComplete, Action::drop});
+  p::append_parse(out, kDuplicate, query, types);
+  Expect e{be::kParseComplete, Action::sentinel_error,
+           error_message("42P05", "prepared statement \"" + client_name + "\" already exists")};
+  e.more().match = "prepared statement \"" + std::string(kDuplicate) + "\" already exists";
+  expect_.push_back(std::move(e));
+  ghosts_.emplace_back(kDuplicate, client_name);  // any other mention of it names the client's statement
+}
+
+bool TxnTracker::rewrite_parse_text(std::string_view query, pool::ServerStatements& server, std::string& out,
+                                    std::string& text, std::vector<std::shared_ptr<TrackedStatement>>& uses,
+                                    std::shared_ptr<const TextRewrite>& rewrite) {
+  if (dealloc_) {
+    // DEALLOCATE of a statement of ours: the server knows it by its own name, and must have it.
+    auto st = std::move(dealloc_);
+    dealloc_.reset();
+    ensure_prepared(*st, server, out);
+    text = "DEALLOCATE " + st->server_name;
+    return true;
+  }
+  if (!statements_.empty() && sql::mentions_execute(query))
+    return rewrite_executes(query, server, out, text, uses, rewrite);
+  return false;
+}
+
+bool TxnTracker::parse_unnamed(std::string_view text, std::string_view types, bool rewritten, bool shareable,
+                               std::vector<std::shared_ptr<TrackedStatement>> uses,
+                               std::shared_ptr<const TextRewrite> rw, pool::ServerStatements& server,
+                               std::string& out) {
+  if (window_ && !unnamed_saved_) {  // keep the window's starting point for rewind()
+    std::swap(unnamed_before_window_, unnamed_parse_);
+    std::swap(unnamed_server_before_window_, unnamed_server_);
+    std::swap(unnamed_hash_before_window_, unnamed_hash_);
+    unnamed_saved_ = true;
+  }
+  unnamed_valid_ = true;
+  unnamed_parse_.clear();
+  p::append_parse(unnamed_parse_, "", text, types);
+  unnamed_uses_ = std::move(uses);
+  unnamed_rewrite_ = rw;
+  XXH128_hash_t h;
+  if (shareable && seen_unnamed.check_and_record(h = statement_hash(text, types))) {
+    parse_unnamed_shared(h, text, types, server, out);
+    return true;
+  }
+  unnamed_server_.clear();
+  Expect e{be::kParseComplete};
+  e.unnamed = true;
+  if (rw) e.more().rewrite = rw;
+  expect_.push_back(std::move(e));
+  server.unnamed_owner = owner_;
+  if (!rewritten) return false;
+  out.append(unnamed_parse_);
+  return true;
+}
+
+void TxnTracker::parse_unnamed_shared(const XXH128_hash_t& h, std::string_view text, std::string_view types,
+                                      pool::ServerStatements& server, std::string& out) {
+  // Seen before: prepared under its shared name, parsed once per server connection (pool.unnamed_statements).
+  // Usually the client's previous unnamed statement again: its name is already there.
+  if (unnamed_server_.empty() || !XXH128_isEqual(h, unnamed_hash_)) name_from(h, unnamed_server_);
+  unnamed_hash_ = h;
+  if (server.use(unnamed_server_)) {
+    stats_.prepared_statements_reused_total.fetch_add(1, std::memory_order_relaxed);
+    p::append_close(out, 'S', kNoStatement);  // answers CloseComplete, shown as ParseComplete
+    Expect e{be::kCloseComplete, Action::as_parse_complete};
+    e.unnamed = true;
+    expect_.push_back(std::move(e));
+    return;
+  }
+  prepare_unnamed_here(server, out, text, types, Action::forward);
+}
+
+TxnTracker::NamedParse TxnTracker::define_named(std::string client_name, std::string_view text,
+                                                std::string_view types,
+                                                std::vector<std::shared_ptr<TrackedStatement>> uses,
+                                                std::shared_ptr<const TextRewrite> rw, bool own_copy,
+                                                const pool::ServerStatements& server) {
+  auto st = std::make_shared<TrackedStatement>();
+  XXH128_hash_t h = statement_hash(text, types);
+  name_from(h, st->server_name);
+  // After a request that may fail, this Parse may be skipped, and a later batch of the same write may name
+  // the statement before pgrouter knows: a Parse the server really runs (when it lacks the statement) makes
+  // the server's answer to that batch follow what happened. Where the server has the shared statement
+  // already, the client gets its own copy instead of a no-op that cannot be skipped visibly.
+  for (uint64_t k = 1; own_copy && server.contains(st->server_name); ++k) {
+    h.low64 ^= (owner_ + k) * 0x9e3779b97f4a7c15ull;
+    name_from(h, st->server_name);
+  }
+  p::append_parse(st->parse_message, st->server_name, text, types);
+  st->uses = std::move(uses);
+  st->rewrite = std::move(rw);
+  NamedParse np{std::move(client_name), st, nullptr};
+  if (auto it = statements_.find(np.client_name); it != statements_.end()) np.prev = it->second;
+  statements_[np.client_name] = st;
+  return np;
+}
+
+void TxnTracker::NamedParse::record(Expect& e) {
+  e.uncertain = true;
+  e.more().client_name = std::move(client_name);
+  e.more().created = st;
+  e.more().prev = std::move(prev);
+}
+
+void TxnTracker::parse_client_text(const TrackedStatement& st, pool::ServerStatements& server, std::string& out) {
+  if (server.use(st.server_name)) return;
+  evict_for(st.server_name, server, out);
+  close_stale(st.server_name, server, out);
+  out.append(st.parse_message);
+  stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
+  Expect e{be::kParseComplete, Action::drop};
+  e.client_text = true;
+  e.more().server_name = st.server_name;
+  e.more().rewrite = st.rewrite;
+  expect_.push_back(std::move(e));
+}
+
+void TxnTracker::parse_after_marker(NamedParse& np, const Expect& touch, pool::ServerStatements& server,
+                                    std::string& out) {
+  // Closed by a request in flight whose marker exists exactly when that Close happened: the client's text
+  // is parsed, then a Bind of the marker fails (replaced by PostgreSQL's 42P05) if the Close did not
+  // happen; a no-op Close answers the client's ParseComplete.
+  parse_client_text(*np.st, server, out);
+  const std::string& marker = touch.get().server_name;
+  p::append_close(out, 'P', kHelper);  // left by a failed run, if any
+  expect_.push_back(Expect{be::kCloseComplete, Action::drop});
+  p::append_bind(out, kHelper, marker, p::kNoParameters);
+  Expect g{be::kBindComplete, Action::sentinel_error,
+           error_message("42P05", "prepared statement \"" + np.client_name + "\" already exists")};
+  g.more().match = "prepared statement \"" + marker + "\" does not exist";
+  expect_.push_back(std::move(g));
+  p::append_close(out, 'P', kHelper);
+  expect_.push_back(Expect{be::kCloseComplete, Action::drop});
+  p::append_close(out, 'S', kNoStatement);
+  Expect e{be::kCloseComplete, Action::as_parse_complete};
+  np.record(e);
+  expect_.push_back(std::move(e));
+}
+
+void TxnTracker::parse_with_witness(NamedParse& np, const Expect& touch, pool::ServerStatements& server,
+                                    std::string& out) {
+  // Whether the name exists depends on a request in flight; the server knows: its witness exists exactly
+  // when the name does. The client's text is parsed first (its errors come before 42P05 in PostgreSQL
+  // too), then a Parse of the witness fails with 42P05 (named back) if it exists, or creates an empty
+  // statement closed at once.
+  std::string w = witness(touch);
+  parse_client_text(*np.st, server, out);
+  p::append_parse(out, w, "", p::kNoParameterTypes);
+  Expect g{be::kParseComplete};
+  np.record(g);
+  expect_.push_back(std::move(g));
+  p::append_close(out, 'S', w);
+  expect_.push_back(Expect{be::kCloseComplete, Action::drop});
+}
+
+void TxnTracker::parse_reuse(NamedParse& np, const pool::ServerStatements& server, std::string& out) {
+  np.st->desc = server.desc(np.st->server_name);  // not desc_own: the copy may predate a change of its table
+  stats_.prepared_statements_reused_total.fetch_add(1, std::memory_order_relaxed);
+  p::append_close(out, 'S', kNoStatement);  // answers CloseComplete, shown as ParseComplete
+  Expect e{be::kCloseComplete, Action::as_parse_complete};
+  e.more().client_name = std::move(np.client_name);
+  e.more().created = np.st;
+  e.more().prev = std::move(np.prev);
+  expect_.push_back(std::move(e));
+}
+
+void TxnTracker::parse_real(NamedParse& np, bool touched, pool::ServerStatements& server, std::string& out) {
+  // The server lacks it, or (touched: the same statement, created or closed by a request in flight) has it
+  // exactly when the client has the name: a real Parse, which the server answers as PostgreSQL would.
+  const std::shared_ptr<TrackedStatement> st = np.st;
+  evict_for(st->server_name, server, out);
+  if (!touched) close_stale(st->server_name, server, out);
+  out.append(st->parse_message);
+  stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
+  Expect e{be::kParseComplete};
+  e.more().server_name = st->server_name;
+  e.more().rewrite = st->rewrite;
+  np.record(e);
+  expect_.push_back(std::move(e));
+  probe(st, st->server_name, false, out);  // the result columns the client's statement keeps
+}
+
+namespace {
+// The client's Bind (its portal and the rest of its body after the statement name) or Describe of a statement,
+// naming the statement's server name.
+void append_renamed(std::string& out, char type, std::string_view portal, std::string_view server_name,
+                    std::string_view bind_rest) {
+  if (type == fe::kBind) p::append_bind(out, portal, server_name, bind_rest);
+  else p::append_describe(out, 'S', server_name);
+}
+}  // namespace
+
+bool TxnTracker::track_bind_or_describe(char type, std::string_view body, pool::ServerStatements& server,
+                                        std::string& out) {
+  size_t pos = 0;
+  std::string_view portal;
+  std::optional<std::string_view> stmt;
+  if (type == fe::kBind) {
+    auto pt = p::read_cstring(body, pos);
+    if (!pt) return false;
+    portal = *pt;
+    stmt = p::read_cstring(body, pos);
+  } else {
+    if (body.empty() || body[0] != 'S') return false;
+    pos = 1;
+    stmt = p::read_cstring(body, pos);
+  }
+  if (!stmt) return false;
+  std::string_view rest = body.substr(pos);
+  if (stmt->empty()) return bind_or_describe_unnamed(type, body, portal, rest, server, out);
+  auto it = statements_.find(std::string(*stmt));
+  if (type == fe::kBind) bound(it == statements_.end() ? nullptr : it->second->rewrite);
+  if (it == statements_.end()) return bind_or_describe_closed(type, *stmt, portal, rest, server, out);
+  auto st = it->second;
+  auto prepared = prepare_checked(st, server, type, out);
+  if (prepared != Prepared::ready) return true;
+  append_renamed(out, type, portal, st->server_name, rest);
+  return true;
+}
+
+bool TxnTracker::bind_or_describe_unnamed(char type, std::string_view body, std::string_view portal,
+                                          std::string_view rest, pool::ServerStatements& server, std::string& out) {
+  if (type == fe::kBind) bound(unnamed_valid_ ? unnamed_rewrite_ : nullptr);
+  if (unnamed_valid_ && !unnamed_server_.empty()) {  // prepared under its shared name
+    if (!server.use(unnamed_server_)) {
+      auto [query, types] = *parse_text(unnamed_parse_);
+      prepare_unnamed_here(server, out, query, types, Action::drop);
+    }
+    append_renamed(out, type, portal, unnamed_server_, rest);
+    return true;
+  }
+  // The unnamed statement lives on one server until someone else parses there (or the client drops it
+  // elsewhere: a simple Query on another server leaves this one's copy, which PostgreSQL would not have).
+  if (server.unnamed_owner == owner_ && unnamed_valid_) return false;
+  if (unnamed_valid_) {
+    for (auto& used : unnamed_uses_) ensure_prepared(*used, server, out);
+    out.append(unnamed_parse_);
+    Expect e{be::kParseComplete, Action::drop};
+    e.unnamed = e.unnamed_resend = true;
+    expect_.push_back(std::move(e));
+  } else {
+    // The client has no unnamed statement, but the server may hold another client's: close it, so
+    // this Bind/Describe fails with 26000 as it would in the client's own session.
+    p::append_close(out, 'S', "");
+    Expect e{be::kCloseComplete, Action::drop};
+    e.unnamed = true;
+    expect_.push_back(std::move(e));
+  }
+  server.unnamed_owner = owner_;
+  out.append(body.data() - 5, body.size() + 5);
+  return true;
+}
+
+bool TxnTracker::bind_or_describe_closed(char type, std::string_view name, std::string_view portal,
+                                         std::string_view rest, pool::ServerStatements& server, std::string& out) {
+  // Closed by a request in flight that may be skipped: the server still has the statement exactly when
+  // that Close did not happen (its 26000 is named back).
+  Expect* touch = pending_touch(std::string(name));
+  if (!touch || !touch->get().removed) return false;  // unknown: the server says 26000 with the client's name
+  if (!touch->marker) {
+    append_renamed(out, type, portal, witness(*touch), rest);
+    return true;
+  }
+  // The marker exists if the Close happened: then its Parse fails, and the client gets the 26000 PostgreSQL
+  // gives; otherwise the empty statement it made goes again and the statement is bound as it still exists.
+  auto st = touch->get().removed;
+  const std::string& marker = touch->get().server_name;
+  p::append_parse(out, marker, "", p::kNoParameterTypes);
+  Expect g{be::kParseComplete, Action::sentinel_error,
+           error_message("26000", "prepared statement \"" + std::string(name) + "\" does not exist")};
+  g.more().match = "prepared statement \"" + marker + "\" already exists";
+  expect_.push_back(std::move(g));
+  p::append_close(out, 'S', marker);
+  expect_.push_back(Expect{be::kCloseComplete, Action::drop});
+  ensure_prepared(*st, server, out);
+  append_renamed(out, type, portal, st->server_name, rest);
+  return true;
+}
+
+bool TxnTracker::track_close(std::string_view body, pool::ServerStatements& server, std::string& out) {
+  Expect e{be::kCloseComplete};
+  if (body.empty() || body[0] != 'S') {
+    expect_.push_back(std::move(e));
+    return false;
+  }
+  size_t pos = 1;
+  auto name = p::read_cstring(body, pos);
+  if (!name || name->empty()) {
+    if (name) {
+      unnamed_valid_ = false;
+      server.unnamed_owner = 0;  // the server's unnamed statement is gone, whoever parsed it
+    }
+    expect_.push_back(std::move(e));
+    return false;
+  }
+  // The client's name is forgotten; the server keeps the statement for whoever needs it next.
+  auto it = statements_.find(std::string(*name));
+  if (it == statements_.end()) {
+    // Closed already by a request in flight that may not happen: this one closes it in any case (if that
+    // one is undone, the statement stays closed).
+    if (Expect* touch = pending_touch(std::string(*name)); touch && touch->get().removed) {
+      e.more().client_name = std::string(*name);
+      e.more().removed = touch->get().removed;
+    }
+    expect_.push_back(std::move(e));
+    p::append_close(out, 'S', kNoStatement);
+    return true;
+  }
+  close_named(it, std::move(e), server, out);
+  return true;
+}
+
+void TxnTracker::close_named(StatementMap::iterator it, Expect e, pool::ServerStatements& server,
+                             std::string& out) {
+  e.more().client_name = it->first;
+  e.more().removed = it->second;
+  const std::string& server_name = it->second->server_name;
+  // After a request that may fail, this Close may be skipped while a later batch of the same write names the
+  // statement: the server's copy is really closed, so that its existence follows what happened (unless
+  // another name of the client shares it).
+  bool shared = may_skip_ && std::any_of(statements_.begin(), statements_.end(), [&](auto& kv) {
+                  return kv.first != it->first && kv.second->server_name == server_name;
+                });
+  if (may_skip_ && !shared && server.contains(server_name)) {
+    e.uncertain = true;
+    p::append_close(out, 'S', server_name);
+    server.erase(server_name);
+    ghosts_.emplace_back(server_name, it->first);
+    statements_.erase(it);
+    expect_.push_back(std::move(e));
+    return;
+  }
+  p::append_close(out, 'S', kNoStatement);
+  if (may_skip_) {
+    // The server's copy cannot follow it (there is none here, or another name needs it): an empty marker
+    // statement made right after the Close exists exactly when the Close happened.
+    e.uncertain = e.marker = true;
+    marker_left_ = false;  // an older marker stays behind (unique names: it cannot mislead)
+    e.more().server_name = marker_name(++markers_);
+    p::append_parse(out, e.more().server_name, "", p::kNoParameterTypes);
+    statements_.erase(it);
+    expect_.push_back(std::move(e));
+    expect_.push_back(Expect{be::kParseComplete, Action::drop});
+    return;
+  }
+  statements_.erase(it);
+  expect_.push_back(std::move(e));
+}
+
+bool TxnTracker::track_query(std::string_view body, pool::ServerStatements& server, std::string& out,
+                             Effect& effect) {
+  size_t pos = 0;
+  auto sql = p::read_cstring(body, pos);
+  std::string feature;
+  if (sql) effect = session_effect(*sql, false, true, feature);
+  last_query_plain_ = sql && effect == Effect::none;
+  unnamed_valid_ = false;  // a simple Query drops the unnamed statement
+  server.unnamed_owner = 0;
+  if (effect == Effect::unsupported && refuse_) {
+    refuse(feature, fe::kQuery, out);
+    return true;
+  }
+  if (sql && !sequence_text(*sql, fe::kQuery, out, effect)) return true;
+  Expect z{be::kReadyForQuery};
+  z.not_sync = true;
+  end_group(z);
+  group_rewrite_.reset();
+  group_bound_ = group_mixed_ = false;
+  bool rewritten = false;
+  if (!multi_.empty()) {
+    carry_multi(*sql, server, out, z);
+    rewritten = true;
+  } else if (prepare_) {
+    carry_prepare(*sql, server, out, z);
+    rewritten = true;
+  } else if (dealloc_) {
+    carry_deallocate(server, out, z);
+    rewritten = true;
+  } else if (sql && !statements_.empty() && sql::mentions_execute(*sql)) {
+    rewritten = carry_executes(*sql, server, out, z);
+  }
+  expect_.push_back(std::move(z));
+  return rewritten;
+}
+
+void TxnTracker::carry_deallocate(pool::ServerStatements& server, std::string& out, Expect& z) {
+  // DEALLOCATE of a statement of ours: the server knows it by its own name, and must have it.
+  auto st = std::move(dealloc_);
+  dealloc_.reset();
+  if (ensure_prepared(*st, server, out)) sync_injected(out);
+  p::append_query(out, "DEALLOCATE " + st->server_name);
+  // Forgotten now: a Query pipelined after this one (PREPARE of the same name) must not find it. Put back
+  // if the DEALLOCATE fails.
+  for (auto& fx : z.more().effects)
+    if (fx.kind == OnSuccess::deallocate && fx.server_name == st->server_name) {
+      if (auto it = statements_.find(fx.client_name); it != statements_.end() && it->second == st) {
+        fx.removed = st;
+        statements_.erase(it);
+        ghosts_.emplace_back(st->server_name, fx.client_name);
+      }
+    }
+}
+
+bool TxnTracker::carry_executes(std::string_view sql, pool::ServerStatements& server, std::string& out, Expect& z) {
+  std::string text;
+  std::vector<std::shared_ptr<TrackedStatement>> uses;
+  size_t mark = out.size();
+  std::shared_ptr<const TextRewrite> rw;
+  bool rewritten = false;
+  if (rewrite_executes(sql, server, out, text, uses, rw)) {
+    if (out.size() > mark) sync_injected(out);
+    p::append_query(out, text);
+    rewritten = true;
+  }
+  if (rw) z.more().rewrite = std::move(rw);
+  return rewritten;
+}
+
+void TxnTracker::track_sync(char type) {
+  Expect z{be::kReadyForQuery};
+  z.not_sync = type == fe::kFunctionCall;
+  end_group(z);
+  if (type == fe::kSync && !group_mixed_ && group_rewrite_) z.more().rewrite = std::move(group_rewrite_);
+  group_rewrite_.reset();
+  group_bound_ = group_mixed_ = false;
+  expect_.push_back(std::move(z));
 }
 
 void TxnTracker::undo(Expect& e, pool::ServerStatements& server, bool duplicate) {
@@ -1329,7 +1388,7 @@ bool TxnTracker::fix_error(std::string_view body, const TextRewrite* rw, bool st
   }
   out.push_back('\0');
   replacement.clear();
-  begin_message(replacement, be::kErrorResponse, out.size());
+  p::append_header(replacement, be::kErrorResponse, out.size());
   replacement.append(out);
   return true;
 }

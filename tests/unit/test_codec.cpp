@@ -238,6 +238,31 @@ TEST_CASE("NegotiateProtocolVersion lists the unrecognized options") {
   CHECK(std::string(v.data() + 13) == "_pq_.a");
 }
 
+TEST_CASE("extended-protocol builders write the bytes PostgreSQL reads") {
+  using namespace std::string_literals;
+  std::string s;
+  append_parse(s, "s1", "select $1", "\0\1\0\0\0\x17"s);
+  CHECK(s == "P\0\0\0\x17s1\0select $1\0\0\1\0\0\0\x17"s);
+  s.clear();
+  append_parse(s, "", "", kNoParameterTypes);
+  CHECK(s == "P\0\0\0\x08\0\0\0\0"s);
+  s.clear();
+  append_bind(s, "p", "s1", kNoParameters);
+  CHECK(s == "B\0\0\0\x0fp\0s1\0\0\0\0\0\0\0"s);
+  s.clear();
+  append_describe(s, 'S', "s1");
+  append_close(s, 'P', "");
+  CHECK(s == "D\0\0\0\x08Ss1\0C\0\0\0\x06P\0"s);
+  s.clear();
+  append_execute(s, "p");
+  append_flush(s);
+  append_sync(s);
+  CHECK(s == "E\0\0\0\x0ap\0\0\0\0\0H\0\0\0\x04S\0\0\0\x04"s);
+  s.clear();
+  append_header(s, 'E', 3);
+  CHECK(s == "E\0\0\0\x07"s);
+}
+
 TEST_CASE("buffer grows for one large message and shrinks when drained") {
   Buffer b(64);
   b.prepare_read();

@@ -66,6 +66,9 @@ std::string_view error_sqlstate(std::string_view body);
 // Whether an ErrorResponse body is FATAL or PANIC (the server ends the session after it).
 bool error_is_fatal(std::string_view body);
 
+// The type and length field of a message whose body (body_len bytes) the caller appends next.
+void append_header(std::string& out, char type, size_t body_len);
+
 // --- builders: each appends one whole message to out -------------------------------------------
 void append_error(std::string& out, std::string_view severity, std::string_view code,
                   std::string_view message, std::string_view detail = {}, std::string_view hint = {});
@@ -81,6 +84,19 @@ void append_password(std::string& out, std::string_view password);  // PasswordM
 void append_sasl_initial(std::string& out, std::string_view mechanism, std::string_view data);
 void append_sasl_response(std::string& out, std::string_view data);
 void append_query(std::string& out, std::string_view sql);
+// The extended protocol. A Parse ends with its parameter types (count, then OIDs) and a Bind, after the statement
+// name, with its formats, parameter values and result formats: `parameter_types` and `bind_rest`, as a client
+// sent them, or these for none.
+constexpr std::string_view kNoParameterTypes{"\0\0", 2};
+constexpr std::string_view kNoParameters{"\0\0\0\0\0\0", 6};
+void append_parse(std::string& out, std::string_view name, std::string_view query, std::string_view parameter_types);
+void append_bind(std::string& out, std::string_view portal, std::string_view statement, std::string_view bind_rest);
+// kind: 'S' a prepared statement, 'P' a portal.
+void append_describe(std::string& out, char kind, std::string_view name);
+void append_close(std::string& out, char kind, std::string_view name);
+void append_execute(std::string& out, std::string_view portal);  // every row
+void append_flush(std::string& out);
+void append_sync(std::string& out);
 void append_terminate(std::string& out);
 void append_cancel_request(std::string& out, uint32_t pid, uint32_t secret);
 

@@ -298,9 +298,66 @@ class TxnTracker {
     const ExpectMore& get() const { return extra ? *extra : kNoMore; }
   };
   static_assert(sizeof(Expect) <= 16, "an expected reply of the usual traffic stays 16 bytes");
+  using StatementMap = std::unordered_map<std::string, std::shared_ptr<TrackedStatement>>;
 
+  // client_message() without the marker's Close: dispatches on the message type to the track_* below, which
+  // return what it returns (true: the message was replaced by what they appended to out).
   bool track_client(char type, std::string_view body, pool::ServerStatements& server, std::string& out,
                     Effect& effect);
+  bool track_parse(std::string_view body, pool::ServerStatements& server, std::string& out, Effect& effect);
+  bool track_bind_or_describe(char type, std::string_view body, pool::ServerStatements& server, std::string& out);
+  bool track_close(std::string_view body, pool::ServerStatements& server, std::string& out);
+  bool track_query(std::string_view body, pool::ServerStatements& server, std::string& out, Effect& effect);
+  // A Sync, or a FunctionCall (which the server also answers with ReadyForQuery): the end of a group.
+  void track_sync(char type);
+
+  // Parse. A named statement's Parse: the statement the name is about to mean, and what it meant before.
+  struct NamedParse {
+    std::string client_name;
+    std::shared_ptr<TrackedStatement> st;
+    std::shared_ptr<TrackedStatement> prev;
+    // e is the request that creates the name and may fail or be skipped (the name is moved into it).
+    void record(Expect& e);
+  };
+  // A Parse of a name the client has (PostgreSQL's 42P05, after its other checks).
+  void parse_duplicate(const std::string& client_name, std::string_view query, std::string_view types,
+                       std::string& out);
+  // The text with the names it DEALLOCATEs or EXECUTEs replaced by server names (those prepared first); false
+  // (nothing in text) when it keeps the client's.
+  bool rewrite_parse_text(std::string_view query, pool::ServerStatements& server, std::string& out,
+                          std::string& text, std::vector<std::shared_ptr<TrackedStatement>>& uses,
+                          std::shared_ptr<const TextRewrite>& rewrite);
+  // shareable: may be prepared under its shared name (pool.unnamed_statements: prepare) once seen before.
+  bool parse_unnamed(std::string_view text, std::string_view types, bool rewritten, bool shareable,
+                     std::vector<std::shared_ptr<TrackedStatement>> uses, std::shared_ptr<const TextRewrite> rw,
+                     pool::ServerStatements& server, std::string& out);
+  void parse_unnamed_shared(const XXH128_hash_t& h, std::string_view text, std::string_view types,
+                            pool::ServerStatements& server, std::string& out);
+  // Records the client's name as the statement (text, types) under its shared name, or under a name of the
+  // client's own (own_copy) where the server has the shared one.
+  NamedParse define_named(std::string client_name, std::string_view text, std::string_view types,
+                          std::vector<std::shared_ptr<TrackedStatement>> uses, std::shared_ptr<const TextRewrite> rw,
+                          bool own_copy, const pool::ServerStatements& server);
+  // The client's text parsed under its shared name where the server lacks it (its errors come first, as in
+  // PostgreSQL); its ParseComplete is pgrouter's, not the client's.
+  void parse_client_text(const TrackedStatement& st, pool::ServerStatements& server, std::string& out);
+  // The paths of a named Parse: after a Close in flight whose witness is a marker (Expect::marker), with
+  // another request's witness, the reuse of the server's shared copy (a no-op Close), a real Parse.
+  void parse_after_marker(NamedParse& np, const Expect& touch, pool::ServerStatements& server, std::string& out);
+  void parse_with_witness(NamedParse& np, const Expect& touch, pool::ServerStatements& server, std::string& out);
+  void parse_reuse(NamedParse& np, const pool::ServerStatements& server, std::string& out);
+  void parse_real(NamedParse& np, bool touched, pool::ServerStatements& server, std::string& out);
+  // Bind and Describe (`type`) of the unnamed statement, and of a name the client no longer has.
+  bool bind_or_describe_unnamed(char type, std::string_view body, std::string_view portal, std::string_view rest,
+                                pool::ServerStatements& server, std::string& out);
+  bool bind_or_describe_closed(char type, std::string_view name, std::string_view portal, std::string_view rest,
+                               pool::ServerStatements& server, std::string& out);
+  // A Close of a statement the client has; e is its expected CloseComplete.
+  void close_named(StatementMap::iterator it, Expect e, pool::ServerStatements& server, std::string& out);
+  // A simple Query `DEALLOCATE name` of a tracked statement (dealloc_ set by session_effect()).
+  void carry_deallocate(pool::ServerStatements& server, std::string& out, Expect& z);
+  // A simple Query naming tracked statements with EXECUTE: true when rewritten (the Query is in out).
+  bool carry_executes(std::string_view sql, pool::ServerStatements& server, std::string& out, Expect& z);
   // The name of this client's marker statement number n (Expect::marker).
   std::string marker_name(uint32_t n) const;
   // Prepares st (and what it uses) on `server` if it lacks it, with messages appended to out that are valid
@@ -380,7 +437,7 @@ class TxnTracker {
   // A hash of the parse settings' values (startup, then SET), recomputed when settings_version_ moves.
   uint64_t parse_context() const;
   mutable uint64_t parse_context_ = 0, parse_context_version_ = 0;
-  std::unordered_map<std::string, std::shared_ptr<TrackedStatement>> statements_;
+  StatementMap statements_;
   // The queue of expected replies, held only while it holds something: std::deque allocates its map and a
   // 512-byte block even when empty, and an idle client should cost no more than it must (thousands of clients may
   // sit idle). An emptied deque goes back to a per-thread stock and the next transaction takes it
