@@ -15,21 +15,25 @@
 
 namespace {
 
-using pgrouter::sql::classify;
 using pgrouter::sql::ClassifierCache;
+using pgrouter::sql::classify;
 
 const std::string pgbench_select = "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;";
-const std::string pgbench_update = "UPDATE pgbench_accounts SET abalance = abalance + -4096 WHERE aid = 48213;";
+const std::string pgbench_update =
+    "UPDATE pgbench_accounts SET abalance = abalance + -4096 WHERE aid = 48213;";
 const std::string join_with_cte =
     "WITH recent AS (SELECT o.id, o.customer_id, o.total FROM orders o WHERE o.created_at > now() - interval "
-    "'1 day' AND o.deleted_at IS NULL) SELECT c.name, count(*), sum(r.total) FROM recent r JOIN customers c ON "
-    "c.id = r.customer_id LEFT JOIN public.regions g ON g.id = c.region_id WHERE c.tenant_id = $1 GROUP BY c.name "
+    "'1 day' AND o.deleted_at IS NULL) SELECT c.name, count(*), sum(r.total) FROM recent r JOIN customers c "
+    "ON "
+    "c.id = r.customer_id LEFT JOIN public.regions g ON g.id = c.region_id WHERE c.tenant_id = $1 GROUP BY "
+    "c.name "
     "ORDER BY 3 DESC LIMIT 20";
 const std::string locking_read =
     "SELECT id, payload FROM jobs WHERE state = 'ready' ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1";
 const std::string multi_statement =
     "BEGIN; UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 1; SELECT abalance FROM "
-    "pgbench_accounts WHERE aid = 1; INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 1, "
+    "pgbench_accounts WHERE aid = 1; INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, "
+    "1, 1, "
     "CURRENT_TIMESTAMP); COMMIT;";
 
 std::string long_in_list() {
@@ -66,7 +70,8 @@ BENCHMARK_CAPTURE(BM_cache_hit, in_list_1000, &in_list_1000);
 void BM_cache_shape_hit(benchmark::State& state) {
   std::vector<std::string> texts;
   for (int i = 0; i < 4096; ++i)
-    texts.push_back("SELECT abalance FROM pgbench_accounts WHERE aid = " + std::to_string(100000 + i * 13) + ";");
+    texts.push_back("SELECT abalance FROM pgbench_accounts WHERE aid = " + std::to_string(100000 + i * 13) +
+                    ";");
   ClassifierCache cache(1024);
   cache.get(texts[0]);
   size_t i = 0;

@@ -130,15 +130,16 @@ int main(int argc, char** argv) {
   try {
     for (auto& w : rt.workers) w->listen(config->listen.host, config->listen.port);
   } catch (const std::exception& e) {
-    log::error("cannot listen", {{"host", config->listen.host}, {"port", config->listen.port}, {"error", e.what()}});
+    log::error("cannot listen",
+               {{"host", config->listen.host}, {"port", config->listen.port}, {"error", e.what()}});
     return 1;
   }
 
   asio::io_context control_io(1);
   std::unique_ptr<control::AdminServer> admin;
   if (config->admin.port != 0) {
-    admin = std::make_unique<control::AdminServer>(control_io, config->admin.host, config->admin.port, rt.stats,
-                                                   [] { return std::string(); });
+    admin = std::make_unique<control::AdminServer>(control_io, config->admin.host, config->admin.port,
+                                                   rt.stats, [] { return std::string(); });
     try {
       admin->start();
     } catch (const std::exception& e) {
@@ -158,19 +159,25 @@ int main(int argc, char** argv) {
       for (const auto& shard : db.shards)
         for (size_t i = 0; i < shard.backends(); ++i)
           configured.insert(util::host_port(shard.backend(i).host, shard.backend(i).port));
-    std::string up = "# HELP pgrouter_backend_up 1 when the backend answers probes (reads are routed to it).\n"
-                     "# TYPE pgrouter_backend_up gauge\n";
-    std::string rec = "# HELP pgrouter_backend_in_recovery 1 for a replica (pg_is_in_recovery()).\n"
-                      "# TYPE pgrouter_backend_in_recovery gauge\n";
-    std::string lsn = "# HELP pgrouter_backend_wal_lsn_bytes WAL position: current on a primary, replayed on a "
-                      "replica.\n# TYPE pgrouter_backend_wal_lsn_bytes gauge\n";
-    std::string ej = "# HELP pgrouter_backend_ejections_total Times the backend was taken out of rotation.\n"
-                     "# TYPE pgrouter_backend_ejections_total counter\n";
-    std::string lag = "# HELP pgrouter_backend_replay_lag_seconds A replica's replay delay: 0 when it replayed all "
-                      "it received, else the age of the last transaction it replayed.\n"
-                      "# TYPE pgrouter_backend_replay_lag_seconds gauge\n";
-    std::string probed = "# HELP pgrouter_backend_probed 1 once a probe of the backend has answered (before that, "
-                         "pgrouter_backend_up 1 is an assumption).\n# TYPE pgrouter_backend_probed gauge\n";
+    std::string up =
+        "# HELP pgrouter_backend_up 1 when the backend answers probes (reads are routed to it).\n"
+        "# TYPE pgrouter_backend_up gauge\n";
+    std::string rec =
+        "# HELP pgrouter_backend_in_recovery 1 for a replica (pg_is_in_recovery()).\n"
+        "# TYPE pgrouter_backend_in_recovery gauge\n";
+    std::string lsn =
+        "# HELP pgrouter_backend_wal_lsn_bytes WAL position: current on a primary, replayed on a "
+        "replica.\n# TYPE pgrouter_backend_wal_lsn_bytes gauge\n";
+    std::string ej =
+        "# HELP pgrouter_backend_ejections_total Times the backend was taken out of rotation.\n"
+        "# TYPE pgrouter_backend_ejections_total counter\n";
+    std::string lag =
+        "# HELP pgrouter_backend_replay_lag_seconds A replica's replay delay: 0 when it replayed all "
+        "it received, else the age of the last transaction it replayed.\n"
+        "# TYPE pgrouter_backend_replay_lag_seconds gauge\n";
+    std::string probed =
+        "# HELP pgrouter_backend_probed 1 once a probe of the backend has answered (before that, "
+        "pgrouter_backend_up 1 is an assumption).\n# TYPE pgrouter_backend_probed gauge\n";
     for (auto& h : rt.health.all()) {
       if (!configured.count(h->name)) continue;
       std::string label = "{backend=\"" + h->name + "\"} ";
@@ -179,25 +186,26 @@ int main(int argc, char** argv) {
       rec += "pgrouter_backend_in_recovery" + label + (h->in_recovery.load() ? "1\n" : "0\n");
       lsn += "pgrouter_backend_wal_lsn_bytes" + label + std::to_string(h->lsn.load()) + "\n";
       ej += "pgrouter_backend_ejections_total" + label + std::to_string(h->ejections.load()) + "\n";
-      lag += "pgrouter_backend_replay_lag_seconds" + label + fmt::format("{:.3f}", double(h->replay_lag_ms.load()) / 1000) +
-             "\n";
+      lag += "pgrouter_backend_replay_lag_seconds" + label +
+             fmt::format("{:.3f}", double(h->replay_lag_ms.load()) / 1000) + "\n";
     }
     return up + probed + rec + lsn + ej + lag;
   };
   for (auto& w : rt.workers) w->start();
   rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));
-  log::info("pgrouter started", {{"version", PGROUTER_VERSION}, {"config", config_path},
-                                 {"listen", util::host_port(config->listen.host, config->listen.port)},
-                                 {"workers", nworkers},
-                                 {"scheduling", config->listen.scheduling == control::Scheduling::batch ? "batch"
-                                                                                                      : "normal"},
-                                 {"send_batching", config->listen.send_batching == control::SendBatching::io_uring
-                                                       ? "io_uring"
-                                                       : "off"},
-                                 {"admin_port", config->admin.port}});
+  log::info("pgrouter started",
+            {{"version", PGROUTER_VERSION},
+             {"config", config_path},
+             {"listen", util::host_port(config->listen.host, config->listen.port)},
+             {"workers", nworkers},
+             {"scheduling", config->listen.scheduling == control::Scheduling::batch ? "batch" : "normal"},
+             {"send_batching",
+              config->listen.send_batching == control::SendBatching::io_uring ? "io_uring" : "off"},
+             {"admin_port", config->admin.port}});
 
   asio::signal_set signals(control_io, SIGHUP, SIGTERM, SIGINT);
-  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
+  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code&
+                                                                                 ec,
                                                                              int sig) {
     if (ec) return;
     if (sig == SIGHUP) {
@@ -215,12 +223,14 @@ int main(int argc, char** argv) {
         log::error("config reload failed: keeping the running configuration", {{"config", config_path}});
       } else {
         if (r.config->listen.host != config->listen.host || r.config->listen.port != config->listen.port ||
-            r.config->listen.workers != config->listen.workers || r.config->admin.port != config->admin.port ||
+            r.config->listen.workers != config->listen.workers ||
+            r.config->admin.port != config->admin.port ||
             r.config->listen.scheduling != config->listen.scheduling ||
             r.config->listen.send_batching != config->listen.send_batching ||
             r.config->listen.tcp_defer_accept != config->listen.tcp_defer_accept)
-          log::warn("listen/admin address, workers, scheduling, send_batching and tcp_defer_accept changes need a "
-                    "restart; other changes applied");
+          log::warn(
+              "listen/admin address, workers, scheduling, send_batching and tcp_defer_accept changes need a "
+              "restart; other changes applied");
         config = r.config;
         if (log::parse_level(config->log.level, level)) log::set_level(level);
         for (auto& w : rt.workers) w->publish(config, new_tls);

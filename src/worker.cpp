@@ -50,8 +50,10 @@ void Worker::listen(const std::string& host, uint16_t port) {
     // connection is accepted anyway, as PgBouncer's tcp_defer_accept does.
     int secs = 45;
     if (::setsockopt(acceptor_.native_handle(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) != 0)
-      log::warn("listen.tcp_defer_accept: TCP_DEFER_ACCEPT could not be set; connections are accepted at their "
-                "handshake", {{"error", std::string(std::strerror(errno))}});
+      log::warn(
+          "listen.tcp_defer_accept: TCP_DEFER_ACCEPT could not be set; connections are accepted at their "
+          "handshake",
+          {{"error", std::string(std::strerror(errno))}});
   }
   acceptor_.listen(4096);
 }
@@ -59,8 +61,9 @@ void Worker::listen(const std::string& host, uint16_t port) {
 void Worker::start() {
   bool want_batching = config_->listen.send_batching == control::SendBatching::io_uring;
   if (!readiness_.start(want_batching) && want_batching && index_ == 0)
-    log::warn("listen.send_batching: io_uring is not available here (kernel, seccomp or memory lock limit); the "
-              "relay makes one send() per message");
+    log::warn(
+        "listen.send_batching: io_uring is not available here (kernel, seccomp or memory lock limit); the "
+        "relay makes one send() per message");
   asio::co_spawn(io_, accept_loop(), asio::detached);
   asio::co_spawn(io_, maintenance_loop(), asio::detached);
   bool batch = config_->listen.scheduling == control::Scheduling::batch;
@@ -113,7 +116,8 @@ void Worker::publish(std::shared_ptr<const control::Config> config, std::shared_
       auto* db = config_->find_database(std::get<0>(key));
       auto* user = config_->find_user(std::get<1>(key));
       int backend = std::get<2>(key);
-      // A replica removed from the config keeps its pool until its servers go idle; routing no longer picks it.
+      // A replica removed from the config keeps its pool until its servers go idle; routing no longer picks
+      // it.
       if (db && user && (backend == 0 || size_t(backend) <= db->shards.at(0).replicas.size()))
         pool->update(settings_for(*db, *user, backend));
     }
@@ -124,9 +128,10 @@ void Worker::build_classifier() {
   // A user function is read-only when some database lists it (the cache is per worker, not per database).
   std::vector<std::string> read_only;
   for (const auto& db : config_->databases)
-    read_only.insert(read_only.end(), db.routing.read_only_functions.begin(), db.routing.read_only_functions.end());
-  classifier_ = std::make_unique<sql::ClassifierCache>(
-      4096, [read_only = std::move(read_only)](std::string_view name) {
+    read_only.insert(read_only.end(), db.routing.read_only_functions.begin(),
+                     db.routing.read_only_functions.end());
+  classifier_ =
+      std::make_unique<sql::ClassifierCache>(4096, [read_only = std::move(read_only)](std::string_view name) {
         return std::find(read_only.begin(), read_only.end(), name) != read_only.end();
       });
 }
@@ -144,7 +149,8 @@ pool::PoolSettings Worker::settings_for(const control::DatabaseConfig& db, const
   s.target.user = user.backend_user.empty() ? user.name : user.backend_user;
   s.target.password = user.backend_password.empty() ? user.password : user.backend_password;
   s.target.tls = ep.tls;
-  if (ep.tls.sslmode != net::SslMode::disable) s.target.tls_ctx = net::client_tls_context(ep.tls, s.target.tls_error);
+  if (ep.tls.sslmode != net::SslMode::disable)
+    s.target.tls_ctx = net::client_tls_context(ep.tls, s.target.tls_error);
   s.config = config_->pool_for(db, user);
   int workers = int(rt_.workers.size());
   if (workers < 1) workers = 1;
@@ -154,12 +160,14 @@ pool::PoolSettings Worker::settings_for(const control::DatabaseConfig& db, const
   return s;
 }
 
-pool::Pool& Worker::pool_for(const control::DatabaseConfig& db, const control::UserConfig& user, int backend) {
+pool::Pool& Worker::pool_for(const control::DatabaseConfig& db, const control::UserConfig& user,
+                             int backend) {
   auto key = std::make_tuple(db.name, user.name, backend);
   auto it = pools_.find(key);
   if (it == pools_.end())
-    it = pools_.emplace(key, std::make_unique<pool::Pool>(readiness_, settings_for(db, user, backend), stats_,
-                                                          rt_.pool_group(db.name, user.name, backend), index_))
+    it = pools_
+             .emplace(key, std::make_unique<pool::Pool>(readiness_, settings_for(db, user, backend), stats_,
+                                                        rt_.pool_group(db.name, user.name, backend), index_))
              .first;
   return *it->second;
 }

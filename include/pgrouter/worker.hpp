@@ -43,8 +43,8 @@ struct LoginWatch
 struct Runtime {
   std::vector<std::unique_ptr<Worker>> workers;
   std::shared_ptr<control::Stats> stats;
-  std::atomic<int> clients{0};  // connected clients over all workers, for listen.max_client_conn
-  std::string mock_secret;      // random per process: fake SCRAM salts for unknown users
+  std::atomic<int> clients{0};    // connected clients over all workers, for listen.max_client_conn
+  std::string mock_secret;        // random per process: fake SCRAM salts for unknown users
   routing::HealthMonitor health;  // backend probes for read/write splitting
 
   // The cross-worker budget of one (database, user, backend) pool; created once, on a worker's first use.
@@ -98,7 +98,10 @@ class Worker {
   // any worker is posted to the one that owns the session.
   uint32_t register_session(session::ClientSession* s, uint32_t& secret);
   void unregister_session(uint32_t pid);
-  session::ClientSession* find_session(uint32_t pid) { auto it = sessions_.find(pid); return it == sessions_.end() ? nullptr : it->second; }
+  session::ClientSession* find_session(uint32_t pid) {
+    auto it = sessions_.find(pid);
+    return it == sessions_.end() ? nullptr : it->second;
+  }
   static int worker_of_pid(uint32_t pid) { return int(pid >> 24) - 1; }
   // The SCRAM verifier for a user configured with a plaintext password. Its salt is derived like an
   // unknown user's mock salt (stable per user, keyed by the process secret), so two logins cannot tell

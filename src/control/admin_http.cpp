@@ -47,7 +47,8 @@ template <typename Field>
 double sum_over(const std::vector<const WorkerStats*>& all, Field field) {
   // Signed sum: a gauge decremented on one worker and incremented on another must still add up.
   int64_t total = 0;
-  for (const WorkerStats* ws : all) total += static_cast<int64_t>((ws->*field).load(std::memory_order_relaxed));
+  for (const WorkerStats* ws : all)
+    total += static_cast<int64_t>((ws->*field).load(std::memory_order_relaxed));
   return static_cast<double>(total);
 }
 
@@ -63,14 +64,16 @@ MetricFamily single_value_family(std::string name, std::string help, MetricType 
   return family;
 }
 
-// One gauge per worker thread (label worker="0".."N-1"): shows a pool budget or a queue that sits on one worker.
+// One gauge per worker thread (label worker="0".."N-1"): shows a pool budget or a queue that sits on one
+// worker.
 template <typename Field>
 MetricFamily per_worker_family(std::string name, std::string help, const Stats& stats, Field field) {
   MetricFamily family{std::move(name), std::move(help), MetricType::Gauge, {}};
   for (size_t i = 0; i < stats.workers.size(); ++i) {
     ClientMetric metric;
     metric.label = {{"worker", std::to_string(i)}};
-    metric.gauge.value = static_cast<double>((stats.workers[i].get()->*field).load(std::memory_order_relaxed));
+    metric.gauge.value =
+        static_cast<double>((stats.workers[i].get()->*field).load(std::memory_order_relaxed));
     family.metric.push_back(std::move(metric));
   }
   return family;
@@ -108,11 +111,12 @@ MetricFamily errors_family(const std::vector<const WorkerStats*>& all) {
   for (const WorkerStats* ws : all) {
     for (const auto& [key, count] : ws->errors_snapshot()) merged[key] += count;
   }
-  MetricFamily family{"pgrouter_errors_total",
-                      "Errors sent to clients by SQLSTATE; source=pgrouter when pgrouter raised it, server when a "
-                      "PostgreSQL server did.",
-                      MetricType::Counter,
-                      {}};
+  MetricFamily family{
+      "pgrouter_errors_total",
+      "Errors sent to clients by SQLSTATE; source=pgrouter when pgrouter raised it, server when a "
+      "PostgreSQL server did.",
+      MetricType::Counter,
+      {}};
   for (const auto& [key, count] : merged) {
     ClientMetric metric;
     metric.label = {{"source", key.second ? "pgrouter" : "server"}, {"sqlstate", key.first}};
@@ -134,7 +138,7 @@ double process_resident_bytes() {
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-constexpr auto kReadTimeout = 5s;   // also the keep-alive idle limit
+constexpr auto kReadTimeout = 5s;  // also the keep-alive idle limit
 constexpr auto kWriteTimeout = 5s;
 constexpr size_t kMaxHeaderBytes = 8 * 1024;
 constexpr size_t kMaxBodyBytes = 4 * 1024;
@@ -157,7 +161,8 @@ Response json_response(http::status status, const nlohmann::json& body, unsigned
 
 Response error_response(http::status status, std::string_view code, std::string message, unsigned version,
                         bool keep_alive) {
-  return json_response(status, {{"error", {{"code", code}, {"message", std::move(message)}}}}, version, keep_alive);
+  return json_response(status, {{"error", {{"code", code}, {"message", std::move(message)}}}}, version,
+                       keep_alive);
 }
 
 }  // namespace
@@ -172,7 +177,8 @@ std::string render_metrics(const Stats& stats) {
     families.push_back(single_value_family(name, help, MetricType::Counter, value));
   };
 
-  gauge("pgrouter_clients_connected", "Client sessions past startup.", sum_over(all, &WorkerStats::clients_connected));
+  gauge("pgrouter_clients_connected", "Client sessions past startup.",
+        sum_over(all, &WorkerStats::clients_connected));
   gauge("pgrouter_clients_waiting", "Clients waiting for a server connection.",
         sum_over(all, &WorkerStats::clients_waiting));
   counter("pgrouter_client_connections_total", "Client connections accepted.",
@@ -181,22 +187,26 @@ std::string render_metrics(const Stats& stats) {
           sum_over(all, &WorkerStats::client_login_failures_total));
   gauge("pgrouter_servers_active", "Server connections attached to a client.",
         sum_over(all, &WorkerStats::servers_active));
-  gauge("pgrouter_servers_idle", "Server connections idle in a pool.", sum_over(all, &WorkerStats::servers_idle));
+  gauge("pgrouter_servers_idle", "Server connections idle in a pool.",
+        sum_over(all, &WorkerStats::servers_idle));
   counter("pgrouter_server_connections_total", "Server connections opened.",
           sum_over(all, &WorkerStats::server_connections_total));
   counter("pgrouter_server_connect_failures_total", "Server connection attempts that failed.",
           sum_over(all, &WorkerStats::server_connect_failures_total));
-  counter("pgrouter_pool_slots_moved_total",
-          "Servers closed on one worker so that their pool slot serves a client that has waited much longer on "
-          "another worker (pool.size is one budget for all workers).",
-          sum_over(all, &WorkerStats::pool_slots_moved_total));
+  counter(
+      "pgrouter_pool_slots_moved_total",
+      "Servers closed on one worker so that their pool slot serves a client that has waited much longer on "
+      "another worker (pool.size is one budget for all workers).",
+      sum_over(all, &WorkerStats::pool_slots_moved_total));
   counter("pgrouter_queries_total", "Query, Sync or FunctionCall messages forwarded to a server.",
           sum_over(all, &WorkerStats::queries_total));
   counter("pgrouter_bytes_received_total", "Bytes received from clients and forwarded to servers.",
           sum_over(all, &WorkerStats::bytes_client_to_server));
   counter("pgrouter_bytes_sent_total", "Bytes received from servers and sent to clients.",
           sum_over(all, &WorkerStats::bytes_server_to_client));
-  counter("pgrouter_cancel_requests_total", "CancelRequests forwarded to a server (those for a client with no query running, or with an unknown key, are ignored and logged).",
+  counter("pgrouter_cancel_requests_total",
+          "CancelRequests forwarded to a server (those for a client with no query running, or with an "
+          "unknown key, are ignored and logged).",
           sum_over(all, &WorkerStats::cancel_requests_total));
   counter("pgrouter_prepared_statements_prepared_total",
           "Transaction pooling: Parse sent to a server that lacked a client's named statement.",
@@ -210,34 +220,40 @@ std::string render_metrics(const Stats& stats) {
   counter("pgrouter_settings_replayed_total",
           "Transaction pooling: SET/RESET sent to give a server the settings of the client it serves next.",
           sum_over(all, &WorkerStats::settings_replayed_total));
-  counter("pgrouter_clients_pinned_total",
-          "Transaction pooling: clients kept on one server for their session by a feature that cannot be shared.",
-          sum_over(all, &WorkerStats::clients_pinned_total));
+  counter(
+      "pgrouter_clients_pinned_total",
+      "Transaction pooling: clients kept on one server for their session by a feature that cannot be shared.",
+      sum_over(all, &WorkerStats::clients_pinned_total));
   counter("pgrouter_routed_writes_total", "Read/write splitting: transactions sent to the primary as writes.",
           sum_over(all, &WorkerStats::routed_writes_total));
   counter("pgrouter_routed_reads_replica_total", "Read/write splitting: read transactions sent to a replica.",
           sum_over(all, &WorkerStats::routed_reads_replica_total));
   counter("pgrouter_routed_reads_primary_total",
-          "Read/write splitting: read transactions sent to the primary (no eligible replica, or read-your-writes).",
+          "Read/write splitting: read transactions sent to the primary (no eligible replica, or "
+          "read-your-writes).",
           sum_over(all, &WorkerStats::routed_reads_primary_total));
   counter("pgrouter_routed_writes_held_total",
-          "Read/write splitting: batches that may write, sent while the client's read on a replica was unanswered, "
+          "Read/write splitting: batches that may write, sent while the client's read on a replica was "
+          "unanswered, "
           "held until it was answered and then routed on their own (instead of failing on the replica).",
           sum_over(all, &WorkerStats::routed_writes_held_total));
-  counter("pgrouter_routed_reads_refused_total",
-          "Read/write splitting: reads refused because no replica was eligible and primary_fallback is false.",
-          sum_over(all, &WorkerStats::routed_reads_refused_total));
-  counter("pgrouter_routed_reads_retried_total",
-          "Read/write splitting: reads sent again to another backend after their replica broke before answering.",
-          sum_over(all, &WorkerStats::routed_reads_retried_total));
+  counter(
+      "pgrouter_routed_reads_refused_total",
+      "Read/write splitting: reads refused because no replica was eligible and primary_fallback is false.",
+      sum_over(all, &WorkerStats::routed_reads_refused_total));
+  counter(
+      "pgrouter_routed_reads_retried_total",
+      "Read/write splitting: reads sent again to another backend after their replica broke before answering.",
+      sum_over(all, &WorkerStats::routed_reads_retried_total));
   counter("pgrouter_routed_reads_ended_early_total",
           "Read/write splitting: answers a replica sent in full before going away without its ReadyForQuery "
           "(an immediate shutdown); pgrouter ended them so the client got its result.",
           sum_over(all, &WorkerStats::routed_reads_ended_early_total));
-  counter("pgrouter_routed_reads_ryw_waited_total",
-          "Read/write splitting: reads held back by read-your-writes that waited (routing.read_your_writes_wait) "
-          "and then went to a replica that had replayed the client's write.",
-          sum_over(all, &WorkerStats::routed_reads_ryw_waited_total));
+  counter(
+      "pgrouter_routed_reads_ryw_waited_total",
+      "Read/write splitting: reads held back by read-your-writes that waited (routing.read_your_writes_wait) "
+      "and then went to a replica that had replayed the client's write.",
+      sum_over(all, &WorkerStats::routed_reads_ryw_waited_total));
   counter("pgrouter_routed_reads_ryw_wait_timeouts_total",
           "Read/write splitting: reads held back by read-your-writes that waited all of "
           "routing.read_your_writes_wait and then went to the primary (or were refused).",
@@ -246,12 +262,15 @@ std::string render_metrics(const Stats& stats) {
           "Transaction pooling: statements refused because of pool.session_features: refuse.",
           sum_over(all, &WorkerStats::session_features_refused_total));
   families.push_back(histogram_family("pgrouter_query_duration_seconds",
-                                      "Time from forwarding a Query or Sync to the server's ReadyForQuery.", all,
-                                      &WorkerStats::query_latency));
-  families.push_back(histogram_family("pgrouter_pool_wait_seconds", "Time a client waited for a server connection.",
-                                      all, &WorkerStats::pool_wait));
+                                      "Time from forwarding a Query or Sync to the server's ReadyForQuery.",
+                                      all, &WorkerStats::query_latency));
+  families.push_back(histogram_family("pgrouter_pool_wait_seconds",
+                                      "Time a client waited for a server connection.", all,
+                                      &WorkerStats::pool_wait));
   families.push_back(errors_family(all));
-  counter("pgrouter_config_reloads_total", "Configuration reloads attempted (SIGHUP), rejected ones included: applied = this minus pgrouter_config_reload_failures_total.",
+  counter("pgrouter_config_reloads_total",
+          "Configuration reloads attempted (SIGHUP), rejected ones included: applied = this minus "
+          "pgrouter_config_reload_failures_total.",
           static_cast<double>(stats.config_reloads_total.load(std::memory_order_relaxed)));
   counter("pgrouter_config_reload_failures_total", "Configuration reloads rejected (the old config stays).",
           static_cast<double>(stats.config_reload_failures_total.load(std::memory_order_relaxed)));
@@ -259,16 +278,18 @@ std::string render_metrics(const Stats& stats) {
         "Unix time of the last successful configuration load or reload.",
         static_cast<double>(stats.config_last_reload_success_unixtime.load(std::memory_order_relaxed)));
   gauge("pgrouter_workers", "Worker threads.", static_cast<double>(stats.workers.size()));
-  families.push_back(per_worker_family("pgrouter_worker_clients_connected", "Client sessions past startup, per worker.",
-                                       stats, &WorkerStats::clients_connected));
+  families.push_back(per_worker_family("pgrouter_worker_clients_connected",
+                                       "Client sessions past startup, per worker.", stats,
+                                       &WorkerStats::clients_connected));
   families.push_back(per_worker_family("pgrouter_worker_clients_waiting",
                                        "Clients waiting for a server connection, per worker.", stats,
                                        &WorkerStats::clients_waiting));
   families.push_back(per_worker_family("pgrouter_worker_servers_active",
                                        "Server connections attached to a client, per worker.", stats,
                                        &WorkerStats::servers_active));
-  families.push_back(per_worker_family("pgrouter_worker_servers_idle", "Server connections idle in a pool, per worker.",
-                                       stats, &WorkerStats::servers_idle));
+  families.push_back(per_worker_family("pgrouter_worker_servers_idle",
+                                       "Server connections idle in a pool, per worker.", stats,
+                                       &WorkerStats::servers_idle));
   gauge("pgrouter_process_resident_memory_bytes", "Resident memory of the pgrouter process.",
         process_resident_bytes());
 
@@ -310,8 +331,8 @@ Response route(AdminState& state, const Request& req) {
   target = target.substr(0, target.find('?'));
 
   if (target != "/metrics" && target != "/livez" && target != "/readyz") {
-    return error_response(http::status::not_found, "not_found", "no such endpoint: " + std::string(target), version,
-                          keep_alive);
+    return error_response(http::status::not_found, "not_found", "no such endpoint: " + std::string(target),
+                          version, keep_alive);
   }
   if (req.method() != http::verb::get) {
     Response res = error_response(http::status::method_not_allowed, "method_not_allowed",
@@ -323,8 +344,8 @@ Response route(AdminState& state, const Request& req) {
   if (target == "/readyz") {
     std::string reason = state.ready ? state.ready() : std::string();
     if (reason.empty()) return json_response(http::status::ok, {{"status", "ready"}}, version, keep_alive);
-    return json_response(http::status::service_unavailable, {{"status", "not_ready"}, {"reason", reason}}, version,
-                         keep_alive);
+    return json_response(http::status::service_unavailable, {{"status", "not_ready"}, {"reason", reason}},
+                         version, keep_alive);
   }
   Response res{http::status::ok, version};
   res.set(http::field::server, "pgrouter");
@@ -348,8 +369,8 @@ awaitable<void> serve_connection(std::shared_ptr<AdminState> state, tcp::socket 
     co_await http::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
     if (ec == http::error::body_limit || ec == http::error::header_limit ||
         ec == http::error::buffer_overflow) {
-      Response res = error_response(http::status::payload_too_large, "payload_too_large", "request too large", 11,
-                                    false);
+      Response res = error_response(http::status::payload_too_large, "payload_too_large", "request too large",
+                                    11, false);
       stream.expires_after(kWriteTimeout);
       co_await http::async_write(stream, res, asio::redirect_error(use_awaitable, ec));
       break;
@@ -393,8 +414,9 @@ awaitable<void> accept_loop(std::shared_ptr<AdminState> state) {
 
 AdminServer::AdminServer(asio::io_context& io, std::string host, uint16_t port, std::shared_ptr<Stats> stats,
                          std::function<std::string()> ready)
-    : impl_(std::make_unique<Impl>(Impl{io, std::move(host), port,
-                                        std::make_shared<AdminState>(io, std::move(stats), std::move(ready))})) {}
+    : impl_(std::make_unique<Impl>(Impl{
+          io, std::move(host), port, std::make_shared<AdminState>(io, std::move(stats), std::move(ready))})) {
+}
 
 // Closing the acceptor ends the accept loop; connections in flight finish on their own. Destroy the
 // server on the io_context's thread or after that io_context has stopped, like any Asio object.

@@ -38,9 +38,9 @@ std::string scram_verifier_text(std::string_view text) {
 }
 
 std::string md5_hash_text(std::string_view text) {
-  bool ok = text.size() == 35 && text.starts_with("md5") && std::all_of(text.begin() + 3, text.end(), [](char c) {
-              return std::isxdigit(static_cast<unsigned char>(c));
-            });
+  bool ok = text.size() == 35 && text.starts_with("md5") &&
+            std::all_of(text.begin() + 3, text.end(),
+                        [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
   return ok ? "" : "'md5' followed by 32 hex digits, as PostgreSQL stores it";
 }
 
@@ -50,18 +50,21 @@ std::string network_text(std::string_view text) {
 
 const std::vector<std::pair<std::string_view, net::SslMode>>& sslmodes() {
   using enum net::SslMode;
-  static const std::vector<std::pair<std::string_view, net::SslMode>> modes{
-      {"disable", disable}, {"prefer", prefer}, {"require", require}, {"verify-ca", verify_ca},
-      {"verify-full", verify_full}};
+  static const std::vector<std::pair<std::string_view, net::SslMode>> modes{{"disable", disable},
+                                                                            {"prefer", prefer},
+                                                                            {"require", require},
+                                                                            {"verify-ca", verify_ca},
+                                                                            {"verify-full", verify_full}};
   return modes;
 }
 
-// What is wrong with one backend's TLS settings (empty: nothing); where: "server_tls" or the backend's address.
+// What is wrong with one backend's TLS settings (empty: nothing); where: "server_tls" or the backend's
+// address.
 std::string server_tls_problem(const net::ServerTlsSettings& s, const std::string& where) {
   bool verify = s.sslmode == net::SslMode::verify_ca || s.sslmode == net::SslMode::verify_full;
   if (verify && s.sslrootcert.empty())
-    return fmt::format("{}: sslmode {} needs sslrootcert (the CA file that signed the server's certificate)", where,
-                       net::sslmode_name(s.sslmode));
+    return fmt::format("{}: sslmode {} needs sslrootcert (the CA file that signed the server's certificate)",
+                       where, net::sslmode_name(s.sslmode));
   if (s.sslcert.empty() != s.sslkey.empty())
     return fmt::format("{}: a client certificate needs both sslcert and sslkey, or neither", where);
   return "";
@@ -69,15 +72,14 @@ std::string server_tls_problem(const net::ServerTlsSettings& s, const std::strin
 
 const Section<net::ServerTlsSettings>& server_tls_section() {
   using S = net::ServerTlsSettings;
-  static const Section<S> section{"in server_tls",
-                                  {choice_key<S, net::SslMode>("sslmode", &S::sslmode, sslmodes(), kReloadable),
-                                   path_key("sslrootcert", &S::sslrootcert, kReloadable),
-                                   path_key("sslcert", &S::sslcert, kReloadable),
-                                   path_key("sslkey", &S::sslkey, kReloadable)},
-                                  [](Loader& l, const Field& f, S& s) {
-                                    if (s.sslcert.empty() != s.sslkey.empty())
-                                      l.error_at(f, server_tls_problem(s, "server_tls"));
-                                  }};
+  static const Section<S> section{
+      "in server_tls",
+      {choice_key<S, net::SslMode>("sslmode", &S::sslmode, sslmodes(), kReloadable),
+       path_key("sslrootcert", &S::sslrootcert, kReloadable), path_key("sslcert", &S::sslcert, kReloadable),
+       path_key("sslkey", &S::sslkey, kReloadable)},
+      [](Loader& l, const Field& f, S& s) {
+        if (s.sslcert.empty() != s.sslkey.empty()) l.error_at(f, server_tls_problem(s, "server_tls"));
+      }};
   return section;
 }
 
@@ -125,15 +127,17 @@ const Section<ShardConfig>& shard_section() {
         if (!f.value.IsMap()) return;
         bool fixed = f.value["primary"].IsDefined(), automatic = f.value["hosts"].IsDefined();
         if (fixed == automatic) {
-          l.error_at(f, fmt::format("a shard needs {} 'primary' (fixed roles, with optional 'replicas') or 'hosts' "
-                                    "(role: auto: the host that is not in recovery is the primary)",
-                                    fixed ? "either" : "one of"));
+          l.error_at(
+              f, fmt::format("a shard needs {} 'primary' (fixed roles, with optional 'replicas') or 'hosts' "
+                             "(role: auto: the host that is not in recovery is the primary)",
+                             fixed ? "either" : "one of"));
           return;
         }
         if (!automatic) return;
         if (f.value["replicas"].IsDefined()) {
-          l.error_at(f.value["replicas"].Mark(), "'replicas' cannot be used with 'hosts': list every server under "
-                                                 "'hosts' (their roles are found by probing)");
+          l.error_at(f.value["replicas"].Mark(),
+                     "'replicas' cannot be used with 'hosts': list every server under "
+                     "'hosts' (their roles are found by probing)");
           return;
         }
         std::map<std::string, int> seen;
@@ -166,9 +170,9 @@ std::string parameter_name(std::string_view name) { return plain_name(name) ? ""
 const Section<PoolConfig>& pool_section() {
   static const Section<PoolConfig> section{
       "in pool",
-      {choice_key<PoolConfig, PoolMode>("mode", &PoolConfig::mode,
-                                        {{"session", PoolMode::session}, {"transaction", PoolMode::transaction}},
-                                        kReloadable),
+      {choice_key<PoolConfig, PoolMode>(
+           "mode", &PoolConfig::mode,
+           {{"session", PoolMode::session}, {"transaction", PoolMode::transaction}}, kReloadable),
        int_key("size", &PoolConfig::size, 1, 100'000, kReloadable),
        int_key("min_size", &PoolConfig::min_size, 0, 100'000, kReloadable),
        duration_key("connect_timeout", &PoolConfig::connect_timeout, kReloadable),
@@ -180,19 +184,20 @@ const Section<PoolConfig>& pool_section() {
        timeout_key("query_timeout", &PoolConfig::query_timeout, kReloadable),
        timeout_key("idle_transaction_timeout", &PoolConfig::idle_transaction_timeout, kReloadable),
        timeout_key("client_idle_timeout", &PoolConfig::client_idle_timeout, kReloadable),
-       int_key("prepared_statements_cache", &PoolConfig::prepared_statements_cache, 0, 1'000'000, kReloadable),
-       choice_key<PoolConfig, UnnamedStatements>("unnamed_statements", &PoolConfig::unnamed_statements,
-                                                 {{"pass", UnnamedStatements::pass},
-                                                  {"prepare", UnnamedStatements::prepare}},
-                                                 kReloadable),
-       choice_key<PoolConfig, SessionFeatures>("session_features", &PoolConfig::session_features,
-                                               {{"pin", SessionFeatures::pin}, {"refuse", SessionFeatures::refuse}},
-                                               kReloadable),
+       int_key("prepared_statements_cache", &PoolConfig::prepared_statements_cache, 0, 1'000'000,
+               kReloadable),
+       choice_key<PoolConfig, UnnamedStatements>(
+           "unnamed_statements", &PoolConfig::unnamed_statements,
+           {{"pass", UnnamedStatements::pass}, {"prepare", UnnamedStatements::prepare}}, kReloadable),
+       choice_key<PoolConfig, SessionFeatures>(
+           "session_features", &PoolConfig::session_features,
+           {{"pin", SessionFeatures::pin}, {"refuse", SessionFeatures::refuse}}, kReloadable),
        name_list_key("track_parameters", &PoolConfig::track_parameters, parameter_name)},
       [](Loader& l, const Field& f, PoolConfig& pool) {
         for (auto& name : pool.track_parameters) util::ascii_lower_in_place(name);
         if (pool.min_size > pool.size) {
-          l.error_at(f, fmt::format("pool min_size ({}) must not exceed size ({})", pool.min_size, pool.size));
+          l.error_at(f,
+                     fmt::format("pool min_size ({}) must not exceed size ({})", pool.min_size, pool.size));
         }
       }};
   return section;
@@ -203,15 +208,16 @@ std::string function_name(std::string_view name) { return plain_name(name, "$") 
 const Section<RoutingConfig>& routing_section() {
   static const Section<RoutingConfig> section{
       "in routing",
-      {choice_key<RoutingConfig, ReadFrom>("read_from", &RoutingConfig::read_from,
-                                           {{"replicas", ReadFrom::replicas}, {"primary", ReadFrom::primary},
-                                            {"any", ReadFrom::any}},
-                                           kReloadable),
-       choice_key<RoutingConfig, ReplicaStrategy>(
-           "strategy", &RoutingConfig::strategy,
-           {{"round_robin", ReplicaStrategy::round_robin}, {"random", ReplicaStrategy::random},
-            {"least_outstanding", ReplicaStrategy::least_outstanding}, {"weighted", ReplicaStrategy::weighted}},
+      {choice_key<RoutingConfig, ReadFrom>(
+           "read_from", &RoutingConfig::read_from,
+           {{"replicas", ReadFrom::replicas}, {"primary", ReadFrom::primary}, {"any", ReadFrom::any}},
            kReloadable),
+       choice_key<RoutingConfig, ReplicaStrategy>("strategy", &RoutingConfig::strategy,
+                                                  {{"round_robin", ReplicaStrategy::round_robin},
+                                                   {"random", ReplicaStrategy::random},
+                                                   {"least_outstanding", ReplicaStrategy::least_outstanding},
+                                                   {"weighted", ReplicaStrategy::weighted}},
+                                                  kReloadable),
        choice_key<RoutingConfig, bool>("primary_fallback", &RoutingConfig::primary_fallback,
                                        {{"true", true}, {"false", false}}, kReloadable),
        choice_key<RoutingConfig, bool>("read_your_writes", &RoutingConfig::read_your_writes,
@@ -276,7 +282,8 @@ const Section<UserConfig>& user_section() {
        string_key("scram_verifier", &UserConfig::scram_verifier, kReloadable, scram_verifier_text),
        string_key("md5_hash", &UserConfig::md5_hash, kReloadable, md5_hash_text),
        string_key("backend_user", &UserConfig::backend_user, kReloadable, non_empty),
-       grouped("backend_password", string_key("backend_password", &UserConfig::backend_password, kReloadable)),
+       grouped("backend_password",
+               string_key("backend_password", &UserConfig::backend_password, kReloadable)),
        grouped("backend_password", secret_file_key("backend_password_file", &UserConfig::backend_password)),
        grouped("backend_password", secret_env_key("backend_password_env", &UserConfig::backend_password)),
        choice_key<UserConfig, std::optional<PoolMode>>(
@@ -284,7 +291,8 @@ const Section<UserConfig>& user_section() {
            {{"session", PoolMode::session}, {"transaction", PoolMode::transaction}}, kReloadable),
        choice_key<UserConfig, std::optional<ReadFrom>>(
            "read_from", &UserConfig::read_from,
-           {{"replicas", ReadFrom::replicas}, {"primary", ReadFrom::primary}, {"any", ReadFrom::any}}, kReloadable)},
+           {{"replicas", ReadFrom::replicas}, {"primary", ReadFrom::primary}, {"any", ReadFrom::any}},
+           kReloadable)},
       [](Loader& l, const Field& f, UserConfig& user) {
         if (user.backend_user.empty()) user.backend_user = user.name;
         if (user.backend_password.empty()) user.backend_password = user.password;
@@ -293,9 +301,10 @@ const Section<UserConfig>& user_section() {
         for (const auto& rule : l.config.auth) {
           bool asks_password = rule.method == AuthMethod::scram_sha_256 || rule.method == AuthMethod::md5;
           if (asks_password && list_matches(rule.users, user.name)) {
-            l.error_at(f, fmt::format("user '{}' has no password, password_file, password_env, scram_verifier or "
-                                      "md5_hash, but the auth rule at line {} asks for a password",
-                                      user.name, rule.line));
+            l.error_at(
+                f, fmt::format("user '{}' has no password, password_file, password_env, scram_verifier or "
+                               "md5_hash, but the auth rule at line {} asks for a password",
+                               user.name, rule.line));
             return;
           }
         }
@@ -312,9 +321,9 @@ const Section<ListenConfig>& listen_section() {
        choice_key<ListenConfig, Scheduling>("scheduling", &ListenConfig::scheduling,
                                             {{"batch", Scheduling::batch}, {"normal", Scheduling::normal}},
                                             kNeedsRestart),
-       choice_key<ListenConfig, SendBatching>("send_batching", &ListenConfig::send_batching,
-                                              {{"io_uring", SendBatching::io_uring}, {"off", SendBatching::off}},
-                                              kNeedsRestart),
+       choice_key<ListenConfig, SendBatching>(
+           "send_batching", &ListenConfig::send_batching,
+           {{"io_uring", SendBatching::io_uring}, {"off", SendBatching::off}}, kNeedsRestart),
        choice_key<ListenConfig, bool>("tcp_defer_accept", &ListenConfig::tcp_defer_accept,
                                       {{"true", true}, {"false", false}}, kNeedsRestart),
        int_key("max_client_conn", &ListenConfig::max_client_conn, 1, 1'000'000, kReloadable),
@@ -325,14 +334,15 @@ const Section<ListenConfig>& listen_section() {
 }
 
 const Section<TlsConfig>& tls_section() {
-  static const Section<TlsConfig> section{"in tls",
-                                          {path_key("cert_file", &TlsConfig::cert_file, kNeedsRestart),
-                                           path_key("key_file", &TlsConfig::key_file, kNeedsRestart)},
-                                          [](Loader& l, const Field& f, TlsConfig&) {
-                                            if (f.value["cert_file"].IsDefined() != f.value["key_file"].IsDefined()) {
-                                              l.error_at(f, "tls needs both cert_file and key_file, or neither");
-                                            }
-                                          }};
+  static const Section<TlsConfig> section{
+      "in tls",
+      {path_key("cert_file", &TlsConfig::cert_file, kNeedsRestart),
+       path_key("key_file", &TlsConfig::key_file, kNeedsRestart)},
+      [](Loader& l, const Field& f, TlsConfig&) {
+        if (f.value["cert_file"].IsDefined() != f.value["key_file"].IsDefined()) {
+          l.error_at(f, "tls needs both cert_file and key_file, or neither");
+        }
+      }};
   return section;
 }
 
@@ -347,9 +357,9 @@ const Section<AdminConfig>& admin_section() {
 const Section<LogConfig>& log_section() {
   static const Section<LogConfig> section{
       "in log",
-      {choice_key<LogConfig, std::string>("level", &LogConfig::level,
-                                          {{"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"error", "error"}},
-                                          kReloadable)},
+      {choice_key<LogConfig, std::string>(
+          "level", &LogConfig::level,
+          {{"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"error", "error"}}, kReloadable)},
       {}};
   return section;
 }
@@ -367,7 +377,8 @@ const Section<Config>& config_section() {
            [](Loader& l, const Field& f, Config& c) {
              auto text = l.text(f);
              if (text && *text != "1") {
-               l.error_at(f, fmt::format("unsupported config version '{}': this pgrouter reads version 1", *text));
+               l.error_at(
+                   f, fmt::format("unsupported config version '{}': this pgrouter reads version 1", *text));
              }
              c.version = 1;
            }}),
@@ -419,7 +430,8 @@ const UserConfig* Config::find_user(std::string_view name) const {
   return it == users.end() ? nullptr : &*it;
 }
 
-const AuthRule* Config::match_auth(std::string_view user, std::string_view database, std::string_view address) const {
+const AuthRule* Config::match_auth(std::string_view user, std::string_view database,
+                                   std::string_view address) const {
   auto client = parse_network(address);
   for (const auto& rule : auth) {
     if (!list_matches(rule.users, user) || !list_matches(rule.databases, database)) continue;

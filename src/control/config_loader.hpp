@@ -155,7 +155,8 @@ class Loader {
   }
   void error_at(const Field& f, std::string message) { error_at(f.mark(), std::move(message)); }
 
-  // The scalar value of a key with ${VAR} substituted; nullopt (error recorded) if it is missing or not a scalar.
+  // The scalar value of a key with ${VAR} substituted; nullopt (error recorded) if it is missing or not a
+  // scalar.
   std::optional<std::string> text(const Field& f) {
     if (!f.value.IsDefined() || f.value.IsNull()) {
       error_at(f, fmt::format("'{}' needs a value", f.name));
@@ -303,10 +304,12 @@ Key<S> choice_key(std::string_view name, E S::*member, std::vector<std::pair<std
                   bool reloadable) {
   std::string names;
   for (const auto& choice : choices) names += fmt::format("{}{}", names.empty() ? "" : " | ", choice.first);
-  return parsed_key(name, member, reloadable, "one of " + names, [=](std::string_view text) -> std::optional<E> {
-    auto it = std::find_if(choices.begin(), choices.end(), [&](const auto& choice) { return choice.first == text; });
-    return it == choices.end() ? std::nullopt : std::optional<E>(it->second);
-  });
+  return parsed_key(name, member, reloadable, "one of " + names,
+                    [=](std::string_view text) -> std::optional<E> {
+                      auto it = std::find_if(choices.begin(), choices.end(),
+                                             [&](const auto& choice) { return choice.first == text; });
+                      return it == choices.end() ? std::nullopt : std::optional<E>(it->second);
+                    });
 }
 
 // check, when given, returns an empty string for a good value or what a good value looks like.
@@ -402,16 +405,16 @@ template <class S>
 void apply_section(Loader& l, const Field& f, const Section<S>& section, S& target) {
   // A section whose keys are all commented out is empty, not an error.
   if (!f.value.IsMap() && !f.value.IsNull()) {
-    l.error_at(
-        f, f.name.empty() ? "the config must be a map of sections" : fmt::format("'{}' must be a map of keys", f.name));
+    l.error_at(f, f.name.empty() ? "the config must be a map of sections"
+                                 : fmt::format("'{}' must be a map of keys", f.name));
     return;
   }
   std::map<std::string_view, Field> present;
   std::map<std::string_view, std::string_view> group_members;
   for (const auto& pair : f.value.IsMap() ? f.value : YAML::Node(YAML::NodeType::Map)) {
     Field field{pair.first.IsScalar() ? pair.first.Scalar() : "", pair.first, pair.second};
-    auto key =
-        std::find_if(section.keys.begin(), section.keys.end(), [&](const auto& k) { return k.name == field.name; });
+    auto key = std::find_if(section.keys.begin(), section.keys.end(),
+                            [&](const auto& k) { return k.name == field.name; });
     if (key == section.keys.end()) {
       std::string hint;
       for (const auto& k : section.keys) {
@@ -422,8 +425,8 @@ void apply_section(Loader& l, const Field& f, const Section<S>& section, S& targ
       continue;
     }
     if (present.contains(key->name)) {
-      l.error_at(field.key.Mark(), fmt::format("duplicate key '{}' {} (first at line {})", field.name, section.where,
-                                               present.at(key->name).key.Mark().line + 1));
+      l.error_at(field.key.Mark(), fmt::format("duplicate key '{}' {} (first at line {})", field.name,
+                                               section.where, present.at(key->name).key.Mark().line + 1));
       continue;
     }
     if (!key->exclusive_group.empty()) {
@@ -448,14 +451,15 @@ void apply_section(Loader& l, const Field& f, const Section<S>& section, S& targ
 
 template <class S, class T>
 Key<S> section_key(std::string_view name, T S::*member, const Section<T>& (*section)(), bool reloadable) {
-  return {
-      name, reloadable, false, {}, [=](Loader& l, const Field& f, S& s) { apply_section(l, f, section(), s.*member); }};
+  return {name, reloadable, false, {}, [=](Loader& l, const Field& f, S& s) {
+            apply_section(l, f, section(), s.*member);
+          }};
 }
 
 // A list of maps, each read with one section table; unique names a field that must differ between entries.
 template <class S, class T>
-Key<S> list_key(std::string_view name, std::vector<T> S::*member, const Section<T>& (*section)(), size_t min_items,
-                std::string T::*unique = nullptr) {
+Key<S> list_key(std::string_view name, std::vector<T> S::*member, const Section<T>& (*section)(),
+                size_t min_items, std::string T::*unique = nullptr) {
   return {name, kReloadable, false, {}, [=](Loader& l, const Field& f, S& s) {
             if (!f.value.IsSequence() || f.value.size() < min_items) {
               l.error_at(f, fmt::format("'{}' must be a list of at least {} entr{}", f.name, min_items,
@@ -470,8 +474,8 @@ Key<S> list_key(std::string_view name, std::vector<T> S::*member, const Section<
                 int line = element.Mark().line + 1;
                 auto [it, inserted] = first_line.emplace(item.*unique, line);
                 if (!inserted) {
-                  l.error_at(element.Mark(), fmt::format("duplicate name '{}' in {} (first at line {})", item.*unique,
-                                                         f.name, it->second));
+                  l.error_at(element.Mark(), fmt::format("duplicate name '{}' in {} (first at line {})",
+                                                         item.*unique, f.name, it->second));
                 }
               }
               (s.*member).push_back(std::move(item));

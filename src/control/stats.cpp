@@ -1,4 +1,5 @@
-// Per-worker statistics: the error-by-SQLSTATE table (the only part that is not a plain atomic) and the Stats owner.
+// Per-worker statistics: the error-by-SQLSTATE table (the only part that is not a plain atomic) and the Stats
+// owner.
 #include "pgrouter/control/stats.hpp"
 
 #include <string_view>

@@ -19,10 +19,11 @@
 
 namespace pgrouter::net {
 
-// A parked coroutine resumes either in place (resume: from the set's dispatch and Wakeup::wake_now) or through
-// the worker's own io_context executor (complete, blocking.never: queued behind what runs now). asio::post to
-// the coroutine's any_io_executor would queue it through two type-erased executor hops and a work_dispatcher
-// counting outstanding work on every resumption; the worker's accept loop and timers keep the io_context running.
+// A parked coroutine resumes either in place (resume: from the set's dispatch and Wakeup::wake_now) or
+// through the worker's own io_context executor (complete, blocking.never: queued behind what runs now).
+// asio::post to the coroutine's any_io_executor would queue it through two type-erased executor hops and a
+// work_dispatcher counting outstanding work on every resumption; the worker's accept loop and timers keep the
+// io_context running.
 void Parked::hold(asio::detail::awaitable_frame_base<asio::any_io_executor>* top, asio::io_context* io,
                   error_code* ec) {
   // Moving the thread out of the one running the coroutine leaves that one empty: its pump loop ends
@@ -49,8 +50,10 @@ void Parked::complete(error_code ec) {
     t.run();
   };
   thread_.reset();
-  if (io_) asio::require(io_->get_executor(), asio::execution::blocking.never).execute(std::move(run));
-  else asio::post(*own, std::move(run));
+  if (io_)
+    asio::require(io_->get_executor(), asio::execution::blocking.never).execute(std::move(run));
+  else
+    asio::post(*own, std::move(run));
 }
 
 Parked::~Parked() {
@@ -129,17 +132,22 @@ ParkOp<SocketReadiness::AfterPark> SocketReadiness::wait(bool for_write, error_c
 }
 
 void SocketReadiness::AfterPark::operator()() const {
-  if (!s->readiness_) s->wake(for_write, asio::error::bad_descriptor);  // never attached: nothing would wake it
-  else if (s->cancelled_) s->wake(for_write, asio::error::operation_aborted);
+  if (!s->readiness_)
+    s->wake(for_write, asio::error::bad_descriptor);  // never attached: nothing would wake it
+  else if (s->cancelled_)
+    s->wake(for_write, asio::error::operation_aborted);
   // An event may have arrived between the failed attempt and now: complete at once then.
-  else if (for_write ? s->writable_ : s->maybe_readable()) s->wake(for_write, {});
+  else if (for_write ? s->writable_ : s->maybe_readable())
+    s->wake(for_write, {});
 }
 
 namespace {
 // recv/send through syscall(): glibc's recv and send are thread cancellation points and wrap each call in
 // enabling and disabling asynchronous cancellation, work wasted on every relay call. pgrouter never cancels
 // a thread; the system calls are the same. -1 with errno as usual.
-inline ssize_t raw_recv(int fd, char* dst, size_t n) { return ::syscall(SYS_recvfrom, fd, dst, n, 0, nullptr, nullptr); }
+inline ssize_t raw_recv(int fd, char* dst, size_t n) {
+  return ::syscall(SYS_recvfrom, fd, dst, n, 0, nullptr, nullptr);
+}
 inline ssize_t raw_send(int fd, const char* src, size_t n) {
   return ::syscall(SYS_sendto, fd, src, n, MSG_NOSIGNAL, nullptr, 0);
 }
@@ -223,7 +231,8 @@ error_code tls_failure(ssl_st* ssl, int ret, bool* for_write) {
   ERR_clear_error();
   bool unexpected_eof = false;  // OpenSSL 3's name for a peer gone without close_notify
 #ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
-  unexpected_eof = e && ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+  unexpected_eof =
+      e && ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
 #endif
   if (code == SSL_ERROR_ZERO_RETURN || (code == SSL_ERROR_SYSCALL && !e && errno == 0) || unexpected_eof)
     return asio::error::eof;
@@ -364,7 +373,7 @@ ParkOp<NothingAfter> SocketReadiness::sent(error_code& ec) {
 }
 
 namespace {
-constexpr int kNotSent = INT_MIN;      // not handed to the kernel: its writer sends it itself
+constexpr int kNotSent = INT_MIN;       // not handed to the kernel: its writer sends it itself
 constexpr int kNoAnswer = INT_MIN + 1;  // handed over, no completion read back (io_uring failed)
 }  // namespace
 
@@ -481,7 +490,7 @@ bool Readiness::start(bool batch_sends) {
 void Readiness::arm() {
   // is_continuation: a completion of this op re-arms it; allow_speculative: see Op.
   asio::use_service<asio::detail::epoll_reactor>(io_).start_op(asio::detail::epoll_reactor::read_op, epfd_,
-                                                                reactor_data_, op_, true, true);
+                                                               reactor_data_, op_, true, true);
 }
 
 void Readiness::stop() {

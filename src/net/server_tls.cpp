@@ -127,8 +127,10 @@ awaitable<SslPtr> tls_connect(tcp::socket& s, SSL_CTX* ctx, const ServerTlsSetti
                 (settings.sslmode == SslMode::require && !settings.sslrootcert.empty());
   SSL_set_verify(ssl.get(), verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
   if (settings.sslmode == SslMode::verify_full) {
-    if (not_ip) SSL_set1_host(ssl.get(), host.c_str());
-    else X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl.get()), host.c_str());
+    if (not_ip)
+      SSL_set1_host(ssl.get(), host.c_str());
+    else
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl.get()), host.c_str());
   }
   for (;;) {
     ERR_clear_error();
@@ -151,7 +153,8 @@ awaitable<SslPtr> tls_connect(tcp::socket& s, SSL_CTX* ctx, const ServerTlsSetti
 
 namespace {
 
-// One SSL_read/SSL_write step's failure as an error code; 0 when it only has to wait (want_write says for what).
+// One SSL_read/SSL_write step's failure as an error code; 0 when it only has to wait (want_write says for
+// what).
 error_code tls_step_error(SSL* ssl, int ret, bool& want_write, bool& wait) {
   int code = SSL_get_error(ssl, ret);
   wait = code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE;
@@ -162,7 +165,8 @@ error_code tls_step_error(SSL* ssl, int ret, bool& want_write, bool& wait) {
     ERR_clear_error();
     return asio::error::eof;
   }
-  if (code == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) return error_code(errno, boost::system::system_category());
+  if (code == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
+    return error_code(errno, boost::system::system_category());
   unsigned long e = ERR_get_error();
   ERR_clear_error();
   return error_code(int(e ? e : 1), asio::error::get_ssl_category());
@@ -197,11 +201,13 @@ awaitable<error_code> tls_transfer(tcp::socket& s, SSL* ssl, size_t n, Step step
 }  // namespace
 
 awaitable<error_code> tls_read_exact(tcp::socket& s, SSL* ssl, char* dst, size_t n) {
-  return tls_transfer(s, ssl, n, [ssl, dst](size_t done, int chunk) { return SSL_read(ssl, dst + done, chunk); });
+  return tls_transfer(s, ssl, n,
+                      [ssl, dst](size_t done, int chunk) { return SSL_read(ssl, dst + done, chunk); });
 }
 
 awaitable<error_code> tls_write_all(tcp::socket& s, SSL* ssl, const char* src, size_t n) {
-  return tls_transfer(s, ssl, n, [ssl, src](size_t done, int chunk) { return SSL_write(ssl, src + done, chunk); });
+  return tls_transfer(s, ssl, n,
+                      [ssl, src](size_t done, int chunk) { return SSL_write(ssl, src + done, chunk); });
 }
 
 std::string certificate_end_point_hash(X509* cert) {

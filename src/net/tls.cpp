@@ -3,8 +3,8 @@
 
 namespace pgrouter::net {
 
-std::shared_ptr<ssl::context> make_server_tls_context(const std::string& cert_file, const std::string& key_file,
-                                                      std::string& err) {
+std::shared_ptr<ssl::context> make_server_tls_context(const std::string& cert_file,
+                                                      const std::string& key_file, std::string& err) {
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
   boost::system::error_code ec;
   ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |

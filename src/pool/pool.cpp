@@ -254,7 +254,8 @@ std::unique_ptr<ServerConnection> Pool::take_idle(Clock::time_point started) {
     stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
     // The liveness peek costs a syscall; in transaction mode a server idle for under a second is
     // taken as is (a failure then reaches the client as 08006, as with PgBouncer's server_check_delay).
-    bool recent = settings_.config.mode == control::PoolMode::transaction && now - c->idle_since < std::chrono::seconds(1);
+    bool recent = settings_.config.mode == control::PoolMode::transaction &&
+                  now - c->idle_since < std::chrono::seconds(1);
     // An idle server has nothing to say: if its socket became readable (the relay's last read drained it),
     // it sent a FATAL (terminated, restarted, idle_session_timeout) or closed. That costs no syscall to see.
     bool spoke = c->ready.attached() && c->ready.maybe_readable();
@@ -276,8 +277,10 @@ void Pool::enqueue(Waiter& w, bool first) {
   w.deadline = w.started + settings_.config.queue_timeout;
   w.backoff = kStealAfter;
   w.next_steal = Clock::now() + kStealAfter;
-  if (first) waiters_.push_front(&w);
-  else waiters_.push_back(&w);
+  if (first)
+    waiters_.push_front(&w);
+  else
+    waiters_.push_back(&w);
   publish_load();
   group_->waiting.fetch_add(1, std::memory_order_relaxed);
   stats_.clients_waiting.fetch_add(1, std::memory_order_relaxed);
@@ -286,7 +289,8 @@ void Pool::enqueue(Waiter& w, bool first) {
 
 bool Pool::wait_in_line(Waiter& w) {
   if (!idle_.empty()) return false;
-  // A free slot belongs to the clients already waiting (acquire): a newcomer opens a server when nobody waits.
+  // A free slot belongs to the clients already waiting (acquire): a newcomer opens a server when nobody
+  // waits.
   int waiting = group_->waiting.load(std::memory_order_relaxed);
   if (waiting == 0 && group_->servers.load(std::memory_order_relaxed) < settings_.max_servers) return false;
   if (waiting >= settings_.config.queue_size) return false;  // acquire() says so
@@ -350,8 +354,10 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err, Wai
       if (!c) {
         release_slot();
         stats_.server_connect_failures_total.fetch_add(1, std::memory_order_relaxed);
-        log::warn("server login failed", {{"host", settings_.target.host}, {"port", settings_.target.port},
-                                          {"user", settings_.target.user}, {"sqlstate", err.sqlstate},
+        log::warn("server login failed", {{"host", settings_.target.host},
+                                          {"port", settings_.target.port},
+                                          {"user", settings_.target.user},
+                                          {"sqlstate", err.sqlstate},
                                           {"error", err.message}});
         co_return nullptr;
       }
@@ -395,8 +401,9 @@ void Pool::release(std::unique_ptr<ServerConnection> conn, bool clean) {
     close(std::move(conn));
     return;
   }
-  bool needs_reset = conn->tx_status != 'I' || conn->dirty ||
-                     (settings_.config.mode == control::PoolMode::session && !settings_.config.reset_query.empty());
+  bool needs_reset =
+      conn->tx_status != 'I' || conn->dirty ||
+      (settings_.config.mode == control::PoolMode::session && !settings_.config.reset_query.empty());
   if (!needs_reset) {  // transaction pooling hands servers over between transactions as they are
     hand_over(std::move(conn));
     return;
@@ -443,7 +450,8 @@ awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {
     conn->dirty = false;
     ok = co_await conn->run_quietly(settings_.config.reset_query, &err);
     // Prepared statements pgrouter keeps there must really be gone before they are forgotten.
-    if (ok && conn->statements.size() > 0 && strcasecmp(settings_.config.reset_query.c_str(), "DISCARD ALL") != 0)
+    if (ok && conn->statements.size() > 0 &&
+        strcasecmp(settings_.config.reset_query.c_str(), "DISCARD ALL") != 0)
       ok = co_await conn->run_quietly("DEALLOCATE ALL", &err);
     conn->applied.clear();  // DISCARD ALL reset every setting pgrouter had applied
     conn->settled = {};
@@ -454,9 +462,10 @@ awaitable<void> Pool::reset_and_return(std::unique_ptr<ServerConnection> conn) {
   if (!*alive) co_return;
   if (!ok) {
     if (!err.message.empty())  // (a pinned client's state with no reset query has no message: nothing broke)
-      log::warn("server reset failed; connection closed",
-                {{"host", settings_.target.host}, {"port", settings_.target.port}, {"sqlstate", err.sqlstate},
-                 {"error", err.message}});
+      log::warn("server reset failed; connection closed", {{"host", settings_.target.host},
+                                                           {"port", settings_.target.port},
+                                                           {"sqlstate", err.sqlstate},
+                                                           {"error", err.message}});
     close(std::move(conn));
     co_return;
   }

@@ -23,8 +23,8 @@ bool ServerConnection::looks_alive() {
   if (!socket.is_open()) return false;
   char b;
   ssize_t n = ::recv(socket.native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n == 0) return false;                                  // closed by the server
-  if (n > 0) return false;                                   // unsolicited bytes: not clean
+  if (n == 0) return false;  // closed by the server
+  if (n > 0) return false;   // unsolicited bytes: not clean
   if (errno != EAGAIN && errno != EWOULDBLOCK) return false;
   return !ssl || SSL_pending(ssl.get()) == 0;  // decrypted bytes waiting are unsolicited too
 }
@@ -88,8 +88,8 @@ awaitable<bool> read_server_message(ServerConnection& c, char& type, std::string
   // time until the connect timeout.
   if (len < 4 || len > max_length) {
     if (why)
-      *why = "sent an invalid message length " + std::to_string(len) + " for message type " + type_name(type) +
-             " (at most " + std::to_string(max_length) + " bytes expected here)";
+      *why = "sent an invalid message length " + std::to_string(len) + " for message type " +
+             type_name(type) + " (at most " + std::to_string(max_length) + " bytes expected here)";
     co_return false;
   }
   body.resize(len - 4);
@@ -148,8 +148,8 @@ awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerErro
     std::string why;
     // fired is checked too: the timer may have run while a completed wait was still queued.
     if (watch->fired || !co_await read_server_message(*this, type, body, kMaxQuietMessage, &why))
-      co_return fail(why.starts_with("sent") ? p::sqlstate::protocol_violation : p::sqlstate::connection_failure,
-                     why);
+      co_return fail(
+          why.starts_with("sent") ? p::sqlstate::protocol_violation : p::sqlstate::connection_failure, why);
     if (type == be::kErrorResponse) {
       ok = false;
       if (err) {
@@ -175,12 +175,12 @@ namespace {
 // other message is a protocol violation, so a server cannot skip the proof that it knows the password (an
 // AuthenticationOk in place of SASLFinal) or have pgrouter answer one request twice.
 enum class LoginStep {
-  started,          // startup packet sent: an authentication request, ErrorResponse or NegotiateProtocolVersion
-  password_sent,    // cleartext or md5 answered: AuthenticationOk (or an error)
-  scram_first,      // SASLInitialResponse sent: SASLContinue
-  scram_final,      // SASLResponse sent: SASLFinal
-  scram_verified,   // server signature checked: AuthenticationOk
-  authenticated,    // ParameterStatus, BackendKeyData, then ReadyForQuery
+  started,        // startup packet sent: an authentication request, ErrorResponse or NegotiateProtocolVersion
+  password_sent,  // cleartext or md5 answered: AuthenticationOk (or an error)
+  scram_first,    // SASLInitialResponse sent: SASLContinue
+  scram_final,    // SASLResponse sent: SASLFinal
+  scram_verified,  // server signature checked: AuthenticationOk
+  authenticated,   // ParameterStatus, BackendKeyData, then ReadyForQuery
 };
 
 }  // namespace
@@ -201,13 +201,15 @@ awaitable<bool> start_tls(ServerConnection& c, const ServerTarget& t, ServerErro
   auto ec = co_await net::write_all(c.socket, request.data(), request.size());
   if (!ec) ec = co_await net::read_exact(c.socket, &answer, 1);
   if (ec)
-    co_return fail(server + " closed the connection before answering pgrouter's SSLRequest (" + ec.message() + ")");
+    co_return fail(server + " closed the connection before answering pgrouter's SSLRequest (" + ec.message() +
+                   ")");
   if (answer == 'N') {
     if (t.tls.sslmode == net::SslMode::prefer) co_return true;
     co_return fail(server + " refused TLS " + mode);
   }
   if (answer != 'S')
-    co_return fail(server + " answered pgrouter's SSLRequest with " + type_name(answer) + " (expected 'S' or 'N')");
+    co_return fail(server + " answered pgrouter's SSLRequest with " + type_name(answer) +
+                   " (expected 'S' or 'N')");
   std::string why;
   c.ssl = co_await net::tls_connect(c.socket, t.tls_ctx->get(), t.tls, t.host, why);
   if (!c.ssl) co_return fail("TLS handshake with " + server + " failed: " + why + " " + mode);
@@ -258,8 +260,9 @@ awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& e
     std::string body;
     std::string why;
     if (!co_await read_server_message(c, type, body, kMaxLoginMessage, &why)) {
-      co_return fail(why.starts_with("sent") ? p::sqlstate::protocol_violation : p::sqlstate::connection_failure,
-                     why + " during login");
+      co_return fail(
+          why.starts_with("sent") ? p::sqlstate::protocol_violation : p::sqlstate::connection_failure,
+          why + " during login");
     }
     switch (type) {
       case be::kAuthentication: {
@@ -274,8 +277,9 @@ awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& e
                         (code == 12 && step == LoginStep::scram_final);
         if (!in_order && (code == 0 || code == 3 || code == 5 || code == 10 || code == 11 || code == 12)) {
           if (code == 0 && scram)
-            co_return violation("sent AuthenticationOk before the SCRAM exchange was complete (it never proved "
-                                "it knows the password)");
+            co_return violation(
+                "sent AuthenticationOk before the SCRAM exchange was complete (it never proved "
+                "it knows the password)");
           co_return violation("sent authentication request " + std::to_string(code) + " out of order");
         }
         out.clear();
@@ -288,15 +292,16 @@ awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& e
           step = LoginStep::password_sent;
         } else if (code == 5) {
           if (data.size() < 4) co_return violation("sent a malformed md5 request");
-          p::append_password(out, p::md5::response(p::md5::stored_hash(t.user, t.password), data.substr(0, 4)));
+          p::append_password(out,
+                             p::md5::response(p::md5::stored_hash(t.user, t.password), data.substr(0, 4)));
           step = LoginStep::password_sent;
         } else if (code == 10) {
           scram = std::make_unique<p::scram::ClientExchange>(t.password);
           auto mechanism = choose_sasl(c, data, *scram);
           if (mechanism.empty())
             co_return fail(p::sqlstate::feature_not_supported, "offers no SASL mechanism pgrouter supports");
-          log::debug("server login: SASL mechanism", {{"server", util::host_port(t.host, t.port)},
-                                                     {"mechanism", mechanism}});
+          log::debug("server login: SASL mechanism",
+                     {{"server", util::host_port(t.host, t.port)}, {"mechanism", mechanism}});
           p::append_sasl_initial(out, mechanism, scram->client_first());
           step = LoginStep::scram_first;
         } else if (code == 11) {
@@ -327,14 +332,17 @@ awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& e
       case be::kNoticeResponse:  // nothing to do
         break;
       case be::kNegotiateProtocolVersion:  // pgrouter asks for nothing optional, so nothing to negotiate
-        if (step != LoginStep::started) co_return violation("sent NegotiateProtocolVersion after authentication began");
+        if (step != LoginStep::started)
+          co_return violation("sent NegotiateProtocolVersion after authentication began");
         break;
       case be::kParameterStatus:
-        if (step != LoginStep::authenticated) co_return violation("sent ParameterStatus before authentication");
+        if (step != LoginStep::authenticated)
+          co_return violation("sent ParameterStatus before authentication");
         if (auto kv = p::parse_parameter_status(body)) c.set_param(kv->first, kv->second);
         break;
       case be::kBackendKeyData:
-        if (step != LoginStep::authenticated) co_return violation("sent BackendKeyData before authentication");
+        if (step != LoginStep::authenticated)
+          co_return violation("sent BackendKeyData before authentication");
         if (body.size() != 8) co_return violation("sent a malformed BackendKeyData");
         c.backend_pid = p::read_be32(body.data());
         c.backend_secret = p::read_be32(body.data() + 4);
@@ -351,8 +359,10 @@ awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& e
 
 }  // namespace
 
-awaitable<std::unique_ptr<ServerConnection>> connect_server(asio::any_io_executor ex, const ServerTarget& target,
-                                                            std::chrono::milliseconds timeout, ServerError& err) {
+awaitable<std::unique_ptr<ServerConnection>> connect_server(asio::any_io_executor ex,
+                                                            const ServerTarget& target,
+                                                            std::chrono::milliseconds timeout,
+                                                            ServerError& err) {
   auto conn = std::make_unique<ServerConnection>(ex);
   conn->target = target;
   // One watchdog for the whole connect + login: closing the socket aborts whatever step is pending.
@@ -375,8 +385,8 @@ awaitable<std::unique_ptr<ServerConnection>> connect_server(asio::any_io_executo
   });
   net::error_code ec;
   tcp::resolver resolver(ex);
-  auto endpoints =
-      co_await resolver.async_resolve(target.host, std::to_string(target.port), asio::redirect_error(use_awaitable, ec));
+  auto endpoints = co_await resolver.async_resolve(target.host, std::to_string(target.port),
+                                                   asio::redirect_error(use_awaitable, ec));
   if (!ec) co_await asio::async_connect(conn->socket, endpoints, asio::redirect_error(use_awaitable, ec));
   bool ok = false;
   if (ec) {

@@ -76,13 +76,26 @@ ErrorFields parse_error_fields(std::string_view body) {
     auto v = read_cstring(body, pos);
     if (!v) break;
     switch (t) {
-      case 'V': f.severity = *v; break;
-      case 'S': if (f.severity.empty()) f.severity = *v; break;
-      case 'C': f.code = *v; break;
-      case 'M': f.message = *v; break;
-      case 'D': f.detail = *v; break;
-      case 'H': f.hint = *v; break;
-      default: break;
+      case 'V':
+        f.severity = *v;
+        break;
+      case 'S':
+        if (f.severity.empty()) f.severity = *v;
+        break;
+      case 'C':
+        f.code = *v;
+        break;
+      case 'M':
+        f.message = *v;
+        break;
+      case 'D':
+        f.detail = *v;
+        break;
+      case 'H':
+        f.hint = *v;
+        break;
+      default:
+        break;
     }
   }
   return f;
@@ -142,8 +155,8 @@ void append_header(std::string& out, char type, size_t body_len) {
   put_be32(out, uint32_t(body_len + 4));
 }
 
-void append_error(std::string& out, std::string_view severity, std::string_view code, std::string_view message,
-                  std::string_view detail, std::string_view hint) {
+void append_error(std::string& out, std::string_view severity, std::string_view code,
+                  std::string_view message, std::string_view detail, std::string_view hint) {
   size_t at = begin(out, be::kErrorResponse);
   out.push_back('S');
   cstr(out, severity);
@@ -239,7 +252,8 @@ void append_query(std::string& out, std::string_view sql) {
   finish(out, at);
 }
 
-void append_parse(std::string& out, std::string_view name, std::string_view query, std::string_view parameter_types) {
+void append_parse(std::string& out, std::string_view name, std::string_view query,
+                  std::string_view parameter_types) {
   size_t at = begin(out, fe::kParse);
   cstr(out, name);
   cstr(out, query);
@@ -247,7 +261,8 @@ void append_parse(std::string& out, std::string_view name, std::string_view quer
   finish(out, at);
 }
 
-void append_bind(std::string& out, std::string_view portal, std::string_view statement, std::string_view bind_rest) {
+void append_bind(std::string& out, std::string_view portal, std::string_view statement,
+                 std::string_view bind_rest) {
   size_t at = begin(out, fe::kBind);
   cstr(out, portal);
   cstr(out, statement);
@@ -313,7 +328,8 @@ std::string quote_literal(std::string_view value) {
 bool is_safe_identifier(std::string_view name) {
   if (name.empty() || name.size() > 63) return false;
   for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
+    bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
     if (!ok) return false;
   }
   return true;

@@ -24,8 +24,9 @@ constexpr std::string_view kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn
 std::string hmac_sha256(std::string_view key, std::string_view data) {
   std::string out(kKeyLength, '\0');
   unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
-       data.size(), reinterpret_cast<unsigned char*>(out.data()), &len);
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(data.data()), data.size(),
+       reinterpret_cast<unsigned char*>(out.data()), &len);
   return out;
 }
 
@@ -39,8 +40,8 @@ std::string sha256(std::string_view data) {
 std::string salted_password(std::string_view password, std::string_view salt, int iterations) {
   std::string out(kKeyLength, '\0');
   if (PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
-                        reinterpret_cast<const unsigned char*>(salt.data()), static_cast<int>(salt.size()), iterations,
-                        EVP_sha256(), static_cast<int>(out.size()),
+                        reinterpret_cast<const unsigned char*>(salt.data()), static_cast<int>(salt.size()),
+                        iterations, EVP_sha256(), static_cast<int>(out.size()),
                         reinterpret_cast<unsigned char*>(out.data())) != 1) {
     throw std::runtime_error("PKCS5_PBKDF2_HMAC failed");
   }
@@ -59,7 +60,8 @@ bool equal_constant_time(std::string_view a, std::string_view b) {
 
 std::string random_nonce() {
   std::array<unsigned char, kNonceBytes> raw{};
-  if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1) throw std::runtime_error("RAND_bytes failed");
+  if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1)
+    throw std::runtime_error("RAND_bytes failed");
   return base64_encode(std::string_view(reinterpret_cast<const char*>(raw.data()), raw.size()));
 }
 
@@ -176,8 +178,8 @@ std::optional<Verifier> parse_verifier(std::string_view text) {
   auto salt = base64_decode(salt_part.substr(colon1 + 1));
   auto stored_key = base64_decode(keys_part.substr(0, colon2));
   auto server_key = base64_decode(keys_part.substr(colon2 + 1));
-  if (!iterations || !salt || salt->empty() || !stored_key || !server_key || stored_key->size() != kKeyLength ||
-      server_key->size() != kKeyLength) {
+  if (!iterations || !salt || salt->empty() || !stored_key || !server_key ||
+      stored_key->size() != kKeyLength || server_key->size() != kKeyLength) {
     return std::nullopt;
   }
   return Verifier{*iterations, std::move(*salt), std::move(*stored_key), std::move(*server_key)};
@@ -199,13 +201,15 @@ Verifier mock_verifier(std::string_view username, std::string_view mock_secret) 
   // nobody without the secret can tell a mock salt from a real one.
   std::string user(username);
   return Verifier{4096, hmac_sha256(mock_secret, "salt:" + user).substr(0, 16),
-                  hmac_sha256(mock_secret, "stored-key:" + user), hmac_sha256(mock_secret, "server-key:" + user)};
+                  hmac_sha256(mock_secret, "stored-key:" + user),
+                  hmac_sha256(mock_secret, "server-key:" + user)};
 }
 
 ServerExchange::ServerExchange(Verifier v, std::string nonce_override)
     : v_(std::move(v)), nonce_override_(std::move(nonce_override)) {}
 
-std::optional<std::string> ServerExchange::handle_client_first(std::string_view client_first, std::string& err) {
+std::optional<std::string> ServerExchange::handle_client_first(std::string_view client_first,
+                                                               std::string& err) {
   // gs2-header = cbind-flag "," [authzid] ","
   auto parts = split(client_first, ',');
   if (parts.size() < 4) {
@@ -245,12 +249,13 @@ std::optional<std::string> ServerExchange::handle_client_first(std::string_view 
   client_first_bare_ = std::string(client_first.substr(gs2_header_.size()));
   std::string server_nonce = nonce_override_.empty() ? random_nonce() : nonce_override_;
   combined_nonce_ = std::string(*client_nonce) + server_nonce;
-  server_first_ = "r=" + combined_nonce_ + ",s=" + base64_encode(v_.salt) + ",i=" + std::to_string(v_.iterations);
+  server_first_ =
+      "r=" + combined_nonce_ + ",s=" + base64_encode(v_.salt) + ",i=" + std::to_string(v_.iterations);
   return server_first_;
 }
 
-ServerExchange::Result ServerExchange::handle_client_final(std::string_view client_final, std::string& server_final,
-                                                           std::string& err) {
+ServerExchange::Result ServerExchange::handle_client_final(std::string_view client_final,
+                                                           std::string& server_final, std::string& err) {
   if (server_first_.empty()) {
     err = "SCRAM client-final-message before client-first-message";
     return Result::Malformed;
@@ -292,7 +297,8 @@ ServerExchange::Result ServerExchange::handle_client_final(std::string_view clie
 }
 
 ClientExchange::ClientExchange(std::string password, std::string nonce_override)
-    : password_(std::move(password)), nonce_(nonce_override.empty() ? random_nonce() : std::move(nonce_override)) {}
+    : password_(std::move(password)),
+      nonce_(nonce_override.empty() ? random_nonce() : std::move(nonce_override)) {}
 
 std::string ClientExchange::client_first() {
   // The user name is empty as libpq sends it: PostgreSQL takes it from the startup packet.
@@ -300,7 +306,8 @@ std::string ClientExchange::client_first() {
   return gs2_header() + client_first_bare_;
 }
 
-std::optional<std::string> ClientExchange::handle_server_first(std::string_view server_first, std::string& err) {
+std::optional<std::string> ClientExchange::handle_server_first(std::string_view server_first,
+                                                               std::string& err) {
   if (client_first_bare_.empty()) client_first();
   auto parts = split(server_first, ',');
   auto nonce = parts.size() >= 3 ? attribute(parts[0], 'r') : std::nullopt;
@@ -334,7 +341,8 @@ std::optional<std::string> ClientExchange::handle_server_first(std::string_view 
   std::string salted = salted_password(password_, *salt, *iterations);
   std::string client_key = hmac_sha256(salted, "Client Key");
   std::string stored_key = sha256(client_key);
-  std::string without_proof = "c=" + channel_binding_attribute(gs2_header(), cbind_data_) + ",r=" + std::string(*nonce);
+  std::string without_proof =
+      "c=" + channel_binding_attribute(gs2_header(), cbind_data_) + ",r=" + std::string(*nonce);
   std::string auth_message = client_first_bare_ + "," + std::string(server_first) + "," + without_proof;
   std::string proof = xor_bytes(client_key, hmac_sha256(stored_key, auth_message));
   expected_server_signature_ = hmac_sha256(hmac_sha256(salted, "Server Key"), auth_message);

@@ -12,7 +12,8 @@
 namespace pgrouter::routing {
 
 SteadyMs steady_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
@@ -30,7 +31,8 @@ std::string conn_value(const std::string& v) {  // libpq conninfo quoting
 std::string tls_conninfo(const net::ServerTlsSettings& tls) {
   std::string out = std::string(" sslmode=") + net::sslmode_name(tls.sslmode);
   if (!tls.sslrootcert.empty()) out += " sslrootcert=" + conn_value(tls.sslrootcert);
-  if (!tls.sslcert.empty()) out += " sslcert=" + conn_value(tls.sslcert) + " sslkey=" + conn_value(tls.sslkey);
+  if (!tls.sslcert.empty())
+    out += " sslcert=" + conn_value(tls.sslcert) + " sslkey=" + conn_value(tls.sslkey);
   return out;
 }
 
@@ -42,7 +44,8 @@ std::string tls_conninfo(const net::ServerTlsSettings& tls) {
 // read-your-writes needs a position at or past the client's commit record.
 constexpr const char* kProbe =
     "SELECT pg_is_in_recovery(), "
-    "(coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END, "
+    "(coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() "
+    "END, "
     "'0/0') - '0/0'::pg_lsn)::bigint, "
     "CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END, "
     "CASE WHEN pg_is_in_recovery() THEN 0 "
@@ -80,7 +83,8 @@ void HealthMonitor::update(const control::Config& config) {
     if (db.shards.empty()) continue;
     const auto& shard = db.shards[0];
     if (shard.replicas.empty() && !shard.auto_roles) continue;  // nothing to route between: no probes
-    const control::UserConfig* user = db.routing.probe_user.empty() ? nullptr : config.find_user(db.routing.probe_user);
+    const control::UserConfig* user =
+        db.routing.probe_user.empty() ? nullptr : config.find_user(db.routing.probe_user);
     if (!user && !config.users.empty()) user = &config.users.front();
     if (!user) continue;
     interval = std::min(interval, std::chrono::milliseconds(db.routing.probe_interval.count()));
@@ -88,9 +92,9 @@ void HealthMonitor::update(const control::Config& config) {
     endpoints.insert(endpoints.end(), shard.replicas.begin(), shard.replicas.end());
     for (const auto& ep : endpoints) {
       std::string conninfo =
-          "host=" + conn_value(ep.host) + " port=" + std::to_string(ep.port) + " dbname=" +
-          conn_value(db.dbname.empty() ? db.name : db.dbname) + " user=" +
-          conn_value(user->backend_user.empty() ? user->name : user->backend_user) + " password=" +
+          "host=" + conn_value(ep.host) + " port=" + std::to_string(ep.port) +
+          " dbname=" + conn_value(db.dbname.empty() ? db.name : db.dbname) +
+          " user=" + conn_value(user->backend_user.empty() ? user->name : user->backend_user) + " password=" +
           conn_value(user->backend_password.empty() ? user->password : user->backend_password) +
           " connect_timeout=2 application_name='pgrouter probe' options='-c statement_timeout=2000'" +
           tls_conninfo(ep.tls);
@@ -150,7 +154,8 @@ void HealthMonitor::probe(Target& t) {
   if (!conn) {
     conn = PQconnectdb(t.conninfo.c_str());
     // A server's notices (e.g. the WARNING before an immediate shutdown) are not pgrouter's output.
-    PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
+    PQsetNoticeProcessor(
+        conn, [](void*, const char*) {}, nullptr);
   }
   t.conn = conn;
   SteadyMs sent = steady_ms();
@@ -185,7 +190,8 @@ void HealthMonitor::probe(Target& t) {
   h.lsn.store(lsn);
   h.probe_sent.store(sent);
   h.probed.store(true);
-  if (!h.up.exchange(true)) log::info("backend answers probes again: back in rotation", {{"backend", h.name}});
+  if (!h.up.exchange(true))
+    log::info("backend answers probes again: back in rotation", {{"backend", h.name}});
 }
 
 }  // namespace pgrouter::routing

@@ -3,12 +3,15 @@
 
 namespace pgrouter::routing {
 
-bool replica_eligible(const BackendHealth& replica, const BackendHealth* primary, const control::RoutingConfig& cfg,
-                      uint64_t required_lsn) {
-  if (!replica.up.load(std::memory_order_relaxed) || !replica.probed.load(std::memory_order_relaxed)) return false;
-  if (!replica.in_recovery.load(std::memory_order_relaxed)) return false;  // promoted or misconfigured: not a replica
+bool replica_eligible(const BackendHealth& replica, const BackendHealth* primary,
+                      const control::RoutingConfig& cfg, uint64_t required_lsn) {
+  if (!replica.up.load(std::memory_order_relaxed) || !replica.probed.load(std::memory_order_relaxed))
+    return false;
+  if (!replica.in_recovery.load(std::memory_order_relaxed))
+    return false;  // promoted or misconfigured: not a replica
   if (replica.replay_paused.load(std::memory_order_relaxed)) return false;
-  if (cfg.max_lag_time.count() > 0 && replica.replay_lag_ms.load(std::memory_order_relaxed) > cfg.max_lag_time.count())
+  if (cfg.max_lag_time.count() > 0 &&
+      replica.replay_lag_ms.load(std::memory_order_relaxed) > cfg.max_lag_time.count())
     return false;
   uint64_t at = replica.lsn.load(std::memory_order_relaxed);
   if (required_lsn != 0 && at < required_lsn) return false;
@@ -82,8 +85,8 @@ int pick_replica(control::ReplicaStrategy strategy, const std::vector<Candidate>
       if (ties > 1) {
         int k = int(rr++ % uint64_t(ties));
         for (int i = 0; i < n; ++i)
-          if (candidates[size_t(i)].eligible && candidates[size_t(i)].outstanding ==
-                                                     candidates[size_t(best)].outstanding && k-- == 0)
+          if (candidates[size_t(i)].eligible &&
+              candidates[size_t(i)].outstanding == candidates[size_t(best)].outstanding && k-- == 0)
             return i;
       }
       return best;

@@ -1,6 +1,7 @@
 // The client session's login stage: startup packet (SSLRequest, GSSENCRequest, CancelRequest, protocol
 // negotiation), authentication (trust, cleartext, md5, SCRAM-SHA-256) and the welcome (a server attached
-// in session pooling, the startup parameters recorded in transaction pooling), then the hand-over to the relay.
+// in session pooling, the startup parameters recorded in transaction pooling), then the hand-over to the
+// relay.
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <strings.h>
@@ -27,8 +28,7 @@ constexpr uint32_t kMaxAuthMessage = 65535;  // PG_MAX_AUTH_TOKEN_LENGTH
 
 // Startup parameters that are about the connection itself, not session settings to apply.
 bool is_connection_param(std::string_view k) {
-  return k == "user" || k == "database" || k == "replication" || k == "options" ||
-         k.substr(0, 5) == "_pq_.";
+  return k == "user" || k == "database" || k == "replication" || k == "options" || k.substr(0, 5) == "_pq_.";
 }
 
 }  // namespace
@@ -62,8 +62,10 @@ awaitable<net::error_code> ClientSession::plain_login_read(char* dst, size_t n) 
 
 template <typename Stream>
 awaitable<net::error_code> ClientSession::login_read(Stream& s, char* dst, size_t n) {
-  if constexpr (std::is_same_v<Stream, net::PlainStream>) return plain_login_read(dst, n);
-  else return net::read_exact(s, dst, n);
+  if constexpr (std::is_same_v<Stream, net::PlainStream>)
+    return plain_login_read(dst, n);
+  else
+    return net::read_exact(s, dst, n);
 }
 
 template <typename Stream>
@@ -250,7 +252,8 @@ awaitable<bool> ClientSession::serve(Stream& s, p::StartupPacket sp) {
   }
   auto* user = sp.find("user");
   if (!user || user->empty()) {
-    co_await fail(s, p::sqlstate::invalid_authorization, "no PostgreSQL user name specified in startup packet");
+    co_await fail(s, p::sqlstate::invalid_authorization,
+                  "no PostgreSQL user name specified in startup packet");
     co_return false;
   }
   user_ = *user;
@@ -273,7 +276,8 @@ awaitable<bool> ClientSession::serve(Stream& s, p::StartupPacket sp) {
   if (!co_await attach_and_welcome(s, sp)) co_return false;
   logged_in_ = true;
   w_.stats().clients_connected.fetch_add(1, std::memory_order_relaxed);
-  log::debug("client logged in", {{"session", id_}, {"client", peer_}, {"user", user_}, {"database", database_}});
+  log::debug("client logged in",
+             {{"session", id_}, {"client", peer_}, {"user", user_}, {"database", database_}});
   co_return true;
 }
 
@@ -292,7 +296,8 @@ awaitable<bool> ClientSession::read_password_message(Stream& s, std::string& bod
     // PostgreSQL logs "invalid message length"; a SASL exchange then fails as a wrong password does, a
     // password message closes without a word.
     if (sasl) {
-      co_await fail(s, p::sqlstate::invalid_password, "password authentication failed for user \"" + user_ + "\"");
+      co_await fail(s, p::sqlstate::invalid_password,
+                    "password authentication failed for user \"" + user_ + "\"");
       co_return false;
     }
     log::info("invalid authentication message length; connection closed",
@@ -308,14 +313,21 @@ template <typename Stream>
 awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) {
   const control::AuthRule* rule = config_->match_auth(user_, database_, peer_);
   auto bad_password = [&]() -> awaitable<bool> {
-    log::warn("client authentication failed", {{"session", id_}, {"client", peer_}, {"user", user_},
-                                               {"database", database_}, {"sqlstate", "28P01"}});
-    co_await fail(s, p::sqlstate::invalid_password, "password authentication failed for user \"" + user_ + "\"");
+    log::warn("client authentication failed", {{"session", id_},
+                                               {"client", peer_},
+                                               {"user", user_},
+                                               {"database", database_},
+                                               {"sqlstate", "28P01"}});
+    co_await fail(s, p::sqlstate::invalid_password,
+                  "password authentication failed for user \"" + user_ + "\"");
     co_return false;
   };
   if (!rule || rule->method == AuthMethod::reject) {
-    log::warn("no auth rule allows connection", {{"session", id_}, {"client", peer_}, {"user", user_},
-                                                 {"database", database_}, {"sqlstate", "28000"}});
+    log::warn("no auth rule allows connection", {{"session", id_},
+                                                 {"client", peer_},
+                                                 {"user", user_},
+                                                 {"database", database_},
+                                                 {"sqlstate", "28000"}});
     co_await fail(s, p::sqlstate::invalid_authorization,
                   "no pgrouter auth rule allows host \"" + peer_ + "\", user \"" + user_ + "\", database \"" +
                       database_ + "\"",
@@ -338,8 +350,10 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
     std::string_view given(body.data(), body.find('\0') == std::string::npos ? body.size() : body.find('\0'));
     std::string stored;
     if (user_cfg_) {
-      if (!user_cfg_->md5_hash.empty()) stored = user_cfg_->md5_hash;
-      else if (!user_cfg_->password.empty()) stored = p::md5::stored_hash(user_, user_cfg_->password);
+      if (!user_cfg_->md5_hash.empty())
+        stored = user_cfg_->md5_hash;
+      else if (!user_cfg_->password.empty())
+        stored = p::md5::stored_hash(user_, user_cfg_->password);
     }
     if (stored.empty()) co_return co_await bad_password();
     std::string expected = p::md5::response(stored, std::string_view(salt, 4));
@@ -371,7 +385,8 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
   auto mech = p::read_cstring(body, pos);
   if (!mech || *mech != "SCRAM-SHA-256" || body.size() < pos + 4) {
     co_await fail(s, p::sqlstate::protocol_violation,
-                  "client selected an invalid SASL authentication mechanism", "pgrouter offers SCRAM-SHA-256.");
+                  "client selected an invalid SASL authentication mechanism",
+                  "pgrouter offers SCRAM-SHA-256.");
     co_return false;
   }
   uint32_t dlen = p::read_be32(body.data() + pos);
@@ -427,8 +442,10 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
       std::string_view tok = o.substr(i, j == std::string_view::npos ? std::string_view::npos : j - i);
       i = j == std::string_view::npos ? o.size() : j;
       if (tok.empty() || tok == "-c") continue;
-      if (tok.substr(0, 2) == "-c") tok.remove_prefix(2);
-      else if (tok.substr(0, 2) == "--") tok.remove_prefix(2);
+      if (tok.substr(0, 2) == "-c")
+        tok.remove_prefix(2);
+      else if (tok.substr(0, 2) == "--")
+        tok.remove_prefix(2);
       auto eq = tok.find('=');
       if (eq == std::string_view::npos || !p::is_safe_identifier(tok.substr(0, eq))) {
         co_await fail(s, p::sqlstate::feature_not_supported,
@@ -451,7 +468,8 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
                                             pc.unnamed_statements == control::UnnamedStatements::prepare);
   }
   // The ParameterStatus set of the welcome: the pool's (transaction pooling, with the client's own startup
-  // settings over it) or the session's server's. Pointed to, not copied: nothing below waits before it is sent.
+  // settings over it) or the session's server's. Pointed to, not copied: nothing below waits before it is
+  // sent.
   const std::map<std::string, std::string>* welcome = nullptr;
   const pool::Pool* welcome_pool = nullptr;  // transaction pooling: the pool whose welcome it is
   const auto& shard = db_->shards.at(0);
@@ -468,10 +486,13 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
     attached_.backend = 0;
     if (shard.auto_roles) {
       attached_.backend = primary_backend();
-      if (attached_.backend < 0 && txn_mode_)  // a transaction-pooled login only needs some server's parameters
+      if (attached_.backend < 0 &&
+          txn_mode_)  // a transaction-pooled login only needs some server's parameters
         for (size_t i = 0; i < shard.backends() && attached_.backend < 0; ++i)
-          if (const auto* h = health_of(int(i)); h && h->up.load() && h->probed.load()) attached_.backend = int(i);
-      if (attached_.backend < 0) attached_.backend = co_await await_primary(pool::Clock::now() + db_->routing.wait_for_primary);
+          if (const auto* h = health_of(int(i)); h && h->up.load() && h->probed.load())
+            attached_.backend = int(i);
+      if (attached_.backend < 0)
+        attached_.backend = co_await await_primary(pool::Clock::now() + db_->routing.wait_for_primary);
       if (attached_.backend < 0) {
         attached_.backend = 0;
         std::string msg = no_primary_message();
@@ -515,7 +536,8 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   // those this server needed; in transaction pooling any server may need any of them.
   std::vector<std::pair<std::string, std::string>> applied;
   for (auto& kv : wanted_params_)
-    if (txn_mode_ || (attached_.server && attached_.server->applied.count(util::ascii_lower(kv.first)))) applied.push_back(kv);
+    if (txn_mode_ || (attached_.server && attached_.server->applied.count(util::ascii_lower(kv.first))))
+      applied.push_back(kv);
   if (!applied.empty()) startup_reset_ = StartupReset(applied);
   last_activity_ = pool::Clock::now();  // timeouts are checked from registration on
   key_pid_ = w_.register_session(this, key_secret_);
@@ -528,8 +550,10 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
       const std::string* value = nullptr;
       for (auto& [wk, wv] : wanted_params_)
         if (wk == k) value = &wv;  // the last one given wins, as PostgreSQL applies them in order
-      if (value) p::append_parameter_status(out, k, *value);
-      else out += msg;
+      if (value)
+        p::append_parameter_status(out, k, *value);
+      else
+        out += msg;
     }
   } else {
     for (auto& [k, v] : *welcome) p::append_parameter_status(out, k, v);
@@ -540,6 +564,5 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   if (co_await net::write_all(s, out)) co_return false;
   co_return true;
 }
-
 
 }  // namespace pgrouter::session

@@ -22,7 +22,8 @@ bool is_read(const sql::Classification& c) {
 }
 
 std::string_view unquote(std::string_view v) {
-  if (v.size() >= 2 && (v.front() == '\'' || v.front() == '"') && v.back() == v.front()) return v.substr(1, v.size() - 2);
+  if (v.size() >= 2 && (v.front() == '\'' || v.front() == '"') && v.back() == v.front())
+    return v.substr(1, v.size() - 2);
   return v;
 }
 
@@ -66,7 +67,8 @@ std::string ClientSession::no_primary_message() {
               " " + state;
   }
   bool two = primary_backend() == routing::kAmbiguousPrimary;
-  return std::string(two ? "more than one host is a primary on the newest timeline" : "no primary is available") +
+  return std::string(two ? "more than one host is a primary on the newest timeline"
+                         : "no primary is available") +
          " for database \"" + db_->name + "\" (" + states + "; waited " +
          std::to_string(db_->routing.wait_for_primary.count()) + " ms, routing.wait_for_primary). " +
          (two ? "Writes go to none of them: stop or rebuild the one that should not be a primary."
@@ -110,17 +112,21 @@ ClientSession::BatchReads ClientSession::classify_batch(const char* d, size_t n)
       auto sql = p::read_cstring(body, pos);
       if (!sql) break;
       const auto& c = cache.get(*sql);
-      // The scan that follows at once gives this message to the tracker: it need not look for SET & co. again.
+      // The scan that follows at once gives this message to the tracker: it need not look for SET & co.
+      // again.
       if (first && c.session_plain && tracker_) tracker_->known_plain(sql->data());
       if (!any && c.hint != sql::RouteHint::none) hint = c.hint;
       read = is_read(c) || c.cls == sql::StatementClass::unknown;
       using sql::StatementClass;
-      if (c.cls == StatementClass::write || c.cls == StatementClass::utility || c.cls == StatementClass::locking_read ||
+      if (c.cls == StatementClass::write || c.cls == StatementClass::utility ||
+          c.cls == StatementClass::locking_read ||
           (c.cls == StatementClass::transaction_begin && !c.read_only_begin))
         writes = true;
       if (name) {
-        if (n_parsed < std::size(parsed_few)) parsed_few[n_parsed++] = {*name, *read};
-        else parsed_more.emplace_back(*name, *read);
+        if (n_parsed < std::size(parsed_few))
+          parsed_few[n_parsed++] = {*name, *read};
+        else
+          parsed_more.emplace_back(*name, *read);
       }
     } else if (type == fe::kBind) {
       auto portal = p::read_cstring(body, pos);
@@ -128,8 +134,10 @@ ClientSession::BatchReads ClientSession::classify_batch(const char* d, size_t n)
       if (!stmt) break;
       read = parsed_here(*stmt);
       if (!read) {
-        if (auto q = tracker_->statement_query(std::string(*stmt))) read = is_read(cache.get(*q));
-        else read = false;
+        if (auto q = tracker_->statement_query(std::string(*stmt)))
+          read = is_read(cache.get(*q));
+        else
+          read = false;
         if (!*read) writes = true;
       }
     } else if (type == fe::kFunctionCall) {
@@ -146,14 +154,14 @@ ClientSession::BatchReads ClientSession::classify_batch(const char* d, size_t n)
 awaitable<void> ClientSession::hold_write_behind_replica_read() {
   // Polled (this is rare: a pipelining client that does not wait for its read's answers): until server ->
   // client has given the replica's server back, or the transaction turned out to stay open there (BEGIN READ
-  // ONLY: the write then fails on the replica, as it would on PostgreSQL). Bounded, in case the server is kept
-  // for a reason not foreseen here: the batch then goes to the replica as before.
+  // ONLY: the write then fails on the replica, as it would on PostgreSQL). Bounded, in case the server is
+  // kept for a reason not foreseen here: the batch then goes to the replica as before.
   w_.stats().routed_writes_held_total.fetch_add(1, std::memory_order_relaxed);
   asio::steady_timer t(w_.io());
   auto give_up = pool::Clock::now() + std::chrono::seconds(30);
   auto step = std::chrono::microseconds(200);
-  while (attached_.server && !pinned_ && !client_done_ && !retry_.busy && (pending_ > 0 || attached_.server->tx_status == 'I') &&
-         pool::Clock::now() < give_up) {
+  while (attached_.server && !pinned_ && !client_done_ && !retry_.busy &&
+         (pending_ > 0 || attached_.server->tx_status == 'I') && pool::Clock::now() < give_up) {
     t.expires_after(step);
     net::error_code ec;
     co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
@@ -185,9 +193,12 @@ int ClientSession::choose_backend(const char* d, size_t n) {
   auto [any, all_read, writes, hint] = classify_batch(d, n);
   tx_read_ = any && all_read;
   bool want_replica;
-  if (session_route == "primary" || hint == sql::RouteHint::primary) want_replica = false;
-  else if (session_route == "replica" || hint == sql::RouteHint::replica) want_replica = true;
-  else want_replica = any && all_read;
+  if (session_route == "primary" || hint == sql::RouteHint::primary)
+    want_replica = false;
+  else if (session_route == "replica" || hint == sql::RouteHint::replica)
+    want_replica = true;
+  else
+    want_replica = any && all_read;
   if (!want_replica) {
     tx_wrote_ = writes || !any;
     stats.routed_writes_total.fetch_add(1, std::memory_order_relaxed);
@@ -236,8 +247,10 @@ int ClientSession::choose_backend(const char* d, size_t n) {
   }
   if (ryw_waited_) {  // counted once (attach_backend may route again when a replica cannot be reached)
     ryw_waited_ = false;
-    if (pick >= 0 && pick < replicas) stats.routed_reads_ryw_waited_total.fetch_add(1, std::memory_order_relaxed);
-    else if (pick < 0) stats.routed_reads_ryw_wait_timeouts_total.fetch_add(1, std::memory_order_relaxed);
+    if (pick >= 0 && pick < replicas)
+      stats.routed_reads_ryw_waited_total.fetch_add(1, std::memory_order_relaxed);
+    else if (pick < 0)
+      stats.routed_reads_ryw_wait_timeouts_total.fetch_add(1, std::memory_order_relaxed);
   }
   if (pick < 0 || pick == replicas) {
     if (pick < 0 && !rc.primary_fallback) {
@@ -313,16 +326,18 @@ awaitable<bool> ClientSession::settle_params(bool from_mark) {
   if (tx_on_replica_ && !client_done_ && (!serr.from_server || unavailable(serr.sqlstate))) {
     // Each round takes a replica out of rotation: this ends on the primary (or with no backend left).
     if (auto& h = attached_.pool->settings().health) h->mark_down();
-    log::warn("replica failed while pgrouter applied the client's settings: taken out of rotation, transaction "
-              "routed elsewhere",
-              {{"session", id_}, {"backend", attached_.pool->target_name()}, {"error", serr.message}});
+    log::warn(
+        "replica failed while pgrouter applied the client's settings: taken out of rotation, transaction "
+        "routed elsewhere",
+        {{"session", id_}, {"backend", attached_.pool->target_name()}, {"error", serr.message}});
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
     attached_.pool->release(std::move(attached_.server), false);
     co_return co_await attach_backend(from_mark);
   }
-  pending_fatal_sqlstate_ = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
-  pending_fatal_message_ = serr.message.empty() ? "server connection failed while applying session parameters"
-                                                : serr.message;
+  pending_fatal_sqlstate_ =
+      serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
+  pending_fatal_message_ =
+      serr.message.empty() ? "server connection failed while applying session parameters" : serr.message;
   w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
   attached_.pool->release(std::move(attached_.server), serr.from_server);
   co_return false;
@@ -358,8 +373,9 @@ awaitable<bool> ClientSession::attach_backend(bool from_mark, int chosen, bool f
     if (attached_.backend == kNoReplica) {
       attached_.backend = 0;
       pending_fatal_sqlstate_ = p::sqlstate::cannot_connect;
-      pending_fatal_message_ = "no replica can take this read (all down, lagging or paused) and "
-                               "routing.primary_fallback is false";
+      pending_fatal_message_ =
+          "no replica can take this read (all down, lagging or paused) and "
+          "routing.primary_fallback is false";
       co_return false;
     }
     if (attached_.backend == kNoPrimary) {
@@ -372,7 +388,8 @@ awaitable<bool> ClientSession::attach_backend(bool from_mark, int chosen, bool f
       co_return false;
     }
     attached_.pool = &pool_at(attached_.backend);
-    attached_.server = co_await attached_.pool->acquire(err, std::exchange(from_line, false) ? &line_ : nullptr);
+    attached_.server =
+        co_await attached_.pool->acquire(err, std::exchange(from_line, false) ? &line_ : nullptr);
     if (attached_.server) break;
     if (client_done_) co_return false;  // the session ends anyway (with its own FATAL, if any)
     if ((err.from_server && !unavailable(err.sqlstate)) || err.sqlstate == p::sqlstate::too_many_connections)
@@ -381,14 +398,16 @@ awaitable<bool> ClientSession::attach_backend(bool from_mark, int chosen, bool f
                                 : shard.auto_roles && pool::Clock::now() < give_up_at;
     if (!retry) break;
     if (auto& h = attached_.pool->settings().health) h->mark_down();
-    log::warn(tx_on_replica_ ? "replica unreachable: taken out of rotation, transaction routed elsewhere"
-                             : "primary unreachable: taken out of rotation until a probe answers; waiting for a "
-                               "primary (routing.wait_for_primary)",
+    log::warn(tx_on_replica_
+                  ? "replica unreachable: taken out of rotation, transaction routed elsewhere"
+                  : "primary unreachable: taken out of rotation until a probe answers; waiting for a "
+                    "primary (routing.wait_for_primary)",
               {{"session", id_}, {"backend", attached_.pool->target_name()}, {"error", err.message}});
   }
   if (!attached_.server) {
     pending_fatal_sqlstate_ = err.sqlstate.empty() ? std::string(p::sqlstate::cannot_connect) : err.sqlstate;
-    pending_fatal_message_ = err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
+    pending_fatal_message_ =
+        err.from_server ? "server refused pgrouter's login: " + err.message : err.message;
     co_return false;
   }
   if (server_taken()) co_return true;

@@ -35,7 +35,8 @@ ClientSession::ClientSession(Worker& worker, int fd, const tcp::endpoint& peer)
   plain_.ready = &client_ready_;
   v6_ = peer.address().is_v6();
   auto addr = peer.address();
-  if (addr.is_v6() && addr.to_v6().is_v4_mapped()) addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
+  if (addr.is_v6() && addr.to_v6().is_v4_mapped())
+    addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
   peer_ = addr.is_v4() ? util::ipv4_text(addr.to_v4().to_uint()) : addr.to_string();
   config_ = w_.config();
 }
@@ -43,7 +44,8 @@ ClientSession::ClientSession(Worker& worker, int fd, const tcp::endpoint& peer)
 ClientSession::~ClientSession() {
   if (plain_.fd >= 0) ::close(plain_.fd);  // leaves the readiness set with it
   if (key_pid_) w_.unregister_session(key_pid_);
-  if (attached_.server && attached_.pool && !w_.stopping()) {  // (at shutdown the server just closes with the session)
+  if (attached_.server && attached_.pool &&
+      !w_.stopping()) {  // (at shutdown the server just closes with the session)
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
     attached_.pool->release(std::move(attached_.server), false);
   }
@@ -71,9 +73,11 @@ bool ClientSession::track_client_message(char type, std::string_view body) {
   c2s_repl_.clear();
   TxnTracker::Effect effect;
   bool replaced = tracker_->client_message(type, body, attached_.server->statements, c2s_repl_, effect);
-  // Unsupported and not refused (pool.session_features: refuse replaces the message with its refusal; a rename of
-  // a named statement's Parse that SETs is not a refusal): the client keeps its server from here on.
-  if (effect == TxnTracker::Effect::unsupported && !(replaced && tracker_->refuses())) pin(tracker_->feature());
+  // Unsupported and not refused (pool.session_features: refuse replaces the message with its refusal; a
+  // rename of a named statement's Parse that SETs is not a refusal): the client keeps its server from here
+  // on.
+  if (effect == TxnTracker::Effect::unsupported && !(replaced && tracker_->refuses()))
+    pin(tracker_->feature());
   return replaced;
 }
 
@@ -91,7 +95,8 @@ TxnTracker::Reply ClientSession::track_server_message(char type, std::string_vie
   s2c_repl_.clear();
   uint64_t version = tracker_->settings_version();
   bool holding = tracker_->holding();
-  auto reply = tracker_->server_message(type, body, attached_.server->statements, attached_.server->applied, s2c_repl_);
+  auto reply = tracker_->server_message(type, body, attached_.server->statements, attached_.server->applied,
+                                        s2c_repl_);
   if (holding && !tracker_->holding()) retry_signal();  // client -> server waits for this answer
   if (tracker_->settings_version() != version) attached_.server->settled = {};  // `applied` may have changed
   if (type == be::kReadyForQuery && tracker_->uncertain()) pin("ROLLBACK TO SAVEPOINT after SET");
@@ -113,7 +118,8 @@ void ClientSession::check_timeouts(pool::Clock::time_point now) {
     if (cfg.idle_transaction_timeout.count() > 0 && now - last_activity_ > cfg.idle_transaction_timeout) {
       code = p::sqlstate::idle_in_transaction_timeout;
       message = "terminating connection: idle in transaction longer than pool.idle_transaction_timeout (" +
-                std::to_string(cfg.idle_transaction_timeout.count()) + " ms); the transaction was rolled back";
+                std::to_string(cfg.idle_transaction_timeout.count()) +
+                " ms); the transaction was rolled back";
     }
   } else if (cfg.client_idle_timeout.count() > 0 && now - last_activity_ > cfg.client_idle_timeout) {
     code = p::sqlstate::idle_session_timeout;
@@ -137,15 +143,18 @@ void ClientSession::forward_cancel() {
     return;
   }
   w_.stats().cancel_requests_total.fetch_add(1, std::memory_order_relaxed);
-  log::debug("cancel request forwarded", {{"client_pid", key_pid_}, {"backend_pid", attached_.server->backend_pid}});
+  log::debug("cancel request forwarded",
+             {{"client_pid", key_pid_}, {"backend_pid", attached_.server->backend_pid}});
   auto in_flight = attached_.server->cancels_in_flight;
   ++*in_flight;
   asio::co_spawn(w_.io(),
-                 send_cancel(w_.io().get_executor(), attached_.server->target, attached_.server->backend_pid, attached_.server->backend_secret),
+                 send_cancel(w_.io().get_executor(), attached_.server->target, attached_.server->backend_pid,
+                             attached_.server->backend_secret),
                  [in_flight](std::exception_ptr) { --*in_flight; });
 }
 
-awaitable<void> send_cancel(asio::any_io_executor ex, pool::ServerTarget target, uint32_t pid, uint32_t secret) {
+awaitable<void> send_cancel(asio::any_io_executor ex, pool::ServerTarget target, uint32_t pid,
+                            uint32_t secret) {
   pool::ServerConnection c(ex);
   tcp::resolver resolver(ex);
   net::error_code ec;
@@ -158,7 +167,9 @@ awaitable<void> send_cancel(asio::any_io_executor ex, pool::ServerTarget target,
     ec = asio::error::connection_aborted;
   if (ec) {
     log::warn("cannot deliver a cancel request to the server",
-              {{"host", target.host}, {"port", target.port}, {"backend_pid", pid},
+              {{"host", target.host},
+               {"port", target.port},
+               {"backend_pid", pid},
                {"error", err.message.empty() ? ec.message() : err.message}});
     co_return;
   }
@@ -181,8 +192,10 @@ void ClientSession::handle_cancel_request(const p::StartupPacket& sp) {
   uint32_t pid = sp.cancel_pid, secret = sp.cancel_secret;
   asio::post(tw->io(), [tw, pid, secret] {
     ClientSession* s = tw->find_session(pid);
-    if (s && s->secret_matches(secret)) s->forward_cancel();
-    else log::info("cancel request ignored: no such client, or a wrong secret key", {{"client_pid", pid}});
+    if (s && s->secret_matches(secret))
+      s->forward_cancel();
+    else
+      log::info("cancel request ignored: no such client, or a wrong secret key", {{"client_pid", pid}});
   });
 }
 
@@ -206,7 +219,8 @@ bool ClientSession::params_sql(std::string& sql, std::vector<const std::string*>
     startup_raw_.clear();
     for (auto& [k, v] : wanted_params_) {
       std::string name = util::ascii_lower(k);
-      desired_[name] = "SELECT pg_catalog.set_config(" + p::quote_literal(name) + ", " + p::quote_literal(v) + ", false)";
+      desired_[name] =
+          "SELECT pg_catalog.set_config(" + p::quote_literal(name) + ", " + p::quote_literal(v) + ", false)";
       startup_raw_[name] = {k, v};
     }
     if (tracker_)
@@ -225,7 +239,8 @@ bool ClientSession::params_sql(std::string& sql, std::vector<const std::string*>
       const auto& [key, value] = raw->second;
       bool same = false;
       for (auto& [pk, pv] : attached_.server->params)
-        if (pv == value && pk.size() == key.size() && strncasecmp(pk.c_str(), key.c_str(), key.size()) == 0) same = true;
+        if (pv == value && pk.size() == key.size() && strncasecmp(pk.c_str(), key.c_str(), key.size()) == 0)
+          same = true;
       if (same) continue;
     }
     sql += v + ";";
@@ -275,7 +290,8 @@ awaitable<bool> ClientSession::sync_params(pool::ServerError& err) {
   std::vector<std::string> reset_keys;
   if (params_sql(sql, set_keys, reset_keys)) co_return true;
   if (!co_await attached_.server->run_quietly(sql, &err)) co_return false;
-  w_.stats().settings_replayed_total.fetch_add(set_keys.size() + reset_keys.size(), std::memory_order_relaxed);
+  w_.stats().settings_replayed_total.fetch_add(set_keys.size() + reset_keys.size(),
+                                               std::memory_order_relaxed);
   for (auto* k : set_keys) attached_.server->applied[*k] = desired_.at(*k);
   for (auto& k : reset_keys) attached_.server->applied.erase(k);
   attached_.server->settled = desired_digest_;  // params_sql built desired_ for the current version
@@ -303,9 +319,11 @@ void ClientSession::refresh_config() {
 
 bool ClientSession::register_server_io() {
   net::error_code nec;
-  if (!attached_.server->ready.attached()) attached_.server->socket.native_non_blocking(true, nec);  // once: it stays so
+  if (!attached_.server->ready.attached())
+    attached_.server->socket.native_non_blocking(true, nec);  // once: it stays so
   attached_.server->ready.rearm();  // a new attachment: an earlier session's cancel no longer applies
-  if (nec || !attached_.server->ready.attach(w_.readiness(), attached_.server->socket.native_handle(), /*first=*/true)) {
+  if (nec || !attached_.server->ready.attach(w_.readiness(), attached_.server->socket.native_handle(),
+                                             /*first=*/true)) {
     log::error("cannot register server socket for the relay", {{"session", id_}});
     return false;
   }
@@ -378,140 +396,150 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
       {
         // One attachment's replies, relayed until the server is given back or the relay stops (inline, not a
         // coroutine of its own, which would cost a frame per transaction).
-      ServerReplies handler{*this, SpanRewriter{s2c_out_}};
-      p::FrameScanner scanner(0xffffffffu);
-      auto& stats = w_.stats();
-      auto& buf = attached_.server->buffer;
-      for (;;) {
-        buf.prepare_read();
-        net::error_code ec;
-        size_t n = 0;
-        // read_some without its coroutine frame: the reply is rarely there yet when this loop starts.
-        while (!attached_.server->ready.read_now(buf.write_ptr(), buf.write_space(), n, ec)) {
-          co_await attached_.server->ready.wait_readable(ec);
-          if (ec) break;
-        }
-        if (ec == asio::error::operation_aborted && give_back_wanted_ && !client_done_) {
-          // client -> server finished a message that straddled the last ReadyForQuery (give_back_when_idle).
-          give_back_wanted_ = false;
-          attached_.server->ready.rearm();
-          if (can_release_server() && !scanner.mid_message()) {
-            detach_server();
-            break;  // this attachment is over
+        ServerReplies handler{*this, SpanRewriter{s2c_out_}};
+        p::FrameScanner scanner(0xffffffffu);
+        auto& stats = w_.stats();
+        auto& buf = attached_.server->buffer;
+        for (;;) {
+          buf.prepare_read();
+          net::error_code ec;
+          size_t n = 0;
+          // read_some without its coroutine frame: the reply is rarely there yet when this loop starts.
+          while (!attached_.server->ready.read_now(buf.write_ptr(), buf.write_space(), n, ec)) {
+            co_await attached_.server->ready.wait_readable(ec);
+            if (ec) break;
           }
-          continue;
-        }
-        if (ec && retry_.window && !client_done_) {
-          // Nothing of the answer reached the client: the read goes to another backend (buf is the broken
-          // server's and goes with it).
-          // Named local: no temporaries built by ?: inside a co_await expression (g++ 12).
-          std::string why = ec == asio::error::operation_aborted
-                              ? std::string("the connection broke while sending to it")
-                              : ec.message();
-          if (co_await replace_failed_server(std::move(why))) start_server_to_client(s);
-          break;  // this attachment is over
-        }
-        if (ec && ec != asio::error::operation_aborted && between_transactions() && buf.empty() &&
-            !scanner.mid_message()) {
-          leave_dead_server(ec.message());
-          break;  // this attachment is over
-        }
-        if (ec) {
-          if (ec != asio::error::operation_aborted || !client_done_) {
-            bool told = attached_.state == ServerState::fatal;
-            set_server_state(ServerState::broken);
-            if (!told && pending_fatal_message_.empty()) {
-              pending_fatal_sqlstate_ = p::sqlstate::connection_failure;
-              pending_fatal_message_ = "server connection lost: " + ec.message() +
-                                       "; the query may or may not have run. Reconnect and retry.";
+          if (ec == asio::error::operation_aborted && give_back_wanted_ && !client_done_) {
+            // client -> server finished a message that straddled the last ReadyForQuery
+            // (give_back_when_idle).
+            give_back_wanted_ = false;
+            attached_.server->ready.rearm();
+            if (can_release_server() && !scanner.mid_message()) {
+              detach_server();
+              break;  // this attachment is over
             }
-            log::warn("server connection lost", {{"session", id_}, {"server", attached_.server->target.host + ":" +
-                                                                                  std::to_string(attached_.server->target.port)},
-                                                 {"error", ec.message()}});
-            if (!client_done_) cancel_client_io();
+            continue;
           }
-          if (!buf.empty() || scanner.mid_message()) set_server_state(ServerState::broken);  // cut mid-message
-          if (scanner.mid_message()) {
-            // Part of a message already reached the client: nothing written after it could be read as a message
-            // of its own, so the client gets EOF there, as from the server itself.
-            s2c_relayed_half_ = true;
-            pending_fatal_message_.clear();
+          if (ec && retry_.window && !client_done_) {
+            // Nothing of the answer reached the client: the read goes to another backend (buf is the broken
+            // server's and goes with it).
+            // Named local: no temporaries built by ?: inside a co_await expression (g++ 12).
+            std::string why = ec == asio::error::operation_aborted
+                                  ? std::string("the connection broke while sending to it")
+                                  : ec.message();
+            if (co_await replace_failed_server(std::move(why))) start_server_to_client(s);
+            break;  // this attachment is over
           }
-          break;  // this attachment is over
-        }
-        buf.commit(n);
-        handler.begin(buf.data());
-        handler.unanswered = true;
-        handler.answers_ended = 0;
-        handler.answer_complete = false;
-        auto r = scanner.scan(buf.data(), buf.size(), handler);
-        if (r.stopped && handler.end_early) {
-          co_await end_answer_early(s, handler.rw.finish(r.consumed));
-          break;  // this attachment is over
-        }
-        if (r.stopped) {  // only the retry window stops: the server is going away before answering
-          set_server_state(ServerState::broken);
-          s2c_out_.clear();
-          if (!client_done_ && co_await replace_failed_server(retry_.server_message)) start_server_to_client(s);
-          break;  // this attachment is over
-        }
-        if (r.consumed > 0) {
-          std::string_view out = handler.rw.finish(r.consumed);
-          size_t out_len = out.size();
-          net::error_code wec;
-          if (out_len > 0) {
-            size_t written = 0;
-            bool done;
-            if (tls_) {
-              done = false;
-            } else if (client_ready_.send_with_batch(out.data(), out_len, &written)) {
-              co_await client_ready_.sent(wec);  // with the batch's other replies (net::Readiness::flush_sends)
-              done = wec || written == out_len;
-            } else {
-              done = client_ready_.write_now(out.data(), out_len, written, wec);
+          if (ec && ec != asio::error::operation_aborted && between_transactions() && buf.empty() &&
+              !scanner.mid_message()) {
+            leave_dead_server(ec.message());
+            break;  // this attachment is over
+          }
+          if (ec) {
+            if (ec != asio::error::operation_aborted || !client_done_) {
+              bool told = attached_.state == ServerState::fatal;
+              set_server_state(ServerState::broken);
+              if (!told && pending_fatal_message_.empty()) {
+                pending_fatal_sqlstate_ = p::sqlstate::connection_failure;
+                pending_fatal_message_ = "server connection lost: " + ec.message() +
+                                         "; the query may or may not have run. Reconnect and retry.";
+              }
+              log::warn("server connection lost",
+                        {{"session", id_},
+                         {"server", attached_.server->target.host + ":" +
+                                        std::to_string(attached_.server->target.port)},
+                         {"error", ec.message()}});
+              if (!client_done_) cancel_client_io();
             }
-            if (!done) co_await client_write(s, out.data() + written, out_len - written, wec);
+            if (!buf.empty() || scanner.mid_message())
+              set_server_state(ServerState::broken);  // cut mid-message
+            if (scanner.mid_message()) {
+              // Part of a message already reached the client: nothing written after it could be read as a
+              // message of its own, so the client gets EOF there, as from the server itself.
+              s2c_relayed_half_ = true;
+              pending_fatal_message_.clear();
+            }
+            break;  // this attachment is over
           }
-          s2c_out_.clear();
-          if (out_len > 0 && !wec && retry_.window) close_retry_window();  // the answer has begun
-          if (attached_.state == ServerState::fatal && !wec) {
-            // Relayed; the server closes, and so does the client's connection, as with PostgreSQL itself.
+          buf.commit(n);
+          handler.begin(buf.data());
+          handler.unanswered = true;
+          handler.answers_ended = 0;
+          handler.answer_complete = false;
+          auto r = scanner.scan(buf.data(), buf.size(), handler);
+          if (r.stopped && handler.end_early) {
+            co_await end_answer_early(s, handler.rw.finish(r.consumed));
+            break;  // this attachment is over
+          }
+          if (r.stopped) {  // only the retry window stops: the server is going away before answering
             set_server_state(ServerState::broken);
+            s2c_out_.clear();
+            if (!client_done_ && co_await replace_failed_server(retry_.server_message))
+              start_server_to_client(s);
+            break;  // this attachment is over
+          }
+          if (r.consumed > 0) {
+            std::string_view out = handler.rw.finish(r.consumed);
+            size_t out_len = out.size();
+            net::error_code wec;
+            if (out_len > 0) {
+              size_t written = 0;
+              bool done;
+              if (tls_) {
+                done = false;
+              } else if (client_ready_.send_with_batch(out.data(), out_len, &written)) {
+                co_await client_ready_.sent(
+                    wec);  // with the batch's other replies (net::Readiness::flush_sends)
+                done = wec || written == out_len;
+              } else {
+                done = client_ready_.write_now(out.data(), out_len, written, wec);
+              }
+              if (!done) co_await client_write(s, out.data() + written, out_len - written, wec);
+            }
+            s2c_out_.clear();
+            if (out_len > 0 && !wec && retry_.window) close_retry_window();  // the answer has begun
+            if (attached_.state == ServerState::fatal && !wec) {
+              // Relayed; the server closes, and so does the client's connection, as with PostgreSQL itself.
+              set_server_state(ServerState::broken);
+              if (!client_done_) cancel_client_io();
+              break;  // this attachment is over
+            }
+            if (wec) {
+              set_server_state(
+                  ServerState::broken);  // the client went away mid-answer: the server is not reusable
+              if (!client_done_) cancel_client_io();
+              break;  // this attachment is over
+            }
+            stats.bytes_server_to_client.fetch_add(out_len, std::memory_order_relaxed);
+            buf.consume(r.consumed);
+            if (pending_ == 0) last_activity_ = net::BatchClock::now();
+            if (attached_.state == ServerState::ended_idle) {
+              leave_dead_server("it sent FATAL");
+              break;  // this attachment is over
+            }
+            // Transaction pooling: give the server back once it is idle with nothing in flight either way.
+            if (can_release_server() && !scanner.mid_message()) {
+              detach_server();
+              break;  // this attachment is over
+            }
+          }
+          if (r.bad_length || r.unknown_type) {
+            std::string server =
+                attached_.server->target.host + ":" + std::to_string(attached_.server->target.port);
+            std::string what =
+                std::string(r.unknown_type ? "a message of unknown type" : "an invalid message length") +
+                " (type " + std::to_string(int(uint8_t(r.bad_type))) + ", length " +
+                std::to_string(r.bad_len) + ")";
+            log::warn("server broke the protocol; closing it and the client",
+                      {{"session", id_}, {"server", server}, {"error", what}});
+            set_server_state(ServerState::broken);
+            pending_fatal_sqlstate_ = p::sqlstate::protocol_violation;
+            pending_fatal_message_ = "server " + server + " sent " + what + "; the connection was closed";
             if (!client_done_) cancel_client_io();
             break;  // this attachment is over
           }
-          if (wec) {
-            set_server_state(ServerState::broken);  // the client went away mid-answer: the server is not reusable
-            if (!client_done_) cancel_client_io();
-            break;  // this attachment is over
-          }
-          stats.bytes_server_to_client.fetch_add(out_len, std::memory_order_relaxed);
-          buf.consume(r.consumed);
-          if (pending_ == 0) last_activity_ = net::BatchClock::now();
-          if (attached_.state == ServerState::ended_idle) {
-            leave_dead_server("it sent FATAL");
-            break;  // this attachment is over
-          }
-          // Transaction pooling: give the server back once it is idle with nothing in flight either way.
-          if (can_release_server() && !scanner.mid_message()) {
-            detach_server();
-            break;  // this attachment is over
-          }
+          if (r.need > 0) buf.reserve_message(r.need);
         }
-        if (r.bad_length || r.unknown_type) {
-          std::string server = attached_.server->target.host + ":" + std::to_string(attached_.server->target.port);
-          std::string what = std::string(r.unknown_type ? "a message of unknown type" : "an invalid message length") + " (type " +
-                             std::to_string(int(uint8_t(r.bad_type))) + ", length " + std::to_string(r.bad_len) + ")";
-          log::warn("server broke the protocol; closing it and the client", {{"session", id_}, {"server", server},
-                                                                               {"error", what}});
-          set_server_state(ServerState::broken);
-          pending_fatal_sqlstate_ = p::sqlstate::protocol_violation;
-          pending_fatal_message_ = "server " + server + " sent " + what + "; the connection was closed";
-          if (!client_done_) cancel_client_io();
-          break;  // this attachment is over
-        }
-        if (r.need > 0) buf.reserve_message(r.need);
-      }
       }
       if (!s2c_start_pending_) {
         s2c_running_ = false;
@@ -546,7 +574,9 @@ void ClientSession::request_started() {
 void ClientSession::request_finished() {
   if (pending_ > 0) --pending_;
   if (ring_count_ > 0) {
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(net::BatchClock::now() - ring()[ring_head_]).count();
+    auto ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(net::BatchClock::now() - ring()[ring_head_])
+            .count();
     w_.stats().query_latency.observe_ns(uint64_t(ns));
     ring_head_ = (ring_head_ + 1) % ring_capacity();
     --ring_count_;
@@ -570,7 +600,8 @@ awaitable<size_t> ClientSession::client_read(net::PlainStream&, char* dst, size_
   return client_ready_.read_some(dst, n, ec);
 }
 
-awaitable<void> ClientSession::client_write(net::PlainStream&, const char* src, size_t n, net::error_code& ec) {
+awaitable<void> ClientSession::client_write(net::PlainStream&, const char* src, size_t n,
+                                            net::error_code& ec) {
   return client_ready_.write_all(src, n, ec);
 }
 
@@ -579,7 +610,8 @@ awaitable<size_t> ClientSession::client_read(net::TlsStream& s, char* dst, size_
   co_return got;
 }
 
-awaitable<void> ClientSession::client_write(net::TlsStream& s, const char* src, size_t n, net::error_code& ec) {
+awaitable<void> ClientSession::client_write(net::TlsStream& s, const char* src, size_t n,
+                                            net::error_code& ec) {
   ec = co_await net::write_all(s, src, n);
 }
 
@@ -650,8 +682,9 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       while (retry_.busy) co_await wait_retry_signal();
       if (retry_.failed || client_done_) co_return;
     }
-    if (attached_.server && tx_on_replica_ && !unsynced_ && pending_ > 0 && !scanner.mid_message() && buf.size() >= 5 &&
-        buf.data()[0] != p::frontend::kTerminate && classify_batch(buf.data(), buf.size()).writes) {
+    if (attached_.server && tx_on_replica_ && !unsynced_ && pending_ > 0 && !scanner.mid_message() &&
+        buf.size() >= 5 && buf.data()[0] != p::frontend::kTerminate &&
+        classify_batch(buf.data(), buf.size()).writes) {
       // A write pipelined behind a synced read batch on a replica: routed once the read is answered. (Not the
       // rest of a message being forwarded: those bytes are no message of their own.)
       co_await hold_write_behind_replica_read();
@@ -722,7 +755,8 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
         size_t written = 0;
         bool done;
         if (attached_.server->ready.send_with_batch(out.data(), out_len, &written)) {
-          co_await attached_.server->ready.sent(wec);  // with the batch's other requests (net::Readiness::flush_sends)
+          co_await attached_.server->ready.sent(
+              wec);  // with the batch's other requests (net::Readiness::flush_sends)
           done = wec || written == out_len;
         } else {
           done = attached_.server->ready.write_now(out.data(), out_len, written, wec);
@@ -754,7 +788,8 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
     if (handler.hold) {
       // The tracker needs the server's answer before the message it stopped at goes (or is refused).
       handler.hold = false;
-      while (tracker_->holding() && attached_.server && !server_broken() && !client_done_) co_await wait_retry_signal();
+      while (tracker_->holding() && attached_.server && !server_broken() && !client_done_)
+        co_await wait_retry_signal();
       if (client_done_ || server_broken()) co_return;
     }
     bool was_mid = c2s_mid_message_;
@@ -772,7 +807,8 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
     if (r.need > 0) {
       buf.reserve_message(r.need);
     } else if (n == buf.capacity() && buf.capacity() < kMaxStreamingBuffer) {
-      buf.reserve_message(buf.capacity() * 2);  // a full read: bulk traffic (COPY, big batches) reads more at once
+      buf.reserve_message(buf.capacity() *
+                          2);  // a full read: bulk traffic (COPY, big batches) reads more at once
     }
   }
 }
@@ -782,14 +818,16 @@ bool ClientSession::server_quiet() const {
 }
 
 bool ClientSession::between_transactions() const {
-  return txn_mode_ && !pinned_ && attached_.server && attached_.server->tx_status == 'I' && !client_done_ && server_quiet();
+  return txn_mode_ && !pinned_ && attached_.server && attached_.server->tx_status == 'I' && !client_done_ &&
+         server_quiet();
 }
 
 void ClientSession::set_server_state(ServerState next) {
-  // A server that broke or sent FATAL never comes back in step (a new server does, through server_attached()).
-  [[maybe_unused]] bool possible = attached_.state == ServerState::in_step || next == ServerState::broken ||
-                                   (attached_.state == ServerState::ended_idle && next == ServerState::fatal) ||
-                                   next == attached_.state;
+  // A server that broke or sent FATAL never comes back in step (a new server does, through
+  // server_attached()).
+  [[maybe_unused]] bool possible =
+      attached_.state == ServerState::in_step || next == ServerState::broken ||
+      (attached_.state == ServerState::ended_idle && next == ServerState::fatal) || next == attached_.state;
   assert(possible && "impossible server state change");
   attached_.state = next;
 }
@@ -802,8 +840,8 @@ void ClientSession::leave_dead_server(std::string_view why) {
 }
 
 bool ClientSession::can_release_server() const {
-  return between_transactions() && attached_.state == ServerState::in_step && attached_.server->buffer.empty() &&
-         startup_reset_.idle();
+  return between_transactions() && attached_.state == ServerState::in_step &&
+         attached_.server->buffer.empty() && startup_reset_.idle();
 }
 
 awaitable<void> ClientSession::give_back_when_idle() {
@@ -853,7 +891,8 @@ awaitable<void> ClientSession::refuse_client_message(const p::ScanResult& r) {
   // PostgreSQL answers everything it was sent before this message, then ends the session; so pgrouter waits
   // for the replies to the requests in flight, or until a COPY FROM STDIN among them waits for its data.
   asio::steady_timer poll(w_.io());
-  while (attached_.server && !server_copy_in_ && pending_ > 0 && !server_broken() && !client_done_ && s2c_running_) {
+  while (attached_.server && !server_copy_in_ && pending_ > 0 && !server_broken() && !client_done_ &&
+         s2c_running_) {
     poll.expires_after(std::chrono::milliseconds(5));
     net::error_code ec;
     co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
@@ -876,8 +915,8 @@ awaitable<void> ClientSession::refuse_client_message(const p::ScanResult& r) {
   } else if (r.bad_len >= 4 && r.bad_len <= fe::max_length(char(type))) {
     // Valid for PostgreSQL, too long for this pgrouter.
     pending_fatal_sqlstate_ = p::sqlstate::protocol_violation;
-    pending_fatal_message_ = "message of type '" + std::string(1, char(type)) + "' is " + std::to_string(r.bad_len) +
-                             " bytes long, over listen.max_message_size (" +
+    pending_fatal_message_ = "message of type '" + std::string(1, char(type)) + "' is " +
+                             std::to_string(r.bad_len) + " bytes long, over listen.max_message_size (" +
                              std::to_string(config_->listen.max_message_size) + " bytes)";
   } else if (in_copy) {
     // PostgreSQL's COPY reads the invalid length as a lost connection, then finds the protocol out of step.
@@ -894,14 +933,17 @@ awaitable<void> ClientSession::refuse_client_message(const p::ScanResult& r) {
 // The session's stages: the login (client_login.cpp), then the relay on either kind of client stream.
 awaitable<void> ClientSession::run() {
   LoggedIn how = co_await login();
-  if (how == LoggedIn::plain) co_await relay(plain_);
-  else if (how == LoggedIn::tls) co_await relay(*tls_);
+  if (how == LoggedIn::plain)
+    co_await relay(plain_);
+  else if (how == LoggedIn::tls)
+    co_await relay(*tls_);
 }
 
 void spawn_session(Worker& worker, int fd, const tcp::endpoint& peer) {
   auto session = std::make_shared<ClientSession>(worker, fd, peer);
   if (!session->begin_login()) return;
-  asio::co_spawn(worker.io(), [session]() -> awaitable<void> { co_await session->run(); }, asio::detached);
+  asio::co_spawn(
+      worker.io(), [session]() -> awaitable<void> { co_await session->run(); }, asio::detached);
 }
 
 }  // namespace pgrouter::session

@@ -9,19 +9,19 @@
 //
 // If the replica breaks inside the window (EOF or reset on either direction, or a going-away message:
 // 57P01/57P02/57P03 as a FATAL ErrorResponse or as the WARNING NoticeResponse PostgreSQL sends before an
-// immediate shutdown; the replies it flushes with it, from ParseComplete to rows and CommandComplete, are held
-// back too unless one of them is an error, a ReadyForQuery or a PREPARE's CommandComplete), server -> client
-// takes over: the broken server is closed (never pooled), its backend is
-// marked down until a probe answers again, the tracker is rewound, the kept bytes are routed again
-// (another replica, or the primary with routing.primary_fallback) and sent through the tracker to the
-// new server, and a new server -> client loop starts for it. client -> server sends nothing meanwhile
-// (retry_.busy). When no backend can take the read, the client gets a FATAL ErrorResponse: the server's
-// own going-away error, or 08006, saying the read was not answered.
+// immediate shutdown; the replies it flushes with it, from ParseComplete to rows and CommandComplete, are
+// held back too unless one of them is an error, a ReadyForQuery or a PREPARE's CommandComplete), server ->
+// client takes over: the broken server is closed (never pooled), its backend is marked down until a probe
+// answers again, the tracker is rewound, the kept bytes are routed again (another replica, or the primary
+// with routing.primary_fallback) and sent through the tracker to the new server, and a new server -> client
+// loop starts for it. client -> server sends nothing meanwhile (retry_.busy). When no backend can take the
+// read, the client gets a FATAL ErrorResponse: the server's own going-away error, or 08006, saying the read
+// was not answered.
 //
 // A replica killed after buffering a whole answer but before its ReadyForQuery flushes the answer with its
-// going-away WARNING: when that answer ends exactly one autocommit statement (can_end_answer_early), server ->
-// client relays it with a ReadyForQuery 'I' of its own (end_answer_early) and drops the server, rather than
-// running the statement again (the only way for an answer that is the statement's own error).
+// going-away WARNING: when that answer ends exactly one autocommit statement (can_end_answer_early), server
+// -> client relays it with a ReadyForQuery 'I' of its own (end_answer_early) and drops the server, rather
+// than running the statement again (the only way for an answer that is the statement's own error).
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/sql/session_features.hpp"
 #include "session/relay_handlers.hpp"
@@ -85,10 +85,20 @@ bool ClientSession::can_end_answer_early() const {
         if (sql::split_statements(sql).size() != 1) return false;
         break;
       }
-      case fe::kExecute: ++executes; break;
-      case fe::kSync: ++syncs; break;
-      case fe::kParse: case fe::kBind: case fe::kDescribe: case fe::kClose: case fe::kFlush: break;
-      default: return false;
+      case fe::kExecute:
+        ++executes;
+        break;
+      case fe::kSync:
+        ++syncs;
+        break;
+      case fe::kParse:
+      case fe::kBind:
+      case fe::kDescribe:
+      case fe::kClose:
+      case fe::kFlush:
+        break;
+      default:
+        return false;
     }
     last = type;
     pos += 1 + size_t(len);
@@ -158,8 +168,10 @@ awaitable<bool> ClientSession::replace_failed_server(std::string why) {
     auto r = scanner.scan(d, sent, handler);
     std::string_view out = handler.rw.finish(r.consumed);
     net::error_code wec;
-    if (register_server_io()) co_await attached_.server->ready.write_all(out.data(), out.size(), wec);
-    else wec = asio::error::bad_descriptor;
+    if (register_server_io())
+      co_await attached_.server->ready.write_all(out.data(), out.size(), wec);
+    else
+      wec = asio::error::bad_descriptor;
     c2s_out_.clear();
     if (!wec) {
       ok = true;
@@ -168,7 +180,7 @@ awaitable<bool> ClientSession::replace_failed_server(std::string why) {
     why = wec.message();  // this one broke at once too: next round
   }
   if (ok) {
-    server_attached();  // the new server: the old one's state went with it
+    server_attached();                          // the new server: the old one's state went with it
     if (!tx_on_replica_) close_retry_window();  // a read on the primary is not retried
   } else if (!client_done_) {
     // Nobody can answer the read: the client gets the going-away error the replica sent, or 08006.

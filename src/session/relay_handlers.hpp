@@ -69,7 +69,8 @@ struct ClientSession::ClientMessages {
   // only Query bodies, and only of clients whose startup settings pgrouter applied with SET (RESET).
   bool wants_body(char type) const {
     if (type == fe::kQuery) return self.txn_mode_ || !self.startup_reset_.empty();
-    return self.txn_mode_ && (type == fe::kParse || type == fe::kBind || type == fe::kDescribe || type == fe::kClose);
+    return self.txn_mode_ &&
+           (type == fe::kParse || type == fe::kBind || type == fe::kDescribe || type == fe::kClose);
   }
   // PostgreSQL's limit for the type, within pgrouter's own listen.max_message_size (the scanner's).
   uint32_t max_length(char type) const { return protocol::frontend::max_length(type); }
@@ -82,7 +83,8 @@ struct ClientSession::ClientMessages {
     }
     // Outside a COPY PostgreSQL reads these and ignores them; with nothing in flight no server can be in
     // a COPY, and a server between transactions may belong to someone else next: never forwarded then.
-    if (fe::is_copy_message(type) && !replaying && !self.request_in_flight()) return protocol::ScanAction::drop;
+    if (fe::is_copy_message(type) && !replaying && !self.request_in_flight())
+      return protocol::ScanAction::drop;
     if (!self.attached_.server) return protocol::ScanAction::stop_before;  // the loop attaches one first
     if (self.tracker_) self.tracker_->allow_hold(!replaying && !self.server_copy_in_);
     if (self.tracker_ && self.track_client_message(type, body)) {
@@ -96,7 +98,7 @@ struct ClientSession::ClientMessages {
       }
       rw.replace(body.data() - 5, len, self.c2s_repl_);
     } else if (type == fe::kQuery && !replaying && !self.startup_reset_.empty() &&
-             !(self.tracker_ && self.tracker_->last_query_plain()) && self.reset_to_startup(body))
+               !(self.tracker_ && self.tracker_->last_query_plain()) && self.reset_to_startup(body))
       rw.replace(body.data() - 5, len, self.c2s_inject_);
     if (replaying) return protocol::ScanAction::forward;
     switch (type) {
@@ -108,7 +110,12 @@ struct ClientSession::ClientMessages {
         self.unsynced_ = false;
         self.request_started();
         break;
-      case fe::kParse: case fe::kBind: case fe::kExecute: case fe::kDescribe: case fe::kClose: case fe::kFlush:
+      case fe::kParse:
+      case fe::kBind:
+      case fe::kExecute:
+      case fe::kDescribe:
+      case fe::kClose:
+      case fe::kFlush:
         self.unsynced_ = true;
         break;
       default:
@@ -121,8 +128,8 @@ struct ClientSession::ClientMessages {
 // The FrameScanner handler of server -> client, for one attachment: in transaction pooling runs the server's
 // replies through the client's TxnTracker (which drops, retypes or replaces those answering pgrouter's own
 // requests), and the RESET rewrite's (StartupReset); follows the server's state (ServerState, a COPY, the
-// transaction status); in a read retry window, stops before a going-away message. Replies are changed in place
-// in the server's read buffer (begin() takes it writable) or through the SpanRewriter.
+// transaction status); in a read retry window, stops before a going-away message. Replies are changed in
+// place in the server's read buffer (begin() takes it writable) or through the SpanRewriter.
 struct ClientSession::ServerReplies {
   ClientSession& self;
   SpanRewriter rw;
@@ -134,8 +141,10 @@ struct ClientSession::ServerReplies {
   // The bytes of a message body the scan handed over (read-only) as the buffer's own, to change in place.
   char* writable(std::string_view body) const { return base + (body.data() - base); }
   bool wants_body(char type) const {
-    return type == be::kReadyForQuery || type == be::kErrorResponse || type == be::kParameterStatus || (type == be::kNoticeResponse && self.retry_.window) ||
-           (self.tracker_ && (type == be::kParseComplete || type == be::kBindComplete || type == be::kCloseComplete || type == be::kCommandComplete)) ||
+    return type == be::kReadyForQuery || type == be::kErrorResponse || type == be::kParameterStatus ||
+           (type == be::kNoticeResponse && self.retry_.window) ||
+           (self.tracker_ && (type == be::kParseComplete || type == be::kBindComplete ||
+                              type == be::kCloseComplete || type == be::kCommandComplete)) ||
            (self.tracker_ && self.tracker_->probing() && TxnTracker::is_describe_reply(type)) ||
            !self.startup_reset_.idle();
   }
@@ -164,7 +173,8 @@ struct ClientSession::ServerReplies {
         }
         if (unanswered) return p::ScanAction::stop_before;
       }
-      if (type == be::kErrorResponse || type == be::kReadyForQuery || type == be::kCopyInResponse || type == be::kCopyOutResponse || type == be::kCopyBothResponse || type == be::kCopyData ||
+      if (type == be::kErrorResponse || type == be::kReadyForQuery || type == be::kCopyInResponse ||
+          type == be::kCopyOutResponse || type == be::kCopyBothResponse || type == be::kCopyData ||
           type == be::kCopyDone || type == be::kFunctionCallResponse ||
           (type == be::kCommandComplete && body.substr(0, 7) == "PREPARE"))
         unanswered = false;
@@ -174,7 +184,8 @@ struct ClientSession::ServerReplies {
       // Replies to what pgrouter added to a RESET or DISCARD ALL (see session/startup_reset.hpp).
       char status = 'I';
       self.s2c_inject_.clear();
-      auto r = self.startup_reset_.server_message(type, body, self.attached_.server->params, self.s2c_inject_, status);
+      auto r = self.startup_reset_.server_message(type, body, self.attached_.server->params, self.s2c_inject_,
+                                                  status);
       self.attached_.server->settled = {};  // it may have changed `params`
       if (r == StartupReset::Reply::drop) {
         rw.replace(body.data() - 5, len, {});
@@ -190,8 +201,10 @@ struct ClientSession::ServerReplies {
     if (self.tracker_ && (TxnTracker::is_reply_type(type) ||
                           (self.tracker_->probing() && TxnTracker::is_describe_reply(type))))
       reply = self.track_server_message(type, body);
-    if (type == be::kCopyInResponse || type == be::kCopyBothResponse) self.server_copy_in_ = true;  // CopyIn/CopyBothResponse
-    else if (type == be::kCommandComplete || type == be::kErrorResponse || type == be::kReadyForQuery) self.server_copy_in_ = false;
+    if (type == be::kCopyInResponse || type == be::kCopyBothResponse)
+      self.server_copy_in_ = true;  // CopyIn/CopyBothResponse
+    else if (type == be::kCommandComplete || type == be::kErrorResponse || type == be::kReadyForQuery)
+      self.server_copy_in_ = false;
     if (type == be::kReadyForQuery) {
       self.attached_.server->tx_status = body.empty() ? 'I' : body[0];
       self.client_tx_status_ = self.attached_.server->tx_status;
@@ -209,7 +222,8 @@ struct ClientSession::ServerReplies {
       // server produce with a sentinel name).
       if (reply == TxnTracker::Reply::forward) {
         self.w_.stats().count_error(code, false);
-      } else if (reply == TxnTracker::Reply::replace && self.s2c_repl_.size() > 5 && self.s2c_repl_[0] == be::kErrorResponse) {
+      } else if (reply == TxnTracker::Reply::replace && self.s2c_repl_.size() > 5 &&
+                 self.s2c_repl_[0] == be::kErrorResponse) {
         self.w_.stats().count_error(p::error_sqlstate(std::string_view(self.s2c_repl_).substr(5)), false);
       }
       // Any FATAL: the server is ending the session, and PostgreSQL closes the client's connection too.
@@ -221,7 +235,8 @@ struct ClientSession::ServerReplies {
         // A setting pgrouter applied here changed (a function's SET, set_config inside it): what it
         // is now is unknown, so the next client sets or RESETs it again. A tracked SET records its
         // statement again at its ReadyForQuery, which comes after this.
-        if (auto it = self.attached_.server->applied.find(util::ascii_lower(kv->first)); it != self.attached_.server->applied.end())
+        if (auto it = self.attached_.server->applied.find(util::ascii_lower(kv->first));
+            it != self.attached_.server->applied.end())
           it->second.clear();
       }
     }
@@ -229,16 +244,18 @@ struct ClientSession::ServerReplies {
       if (reply == TxnTracker::Reply::as_parse_complete) {
         writable(body)[-5] = be::kParseComplete;  // CloseComplete and ParseComplete have the same shape
       } else if (reply != TxnTracker::Reply::forward) {  // drop, or replace
-        rw.replace(body.data() - 5, len,
-                   reply == TxnTracker::Reply::replace ? std::string_view(self.s2c_repl_) : std::string_view());
+        rw.replace(
+            body.data() - 5, len,
+            reply == TxnTracker::Reply::replace ? std::string_view(self.s2c_repl_) : std::string_view());
       }
     }
     if (replace_z) rw.replace(body.data() - 5, len, self.s2c_inject_);
-    if (self.retry_.window && reply == TxnTracker::Reply::forward && type != be::kNoticeResponse && type != be::kParameterStatus &&
-        type != be::kNotificationResponse) {
+    if (self.retry_.window && reply == TxnTracker::Reply::forward && type != be::kNoticeResponse &&
+        type != be::kParameterStatus && type != be::kNotificationResponse) {
       // (Not a BEGIN: its ReadyForQuery would have said 'T'.)
-      answer_complete = (type == be::kCommandComplete && body.substr(0, 5) != "BEGIN" && body.substr(0, 5) != "START") ||
-                        type == be::kErrorResponse;
+      answer_complete =
+          (type == be::kCommandComplete && body.substr(0, 5) != "BEGIN" && body.substr(0, 5) != "START") ||
+          type == be::kErrorResponse;
       answers_ended += answer_complete;
     }
     return p::ScanAction::forward;

@@ -56,8 +56,10 @@ StartupReset::StartupReset(const std::vector<std::pair<std::string, std::string>
   for (auto& [k, v] : params) {
     std::string name = util::ascii_lower(k);
     auto it = std::find_if(params_.begin(), params_.end(), [&](auto& e) { return e.first == name; });
-    if (it != params_.end()) it->second = v;
-    else params_.emplace_back(std::move(name), v);
+    if (it != params_.end())
+      it->second = v;
+    else
+      params_.emplace_back(std::move(name), v);
   }
 }
 
@@ -85,7 +87,8 @@ bool StartupReset::client_query(std::string_view sql, int ahead, std::string& re
   if (params_.empty() || !may_reset(sql)) return false;
   auto statements = sql::split_statements(sql);
   if (statements.size() == 1) {
-    if (auto cmd = sql::parse_session_command(statements[0]); cmd && cmd->kind == sql::SessionCommand::discard_all) {
+    if (auto cmd = sql::parse_session_command(statements[0]);
+        cmd && cmd->kind == sql::SessionCommand::discard_all) {
       // DISCARD ALL refuses to share its query string: the startup values follow in a second query.
       p::append_query(replacement, sql);
       p::append_query(replacement, reapply_all());
@@ -141,7 +144,8 @@ StartupReset::Reply StartupReset::server_message(char type, std::string_view bod
     switch (type) {
       case be::kRowDescription: {
         std::string_view first = body.size() >= 2 ? body.substr(2) : std::string_view();
-        if (first.size() > kMarker.size() && first.substr(0, kMarker.size()) == kMarker && first[kMarker.size()] == '\0') {
+        if (first.size() > kMarker.size() && first.substr(0, kMarker.size()) == kMarker &&
+            first[kMarker.size()] == '\0') {
           dropping_ = true;
           return Reply::drop;
         }
@@ -167,7 +171,8 @@ StartupReset::Reply StartupReset::server_message(char type, std::string_view bod
       if (it != e.held.end()) {
         it->second = std::string(kv->second);
       } else {
-        auto at = std::find_if(e.held.begin(), e.held.end(), [&](auto& h) { return name_less(name, h.first); });
+        auto at =
+            std::find_if(e.held.begin(), e.held.end(), [&](auto& h) { return name_less(name, h.first); });
         e.held.insert(at, {std::move(name), std::string(kv->second)});
       }
     }

@@ -28,7 +28,8 @@ namespace {
 // CloseComplete, a Describe of it fails with 26000 naming it (so its error is recognisable).
 constexpr std::string_view kNoStatement = "pgr_no_such_statement";
 constexpr std::string_view kSentinel = "pgr_sentinel_error";
-// The statement a client's Parse of a name it already has is run under (so that the server refuses it: 42P05).
+// The statement a client's Parse of a name it already has is run under (so that the server refuses it:
+// 42P05).
 constexpr std::string_view kDuplicate = "pgr_duplicate";
 // The statement and portal through which pgrouter runs a SQL PREPARE inside an extended-protocol batch.
 constexpr std::string_view kHelper = "pgr_prepare";
@@ -36,10 +37,20 @@ constexpr std::string_view kHelper = "pgr_prepare";
 // Session parameters carried across servers (the issue's list plus the usual driver settings);
 // pool.track_parameters adds more.
 constexpr std::array<std::string_view, 15> kTracked{"pgrouter.route",
-    "search_path",  "timezone",       "datestyle",        "intervalstyle", "client_encoding",
-    "application_name", "statement_timeout", "standard_conforming_strings", "lock_timeout",
-    "idle_in_transaction_session_timeout", "extra_float_digits", "bytea_output", "client_min_messages",
-    "default_transaction_read_only"};
+                                                    "search_path",
+                                                    "timezone",
+                                                    "datestyle",
+                                                    "intervalstyle",
+                                                    "client_encoding",
+                                                    "application_name",
+                                                    "statement_timeout",
+                                                    "standard_conforming_strings",
+                                                    "lock_timeout",
+                                                    "idle_in_transaction_session_timeout",
+                                                    "extra_float_digits",
+                                                    "bytea_output",
+                                                    "client_min_messages",
+                                                    "default_transaction_read_only"};
 
 // Characters (UTF-8) in s, as PostgreSQL counts error positions.
 uint32_t chars(std::string_view s) {
@@ -50,7 +61,8 @@ uint32_t chars(std::string_view s) {
 }
 
 void replace_all(std::string& s, std::string_view from, std::string_view to) {
-  for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) s.replace(at, from.size(), to);
+  for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size()))
+    s.replace(at, from.size(), to);
 }
 
 std::string error_message(std::string_view code, std::string_view message, std::string_view hint = {}) {
@@ -62,20 +74,23 @@ std::string error_message(std::string_view code, std::string_view message, std::
 }  // namespace
 
 namespace {
-// Bumped (process-wide) by every command through pgrouter that may change what a prepared statement returns: a
-// statement's shared name depends on it, so after such a command every client parses and prepares its statements
-// afresh instead of meeting a server's stale copy (0A000 "cached plan must not change result type"). Commands run
-// on the servers directly are caught by that error instead (ServerStatements::forget_stale).
+// Bumped (process-wide) by every command through pgrouter that may change what a prepared statement returns:
+// a statement's shared name depends on it, so after such a command every client parses and prepares its
+// statements afresh instead of meeting a server's stale copy (0A000 "cached plan must not change result
+// type"). Commands run on the servers directly are caught by that error instead
+// (ServerStatements::forget_stale).
 std::atomic<uint64_t> schema_epoch{0};
 
 bool changes_statements(std::string_view tag) {
-  return tag.rfind("ALTER ", 0) == 0 || tag.rfind("DROP ", 0) == 0 || tag == "CREATE VIEW" || tag == "CREATE RULE";
+  return tag.rfind("ALTER ", 0) == 0 || tag.rfind("DROP ", 0) == 0 || tag == "CREATE VIEW" ||
+         tag == "CREATE RULE";
 }
 
 }  // namespace
 
 // Statements with the same text, parameter types and parse settings are the same statement: names in the text
-// are resolved and literals converted at Parse time, so a client with another search_path or TimeZone gets its own.
+// are resolved and literals converted at Parse time, so a client with another search_path or TimeZone gets
+// its own.
 std::string TxnTracker::server_name_for(std::string_view query, std::string_view types) const {
   std::string name;
   name_from(statement_hash(query, types), name);
@@ -86,8 +101,8 @@ XXH128_hash_t TxnTracker::statement_hash(std::string_view query, std::string_vie
   // The bytes hashed are query, '\0', types: in a client's Parse they are already in a row (one-shot hash, no
   // copy); the parse settings are the seed.
   uint64_t seed = parse_context() ^ (schema_epoch.load(std::memory_order_relaxed) * 0xc2b2ae3d27d4eb4full);
-  // A SET not yet committed (inside a transaction, or earlier in this batch) may change a parse setting on this
-  // server only: what is parsed meanwhile is this client's own.
+  // A SET not yet committed (inside a transaction, or earlier in this batch) may change a parse setting on
+  // this server only: what is parsed meanwhile is this client's own.
   if (!tx_sets_.empty() || !group_sets_.empty()) seed ^= (owner_ + 1) * 0x9e3779b97f4a7c15ull;
   if (types.data() == query.data() + query.size() + 1 && query.data()[query.size()] == '\0')
     return XXH3_128bits_withSeed(query.data(), query.size() + 1 + types.size(), seed);
@@ -113,8 +128,9 @@ void TxnTracker::name_from(const XXH128_hash_t& h, std::string& name) {
 }
 
 namespace {
-constexpr std::array<std::string_view, 6> kParseSettings{"search_path", "timezone", "datestyle", "intervalstyle",
-                                                         "standard_conforming_strings", "client_encoding"};
+constexpr std::array<std::string_view, 6> kParseSettings{
+    "search_path",    "timezone", "datestyle", "intervalstyle", "standard_conforming_strings",
+    "client_encoding"};
 }
 
 bool TxnTracker::parse_setting(std::string_view lower_name) {
@@ -123,8 +139,8 @@ bool TxnTracker::parse_setting(std::string_view lower_name) {
 
 uint64_t TxnTracker::parse_context() const {
   if (parse_context_version_ == settings_version_) return parse_context_;
-  // What the client SET wins over its startup value (as statements, "SET x TO v": the same value spelled either
-  // way only costs a second copy of the statement on a server).
+  // What the client SET wins over its startup value (as statements, "SET x TO v": the same value spelled
+  // either way only costs a second copy of the statement on a server).
   XXH3_state_t state;
   XXH3_64bits_reset(&state);
   for (auto name : kParseSettings) {
@@ -150,9 +166,10 @@ uint64_t TxnTracker::parse_context() const {
 }
 
 namespace {
-// pool.unnamed_statements: prepare: the unnamed statements this worker thread has seen, by their statement hash
-// (direct-mapped). A text is prepared on the servers from its second Parse on: a text sent once (literals inlined,
-// an ad-hoc query) stays the server's unnamed statement and never takes a place in a server's statement cache.
+// pool.unnamed_statements: prepare: the unnamed statements this worker thread has seen, by their statement
+// hash (direct-mapped). A text is prepared on the servers from its second Parse on: a text sent once
+// (literals inlined, an ad-hoc query) stays the server's unnamed statement and never takes a place in a
+// server's statement cache.
 struct SeenUnnamed {
   static constexpr size_t kSlots = 1024;
   std::array<XXH128_hash_t, kSlots> hash{};
@@ -253,7 +270,8 @@ bool touches_no_session_state(std::string_view sql, bool simple) {
 }
 }  // namespace
 
-TxnTracker::Effect TxnTracker::session_effect(std::string_view sql, bool named, bool simple, std::string& feature) {
+TxnTracker::Effect TxnTracker::session_effect(std::string_view sql, bool named, bool simple,
+                                              std::string& feature) {
   multi_.clear();
   // The cheap lexical check first: most statements touch no session state at all.
   if (sql.data() == known_plain_ || touches_no_session_state(sql, simple)) return Effect::none;
@@ -291,20 +309,23 @@ TxnTracker::Effect TxnTracker::statement_effect(std::string_view sql, bool named
       case sql::SessionCommand::discard_all:
         group_effects_.push_back({cmd->kind == sql::SessionCommand::discard_all ? OnSuccess::discard_all
                                                                                 : OnSuccess::deallocate_all,
-                                  {}, {}});
+                                  {},
+                                  {}});
         return Effect::tracked;
       case sql::SessionCommand::deallocate:
         if (!single && simple) {
-          // Among other statements: its name in the text becomes the server's (carry_multi()), when it is found
-          // at the end of the statement as the client spelled it (else the client is pinned).
+          // Among other statements: its name in the text becomes the server's (carry_multi()), when it is
+          // found at the end of the statement as the client spelled it (else the client is pinned).
           std::string_view s = sql;
           while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
           std::string quoted = "\"";
           for (char ch : cmd->name) quoted.append(ch == '"' ? 2 : 1, ch);
           quoted.push_back('"');
           size_t len = 0;
-          if (s.size() > quoted.size() && s.substr(s.size() - quoted.size()) == quoted) len = quoted.size();
-          else if (s.size() > cmd->name.size() && util::equals_ascii_ci(s.substr(s.size() - cmd->name.size()), cmd->name) &&
+          if (s.size() > quoted.size() && s.substr(s.size() - quoted.size()) == quoted)
+            len = quoted.size();
+          else if (s.size() > cmd->name.size() &&
+                   util::equals_ascii_ci(s.substr(s.size() - cmd->name.size()), cmd->name) &&
                    std::isspace(static_cast<unsigned char>(s[s.size() - cmd->name.size() - 1])))
             len = cmd->name.size();
           if (len == 0) break;
@@ -323,7 +344,8 @@ TxnTracker::Effect TxnTracker::statement_effect(std::string_view sql, bool named
   if (simple && !named) {
     if (auto ref = sql::parse_prepare(sql)) {
       if (!single) {  // among other statements: carry_multi()
-        multi_.push_back({sql.data() + ref->begin, sql.data() + ref->end, std::move(ref->name), true, sql.substr(ref->end)});
+        multi_.push_back({sql.data() + ref->begin, sql.data() + ref->end, std::move(ref->name), true,
+                          sql.substr(ref->end)});
         return Effect::tracked;
       }
       prepare_ = std::move(ref);
@@ -367,12 +389,13 @@ bool TxnTracker::sequence_text(std::string_view sql, char type, std::string& out
   if (effect == Effect::reads_sequence) {
     if (!sequence_own_) {
       // The last nextval() of this server's session may be another client's: PostgreSQL would never give it.
-      refuse_with(error_message(p::sqlstate::object_not_in_prerequisite_state,
-                                "pgrouter: currval()/lastval() under transaction pooling only see a nextval() run "
-                                "since this transaction began; the server's last value may be another client's",
-                                "Use INSERT ... RETURNING, call nextval() in the same transaction, or use "
-                                "pool.mode: session for this database."),
-                  type, out);
+      refuse_with(
+          error_message(p::sqlstate::object_not_in_prerequisite_state,
+                        "pgrouter: currval()/lastval() under transaction pooling only see a nextval() run "
+                        "since this transaction began; the server's last value may be another client's",
+                        "Use INSERT ... RETURNING, call nextval() in the same transaction, or use "
+                        "pool.mode: session for this database."),
+          type, out);
       return false;
     }
     effect = Effect::none;
@@ -419,7 +442,8 @@ void TxnTracker::evict_for(const std::string& name, pool::ServerStatements& serv
   expect_.push_back(std::move(e));
 }
 
-bool TxnTracker::ensure_prepared(const TrackedStatement& st, pool::ServerStatements& server, std::string& out) {
+bool TxnTracker::ensure_prepared(const TrackedStatement& st, pool::ServerStatements& server,
+                                 std::string& out) {
   bool sent = false;
   for (auto& used : st.uses) sent |= ensure_prepared(*used, server, out);
   if (server.use(st.server_name)) return sent;
@@ -451,16 +475,18 @@ bool TxnTracker::ensure_prepared(const TrackedStatement& st, pool::ServerStateme
 }
 
 TxnTracker::Prepared TxnTracker::prepare_checked(const std::shared_ptr<TrackedStatement>& st,
-                                                 pool::ServerStatements& server, char type, std::string& out) {
+                                                 pool::ServerStatements& server, char type,
+                                                 std::string& out) {
   Hold verdict = std::exchange(hold_, Hold{});  // the held message is back: what its probe found
   if (verdict.state == HoldState::changed && verdict.server_name == st->server_name) {
     fail_with(error_message("0A000", "cached plan must not change result type"), type, out);
     return Prepared::refused;
   }
   const std::string& name = st->server_name;
-  // Columns the client saw, on a server that answers what comes next (after an error it skips to the Sync, and
-  // a hold would wait for a reply that never comes).
-  bool check = allow_hold_ && st->desc_own && st->desc > kNoRows && !skip_to_sync_ && !st->parse_message.empty();
+  // Columns the client saw, on a server that answers what comes next (after an error it skips to the Sync,
+  // and a hold would wait for a reply that never comes).
+  bool check =
+      allow_hold_ && st->desc_own && st->desc > kNoRows && !skip_to_sync_ && !st->parse_message.empty();
   if (check && server.desc(name) != 0 && server.desc(name) != st->desc) {
     // This server's copy has other columns: prepared again (the table may be back to the client's columns).
     server.erase(name);
@@ -472,13 +498,14 @@ TxnTracker::Prepared TxnTracker::prepare_checked(const std::shared_ptr<TrackedSt
   }
   bool lacks = !server.contains(name);
   ensure_prepared(*st, server, out);
-  if (!lacks || st->parse_message.empty() || skip_to_sync_ || (!check && st->desc == kNoRows)) return Prepared::ready;
+  if (!lacks || st->parse_message.empty() || skip_to_sync_ || (!check && st->desc == kNoRows))
+    return Prepared::ready;
   probe(st, name, check, out);
   return check ? Prepared::hold : Prepared::ready;
 }
 
-void TxnTracker::probe(const std::shared_ptr<TrackedStatement>& st, const std::string& server_name, bool verify,
-                       std::string& out) {
+void TxnTracker::probe(const std::shared_ptr<TrackedStatement>& st, const std::string& server_name,
+                       bool verify, std::string& out) {
   p::append_describe(out, 'S', server_name);
   expect_.push_back(Expect{be::kParameterDescription, Action::drop});
   Expect e{be::kRowDescription, Action::probe};
@@ -493,7 +520,8 @@ void TxnTracker::probe(const std::shared_ptr<TrackedStatement>& st, const std::s
   held_ = true;
 }
 
-TxnTracker::Reply TxnTracker::probe_answered(char type, std::string_view body, pool::ServerStatements& server) {
+TxnTracker::Reply TxnTracker::probe_answered(char type, std::string_view body,
+                                             pool::ServerStatements& server) {
   if (expect_.empty()) return Reply::forward;
   Expect& head = expect_.front();
   if (type == be::kParameterDescription) {
@@ -510,7 +538,8 @@ TxnTracker::Reply TxnTracker::probe_answered(char type, std::string_view body, p
   server.set_desc(x.server_name, desc);
   TrackedStatement& st = *x.probed;
   if (e.verify) {
-    if (hold_.state == HoldState::waiting) hold_.state = desc == st.desc ? HoldState::matched : HoldState::changed;
+    if (hold_.state == HoldState::waiting)
+      hold_.state = desc == st.desc ? HoldState::matched : HoldState::changed;
   } else if (!st.desc_own) {
     st.desc = desc;  // the client's own Parse, or a copy prepared since a shared one's columns were taken
     st.desc_own = true;
@@ -519,8 +548,9 @@ TxnTracker::Reply TxnTracker::probe_answered(char type, std::string_view body, p
 }
 
 uint64_t TxnTracker::desc_of(std::string_view body) {
-  // Per column: name, table OID, column number, type OID, size, modifier, format. PostgreSQL's equalTupleDescs
-  // compares names, types, sizes and modifiers; where a column came from is not part of the result type.
+  // Per column: name, table OID, column number, type OID, size, modifier, format. PostgreSQL's
+  // equalTupleDescs compares names, types, sizes and modifiers; where a column came from is not part of the
+  // result type.
   XXH3_state_t* state = XXH3_createState();
   XXH3_64bits_reset(state);
   size_t pos = 2;
@@ -540,7 +570,8 @@ uint64_t TxnTracker::desc_of(std::string_view body) {
   return h > kNoRows ? h : h + 2;
 }
 
-void TxnTracker::close_stale(const std::string& name, const pool::ServerStatements& server, std::string& out) {
+void TxnTracker::close_stale(const std::string& name, const pool::ServerStatements& server,
+                             std::string& out) {
   if (!server.close_first) return;
   p::append_close(out, 'S', name);
   expect_.push_back(Expect{be::kCloseComplete, Action::drop});
@@ -550,8 +581,8 @@ void TxnTracker::sync_injected(std::string& out) {
   // Ends what ensure_prepared() sent before a Query: a Query after a failed extended message would be
   // skipped by the server (it waits for a Sync), so the injected batch gets its own. Its error, if any, is
   // not shown: the client's statement then fails by itself (25P02 in a failed transaction, as it would).
-  // After a request that may fail since the last Sync, no Sync: the server must go on skipping the client's Query
-  // if that request failed, as PostgreSQL would (and skips it too if what was injected fails).
+  // After a request that may fail since the last Sync, no Sync: the server must go on skipping the client's
+  // Query if that request failed, as PostgreSQL would (and skips it too if what was injected fails).
   if (may_skip_) return;
   p::append_sync(out);
   Expect z{be::kReadyForQuery, Action::drop};
@@ -591,10 +622,12 @@ bool TxnTracker::rewrite_executes(std::string_view sql, pool::ServerStatements& 
   return true;
 }
 
-void TxnTracker::carry_prepare(std::string_view sql, pool::ServerStatements& server, std::string& out, Expect& z) {
+void TxnTracker::carry_prepare(std::string_view sql, pool::ServerStatements& server, std::string& out,
+                               Expect& z) {
   sql::NameRef ref = std::move(*prepare_);
   prepare_.reset();
-  // What follows the name (types, AS, statement) is the statement; "\1sql" keeps these apart from Parse names.
+  // What follows the name (types, AS, statement) is the statement; "\1sql" keeps these apart from Parse
+  // names.
   std::string_view rest = sql.substr(ref.end);
   auto st = std::make_shared<TrackedStatement>();
   st->server_name = server_name_for(rest, "\1sql");
@@ -639,7 +672,8 @@ void TxnTracker::carry_prepare(std::string_view sql, pool::ServerStatements& ser
   expect_.push_back(std::move(c));
 }
 
-void TxnTracker::carry_multi(std::string_view sql, pool::ServerStatements& server, std::string& out, Expect& z) {
+void TxnTracker::carry_multi(std::string_view sql, pool::ServerStatements& server, std::string& out,
+                             Expect& z) {
   struct Edit {
     size_t begin, end;
     char kind;  // 'P' PREPARE, 'D' DEALLOCATE, 'E' EXECUTE
@@ -648,16 +682,18 @@ void TxnTracker::carry_multi(std::string_view sql, pool::ServerStatements& serve
   };
   std::vector<Edit> edits;
   for (auto& m : multi_)
-    edits.push_back({size_t(m.begin - sql.data()), size_t(m.end - sql.data()), m.prepare ? 'P' : 'D', std::move(m.name),
-                     m.rest});
+    edits.push_back({size_t(m.begin - sql.data()), size_t(m.end - sql.data()), m.prepare ? 'P' : 'D',
+                     std::move(m.name), m.rest});
   multi_.clear();
   if (sql::mentions_execute(sql))
-    for (auto& r : sql::execute_references(sql)) edits.push_back({r.begin, r.end, 'E', std::move(r.name), {}});
+    for (auto& r : sql::execute_references(sql))
+      edits.push_back({r.begin, r.end, 'E', std::move(r.name), {}});
   std::sort(edits.begin(), edits.end(), [](const Edit& a, const Edit& b) { return a.begin < b.begin; });
   // In the order of the text, as the server runs it: a name means what the statements before it made of it.
   std::string pre, text;
   std::vector<Expect> replies;  // the Query's own CommandCompletes of PREPARE / DEALLOCATE
-  std::vector<std::string> made;  // server names a PREPARE earlier in the text creates (not to prepare before)
+  std::vector<std::string>
+      made;  // server names a PREPARE earlier in the text creates (not to prepare before)
   auto rw = std::make_shared<TextRewrite>();
   bool injected = false;
   size_t copied = 0;
@@ -665,7 +701,9 @@ void TxnTracker::carry_multi(std::string_view sql, pool::ServerStatements& serve
   for (auto& e : edits) {
     std::string server_name;
     auto it = statements_.find(e.name);
-    auto prepared_here = [&](const std::string& n) { return std::find(made.begin(), made.end(), n) != made.end(); };
+    auto prepared_here = [&](const std::string& n) {
+      return std::find(made.begin(), made.end(), n) != made.end();
+    };
     if (e.kind == 'P' && it == statements_.end()) {
       auto st = std::make_shared<TrackedStatement>();
       st->server_name = server_name_for(e.rest, "\1sql");
@@ -744,8 +782,10 @@ void TxnTracker::forget_created(const std::string& name, const std::shared_ptr<T
   ghosts_.emplace_back(mine->server_name, name);  // a request sent meanwhile may still name it
   auto it = statements_.find(name);
   if (it != statements_.end() && it->second == mine) {
-    if (prev) it->second = prev;
-    else statements_.erase(it);
+    if (prev)
+      it->second = prev;
+    else
+      statements_.erase(it);
     return;
   }
   // Redefined or removed by a later request in flight: that one replaced `prev`, not `mine`.
@@ -759,26 +799,28 @@ void TxnTracker::forget_created(const std::string& name, const std::shared_ptr<T
   });
 }
 
-void TxnTracker::prepare_unnamed_here(pool::ServerStatements& server, std::string& out, std::string_view query,
-                                      std::string_view types, Action parse_action) {
+void TxnTracker::prepare_unnamed_here(pool::ServerStatements& server, std::string& out,
+                                      std::string_view query, std::string_view types, Action parse_action) {
   evict_for(unnamed_server_, server, out);
   close_stale(unnamed_server_, server, out);
   p::append_parse(out, unnamed_server_, query, types);
   stats_.prepared_statements_prepared_total.fetch_add(1, std::memory_order_relaxed);
   Expect e{be::kParseComplete, parse_action};
-  // The client's own Parse: if it fails or is skipped, the client has no unnamed statement (as in PostgreSQL).
-  // One pgrouter sent before a Bind/Describe: its reply is dropped, and the client's statement stays.
+  // The client's own Parse: if it fails or is skipped, the client has no unnamed statement (as in
+  // PostgreSQL). One pgrouter sent before a Bind/Describe: its reply is dropped, and the client's statement
+  // stays.
   e.unnamed = parse_action == Action::forward;
   e.more().server_name = unnamed_server_;  // if it does not happen, the server lacks it
   expect_.push_back(std::move(e));
 }
 
-bool TxnTracker::client_message(char type, std::string_view body, pool::ServerStatements& server, std::string& out,
-                                Effect& effect) {
+bool TxnTracker::client_message(char type, std::string_view body, pool::ServerStatements& server,
+                                std::string& out, Effect& effect) {
   held_ = false;
   bool replaced;
   if (marker_left_ && expect_.empty() &&
-      (type == fe::kParse || type == fe::kBind || type == fe::kDescribe || type == fe::kClose || type == fe::kQuery)) {
+      (type == fe::kParse || type == fe::kBind || type == fe::kDescribe || type == fe::kClose ||
+       type == fe::kQuery)) {
     // Nothing in flight can test the last marker statement any more: it goes, before this message.
     marker_left_ = false;
     p::append_close(out, 'S', marker_name(markers_));
@@ -792,14 +834,17 @@ bool TxnTracker::client_message(char type, std::string_view body, pool::ServerSt
     may_skip_ = true;  // what was sent (a Parse, a Describe) may fail
     return true;
   }
-  // PostgreSQL skips what follows a failed Parse/Bind/Describe/Execute up to the next Sync (a Close cannot fail).
-  if (type == fe::kSync) may_skip_ = false;
-  else if (type == fe::kParse || type == fe::kBind || type == fe::kDescribe || type == fe::kExecute) may_skip_ = true;
+  // PostgreSQL skips what follows a failed Parse/Bind/Describe/Execute up to the next Sync (a Close cannot
+  // fail).
+  if (type == fe::kSync)
+    may_skip_ = false;
+  else if (type == fe::kParse || type == fe::kBind || type == fe::kDescribe || type == fe::kExecute)
+    may_skip_ = true;
   return replaced;
 }
 
-bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStatements& server, std::string& out,
-                              Effect& effect) {
+bool TxnTracker::track_client(char type, std::string_view body, pool::ServerStatements& server,
+                              std::string& out, Effect& effect) {
   effect = Effect::none;
   switch (type) {
     case fe::kParse:
@@ -861,15 +906,19 @@ bool TxnTracker::track_parse(std::string_view body, pool::ServerStatements& serv
   }
   NamedParse np = define_named(std::move(client_name), text, types, std::move(uses), std::move(rw),
                                !touch && may_fail, server);
-  if (touch && touch->marker) parse_after_marker(np, *touch, server, out);
-  else if (touch && witness(*touch) != np.st->server_name) parse_with_witness(np, *touch, server, out);
-  else if (!touch && server.use(np.st->server_name)) parse_reuse(np, server, out);
-  else parse_real(np, touch != nullptr, server, out);
+  if (touch && touch->marker)
+    parse_after_marker(np, *touch, server, out);
+  else if (touch && witness(*touch) != np.st->server_name)
+    parse_with_witness(np, *touch, server, out);
+  else if (!touch && server.use(np.st->server_name))
+    parse_reuse(np, server, out);
+  else
+    parse_real(np, touch != nullptr, server, out);
   return true;
 }
 
-void TxnTracker::parse_duplicate(const std::string& client_name, std::string_view query, std::string_view types,
-                                 std::string& out) {
+void TxnTracker::parse_duplicate(const std::string& client_name, std::string_view query,
+                                 std::string_view types, std::string& out) {
   // PostgreSQL refuses to redefine a name, but checks a failed transaction (25P02) and the text (42P01,
   // 42601, ...) first: the server runs the client's Parse under a name it has (an empty statement made just
   // before, which a failed transaction allows), so it answers in that order; its 42P05 names the client's.
@@ -981,7 +1030,8 @@ void TxnTracker::NamedParse::record(Expect& e) {
   e.more().prev = std::move(prev);
 }
 
-void TxnTracker::parse_client_text(const TrackedStatement& st, pool::ServerStatements& server, std::string& out) {
+void TxnTracker::parse_client_text(const TrackedStatement& st, pool::ServerStatements& server,
+                                   std::string& out) {
   if (server.use(st.server_name)) return;
   evict_for(st.server_name, server, out);
   close_stale(st.server_name, server, out);
@@ -1060,12 +1110,14 @@ void TxnTracker::parse_real(NamedParse& np, bool touched, pool::ServerStatements
 }
 
 namespace {
-// The client's Bind (its portal and the rest of its body after the statement name) or Describe of a statement,
-// naming the statement's server name.
+// The client's Bind (its portal and the rest of its body after the statement name) or Describe of a
+// statement, naming the statement's server name.
 void append_renamed(std::string& out, char type, std::string_view portal, std::string_view server_name,
                     std::string_view bind_rest) {
-  if (type == fe::kBind) p::append_bind(out, portal, server_name, bind_rest);
-  else p::append_describe(out, 'S', server_name);
+  if (type == fe::kBind)
+    p::append_bind(out, portal, server_name, bind_rest);
+  else
+    p::append_describe(out, 'S', server_name);
 }
 }  // namespace
 
@@ -1098,7 +1150,8 @@ bool TxnTracker::track_bind_or_describe(char type, std::string_view body, pool::
 }
 
 bool TxnTracker::bind_or_describe_unnamed(char type, std::string_view body, std::string_view portal,
-                                          std::string_view rest, pool::ServerStatements& server, std::string& out) {
+                                          std::string_view rest, pool::ServerStatements& server,
+                                          std::string& out) {
   if (type == fe::kBind) bound(unnamed_valid_ ? unnamed_rewrite_ : nullptr);
   if (unnamed_valid_ && !unnamed_server_.empty()) {  // prepared under its shared name
     if (!server.use(unnamed_server_)) {
@@ -1131,7 +1184,8 @@ bool TxnTracker::bind_or_describe_unnamed(char type, std::string_view body, std:
 }
 
 bool TxnTracker::bind_or_describe_closed(char type, std::string_view name, std::string_view portal,
-                                         std::string_view rest, pool::ServerStatements& server, std::string& out) {
+                                         std::string_view rest, pool::ServerStatements& server,
+                                         std::string& out) {
   // Closed by a request in flight that may be skipped: the server still has the statement exactly when
   // that Close did not happen (its 26000 is named back).
   Expect* touch = pending_touch(std::string(name));
@@ -1280,7 +1334,8 @@ void TxnTracker::carry_deallocate(pool::ServerStatements& server, std::string& o
     }
 }
 
-bool TxnTracker::carry_executes(std::string_view sql, pool::ServerStatements& server, std::string& out, Expect& z) {
+bool TxnTracker::carry_executes(std::string_view sql, pool::ServerStatements& server, std::string& out,
+                                Expect& z) {
   std::string text;
   std::vector<std::shared_ptr<TrackedStatement>> uses;
   size_t mark = out.size();
@@ -1321,22 +1376,26 @@ void TxnTracker::undo(Expect& e, pool::ServerStatements& server, bool duplicate)
     if (!x.server_name.empty() && !duplicate) server.erase(x.server_name);
   } else if (e.reply == be::kCloseComplete) {
     if (e.action == Action::as_parse_complete) {
-      if (e.unnamed) unnamed_valid_ = false;
-      else if (x.created) forget_created(x.client_name, x.created, x.prev);
+      if (e.unnamed)
+        unnamed_valid_ = false;
+      else if (x.created)
+        forget_created(x.client_name, x.created, x.prev);
     } else if (e.evicted) {
       server.restore(x.server_name);
     } else if (x.removed) {
       if (e.uncertain && !e.marker) server.restore(x.removed->server_name);  // it would have closed it
-      // The oldest later request in flight that touches the name takes over: a Parse of it replaced nothing as
-      // far as it knew (it replaced this), a Close of it closes this; with none, the statement is back.
+      // The oldest later request in flight that touches the name takes over: a Parse of it replaced nothing
+      // as far as it knew (it replaced this), a Close of it closes this; with none, the statement is back.
       Expect* first = nullptr;
       expect_.for_each_newest_first([&](Expect& later) {
         if (&later != &e && later.extra && later.extra->client_name == x.client_name &&
             (later.extra->created || later.extra->removed))
           first = &later;
       });
-      if (!first) statements_[x.client_name] = x.removed;
-      else if (first->extra->created && !first->extra->prev) first->extra->prev = x.removed;
+      if (!first)
+        statements_[x.client_name] = x.removed;
+      else if (first->extra->created && !first->extra->prev)
+        first->extra->prev = x.removed;
     }
   } else if (e.reply == be::kReadyForQuery) {
     // A skipped Query: a DEALLOCATE in it, which forgot its name when sent, did not happen.
@@ -1373,14 +1432,17 @@ bool TxnTracker::fix_error(std::string_view body, const TextRewrite* rw, bool st
     if (code == 'P') {
       if (strip_position) continue;
       if (rw) value = std::to_string(rw->client_position(uint32_t(std::strtoul(value.c_str(), nullptr, 10))));
-    } else if (names && (code == 'M' || code == 'D' || code == 'H') && value.find("pgr_") != std::string::npos) {
+    } else if (names && (code == 'M' || code == 'D' || code == 'H') &&
+               value.find("pgr_") != std::string::npos) {
       if (rw)
         for (auto& [server_name, client_name] : rw->names) replace_all(value, server_name, client_name);
       for (auto& [client_name, st] : statements_)
-        if (value.find(st->server_name) != std::string::npos) replace_all(value, st->server_name, client_name);
+        if (value.find(st->server_name) != std::string::npos)
+          replace_all(value, st->server_name, client_name);
       for (auto& [server_name, client_name] : ghosts_)
         if (value.find(server_name) != std::string::npos) replace_all(value, server_name, client_name);
-      if (!unnamed_server_.empty()) replace_all(value, unnamed_server_, "");  // the client's unnamed statement
+      if (!unnamed_server_.empty())
+        replace_all(value, unnamed_server_, "");  // the client's unnamed statement
     }
     out.push_back(code);
     out.append(value);
@@ -1400,9 +1462,12 @@ void TxnTracker::rewind() {
   auto undo_client_side = [this](Expect& e) {
     const ExpectMore& x = e.get();
     if (x.created) {  // a Parse or PREPARE: the name means what it meant before
-      if (x.prev) statements_[x.client_name] = x.prev;
-      else statements_.erase(x.client_name);
-    } else if ((e.reply == be::kCloseComplete || e.reply == be::kCommandComplete) && x.removed && !e.evicted) {
+      if (x.prev)
+        statements_[x.client_name] = x.prev;
+      else
+        statements_.erase(x.client_name);
+    } else if ((e.reply == be::kCloseComplete || e.reply == be::kCommandComplete) && x.removed &&
+               !e.evicted) {
       statements_[x.client_name] = x.removed;
     }
     for (auto& fx : x.effects)
@@ -1478,31 +1543,36 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
           expect_.front().reply == be::kCommandComplete) {
         Expect e = std::move(expect_.front());
         expect_.pop_front();  // a client's PREPARE was recorded when sent (not transactional, as PostgreSQL)
-        if (e.get().removed) server.erase(e.get().removed->server_name);  // a DEALLOCATE that ran (carry_multi())
+        if (e.get().removed)
+          server.erase(e.get().removed->server_name);  // a DEALLOCATE that ran (carry_multi())
         if (e.action == Action::drop) return Reply::drop;
       }
       if (tag) last_tag_.assign(*tag);
       return Reply::forward;
     }
     case be::kErrorResponse: {
-      if (server.size() > 0 && body.find("cached plan must not change result type") != std::string_view::npos) {
-        // A shared statement outlived a change of its result columns; PostgreSQL does not re-plan it. A client that
-        // prepares it again (Rails does, after this error) or parses its unnamed statement anew each time would
-        // otherwise get this server's stale copy forever: all of the server's statements are forgotten, each is
-        // closed and prepared again at its next use here (one error per server connection and statement).
+      if (server.size() > 0 &&
+          body.find("cached plan must not change result type") != std::string_view::npos) {
+        // A shared statement outlived a change of its result columns; PostgreSQL does not re-plan it. A
+        // client that prepares it again (Rails does, after this error) or parses its unnamed statement anew
+        // each time would otherwise get this server's stale copy forever: all of the server's statements are
+        // forgotten, each is closed and prepared again at its next use here (one error per server connection
+        // and statement).
         server.forget_stale();
       }
       if (expect_.empty()) {
-        if ((!statements_.empty() || !unnamed_server_.empty()) && fix_error(body, nullptr, false, replacement))
+        if ((!statements_.empty() || !unnamed_server_.empty()) &&
+            fix_error(body, nullptr, false, replacement))
           return Reply::replace;
         return Reply::forward;
       }
       Reply r = Reply::forward;
       Expect& head = expect_.front();
       if (head.action == Action::sentinel_error &&
-          p::parse_error_fields(body).message == (head.get().match.empty() ? "prepared statement \"" +
-                                                      std::string(kSentinel) + "\" does not exist"
-                                                                              : head.get().match)) {
+          p::parse_error_fields(body).message ==
+              (head.get().match.empty()
+                   ? "prepared statement \"" + std::string(kSentinel) + "\" does not exist"
+                   : head.get().match)) {
         replacement = head.get().error;
         r = Reply::replace;
       }
@@ -1512,12 +1582,12 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       bool own_text = head.reply == be::kReadyForQuery || head.reply == be::kCommandComplete;
       std::shared_ptr<const TextRewrite> rw = head.get().rewrite;
       bool duplicate = head.reply != be::kReadyForQuery && p::error_sqlstate(body) == "42P05";
-      // The server now skips everything up to the next Sync; after an extended-protocol message's error (not a
-      // Query's own, nor its PREPARE's), Queries and FunctionCalls sent before that Sync too.
-      bool extended =
-          !(head.reply == be::kReadyForQuery || (head.reply == be::kCommandComplete && head.action != Action::drop));
-      for (bool first = true;
-           !expect_.empty() && (expect_.front().reply != be::kReadyForQuery || (extended && expect_.front().not_sync));
+      // The server now skips everything up to the next Sync; after an extended-protocol message's error (not
+      // a Query's own, nor its PREPARE's), Queries and FunctionCalls sent before that Sync too.
+      bool extended = !(head.reply == be::kReadyForQuery ||
+                        (head.reply == be::kCommandComplete && head.action != Action::drop));
+      for (bool first = true; !expect_.empty() && (expect_.front().reply != be::kReadyForQuery ||
+                                                   (extended && expect_.front().not_sync));
            first = false) {
         undo(expect_.front(), server, first && duplicate);
         expect_.pop_front();
@@ -1535,13 +1605,15 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       if (skip_to_sync_) {
         // The first Sync after an error: everything sent before it was ignored (Queries too), and it failed.
         skip_to_sync_ = false;
-        while (!expect_.empty() && (expect_.front().reply != be::kReadyForQuery || expect_.front().not_sync)) {
+        while (!expect_.empty() &&
+               (expect_.front().reply != be::kReadyForQuery || expect_.front().not_sync)) {
           undo(expect_.front(), server);
           expect_.pop_front();
         }
         if (!expect_.empty()) expect_.front().failed = true;
       }
-      while (!expect_.empty() && expect_.front().reply != be::kReadyForQuery) {  // cannot happen with a sane server
+      while (!expect_.empty() &&
+             expect_.front().reply != be::kReadyForQuery) {  // cannot happen with a sane server
         undo(expect_.front(), server);
         expect_.pop_front();
       }
@@ -1555,7 +1627,7 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       Expect z = std::move(expect_.front());
       expect_.pop_front();
       if (expect_.empty()) ghosts_.clear();  // nothing in flight can name them any more
-      if (z.swallow) return Reply::drop;  // pgrouter's own Sync: nothing of the client's ends here
+      if (z.swallow) return Reply::drop;     // pgrouter's own Sync: nothing of the client's ends here
       if (z.failed) {
         for (auto& fx : z.get().effects)  // a DEALLOCATE that failed: its name is back
           if (fx.removed && !statements_.count(fx.client_name)) statements_[fx.client_name] = fx.removed;

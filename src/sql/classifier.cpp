@@ -1,7 +1,7 @@
 // Statement classification from libpg_query's parse tree (see the header and docs/ARCHITECTURE.md).
 //
-// libpg_query's JSON output is read with sql::JsonTree rather than its protobuf output, which costs several times
-// more to produce and unpack (bench/RESULTS.md, statement classification cost). In that JSON a node is
+// libpg_query's JSON output is read with sql::JsonTree rather than its protobuf output, which costs several
+// times more to produce and unpack (bench/RESULTS.md, statement classification cost). In that JSON a node is
 // {"TypeName": {fields}} while a field whose type is fixed is the bare {fields} object, so the walk below
 // recognises nodes by their (upper-case) wrapper key and RangeVars also by their "relname" member.
 #include "pgrouter/sql/classifier.hpp"
@@ -19,24 +19,36 @@ namespace pgrouter::sql {
 
 std::string_view to_string(StatementClass cls) {
   switch (cls) {
-    case StatementClass::read: return "read";
-    case StatementClass::write: return "write";
-    case StatementClass::locking_read: return "locking_read";
-    case StatementClass::transaction_begin: return "transaction_begin";
-    case StatementClass::transaction_end: return "transaction_end";
-    case StatementClass::transaction_savepoint: return "transaction_savepoint";
-    case StatementClass::set_session: return "set_session";
-    case StatementClass::utility: return "utility";
-    case StatementClass::unknown: return "unknown";
+    case StatementClass::read:
+      return "read";
+    case StatementClass::write:
+      return "write";
+    case StatementClass::locking_read:
+      return "locking_read";
+    case StatementClass::transaction_begin:
+      return "transaction_begin";
+    case StatementClass::transaction_end:
+      return "transaction_end";
+    case StatementClass::transaction_savepoint:
+      return "transaction_savepoint";
+    case StatementClass::set_session:
+      return "set_session";
+    case StatementClass::utility:
+      return "utility";
+    case StatementClass::unknown:
+      return "unknown";
   }
   return "?";
 }
 
 std::string_view to_string(RouteHint hint) {
   switch (hint) {
-    case RouteHint::none: return "none";
-    case RouteHint::primary: return "primary";
-    case RouteHint::replica: return "replica";
+    case RouteHint::none:
+      return "none";
+    case RouteHint::primary:
+      return "primary";
+    case RouteHint::replica:
+      return "replica";
   }
   return "?";
 }
@@ -72,7 +84,8 @@ RouteHint hint_in_comment(std::string_view body) {
     for (auto [word, hint] : {std::pair{std::string_view("primary"), RouteHint::primary},
                               std::pair{std::string_view("replica"), RouteHint::replica}}) {
       size_t end = i + word.size();
-      if (starts_with_ci(body, i, word) && (end == body.size() || !is_identifier_char(body[end]))) return hint;
+      if (starts_with_ci(body, i, word) && (end == body.size() || !is_identifier_char(body[end])))
+        return hint;
     }
   }
   return RouteHint::none;
@@ -128,11 +141,16 @@ bool parse_bool(std::string_view s, bool otherwise) {
 
 int data_rank(StatementClass c) {
   switch (c) {
-    case StatementClass::read: return 0;
-    case StatementClass::locking_read: return 1;
-    case StatementClass::utility: return 2;
-    case StatementClass::write: return 3;
-    default: return -1;
+    case StatementClass::read:
+      return 0;
+    case StatementClass::locking_read:
+      return 1;
+    case StatementClass::utility:
+      return 2;
+    case StatementClass::write:
+      return 3;
+    default:
+      return -1;
   }
 }
 
@@ -178,8 +196,9 @@ class Walker {
   Classification& out_;
   std::vector<std::string_view> cte_names_;  // CTEs in scope, innermost last
   // What the query being walked does beyond its kind.
-  bool modifies_ = false;  // nested INSERT/UPDATE/DELETE/MERGE, SELECT INTO, or a function that is not read-only
-  bool locks_ = false;     // a locking clause
+  bool modifies_ =
+      false;            // nested INSERT/UPDATE/DELETE/MERGE, SELECT INTO, or a function that is not read-only
+  bool locks_ = false;  // a locking clause
 };
 
 std::string Walker::constant(const JsonValue* node) const {
@@ -235,7 +254,8 @@ void Walker::walk_fields(const JsonValue& fields) {
   size_t outer_scope = cte_names_.size();
   if (const JsonValue* with = member(fields, "withClause")) enter_with(*with);
   for (const JsonValue* m = tree_.first(fields); m; m = tree_.next(*m)) {
-    if (m->key == "withClause" || m->key == "typevar") continue;  // typevar: CREATE TYPE's name, not a relation
+    if (m->key == "withClause" || m->key == "typevar")
+      continue;  // typevar: CREATE TYPE's name, not a relation
     if (m->key == "lockingClause") {
       locks_ = true;  // its lockedRels are FROM-item names or aliases, not necessarily relations
       continue;
@@ -270,7 +290,8 @@ void Walker::enter_with(const JsonValue& with) {
 void Walker::add_relation(const JsonValue& range_var, bool may_be_cte) {
   std::string_view catalog = text(range_var, "catalogname"), schema = text(range_var, "schemaname");
   std::string_view relname = text(range_var, "relname");
-  if (may_be_cte && schema.empty() && std::find(cte_names_.begin(), cte_names_.end(), relname) != cte_names_.end())
+  if (may_be_cte && schema.empty() &&
+      std::find(cte_names_.begin(), cte_names_.end(), relname) != cte_names_.end())
     return;
   std::string name;
   name.reserve(catalog.size() + schema.size() + relname.size() + 2);
@@ -292,9 +313,13 @@ void Walker::check_function(const JsonValue& func_call) {
   if (n == 0) return;
   std::string_view name = parts[n - 1], schema = n >= 2 ? parts[n - 2] : std::string_view();
   switch (builtin_function(schema, name)) {
-    case BuiltinFunction::read_only: return;
-    case BuiltinFunction::primary_only: modifies_ = true; return;
-    case BuiltinFunction::unknown: break;
+    case BuiltinFunction::read_only:
+      return;
+    case BuiltinFunction::primary_only:
+      modifies_ = true;
+      return;
+    case BuiltinFunction::unknown:
+      break;
   }
   if (!is_read_only_function_) {
     modifies_ = true;
@@ -355,7 +380,8 @@ StatementClass Walker::variable_set(const JsonValue& fields) {
       (parse_bool(value, false) ? out_.read_only_begin : out_.read_write_begin) = true;
     }
   } else if (flag(fields, "is_local")) {
-    out_.set_local = true;  // SET LOCAL pgrouter.route is ignored: a route is chosen per session, not per transaction
+    out_.set_local =
+        true;  // SET LOCAL pgrouter.route is ignored: a route is chosen per session, not per transaction
   } else {
     out_.sets_session = true;
     if (name == "pgrouter.route") {
@@ -375,7 +401,8 @@ StatementClass Walker::variable_set(const JsonValue& fields) {
 // DROP TABLE/VIEW/MATERIALIZED VIEW/FOREIGN TABLE name their relations as lists of strings, not RangeVars.
 void Walker::drop_targets(const JsonValue& fields) {
   std::string_view type = text(fields, "removeType");
-  if (type != "OBJECT_TABLE" && type != "OBJECT_VIEW" && type != "OBJECT_MATVIEW" && type != "OBJECT_FOREIGN_TABLE")
+  if (type != "OBJECT_TABLE" && type != "OBJECT_VIEW" && type != "OBJECT_MATVIEW" &&
+      type != "OBJECT_FOREIGN_TABLE")
     return;
   const JsonValue* objects = member(fields, "objects");
   for (const JsonValue* e = objects ? tree_.first(*objects) : nullptr; e; e = tree_.next(*e)) {
@@ -401,8 +428,8 @@ StatementClass Walker::statement(const JsonValue& node) {
     const JsonValue* inner = member(node, "query");
     StatementClass cls = query(inner);
     if (explain_analyze(node)) return cls;  // the statement runs
-    // Plain EXPLAIN runs nothing and is fine on a replica, except EXPLAIN EXECUTE: prepared statements live on
-    // the primary (PREPARE is utility).
+    // Plain EXPLAIN runs nothing and is fine on a replica, except EXPLAIN EXECUTE: prepared statements live
+    // on the primary (PREPARE is utility).
     const JsonValue* inner_node = inner ? tree_.first(*inner) : nullptr;
     return inner_node && inner_node->key == "ExecuteStmt" ? StatementClass::utility : StatementClass::read;
   }
@@ -418,7 +445,8 @@ StatementClass Walker::statement(const JsonValue& node) {
     return cls;
   }
   if (type == "DeclareCursorStmt") return query(member(node, "query"));
-  if (type == "VariableShowStmt" || type == "FetchStmt" || type == "ClosePortalStmt") return StatementClass::read;
+  if (type == "VariableShowStmt" || type == "FetchStmt" || type == "ClosePortalStmt")
+    return StatementClass::read;
   if (type == "TransactionStmt") {
     std::string_view kind = text(node, "kind");
     if (kind == "TRANS_STMT_COMMIT_PREPARED" || kind == "TRANS_STMT_ROLLBACK_PREPARED")
@@ -459,7 +487,8 @@ thread_local bool tls_tree_busy = false;
 
 }  // namespace
 
-Classification classify(std::string_view sql, const std::function<bool(std::string_view)>& is_read_only_function) {
+Classification classify(std::string_view sql,
+                        const std::function<bool(std::string_view)>& is_read_only_function) {
   Classification out;
   out.hint = leading_hint(sql);
 

@@ -1,5 +1,6 @@
-// ClassifierCache: the per-worker LRU of statement classifications (see include/pgrouter/sql/classifier_cache.hpp);
-// the literal shaper that keys statements by their shape is in statement_shape.cpp.
+// ClassifierCache: the per-worker LRU of statement classifications (see
+// include/pgrouter/sql/classifier_cache.hpp); the literal shaper that keys statements by their shape is in
+// statement_shape.cpp.
 #include "pgrouter/sql/classifier_cache.hpp"
 
 #include <xxhash.h>
@@ -41,9 +42,10 @@ const Classification& ClassifierCache::get(std::string_view sql) {
   Exact& seen = exact_[size_t(text.low64) & (kExact - 1)];
   if (seen.used && seen.text_low == text.low64 && seen.text_high == text.high64)
     if (auto it = index_.find(seen.key); it != index_.end()) return hit(it->second);
-  // Statements that differ only in their literals (a query sent with its values inlined, as pgbench -M simple and
-  // most ORMs without server-side binding do) classify alike: they share one entry, keyed by their shape with
-  // integer and plain string literals replaced. Anything the shaping does not handle plainly is keyed exactly.
+  // Statements that differ only in their literals (a query sent with its values inlined, as pgbench -M simple
+  // and most ORMs without server-side binding do) classify alike: they share one entry, keyed by their shape
+  // with integer and plain string literals replaced. Anything the shaping does not handle plainly is keyed
+  // exactly.
   bool shaped = shape_of(sql, shape_);
   XXH128_hash_t h = shaped ? XXH3_128bits_withSeed(shape_.data(), shape_.size(), 1) : text;
   Key key{h.low64, h.high64};
@@ -61,7 +63,8 @@ const Classification& ClassifierCache::get(std::string_view sql) {
   }
   entries_[slot].key = key;
   entries_[slot].value = classify(sql, is_read_only_function_);
-  // Shape-mates share the entry: the lexical check runs on the shape (words inside literals are not features).
+  // Shape-mates share the entry: the lexical check runs on the shape (words inside literals are not
+  // features).
   entries_[slot].value.session_plain = session_feature(shaped ? std::string_view(shape_) : sql).empty();
   index_.emplace(key, slot);
   push_newest(slot);

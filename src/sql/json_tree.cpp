@@ -79,14 +79,30 @@ bool JsonTree::parse_string(std::string_view& out) {
     if (pos_ >= in_.size()) return false;
     char e = in_[pos_++];
     switch (e) {
-      case '"': s += '"'; break;
-      case '\\': s += '\\'; break;
-      case '/': s += '/'; break;
-      case 'b': s += '\b'; break;
-      case 'f': s += '\f'; break;
-      case 'n': s += '\n'; break;
-      case 'r': s += '\r'; break;
-      case 't': s += '\t'; break;
+      case '"':
+        s += '"';
+        break;
+      case '\\':
+        s += '\\';
+        break;
+      case '/':
+        s += '/';
+        break;
+      case 'b':
+        s += '\b';
+        break;
+      case 'f':
+        s += '\f';
+        break;
+      case 'n':
+        s += '\n';
+        break;
+      case 'r':
+        s += '\r';
+        break;
+      case 't':
+        s += '\t';
+        break;
       case 'u': {
         auto read4 = [this](uint32_t& cp) {
           if (pos_ + 4 > in_.size()) return false;
@@ -109,7 +125,8 @@ bool JsonTree::parse_string(std::string_view& out) {
         append_utf8(s, cp);
         break;
       }
-      default: return false;
+      default:
+        return false;
     }
   }
   return false;

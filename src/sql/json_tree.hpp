@@ -31,8 +31,12 @@ class JsonTree {
   bool parse(std::string_view text);
 
   const JsonValue& root() const { return values_[0]; }
-  const JsonValue* first(const JsonValue& v) const { return v.first_child ? &values_[v.first_child] : nullptr; }
-  const JsonValue* next(const JsonValue& v) const { return v.next_sibling ? &values_[v.next_sibling] : nullptr; }
+  const JsonValue* first(const JsonValue& v) const {
+    return v.first_child ? &values_[v.first_child] : nullptr;
+  }
+  const JsonValue* next(const JsonValue& v) const {
+    return v.next_sibling ? &values_[v.next_sibling] : nullptr;
+  }
   // The member called `key` of an object, or null.
   const JsonValue* member(const JsonValue& object, std::string_view key) const;
 
@@ -47,7 +51,8 @@ class JsonTree {
   bool parse_value(uint32_t index, int depth);
   bool parse_string(std::string_view& out);
   void skip_space() {
-    while (pos_ < in_.size() && (in_[pos_] == ' ' || in_[pos_] == '\n' || in_[pos_] == '\r' || in_[pos_] == '\t'))
+    while (pos_ < in_.size() &&
+           (in_[pos_] == ' ' || in_[pos_] == '\n' || in_[pos_] == '\r' || in_[pos_] == '\t'))
       ++pos_;
   }
 

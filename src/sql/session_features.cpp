@@ -81,7 +81,8 @@ bool session_set_config(std::string_view sql, size_t pos) {
 }
 
 bool ends_with_ci(std::string_view s, std::string_view lower_word) {
-  return s.size() >= lower_word.size() && util::equals_ascii_ci(s.substr(s.size() - lower_word.size()), lower_word);
+  return s.size() >= lower_word.size() &&
+         util::equals_ascii_ci(s.substr(s.size() - lower_word.size()), lower_word);
 }
 
 }  // namespace
@@ -92,8 +93,17 @@ bool ends_with_ci(std::string_view s, std::string_view lower_word) {
 // "with hold" anywhere.
 std::string_view session_feature(std::string_view sql) {
   enum : unsigned {
-    listen = 1, advisory = 2, temporary = 4, with_hold = 8, load = 16, prepare = 32, set = 64, discard = 128,
-    deallocate = 256, set_config = 512, sequence_read = 1024
+    listen = 1,
+    advisory = 2,
+    temporary = 4,
+    with_hold = 8,
+    load = 16,
+    prepare = 32,
+    set = 64,
+    discard = 128,
+    deallocate = 256,
+    set_config = 512,
+    sequence_read = 1024
   };
   unsigned found = 0;
   bool statement_start = true;
@@ -118,16 +128,21 @@ std::string_view session_feature(std::string_view sql) {
         i += 2;
         continue;
       }
-    } else if (statement_start && i + 1 < n && ((c == '-' && sql[i + 1] == '-') || (c == '/' && sql[i + 1] == '*'))) {
-      if (c == '-') line = true;
-      else block = 1;
+    } else if (statement_start && i + 1 < n &&
+               ((c == '-' && sql[i + 1] == '-') || (c == '/' && sql[i + 1] == '*'))) {
+      if (c == '-')
+        line = true;
+      else
+        block = 1;
       statement_start = false;
       i += 2;
       continue;
     }
     if (!word_byte(c)) {
-      if (c == ';') statement_start = true;
-      else if (!space_byte(c) && c != '(' && c != '\'') statement_start = false;  // EXECUTE 'SET ...'
+      if (c == ';')
+        statement_start = true;
+      else if (!space_byte(c) && c != '(' && c != '\'')
+        statement_start = false;  // EXECUTE 'SET ...'
       ++i;
       continue;
     }
@@ -139,12 +154,15 @@ std::string_view session_feature(std::string_view sql) {
     statement_start = false;
     switch (word.size()) {  // most words have no length of interest: one comparison each
       case 3:
-        if (first && is("set") && !next_is_any(sql, i, "local|transaction|constraints|session characteristics"))
+        if (first && is("set") &&
+            !next_is_any(sql, i, "local|transaction|constraints|session characteristics"))
           found |= set;
         break;
       case 4:
-        if (first && is("load")) found |= load;
-        else if (is("temp")) found |= temporary;
+        if (first && is("load"))
+          found |= load;
+        else if (is("temp"))
+          found |= temporary;
         break;
       case 5:
         if (first && is("reset")) found |= set;
@@ -153,16 +171,21 @@ std::string_view session_feature(std::string_view sql) {
         if (first && is("listen")) found |= listen;
         break;
       case 7:
-        if (first && is("prepare") && !next_is_any(sql, i, "transaction")) found |= prepare;
-        else if (first && is("discard")) found |= discard;
-        else if ((is("currval") || is("lastval")) && next_is_any(sql, i, "(")) found |= sequence_read;
+        if (first && is("prepare") && !next_is_any(sql, i, "transaction"))
+          found |= prepare;
+        else if (first && is("discard"))
+          found |= discard;
+        else if ((is("currval") || is("lastval")) && next_is_any(sql, i, "("))
+          found |= sequence_read;
         break;
       case 9:
         if (is("temporary")) found |= temporary;
         break;
       case 10:
-        if (first && is("deallocate")) found |= deallocate;
-        else if (is("set_config") && session_set_config(sql, i)) found |= set_config;
+        if (first && is("deallocate"))
+          found |= deallocate;
+        else if (is("set_config") && session_set_config(sql, i))
+          found |= set_config;
         break;
       case 16:
       case 20:
@@ -175,7 +198,8 @@ std::string_view session_feature(std::string_view sql) {
       default:
         break;
     }
-    if (i + 4 < n && sql[i] == ' ' && ends_with_ci(word, "with") && util::equals_ascii_ci(sql.substr(i + 1, 4), "hold"))
+    if (i + 4 < n && sql[i] == ' ' && ends_with_ci(word, "with") &&
+        util::equals_ascii_ci(sql.substr(i + 1, 4), "hold"))
       found |= with_hold;
     // PL/pgSQL (a DO block): a statement also starts after BEGIN, THEN, ELSE and LOOP, and EXECUTE runs the
     // text of the string after it ("DO $$ BEGIN SET search_path = x; END $$" sets it for the session). Not in
@@ -205,8 +229,8 @@ bool transaction_control(std::string_view sql) {
   while (i < sql.size() && word_byte(sql[i])) ++i;
   auto word = sql.substr(begin, i - begin);
   if (word.size() < 3 || word.size() > 9) return false;
-  for (std::string_view kw : {"begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release", "set",
-                              "show", "reset"})
+  for (std::string_view kw : {"begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release",
+                              "set", "show", "reset"})
     if (util::equals_ascii_ci(word, kw)) return true;
   return false;
 }
@@ -334,7 +358,9 @@ class Lexer {
   size_t i_ = 0;
 };
 
-bool is_kw(const Token& t, std::string_view kw) { return t.type == Token::word && util::equals_ascii_ci(t.text, kw); }
+bool is_kw(const Token& t, std::string_view kw) {
+  return t.type == Token::word && util::equals_ascii_ci(t.text, kw);
+}
 
 std::string lower(std::string_view s) { return util::ascii_lower(s); }
 
@@ -455,10 +481,12 @@ std::vector<std::string_view> split_statements(std::string_view sql) {
       i = e == std::string_view::npos ? sql.size() : e + 1;
     } else if (size_t e = util::sql_comment_end(sql, i); e != i) {
       i = e;
-    } else if (c == '$' && (i == 0 || !(std::isalnum(static_cast<unsigned char>(sql[i - 1])) || sql[i - 1] == '_'))) {
+    } else if (c == '$' &&
+               (i == 0 || !(std::isalnum(static_cast<unsigned char>(sql[i - 1])) || sql[i - 1] == '_'))) {
       size_t e = i + 1;
       while (e < sql.size() && (std::isalnum(static_cast<unsigned char>(sql[e])) || sql[e] == '_')) ++e;
-      if (e < sql.size() && sql[e] == '$' && !(e > i + 1 && std::isdigit(static_cast<unsigned char>(sql[i + 1])))) {
+      if (e < sql.size() && sql[e] == '$' &&
+          !(e > i + 1 && std::isdigit(static_cast<unsigned char>(sql[i + 1])))) {
         auto tag = sql.substr(i, e - i + 1);
         size_t close = sql.find(tag, e + 1);
         i = close == std::string_view::npos ? sql.size() : close + tag.size();
@@ -466,8 +494,10 @@ std::vector<std::string_view> split_statements(std::string_view sql) {
         ++i;
       }
     } else {
-      if (c == '(') ++depth;
-      else if (c == ')' && depth > 0) --depth;
+      if (c == '(')
+        ++depth;
+      else if (c == ')' && depth > 0)
+        --depth;
       else if (c == ';' && depth == 0) {
         push(i);
         start = i + 1;
@@ -516,8 +546,10 @@ void for_each_token(std::string_view s, F&& f) {
         if (escapes && s[i] == '\\') {
           i += 2;
         } else if (s[i] == '\'') {
-          if (i + 1 < s.size() && s[i + 1] == '\'') i += 2;
-          else break;
+          if (i + 1 < s.size() && s[i + 1] == '\'')
+            i += 2;
+          else
+            break;
         } else {
           ++i;
         }
@@ -528,8 +560,10 @@ void for_each_token(std::string_view s, F&& f) {
       ++i;
       while (i < s.size()) {
         if (s[i] == '"') {
-          if (i + 1 < s.size() && s[i + 1] == '"') i += 2;
-          else break;
+          if (i + 1 < s.size() && s[i + 1] == '"')
+            i += 2;
+          else
+            break;
         } else {
           ++i;
         }
@@ -584,8 +618,10 @@ std::optional<NameRef> parse_prepare(std::string_view sql) {
   bool ok = false;
   std::optional<NameRef> out;
   for_each_token(sql, [&](const SqlToken& t) {
-    if (n == 0) ok = word_is(sql, t, "prepare");
-    else if (n == 1 && ok && (t.kind == SqlToken::quoted || (t.kind == SqlToken::word && !word_is(sql, t, "transaction"))))
+    if (n == 0)
+      ok = word_is(sql, t, "prepare");
+    else if (n == 1 && ok &&
+             (t.kind == SqlToken::quoted || (t.kind == SqlToken::word && !word_is(sql, t, "transaction"))))
       out = name_of(sql, t);
     ++n;
   });
@@ -603,8 +639,10 @@ std::optional<SessionCommand> parse_deallocate(std::string_view sql) {
     if (done) {
       // Only one ';' may follow the name.
       bool is_semicolon = t.kind == SqlToken::other && t.end == t.begin + 1 && sql[t.begin] == ';';
-      if (is_semicolon && !semicolon) semicolon = true;
-      else ok = false;
+      if (is_semicolon && !semicolon)
+        semicolon = true;
+      else
+        ok = false;
     } else if (n == 0) {
       ok = word_is(sql, t, "deallocate");
     } else if (n == 1 && word_is(sql, t, "prepare")) {

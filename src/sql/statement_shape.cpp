@@ -24,7 +24,10 @@ bool copy_comment_or_identifier(std::string_view s, size_t& i, std::string& out)
     for (++i;; ++i) {
       if (i >= s.size()) return false;
       if (s[i] == '"') {
-        if (i + 1 < s.size() && s[i + 1] == '"') { ++i; continue; }
+        if (i + 1 < s.size() && s[i + 1] == '"') {
+          ++i;
+          continue;
+        }
         ++i;
         break;
       }
@@ -45,8 +48,8 @@ constexpr auto kShapePlain = [] {
   return t;
 }();
 
-// The end of the run of kShapePlain bytes starting at i: 16 bytes at a time where SSE2 is there (x86-64 always
-// has it), because a statement is mostly such bytes.
+// The end of the run of kShapePlain bytes starting at i: 16 bytes at a time where SSE2 is there (x86-64
+// always has it), because a statement is mostly such bytes.
 static size_t plain_run_end(std::string_view s, size_t i) {
   const char* d = s.data();
   size_t n = s.size();
@@ -79,10 +82,12 @@ bool ClassifierCache::shape_of(std::string_view s, std::string& out) {
   size_t i = 0;
   while (i < s.size()) {
     char c = s[i];
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f') out.push_back(s[i++]);
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f')
+      out.push_back(s[i++]);
     else if (s.compare(i, 2, "--") == 0 || s.compare(i, 2, "/*") == 0) {
       if (!copy_comment_or_identifier(s, i, out)) return false;
-    } else break;
+    } else
+      break;
   }
   size_t w = i;
   while (w < s.size() && util::sql_ident_char(s[w])) ++w;
@@ -120,7 +125,10 @@ bool ClassifierCache::shape_of(std::string_view s, std::string& out) {
       for (;; ++j) {
         if (j >= s.size() || s[j] == '\\') return false;
         if (s[j] == '\'') {
-          if (j + 1 < s.size() && s[j + 1] == '\'') { ++j; continue; }
+          if (j + 1 < s.size() && s[j + 1] == '\'') {
+            ++j;
+            continue;
+          }
           break;
         }
       }

@@ -1,7 +1,8 @@
-// libFuzzer target: statement classification (src/sql/classifier.cpp). The input is up to three statement texts
-// separated by a 0xff byte. Each is classified afresh and through one ClassifierCache, in order: the cache keys
-// SELECT/DML texts by their shape (literals replaced), so texts of one shape share an entry, and whatever it
-// returns must be what classify() says of that very text, or a read could be routed as a write's neighbour.
+// libFuzzer target: statement classification (src/sql/classifier.cpp). The input is up to three statement
+// texts separated by a 0xff byte. Each is classified afresh and through one ClassifierCache, in order: the
+// cache keys SELECT/DML texts by their shape (literals replaced), so texts of one shape share an entry, and
+// whatever it returns must be what classify() says of that very text, or a read could be routed as a write's
+// neighbour.
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -13,7 +14,9 @@
 namespace sql = pgrouter::sql;
 
 namespace {
-bool read_only_function(std::string_view name) { return name.starts_with("ro_") || name.starts_with("app.ro_"); }
+bool read_only_function(std::string_view name) {
+  return name.starts_with("ro_") || name.starts_with("app.ro_");
+}
 
 void check_same(const sql::Classification& a, const sql::Classification& b) {
   FUZZ_CHECK(a.cls == b.cls);

@@ -1,6 +1,7 @@
 // libFuzzer target: the YAML config loader (src/control/config.cpp), from a string and from a file (whose
 // relative *_file secrets are read next to it). Malformed YAML, wrong types, unknown keys and bad values must
-// come back as errors with a message, never as a crash or an exception; a load either gives a config or errors.
+// come back as errors with a message, never as a crash or an exception; a load either gives a config or
+// errors.
 #include <unistd.h>
 
 #include <cstdint>

@@ -1,8 +1,8 @@
-// libFuzzer target: protocol::FrameScanner. The input is split into a few parameters (which types want a body,
-// the maximum length, fragment sizes) and a byte stream. The stream is scanned three ways: by a plain reference
-// parser written from the protocol's definition, whole (one scan per stop), and in fragments the way the relay
-// feeds it (unconsumed bytes kept, the next read appended). All three must report the same messages in the same
-// order, each once, and agree on where a bad length is and on what is left over.
+// libFuzzer target: protocol::FrameScanner. The input is split into a few parameters (which types want a
+// body, the maximum length, fragment sizes) and a byte stream. The stream is scanned three ways: by a plain
+// reference parser written from the protocol's definition, whole (one scan per stop), and in fragments the
+// way the relay feeds it (unconsumed bytes kept, the next read appended). All three must report the same
+// messages in the same order, each once, and agree on where a bad length is and on what is left over.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cstdint>
@@ -26,10 +26,10 @@ struct Seen {
 };
 
 struct Params {
-  uint8_t body_mask;     // bit (type % 8) set: the handler wants that type's body
+  uint8_t body_mask;    // bit (type % 8) set: the handler wants that type's body
   uint32_t max_length;  // the limit in effect: the one given, at most kMaxProtocolMessage
   uint32_t given;       // what the scanner is constructed with
-  uint8_t stop_mask;     // bit (message index % 8) set: the handler stops once before that message
+  uint8_t stop_mask;    // bit (message index % 8) set: the handler stops once before that message
 };
 
 bool wants(const Params& prm, char type) { return (prm.body_mask >> (uint8_t(type) % 8)) & 1; }
@@ -47,8 +47,10 @@ struct Handler {
     }
     FUZZ_CHECK(len >= 4 && len <= prm.max_length);
     bool with_body = wants(prm, type);
-    if (with_body) FUZZ_CHECK(body.size() == len - 4);
-    else FUZZ_CHECK(body.empty());
+    if (with_body)
+      FUZZ_CHECK(body.size() == len - 4);
+    else
+      FUZZ_CHECK(body.empty());
     seen.push_back({type, len, with_body, std::string(body)});
     return p::ScanAction::forward;
   }
@@ -94,7 +96,8 @@ Outcome reference(const Params& prm, const std::string& s) {
 }
 
 // Checks one scan result against the bytes it was given.
-void check_result(const p::ScanResult& r, const char* data, size_t n, const Params& prm, const p::FrameScanner& sc) {
+void check_result(const p::ScanResult& r, const char* data, size_t n, const Params& prm,
+                  const p::FrameScanner& sc) {
   FUZZ_CHECK(r.consumed <= n);
   FUZZ_CHECK(int(r.stopped) + int(r.bad_length) + int(r.need > 0) <= 1);
   if (r.bad_length) {

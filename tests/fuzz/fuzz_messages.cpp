@@ -1,7 +1,7 @@
-// libFuzzer target: the parsers for what clients and servers send pgrouter (src/protocol/messages.cpp): startup
-// packets, ErrorResponse fields, the SQLSTATE alone, ParameterStatus. Besides not crashing, what each parser
-// accepts must be consistent with the bytes: a parsed startup packet written back is the same packet, the
-// SQLSTATE found alone is the one the full parse finds.
+// libFuzzer target: the parsers for what clients and servers send pgrouter (src/protocol/messages.cpp):
+// startup packets, ErrorResponse fields, the SQLSTATE alone, ParameterStatus. Besides not crashing, what each
+// parser accepts must be consistent with the bytes: a parsed startup packet written back is the same packet,
+// the SQLSTATE found alone is the one the full parse finds.
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -60,7 +60,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   if (auto ps = p::parse_parameter_status(body)) {
     FUZZ_CHECK(ps->first.size() + ps->second.size() + 2 <= body.size());
-    FUZZ_CHECK(ps->first.find('\0') == std::string_view::npos && ps->second.find('\0') == std::string_view::npos);
+    FUZZ_CHECK(ps->first.find('\0') == std::string_view::npos &&
+               ps->second.find('\0') == std::string_view::npos);
     // Writing it back gives the message whose body starts with the same bytes.
     std::string out;
     p::append_parameter_status(out, ps->first, ps->second);

@@ -1,7 +1,8 @@
 // libFuzzer target: SCRAM-SHA-256 as pgrouter's server side (src/protocol/scram.cpp), fed an arbitrary
 // client-first-message and client-final-message. Nothing fuzzed may authenticate: the proof is an HMAC of the
 // whole exchange, so an input that gets Ok means the check is broken. A second exchange with a real client
-// (pgrouter's own ClientExchange) and a fuzzed nonce must succeed with the right password and fail with another.
+// (pgrouter's own ClientExchange) and a fuzzed nonce must succeed with the right password and fail with
+// another.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cstdint>
@@ -32,7 +33,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto server_first = server.handle_client_first(client_first, err);
   if (server_first) {
     FUZZ_CHECK(server_first->starts_with("r="));
-    FUZZ_CHECK(server_first->find(",s=") != std::string::npos && server_first->find(",i=16") != std::string::npos);
+    FUZZ_CHECK(server_first->find(",s=") != std::string::npos &&
+               server_first->find(",i=16") != std::string::npos);
   } else {
     FUZZ_CHECK(!err.empty());
   }

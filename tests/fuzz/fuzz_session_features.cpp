@@ -1,8 +1,8 @@
 // libFuzzer target: the lexical scans transaction pooling relies on (src/sql/session_features.cpp). Each must
-// stay inside the text and keep the promises its header makes: session_feature() answers the same for a text and
-// its session_feature_key() (the tracker remembers answers by key), a command parse_session_command() carries is
-// one session_feature() flags, names found lie inside the text, split_statements() gives back the whole text in
-// order with only ';' and white space left between pieces, and a piece splits into itself.
+// stay inside the text and keep the promises its header makes: session_feature() answers the same for a text
+// and its session_feature_key() (the tracker remembers answers by key), a command parse_session_command()
+// carries is one session_feature() flags, names found lie inside the text, split_statements() gives back the
+// whole text in order with only ';' and white space left between pieces, and a piece splits into itself.
 #include <cctype>
 #include <cstdint>
 #include <string>
@@ -54,11 +54,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(inside(text, piece) && !piece.empty());
     size_t begin = size_t(piece.data() - text.data());
     FUZZ_CHECK(begin >= pos);
-    for (size_t i = pos; i < begin; ++i) FUZZ_CHECK(text[i] == ';' || std::isspace(static_cast<unsigned char>(text[i])));
+    for (size_t i = pos; i < begin; ++i)
+      FUZZ_CHECK(text[i] == ';' || std::isspace(static_cast<unsigned char>(text[i])));
     pos = begin + piece.size();
     auto again = sql::split_statements(piece);
     FUZZ_CHECK(again.size() == 1 && again[0].data() == piece.data() && again[0].size() == piece.size());
   }
-  for (size_t i = pos; i < text.size(); ++i) FUZZ_CHECK(text[i] == ';' || std::isspace(static_cast<unsigned char>(text[i])));
+  for (size_t i = pos; i < text.size(); ++i)
+    FUZZ_CHECK(text[i] == ';' || std::isspace(static_cast<unsigned char>(text[i])));
   return 0;
 }

@@ -1,5 +1,5 @@
-// The classifier's flags (transaction modes, session settings, routes), the cache, the built-in function lists and
-// the JSON reader under it. The statement table is in test_classifier_table.cpp.
+// The classifier's flags (transaction modes, session settings, routes), the cache, the built-in function
+// lists and the JSON reader under it. The statement table is in test_classifier_table.cpp.
 #include <doctest/doctest.h>
 
 #include <string>
@@ -138,14 +138,15 @@ TEST_CASE("classifier: deep and large statements") {
 
 TEST_CASE("classifier cache: hits, misses and LRU eviction") {
   ClassifierCache cache(2, [](std::string_view name) { return name == "get_price"; });
-  CHECK(cache.get("SELECT get_price(1)").cls == StatementClass::read);  // the cache passes its function list on
+  CHECK(cache.get("SELECT get_price(1)").cls ==
+        StatementClass::read);  // the cache passes its function list on
   CHECK(cache.get("SELECT get_price(1)").cls == StatementClass::read);
   CHECK(cache.hits() == 1);
   CHECK(cache.misses() == 1);
 
   CHECK(cache.get("UPDATE t SET a = 1").cls == StatementClass::write);
-  CHECK(cache.get("SELECT get_price(1)").statements == 1);  // hit: now the newest
-  CHECK(cache.get("SELECT 3").cls == StatementClass::read);   // evicts the UPDATE, the oldest
+  CHECK(cache.get("SELECT get_price(1)").statements == 1);   // hit: now the newest
+  CHECK(cache.get("SELECT 3").cls == StatementClass::read);  // evicts the UPDATE, the oldest
   CHECK(cache.size() == 2);
   size_t misses = cache.misses();
   cache.get("SELECT get_price(1)");
@@ -185,15 +186,16 @@ TEST_CASE("classifier cache: statements that differ only in literals share an en
   std::string shape;
   CHECK(ClassifierCache::shape_of("SELECT abalance FROM pgbench_accounts WHERE aid = 123;", shape));
   CHECK(shape == "SELECT abalance FROM pgbench_accounts WHERE aid = \x02;");
-  CHECK(ClassifierCache::shape_of("/* pgrouter: replica */ select * from t1 where a = 'x''y' and b = -7", shape));
+  CHECK(ClassifierCache::shape_of("/* pgrouter: replica */ select * from t1 where a = 'x''y' and b = -7",
+                                  shape));
   CHECK(shape == "/* pgrouter: replica */ select * from t1 where a = \x01 and b = -\x02");
   // Kept exact: decimals, exponents, parameters, digits in identifiers and quoted identifiers, and comments.
   CHECK(ClassifierCache::shape_of("SELECT 1.5, 2e3, $1, x1, \"9 'a\" -- it's 4\nFROM t", shape));
   CHECK(shape == "SELECT 1.5, 2e3, $1, x1, \"9 'a\" -- it's 4\nFROM t");
   // Not shaped (keyed by the exact text).
   for (const char* exact : {"SET pgrouter.route = 'replica'", "SELECT 1; SET pgrouter.route = 'primary'",
-                            "SELECT E'a\\'b'", "SELECT 'a\\b'", "SELECT $$1$$", "SELECT U&'d'", "BEGIN READ ONLY",
-                            "SELECT 'unterminated", "SELECT /* open", "SELECT \x01"})
+                            "SELECT E'a\\'b'", "SELECT 'a\\b'", "SELECT $$1$$", "SELECT U&'d'",
+                            "BEGIN READ ONLY", "SELECT 'unterminated", "SELECT /* open", "SELECT \x01"})
     CHECK_MESSAGE(!ClassifierCache::shape_of(exact, shape), exact);
   // Every special byte found wherever it falls in the 16-byte blocks the scan takes at a time.
   for (size_t k = 0; k < 40; ++k) {
@@ -241,7 +243,8 @@ TEST_CASE("classifier built-in function lists") {
 
 TEST_CASE("classifier JSON reader") {
   JsonTree tree;
-  REQUIRE(tree.parse(R"( {"a": [1, -2.5e3, true, false, null, "x\"\\\/\n\u00e9\ud83d\ude00"], "b": {}, "c": []} )"));
+  REQUIRE(tree.parse(
+      R"( {"a": [1, -2.5e3, true, false, null, "x\"\\\/\n\u00e9\ud83d\ude00"], "b": {}, "c": []} )"));
   const JsonValue& root = tree.root();
   REQUIRE(root.kind == JsonValue::Kind::object);
   const JsonValue* a = tree.member(root, "a");
@@ -261,6 +264,7 @@ TEST_CASE("classifier JSON reader") {
 
   for (const char* bad : {"", "{", "[1,]", "{\"a\" 1}", "\"unterminated", "[1] x", "{\"a\":tru}", "\"\\q\""})
     CHECK_FALSE(tree.parse(bad));
-  CHECK_FALSE(tree.parse(std::string(JsonTree::max_depth + 2, '[') + std::string(JsonTree::max_depth + 2, ']')));
+  CHECK_FALSE(
+      tree.parse(std::string(JsonTree::max_depth + 2, '[') + std::string(JsonTree::max_depth + 2, ']')));
   CHECK(tree.parse(std::string(100, '[') + std::string(100, ']')));
 }

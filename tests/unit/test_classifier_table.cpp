@@ -9,10 +9,10 @@
 #include "pgrouter/sql/classifier_cache.hpp"
 
 using pgrouter::sql::ClassifierCache;
-using pgrouter::sql::to_string;
 using pgrouter::sql::classify;
 using pgrouter::sql::RouteHint;
 using pgrouter::sql::StatementClass;
+using pgrouter::sql::to_string;
 
 namespace {
 
@@ -49,11 +49,13 @@ const Row rows[] = {
     {"SELECT * FROM ONLY parent", R, "parent"},
     {"SELECT * FROM parent*", R, "parent"},
     {"SELECT u.* FROM users u JOIN orders o ON o.user_id = u.id", R, "users,orders"},
-    {"SELECT * FROM a LEFT JOIN b USING (id) RIGHT JOIN c ON true FULL JOIN d ON true CROSS JOIN e", R, "a,b,c,d,e"},
+    {"SELECT * FROM a LEFT JOIN b USING (id) RIGHT JOIN c ON true FULL JOIN d ON true CROSS JOIN e", R,
+     "a,b,c,d,e"},
     {"SELECT * FROM a NATURAL JOIN b", R, "a,b"},
     {"SELECT * FROM a, b, a", R, "a,b"},
     {"SELECT * FROM users WHERE id IN (SELECT user_id FROM orders)", R, "users,orders"},
-    {"SELECT * FROM users WHERE EXISTS (SELECT 1 FROM orders WHERE orders.user_id = users.id)", R, "users,orders"},
+    {"SELECT * FROM users WHERE EXISTS (SELECT 1 FROM orders WHERE orders.user_id = users.id)", R,
+     "users,orders"},
     {"SELECT (SELECT max(total) FROM orders) AS m", R, "orders"},
     {"SELECT * FROM (SELECT * FROM orders) sub", R, "orders"},
     {"SELECT * FROM users u, LATERAL (SELECT * FROM orders o WHERE o.user_id = u.id LIMIT 1) last", R,
@@ -64,7 +66,8 @@ const Row rows[] = {
     {"VALUES (1, 'a'), (2, 'b')", R, ""},
     {"TABLE users", R, "users"},
     {"SELECT * FROM t TABLESAMPLE SYSTEM (10)", R, "t"},
-    {"SELECT count(*) FROM orders GROUP BY status HAVING count(*) > 1 ORDER BY 1 LIMIT 5 OFFSET 10", R, "orders"},
+    {"SELECT count(*) FROM orders GROUP BY status HAVING count(*) > 1 ORDER BY 1 LIMIT 5 OFFSET 10", R,
+     "orders"},
     {"SELECT DISTINCT ON (a) a, b FROM t ORDER BY a, b DESC", R, "t"},
     {"SELECT * FROM t WHERE name LIKE 'a%' AND id BETWEEN 1 AND 10", R, "t"},
     {"SELECT * FROM t WHERE id = ANY($1::int[])", R, "t"},
@@ -88,7 +91,8 @@ const Row rows[] = {
     {"SELECT * FROM t1 WHERE (a, b) IN (SELECT a, b FROM t2)", R, "t1,t2"},
     {"SELECT 1 FROM t WHERE a IS DISTINCT FROM b", R, "t"},
     {"SELECT * FROM pg_catalog.pg_tables", R, "pg_catalog.pg_tables"},
-    {"SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace", R, "pg_class,pg_namespace"},
+    {"SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace", R,
+     "pg_class,pg_namespace"},
     {"SELECT * FROM information_schema.columns WHERE table_name = 't'", R, "information_schema.columns"},
     {"SELECT B'1010', X'ff', 1e10, .5", R, ""},
     {"SELECT \"nextval\" FROM t", R, "t"},
@@ -229,15 +233,16 @@ const Row rows[] = {
     {"WITH d AS (DELETE FROM t WHERE id = 1 RETURNING *) SELECT * FROM d", W, "t"},
     {"WITH u AS (UPDATE accounts SET balance = 0 RETURNING id) SELECT count(*) FROM u", W, "accounts"},
     {"WITH i AS (INSERT INTO log (msg) VALUES ('x') RETURNING id) SELECT id FROM i", W, "log"},
-    {"WITH moved AS (DELETE FROM queue RETURNING *) INSERT INTO archive SELECT * FROM moved", W, "archive,queue"},
+    {"WITH moved AS (DELETE FROM queue RETURNING *) INSERT INTO archive SELECT * FROM moved", W,
+     "archive,queue"},
     {"WITH a AS (SELECT * FROM t), b AS (UPDATE u SET x = 1 RETURNING *) SELECT * FROM a, b", W, "t,u"},
     {"WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r WHERE n < 5), "
      "ins AS (INSERT INTO nums SELECT n FROM r RETURNING n) SELECT * FROM ins",
      W, "nums"},
 
     // CTE names are not relations; their bodies' relations are
-    {"WITH recent AS (SELECT * FROM orders WHERE created_at > now() - interval '1 day') SELECT * FROM recent", R,
-     "orders"},
+    {"WITH recent AS (SELECT * FROM orders WHERE created_at > now() - interval '1 day') SELECT * FROM recent",
+     R, "orders"},
     {"WITH a AS (SELECT * FROM t1), b AS (SELECT * FROM a JOIN t2 USING (id)) SELECT * FROM b", R, "t1,t2"},
     {"WITH t AS (SELECT * FROM t) SELECT * FROM t", R, "t"},
     {"WITH t AS (SELECT 1) SELECT * FROM public.t", R, "public.t"},
@@ -253,13 +258,16 @@ const Row rows[] = {
     {"WITH \"X\" AS (SELECT 1) SELECT * FROM \"X\", x", R, "x"},
     {"WITH x AS (SELECT 1) SELECT * FROM \"X\"", R, "X"},
     {"(WITH a AS (SELECT 1) SELECT * FROM a) UNION ALL SELECT * FROM a", R, "a"},
-    {"WITH RECURSIVE t(n) AS (VALUES (1) UNION ALL SELECT n+1 FROM t WHERE n < 100) SELECT sum(n) FROM t", R, ""},
-    {"WITH RECURSIVE st(id, link) AS (SELECT id, link FROM graph UNION ALL SELECT g.id, g.link FROM graph g, st "
+    {"WITH RECURSIVE t(n) AS (VALUES (1) UNION ALL SELECT n+1 FROM t WHERE n < 100) SELECT sum(n) FROM t", R,
+     ""},
+    {"WITH RECURSIVE st(id, link) AS (SELECT id, link FROM graph UNION ALL SELECT g.id, g.link FROM graph g, "
+     "st "
      "WHERE g.id = st.link) CYCLE id SET is_cycle USING path SELECT * FROM st",
      R, "graph"},
     {"WITH t AS (SELECT 1) INSERT INTO t SELECT * FROM t", W, "t"},
     {"WITH src AS (SELECT * FROM staging) INSERT INTO target SELECT * FROM src", W, "staging,target"},
-    {"WITH ids AS (SELECT id FROM stale) DELETE FROM items WHERE id IN (SELECT id FROM ids)", W, "items,stale"},
+    {"WITH ids AS (SELECT id FROM stale) DELETE FROM items WHERE id IN (SELECT id FROM ids)", W,
+     "items,stale"},
     {"WITH v AS (SELECT 2 AS x) UPDATE t SET x = v.x FROM v", W, "t"},
     {"WITH t AS (SELECT 1) UPDATE t SET x = 1", W, "t"},
 
@@ -292,7 +300,8 @@ const Row rows[] = {
     {"TRUNCATE t", W, "t"},
     {"TRUNCATE TABLE a, b RESTART IDENTITY CASCADE", W, "a,b"},
 
-    // COPY: FROM writes; TO STDOUT reads (unless its query writes or locks); TO a server file is the primary's
+    // COPY: FROM writes; TO STDOUT reads (unless its query writes or locks); TO a server file is the
+    // primary's
     {"COPY t FROM STDIN", W, "t"},
     {"COPY t (a, b) FROM STDIN WITH (FORMAT csv)", W, "t"},
     {"COPY t FROM '/data/t.csv'", W, "t"},
@@ -426,7 +435,8 @@ const Row rows[] = {
 
     // DDL and other writes
     {"CREATE TABLE t (id int PRIMARY KEY)", W, "t"},
-    {"CREATE TABLE IF NOT EXISTS app.t (id serial, ref int REFERENCES app.parent (id))", W, "app.parent,app.t"},
+    {"CREATE TABLE IF NOT EXISTS app.t (id serial, ref int REFERENCES app.parent (id))", W,
+     "app.parent,app.t"},
     {"CREATE TEMP TABLE tmp (x int)", W, "tmp"},
     {"CREATE UNLOGGED TABLE u (x int)", W, "u"},
     {"CREATE TABLE c (LIKE p INCLUDING ALL)", W, "c,p"},
@@ -628,7 +638,10 @@ TEST_CASE("classifier: statement table through one cache (statements of one shap
         std::string shape;
         if (ClassifierCache::shape_of(text, shape)) {
           text.clear();
-          for (char ch : shape) text += ch == '\x01' ? std::string("'zz'") : ch == '\x02' ? std::string("424242") : std::string(1, ch);
+          for (char ch : shape)
+            text += ch == '\x01'   ? std::string("'zz'")
+                    : ch == '\x02' ? std::string("424242")
+                                   : std::string(1, ch);
         }
       }
       CAPTURE(text);

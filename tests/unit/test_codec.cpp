@@ -291,7 +291,7 @@ TEST_CASE("a mark keeps consumed bytes through compaction and growth until unmar
   b.shrink(true);  // no-op while marked
   REQUIRE(b.capacity() == 16);
   std::memcpy(b.write_ptr(), "IJKL", 4);
-  b.commit(4);  // the buffer is full at the tail now
+  b.commit(4);       // the buffer is full at the tail now
   b.prepare_read();  // compacts from the mark, not from the read head
   CHECK(std::string(b.mark_data(), 8) == "ABCDEFGH");
   CHECK(std::string(b.data(), b.size()) == "IJKL");
@@ -311,7 +311,8 @@ TEST_CASE("a mark keeps consumed bytes through compaction and growth until unmar
 #include "pgrouter/util/strings.hpp"
 
 TEST_CASE("ipv4_text writes what address_v4::to_string writes") {
-  for (const char* text : {"0.0.0.0", "127.0.0.1", "10.20.3.255", "192.168.100.1", "255.255.255.255", "1.9.10.99"}) {
+  for (const char* text :
+       {"0.0.0.0", "127.0.0.1", "10.20.3.255", "192.168.100.1", "255.255.255.255", "1.9.10.99"}) {
     auto a = boost::asio::ip::make_address_v4(text);
     CHECK(pgrouter::util::ipv4_text(a.to_uint()) == a.to_string());
     CHECK(pgrouter::util::ipv4_text(a.to_uint()) == text);

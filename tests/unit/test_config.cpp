@@ -1,4 +1,5 @@
-// Unit tests for the YAML config loader: values, every kind of error with its position, secrets, auth matching.
+// Unit tests for the YAML config loader: values, every kind of error with its position, secrets, auth
+// matching.
 #include <doctest/doctest.h>
 #include <unistd.h>
 
@@ -31,7 +32,8 @@ LoadResult load(const std::string& yaml) { return load_config_string(yaml, "test
 // True if an error at this line (and column, if given) contains the text.
 bool has_error(const LoadResult& result, int line, const std::string& text, int column = 0) {
   for (const auto& e : result.errors) {
-    if (e.line == line && (column == 0 || e.column == column) && e.message.find(text) != std::string::npos) return true;
+    if (e.line == line && (column == 0 || e.column == column) && e.message.find(text) != std::string::npos)
+      return true;
   }
   return false;
 }
@@ -227,7 +229,8 @@ TEST_CASE("errors carry the line and column of the offending key or value") {
     auto r = load(kBase + "pool:\n  size: 0\n  queue_size: -1\n");
     CHECK(has_error(r, 10, "'size' must be an integer from 1"));
     CHECK(has_error(r, 11, "queue_size"));
-    CHECK(has_error(load(kBase + "pool:\n  size: 2\n  min_size: 3\n"), 10, "min_size (3) must not exceed size (2)"));
+    CHECK(has_error(load(kBase + "pool:\n  size: 2\n  min_size: 3\n"), 10,
+                    "min_size (3) must not exceed size (2)"));
     auto merged = load(
         "version: 1\npool: {min_size: 5}\ndatabases:\n  - name: app\n    shards: [{primary: {host: h}}]\n"
         "    pool: {size: 4}\nusers: [{name: u, password: p}]\n");
@@ -254,10 +257,12 @@ TEST_CASE("errors carry the line and column of the offending key or value") {
     CHECK_FALSE(no_defer.config->listen.tcp_defer_accept);
     CHECK(has_error(load(kBase + "listen: {tcp_defer_accept: 45}\n"), 9, "one of true | false"));
     CHECK(has_error(load(kBase + "log: {level: verbose}\n"), 9, "debug | info | warn | error"));
-    CHECK(has_error(load(kBase + "auth:\n  - method: password\n"), 10, "scram-sha-256 | md5 | trust | reject", 13));
+    CHECK(has_error(load(kBase + "auth:\n  - method: password\n"), 10, "scram-sha-256 | md5 | trust | reject",
+                    13));
   }
   SUBCASE("addresses") {
-    auto r = load(kBase + "auth:\n  - addresses: [10.0.0.0/33, \"::1/129\", 300.1.1.1, 10.0.0.0/8, ::1, fe80::/x]\n");
+    auto r = load(kBase +
+                  "auth:\n  - addresses: [10.0.0.0/33, \"::1/129\", 300.1.1.1, 10.0.0.0/8, ::1, fe80::/x]\n");
     CHECK(has_error(r, 10, "'10.0.0.0/33'"));
     CHECK(has_error(r, 10, "'::1/129'"));
     CHECK(has_error(r, 10, "'300.1.1.1'"));
@@ -269,7 +274,8 @@ TEST_CASE("errors carry the line and column of the offending key or value") {
     CHECK(has_error(r, 11, "duplicate key 'method'", 5));
     auto dup = load(
         "version: 1\ndatabases:\n  - {name: a, shards: [{primary: {host: h}}]}\n"
-        "  - {name: a, shards: [{primary: {host: h}}]}\nusers: [{name: u, password: p}, {name: u, password: q}]\n");
+        "  - {name: a, shards: [{primary: {host: h}}]}\nusers: [{name: u, password: p}, {name: u, password: "
+        "q}]\n");
     CHECK(has_error(dup, 4, "duplicate name 'a' in databases (first at line 3)"));
     CHECK(has_error(dup, 5, "duplicate name 'u' in users"));
   }
@@ -278,20 +284,23 @@ TEST_CASE("errors carry the line and column of the offending key or value") {
     CHECK(has_error(r, 1, "missing required key 'version'"));
     CHECK(has_error(r, 2, "'databases' must be a list of at least 1 entry"));
     CHECK(has_error(r, 4, "missing required key 'name'"));
-    CHECK(has_error(load("version: 1\ndatabases:\n  - name: x\n    shards: []\nusers: [{name: u, password: p}]\n"), 4,
-                    "'shards' must be a list"));
     CHECK(has_error(
-        load("version: 1\ndatabases:\n  - name: x\n    shards: [{replicas: []}]\nusers: [{name: u, password: p}]\n"), 4,
-        "a shard needs one of 'primary' (fixed roles, with optional 'replicas') or 'hosts'"));
+        load("version: 1\ndatabases:\n  - name: x\n    shards: []\nusers: [{name: u, password: p}]\n"), 4,
+        "'shards' must be a list"));
+    CHECK(has_error(load("version: 1\ndatabases:\n  - name: x\n    shards: [{replicas: []}]\nusers: [{name: "
+                         "u, password: p}]\n"),
+                    4, "a shard needs one of 'primary' (fixed roles, with optional 'replicas') or 'hosts'"));
     CHECK(has_error(load("version: 2\n"), 1, "unsupported config version '2'", 10));
     CHECK(has_error(load(kBase + "listen: [1, 2]\n"), 9, "'listen' must be a map"));
   }
   SUBCASE("secrets") {
-    CHECK(has_error(load(kBase + "    password_env: HOME\n"), 9, "'password' and 'password_env' are alternatives"));
+    CHECK(has_error(load(kBase + "    password_env: HOME\n"), 9,
+                    "'password' and 'password_env' are alternatives"));
     auto missing = load(kBase + "  - name: nosecret\nauth:\n  - method: md5\n");
     CHECK(has_error(missing, 9, "user 'nosecret' has no password"));
     CHECK(has_error(missing, 9, "auth rule at line 11"));
-    auto bad_hashes = load(kBase + "  - name: h\n    scram_verifier: SCRAM-SHA-256$1:abc\n    md5_hash: md5xyz\n");
+    auto bad_hashes =
+        load(kBase + "  - name: h\n    scram_verifier: SCRAM-SHA-256$1:abc\n    md5_hash: md5xyz\n");
     CHECK(has_error(bad_hashes, 10, "SCRAM-SHA-256$<iterations>"));
     CHECK(has_error(bad_hashes, 11, "32 hex digits"));
   }
@@ -361,8 +370,9 @@ TEST_CASE("secrets come from files (trailing newline stripped) and from the envi
   CHECK(r.config->users[1].backend_password == "from-env");
   CHECK(r.config->source == config.string());
 
-  auto missing =
-      load(kBase + "  - name: c\n    password_file: /nonexistent/pw\n    backend_password_env: PGROUTER_TEST_UNSET\n");
+  auto missing = load(
+      kBase +
+      "  - name: c\n    password_file: /nonexistent/pw\n    backend_password_env: PGROUTER_TEST_UNSET\n");
   CHECK(has_error(missing, 10, "cannot read '/nonexistent/pw'"));
   CHECK(has_error(missing, 11, "environment variable 'PGROUTER_TEST_UNSET' is not set"));
 

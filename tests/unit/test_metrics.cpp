@@ -114,13 +114,13 @@ TEST_CASE("render_metrics sums the workers") {
 
 TEST_CASE("render_metrics turns per-worker bucket counts into cumulative buckets") {
   Stats stats(2);
-  stats.workers[0]->query_latency.observe_ns(50 * kMicro);    // <= 0.0001
-  stats.workers[1]->query_latency.observe_ns(100 * kMicro);   // exactly on 0.0001: le is inclusive
-  stats.workers[1]->query_latency.observe_ns(300 * kMicro);   // <= 0.0005
-  stats.workers[0]->query_latency.observe_ns(2 * kSecond);    // <= 5
-  stats.workers[1]->query_latency.observe_ns(10 * kSecond);   // exactly on 10
-  stats.workers[1]->query_latency.observe_ns(61 * kSecond);   // +Inf only
-  stats.workers[0]->pool_wait.observe_ns(20 * 1000 * kMicro); // 0.02 <= 0.025
+  stats.workers[0]->query_latency.observe_ns(50 * kMicro);     // <= 0.0001
+  stats.workers[1]->query_latency.observe_ns(100 * kMicro);    // exactly on 0.0001: le is inclusive
+  stats.workers[1]->query_latency.observe_ns(300 * kMicro);    // <= 0.0005
+  stats.workers[0]->query_latency.observe_ns(2 * kSecond);     // <= 5
+  stats.workers[1]->query_latency.observe_ns(10 * kSecond);    // exactly on 10
+  stats.workers[1]->query_latency.observe_ns(61 * kSecond);    // +Inf only
+  stats.workers[0]->pool_wait.observe_ns(20 * 1000 * kMicro);  // 0.02 <= 0.025
 
   const std::string text = render_metrics(stats);
   const std::string q = "pgrouter_query_duration_seconds";
@@ -159,7 +159,8 @@ TEST_CASE("render_metrics labels errors by sqlstate and source, summed over work
   CHECK(sample_value(text, "pgrouter_errors_total{source=\"pgrouter\",sqlstate=\"53300\"}") == 3);
   CHECK(sample_value(text, "pgrouter_errors_total{source=\"server\",sqlstate=\"53300\"}") == 1);
   CHECK(sample_value(text, "pgrouter_errors_total{source=\"server\",sqlstate=\"42P01\"}") == 1);
-  CHECK_FALSE(sample_value(text, "pgrouter_errors_total{source=\"pgrouter\",sqlstate=\"42P01\"}").has_value());
+  CHECK_FALSE(
+      sample_value(text, "pgrouter_errors_total{source=\"pgrouter\",sqlstate=\"42P01\"}").has_value());
 }
 
 namespace {
@@ -177,8 +178,9 @@ struct RunningAdminServer {
 
   RunningAdminServer() {
     auto ready_flag = ready;
-    server.emplace(io, "127.0.0.1", 0, stats,
-                   [ready_flag] { return ready_flag->load() ? std::string() : std::string("backends \"down\""); });
+    server.emplace(io, "127.0.0.1", 0, stats, [ready_flag] {
+      return ready_flag->load() ? std::string() : std::string("backends \"down\"");
+    });
     server->start();
     runner = std::thread([this] { io.run(); });
   }

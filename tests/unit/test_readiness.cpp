@@ -42,7 +42,9 @@ void run_for(asio::io_context& io, std::chrono::milliseconds limit = std::chrono
 
 }  // namespace
 
-TEST_CASE("a socket destroyed by a coroutine woken earlier in the same batch gets none of the batch's later events") {
+TEST_CASE(
+    "a socket destroyed by a coroutine woken earlier in the same batch gets none of the batch's later "
+    "events") {
   asio::io_context io(1);
   net::Readiness readiness(io);
   readiness.start();
@@ -93,7 +95,8 @@ TEST_CASE("a socket destroyed by a coroutine woken earlier in the same batch get
   CHECK(got[size_t(destroyed)].empty());
   // ...and its later event in the batch was dropped: nothing wrote to its (wiped) memory.
   bool untouched = true;
-  for (size_t i = 0; i < sizeof(net::SocketReadiness); ++i) untouched = untouched && stores[destroyed][i] == 0;
+  for (size_t i = 0; i < sizeof(net::SocketReadiness); ++i)
+    untouched = untouched && stores[destroyed][i] == 0;
   CHECK(untouched);
   alive[survivor]->~SocketReadiness();
   readiness.stop();
@@ -129,7 +132,8 @@ TEST_CASE("Wakeup: wake_now runs the parked coroutine in place, wake_soon after 
     CHECK(order == std::vector<std::string>{"before", "parked woke", "after"});
   }
 
-  SUBCASE("wake_soon from a coroutine woken by the readiness set: right after it suspends, ahead of the queue") {
+  SUBCASE(
+      "wake_soon from a coroutine woken by the readiness set: right after it suspends, ahead of the queue") {
     asio::co_spawn(io, parked(), asio::detached);
     Pair p;
     net::SocketReadiness rs;
@@ -243,7 +247,8 @@ TEST_CASE("Wakeup: wake_now runs the parked coroutine in place, wake_soon after 
   run_for(io, std::chrono::milliseconds(50));
 }
 
-TEST_CASE("read_now and write_now: the relay's paths without a coroutine, and when they leave it to the wait") {
+TEST_CASE(
+    "read_now and write_now: the relay's paths without a coroutine, and when they leave it to the wait") {
   asio::io_context io(1);
   net::Readiness readiness(io);
   readiness.start();
@@ -265,7 +270,8 @@ TEST_CASE("read_now and write_now: the relay's paths without a coroutine, and wh
   CHECK(std::string(buf, got) == "hello");
   CHECK(!ec);
 
-  // Writes: all at once while there is room; partial when the socket buffer fills, the rest left to write_all.
+  // Writes: all at once while there is room; partial when the socket buffer fills, the rest left to
+  // write_all.
   size_t written = 0;
   REQUIRE(rs.write_now("abc", 3, written, ec));
   CHECK(written == 3);

@@ -112,7 +112,8 @@ TEST_CASE("strategies pick only eligible replicas, in their own way") {
   c[1].eligible = false;
   c[2].eligible = true;
   std::map<int, int> seen;
-  for (int i = 0; i < 10; ++i) seen[routing::pick_replica(control::ReplicaStrategy::round_robin, c, rr, rng)]++;
+  for (int i = 0; i < 10; ++i)
+    seen[routing::pick_replica(control::ReplicaStrategy::round_robin, c, rr, rng)]++;
   CHECK(seen == std::map<int, int>{{0, 5}, {2, 5}});
 
   seen.clear();
@@ -128,7 +129,8 @@ TEST_CASE("strategies pick only eligible replicas, in their own way") {
   c[0].weight = 3;
   c[2].weight = 1;
   seen.clear();
-  for (int i = 0; i < 4000; ++i) seen[routing::pick_replica(control::ReplicaStrategy::weighted, c, rr, rng)]++;
+  for (int i = 0; i < 4000; ++i)
+    seen[routing::pick_replica(control::ReplicaStrategy::weighted, c, rr, rng)]++;
   CHECK(seen[0] > 2700);  // about 3000
   CHECK(seen[2] > 800);   // about 1000
   c[0].weight = c[2].weight = 0;
@@ -151,7 +153,8 @@ databases:
               read_your_writes_wait: 1500ms}
 users: [{name: u, password: p}]
 auth: [{method: scram-sha-256}]
-)", "t.yaml");
+)",
+                                        "t.yaml");
   REQUIRE(ok.ok());
   const auto& r = ok.config->databases[0].routing;
   CHECK(r.read_from == control::ReadFrom::any);
@@ -172,9 +175,11 @@ databases:
     routing: {strategy: fastest}
 users: [{name: u, password: p}]
 auth: [{method: scram-sha-256}]
-)", "t.yaml");
+)",
+                                         "t.yaml");
   REQUIRE_FALSE(bad.ok());
-  CHECK(bad.errors[0].message.find("round_robin | random | least_outstanding | weighted") != std::string::npos);
+  CHECK(bad.errors[0].message.find("round_robin | random | least_outstanding | weighted") !=
+        std::string::npos);
   auto bad_wait = control::load_config_string(R"(
 version: 1
 databases:
@@ -183,7 +188,8 @@ databases:
     routing: {read_your_writes_wait: soon}
 users: [{name: u, password: p}]
 auth: [{method: scram-sha-256}]
-)", "t.yaml");
+)",
+                                              "t.yaml");
   REQUIRE_FALSE(bad_wait.ok());
   CHECK(bad_wait.errors[0].message.find("read_your_writes_wait") != std::string::npos);
   CHECK(bad_wait.errors[0].message.find("a duration like 500ms") != std::string::npos);
@@ -191,9 +197,10 @@ auth: [{method: scram-sha-256}]
 
 TEST_CASE("a shard lists hosts (role: auto) or a primary with replicas, and says which when wrong") {
   auto load = [](const std::string& shard) {
-    return control::load_config_string("version: 1\ndatabases:\n  - name: app\n    shards: [" + shard +
-                                           "]\nusers: [{name: u, password: p}]\nauth: [{method: scram-sha-256}]\n",
-                                       "t.yaml");
+    return control::load_config_string(
+        "version: 1\ndatabases:\n  - name: app\n    shards: [" + shard +
+            "]\nusers: [{name: u, password: p}]\nauth: [{method: scram-sha-256}]\n",
+        "t.yaml");
   };
   auto ok = load("{hosts: [{host: a}, {host: b, port: 5433, weight: 2}]}");
   REQUIRE(ok.ok());
@@ -211,8 +218,10 @@ TEST_CASE("a shard lists hosts (role: auto) or a primary with replicas, and says
   };
   CHECK(message("{primary: {host: a}, hosts: [{host: b}]}").find("either 'primary'") != std::string::npos);
   CHECK(message("{replicas: [{host: b}]}").find("one of 'primary'") != std::string::npos);
-  CHECK(message("{hosts: [{host: a}], replicas: [{host: b}]}").find("'replicas' cannot be used with 'hosts'") !=
+  CHECK(
+      message("{hosts: [{host: a}], replicas: [{host: b}]}").find("'replicas' cannot be used with 'hosts'") !=
+      std::string::npos);
+  CHECK(message("{hosts: [{host: a}, {host: a, port: 5432}]}").find("a:5432 is listed twice") !=
         std::string::npos);
-  CHECK(message("{hosts: [{host: a}, {host: a, port: 5432}]}").find("a:5432 is listed twice") != std::string::npos);
   CHECK(message("{hosts: []}").find("'hosts' must be a list of at least 1 entry") != std::string::npos);
 }

@@ -18,7 +18,8 @@ constexpr const char* kClientFirst = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
 constexpr const char* kServerFirst =
     "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
 constexpr const char* kClientFinal =
-    "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+    "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+"
+    "Ute9ytag9zjfMHgsqmmiz7AndVQ=";
 constexpr const char* kServerFinal = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
 
 // Made by PostgreSQL 15: SET password_encryption='scram-sha-256'; CREATE ROLE alice PASSWORD 'pencil'.
@@ -26,7 +27,9 @@ constexpr const char* kPostgresVerifier =
     "SCRAM-SHA-256$4096:2OgkVZvPJxaGgwJsVxTfjA==$0rqAeFvI1JJ8fJ/2KxMGkLdA9GS1zhDMYfjAshqMemo=:"
     "u+C+/K0Vi3+KZ+aBof7pN2sT/69ZN/pzbWlYechC++k=";
 
-scram::Verifier rfc_verifier() { return scram::make_verifier("pencil", *scram::base64_decode(kSaltB64), 4096); }
+scram::Verifier rfc_verifier() {
+  return scram::make_verifier("pencil", *scram::base64_decode(kSaltB64), 4096);
+}
 
 scram::ServerExchange::Result run_server(const scram::Verifier& v, const std::string& client_final,
                                          std::string& server_final, std::string& err) {
@@ -70,14 +73,17 @@ TEST_CASE("ServerExchange rejects a tampered proof, nonce or channel binding") {
   std::string server_final, err;
   std::string flipped_proof = kClientFinal;
   flipped_proof[flipped_proof.size() - 3] = flipped_proof[flipped_proof.size() - 3] == 'A' ? 'B' : 'A';
-  CHECK(run_server(rfc_verifier(), flipped_proof, server_final, err) == scram::ServerExchange::Result::BadProof);
+  CHECK(run_server(rfc_verifier(), flipped_proof, server_final, err) ==
+        scram::ServerExchange::Result::BadProof);
 
   std::string other_nonce =
       std::string("c=biws,r=") + kClientNonce + "XYZ,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
-  CHECK(run_server(rfc_verifier(), other_nonce, server_final, err) == scram::ServerExchange::Result::Malformed);
+  CHECK(run_server(rfc_verifier(), other_nonce, server_final, err) ==
+        scram::ServerExchange::Result::Malformed);
 
   std::string other_binding = std::string(kClientFinal).replace(0, 6, "c=eSws");  // "y,," instead of "n,,"
-  CHECK(run_server(rfc_verifier(), other_binding, server_final, err) == scram::ServerExchange::Result::Malformed);
+  CHECK(run_server(rfc_verifier(), other_binding, server_final, err) ==
+        scram::ServerExchange::Result::Malformed);
 
   for (const char* bad : {"", "c=biws", "p=abc", "c=biws,r=x", "r=a,c=biws,p=abcd",
                           "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=not base64!"}) {
@@ -102,7 +108,8 @@ TEST_CASE("ServerExchange rejects malformed client-first messages") {
 
   std::string server_final;
   scram::ServerExchange fresh(rfc_verifier());
-  CHECK(fresh.handle_client_final(kClientFinal, server_final, err) == scram::ServerExchange::Result::Malformed);
+  CHECK(fresh.handle_client_final(kClientFinal, server_final, err) ==
+        scram::ServerExchange::Result::Malformed);
 }
 
 TEST_CASE("ServerExchange accepts the empty user name PostgreSQL clients send and the 'y' flag") {
@@ -111,7 +118,8 @@ TEST_CASE("ServerExchange accepts the empty user name PostgreSQL clients send an
   auto server_first = server.handle_client_first("y,,n=,r=abc", err);
   REQUIRE(server_first);
   CHECK(server_first->starts_with("r=abc"));
-  CHECK(server_first->size() > std::string("r=abc,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096").size());  // random suffix
+  CHECK(server_first->size() >
+        std::string("r=abc,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096").size());  // random suffix
   CHECK(server_first->ends_with(",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"));
 }
 
@@ -123,7 +131,8 @@ TEST_CASE("ClientExchange produces the proof for libpq's empty user name and che
   std::string err;
   auto client_final = client.handle_server_first(kServerFirst, err);
   REQUIRE(client_final);
-  CHECK(*client_final == std::string("c=biws,r=") + kCombinedNonce + ",p=qvT2SWdEH5Q06albL+hjSYuUhCG7VndFyzIb7CK4n9k=");
+  CHECK(*client_final ==
+        std::string("c=biws,r=") + kCombinedNonce + ",p=qvT2SWdEH5Q06albL+hjSYuUhCG7VndFyzIb7CK4n9k=");
   CHECK(client.verify_server_final("v=3HO6Qt1M4MKJrmlKaoOqLAI0/0TV0HZe7J9H3MBtSOg=", err));
   CHECK_FALSE(client.verify_server_final(kServerFinal, err));
   CHECK_FALSE(client.verify_server_final("e=invalid-proof", err));
@@ -156,13 +165,14 @@ TEST_CASE("ClientExchange and ServerExchange agree, and the RFC proof differs on
 // derivation would pin a worker thread for about twenty minutes. Counts above 10,000,000 (about five seconds)
 // are refused before any hashing, so this test fails by meson's timeout if the cap goes.
 TEST_CASE("ClientExchange refuses iteration counts above its cap before hashing") {
-  for (const char* count : {"10000001", "2147483647", "2147483648", "-1", "0", "00", "+4096", "4096 ", "0x1000"}) {
+  for (const char* count :
+       {"10000001", "2147483647", "2147483648", "-1", "0", "00", "+4096", "4096 ", "0x1000"}) {
     CAPTURE(count);
     scram::ClientExchange client("pencil", kClientNonce);
     client.client_first();
     std::string err;
-    auto final_message =
-        client.handle_server_first(std::string("r=") + kClientNonce + "3rfc,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=" + count, err);
+    auto final_message = client.handle_server_first(
+        std::string("r=") + kClientNonce + "3rfc,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=" + count, err);
     CHECK_FALSE(final_message);
     CHECK(err.find("iteration count") != std::string::npos);
   }
@@ -208,9 +218,10 @@ TEST_CASE("ClientExchange refuses a hostile server's iteration count before deri
 
 TEST_CASE("ClientExchange refuses a nonce the server did not extend from pgrouter's") {
   const std::string rest = ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
-  for (std::string nonce : {std::string("someOtherNonce"), std::string(kClientNonce),  // replaced, not extended
-                            std::string("rOprNGfwEbeRWgbNEkq"),                        // shortened
-                            std::string(kClientNonce) + "ab\x7f", std::string()}) {
+  for (std::string nonce :
+       {std::string("someOtherNonce"), std::string(kClientNonce),  // replaced, not extended
+        std::string("rOprNGfwEbeRWgbNEkq"),                        // shortened
+        std::string(kClientNonce) + "ab\x7f", std::string()}) {
     CAPTURE(nonce);
     scram::ClientExchange client("pencil", kClientNonce);
     client.client_first();
@@ -224,7 +235,8 @@ TEST_CASE("ClientExchange refuses a wrong, short or early server signature") {
   std::string err;
   scram::ClientExchange early("pencil", kClientNonce);
   early.client_first();
-  CHECK_FALSE(early.verify_server_final("v=3HO6Qt1M4MKJrmlKaoOqLAI0/0TV0HZe7J9H3MBtSOg=", err));  // no server-first yet
+  CHECK_FALSE(early.verify_server_final("v=3HO6Qt1M4MKJrmlKaoOqLAI0/0TV0HZe7J9H3MBtSOg=",
+                                        err));  // no server-first yet
 
   scram::ClientExchange client("pencil", kClientNonce);
   REQUIRE(client.handle_server_first(kServerFirst, err));
@@ -232,8 +244,9 @@ TEST_CASE("ClientExchange refuses a wrong, short or early server signature") {
   auto raw = *scram::base64_decode(right);
   std::string flipped = raw;
   flipped[31] = static_cast<char>(flipped[31] ^ 1);
-  for (std::string bad : {"v=" + scram::base64_encode(flipped), "v=" + scram::base64_encode(raw.substr(0, 16)),
-                          "v=" + scram::base64_encode(raw + "x"), std::string("v="), std::string("x=") + right}) {
+  for (std::string bad :
+       {"v=" + scram::base64_encode(flipped), "v=" + scram::base64_encode(raw.substr(0, 16)),
+        "v=" + scram::base64_encode(raw + "x"), std::string("v="), std::string("x=") + right}) {
     CAPTURE(bad);
     CHECK_FALSE(client.verify_server_final(bad, err));
   }
@@ -256,10 +269,11 @@ TEST_CASE("verifiers: PostgreSQL's format parses, formats back, and matches make
   CHECK(scram::format_verifier(derived) == kPostgresVerifier);
   CHECK(scram::format_verifier(scram::make_verifier("pencil2", parsed->salt, 4096)) != kPostgresVerifier);
 
-  for (const char* bad : {"", "md5abc", "SCRAM-SHA-256$4096:c2FsdA==", "SCRAM-SHA-256$x:c2FsdA==$AAAA:AAAA",
-                          "SCRAM-SHA-256$4096:c2FsdA==$AAAA:AAAA",  // keys not 32 bytes
-                          "SCRAM-SHA-1$4096:2OgkVZvPJxaGgwJsVxTfjA==$0rqAeFvI1JJ8fJ/2KxMGkLdA9GS1zhDMYfjAshqMemo=:"
-                          "u+C+/K0Vi3+KZ+aBof7pN2sT/69ZN/pzbWlYechC++k="}) {
+  for (const char* bad :
+       {"", "md5abc", "SCRAM-SHA-256$4096:c2FsdA==", "SCRAM-SHA-256$x:c2FsdA==$AAAA:AAAA",
+        "SCRAM-SHA-256$4096:c2FsdA==$AAAA:AAAA",  // keys not 32 bytes
+        "SCRAM-SHA-1$4096:2OgkVZvPJxaGgwJsVxTfjA==$0rqAeFvI1JJ8fJ/2KxMGkLdA9GS1zhDMYfjAshqMemo=:"
+        "u+C+/K0Vi3+KZ+aBof7pN2sT/69ZN/pzbWlYechC++k="}) {
     CAPTURE(bad);
     CHECK_FALSE(scram::parse_verifier(bad));
   }
@@ -285,7 +299,8 @@ TEST_CASE("mock verifier is deterministic per user, differs between users, and n
   REQUIRE(first);
   auto final_message = client.handle_server_first(*first, err);
   REQUIRE(final_message);
-  CHECK(server.handle_client_final(*final_message, server_final, err) == scram::ServerExchange::Result::BadProof);
+  CHECK(server.handle_client_final(*final_message, server_final, err) ==
+        scram::ServerExchange::Result::BadProof);
 }
 
 TEST_CASE("md5 matches PostgreSQL") {

@@ -111,7 +111,8 @@ TEST_CASE("a channel-bound SCRAM exchange sends the p= gs2 header and binds the 
       "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096", err);
   REQUIRE(final_msg);
   // base64("p=tls-server-end-point,," + hash), computed with Python's base64.
-  CHECK(final_msg->starts_with("c=cD10bHMtc2VydmVyLWVuZC1wb2ludCwsYYeAWzPOH0NYwAnYMG54houYK2SXWGjDlFN36I48QM8=,r="));
+  CHECK(final_msg->starts_with(
+      "c=cD10bHMtc2VydmVyLWVuZC1wb2ludCwsYYeAWzPOH0NYwAnYMG54houYK2SXWGjDlFN36I48QM8=,r="));
   CHECK(protocol::scram::channel_binding_attribute("n,,", "") == "biws");
 
   protocol::scram::ClientExchange unbound("pencil", "rOprNGfwEbeRWgbNEkqO");
@@ -124,7 +125,9 @@ control::LoadResult load(const std::string& backend_keys, const std::string& ser
                                          "databases:\n"
                                          "  - name: app\n"
                                          "    shards:\n"
-                                         "      - primary: {host: db1" + backend_keys + "}\n"
+                                         "      - primary: {host: db1" +
+                                         backend_keys +
+                                         "}\n"
                                          "users:\n"
                                          "  - name: app\n"
                                          "    password: secret\n",
@@ -137,7 +140,8 @@ std::string errors(const control::LoadResult& r) {
 }
 }  // namespace
 
-TEST_CASE("server TLS keys: prefer by default, per-backend keys override server_tls, bad combinations refused") {
+TEST_CASE(
+    "server TLS keys: prefer by default, per-backend keys override server_tls, bad combinations refused") {
   auto plain = load("");
   REQUIRE(plain.config);
   CHECK(plain.config->databases[0].shards[0].primary.tls.sslmode == net::SslMode::prefer);
@@ -213,7 +217,8 @@ struct TlsPair {
 
 }  // namespace
 
-TEST_CASE("a TLS socket with the socket drained but a decrypted record inside OpenSSL still counts as readable") {
+TEST_CASE(
+    "a TLS socket with the socket drained but a decrypted record inside OpenSSL still counts as readable") {
   asio::io_context io(1);
   net::Readiness readiness(io);
   readiness.start();

@@ -34,8 +34,10 @@ TEST_CASE("statements whose effects outlive the transaction are recognised") {
   CHECK(session_feature("select ';/*'; set x = 1") == "SET");
   CHECK(session_feature("select ';--'; set x = 1") == "SET");
   // set_config() that is not provably transaction-local (third argument the bare word true).
-  CHECK(session_feature("select set_config('search_path', 'x', false)") == "set_config() of a session setting");
-  CHECK(session_feature("SELECT pg_catalog.SET_CONFIG('a.b', $1, $2)") == "set_config() of a session setting");
+  CHECK(session_feature("select set_config('search_path', 'x', false)") ==
+        "set_config() of a session setting");
+  CHECK(session_feature("SELECT pg_catalog.SET_CONFIG('a.b', $1, $2)") ==
+        "set_config() of a session setting");
   CHECK(session_feature("select set_config('a', 'b', 'true')") == "set_config() of a session setting");
   CHECK(session_feature("select set_config('a', f(1, 2), x)") == "set_config() of a session setting");
   CHECK(session_feature("select set_config('a', 'it''s, (', false)") == "set_config() of a session setting");
@@ -84,8 +86,9 @@ TEST_CASE("transaction-scoped and ordinary statements are not") {
 }
 
 // Found by tests/fuzz (fuzz_session_features): LOCAL, TRANSACTION and CONSTRAINTS after SET (and TRANSACTION
-// after PREPARE) were matched as prefixes, so a session SET of a setting whose name starts with one of them was
-// taken for a transaction-scoped one and, in a multi-statement query, left on the server for the next client.
+// after PREPARE) were matched as prefixes, so a session SET of a setting whose name starts with one of them
+// was taken for a transaction-scoped one and, in a multi-statement query, left on the server for the next
+// client.
 TEST_CASE("SET LOCAL, SET TRANSACTION and PREPARE TRANSACTION are whole words") {
   CHECK(session_feature("SET local_app.tenant = 'a'; select 1") == "SET");
   CHECK(session_feature("set transaction_timeout = '1s'; select 1") == "SET");
@@ -118,13 +121,15 @@ TEST_CASE("SQL PREPARE and EXECUTE name their statements as PostgreSQL reads the
 
   CHECK(mentions_execute("EXPLAIN ExEcUtE s"));
   CHECK_FALSE(mentions_execute("select 1"));
-  auto refs = execute_references("execute A(1); explain (analyze) EXECUTE \"B\"; create table t as execute c");
+  auto refs =
+      execute_references("execute A(1); explain (analyze) EXECUTE \"B\"; create table t as execute c");
   REQUIRE(refs.size() == 3);
   CHECK(refs[0].name == "a");
   CHECK(refs[1].name == "B");
   CHECK(refs[2].name == "c");
   // Not in strings, comments, dollar quotes or quoted identifiers.
-  CHECK(execute_references("select 'execute a', $$ execute b $$, \"execute\" c -- execute d\n/* execute e */").empty());
+  CHECK(execute_references("select 'execute a', $$ execute b $$, \"execute\" c -- execute d\n/* execute e */")
+            .empty());
   CHECK(execute_references("select E'\\' execute a'").empty());
   CHECK(execute_references("execute").empty());
 }
@@ -132,7 +137,8 @@ TEST_CASE("SQL PREPARE and EXECUTE name their statements as PostgreSQL reads the
 TEST_CASE("DEALLOCATE names are read as PostgreSQL reads them") {
   using pgrouter::sql::parse_session_command;
   using pgrouter::sql::SessionCommand;
-  CHECK(parse_session_command("deallocate \"with \"\"quotes\"\" and space\"")->name == "with \"quotes\" and space");
+  CHECK(parse_session_command("deallocate \"with \"\"quotes\"\" and space\"")->name ==
+        "with \"quotes\" and space");
   CHECK(parse_session_command("DEALLOCATE Foo; -- done")->name == "foo");
   CHECK(parse_session_command("/* a /* nested */ comment */ SET search_path = x")->name == "search_path");
   CHECK(parse_session_command("deallocate prepare prepare")->name == "prepare");

@@ -1,6 +1,7 @@
 // RESET / RESET ALL / DISCARD ALL back to the client's startup values: how a Query is rewritten and how
 // the replies to what pgrouter added are dropped or merged. Against real PostgreSQL: the parity scripts
-// set_application_name_and_reset, startup_options_and_reset_all and startup_values_after_reset_all_and_default.
+// set_application_name_and_reset, startup_options_and_reset_all and
+// startup_values_after_reset_all_and_default.
 #include <doctest/doctest.h>
 
 #include "pgrouter/protocol/codec.hpp"
@@ -56,7 +57,8 @@ TEST_CASE("startup reset: which queries are rewritten, and how") {
   CHECK(none.empty());
   CHECK_FALSE(none.client_query("RESET ALL", 0, out));
 
-  StartupReset sr(Params{{"application_name", "app"}, {"TimeZone", "Europe/Paris"}, {"timezone", "Asia/Tokyo"}});
+  StartupReset sr(
+      Params{{"application_name", "app"}, {"TimeZone", "Europe/Paris"}, {"timezone", "Asia/Tokyo"}});
   CHECK_FALSE(sr.empty());
   CHECK(sr.reapply_all() == "SELECT " + kSetApp + " AS pgrouter_startup_reset, " + kSetTz);
   CHECK_FALSE(sr.client_query("select 1", 0, out));
@@ -66,19 +68,21 @@ TEST_CASE("startup reset: which queries are rewritten, and how") {
   CHECK(sr.idle());
 
   CHECK(sr.client_query("RESET application_name", 0, out));
-  CHECK(queries(out) == std::vector<std::string>{"RESET application_name\n;SELECT " + kSetApp + " AS pgrouter_startup_reset"});
+  CHECK(queries(out) == std::vector<std::string>{"RESET application_name\n;SELECT " + kSetApp +
+                                                 " AS pgrouter_startup_reset"});
   CHECK_FALSE(sr.idle());
 
   out.clear();
   CHECK(sr.client_query("set time zone local;", 0, out));
-  CHECK(queries(out) == std::vector<std::string>{"set time zone local\n;SELECT " + kSetTz + " AS pgrouter_startup_reset;"});
+  CHECK(queries(out) ==
+        std::vector<std::string>{"set time zone local\n;SELECT " + kSetTz + " AS pgrouter_startup_reset;"});
 
   out.clear();
   CHECK(sr.client_query("set application_name to default; select 1; reset all -- done", 0, out));
-  CHECK(queries(out) == std::vector<std::string>{
-                            "set application_name to default\n;SELECT " + kSetApp +
-                            " AS pgrouter_startup_reset; select 1; reset all -- done\n;SELECT " + kSetApp +
-                            " AS pgrouter_startup_reset, " + kSetTz});
+  CHECK(queries(out) ==
+        std::vector<std::string>{"set application_name to default\n;SELECT " + kSetApp +
+                                 " AS pgrouter_startup_reset; select 1; reset all -- done\n;SELECT " +
+                                 kSetApp + " AS pgrouter_startup_reset, " + kSetTz});
 
   out.clear();
   CHECK(sr.client_query("DISCARD ALL;", 0, out));

@@ -21,11 +21,14 @@ std::string msg(char type, const std::string& body) {
   return out + body;
 }
 std::string cstr(const std::string& s) { return s + std::string(1, '\0'); }
-std::string parse_body(const std::string& name, const std::string& sql) { return cstr(name) + cstr(sql) + std::string(2, '\0'); }
+std::string parse_body(const std::string& name, const std::string& sql) {
+  return cstr(name) + cstr(sql) + std::string(2, '\0');
+}
 std::string bind_body(const std::string& stmt) { return cstr("") + cstr(stmt) + std::string(6, '\0'); }
 
 // An ErrorResponse body (severity, code, message, position if given).
-std::string error_body(const std::string& code, const std::string& message, const std::string& position = {}) {
+std::string error_body(const std::string& code, const std::string& message,
+                       const std::string& position = {}) {
   std::string b = "SERROR" + std::string(1, '\0') + "C" + code + '\0' + "M" + message + '\0';
   if (!position.empty()) b += "P" + position + '\0';
   return b + '\0';
@@ -192,7 +195,8 @@ TEST_CASE("an error undoes what the skipped messages would have done") {
   CHECK(f.reply('3') == TxnTracker::Reply::drop);
   CHECK(f.reply('1') == TxnTracker::Reply::drop);
   std::string repl;
-  CHECK(f.tracker.server_message('E', error_body("42P05", "prepared statement \"pgr_duplicate\" already exists"),
+  CHECK(f.tracker.server_message('E',
+                                 error_body("42P05", "prepared statement \"pgr_duplicate\" already exists"),
                                  f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
   CHECK(repl.find("42P05") != std::string::npos);
   CHECK(repl.find("\"S1\" already exists") != std::string::npos);
@@ -204,7 +208,8 @@ TEST_CASE("an error undoes what the skipped messages would have done") {
   f.client('S', "");
   CHECK(f.reply('3') == TxnTracker::Reply::drop);
   CHECK(f.reply('1') == TxnTracker::Reply::drop);
-  CHECK(f.reply('E', error_body("42P01", "relation \"nosuchtable\" does not exist", "15")) == TxnTracker::Reply::forward);
+  CHECK(f.reply('E', error_body("42P01", "relation \"nosuchtable\" does not exist", "15")) ==
+        TxnTracker::Reply::forward);
   f.reply('Z', "I");
   CHECK(f.tracker.idle());
   // S1 still means what it did.
@@ -222,9 +227,10 @@ TEST_CASE("a Query after a failed extended-protocol message is skipped with it, 
   f.client('P', parse_body("", "selec 1"));
   f.client('Q', cstr("select 1"));
   CHECK(f.client('Q', cstr("deallocate s1")));  // sent as DEALLOCATE of the server name
-  CHECK(types_of(f.out) == "Q");  // no Sync of pgrouter's: it would end the skipping
+  CHECK(types_of(f.out) == "Q");                // no Sync of pgrouter's: it would end the skipping
   f.client('S', "");
-  CHECK(f.reply('E', error_body("42601", "syntax error at or near \"selec\"", "1")) == TxnTracker::Reply::forward);
+  CHECK(f.reply('E', error_body("42601", "syntax error at or near \"selec\"", "1")) ==
+        TxnTracker::Reply::forward);
   CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
   CHECK(f.tracker.idle());
   // The skipped DEALLOCATE did not happen: s1 is still the client's.
@@ -237,7 +243,8 @@ TEST_CASE("a Query after a failed extended-protocol message is skipped with it, 
   // The error comes before the client sends its Sync: what it sends meanwhile is ignored too, and the next
   // thing the server sends is that Sync's ReadyForQuery.
   f.client('P', parse_body("", "selec 1"));
-  CHECK(f.reply('E', error_body("42601", "syntax error at or near \"selec\"", "1")) == TxnTracker::Reply::forward);
+  CHECK(f.reply('E', error_body("42601", "syntax error at or near \"selec\"", "1")) ==
+        TxnTracker::Reply::forward);
   f.client('P', parse_body("s2", "select 2"));
   f.client('Q', cstr("select 1"));
   f.client('S', "");
@@ -317,8 +324,8 @@ TEST_CASE("rewind takes the client's statements back to the start of a read retr
 
   f.tracker.begin_window();
   f.client('C', std::string("S") + cstr("S0"));      // closes S0
-  f.client('P', parse_body("S1", "select 1"));        // creates S1
-  f.client('P', parse_body("", "select 'inside'"));   // replaces the unnamed statement
+  f.client('P', parse_body("S1", "select 1"));       // creates S1
+  f.client('P', parse_body("", "select 'inside'"));  // replaces the unnamed statement
   f.client('B', bind_body("S1"));
   f.client('S', "");
   CHECK(f.reply('3') == TxnTracker::Reply::forward);  // replies matched before the server broke
@@ -479,8 +486,8 @@ TEST_CASE("a failed or duplicate SQL PREPARE is answered as PostgreSQL would") {
   f.reply('3');
   std::string repl;
   // The position is in the rewritten text: translated back to the client's.
-  CHECK(f.tracker.server_message('E', error_body("42703", "column \"nosuchcol\" does not exist", "56"), f.server,
-                                 f.server_settings, repl) == TxnTracker::Reply::replace);
+  CHECK(f.tracker.server_message('E', error_body("42703", "column \"nosuchcol\" does not exist", "56"),
+                                 f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
   CHECK(repl.find(std::string("P23") + '\0') != std::string::npos);
   CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
   CHECK_FALSE(f.tracker.statement_query("bad"));
@@ -493,15 +500,17 @@ TEST_CASE("a failed or duplicate SQL PREPARE is answered as PostgreSQL would") {
   REQUIRE(f.client('Q', cstr("PREPARE \"good\" AS select 2")));
   CHECK(types_of(f.out) == "Q");
   CHECK(query_of(f.out) == "DEALLOCATE pgr_sentinel_error");
-  CHECK(f.tracker.server_message('E', error_body("26000", "prepared statement \"pgr_sentinel_error\" does not exist"),
-                                 f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
+  CHECK(f.tracker.server_message(
+            'E', error_body("26000", "prepared statement \"pgr_sentinel_error\" does not exist"), f.server,
+            f.server_settings, repl) == TxnTracker::Reply::replace);
   CHECK(repl.find("prepared statement \"good\" already exists") != std::string::npos);
   f.reply('Z', "I");
 
   // An error naming the server's statement names the client's.
   f.client('Q', cstr("execute good(1, 2)"));
-  CHECK(f.tracker.server_message('E', error_body("42601", "wrong number of parameters for prepared statement \"" +
-                                                              query_of(f.out).substr(8, 36) + "\""),
+  CHECK(f.tracker.server_message('E',
+                                 error_body("42601", "wrong number of parameters for prepared statement \"" +
+                                                         query_of(f.out).substr(8, 36) + "\""),
                                  f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
   CHECK(repl.find("prepared statement \"good\"") != std::string::npos);
   f.reply('Z', "I");
@@ -618,7 +627,8 @@ TEST_CASE("PREPARE and DEALLOCATE among other statements are carried: their name
   CHECK(h.tracker.idle());
 }
 
-TEST_CASE("texts found plain are remembered by their shape with numbers as 0, and only what has the same answer") {
+TEST_CASE(
+    "texts found plain are remembered by their shape with numbers as 0, and only what has the same answer") {
   Fixture f;
   auto effect_of = [&f](const std::string& sql) {
     f.client('Q', cstr(sql));
@@ -647,8 +657,8 @@ TEST_CASE("a simple Query with no session statement is marked plain (StartupRese
   CHECK(f.tracker.last_query_plain());
   f.client('Q', query("select abalance from pgbench_accounts where aid = 43;"));  // the memo's answer
   CHECK(f.tracker.last_query_plain());
-  for (const char* sql : {"RESET search_path", "/* c */ reset all", "set statement_timeout to default", "discard all",
-                          "select 1; -- x\n RESET ALL"}) {
+  for (const char* sql : {"RESET search_path", "/* c */ reset all", "set statement_timeout to default",
+                          "discard all", "select 1; -- x\n RESET ALL"}) {
     f.client('Q', query(sql));
     CHECK_MESSAGE(!f.tracker.last_query_plain(), sql);
   }
@@ -755,16 +765,17 @@ TEST_CASE("pool.unnamed_statements: prepare: the unnamed statement is a shared s
   client('B', bind_body(""));
   client('S', "");
   CHECK(reply('3') == TxnTracker::Reply::as_parse_complete);
-  std::string err = std::string("SERROR\0C08P01\0Mbind message supplies 0 parameters, but prepared statement \"", 75) +
-                    shared + std::string("\" requires 1\0\0", 14);
+  std::string err =
+      std::string("SERROR\0C08P01\0Mbind message supplies 0 parameters, but prepared statement \"", 75) +
+      shared + std::string("\" requires 1\0\0", 14);
   CHECK(reply('E', err) == TxnTracker::Reply::replace);
   CHECK(repl.find("prepared statement \"\" requires 1") != std::string::npos);
   CHECK(repl.find("pgr_") == std::string::npos);
   CHECK(reply('Z', "I") == TxnTracker::Reply::forward);
   CHECK(tracker.idle());
 
-  // "cached plan must not change result type": the server's statements are forgotten, so the next Parse prepares
-  // it again, after a Close of the stale one; so is a named statement.
+  // "cached plan must not change result type": the server's statements are forgotten, so the next Parse
+  // prepares it again, after a Close of the stale one; so is a named statement.
   REQUIRE(client('P', parse_body("S1", "select 2")));
   CHECK(types_of(out) == "PD");
   client('S', "");
@@ -782,7 +793,8 @@ TEST_CASE("pool.unnamed_statements: prepare: the unnamed statement is a shared s
   CHECK(name_in(1) == shared);
   tracker.allow_hold(true);
   REQUIRE(client('B', bind_body("S1")));
-  CHECK(types_of(out) == "CPDH");  // prepared again, and held until its columns are compared with the client's
+  CHECK(types_of(out) ==
+        "CPDH");  // prepared again, and held until its columns are compared with the client's
 }
 
 TEST_CASE("statements are shared only between clients that parse them alike (search_path, TimeZone, ...)") {
@@ -824,11 +836,14 @@ TEST_CASE("a schema change through pgrouter moves every client to freshly parsed
   TxnTracker a{stats, 1, 100, false, {}}, b{stats, 2, 100, false, {}};
   pgrouter::pool::ServerStatements server;
   std::string repl;
-  auto name_of = [](TxnTracker& t, const std::string& stmt) { return server_name_of(t, stmt, "select * from t"); };
+  auto name_of = [](TxnTracker& t, const std::string& stmt) {
+    return server_name_of(t, stmt, "select * from t");
+  };
   std::string before = name_of(a, "s1");
   CHECK(name_of(b, "s1") == before);
   // b runs a DELETE and a COMMIT (no change), then an ALTER TABLE (a change) on its server.
-  for (const char* tag : {"DELETE 3", "COMMIT", "DISCARD ALL"}) b.server_message('C', cstr(tag), server, server_settings, repl);
+  for (const char* tag : {"DELETE 3", "COMMIT", "DISCARD ALL"})
+    b.server_message('C', cstr(tag), server, server_settings, repl);
   CHECK(name_of(a, "s2") == before);
   b.server_message('C', cstr("ALTER TABLE"), server, server_settings, repl);
   std::string after = name_of(a, "s3");
@@ -878,8 +893,8 @@ TEST_CASE("pipelined SQL PREPARE, EXECUTE, DEALLOCATE: each Query sees what the 
   CHECK(f.tracker.statement_query("ps")->ends_with(" as select 2"));
   CHECK_FALSE(f.server.contains(server_name));
 
-  // A PREPARE that fails takes its name with it; the EXECUTE sent after it fails naming the client's statement,
-  // and so does a DEALLOCATE (which then does not put the name back).
+  // A PREPARE that fails takes its name with it; the EXECUTE sent after it fails naming the client's
+  // statement, and so does a DEALLOCATE (which then does not put the name back).
   REQUIRE(f.client('Q', cstr("prepare bad as select nosuchcol")));
   std::string bad = query_of(f.out).substr(8, 36);
   REQUIRE(f.client('Q', cstr("execute bad")));
@@ -892,7 +907,8 @@ TEST_CASE("pipelined SQL PREPARE, EXECUTE, DEALLOCATE: each Query sees what the 
   CHECK_FALSE(f.tracker.statement_query("bad"));
   std::string repl;
   for (int i = 0; i < 2; ++i) {
-    CHECK(f.tracker.server_message('E', error_body("26000", "prepared statement \"" + bad + "\" does not exist"),
+    CHECK(f.tracker.server_message('E',
+                                   error_body("26000", "prepared statement \"" + bad + "\" does not exist"),
                                    f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
     CHECK(repl.find("prepared statement \"bad\" does not exist") != std::string::npos);
     f.reply('Z', "I");
@@ -916,7 +932,8 @@ TEST_CASE("a Parse skipped after an error: a later batch of the same write is an
   f.client('E', std::string(5, '\0'));
   f.client('S', "");
   REQUIRE(f.client('P', parse_body("s2", "select 3")));
-  // The client's text first, then a Parse of s2's server name: 42P05 if it exists, else an empty statement, closed.
+  // The client's text first, then a Parse of s2's server name: 42P05 if it exists, else an empty statement,
+  // closed.
   CHECK(types_of(f.out) == "PPC");
   std::string s3 = name_in(f.out, 'P');
   CHECK(f.out.find(cstr(s2) + cstr("")) != std::string::npos);
@@ -984,7 +1001,8 @@ TEST_CASE("after a request that may fail, a Parse of a statement the server has 
   CHECK(types_of(f.out) == "PD");
   CHECK(name_in(f.out, 'P') != shared);
   f.client('S', "");
-  f.reply('E', error_body("25P02", "current transaction is aborted, commands ignored until end of transaction block"));
+  f.reply('E', error_body("25P02",
+                          "current transaction is aborted, commands ignored until end of transaction block"));
   f.reply('Z', "E");
   CHECK_FALSE(f.tracker.statement_query("d"));
   CHECK(f.tracker.idle());
@@ -1056,7 +1074,8 @@ TEST_CASE("a Close skipped after an error leaves the statement, also for a later
   f.reply('Z', "I");
   CHECK_FALSE(f.tracker.statement_query("pc"));
   // So the marker exists: the Bind fails as PostgreSQL's does.
-  CHECK(f.tracker.server_message('E', error_body("42P05", "prepared statement \"" + marker + "\" already exists"),
+  CHECK(f.tracker.server_message('E',
+                                 error_body("42P05", "prepared statement \"" + marker + "\" already exists"),
                                  f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
   CHECK(repl.find("prepared statement \"pc\" does not exist") != std::string::npos);
   CHECK(repl.find("C26000") != std::string::npos);
@@ -1122,7 +1141,8 @@ TEST_CASE("a statement keeps the result columns it was parsed with, as PostgreSQ
   f.described({"a"});
   f.reply('Z', "I");
 
-  // On a server that lacks it, the table has gained a column: the Bind fails as PostgreSQL's does, nothing runs.
+  // On a server that lacks it, the table has gained a column: the Bind fails as PostgreSQL's does, nothing
+  // runs.
   pgrouter::pool::ServerStatements other;
   std::swap(f.server, other);
   REQUIRE(f.client('B', bind_body("S1")));
@@ -1136,15 +1156,16 @@ TEST_CASE("a statement keeps the result columns it was parsed with, as PostgreSQ
   CHECK(f.out.find(name) == std::string::npos);
   f.client('E', std::string(5, '\0'));
   f.client('S', "");
-  CHECK(f.tracker.server_message('E', error_body("26000", "prepared statement \"pgr_sentinel_error\" does not exist"),
-                                 f.server, f.server_settings, repl) == TxnTracker::Reply::replace);
+  CHECK(f.tracker.server_message(
+            'E', error_body("26000", "prepared statement \"pgr_sentinel_error\" does not exist"), f.server,
+            f.server_settings, repl) == TxnTracker::Reply::replace);
   CHECK(repl.find("C0A000") != std::string::npos);
   CHECK(repl.find("cached plan must not change result type") != std::string::npos);
   CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
   CHECK(f.tracker.idle());
 
-  // The same server later: its copy has other columns, so it is closed and prepared again; the table is back to
-  // the client's columns, and the Bind goes on.
+  // The same server later: its copy has other columns, so it is closed and prepared again; the table is back
+  // to the client's columns, and the Bind goes on.
   REQUIRE(f.client('B', bind_body("S1")));
   REQUIRE(f.tracker.held());
   CHECK(types_of(f.out) == "CPDH");

@@ -15,7 +15,7 @@ namespace pgrouter::control {
 using Millis = std::chrono::milliseconds;
 
 enum class PoolMode { session, transaction };
-enum class Scheduling { batch, normal };  // listen.scheduling: the worker threads' Linux policy
+enum class Scheduling { batch, normal };    // listen.scheduling: the worker threads' Linux policy
 enum class SendBatching { io_uring, off };  // listen.send_batching: how a batch's relayed sends are made
 enum class AuthMethod { scram_sha_256, md5, trust, reject };
 
@@ -47,8 +47,8 @@ enum class UnnamedStatements { pass, prepare };
 
 struct PoolConfig {
   PoolMode mode = PoolMode::session;
-  int size = 20;             // max server connections per (database, user), over all workers
-  int min_size = 0;          // kept open per (database, user)
+  int size = 20;     // max server connections per (database, user), over all workers
+  int min_size = 0;  // kept open per (database, user)
   Millis connect_timeout{5000};
   Millis idle_timeout{600000};   // idle server connections older than this are closed
   Millis max_lifetime{3600000};  // server connections older than this are closed at check-in
@@ -61,9 +61,9 @@ struct PoolConfig {
   Millis client_idle_timeout{0};       // idle outside a transaction longer (57P05)
   // Transaction pooling: prepared statements pgrouter keeps per server connection (LRU; 0 = no bound).
   int prepared_statements_cache = 500;
-  // pass: sent as the client sent it (the server parses and plans it each time); prepare: from the second time
-  // a worker sees its text, prepared under a shared name on each server connection and reused while its text,
-  // parameter types and parse settings (search_path, TimeZone, ...) repeat.
+  // pass: sent as the client sent it (the server parses and plans it each time); prepare: from the second
+  // time a worker sees its text, prepared under a shared name on each server connection and reused while its
+  // text, parameter types and parse settings (search_path, TimeZone, ...) repeat.
   UnnamedStatements unnamed_statements = UnnamedStatements::pass;
   // Transaction pooling and session features it cannot carry (LISTEN, advisory locks, ...): pin the
   // client to its server for the rest of its session, or refuse the statement with 0A000.
@@ -78,20 +78,22 @@ enum class ReplicaStrategy { round_robin, random, least_outstanding, weighted };
 struct RoutingConfig {
   ReadFrom read_from = ReadFrom::replicas;  // where reads outside write transactions go
   ReplicaStrategy strategy = ReplicaStrategy::round_robin;
-  bool primary_fallback = true;      // reads go to the primary when no replica is eligible
-  bool read_your_writes = true;      // after a client's write, its reads wait for a replica that replayed it
-  Millis read_your_writes_wait{0};   // how long such a read waits for a replica that replayed it (0 = primary at once)
-  int64_t max_lag_bytes = 16 << 20;  // a replica further behind the primary stops getting reads (0 = no bound)
-  Millis max_lag_time{0};            // a replica whose replay is further behind than this stops getting reads (0 = off)
-  Millis wait_for_primary{5000};     // role: auto: how long a write waits for a host to be the primary (0 = not)
-  Millis probe_interval{500};        // how often every backend is probed (pg_is_in_recovery, WAL positions)
-  std::string probe_user;            // the configured user whose backend login probes use (default: the first)
+  bool primary_fallback = true;  // reads go to the primary when no replica is eligible
+  bool read_your_writes = true;  // after a client's write, its reads wait for a replica that replayed it
+  Millis read_your_writes_wait{
+      0};  // how long such a read waits for a replica that replayed it (0 = primary at once)
+  int64_t max_lag_bytes =
+      16 << 20;            // a replica further behind the primary stops getting reads (0 = no bound)
+  Millis max_lag_time{0};  // a replica whose replay is further behind than this stops getting reads (0 = off)
+  Millis wait_for_primary{5000};  // role: auto: how long a write waits for a host to be the primary (0 = not)
+  Millis probe_interval{500};     // how often every backend is probed (pg_is_in_recovery, WAL positions)
+  std::string probe_user;         // the configured user whose backend login probes use (default: the first)
   std::vector<std::string> read_only_functions;  // user functions a SELECT may call and still be a read
 };
 
 struct DatabaseConfig {
-  std::string name;     // the name clients connect to
-  std::string dbname;   // the name on the servers (default: name)
+  std::string name;                 // the name clients connect to
+  std::string dbname;               // the name on the servers (default: name)
   std::vector<ShardConfig> shards;  // step 1 uses shards[0].primary
   std::optional<PoolConfig> pool;   // overrides the global pool section when set (whole section merged)
   RoutingConfig routing;
@@ -108,7 +110,8 @@ struct UserConfig {
   std::string backend_password;
   // Overrides pool.mode (and the database's) for this user's connections.
   std::optional<PoolMode> pool_mode;
-  // Overrides the database's routing.read_from for this user's connections (e.g. a reporting user on replicas).
+  // Overrides the database's routing.read_from for this user's connections (e.g. a reporting user on
+  // replicas).
   std::optional<ReadFrom> read_from;
 };
 
@@ -175,7 +178,8 @@ struct Config {
     return c;
   }
   // First rule matching user, database and client address (dotted IPv4/IPv6 text); nullptr if none.
-  const AuthRule* match_auth(std::string_view user, std::string_view database, std::string_view address) const;
+  const AuthRule* match_auth(std::string_view user, std::string_view database,
+                             std::string_view address) const;
 };
 
 struct ConfigError {

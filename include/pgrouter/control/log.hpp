@@ -29,9 +29,15 @@ struct Field {
 void set_thread_worker(int worker);
 
 void write(Level level, std::string_view msg, std::initializer_list<Field> fields = {});
-inline void debug(std::string_view m, std::initializer_list<Field> f = {}) { if (enabled(Level::debug)) write(Level::debug, m, f); }
-inline void info(std::string_view m, std::initializer_list<Field> f = {}) { if (enabled(Level::info)) write(Level::info, m, f); }
-inline void warn(std::string_view m, std::initializer_list<Field> f = {}) { if (enabled(Level::warn)) write(Level::warn, m, f); }
+inline void debug(std::string_view m, std::initializer_list<Field> f = {}) {
+  if (enabled(Level::debug)) write(Level::debug, m, f);
+}
+inline void info(std::string_view m, std::initializer_list<Field> f = {}) {
+  if (enabled(Level::info)) write(Level::info, m, f);
+}
+inline void warn(std::string_view m, std::initializer_list<Field> f = {}) {
+  if (enabled(Level::warn)) write(Level::warn, m, f);
+}
 inline void error(std::string_view m, std::initializer_list<Field> f = {}) { write(Level::error, m, f); }
 
 }  // namespace pgrouter::log

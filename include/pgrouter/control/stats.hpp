@@ -20,8 +20,9 @@ using Gauge = std::atomic<int64_t>;
 // Latency histogram with fixed bucket bounds in seconds (same bounds for every worker so they sum). Up to a
 // minute: pool.queue_timeout defaults to 30 s, and slow queries are what a latency histogram is read for.
 struct LatencyHistogram {
-  static constexpr std::array<double, 18> bounds{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                                 0.1,    0.25,    0.5,    1.0,   2.5,    5.0,   10.0, 30.0,  60.0};
+  static constexpr std::array<double, 18> bounds{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                 0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
+                                                 1.0,    2.5,     5.0,    10.0,  30.0,   60.0};
   std::array<Counter, bounds.size() + 1> buckets{};  // last = +Inf (non-cumulative here)
   Counter count{0};
   std::atomic<uint64_t> sum_ns{0};
@@ -36,16 +37,17 @@ struct LatencyHistogram {
 };
 
 struct WorkerStats {
-  Gauge clients_connected{0};          // sessions past startup
-  Gauge clients_waiting{0};            // waiting for a server connection
-  Counter client_connections_total{0}; // accepted
+  Gauge clients_connected{0};           // sessions past startup
+  Gauge clients_waiting{0};             // waiting for a server connection
+  Counter client_connections_total{0};  // accepted
   Counter client_login_failures_total{0};
-  Gauge servers_active{0};             // attached to a client
-  Gauge servers_idle{0};               // in a pool, idle
-  Counter server_connections_total{0}; // opened
+  Gauge servers_active{0};              // attached to a client
+  Gauge servers_idle{0};                // in a pool, idle
+  Counter server_connections_total{0};  // opened
   Counter server_connect_failures_total{0};
-  Counter pool_slots_moved_total{0};   // servers closed so that their slot serves a longer wait on another worker
-  Counter queries_total{0};            // Query or Sync sent to a server
+  Counter pool_slots_moved_total{
+      0};                    // servers closed so that their slot serves a longer wait on another worker
+  Counter queries_total{0};  // Query or Sync sent to a server
   Counter bytes_client_to_server{0};
   Counter bytes_server_to_client{0};
   Counter cancel_requests_total{0};
@@ -53,21 +55,21 @@ struct WorkerStats {
   Counter prepared_statements_prepared_total{0};  // Parse sent to a server that lacked the statement
   Counter prepared_statements_reused_total{0};    // a client's Parse served by a statement the server had
   Counter prepared_statements_evicted_total{0};   // closed to keep a server's cache within bounds
-  Counter settings_replayed_total{0};             // SET/RESET pgrouter sent to give a server a client's settings
-  Counter clients_pinned_total{0};                // clients kept on one server by a session feature
-  Counter session_features_refused_total{0};      // statements refused (pool.session_features: refuse)
+  Counter settings_replayed_total{0};         // SET/RESET pgrouter sent to give a server a client's settings
+  Counter clients_pinned_total{0};            // clients kept on one server by a session feature
+  Counter session_features_refused_total{0};  // statements refused (pool.session_features: refuse)
   // Read/write splitting: transactions by where they were sent.
-  Counter routed_writes_total{0};          // to the primary as writes (or by hint)
-  Counter routed_reads_replica_total{0};   // reads to a replica
-  Counter routed_reads_primary_total{0};   // reads to the primary (no eligible replica, read-your-writes, any)
-  Counter routed_writes_held_total{0};     // write batches held until a pipelined read on a replica was answered
-  Counter routed_reads_refused_total{0};   // reads with nowhere to go (routing.primary_fallback: false)
-  Counter routed_reads_retried_total{0};   // reads sent again elsewhere after their replica broke unanswered
+  Counter routed_writes_total{0};         // to the primary as writes (or by hint)
+  Counter routed_reads_replica_total{0};  // reads to a replica
+  Counter routed_reads_primary_total{0};  // reads to the primary (no eligible replica, read-your-writes, any)
+  Counter routed_writes_held_total{0};  // write batches held until a pipelined read on a replica was answered
+  Counter routed_reads_refused_total{0};  // reads with nowhere to go (routing.primary_fallback: false)
+  Counter routed_reads_retried_total{0};  // reads sent again elsewhere after their replica broke unanswered
   Counter routed_reads_ended_early_total{0};  // answers whose replica went away before ReadyForQuery
-  Counter routed_reads_ryw_waited_total{0};     // reads that waited (read_your_writes_wait) and got a replica
+  Counter routed_reads_ryw_waited_total{0};   // reads that waited (read_your_writes_wait) and got a replica
   Counter routed_reads_ryw_wait_timeouts_total{0};  // ... that waited it all and went to the primary
-  LatencyHistogram query_latency;      // Query/Sync forwarded -> ReadyForQuery
-  LatencyHistogram pool_wait;          // time a client waited for a server
+  LatencyHistogram query_latency;                   // Query/Sync forwarded -> ReadyForQuery
+  LatencyHistogram pool_wait;                       // time a client waited for a server
 
   // Errors by SQLSTATE, both those pgrouter raises and those servers send. Errors are rare,
   // so a per-worker (uncontended) mutex is fine here.

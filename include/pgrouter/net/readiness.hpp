@@ -22,7 +22,8 @@
 #include <boost/asio/detail/reactor_op.hpp>
 #include <boost/version.hpp>
 #if BOOST_VERSION / 100 != 1074
-#error "net/readiness relies on Boost 1.74's Asio internals (epoll_reactor, awaitable_thread): check them for this Boost"
+#error \
+    "net/readiness relies on Boost 1.74's Asio internals (epoll_reactor, awaitable_thread): check them for this Boost"
 #endif
 
 struct ssl_st;
@@ -47,7 +48,8 @@ class Parked {
   explicit operator bool() const { return thread_.has_value(); }
   // Takes the coroutine whose frame is `top` (called while it suspends). *ec receives the result.
   // io: where complete() queues it (null: the coroutine's own executor).
-  void hold(asio::detail::awaitable_frame_base<asio::any_io_executor>* top, asio::io_context* io, error_code* ec);
+  void hold(asio::detail::awaitable_frame_base<asio::any_io_executor>* top, asio::io_context* io,
+            error_code* ec);
   void resume(error_code ec);    // runs it now, on this stack, up to its next suspension
   void complete(error_code ec);  // runs it from the io_context's queue (blocking.never): after what runs now
 
@@ -190,8 +192,8 @@ class SocketReadiness {
   bool readable_ = true;  // unknown counts as ready: the first read tries
   bool writable_ = true;
   bool cancelled_ = false;
-  bool hung_up_ = false;  // EPOLLRDHUP/HUP/ERR seen: reads are never assumed drained again
-  bool first_ = false;    // dispatched ahead of the batch's other sockets
+  bool hung_up_ = false;   // EPOLLRDHUP/HUP/ERR seen: reads are never assumed drained again
+  bool first_ = false;     // dispatched ahead of the batch's other sockets
   ssl_st* tls_ = nullptr;  // set: reads and writes go through OpenSSL (server connections over TLS)
   Parked read_waiter_, write_waiter_;
   Parked send_waiter_;  // parked in sent() until the batch's sends are made
@@ -229,7 +231,8 @@ class Readiness {
   // Makes the sends queued with send_with_batch, all in one io_uring_enter, and resumes their writers;
   // again until none is queued (a resumed writer may queue another).
   void flush_sends();
-  bool submit_sends();  // sending_ to the kernel; send_results_[i] gets each one's result. false: io_uring failed
+  bool
+  submit_sends();  // sending_ to the kernel; send_results_[i] gets each one's result. false: io_uring failed
   void run_batch_end();  // the Wakeups asked for with wake_after_batch, once the batch is dispatched
   // Runs f (a resumption); an exception is kept for Op to raise after the batch, not let out mid-batch.
   template <typename F>

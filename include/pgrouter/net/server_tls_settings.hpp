@@ -9,19 +9,24 @@ namespace pgrouter::net {
 enum class SslMode { disable, prefer, require, verify_ca, verify_full };
 inline const char* sslmode_name(SslMode mode) {
   switch (mode) {
-    case SslMode::disable: return "disable";
-    case SslMode::prefer: return "prefer";
-    case SslMode::require: return "require";
-    case SslMode::verify_ca: return "verify-ca";
-    case SslMode::verify_full: return "verify-full";
+    case SslMode::disable:
+      return "disable";
+    case SslMode::prefer:
+      return "prefer";
+    case SslMode::require:
+      return "require";
+    case SslMode::verify_ca:
+      return "verify-ca";
+    case SslMode::verify_full:
+      return "verify-full";
   }
   return "?";
 }
 
 struct ServerTlsSettings {
   SslMode sslmode = SslMode::prefer;  // PgBouncer's server_tls_sslmode default and libpq's
-  std::string sslrootcert;  // CA file; with require it also makes the chain checked, as in libpq
-  std::string sslcert;      // client certificate (with sslkey)
+  std::string sslrootcert;            // CA file; with require it also makes the chain checked, as in libpq
+  std::string sslcert;                // client certificate (with sslkey)
   std::string sslkey;
   bool operator==(const ServerTlsSettings&) const = default;
 };

@@ -11,6 +11,6 @@ namespace ssl = boost::asio::ssl;
 using TlsStream = ssl::stream<tcp::socket>;
 
 // nullptr with err set when the files cannot be loaded or do not match.
-std::shared_ptr<ssl::context> make_server_tls_context(const std::string& cert_file, const std::string& key_file,
-                                                      std::string& err);
+std::shared_ptr<ssl::context> make_server_tls_context(const std::string& cert_file,
+                                                      const std::string& key_file, std::string& err);
 }  // namespace pgrouter::net

@@ -31,16 +31,16 @@ struct PoolGroup {
   explicit PoolGroup(size_t workers) : members(workers) {
     for (auto& m : members) m.store(nullptr);
   }
-  std::atomic<int> servers{0};  // open or opening, over all workers
-  std::atomic<int> waiting{0};  // clients waiting, over all workers
+  std::atomic<int> servers{0};              // open or opening, over all workers
+  std::atomic<int> waiting{0};              // clients waiting, over all workers
   std::vector<std::atomic<Pool*>> members;  // index = worker
 };
 
 struct PoolSettings {
   ServerTarget target;
   control::PoolConfig config;
-  int max_servers = 1;  // config.size: the budget of the whole group
-  int min_servers = 0;  // this worker's share of config.min_size
+  int max_servers = 1;                             // config.size: the budget of the whole group
+  int min_servers = 0;                             // this worker's share of config.min_size
   std::shared_ptr<routing::BackendHealth> health;  // the backend's probed state (routing)
   int weight = 1;                                  // replica weight (routing.strategy: weighted)
 };
@@ -62,7 +62,7 @@ class Pool {
     bool slot = false;                       // a slot was freed: try to open a connection
     bool queued = false;
     bool timed_out = false;
-    bool gone = false;  // the pool was destroyed: nothing of it may be touched
+    bool gone = false;             // the pool was destroyed: nothing of it may be touched
     Clock::time_point started;     // when the client began to wait (pool_wait)
     Clock::time_point deadline;    // pool.queue_timeout
     Clock::time_point next_steal;  // when to ask the other workers for a slot (again)
@@ -74,8 +74,8 @@ class Pool {
 
   // readiness: the worker's (its io_context runs the pool), through which a client waiting for a server is
   // handed one (see Waiter).
-  Pool(net::Readiness& readiness, PoolSettings settings, control::WorkerStats& stats, std::shared_ptr<PoolGroup> group,
-       int worker);
+  Pool(net::Readiness& readiness, PoolSettings settings, control::WorkerStats& stats,
+       std::shared_ptr<PoolGroup> group, int worker);
   ~Pool();
   // Replaces the settings (config reload). A different target retires every connection opened for
   // the old one: idle ones now, attached ones when their clients give them back.
@@ -109,8 +109,8 @@ class Pool {
   void on_slot_freed();
   // A client waits on another worker while the budget is used: close one idle server here, if any.
   void give_up_idle();
-  // One of this pool's servers went away (shutdown, restart, crash): its idle siblings were told the same, but
-  // their sockets may not say so yet, so none is lent again.
+  // One of this pool's servers went away (shutdown, restart, crash): its idle siblings were told the same,
+  // but their sockets may not say so yet, so none is lent again.
   void close_idle();
 
   // ParameterStatus of the last server this pool logged into: what a transaction-pooled client is
@@ -118,7 +118,9 @@ class Pool {
   const std::map<std::string, std::string>& welcome_params() const { return welcome_params_; }
   // The same, each as its ParameterStatus message (name, message), built once per change: a welcome
   // is copied, not encoded, per login.
-  const std::vector<std::pair<std::string, std::string>>& welcome_messages() const { return welcome_messages_; }
+  const std::vector<std::pair<std::string, std::string>>& welcome_messages() const {
+    return welcome_messages_;
+  }
   int total() const { return total_; }
   int attached() const { return total_ - int(idle_.size()); }  // lent to clients (or being opened/reset)
   size_t idle() const { return idle_.size(); }
@@ -133,9 +135,10 @@ class Pool {
   awaitable<void> open_spare();
   std::unique_ptr<ServerConnection> take_idle(Clock::time_point started);
   void hand_over(std::unique_ptr<ServerConnection> conn);  // to a waiter, else to the idle list
-  void close(std::unique_ptr<ServerConnection> conn);       // frees a slot and wakes a waiter for it
+  void close(std::unique_ptr<ServerConnection> conn);      // frees a slot and wakes a waiter for it
   bool expired(const ServerConnection& c, Clock::time_point now) const;
-  void observe_wait(Clock::time_point started, Clock::time_point now = net::BatchClock::now());  // into pool_wait
+  void observe_wait(Clock::time_point started,
+                    Clock::time_point now = net::BatchClock::now());  // into pool_wait
   bool reserve_slot();  // takes one server slot from the group budget, if any is left
   // Gives it back: to the pool of another worker that needs it more (starving_peer), else to a waiter here,
   // else to any worker with waiters.

@@ -43,7 +43,7 @@ class ServerConnection {
  public:
   explicit ServerConnection(asio::any_io_executor ex) : socket(ex), buffer(8192) {}
   tcp::socket socket;
-  net::SslPtr ssl;  // set when the connection is encrypted: every byte then goes through it
+  net::SslPtr ssl;          // set when the connection is encrypted: every byte then goes through it
   protocol::Buffer buffer;  // bytes read from the server not yet relayed
   ServerTarget target;
   uint32_t backend_pid = 0;
@@ -66,7 +66,7 @@ class ServerConnection {
   Clock::time_point created;
   Clock::time_point idle_since;
   char tx_status = 'I';
-  uint64_t generation = 0;  // pool generation it was opened for; stale ones are closed at check-in
+  uint64_t generation = 0;      // pool generation it was opened for; stale ones are closed at check-in
   ServerStatements statements;  // transaction pooling: prepared here by pgrouter, by server-side name
   // CancelRequests pgrouter sent for this connection that PostgreSQL has not yet taken: the connection is
   // not handed to another client before they are, or a late cancel could hit that client's query.
@@ -82,7 +82,8 @@ class ServerConnection {
   awaitable<net::error_code> write_all(const std::string& data);
   // Before the socket is closed: a Terminate (and TLS close_notify) without waiting. Best effort.
   void say_goodbye();
-  // How long run_quietly waits for the server (the pool's connect_timeout, set by connect_server); 0 = forever.
+  // How long run_quietly waits for the server (the pool's connect_timeout, set by connect_server); 0 =
+  // forever.
   std::chrono::milliseconds quiet_timeout{0};
   // Runs a simple query and discards the result; false if it failed, the connection broke or the server did
   // not answer within quiet_timeout (then the connection must be closed: the server may answer later).
@@ -90,8 +91,10 @@ class ServerConnection {
 };
 
 // Opens and logs in; nullptr with err filled on failure. Never throws for network errors.
-awaitable<std::unique_ptr<ServerConnection>> connect_server(asio::any_io_executor ex, const ServerTarget& target,
-                                                            std::chrono::milliseconds timeout, ServerError& err);
+awaitable<std::unique_ptr<ServerConnection>> connect_server(asio::any_io_executor ex,
+                                                            const ServerTarget& target,
+                                                            std::chrono::milliseconds timeout,
+                                                            ServerError& err);
 
 // SSLRequest, then the handshake when the server says 'S' (libpq's order and sslmode rules). True when
 // the connection may go on, encrypted (c.ssl set) or, with disable or a prefer answered 'N', not.

@@ -4,7 +4,8 @@
 
 namespace pgrouter::protocol::backend {
 
-constexpr char kAuthentication = 'R';  // AuthenticationOk, ...Cleartext/MD5/SASL*: the code in the body says which
+constexpr char kAuthentication =
+    'R';  // AuthenticationOk, ...Cleartext/MD5/SASL*: the code in the body says which
 constexpr char kBackendKeyData = 'K';
 constexpr char kParameterStatus = 'S';
 constexpr char kReadyForQuery = 'Z';
@@ -33,11 +34,29 @@ constexpr char kFunctionCallResponse = 'V';
 // leave the client's framing in doubt.
 constexpr bool known_type(char type) {
   switch (type) {
-    case kAuthentication: case kBackendKeyData: case kParameterStatus: case kReadyForQuery: case kErrorResponse:
-    case kNoticeResponse: case kNotificationResponse: case kRowDescription: case kDataRow: case kCommandComplete:
-    case kEmptyQueryResponse: case kParseComplete: case kBindComplete: case kCloseComplete: case kNoData:
-    case kPortalSuspended: case kParameterDescription: case kCopyInResponse: case kCopyOutResponse:
-    case kCopyBothResponse: case kCopyData: case kCopyDone: case kFunctionCallResponse:
+    case kAuthentication:
+    case kBackendKeyData:
+    case kParameterStatus:
+    case kReadyForQuery:
+    case kErrorResponse:
+    case kNoticeResponse:
+    case kNotificationResponse:
+    case kRowDescription:
+    case kDataRow:
+    case kCommandComplete:
+    case kEmptyQueryResponse:
+    case kParseComplete:
+    case kBindComplete:
+    case kCloseComplete:
+    case kNoData:
+    case kPortalSuspended:
+    case kParameterDescription:
+    case kCopyInResponse:
+    case kCopyOutResponse:
+    case kCopyBothResponse:
+    case kCopyData:
+    case kCopyDone:
+    case kFunctionCallResponse:
     case kNegotiateProtocolVersion:
       return true;
     default:

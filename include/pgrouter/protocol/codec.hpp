@@ -75,10 +75,10 @@ class Buffer {
 enum class ScanAction { forward, stop_before, drop };
 
 struct ScanResult {
-  size_t consumed = 0;        // bytes from the start that hold whole (or passed-through) messages
-  size_t need = 0;            // when > 0: bytes needed from `consumed` to make progress (header or whole body)
-  bool stopped = false;       // the handler asked to stop before a message starting at `consumed`
-  bool bad_length = false;    // a length < 4 or over the limit was found at `consumed`
+  size_t consumed = 0;      // bytes from the start that hold whole (or passed-through) messages
+  size_t need = 0;          // when > 0: bytes needed from `consumed` to make progress (header or whole body)
+  bool stopped = false;     // the handler asked to stop before a message starting at `consumed`
+  bool bad_length = false;  // a length < 4 or over the limit was found at `consumed`
   bool unknown_type = false;  // the handler's max_length() refused the type at `consumed`
   char bad_type = 0;
   uint32_t bad_len = 0;
@@ -94,9 +94,9 @@ struct ScanResult {
 // limit, 0 for a type that is not allowed at all (checked before the length is trusted); and
 // void on_drop(const char* p, size_t n), told the bytes of each dropped message as they go by.
 //
-// Whatever max_length says, a length above kMaxProtocolMessage is bad: PostgreSQL builds every message in a buffer
-// limited to 1 GB (MaxAllocSize) and refuses a longer one from a client, so a longer length is garbage or an
-// attack, and passing it through would leave the other side waiting for gigabytes that never come.
+// Whatever max_length says, a length above kMaxProtocolMessage is bad: PostgreSQL builds every message in a
+// buffer limited to 1 GB (MaxAllocSize) and refuses a longer one from a client, so a longer length is garbage
+// or an attack, and passing it through would leave the other side waiting for gigabytes that never come.
 constexpr uint32_t kMaxProtocolMessage = (1u << 30) + 256;
 
 class FrameScanner {
@@ -159,7 +159,8 @@ class FrameScanner {
         r.need = total;
         break;
       }
-      auto action = h.on_message(type, len, whole ? std::string_view(data + pos + 5, len - 4) : std::string_view());
+      auto action =
+          h.on_message(type, len, whole ? std::string_view(data + pos + 5, len - 4) : std::string_view());
       if (action == ScanAction::stop_before) {
         r.consumed = pos;
         r.stopped = true;

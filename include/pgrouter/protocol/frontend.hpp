@@ -35,9 +35,19 @@ constexpr uint32_t kLargeLimit = 0x3fffffffu - 1;
 // frontend message at all (PostgreSQL answers FATAL 08P01 "invalid frontend message type N").
 constexpr uint32_t max_length(char type) {
   switch (type) {
-    case kQuery: case kParse: case kBind: case kFunctionCall: case kCopyData:
+    case kQuery:
+    case kParse:
+    case kBind:
+    case kFunctionCall:
+    case kCopyData:
       return kLargeLimit;
-    case kDescribe: case kExecute: case kClose: case kFlush: case kSync: case kCopyDone: case kCopyFail:
+    case kDescribe:
+    case kExecute:
+    case kClose:
+    case kFlush:
+    case kSync:
+    case kCopyDone:
+    case kCopyFail:
     case kTerminate:
       return kSmallLimit;
     default:
@@ -46,6 +56,8 @@ constexpr uint32_t max_length(char type) {
 }
 
 // CopyData, CopyDone and CopyFail: PostgreSQL ignores them outside a COPY.
-constexpr bool is_copy_message(char type) { return type == kCopyData || type == kCopyDone || type == kCopyFail; }
+constexpr bool is_copy_message(char type) {
+  return type == kCopyData || type == kCopyDone || type == kCopyFail;
+}
 
 }  // namespace pgrouter::protocol::frontend

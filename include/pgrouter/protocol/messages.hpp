@@ -19,7 +19,8 @@ constexpr uint32_t kCancelRequestCode = 80877102;
 constexpr uint32_t kSslRequestCode = 80877103;
 constexpr uint32_t kGssEncRequestCode = 80877104;
 constexpr uint32_t kProtocol30 = 3u << 16;
-// The length field's limit: PostgreSQL checks MAX_STARTUP_PACKET_LENGTH (10000) against it minus its own 4 bytes.
+// The length field's limit: PostgreSQL checks MAX_STARTUP_PACKET_LENGTH (10000) against it minus its own 4
+// bytes.
 constexpr uint32_t kMaxStartupPacket = 10000 + 4;
 
 // Every SQLSTATE pgrouter raises itself (see docs/ARCHITECTURE.md, "Errors").
@@ -80,17 +81,20 @@ void append_negotiate_protocol_version(std::string& out, uint32_t newest_minor,
                                        const std::vector<std::string>& unrecognized);
 // Frontend messages (pgrouter as a client of PostgreSQL).
 void append_startup(std::string& out, const std::vector<std::pair<std::string, std::string>>& params);
-void append_password(std::string& out, std::string_view password);  // PasswordMessage: the password as a C string
+void append_password(std::string& out,
+                     std::string_view password);  // PasswordMessage: the password as a C string
 void append_sasl_initial(std::string& out, std::string_view mechanism, std::string_view data);
 void append_sasl_response(std::string& out, std::string_view data);
 void append_query(std::string& out, std::string_view sql);
-// The extended protocol. A Parse ends with its parameter types (count, then OIDs) and a Bind, after the statement
-// name, with its formats, parameter values and result formats: `parameter_types` and `bind_rest`, as a client
-// sent them, or these for none.
+// The extended protocol. A Parse ends with its parameter types (count, then OIDs) and a Bind, after the
+// statement name, with its formats, parameter values and result formats: `parameter_types` and `bind_rest`,
+// as a client sent them, or these for none.
 constexpr std::string_view kNoParameterTypes{"\0\0", 2};
 constexpr std::string_view kNoParameters{"\0\0\0\0\0\0", 6};
-void append_parse(std::string& out, std::string_view name, std::string_view query, std::string_view parameter_types);
-void append_bind(std::string& out, std::string_view portal, std::string_view statement, std::string_view bind_rest);
+void append_parse(std::string& out, std::string_view name, std::string_view query,
+                  std::string_view parameter_types);
+void append_bind(std::string& out, std::string_view portal, std::string_view statement,
+                 std::string_view bind_rest);
 // kind: 'S' a prepared statement, 'P' a portal.
 void append_describe(std::string& out, char kind, std::string_view name);
 void append_close(std::string& out, char kind, std::string_view name);

@@ -50,8 +50,8 @@ class ServerExchange {
 };
 
 // The most PBKDF2 iterations a server may ask of pgrouter. PBKDF2 runs on the worker thread, where the 2^31-1
-// a hostile server can ask for would stall every session of that worker for minutes (libpq has no bound, but it
-// serves one user). 1,000,000 (about 0.25 s) is 244 times PostgreSQL's default of 4096 and above OWASP's
+// a hostile server can ask for would stall every session of that worker for minutes (libpq has no bound, but
+// it serves one user). 1,000,000 (about 0.25 s) is 244 times PostgreSQL's default of 4096 and above OWASP's
 // 600,000 for PBKDF2-HMAC-SHA256.
 constexpr int kMaxServerIterations = 1'000'000;
 

@@ -23,13 +23,15 @@ using SteadyMs = int64_t;  // milliseconds on the steady clock
 SteadyMs steady_ms();
 
 struct BackendHealth {
-  std::string name;                    // host:port
-  std::atomic<bool> up{true};          // optimistic until a probe or a connect fails
-  std::atomic<bool> probed{false};     // at least one probe answered
+  std::string name;                 // host:port
+  std::atomic<bool> up{true};       // optimistic until a probe or a connect fails
+  std::atomic<bool> probed{false};  // at least one probe answered
   std::atomic<bool> in_recovery{false};
   std::atomic<bool> replay_paused{false};
-  std::atomic<uint64_t> lsn{0};        // pg_current_wal_insert_lsn() on a primary, pg_last_wal_replay_lsn() on a replica
-  std::atomic<uint32_t> timeline{0};   // a primary's WAL timeline (0 on a replica): after a promotion, the newest wins
+  std::atomic<uint64_t> lsn{
+      0};  // pg_current_wal_insert_lsn() on a primary, pg_last_wal_replay_lsn() on a replica
+  std::atomic<uint32_t> timeline{
+      0};  // a primary's WAL timeline (0 on a replica): after a promotion, the newest wins
   // A replica's replay delay in ms: 0 when it has replayed all it received, else the age of the last
   // transaction it replayed (now() - pg_last_xact_replay_timestamp()). 0 on a primary.
   std::atomic<int64_t> replay_lag_ms{0};

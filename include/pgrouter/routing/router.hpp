@@ -14,8 +14,8 @@ namespace pgrouter::routing {
 // within routing.max_lag_time, it is within routing.max_lag_bytes of the primary (not checked when no
 // primary is known: primary null or unprobed), and it has replayed at least required_lsn
 // (read-your-writes; 0 = none).
-bool replica_eligible(const BackendHealth& replica, const BackendHealth* primary, const control::RoutingConfig& cfg,
-                      uint64_t required_lsn);
+bool replica_eligible(const BackendHealth& replica, const BackendHealth* primary,
+                      const control::RoutingConfig& cfg, uint64_t required_lsn);
 
 // Read-your-writes is what keeps a read off the replicas: none of them has replayed required_lsn, but some
 // would be eligible without it (so waiting for replay may help; routing.read_your_writes_wait).

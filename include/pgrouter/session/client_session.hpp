@@ -63,7 +63,8 @@ class ClientSession {
   awaitable<void> hold_write_behind_replica_read();
   static constexpr int kNoReplica = -1;  // choose_backend: a read nothing may take (primary_fallback false)
   static constexpr int kNoPrimary = -2;  // choose_backend: role: auto and no host is the primary now
-  static constexpr int kAwaitReplay = -3;  // choose_backend: read-your-writes holds the read; wait and ask again
+  static constexpr int kAwaitReplay =
+      -3;  // choose_backend: read-your-writes holds the read; wait and ask again
   // choose_backend: a read held back by read-your-writes (no probe of the primary since the write, or no
   // replica replayed it yet while one would be eligible otherwise) goes to the primary, or, before
   // ryw_give_up_at_ (routing.read_your_writes_wait), is kAwaitReplay.
@@ -79,7 +80,7 @@ class ClientSession {
   static constexpr int kAttached = -101;
   static constexpr int kNeedsParams = -102;
   int attach_now();
-  void start_routing();  // the deadlines of a routing decision (read-your-writes), from now
+  void start_routing();   // the deadlines of a routing decision (read-your-writes), from now
   void refresh_config();  // a reload since the last transaction: route with the new replica list
   // The server was just taken from its pool: counted, marked dirty for a pinned client; true when it has
   // the client's settings already, else settle_params() gives them.
@@ -128,29 +129,38 @@ class ClientSession {
   awaitable<LoggedIn> login();
   void answer_encryption_request_now();
   // true: logged in, the relay may start on s.
-  template <typename Stream> awaitable<bool> serve(Stream& s, protocol::StartupPacket sp);
-  template <typename Stream> awaitable<bool> authenticate(Stream& s, const protocol::StartupPacket& sp);
-  template <typename Stream> awaitable<bool> read_password_message(Stream& s, std::string& body, bool sasl = false);
-  template <typename Stream> awaitable<bool> attach_and_welcome(Stream& s, const protocol::StartupPacket& sp);
-  template <typename Stream> awaitable<void> relay(Stream& s);
-  template <typename Stream> void start_server_to_client(Stream& s);
+  template <typename Stream>
+  awaitable<bool> serve(Stream& s, protocol::StartupPacket sp);
+  template <typename Stream>
+  awaitable<bool> authenticate(Stream& s, const protocol::StartupPacket& sp);
+  template <typename Stream>
+  awaitable<bool> read_password_message(Stream& s, std::string& body, bool sasl = false);
+  template <typename Stream>
+  awaitable<bool> attach_and_welcome(Stream& s, const protocol::StartupPacket& sp);
+  template <typename Stream>
+  awaitable<void> relay(Stream& s);
+  template <typename Stream>
+  void start_server_to_client(Stream& s);
   bool register_server_io();  // the server's socket in the worker's readiness set, for the relay
   awaitable<bool> sync_params(pool::ServerError& err);
   // The sync part of sync_params: true when the server has the client's settings (marked so), else the
   // statements (and which settings they set or reset) that give them.
-  bool params_sql(std::string& sql, std::vector<const std::string*>& set_keys, std::vector<std::string>& reset_keys);
+  bool params_sql(std::string& sql, std::vector<const std::string*>& set_keys,
+                  std::vector<std::string>& reset_keys);
   static pool::ServerConnection::SettingsDigest settings_digest(
       const std::vector<std::pair<std::string, std::string>>& startup, const TxnTracker::Settings* set);
   bool params_ready();
   // The transaction is over: the server goes back to its pool (closed when not reusable).
   void detach_server(bool reusable = true);
-  // Nothing of this client's is in flight on the server either way, and both directions are at a message boundary.
+  // Nothing of this client's is in flight on the server either way, and both directions are at a message
+  // boundary.
   bool server_quiet() const;
   // Transaction pooling, unpinned, nothing in flight either way: the client is not in a server session.
   bool between_transactions() const;
   // A server that ended between transactions is closed; the client does not hear of it.
   void leave_dead_server(std::string_view why);
-  template <typename Stream> awaitable<void> client_to_server(Stream& s);
+  template <typename Stream>
+  awaitable<void> client_to_server(Stream& s);
   // client -> server found a message PostgreSQL would refuse (scan result r): after the replies to what
   // was sent before it (as PostgreSQL answers them first), the session ends as PostgreSQL would end it.
   awaitable<void> refuse_client_message(const protocol::ScanResult& r);
@@ -159,19 +169,22 @@ class ClientSession {
   // Whether d[0..n), starting with an extended-protocol message, holds the Sync or Flush that ends its batch
   // (or something that is not part of one); true too when it does not start with one.
   static bool batch_complete(const char* d, size_t n);
-  // Transaction pooling: the server may go back to its pool now (between transactions, in step, nothing of its
-  // answer unread). The one rule for handing a server back in the middle of a session.
+  // Transaction pooling: the server may go back to its pool now (between transactions, in step, nothing of
+  // its answer unread). The one rule for handing a server back in the middle of a session.
   bool can_release_server() const;
   // client -> server completed a message that kept the server past its ReadyForQuery: give it back if idle.
   awaitable<void> give_back_when_idle();
   bool give_back_wanted_ = false;  // ... asked of server -> client, which is parked on the server's socket
-  template <typename Stream> awaitable<void> server_to_client_loop(Stream& s);
-  template <typename Stream> awaitable<void> fail(Stream& s, const char* sqlstate, std::string message,
-                                                  std::string hint = {});
-  template <typename Stream> awaitable<bool> read_startup_on(Stream& s, protocol::StartupPacket& out);
+  template <typename Stream>
+  awaitable<void> server_to_client_loop(Stream& s);
+  template <typename Stream>
+  awaitable<void> fail(Stream& s, const char* sqlstate, std::string message, std::string hint = {});
+  template <typename Stream>
+  awaitable<bool> read_startup_on(Stream& s, protocol::StartupPacket& out);
   // A login's read of exactly n bytes; on plain TCP through client_buf_ (plain_login_read), so a message
   // takes one recv and bytes a client sent past it are kept for what reads next (login or relay).
-  template <typename Stream> awaitable<net::error_code> login_read(Stream& s, char* dst, size_t n);
+  template <typename Stream>
+  awaitable<net::error_code> login_read(Stream& s, char* dst, size_t n);
   awaitable<net::error_code> plain_login_read(char* dst, size_t n);
   void handle_cancel_request(const protocol::StartupPacket& sp);
   void cancel_io();
@@ -204,7 +217,7 @@ class ClientSession {
   uint32_t key_pid_ = 0, key_secret_ = 0;
 
   // Attached server.
-  pool::Pool* pool_ = nullptr;         // the primary's pool (settings, welcome parameters)
+  pool::Pool* pool_ = nullptr;  // the primary's pool (settings, welcome parameters)
   // What the attached server is good for. One state, changed only by set_server_state() (which rejects, in
   // debug builds, a change that cannot happen) and reset for each server attached (server_attached()).
   enum class ServerState : uint8_t {
@@ -213,9 +226,9 @@ class ClientSession {
     fatal,       // it sent FATAL inside the client's session: relayed, then it closes, and so does the client
     broken,      // its connection broke, or a message between it and the client was cut: closed, never pooled
   };
-  // The server a transaction (or, in session pooling, the session) holds, with where it came from and what it is
-  // good for. One today; a transaction that touches several shards will hold one of these per shard, each with
-  // its own state, and the relay will run one server -> client stream per attachment.
+  // The server a transaction (or, in session pooling, the session) holds, with where it came from and what it
+  // is good for. One today; a transaction that touches several shards will hold one of these per shard, each
+  // with its own state, and the relay will run one server -> client stream per attachment.
   struct Attachment {
     std::unique_ptr<pool::ServerConnection> server;
     pool::Pool* pool = nullptr;  // the pool `server` came from
@@ -233,13 +246,14 @@ class ClientSession {
   std::vector<pool::Pool*> pools_by_backend_;
   const control::DatabaseConfig* pools_db_ = nullptr;
   const control::UserConfig* pools_user_ = nullptr;
-  bool tx_wrote_ = false;              // this transaction was routed to the primary as a write
-  int64_t write_done_at_ = 0;          // steady ms when the client's last write transaction ended (0 = none)
-  uint64_t required_lsn_ = 0;          // the primary's WAL position a replica must have replayed for this client
-  pool::Clock::time_point ryw_give_up_at_{};  // attach_backend: until when a read held by read-your-writes waits
-  bool ryw_waited_ = false;                   // ... and whether this one did
-  bool tx_read_ = false;               // the transaction's first messages are all reads (may be retried)
-  bool tx_on_replica_ = false;         // the transaction was routed to a replica
+  bool tx_wrote_ = false;      // this transaction was routed to the primary as a write
+  int64_t write_done_at_ = 0;  // steady ms when the client's last write transaction ended (0 = none)
+  uint64_t required_lsn_ = 0;  // the primary's WAL position a replica must have replayed for this client
+  pool::Clock::time_point
+      ryw_give_up_at_{};        // attach_backend: until when a read held by read-your-writes waits
+  bool ryw_waited_ = false;     // ... and whether this one did
+  bool tx_read_ = false;        // the transaction's first messages are all reads (may be retried)
+  bool tx_on_replica_ = false;  // the transaction was routed to a replica
   struct ReadRetry {
     bool window = false;  // client bytes kept since client_buf_'s mark; nothing of the answer relayed yet
     bool busy = false;    // server -> client is replacing the server: client -> server sends nothing
@@ -254,7 +268,8 @@ class ClientSession {
   static constexpr size_t kClientBufferInitial = 2048;
   static constexpr size_t kMaxStreamingBuffer = 64 * 1024;
   protocol::Buffer client_buf_{kClientBufferInitial};
-  net::SocketReadiness client_ready_;  // plain TCP: registered from the login on; the destructor closes the fd first
+  net::SocketReadiness
+      client_ready_;       // plain TCP: registered from the login on; the destructor closes the fd first
   int pending_ = 0;        // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen
   bool unsynced_ = false;  // extended-protocol messages sent since the last Sync
   // A server may still be working for this client (or be in a COPY waiting for its data).
@@ -263,16 +278,17 @@ class ClientSession {
   // still to come from the client, so the server is neither given back nor reused until it is complete.
   bool c2s_mid_message_ = false;
   bool server_copy_in_ = false;  // the server sent CopyInResponse/CopyBothResponse and has not ended the COPY
-  bool s2c_relayed_half_ = false;  // the server broke off a message part of which reached the client: no FATAL
+  bool s2c_relayed_half_ =
+      false;  // the server broke off a message part of which reached the client: no FATAL
   bool client_done_ = false;
   void set_server_state(ServerState next);
   void server_attached() { attached_.state = ServerState::in_step; }
   bool server_broken() const { return attached_.state == ServerState::broken; }
   bool txn_mode_ = false;  // pool.mode transaction: a server only from first message to ReadyForQuery 'I'
-  bool pinned_ = false;  // transaction pooling: a session feature was used, the server stays until the end
+  bool pinned_ = false;    // transaction pooling: a session feature was used, the server stays until the end
   pool::Clock::time_point last_activity_{};  // last bytes from the client or ReadyForQuery to it
   char client_tx_status_ = 'I';              // as in the last ReadyForQuery relayed
-  bool c2s_writing_ = false;  // a write to the server is in progress: never detach under it
+  bool c2s_writing_ = false;                 // a write to the server is in progress: never detach under it
   // server -> client is one coroutine for the whole session (server_to_client_loop), parked in s2c_wakeup_
   // while no server is attached: handing it a server resumes it on the caller's stack, where a coroutine
   // spawned per attachment would cost a pass through the scheduler per transaction.
@@ -283,14 +299,16 @@ class ClientSession {
   std::unique_ptr<asio::steady_timer> s2c_done_;  // cancelled when an attachment's relay ends
   std::vector<std::pair<std::string, std::string>> wanted_params_;  // startup settings to apply on any server
   TxnTracker::Settings desired_;  // sync_params: the statements that give this client its settings
-  std::map<std::string, std::pair<std::string, std::string>> startup_raw_;  // name -> (key as sent, raw value)
+  std::map<std::string, std::pair<std::string, std::string>>
+      startup_raw_;                          // name -> (key as sent, raw value)
   uint64_t desired_version_ = ~uint64_t(0);  // the tracker's settings version desired_ was built for
   uint64_t digest_version_ = ~uint64_t(0);   // and desired_digest_
   pool::ServerConnection::SettingsDigest desired_digest_;  // of wanted_params_ and the tracker's settings
   // RESET/DISCARD ALL back to the startup settings pgrouter applied with SET (empty: none were).
   StartupReset startup_reset_;
   std::string c2s_inject_, s2c_inject_;
-  std::unique_ptr<TxnTracker> tracker_;  // transaction pooling: statements and settings that follow the client
+  std::unique_ptr<TxnTracker>
+      tracker_;  // transaction pooling: statements and settings that follow the client
   std::string c2s_out_, c2s_repl_, s2c_out_, s2c_repl_;  // rewritten batches (only when a message changed)
   std::string pending_fatal_sqlstate_, pending_fatal_message_;
   std::string pending_preface_;  // messages the client gets before that FATAL (encoded)
@@ -312,6 +330,7 @@ void spawn_session(Worker& worker, int fd, const tcp::endpoint& peer);
 // Sends a CancelRequest for (pid, secret) to host:port; best effort.
 // Over TLS when the server's sslmode is require or above (libpq's way); plain otherwise, which
 // PostgreSQL accepts for a CancelRequest whatever its hba says.
-awaitable<void> send_cancel(asio::any_io_executor ex, pool::ServerTarget target, uint32_t pid, uint32_t secret);
+awaitable<void> send_cancel(asio::any_io_executor ex, pool::ServerTarget target, uint32_t pid,
+                            uint32_t secret);
 
 }  // namespace pgrouter::session

@@ -65,8 +65,8 @@ class StartupReset {
  private:
   struct Pending {
     explicit Pending(int a) : ahead(a) {}
-    int ahead;                // ReadyForQuery messages of earlier requests still to come
-    bool discard = false;     // DISCARD ALL with a second query
+    int ahead;                  // ReadyForQuery messages of earlier requests still to come
+    bool discard = false;       // DISCARD ALL with a second query
     bool discard_done = false;  // DISCARD ALL's ReadyForQuery was held; the second query's replies follow
     char status = 'I';
     std::vector<std::pair<std::string, std::string>> held;  // ParameterStatus held back, in order

@@ -17,53 +17,53 @@
 //                    as PostgreSQL does, in its order (25P02, the text, then 42P05, renamed to the client's).
 // Replies are matched to requests with a queue of expectations: one per Parse/Close (ParseComplete,
 // CloseComplete) and one per Sync/Query/FunctionCall (ReadyForQuery). After an ErrorResponse the
-// server skips to the next Sync (after an extended-protocol message's error, Queries and FunctionCalls too, which
-// then get no ReadyForQuery): the skipped requests' expectations are dropped and their effects
-// undone (a statement that was not created is forgotten again; a name redefined meanwhile means what it
-// meant before; errors still name the client's statement, never pgr_...).
-// Pipelining: a request is rewritten before the replies to earlier ones arrive. While a request that may
-// fail or be skipped (a Parse the server really runs, a Close after a request that may fail, a SQL PREPARE)
-// creates or removes a name, a later request naming it is sent so that the server decides, as PostgreSQL
-// would, through a witness whose existence follows the outcome: the server statement that Parse created or
-// that Close really closed, or an empty marker statement (pgr_marker_<client>_<n>) made right after a Close
-// where the server has no copy. A Parse that may be skipped never takes the no-op path (nothing to witness):
-// where the server has the shared statement, the client gets its own copy.
+// server skips to the next Sync (after an extended-protocol message's error, Queries and FunctionCalls too,
+// which then get no ReadyForQuery): the skipped requests' expectations are dropped and their effects undone
+// (a statement that was not created is forgotten again; a name redefined meanwhile means what it meant
+// before; errors still name the client's statement, never pgr_...). Pipelining: a request is rewritten before
+// the replies to earlier ones arrive. While a request that may fail or be skipped (a Parse the server really
+// runs, a Close after a request that may fail, a SQL PREPARE) creates or removes a name, a later request
+// naming it is sent so that the server decides, as PostgreSQL would, through a witness whose existence
+// follows the outcome: the server statement that Parse created or that Close really closed, or an empty
+// marker statement (pgr_marker_<client>_<n>) made right after a Close where the server has no copy. A Parse
+// that may be skipped never takes the no-op path (nothing to witness): where the server has the shared
+// statement, the client gets its own copy.
 //
-// The unnamed statement (pool.unnamed_statements). `pass`: it lives on the server as the client sent it, and is
-// parsed again where the client binds it on a server someone else parsed on since. `prepare`: a Parse of the
-// unnamed statement whose text touches no session state, and that this worker saw parsed before (a text sent once
-// stays the server's unnamed statement), is treated like a named one under its "pgr_" name
-// (Parse -> Parse pgr_x, or the Close retyped as ParseComplete when the server has it; Bind/Describe "" ->
-// pgr_x, prepared first where missing), so a text the application sends again is parsed and planned once per
-// server connection, as PgDog's `extended_anonymous`. The client still sees an unnamed statement: a Query or a Close drops it, a
-// failed or skipped Parse leaves none, and errors name it "" again.
-// Result columns (PostgreSQL's "cached plan must not change result type"). A statement keeps the result columns
-// it had when the client parsed it: PostgreSQL refuses (0A000) to run or describe it once its tables changed
-// them, until the client parses it again (JDBC decodes rows with the RowDescription it cached). pgrouter learns
-// them with a Describe sent after the client's Parse (its replies dropped), and each server copy's with one sent
-// after preparing it. A statement prepared again where a server lacks it (or has a copy with other columns) is
-// checked before the client's Bind or Describe goes on: the relay holds that message (held()) until the
-// Describe answers (holding()); other columns than the client's make it fail with 0A000, as in PostgreSQL,
-// with nothing of it run. Columns known only from a shared copy (the client's Parse found it there) are the
-// client's once a copy prepared again reports them.
-// Schema changes. Shared names also hash a process-wide epoch that the CommandComplete of ALTER/DROP/CREATE VIEW
-// through pgrouter bumps, so clients parse afresh after them. After "cached plan must not change result type" (a
-// table changed under a statement behind pgrouter's back) pgrouter forgets all of that server's statements and
-// prepares each again at its next use, after a Close of the stale one.
+// The unnamed statement (pool.unnamed_statements). `pass`: it lives on the server as the client sent it, and
+// is parsed again where the client binds it on a server someone else parsed on since. `prepare`: a Parse of
+// the unnamed statement whose text touches no session state, and that this worker saw parsed before (a text
+// sent once stays the server's unnamed statement), is treated like a named one under its "pgr_" name (Parse
+// -> Parse pgr_x, or the Close retyped as ParseComplete when the server has it; Bind/Describe "" -> pgr_x,
+// prepared first where missing), so a text the application sends again is parsed and planned once per server
+// connection, as PgDog's `extended_anonymous`. The client still sees an unnamed statement: a Query or a Close
+// drops it, a failed or skipped Parse leaves none, and errors name it "" again. Result columns (PostgreSQL's
+// "cached plan must not change result type"). A statement keeps the result columns it had when the client
+// parsed it: PostgreSQL refuses (0A000) to run or describe it once its tables changed them, until the client
+// parses it again (JDBC decodes rows with the RowDescription it cached). pgrouter learns them with a Describe
+// sent after the client's Parse (its replies dropped), and each server copy's with one sent after preparing
+// it. A statement prepared again where a server lacks it (or has a copy with other columns) is checked before
+// the client's Bind or Describe goes on: the relay holds that message (held()) until the Describe answers
+// (holding()); other columns than the client's make it fail with 0A000, as in PostgreSQL, with nothing of it
+// run. Columns known only from a shared copy (the client's Parse found it there) are the client's once a copy
+// prepared again reports them. Schema changes. Shared names also hash a process-wide epoch that the
+// CommandComplete of ALTER/DROP/CREATE VIEW through pgrouter bumps, so clients parse afresh after them. After
+// "cached plan must not change result type" (a table changed under a statement behind pgrouter's back)
+// pgrouter forgets all of that server's statements and prepares each again at its next use, after a Close of
+// the stale one.
 //
 // SQL PREPARE / EXECUTE / DEALLOCATE (the same namespace as protocol names, in PostgreSQL and here). A simple
 // Query `PREPARE s [(types)] AS stmt` is sent as `PREPARE pgr_y ...` (after a Close of pgr_y, so a server
 // that already has it from another client prepares it again), pgr_y a hash of what follows the name; s is
 // recorded when the PREPARE is sent and forgotten if it fails (PREPARE is not transactional: a later ROLLBACK
 // keeps it, as in PostgreSQL), and a DEALLOCATE sent as a Query forgets s when sent (back if it fails).
-// Among other statements of a Query, PREPARE / DEALLOCATE / EXECUTE names are replaced in the order of the text,
-// each PREPARE and DEALLOCATE undone unless its CommandComplete comes. Either way,
-// Queries pipelined after them see the name as PostgreSQL will. Every `EXECUTE s` in a Query or Parse text (also EXPLAIN EXECUTE, CREATE TABLE AS EXECUTE)
-// becomes `EXECUTE pgr_y` after pgr_y was prepared where missing: before a Parse/Bind/Describe by
-// Close/Close/Parse/Bind/Execute of the PREPARE text through a helper statement and portal ("pgr_prepare"),
-// before a Query by the same (or the Parse of a protocol statement) and a Sync whose error, if any, is dropped
-// (the client's own statement then fails as it would). Replies to all of that are dropped; errors of a
-// rewritten text get their position and names translated back to what the client wrote.
+// Among other statements of a Query, PREPARE / DEALLOCATE / EXECUTE names are replaced in the order of the
+// text, each PREPARE and DEALLOCATE undone unless its CommandComplete comes. Either way, Queries pipelined
+// after them see the name as PostgreSQL will. Every `EXECUTE s` in a Query or Parse text (also EXPLAIN
+// EXECUTE, CREATE TABLE AS EXECUTE) becomes `EXECUTE pgr_y` after pgr_y was prepared where missing: before a
+// Parse/Bind/Describe by Close/Close/Parse/Bind/Execute of the PREPARE text through a helper statement and
+// portal ("pgr_prepare"), before a Query by the same (or the Parse of a protocol statement) and a Sync whose
+// error, if any, is dropped (the client's own statement then fails as it would). Replies to all of that are
+// dropped; errors of a rewritten text get their position and names translated back to what the client wrote.
 //
 // Settings. SET/RESET of a tracked parameter is recorded when its Sync/Query completes without error;
 // inside a transaction it stays tentative until COMMIT (dropped on ROLLBACK). On every attach the
@@ -101,7 +101,7 @@ struct TextRewrite {
 struct TrackedStatement {
   std::string server_name;    // "pgr_" + hash of (query, parameter types)
   std::string parse_message;  // protocol Parse: a whole Parse message that creates it under server_name
-  std::string prepare_sql;    // SQL PREPARE: "PREPARE <server_name> ..." that creates it (parse_message empty)
+  std::string prepare_sql;  // SQL PREPARE: "PREPARE <server_name> ..." that creates it (parse_message empty)
   // Statements its text EXECUTEs: prepared first wherever it is prepared; how its text was rewritten.
   std::vector<std::shared_ptr<TrackedStatement>> uses;
   std::shared_ptr<const TextRewrite> rewrite;
@@ -110,7 +110,6 @@ struct TrackedStatement {
   uint64_t desc = 0;
   bool desc_own = false;
 };
-
 
 class TxnTracker {
  public:
@@ -126,20 +125,24 @@ class TxnTracker {
 
   // refuse: statements using an unshareable session feature get an error instead of pinning.
   // owner: a process-unique token of the client (who last parsed a server's unnamed statement).
-  // startup_parse_settings: the client's startup parameters that change what a statement text means when it is
-  // parsed (see kParseSettings in txn_tracker.cpp), lower-case names, as given.
-  // prepare_unnamed: pool.unnamed_statements is `prepare` (see above).
+  // startup_parse_settings: the client's startup parameters that change what a statement text means when it
+  // is parsed (see kParseSettings in txn_tracker.cpp), lower-case names, as given. prepare_unnamed:
+  // pool.unnamed_statements is `prepare` (see above).
   TxnTracker(control::WorkerStats& stats, uint64_t owner, size_t cache_capacity, bool refuse,
              std::vector<std::string> extra_tracked_parameters,
              std::vector<std::pair<std::string, std::string>> startup_parse_settings = {},
              bool prepare_unnamed = false)
-      : stats_(stats), owner_(owner), capacity_(cache_capacity), refuse_(refuse), prepare_unnamed_(prepare_unnamed),
+      : stats_(stats),
+        owner_(owner),
+        capacity_(cache_capacity),
+        refuse_(refuse),
+        prepare_unnamed_(prepare_unnamed),
         extra_tracked_(std::move(extra_tracked_parameters)),
         startup_parse_(std::move(startup_parse_settings)) {}
   // Parameters whose value is part of what a statement means once parsed: name resolution (search_path), the
   // constants PostgreSQL converts while parsing (a timestamptz or date literal: TimeZone, DateStyle,
-  // IntervalStyle), how the text is read (standard_conforming_strings, client_encoding). Statements are shared
-  // on a server only between clients that agree on all of them.
+  // IntervalStyle), how the text is read (standard_conforming_strings, client_encoding). Statements are
+  // shared on a server only between clients that agree on all of them.
   static bool parse_setting(std::string_view lower_name);
 
   // Called for every message the client sends in transaction mode, in order, before it goes to
@@ -149,8 +152,8 @@ class TxnTracker {
   bool client_message(char type, std::string_view body, pool::ServerStatements& server, std::string& out,
                       Effect& effect);
   // Called for every message from the server that wants_reply_body() asked for.
-  Reply server_message(char type, std::string_view body, pool::ServerStatements& server, Settings& server_settings,
-                       std::string& replacement);
+  Reply server_message(char type, std::string_view body, pool::ServerStatements& server,
+                       Settings& server_settings, std::string& replacement);
   static bool is_reply_type(char type) {
     namespace be = protocol::backend;
     return type == be::kParseComplete || type == be::kBindComplete || type == be::kCloseComplete ||
@@ -165,8 +168,8 @@ class TxnTracker {
   // The identity of a RowDescription's columns (names, types, sizes, modifiers: what PostgreSQL compares).
   static uint64_t desc_of(std::string_view row_description);
   static constexpr uint64_t kNoRows = 1;  // a statement answered NoData
-  // The last client_message() did not take its message: `out` holds what goes to the server before it, and the
-  // same message comes again once holding() is over (the relay waits for the reply that decides it). Only
+  // The last client_message() did not take its message: `out` holds what goes to the server before it, and
+  // the same message comes again once holding() is over (the relay waits for the reply that decides it). Only
   // while holds are allowed (not when read retry sends messages again).
   bool held() const { return held_; }
   bool holding() const { return hold_.state == HoldState::waiting; }
@@ -225,8 +228,8 @@ class TxnTracker {
   const Settings& settings() const { return settings_; }
   bool refuses() const { return refuse_; }  // pool.session_features: refuse
   // A ParameterStatus the client's server sent: a SET of that parameter committed in this transaction is
-  // recorded with this value, not its text (a partial DateStyle such as 'ymd' merges with the value before it,
-  // which another server need not have).
+  // recorded with this value, not its text (a partial DateStyle such as 'ymd' merges with the value before
+  // it, which another server need not have).
   void parameter_reported(std::string_view name, std::string_view value);
   // Changes whenever settings() does (or a server's settings were changed through this client).
   uint64_t settings_version() const { return settings_version_; }
@@ -265,29 +268,32 @@ class TxnTracker {
     // if it does not happen).
     std::shared_ptr<TrackedStatement> created, prev;
     std::shared_ptr<const TextRewrite> rewrite;  // a Parse/Query whose text was rewritten: for its errors
-    std::shared_ptr<TrackedStatement> probed;     // probe: the statement whose columns it learns (server_name's)
+    std::shared_ptr<TrackedStatement> probed;  // probe: the statement whose columns it learns (server_name's)
   };
   static const ExpectMore kNoMore;
   struct Expect {
     explicit Expect(char r, Action a = Action::forward) : reply(r), action(a) {}
     Expect(char r, Action a, std::string err) : reply(r), action(a) { more().error = std::move(err); }
-    // ParseComplete, BindComplete, CloseComplete, CommandComplete (of a PREPARE) or ReadyForQuery (backend::).
+    // ParseComplete, BindComplete, CloseComplete, CommandComplete (of a PREPARE) or ReadyForQuery
+    // (backend::).
     char reply;
     Action action;
-    bool evicted : 1 = false;         // a Close pgrouter sent to make room (server_name)
-    bool failed : 1 = false;          // ReadyForQuery only: an error came before it
-    bool unnamed : 1 = false;         // a Parse or Close of the unnamed statement: if skipped, the server's is unknown
+    bool evicted : 1 = false;  // a Close pgrouter sent to make room (server_name)
+    bool failed : 1 = false;   // ReadyForQuery only: an error came before it
+    bool unnamed : 1 =
+        false;  // a Parse or Close of the unnamed statement: if skipped, the server's is unknown
     bool unnamed_resend : 1 = false;  // ... one pgrouter re-sent: the client's unnamed statement still exists
-    bool swallow : 1 = false;         // ReadyForQuery of a Sync pgrouter sent: an error before it is dropped too
-    // A request that creates (created) or removes (removed) client_name and may fail or be skipped: while it is
-    // in flight, what the name means is for the server to say (see pending_touch()).
+    bool swallow : 1 = false;  // ReadyForQuery of a Sync pgrouter sent: an error before it is dropped too
+    // A request that creates (created) or removes (removed) client_name and may fail or be skipped: while it
+    // is in flight, what the name means is for the server to say (see pending_touch()).
     bool uncertain : 1 = false;
-    bool client_text : 1 = false;  // a Parse of the client's text whose reply is dropped: its errors are the client's
-    // A removal whose witness is a marker statement (ExpectMore::server_name) created right after it: it exists
-    // exactly when the removal happened (used where the server lacks the removed statement's copy).
+    bool client_text : 1 =
+        false;  // a Parse of the client's text whose reply is dropped: its errors are the client's
+    // A removal whose witness is a marker statement (ExpectMore::server_name) created right after it: it
+    // exists exactly when the removal happened (used where the server lacks the removed statement's copy).
     bool marker : 1 = false;
-    // ReadyForQuery of a Query or FunctionCall: after an extended-protocol error the server skips it too (up to a
-    // Sync), and it gets no ReadyForQuery.
+    // ReadyForQuery of a Query or FunctionCall: after an extended-protocol error the server skips it too (up
+    // to a Sync), and it gets no ReadyForQuery.
     bool not_sync : 1 = false;
     bool verify : 1 = false;  // probe: decides a hold (the columns must be the statement's)
     std::unique_ptr<ExpectMore> extra;
@@ -305,7 +311,8 @@ class TxnTracker {
   bool track_client(char type, std::string_view body, pool::ServerStatements& server, std::string& out,
                     Effect& effect);
   bool track_parse(std::string_view body, pool::ServerStatements& server, std::string& out, Effect& effect);
-  bool track_bind_or_describe(char type, std::string_view body, pool::ServerStatements& server, std::string& out);
+  bool track_bind_or_describe(char type, std::string_view body, pool::ServerStatements& server,
+                              std::string& out);
   bool track_close(std::string_view body, pool::ServerStatements& server, std::string& out);
   bool track_query(std::string_view body, pool::ServerStatements& server, std::string& out, Effect& effect);
   // A Sync, or a FunctionCall (which the server also answers with ReadyForQuery): the end of a group.
@@ -329,29 +336,32 @@ class TxnTracker {
                           std::shared_ptr<const TextRewrite>& rewrite);
   // shareable: may be prepared under its shared name (pool.unnamed_statements: prepare) once seen before.
   bool parse_unnamed(std::string_view text, std::string_view types, bool rewritten, bool shareable,
-                     std::vector<std::shared_ptr<TrackedStatement>> uses, std::shared_ptr<const TextRewrite> rw,
-                     pool::ServerStatements& server, std::string& out);
+                     std::vector<std::shared_ptr<TrackedStatement>> uses,
+                     std::shared_ptr<const TextRewrite> rw, pool::ServerStatements& server, std::string& out);
   void parse_unnamed_shared(const XXH128_hash_t& h, std::string_view text, std::string_view types,
                             pool::ServerStatements& server, std::string& out);
   // Records the client's name as the statement (text, types) under its shared name, or under a name of the
   // client's own (own_copy) where the server has the shared one.
   NamedParse define_named(std::string client_name, std::string_view text, std::string_view types,
-                          std::vector<std::shared_ptr<TrackedStatement>> uses, std::shared_ptr<const TextRewrite> rw,
-                          bool own_copy, const pool::ServerStatements& server);
+                          std::vector<std::shared_ptr<TrackedStatement>> uses,
+                          std::shared_ptr<const TextRewrite> rw, bool own_copy,
+                          const pool::ServerStatements& server);
   // The client's text parsed under its shared name where the server lacks it (its errors come first, as in
   // PostgreSQL); its ParseComplete is pgrouter's, not the client's.
   void parse_client_text(const TrackedStatement& st, pool::ServerStatements& server, std::string& out);
   // The paths of a named Parse: after a Close in flight whose witness is a marker (Expect::marker), with
   // another request's witness, the reuse of the server's shared copy (a no-op Close), a real Parse.
-  void parse_after_marker(NamedParse& np, const Expect& touch, pool::ServerStatements& server, std::string& out);
-  void parse_with_witness(NamedParse& np, const Expect& touch, pool::ServerStatements& server, std::string& out);
+  void parse_after_marker(NamedParse& np, const Expect& touch, pool::ServerStatements& server,
+                          std::string& out);
+  void parse_with_witness(NamedParse& np, const Expect& touch, pool::ServerStatements& server,
+                          std::string& out);
   void parse_reuse(NamedParse& np, const pool::ServerStatements& server, std::string& out);
   void parse_real(NamedParse& np, bool touched, pool::ServerStatements& server, std::string& out);
   // Bind and Describe (`type`) of the unnamed statement, and of a name the client no longer has.
-  bool bind_or_describe_unnamed(char type, std::string_view body, std::string_view portal, std::string_view rest,
-                                pool::ServerStatements& server, std::string& out);
-  bool bind_or_describe_closed(char type, std::string_view name, std::string_view portal, std::string_view rest,
-                               pool::ServerStatements& server, std::string& out);
+  bool bind_or_describe_unnamed(char type, std::string_view body, std::string_view portal,
+                                std::string_view rest, pool::ServerStatements& server, std::string& out);
+  bool bind_or_describe_closed(char type, std::string_view name, std::string_view portal,
+                               std::string_view rest, pool::ServerStatements& server, std::string& out);
   // A Close of a statement the client has; e is its expected CloseComplete.
   void close_named(StatementMap::iterator it, Expect e, pool::ServerStatements& server, std::string& out);
   // A simple Query `DEALLOCATE name` of a tracked statement (dealloc_ set by session_effect()).
@@ -368,8 +378,8 @@ class TxnTracker {
   // afresh against the client's columns: hold (held() set: only the preparation is in out), refused (the
   // message's 0A000 is in out) or ready (the message goes on, renamed).
   enum class Prepared { ready, hold, refused };
-  Prepared prepare_checked(const std::shared_ptr<TrackedStatement>& st, pool::ServerStatements& server, char type,
-                           std::string& out);
+  Prepared prepare_checked(const std::shared_ptr<TrackedStatement>& st, pool::ServerStatements& server,
+                           char type, std::string& out);
   // A Describe of server_name (its replies dropped) that records its columns, or (verify) decides the hold.
   void probe(const std::shared_ptr<TrackedStatement>& st, const std::string& server_name, bool verify,
              std::string& out);
@@ -377,22 +387,25 @@ class TxnTracker {
   void sync_injected(std::string& out);
   // Rewrites the EXECUTE names of `sql` the client tracks to their server names, preparing them first;
   // false (nothing appended to `text`) when none is tracked.
-  bool rewrite_executes(std::string_view sql, pool::ServerStatements& server, std::string& out, std::string& text,
-                        std::vector<std::shared_ptr<TrackedStatement>>& uses,
+  bool rewrite_executes(std::string_view sql, pool::ServerStatements& server, std::string& out,
+                        std::string& text, std::vector<std::shared_ptr<TrackedStatement>>& uses,
                         std::shared_ptr<const TextRewrite>& rewrite);
   // A simple Query `PREPARE name ...` (prepare_ set by session_effect()).
   void carry_prepare(std::string_view sql, pool::ServerStatements& server, std::string& out, Expect& z);
-  // A simple Query of several statements with PREPARE or DEALLOCATE names in it (multi_ set by session_effect()):
-  // those names and the EXECUTE names become server names, in the order of the text.
+  // A simple Query of several statements with PREPARE or DEALLOCATE names in it (multi_ set by
+  // session_effect()): those names and the EXECUTE names become server names, in the order of the text.
   void carry_multi(std::string_view sql, pool::ServerStatements& server, std::string& out, Expect& z);
-  bool fix_error(std::string_view body, const TextRewrite* rw, bool strip_position, std::string& replacement) const;
+  bool fix_error(std::string_view body, const TextRewrite* rw, bool strip_position,
+                 std::string& replacement) const;
   void evict_for(const std::string& name, pool::ServerStatements& server, std::string& out);
-  // Before a Parse of `name` on a server that may hold statements pgrouter forgot (ServerStatements::forget_stale).
+  // Before a Parse of `name` on a server that may hold statements pgrouter forgot
+  // (ServerStatements::forget_stale).
   void close_stale(const std::string& name, const pool::ServerStatements& server, std::string& out);
   // Classifies statement text; for a DEALLOCATE of a tracked statement, sets dealloc_ to it.
   // simple: the text of a simple Query (a PREPARE there is carried).
   Effect session_effect(std::string_view sql, bool named, bool simple, std::string& feature);
-  Effect statement_effect(std::string_view one_statement, bool named, bool single, bool simple, std::string& feature);
+  Effect statement_effect(std::string_view one_statement, bool named, bool single, bool simple,
+                          std::string& feature);
   void end_group(Expect& z);
   std::string server_name_for(std::string_view query, std::string_view types) const;
   XXH128_hash_t statement_hash(std::string_view query, std::string_view types) const;
@@ -407,8 +420,8 @@ class TxnTracker {
   static bool may_call_nextval(std::string_view sql);
   // duplicate: e is the request that failed, with 42P05 (the server has what it tried to create).
   void undo(Expect& e, pool::ServerStatements& server, bool duplicate = false);
-  // A creation of `name` (`mine`, recorded when sent) did not happen: the name means `prev` again, also for the
-  // requests sent after it that recorded `mine` as what they replaced.
+  // A creation of `name` (`mine`, recorded when sent) did not happen: the name means `prev` again, also for
+  // the requests sent after it that recorded `mine` as what they replaced.
   void forget_created(const std::string& name, const std::shared_ptr<TrackedStatement>& mine,
                       const std::shared_ptr<TrackedStatement>& prev);
   // The newest request in flight that may or may not create or remove `name` (Expect::uncertain). While there
@@ -439,9 +452,9 @@ class TxnTracker {
   mutable uint64_t parse_context_ = 0, parse_context_version_ = 0;
   StatementMap statements_;
   // The queue of expected replies, held only while it holds something: std::deque allocates its map and a
-  // 512-byte block even when empty, and an idle client should cost no more than it must (thousands of clients may
-  // sit idle). An emptied deque goes back to a per-thread stock and the next transaction takes it
-  // again (it keeps its map and a block when emptied), so a transaction's expectations cost no allocation.
+  // 512-byte block even when empty, and an idle client should cost no more than it must (thousands of clients
+  // may sit idle). An emptied deque goes back to a per-thread stock and the next transaction takes it again
+  // (it keeps its map and a block when emptied), so a transaction's expectations cost no allocation.
   class ReplyQueue {
    public:
     ReplyQueue() = default;
@@ -498,8 +511,8 @@ class TxnTracker {
   std::vector<StatementEffect> group_effects_;
   std::shared_ptr<TrackedStatement> dealloc_;  // set by session_effect() for DEALLOCATE name
   std::optional<sql::NameRef> prepare_;        // set by session_effect() for a simple Query PREPARE name
-  // Set by session_effect() for PREPARE / DEALLOCATE names among other statements of a simple Query: where the
-  // name is in the text (pointers into it) and, for a PREPARE, the rest of its statement.
+  // Set by session_effect() for PREPARE / DEALLOCATE names among other statements of a simple Query: where
+  // the name is in the text (pointers into it) and, for a PREPARE, the rest of its statement.
   struct MultiRef {
     const char *begin, *end;
     std::string name;
@@ -533,25 +546,25 @@ class TxnTracker {
   std::vector<std::pair<std::string, std::string>> ghosts_;
   // An extended-protocol request that may fail was sent since the last Sync: what follows may be skipped.
   bool may_skip_ = false, window_may_skip_ = false;
-  // An extended-protocol error came with no Sync after it yet: the server ignores everything up to the next Sync,
-  // whose ReadyForQuery is the next message it sends (what was sent before that Sync had no effect).
+  // An extended-protocol error came with no Sync after it yet: the server ignores everything up to the next
+  // Sync, whose ReadyForQuery is the next message it sends (what was sent before that Sync had no effect).
   bool skip_to_sync_ = false;
   char tx_status_ = 'I';  // the transaction status of the last ReadyForQuery
-  uint32_t probes_ = 0;  // probe requests in flight
+  uint32_t probes_ = 0;   // probe requests in flight
   enum class HoldState : uint8_t { none, waiting, matched, changed, skipped };
   struct Hold {
     std::string server_name;  // the copy being checked
     HoldState state = HoldState::none;
   } hold_;
   bool held_ = false, allow_hold_ = false;
-  uint32_t markers_ = 0;       // marker statements made so far (each has its own name)
-  bool marker_left_ = false;   // the last one may exist on the server: closed at the next request when idle
+  uint32_t markers_ = 0;      // marker statements made so far (each has its own name)
+  bool marker_left_ = false;  // the last one may exist on the server: closed at the next request when idle
   bool uncertain_ = false;
   Settings settings_;
   Settings reported_;  // this transaction's ParameterStatus values, lower-case names (see parameter_reported)
   uint64_t settings_version_ = 1;
   std::string feature_;
-  bool last_query_plain_ = false;  // see last_query_plain()
+  bool last_query_plain_ = false;      // see last_query_plain()
   const char* known_plain_ = nullptr;  // see known_plain()
 };
 

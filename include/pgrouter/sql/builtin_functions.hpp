@@ -1,5 +1,6 @@
-// What PostgreSQL's built-in functions allow a statement calling them to do, for read/write splitting: most are
-// safe on a replica, a few write, take locks, hand out sequence values or must run where an earlier call ran.
+// What PostgreSQL's built-in functions allow a statement calling them to do, for read/write splitting: most
+// are safe on a replica, a few write, take locks, hand out sequence values or must run where an earlier call
+// ran.
 #pragma once
 #include <string_view>
 

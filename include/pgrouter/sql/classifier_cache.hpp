@@ -13,8 +13,9 @@ namespace pgrouter::sql {
 
 // Bounded LRU of classifications keyed by a 128-bit hash (XXH3), one per worker thread (no locks). A single
 // SELECT/WITH/INSERT/UPDATE/DELETE/VALUES/TABLE statement is keyed by its shape (integer and plain string
-// literals replaced, comments and identifiers kept), so texts that differ only in inlined values are parsed once;
-// anything else by its exact text. Classifications depend on the function list, so a reload builds a new cache.
+// literals replaced, comments and identifiers kept), so texts that differ only in inlined values are parsed
+// once; anything else by its exact text. Classifications depend on the function list, so a reload builds a
+// new cache.
 class ClassifierCache {
  public:
   explicit ClassifierCache(size_t capacity, std::function<bool(std::string_view)> is_read_only_function = {});
@@ -26,9 +27,9 @@ class ClassifierCache {
   size_t capacity() const { return capacity_; }
   size_t hits() const { return hits_; }
   size_t misses() const { return misses_; }
-  // The text `sql` is keyed by, with literals replaced ('\x01' a string, '\x02' an integer), into `out`; false
-  // when it is keyed exactly instead (not a plain query or DML statement, several statements, E'' or dollar
-  // quotes, a backslash in a string, control characters, an unterminated comment or identifier).
+  // The text `sql` is keyed by, with literals replaced ('\x01' a string, '\x02' an integer), into `out`;
+  // false when it is keyed exactly instead (not a plain query or DML statement, several statements, E'' or
+  // dollar quotes, a backslash in a string, control characters, an unterminated comment or identifier).
   static bool shape_of(std::string_view sql, std::string& out);
 
  private:

@@ -24,8 +24,8 @@ std::string_view session_feature(std::string_view sql);
 inline constexpr std::string_view kSequenceRead = "currval()/lastval()";
 
 // True when `sql` starts with a word that ends, opens or sets something but runs no expression of the
-// client's: BEGIN, START, COMMIT, END, ROLLBACK, ABORT, SAVEPOINT, RELEASE, SET, SHOW, RESET. Anything else may
-// call nextval() (an INSERT's default, a function).
+// client's: BEGIN, START, COMMIT, END, ROLLBACK, ABORT, SAVEPOINT, RELEASE, SET, SHOW, RESET. Anything else
+// may call nextval() (an INSERT's default, a function).
 bool transaction_control(std::string_view sql);
 
 // A key for remembering session_feature()'s answer: `sql` with each number (a run of digits with no letter,

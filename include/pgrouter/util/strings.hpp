@@ -36,9 +36,9 @@ inline bool contains_ascii_ci(std::string_view s, std::string_view lower_word) {
   return false;
 }
 
-// The end of an SQL comment starting at s[i]: "--" runs past its newline, "/* */" nests as in PostgreSQL. Returns
-// the index just past it (s.size() when it does not end; *closed tells an unterminated block comment), or i when
-// no comment starts there. The scanners that skip or copy comments share it.
+// The end of an SQL comment starting at s[i]: "--" runs past its newline, "/* */" nests as in PostgreSQL.
+// Returns the index just past it (s.size() when it does not end; *closed tells an unterminated block
+// comment), or i when no comment starts there. The scanners that skip or copy comments share it.
 inline size_t sql_comment_end(std::string_view s, size_t i, bool* closed = nullptr) {
   if (closed) *closed = true;
   if (s.compare(i, 2, "--") == 0) {
