@@ -11,6 +11,8 @@ packages=(
   # friends), only recommended by clang-14 and so not installed without it here. g++'s sanitizer runtimes (the
   # build-asan/ step of scripts/test.sh) come with g++ itself.
   clang libclang-rt-14-dev
+  # scripts/format.sh --check (the tree's C++ style, .clang-format)
+  clang-format
 )
 # The image may ship node 20 + npm and a JDK outside dpkg's knowledge: only ask apt for what no binary provides,
 # so Debian's older nodejs never replaces a newer node already on PATH.

@@ -52,6 +52,12 @@ if ! ninja -C "$BUILD_DIR" </dev/null; then
   summary_and_exit 1
 fi
 
+step "format (.clang-format)"
+if ! bash scripts/format.sh --check </dev/null; then
+  echo "test.sh: C++ files differ from .clang-format: run scripts/format.sh" >&2
+  step_failed=1
+fi
+
 if [[ ! -d tests/clients/node/node_modules/pg ]]; then
   step "node client dependencies (npm ci)"
   (cd tests/clients/node && npm ci --no-audit --no-fund </dev/null) || step_failed=1
