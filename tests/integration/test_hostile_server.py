@@ -62,6 +62,14 @@ class Setup:
                 return e.fields, time.monotonic() - start
         pytest.fail("the login through a hostile server unexpectedly succeeded")
 
+    def wait_pooled(self, idle, timeout=10.0):
+        """Until `idle` servers are idle in pgrouter's pools: a session-pooled server is reset (DISCARD ALL) after
+        its client leaves, and a login during the reset gets a new server."""
+        deadline = time.monotonic() + timeout
+        while pgr.metric(self.router.metrics(), "pgrouter_servers_idle") < idle:
+            assert time.monotonic() < deadline, "the server never went back to its pool"
+            time.sleep(0.02)
+
     def assert_unharmed(self):
         assert self.router.running
         assert self.bystander.execute("SELECT 42").fetchone() == (42,)  # the same worker, the same session
@@ -394,6 +402,7 @@ def test_error_inside_a_row_stream_is_relayed_and_the_server_kept(hostile, mode)
         (fields,) = errors(messages)
         assert (fields["code"], fields["message"]) == ("22012", "division by zero")
         assert raw.simple_query("SELECT 1") == ([["fake"]], None)
+    setup.wait_pooled(1 if mode == "session" else 2)  # (transaction pooling: the bystander's is idle too)
     with setup.raw_login() as raw:
         assert raw.simple_query("SELECT 1") == ([["fake"]], None)
     assert len(setup.fake.connections) == 1
