@@ -555,6 +555,38 @@ TEST_CASE("pool: servers past max_lifetime are closed at check-in") {
   CHECK(r.acquire()->backend_pid == 1001);
 }
 
+TEST_CASE("pool: a server given back with bytes not yet relayed is closed") {
+  Rig r;
+  r.settings.config.mode = control::PoolMode::transaction;
+  r.open();
+  auto c = r.acquire();
+  // Part of an answer the client never took: the next client would read it as its own.
+  c->buffer.prepare_read();
+  c->buffer.write_ptr()[0] = 'Z';
+  c->buffer.commit(1);
+  r.pool().release(std::move(c), true);
+  CHECK(r.pool().idle() == 0);
+  CHECK(r.pool().total() == 0);
+  CHECK(r.acquire()->backend_pid == 1001);
+}
+
+TEST_CASE("pool: a larger pool.size on reload lets a waiting client open a server") {
+  Rig r;
+  r.settings.config.size = 1;
+  r.open();
+  auto held = r.acquire();
+  auto waiter = r.start_acquire(r.pool());
+  REQUIRE(r.run_until([&] { return r.pool().waiting() == 1; }));
+  r.settings.config.size = 2;
+  r.settings.max_servers = 2;
+  r.pool().update(r.settings);
+  r.finish(waiter);
+  REQUIRE(waiter->conn);
+  CHECK(waiter->conn->backend_pid == 1001);
+  CHECK(r.pool().total() == 2);
+  CHECK(!r.server.backend(1000).gone);  // the same target: the lent server stays
+}
+
 TEST_CASE("pool: close_idle closes every idle server and keeps the lent ones") {
   Rig r;
   r.settings.config.mode = control::PoolMode::transaction;
