@@ -49,7 +49,8 @@ class FakeServer {
     std::shared_ptr<tcp::socket> socket;
   };
 
-  explicit FakeServer(asio::io_context& io) : acceptor_(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
+  explicit FakeServer(asio::io_context& io)
+      : acceptor_(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
     port = acceptor_.local_endpoint().port();
     asio::co_spawn(io, accept_loop(), asio::detached);
   }
@@ -106,7 +107,8 @@ class FakeServer {
   // A header of header_size bytes ending in the length, then the body; false at EOF or on a length under 4.
   // One function, not `while (co_await a && co_await b)`: in a while condition g++ 12 also runs b when a
   // was false (here: a body of 4 GB after EOF).
-  static awaitable<bool> read_message(tcp::socket& s, std::string& header, size_t header_size, std::string& body) {
+  static awaitable<bool> read_message(tcp::socket& s, std::string& header, size_t header_size,
+                                      std::string& body) {
     if (!co_await read(s, header, header_size)) co_return false;
     uint32_t len = protocol::read_be32(header.data() + header_size - 4);
     if (len < 4) co_return false;
@@ -172,8 +174,10 @@ class FakeServer {
         b->queries.push_back(sql);
         std::string out;
         if (answer == Answer::silent) continue;
-        if (answer == Answer::error) protocol::append_error(out, "ERROR", "XX000", "no reset today");
-        else out = message('C', sql.substr(0, sql.find(' ')) + '\0');
+        if (answer == Answer::error)
+          protocol::append_error(out, "ERROR", "XX000", "no reset today");
+        else
+          out = message('C', sql.substr(0, sql.find(' ')) + '\0');
         protocol::append_ready_for_query(out, 'I');
         if (!co_await write(s, out)) break;
       }
@@ -216,11 +220,12 @@ struct Rig {
     io.restart();
     io.run_for(500ms);  // lets the coroutines still running see their sockets closed and end
   }
-  // Creates the pools from `settings` (config.size is the whole group's budget, as Worker::settings_for says).
+  // Creates the pools from `settings`; config.size is the whole group's budget (Worker::settings_for).
   void open(int workers = 1) {
     settings.max_servers = settings.config.size;
     group = std::make_shared<pool::PoolGroup>(size_t(workers));
-    for (int i = 0; i < workers; ++i) pools.push_back(std::make_unique<Pool>(readiness, settings, stats, group, i));
+    for (int i = 0; i < workers; ++i)
+      pools.push_back(std::make_unique<Pool>(readiness, settings, stats, group, i));
   }
   Pool& pool(size_t i = 0) { return *pools.at(i); }
 
@@ -333,7 +338,8 @@ TEST_CASE("pool: pool.size bounds the servers; waiters get the servers given bac
   std::vector<size_t> order;
   for (size_t round = 0; round < 3; ++round) {
     r.pool().release(std::move(held), true);
-    REQUIRE(r.run_until([&] { return std::any_of(waiters.begin(), waiters.end(), [](auto& w) { return w->done; }); }));
+    REQUIRE(r.run_until(
+        [&] { return std::any_of(waiters.begin(), waiters.end(), [](auto& w) { return w->done; }); }));
     for (size_t i = 0; i < waiters.size(); ++i) {
       if (!waiters[i]->done) continue;
       REQUIRE(waiters[i]->conn);
@@ -405,7 +411,7 @@ TEST_CASE("pool: release(clean=false) closes the server and its slot goes to the
   REQUIRE(waiter->conn);
   CHECK(waiter->conn->backend_pid == 1001);  // a new server, in the freed slot
   REQUIRE(r.run_until([&] { return r.server.backend(1000).gone; }));
-  CHECK(r.server.backend(1000).terminated);  // said goodbye, not just dropped
+  CHECK(r.server.backend(1000).terminated);       // said goodbye, not just dropped
   CHECK(r.server.backend(1000).queries.empty());  // and never reset: it is not trusted
   CHECK(r.pool().total() == 1);
   CHECK(r.group->servers.load() == 1);
@@ -604,7 +610,8 @@ TEST_CASE("pool: close_idle closes every idle server and keeps the lent ones") {
   CHECK(r.pool().total() == 1);
   CHECK(r.group->servers.load() == 1);
   CHECK(r.stats.servers_idle.load() == 0);
-  REQUIRE(r.run_until([&] { return r.server.backend(1000).terminated && r.server.backend(1001).terminated; }));
+  REQUIRE(
+      r.run_until([&] { return r.server.backend(1000).terminated && r.server.backend(1001).terminated; }));
   CHECK(!r.server.backend(1002).gone);
   CHECK(r.acquire()->backend_pid == 1003);  // a fresh one, not a closed one
 }
@@ -738,7 +745,8 @@ TEST_CASE("pool: a client waiting when its pool is destroyed is let go") {
   CHECK(r.stats.clients_waiting.load() == 0);
 }
 
-TEST_CASE("pool: the size is one budget over all workers, and a slot moves to the worker whose clients wait") {
+TEST_CASE(
+    "pool: the size is one budget over all workers, and a slot moves to the worker whose clients wait") {
   Rig r;
   r.settings.config.mode = control::PoolMode::transaction;
   r.settings.config.size = 1;
@@ -801,7 +809,7 @@ TEST_CASE("ServerStatements: least recently used out first, within capacity") {
   CHECK(s.insert("b", 2).empty());
   CHECK(s.insert("a", 2).empty());  // already there: only used
   CHECK(s.size() == 2);
-  CHECK(s.use("a"));          // b is now the least recently used
+  CHECK(s.use("a"));  // b is now the least recently used
   CHECK(s.insert("c", 2) == "b");
   CHECK(!s.contains("b"));
   CHECK(!s.use("b"));
