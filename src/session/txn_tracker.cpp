@@ -477,17 +477,23 @@ bool TxnTracker::ensure_prepared(const TrackedStatement& st, pool::ServerStateme
 TxnTracker::Prepared TxnTracker::prepare_checked(const std::shared_ptr<TrackedStatement>& st,
                                                  pool::ServerStatements& server, char type,
                                                  std::string& out) {
-  Hold verdict = std::exchange(hold_, Hold{});  // the held message is back: what its probe found
-  if (verdict.state == HoldState::changed && verdict.server_name == st->server_name) {
-    fail_with(error_message("0A000", "cached plan must not change result type"), type, out);
-    return Prepared::refused;
+  if (hold_.state != HoldState::none) {
+    Hold verdict = std::exchange(hold_, Hold{});  // the held message is back: what its probe found
+    if (verdict.state == HoldState::changed && verdict.server_name == st->server_name) {
+      fail_with(error_message("0A000", "cached plan must not change result type"), type, out);
+      return Prepared::refused;
+    }
   }
   const std::string& name = st->server_name;
   // Columns the client saw, on a server that answers what comes next (after an error it skips to the Sync,
   // and a hold would wait for a reply that never comes).
   bool check =
       allow_hold_ && st->desc_own && st->desc > kNoRows && !skip_to_sync_ && !st->parse_message.empty();
-  if (check && server.desc(name) != 0 && server.desc(name) != st->desc) {
+  if (const uint64_t* here = server.use_desc(name)) {  // the usual case: one lookup
+    if (!check || *here == 0 || *here == st->desc) {
+      for (auto& used : st->uses) ensure_prepared(*used, server, out);
+      return Prepared::ready;
+    }
     // This server's copy has other columns: prepared again (the table may be back to the client's columns).
     server.erase(name);
     p::append_close(out, 'S', name);
@@ -496,10 +502,8 @@ TxnTracker::Prepared TxnTracker::prepare_checked(const std::shared_ptr<TrackedSt
     e.more().server_name = name;
     expect_.push_back(std::move(e));
   }
-  bool lacks = !server.contains(name);
   ensure_prepared(*st, server, out);
-  if (!lacks || st->parse_message.empty() || skip_to_sync_ || (!check && st->desc == kNoRows))
-    return Prepared::ready;
+  if (st->parse_message.empty() || skip_to_sync_ || (!check && st->desc == kNoRows)) return Prepared::ready;
   probe(st, name, check, out);
   return check ? Prepared::hold : Prepared::ready;
 }

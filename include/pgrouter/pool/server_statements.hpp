@@ -38,6 +38,13 @@ class ServerStatements {
     lru_.push_back(name);
     map_[name] = Entry{std::prev(lru_.end())};
   }
+  // use() that also gives the copy's result columns' identity (0: not known); null if the server lacks it.
+  const uint64_t* use_desc(const std::string& name) {
+    auto it = map_.find(name);
+    if (it == map_.end()) return nullptr;
+    lru_.splice(lru_.begin(), lru_, it->second.at);
+    return &it->second.desc;
+  }
   // The result columns' identity of `name` here (0: not known; see TxnTracker's kNoRows and desc_of()).
   uint64_t desc(const std::string& name) const {
     auto it = map_.find(name);
