@@ -334,13 +334,12 @@ template <typename Stream>
 void ClientSession::start_server_to_client(Stream& s) {
   server_attached();
   if (!register_server_io()) set_server_state(ServerState::broken);
-  s2c_running_ = true;
   give_back_wanted_ = false;
   server_copy_in_ = false;
   s2c_done_->expires_at(pool::Clock::time_point::max());
-  s2c_start_pending_ = true;
-  if (!s2c_loop_started_) {
-    s2c_loop_started_ = true;
+  bool spawn = s2c_ == S2c::absent;
+  set_s2c(S2c::handed);
+  if (spawn) {
     asio::co_spawn(w_.io(), server_to_client_loop(s), asio::detached);
     return;
   }
@@ -386,13 +385,13 @@ template <typename Stream>
 awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
   try {
     for (;;) {
-      while (!s2c_start_pending_ && !client_done_) {
+      while (s2c_ != S2c::handed && !client_done_) {
         net::error_code ec;
         co_await s2c_wakeup_.wait(w_.io(), ec);
         if (ec) break;
       }
-      if (!s2c_start_pending_) break;  // the session is ending
-      s2c_start_pending_ = false;
+      if (s2c_ != S2c::handed) break;  // the session is ending
+      set_s2c(S2c::running);
       {
         // One attachment's replies, relayed until the server is given back or the relay stops (inline, not a
         // coroutine of its own, which would cost a frame per transaction).
@@ -541,8 +540,8 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
           if (r.need > 0) buf.reserve_message(r.need);
         }
       }
-      if (!s2c_start_pending_) {
-        s2c_running_ = false;
+      if (s2c_ == S2c::running) {  // (handed: a read retry's new server, relayed next round)
+        set_s2c(S2c::parked);
         s2c_done_->cancel();
         if (tracker_ && tracker_->holding()) retry_signal();  // no answer will come from this server
       }
@@ -550,8 +549,7 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
   } catch (const std::exception& e) {
     log::error("server -> client relay failed", {{"session", id_}, {"error", e.what()}});
   }
-  s2c_loop_started_ = false;
-  s2c_running_ = false;
+  set_s2c(S2c::absent);
   s2c_done_->cancel();
   if (tracker_ && tracker_->holding()) retry_signal();
 }
@@ -623,7 +621,7 @@ awaitable<void> ClientSession::relay(Stream& s) {
   if (attached_.server) start_server_to_client(s);  // session pooling: the server stays for the whole session
   co_await client_to_server(s);
   client_done_ = true;
-  if (s2c_running_) {
+  if (s2c_running()) {
     cancel_io();
     net::error_code ec;
     co_await s2c_done_->async_wait(asio::redirect_error(use_awaitable, ec));
@@ -822,6 +820,16 @@ bool ClientSession::between_transactions() const {
          server_quiet();
 }
 
+void ClientSession::set_s2c(S2c next) {
+  // absent -> handed (spawned) -> running -> parked -> handed -> ...; a server handed over while running (a
+  // read retry's) is relayed next; the loop ends from any stage.
+  [[maybe_unused]] bool possible = next == S2c::absent || next == S2c::handed ||
+                                   (next == S2c::running && s2c_ == S2c::handed) ||
+                                   (next == S2c::parked && s2c_ == S2c::running);
+  assert(possible && "impossible server -> client loop change");
+  s2c_ = next;
+}
+
 void ClientSession::set_server_state(ServerState next) {
   // A server that broke or sent FATAL never comes back in step (a new server does, through
   // server_attached()).
@@ -848,11 +856,11 @@ awaitable<void> ClientSession::give_back_when_idle() {
   // The server's ReadyForQuery came while the client was in the middle of a message, so server -> client
   // kept the server; now that the message is complete, it goes back if it is idle. server -> client is
   // parked on the server's socket: woken by a cancel, it gives the server back itself (or reads on).
-  if (!can_release_server() || !s2c_running_) co_return;
+  if (!can_release_server() || !s2c_running()) co_return;
   give_back_wanted_ = true;
   attached_.server->ready.cancel();
   asio::steady_timer poll(w_.io());
-  while (give_back_wanted_ && attached_.server && !client_done_ && s2c_running_) {
+  while (give_back_wanted_ && attached_.server && !client_done_ && s2c_running()) {
     poll.expires_after(std::chrono::milliseconds(0));
     net::error_code ec;
     co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
@@ -892,7 +900,7 @@ awaitable<void> ClientSession::refuse_client_message(const p::ScanResult& r) {
   // for the replies to the requests in flight, or until a COPY FROM STDIN among them waits for its data.
   asio::steady_timer poll(w_.io());
   while (attached_.server && !server_copy_in_ && pending_ > 0 && !server_broken() && !client_done_ &&
-         s2c_running_) {
+         s2c_running()) {
     poll.expires_after(std::chrono::milliseconds(5));
     net::error_code ec;
     co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));

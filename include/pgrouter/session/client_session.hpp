@@ -292,9 +292,17 @@ class ClientSession {
   // server -> client is one coroutine for the whole session (server_to_client_loop), parked in s2c_wakeup_
   // while no server is attached: handing it a server resumes it on the caller's stack, where a coroutine
   // spawned per attachment would cost a pass through the scheduler per transaction.
-  bool s2c_running_ = false;        // relaying one attachment's replies (or about to)
-  bool s2c_start_pending_ = false;  // a server was handed over that the loop has not started on
-  bool s2c_loop_started_ = false;
+  // The server -> client loop's stage, changed only by set_s2c() (which rejects, in debug builds, a change
+  // that cannot happen).
+  enum class S2c : uint8_t {
+    absent,   // no loop (not spawned yet, or the session is ending)
+    parked,   // the loop waits in s2c_wakeup_ for a server
+    handed,   // a server was handed over that the loop has not started on
+    running,  // relaying one attachment's replies
+  };
+  S2c s2c_ = S2c::absent;
+  void set_s2c(S2c next);
+  bool s2c_running() const { return s2c_ == S2c::handed || s2c_ == S2c::running; }  // (or about to)
   net::Wakeup s2c_wakeup_;
   std::unique_ptr<asio::steady_timer> s2c_done_;  // cancelled when an attachment's relay ends
   std::vector<std::pair<std::string, std::string>> wanted_params_;  // startup settings to apply on any server
