@@ -435,10 +435,14 @@ void TxnTracker::evict_for(const std::string& name, pool::ServerStatements& serv
   std::string victim = server.insert(name, capacity_);
   if (victim.empty()) return;
   stats_.prepared_statements_evicted_total.fetch_add(1, std::memory_order_relaxed);
-  p::append_close(out, 'S', victim);
+  close_copy(std::move(victim), out);
+}
+
+void TxnTracker::close_copy(std::string name, std::string& out) {
+  p::append_close(out, 'S', name);
   Expect e{be::kCloseComplete, Action::drop};
-  e.more().server_name = std::move(victim);
-  e.evicted = true;
+  e.more().server_name = std::move(name);
+  e.evicted = true;  // skipped after an error: the server keeps it (undo() restores it)
   expect_.push_back(std::move(e));
 }
 
@@ -496,11 +500,7 @@ TxnTracker::Prepared TxnTracker::prepare_checked(const std::shared_ptr<TrackedSt
     }
     // This server's copy has other columns: prepared again (the table may be back to the client's columns).
     server.erase(name);
-    p::append_close(out, 'S', name);
-    Expect e{be::kCloseComplete, Action::drop};
-    e.evicted = true;  // skipped after an error: the copy stays
-    e.more().server_name = name;
-    expect_.push_back(std::move(e));
+    close_copy(name, out);
   }
   ensure_prepared(*st, server, out);
   if (st->parse_message.empty() || skip_to_sync_ || (!check && st->desc == kNoRows)) return Prepared::ready;
@@ -555,8 +555,8 @@ uint64_t TxnTracker::desc_of(std::string_view body) {
   // Per column: name, table OID, column number, type OID, size, modifier, format. PostgreSQL's
   // equalTupleDescs compares names, types, sizes and modifiers; where a column came from is not part of the
   // result type.
-  XXH3_state_t* state = XXH3_createState();
-  XXH3_64bits_reset(state);
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
   size_t pos = 2;
   uint16_t n = body.size() >= 2 ? uint16_t((uint8_t(body[0]) << 8) | uint8_t(body[1])) : 0;
   bool ok = body.size() >= 2;
@@ -564,13 +564,12 @@ uint64_t TxnTracker::desc_of(std::string_view body) {
     auto name = p::read_cstring(body, pos);
     ok = name && pos + 18 <= body.size();
     if (!ok) break;
-    XXH3_64bits_update(state, name->data(), name->size() + 1);
-    XXH3_64bits_update(state, body.data() + pos + 6, 10);  // type OID, size, modifier
+    XXH3_64bits_update(&state, name->data(), name->size() + 1);
+    XXH3_64bits_update(&state, body.data() + pos + 6, 10);  // type OID, size, modifier
     pos += 18;
   }
-  if (!ok) XXH3_64bits_update(state, body.data(), body.size());  // malformed: the bytes themselves
-  uint64_t h = XXH3_64bits_digest(state);
-  XXH3_freeState(state);
+  if (!ok) XXH3_64bits_update(&state, body.data(), body.size());  // malformed: the bytes themselves
+  uint64_t h = XXH3_64bits_digest(&state);
   return h > kNoRows ? h : h + 2;
 }
 

@@ -398,6 +398,9 @@ class TxnTracker {
   bool fix_error(std::string_view body, const TextRewrite* rw, bool strip_position,
                  std::string& replacement) const;
   void evict_for(const std::string& name, pool::ServerStatements& server, std::string& out);
+  // A Close of a server copy pgrouter already forgot, put back if the server skips the Close
+  // (Expect::evicted).
+  void close_copy(std::string name, std::string& out);
   // Before a Parse of `name` on a server that may hold statements pgrouter forgot
   // (ServerStatements::forget_stale).
   void close_stale(const std::string& name, const pool::ServerStatements& server, std::string& out);
