@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "pgrouter/net/server_tls_settings.hpp"
+#include "pgrouter/sharding/key.hpp"
 
 namespace pgrouter::control {
 
@@ -91,12 +92,42 @@ struct RoutingConfig {
   std::vector<std::string> read_only_functions;  // user functions a SELECT may call and still be a read
 };
 
+// Tenant sharding (a database with more than one shard). See docs/SHARDING.md.
+enum class ShardStrategy { hash, consistent, map };
+enum class Unsharded { default_shard, reject };   // a statement on tables in neither list
+enum class CrossShard { scatter, reject };        // a read that needs several shards
+enum class CrossShardWrites { two_phase, reject };  // a transaction that writes on several shards
+
+// strategy: map: keys pinned to a shard, given as single keys, lists or inclusive integer ranges; a key in
+// none of them goes to `fallback`.
+struct ShardPin {
+  std::vector<std::string> keys;         // as written (parsed with the database's key type)
+  std::optional<int64_t> from, to;       // an inclusive range of integer keys
+  size_t shard = 0;
+};
+
+struct ShardingConfig {
+  sharding::KeyType key_type = sharding::KeyType::int8;
+  ShardStrategy strategy = ShardStrategy::hash;
+  ShardStrategy fallback = ShardStrategy::hash;  // strategy: map, for keys no pin names (hash|consistent)
+  std::vector<ShardPin> pins;                    // strategy: map
+  // Sharded table -> its key column, identifiers as PostgreSQL folds them ("users" -> "tenant_id"). A table
+  // may be written schema-qualified ("app.users"); unqualified, it matches the name in any schema.
+  std::vector<std::pair<std::string, std::string>> tables;
+  std::vector<std::string> reference_tables;  // on every shard: reads from one, writes to all
+  Unsharded unsharded = Unsharded::default_shard;
+  size_t default_shard = 0;
+  CrossShard cross_shard = CrossShard::scatter;
+  CrossShardWrites cross_shard_writes = CrossShardWrites::two_phase;
+};
+
 struct DatabaseConfig {
   std::string name;                 // the name clients connect to
   std::string dbname;               // the name on the servers (default: name)
-  std::vector<ShardConfig> shards;  // step 1 uses shards[0].primary
+  std::vector<ShardConfig> shards;  // more than one: `sharding` says which holds what
   std::optional<PoolConfig> pool;   // overrides the global pool section when set (whole section merged)
   RoutingConfig routing;
+  ShardingConfig sharding;  // used when shards.size() > 1
 };
 
 struct UserConfig {
@@ -113,6 +144,8 @@ struct UserConfig {
   // Overrides the database's routing.read_from for this user's connections (e.g. a reporting user on
   // replicas).
   std::optional<ReadFrom> read_from;
+  // Overrides the database's sharding.cross_shard for this user's connections.
+  std::optional<CrossShard> cross_shard;
 };
 
 struct AuthRule {

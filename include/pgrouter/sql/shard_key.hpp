@@ -1,0 +1,53 @@
+// Where a statement's rows live under tenant sharding: the shard key values it names, found in libpg_query's
+// parse tree. Pure: the caller maps key values to shards (sharding::Strategy) and decides what to do with a
+// statement that needs several or all shards.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pgrouter::sql {
+
+// What the config says about tables, identifiers as PostgreSQL folds them. A name written unqualified here
+// matches that table in any schema; "app.users" matches only "app.users".
+struct ShardingSchema {
+  std::vector<std::pair<std::string, std::string>> sharded;  // table -> key column
+  std::vector<std::string> reference;                        // reference tables
+};
+
+// A value the key is compared with: a constant as written (its text, what the type's input function gets:
+// 42, '42', '6ba7...'::uuid all give their literal's text) or a parameter of the extended protocol.
+struct KeyRef {
+  std::string literal;  // param == 0
+  int param = 0;        // $n, 1-based
+  bool null = false;    // NULL: matches no row (an INSERT of a NULL key is refused by the caller)
+  bool operator==(const KeyRef&) const = default;
+};
+
+enum class ShardScope : uint8_t {
+  none,       // no sharded or reference table (SELECT 1, SET, BEGIN, an unsharded table: see `unsharded`)
+  reference,  // reference tables only (and/or unsharded ones)
+  keyed,      // every access to a sharded table is limited to the rows of `keys` (their shards' union)
+  all,        // some access to a sharded table is not limited by its key: every shard holds its rows
+  refused,    // the statement cannot be routed correctly: `refusal` names the construct
+};
+
+struct ShardTarget {
+  ShardScope scope = ShardScope::none;
+  std::vector<KeyRef> keys;                   // keyed: one per distinct value named (IN lists give several)
+  std::vector<std::string> unsharded_tables;  // tables in neither list, as written
+  bool writes = false;            // INSERT/UPDATE/DELETE/MERGE/COPY FROM/TRUNCATE/DDL on a listed table
+  bool writes_reference = false;  // a write whose target is a reference table
+  // refused: what could not be routed, for a 0A000 message: "UPDATE of the shard key column tenant_id of
+  // users", "INSERT ... SELECT into sharded table users not limited to one shard key".
+  std::string refusal;
+  // A leading or embedded `/* pgrouter: shard_key=42 */` comment (the value as written, quotes removed).
+  std::string hint_key;
+  bool parse_error = false;  // libpg_query rejected the text (PostgreSQL will answer it: any shard will do)
+};
+
+// Analyses one Query or Parse text (several statements: the union of their targets; a refusal wins).
+ShardTarget shard_target(std::string_view sql, const ShardingSchema& schema);
+
+}  // namespace pgrouter::sql
