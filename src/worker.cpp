@@ -112,16 +112,24 @@ void Worker::publish(std::shared_ptr<const control::Config> config, std::shared_
     config_ = std::move(config);
     tls_ = std::move(tls);
     build_classifier();
+    shard_maps_.clear();
     for (auto& [key, pool] : pools_) {
       auto* db = config_->find_database(std::get<0>(key));
       auto* user = config_->find_user(std::get<1>(key));
-      int backend = std::get<2>(key);
-      // A replica removed from the config keeps its pool until its servers go idle; routing no longer picks
-      // it.
-      if (db && user && (backend == 0 || size_t(backend) <= db->shards.at(0).replicas.size()))
-        pool->update(settings_for(*db, *user, backend));
+      auto [dbname, username, shard, backend] = key;
+      // A replica (or shard) removed from the config keeps its pool until its servers go idle; routing no
+      // longer picks it.
+      if (db && user && size_t(shard) < db->shards.size() &&
+          (backend == 0 || size_t(backend) <= db->shards[size_t(shard)].replicas.size()))
+        pool->update(settings_for(*db, *user, shard, backend));
     }
   });
+}
+
+std::shared_ptr<sharding::ShardMap> Worker::shard_map(const control::DatabaseConfig& db) {
+  auto& m = shard_maps_[&db];
+  if (!m) m = std::make_shared<sharding::ShardMap>(db);
+  return m;
 }
 
 void Worker::build_classifier() {
@@ -137,9 +145,9 @@ void Worker::build_classifier() {
 }
 
 pool::PoolSettings Worker::settings_for(const control::DatabaseConfig& db, const control::UserConfig& user,
-                                        int backend) const {
+                                        int shard_index, int backend) const {
   pool::PoolSettings s;
-  const auto& shard = db.shards.at(0);
+  const auto& shard = db.shards.at(size_t(shard_index));
   const auto& ep = backend == 0 ? shard.primary : shard.replicas.at(size_t(backend - 1));
   s.target.host = ep.host;
   s.target.port = ep.port;
@@ -161,13 +169,14 @@ pool::PoolSettings Worker::settings_for(const control::DatabaseConfig& db, const
 }
 
 pool::Pool& Worker::pool_for(const control::DatabaseConfig& db, const control::UserConfig& user,
-                             int backend) {
-  auto key = std::make_tuple(db.name, user.name, backend);
+                             int shard, int backend) {
+  auto key = std::make_tuple(db.name, user.name, shard, backend);
   auto it = pools_.find(key);
   if (it == pools_.end())
     it = pools_
-             .emplace(key, std::make_unique<pool::Pool>(readiness_, settings_for(db, user, backend), stats_,
-                                                        rt_.pool_group(db.name, user.name, backend), index_))
+             .emplace(key, std::make_unique<pool::Pool>(readiness_, settings_for(db, user, shard, backend), stats_,
+                                                        rt_.pool_group(db.name, user.name, shard, backend),
+                                                        index_))
              .first;
   return *it->second;
 }

@@ -21,6 +21,7 @@
 #include "pgrouter/protocol/scram.hpp"
 #include "pgrouter/routing/health.hpp"
 #include "pgrouter/routing/router.hpp"
+#include "pgrouter/sharding/shard_map.hpp"
 #include "pgrouter/sql/classifier_cache.hpp"
 
 namespace pgrouter {
@@ -47,18 +48,19 @@ struct Runtime {
   std::string mock_secret;        // random per process: fake SCRAM salts for unknown users
   routing::HealthMonitor health;  // backend probes for read/write splitting
 
-  // The cross-worker budget of one (database, user, backend) pool; created once, on a worker's first use.
-  // Backend 0 is the primary, 1..n the replicas: each has its own budget of pool.size.
-  std::shared_ptr<pool::PoolGroup> pool_group(const std::string& db, const std::string& user, int backend) {
+  // The cross-worker budget of one (database, user, shard, backend) pool; created once, on a worker's first
+  // use. Backend 0 is the shard's primary, 1..n its replicas: each has its own budget of pool.size.
+  std::shared_ptr<pool::PoolGroup> pool_group(const std::string& db, const std::string& user, int shard,
+                                              int backend) {
     std::lock_guard lock(groups_mu_);
-    auto& g = groups_[{db, user, backend}];
+    auto& g = groups_[{db, user, shard, backend}];
     if (!g) g = std::make_shared<pool::PoolGroup>(workers.size());
     return g;
   }
 
  private:
   std::mutex groups_mu_;
-  std::map<std::tuple<std::string, std::string, int>, std::shared_ptr<pool::PoolGroup>> groups_;
+  std::map<std::tuple<std::string, std::string, int, int>, std::shared_ptr<pool::PoolGroup>> groups_;
 };
 
 class Worker {
@@ -83,11 +85,15 @@ class Worker {
   const std::shared_ptr<const control::Config>& config() const { return config_; }
   const std::shared_ptr<net::ssl::context>& tls() const { return tls_; }
 
-  // The pool for (database, user) on a backend (0 = the primary of the first shard, i = its replica i-1);
+  // The pool for (database, user) on a shard's backend (0 = the shard's primary, i = its replica i-1);
   // created on first use.
-  pool::Pool& pool_for(const control::DatabaseConfig& db, const control::UserConfig& user, int backend = 0);
+  pool::Pool& pool_for(const control::DatabaseConfig& db, const control::UserConfig& user, int shard = 0,
+                       int backend = 0);
   // Statement classification for read/write splitting, cached per worker (rebuilt on reload).
   sql::ClassifierCache& classifier() { return *classifier_; }
+  // A sharded database's shard map for this worker's config snapshot (a session keeps the one its
+  // transaction started with across a reload).
+  std::shared_ptr<sharding::ShardMap> shard_map(const control::DatabaseConfig& db);
   std::mt19937& rng() { return rng_; }
   uint64_t& round_robin() { return rr_; }
   // Scratch for a routing decision (ClientSession::choose_backend, which does not suspend): one vector
@@ -119,7 +125,7 @@ class Worker {
   awaitable<void> accept_loop();
   awaitable<void> maintenance_loop();
   pool::PoolSettings settings_for(const control::DatabaseConfig& db, const control::UserConfig& user,
-                                  int backend) const;
+                                  int shard, int backend) const;
   void build_classifier();
 
   Runtime& rt_;
@@ -142,8 +148,10 @@ class Worker {
   std::thread thread_;
   std::shared_ptr<const control::Config> config_;
   std::shared_ptr<net::ssl::context> tls_;
-  std::map<std::tuple<std::string, std::string, int>, std::unique_ptr<pool::Pool>> pools_;
+  std::map<std::tuple<std::string, std::string, int, int>, std::unique_ptr<pool::Pool>> pools_;  // (db, user, shard, backend)
   std::unique_ptr<sql::ClassifierCache> classifier_;
+  // By database config (a session on the snapshot before a reload has its own), emptied on reload.
+  std::unordered_map<const control::DatabaseConfig*, std::shared_ptr<sharding::ShardMap>> shard_maps_;
   uint64_t rr_ = 0;
   std::vector<routing::Candidate> candidates_;
   std::unordered_map<uint32_t, session::ClientSession*> sessions_;

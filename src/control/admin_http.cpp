@@ -232,6 +232,20 @@ std::string render_metrics(const Stats& stats) {
           "Read/write splitting: read transactions sent to the primary (no eligible replica, or "
           "read-your-writes).",
           sum_over(all, &WorkerStats::routed_reads_primary_total));
+  counter("pgrouter_shard_routed_total",
+          "Sharding: transactions routed to the shard their first statement's shard key names.",
+          sum_over(all, &WorkerStats::shard_routed_total));
+  counter("pgrouter_shard_default_total",
+          "Sharding: transactions whose first statements name no shard key, run on the session's "
+          "pgrouter.shard_key shard or sharding.default_shard.",
+          sum_over(all, &WorkerStats::shard_default_total));
+  counter("pgrouter_shard_refused_total",
+          "Sharding: statements refused with 0A000 (several shards, no shard key, another shard than their "
+          "transaction's, a key column UPDATE, ...).",
+          sum_over(all, &WorkerStats::shard_refused_total));
+  counter("pgrouter_shard_begins_deferred_total",
+          "Sharding: lone BEGINs answered by pgrouter and sent on once the next statement chose a shard.",
+          sum_over(all, &WorkerStats::shard_begins_deferred_total));
   counter("pgrouter_routed_writes_held_total",
           "Read/write splitting: batches that may write, sent while the client's read on a replica was "
           "unanswered, "

@@ -205,6 +205,13 @@ void append_ready_for_query(std::string& out, char status) {
   finish(out, at);
 }
 
+void append_command_complete(std::string& out, std::string_view tag) {
+  size_t at = begin(out, be::kCommandComplete);
+  out.append(tag);
+  out.push_back('\0');
+  finish(out, at);
+}
+
 void append_negotiate_protocol_version(std::string& out, uint32_t newest_minor,
                                        const std::vector<std::string>& unrecognized) {
   size_t at = begin(out, be::kNegotiateProtocolVersion);

@@ -80,16 +80,18 @@ void HealthMonitor::update(const control::Config& config) {
   std::map<std::string, Target> wanted;
   std::chrono::milliseconds interval{60000};
   for (const auto& db : config.databases) {
-    if (db.shards.empty()) continue;
-    const auto& shard = db.shards[0];
-    if (shard.replicas.empty() && !shard.auto_roles) continue;  // nothing to route between: no probes
     const control::UserConfig* user =
         db.routing.probe_user.empty() ? nullptr : config.find_user(db.routing.probe_user);
     if (!user && !config.users.empty()) user = &config.users.front();
     if (!user) continue;
+    std::vector<control::Endpoint> endpoints;
+    for (const auto& shard : db.shards) {
+      if (shard.replicas.empty() && !shard.auto_roles) continue;  // nothing to route between: no probes
+      endpoints.push_back(shard.primary);
+      endpoints.insert(endpoints.end(), shard.replicas.begin(), shard.replicas.end());
+    }
+    if (endpoints.empty()) continue;
     interval = std::min(interval, std::chrono::milliseconds(db.routing.probe_interval.count()));
-    std::vector<control::Endpoint> endpoints{shard.primary};
-    endpoints.insert(endpoints.end(), shard.replicas.begin(), shard.replicas.end());
     for (const auto& ep : endpoints) {
       std::string conninfo =
           "host=" + conn_value(ep.host) + " port=" + std::to_string(ep.port) +

@@ -472,7 +472,19 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
   // sent.
   const std::map<std::string, std::string>* welcome = nullptr;
   const pool::Pool* welcome_pool = nullptr;  // transaction pooling: the pool whose welcome it is
-  const auto& shard = db_->shards.at(0);
+  if (!txn_mode_ && shard_map()) {
+    // Session pooling on a sharded database: the whole session runs on the shard of the startup option
+    // pgrouter.shard_key, else on the default shard (statements are not checked against it).
+    std::optional<int> chosen;
+    if (explicit_shard(chosen).kind == sharding::Need::Kind::refuse) {
+      co_await fail(s, p::sqlstate::invalid_parameter_value,
+                    "pgrouter.shard_key is not a valid " +
+                        std::string(sharding::to_string(shard_map()->config().key_type)));
+      co_return false;
+    }
+    shard_ = chosen.value_or(shard_map()->default_shard());
+  }
+  const auto& shard = this->shard();
   pool::Pool* params_pool = pool_;
   if (txn_mode_ && shard.auto_roles)  // role: auto: any host's parameters will do for a welcome
     for (size_t i = 1; i < shard.backends() && params_pool->welcome_params().empty(); ++i)

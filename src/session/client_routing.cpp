@@ -35,10 +35,12 @@ pool::Pool& ClientSession::pool_at(int backend) {
     pools_db_ = db_;
     pools_user_ = user_cfg_;
   }
-  size_t i = size_t(backend);
-  if (i >= pools_by_backend_.size()) pools_by_backend_.resize(i + 1, nullptr);
-  auto*& p = pools_by_backend_[i];
-  if (!p) p = &w_.pool_for(*db_, *user_cfg_, backend);
+  size_t s = size_t(shard_), i = size_t(backend);
+  if (s >= pools_by_backend_.size()) pools_by_backend_.resize(s + 1);
+  auto& of_shard = pools_by_backend_[s];
+  if (i >= of_shard.size()) of_shard.resize(i + 1, nullptr);
+  auto*& p = of_shard[i];
+  if (!p) p = &w_.pool_for(*db_, *user_cfg_, shard_, backend);
   return *p;
 }
 
@@ -47,7 +49,7 @@ const routing::BackendHealth* ClientSession::health_of(int backend) {
 }
 
 int ClientSession::primary_backend() {
-  const auto& shard = db_->shards.at(0);
+  const auto& shard = this->shard();
   if (!shard.auto_roles) return 0;
   std::vector<const routing::BackendHealth*> hosts(shard.backends());
   for (size_t i = 0; i < hosts.size(); ++i) hosts[i] = health_of(int(i));
@@ -55,7 +57,7 @@ int ClientSession::primary_backend() {
 }
 
 std::string ClientSession::no_primary_message() {
-  const auto& shard = db_->shards.at(0);
+  const auto& shard = this->shard();
   std::string states;
   for (size_t i = 0; i < shard.backends(); ++i) {
     const auto* h = health_of(int(i));
@@ -75,7 +77,7 @@ std::string ClientSession::no_primary_message() {
               : "Check the cluster: promote a replica, or bring the primary back.");
 }
 
-bool ClientSession::routes_reads() const { return tracker_ && db_->shards.at(0).backends() > 1; }
+bool ClientSession::routes_reads() const { return tracker_ && shard().backends() > 1; }
 
 ClientSession::BatchReads ClientSession::classify_batch(const char* d, size_t n) {
   // Every statement of the batch at hand must be a read to go to a replica: a pipelined write after a
@@ -170,7 +172,7 @@ awaitable<void> ClientSession::hold_write_behind_replica_read() {
 }
 
 int ClientSession::choose_backend(const char* d, size_t n) {
-  const auto& shard = db_->shards.at(0);
+  const auto& shard = this->shard();
   const auto& rc = db_->routing;
   auto& stats = w_.stats();
   tx_read_ = false;
@@ -180,6 +182,7 @@ int ClientSession::choose_backend(const char* d, size_t n) {
   if (primary < 0) primary = kNoPrimary;
   const auto read_from = user_cfg_->read_from.value_or(rc.read_from);  // users[].read_from wins
   if (!tracker_ || shard.backends() == 1 || read_from == control::ReadFrom::primary) return primary;
+  if (!deferred_begin_.empty()) return primary;  // the client's BEGIN, answered already, may open a write
 
   // SET pgrouter.route = primary | replica | auto (carried with the client's other settings).
   std::string_view session_route = "auto";
@@ -303,6 +306,7 @@ void ClientSession::start_routing() {
 int ClientSession::attach_now() {
   refresh_config();
   start_routing();
+  shard_ = tracker_ && shard_map() ? choose_shard(client_buf_.data(), client_buf_.size()) : 0;
   int chosen = choose_backend(client_buf_.data(), client_buf_.size());
   if (chosen < 0) return chosen;
   auto& pool = pool_at(chosen);
@@ -347,7 +351,7 @@ awaitable<bool> ClientSession::attach_backend(bool from_mark, int chosen, bool f
   // Read/write splitting: the transaction's first messages say where it goes. A replica that cannot be
   // reached is taken out of rotation and the transaction goes elsewhere (nothing was sent yet); so is,
   // with role: auto, a primary, and the transaction waits for the next one.
-  const auto& shard = db_->shards.at(0);
+  const auto& shard = this->shard();
   auto give_up_at = pool::Clock::now() + db_->routing.wait_for_primary;
   if (chosen == kNotChosen) start_routing();
   pool::ServerError err;

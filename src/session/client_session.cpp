@@ -71,8 +71,19 @@ void ClientSession::pin(std::string_view feature) {
 
 bool ClientSession::track_client_message(char type, std::string_view body) {
   c2s_repl_.clear();
-  TxnTracker::Effect effect;
-  bool replaced = tracker_->client_message(type, body, attached_.server->statements, c2s_repl_, effect);
+  std::string begin;  // a BEGIN pgrouter answered before a shard was chosen goes first
+  if (!deferred_begin_.empty()) {
+    tracker_->begin_injected(deferred_begin_, begin);
+    deferred_begin_.clear();
+  }
+  TxnTracker::Effect effect = TxnTracker::Effect::none;
+  bool replaced = (shard_map_ && shard_map() && shard_refusal(type, body)) ||
+                  tracker_->client_message(type, body, attached_.server->statements, c2s_repl_, effect);
+  if (!begin.empty()) {
+    if (!replaced) c2s_repl_.assign(body.data() - 5, body.size() + 5);
+    c2s_repl_.insert(0, begin);
+    replaced = true;
+  }
   // Unsupported and not refused (pool.session_features: refuse replaces the message with its refusal; a
   // rename of a named statement's Parse that SETs is not a refusal): the client keeps its server from here
   // on.
@@ -693,15 +704,27 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       // a client that sends in pieces), read the rest first (up to 64 KiB; a longer one goes to the
       // primary as it comes). Its type and length were checked: a bogus header is refused, not waited on.
       uint32_t first_len = p::read_be32(buf.data() + 1);
-      if (routes_reads() && first_len <= 64 * 1024 && buf.size() < 1 + size_t(first_len)) {
+      bool routes = routes_reads() || (tracker_ && shard_map());
+      if (routes && first_len <= 64 * 1024 && buf.size() < 1 + size_t(first_len)) {
         buf.reserve_message(1 + size_t(first_len));
         continue;
       }
       // An extended batch is routed as a whole: wait for its Sync or Flush (a client expects no reply before
       // one, so waiting costs it nothing), or a later message of it could be a write sent to a replica.
-      if (routes_reads() && buf.size() < 64 * 1024 && !batch_complete(buf.data(), buf.size())) {
+      if (routes && buf.size() < 64 * 1024 && !batch_complete(buf.data(), buf.size())) {
         buf.reserve_message(buf.size() + 1);
         continue;
+      }
+      if (tracker_ && shard_map() && deferred_begin_.empty()) {
+        std::string reply;
+        if (defer_begin(buf.data(), buf.size(), reply)) {
+          buf.consume(buf.size());
+          client_tx_status_ = 'T';
+          net::error_code wec;
+          co_await client_write(s, reply.data(), reply.size(), wec);
+          if (wec) co_return;
+          continue;
+        }
       }
       // Transaction pooling: the first message of a transaction attaches a server (before the
       // messages are looked at: how they are rewritten depends on what that server has).

@@ -126,7 +126,7 @@ awaitable<bool> ClientSession::replace_failed_server(std::string why) {
   std::string replica = attached_.pool->target_name(), failed;
   bool ok = false;
   // Every replica once, then the primary: each round drops a server that broke before answering.
-  size_t limit = db_->shards.at(0).backends();
+  size_t limit = shard().backends();
   for (;;) {
     failed = attached_.pool->target_name();
     if (auto& h = attached_.pool->settings().health) h->mark_down();

@@ -580,6 +580,14 @@ void TxnTracker::close_stale(const std::string& name, const pool::ServerStatemen
   expect_.push_back(Expect{be::kCloseComplete, Action::drop});
 }
 
+void TxnTracker::begin_injected(std::string_view begin_sql, std::string& out) {
+  p::append_query(out, begin_sql);
+  expect_.push_back(Expect{be::kCommandComplete, Action::drop});
+  Expect z{be::kReadyForQuery, Action::drop};
+  z.swallow = true;
+  expect_.push_back(std::move(z));
+}
+
 void TxnTracker::sync_injected(std::string& out) {
   // Ends what ensure_prepared() sent before a Query: a Query after a failed extended message would be
   // skipped by the server (it waits for a Sync), so the injected batch gets its own. Its error, if any, is
@@ -1542,7 +1550,7 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       size_t pos = 0;
       auto tag = p::read_cstring(body, pos);
       if (tag && changes_statements(*tag)) schema_epoch.fetch_add(1, std::memory_order_relaxed);
-      if (tag && (*tag == "PREPARE" || *tag == "DEALLOCATE") && !expect_.empty() &&
+      if (tag && (*tag == "PREPARE" || *tag == "DEALLOCATE" || *tag == "BEGIN") && !expect_.empty() &&
           expect_.front().reply == be::kCommandComplete) {
         Expect e = std::move(expect_.front());
         expect_.pop_front();  // a client's PREPARE was recorded when sent (not transactional, as PostgreSQL)

@@ -33,6 +33,7 @@ constexpr const char* invalid_password = "28P01";
 constexpr const char* invalid_authorization = "28000";
 constexpr const char* unknown_database = "3D000";
 constexpr const char* feature_not_supported = "0A000";
+constexpr const char* invalid_parameter_value = "22023";
 constexpr const char* object_not_in_prerequisite_state = "55000";
 constexpr const char* admin_shutdown = "57P01";
 constexpr const char* query_canceled = "57014";
@@ -77,6 +78,7 @@ void append_auth(std::string& out, uint32_t code, std::string_view data = {});
 void append_parameter_status(std::string& out, std::string_view name, std::string_view value);
 void append_backend_key_data(std::string& out, uint32_t pid, uint32_t secret);
 void append_ready_for_query(std::string& out, char status);
+void append_command_complete(std::string& out, std::string_view tag);
 void append_negotiate_protocol_version(std::string& out, uint32_t newest_minor,
                                        const std::vector<std::string>& unrecognized);
 // Frontend messages (pgrouter as a client of PostgreSQL).

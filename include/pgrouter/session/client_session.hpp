@@ -232,7 +232,8 @@ class ClientSession {
   struct Attachment {
     std::unique_ptr<pool::ServerConnection> server;
     pool::Pool* pool = nullptr;  // the pool `server` came from
-    int backend = 0;             // 0 = primary, i = replica i-1
+    int shard = 0;               // the shard of db_ it belongs to
+    int backend = 0;             // 0 = the shard's primary, i = its replica i-1
     ServerState state = ServerState::in_step;
   };
   Attachment attached_;
@@ -242,8 +243,28 @@ class ClientSession {
   // The worker's pool of each backend of db_ for user_cfg_ (Worker::pool_for builds a key and searches a
   // map, too costly for every transaction); valid while db_ and user_cfg_ are (the
   // session's config_ keeps them alive; a worker never drops a pool).
-  pool::Pool& pool_at(int backend);
-  std::vector<pool::Pool*> pools_by_backend_;
+  pool::Pool& pool_at(int backend);  // of shard_
+  std::vector<std::vector<pool::Pool*>> pools_by_backend_;  // [shard][backend]
+  // The shard the client's transaction runs on (sharding: chosen per transaction, see choose_shard()); 0 for
+  // a database of one shard.
+  int shard_ = 0;
+  const control::ShardConfig& shard() const { return db_->shards.at(size_t(shard_)); }
+  // Sharding (client_sharding.cpp): db_'s shard map (null: one shard), what a statement needs of the shards,
+  // the shard a transaction's first messages d[0..n) choose, and the refusal of a message that needs
+  // another shard than shard_ (true: replaced, in c2s_repl_). parsed_text: a Bind's statement text when its
+  // Parse is in the same batch (not yet tracked).
+  sharding::ShardMap* shard_map();
+  std::shared_ptr<sharding::ShardMap> shard_map_;
+  const control::DatabaseConfig* shard_map_db_ = nullptr;
+  std::optional<std::string> session_shard_key() const;  // SET pgrouter.shard_key, or the startup option
+  sharding::Need explicit_shard(std::optional<int>& shard);
+  sharding::Need shard_need(char type, std::string_view body, std::string_view parsed_text);
+  int choose_shard(const char* d, size_t n);
+  bool shard_refusal(char type, std::string_view body);
+  // A lone BEGIN while no shard is chosen: answered (reply), and kept to be sent on the shard chosen next.
+  bool defer_begin(const char* d, size_t n, std::string& reply);
+  std::string deferred_begin_;
+  bool deferred_begin_read_only_ = false;
   const control::DatabaseConfig* pools_db_ = nullptr;
   const control::UserConfig* pools_user_ = nullptr;
   bool tx_wrote_ = false;      // this transaction was routed to the primary as a write

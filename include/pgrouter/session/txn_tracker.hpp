@@ -224,6 +224,15 @@ class TxnTracker {
   // Valid for the scan that follows only; cleared with nullptr.
   void known_plain(const char* text) { known_plain_ = text; }
 
+  // The client's message is answered with `error_response` (a whole ErrorResponse) instead, through a sentinel
+  // request: the server skips the rest of its batch as it would after its own error.
+  void refuse_message(std::string error_response, char type, std::string& out) {
+    fail_with(std::move(error_response), type, out);
+  }
+  // A BEGIN pgrouter already answered for the client (sharding: it named no shard) is sent to the server
+  // before the client's next message; its CommandComplete and ReadyForQuery are dropped.
+  void begin_injected(std::string_view begin_sql, std::string& out);
+
   // The settings the client's session has from SQL (on top of its startup parameters).
   const Settings& settings() const { return settings_; }
   bool refuses() const { return refuse_; }  // pool.session_features: refuse

@@ -1,0 +1,71 @@
+// A sharded database as the relay sees it: which shard a statement needs, from its shard keys (found once per
+// text by sql::shard_target and cached per worker), the values bound to its parameters, and the client's
+// explicit key. One per (worker, database); rebuilt on reload, kept by a transaction that started with it.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "pgrouter/control/config.hpp"
+#include "pgrouter/sharding/strategy.hpp"
+#include "pgrouter/sql/shard_key.hpp"
+
+namespace pgrouter::sharding {
+
+// What one statement needs of the shards.
+struct Need {
+  enum class Kind : uint8_t { any, one, refuse };
+  Kind kind = Kind::any;
+  int shard = 0;        // one
+  std::string message;  // refuse: the error's message (SQLSTATE 0A000) ...
+  std::string hint;     // ... and what to do instead
+  static Need any_shard() { return {}; }
+  static Need on(int s) { return {Kind::one, s, {}, {}}; }
+  static Need refused(std::string m, std::string h) { return {Kind::refuse, 0, std::move(m), std::move(h)}; }
+};
+
+// The parameter values of a Bind message, by 1-based number (nullopt: NULL), with their format codes.
+class BoundParams {
+ public:
+  static std::optional<BoundParams> from_bind(std::string_view body);  // nullopt: malformed
+  size_t size() const { return values_.size(); }
+  // nullopt for NULL or a number out of range; binary: the value is in binary format.
+  std::optional<std::string_view> value(int n, bool& binary) const;
+
+ private:
+  std::vector<std::optional<std::string_view>> values_;
+  std::vector<int16_t> formats_;  // none: all text; one: all; else per parameter
+};
+
+class ShardMap {
+ public:
+  explicit ShardMap(const control::DatabaseConfig& db);
+  size_t shards() const { return strategy_->shards(); }
+  int default_shard() const { return int(config_.default_shard); }
+  const control::ShardingConfig& config() const { return config_; }
+  const Strategy& strategy() const { return *strategy_; }
+
+  // The statement's analysis, cached by its exact text (bounded: the cache is emptied when full).
+  const sql::ShardTarget& target(std::string_view sql);
+  // The shard of an explicit key (SET pgrouter.shard_key, the startup option, a comment); nullopt when the
+  // text is no value of the key type.
+  std::optional<int> shard_of_text(std::string_view key) const;
+  // What a statement needs: `params` for a Bind (nullptr: a Query, or a Parse, whose parameters are not
+  // bound yet), `explicit_shard` the client's session key's shard, if any.
+  Need need(const sql::ShardTarget& t, const BoundParams* params, std::optional<int> explicit_shard) const;
+
+ private:
+  std::optional<int> shard_of(const sql::KeyRef& k, const BoundParams* params, bool& unknown) const;
+  Need unsharded_need(const sql::ShardTarget& t) const;
+
+  control::ShardingConfig config_;
+  std::shared_ptr<const Strategy> strategy_;
+  sql::ShardingSchema schema_;
+  std::unordered_map<std::string, sql::ShardTarget> cache_;
+};
+
+}  // namespace pgrouter::sharding

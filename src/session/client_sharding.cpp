@@ -1,0 +1,174 @@
+// Tenant sharding for a transaction-pooled client: the shard a transaction runs on is chosen from its first
+// messages (choose_shard), and every later statement of it is checked against that shard (shard_refusal):
+// one that needs another shard, or every shard, is answered with 0A000 through the tracker's sentinel, so
+// the server skips the rest of its batch exactly as it would after its own error. A lone BEGIN names no
+// shard: pgrouter answers it and opens the transaction on the shard the next statement chooses
+// (defer_begin).
+#include "pgrouter/control/log.hpp"
+#include "pgrouter/protocol/frontend.hpp"
+#include "pgrouter/session/client_session.hpp"
+#include "pgrouter/util/strings.hpp"
+
+namespace pgrouter::session {
+namespace p = pgrouter::protocol;
+namespace fe = pgrouter::protocol::frontend;
+using sharding::Need;
+
+namespace {
+const std::string kShardKeySetting = "pgrouter.shard_key";
+
+std::string_view unquote_value(std::string_view v) {
+  if (v.size() >= 2 && (v.front() == '\'' || v.front() == '"') && v.back() == v.front())
+    return v.substr(1, v.size() - 2);
+  return v;
+}
+}  // namespace
+
+sharding::ShardMap* ClientSession::shard_map() {
+  if (db_->shards.size() < 2) return nullptr;
+  if (!shard_map_ || shard_map_db_ != db_) {
+    shard_map_ = w_.shard_map(*db_);
+    shard_map_db_ = db_;
+  }
+  return shard_map_.get();
+}
+
+std::optional<std::string> ClientSession::session_shard_key() const {
+  if (tracker_) {
+    const auto& settings = tracker_->settings();
+    if (auto it = settings.empty() ? settings.end() : settings.find(kShardKeySetting); it != settings.end()) {
+      std::string_view stmt = it->second;  // "SET pgrouter.shard_key TO <value>"
+      return std::string(unquote_value(stmt.substr(stmt.rfind(' ') + 1)));
+    }
+  }
+  for (const auto& [k, v] : wanted_params_)
+    if (util::ascii_lower(k) == kShardKeySetting) return v;
+  return std::nullopt;
+}
+
+Need ClientSession::explicit_shard(std::optional<int>& shard) {
+  shard.reset();
+  auto key = session_shard_key();
+  if (!key || key->empty()) return Need::any_shard();
+  shard = shard_map()->shard_of_text(*key);
+  if (shard) return Need::on(*shard);
+  return Need::refused("pgrouter: pgrouter.shard_key \"" + *key + "\" is not a valid " +
+                           std::string(sharding::to_string(shard_map()->config().key_type)),
+                       "SET pgrouter.shard_key to a value of the database's sharding.key_type, or RESET it.");
+}
+
+Need ClientSession::shard_need(char type, std::string_view body, std::string_view parsed_text) {
+  auto* map = shard_map();
+  size_t pos = 0;
+  std::optional<std::string_view> text;
+  const sharding::BoundParams* bound = nullptr;
+  std::optional<sharding::BoundParams> params;
+  if (type == fe::kQuery) {
+    text = p::read_cstring(body, pos);
+  } else if (type == fe::kParse) {
+    if (p::read_cstring(body, pos)) text = p::read_cstring(body, pos);
+  } else if (type == fe::kBind) {
+    params = sharding::BoundParams::from_bind(body);
+    if (!params) return Need::any_shard();  // malformed: the server says so
+    bound = &*params;
+    if (parsed_text.data()) {
+      text = parsed_text;
+    } else if (auto portal = p::read_cstring(body, pos)) {
+      auto stmt = p::read_cstring(body, pos);
+      if (stmt && tracker_) text = tracker_->statement_query(std::string(*stmt));
+    }
+  }
+  if (!text) return Need::any_shard();  // malformed, or no such statement: the server's error
+  const auto& t = map->target(*text);
+  // A Parse is refused only for what no bound value can change; the rest is decided at its Bind.
+  if (type == fe::kParse && t.scope != sql::ShardScope::refused) return Need::any_shard();
+  std::optional<int> session_shard;
+  Need ex = explicit_shard(session_shard);
+  // An invalid session key refuses what it would route, not SET/RESET and other statements on no table.
+  if (ex.kind == Need::Kind::refuse) {
+    bool tableless = t.scope == sql::ShardScope::none && t.unsharded_tables.empty() && t.hint_key.empty();
+    return tableless ? Need::any_shard() : ex;
+  }
+  return map->need(t, bound, session_shard);
+}
+
+int ClientSession::choose_shard(const char* d, size_t n) {
+  // The first statement that names a shard chooses; a batch that names none runs on the session key's
+  // shard or the default one. A statement of the batch that needs another shard is refused when the scan
+  // reaches it.
+  std::vector<std::pair<std::string_view, std::string_view>> parsed;  // statement name -> text, this batch
+  for (size_t i = 0; i + 5 <= n;) {
+    char type = d[i];
+    uint32_t len = p::read_be32(d + i + 1);
+    if (len < 4 || i + 1 + len > n) break;
+    std::string_view body(d + i + 5, len - 4);
+    i += 1 + len;
+    std::string_view text;
+    size_t pos = 0;
+    if (type == fe::kParse) {
+      auto name = p::read_cstring(body, pos);
+      auto sql = name ? p::read_cstring(body, pos) : std::nullopt;
+      if (sql) parsed.emplace_back(*name, *sql);
+    } else if (type == fe::kBind) {
+      auto portal = p::read_cstring(body, pos);
+      auto stmt = portal ? p::read_cstring(body, pos) : std::nullopt;
+      if (stmt)
+        for (auto& [nm, sql] : parsed)
+          if (nm == *stmt) text = sql;  // the last Parse of that name wins
+    } else if (type != fe::kQuery) {
+      continue;
+    }
+    Need need = shard_need(type, body, text);
+    if (need.kind == Need::Kind::one) {
+      w_.stats().shard_routed_total.fetch_add(1, std::memory_order_relaxed);
+      return need.shard;
+    }
+  }
+  w_.stats().shard_default_total.fetch_add(1, std::memory_order_relaxed);
+  std::optional<int> session_shard;
+  explicit_shard(session_shard);
+  return session_shard.value_or(shard_map()->default_shard());
+}
+
+bool ClientSession::shard_refusal(char type, std::string_view body) {
+  if (type != fe::kQuery && type != fe::kParse && type != fe::kBind) return false;
+  Need need = shard_need(type, body, {});
+  if (need.kind == Need::Kind::any || (need.kind == Need::Kind::one && need.shard == shard_)) return false;
+  if (need.kind == Need::Kind::one) {
+    need.message = "pgrouter: this statement's rows are on shard " + std::to_string(need.shard) +
+                   ", but its transaction runs on shard " + std::to_string(shard_) +
+                   ", and transactions across shards are not supported yet";
+    need.hint = "Commit the transaction before working on another tenant's rows.";
+  }
+  w_.stats().shard_refused_total.fetch_add(1, std::memory_order_relaxed);
+  log::debug("statement refused by sharding", {{"session", id_}, {"shard", uint64_t(shard_)},
+                                                {"reason", need.message}});
+  c2s_repl_.clear();
+  std::string err;
+  p::append_error(err, "ERROR", p::sqlstate::feature_not_supported, need.message, {}, need.hint);
+  tracker_->refuse_message(std::move(err), type, c2s_repl_);
+  return true;
+}
+
+bool ClientSession::defer_begin(const char* d, size_t n, std::string& reply) {
+  // A transaction opened by a lone simple-Query BEGIN (psql, psycopg, node-postgres do this) names no shard:
+  // its BEGIN is answered here and sent on the shard the next statement chooses (with its replies dropped).
+  if (n < 5 || d[0] != fe::kQuery || pinned_ || session_shard_key()) return false;
+  uint32_t len = p::read_be32(d + 1);
+  if (len < 5 || size_t(len) + 1 != n) return false;  // exactly one whole message
+  size_t pos = 0;
+  auto sql = p::read_cstring(std::string_view(d + 5, len - 4), pos);
+  if (!sql) return false;
+  const auto& c = w_.classifier().get(*sql);
+  if (c.cls != sql::StatementClass::transaction_begin || c.statements != 1 || c.parse_error ||
+      c.transaction_control == false)
+    return false;
+  deferred_begin_.assign(*sql);
+  deferred_begin_read_only_ = c.read_only_begin;
+  p::append_command_complete(reply, "BEGIN");
+  p::append_ready_for_query(reply, 'T');
+  w_.stats().shard_begins_deferred_total.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+}  // namespace pgrouter::session

@@ -1,0 +1,187 @@
+// Which shard a statement needs (see the header). Every refusal is 0A000 with a message that names what
+// could not be routed and a hint that says how to route it.
+#include "pgrouter/sharding/shard_map.hpp"
+
+#include <fmt/format.h>
+
+#include <set>
+
+#include "pgrouter/protocol/codec.hpp"
+#include "pgrouter/protocol/messages.hpp"
+
+namespace pgrouter::sharding {
+
+namespace p = pgrouter::protocol;
+
+namespace {
+
+constexpr size_t kCacheLimit = 4096;
+
+std::string join(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+const char* kKeyHint =
+    "Limit the statement to one tenant (WHERE <key column> = value), or name the shard key with SET "
+    "pgrouter.shard_key or a /* pgrouter: shard_key=... */ comment.";
+
+}  // namespace
+
+std::optional<BoundParams> BoundParams::from_bind(std::string_view body) {
+  size_t pos = 0;
+  if (!p::read_cstring(body, pos) || !p::read_cstring(body, pos)) return std::nullopt;
+  auto need = [&](size_t n) { return pos + n <= body.size(); };
+  BoundParams b;
+  if (!need(2)) return std::nullopt;
+  uint16_t nformats = p::read_be16(body.data() + pos);
+  pos += 2;
+  if (!need(size_t(nformats) * 2)) return std::nullopt;
+  for (uint16_t i = 0; i < nformats; ++i, pos += 2) b.formats_.push_back(int16_t(p::read_be16(body.data() + pos)));
+  if (!need(2)) return std::nullopt;
+  uint16_t nparams = p::read_be16(body.data() + pos);
+  pos += 2;
+  for (uint16_t i = 0; i < nparams; ++i) {
+    if (!need(4)) return std::nullopt;
+    int32_t len = int32_t(p::read_be32(body.data() + pos));
+    pos += 4;
+    if (len < 0) {
+      b.values_.emplace_back(std::nullopt);
+      continue;
+    }
+    if (!need(size_t(len))) return std::nullopt;
+    b.values_.emplace_back(body.substr(pos, size_t(len)));
+    pos += size_t(len);
+  }
+  return b;
+}
+
+std::optional<std::string_view> BoundParams::value(int n, bool& binary) const {
+  if (n < 1 || size_t(n) > values_.size()) return std::nullopt;
+  size_t i = size_t(n - 1);
+  int16_t f = formats_.empty() ? 0 : formats_.size() == 1 ? formats_[0] : i < formats_.size() ? formats_[i] : 0;
+  binary = f == 1;
+  return values_[i];
+}
+
+ShardMap::ShardMap(const control::DatabaseConfig& db)
+    : config_(db.sharding), strategy_(make_strategy(db.sharding, db.shards.size())) {
+  schema_.sharded = config_.tables;
+  schema_.reference = config_.reference_tables;
+}
+
+const sql::ShardTarget& ShardMap::target(std::string_view sql) {
+  auto it = cache_.find(std::string(sql));
+  if (it != cache_.end()) return it->second;
+  if (cache_.size() >= kCacheLimit) cache_.clear();
+  return cache_.emplace(std::string(sql), sql::shard_target(sql, schema_)).first->second;
+}
+
+std::optional<int> ShardMap::shard_of_text(std::string_view key) const {
+  auto v = parse_text(key, config_.key_type);
+  if (!v) return std::nullopt;
+  return int(strategy_->shard_of(*v));
+}
+
+std::optional<int> ShardMap::shard_of(const sql::KeyRef& k, const BoundParams* params, bool& unknown) const {
+  if (k.null) return std::nullopt;  // matches no row: wherever it runs, it finds none
+  std::optional<KeyValue> v;
+  if (k.param == 0) {
+    v = parse_text(k.literal, config_.key_type);
+  } else {
+    bool binary = false;
+    auto raw = params ? params->value(k.param, binary) : std::nullopt;
+    if (!params || size_t(k.param) > params->size()) {
+      unknown = true;  // not bound yet (a Parse): decided at its Bind
+      return std::nullopt;
+    }
+    if (!raw) return std::nullopt;  // bound to NULL
+    v = binary ? parse_binary(*raw, config_.key_type) : parse_text(*raw, config_.key_type);
+  }
+  // A value the type's input function rejects: PostgreSQL answers it with its own error on any shard.
+  if (!v) return std::nullopt;
+  return int(strategy_->shard_of(*v));
+}
+
+Need ShardMap::unsharded_need(const sql::ShardTarget& t) const {
+  if (t.unsharded_tables.empty()) return Need::any_shard();
+  if (config_.unsharded == control::Unsharded::reject)
+    return Need::refused(
+        fmt::format("pgrouter: table {} is neither sharded nor a reference table, and sharding.unsharded is "
+                    "reject",
+                    join(t.unsharded_tables)),
+        "List it under sharding.tables (with its key column) or sharding.reference_tables.");
+  return Need::on(default_shard());
+}
+
+Need ShardMap::need(const sql::ShardTarget& t, const BoundParams* params,
+                    std::optional<int> explicit_shard) const {
+  using sql::ShardScope;
+  if (t.parse_error) return Need::any_shard();  // PostgreSQL answers it with its syntax error
+  if (t.scope == ShardScope::refused)
+    return Need::refused("pgrouter: " + t.refusal + " cannot be routed to one shard", kKeyHint);
+  if (!t.hint_key.empty()) {
+    auto s = shard_of_text(t.hint_key);
+    if (!s)
+      return Need::refused(fmt::format("pgrouter: shard_key \"{}\" in the comment is not a valid {}",
+                                       t.hint_key, to_string(config_.key_type)),
+                           "Give a value of the database's sharding.key_type.");
+    if (explicit_shard && *explicit_shard != *s)
+      return Need::refused(
+          fmt::format("pgrouter: the comment's shard_key \"{}\" (shard {}) conflicts with the session's "
+                      "pgrouter.shard_key (shard {})",
+                      t.hint_key, *s, *explicit_shard),
+          "RESET pgrouter.shard_key, or drop the comment.");
+    explicit_shard = s;
+  }
+  if (t.writes_reference)
+    return Need::refused(
+        "pgrouter: a write to a reference table must reach every shard atomically, and cross-shard "
+        "two-phase commit is not supported yet",
+        "Write reference tables on each shard directly, or keep the table unsharded (on the default shard).");
+  std::set<int> shards;
+  bool unknown = false;
+  for (const auto& k : t.keys)
+    if (auto s = shard_of(k, params, unknown)) shards.insert(*s);
+  if (unknown) return Need::any_shard();  // decided at Bind
+  Need from_keys = Need::any_shard();
+  if (t.scope == ShardScope::keyed && shards.size() > 1) {
+    std::string list;
+    for (int s : shards) list += (list.empty() ? "" : ", ") + std::to_string(s);
+    return Need::refused(
+        fmt::format("pgrouter: the statement names shard keys on shards {}, and cross-shard statements are "
+                    "not supported yet",
+                    list),
+        "Run one statement per shard key.");
+  }
+  if (t.scope == ShardScope::keyed && shards.size() == 1) from_keys = Need::on(*shards.begin());
+  if (t.scope == ShardScope::all) {
+    if (!explicit_shard)
+      return Need::refused(
+          t.writes ? "pgrouter: a write to a sharded table that is not limited to one shard key would need "
+                     "every shard, and cross-shard writes are not supported yet"
+                   : "pgrouter: a read of a sharded table that is not limited to one shard key needs every "
+                     "shard, and cross-shard reads are not supported yet",
+          kKeyHint);
+    from_keys = Need::on(*explicit_shard);
+  }
+  if (from_keys.kind == Need::Kind::one && explicit_shard && *explicit_shard != from_keys.shard)
+    return Need::refused(
+        fmt::format("pgrouter: the statement's shard key is on shard {}, but pgrouter.shard_key names shard {}",
+                    from_keys.shard, *explicit_shard),
+        "RESET pgrouter.shard_key, or use the same key in both.");
+  if (from_keys.kind == Need::Kind::any && explicit_shard) from_keys = Need::on(*explicit_shard);
+  Need unsharded = unsharded_need(t);
+  if (unsharded.kind == Need::Kind::refuse) return unsharded;
+  if (unsharded.kind == Need::Kind::one && from_keys.kind == Need::Kind::one &&
+      unsharded.shard != from_keys.shard)
+    return Need::refused(
+        fmt::format("pgrouter: table {} lives on the default shard {}, but the statement's shard key is on "
+                    "shard {}",
+                    join(t.unsharded_tables), unsharded.shard, from_keys.shard),
+        "List the table under sharding.reference_tables to have it on every shard.");
+  return from_keys.kind == Need::Kind::one ? from_keys : unsharded;
+}
+
+}  // namespace pgrouter::sharding

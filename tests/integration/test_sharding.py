@@ -1,0 +1,235 @@
+"""Tenant sharding against real servers: shard 0 is the test cluster's primary with its streaming replica, shard 1
+the shard1 server. Rows written through pgrouter must land where PostgreSQL's own PARTITION BY HASH would put them
+(checked on each shard with satisfies_hash_partition), keyed statements must run on their shard only, and every
+statement pgrouter cannot route to one shard must get 0A000, never a wrong or partial answer."""
+import random
+import uuid
+
+import psycopg
+import pytest
+
+import pgr
+
+SEED = 20261206
+INT8_MIN, INT8_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def shard_servers(cluster):
+    return ["primary", "shard1"]
+
+
+def make_table(cluster, name, key_type="bigint", extra="v text"):
+    """The same empty table on both shards, plus a hash-partitioned parent to check placement against."""
+    for server in shard_servers(cluster):
+        with cluster.connect(server) as c:
+            c.execute(f"DROP TABLE IF EXISTS {name}, {name}_hp")
+            c.execute(f"CREATE TABLE {name} (tenant_id {key_type} NOT NULL, {extra})")
+            c.execute(f"GRANT ALL ON {name} TO PUBLIC")
+            c.execute(f"CREATE TABLE {name}_hp (k {key_type}) PARTITION BY HASH (k)")
+
+
+def sharded_config(cluster, tables, **sharding):
+    return {
+        "pool": {"mode": "transaction"},
+        "databases": [{
+            "name": "app",
+            "shards": [{"primary": cluster.endpoint("primary"), "replicas": [cluster.endpoint("replica")]},
+                       {"primary": cluster.endpoint("shard1")}],
+            "sharding": {"tables": tables, **sharding},
+        }],
+    }
+
+
+def rows_on(cluster, server, table, key_type="bigint"):
+    with cluster.connect(server) as c:
+        return c.execute(f"SELECT tenant_id, v FROM {table} ORDER BY 1, 2").fetchall()
+
+
+def misplaced(cluster, table, shards=2):
+    bad = []
+    for i, server in enumerate(shard_servers(cluster)):
+        with cluster.connect(server) as c:
+            bad += c.execute(f"SELECT tenant_id FROM {table} WHERE NOT satisfies_hash_partition("
+                             f"'{table}_hp'::regclass, {shards}, {i}, tenant_id)").fetchall()
+    return bad
+
+
+def keys_for_test(rng, n):
+    keys = [0, -1, 1, 42, INT8_MIN, INT8_MAX, INT8_MIN + 1, INT8_MAX - 1, 2 ** 31, -(2 ** 31)]
+    keys += [rng.randint(INT8_MIN, INT8_MAX) for _ in range(n)] + [rng.randint(-1000, 1000) for _ in range(n)]
+    return list(dict.fromkeys(keys))
+
+
+def wait_replayed(cluster):
+    with cluster.connect("primary") as p:
+        lsn = p.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+    with cluster.connect("replica") as r:
+        for _ in range(200):
+            if r.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0]:
+                return
+            import time
+            time.sleep(0.05)
+
+
+def test_rows_land_where_postgres_hash_partitioning_puts_them(cluster, pgrouter):
+    print(f"seed {SEED}")
+    rng = random.Random(SEED)
+    make_table(cluster, "sh_place")
+    router = pgrouter(sharded_config(cluster, {"sh_place": "tenant_id"}))
+    keys = keys_for_test(rng, 40)
+    with router.connect() as c, router.connect(prepare_threshold=0) as prepared:
+        for i, k in enumerate(keys):
+            if i % 3 == 0:  # simple protocol, the key inline
+                c.execute(psycopg.sql.SQL("INSERT INTO sh_place (tenant_id, v) VALUES ({}, {})").format(
+                    psycopg.sql.Literal(k), psycopg.sql.Literal(f"row{i}")))
+            elif i % 3 == 1:  # extended, the key bound as a parameter (text format)
+                c.execute("INSERT INTO sh_place (tenant_id, v) VALUES (%s, %s)", (k, f"row{i}"))
+            else:  # a named prepared statement, the key bound in binary
+                prepared.execute("INSERT INTO sh_place (tenant_id, v) VALUES (%b, %s)", (k, f"row{i}"))
+        with c.transaction():  # an explicit transaction opened by a lone BEGIN
+            c.execute("INSERT INTO sh_place (tenant_id, v) VALUES (%s, 'tx')", (7,))
+            c.execute("INSERT INTO sh_place (tenant_id, v) VALUES (7, 'tx2')")
+    on = [rows_on(cluster, s, "sh_place") for s in shard_servers(cluster)]
+    assert sum(len(r) for r in on) == len(keys) + 2
+    assert on[0] and on[1], "both shards got rows"
+    assert misplaced(cluster, "sh_place") == []
+    wait_replayed(cluster)
+    # Each key is read back through pgrouter from its shard (shard 0's reads may go to its replica).
+    with router.connect() as c, router.connect(prepare_threshold=0) as prepared:
+        for i, k in enumerate(keys):
+            conn = prepared if i % 2 else c
+            got = conn.execute("SELECT v FROM sh_place WHERE tenant_id = %s", (k,)).fetchall()
+            assert got == [(f"row{i}",)], k
+    text = router.metrics()
+    assert pgr.metric(text, "pgrouter_shard_routed_total") >= 2 * len(keys)
+    assert pgr.metric(text, "pgrouter_shard_begins_deferred_total") >= 1
+
+
+@pytest.mark.parametrize("key_type,values", [
+    ("integer", [0, -1, 2 ** 31 - 1, -(2 ** 31), 12345]),
+    ("smallint", [0, -1, 32767, -32768, 77]),
+    ("text", ["", "a", "tenant-42", "Zürich", "東京", "O'Brien"]),
+    ("uuid", [str(uuid.UUID(int=0)), "6ba7b810-9dad-11d1-80b4-00c04fd430c8"]
+     + [str(uuid.UUID(int=random.Random(SEED + i).getrandbits(128))) for i in range(8)]),
+])
+def test_placement_for_every_key_type(cluster, pgrouter, key_type, values):
+    table = f"sh_type_{key_type}"
+    make_table(cluster, table, key_type)
+    router = pgrouter(sharded_config(cluster, {table: "tenant_id"}, key_type=key_type))
+    with router.connect() as c:
+        for i, k in enumerate(values):
+            c.execute(f"INSERT INTO {table} (tenant_id, v) VALUES (%s, %s)", (k, f"r{i}"))
+            c.execute(psycopg.sql.SQL("INSERT INTO {} (tenant_id, v) VALUES ({}, {})").format(
+                psycopg.sql.Identifier(table), psycopg.sql.Literal(k), psycopg.sql.Literal(f"s{i}")))
+    assert sum(len(rows_on(cluster, s, table)) for s in shard_servers(cluster)) == 2 * len(values)
+    assert misplaced(cluster, table) == []
+
+
+def sqlstate_of(conn, sql, params=None):
+    try:
+        conn.execute(sql, params)
+    except psycopg.Error as e:
+        return e.sqlstate, str(e)
+    return None, None
+
+
+def test_statements_that_need_several_shards_are_refused(cluster, pgrouter):
+    make_table(cluster, "sh_ref")
+    router = pgrouter(sharded_config(cluster, {"sh_ref": "tenant_id"}, unsharded="reject"))
+    with router.connect() as c:
+        c.execute("INSERT INTO sh_ref VALUES (1, 'a')")
+        c.execute("INSERT INTO sh_ref VALUES (2, 'b')")
+        code, msg = sqlstate_of(c, "SELECT * FROM sh_ref")
+        assert code == "0A000" and "not limited to one shard key" in msg
+        keys_on = {}
+        for k in range(1, 50):  # two keys on different shards in one IN list
+            keys_on.setdefault(shard_of(cluster, k), k)
+            if len(keys_on) == 2:
+                break
+        a, b = keys_on.values()
+        code, msg = sqlstate_of(c, f"SELECT * FROM sh_ref WHERE tenant_id IN ({a}, {b})")
+        assert code == "0A000" and "shards" in msg
+        code, msg = sqlstate_of(c, "UPDATE sh_ref SET tenant_id = 3 WHERE tenant_id = 1")
+        assert code == "0A000" and "tenant_id" in msg
+        code, msg = sqlstate_of(c, "SELECT * FROM client_events")
+        assert code == "0A000" and "client_events" in msg and "reject" in msg
+        # The session goes on: a keyed statement still works.
+        assert c.execute("SELECT v FROM sh_ref WHERE tenant_id = 1").fetchall() == [("a",)]
+    assert pgr.metric(router.metrics(), "pgrouter_shard_refused_total") >= 4
+
+
+def shard_of(cluster, key, key_type="bigint", shards=2):
+    """Which shard PostgreSQL's hash partitioning gives the key (asked of the primary)."""
+    with cluster.connect("primary") as c:
+        c.execute("CREATE TABLE IF NOT EXISTS sh_probe_hp (k bigint) PARTITION BY HASH (k)")
+        for i in range(shards):
+            if c.execute("SELECT satisfies_hash_partition('sh_probe_hp'::regclass, %s, %s, %s::bigint)",
+                         (shards, i, key)).fetchone()[0]:
+                return i
+    raise AssertionError("no shard")
+
+
+def test_a_transaction_stays_on_its_shard(cluster, pgrouter):
+    make_table(cluster, "sh_tx")
+    router = pgrouter(sharded_config(cluster, {"sh_tx": "tenant_id"}))
+    keys_on = {}
+    for k in range(1, 50):
+        keys_on.setdefault(shard_of(cluster, k), k)
+    a, b = keys_on[0], keys_on[1]
+    with router.connect() as c:
+        c.execute("BEGIN")
+        c.execute("INSERT INTO sh_tx VALUES (%s, 'a')", (a,))
+        code, msg = sqlstate_of(c, "INSERT INTO sh_tx VALUES (%s, 'b')", (b,))
+        assert code == "0A000" and "transaction runs on shard 0" in msg
+        # As in PostgreSQL after an error, the transaction is aborted until it ends.
+        code, _ = sqlstate_of(c, "SELECT 1")
+        assert code == "25P02"
+        c.execute("ROLLBACK")
+        with c.transaction():
+            c.execute("INSERT INTO sh_tx VALUES (%s, 'b')", (b,))
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            with c.transaction():
+                c.execute("INSERT INTO sh_tx VALUES (%s, 'rolled back')", (a,))
+                c.execute("SELECT 1/0")
+    assert rows_on(cluster, "primary", "sh_tx") == []
+    assert rows_on(cluster, "shard1", "sh_tx") == [(b, "b")]
+
+
+def test_explicit_shard_keys(cluster, pgrouter):
+    make_table(cluster, "sh_explicit")
+    router = pgrouter(sharded_config(cluster, {"sh_explicit": "tenant_id"}))
+    keys_on = {}
+    for k in range(1, 50):
+        keys_on.setdefault(shard_of(cluster, k), k)
+    a, b = keys_on[0], keys_on[1]
+    with router.connect() as c:
+        c.execute("INSERT INTO sh_explicit VALUES (%s, 'a')", (a,))
+        c.execute("INSERT INTO sh_explicit VALUES (%s, 'b')", (b,))
+        c.execute(f"SET pgrouter.shard_key = '{b}'")
+        assert c.execute("SELECT tenant_id FROM sh_explicit").fetchall() == [(b,)]  # scoped by the session key
+        code, msg = sqlstate_of(c, f"SELECT * FROM sh_explicit WHERE tenant_id = {a}")
+        assert code == "0A000" and "pgrouter.shard_key" in msg
+        code, msg = sqlstate_of(c, f"/* pgrouter: shard_key={a} */ SELECT count(*) FROM sh_explicit")
+        assert code == "0A000" and "conflicts" in msg
+        c.execute("RESET pgrouter.shard_key")
+        assert c.execute(f"/* pgrouter: shard_key={a} */ SELECT tenant_id FROM sh_explicit").fetchall() == [(a,)]
+        c.execute("SET pgrouter.shard_key = 'not a number'")
+        code, msg = sqlstate_of(c, "SELECT count(*) FROM sh_explicit")
+        assert code == "0A000" and "not a valid bigint" in msg
+        c.execute("RESET pgrouter.shard_key")  # still possible: it touches no table
+    with psycopg.connect(router.dsn(), options=f"-c pgrouter.shard_key={b}", autocommit=True) as c:
+        assert c.execute("SELECT tenant_id FROM sh_explicit").fetchall() == [(b,)]
+
+
+def test_unsharded_tables_go_to_the_default_shard(cluster, pgrouter):
+    make_table(cluster, "sh_def")
+    for server, note in (("primary", "on shard 0"), ("shard1", "on shard 1")):
+        with cluster.connect(server) as c:
+            c.execute("DROP TABLE IF EXISTS sh_plain")
+            c.execute("CREATE TABLE sh_plain (note text)")
+            c.execute("GRANT ALL ON sh_plain TO PUBLIC")
+            c.execute("INSERT INTO sh_plain VALUES (%s)", (note,))
+    router = pgrouter(sharded_config(cluster, {"sh_def": "tenant_id"}, default_shard=1))
+    with router.connect() as c:
+        assert c.execute("SELECT note FROM sh_plain").fetchall() == [("on shard 1",)]
+        assert c.execute("SELECT 1").fetchall() == [(1,)]
