@@ -168,15 +168,15 @@ pool::PoolSettings Worker::settings_for(const control::DatabaseConfig& db, const
   return s;
 }
 
-pool::Pool& Worker::pool_for(const control::DatabaseConfig& db, const control::UserConfig& user,
-                             int shard, int backend) {
+pool::Pool& Worker::pool_for(const control::DatabaseConfig& db, const control::UserConfig& user, int shard,
+                             int backend) {
   auto key = std::make_tuple(db.name, user.name, shard, backend);
   auto it = pools_.find(key);
   if (it == pools_.end())
     it = pools_
-             .emplace(key, std::make_unique<pool::Pool>(readiness_, settings_for(db, user, shard, backend), stats_,
-                                                        rt_.pool_group(db.name, user.name, shard, backend),
-                                                        index_))
+             .emplace(key, std::make_unique<pool::Pool>(
+                               readiness_, settings_for(db, user, shard, backend), stats_,
+                               rt_.pool_group(db.name, user.name, shard, backend), index_))
              .first;
   return *it->second;
 }

@@ -148,7 +148,8 @@ class Worker {
   std::thread thread_;
   std::shared_ptr<const control::Config> config_;
   std::shared_ptr<net::ssl::context> tls_;
-  std::map<std::tuple<std::string, std::string, int, int>, std::unique_ptr<pool::Pool>> pools_;  // (db, user, shard, backend)
+  std::map<std::tuple<std::string, std::string, int, int>, std::unique_ptr<pool::Pool>>
+      pools_;  // (db, user, shard, backend)
   std::unique_ptr<sql::ClassifierCache> classifier_;
   // By database config (a session on the snapshot before a reload has its own), emptied on reload.
   std::unordered_map<const control::DatabaseConfig*, std::shared_ptr<sharding::ShardMap>> shard_maps_;

@@ -4,6 +4,8 @@
 // the server skips the rest of its batch exactly as it would after its own error. A lone BEGIN names no
 // shard: pgrouter answers it and opens the transaction on the shard the next statement chooses
 // (defer_begin).
+#include <cctype>
+
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/protocol/frontend.hpp"
 #include "pgrouter/session/client_session.hpp"
@@ -22,6 +24,32 @@ std::string_view unquote_value(std::string_view v) {
     return v.substr(1, v.size() - 2);
   return v;
 }
+// PostgreSQL's CommandComplete tag for a BEGIN statement: "START TRANSACTION" for that spelling.
+std::string_view begin_tag(std::string_view sql) {
+  size_t i = 0;
+  while (i < sql.size()) {  // whitespace and comments before the first word
+    if (std::isspace(static_cast<unsigned char>(sql[i]))) {
+      ++i;
+    } else if (sql.substr(i, 2) == "--") {
+      i = sql.find('\n', i);
+    } else if (sql.substr(i, 2) == "/*") {  // they nest in PostgreSQL
+      int depth = 1;
+      for (i += 2; i < sql.size() && depth > 0;) {
+        if (sql.substr(i, 2) == "/*" || sql.substr(i, 2) == "*/") {
+          depth += sql[i] == '/' ? 1 : -1;
+          i += 2;
+        } else {
+          ++i;
+        }
+      }
+    } else {
+      break;
+    }
+  }
+  bool start = i < sql.size() && util::ascii_lower(std::string(sql.substr(i, 5))) == "start";
+  return start ? "START TRANSACTION" : "BEGIN";
+}
+
 }  // namespace
 
 sharding::ShardMap* ClientSession::shard_map() {
@@ -141,8 +169,8 @@ bool ClientSession::shard_refusal(char type, std::string_view body) {
     need.hint = "Commit the transaction before working on another tenant's rows.";
   }
   w_.stats().shard_refused_total.fetch_add(1, std::memory_order_relaxed);
-  log::debug("statement refused by sharding", {{"session", id_}, {"shard", uint64_t(shard_)},
-                                                {"reason", need.message}});
+  log::debug("statement refused by sharding",
+             {{"session", id_}, {"shard", uint64_t(shard_)}, {"reason", need.message}});
   c2s_repl_.clear();
   std::string err;
   p::append_error(err, "ERROR", p::sqlstate::feature_not_supported, need.message, {}, need.hint);
@@ -165,7 +193,7 @@ bool ClientSession::defer_begin(const char* d, size_t n, std::string& reply) {
     return false;
   deferred_begin_.assign(*sql);
   deferred_begin_read_only_ = c.read_only_begin;
-  p::append_command_complete(reply, "BEGIN");
+  p::append_command_complete(reply, begin_tag(*sql));
   p::append_ready_for_query(reply, 'T');
   w_.stats().shard_begins_deferred_total.fetch_add(1, std::memory_order_relaxed);
   return true;

@@ -1550,8 +1550,9 @@ TxnTracker::Reply TxnTracker::server_message(char type, std::string_view body, p
       size_t pos = 0;
       auto tag = p::read_cstring(body, pos);
       if (tag && changes_statements(*tag)) schema_epoch.fetch_add(1, std::memory_order_relaxed);
-      if (tag && (*tag == "PREPARE" || *tag == "DEALLOCATE" || *tag == "BEGIN") && !expect_.empty() &&
-          expect_.front().reply == be::kCommandComplete) {
+      if (tag &&
+          (*tag == "PREPARE" || *tag == "DEALLOCATE" || *tag == "BEGIN" || *tag == "START TRANSACTION") &&
+          !expect_.empty() && expect_.front().reply == be::kCommandComplete) {
         Expect e = std::move(expect_.front());
         expect_.pop_front();  // a client's PREPARE was recorded when sent (not transactional, as PostgreSQL)
         if (e.get().removed)

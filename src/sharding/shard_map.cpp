@@ -38,7 +38,8 @@ std::optional<BoundParams> BoundParams::from_bind(std::string_view body) {
   uint16_t nformats = p::read_be16(body.data() + pos);
   pos += 2;
   if (!need(size_t(nformats) * 2)) return std::nullopt;
-  for (uint16_t i = 0; i < nformats; ++i, pos += 2) b.formats_.push_back(int16_t(p::read_be16(body.data() + pos)));
+  for (uint16_t i = 0; i < nformats; ++i, pos += 2)
+    b.formats_.push_back(int16_t(p::read_be16(body.data() + pos)));
   if (!need(2)) return std::nullopt;
   uint16_t nparams = p::read_be16(body.data() + pos);
   pos += 2;
@@ -60,7 +61,10 @@ std::optional<BoundParams> BoundParams::from_bind(std::string_view body) {
 std::optional<std::string_view> BoundParams::value(int n, bool& binary) const {
   if (n < 1 || size_t(n) > values_.size()) return std::nullopt;
   size_t i = size_t(n - 1);
-  int16_t f = formats_.empty() ? 0 : formats_.size() == 1 ? formats_[0] : i < formats_.size() ? formats_[i] : 0;
+  int16_t f = formats_.empty()       ? 0
+              : formats_.size() == 1 ? formats_[0]
+              : i < formats_.size()  ? formats_[i]
+                                     : 0;
   binary = f == 1;
   return values_[i];
 }
@@ -168,8 +172,9 @@ Need ShardMap::need(const sql::ShardTarget& t, const BoundParams* params,
   }
   if (from_keys.kind == Need::Kind::one && explicit_shard && *explicit_shard != from_keys.shard)
     return Need::refused(
-        fmt::format("pgrouter: the statement's shard key is on shard {}, but pgrouter.shard_key names shard {}",
-                    from_keys.shard, *explicit_shard),
+        fmt::format(
+            "pgrouter: the statement's shard key is on shard {}, but pgrouter.shard_key names shard {}",
+            from_keys.shard, *explicit_shard),
         "RESET pgrouter.shard_key, or use the same key in both.");
   if (from_keys.kind == Need::Kind::any && explicit_shard) from_keys = Need::on(*explicit_shard);
   Need unsharded = unsharded_need(t);

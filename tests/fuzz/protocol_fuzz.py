@@ -690,8 +690,8 @@ def summarise(messages):
 
 
 class Harness:
-    def __init__(self, cluster, mode, replica, workdir, log=print):
-        self.cluster, self.mode, self.replica = cluster, mode, replica
+    def __init__(self, cluster, mode, replica, workdir, log=print, sharded=False):
+        self.cluster, self.mode, self.replica, self.sharded = cluster, mode, replica, sharded
         self.workdir = Path(workdir)
         self.log = log
         self.uid = uuid.uuid4().hex[:8]
@@ -713,6 +713,16 @@ class Harness:
             o["databases"] = [{"name": "app", "shards": [{"primary": self.cluster.endpoint("primary"),
                                                           "replicas": [self.cluster.endpoint("replica")]}],
                                "routing": {"probe_interval": "100ms"}}]
+        if self.sharded:
+            # A second shard and a sharded table the cases never name: every case runs on the default shard
+            # (the primary), through the sharding paths (a lone BEGIN answered by pgrouter, statements checked
+            # against their transaction's shard), and must still be what PostgreSQL answers.
+            shard0 = {"primary": self.cluster.endpoint("primary")}
+            if self.replica:
+                shard0["replicas"] = [self.cluster.endpoint("replica")]
+            o["databases"] = [{"name": "app", "shards": [shard0, {"primary": self.cluster.endpoint("shard1")}],
+                               "routing": {"probe_interval": "100ms"},
+                               "sharding": {"tables": {"fz_elsewhere": "tenant_id"}}}]
         return o
 
     def start_router(self):
@@ -970,17 +980,17 @@ def minimise(harness, case, signature, log=print):
 
 
 def run(cluster, mode="transaction", replica=False, seed=1, cases=None, minutes=None, workdir=None, log=print,
-        minimize=False, replay=None, out=None):
+        minimize=False, replay=None, out=None, sharded=False):
     """Runs the fuzzer; returns the list of (number, case, failure) found."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="pgr-protocol-fuzz-", dir="/tmp"))
     workdir.mkdir(parents=True, exist_ok=True)
-    harness = Harness(cluster, mode, replica, workdir, log)
+    harness = Harness(cluster, mode, replica, workdir, log, sharded)
     harness.rng.seed(f"invariants:{seed}")
     gen = Generator(harness.table)
     failures, signatures = [], {}
     played = 0
     started = time.monotonic()
-    log(f"protocol_fuzz: seed={seed} mode={mode} replica={replica} pgrouter={pgr.pgrouter_bin()} "
+    log(f"protocol_fuzz: seed={seed} mode={mode} replica={replica} sharded={sharded} pgrouter={pgr.pgrouter_bin()} "
         f"port={harness.router.port} table={harness.table} workdir={workdir}")
     try:
         if replay is not None:
@@ -1064,6 +1074,8 @@ def main(argv=None):
                        "tests/fuzz/corpus.json: those whose modes include --mode and that need --replica or not)")
     parser.add_argument("--mode", choices=["transaction", "session"], default="transaction")
     parser.add_argument("--replica", action="store_true", help="route reads to the cluster's streaming replica")
+    parser.add_argument("--sharded", action="store_true",
+                        help="a database of two shards whose sharded table the cases never name")
     parser.add_argument("--minimize", action="store_true", help="minimise the first failure of each kind")
     parser.add_argument("--workdir", help="pgrouter's config and log (default: a new /tmp/pgr-protocol-fuzz-*)")
     parser.add_argument("--out", help="JSON file for the failures")
@@ -1084,7 +1096,7 @@ def main(argv=None):
         parser.error("give --cases N, --minutes M or --replay")
     out = args.out or f"/tmp/pgr-protocol-fuzz/failures-{seed}-{args.mode}{'-replica' if args.replica else ''}.json"
     failures = run(cluster, args.mode, args.replica, seed, args.cases, args.minutes, args.workdir, print,
-                   args.minimize, replay, out)
+                   args.minimize, replay, out, args.sharded)
     return 1 if failures else 0
 
 

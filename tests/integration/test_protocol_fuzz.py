@@ -43,6 +43,17 @@ def test_protocol_fuzz(cluster, tmp_path, mode, replica):
     assert not failures, f"{len(failures)} of {CASES} cases failed (seed {SEEDS[(mode, replica)]}):\n{summary[-20000:]}"
 
 
+def test_protocol_fuzz_sharded(cluster, tmp_path):
+    """Transaction pooling on a database of two shards, the cases on the default shard: the sharding paths (a
+    lone BEGIN answered by pgrouter and sent on later, every statement checked against its transaction's shard)
+    must leave PostgreSQL's answers as they are."""
+    lines = []
+    failures = protocol_fuzz.run(cluster, "transaction", False, 105, cases=CASES, workdir=tmp_path,
+                                 log=lines.append, sharded=True)
+    summary = "\n".join(lines)
+    assert not failures, f"{len(failures)} of {CASES} cases failed (seed 105):\n{summary[-20000:]}"
+
+
 @pytest.mark.parametrize("mode, replica", [("transaction", False), ("session", False), ("transaction", True)],
                          ids=["transaction", "session", "transaction-replica"])
 def test_protocol_fuzz_corpus(cluster, tmp_path, mode, replica):

@@ -94,15 +94,15 @@ struct RoutingConfig {
 
 // Tenant sharding (a database with more than one shard). See docs/SHARDING.md.
 enum class ShardStrategy { hash, consistent, map };
-enum class Unsharded { default_shard, reject };   // a statement on tables in neither list
-enum class CrossShard { scatter, reject };        // a read that needs several shards
+enum class Unsharded { default_shard, reject };     // a statement on tables in neither list
+enum class CrossShard { scatter, reject };          // a read that needs several shards
 enum class CrossShardWrites { two_phase, reject };  // a transaction that writes on several shards
 
 // strategy: map: keys pinned to a shard, given as single keys, lists or inclusive integer ranges; a key in
 // none of them goes to `fallback`.
 struct ShardPin {
-  std::vector<std::string> keys;         // as written (parsed with the database's key type)
-  std::optional<int64_t> from, to;       // an inclusive range of integer keys
+  std::vector<std::string> keys;    // as written (parsed with the database's key type)
+  std::optional<int64_t> from, to;  // an inclusive range of integer keys
   size_t shard = 0;
 };
 

@@ -62,10 +62,10 @@ struct WorkerStats {
   Counter routed_writes_total{0};         // to the primary as writes (or by hint)
   Counter routed_reads_replica_total{0};  // reads to a replica
   Counter routed_reads_primary_total{0};  // reads to the primary (no eligible replica, read-your-writes, any)
-  Counter shard_routed_total{0};             // sharding: transactions routed to a shard by a shard key
-  Counter shard_default_total{0};            // ... that named none (the session key's or the default shard)
-  Counter shard_refused_total{0};            // statements refused by sharding (0A000)
-  Counter shard_begins_deferred_total{0};    // lone BEGINs answered by pgrouter until a shard was chosen
+  Counter shard_routed_total{0};          // sharding: transactions routed to a shard by a shard key
+  Counter shard_default_total{0};         // ... that named none (the session key's or the default shard)
+  Counter shard_refused_total{0};         // statements refused by sharding (0A000)
+  Counter shard_begins_deferred_total{0};  // lone BEGINs answered by pgrouter until a shard was chosen
   Counter routed_writes_held_total{0};  // write batches held until a pipelined read on a replica was answered
   Counter routed_reads_refused_total{0};  // reads with nowhere to go (routing.primary_fallback: false)
   Counter routed_reads_retried_total{0};  // reads sent again elsewhere after their replica broke unanswered

@@ -243,7 +243,7 @@ class ClientSession {
   // The worker's pool of each backend of db_ for user_cfg_ (Worker::pool_for builds a key and searches a
   // map, too costly for every transaction); valid while db_ and user_cfg_ are (the
   // session's config_ keeps them alive; a worker never drops a pool).
-  pool::Pool& pool_at(int backend);  // of shard_
+  pool::Pool& pool_at(int backend);                         // of shard_
   std::vector<std::vector<pool::Pool*>> pools_by_backend_;  // [shard][backend]
   // The shard the client's transaction runs on (sharding: chosen per transaction, see choose_shard()); 0 for
   // a database of one shard.

@@ -224,8 +224,8 @@ class TxnTracker {
   // Valid for the scan that follows only; cleared with nullptr.
   void known_plain(const char* text) { known_plain_ = text; }
 
-  // The client's message is answered with `error_response` (a whole ErrorResponse) instead, through a sentinel
-  // request: the server skips the rest of its batch as it would after its own error.
+  // The client's message is answered with `error_response` (a whole ErrorResponse) instead, through a
+  // sentinel request: the server skips the rest of its batch as it would after its own error.
   void refuse_message(std::string error_response, char type, std::string& out) {
     fail_with(std::move(error_response), type, out);
   }

@@ -12,7 +12,7 @@ namespace pgrouter::sharding {
 // The key column's type: one per database (co-located tables share it).
 enum class KeyType : uint8_t { int2, int4, int8, text, uuid };
 
-std::string_view to_string(KeyType t);                   // "smallint", "integer", "bigint", "text", "uuid"
+std::string_view to_string(KeyType t);                    // "smallint", "integer", "bigint", "text", "uuid"
 std::optional<KeyType> parse_key_type(std::string_view);  // those names and int2/int4/int8/varchar/...
 
 struct KeyValue {

@@ -1,0 +1,190 @@
+// ShardMap: what a statement needs of the shards, from its analysis (sql::ShardTarget, built by hand here so the
+// decision is tested apart from the key extraction), its bound parameters and the client's explicit key. Which
+// shard a key belongs to comes from the strategy itself, so nothing here assumes a placement.
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "pgrouter/protocol/messages.hpp"
+#include "pgrouter/sharding/shard_map.hpp"
+
+using namespace pgrouter;
+using sharding::BoundParams;
+using sharding::Need;
+using sharding::ShardMap;
+using sql::KeyRef;
+using sql::ShardScope;
+using sql::ShardTarget;
+
+namespace {
+
+control::DatabaseConfig two_shards(control::Unsharded unsharded = control::Unsharded::default_shard) {
+  control::DatabaseConfig db;
+  db.name = "app";
+  db.shards.resize(2);
+  db.sharding.tables = {{"users", "tenant_id"}};
+  db.sharding.reference_tables = {"countries"};
+  db.sharding.unsharded = unsharded;
+  db.sharding.default_shard = 1;
+  return db;
+}
+
+int shard_of(const ShardMap& m, const std::string& key) {
+  return int(m.strategy().shard_of(*sharding::parse_text(key, sharding::KeyType::int8)));
+}
+
+// Two keys with different shards, found through the strategy.
+std::pair<std::string, std::string> keys_on_both(const ShardMap& m) {
+  std::string a = "1";
+  for (int k = 2; k < 1000; ++k)
+    if (shard_of(m, std::to_string(k)) != shard_of(m, a)) return {a, std::to_string(k)};
+  FAIL("no two keys on different shards");
+  return {};
+}
+
+ShardTarget keyed(std::vector<KeyRef> keys) {
+  ShardTarget t;
+  t.scope = ShardScope::keyed;
+  t.keys = std::move(keys);
+  return t;
+}
+
+KeyRef lit(std::string s) { return KeyRef{std::move(s), 0, false}; }
+KeyRef param(int n) { return KeyRef{{}, n, false}; }
+
+// A Bind body: portal, statement, formats, values (nullopt = NULL), no result formats.
+std::string bind_body(const std::vector<int16_t>& formats, const std::vector<std::optional<std::string>>& values) {
+  std::string b;
+  b.append("\0\0", 2);
+  auto be16 = [&](int v) {
+    b.push_back(char((v >> 8) & 0xff));
+    b.push_back(char(v & 0xff));
+  };
+  auto be32 = [&](int32_t v) {
+    for (int s = 24; s >= 0; s -= 8) b.push_back(char((uint32_t(v) >> s) & 0xff));
+  };
+  be16(int(formats.size()));
+  for (auto f : formats) be16(f);
+  be16(int(values.size()));
+  for (const auto& v : values) {
+    be32(v ? int32_t(v->size()) : -1);
+    if (v) b.append(*v);
+  }
+  be16(0);
+  return b;
+}
+
+std::string be64(int64_t v) {
+  std::string s;
+  for (int sh = 56; sh >= 0; sh -= 8) s.push_back(char((uint64_t(v) >> sh) & 0xff));
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("BoundParams reads a Bind's values and formats") {
+  auto b = BoundParams::from_bind(bind_body({}, {"42", std::nullopt}));
+  REQUIRE(b);
+  bool binary = true;
+  CHECK(b->value(1, binary) == std::optional<std::string_view>("42"));
+  CHECK_FALSE(binary);
+  CHECK_FALSE(b->value(2, binary));  // NULL
+  CHECK_FALSE(b->value(3, binary));  // no such parameter
+  auto one = BoundParams::from_bind(bind_body({1}, {be64(7), be64(8)}));
+  REQUIRE(one);
+  CHECK(one->value(2, binary));
+  CHECK(binary);  // one format code applies to all
+  auto each = BoundParams::from_bind(bind_body({0, 1}, {"7", be64(8)}));
+  REQUIRE(each);
+  each->value(1, binary);
+  CHECK_FALSE(binary);
+  each->value(2, binary);
+  CHECK(binary);
+  std::string cut = bind_body({}, {"42"});
+  CHECK_FALSE(BoundParams::from_bind(cut.substr(0, cut.size() - 3)));  // a value cut short
+}
+
+TEST_CASE("a keyed statement needs its key's shard; several shards are refused") {
+  ShardMap m(two_shards());
+  auto [a, b] = keys_on_both(m);
+  Need n = m.need(keyed({lit(a)}), nullptr, std::nullopt);
+  CHECK(n.kind == Need::Kind::one);
+  CHECK(n.shard == shard_of(m, a));
+  CHECK(m.need(keyed({lit(a), lit(a)}), nullptr, std::nullopt).kind == Need::Kind::one);
+  Need both = m.need(keyed({lit(a), lit(b)}), nullptr, std::nullopt);
+  CHECK(both.kind == Need::Kind::refuse);
+  CHECK(both.message.find("shards 0, 1") != std::string::npos);
+  // NULL matches no row, and a value the type rejects gets PostgreSQL's own error: anywhere will do.
+  CHECK(m.need(keyed({KeyRef{{}, 0, true}}), nullptr, std::nullopt).kind == Need::Kind::any);
+  CHECK(m.need(keyed({lit("not a number")}), nullptr, std::nullopt).kind == Need::Kind::any);
+}
+
+TEST_CASE("parameters decide at Bind, in text or binary") {
+  ShardMap m(two_shards());
+  auto [a, b] = keys_on_both(m);
+  ShardTarget t = keyed({param(1)});
+  CHECK(m.need(t, nullptr, std::nullopt).kind == Need::Kind::any);  // not bound yet
+  auto text = BoundParams::from_bind(bind_body({}, {b}));
+  Need n = m.need(t, &*text, std::nullopt);
+  CHECK(n.kind == Need::Kind::one);
+  CHECK(n.shard == shard_of(m, b));
+  auto bin = BoundParams::from_bind(bind_body({1}, {be64(std::stoll(b))}));
+  CHECK(m.need(t, &*bin, std::nullopt).shard == shard_of(m, b));
+  auto null = BoundParams::from_bind(bind_body({}, {std::nullopt}));
+  CHECK(m.need(t, &*null, std::nullopt).kind == Need::Kind::any);
+}
+
+TEST_CASE("a statement on every shard is refused unless an explicit key names one") {
+  ShardMap m(two_shards());
+  auto [a, b] = keys_on_both(m);
+  ShardTarget all;
+  all.scope = ShardScope::all;
+  Need n = m.need(all, nullptr, std::nullopt);
+  CHECK(n.kind == Need::Kind::refuse);
+  CHECK(n.message.find("not limited to one shard key") != std::string::npos);
+  CHECK(n.hint.find("pgrouter.shard_key") != std::string::npos);
+  CHECK(m.need(all, nullptr, 1).shard == 1);
+  // A key that contradicts the session's explicit key is an error, not a silent choice.
+  int other = 1 - shard_of(m, a);
+  CHECK(m.need(keyed({lit(a)}), nullptr, other).kind == Need::Kind::refuse);
+  CHECK(m.need(keyed({lit(a)}), nullptr, shard_of(m, a)).kind == Need::Kind::one);
+  // The comment's key: routes, and conflicts with a different session key.
+  ShardTarget hinted = all;
+  hinted.hint_key = b;
+  CHECK(m.need(hinted, nullptr, std::nullopt).shard == shard_of(m, b));
+  CHECK(m.need(hinted, nullptr, 1 - shard_of(m, b)).kind == Need::Kind::refuse);
+  hinted.hint_key = "x";
+  CHECK(m.need(hinted, nullptr, std::nullopt).kind == Need::Kind::refuse);
+}
+
+TEST_CASE("refusals and tables in neither list") {
+  ShardMap m(two_shards());
+  ShardTarget r;
+  r.scope = ShardScope::refused;
+  r.refusal = "UPDATE of the shard key column tenant_id of users";
+  Need n = m.need(r, nullptr, std::nullopt);
+  CHECK(n.kind == Need::Kind::refuse);
+  CHECK(n.message.find("UPDATE of the shard key column") != std::string::npos);
+  ShardTarget plain;
+  plain.unsharded_tables = {"audit"};
+  CHECK(m.need(plain, nullptr, std::nullopt).shard == 1);  // default_shard
+  ShardMap strict(two_shards(control::Unsharded::reject));
+  Need s = strict.need(plain, nullptr, std::nullopt);
+  CHECK(s.kind == Need::Kind::refuse);
+  CHECK(s.message.find("audit") != std::string::npos);
+  // Joined with a tenant of the other shard than the default one: no shard has both.
+  auto [a, b] = keys_on_both(m);
+  std::string on0 = shard_of(m, a) == 0 ? a : b;
+  ShardTarget join = keyed({lit(on0)});
+  join.unsharded_tables = {"audit"};
+  CHECK(m.need(join, nullptr, std::nullopt).kind == Need::Kind::refuse);
+  ShardTarget ref;
+  ref.scope = ShardScope::reference;
+  CHECK(m.need(ref, nullptr, std::nullopt).kind == Need::Kind::any);
+  ref.writes_reference = true;
+  CHECK(m.need(ref, nullptr, std::nullopt).kind == Need::Kind::refuse);
+  ShardTarget bad;
+  bad.parse_error = true;
+  bad.scope = ShardScope::refused;
+  CHECK(m.need(bad, nullptr, std::nullopt).kind == Need::Kind::any);  // PostgreSQL's syntax error
+}
