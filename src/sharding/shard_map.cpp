@@ -76,7 +76,7 @@ ShardMap::ShardMap(const control::DatabaseConfig& db)
 }
 
 const sql::ShardTarget& ShardMap::target(std::string_view sql) {
-  auto it = cache_.find(std::string(sql));
+  auto it = cache_.find(sql);
   if (it != cache_.end()) return it->second;
   if (cache_.size() >= kCacheLimit) cache_.clear();
   return cache_.emplace(std::string(sql), sql::shard_target(sql, schema_)).first->second;

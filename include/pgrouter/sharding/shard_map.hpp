@@ -3,6 +3,7 @@
 // explicit key. One per (worker, database); rebuilt on reload, kept by a transaction that started with it.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -65,7 +66,11 @@ class ShardMap {
   control::ShardingConfig config_;
   std::shared_ptr<const Strategy> strategy_;
   sql::ShardingSchema schema_;
-  std::unordered_map<std::string, sql::ShardTarget> cache_;
+  struct TextHash {  // finds a text without building a std::string per lookup
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, sql::ShardTarget, TextHash, std::equal_to<>> cache_;
 };
 
 }  // namespace pgrouter::sharding
