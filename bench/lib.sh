@@ -142,7 +142,9 @@ HAP
 # with a message when the binary is missing or does not answer a query (it is still being written).
 # The database's replicas are the ports in PGROUTER_REPLICA_PORTS (space-separated; set but empty: none), by default
 # every replica start_replica made; PGROUTER_ROUTING, if set, is the database's routing: value as YAML flow
-# ("{read_from: any, probe_interval: 100ms}"); PGROUTER_UNNAMED, if set, is pool.unnamed_statements (pass|prepare).
+# ("{read_from: any, probe_interval: 100ms}"); PGROUTER_UNNAMED, if set, is pool.unnamed_statements (pass|prepare);
+# PGROUTER_SHARD_PORTS, if set, are more shards (their primaries' ports) and PGROUTER_SHARDING the database's sharding:
+# value as YAML flow.
 start_pgrouter() {
   if [ ! -x "$PGROUTER_BIN" ]; then
     log "SKIP pgrouter: $PGROUTER_BIN not found (build it, or set PGROUTER_BIN)"
@@ -154,6 +156,10 @@ start_pgrouter() {
   [ "$name" = baseline ] && sched=${PGROUTER_BASE_SCHED:-}  # listen.scheduling of each (empty: the build's default)
   for port in ${PGROUTER_REPLICA_PORTS-${REPLICA_PORTS[*]}}; do
     replicas+="${replicas:+, }{host: 127.0.0.1, port: $port}"
+  done
+  local more_shards=""
+  for port in ${PGROUTER_SHARD_PORTS:-}; do
+    more_shards+="      - primary: {host: 127.0.0.1, port: $port}"$'\n'
   done
   cat >"$W/$name.yaml" <<YAML
 version: 1
@@ -179,7 +185,8 @@ databases:
     shards:
       - primary: {host: 127.0.0.1, port: $PGPORT}
         replicas: [$replicas]
-${PGROUTER_ROUTING:+    routing: $PGROUTER_ROUTING}
+${more_shards}${PGROUTER_ROUTING:+    routing: $PGROUTER_ROUTING}
+${PGROUTER_SHARDING:+    sharding: $PGROUTER_SHARDING}
 users:
   - name: postgres
     password: unused-trust-on-both-sides
