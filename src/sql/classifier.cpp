@@ -6,14 +6,13 @@
 // recognises nodes by their (upper-case) wrapper key and RangeVars also by their "relname" member.
 #include "pgrouter/sql/classifier.hpp"
 
-#include <pg_query.h>
-
 #include <algorithm>
 
 #include "pgrouter/sql/builtin_functions.hpp"
 #include "pgrouter/sql/session_features.hpp"
 #include "pgrouter/util/strings.hpp"
 #include "sql/json_tree.hpp"
+#include "sql/parse_tree.hpp"
 
 namespace pgrouter::sql {
 
@@ -482,52 +481,20 @@ StatementClass Walker::statement(const JsonValue& node) {
   return StatementClass::write;
 }
 
-thread_local JsonTree tls_tree;
-thread_local bool tls_tree_busy = false;
-
 }  // namespace
 
 Classification classify(std::string_view sql,
                         const std::function<bool(std::string_view)>& is_read_only_function) {
   Classification out;
   out.hint = leading_hint(sql);
-
-  // libpg_query wants a C string; like PostgreSQL, it reads up to the first NUL.
-  thread_local std::string text;
-  text.assign(sql);
-  PgQueryParseResult parsed = pg_query_parse(text.c_str());
-  if (text.capacity() > 65536) std::string().swap(text);
-  struct Release {
-    PgQueryParseResult& r;
-    ~Release() { pg_query_free_parse_result(r); }
-  } release{parsed};
-  if (parsed.error) {
-    out.parse_error = true;
-    out.cls = StatementClass::write;
-    return out;
-  }
-
-  // The tree is per thread to keep its capacity; a classify() nested in is_read_only_function gets its own.
-  std::optional<JsonTree> nested;
-  JsonTree* tree = tls_tree_busy ? &nested.emplace() : &tls_tree;
-  bool owns_tls = !tls_tree_busy;
-  tls_tree_busy = true;
-  struct Unbusy {
-    JsonTree& tree;
-    bool owns;
-    ~Unbusy() {
-      tree.trim();
-      if (owns) tls_tree_busy = false;
-    }
-  } unbusy{*tree, owns_tls};
-
-  const JsonValue* stmts = nullptr;
-  if (tree->parse(parsed.parse_tree)) stmts = tree->member(tree->root(), "stmts");
+  ParsedText parsed(sql);
+  const JsonValue* stmts = parsed.statements();
   if (!stmts) {
     out.parse_error = true;
     out.cls = StatementClass::write;
     return out;
   }
+  const JsonTree* tree = &parsed.tree();
 
   Walker walker(*tree, is_read_only_function, out);
   int strongest = -1;

@@ -45,9 +45,16 @@ struct ShardTarget {
   // A leading or embedded `/* pgrouter: shard_key=42 */` comment (the value as written, quotes removed).
   std::string hint_key;
   bool parse_error = false;  // libpg_query rejected the text (PostgreSQL will answer it: any shard will do)
+  // A COPY ... FROM (any table): its rows arrive as CopyData, so the caller splits them by key or refuses.
+  bool copy_from = false;
+  // COPY of a sharded table FROM with a column list: the key column's index in that list (its field in each
+  // row); -1 without a column list (the table's own column order, which only the server knows).
+  int copy_key_column = -1;
 };
 
 // Analyses one Query or Parse text (several statements: the union of their targets; a refusal wins).
+// The cost is about one classify() of the text: one parse and one walk of its tree. Keys are found by value,
+// so a caller that caches by statement shape calls this on each text whose literals it needs.
 ShardTarget shard_target(std::string_view sql, const ShardingSchema& schema);
 
 }  // namespace pgrouter::sql
