@@ -233,6 +233,283 @@ const Section<RoutingConfig>& routing_section() {
   return section;
 }
 
+// ---------------------------------------------------------------- sharding
+
+// An identifier as PostgreSQL reads it: unquoted, folded to lower case (ASCII letters only, as in a UTF-8
+// database); "quoted", kept as written with "" for a quote. nullopt, with `problem` set, if malformed.
+std::optional<std::string> sql_identifier(std::string_view text, std::string& problem) {
+  std::string out;
+  if (text.size() >= 2 && text.front() == '"' && text.back() == '"') {
+    for (size_t i = 1; i + 1 < text.size(); ++i) {
+      if (text[i] == '"') {
+        if (i + 2 < text.size() && text[i + 1] == '"') {
+          out += '"';
+          ++i;
+          continue;
+        }
+        problem = "a quote inside a quoted identifier must be doubled";
+        return std::nullopt;
+      }
+      out += text[i];
+    }
+    if (out.empty()) problem = "a quoted identifier cannot be empty";
+    if (out.find('.') != std::string::npos) problem = "pgrouter does not support '.' inside a quoted name";
+  } else {
+    auto start = [](unsigned char c) { return std::isalpha(c) || c == '_' || c >= 0x80; };
+    if (text.empty() || !start(static_cast<unsigned char>(text.front()))) {
+      problem = "an identifier starts with a letter or '_' (or is in double quotes)";
+      return std::nullopt;
+    }
+    for (char c : text) {
+      auto u = static_cast<unsigned char>(c);
+      if (!(start(u) || std::isdigit(u) || c == '$')) {
+        problem = fmt::format("'{}' is not allowed in an unquoted identifier (double-quote the name)", c);
+        return std::nullopt;
+      }
+    }
+    out = util::ascii_lower(text);
+  }
+  // PostgreSQL would truncate a longer name (NAMEDATALEN), and then it would not match what is written here.
+  if (problem.empty() && out.size() > 63) problem = "an identifier is at most 63 bytes";
+  if (!problem.empty()) return std::nullopt;
+  return out;
+}
+
+// A table name, "table" or "schema.table", each part an identifier.
+std::optional<std::string> sql_table_name(std::string_view text, std::string& problem) {
+  // The separating '.' is the first one outside quotes.
+  bool quoted = false;
+  size_t dot = std::string_view::npos;
+  for (size_t i = 0; i < text.size() && dot == std::string_view::npos; ++i) {
+    if (text[i] == '"') quoted = !quoted;
+    if (text[i] == '.' && !quoted) dot = i;
+  }
+  if (dot == std::string_view::npos) return sql_identifier(text, problem);
+  auto schema = sql_identifier(text.substr(0, dot), problem);
+  if (!schema) return std::nullopt;
+  auto table = sql_identifier(text.substr(dot + 1), problem);
+  if (!table) return std::nullopt;
+  return *schema + "." + *table;
+}
+
+std::string key_type_names() { return "smallint, integer, bigint, text or uuid (or int2, int4, int8)"; }
+
+const Section<ShardPin>& pin_section() {
+  static const Section<ShardPin> section{
+      "in a sharding pin",
+      {grouped("pin", Key<ShardPin>{"key",
+                                    kReloadable,
+                                    false,
+                                    {},
+                                    [](Loader& l, const Field& f, ShardPin& pin) {
+                                      if (auto text = l.text(f)) pin.keys = {*text};
+                                    }}),
+       grouped("pin", name_list_key("keys", &ShardPin::keys)),
+       int_key("from", &ShardPin::from, INT64_MIN, INT64_MAX, kReloadable),
+       int_key("to", &ShardPin::to, INT64_MIN, INT64_MAX, kReloadable),
+       required(int_key("shard", &ShardPin::shard, 0, 65535, kReloadable))},
+      [](Loader& l, const Field& f, ShardPin& pin) {
+        if (!f.value.IsMap()) return;
+        bool keyed = f.value["key"].IsDefined() || f.value["keys"].IsDefined();
+        bool ranged = f.value["from"].IsDefined() || f.value["to"].IsDefined();
+        if (keyed == ranged) {
+          l.error_at(f, keyed ? "a pin names keys ('key' or 'keys') or a range ('from' and 'to'), not both"
+                              : "a pin needs 'key', 'keys' or a range ('from' and 'to')");
+        } else if (ranged && (f.value["from"].IsDefined() != f.value["to"].IsDefined())) {
+          l.error_at(f, "a pin's range needs both 'from' and 'to' (both inclusive)");
+        } else if (pin.from && pin.to && *pin.from > *pin.to) {
+          l.error_at(
+              f.value["from"].Mark(),
+              fmt::format("a pin's range is empty: 'from' ({}) is above 'to' ({})", *pin.from, *pin.to));
+        } else if (f.value["keys"].IsDefined() && pin.keys.empty()) {
+          l.error_at(f.value["keys"].Mark(), "'keys' must list at least one key");
+        }
+      }};
+  return section;
+}
+
+// pins: read each pin, then check its keys and range against the key type read before it.
+Key<ShardingConfig> pins_key() {
+  return {"pins", kReloadable, false, {}, [](Loader& l, const Field& f, ShardingConfig& s) {
+            if (!f.value.IsSequence()) {
+              l.error_at(f, "'pins' must be a list of {key: K | keys: [K, ...] | from: N, to: N, shard: I}");
+              return;
+            }
+            std::map<std::string, int> first_line;
+            for (const auto& element : f.value) {
+              ShardPin pin;
+              apply_section(l, Field{"pins", element, element}, pin_section(), pin);
+              if (!element.IsMap()) continue;
+              auto type = sharding::to_string(s.key_type);
+              if ((pin.from || pin.to) &&
+                  (s.key_type == sharding::KeyType::text || s.key_type == sharding::KeyType::uuid))
+                l.error_at(element["from"].IsDefined() ? element["from"].Mark() : element["to"].Mark(),
+                           fmt::format("a pin's range needs an integer key_type, not {}", type));
+              for (auto [bound, value] : {std::pair{"from", pin.from}, std::pair{"to", pin.to}}) {
+                bool integer = s.key_type != sharding::KeyType::text && s.key_type != sharding::KeyType::uuid;
+                if (integer && value && !sharding::parse_text(std::to_string(*value), s.key_type))
+                  l.error_at(
+                      element[bound].Mark(),
+                      fmt::format("a pin's '{}' ({}) is out of range for key_type {}", bound, *value, type));
+              }
+              // The YAML nodes of the keys, for the position of each error.
+              std::vector<YAML::Node> nodes;
+              if (element["key"].IsDefined()) nodes.push_back(element["key"]);
+              if (element["keys"].IsDefined() && element["keys"].IsSequence()) {
+                for (const auto& node : element["keys"]) nodes.push_back(node);
+              } else if (element["keys"].IsDefined()) {
+                nodes.push_back(element["keys"]);
+              }
+              for (size_t i = 0; i < pin.keys.size() && i < nodes.size(); ++i) {
+                auto value = sharding::parse_text(pin.keys[i], s.key_type);
+                if (!value) {
+                  l.error_at(nodes[i].Mark(),
+                             fmt::format("pin key '{}' is not a valid {} (key_type)", pin.keys[i], type));
+                  continue;
+                }
+                int line = nodes[i].Mark().line + 1;
+                auto [it, inserted] = first_line.emplace(sharding::to_text(*value), line);
+                if (!inserted)
+                  l.error_at(nodes[i].Mark(), fmt::format("key '{}' is pinned twice (first at line {})",
+                                                          pin.keys[i], it->second));
+              }
+              s.pins.push_back(std::move(pin));
+            }
+          }};
+}
+
+// tables: a map of table -> key column.
+Key<ShardingConfig> tables_key() {
+  return {
+      "tables", kReloadable, false, {}, [](Loader& l, const Field& f, ShardingConfig& s) {
+        if (!f.value.IsMap()) {
+          l.error_at(f, "'tables' must be a map of table: key column (users: tenant_id)");
+          return;
+        }
+        std::map<std::string, int> first_line;
+        for (const auto& pair : f.value) {
+          Field table_field{"tables", pair.first, pair.first};
+          auto table_text = l.text(table_field);
+          if (!table_text) continue;
+          std::string problem;
+          auto table = sql_table_name(*table_text, problem);
+          if (!table) {
+            l.error_at(pair.first.Mark(), fmt::format("table '{}' in 'tables': {}", *table_text, problem));
+            continue;
+          }
+          auto column_text = l.text(Field{*table_text, pair.first, pair.second});
+          if (!column_text) continue;
+          auto column = sql_identifier(*column_text, problem);
+          if (!column) {
+            l.error_at(pair.second.Mark(),
+                       fmt::format("key column '{}' of table '{}': {}", *column_text, *table_text, problem));
+            continue;
+          }
+          int line = pair.first.Mark().line + 1;
+          if (auto [it, inserted] = first_line.emplace(*table, line); !inserted) {
+            l.error_at(
+                pair.first.Mark(),
+                fmt::format("table '{}' is listed twice in 'tables' (first at line {})", *table, it->second));
+            continue;
+          }
+          s.tables.emplace_back(*table, *column);
+        }
+      }};
+}
+
+Key<ShardingConfig> reference_tables_key() {
+  return {"reference_tables", kReloadable, false, {}, [](Loader& l, const Field& f, ShardingConfig& s) {
+            std::vector<Field> items;
+            if (f.value.IsSequence()) {
+              for (const auto& item : f.value) items.push_back({f.name, item, item});
+            } else {
+              items.push_back(f);
+            }
+            std::map<std::string, int> first_line;
+            for (const auto& item : items) {
+              auto text = l.text(item);
+              if (!text) continue;
+              std::string problem;
+              auto table = sql_table_name(*text, problem);
+              if (!table) {
+                l.error_at(item, fmt::format("table '{}' in 'reference_tables': {}", *text, problem));
+                continue;
+              }
+              int line = item.mark().line + 1;
+              if (auto [it, inserted] = first_line.emplace(*table, line); !inserted) {
+                l.error_at(item,
+                           fmt::format("table '{}' is listed twice in 'reference_tables' (first at line {})",
+                                       *table, it->second));
+                continue;
+              }
+              s.reference_tables.push_back(*table);
+            }
+          }};
+}
+
+// Checks that need only the section itself; those against the number of shards are in database_section.
+const Section<ShardingConfig>& sharding_section() {
+  using S = ShardingConfig;
+  static const Section<S> section{
+      "in sharding",
+      {parsed_key("key_type", &S::key_type, kReloadable, key_type_names(),
+                  [](std::string_view text) { return sharding::parse_key_type(text); }),
+       choice_key<S, ShardStrategy>("strategy", &S::strategy,
+                                    {{"hash", ShardStrategy::hash},
+                                     {"consistent", ShardStrategy::consistent},
+                                     {"map", ShardStrategy::map}},
+                                    kReloadable),
+       choice_key<S, ShardStrategy>(
+           "fallback", &S::fallback,
+           {{"hash", ShardStrategy::hash}, {"consistent", ShardStrategy::consistent}}, kReloadable),
+       pins_key(), tables_key(), reference_tables_key(),
+       choice_key<S, Unsharded>("unsharded", &S::unsharded,
+                                {{"default_shard", Unsharded::default_shard}, {"reject", Unsharded::reject}},
+                                kReloadable),
+       int_key("default_shard", &S::default_shard, 0, 65535, kReloadable),
+       choice_key<S, CrossShard>("cross_shard", &S::cross_shard,
+                                 {{"scatter", CrossShard::scatter}, {"reject", CrossShard::reject}},
+                                 kReloadable),
+       choice_key<S, CrossShardWrites>(
+           "cross_shard_writes", &S::cross_shard_writes,
+           {{"two_phase", CrossShardWrites::two_phase}, {"reject", CrossShardWrites::reject}}, kReloadable)},
+      [](Loader& l, const Field& f, S& s) {
+        if (!f.value.IsMap()) return;
+        if (!s.pins.empty() && s.strategy != ShardStrategy::map)
+          l.error_at(f.value["pins"].Mark(), "'pins' needs strategy: map");
+        for (const auto& table : s.reference_tables) {
+          auto sharded = std::find_if(s.tables.begin(), s.tables.end(),
+                                      [&](const auto& entry) { return entry.first == table; });
+          if (sharded != s.tables.end())
+            l.error_at(f.value["reference_tables"].Mark(),
+                       fmt::format("table '{}' is in both 'tables' and 'reference_tables'", table));
+        }
+      }};
+  return section;
+}
+
+// The sharding section, then what depends on the number of shards. With one shard the section is read and
+// checked but not used, so shard numbers are not checked against a count that is still to grow.
+Key<DatabaseConfig> database_sharding_key() {
+  return {"sharding", kReloadable, false, {}, [](Loader& l, const Field& f, DatabaseConfig& db) {
+            apply_section(l, f, sharding_section(), db.sharding);
+            size_t shards = db.shards.size();
+            if (shards <= 1 || !f.value.IsMap()) return;
+            if (db.sharding.default_shard >= shards)
+              l.error_at(f.value["default_shard"].Mark(),
+                         fmt::format("default_shard {} does not exist: shards are numbered 0 to {}",
+                                     db.sharding.default_shard, shards - 1));
+            const auto& pins = f.value["pins"];
+            if (!pins.IsDefined() || !pins.IsSequence()) return;
+            for (size_t i = 0; i < db.sharding.pins.size() && i < pins.size(); ++i) {
+              if (db.sharding.pins[i].shard >= shards)
+                l.error_at(pins[i]["shard"].Mark(),
+                           fmt::format("pin to shard {}, which does not exist: shards are numbered 0 to {}",
+                                       db.sharding.pins[i].shard, shards - 1));
+            }
+          }};
+}
+
 const Section<DatabaseConfig>& database_section() {
   static const Section<DatabaseConfig> section{
       "in a databases entry",
@@ -240,6 +517,7 @@ const Section<DatabaseConfig>& database_section() {
        string_key("dbname", &DatabaseConfig::dbname, kReloadable, non_empty),
        required(list_key("shards", &DatabaseConfig::shards, shard_section, 1)),
        section_key("routing", &DatabaseConfig::routing, routing_section, kReloadable),
+       database_sharding_key(),
        {"pool",
         kReloadable,
         false,
@@ -292,7 +570,10 @@ const Section<UserConfig>& user_section() {
        choice_key<UserConfig, std::optional<ReadFrom>>(
            "read_from", &UserConfig::read_from,
            {{"replicas", ReadFrom::replicas}, {"primary", ReadFrom::primary}, {"any", ReadFrom::any}},
-           kReloadable)},
+           kReloadable),
+       choice_key<UserConfig, std::optional<CrossShard>>(
+           "cross_shard", &UserConfig::cross_shard,
+           {{"scatter", CrossShard::scatter}, {"reject", CrossShard::reject}}, kReloadable)},
       [](Loader& l, const Field& f, UserConfig& user) {
         if (user.backend_user.empty()) user.backend_user = user.name;
         if (user.backend_password.empty()) user.backend_password = user.password;
