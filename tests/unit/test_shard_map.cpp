@@ -83,18 +83,22 @@ std::string be64(int64_t v) {
 }  // namespace
 
 TEST_CASE("BoundParams reads a Bind's values and formats") {
-  auto b = BoundParams::from_bind(bind_body({}, {"42", std::nullopt}));
+  // (BoundParams points into the message: each body outlives it.)
+  std::string body = bind_body({}, {"42", std::nullopt});
+  auto b = BoundParams::from_bind(body);
   REQUIRE(b);
   bool binary = true;
   CHECK(b->value(1, binary) == std::optional<std::string_view>("42"));
   CHECK_FALSE(binary);
   CHECK_FALSE(b->value(2, binary));  // NULL
   CHECK_FALSE(b->value(3, binary));  // no such parameter
-  auto one = BoundParams::from_bind(bind_body({1}, {be64(7), be64(8)}));
+  std::string one_body = bind_body({1}, {be64(7), be64(8)});
+  auto one = BoundParams::from_bind(one_body);
   REQUIRE(one);
   CHECK(one->value(2, binary));
   CHECK(binary);  // one format code applies to all
-  auto each = BoundParams::from_bind(bind_body({0, 1}, {"7", be64(8)}));
+  std::string each_body = bind_body({0, 1}, {"7", be64(8)});
+  auto each = BoundParams::from_bind(each_body);
   REQUIRE(each);
   each->value(1, binary);
   CHECK_FALSE(binary);
@@ -124,13 +128,15 @@ TEST_CASE("parameters decide at Bind, in text or binary") {
   auto [a, b] = keys_on_both(m);
   ShardTarget t = keyed({param(1)});
   CHECK(m.need(t, nullptr, std::nullopt).kind == Need::Kind::any);  // not bound yet
-  auto text = BoundParams::from_bind(bind_body({}, {b}));
+  std::string text_body = bind_body({}, {b}), bin_body = bind_body({1}, {be64(std::stoll(b))}),
+              null_body = bind_body({}, {std::nullopt});
+  auto text = BoundParams::from_bind(text_body);
   Need n = m.need(t, &*text, std::nullopt);
   CHECK(n.kind == Need::Kind::one);
   CHECK(n.shard == shard_of(m, b));
-  auto bin = BoundParams::from_bind(bind_body({1}, {be64(std::stoll(b))}));
+  auto bin = BoundParams::from_bind(bin_body);
   CHECK(m.need(t, &*bin, std::nullopt).shard == shard_of(m, b));
-  auto null = BoundParams::from_bind(bind_body({}, {std::nullopt}));
+  auto null = BoundParams::from_bind(null_body);
   CHECK(m.need(t, &*null, std::nullopt).kind == Need::Kind::any);
 }
 
