@@ -251,13 +251,17 @@ std::optional<KeyValue> parse_binary(std::string_view bytes, KeyType type) {
     case KeyType::int2:
     case KeyType::int4:
     case KeyType::int8: {
-      size_t width = type == KeyType::int2 ? 2 : type == KeyType::int4 ? 4 : 8;
-      if (bytes.size() != width) return std::nullopt;
+      // The width is the parameter's own type (a client may bind an int2 against a bigint key: PostgreSQL
+      // compares across integer types); the value must still fit the key's type.
+      size_t width = bytes.size();
+      if (width != 2 && width != 4 && width != 8) return std::nullopt;
       uint64_t raw = 0;
       for (size_t i = 0; i < width; ++i) raw = raw << 8 | data[i];
-      // Sign-extend from the type's width.
-      int shift = int(64 - 8 * width);
+      int shift = int(64 - 8 * width);  // sign-extend from the width
       v.integer = static_cast<int64_t>(raw << shift) >> shift;
+      int64_t lo = type == KeyType::int2 ? INT16_MIN : type == KeyType::int4 ? INT32_MIN : INT64_MIN;
+      int64_t hi = type == KeyType::int2 ? INT16_MAX : type == KeyType::int4 ? INT32_MAX : INT64_MAX;
+      if (v.integer < lo || v.integer > hi) return std::nullopt;
       return v;
     }
     case KeyType::uuid:
