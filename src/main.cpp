@@ -10,12 +10,14 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "pgrouter/asio.hpp"
 #include "pgrouter/util/strings.hpp"
 #include "pgrouter/control/admin_http.hpp"
 #include "pgrouter/control/config.hpp"
 #include "pgrouter/control/log.hpp"
+#include "pgrouter/control/shard_plan.hpp"
 #include "pgrouter/net/tls.hpp"
 #include "pgrouter/worker.hpp"
 
@@ -24,6 +26,8 @@ using namespace pgrouter;
 namespace {
 
 constexpr const char* kHelp = R"(Usage: pgrouter [OPTIONS]
+       pgrouter shard-plan --from A.yaml --to B.yaml [--database NAME] [--keys FILE]
+       pgrouter shard-of --config FILE --database NAME KEY...
 
 pgrouter is a PostgreSQL proxy: clients connect to it as if it were PostgreSQL, and it relays
 their sessions to the servers named in its configuration through per-database connection pools.
@@ -35,6 +39,27 @@ Options:
                            line per problem on stderr.
   -h, --help               Show this help and exit.
   -V, --version            Show the version and exit.
+
+Sharding commands (see docs/SHARDING.md):
+  shard-plan --from A.yaml --to B.yaml [--database NAME] [--keys FILE]
+                           Show which keys change shard when the configuration goes from A.yaml to
+                           B.yaml (more shards, another strategy, new pins). For each database in both
+                           files with more than one shard in either (or only NAME), each key that moves is
+                           printed as KEY<TAB>FROM_SHARD<TAB>TO_SHARD, then one summary line,
+                           database NAME: M of N keys move (P%). A database with one shard has all its
+                           keys on shard 0. The keys are read from FILE, one a line (blank lines skipped);
+                           without --keys, the integers 1 to 100000 are used for integer key types (to
+                           32767 for smallint) and other key types are an error. Both files are validated
+                           as by --check-config; a database sharded in both keeps its key_type. Exit status: 0,
+                           1 for an invalid configuration or key, 2 for bad usage.
+  shard-of --config FILE --database NAME KEY...
+                           Print KEY<TAB>SHARD for each KEY, in order: the shard that owns it under the
+                           database's sharding section. Each KEY is read as the database's key_type reads
+                           it (as PostgreSQL's input function would); arguments after -- are all keys,
+                           even those starting with --. One invalid KEY prints nothing and exits 1.
+                           The shards of strategy: hash are the remainders PostgreSQL's PARTITION BY
+                           HASH gives with the number of shards as modulus, so they can be checked with
+                           satisfies_hash_partition().
 
 Signals:
   SIGHUP                   Re-read the configuration file. An invalid file is rejected whole: the running
@@ -61,6 +86,12 @@ std::shared_ptr<net::ssl::context> tls_for(const control::Config& c, std::string
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Subcommands: offline tools that never start the proxy.
+  if (argc > 1 && (std::strcmp(argv[1], "shard-plan") == 0 || std::strcmp(argv[1], "shard-of") == 0)) {
+    std::vector<std::string> args(argv + 2, argv + argc);
+    return std::strcmp(argv[1], "shard-plan") == 0 ? control::shard_plan_main(args, std::cout, std::cerr)
+                                                   : control::shard_of_main(args, std::cout, std::cerr);
+  }
   std::string config_path = "/etc/pgrouter/pgrouter.yaml";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];

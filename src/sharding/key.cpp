@@ -3,8 +3,6 @@
 // the remainder PostgreSQL itself would give the row.
 #include "pgrouter/sharding/key.hpp"
 
-#include <fmt/format.h>
-
 #include <climits>
 #include <cstring>
 
