@@ -5,8 +5,11 @@
 // shard: pgrouter answers it and opens the transaction on the shard the next statement chooses
 // (defer_begin).
 #include <cctype>
+#include <optional>
+#include <vector>
 
 #include "pgrouter/control/log.hpp"
+#include "pgrouter/protocol/backend.hpp"
 #include "pgrouter/protocol/frontend.hpp"
 #include "pgrouter/session/client_session.hpp"
 #include "pgrouter/util/strings.hpp"
@@ -178,21 +181,77 @@ bool ClientSession::shard_refusal(char type, std::string_view body) {
   return true;
 }
 
-bool ClientSession::defer_begin(const char* d, size_t n, std::string& reply) {
-  // A transaction opened by a lone simple-Query BEGIN (psql, psycopg, node-postgres do this) names no shard:
-  // its BEGIN is answered here and sent on the shard the next statement chooses (with its replies dropped).
-  if (n < 5 || d[0] != fe::kQuery || pinned_ || session_shard_key()) return false;
-  uint32_t len = p::read_be32(d + 1);
-  if (len < 5 || size_t(len) + 1 != n) return false;  // exactly one whole message
+namespace {
+
+struct Msg {
+  char type;
+  std::string_view body;
+};
+
+// The messages of d[0..n), if it holds only whole ones (at most max).
+std::optional<std::vector<Msg>> whole_messages(const char* d, size_t n, size_t max) {
+  std::vector<Msg> out;
+  for (size_t i = 0; i < n;) {
+    if (n - i < 5 || out.size() == max) return std::nullopt;
+    uint32_t len = p::read_be32(d + i + 1);
+    if (len < 4 || n - i - 1 < len) return std::nullopt;
+    out.push_back({d[i], std::string_view(d + i + 5, len - 4)});
+    i += 1 + len;
+  }
+  return out;
+}
+
+// The text of a BEGIN sent as Parse/Bind/[Describe portal]/Execute/Sync of the unnamed statement and portal
+// with no parameters (libpq's PQsendQueryParams: psycopg, pgbench -M extended), and whether it was described.
+std::optional<std::string_view> extended_begin(const std::vector<Msg>& m, bool& described) {
+  described = m.size() == 5;
+  if (m.size() != 4 && m.size() != 5) return std::nullopt;
+  const Msg& parse = m[0];
+  const Msg& bind = m[1];
+  const Msg& exec = m[m.size() - 2];
+  if (parse.type != fe::kParse || bind.type != fe::kBind || exec.type != fe::kExecute ||
+      m.back().type != fe::kSync || (described && m[2].type != fe::kDescribe))
+    return std::nullopt;
   size_t pos = 0;
-  auto sql = p::read_cstring(std::string_view(d + 5, len - 4), pos);
+  auto name = p::read_cstring(parse.body, pos);
+  auto sql = name ? p::read_cstring(parse.body, pos) : std::nullopt;
+  if (!sql || !name->empty() || parse.body.substr(pos) != std::string_view("\0\0", 2)) return std::nullopt;
+  // Unnamed portal and statement, no parameter formats or values (result formats do not matter: no rows).
+  if (bind.body.substr(0, 6) != std::string_view("\0\0\0\0\0\0", 6)) return std::nullopt;
+  if (described && m[2].body != std::string_view("P\0", 2)) return std::nullopt;
+  if (exec.body.substr(0, 1) != std::string_view("\0", 1)) return std::nullopt;
+  return sql;
+}
+
+}  // namespace
+
+bool ClientSession::defer_begin(const char* d, size_t n, std::string& reply) {
+  // A transaction opened by a lone BEGIN (psql and node-postgres send a simple Query, psycopg and pgbench -M
+  // extended an unnamed Parse/Bind/Execute) names no shard: it is answered here and sent, as a simple Query,
+  // on the shard the next statement chooses (its replies dropped).
+  if (pinned_ || session_shard_key()) return false;
+  auto msgs = whole_messages(d, n, 5);
+  if (!msgs || msgs->empty()) return false;
+  bool extended = false, described = false;
+  std::optional<std::string_view> sql;
+  if (msgs->size() == 1 && (*msgs)[0].type == fe::kQuery) {
+    size_t pos = 0;
+    sql = p::read_cstring((*msgs)[0].body, pos);
+  } else {
+    sql = extended_begin(*msgs, described);
+    extended = true;
+  }
   if (!sql) return false;
   const auto& c = w_.classifier().get(*sql);
-  if (c.cls != sql::StatementClass::transaction_begin || c.statements != 1 || c.parse_error ||
-      c.transaction_control == false)
-    return false;
+  if (c.cls != sql::StatementClass::transaction_begin || c.statements != 1 || c.parse_error) return false;
   deferred_begin_.assign(*sql);
   deferred_begin_read_only_ = c.read_only_begin;
+  if (extended) {
+    namespace be = pgrouter::protocol::backend;
+    p::append_header(reply, be::kParseComplete, 0);
+    p::append_header(reply, be::kBindComplete, 0);
+    if (described) p::append_header(reply, be::kNoData, 0);
+  }
   p::append_command_complete(reply, begin_tag(*sql));
   p::append_ready_for_query(reply, 'T');
   w_.stats().shard_begins_deferred_total.fetch_add(1, std::memory_order_relaxed);

@@ -34,23 +34,17 @@ constexpr std::string_view kDuplicate = "pgr_duplicate";
 // The statement and portal through which pgrouter runs a SQL PREPARE inside an extended-protocol batch.
 constexpr std::string_view kHelper = "pgr_prepare";
 
-// Session parameters carried across servers (the list plus the usual driver settings);
+// Session parameters carried across servers (pgrouter's own, and the usual driver settings);
 // pool.track_parameters adds more.
-constexpr std::array<std::string_view, 15> kTracked{"pgrouter.route",
-                                                    "search_path",
-                                                    "timezone",
-                                                    "datestyle",
-                                                    "intervalstyle",
-                                                    "client_encoding",
-                                                    "application_name",
-                                                    "statement_timeout",
-                                                    "standard_conforming_strings",
-                                                    "lock_timeout",
-                                                    "idle_in_transaction_session_timeout",
-                                                    "extra_float_digits",
-                                                    "bytea_output",
-                                                    "client_min_messages",
-                                                    "default_transaction_read_only"};
+constexpr std::array<std::string_view, 16> kTracked{
+    "pgrouter.route",      "pgrouter.shard_key",
+    "search_path",         "timezone",
+    "datestyle",           "intervalstyle",
+    "client_encoding",     "application_name",
+    "statement_timeout",   "standard_conforming_strings",
+    "lock_timeout",        "idle_in_transaction_session_timeout",
+    "extra_float_digits",  "bytea_output",
+    "client_min_messages", "default_transaction_read_only"};
 
 // Characters (UTF-8) in s, as PostgreSQL counts error positions.
 uint32_t chars(std::string_view s) {

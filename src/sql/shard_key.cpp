@@ -1,11 +1,11 @@
 // Shard key extraction from libpg_query's parse tree (see the header and docs/ARCHITECTURE.md).
 //
 // Each query level (a SELECT, UPDATE or DELETE, a subquery, a CTE body) is analysed on its own: its FROM
-// items are collected, its top-level AND conjuncts of WHERE and JOIN ON give facts ("occurrence o's key is one
-// of these values") and equalities between key columns, the equalities carry limits from one occurrence to
-// another, and then its subqueries are analysed with it as their outer level, so a correlated `o.k = u.k`
-// limits o when u is limited. A sharded table's occurrence no fact limits makes the statement need every shard.
-// Everything is conservative: what is not recognised limits nothing.
+// items are collected, its top-level AND conjuncts of WHERE and JOIN ON give facts ("occurrence o's key is
+// one of these values") and equalities between key columns, the equalities carry limits from one occurrence
+// to another, and then its subqueries are analysed with it as their outer level, so a correlated `o.k = u.k`
+// limits o when u is limited. A sharded table's occurrence no fact limits makes the statement need every
+// shard. Everything is conservative: what is not recognised limits nothing.
 #include "pgrouter/sql/shard_key.hpp"
 
 #include <algorithm>
@@ -233,7 +233,8 @@ std::pair<RelKind, int> Analyzer::relation_kind(std::string_view schema, std::st
   for (const std::string& name : schema_.reference)
     if (matches(name)) return {RelKind::reference, -1};
   // System relations are on every server and hold nothing of the tenants'.
-  if (schema == "pg_catalog" || schema == "information_schema" || (schema.empty() && relname.starts_with("pg_")))
+  if (schema == "pg_catalog" || schema == "information_schema" ||
+      (schema.empty() && relname.starts_with("pg_")))
     return {RelKind::catalog, -1};
   return {RelKind::other, -1};
 }
@@ -267,7 +268,6 @@ void Analyzer::ddl_relation(std::string_view schema, std::string_view relname, s
       break;
   }
 }
-
 
 // ---- query levels ----
 
@@ -460,7 +460,6 @@ void Analyzer::walk(const JsonValue& v, const Level* parent) {
   }
 }
 
-
 // ---- INSERT and MERGE ----
 
 // INSERT into a sharded table: every row's key must be known, and what the rows are made from must be on the
@@ -506,8 +505,9 @@ bool Analyzer::insert_rows(const JsonValue& f, std::string_view table, std::stri
   query(type, *source, nullptr, &probe);
   if (!probe.keyed && values) return refuse(std::move(no_value));
   if (!probe.keyed || unlimited_ > unlimited_before)
-    return refuse(values ? cat("INSERT into sharded table ", table, " with a subquery not limited to one shard key")
-                         : cat("INSERT ... SELECT into sharded table ", table, " not limited to one shard key"));
+    return refuse(
+        values ? cat("INSERT into sharded table ", table, " with a subquery not limited to one shard key")
+               : cat("INSERT ... SELECT into sharded table ", table, " not limited to one shard key"));
   return true;
 }
 
@@ -564,7 +564,6 @@ void Analyzer::merge(const JsonValue& f, const Level* parent) {
   }
   level("MergeStmt", f, parent, nullptr);
 }
-
 
 // ---- facts ----
 
@@ -790,7 +789,6 @@ KeyColumns Analyzer::qualified(std::string_view schema, std::string_view rel, st
   return {};
 }
 
-
 // ---- values ----
 
 // A constant or parameter, possibly negated, possibly cast (a cast of the value, not of the column).
@@ -823,7 +821,8 @@ std::pair<std::string_view, const JsonValue*> Analyzer::uncast(const JsonValue* 
     if (n++ == 0) first = last;
   });
   if (n > 2 || (n == 2 && first != "pg_catalog")) return {};
-  if (last != "int2" && last != "int4" && last != "int8" && last != "text" && last != "varchar" && last != "uuid")
+  if (last != "int2" && last != "int4" && last != "int8" && last != "text" && last != "varchar" &&
+      last != "uuid")
     return {};
   return node(member(*f, "arg"));
 }
@@ -868,7 +867,8 @@ std::optional<std::string> Analyzer::integer_at(const JsonValue& c) const {
     out = "-";
     for (size_t next = at + 1; next != at;) {
       at = next;
-      while (at < sql_.size() && (sql_[at] == ' ' || sql_[at] == '\t' || sql_[at] == '\n' || sql_[at] == '\r'))
+      while (at < sql_.size() &&
+             (sql_[at] == ' ' || sql_[at] == '\t' || sql_[at] == '\n' || sql_[at] == '\r'))
         ++at;
       next = util::sql_comment_end(sql_, at);
     }
@@ -885,7 +885,8 @@ std::optional<std::string> Analyzer::integer_at(const JsonValue& c) const {
 bool Analyzer::negated(const JsonValue& e, std::vector<KeyRef>& out) const {
   const JsonValue* name = member(e, "name");
   const JsonValue* op = name ? tree_.first(*name) : nullptr;
-  if (member(e, "lexpr") || text(e, "kind") != "AEXPR_OP" || !op || op->next_sibling || string_node(*op) != "-")
+  if (member(e, "lexpr") || text(e, "kind") != "AEXPR_OP" || !op || op->next_sibling ||
+      string_node(*op) != "-")
     return false;
   auto [type, f] = uncast(member(e, "rexpr"));
   if (type != "A_Const" || (!member(*f, "ival") && !member(*f, "fval")) || !constant(*f, out)) return false;
@@ -1017,7 +1018,6 @@ void Analyzer::ddl(const JsonValue& v) {
     if (m->key != "typevar") ddl(*m);  // typevar: CREATE TYPE's name, not a relation
 }
 
-
 // ---- hints ----
 
 size_t skip_blanks(std::string_view s, size_t i) {
@@ -1041,14 +1041,17 @@ std::optional<std::string> hint_value(std::string_view body, size_t i) {
 // "shard_key=42" (or ": '42'") in one comment's "pgrouter: ..." list, which may hold a route hint too.
 std::optional<std::string> shard_key_in_comment(std::string_view body) {
   for (size_t at = 0; at + 8 <= body.size(); ++at) {
-    if (!util::equals_ascii_ci(body.substr(at, 8), "pgrouter") || (at > 0 && util::sql_ident_char(body[at - 1])))
+    if (!util::equals_ascii_ci(body.substr(at, 8), "pgrouter") ||
+        (at > 0 && util::sql_ident_char(body[at - 1])))
       continue;
     size_t i = skip_blanks(body, at + 8);
     if (i >= body.size() || (body[i] != ':' && body[i] != '=')) continue;
     for (size_t k = i + 1; k + 9 <= body.size(); ++k) {
-      if (!util::equals_ascii_ci(body.substr(k, 9), "shard_key") || util::sql_ident_char(body[k - 1])) continue;
+      if (!util::equals_ascii_ci(body.substr(k, 9), "shard_key") || util::sql_ident_char(body[k - 1]))
+        continue;
       size_t v = skip_blanks(body, k + 9);
-      if (v < body.size() && (body[v] == '=' || body[v] == ':')) return hint_value(body, skip_blanks(body, v + 1));
+      if (v < body.size() && (body[v] == '=' || body[v] == ':'))
+        return hint_value(body, skip_blanks(body, v + 1));
     }
   }
   return std::nullopt;
@@ -1138,7 +1141,8 @@ ShardTarget shard_target(std::string_view sql, const ShardingSchema& schema) {
   Analyzer analyzer(parsed.tree(), sql, schema, out);
   for (const JsonValue* raw = parsed.tree().first(*stmts); raw; raw = parsed.tree().next(*raw)) {
     const JsonValue* stmt = parsed.tree().member(*raw, "stmt");
-    if (const JsonValue* node = stmt ? parsed.tree().first(*stmt) : nullptr) add(out, analyzer.statement(*node));
+    if (const JsonValue* node = stmt ? parsed.tree().first(*stmt) : nullptr)
+      add(out, analyzer.statement(*node));
   }
   if (out.scope == ShardScope::keyed && out.keys.empty()) out.scope = ShardScope::all;  // cannot happen
   if (out.scope == ShardScope::keyed) {

@@ -137,8 +137,8 @@ def test_statements_that_need_several_shards_are_refused(cluster, pgrouter):
     make_table(cluster, "sh_ref")
     router = pgrouter(sharded_config(cluster, {"sh_ref": "tenant_id"}, unsharded="reject"))
     with router.connect() as c:
-        c.execute("INSERT INTO sh_ref VALUES (1, 'a')")
-        c.execute("INSERT INTO sh_ref VALUES (2, 'b')")
+        c.execute("INSERT INTO sh_ref (tenant_id, v) VALUES (1, 'a')")
+        c.execute("INSERT INTO sh_ref (tenant_id, v) VALUES (2, 'b')")
         code, msg = sqlstate_of(c, "SELECT * FROM sh_ref")
         assert code == "0A000" and "not limited to one shard key" in msg
         keys_on = {}
@@ -178,18 +178,18 @@ def test_a_transaction_stays_on_its_shard(cluster, pgrouter):
     a, b = keys_on[0], keys_on[1]
     with router.connect() as c:
         c.execute("BEGIN")
-        c.execute("INSERT INTO sh_tx VALUES (%s, 'a')", (a,))
-        code, msg = sqlstate_of(c, "INSERT INTO sh_tx VALUES (%s, 'b')", (b,))
+        c.execute("INSERT INTO sh_tx (tenant_id, v) VALUES (%s, 'a')", (a,))
+        code, msg = sqlstate_of(c, "INSERT INTO sh_tx (tenant_id, v) VALUES (%s, 'b')", (b,))
         assert code == "0A000" and "transaction runs on shard 0" in msg
         # As in PostgreSQL after an error, the transaction is aborted until it ends.
         code, _ = sqlstate_of(c, "SELECT 1")
         assert code == "25P02"
         c.execute("ROLLBACK")
         with c.transaction():
-            c.execute("INSERT INTO sh_tx VALUES (%s, 'b')", (b,))
+            c.execute("INSERT INTO sh_tx (tenant_id, v) VALUES (%s, 'b')", (b,))
         with pytest.raises(psycopg.errors.DivisionByZero):
             with c.transaction():
-                c.execute("INSERT INTO sh_tx VALUES (%s, 'rolled back')", (a,))
+                c.execute("INSERT INTO sh_tx (tenant_id, v) VALUES (%s, 'rolled back')", (a,))
                 c.execute("SELECT 1/0")
     assert rows_on(cluster, "primary", "sh_tx") == []
     assert rows_on(cluster, "shard1", "sh_tx") == [(b, "b")]
@@ -203,8 +203,8 @@ def test_explicit_shard_keys(cluster, pgrouter):
         keys_on.setdefault(shard_of(cluster, k), k)
     a, b = keys_on[0], keys_on[1]
     with router.connect() as c:
-        c.execute("INSERT INTO sh_explicit VALUES (%s, 'a')", (a,))
-        c.execute("INSERT INTO sh_explicit VALUES (%s, 'b')", (b,))
+        c.execute("INSERT INTO sh_explicit (tenant_id, v) VALUES (%s, 'a')", (a,))
+        c.execute("INSERT INTO sh_explicit (tenant_id, v) VALUES (%s, 'b')", (b,))
         c.execute(f"SET pgrouter.shard_key = '{b}'")
         assert c.execute("SELECT tenant_id FROM sh_explicit").fetchall() == [(b,)]  # scoped by the session key
         code, msg = sqlstate_of(c, f"SELECT * FROM sh_explicit WHERE tenant_id = {a}")

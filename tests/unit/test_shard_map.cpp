@@ -1,6 +1,6 @@
-// ShardMap: what a statement needs of the shards, from its analysis (sql::ShardTarget, built by hand here so the
-// decision is tested apart from the key extraction), its bound parameters and the client's explicit key. Which
-// shard a key belongs to comes from the strategy itself, so nothing here assumes a placement.
+// ShardMap: what a statement needs of the shards, from its analysis (sql::ShardTarget, built by hand here so
+// the decision is tested apart from the key extraction), its bound parameters and the client's explicit key.
+// Which shard a key belongs to comes from the strategy itself, so nothing here assumes a placement.
 #include <doctest/doctest.h>
 
 #include <string>
@@ -53,7 +53,8 @@ KeyRef lit(std::string s) { return KeyRef{std::move(s), 0, false}; }
 KeyRef param(int n) { return KeyRef{{}, n, false}; }
 
 // A Bind body: portal, statement, formats, values (nullopt = NULL), no result formats.
-std::string bind_body(const std::vector<int16_t>& formats, const std::vector<std::optional<std::string>>& values) {
+std::string bind_body(const std::vector<int16_t>& formats,
+                      const std::vector<std::optional<std::string>>& values) {
   std::string b;
   b.append("\0\0", 2);
   auto be16 = [&](int v) {

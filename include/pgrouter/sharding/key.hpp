@@ -26,8 +26,8 @@ struct KeyValue {
 // The value PostgreSQL's input function would make of `text` for `type` (int2in/int4in/int8in with their
 // range checks and surrounding spaces, uuid_in's accepted forms); nullopt where PostgreSQL would fail.
 std::optional<KeyValue> parse_text(std::string_view text, KeyType type);
-// The same for a parameter bound in binary format: integers big-endian of 2, 4 or 8 bytes (the parameter's own
-// type, which need not be the key's) within the key type's range, uuid 16 bytes, text the bytes.
+// The same for a parameter bound in binary format: integers big-endian of 2, 4 or 8 bytes (the parameter's
+// own type, which need not be the key's) within the key type's range, uuid 16 bytes, text the bytes.
 std::optional<KeyValue> parse_binary(std::string_view bytes, KeyType type);
 // The value written as PostgreSQL's output function writes it ("42", "6ba7b810-9dad-11d1-80b4-00c04fd430c8").
 std::string to_text(const KeyValue& v);
