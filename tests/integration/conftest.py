@@ -82,6 +82,7 @@ def pgrouter(cluster, request, tmp_path):
         started.append(instance)
         return instance
 
+    start.cluster = cluster  # for helpers that build configs from the factory alone
     yield start
     failures = []
     for instance in started:

@@ -67,12 +67,23 @@ def test_jdbc_direct(cluster, jdbc_client, prepare_threshold):
 # must follow it to whichever server it gets (a pool of 2 shared by the client's own connections). The third,
 # "prepare_unnamed", is transaction pooling with pool.unnamed_statements: prepare (unnamed statements prepared
 # under shared names on the servers).
-MODES = ["session", "transaction", "prepare_unnamed"]
+# "sharded" is transaction pooling on a database of two shards (the primary and the shard1 server, which starts
+# as a copy of it): the catalog tables are sharded by tenant_id, so each keyed statement runs on its tenant's
+# shard, and the scratch table the clients write is on the default shard.
+MODES = ["session", "transaction", "prepare_unnamed", "sharded"]
 
 
 def router_for(pgrouter, mode):
     if mode == "prepare_unnamed":
         return pgrouter({"pool": {"mode": "transaction", "size": 2, "unnamed_statements": "prepare"}})
+    if mode == "sharded":
+        cluster = pgrouter.cluster
+        tables = {t: "tenant_id" for t in ("products", "brands", "categories", "users")}
+        return pgrouter({"pool": {"mode": "transaction", "size": 2},
+                         "databases": [{"name": "app",
+                                        "shards": [{"primary": cluster.endpoint("primary")},
+                                                   {"primary": cluster.endpoint("shard1")}],
+                                        "sharding": {"tables": tables}}]})
     return pgrouter({"pool": {"mode": mode, "size": 2}})
 
 
