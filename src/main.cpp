@@ -186,10 +186,25 @@ int main(int argc, char** argv) {
     // out of the configuration are left out (their health records live on while a pool still uses them).
     // Runs on control_io's thread, where reloads replace `config`.
     std::set<std::string> configured;
+    // Which database shard each backend serves, as an info metric to join on `backend` (a server may serve
+    // several databases).
+    std::string shards =
+        "# HELP pgrouter_backend_shard_info 1 for each database shard a backend serves (join on backend).\n"
+        "# TYPE pgrouter_backend_shard_info gauge\n";
+    auto label_value = [](std::string v) {  // Prometheus text format escapes
+      std::string out;
+      for (char c : v) out += c == '\\' ? "\\\\" : c == '"' ? "\\\"" : c == '\n' ? "\\n" : std::string(1, c);
+      return out;
+    };
     for (const auto& db : config->databases)
-      for (const auto& shard : db.shards)
-        for (size_t i = 0; i < shard.backends(); ++i)
-          configured.insert(util::host_port(shard.backend(i).host, shard.backend(i).port));
+      for (size_t s = 0; s < db.shards.size(); ++s)
+        for (size_t i = 0; i < db.shards[s].backends(); ++i) {
+          auto name = util::host_port(db.shards[s].backend(i).host, db.shards[s].backend(i).port);
+          configured.insert(name);
+          shards +=
+              fmt::format("pgrouter_backend_shard_info{{database=\"{}\",shard=\"{}\",backend=\"{}\"}} 1\n",
+                          label_value(db.name), s, name);
+        }
     std::string up =
         "# HELP pgrouter_backend_up 1 when the backend answers probes (reads are routed to it).\n"
         "# TYPE pgrouter_backend_up gauge\n";
@@ -220,7 +235,7 @@ int main(int argc, char** argv) {
       lag += "pgrouter_backend_replay_lag_seconds" + label +
              fmt::format("{:.3f}", double(h->replay_lag_ms.load()) / 1000) + "\n";
     }
-    return up + probed + rec + lsn + ej + lag;
+    return up + probed + rec + lsn + ej + lag + shards;
   };
   for (auto& w : rt.workers) w->start();
   rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));

@@ -103,6 +103,10 @@ def test_rows_land_where_postgres_hash_partitioning_puts_them(cluster, pgrouter)
     text = router.metrics()
     assert pgr.metric(text, "pgrouter_shard_routed_total") >= 2 * len(keys)
     assert pgr.metric(text, "pgrouter_shard_begins_deferred_total") >= 1
+    assert (f'pgrouter_backend_shard_info{{database="app",shard="1",backend="{pgr.HOST}:{cluster.shard1_port}"}} 1'
+            in text)
+    assert f'pgrouter_backend_shard_info{{database="app",shard="0",backend="{pgr.HOST}:{cluster.replica_port}"}} 1' \
+        in text
 
 
 @pytest.mark.parametrize("key_type,values", [
