@@ -246,6 +246,10 @@ std::string render_metrics(const Stats& stats) {
   counter("pgrouter_shard_begins_deferred_total",
           "Sharding: lone BEGINs answered by pgrouter and sent on once the next statement chose a shard.",
           sum_over(all, &WorkerStats::shard_begins_deferred_total));
+  counter("pgrouter_shard_begins_moved_total",
+          "Sharding: transactions opened by a named statement's BEGIN on the default shard and moved, before "
+          "anything else ran, to the shard their next statement names.",
+          sum_over(all, &WorkerStats::shard_begins_moved_total));
   counter("pgrouter_routed_writes_held_total",
           "Read/write splitting: batches that may write, sent while the client's read on a replica was "
           "unanswered, "

@@ -424,7 +424,7 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
             // (give_back_when_idle).
             give_back_wanted_ = false;
             attached_.server->ready.rearm();
-            if (can_release_server() && !scanner.mid_message()) {
+            if ((can_release_server() || can_move_server()) && !scanner.mid_message()) {
               detach_server();
               break;  // this attachment is over
             }
@@ -699,6 +699,25 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       co_await hold_write_behind_replica_read();
       if (client_done_) co_return;
     }
+    if (tx_begin_only_ && attached_.server && !scanner.mid_message() &&
+        needs_server(buf.data(), buf.size())) {
+      // The transaction's first batch after its BEGIN: routed like the first batch of a transaction.
+      uint32_t first_len = p::read_be32(buf.data() + 1);
+      if (first_len <= 64 * 1024 && buf.size() < 1 + size_t(first_len)) {
+        buf.reserve_message(1 + size_t(first_len));
+        continue;
+      }
+      if (buf.size() < 64 * 1024 && !batch_complete(buf.data(), buf.size())) {
+        buf.reserve_message(buf.size() + 1);
+        continue;
+      }
+      // (A batch that only parses, as pgbench -M prepared sends before a statement's first use, decides
+      // nothing yet.)
+      tx_begin_only_ = runs_nothing(buf.data(), buf.size());
+      auto want = named_shard(buf.data(), buf.size());
+      if (want && *want != shard_ && server_quiet()) co_await leave_begun_shard(*want);
+      if (client_done_) co_return;
+    }
     if (!attached_.server && needs_server(buf.data(), buf.size())) {
       // Read/write splitting routes by the first message: when only part of it is here (a big query, or
       // a client that sends in pieces), read the rest first (up to 64 KiB; a longer one goes to the
@@ -758,6 +777,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       }
       open_retry_window();
       start_server_to_client(s);
+      if (shard_map_) note_begin_only(buf.data(), buf.size());
     }
     handler.rw.begin(buf.data());
     auto r = scanner.scan(buf.data(), buf.size(), handler);

@@ -123,10 +123,11 @@ Need ClientSession::shard_need(char type, std::string_view body, std::string_vie
   return map->need(t, bound, session_shard);
 }
 
-int ClientSession::choose_shard(const char* d, size_t n) {
-  // The first statement that names a shard chooses; a batch that names none runs on the session key's
-  // shard or the default one. A statement of the batch that needs another shard is refused when the scan
-  // reaches it.
+// Calls f(type, body, text) for each whole message of a batch: text is a Query's or Parse's SQL, and a Bind's
+// statement text when its Parse is in the same batch (not yet tracked), else empty (null data). f returns
+// false to stop.
+template <typename F>
+void ClientSession::each_statement(const char* d, size_t n, F&& f) {
   std::vector<std::pair<std::string_view, std::string_view>> parsed;  // statement name -> text, this batch
   for (size_t i = 0; i + 5 <= n;) {
     char type = d[i];
@@ -139,26 +140,124 @@ int ClientSession::choose_shard(const char* d, size_t n) {
     if (type == fe::kParse) {
       auto name = p::read_cstring(body, pos);
       auto sql = name ? p::read_cstring(body, pos) : std::nullopt;
-      if (sql) parsed.emplace_back(*name, *sql);
+      if (sql) {
+        parsed.emplace_back(*name, *sql);
+        text = *sql;
+      }
     } else if (type == fe::kBind) {
       auto portal = p::read_cstring(body, pos);
       auto stmt = portal ? p::read_cstring(body, pos) : std::nullopt;
       if (stmt)
         for (auto& [nm, sql] : parsed)
           if (nm == *stmt) text = sql;  // the last Parse of that name wins
-    } else if (type != fe::kQuery) {
-      continue;
+    } else if (type == fe::kQuery) {
+      if (auto sql = p::read_cstring(body, pos)) text = *sql;
     }
-    Need need = shard_need(type, body, text);
-    if (need.kind == Need::Kind::one) {
-      w_.stats().shard_routed_total.fetch_add(1, std::memory_order_relaxed);
-      return need.shard;
-    }
+    if (!f(type, body, text)) return;
+  }
+}
+
+std::optional<int> ClientSession::named_shard(const char* d, size_t n) {
+  std::optional<int> found;
+  each_statement(d, n, [&](char type, std::string_view body, std::string_view text) {
+    if (type != fe::kQuery && type != fe::kParse && type != fe::kBind) return true;
+    Need need = shard_need(type, body, type == fe::kBind ? text : std::string_view());
+    if (need.kind == Need::Kind::one) found = need.shard;
+    return !found;
+  });
+  return found;
+}
+
+int ClientSession::choose_shard(const char* d, size_t n) {
+  // The first statement that names a shard chooses; a batch that names none runs on the session key's
+  // shard or the default one. A statement of the batch that needs another shard is refused when the scan
+  // reaches it.
+  if (auto s = named_shard(d, n)) {
+    w_.stats().shard_routed_total.fetch_add(1, std::memory_order_relaxed);
+    return *s;
   }
   w_.stats().shard_default_total.fetch_add(1, std::memory_order_relaxed);
   std::optional<int> session_shard;
   explicit_shard(session_shard);
   return session_shard.value_or(shard_map()->default_shard());
+}
+
+std::optional<std::string> ClientSession::begin_only(const char* d, size_t n) {
+  // A batch that does nothing but open a transaction (a named statement's BEGIN, which defer_begin cannot
+  // take: the client's statement must exist on the server).
+  std::optional<std::string> begin;
+  bool other = false;
+  int runs = 0;
+  each_statement(d, n, [&](char type, std::string_view body, std::string_view text) {
+    // A Parse runs nothing (pgbench -M prepared parses a script's statements with its first BEGIN), and the
+    // tracker prepares the statement again wherever it is bound.
+    if (type == fe::kSync || type == fe::kDescribe || type == fe::kParse) return true;
+    if (type == fe::kExecute) return ++runs, true;
+    if (type == fe::kBind && text.data() == nullptr && tracker_) {
+      size_t pos = 0;
+      auto portal = p::read_cstring(body, pos);
+      auto stmt = portal ? p::read_cstring(body, pos) : std::nullopt;
+      if (auto known = stmt ? tracker_->statement_query(std::string(*stmt)) : std::nullopt) text = *known;
+    }
+    if ((type != fe::kQuery && type != fe::kBind) || text.data() == nullptr) {
+      other = true;
+      return false;
+    }
+    runs += type == fe::kQuery;
+    const auto& c = w_.classifier().get(text);
+    if (c.cls != sql::StatementClass::transaction_begin || c.statements != 1 || c.parse_error) other = true;
+    if (!other) begin.emplace(text);
+    return !other;
+  });
+  if (other || runs != 1) return std::nullopt;
+  return begin;
+}
+
+bool ClientSession::runs_nothing(const char* d, size_t n) {
+  bool runs = false;
+  each_statement(d, n, [&](char type, std::string_view, std::string_view) {
+    runs = type != fe::kParse && type != fe::kDescribe && type != fe::kSync && type != fe::kClose &&
+           type != fe::kFlush;
+    return !runs;
+  });
+  return !runs;
+}
+
+void ClientSession::note_begin_only(const char* d, size_t n) {
+  tx_begin_only_ = false;
+  if (!tracker_ || !shard_map() || pinned_ || session_shard_key()) return;
+  if (auto b = begin_only(d, n)) {
+    tx_begin_only_ = true;
+    begin_text_ = std::move(*b);
+  }
+}
+
+awaitable<void> ClientSession::leave_begun_shard(int shard) {
+  // Nothing but BEGIN ran on this server: it goes back to its pool (which rolls the transaction back), and
+  // the BEGIN is sent again, before the batch, on the shard the batch names.
+  moving_shard_ = true;
+  give_back_wanted_ = true;
+  attached_.server->ready.cancel();
+  asio::steady_timer poll(w_.io());
+  while (give_back_wanted_ && attached_.server && !client_done_ && s2c_running()) {
+    poll.expires_after(std::chrono::milliseconds(0));
+    net::error_code ec;
+    co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
+  }
+  give_back_wanted_ = false;
+  moving_shard_ = false;
+  if (attached_.server) co_return;  // not given back: the batch is refused on this shard
+  deferred_begin_ = std::move(begin_text_);
+  deferred_begin_read_only_ = w_.classifier().get(deferred_begin_).read_only_begin;
+  w_.stats().shard_begins_moved_total.fetch_add(1, std::memory_order_relaxed);
+  log::debug("transaction moved to the shard its first statement names",
+             {{"session", id_}, {"from", uint64_t(shard_)}, {"to", uint64_t(shard)}});
+}
+
+bool ClientSession::can_move_server() const {
+  return moving_shard_ && txn_mode_ && !pinned_ && attached_.server && attached_.server->tx_status == 'T' &&
+         !client_done_ && server_quiet() && attached_.state == ServerState::in_step &&
+         attached_.server->buffer.empty() && startup_reset_.idle();
 }
 
 bool ClientSession::shard_refusal(char type, std::string_view body) {

@@ -237,3 +237,38 @@ def test_unsharded_tables_go_to_the_default_shard(cluster, pgrouter):
     with router.connect() as c:
         assert c.execute("SELECT note FROM sh_plain").fetchall() == [("on shard 1",)]
         assert c.execute("SELECT 1").fetchall() == [(1,)]
+
+
+@pytest.mark.parametrize("protocol", ["extended", "prepared"])
+def test_shard_map_reload_under_pgbench_loses_nothing(cluster, pgrouter, tmp_path, protocol):
+    """The shard map changes under a keyed pgbench load (hash -> consistent -> map with a pinned key -> hash):
+    transactions that started keep their shard, later ones use the new map, and none fails."""
+    import os
+    import subprocess
+    import time
+    make_table(cluster, "sh_reload")
+    config = sharded_config(cluster, {"sh_reload": "tenant_id"})
+    router = pgrouter(config)
+    script = tmp_path / "keyed.sql"
+    script.write_text("\\set k random(1, 1000)\n"
+                      "BEGIN;\n"
+                      "INSERT INTO sh_reload (tenant_id, v) VALUES (:k, 'bench');\n"
+                      "SELECT count(*) FROM sh_reload WHERE tenant_id = :k;\n"
+                      "COMMIT;\n")
+    env = {**os.environ, "PGPASSWORD": pgr.USERS["pgr_scram"]}
+    bench = subprocess.Popen(["pgbench", "-n", "-M", protocol, "-c", "8", "-j", "2", "-T", "5", "-f", str(script),
+                              "-h", pgr.HOST, "-p", str(router.port), "-U", "pgr_scram", "app"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    maps = [{"strategy": "consistent"}, {"strategy": "map", "fallback": "hash", "pins": [{"key": "7", "shard": 1}]},
+            {"strategy": "hash"}]
+    for i in range(6):
+        time.sleep(0.6)
+        config["databases"][0]["sharding"] = {"tables": {"sh_reload": "tenant_id"}, **maps[i % len(maps)]}
+        router.reload(config, settle=0.1)
+    out, _ = bench.communicate(timeout=60)
+    assert bench.returncode == 0, out
+    assert "number of failed transactions: 0" in out, out
+    processed = [line for line in out.splitlines() if "number of transactions actually processed" in line]
+    assert processed and int(processed[0].split(":")[1].strip()) > 100, out
+    assert pgr.metric(router.metrics(), "pgrouter_config_reload_failures_total") == 0
+    assert pgr.metric(router.metrics(), "pgrouter_shard_refused_total") in (None, 0)

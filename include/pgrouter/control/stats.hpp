@@ -66,6 +66,7 @@ struct WorkerStats {
   Counter shard_default_total{0};         // ... that named none (the session key's or the default shard)
   Counter shard_refused_total{0};         // statements refused by sharding (0A000)
   Counter shard_begins_deferred_total{0};  // lone BEGINs answered by pgrouter until a shard was chosen
+  Counter shard_begins_moved_total{0};     // transactions moved after a named BEGIN to the shard named next
   Counter routed_writes_held_total{0};  // write batches held until a pipelined read on a replica was answered
   Counter routed_reads_refused_total{0};  // reads with nowhere to go (routing.primary_fallback: false)
   Counter routed_reads_retried_total{0};  // reads sent again elsewhere after their replica broke unanswered

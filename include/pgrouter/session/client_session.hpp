@@ -260,6 +260,20 @@ class ClientSession {
   sharding::Need explicit_shard(std::optional<int>& shard);
   sharding::Need shard_need(char type, std::string_view body, std::string_view parsed_text);
   int choose_shard(const char* d, size_t n);
+  std::optional<int> named_shard(const char* d, size_t n);  // the first shard a statement of the batch names
+  template <typename F>
+  void each_statement(const char* d, size_t n, F&& f);
+  // A transaction opened by a batch that only BEGINs through a named statement (which defer_begin cannot
+  // answer) runs on the default shard until its next batch: if that names another shard, the server goes back
+  // (rolled back by its pool) and the BEGIN is sent again there (leave_begun_shard).
+  std::optional<std::string> begin_only(const char* d, size_t n);
+  void note_begin_only(const char* d, size_t n);
+  bool runs_nothing(const char* d, size_t n);  // only Parse, Describe, Close, Flush and Sync
+  awaitable<void> leave_begun_shard(int shard);
+  bool can_move_server() const;  // server -> client may give the server back for leave_begun_shard
+  bool tx_begin_only_ = false;
+  bool moving_shard_ = false;
+  std::string begin_text_;
   bool shard_refusal(char type, std::string_view body);
   // A lone BEGIN while no shard is chosen: answered (reply), and kept to be sent on the shard chosen next.
   bool defer_begin(const char* d, size_t n, std::string& reply);
