@@ -1,11 +1,11 @@
 // Shard key extraction from libpg_query's parse tree (see the header and docs/ARCHITECTURE.md).
 //
 // Each query level (a SELECT, UPDATE or DELETE, a subquery, a CTE body) is analysed on its own: its FROM
-// items are collected, its top-level AND conjuncts of WHERE and JOIN ON give facts ("occurrence o's key is one
-// of these values") and equalities between key columns, the equalities carry limits from one occurrence to
-// another, and then its subqueries are analysed with it as their outer level, so a correlated `o.k = u.k`
-// limits o when u is limited. A sharded table's occurrence no fact limits makes the statement need every shard.
-// Everything is conservative: what is not recognised limits nothing.
+// items are collected, its top-level AND conjuncts of WHERE and JOIN ON give facts ("occurrence o's key is
+// one of these values") and equalities between key columns, the equalities carry limits from one occurrence
+// to another, and then its subqueries are analysed with it as their outer level, so a correlated `o.k = u.k`
+// limits o when u is limited. A sharded table's occurrence no fact limits makes the statement need every
+// shard. Everything is conservative: what is not recognised limits nothing.
 #include "pgrouter/sql/shard_key.hpp"
 
 #include <algorithm>
@@ -86,6 +86,7 @@ struct StatementTarget {
   bool sharded = false, reference = false, all = false;
   bool writes = false, writes_reference = false, dml_writes_reference = false;
   std::string_view reference_written;
+  std::string_view inserted;  // a sharded table an INSERT writes
   std::string refusal;
 };
 
@@ -233,7 +234,8 @@ std::pair<RelKind, int> Analyzer::relation_kind(std::string_view schema, std::st
   for (const std::string& name : schema_.reference)
     if (matches(name)) return {RelKind::reference, -1};
   // System relations are on every server and hold nothing of the tenants'.
-  if (schema == "pg_catalog" || schema == "information_schema" || (schema.empty() && relname.starts_with("pg_")))
+  if (schema == "pg_catalog" || schema == "information_schema" ||
+      (schema.empty() && relname.starts_with("pg_")))
     return {RelKind::catalog, -1};
   return {RelKind::other, -1};
 }
@@ -267,7 +269,6 @@ void Analyzer::ddl_relation(std::string_view schema, std::string_view relname, s
       break;
   }
 }
-
 
 // ---- query levels ----
 
@@ -460,7 +461,6 @@ void Analyzer::walk(const JsonValue& v, const Level* parent) {
   }
 }
 
-
 // ---- INSERT and MERGE ----
 
 // INSERT into a sharded table: every row's key must be known, and what the rows are made from must be on the
@@ -474,6 +474,7 @@ void Analyzer::insert(const JsonValue& f, const Level* parent) {
   if (kind == RelKind::sharded) {
     stmt_.sharded = stmt_.writes = true;
     const auto& [table, key] = schema_.sharded[index];
+    stmt_.inserted = table;
     if (const JsonValue* conflict = member(f, "onConflictClause"))
       check_set_list(member(*conflict, "targetList"), table, key);
     if (!insert_rows(f, table, key)) return;
@@ -506,8 +507,9 @@ bool Analyzer::insert_rows(const JsonValue& f, std::string_view table, std::stri
   query(type, *source, nullptr, &probe);
   if (!probe.keyed && values) return refuse(std::move(no_value));
   if (!probe.keyed || unlimited_ > unlimited_before)
-    return refuse(values ? cat("INSERT into sharded table ", table, " with a subquery not limited to one shard key")
-                         : cat("INSERT ... SELECT into sharded table ", table, " not limited to one shard key"));
+    return refuse(
+        values ? cat("INSERT into sharded table ", table, " with a subquery not limited to one shard key")
+               : cat("INSERT ... SELECT into sharded table ", table, " not limited to one shard key"));
   return true;
 }
 
@@ -564,7 +566,6 @@ void Analyzer::merge(const JsonValue& f, const Level* parent) {
   }
   level("MergeStmt", f, parent, nullptr);
 }
-
 
 // ---- facts ----
 
@@ -790,7 +791,6 @@ KeyColumns Analyzer::qualified(std::string_view schema, std::string_view rel, st
   return {};
 }
 
-
 // ---- values ----
 
 // A constant or parameter, possibly negated, possibly cast (a cast of the value, not of the column).
@@ -823,7 +823,8 @@ std::pair<std::string_view, const JsonValue*> Analyzer::uncast(const JsonValue* 
     if (n++ == 0) first = last;
   });
   if (n > 2 || (n == 2 && first != "pg_catalog")) return {};
-  if (last != "int2" && last != "int4" && last != "int8" && last != "text" && last != "varchar" && last != "uuid")
+  if (last != "int2" && last != "int4" && last != "int8" && last != "text" && last != "varchar" &&
+      last != "uuid")
     return {};
   return node(member(*f, "arg"));
 }
@@ -868,7 +869,8 @@ std::optional<std::string> Analyzer::integer_at(const JsonValue& c) const {
     out = "-";
     for (size_t next = at + 1; next != at;) {
       at = next;
-      while (at < sql_.size() && (sql_[at] == ' ' || sql_[at] == '\t' || sql_[at] == '\n' || sql_[at] == '\r'))
+      while (at < sql_.size() &&
+             (sql_[at] == ' ' || sql_[at] == '\t' || sql_[at] == '\n' || sql_[at] == '\r'))
         ++at;
       next = util::sql_comment_end(sql_, at);
     }
@@ -885,7 +887,8 @@ std::optional<std::string> Analyzer::integer_at(const JsonValue& c) const {
 bool Analyzer::negated(const JsonValue& e, std::vector<KeyRef>& out) const {
   const JsonValue* name = member(e, "name");
   const JsonValue* op = name ? tree_.first(*name) : nullptr;
-  if (member(e, "lexpr") || text(e, "kind") != "AEXPR_OP" || !op || op->next_sibling || string_node(*op) != "-")
+  if (member(e, "lexpr") || text(e, "kind") != "AEXPR_OP" || !op || op->next_sibling ||
+      string_node(*op) != "-")
     return false;
   auto [type, f] = uncast(member(e, "rexpr"));
   if (type != "A_Const" || (!member(*f, "ival") && !member(*f, "fval")) || !constant(*f, out)) return false;
@@ -905,6 +908,9 @@ StatementTarget Analyzer::statement(const JsonValue& node) {
   ctes_.clear();
   top(node.key, node);
   if (unlimited_ > 0) stmt_.all = true;
+  // Run on every shard, an INSERT would insert its rows on each (a data-modifying CTE, say).
+  if (stmt_.all && !stmt_.inserted.empty())
+    refuse(cat("INSERT into sharded table ", stmt_.inserted, " in a statement that needs every shard"));
   if (stmt_.dml_writes_reference && stmt_.sharded)
     refuse(cat("a write to reference table ", stmt_.reference_written,
                " in a statement that also reads or writes sharded tables"));
@@ -955,7 +961,7 @@ void Analyzer::copy(const JsonValue& f) {
 
 void Analyzer::copy_key(const JsonValue* attlist, int index) {
   if (!attlist) return;
-  const auto& [table, key] = schema_.sharded[index];
+  std::string_view table = schema_.sharded[index].first, key = schema_.sharded[index].second;
   int position = -1, i = 0;
   each(attlist, [&](const JsonValue& a) {
     if (position < 0 && string_node(a) == key) position = i;
@@ -1017,7 +1023,6 @@ void Analyzer::ddl(const JsonValue& v) {
     if (m->key != "typevar") ddl(*m);  // typevar: CREATE TYPE's name, not a relation
 }
 
-
 // ---- hints ----
 
 size_t skip_blanks(std::string_view s, size_t i) {
@@ -1041,14 +1046,17 @@ std::optional<std::string> hint_value(std::string_view body, size_t i) {
 // "shard_key=42" (or ": '42'") in one comment's "pgrouter: ..." list, which may hold a route hint too.
 std::optional<std::string> shard_key_in_comment(std::string_view body) {
   for (size_t at = 0; at + 8 <= body.size(); ++at) {
-    if (!util::equals_ascii_ci(body.substr(at, 8), "pgrouter") || (at > 0 && util::sql_ident_char(body[at - 1])))
+    if (!util::equals_ascii_ci(body.substr(at, 8), "pgrouter") ||
+        (at > 0 && util::sql_ident_char(body[at - 1])))
       continue;
     size_t i = skip_blanks(body, at + 8);
     if (i >= body.size() || (body[i] != ':' && body[i] != '=')) continue;
     for (size_t k = i + 1; k + 9 <= body.size(); ++k) {
-      if (!util::equals_ascii_ci(body.substr(k, 9), "shard_key") || util::sql_ident_char(body[k - 1])) continue;
+      if (!util::equals_ascii_ci(body.substr(k, 9), "shard_key") || util::sql_ident_char(body[k - 1]))
+        continue;
       size_t v = skip_blanks(body, k + 9);
-      if (v < body.size() && (body[v] == '=' || body[v] == ':')) return hint_value(body, skip_blanks(body, v + 1));
+      if (v < body.size() && (body[v] == '=' || body[v] == ':'))
+        return hint_value(body, skip_blanks(body, v + 1));
     }
   }
   return std::nullopt;
@@ -1083,29 +1091,32 @@ size_t dollar_end(std::string_view s, size_t i) {
   return end == std::string_view::npos ? s.size() : end + tag.size();
 }
 
+// A "pgrouter: shard_key=..." comment's value; several that differ are refused.
+void add_hint(std::string_view body, ShardTarget& out) {
+  std::optional<std::string> key = shard_key_in_comment(body);
+  if (!key) return;
+  if (out.hint_key.empty()) {
+    out.hint_key = std::move(*key);
+  } else if (out.hint_key != *key) {
+    out.scope = ShardScope::refused;
+    out.refusal = "conflicting pgrouter shard_key hints";
+  }
+}
+
 // Shard key hints in any comment of the text (outside literals), as PostgreSQL's scanner finds comments.
 void find_hints(std::string_view s, ShardTarget& out) {
   if (!util::contains_ascii_ci(s, "pgrouter")) return;  // the usual case: one quick scan
   for (size_t i = 0; i < s.size();) {
-    if (s[i] == '\'' || s[i] == '"') {
+    bool closed = true;
+    size_t comment_end = util::sql_comment_end(s, i, &closed);
+    if (comment_end != i) {
+      size_t body_end = s[i] == '/' && closed ? comment_end - 2 : comment_end;
+      add_hint(s.substr(i + 2, body_end - i - 2), out);
+      i = comment_end;
+    } else if (s[i] == '\'' || s[i] == '"') {
       i = quoted_end(s, i);
     } else if (s[i] == '$') {
       i = dollar_end(s, i);
-    } else if (bool closed; size_t end = util::sql_comment_end(s, i, &closed)) {
-      if (end == i) {
-        ++i;
-        continue;
-      }
-      size_t body_end = s[i] == '/' && closed ? end - 2 : end;
-      std::string_view body = s.substr(i + 2, body_end - i - 2);
-      if (auto key = shard_key_in_comment(body)) {
-        if (!out.hint_key.empty() && out.hint_key != *key) {
-          out.scope = ShardScope::refused;
-          out.refusal = "conflicting pgrouter shard_key hints";
-        }
-        if (out.hint_key.empty()) out.hint_key = std::move(*key);
-      }
-      i = end;
     } else {
       ++i;
     }
@@ -1138,7 +1149,8 @@ ShardTarget shard_target(std::string_view sql, const ShardingSchema& schema) {
   Analyzer analyzer(parsed.tree(), sql, schema, out);
   for (const JsonValue* raw = parsed.tree().first(*stmts); raw; raw = parsed.tree().next(*raw)) {
     const JsonValue* stmt = parsed.tree().member(*raw, "stmt");
-    if (const JsonValue* node = stmt ? parsed.tree().first(*stmt) : nullptr) add(out, analyzer.statement(*node));
+    if (const JsonValue* node = stmt ? parsed.tree().first(*stmt) : nullptr)
+      add(out, analyzer.statement(*node));
   }
   if (out.scope == ShardScope::keyed && out.keys.empty()) out.scope = ShardScope::all;  // cannot happen
   if (out.scope == ShardScope::keyed) {

@@ -45,7 +45,8 @@ constexpr ShardScope none = ShardScope::none, reference = ShardScope::reference,
 void check_table(const std::vector<Case>& cases) {
   for (const Case& c : cases) {
     ShardTarget t = shard_target(c.sql, schema());
-    std::string got = std::string(c.sql) + " -> " + scope_name(t.scope) + " [" + keys_of(t) + "] " + t.refusal;
+    std::string got =
+        std::string(c.sql) + " -> " + scope_name(t.scope) + " [" + keys_of(t) + "] " + t.refusal;
     INFO(got);
     CHECK(scope_name(t.scope) == scope_name(c.scope));
     CHECK(keys_of(t) == std::string(c.keys));
@@ -113,12 +114,15 @@ TEST_CASE("shard key: what does not limit") {
 TEST_CASE("shard key: OR gives the union of its arms") {
   check_table({
       {"SELECT * FROM users WHERE tenant_id = 1 OR tenant_id = 2", keyed, "1,2"},
-      {"SELECT * FROM users WHERE (tenant_id = 1 AND a = 1) OR (tenant_id IN (2, 3) AND b = 2)", keyed, "1,2,3"},
+      {"SELECT * FROM users WHERE (tenant_id = 1 AND a = 1) OR (tenant_id IN (2, 3) AND b = 2)", keyed,
+       "1,2,3"},
       {"SELECT * FROM users WHERE tenant_id = 1 OR (tenant_id = 2 OR tenant_id = 3)", keyed, "1,2,3"},
-      {"SELECT * FROM users u, orders o WHERE u.tenant_id = o.tenant_id AND (u.tenant_id = 1 OR u.tenant_id = 2)",
+      {"SELECT * FROM users u, orders o WHERE u.tenant_id = o.tenant_id AND (u.tenant_id = 1 OR u.tenant_id "
+       "= 2)",
        keyed, "1,2"},
       // An equality inside one arm holds only for that arm's rows.
-      {"SELECT * FROM users u, orders o WHERE o.tenant_id = 1 AND (u.tenant_id = o.tenant_id OR u.id = 1)", all},
+      {"SELECT * FROM users u, orders o WHERE o.tenant_id = 1 AND (u.tenant_id = o.tenant_id OR u.id = 1)",
+       all},
   });
 }
 
@@ -149,7 +153,8 @@ TEST_CASE("shard key: qualified, unqualified and quoted names") {
 
 TEST_CASE("shard key: joins") {
   check_table({
-      {"SELECT * FROM users u JOIN orders o ON o.tenant_id = u.tenant_id WHERE u.tenant_id = 42", keyed, "42"},
+      {"SELECT * FROM users u JOIN orders o ON o.tenant_id = u.tenant_id WHERE u.tenant_id = 42", keyed,
+       "42"},
       {"SELECT * FROM users u, orders o WHERE o.tenant_id = u.tenant_id AND o.tenant_id = $1", keyed, "$1"},
       {"SELECT * FROM users u JOIN orders o ON o.tenant_id = u.tenant_id AND u.tenant_id = 5", keyed, "5"},
       {"SELECT * FROM users u JOIN orders o ON o.id = u.id WHERE u.tenant_id = 42", all},
@@ -160,7 +165,8 @@ TEST_CASE("shard key: joins") {
        "o.tenant_id WHERE u.tenant_id = 9",
        keyed, "9"},
       // LEFT JOIN: ON limits the nullable side only, from the preserved side's limit.
-      {"SELECT * FROM users u LEFT JOIN orders o ON o.tenant_id = u.tenant_id WHERE u.tenant_id = 1", keyed, "1"},
+      {"SELECT * FROM users u LEFT JOIN orders o ON o.tenant_id = u.tenant_id WHERE u.tenant_id = 1", keyed,
+       "1"},
       {"SELECT * FROM users u LEFT JOIN orders o ON o.tenant_id = u.tenant_id AND u.tenant_id = 1", all},
       {"SELECT * FROM users u LEFT JOIN orders o ON o.tenant_id = 3 WHERE u.tenant_id = 1", keyed, "1,3"},
       {"SELECT * FROM users u LEFT JOIN orders o ON o.id = u.id WHERE u.tenant_id = 1", all},
@@ -185,7 +191,8 @@ TEST_CASE("shard key: subqueries and CTEs") {
   check_table({
       {"SELECT * FROM (SELECT * FROM users WHERE tenant_id = 9) s", keyed, "9"},
       {"SELECT * FROM (SELECT * FROM users) s WHERE s.tenant_id = 9", all},  // limits only through its level
-      {"SELECT (SELECT count(*) FROM orders WHERE tenant_id = 2) FROM users WHERE tenant_id = 1", keyed, "1,2"},
+      {"SELECT (SELECT count(*) FROM orders WHERE tenant_id = 2) FROM users WHERE tenant_id = 1", keyed,
+       "1,2"},
       {"SELECT (SELECT count(*) FROM orders) FROM users WHERE tenant_id = 1", all},
       {"SELECT * FROM users u WHERE u.tenant_id = 1 AND EXISTS (SELECT 1 FROM orders o WHERE o.tenant_id = "
        "u.tenant_id)",
@@ -246,13 +253,14 @@ TEST_CASE("shard key: INSERT") {
       {"INSERT INTO users (tenant_id, name) VALUES ($1::bigint, $2)", keyed, "$1"},
       {"INSERT INTO users (tenant_id) VALUES (NULL)", keyed, "NULL"},
       {"INSERT INTO users (tenant_id, id) VALUES (1, 2) ON CONFLICT (id) DO NOTHING", keyed, "1"},
-      {"INSERT INTO users (tenant_id, n) VALUES (1, 2) ON CONFLICT (id) DO UPDATE SET n = excluded.n RETURNING *",
+      {"INSERT INTO users (tenant_id, n) VALUES (1, 2) ON CONFLICT (id) DO UPDATE SET n = excluded.n "
+       "RETURNING *",
        keyed, "1"},
       {"INSERT INTO users (tenant_id, n) SELECT 5, n FROM logs", keyed, "5"},
       {"INSERT INTO users (tenant_id, n) SELECT $1, n FROM logs", keyed, "$1"},
       {"INSERT INTO users (tenant_id, n) SELECT tenant_id, n FROM orders WHERE tenant_id = 8", keyed, "8"},
-      {"INSERT INTO users (tenant_id, n) SELECT o.tenant_id, 1 FROM orders o WHERE o.tenant_id IN (1, 2)", keyed,
-       "1,2"},
+      {"INSERT INTO users (tenant_id, n) SELECT o.tenant_id, 1 FROM orders o WHERE o.tenant_id IN (1, 2)",
+       keyed, "1,2"},
       {"INSERT INTO users (tenant_id) SELECT 1 UNION ALL SELECT 2", keyed, "1,2"},
       {"WITH s AS (SELECT 1) INSERT INTO users (tenant_id) VALUES (3)", keyed, "3"},
       {"INSERT INTO logs (a) VALUES (1)", none},
@@ -272,6 +280,10 @@ TEST_CASE("shard key: INSERT") {
       {"INSERT INTO users (tenant_id) SELECT 1 UNION ALL SELECT id FROM logs", refused},
       {"INSERT INTO users (tenant_id, n) VALUES (1, (SELECT max(n) FROM orders))", refused},
       {"INSERT INTO users (tenant_id) VALUES (1) ON CONFLICT (id) DO UPDATE SET tenant_id = 2", refused},
+      // Spread over every shard, an INSERT would insert its rows on each.
+      {"WITH s AS (SELECT * FROM orders) INSERT INTO users (tenant_id) VALUES (1)", refused},
+      {"WITH d AS (INSERT INTO users (tenant_id) VALUES (1) RETURNING *) SELECT * FROM orders", refused},
+      {"WITH d AS (INSERT INTO users (tenant_id) VALUES (1) RETURNING *) SELECT * FROM d", keyed, "1"},
   });
   ShardTarget t = shard_target("INSERT INTO users (tenant_id) VALUES (1)", schema());
   CHECK(t.writes);
@@ -290,8 +302,8 @@ TEST_CASE("shard key: UPDATE, DELETE, MERGE, TRUNCATE") {
   check_table({
       {"UPDATE users SET name = 'x' WHERE tenant_id = 3", keyed, "3"},
       {"UPDATE users SET name = 'x' WHERE tenant_id = 3 AND id = 4 RETURNING *", keyed, "3"},
-      {"UPDATE users u SET name = o.n FROM orders o WHERE o.tenant_id = u.tenant_id AND u.tenant_id = $1", keyed,
-       "$1"},
+      {"UPDATE users u SET name = o.n FROM orders o WHERE o.tenant_id = u.tenant_id AND u.tenant_id = $1",
+       keyed, "$1"},
       {"UPDATE users SET name = 'x'", all},
       {"UPDATE users SET name = (SELECT n FROM orders WHERE tenant_id = 3) WHERE tenant_id = 3", keyed, "3"},
       {"UPDATE users SET tenant_id = 4 WHERE tenant_id = 3", refused},
@@ -300,7 +312,8 @@ TEST_CASE("shard key: UPDATE, DELETE, MERGE, TRUNCATE") {
       {"DELETE FROM users u USING orders o WHERE o.tenant_id = u.tenant_id AND o.tenant_id = 7", keyed, "7"},
       {"DELETE FROM users", all},
       {"DELETE FROM users WHERE id = 7", all},
-      {"WITH users AS (SELECT 1) DELETE FROM users WHERE tenant_id = 2", keyed, "2"},  // the table, not the CTE
+      {"WITH users AS (SELECT 1) DELETE FROM users WHERE tenant_id = 2", keyed,
+       "2"},  // the table, not the CTE
       {"MERGE INTO users u USING logs s ON u.tenant_id = s.t WHEN MATCHED THEN DELETE", refused},
       {"MERGE INTO logs l USING users u ON u.id = l.id WHEN MATCHED THEN DELETE", all},
       {"MERGE INTO logs l USING (SELECT * FROM users WHERE tenant_id = 1) u ON u.id = l.id WHEN MATCHED THEN "
@@ -315,7 +328,8 @@ TEST_CASE("shard key: UPDATE, DELETE, MERGE, TRUNCATE") {
   CHECK(t.writes);
   CHECK(t.unsharded_tables == std::vector<std::string>{"logs"});
   CHECK(shard_target("UPDATE users SET tenant_id = 4 WHERE tenant_id = 3", schema()).refusal ==
-        "UPDATE of the shard key column tenant_id of users: moving a row between shards is not an UPDATE; DELETE "
+        "UPDATE of the shard key column tenant_id of users: moving a row between shards is not an UPDATE; "
+        "DELETE "
         "and INSERT it instead");
   CHECK(shard_target("MERGE INTO users u USING logs s ON true WHEN MATCHED THEN DELETE", schema()).refusal ==
         "MERGE into sharded table users");
@@ -344,7 +358,8 @@ TEST_CASE("shard key: writes to reference tables") {
   CHECK_FALSE(read.writes);
   CHECK_FALSE(read.writes_reference);
   CHECK(shard_target("INSERT INTO countries (code) SELECT country FROM users WHERE tenant_id = 1", schema())
-            .refusal == "a write to reference table countries in a statement that also reads or writes sharded tables");
+            .refusal ==
+        "a write to reference table countries in a statement that also reads or writes sharded tables");
 }
 
 TEST_CASE("shard key: COPY") {
@@ -417,8 +432,8 @@ TEST_CASE("shard key: several statements") {
       {"SELECT * FROM countries; SELECT * FROM users WHERE tenant_id = $1", keyed, "$1"},
       {"DELETE FROM users; UPDATE users SET tenant_id = 1 WHERE tenant_id = 1", refused},
   });
-  ShardTarget t = shard_target("SELECT * FROM users WHERE tenant_id = 1; INSERT INTO countries (a) VALUES (1)",
-                               schema());
+  ShardTarget t =
+      shard_target("SELECT * FROM users WHERE tenant_id = 1; INSERT INTO countries (a) VALUES (1)", schema());
   CHECK(t.scope == ShardScope::keyed);
   CHECK(t.writes);
   CHECK(t.writes_reference);
@@ -462,8 +477,8 @@ TEST_CASE("shard key: parse errors and odd input") {
   CHECK(shard_target("", schema()).scope == ShardScope::none);
   CHECK_FALSE(shard_target("", schema()).parse_error);
   CHECK(shard_target(";;", schema()).scope == ShardScope::none);
-  CHECK(shard_target(std::string_view("SELECT * FROM users WHERE tenant_id = 1\0garbage", 47), schema()).scope ==
-        ShardScope::keyed);
+  CHECK(shard_target(std::string_view("SELECT * FROM users WHERE tenant_id = 1\0garbage", 47), schema())
+            .scope == ShardScope::keyed);
   // Deep nesting neither crashes nor limits.
   std::string deep = "SELECT * FROM users WHERE ";
   for (int i = 0; i < 300; ++i) deep += "(";
