@@ -217,6 +217,25 @@ TEST_CASE("shard key: subqueries and CTEs") {
       {"SELECT * FROM users WHERE tenant_id = 1 UNION ALL SELECT * FROM orders", all},
       {"SELECT * FROM users WHERE tenant_id = 1 AND id IN (SELECT id FROM orders WHERE tenant_id = 1)", keyed,
        "1"},
+      // Anti-joins: the rows looked for are on the outer side's shard too.
+      {"SELECT * FROM users u WHERE u.tenant_id = 1 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.tenant_id "
+       "= "
+       "u.tenant_id)",
+       keyed, "1"},
+      {"SELECT * FROM users u LEFT JOIN orders o ON o.tenant_id = u.tenant_id AND o.id = u.id WHERE "
+       "u.tenant_id "
+       "= 1 AND o.id IS NULL",
+       keyed, "1"},
+      // The inner alias shadows the outer one: orders is compared with itself.
+      {"SELECT * FROM users u WHERE u.tenant_id = 1 AND EXISTS (SELECT 1 FROM orders u WHERE u.tenant_id = "
+       "u.tenant_id)",
+       all},
+      {"SELECT * FROM users u, LATERAL (SELECT * FROM orders o WHERE o.tenant_id = u.tenant_id) x WHERE "
+       "u.tenant_id = $1",
+       keyed, "$1"},
+      {"SELECT * FROM users u, LATERAL generate_series(1, u.id) g WHERE u.tenant_id = 1", keyed, "1"},
+      {"SELECT * FROM users TABLESAMPLE SYSTEM (10) WHERE tenant_id = 1", keyed, "1"},
+      {"SELECT * FROM users WHERE tenant_id = 1 LIMIT (SELECT count(*) FROM orders)", all},
   });
 }
 
