@@ -17,8 +17,9 @@ namespace sql = pgrouter::sql;
 
 namespace {
 const sql::ShardingSchema& schema() {
-  static const sql::ShardingSchema s{{{"users", "tenant_id"}, {"orders", "tenant_id"}, {"app.items", "tid"}, {"t", "a"}},
-                                     {"countries", "app.currencies"}};
+  static const sql::ShardingSchema s{
+      {{"users", "tenant_id"}, {"orders", "tenant_id"}, {"app.items", "tid"}, {"t", "a"}},
+      {"countries", "app.currencies"}};
   return s;
 }
 
@@ -30,7 +31,8 @@ void check_consistent(const sql::ShardTarget& t) {
   FUZZ_CHECK((t.scope == sql::ShardScope::keyed) == !t.keys.empty());
   FUZZ_CHECK((t.scope == sql::ShardScope::refused) == !t.refusal.empty());
   for (size_t i = 1; i < t.keys.size(); ++i) FUZZ_CHECK(key_less(t.keys[i - 1], t.keys[i]));
-  for (const sql::KeyRef& k : t.keys) FUZZ_CHECK(k.param >= 0 && (k.param == 0 || (k.literal.empty() && !k.null)));
+  for (const sql::KeyRef& k : t.keys)
+    FUZZ_CHECK(k.param >= 0 && (k.param == 0 || (k.literal.empty() && !k.null)));
   for (size_t i = 1; i < t.unsharded_tables.size(); ++i)
     FUZZ_CHECK(t.unsharded_tables[i - 1] < t.unsharded_tables[i]);
   FUZZ_CHECK(t.copy_key_column >= -1);
