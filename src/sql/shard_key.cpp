@@ -110,14 +110,8 @@ class Analyzer {
  private:
   // tree access
   const JsonValue* member(const JsonValue& v, std::string_view key) const { return tree_.member(v, key); }
-  std::string_view text(const JsonValue& v, std::string_view key) const {
-    const JsonValue* m = member(v, key);
-    return m ? m->text : std::string_view();
-  }
-  bool flag(const JsonValue& v, std::string_view key) const {
-    const JsonValue* m = member(v, key);
-    return m && m->kind == Kind::boolean && m->boolean;
-  }
+  std::string_view text(const JsonValue& v, std::string_view key) const { return tree_.text(v, key); }
+  bool flag(const JsonValue& v, std::string_view key) const { return tree_.flag(v, key); }
   // A {"TypeName": {fields}} wrapper's type and fields, or ("", null).
   std::pair<std::string_view, const JsonValue*> node(const JsonValue* wrapped) const;
   template <class Fn>
@@ -984,23 +978,9 @@ void Analyzer::truncate(const JsonValue& f) {
   });
 }
 
-// DROP TABLE/VIEW/MATERIALIZED VIEW/FOREIGN TABLE name their relations as lists of strings.
 void Analyzer::drop(const JsonValue& f) {
-  std::string_view type = text(f, "removeType");
-  if (type != "OBJECT_TABLE" && type != "OBJECT_VIEW" && type != "OBJECT_MATVIEW" &&
-      type != "OBJECT_FOREIGN_TABLE")
-    return;
-  each(member(f, "objects"), [&](const JsonValue& e) {
-    auto [t, list] = node(&e);
-    std::string_view schema, relname;
-    std::string written;
-    each(list ? member(*list, "items") : nullptr, [&](const JsonValue& s) {
-      schema = relname;
-      relname = string_node(s);
-      if (!written.empty()) written += '.';
-      written.append(relname);
-    });
-    if (!relname.empty()) ddl_relation(schema, relname, std::move(written));
+  each_dropped_relation(tree_, f, [&](std::string_view schema, std::string_view relname, std::string&& name) {
+    ddl_relation(schema, relname, std::move(name));
   });
 }
 
