@@ -391,6 +391,7 @@ StatementClass Walker::variable_set(const JsonValue& fields) {
   return StatementClass::set_session;
 }
 
+// DROP TABLE and the like name their relations as lists of strings, not RangeVars.
 void Walker::drop_targets(const JsonValue& fields) {
   each_dropped_relation(tree_, fields, [&](std::string_view, std::string_view, std::string&& name) {
     out_.tables.push_back(std::move(name));
