@@ -166,14 +166,8 @@ class Walker {
 
  private:
   const JsonValue* member(const JsonValue& v, std::string_view key) const { return tree_.member(v, key); }
-  std::string_view text(const JsonValue& v, std::string_view key) const {
-    const JsonValue* m = member(v, key);
-    return m ? m->text : std::string_view();
-  }
-  bool flag(const JsonValue& v, std::string_view key) const {
-    const JsonValue* m = member(v, key);
-    return m && m->kind == Kind::boolean && m->boolean;
-  }
+  std::string_view text(const JsonValue& v, std::string_view key) const { return tree_.text(v, key); }
+  bool flag(const JsonValue& v, std::string_view key) const { return tree_.flag(v, key); }
   // The value of an A_Const, String, Integer or Float node as text (Integer 0 is written as {}).
   std::string constant(const JsonValue* node) const;
 
@@ -397,23 +391,11 @@ StatementClass Walker::variable_set(const JsonValue& fields) {
   return StatementClass::set_session;
 }
 
-// DROP TABLE/VIEW/MATERIALIZED VIEW/FOREIGN TABLE name their relations as lists of strings, not RangeVars.
+// DROP TABLE and the like name their relations as lists of strings, not RangeVars.
 void Walker::drop_targets(const JsonValue& fields) {
-  std::string_view type = text(fields, "removeType");
-  if (type != "OBJECT_TABLE" && type != "OBJECT_VIEW" && type != "OBJECT_MATVIEW" &&
-      type != "OBJECT_FOREIGN_TABLE")
-    return;
-  const JsonValue* objects = member(fields, "objects");
-  for (const JsonValue* e = objects ? tree_.first(*objects) : nullptr; e; e = tree_.next(*e)) {
-    const JsonValue* list = tree_.first(*e);
-    const JsonValue* items = list ? member(*list, "items") : nullptr;
-    std::string name;
-    for (const JsonValue* s = items ? tree_.first(*items) : nullptr; s; s = tree_.next(*s)) {
-      if (!name.empty()) name += '.';
-      if (const JsonValue* str = tree_.first(*s)) name.append(text(*str, "sval"));
-    }
-    if (!name.empty()) out_.tables.push_back(std::move(name));
-  }
+  each_dropped_relation(tree_, fields, [&](std::string_view, std::string_view, std::string&& name) {
+    out_.tables.push_back(std::move(name));
+  });
 }
 
 StatementClass Walker::statement(const JsonValue& node) {

@@ -39,6 +39,16 @@ class JsonTree {
   }
   // The member called `key` of an object, or null.
   const JsonValue* member(const JsonValue& object, std::string_view key) const;
+  // That member's text (a string or number as written), or "" when it is absent.
+  std::string_view text(const JsonValue& object, std::string_view key) const {
+    const JsonValue* m = member(object, key);
+    return m ? m->text : std::string_view();
+  }
+  // Whether that member is the boolean true.
+  bool flag(const JsonValue& object, std::string_view key) const {
+    const JsonValue* m = member(object, key);
+    return m && m->kind == JsonValue::Kind::boolean && m->boolean;
+  }
 
   // Gives memory back after an unusually large tree (a huge IN list), so a worker keeps only what typical
   // statements need.

@@ -48,4 +48,29 @@ class ParsedText {
   const JsonValue* stmts_ = nullptr;
 };
 
+// DROP TABLE/VIEW/MATERIALIZED VIEW/FOREIGN TABLE name their relations as lists of strings, not RangeVars:
+// fn(schema or "", relation, the name as written with its dots) for each.
+template <class Fn>
+void each_dropped_relation(const JsonTree& tree, const JsonValue& drop, Fn&& fn) {
+  std::string_view type = tree.text(drop, "removeType");
+  if (type != "OBJECT_TABLE" && type != "OBJECT_VIEW" && type != "OBJECT_MATVIEW" &&
+      type != "OBJECT_FOREIGN_TABLE")
+    return;
+  const JsonValue* objects = tree.member(drop, "objects");
+  for (const JsonValue* e = objects ? tree.first(*objects) : nullptr; e; e = tree.next(*e)) {
+    const JsonValue* list = tree.first(*e);
+    const JsonValue* items = list ? tree.member(*list, "items") : nullptr;
+    std::string_view schema, relname;
+    std::string name;
+    for (const JsonValue* s = items ? tree.first(*items) : nullptr; s; s = tree.next(*s)) {
+      schema = relname;
+      const JsonValue* str = tree.first(*s);
+      relname = str ? tree.text(*str, "sval") : std::string_view();
+      if (!name.empty()) name += '.';
+      name.append(relname);
+    }
+    if (!name.empty()) fn(schema, relname, std::move(name));
+  }
+}
+
 }  // namespace pgrouter::sql

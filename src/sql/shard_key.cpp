@@ -86,6 +86,7 @@ struct StatementTarget {
   bool sharded = false, reference = false, all = false;
   bool writes = false, writes_reference = false, dml_writes_reference = false;
   std::string_view reference_written;
+  std::string_view inserted;  // a sharded table an INSERT writes
   std::string refusal;
 };
 
@@ -109,14 +110,8 @@ class Analyzer {
  private:
   // tree access
   const JsonValue* member(const JsonValue& v, std::string_view key) const { return tree_.member(v, key); }
-  std::string_view text(const JsonValue& v, std::string_view key) const {
-    const JsonValue* m = member(v, key);
-    return m ? m->text : std::string_view();
-  }
-  bool flag(const JsonValue& v, std::string_view key) const {
-    const JsonValue* m = member(v, key);
-    return m && m->kind == Kind::boolean && m->boolean;
-  }
+  std::string_view text(const JsonValue& v, std::string_view key) const { return tree_.text(v, key); }
+  bool flag(const JsonValue& v, std::string_view key) const { return tree_.flag(v, key); }
   // A {"TypeName": {fields}} wrapper's type and fields, or ("", null).
   std::pair<std::string_view, const JsonValue*> node(const JsonValue* wrapped) const;
   template <class Fn>
@@ -473,6 +468,7 @@ void Analyzer::insert(const JsonValue& f, const Level* parent) {
   if (kind == RelKind::sharded) {
     stmt_.sharded = stmt_.writes = true;
     const auto& [table, key] = schema_.sharded[index];
+    stmt_.inserted = table;
     if (const JsonValue* conflict = member(f, "onConflictClause"))
       check_set_list(member(*conflict, "targetList"), table, key);
     if (!insert_rows(f, table, key)) return;
@@ -906,6 +902,9 @@ StatementTarget Analyzer::statement(const JsonValue& node) {
   ctes_.clear();
   top(node.key, node);
   if (unlimited_ > 0) stmt_.all = true;
+  // Run on every shard, an INSERT would insert its rows on each (a data-modifying CTE, say).
+  if (stmt_.all && !stmt_.inserted.empty())
+    refuse(cat("INSERT into sharded table ", stmt_.inserted, " in a statement that needs every shard"));
   if (stmt_.dml_writes_reference && stmt_.sharded)
     refuse(cat("a write to reference table ", stmt_.reference_written,
                " in a statement that also reads or writes sharded tables"));
@@ -956,7 +955,7 @@ void Analyzer::copy(const JsonValue& f) {
 
 void Analyzer::copy_key(const JsonValue* attlist, int index) {
   if (!attlist) return;
-  const auto& [table, key] = schema_.sharded[index];
+  std::string_view table = schema_.sharded[index].first, key = schema_.sharded[index].second;
   int position = -1, i = 0;
   each(attlist, [&](const JsonValue& a) {
     if (position < 0 && string_node(a) == key) position = i;
@@ -979,23 +978,9 @@ void Analyzer::truncate(const JsonValue& f) {
   });
 }
 
-// DROP TABLE/VIEW/MATERIALIZED VIEW/FOREIGN TABLE name their relations as lists of strings.
 void Analyzer::drop(const JsonValue& f) {
-  std::string_view type = text(f, "removeType");
-  if (type != "OBJECT_TABLE" && type != "OBJECT_VIEW" && type != "OBJECT_MATVIEW" &&
-      type != "OBJECT_FOREIGN_TABLE")
-    return;
-  each(member(f, "objects"), [&](const JsonValue& e) {
-    auto [t, list] = node(&e);
-    std::string_view schema, relname;
-    std::string written;
-    each(list ? member(*list, "items") : nullptr, [&](const JsonValue& s) {
-      schema = relname;
-      relname = string_node(s);
-      if (!written.empty()) written += '.';
-      written.append(relname);
-    });
-    if (!relname.empty()) ddl_relation(schema, relname, std::move(written));
+  each_dropped_relation(tree_, f, [&](std::string_view schema, std::string_view relname, std::string&& name) {
+    ddl_relation(schema, relname, std::move(name));
   });
 }
 
@@ -1086,29 +1071,32 @@ size_t dollar_end(std::string_view s, size_t i) {
   return end == std::string_view::npos ? s.size() : end + tag.size();
 }
 
+// A "pgrouter: shard_key=..." comment's value; several that differ are refused.
+void add_hint(std::string_view body, ShardTarget& out) {
+  std::optional<std::string> key = shard_key_in_comment(body);
+  if (!key) return;
+  if (out.hint_key.empty()) {
+    out.hint_key = std::move(*key);
+  } else if (out.hint_key != *key) {
+    out.scope = ShardScope::refused;
+    out.refusal = "conflicting pgrouter shard_key hints";
+  }
+}
+
 // Shard key hints in any comment of the text (outside literals), as PostgreSQL's scanner finds comments.
 void find_hints(std::string_view s, ShardTarget& out) {
   if (!util::contains_ascii_ci(s, "pgrouter")) return;  // the usual case: one quick scan
   for (size_t i = 0; i < s.size();) {
-    if (s[i] == '\'' || s[i] == '"') {
+    bool closed = true;
+    size_t comment_end = util::sql_comment_end(s, i, &closed);
+    if (comment_end != i) {
+      size_t body_end = s[i] == '/' && closed ? comment_end - 2 : comment_end;
+      add_hint(s.substr(i + 2, body_end - i - 2), out);
+      i = comment_end;
+    } else if (s[i] == '\'' || s[i] == '"') {
       i = quoted_end(s, i);
     } else if (s[i] == '$') {
       i = dollar_end(s, i);
-    } else if (bool closed; size_t end = util::sql_comment_end(s, i, &closed)) {
-      if (end == i) {
-        ++i;
-        continue;
-      }
-      size_t body_end = s[i] == '/' && closed ? end - 2 : end;
-      std::string_view body = s.substr(i + 2, body_end - i - 2);
-      if (auto key = shard_key_in_comment(body)) {
-        if (!out.hint_key.empty() && out.hint_key != *key) {
-          out.scope = ShardScope::refused;
-          out.refusal = "conflicting pgrouter shard_key hints";
-        }
-        if (out.hint_key.empty()) out.hint_key = std::move(*key);
-      }
-      i = end;
     } else {
       ++i;
     }

@@ -75,6 +75,10 @@ TEST_CASE("shard key: equality, IN and constants") {
       {"SELECT * FROM users WHERE tenant_id IN ($1, $2)", keyed, "$1,$2"},
       {"SELECT * FROM users WHERE tenant_id IN (1, 1, 2)", keyed, "1,2"},
       {"SELECT * FROM users WHERE tenant_id = ANY(ARRAY[7, 8])", keyed, "7,8"},
+      {"SELECT * FROM users WHERE tenant_id = ANY(ARRAY[$1, $2::int8])", keyed, "$1,$2"},
+      {"SELECT * FROM users WHERE tenant_id = NULL::bigint", keyed, "NULL"},
+      {"SELECT * FROM users WHERE tenant_id = '6ba7b810-9dad-11d1-80b4-00c04fd430c8'::uuid", keyed,
+       "6ba7b810-9dad-11d1-80b4-00c04fd430c8"},
       {"SELECT * FROM users WHERE tenant_id OPERATOR(pg_catalog.=) 4", keyed, "4"},
       {"SELECT * FROM users WHERE tenant_id = 42 AND tenant_id = 43", keyed, "42,43"},
       {"SELECT * FROM users WHERE (tenant_id = 1 AND name = 'x') AND id > 3", keyed, "1"},
@@ -93,6 +97,9 @@ TEST_CASE("shard key: what does not limit") {
       {"SELECT * FROM users WHERE tenant_id = id", all},
       {"SELECT * FROM users WHERE tenant_id IS NULL", all},
       {"SELECT * FROM users WHERE tenant_id = ANY($1)", all},
+      {"SELECT * FROM users WHERE tenant_id = ANY('{1,2}'::int8[])", all},
+      {"SELECT * FROM users WHERE tenant_id = ALL(ARRAY[1])", all},
+      {"SELECT * FROM users WHERE tenant_id IS NOT DISTINCT FROM 1", all},
       {"SELECT * FROM users WHERE tenant_id::text = $1", all},
       {"SELECT * FROM users WHERE tenant_id::bigint = 42", all},
       {"SELECT * FROM users WHERE tenant_id = 4.2", all},
@@ -217,6 +224,25 @@ TEST_CASE("shard key: subqueries and CTEs") {
       {"SELECT * FROM users WHERE tenant_id = 1 UNION ALL SELECT * FROM orders", all},
       {"SELECT * FROM users WHERE tenant_id = 1 AND id IN (SELECT id FROM orders WHERE tenant_id = 1)", keyed,
        "1"},
+      // Anti-joins: the rows looked for are on the outer side's shard too.
+      {"SELECT * FROM users u WHERE u.tenant_id = 1 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.tenant_id "
+       "= "
+       "u.tenant_id)",
+       keyed, "1"},
+      {"SELECT * FROM users u LEFT JOIN orders o ON o.tenant_id = u.tenant_id AND o.id = u.id WHERE "
+       "u.tenant_id "
+       "= 1 AND o.id IS NULL",
+       keyed, "1"},
+      // The inner alias shadows the outer one: orders is compared with itself.
+      {"SELECT * FROM users u WHERE u.tenant_id = 1 AND EXISTS (SELECT 1 FROM orders u WHERE u.tenant_id = "
+       "u.tenant_id)",
+       all},
+      {"SELECT * FROM users u, LATERAL (SELECT * FROM orders o WHERE o.tenant_id = u.tenant_id) x WHERE "
+       "u.tenant_id = $1",
+       keyed, "$1"},
+      {"SELECT * FROM users u, LATERAL generate_series(1, u.id) g WHERE u.tenant_id = 1", keyed, "1"},
+      {"SELECT * FROM users TABLESAMPLE SYSTEM (10) WHERE tenant_id = 1", keyed, "1"},
+      {"SELECT * FROM users WHERE tenant_id = 1 LIMIT (SELECT count(*) FROM orders)", all},
   });
 }
 
@@ -280,6 +306,10 @@ TEST_CASE("shard key: INSERT") {
       {"INSERT INTO users (tenant_id) SELECT 1 UNION ALL SELECT id FROM logs", refused},
       {"INSERT INTO users (tenant_id, n) VALUES (1, (SELECT max(n) FROM orders))", refused},
       {"INSERT INTO users (tenant_id) VALUES (1) ON CONFLICT (id) DO UPDATE SET tenant_id = 2", refused},
+      // Spread over every shard, an INSERT would insert its rows on each.
+      {"WITH s AS (SELECT * FROM orders) INSERT INTO users (tenant_id) VALUES (1)", refused},
+      {"WITH d AS (INSERT INTO users (tenant_id) VALUES (1) RETURNING *) SELECT * FROM orders", refused},
+      {"WITH d AS (INSERT INTO users (tenant_id) VALUES (1) RETURNING *) SELECT * FROM d", keyed, "1"},
   });
   ShardTarget t = shard_target("INSERT INTO users (tenant_id) VALUES (1)", schema());
   CHECK(t.writes);
