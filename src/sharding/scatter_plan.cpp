@@ -543,7 +543,10 @@ size_t Planner::tail_start() const {
   bool order = plan_.aggregate;
   for (size_t i = 0; i < tokens_.size(); ++i) {
     const Token& t = tokens_[i];
-    if (t.depth != 0 || (i > 0 && is_word(text_, tokens_[i - 1], "as"))) continue;
+    // Not a clause: `AS limit` and `t.limit` (column labels may be reserved words).
+    if (t.depth != 0 ||
+        (i > 0 && (is_word(text_, tokens_[i - 1], "as") || text_[tokens_[i - 1].start] == '.')))
+      continue;
     bool starts = is_word(text_, t, "limit") || is_word(text_, t, "offset") || is_word(text_, t, "fetch") ||
                   (order && is_word(text_, t, "order") && i + 1 < tokens_.size() &&
                    is_word(text_, tokens_[i + 1], "by"));
@@ -624,11 +627,23 @@ struct Parsed {
   bool ok = true;
 };
 
-// The shard text says what the plan means: the select list, GROUP BY, ORDER BY and LIMIT it should have.
-bool verify(const ScatterPlan& plan, size_t sort_keys, size_t group_keys) {
+std::string clause(const JsonTree& tree, const JsonValue* sel, std::string_view key) {
+  const JsonValue* v = field(tree, sel, key);
+  return v ? canon(tree, *v) : std::string();
+}
+
+// The shard text says what the plan means: the same FROM, WHERE and DISTINCT (and ORDER BY when the shards
+// sort), and the select list, GROUP BY and LIMIT the plan expects.
+bool verify(const ScatterPlan& plan, const JsonTree& original, const JsonValue* original_sel) {
   Parsed p(plan.shard_sql);
   const JsonValue* sel = p.ok ? only_select(p.tree) : nullptr;
   if (!sel || field(p.tree, sel, "limitOffset")) return false;
+  for (std::string_view key : {"fromClause", "whereClause", "distinctClause", "sortClause"}) {
+    if (key == "sortClause" && plan.aggregate) continue;
+    if (clause(p.tree, sel, key) != clause(original, original_sel, key)) return false;
+  }
+  size_t sort_keys = list_size(original, original_sel, "sortClause");
+  size_t group_keys = list_size(original, original_sel, "groupClause");
   if (!plan.star && list_size(p.tree, sel, "targetList") != plan.columns.size()) return false;
   if (list_size(p.tree, sel, "groupClause") != group_keys) return false;
   if (list_size(p.tree, sel, "sortClause") != (plan.aggregate ? 0 : sort_keys)) return false;
@@ -650,8 +665,7 @@ ScatterPlan plan_scatter(std::string_view select_sql) {
     const JsonValue* sel = only_select(p.tree);
     if (!sel) refuse("anything but one SELECT");
     plan = Planner(p.tree, sel, select_sql).run();
-    if (!verify(plan, list_size(p.tree, sel, "sortClause"), list_size(p.tree, sel, "groupClause")))
-      refuse("a statement pgrouter could not rewrite");
+    if (!verify(plan, p.tree, sel)) refuse("a statement pgrouter could not rewrite");
   } catch (const Refusal& r) {
     plan = ScatterPlan{};
     plan.refused = true;

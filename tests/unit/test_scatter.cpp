@@ -181,6 +181,14 @@ TEST_CASE("scatter plan: LIMIT/OFFSET become LIMIT n+m on the shards") {
         "select a as limit from t where b = 'limit 3' LIMIT 1");
   CHECK(plan_scatter("select a from (select a from t) s /* limit 9 */ limit 2 offset 1").shard_sql ==
         "select a from (select a from t) s /* limit 9 */ LIMIT 3");
+  CHECK(plan_scatter("select a from t where t.limit = 1 order by a limit 1").shard_sql ==
+        "select a from t where t.limit = 1 order by a LIMIT 1");
+  CHECK(plan_scatter("select g, count(*) from t where t.order = 1 group by g order by g limit 1").shard_sql ==
+        "select g, count(*) from t where t.order = 1 group by g");
+  CHECK(plan_scatter("select a from t where x = $$ limit 4 $$ limit 1").shard_sql ==
+        "select a from t where x = $$ limit 4 $$ LIMIT 1");
+  CHECK(plan_scatter("select pg_catalog.avg(x), \"avg\"(y) from t").shard_sql ==
+        "select sum(x), count(x), sum(y), count(y) from t");
   auto plain = plan_scatter("select a, b from t where c = $1");
   CHECK(plain.shard_sql == "select a, b from t where c = $1");
   CHECK_FALSE(plain.aggregate);
