@@ -376,6 +376,8 @@ class Planner {
     if (field(tree_, sel_, "withClause")) refuse("WITH queries");
     if (field(tree_, sel_, "intoClause")) refuse("SELECT INTO");
     if (field(tree_, sel_, "valuesLists")) refuse("VALUES");
+    // Without FROM every shard would return the same rows: the client would get them once per shard.
+    if (!field(tree_, sel_, "fromClause")) refuse("a SELECT without FROM");
     if (field(tree_, sel_, "windowClause")) refuse("window functions over sharded rows");
     if (field(tree_, sel_, "havingClause")) refuse("HAVING across shards");
     const JsonValue* lo = field(tree_, sel_, "limitOption");

@@ -154,7 +154,9 @@ TEST_CASE("scatter plan: refusals name the construct") {
   CHECK(refusal("select * from t order by x") ==
         "ORDER BY anything but a position with * in the select list");
   CHECK(refusal("insert into t values (1)") == "anything but one SELECT");
-  CHECK(refusal("select 1; select 2") == "anything but one SELECT");
+  CHECK(refusal("select 1 from t; select 2 from t") == "anything but one SELECT");
+  CHECK(refusal("select now()") == "a SELECT without FROM");
+  CHECK(refusal("values (1), (2)") == "VALUES");
   CHECK(refusal("select from where") == "a statement that does not parse");
 }
 

@@ -60,7 +60,9 @@ class ScatterMerge {
   void add_row(size_t shard, std::string_view data_row);  // a 'D' body from that shard
   void finish(size_t shard);                              // that shard's CommandComplete arrived
   bool next_row(std::string& data_row);                   // pops the next client 'D' body, if one is ready
-  bool done() const;  // every client row has been produced (possibly early: LIMIT)
+  // No further client row will be produced (possibly early: LIMIT), though next_row() may still hold some;
+  // also true after an error.
+  bool done() const;
   std::string command_tag() const { return "SELECT " + std::to_string(sent_); }
 
   using Cell = std::optional<std::string>;
