@@ -284,11 +284,31 @@ void check_expression(const JsonTree& tree, const JsonValue& v) {
   }
 }
 
-// A subquery sees one shard's rows: anything that summarises them would be per shard.
+// True if `v` calls a function pgrouter does not know (outside nested subqueries, which get their own check).
+bool calls_unknown_function(const JsonTree& tree, const JsonValue& v) {
+  if (v.kind != JsonValue::Kind::object && v.kind != JsonValue::Kind::array) return false;
+  for (const JsonValue* c = tree.first(v); c; c = tree.next(*c)) {
+    if (c->key == "SelectStmt") continue;
+    if (c->key == "FuncCall") {
+      auto [schema, name] = last_name(tree, field(tree, c, "funcname"));
+      if (sql::builtin_function(schema, name) == sql::BuiltinFunction::unknown) return true;
+    }
+    if (calls_unknown_function(tree, *c)) return true;
+  }
+  return false;
+}
+
+// A subquery sees one shard's rows: anything that summarises them would be per shard. Aggregates can only be
+// in its select list or ORDER BY, so an unknown function there could be a user-defined aggregate.
 void check_nested_select(const JsonTree& tree, const JsonValue* sel) {
   for (std::string_view key :
        {"groupClause", "havingClause", "distinctClause", "limitCount", "limitOffset", "windowClause", "larg"})
     if (field(tree, sel, key)) refuse("a subquery that aggregates, groups, de-duplicates or limits rows");
+  for (std::string_view key : {"targetList", "sortClause"}) {
+    const JsonValue* list = field(tree, sel, key);
+    if (list && calls_unknown_function(tree, *list))
+      refuse("a function pgrouter does not know in a subquery's select list (it could be an aggregate)");
+  }
 }
 
 // Walks the whole statement for what is refused wherever it appears.

@@ -146,6 +146,9 @@ TEST_CASE("scatter plan: refusals name the construct") {
         "a subquery that aggregates, groups, de-duplicates or limits rows");
   CHECK(refusal("select x from (select x from t limit 3) s") ==
         "a subquery that aggregates, groups, de-duplicates or limits rows");
+  CHECK(refusal("select x from (select my_agg(y) x from t) s") ==
+        "a function pgrouter does not know in a subquery's select list (it could be an aggregate)");
+  CHECK_FALSE(plan_scatter("select x from t where exists (select 1 from u where my_fn(u.y) = t.x)").refused);
   CHECK(refusal("with c as (select 1) select * from c") == "WITH queries");
   CHECK(refusal("select x from t order by x fetch first 3 rows with ties") == "FETCH ... WITH TIES");
   CHECK(refusal("select x from t order by x using <") == "ORDER BY ... USING");
