@@ -531,3 +531,30 @@ TEST_CASE("scatter merge: a global aggregate is one row; ORDER BY/LIMIT over gro
   REQUIRE(nk.rows.size() == 1);
   CHECK(nk.rows[0][1] == "3");
 }
+
+TEST_CASE("scatter merge: SELECT * takes its columns from the shards; malformed input is an error") {
+  auto star = run("select * from t order by 2 desc", {{"a", INT4}, {"b", INT8}},
+                  {{R({"1", "5"}), R({"2", "3"})}, {R({"3", "4"})}});
+  REQUIRE(star.rows.size() == 3);
+  CHECK(star.rows[0] == R({"1", "5"}));
+  CHECK(star.rows[1] == R({"3", "4"}));
+  std::string d = describe({{"a", INT4}});
+  ScatterMerge bad(plan_scatter("select a from t"), {d});
+  bad.add_row(0, data_row(R({"1", "2"})));  // two columns where one was described
+  CHECK(bad.error() == "a malformed DataRow");
+  CHECK(bad.done());
+  std::string binary = d;
+  binary[binary.size() - 1] = 1;  // format code 1
+  CHECK(ScatterMerge(plan_scatter("select a from t"), {binary}).error() == "binary-format results");
+  auto dates = run("select d from t order by d", {{"d", 1082}}, {{R({"01/02/2024"})}, {R({"2024-01-03"})}});
+  CHECK(dates.error == "a sort key value pgrouter cannot compare (dates must be in DateStyle ISO)");
+}
+
+TEST_CASE("scatter merge: avg over no rows is NULL, and a shard without rows adds nothing") {
+  std::vector<std::pair<std::string, uint32_t>> cols = {{"sum", INT8}, {"count", INT8}};
+  auto none = run("select avg(x) from t", cols, {{R({std::nullopt, "0"})}, {R({std::nullopt, "0"})}});
+  REQUIRE(none.rows.size() == 1);
+  CHECK(none.rows[0] == R({std::nullopt}));
+  auto some = run("select avg(x) from t", cols, {{R({std::nullopt, "0"})}, {R({"5", "3"})}});
+  CHECK(some.rows[0] == R({"1.6666666666666667"}));  // PostgreSQL 15: avg of 1, 2, 2
+}
