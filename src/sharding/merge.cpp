@@ -443,6 +443,15 @@ void ScatterMerge::check_types() {
     if ((sc.role == ColumnRole::group_key || plan_.distinct) && c.type == ValueType::other)
       return fail("GROUP BY/DISTINCT on a column of this type across shards" + type);
   }
+  for (const HavingTerm& h : plan_.having) {
+    const ClientColumn& cc = plan_.client_columns[h.column];
+    ValueType t = cc.avg ? ValueType::numeric : columns_[cc.shard_column].type;
+    bool number = t == ValueType::integer || t == ValueType::numeric || t == ValueType::floating;
+    // Not uuid: its input accepts other spellings than the output's.
+    bool equality = (t == ValueType::text || t == ValueType::bpchar) && (h.op == "=" || h.op == "<>");
+    if (!(number && !h.string_constant) && !(equality && h.string_constant))
+      return fail("HAVING across shards (other than numbers compared with numbers, or text with = or <>)");
+  }
   for (const SortKey& k : plan_.order_by) {
     if (k.column >= plan_.client_columns.size())
       return fail("ORDER BY a position that is not in the select list");
@@ -651,7 +660,30 @@ void ScatterMerge::combine_cell(size_t j, Cell& acc, const Cell& v) {
   }
 }
 
-// Every shard has answered: the groups become client rows, then DISTINCT, ORDER BY, OFFSET and LIMIT.
+// HAVING's comparison of a client value with a constant; NULL fails it, as in SQL. Text compares bytewise,
+// so only = and <> are accepted for it (check_types).
+bool ScatterMerge::having_holds(const Row& row) {
+  for (const HavingTerm& h : plan_.having) {
+    const Cell& v = row[h.column];
+    if (!v) return false;
+    ValueType t = client_columns_[h.column].type;
+    auto c = compare_values(t == ValueType::integer ? ValueType::numeric : t, *v, h.constant);
+    if (!c) {
+      fail("a HAVING constant pgrouter cannot compare");
+      return false;
+    }
+    bool holds = h.op == "<"    ? *c < 0
+                 : h.op == "<=" ? *c <= 0
+                 : h.op == "="  ? *c == 0
+                 : h.op == "<>" ? *c != 0
+                 : h.op == ">"  ? *c > 0
+                                : *c >= 0;
+    if (!holds) return false;
+  }
+  return true;
+}
+
+// Every shard has answered: the groups become client rows, then HAVING, DISTINCT, ORDER BY, OFFSET, LIMIT.
 void ScatterMerge::finish_aggregates() {
   if (aggregated_) return;
   aggregated_ = true;
@@ -683,6 +715,7 @@ void ScatterMerge::finish_aggregates() {
   }
   groups_.clear();
   group_index_.clear();
+  if (!plan_.having.empty()) std::erase_if(rows, [this](const Row& row) { return !having_holds(row); });
   if (!plan_.order_by.empty())
     std::stable_sort(rows.begin(), rows.end(),
                      [this](const Row& a, const Row& b) { return compare_rows(a, b) < 0; });

@@ -383,6 +383,7 @@ class Planner {
     read_group_by();
     read_limit();
     build_columns();
+    read_having();
     read_order_by();
     plan_.shard_sql = rewrite();
     return std::move(plan_);
@@ -399,7 +400,6 @@ class Planner {
     // Without FROM every shard would return the same rows: the client would get them once per shard.
     if (!field(tree_, sel_, "fromClause")) refuse("a SELECT without FROM");
     if (field(tree_, sel_, "windowClause")) refuse("window functions over sharded rows");
-    if (field(tree_, sel_, "havingClause")) refuse("HAVING across shards");
     const JsonValue* lo = field(tree_, sel_, "limitOption");
     if (lo && lo->text == "LIMIT_OPTION_WITH_TIES") refuse("FETCH ... WITH TIES");
     if (const JsonValue* d = field(tree_, sel_, "distinctClause")) {
@@ -509,6 +509,53 @@ class Planner {
     }
   }
 
+  // HAVING over partial aggregates would drop groups another shard completes, so the merge evaluates it:
+  // only ANDed comparisons of a select item with a constant.
+  void read_having() {
+    const JsonValue* having = field(tree_, sel_, "havingClause");
+    if (!having) return;
+    plan_.aggregate = true;
+    const JsonValue* body = body_of(tree_, *having);
+    const JsonValue* boolop = type_of(tree_, *having) == "BoolExpr" ? field(tree_, body, "boolop") : nullptr;
+    if (boolop && boolop->text != "AND_EXPR") refuse("HAVING across shards (other than ANDed comparisons)");
+    if (boolop) {
+      const JsonValue* args = field(tree_, body, "args");
+      for (const JsonValue* a = args ? tree_.first(*args) : nullptr; a; a = tree_.next(*a)) having_term(*a);
+    } else {
+      having_term(*having);
+    }
+  }
+
+  void having_term(const JsonValue& node) {
+    const char* why = "HAVING across shards (other than a select item compared with a constant)";
+    const JsonValue* body = body_of(tree_, node);
+    const JsonValue* kind = field(tree_, body, "kind");
+    const JsonValue* lexpr = field(tree_, body, "lexpr");
+    const JsonValue* rexpr = field(tree_, body, "rexpr");
+    if (type_of(tree_, node) != "A_Expr" || !kind || kind->text != "AEXPR_OP" || !lexpr || !rexpr)
+      refuse(why);
+    auto [schema, op] = last_name(tree_, field(tree_, body, "name"));
+    if (!schema.empty() || (op != "<" && op != "<=" && op != "=" && op != "<>" && op != ">" && op != ">="))
+      refuse(why);
+    auto i = find_target(*lexpr, false);
+    if (!i || type_of(tree_, *rexpr) != "A_Const") refuse(why);
+    HavingTerm term{*i, std::string(op), {}, false};
+    const JsonValue* cbody = body_of(tree_, *rexpr);
+    if (auto n = int_const(tree_, *rexpr)) {
+      term.constant = std::to_string(*n);
+    } else if (const JsonValue* fv = field(tree_, cbody, "fval")) {
+      const JsonValue* text = tree_.member(*fv, "fval");
+      term.constant = text ? std::string(text->text) : "";
+    } else if (const JsonValue* sv = field(tree_, cbody, "sval")) {
+      const JsonValue* text = tree_.member(*sv, "sval");
+      term.constant = text ? std::string(text->text) : "";
+      term.string_constant = true;
+    } else {
+      refuse(why);
+    }
+    plan_.having.push_back(std::move(term));
+  }
+
   void read_order_by() {
     const JsonValue* list = field(tree_, sel_, "sortClause");
     for (const JsonValue* s = list ? tree_.first(*list) : nullptr; s; s = tree_.next(*s)) {
@@ -559,10 +606,10 @@ size_t Planner::token_at(int location) const {
   refuse("a statement pgrouter could not rewrite");
 }
 
-// Where the ORDER BY/LIMIT/OFFSET/FETCH tail begins (only ORDER BY and LIMIT forms follow the FROM ... of a
-// statement without FOR UPDATE, HAVING or WINDOW); text_.size() if there is none.
+// Where the tail the shards must not get begins: with aggregates HAVING or ORDER BY, else LIMIT/OFFSET/FETCH
+// (only these follow WHERE/GROUP BY in a statement without FOR UPDATE or WINDOW); text_.size() if none.
 size_t Planner::tail_start() const {
-  bool order = plan_.aggregate;
+  bool order = plan_.aggregate;  // HAVING and ORDER BY
   for (size_t i = 0; i < tokens_.size(); ++i) {
     const Token& t = tokens_[i];
     // Not a clause: `AS limit` and `t.limit` (column labels may be reserved words).
@@ -570,6 +617,7 @@ size_t Planner::tail_start() const {
         (i > 0 && (is_word(text_, tokens_[i - 1], "as") || text_[tokens_[i - 1].start] == '.')))
       continue;
     bool starts = is_word(text_, t, "limit") || is_word(text_, t, "offset") || is_word(text_, t, "fetch") ||
+                  (order && is_word(text_, t, "having")) ||
                   (order && is_word(text_, t, "order") && i + 1 < tokens_.size() &&
                    is_word(text_, tokens_[i + 1], "by"));
     if (starts) return t.start;
@@ -600,7 +648,7 @@ std::string Planner::rewrite() {
   std::string out(text_);
   size_t tail = text_.size();
   bool cut = plan_.aggregate ? field(tree_, sel_, "sortClause") || field(tree_, sel_, "limitCount") ||
-                                   field(tree_, sel_, "limitOffset")
+                                   field(tree_, sel_, "limitOffset") || field(tree_, sel_, "havingClause")
                              : plan_.limit || plan_.offset;
   if (cut) {
     tail = tail_start();
@@ -659,7 +707,7 @@ std::string clause(const JsonTree& tree, const JsonValue* sel, std::string_view 
 bool verify(const ScatterPlan& plan, const JsonTree& original, const JsonValue* original_sel) {
   Parsed p(plan.shard_sql);
   const JsonValue* sel = p.ok ? only_select(p.tree) : nullptr;
-  if (!sel || field(p.tree, sel, "limitOffset")) return false;
+  if (!sel || field(p.tree, sel, "limitOffset") || field(p.tree, sel, "havingClause")) return false;
   for (std::string_view key : {"fromClause", "whereClause", "distinctClause", "sortClause"}) {
     if (key == "sortClause" && plan.aggregate) continue;
     if (clause(p.tree, sel, key) != clause(original, original_sel, key)) return false;

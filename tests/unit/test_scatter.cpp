@@ -132,7 +132,12 @@ TEST_CASE("scatter plan: refusals name the construct") {
   CHECK(refusal("select g, count(*) from t group by cube (g)") == "GROUP BY ROLLUP/CUBE/GROUPING SETS");
   CHECK(refusal("select sum(x) + 1 from t") == "aggregate inside an expression (e.g. sum(x)+1)");
   CHECK(refusal("select count(*)::int from t") == "aggregate inside an expression (e.g. sum(x)+1)");
-  CHECK(refusal("select g, count(*) from t group by g having count(*) > 1") == "HAVING across shards");
+  CHECK(refusal("select g, count(*) from t group by g having count(*) > 1 or g = 1") ==
+        "HAVING across shards (other than ANDed comparisons)");
+  CHECK(refusal("select g, count(*) from t group by g having sum(x) > 1") ==
+        "HAVING across shards (other than a select item compared with a constant)");
+  CHECK(refusal("select g, count(*) from t group by g having count(*) > $1") ==
+        "HAVING across shards (other than a select item compared with a constant)");
   CHECK(refusal("select count(*) from t group by g") == "GROUP BY an expression not in the select list");
   CHECK(refusal("select g, h, count(*) from t group by g") ==
         "a select item that is neither a GROUP BY key nor a supported aggregate");
@@ -268,6 +273,21 @@ TEST_CASE("scatter plan: aggregates, avg split into sum and count, ORDER BY/LIMI
   CHECK(plan_scatter("select lower(g), count(*) from t group by lower(g) order by 1").shard_sql ==
         "select lower(g), count(*) from t group by lower(g)");
   CHECK(plan_scatter("select distinct a, b from t").distinct);
+
+  auto h = plan_scatter(
+      "select g, count(*), avg(x) from t group by g having count(*) >= 2 and avg(x) < -1.5 and "
+      "g <> 'a' order by g limit 3;");
+  REQUIRE_MESSAGE(!h.refused, h.refusal);
+  CHECK(h.shard_sql == "select g, count(*), sum(x), count(x) from t group by g");
+  REQUIRE(h.having.size() == 3);
+  CHECK(h.having[0].column == 1);
+  CHECK(h.having[0].op == ">=");
+  CHECK(h.having[0].constant == "2");
+  CHECK(h.having[1].column == 2);
+  CHECK(h.having[1].constant == "-1.5");
+  CHECK(h.having[2].column == 0);
+  CHECK(h.having[2].string_constant);
+  CHECK(h.having[2].constant == "a");
 }
 
 // ---- comparisons and numeric arithmetic ----
@@ -557,4 +577,27 @@ TEST_CASE("scatter merge: avg over no rows is NULL, and a shard without rows add
   CHECK(none.rows[0] == R({std::nullopt}));
   auto some = run("select avg(x) from t", cols, {{R({std::nullopt, "0"})}, {R({"5", "3"})}});
   CHECK(some.rows[0] == R({"1.6666666666666667"}));  // PostgreSQL 15: avg of 1, 2, 2
+}
+
+TEST_CASE("scatter merge: HAVING is evaluated on the combined groups") {
+  // Each shard alone has count 1 for g=1: a shard-side HAVING would have dropped the group.
+  auto r =
+      run("select g, count(*) from t group by g having count(*) > 1 order by g",
+          {{"g", INT4}, {"count", INT8}}, {{R({"1", "1"}), R({"2", "1"})}, {R({"1", "1"})}, {R({"3", "5"})}});
+  REQUIRE_MESSAGE(r.rows.size() == 2, r.error);
+  CHECK(r.rows[0] == R({"1", "2"}));
+  CHECK(r.rows[1] == R({"3", "5"}));
+  auto avg =
+      run("select g, avg(x) from t group by g having avg(x) >= 1.5 and g <> 'b'",
+          {{"g", TEXT}, {"sum", INT8}, {"count", INT8}},
+          {{R({"a", "3", "2"}), R({"b", "9", "1"}), R({"c", "1", "1"})}, {R({"c", std::nullopt, "0"})}});
+  REQUIRE(avg.rows.size() == 1);
+  CHECK(avg.rows[0] == R({"a", "1.5000000000000000"}));
+  std::string d = describe({{"g", INT4}, {"n", TEXT}});
+  CHECK(
+      ScatterMerge(
+          plan_scatter("select g, min(n collate \"C\") from t group by g having min(n collate \"C\") > 'a'"),
+          {d})
+          .error() ==
+      "HAVING across shards (other than numbers compared with numbers, or text with = or <>)");
 }

@@ -92,6 +92,7 @@ class ScatterMerge {
   void combine(Group& g, const Row& row);
   void combine_cell(size_t column, Cell& acc, const Cell& v);
   void finish_aggregates();
+  bool having_holds(const Row& row);
   std::string distinct_key(const Row& row) const;
 
   ScatterPlan plan_;

@@ -47,6 +47,15 @@ struct SortKey {
   bool collate_c = false;    // the key is sorted under COLLATE "C" (required for text keys)
 };
 
+// One term of a HAVING the merge evaluates after combining groups (the terms are ANDed): a client column
+// compared with a constant.
+struct HavingTerm {
+  size_t column = 0;
+  std::string op;        // <, <=, =, <>, >, >=
+  std::string constant;  // as written (a number, or a string's value)
+  bool string_constant = false;
+};
+
 struct ScatterPlan {
   bool refused = false;
   std::string refusal;  // names the construct, e.g. "DISTINCT ON"
@@ -57,9 +66,10 @@ struct ScatterPlan {
   std::vector<ShardColumn> columns;          // per shard column (empty when `star`)
   std::vector<ClientColumn> client_columns;  // per client column (empty when `star`)
   std::vector<SortKey> order_by;
-  std::optional<int64_t> limit;   // applied by the merge after ordering
-  std::optional<int64_t> offset;  // likewise (shards get LIMIT limit+offset and no OFFSET)
-  bool distinct = false;          // SELECT DISTINCT: the merge drops duplicate rows
+  std::optional<int64_t> limit;    // applied by the merge after ordering
+  std::optional<int64_t> offset;   // likewise (shards get LIMIT limit+offset and no OFFSET)
+  bool distinct = false;           // SELECT DISTINCT: the merge drops duplicate rows
+  std::vector<HavingTerm> having;  // evaluated by the merge; the shards get no HAVING
 };
 
 ScatterPlan plan_scatter(std::string_view select_sql);
