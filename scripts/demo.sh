@@ -60,6 +60,20 @@ GRANT ALL ON ALL TABLES IN SCHEMA public TO app;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO app;
 SQL
   done
+  # The shard servers start as copies of the primary: each keeps only the tenants PostgreSQL's hash
+  # partitioning (pgrouter's `hash` strategy) gives it, so the sharded database below is really split.
+  local shard=0
+  for port in "$PGR_SHARD0_PORT" "$PGR_SHARD1_PORT"; do
+    "$PSQL" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d app <<SQL
+CREATE TABLE pgr_demo_placement (k bigint) PARTITION BY HASH (k);
+DELETE FROM products WHERE NOT satisfies_hash_partition('pgr_demo_placement'::regclass, 2, $shard, tenant_id);
+DELETE FROM users WHERE NOT satisfies_hash_partition('pgr_demo_placement'::regclass, 2, $shard, tenant_id);
+DELETE FROM categories WHERE NOT satisfies_hash_partition('pgr_demo_placement'::regclass, 2, $shard, tenant_id);
+DELETE FROM brands WHERE NOT satisfies_hash_partition('pgr_demo_placement'::regclass, 2, $shard, tenant_id);
+DROP TABLE pgr_demo_placement;
+SQL
+    shard=$((shard + 1))
+  done
 
   local listen_port admin_port
   listen_port=$(free_port)
@@ -86,6 +100,15 @@ databases:
       - primary: {host: 127.0.0.1, port: $PGR_PRIMARY_PORT}
         replicas:
           - {host: 127.0.0.1, port: $PGR_REPLICA_PORT, weight: 1}
+  # The same schema split by tenant over the two shard servers (docs/SHARDING.md).
+  - name: app_sharded
+    dbname: app
+    shards:
+      - primary: {host: 127.0.0.1, port: $PGR_SHARD0_PORT}
+      - primary: {host: 127.0.0.1, port: $PGR_SHARD1_PORT}
+    sharding:
+      key_type: bigint
+      tables: {products: tenant_id, brands: tenant_id, categories: tenant_id, users: tenant_id}
 users:
   - name: app
     password: app
@@ -122,6 +145,9 @@ EOF
   echo "  psql \"host=127.0.0.1 port=$listen_port user=app dbname=app password=app\""
   echo "Reads outside a transaction go to the replica, writes and read-write transactions to the primary:"
   echo "  select pg_is_in_recovery();   -- t (the replica)      begin; select pg_is_in_recovery(); commit;   -- f"
+  echo "The same schema sharded by tenant over two servers (each statement goes to its tenant's shard):"
+  echo "  psql \"host=127.0.0.1 port=$listen_port user=app dbname=app_sharded password=app\""
+  echo "  select name from products where tenant_id = 2;   select count(*) from products;   -- the second is refused"
   echo "Metrics: http://127.0.0.1:$admin_port/metrics"
   echo "Stop with: scripts/demo.sh stop   (or run scripts/demo.sh again)"
 }

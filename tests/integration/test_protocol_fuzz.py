@@ -48,10 +48,11 @@ def test_protocol_fuzz_sharded(cluster, tmp_path):
     lone BEGIN answered by pgrouter and sent on later, every statement checked against its transaction's shard)
     must leave PostgreSQL's answers as they are."""
     lines = []
-    failures = protocol_fuzz.run(cluster, "transaction", False, 105, cases=CASES, workdir=tmp_path,
+    cases = max(1, CASES * 3 // 5)  # fewer than the other modes: the relay paths are theirs too
+    failures = protocol_fuzz.run(cluster, "transaction", False, 105, cases=cases, workdir=tmp_path,
                                  log=lines.append, sharded=True)
     summary = "\n".join(lines)
-    assert not failures, f"{len(failures)} of {CASES} cases failed (seed 105):\n{summary[-20000:]}"
+    assert not failures, f"{len(failures)} of {cases} cases failed (seed 105):\n{summary[-20000:]}"
 
 
 @pytest.mark.parametrize("mode, replica", [("transaction", False), ("session", False), ("transaction", True)],
