@@ -27,8 +27,8 @@ std::string_view unquote_value(std::string_view v) {
     return v.substr(1, v.size() - 2);
   return v;
 }
-// PostgreSQL's CommandComplete tag for a BEGIN statement: "START TRANSACTION" for that spelling.
-std::string_view begin_tag(std::string_view sql) {
+// Where the first word of a statement starts: past whitespace and comments.
+size_t first_word(std::string_view sql) {
   size_t i = 0;
   while (i < sql.size()) {  // whitespace and comments before the first word
     if (std::isspace(static_cast<unsigned char>(sql[i]))) {
@@ -49,8 +49,25 @@ std::string_view begin_tag(std::string_view sql) {
       break;
     }
   }
-  bool start = i < sql.size() && util::ascii_lower(std::string(sql.substr(i, 5))) == "start";
-  return start ? "START TRANSACTION" : "BEGIN";
+  return i;
+}
+
+bool word_at(std::string_view sql, size_t i, std::string_view lower_word) {
+  if (sql.size() - std::min(i, sql.size()) < lower_word.size()) return false;
+  for (size_t k = 0; k < lower_word.size(); ++k)
+    if (std::tolower(static_cast<unsigned char>(sql[i + k])) != lower_word[k]) return false;
+  return true;
+}
+
+// A cheap test before the classifier is asked: only texts starting with BEGIN or START can be a BEGIN.
+bool may_begin(std::string_view sql) {
+  size_t i = first_word(sql);
+  return word_at(sql, i, "begin") || word_at(sql, i, "start");
+}
+
+// PostgreSQL's CommandComplete tag for a BEGIN statement: "START TRANSACTION" for that spelling.
+std::string_view begin_tag(std::string_view sql) {
+  return word_at(sql, first_word(sql), "start") ? "START TRANSACTION" : "BEGIN";
 }
 
 }  // namespace
@@ -64,16 +81,23 @@ sharding::ShardMap* ClientSession::shard_map() {
   return shard_map_.get();
 }
 
-std::optional<std::string> ClientSession::session_shard_key() const {
+std::optional<std::string_view> ClientSession::session_shard_key() const {
+  // Asked for every statement routed: no allocation.
   if (tracker_) {
     const auto& settings = tracker_->settings();
     if (auto it = settings.empty() ? settings.end() : settings.find(kShardKeySetting); it != settings.end()) {
       std::string_view stmt = it->second;  // "SET pgrouter.shard_key TO <value>"
-      return std::string(unquote_value(stmt.substr(stmt.rfind(' ') + 1)));
+      return unquote_value(stmt.substr(stmt.rfind(' ') + 1));
     }
   }
+  auto is_key_name = [](std::string_view k) {
+    if (k.size() != kShardKeySetting.size()) return false;
+    for (size_t i = 0; i < k.size(); ++i)
+      if (std::tolower(static_cast<unsigned char>(k[i])) != kShardKeySetting[i]) return false;
+    return true;
+  };
   for (const auto& [k, v] : wanted_params_)
-    if (util::ascii_lower(k) == kShardKeySetting) return v;
+    if (is_key_name(k)) return std::string_view(v);
   return std::nullopt;
 }
 
@@ -83,7 +107,7 @@ Need ClientSession::explicit_shard(std::optional<int>& shard) {
   if (!key || key->empty()) return Need::any_shard();
   shard = shard_map()->shard_of_text(*key);
   if (shard) return Need::on(*shard);
-  return Need::refused("pgrouter: pgrouter.shard_key \"" + *key + "\" is not a valid " +
+  return Need::refused("pgrouter: pgrouter.shard_key \"" + std::string(*key) + "\" is not a valid " +
                            std::string(sharding::to_string(shard_map()->config().key_type)),
                        "SET pgrouter.shard_key to a value of the database's sharding.key_type, or RESET it.");
 }
@@ -204,6 +228,10 @@ std::optional<std::string> ClientSession::begin_only(const char* d, size_t n) {
       return false;
     }
     runs += type == fe::kQuery;
+    if (!may_begin(text)) {
+      other = true;
+      return false;
+    }
     const auto& c = w_.classifier().get(text);
     if (c.cls != sql::StatementClass::transaction_begin || c.statements != 1 || c.parse_error) other = true;
     if (!other) begin.emplace(text);
@@ -287,14 +315,21 @@ struct Msg {
   std::string_view body;
 };
 
-// The messages of d[0..n), if it holds only whole ones (at most max).
-std::optional<std::vector<Msg>> whole_messages(const char* d, size_t n, size_t max) {
-  std::vector<Msg> out;
+// The messages of d[0..n), if it holds only whole ones (at most 5): no allocation, this runs for every
+// transaction's first batch.
+struct Batch {
+  Msg m[5];
+  size_t size = 0;
+  const Msg& operator[](size_t i) const { return m[i]; }
+  const Msg& back() const { return m[size - 1]; }
+};
+std::optional<Batch> whole_messages(const char* d, size_t n) {
+  Batch out;
   for (size_t i = 0; i < n;) {
-    if (n - i < 5 || out.size() == max) return std::nullopt;
+    if (n - i < 5 || out.size == std::size(out.m)) return std::nullopt;
     uint32_t len = p::read_be32(d + i + 1);
     if (len < 4 || n - i - 1 < len) return std::nullopt;
-    out.push_back({d[i], std::string_view(d + i + 5, len - 4)});
+    out.m[out.size++] = {d[i], std::string_view(d + i + 5, len - 4)};
     i += 1 + len;
   }
   return out;
@@ -302,12 +337,12 @@ std::optional<std::vector<Msg>> whole_messages(const char* d, size_t n, size_t m
 
 // The text of a BEGIN sent as Parse/Bind/[Describe portal]/Execute/Sync of the unnamed statement and portal
 // with no parameters (libpq's PQsendQueryParams: psycopg, pgbench -M extended), and whether it was described.
-std::optional<std::string_view> extended_begin(const std::vector<Msg>& m, bool& described) {
-  described = m.size() == 5;
-  if (m.size() != 4 && m.size() != 5) return std::nullopt;
+std::optional<std::string_view> extended_begin(const Batch& m, bool& described) {
+  described = m.size == 5;
+  if (m.size != 4 && m.size != 5) return std::nullopt;
   const Msg& parse = m[0];
   const Msg& bind = m[1];
-  const Msg& exec = m[m.size() - 2];
+  const Msg& exec = m[m.size - 2];
   if (parse.type != fe::kParse || bind.type != fe::kBind || exec.type != fe::kExecute ||
       m.back().type != fe::kSync || (described && m[2].type != fe::kDescribe))
     return std::nullopt;
@@ -329,18 +364,18 @@ bool ClientSession::defer_begin(const char* d, size_t n, std::string& reply) {
   // extended an unnamed Parse/Bind/Execute) names no shard: it is answered here and sent, as a simple Query,
   // on the shard the next statement chooses (its replies dropped).
   if (pinned_ || session_shard_key()) return false;
-  auto msgs = whole_messages(d, n, 5);
-  if (!msgs || msgs->empty()) return false;
+  auto msgs = whole_messages(d, n);
+  if (!msgs || msgs->size == 0) return false;
   bool extended = false, described = false;
   std::optional<std::string_view> sql;
-  if (msgs->size() == 1 && (*msgs)[0].type == fe::kQuery) {
+  if (msgs->size == 1 && (*msgs)[0].type == fe::kQuery) {
     size_t pos = 0;
     sql = p::read_cstring((*msgs)[0].body, pos);
   } else {
     sql = extended_begin(*msgs, described);
     extended = true;
   }
-  if (!sql) return false;
+  if (!sql || !may_begin(*sql)) return false;
   const auto& c = w_.classifier().get(*sql);
   if (c.cls != sql::StatementClass::transaction_begin || c.statements != 1 || c.parse_error) return false;
   deferred_begin_.assign(*sql);

@@ -76,10 +76,19 @@ ShardMap::ShardMap(const control::DatabaseConfig& db)
 }
 
 const sql::ShardTarget& ShardMap::target(std::string_view sql) {
+  // The same message is looked at twice in a row (the shard choice, then its check as it is relayed).
+  if (last_ && last_->first == sql) return last_->second;
   auto it = cache_.find(sql);
-  if (it != cache_.end()) return it->second;
-  if (cache_.size() >= kCacheLimit) cache_.clear();
-  return cache_.emplace(std::string(sql), sql::shard_target(sql, schema_)).first->second;
+  if (it != cache_.end()) {
+    last_ = &*it;
+    return it->second;
+  }
+  if (cache_.size() >= kCacheLimit) {
+    cache_.clear();
+    last_ = nullptr;
+  }
+  last_ = &*cache_.emplace(std::string(sql), sql::shard_target(sql, schema_)).first;
+  return last_->second;
 }
 
 std::optional<int> ShardMap::shard_of_text(std::string_view key) const {

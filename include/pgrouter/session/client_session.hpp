@@ -256,7 +256,7 @@ class ClientSession {
   sharding::ShardMap* shard_map();
   std::shared_ptr<sharding::ShardMap> shard_map_;
   const control::DatabaseConfig* shard_map_db_ = nullptr;
-  std::optional<std::string> session_shard_key() const;  // SET pgrouter.shard_key, or the startup option
+  std::optional<std::string_view> session_shard_key() const;  // SET pgrouter.shard_key, or the startup option
   sharding::Need explicit_shard(std::optional<int>& shard);
   sharding::Need shard_need(char type, std::string_view body, std::string_view parsed_text);
   int choose_shard(const char* d, size_t n);

@@ -71,6 +71,8 @@ class ShardMap {
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
   std::unordered_map<std::string, sql::ShardTarget, TextHash, std::equal_to<>> cache_;
+  const std::pair<const std::string, sql::ShardTarget>* last_ =
+      nullptr;  // the entry found last (nodes stay put)
 };
 
 }  // namespace pgrouter::sharding
