@@ -900,6 +900,10 @@ awaitable<void> ClientSession::give_back_when_idle() {
   // kept the server; now that the message is complete, it goes back if it is idle. server -> client is
   // parked on the server's socket: woken by a cancel, it gives the server back itself (or reads on).
   if (!can_release_server() || !s2c_running()) co_return;
+  co_await ask_give_back();
+}
+
+awaitable<void> ClientSession::ask_give_back() {
   give_back_wanted_ = true;
   attached_.server->ready.cancel();
   asio::steady_timer poll(w_.io());

@@ -264,15 +264,7 @@ awaitable<void> ClientSession::leave_begun_shard(int shard) {
   // Nothing but BEGIN ran on this server: it goes back to its pool (which rolls the transaction back), and
   // the BEGIN is sent again, before the batch, on the shard the batch names.
   moving_shard_ = true;
-  give_back_wanted_ = true;
-  attached_.server->ready.cancel();
-  asio::steady_timer poll(w_.io());
-  while (give_back_wanted_ && attached_.server && !client_done_ && s2c_running()) {
-    poll.expires_after(std::chrono::milliseconds(0));
-    net::error_code ec;
-    co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
-  }
-  give_back_wanted_ = false;
+  co_await ask_give_back();
   moving_shard_ = false;
   if (attached_.server) co_return;  // not given back: the batch is refused on this shard
   deferred_begin_ = std::move(begin_text_);

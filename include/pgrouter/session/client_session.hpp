@@ -174,7 +174,8 @@ class ClientSession {
   bool can_release_server() const;
   // client -> server completed a message that kept the server past its ReadyForQuery: give it back if idle.
   awaitable<void> give_back_when_idle();
-  bool give_back_wanted_ = false;  // ... asked of server -> client, which is parked on the server's socket
+  bool give_back_wanted_ = false;   // ... asked of server -> client, which is parked on the server's socket
+  awaitable<void> ask_give_back();  // sets it, wakes server -> client, and waits until it has decided
   template <typename Stream>
   awaitable<void> server_to_client_loop(Stream& s);
   template <typename Stream>
