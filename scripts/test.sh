@@ -17,7 +17,7 @@ PYTEST_TIME_LIMIT=${PYTEST_TIME_LIMIT:-25m}
 ASAN_PYTEST_TIME_LIMIT=${ASAN_PYTEST_TIME_LIMIT:-15m}
 # The integration tests that drive the message-handling code hardest: the sanitized binary runs these.
 ASAN_PYTESTS=(tests/integration/test_protocol.py tests/integration/test_hardening.py tests/integration/test_relay.py tests/integration/test_pool.py
-  tests/integration/test_transaction_pool.py tests/integration/test_parity.py
+  tests/integration/test_transaction_pool.py tests/integration/test_parity.py tests/integration/test_sharding.py
   # Two tests measure what a 3-10x slower binary cannot keep: server counts while slots move between workers in
   # pg_stat_activity, and pgbench through few servers within connect_timeout. They run on the normal build above.
   -k "not test_pool_size_is_one_budget_across_workers and not test_pgbench_many_clients_few_servers")
