@@ -6,7 +6,7 @@ client on the same pool untouched and leave no server connection stuck. Fixed se
     PGR_CLUSTER_DIR=... /usr/bin/python3 tests/fuzz/protocol_fuzz.py --replay SEED:CASE --mode MODE [--replica]
 
 and the minimised failures found so far (tests/fuzz/corpus.json) are replayed in transaction and session pooling.
-PGR_FUZZ_CASES overrides the number of random cases per mode (default 25: the 4 modes take about 1.5 minutes, the
+PGR_FUZZ_CASES overrides the number of random cases per mode (default 20: the 4 modes take about 1.2 minutes, the
 corpus about 45 s more)."""
 import os
 import re
@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
 import protocol_fuzz  # noqa: E402
 
-CASES = int(os.environ.get("PGR_FUZZ_CASES", "25"))
+CASES = int(os.environ.get("PGR_FUZZ_CASES", "20"))
 SEEDS = {("transaction", False): 101, ("transaction", True): 102, ("session", False): 103, ("session", True): 104}
 
 # Known differences of transaction pooling's statement tracker, not fixed yet (each a corpus entry, which fails

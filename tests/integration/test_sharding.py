@@ -256,13 +256,13 @@ def test_shard_map_reload_under_pgbench_loses_nothing(cluster, pgrouter, tmp_pat
                       "SELECT count(*) FROM sh_reload WHERE tenant_id = :k;\n"
                       "COMMIT;\n")
     env = {**os.environ, "PGPASSWORD": pgr.USERS["pgr_scram"]}
-    bench = subprocess.Popen(["pgbench", "-n", "-M", protocol, "-c", "8", "-j", "2", "-T", "5", "-f", str(script),
+    bench = subprocess.Popen(["pgbench", "-n", "-M", protocol, "-c", "8", "-j", "2", "-T", "3", "-f", str(script),
                               "-h", pgr.HOST, "-p", str(router.port), "-U", "pgr_scram", "app"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     maps = [{"strategy": "consistent"}, {"strategy": "map", "fallback": "hash", "pins": [{"key": "7", "shard": 1}]},
             {"strategy": "hash"}]
     for i in range(6):
-        time.sleep(0.6)
+        time.sleep(0.4)
         config["databases"][0]["sharding"] = {"tables": {"sh_reload": "tenant_id"}, **maps[i % len(maps)]}
         router.reload(config, settle=0.1)
     out, _ = bench.communicate(timeout=60)
