@@ -145,12 +145,7 @@ def test_statements_that_need_several_shards_are_refused(cluster, pgrouter):
         c.execute("INSERT INTO sh_ref (tenant_id, v) VALUES (2, 'b')")
         code, msg = sqlstate_of(c, "SELECT * FROM sh_ref")
         assert code == "0A000" and "not limited to one shard key" in msg
-        keys_on = {}
-        for k in range(1, 50):  # two keys on different shards in one IN list
-            keys_on.setdefault(shard_of(cluster, k), k)
-            if len(keys_on) == 2:
-                break
-        a, b = keys_on.values()
+        a, b = key_on_each_shard(cluster)  # two keys on different shards in one IN list
         code, msg = sqlstate_of(c, f"SELECT * FROM sh_ref WHERE tenant_id IN ({a}, {b})")
         assert code == "0A000" and "shards" in msg
         code, msg = sqlstate_of(c, "UPDATE sh_ref SET tenant_id = 3 WHERE tenant_id = 1")
@@ -173,13 +168,20 @@ def shard_of(cluster, key, key_type="bigint", shards=2):
     raise AssertionError("no shard")
 
 
-def test_a_transaction_stays_on_its_shard(cluster, pgrouter):
-    make_table(cluster, "sh_tx")
-    router = pgrouter(sharded_config(cluster, {"sh_tx": "tenant_id"}))
+def key_on_each_shard(cluster):
+    """A key on shard 0 and one on shard 1, as PostgreSQL's hash partitioning places them."""
     keys_on = {}
     for k in range(1, 50):
         keys_on.setdefault(shard_of(cluster, k), k)
-    a, b = keys_on[0], keys_on[1]
+        if len(keys_on) == 2:
+            break
+    return keys_on[0], keys_on[1]
+
+
+def test_a_transaction_stays_on_its_shard(cluster, pgrouter):
+    make_table(cluster, "sh_tx")
+    router = pgrouter(sharded_config(cluster, {"sh_tx": "tenant_id"}))
+    a, b = key_on_each_shard(cluster)
     with router.connect() as c:
         c.execute("BEGIN")
         c.execute("INSERT INTO sh_tx (tenant_id, v) VALUES (%s, 'a')", (a,))
@@ -202,10 +204,7 @@ def test_a_transaction_stays_on_its_shard(cluster, pgrouter):
 def test_explicit_shard_keys(cluster, pgrouter):
     make_table(cluster, "sh_explicit")
     router = pgrouter(sharded_config(cluster, {"sh_explicit": "tenant_id"}))
-    keys_on = {}
-    for k in range(1, 50):
-        keys_on.setdefault(shard_of(cluster, k), k)
-    a, b = keys_on[0], keys_on[1]
+    a, b = key_on_each_shard(cluster)
     with router.connect() as c:
         c.execute("INSERT INTO sh_explicit (tenant_id, v) VALUES (%s, 'a')", (a,))
         c.execute("INSERT INTO sh_explicit (tenant_id, v) VALUES (%s, 'b')", (b,))
