@@ -691,9 +691,8 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       while (retry_.busy) co_await wait_retry_signal();
       if (retry_.failed || client_done_) co_return;
     }
-    if (attached_.server && tx_on_replica_ && !unsynced_ && pending_ > 0 && !scanner.mid_message() &&
-        buf.size() >= 5 && buf.data()[0] != p::frontend::kTerminate &&
-        classify_batch(buf.data(), buf.size()).writes) {
+    if (batch_behind_replica_read() && !scanner.mid_message() && buf.size() >= 5 &&
+        buf.data()[0] != p::frontend::kTerminate && classify_batch(buf.data(), buf.size()).writes) {
       // A write pipelined behind a synced read batch on a replica: routed once the read is answered. (Not the
       // rest of a message being forwarded: those bytes are no message of their own.)
       co_await hold_write_behind_replica_read();

@@ -81,6 +81,10 @@ struct ClientSession::ClientMessages {
       terminate = true;
       return protocol::ScanAction::stop_before;
     }
+    // A batch pipelined behind a synced read on a replica: the loop decides where it goes (a write waits for
+    // the replica's server to go back) before any of it is forwarded.
+    if (!replaying && body.data() - 5 != rw.base && self.batch_behind_replica_read())
+      return protocol::ScanAction::stop_before;
     // Outside a COPY PostgreSQL reads these and ignores them; with nothing in flight no server can be in
     // a COPY, and a server between transactions may belong to someone else next: never forwarded then.
     if (fe::is_copy_message(type) && !replaying && !self.request_in_flight())

@@ -73,13 +73,32 @@ def wait_probed_up(router, port, recovery=True, timeout=30.0):
 
 @contextlib.contextmanager
 def replica_apply_delay(cluster, delay):
-    """The shared replica applies commits `delay` late (recovery_min_apply_delay) inside the block."""
-    with cluster.connect(server="replica") as r:
-        r.execute(f"alter system set recovery_min_apply_delay = '{delay}'")
-        r.execute("select pg_reload_conf()")
+    """The shared replica applies commits `delay` late (recovery_min_apply_delay) inside the block. A reload is
+    asynchronous: the block starts once new sessions see the setting (the postmaster has reloaded and signalled the
+    startup process) and a moment more for the startup process to take it."""
+    def set_delay(value):
+        with cluster.connect(server="replica") as r:
+            if value is None:
+                r.execute("alter system reset recovery_min_apply_delay")
+            else:
+                r.execute(f"alter system set recovery_min_apply_delay = '{value}'")
+            r.execute("select pg_reload_conf()")
+
+        def applied():
+            with cluster.connect(server="replica") as r:
+                shown = r.execute("select setting::int from pg_settings where name = 'recovery_min_apply_delay'")
+                return shown.fetchone()[0] == (0 if value is None else delay_ms)
+        wait_for(applied, what=f"recovery_min_apply_delay = {value} on the replica")
+        time.sleep(0.2)
+
+    delay_ms = int(interval_ms(delay))
+    set_delay(delay)
     try:
         yield
     finally:
-        with cluster.connect(server="replica") as r:
-            r.execute("alter system reset recovery_min_apply_delay")
-            r.execute("select pg_reload_conf()")
+        set_delay(None)
+
+
+def interval_ms(text):
+    """'1s', '300ms' -> milliseconds."""
+    return float(text[:-2]) if text.endswith("ms") else float(text[:-1]) * 1000

@@ -155,6 +155,11 @@ class ClientSession {
   // Nothing of this client's is in flight on the server either way, and both directions are at a message
   // boundary.
   bool server_quiet() const;
+  // A replica's server is attached for a synced read still being answered: the next batch may be a write
+  // that must not follow it there.
+  bool batch_behind_replica_read() const {
+    return attached_.server && tx_on_replica_ && !unsynced_ && pending_ > 0;
+  }
   // Transaction pooling, unpinned, nothing in flight either way: the client is not in a server session.
   bool between_transactions() const;
   // A server that ended between transactions is closed; the client does not hear of it.
