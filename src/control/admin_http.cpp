@@ -243,6 +243,13 @@ std::string render_metrics(const Stats& stats) {
           "Sharding: statements refused with 0A000 (several shards, no shard key, another shard than their "
           "transaction's, a key column UPDATE, ...).",
           sum_over(all, &WorkerStats::shard_refused_total));
+  counter("pgrouter_shard_scatters_total",
+          "Sharding: cross-shard reads run on several shards and answered from the merge of their rows.",
+          sum_over(all, &WorkerStats::shard_scatters_total));
+  counter("pgrouter_shard_scatter_legs_total",
+          "Sharding: the shards cross-shard reads ran on, summed (divided by pgrouter_shard_scatters_total: "
+          "the mean fan-out).",
+          sum_over(all, &WorkerStats::shard_scatter_legs_total));
   counter("pgrouter_shard_begins_deferred_total",
           "Sharding: lone BEGINs answered by pgrouter and sent on once the next statement chose a shard.",
           sum_over(all, &WorkerStats::shard_begins_deferred_total));

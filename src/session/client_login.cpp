@@ -531,7 +531,7 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
     }
     w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
     pool::ServerError serr;
-    if (!co_await sync_params(serr)) {
+    if (!co_await sync_params(*attached_.server, serr)) {
       // Named locals: g++ 12 double-frees temporaries built by ?: inside a co_await expression.
       std::string code = serr.sqlstate.empty() ? std::string(p::sqlstate::connection_failure) : serr.sqlstate;
       std::string msg = serr.message.empty()

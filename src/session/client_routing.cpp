@@ -326,7 +326,7 @@ bool ClientSession::server_taken() {
 
 awaitable<bool> ClientSession::settle_params(bool from_mark) {
   pool::ServerError serr;
-  if (co_await sync_params(serr)) co_return true;
+  if (co_await sync_params(*attached_.server, serr)) co_return true;
   if (tx_on_replica_ && !client_done_ && (!serr.from_server || unavailable(serr.sqlstate))) {
     // Each round takes a replica out of rotation: this ends on the primary (or with no backend left).
     if (auto& h = attached_.pool->settings().health) h->mark_down();

@@ -210,7 +210,8 @@ void ClientSession::handle_cancel_request(const p::StartupPacket& sp) {
   });
 }
 
-bool ClientSession::params_sql(std::string& sql, std::vector<const std::string*>& set_keys,
+bool ClientSession::params_sql(pool::ServerConnection& server, std::string& sql,
+                               std::vector<const std::string*>& set_keys,
                                std::vector<std::string>& reset_keys) {
   // What the client's session should have: its startup settings, then what it SET since (transaction
   // pooling). desired_digest_ names that set by what it is made of; a server last found or made to
@@ -221,7 +222,7 @@ bool ClientSession::params_sql(std::string& sql, std::vector<const std::string*>
     desired_digest_ = settings_digest(wanted_params_, tracker_ ? &tracker_->settings() : nullptr);
     digest_version_ = version;
   }
-  if (attached_.server->settled == desired_digest_) return true;
+  if (server.settled == desired_digest_) return true;
   // Each setting as the statement that gives it (startup settings with their raw values, as PostgreSQL
   // takes them from a startup packet), so a server's state is compared with one string comparison per
   // parameter. Built once per change of the client's settings.
@@ -242,14 +243,14 @@ bool ClientSession::params_sql(std::string& sql, std::vector<const std::string*>
     desired_version_ = version;
   }
   for (auto& [k, v] : desired_) {
-    auto it = attached_.server->applied.find(k);
-    if (it != attached_.server->applied.end()) {
+    auto it = server.applied.find(k);
+    if (it != server.applied.end()) {
       if (it->second == v) continue;
     } else if (auto raw = startup_raw_.find(k); raw != startup_raw_.end()) {
       // A server still at its login value may already have the wanted one (e.g. client_encoding).
       const auto& [key, value] = raw->second;
       bool same = false;
-      for (auto& [pk, pv] : attached_.server->params)
+      for (auto& [pk, pv] : server.params)
         if (pv == value && pk.size() == key.size() && strncasecmp(pk.c_str(), key.c_str(), key.size()) == 0)
           same = true;
       if (same) continue;
@@ -257,13 +258,13 @@ bool ClientSession::params_sql(std::string& sql, std::vector<const std::string*>
     sql += v + ";";
     set_keys.push_back(&k);
   }
-  for (auto& [k, v] : attached_.server->applied) {
+  for (auto& [k, v] : server.applied) {
     if (desired_.count(k)) continue;
     sql += "RESET " + k + ";";  // another client's setting
     reset_keys.push_back(k);
   }
   if (!sql.empty()) return false;
-  attached_.server->settled = desired_digest_;
+  server.settled = desired_digest_;
   return true;
 }
 
@@ -292,20 +293,20 @@ bool ClientSession::params_ready() {
   std::string sql;
   std::vector<const std::string*> set_keys;
   std::vector<std::string> reset_keys;
-  return params_sql(sql, set_keys, reset_keys);
+  return params_sql(*attached_.server, sql, set_keys, reset_keys);
 }
 
-awaitable<bool> ClientSession::sync_params(pool::ServerError& err) {
+awaitable<bool> ClientSession::sync_params(pool::ServerConnection& server, pool::ServerError& err) {
   std::string sql;
   std::vector<const std::string*> set_keys;
   std::vector<std::string> reset_keys;
-  if (params_sql(sql, set_keys, reset_keys)) co_return true;
-  if (!co_await attached_.server->run_quietly(sql, &err)) co_return false;
+  if (params_sql(server, sql, set_keys, reset_keys)) co_return true;
+  if (!co_await server.run_quietly(sql, &err)) co_return false;
   w_.stats().settings_replayed_total.fetch_add(set_keys.size() + reset_keys.size(),
                                                std::memory_order_relaxed);
-  for (auto* k : set_keys) attached_.server->applied[*k] = desired_.at(*k);
-  for (auto& k : reset_keys) attached_.server->applied.erase(k);
-  attached_.server->settled = desired_digest_;  // params_sql built desired_ for the current version
+  for (auto* k : set_keys) server.applied[*k] = desired_.at(*k);
+  for (auto& k : reset_keys) server.applied.erase(k);
+  server.settled = desired_digest_;  // params_sql built desired_ for the current version
   co_return true;
 }
 
@@ -692,10 +693,16 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       if (retry_.failed || client_done_) co_return;
     }
     if (batch_behind_replica_read() && !scanner.mid_message() && buf.size() >= 5 &&
-        buf.data()[0] != p::frontend::kTerminate && classify_batch(buf.data(), buf.size()).writes) {
-      // A write pipelined behind a synced read batch on a replica: routed once the read is answered. (Not the
-      // rest of a message being forwarded: those bytes are no message of their own.)
-      co_await hold_write_behind_replica_read();
+        buf.data()[0] != p::frontend::kTerminate) {
+      // A batch pipelined behind a synced read batch on a replica (not the rest of a message being forwarded:
+      // those bytes are no message of their own) is looked at whole, as a transaction's first batch is: its
+      // Parse alone may read as harmless where its Bind writes.
+      if (buf.size() < 64 * 1024 && !batch_complete(buf.data(), buf.size())) {
+        buf.reserve_message(buf.size() + 1);
+        continue;
+      }
+      // A write is routed once the read is answered.
+      if (classify_batch(buf.data(), buf.size()).writes) co_await hold_write_behind_replica_read();
       if (client_done_) co_return;
     }
     if (tx_begin_only_ && attached_.server && !scanner.mid_message() &&
@@ -732,6 +739,17 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       if (routes && buf.size() < 64 * 1024 && !batch_complete(buf.data(), buf.size())) {
         buf.reserve_message(buf.size() + 1);
         continue;
+      }
+      if (tracker_ && shard_map()) {
+        sharding::Need need;
+        if (auto req = scatter_candidate(buf.data(), buf.size(), need)) {
+          bool alive = co_await run_scatter(*req, need);
+          buf.consume(req->length);
+          if (!alive) co_return;
+          last_activity_ = net::BatchClock::now();
+          unread = !buf.empty();
+          continue;
+        }
       }
       if (tracker_ && shard_map() && deferred_begin_.empty()) {
         std::string reply;

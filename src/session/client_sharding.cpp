@@ -289,6 +289,13 @@ bool ClientSession::shard_refusal(char type, std::string_view body) {
                    ", but its transaction runs on shard " + std::to_string(shard_) +
                    ", and transactions across shards are not supported yet";
     need.hint = "Commit the transaction before working on another tenant's rows.";
+  } else if (need.kind == Need::Kind::scatter && !scatter_allowed()) {
+    need.message += ", and sharding.cross_shard is reject for this connection";
+  } else if (need.kind == Need::Kind::scatter) {
+    need.message +=
+        ", and a cross-shard read runs only outside a transaction, as a request of its own (a "
+        "simple Query, or Parse/Bind/Execute/Sync of the unnamed statement)";
+    need.hint = "Send it outside BEGIN ... COMMIT and on its own, or limit it to one shard key.";
   }
   w_.stats().shard_refused_total.fetch_add(1, std::memory_order_relaxed);
   log::debug("statement refused by sharding",

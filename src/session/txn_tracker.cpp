@@ -219,6 +219,29 @@ std::optional<std::string_view> TxnTracker::statement_query(const std::string& n
   return text->first;
 }
 
+std::optional<std::pair<std::string_view, std::string_view>> TxnTracker::statement_parse(
+    const std::string& name) const {
+  const std::string* msg = nullptr;
+  if (name.empty()) {
+    if (!unnamed_valid_) return std::nullopt;
+    msg = &unnamed_parse_;
+  } else {
+    auto it = statements_.find(name);
+    // (A statement whose text pgrouter rewrote is not the client's text: not offered.)
+    if (it == statements_.end() || it->second->parse_message.empty() || it->second->rewrite)
+      return std::nullopt;
+    msg = &it->second->parse_message;
+  }
+  return parse_text(*msg);
+}
+
+void TxnTracker::define_statement(const std::string& name, std::string_view text, std::string_view types) {
+  auto st = std::make_shared<TrackedStatement>();
+  name_from(statement_hash(text, types), st->server_name);
+  p::append_parse(st->parse_message, st->server_name, text, types);
+  statements_[name] = std::move(st);
+}
+
 bool TxnTracker::tracks(const std::string& parameter) const {
   if (std::find(kTracked.begin(), kTracked.end(), parameter) != kTracked.end()) return true;
   return std::find(extra_tracked_.begin(), extra_tracked_.end(), parameter) != extra_tracked_.end();

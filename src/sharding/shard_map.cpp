@@ -128,6 +128,16 @@ Need ShardMap::unsharded_need(const sql::ShardTarget& t) const {
   return Need::on(default_shard());
 }
 
+Need ShardMap::across(const sql::ShardTarget& t, std::vector<int> shards, std::string why,
+                      std::string hint) const {
+  // A table that lives on one shard cannot be read alongside rows of several.
+  if (!t.unsharded_tables.empty())
+    return Need::refused(fmt::format("{}, but table {} lives on the default shard {} only", why,
+                                     join(t.unsharded_tables), default_shard()),
+                         "List the table under sharding.reference_tables to have it on every shard.");
+  return Need::scatter_over(std::move(shards), std::move(why), std::move(hint));
+}
+
 Need ShardMap::need(const sql::ShardTarget& t, const BoundParams* params,
                     std::optional<int> explicit_shard) const {
   using sql::ShardScope;
@@ -162,21 +172,31 @@ Need ShardMap::need(const sql::ShardTarget& t, const BoundParams* params,
   if (t.scope == ShardScope::keyed && shards.size() > 1) {
     std::string list;
     for (int s : shards) list += (list.empty() ? "" : ", ") + std::to_string(s);
-    return Need::refused(
-        fmt::format("pgrouter: the statement names shard keys on shards {}, and cross-shard statements are "
-                    "not supported yet",
-                    list),
-        "Run one statement per shard key.");
+    if (t.writes)
+      return Need::refused(
+          fmt::format("pgrouter: the statement writes rows on shards {}, and cross-shard writes are not "
+                      "supported yet",
+                      list),
+          "Run one statement per shard key.");
+    return across(t, std::vector<int>(shards.begin(), shards.end()),
+                  fmt::format("pgrouter: the statement reads rows on shards {}", list),
+                  "Run one statement per shard key.");
   }
   if (t.scope == ShardScope::keyed && shards.size() == 1) from_keys = Need::on(*shards.begin());
   if (t.scope == ShardScope::all) {
-    if (!explicit_shard)
+    if (!explicit_shard && t.writes)
       return Need::refused(
-          t.writes ? "pgrouter: a write to a sharded table that is not limited to one shard key would need "
-                     "every shard, and cross-shard writes are not supported yet"
-                   : "pgrouter: a read of a sharded table that is not limited to one shard key needs every "
-                     "shard, and cross-shard reads are not supported yet",
+          "pgrouter: a write to a sharded table that is not limited to one shard key would need every shard, "
+          "and cross-shard writes are not supported yet",
           kKeyHint);
+    if (!explicit_shard) {
+      std::vector<int> every(strategy_->shards());
+      for (size_t i = 0; i < every.size(); ++i) every[i] = int(i);
+      return across(
+          t, std::move(every),
+          "pgrouter: a read of a sharded table that is not limited to one shard key needs every shard",
+          kKeyHint);
+    }
     from_keys = Need::on(*explicit_shard);
   }
   if (from_keys.kind == Need::Kind::one && explicit_shard && *explicit_shard != from_keys.shard)

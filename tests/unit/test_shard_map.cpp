@@ -109,7 +109,7 @@ TEST_CASE("BoundParams reads a Bind's values and formats") {
   CHECK_FALSE(BoundParams::from_bind(cut.substr(0, cut.size() - 3)));  // a value cut short
 }
 
-TEST_CASE("a keyed statement needs its key's shard; several shards are refused") {
+TEST_CASE("a keyed statement needs its key's shard; a read of several is a scatter, a write refused") {
   ShardMap m(two_shards());
   auto [a, b] = keys_on_both(m);
   Need n = m.need(keyed({lit(a)}), nullptr, std::nullopt);
@@ -117,8 +117,18 @@ TEST_CASE("a keyed statement needs its key's shard; several shards are refused")
   CHECK(n.shard == shard_of(m, a));
   CHECK(m.need(keyed({lit(a), lit(a)}), nullptr, std::nullopt).kind == Need::Kind::one);
   Need both = m.need(keyed({lit(a), lit(b)}), nullptr, std::nullopt);
-  CHECK(both.kind == Need::Kind::refuse);
+  CHECK(both.kind == Need::Kind::scatter);
+  CHECK(both.shards == std::vector<int>{0, 1});
   CHECK(both.message.find("shards 0, 1") != std::string::npos);
+  ShardTarget write = keyed({lit(a), lit(b)});
+  write.writes = true;
+  Need w = m.need(write, nullptr, std::nullopt);
+  CHECK(w.kind == Need::Kind::refuse);
+  CHECK(w.message.find("writes rows on shards 0, 1") != std::string::npos);
+  // A table on the default shard only cannot be read with rows of both.
+  ShardTarget mixed = keyed({lit(a), lit(b)});
+  mixed.unsharded_tables = {"audit"};
+  CHECK(m.need(mixed, nullptr, std::nullopt).kind == Need::Kind::refuse);
   // NULL matches no row, and a value the type rejects gets PostgreSQL's own error: anywhere will do.
   CHECK(m.need(keyed({KeyRef{{}, 0, true}}), nullptr, std::nullopt).kind == Need::Kind::any);
   CHECK(m.need(keyed({lit("not a number")}), nullptr, std::nullopt).kind == Need::Kind::any);
@@ -141,15 +151,19 @@ TEST_CASE("parameters decide at Bind, in text or binary") {
   CHECK(m.need(t, &*null, std::nullopt).kind == Need::Kind::any);
 }
 
-TEST_CASE("a statement on every shard is refused unless an explicit key names one") {
+TEST_CASE("a read on every shard is a scatter, a write refused, unless an explicit key names one") {
   ShardMap m(two_shards());
   auto [a, b] = keys_on_both(m);
   ShardTarget all;
   all.scope = ShardScope::all;
   Need n = m.need(all, nullptr, std::nullopt);
-  CHECK(n.kind == Need::Kind::refuse);
+  CHECK(n.kind == Need::Kind::scatter);
+  CHECK(n.shards == std::vector<int>{0, 1});
   CHECK(n.message.find("not limited to one shard key") != std::string::npos);
   CHECK(n.hint.find("pgrouter.shard_key") != std::string::npos);
+  ShardTarget all_write = all;
+  all_write.writes = true;
+  CHECK(m.need(all_write, nullptr, std::nullopt).kind == Need::Kind::refuse);
   CHECK(m.need(all, nullptr, 1).shard == 1);
   // A key that contradicts the session's explicit key is an error, not a silent choice.
   int other = 1 - shard_of(m, a);

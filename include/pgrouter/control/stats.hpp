@@ -65,6 +65,8 @@ struct WorkerStats {
   Counter shard_routed_total{0};          // sharding: transactions routed to a shard by a shard key
   Counter shard_default_total{0};         // ... that named none (the session key's or the default shard)
   Counter shard_refused_total{0};         // statements refused by sharding (0A000)
+  Counter shard_scatters_total{0};        // cross-shard reads run on several shards and merged
+  Counter shard_scatter_legs_total{0};    // ... summed over them: the shards each ran on
   Counter shard_begins_deferred_total{0};  // lone BEGINs answered by pgrouter until a shard was chosen
   Counter shard_begins_moved_total{0};     // transactions moved after a named BEGIN to the shard named next
   Counter routed_writes_held_total{0};  // write batches held until a pipelined read on a replica was answered

@@ -10,6 +10,7 @@
 #include "pgrouter/net/readiness.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/protocol/messages.hpp"
+#include "pgrouter/session/scatter_request.hpp"
 #include "pgrouter/session/startup_reset.hpp"
 #include "pgrouter/sql/classifier.hpp"
 #include "pgrouter/session/txn_tracker.hpp"
@@ -142,10 +143,10 @@ class ClientSession {
   template <typename Stream>
   void start_server_to_client(Stream& s);
   bool register_server_io();  // the server's socket in the worker's readiness set, for the relay
-  awaitable<bool> sync_params(pool::ServerError& err);
+  awaitable<bool> sync_params(pool::ServerConnection& server, pool::ServerError& err);
   // The sync part of sync_params: true when the server has the client's settings (marked so), else the
   // statements (and which settings they set or reset) that give them.
-  bool params_sql(std::string& sql, std::vector<const std::string*>& set_keys,
+  bool params_sql(pool::ServerConnection& server, std::string& sql, std::vector<const std::string*>& set_keys,
                   std::vector<std::string>& reset_keys);
   static pool::ServerConnection::SettingsDigest settings_digest(
       const std::vector<std::pair<std::string, std::string>>& startup, const TxnTracker::Settings* set);
@@ -155,10 +156,12 @@ class ClientSession {
   // Nothing of this client's is in flight on the server either way, and both directions are at a message
   // boundary.
   bool server_quiet() const;
-  // A replica's server is attached for a synced read still being answered: the next batch may be a write
-  // that must not follow it there.
+  // A replica's server is attached for a synced read, still being answered or answered but not yet given
+  // back: the next batch may be a write that must not follow it there (unlike one inside a transaction the
+  // client opened there, which fails as it would on PostgreSQL).
   bool batch_behind_replica_read() const {
-    return attached_.server && tx_on_replica_ && !unsynced_ && pending_ > 0;
+    return attached_.server && tx_on_replica_ && !unsynced_ &&
+           (pending_ > 0 || attached_.server->tx_status == 'I');
   }
   // Transaction pooling, unpinned, nothing in flight either way: the client is not in a server session.
   bool between_transactions() const;
@@ -281,6 +284,21 @@ class ClientSession {
   bool moving_shard_ = false;
   std::string begin_text_;
   bool shard_refusal(char type, std::string_view body);
+  // Cross-shard reads (client_scatter.cpp): a request of scatter_request()'s shapes, outside a transaction,
+  // whose statement needs several shards (`need`), when sharding.cross_shard allows it ...
+  std::optional<ScatterRequest> scatter_candidate(const char* d, size_t n, sharding::Need& need);
+  bool scatter_allowed() const;
+  // ... runs on a server of each of those shards, taken for it alone, and is answered from the merge of their
+  // rows; false when the client is gone. The request's bytes are at the start of client_buf_.
+  awaitable<bool> run_scatter(const ScatterRequest& req, const sharding::Need& need);
+  struct ScatterLeg;
+  struct ScatterRun;
+  awaitable<bool> open_scatter_legs(ScatterRun& run, std::string& why);
+  static std::string scatter_statement(const ScatterRun& run, bool describe_statement);
+  static std::pair<std::string, std::string> scatter_refusal(const ScatterRun& run);  // message, hint
+  awaitable<void> answer_scatter(ScatterRun& run);
+  // A write to the client outside the relay (nothing else writes to it then), plain or TLS.
+  awaitable<void> client_write_any(const std::string& data, net::error_code& ec);
   // A lone BEGIN while no shard is chosen: answered (reply), and kept to be sent on the shard chosen next.
   bool defer_begin(const char* d, size_t n, std::string& reply);
   std::string deferred_begin_;

@@ -246,6 +246,13 @@ class TxnTracker {
   bool tracks(const std::string& parameter) const;
   // The text of a statement the client prepared ("" = its unnamed statement), if pgrouter knows it.
   std::optional<std::string_view> statement_query(const std::string& name) const;
+  // Its text and parameter types (the bytes after the text in a Parse), when it was created by a Parse whose
+  // text pgrouter did not rewrite.
+  std::optional<std::pair<std::string_view, std::string_view>> statement_parse(const std::string& name) const;
+  // A named statement the client created where no server saw it (a cross-shard read's Parse, run on each
+  // shard as the unnamed statement): known from now on, prepared on a server wherever it is used. The name
+  // must be new to the client.
+  void define_statement(const std::string& name, std::string_view text, std::string_view types);
 
  private:
   // sentinel_error: a request sent only to make the server fail (a Describe of a missing

@@ -19,14 +19,23 @@ namespace pgrouter::sharding {
 
 // What one statement needs of the shards.
 struct Need {
-  enum class Kind : uint8_t { any, one, refuse };
+  // scatter: a read whose rows are on several shards (`shards`, ascending); the caller runs it on each and
+  // merges the answers (sharding/scatter_plan.hpp), or refuses it where it cannot (cross_shard: reject,
+  // inside a transaction) with `message` and `hint`, which say why it needs several shards.
+  enum class Kind : uint8_t { any, one, refuse, scatter };
   Kind kind = Kind::any;
-  int shard = 0;        // one
-  std::string message;  // refuse: the error's message (SQLSTATE 0A000) ...
-  std::string hint;     // ... and what to do instead
+  int shard = 0;            // one
+  std::string message;      // refuse: the error's message (SQLSTATE 0A000) ...
+  std::string hint;         // ... and what to do instead
+  std::vector<int> shards;  // scatter
   static Need any_shard() { return {}; }
-  static Need on(int s) { return {Kind::one, s, {}, {}}; }
-  static Need refused(std::string m, std::string h) { return {Kind::refuse, 0, std::move(m), std::move(h)}; }
+  static Need on(int s) { return {Kind::one, s, {}, {}, {}}; }
+  static Need refused(std::string m, std::string h) {
+    return {Kind::refuse, 0, std::move(m), std::move(h), {}};
+  }
+  static Need scatter_over(std::vector<int> s, std::string m, std::string h) {
+    return {Kind::scatter, 0, std::move(m), std::move(h), std::move(s)};
+  }
 };
 
 // The parameter values of a Bind message, by 1-based number (nullopt: NULL), with their format codes.
@@ -62,6 +71,8 @@ class ShardMap {
  private:
   std::optional<int> shard_of(const sql::KeyRef& k, const BoundParams* params, bool& unknown) const;
   Need unsharded_need(const sql::ShardTarget& t) const;
+  // A read over several shards: scatter, unless a table it names lives on the default shard only.
+  Need across(const sql::ShardTarget& t, std::vector<int> shards, std::string why, std::string hint) const;
 
   control::ShardingConfig config_;
   std::shared_ptr<const Strategy> strategy_;

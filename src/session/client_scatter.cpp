@@ -1,0 +1,353 @@
+// Cross-shard reads. A request of scatter_request()'s shapes whose statement needs several shards, sent outside
+// a transaction, is planned (sharding::plan_scatter), sent to one server of each shard it needs (taken from
+// that shard's pools for this request only, with the client's settings), and answered from the merge of their
+// replies (sharding::ScatterMerge) as they stream: rows go to the client in chunks, and only the shards the
+// merge is waiting on are read, so memory stays bounded by what the merge keeps (ORDER BY: a row per shard;
+// aggregates: a row per group). A shard's error ends the request with that error, as PostgreSQL would; what
+// pgrouter cannot merge exactly is refused with 0A000 before anything runs.
+#include <algorithm>
+#include <tuple>
+
+#include "pgrouter/control/log.hpp"
+#include "pgrouter/protocol/backend.hpp"
+#include "pgrouter/protocol/frontend.hpp"
+#include "pgrouter/session/client_session.hpp"
+#include "pgrouter/sharding/merge.hpp"
+#include "pgrouter/sharding/scatter_plan.hpp"
+
+namespace pgrouter::session {
+namespace p = pgrouter::protocol;
+namespace be = pgrouter::protocol::backend;
+
+namespace {
+constexpr size_t kFlushAt = 64 * 1024;  // client bytes gathered before a write
+// A shard's reply message longer than this ends the request (a DataRow is at most 1 GB in PostgreSQL; a
+// scatter's rows are usually small, and memory per request stays bounded).
+constexpr uint32_t kMaxShardMessage = 256u << 20;
+
+std::string error_body(std::string_view sqlstate, std::string_view message, std::string_view hint = {}) {
+  std::string out;
+  p::append_error(out, "ERROR", sqlstate, message, {}, hint);
+  return out.substr(5);  // the body: the caller frames it
+}
+
+// A RowDescription with every format code 0: what Describe of a statement reports (formats are not known
+// before Bind).
+std::string statement_description(std::string_view body) {
+  std::string out(body);
+  if (out.size() < 2) return out;
+  size_t n = p::read_be16(out.data()), pos = 2;
+  for (size_t i = 0; i < n; ++i) {
+    size_t at = pos;
+    if (!p::read_cstring(out, at) || at + 18 > out.size()) return std::string(body);
+    out[at + 16] = 0;
+    out[at + 17] = 0;
+    pos = at + 18;
+  }
+  return out;
+}
+
+void append_message(std::string& out, char type, std::string_view body) {
+  p::append_header(out, type, body.size());
+  out.append(body);
+}
+}  // namespace
+
+// One shard's part of a scatter.
+struct ClientSession::ScatterLeg {
+  int shard = 0;
+  pool::Pool* pool = nullptr;
+  std::unique_ptr<pool::ServerConnection> server;
+  std::string description;  // its RowDescription body
+  std::string parameters;   // its ParameterDescription body (Describe S)
+  std::string error;        // the first ErrorResponse body it sent
+  bool done = false;        // its CommandComplete (or error) came: no more rows
+  bool ready = false;       // its ReadyForQuery came: the server is idle again
+  bool broken = false;      // its connection failed: closed, not pooled
+  bool parsed = false;      // its ParseComplete came: the statement's text is valid
+};
+
+// The request itself: legs opened, their replies merged, the client answered.
+struct ClientSession::ScatterRun {
+  ClientSession& self;
+  const ScatterRequest& req;
+  const sharding::Need& need;
+  sharding::ScatterPlan plan;
+  std::vector<ScatterLeg> legs;
+  std::string out;      // for the client, not yet written
+  bool client_gone = false;
+
+  // One message from a leg; false when its connection failed (the leg is then broken and done).
+  awaitable<bool> read(ScatterLeg& leg, char& type, std::string& body) {
+    for (;;) {
+      std::string why;
+      if (!co_await pool::read_server_message(*leg.server, type, body, kMaxShardMessage, &why)) {
+        leg.broken = leg.done = leg.ready = true;
+        if (leg.error.empty())
+          leg.error = error_body(p::sqlstate::connection_failure,
+                                 "pgrouter: shard " + std::to_string(leg.shard) + "'s server " + why);
+        co_return false;
+      }
+      if (type == be::kParameterStatus) {
+        if (auto kv = p::parse_parameter_status(body)) leg.server->set_param(kv->first, kv->second);
+        continue;
+      }
+      if (type == be::kNoticeResponse || type == be::kNotificationResponse) continue;
+      if (type == be::kParseComplete) leg.parsed = true;
+      if (type == be::kErrorResponse) {
+        if (leg.error.empty()) leg.error = body;
+        leg.done = true;
+      } else if (type == be::kReadyForQuery) {
+        leg.server->tx_status = body.empty() ? 'I' : body[0];
+        leg.ready = leg.done = true;
+      }
+      co_return true;
+    }
+  }
+
+  // Reads each leg up to its RowDescription (or its error); false when one has none.
+  awaitable<bool> read_descriptions() {
+    bool all = true;
+    for (auto& leg : legs) {
+      char type = 0;
+      std::string body;
+      // (No co_await in a loop condition after &&: g++ 12 evaluates it even when the left side is false.)
+      while (!leg.done && leg.description.empty()) {
+        if (!co_await read(leg, type, body)) break;
+        if (type == be::kRowDescription) leg.description = std::move(body);
+        else if (type == be::kParameterDescription) leg.parameters = std::move(body);
+        else if (type == be::kNoData || type == be::kCommandComplete) break;
+      }
+      if (leg.description.empty()) all = false;
+    }
+    co_return all;
+  }
+
+  // Reads every leg to its ReadyForQuery (the rest of its rows are dropped).
+  awaitable<void> drain() {
+    char type = 0;
+    std::string body;
+    for (auto& leg : legs)
+      while (!leg.ready) {
+        if (!co_await read(leg, type, body)) break;
+      }
+  }
+
+  // The first error any leg sent (by shard order), if any.
+  const std::string* first_error() const {
+    for (auto& leg : legs)
+      if (!leg.error.empty()) return &leg.error;
+    return nullptr;
+  }
+
+  // Feeds the merge from the legs it waits on until it has every row; false when a leg failed.
+  awaitable<bool> stream(sharding::ScatterMerge& merge) {
+    std::string row;
+    while (!merge.done() && merge.error().empty()) {
+      bool read_any = false;
+      for (size_t i = 0; i < legs.size() && !merge.done(); ++i) {
+        auto& leg = legs[i];
+        if (leg.done || !merge.needs(i)) continue;
+        char type = 0;
+        std::string body;
+        read_any = true;
+        if (!co_await read(leg, type, body) || !leg.error.empty()) co_return false;
+        if (type == be::kDataRow) merge.add_row(i, body);
+        else if (type == be::kCommandComplete) leg.done = true, merge.finish(i);
+      }
+      while (merge.next_row(row)) append_message(out, be::kDataRow, row);
+      if (out.size() >= kFlushAt) {
+        if (!co_await flush()) co_return false;
+      }
+      if (!read_any) break;  // every leg finished
+    }
+    while (merge.next_row(row)) append_message(out, be::kDataRow, row);
+    co_return true;
+  }
+
+  awaitable<bool> flush() {
+    if (out.empty() || client_gone) co_return !client_gone;
+    net::error_code ec;
+    co_await self.client_write_any(out, ec);
+    out.clear();
+    client_gone = bool(ec);
+    co_return !client_gone;
+  }
+};
+
+awaitable<void> ClientSession::client_write_any(const std::string& data, net::error_code& ec) {
+  if (tls_) {
+    ec = co_await net::write_all(*tls_, data.data(), data.size());
+  } else {
+    co_await client_ready_.write_all(data.data(), data.size(), ec);
+  }
+}
+
+std::optional<ScatterRequest> ClientSession::scatter_candidate(const char* d, size_t n, sharding::Need& need) {
+  if (!tracker_ || pinned_ || client_tx_status_ != 'I' || !deferred_begin_.empty()) return std::nullopt;
+  auto req = scatter_request(d, n);
+  if (!req) return std::nullopt;
+  if (req->extended) {
+    std::string name(req->statement);
+    if (req->parses && !name.empty() && tracker_->statement_query(name)) return std::nullopt;  // 42P05
+    if (!req->parses) {  // a statement the client prepared before
+      auto known = tracker_->statement_parse(name);
+      if (!known) return std::nullopt;
+      std::tie(req->sql, req->parameter_types) = *known;
+    }
+  }
+  need = req->extended ? shard_need(protocol::frontend::kBind, req->bind_body, req->sql)
+                       : shard_need(protocol::frontend::kQuery, std::string_view(d + 5, req->length - 5), {});
+  if (need.kind != sharding::Need::Kind::scatter || !scatter_allowed()) return std::nullopt;
+  return req;
+}
+
+bool ClientSession::scatter_allowed() const {
+  auto mode = user_cfg_->cross_shard.value_or(db_->sharding.cross_shard);
+  return mode == control::CrossShard::scatter;
+}
+
+// Takes a server of each shard the request needs (a replica when reads go to replicas), with the client's
+// settings, and sends it the shard's statement; false with `why` set when one could not be had.
+awaitable<bool> ClientSession::open_scatter_legs(ScatterRun& run, std::string& why) {
+  int home = shard_;
+  for (int shard : run.need.shards) {
+    ScatterLeg leg;
+    leg.shard = shard;
+    shard_ = shard;
+    int backend = choose_backend(client_buf_.data(), run.req.length);
+    if (backend < 0) backend = primary_backend();
+    if (backend >= 0) leg.pool = &pool_at(backend);
+    shard_ = home;
+    if (!leg.pool) {
+      why = "pgrouter: shard " + std::to_string(shard) + " has no primary now";
+      co_return false;
+    }
+    pool::ServerError err;
+    leg.server = co_await leg.pool->acquire(err);
+    if (leg.server) {
+      if (!co_await sync_params(*leg.server, err)) leg.pool->release(std::move(leg.server), false);
+    }
+    if (!leg.server) {
+      why = "pgrouter: no server of shard " + std::to_string(shard) + " for a cross-shard read: " + err.message;
+      co_return false;
+    }
+    w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
+    run.legs.push_back(std::move(leg));
+  }
+  for (size_t i = 0; i < run.legs.size(); ++i) {
+    // Only the first shard is asked for the statement's parameter types (Describe S).
+    if (co_await run.legs[i].server->write_all(scatter_statement(run, i == 0))) {
+      run.legs[i].broken = run.legs[i].done = run.legs[i].ready = true;
+      why = "pgrouter: shard " + std::to_string(run.legs[i].shard) + "'s server closed the connection";
+      co_return false;
+    }
+  }
+  co_return true;
+}
+
+std::string ClientSession::scatter_statement(const ScatterRun& run, bool describe_statement) {
+  std::string out;
+  if (!run.req.extended) {
+    p::append_query(out, run.plan.shard_sql);
+    return out;
+  }
+  p::append_parse(out, "", run.plan.shard_sql, run.req.parameter_types);
+  if (describe_statement && run.req.describe_statement) p::append_describe(out, 'S', "");
+  // The client's parameters as they came; results in text (the merge reads them) unless the client wants
+  // binary ones, which only a merge that compares nothing passes through (scatter_refusal).
+  std::string rest(run.req.parameters);
+  if (run.req.any_binary()) {
+    rest += char(run.req.result_formats.size() >> 8);
+    rest += char(run.req.result_formats.size() & 0xff);
+    for (auto f : run.req.result_formats) rest += {'\0', char(f)};
+  } else {
+    rest.append("\0\0", 2);
+  }
+  p::append_bind(out, "", "", rest);
+  p::append_describe(out, 'P', "");
+  p::append_execute(out, "");
+  p::append_sync(out);
+  return out;
+}
+
+// Why a request cannot be answered exactly by a scatter (empty: it can).
+std::pair<std::string, std::string> ClientSession::scatter_refusal(const ScatterRun& run) {
+  const auto& plan = run.plan;
+  if (plan.refused)
+    return {run.need.message + ", and a cross-shard read cannot be answered exactly with " + plan.refusal,
+            "Limit the statement to one shard key, or run it on each shard (SET pgrouter.shard_key)."};
+  if (run.req.max_rows != 0)
+    return {"pgrouter: a cross-shard read cannot be fetched in parts (an Execute with a row limit)",
+            "Fetch every row at once (no fetch size or server-side cursor), or limit it to one shard key."};
+  bool compares = plan.aggregate || !plan.order_by.empty() || plan.distinct || !plan.having.empty();
+  if (run.req.any_binary() && compares)
+    return {"pgrouter: a cross-shard read with ORDER BY, aggregates or DISTINCT must ask for its results in "
+            "text format",
+            "Ask for text results, or limit the statement to one shard key."};
+  return {};
+}
+
+awaitable<void> ClientSession::answer_scatter(ScatterRun& run) {
+  auto& out = run.out;
+  auto error = [&](std::string_view body) { append_message(out, be::kErrorResponse, body); };
+  bool described = co_await run.read_descriptions();
+  if (auto* e = run.first_error()) co_return error(*e);
+  if (!described)
+    co_return error(error_body(p::sqlstate::feature_not_supported,
+                               "pgrouter: a cross-shard read must return rows on each shard"));
+  std::vector<std::string_view> descriptions;
+  for (auto& leg : run.legs) descriptions.push_back(leg.description);
+  sharding::ScatterMerge merge(run.plan, descriptions);
+  if (!merge.error().empty())
+    co_return error(error_body(p::sqlstate::feature_not_supported,
+                               "pgrouter: the shards' answers to a cross-shard read cannot be merged exactly: " +
+                                   merge.error()));
+  if (run.req.extended) {
+    if (run.req.parses) p::append_header(out, be::kParseComplete, 0);
+    if (run.req.describe_statement) {
+      append_message(out, be::kParameterDescription, run.legs[0].parameters);
+      append_message(out, be::kRowDescription, statement_description(merge.row_description()));
+    }
+    p::append_header(out, be::kBindComplete, 0);
+  }
+  if (!run.req.extended || run.req.describe_portal) append_message(out, be::kRowDescription, merge.row_description());
+  bool streamed = co_await run.stream(merge);
+  if (auto* e = run.first_error()) co_return error(*e);
+  if (!streamed) co_return;  // the client is gone
+  if (!merge.error().empty())
+    co_return error(error_body(p::sqlstate::feature_not_supported,
+                               "pgrouter: the shards' rows of a cross-shard read cannot be merged exactly: " +
+                                   merge.error()));
+  p::append_command_complete(out, merge.command_tag());
+}
+
+awaitable<bool> ClientSession::run_scatter(const ScatterRequest& req, const sharding::Need& need) {
+  ScatterRun run{*this, req, need, sharding::plan_scatter(req.sql), {}, {}, false};
+  auto [refusal, hint] = scatter_refusal(run);
+  std::string why;
+  if (!refusal.empty()) {
+    w_.stats().shard_refused_total.fetch_add(1, std::memory_order_relaxed);
+    append_message(run.out, be::kErrorResponse, error_body(p::sqlstate::feature_not_supported, refusal, hint));
+  } else if (!co_await open_scatter_legs(run, why)) {
+    append_message(run.out, be::kErrorResponse, error_body(p::sqlstate::connection_failure, why));
+  } else {
+    w_.stats().shard_scatters_total.fetch_add(1, std::memory_order_relaxed);
+    w_.stats().shard_scatter_legs_total.fetch_add(run.legs.size(), std::memory_order_relaxed);
+    co_await answer_scatter(run);
+    // A named Parse that every shard accepted created the client's statement, as on one server.
+    bool parsed = std::all_of(run.legs.begin(), run.legs.end(), [](auto& l) { return l.parsed; });
+    if (req.parses && !req.statement.empty() && parsed)
+      tracker_->define_statement(std::string(req.statement), req.sql, req.parameter_types);
+  }
+  if (!run.client_gone) co_await run.drain();
+  for (auto& leg : run.legs) {
+    bool clean = leg.ready && !leg.broken && !run.client_gone && leg.server->tx_status == 'I';
+    w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+    leg.pool->release(std::move(leg.server), clean);
+  }
+  p::append_ready_for_query(run.out, 'I');
+  co_return co_await run.flush();
+}
+
+}  // namespace pgrouter::session
