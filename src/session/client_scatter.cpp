@@ -1,10 +1,10 @@
-// Cross-shard reads. A request of scatter_request()'s shapes whose statement needs several shards, sent outside
-// a transaction, is planned (sharding::plan_scatter), sent to one server of each shard it needs (taken from
-// that shard's pools for this request only, with the client's settings), and answered from the merge of their
-// replies (sharding::ScatterMerge) as they stream: rows go to the client in chunks, and only the shards the
-// merge is waiting on are read, so memory stays bounded by what the merge keeps (ORDER BY: a row per shard;
-// aggregates: a row per group). A shard's error ends the request with that error, as PostgreSQL would; what
-// pgrouter cannot merge exactly is refused with 0A000 before anything runs.
+// Cross-shard reads. A request of scatter_request()'s shapes whose statement needs several shards, sent
+// outside a transaction, is planned (sharding::plan_scatter), sent to one server of each shard it needs
+// (taken from that shard's pools for this request only, with the client's settings), and answered from the
+// merge of their replies (sharding::ScatterMerge) as they stream: rows go to the client in chunks, and only
+// the shards the merge is waiting on are read, so memory stays bounded by what the merge keeps (ORDER BY: a
+// row per shard; aggregates: a row per group). A shard's error ends the request with that error, as
+// PostgreSQL would; what pgrouter cannot merge exactly is refused with 0A000 before anything runs.
 #include <algorithm>
 #include <tuple>
 
@@ -74,7 +74,7 @@ struct ClientSession::ScatterRun {
   const sharding::Need& need;
   sharding::ScatterPlan plan;
   std::vector<ScatterLeg> legs;
-  std::string out;      // for the client, not yet written
+  std::string out;  // for the client, not yet written
   bool client_gone = false;
 
   // One message from a leg; false when its connection failed (the leg is then broken and done).
@@ -114,9 +114,12 @@ struct ClientSession::ScatterRun {
       // (No co_await in a loop condition after &&: g++ 12 evaluates it even when the left side is false.)
       while (!leg.done && leg.description.empty()) {
         if (!co_await read(leg, type, body)) break;
-        if (type == be::kRowDescription) leg.description = std::move(body);
-        else if (type == be::kParameterDescription) leg.parameters = std::move(body);
-        else if (type == be::kNoData || type == be::kCommandComplete) break;
+        if (type == be::kRowDescription)
+          leg.description = std::move(body);
+        else if (type == be::kParameterDescription)
+          leg.parameters = std::move(body);
+        else if (type == be::kNoData || type == be::kCommandComplete)
+          break;
       }
       if (leg.description.empty()) all = false;
     }
@@ -152,8 +155,10 @@ struct ClientSession::ScatterRun {
         std::string body;
         read_any = true;
         if (!co_await read(leg, type, body) || !leg.error.empty()) co_return false;
-        if (type == be::kDataRow) merge.add_row(i, body);
-        else if (type == be::kCommandComplete) leg.done = true, merge.finish(i);
+        if (type == be::kDataRow)
+          merge.add_row(i, body);
+        else if (type == be::kCommandComplete)
+          leg.done = true, merge.finish(i);
       }
       while (merge.next_row(row)) append_message(out, be::kDataRow, row);
       if (out.size() >= kFlushAt) {
@@ -183,7 +188,8 @@ awaitable<void> ClientSession::client_write_any(const std::string& data, net::er
   }
 }
 
-std::optional<ScatterRequest> ClientSession::scatter_candidate(const char* d, size_t n, sharding::Need& need) {
+std::optional<ScatterRequest> ClientSession::scatter_candidate(const char* d, size_t n, sharding::Need& need,
+                                                               bool& explain) {
   if (!tracker_ || pinned_ || client_tx_status_ != 'I' || !deferred_begin_.empty()) return std::nullopt;
   auto req = scatter_request(d, n);
   if (!req) return std::nullopt;
@@ -198,7 +204,8 @@ std::optional<ScatterRequest> ClientSession::scatter_candidate(const char* d, si
   }
   need = req->extended ? shard_need(protocol::frontend::kBind, req->bind_body, req->sql)
                        : shard_need(protocol::frontend::kQuery, std::string_view(d + 5, req->length - 5), {});
-  if (need.kind != sharding::Need::Kind::scatter || !scatter_allowed()) return std::nullopt;
+  explain = shard_map()->target(req->sql).explain;
+  if (!explain && (need.kind != sharding::Need::Kind::scatter || !scatter_allowed())) return std::nullopt;
   return req;
 }
 
@@ -229,7 +236,8 @@ awaitable<bool> ClientSession::open_scatter_legs(ScatterRun& run, std::string& w
       if (!co_await sync_params(*leg.server, err)) leg.pool->release(std::move(leg.server), false);
     }
     if (!leg.server) {
-      why = "pgrouter: no server of shard " + std::to_string(shard) + " for a cross-shard read: " + err.message;
+      why =
+          "pgrouter: no server of shard " + std::to_string(shard) + " for a cross-shard read: " + err.message;
       co_return false;
     }
     w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
@@ -282,9 +290,10 @@ std::pair<std::string, std::string> ClientSession::scatter_refusal(const Scatter
             "Fetch every row at once (no fetch size or server-side cursor), or limit it to one shard key."};
   bool compares = plan.aggregate || !plan.order_by.empty() || plan.distinct || !plan.having.empty();
   if (run.req.any_binary() && compares)
-    return {"pgrouter: a cross-shard read with ORDER BY, aggregates or DISTINCT must ask for its results in "
-            "text format",
-            "Ask for text results, or limit the statement to one shard key."};
+    return {
+        "pgrouter: a cross-shard read with ORDER BY, aggregates or DISTINCT must ask for its results in "
+        "text format",
+        "Ask for text results, or limit the statement to one shard key."};
   return {};
 }
 
@@ -300,9 +309,9 @@ awaitable<void> ClientSession::answer_scatter(ScatterRun& run) {
   for (auto& leg : run.legs) descriptions.push_back(leg.description);
   sharding::ScatterMerge merge(run.plan, descriptions);
   if (!merge.error().empty())
-    co_return error(error_body(p::sqlstate::feature_not_supported,
-                               "pgrouter: the shards' answers to a cross-shard read cannot be merged exactly: " +
-                                   merge.error()));
+    co_return error(error_body(
+        p::sqlstate::feature_not_supported,
+        "pgrouter: the shards' answers to a cross-shard read cannot be merged exactly: " + merge.error()));
   if (run.req.extended) {
     if (run.req.parses) p::append_header(out, be::kParseComplete, 0);
     if (run.req.describe_statement) {
@@ -311,14 +320,15 @@ awaitable<void> ClientSession::answer_scatter(ScatterRun& run) {
     }
     p::append_header(out, be::kBindComplete, 0);
   }
-  if (!run.req.extended || run.req.describe_portal) append_message(out, be::kRowDescription, merge.row_description());
+  if (!run.req.extended || run.req.describe_portal)
+    append_message(out, be::kRowDescription, merge.row_description());
   bool streamed = co_await run.stream(merge);
   if (auto* e = run.first_error()) co_return error(*e);
   if (!streamed) co_return;  // the client is gone
   if (!merge.error().empty())
-    co_return error(error_body(p::sqlstate::feature_not_supported,
-                               "pgrouter: the shards' rows of a cross-shard read cannot be merged exactly: " +
-                                   merge.error()));
+    co_return error(error_body(
+        p::sqlstate::feature_not_supported,
+        "pgrouter: the shards' rows of a cross-shard read cannot be merged exactly: " + merge.error()));
   p::append_command_complete(out, merge.command_tag());
 }
 
@@ -328,7 +338,8 @@ awaitable<bool> ClientSession::run_scatter(const ScatterRequest& req, const shar
   std::string why;
   if (!refusal.empty()) {
     w_.stats().shard_refused_total.fetch_add(1, std::memory_order_relaxed);
-    append_message(run.out, be::kErrorResponse, error_body(p::sqlstate::feature_not_supported, refusal, hint));
+    append_message(run.out, be::kErrorResponse,
+                   error_body(p::sqlstate::feature_not_supported, refusal, hint));
   } else if (!co_await open_scatter_legs(run, why)) {
     append_message(run.out, be::kErrorResponse, error_body(p::sqlstate::connection_failure, why));
   } else {
@@ -348,6 +359,92 @@ awaitable<bool> ClientSession::run_scatter(const ScatterRequest& req, const shar
   }
   p::append_ready_for_query(run.out, 'I');
   co_return co_await run.flush();
+}
+
+namespace {
+void append_text_field(std::string& out, std::string_view name) {
+  out.append(name);
+  out += '\0';
+  out.append(std::string_view("\0\0\0\0\0\0\0\0\0\x19\xff\xff\xff\xff\xff\xff\0\0", 18));  // text, typmod -1
+}
+
+void append_text_row(std::string& out, const std::vector<std::optional<std::string>>& cells) {
+  std::string body;
+  body += char(cells.size() >> 8);
+  body += char(cells.size() & 0xff);
+  for (auto& c : cells) {
+    uint32_t len = c ? uint32_t(c->size()) : 0xffffffffu;
+    for (int shift : {24, 16, 8, 0}) body += char((len >> shift) & 0xff);
+    if (c) body += *c;
+  }
+  append_message(out, be::kDataRow, body);
+}
+
+std::string shard_list(const std::vector<int>& shards) {
+  std::string out;
+  for (int s : shards) out += (out.empty() ? "" : ", ") + std::to_string(s);
+  return out;
+}
+}  // namespace
+
+// The rows of `/* pgrouter: explain */`: (shard, statement it gets, why).
+std::vector<std::vector<std::optional<std::string>>> ClientSession::explain_rows(const ScatterRequest& req,
+                                                                                 const sharding::Need& need) {
+  using Kind = sharding::Need::Kind;
+  std::string sql(req.sql);
+  if (need.kind == Kind::one) {
+    const auto& t = shard_map()->target(req.sql);
+    std::string why = t.scope == sql::ShardScope::keyed ? "its shard key values are on this shard"
+                      : !t.unsharded_tables.empty()     ? "its tables live on the default shard"
+                                                    : "the explicit shard key (SET pgrouter.shard_key, the "
+                                                      "startup option or a comment) is on this shard";
+    return {{std::to_string(need.shard), sql, why}};
+  }
+  if (need.kind == Kind::any) {
+    std::optional<int> session_shard;
+    explicit_shard(session_shard);
+    int shard = session_shard.value_or(shard_map()->default_shard());
+    return {{std::to_string(shard), sql,
+             session_shard ? "it names no shard key: the session's pgrouter.shard_key shard"
+                           : "it names no shard key: sharding.default_shard"}};
+  }
+  if (need.kind == Kind::refuse) return {{std::nullopt, std::nullopt, "refused (0A000): " + need.message}};
+  if (!scatter_allowed())
+    return {{std::nullopt, std::nullopt,
+             "refused (0A000): " + need.message + ", and sharding.cross_shard is reject"}};
+  auto plan = sharding::plan_scatter(req.sql);
+  if (plan.refused)
+    return {{std::nullopt, std::nullopt,
+             "refused (0A000): a cross-shard read cannot be answered exactly with " + plan.refusal}};
+  std::vector<std::vector<std::optional<std::string>>> rows;
+  for (int s : need.shards)
+    rows.push_back({std::to_string(s), plan.shard_sql,
+                    "cross-shard read on shards " + shard_list(need.shards) + ", merged by pgrouter"});
+  return rows;
+}
+
+awaitable<bool> ClientSession::explain_shards(const ScatterRequest& req, const sharding::Need& need) {
+  std::string out;
+  std::string description("\0\3", 2);
+  for (auto name : {"shard", "statement", "reason"}) append_text_field(description, name);
+  if (req.extended) {
+    if (req.parses) p::append_header(out, be::kParseComplete, 0);
+    if (req.describe_statement) {
+      // A Parse's parameter types are laid out as a ParameterDescription's body.
+      append_message(out, be::kParameterDescription,
+                     req.parameter_types.empty() ? std::string_view("\0\0", 2) : req.parameter_types);
+      append_message(out, be::kRowDescription, description);
+    }
+    p::append_header(out, be::kBindComplete, 0);
+  }
+  if (!req.extended || req.describe_portal) append_message(out, be::kRowDescription, description);
+  auto rows = explain_rows(req, need);
+  for (auto& row : rows) append_text_row(out, row);
+  p::append_command_complete(out, "EXPLAIN");
+  p::append_ready_for_query(out, 'I');
+  net::error_code ec;
+  co_await client_write_any(out, ec);
+  co_return !ec;
 }
 
 }  // namespace pgrouter::session

@@ -742,8 +742,13 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       }
       if (tracker_ && shard_map()) {
         sharding::Need need;
-        if (auto req = scatter_candidate(buf.data(), buf.size(), need)) {
-          bool alive = co_await run_scatter(*req, need);
+        bool explain = false;
+        if (auto req = scatter_candidate(buf.data(), buf.size(), need, explain)) {
+          bool alive = false;  // (no co_await inside ?: — g++ 12 may evaluate both sides)
+          if (explain)
+            alive = co_await explain_shards(*req, need);
+          else
+            alive = co_await run_scatter(*req, need);
           buf.consume(req->length);
           if (!alive) co_return;
           last_activity_ = net::BatchClock::now();

@@ -1023,6 +1023,24 @@ std::optional<std::string> hint_value(std::string_view body, size_t i) {
   return std::string(body.substr(i, end - i));
 }
 
+// Whether one comment's "pgrouter: ..." list holds the word `word` ("explain").
+bool word_in_comment(std::string_view body, std::string_view word) {
+  for (size_t at = 0; at + 8 <= body.size(); ++at) {
+    if (!util::equals_ascii_ci(body.substr(at, 8), "pgrouter") ||
+        (at > 0 && util::sql_ident_char(body[at - 1])))
+      continue;
+    size_t i = skip_blanks(body, at + 8);
+    if (i >= body.size() || (body[i] != ':' && body[i] != '=')) continue;
+    for (size_t k = i + 1; k + word.size() <= body.size(); ++k) {
+      size_t end = k + word.size();
+      if (util::equals_ascii_ci(body.substr(k, word.size()), word) && !util::sql_ident_char(body[k - 1]) &&
+          (end == body.size() || !util::sql_ident_char(body[end])))
+        return true;
+    }
+  }
+  return false;
+}
+
 // "shard_key=42" (or ": '42'") in one comment's "pgrouter: ..." list, which may hold a route hint too.
 std::optional<std::string> shard_key_in_comment(std::string_view body) {
   for (size_t at = 0; at + 8 <= body.size(); ++at) {
@@ -1073,6 +1091,7 @@ size_t dollar_end(std::string_view s, size_t i) {
 
 // A "pgrouter: shard_key=..." comment's value; several that differ are refused.
 void add_hint(std::string_view body, ShardTarget& out) {
+  if (word_in_comment(body, "explain")) out.explain = true;
   std::optional<std::string> key = shard_key_in_comment(body);
   if (!key) return;
   if (out.hint_key.empty()) {

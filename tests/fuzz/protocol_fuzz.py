@@ -774,7 +774,8 @@ class Harness:
             self.admin.execute(f"truncate {self.table}")
             self.admin.execute(f"insert into {self.table} select g, 'r' || g from generate_series(1, 5) g")
         if self.replica:
-            lsn = self.admin.execute("select pg_current_wal_lsn()").fetchone()[0]
+            # The insert position: the test cluster commits asynchronously, so the write position may trail.
+            lsn = self.admin.execute("select pg_current_wal_insert_lsn()").fetchone()[0]
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 if self.replica_admin.execute("select pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0]:

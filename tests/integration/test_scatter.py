@@ -186,3 +186,26 @@ def test_prepared_statements_scatter_on_every_run(cluster, pgrouter, data):
             for _ in range(3):
                 c.execute(keyed, (42, 0))
     assert pgr.metric(router.metrics(), "pgrouter_shard_scatters_total") >= 16
+
+
+def test_explain_says_where_a_statement_would_run_without_running_it(cluster, pgrouter, data):
+    router = pgrouter(config(cluster))
+    a, b = key_on_each_shard(cluster)
+    with router.connect(autocommit=True) as c:
+        def explain(sql, params=None):
+            return c.execute("/* pgrouter: explain */ " + sql, params).fetchall()
+        assert [d.name for d in c.execute(f"/* pgrouter: explain */ SELECT 1").description] == \
+            ["shard", "statement", "reason"]
+        [(shard, statement, reason)] = explain(f"SELECT * FROM {TABLE} WHERE tenant_id = %s", (b,))
+        assert shard == "1" and "shard key" in reason and statement.endswith("tenant_id = $1")
+        rows = explain(f"SELECT plan, avg(n) FROM {TABLE} GROUP BY plan ORDER BY plan LIMIT 2")
+        assert [r[0] for r in rows] == ["0", "1"]
+        assert all("sum(n)" in r[1] and "count(n)" in r[1] and "cross-shard read" in r[2] for r in rows)
+        [(shard, statement, reason)] = explain(f"SELECT string_agg(v, ',') FROM {TABLE}")
+        assert shard is None and reason.startswith("refused (0A000)") and "string_agg" in reason
+        [(shard, _, reason)] = explain(f"DELETE FROM {TABLE}")
+        assert shard is None and "cross-shard writes" in reason
+        # Nothing ran: the DELETE above deleted nothing.
+        before = c.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+        explain(f"DELETE FROM {TABLE} WHERE tenant_id = %s", (a,))
+        assert c.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0] == before

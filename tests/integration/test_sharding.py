@@ -3,6 +3,7 @@ the shard1 server. Rows written through pgrouter must land where PostgreSQL's ow
 (checked on each shard with satisfies_hash_partition), keyed statements must run on their shard only, and every
 statement pgrouter cannot route to one shard must get 0A000, never a wrong or partial answer."""
 import random
+import time
 import uuid
 
 import psycopg
@@ -60,15 +61,16 @@ def keys_for_test(rng, n):
     return list(dict.fromkeys(keys))
 
 
-def wait_replayed(cluster):
+def wait_replayed(cluster, timeout=60):
+    """Until the replica replayed everything the primary has logged. (The insert position: the test cluster
+    commits asynchronously, so the write position can trail the last commits.)"""
     with cluster.connect("primary") as p:
-        lsn = p.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
-    with cluster.connect("replica") as r:
-        for _ in range(200):
-            if r.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0]:
-                return
-            import time
-            time.sleep(0.05)
+        lsn = p.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+    deadline = time.monotonic() + timeout
+    with cluster.connect("replica", autocommit=True) as r:
+        while not r.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0]:
+            assert time.monotonic() < deadline, f"the replica did not replay {lsn} within {timeout}s"
+            time.sleep(0.02)
 
 
 def test_rows_land_where_postgres_hash_partitioning_puts_them(cluster, pgrouter):

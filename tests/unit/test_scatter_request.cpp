@@ -25,7 +25,8 @@ std::string bind_rest(std::vector<std::string> values, std::vector<int16_t> resu
   return out;
 }
 
-std::string extended(std::string_view sql, std::string rest, bool describe_portal = true, int32_t max_rows = 0) {
+std::string extended(std::string_view sql, std::string rest, bool describe_portal = true,
+                     int32_t max_rows = 0) {
   std::string out;
   p::append_parse(out, "", sql, p::kNoParameterTypes);
   p::append_bind(out, "", "", rest);
@@ -108,6 +109,9 @@ TEST_CASE("scatter_request: other shapes are not scatter requests") {
   std::string bad_format = extended("SELECT 1", bind_rest({}, {2}));
   CHECK_FALSE(scatter_request(bad_format.data(), bad_format.size()));
   std::string cut = extended("SELECT 1", bind_rest({"7"}));
-  cut[cut.find("\0\0\0\1" "7", 0, 5) + 3] = 9;  // a value longer than its message
+  cut[cut.find("\0\0\0\1"
+               "7",
+               0, 5) +
+      3] = 9;  // a value longer than its message
   CHECK_FALSE(scatter_request(cut.data(), cut.size()));
 }

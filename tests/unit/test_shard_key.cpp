@@ -493,6 +493,12 @@ TEST_CASE("shard key: hints") {
   t = shard_target("/* pgrouter: shard_key=1 */ SELECT /* pgrouter: shard_key=2 */ 1", schema());
   CHECK(t.scope == ShardScope::refused);
   CHECK(t.refusal == "conflicting pgrouter shard_key hints");
+  // explain: a word of the list, alone or with others, in any comment.
+  CHECK(shard_target("/* pgrouter: explain */ SELECT * FROM users", schema()).explain);
+  CHECK(shard_target("SELECT 1 -- PGROUTER: shard_key=4, Explain", schema()).explain);
+  CHECK_FALSE(shard_target("/* pgrouter: explained */ SELECT 1", schema()).explain);
+  CHECK_FALSE(shard_target("/* explain */ SELECT 1", schema()).explain);
+  CHECK_FALSE(shard_target("SELECT '/* pgrouter: explain */'", schema()).explain);
 }
 
 TEST_CASE("shard key: parse errors and odd input") {

@@ -286,7 +286,14 @@ class ClientSession {
   bool shard_refusal(char type, std::string_view body);
   // Cross-shard reads (client_scatter.cpp): a request of scatter_request()'s shapes, outside a transaction,
   // whose statement needs several shards (`need`), when sharding.cross_shard allows it ...
-  std::optional<ScatterRequest> scatter_candidate(const char* d, size_t n, sharding::Need& need);
+  // explain: the statement has a `/* pgrouter: explain */` comment (then any need qualifies).
+  std::optional<ScatterRequest> scatter_candidate(const char* d, size_t n, sharding::Need& need,
+                                                  bool& explain);
+  // `/* pgrouter: explain */`: the request is answered with where it would run and why, as rows of (shard,
+  // statement, reason), instead of running. False when the client is gone.
+  awaitable<bool> explain_shards(const ScatterRequest& req, const sharding::Need& need);
+  std::vector<std::vector<std::optional<std::string>>> explain_rows(const ScatterRequest& req,
+                                                                    const sharding::Need& need);
   bool scatter_allowed() const;
   // ... runs on a server of each of those shards, taken for it alone, and is answered from the merge of their
   // rows; false when the client is gone. The request's bytes are at the start of client_buf_.

@@ -14,15 +14,16 @@ namespace pgrouter::session {
 
 struct ScatterRequest {
   bool extended = false;
-  std::string_view sql;  // the statement (within the client's bytes; extended without Parse: empty, see below)
+  std::string_view
+      sql;  // the statement (within the client's bytes; extended without Parse: empty, see below)
   std::string_view statement;  // extended: the statement the Bind names ("" the unnamed one)
   // extended: the batch begins with the statement's Parse; without it the statement is one the client
   // prepared before, whose text and parameter types the caller fills in (sql, parameter_types).
   bool parses = false;
   // extended only, each within the client's bytes:
-  std::string_view bind_body;        // the whole Bind body (the shard key's value is read from it)
-  std::string_view parameter_types;  // the Parse body after the query text
-  std::string_view parameters;       // the Bind body from its parameter format codes through the values
+  std::string_view bind_body;           // the whole Bind body (the shard key's value is read from it)
+  std::string_view parameter_types;     // the Parse body after the query text
+  std::string_view parameters;          // the Bind body from its parameter format codes through the values
   std::vector<int16_t> result_formats;  // as the Bind gave them (none: all text)
   bool describe_statement = false;      // Describe S of the statement (after its Parse)
   bool describe_portal = false;         // Describe P of the unnamed portal
@@ -31,7 +32,9 @@ struct ScatterRequest {
   // Whether result column i is wanted in binary.
   bool binary_column(size_t i) const {
     if (result_formats.empty()) return false;
-    return (result_formats.size() == 1 ? result_formats[0] : i < result_formats.size() ? result_formats[i] : 0) != 0;
+    return (result_formats.size() == 1  ? result_formats[0]
+            : i < result_formats.size() ? result_formats[i]
+                                        : 0) != 0;
   }
   bool any_binary() const {
     for (auto f : result_formats)

@@ -44,6 +44,8 @@ struct ShardTarget {
   std::string refusal;
   // A leading or embedded `/* pgrouter: shard_key=42 */` comment (the value as written, quotes removed).
   std::string hint_key;
+  // A `/* pgrouter: explain */` comment: the client asks where the statement would run instead of running it.
+  bool explain = false;
   bool parse_error = false;  // libpg_query rejected the text (PostgreSQL will answer it: any shard will do)
   // A COPY ... FROM (any table): its rows arrive as CopyData, so the caller splits them by key or refuses.
   bool copy_from = false;
