@@ -5,7 +5,11 @@
 // the shards the merge is waiting on are read, so memory stays bounded by what the merge keeps (ORDER BY: a
 // row per shard; aggregates: a row per group). A shard's error ends the request with that error, as
 // PostgreSQL would; what pgrouter cannot merge exactly is refused with 0A000 before anything runs.
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <tuple>
 
 #include "pgrouter/control/log.hpp"
@@ -24,6 +28,7 @@ constexpr size_t kFlushAt = 64 * 1024;  // client bytes gathered before a write
 // A shard's reply message longer than this ends the request (a DataRow is at most 1 GB in PostgreSQL; a
 // scatter's rows are usually small, and memory per request stays bounded).
 constexpr uint32_t kMaxShardMessage = 256u << 20;
+constexpr size_t kReadChunk = 16 * 1024;  // a leg's read buffer: many rows per recv
 
 std::string error_body(std::string_view sqlstate, std::string_view message, std::string_view hint = {}) {
   std::string out;
@@ -65,6 +70,66 @@ struct ClientSession::ScatterLeg {
   bool ready = false;       // its ReadyForQuery came: the server is idle again
   bool broken = false;      // its connection failed: closed, not pooled
   bool parsed = false;      // its ParseComplete came: the statement's text is valid
+  // Bytes read from the server and not yet taken (plain TCP: read in large pieces, not per message).
+  std::vector<char> in = std::vector<char>(kReadChunk);
+  size_t in_begin = 0, in_end = 0;
+  bool unread() const { return in_end > in_begin; }
+
+  // The next whole message; false with `why` when the connection failed or sent a bad length.
+  awaitable<bool> next(char& type, std::string& body, std::string& why) {
+    if (server->ssl)
+      co_return co_await pool::read_server_message(*server, type, body, kMaxShardMessage, &why);
+    for (;;) {
+      size_t have = in_end - in_begin;
+      if (have >= 5) {
+        uint32_t len = p::read_be32(in.data() + in_begin + 1);
+        if (len < 4 || len > kMaxShardMessage) {
+          why = "sent an invalid message length " + std::to_string(len);
+          co_return false;
+        }
+        if (have >= 1 + size_t(len)) {
+          type = in[in_begin];
+          body.assign(in.data() + in_begin + 5, len - 4);
+          in_begin += 1 + len;
+          co_return true;
+        }
+        if (1 + size_t(len) > in.size()) in.resize(1 + size_t(len));  // a message larger than the buffer
+      }
+      if (!co_await fill(why)) co_return false;
+    }
+  }
+
+  // Reads what the server has sent (waiting for some), after moving the unread bytes to the front.
+  awaitable<bool> fill(std::string& why) {
+    if (in_begin > 0) {
+      std::memmove(in.data(), in.data() + in_begin, in_end - in_begin);
+      in_end -= in_begin;
+      in_begin = 0;
+    }
+    for (;;) {
+      ssize_t r =
+          ::recv(server->socket.native_handle(), in.data() + in_end, in.size() - in_end, MSG_DONTWAIT);
+      if (r > 0) {
+        in_end += size_t(r);
+        co_return true;
+      }
+      if (r == 0) {
+        why = "closed the connection";
+        co_return false;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        why = "closed the connection (" + std::string(std::strerror(errno)) + ")";
+        co_return false;
+      }
+      net::error_code ec;
+      co_await server->socket.async_wait(tcp::socket::wait_read, asio::redirect_error(use_awaitable, ec));
+      if (ec) {
+        why = "closed the connection (" + ec.message() + ")";
+        co_return false;
+      }
+    }
+  }
 };
 
 // The request itself: legs opened, their replies merged, the client answered.
@@ -72,7 +137,8 @@ struct ClientSession::ScatterRun {
   ClientSession& self;
   const ScatterRequest& req;
   const sharding::Need& need;
-  sharding::ScatterPlan plan;
+  std::shared_ptr<const sharding::ScatterPlan> plan_ptr;  // cached per worker (ShardMap::scatter_plan)
+  const sharding::ScatterPlan& plan = *plan_ptr;
   std::vector<ScatterLeg> legs;
   std::string out;  // for the client, not yet written
   bool client_gone = false;
@@ -81,7 +147,7 @@ struct ClientSession::ScatterRun {
   awaitable<bool> read(ScatterLeg& leg, char& type, std::string& body) {
     for (;;) {
       std::string why;
-      if (!co_await pool::read_server_message(*leg.server, type, body, kMaxShardMessage, &why)) {
+      if (!co_await leg.next(type, body, why)) {
         leg.broken = leg.done = leg.ready = true;
         if (leg.error.empty())
           leg.error = error_body(p::sqlstate::connection_failure,
@@ -333,7 +399,7 @@ awaitable<void> ClientSession::answer_scatter(ScatterRun& run) {
 }
 
 awaitable<bool> ClientSession::run_scatter(const ScatterRequest& req, const sharding::Need& need) {
-  ScatterRun run{*this, req, need, sharding::plan_scatter(req.sql), {}, {}, false};
+  ScatterRun run{*this, req, need, shard_map()->scatter_plan(req.sql)};
   auto [refusal, hint] = scatter_refusal(run);
   std::string why;
   if (!refusal.empty()) {
@@ -353,7 +419,9 @@ awaitable<bool> ClientSession::run_scatter(const ScatterRequest& req, const shar
   }
   if (!run.client_gone) co_await run.drain();
   for (auto& leg : run.legs) {
-    bool clean = leg.ready && !leg.broken && !run.client_gone && leg.server->tx_status == 'I';
+    // (Bytes after its ReadyForQuery, which a server sends only unasked, would be lost: not reused then.)
+    bool clean =
+        leg.ready && !leg.broken && !run.client_gone && leg.server->tx_status == 'I' && !leg.unread();
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
     leg.pool->release(std::move(leg.server), clean);
   }
@@ -412,7 +480,7 @@ std::vector<std::vector<std::optional<std::string>>> ClientSession::explain_rows
   if (!scatter_allowed())
     return {{std::nullopt, std::nullopt,
              "refused (0A000): " + need.message + ", and sharding.cross_shard is reject"}};
-  auto plan = sharding::plan_scatter(req.sql);
+  const auto& plan = *shard_map()->scatter_plan(req.sql);
   if (plan.refused)
     return {{std::nullopt, std::nullopt,
              "refused (0A000): a cross-shard read cannot be answered exactly with " + plan.refusal}};

@@ -91,6 +91,14 @@ const sql::ShardTarget& ShardMap::target(std::string_view sql) {
   return last_->second;
 }
 
+std::shared_ptr<const ScatterPlan> ShardMap::scatter_plan(std::string_view sql) {
+  if (auto it = plans_.find(sql); it != plans_.end()) return it->second;
+  if (plans_.size() >= kCacheLimit) plans_.clear();
+  auto plan = std::make_shared<const ScatterPlan>(plan_scatter(sql));
+  plans_.emplace(std::string(sql), plan);
+  return plan;
+}
+
 std::optional<int> ShardMap::shard_of_text(std::string_view key) const {
   auto v = parse_text(key, config_.key_type);
   if (!v) return std::nullopt;

@@ -1,5 +1,6 @@
 // libFuzzer target: the parsers for what clients and servers send pgrouter (src/protocol/messages.cpp):
-// startup packets, ErrorResponse fields, the SQLSTATE alone, ParameterStatus. Besides not crashing, what each
+// startup packets, ErrorResponse fields, the SQLSTATE alone, ParameterStatus, and the client requests a
+// cross-shard read answers (src/session/scatter_request.cpp). Besides not crashing, what each
 // parser accepts must be consistent with the bytes: a parsed startup packet written back is the same packet,
 // the SQLSTATE found alone is the one the full parse finds.
 #include <cstdint>
@@ -8,6 +9,7 @@
 
 #include "fuzz_check.hpp"
 #include "pgrouter/protocol/messages.hpp"
+#include "pgrouter/session/scatter_request.hpp"
 
 namespace p = pgrouter::protocol;
 
@@ -66,6 +68,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string out;
     p::append_parameter_status(out, ps->first, ps->second);
     FUZZ_CHECK(out.size() >= 5 && body.starts_with(std::string_view(out).substr(5)));
+  }
+
+  // A cross-shard read's request, read from a client's bytes: within them, and every part inside the request.
+  if (auto req = pgrouter::session::scatter_request(body.data(), body.size())) {
+    FUZZ_CHECK(req->length >= 5 && req->length <= body.size());
+    auto inside = [&](std::string_view part) {
+      return part.empty() ||
+             (part.data() >= body.data() && part.data() + part.size() <= body.data() + req->length);
+    };
+    FUZZ_CHECK(inside(req->sql) && inside(req->statement) && inside(req->bind_body) &&
+               inside(req->parameter_types) && inside(req->parameters));
+    FUZZ_CHECK(req->extended || (!req->parses && req->result_formats.empty()));
+    for (auto f : req->result_formats) FUZZ_CHECK(f == 0 || f == 1);
   }
   return 0;
 }

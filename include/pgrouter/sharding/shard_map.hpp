@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "pgrouter/control/config.hpp"
+#include "pgrouter/sharding/scatter_plan.hpp"
 #include "pgrouter/sharding/strategy.hpp"
 #include "pgrouter/sql/shard_key.hpp"
 
@@ -61,6 +62,9 @@ class ShardMap {
 
   // The statement's analysis, cached by its exact text (bounded: the cache is emptied when full).
   const sql::ShardTarget& target(std::string_view sql);
+  // A cross-shard read's plan (sharding::plan_scatter), cached by its exact text like target(). Shared: the
+  // cache may be emptied while a scatter still uses it.
+  std::shared_ptr<const ScatterPlan> scatter_plan(std::string_view sql);
   // The shard of an explicit key (SET pgrouter.shard_key, the startup option, a comment); nullopt when the
   // text is no value of the key type.
   std::optional<int> shard_of_text(std::string_view key) const;
@@ -84,6 +88,7 @@ class ShardMap {
   std::unordered_map<std::string, sql::ShardTarget, TextHash, std::equal_to<>> cache_;
   const std::pair<const std::string, sql::ShardTarget>* last_ =
       nullptr;  // the entry found last (nodes stay put)
+  std::unordered_map<std::string, std::shared_ptr<const ScatterPlan>, TextHash, std::equal_to<>> plans_;
 };
 
 }  // namespace pgrouter::sharding
