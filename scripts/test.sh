@@ -4,20 +4,20 @@
 # each (tests/fuzz, clang, build-fuzz/), and an ASan+UBSan build (build-asan/) with the unit tests and the
 # protocol, relay and pool integration tests run against it. Ends with one line "N passed, N failed" (a fuzz
 # target or a sanitized test run that fails counts as failed).
-#   FUZZ_SECONDS=0   skip the fuzz targets (default 12 s per target)
+#   FUZZ_SECONDS=0   skip the fuzz targets (default 10 s per target)
 #   SANITIZE=0       skip the sanitizer build and its tests (default 1)
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 BUILD_DIR=${BUILD_DIR:-build}
 ASAN_BUILD_DIR=${ASAN_BUILD_DIR:-build-asan}
-FUZZ_SECONDS=${FUZZ_SECONDS:-12}
+FUZZ_SECONDS=${FUZZ_SECONDS:-10}
 SANITIZE=${SANITIZE:-1}
 PYTEST_TIME_LIMIT=${PYTEST_TIME_LIMIT:-25m}
 ASAN_PYTEST_TIME_LIMIT=${ASAN_PYTEST_TIME_LIMIT:-15m}
 # The integration tests that drive the message-handling code hardest: the sanitized binary runs these.
 ASAN_PYTESTS=(tests/integration/test_protocol.py tests/integration/test_hardening.py tests/integration/test_relay.py tests/integration/test_pool.py
-  tests/integration/test_transaction_pool.py tests/integration/test_parity.py tests/integration/test_sharding.py
+  tests/integration/test_transaction_pool.py tests/integration/test_parity.py tests/integration/test_scatter.py
   # Two tests measure what a 3-10x slower binary cannot keep: server counts while slots move between workers in
   # pg_stat_activity, and pgbench through few servers within connect_timeout. They run on the normal build above.
   -k "not test_pool_size_is_one_budget_across_workers and not test_pgbench_many_clients_few_servers")

@@ -12,6 +12,21 @@ P, B, E, S, C = parity.Parse, parity.Bind, parity.Execute, parity.Sync, parity.C
 def R(*msgs, **kw): return Round([fe(m) if not isinstance(m, Item) else m for m in msgs], **kw)
 T = "fz_00000000_t"  # protocol_fuzz.CORPUS_TABLE: replaced by the run's table when played
 bad = pgr.message("d", b"x\tbad\n"); nxt = pgr.message("d", b"6\tok\n")
+
+
+def write_behind_split_read():
+    """Generated case 102:0, its fourth round sent in two pieces: up to the second read batch's Sync, then (300 ms
+    later) that Sync and the INSERT batch."""
+    case = Generator(T).case(102, 0)
+    for rnd in case.rounds:
+        rnd.fragments = None
+    rnd = case.rounds[4]
+    k = next(n for n, i in enumerate(rnd.items) if "fs0" in i.label)
+    before = sum(len(i.data) for i in rnd.items[:k - 1])
+    rnd.fragments = [(before, 300), (len(rnd.data) - before, 0)]
+    return case
+
+
 entries = [
  ("crash_unknown_type_split", ["transaction", "session"],
   "An unknown message type whose body comes 200 ms after its header: SIGSEGV in transaction pooling.",
@@ -107,6 +122,12 @@ entries = [
   "re-created the shared statement, then tested whether the Close happened by a Parse of that same name: 42P05.",
   Case([R(P("select generate_series(1, 5) as g", "fs0"), C("S", "fs0"), P("select generate_series(1, 5) as g", "fs0"),
           B("fs0"), E(), S())])),
+ ("write_batch_arrives_with_the_sync_of_a_replica_read", ["transaction"],
+  "Two read batches, then a named-statement INSERT batch whose bytes arrive in the same read as the second "
+  "batch's Sync (the first part of that batch already forwarded): the INSERT followed the reads to the replica "
+  "(25006).",
+  write_behind_split_read(),
+  True),
 ]
 out = []
 for name, modes, note, case, *replica in entries:
