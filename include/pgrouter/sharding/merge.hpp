@@ -81,6 +81,7 @@ class ScatterMerge {
   };
 
   void read_descriptions(const std::vector<std::string_view>& descriptions);
+  void resolve_columns();
   void check_types();
   void build_client_description();
   void fail(std::string why);
@@ -97,7 +98,8 @@ class ScatterMerge {
 
   ScatterPlan plan_;
   std::vector<Column> columns_;         // the shards' columns
-  std::vector<Column> client_columns_;  // the client's
+  std::vector<Column> client_columns_;  // the client's, then the hidden ones
+  size_t visible_ = 0;                  // client columns the client sees
   std::string client_description_;
   std::string error_;
   size_t shards_ = 0;
