@@ -823,10 +823,11 @@ std::vector<std::string> Planner::clause_items(std::string_view keyword) const {
   }
 }
 
-// Where the select list ends: the end of the token before the top-level FROM.
+// Where the select list ends: the end of the token before the top-level FROM (not `IS DISTINCT FROM`).
 size_t Planner::select_list_end() const {
   for (size_t i = 1; i < tokens_.size(); ++i)
-    if (tokens_[i].depth == 0 && !after_label(i) && is_word(text_, tokens_[i], "from"))
+    if (tokens_[i].depth == 0 && !after_label(i) && is_word(text_, tokens_[i], "from") &&
+        !is_word(text_, tokens_[i - 1], "distinct"))
       return tokens_[i - 1].end;
   refuse("a statement pgrouter could not rewrite");
 }

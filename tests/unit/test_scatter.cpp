@@ -317,6 +317,15 @@ TEST_CASE("scatter plan: ORDER BY keys not in the select list become hidden colu
   CHECK(c.order_by[1].column == 0);
   CHECK(c.order_by[1].collate_c);
 
+  CHECK(plan_scatter("select a /* c */ from t order by abs(x - $1) /* d */ desc limit 2;").shard_sql ==
+        "select a, abs(x - $1) AS pgr_sort_1 /* c */ from t order by abs(x - $1) /* d */ desc LIMIT 2");
+  CHECK(plan_scatter("select a is distinct from b from t order by c").shard_sql ==
+        "select a is distinct from b, c AS pgr_sort_1 from t order by c");
+  CHECK(plan_scatter("select a from t order by b nulls last;").shard_sql ==
+        "select a, b AS pgr_sort_1 from t order by b nulls last;");
+  CHECK(plan_scatter("select a from t order by \"B\" asc").shard_sql ==
+        "select a, \"B\" AS pgr_sort_1 from t order by \"B\" asc");
+
   auto star = plan_scatter("select * from t where x > 1 order by x desc, 2");
   REQUIRE_MESSAGE(!star.refused, star.refusal);
   CHECK(star.shard_sql == "select *, x AS pgr_sort_1 from t where x > 1 order by x desc, 2");
@@ -342,6 +351,9 @@ TEST_CASE("scatter plan: a bare ORDER BY name is an output column's name before 
   REQUIRE_MESSAGE(!collated.refused, collated.refusal);
   CHECK(collated.shard_sql == "select n as x, x collate \"C\" AS pgr_sort_1 from t order by x collate \"C\"");
   CHECK(collated.order_by[0].hidden);
+  auto int4 = plan_scatter("select y, 1::int from t order by int4");  // a constant's cast: the type's name
+  CHECK(int4.hidden == 0);
+  CHECK(int4.order_by[0].column == 1);
   // `a + 1` is named ?column?: y is an input column.
   CHECK(plan_scatter("select a + 1 from t order by y").shard_sql ==
         "select a + 1, y AS pgr_sort_1 from t order by y");
