@@ -812,6 +812,14 @@ TEST_CASE("scatter merge: a GROUP BY key absent from the output still matches th
   std::string d = describe(cols);
   CHECK(ScatterMerge(plan_scatter("select count(*) from t group by plan"), {d, d}).row_description() ==
         describe({{"count", INT8}}));
+  // Grouped, so no rows at all is no groups (not the one row of a global count).
+  auto none = run("select count(*) from t group by plan", cols, {{}, {}});
+  CHECK(none.rows.empty());
+  CHECK(none.tag == "SELECT 0");
+  // HAVING on the combined groups, whose key is hidden.
+  auto having = run("select count(*) from t group by plan having count(*) >= 5", cols,
+                    {{R({"2", "free"}), R({"4", "pro"})}, {R({"3", "free"})}});
+  CHECK(having.rows == std::vector<Row>{R({"5"})});
   // DISTINCT is over what the client sees: the groups free and team both count 5.
   auto distinct = run("select distinct count(*) from t group by plan", cols,
                       {{R({"2", "free"}), R({"5", "team"})}, {R({"3", "free"})}});
