@@ -1,6 +1,7 @@
 // The merge of a scatter's answers (see scatter_plan.hpp): the shards' RowDescription and text-format
-// DataRows in, the client's RowDescription, DataRows and CommandComplete tag out. Pure: the caller reads the
-// shards and writes the client.
+// DataRows in, the client's RowDescription, DataRows and CommandComplete tag out; the plan's hidden columns
+// are sorted and grouped on but never reach the client. Pure: the caller reads the shards and writes the
+// client.
 //
 // Memory: without ORDER BY, aggregates or DISTINCT nothing is buffered; with ORDER BY, the rows the caller
 // has read but the merge could not emit yet (one per shard when the caller reads only the shards needs()
