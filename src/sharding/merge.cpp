@@ -370,6 +370,7 @@ ScatterMerge::ScatterMerge(const ScatterPlan& plan, const std::vector<std::strin
     : plan_(plan), shards_(descriptions.size()), finished_(shards_, false), queues_(shards_) {
   if (plan_.refused) fail("a refused plan");
   if (error_.empty()) read_descriptions(descriptions);
+  if (error_.empty()) resolve_columns();
   if (error_.empty()) check_types();
   if (error_.empty()) build_client_description();
   if (plan_.limit == 0) limit_reached_ = true;
@@ -413,16 +414,28 @@ void ScatterMerge::read_descriptions(const std::vector<std::string_view>& descri
   }
 }
 
-// Refuses, now, any column whose values the merge could not compare or combine exactly.
-void ScatterMerge::check_types() {
+// The plan's columns in full: with `*` every shard column is a plain one; sort keys on hidden columns
+// become indexes into the client row before the hidden columns are stripped.
+void ScatterMerge::resolve_columns() {
   if (plan_.star) {
     for (size_t i = 0; i < columns_.size(); ++i) {
       plan_.columns.push_back({ColumnRole::plain, i, false});
       plan_.client_columns.push_back({i, false, {}});
     }
   }
-  if (columns_.size() != plan_.columns.size())
+  if (columns_.size() != plan_.columns.size() || plan_.hidden > plan_.client_columns.size())
     return fail("the shards returned an unexpected number of columns");
+  visible_ = plan_.client_columns.size() - plan_.hidden;
+  for (SortKey& k : plan_.order_by) {
+    if (!k.hidden && k.column >= visible_) return fail("ORDER BY a position that is not in the select list");
+    if (k.hidden) k.column += visible_;
+    if (k.column >= plan_.client_columns.size())
+      return fail("the shards returned an unexpected number of columns");
+  }
+}
+
+// Refuses, now, any column whose values the merge could not compare or combine exactly.
+void ScatterMerge::check_types() {
   for (size_t j = 0; j < columns_.size(); ++j) {
     const ShardColumn& sc = plan_.columns[j];
     const Column& c = columns_[j];
@@ -453,8 +466,6 @@ void ScatterMerge::check_types() {
       return fail("HAVING across shards (other than numbers compared with numbers, or text with = or <>)");
   }
   for (const SortKey& k : plan_.order_by) {
-    if (k.column >= plan_.client_columns.size())
-      return fail("ORDER BY a position that is not in the select list");
     const ClientColumn& cc = plan_.client_columns[k.column];
     ValueType t = cc.avg ? ValueType::numeric : columns_[cc.shard_column].type;
     if (is_text(t) && !k.collate_c) return fail("ORDER BY a text column across shards needs COLLATE \"C\"");
@@ -464,13 +475,15 @@ void ScatterMerge::check_types() {
   }
 }
 
-// The client's columns: the shards' fields, except that avg becomes one numeric column.
+// The client's columns: the shards' fields, except that avg becomes one numeric column. Hidden columns are
+// kept in client_columns_ (sorting needs their types) but not described to the client.
 void ScatterMerge::build_client_description() {
-  protocol::put_be16(client_description_, uint16_t(plan_.client_columns.size()));
+  protocol::put_be16(client_description_, uint16_t(visible_));
   for (const ClientColumn& cc : plan_.client_columns) {
+    bool shown = client_columns_.size() < visible_;
     if (!cc.avg) {
       client_columns_.push_back(columns_[cc.shard_column]);
-      client_description_ += columns_[cc.shard_column].description;
+      if (shown) client_description_ += columns_[cc.shard_column].description;
       continue;
     }
     Column c{cc.name, {}, oid::numeric, ValueType::numeric, {}};
@@ -481,7 +494,7 @@ void ScatterMerge::build_client_description() {
     protocol::put_be16(c.description, uint16_t(-1));  // variable length
     protocol::put_be32(c.description, uint32_t(-1));  // no type modifier
     protocol::put_be16(c.description, 0);             // text
-    client_description_ += c.description;
+    if (shown) client_description_ += c.description;
     client_columns_.push_back(std::move(c));
   }
 }
@@ -534,9 +547,11 @@ std::string ScatterMerge::distinct_key(const Row& row) const {
   return key;
 }
 
-// DISTINCT, OFFSET and LIMIT, in PostgreSQL's order, then out.
+// Hidden columns stripped, then DISTINCT (over what the client sees), OFFSET and LIMIT, in PostgreSQL's
+// order, then out.
 void ScatterMerge::emit(Row row) {
   if (limit_reached_) return;
+  row.resize(visible_);
   if (plan_.distinct && !seen_.insert(distinct_key(row)).second) return;
   std::string body;
   encode_row(row, body);
@@ -561,7 +576,7 @@ bool ScatterMerge::needs(size_t shard) const {
 
 void ScatterMerge::add_row(size_t shard, std::string_view body) {
   if (!error_.empty() || limit_reached_ || finished_[shard]) return;
-  if (!plan_.aggregate && plan_.order_by.empty() && !plan_.distinct) {
+  if (!plan_.aggregate && plan_.order_by.empty() && !plan_.distinct && plan_.hidden == 0) {
     if (body.size() < 2 || protocol::read_be16(body.data()) != columns_.size())
       return fail("a malformed DataRow");
     return emit_body(std::string(body));  // nothing to compare or combine: straight through

@@ -1,7 +1,8 @@
 // plan_scatter(): see the header. The tree is libpg_query's JSON, read with sql::JsonTree as the classifier
-// does. The shard text is the client's text with spans replaced (avg calls, GROUP BY positions) and its
-// ORDER BY/LIMIT tail cut, located with libpg_query's locations and a small lexer; the result is parsed again
-// and checked, so a splice that went wrong is a refusal, never a different query.
+// does. The shard text is the client's text with spans replaced (avg calls, GROUP BY positions), hidden
+// columns appended to its select list (ORDER BY/GROUP BY expressions it lacks, copied from their clauses) and
+// its ORDER BY/LIMIT tail cut, located with libpg_query's locations and a small lexer; the result is parsed
+// again and checked, so a splice that went wrong is a refusal, never a different query.
 #include "pgrouter/sharding/scatter_plan.hpp"
 
 #include <pg_query.h>
@@ -334,8 +335,50 @@ struct Target {
   std::optional<ColumnRole> aggregate;
   bool group_key = false;
   bool collate_c = false;  // the expression is `x COLLATE "C"`
+  bool star = false;       // `*` or `t.*`
   int location = -1;       // of the aggregate call
+  std::string text;        // hidden columns: the expression as written in its clause
+  std::string hidden_alias;
 };
+
+// PostgreSQL's output name for a select item without an alias (FigureColname), with its strength (2: a
+// name, 1: a fallback such as a cast's type, 0: "?column?"); nullopt for node types pgrouter does not know.
+std::optional<std::pair<std::string, int>> implicit_name(const JsonTree& tree, const JsonValue& node) {
+  std::string_view type = type_of(tree, node);
+  const JsonValue* body = body_of(tree, node);
+  if (type == "ColumnRef" || type == "FuncCall")
+    return std::pair{
+        std::string(last_name(tree, field(tree, body, type == "FuncCall" ? "funcname" : "fields")).second),
+        2};
+  if (type == "CollateClause") return implicit_name(tree, *field(tree, body, "arg"));
+  if (type == "TypeCast") {
+    auto inner = implicit_name(tree, *field(tree, body, "arg"));
+    if (!inner || inner->second == 2) return inner;
+    const JsonValue* type_name = field(tree, body, "typeName");
+    return std::pair{
+        std::string(last_name(tree, type_name ? tree.member(*type_name, "names") : nullptr).second), 1};
+  }
+  if (type == "CaseExpr") return std::pair{std::string("case"), 1};
+  if (type == "CoalesceExpr") return std::pair{std::string("coalesce"), 2};
+  if (type == "A_Expr") {
+    const JsonValue* kind = field(tree, body, "kind");
+    if (kind && kind->text == "AEXPR_NULLIF") return std::pair{std::string("nullif"), 2};
+    return std::pair{std::string("?column?"), 0};
+  }
+  if (type == "A_Const" || type == "ParamRef" || type == "BoolExpr" || type == "NullTest" ||
+      type == "BooleanTest")
+    return std::pair{std::string("?column?"), 0};
+  return std::nullopt;
+}
+
+// A ColumnRef of one unqualified name: ORDER BY resolves it against output names first.
+std::optional<std::string_view> bare_name(const JsonTree& tree, const JsonValue& node) {
+  if (type_of(tree, node) != "ColumnRef") return std::nullopt;
+  const JsonValue* fields = field(tree, body_of(tree, node), "fields");
+  const JsonValue* first = fields ? tree.first(*fields) : nullptr;
+  if (!first || tree.next(*first) || type_of(tree, *first) != "String") return std::nullopt;
+  return last_name(tree, fields).second;
+}
 
 bool is_c_collation(const JsonTree& tree, const JsonValue& node) {
   if (type_of(tree, node) != "CollateClause") return false;
@@ -385,8 +428,29 @@ class Planner {
     build_columns();
     read_having();
     read_order_by();
+    add_hidden_columns();
     plan_.shard_sql = rewrite();
     return std::move(plan_);
+  }
+
+  // What the shard text's hidden select items must be: alias and canonical expression (for an avg's sum and
+  // count: the function's name and its arguments' canonical form).
+  struct HiddenCheck {
+    std::string alias, canon, function;
+  };
+  std::vector<HiddenCheck> hidden_checks() const {
+    std::vector<HiddenCheck> out;
+    for (const Target& t : hidden_) {
+      if (t.aggregate != ColumnRole::avg_sum) {
+        out.push_back({t.hidden_alias, t.canon, {}});
+        continue;
+      }
+      const JsonValue* args = field(tree_, body_of(tree_, *t.val), "args");
+      std::string c = args ? canon(tree_, *args) : std::string();
+      out.push_back({t.hidden_alias, c, "sum"});
+      out.push_back({t.hidden_alias + "_count", c, "count"});
+    }
+    return out;
   }
 
  private:
@@ -423,7 +487,7 @@ class Planner {
       if (type == "ColumnRef") {
         const JsonValue* fields = field(tree_, vb, "fields");
         for (const JsonValue* f = fields ? tree_.first(*fields) : nullptr; f; f = tree_.next(*f))
-          if (type_of(tree_, *f) == "A_Star") plan_.star = true;
+          if (type_of(tree_, *f) == "A_Star") plan_.star = t.star = true;
       } else if (type == "FuncCall" && (t.aggregate = classify_aggregate(tree_, vb, t))) {
         t.location = location_of(tree_, *t.val);
         plan_.aggregate = true;
@@ -462,10 +526,16 @@ class Planner {
     if (!list) return;
     if (plan_.star) refuse("* with GROUP BY");
     plan_.aggregate = true;
-    for (const JsonValue* g = tree_.first(*list); g; g = tree_.next(*g)) {
+    std::vector<std::string> items = clause_items("group");
+    size_t n = 0;
+    for (const JsonValue* g = tree_.first(*list); g; g = tree_.next(*g), ++n) {
       if (type_of(tree_, *g) == "GroupingSet") refuse("GROUP BY ROLLUP/CUBE/GROUPING SETS");
       auto i = find_target(*g, false);
-      if (!i) refuse("GROUP BY an expression not in the select list");
+      if (!i) {  // the shards' groups can only be matched on their keys: the key becomes a hidden column
+        check_expression(tree_, *g);
+        if (!find_hidden(canon(tree_, *g))) add_hidden(*g, items, n, "pgr_group_").group_key = true;
+        continue;
+      }
       if (targets_[*i].aggregate) refuse("GROUP BY an aggregate");
       targets_[*i].group_key = true;
       if (int_const(tree_, *g)) group_positions_.push_back({location_of(tree_, *g), *i});
@@ -493,20 +563,57 @@ class Planner {
 
   void build_columns() {
     if (plan_.star) return;
-    for (size_t i = 0; i < targets_.size(); ++i) {
-      const Target& t = targets_[i];
-      ClientColumn cc{plan_.columns.size(), false, {}};
-      ColumnRole role = t.group_key ? ColumnRole::group_key : t.aggregate.value_or(ColumnRole::plain);
-      if (plan_.aggregate && role == ColumnRole::plain && type_of(tree_, *t.val) != "A_Const")
-        refuse("a select item that is neither a GROUP BY key nor a supported aggregate");
-      plan_.columns.push_back({role, i, t.collate_c});
-      if (role == ColumnRole::avg_sum) {
-        cc.avg = true;
-        cc.name = t.alias.empty() ? "avg" : std::string(t.alias);
-        plan_.columns.push_back({ColumnRole::avg_count, i, false});
-      }
-      plan_.client_columns.push_back(std::move(cc));
+    for (const Target& t : targets_) add_column(t);
+  }
+
+  // The shard column(s) and the client column of a select item or hidden column.
+  void add_column(const Target& t) {
+    size_t i = plan_.client_columns.size();
+    ClientColumn cc{plan_.columns.size(), false, {}};
+    ColumnRole role = t.group_key ? ColumnRole::group_key : t.aggregate.value_or(ColumnRole::plain);
+    if (plan_.aggregate && role == ColumnRole::plain && type_of(tree_, *t.val) != "A_Const")
+      refuse("a select item that is neither a GROUP BY key nor a supported aggregate");
+    plan_.columns.push_back({role, i, t.collate_c});
+    if (role == ColumnRole::avg_sum) {
+      cc.avg = true;
+      cc.name = t.alias.empty() ? "avg" : std::string(t.alias);
+      plan_.columns.push_back({ColumnRole::avg_count, i, false});
     }
+    plan_.client_columns.push_back(std::move(cc));
+  }
+
+  void add_hidden_columns() {
+    if (!plan_.star)
+      for (const Target& t : hidden_) add_column(t);
+    plan_.hidden = hidden_.size();
+  }
+
+  std::optional<size_t> find_hidden(const std::string& c) const {
+    for (size_t i = 0; i < hidden_.size(); ++i)
+      if (hidden_[i].canon == c) return i;
+    return std::nullopt;
+  }
+
+  // A new hidden column for the n-th item of its clause, whose text is items[n]; its alias is numbered per
+  // prefix (pgr_group_1, pgr_sort_1, ...).
+  Target& add_hidden(const JsonValue& node, const std::vector<std::string>& items, size_t n,
+                     std::string_view prefix) {
+    if (n >= items.size()) refuse("a statement pgrouter could not rewrite");
+    // A name of the statement equal to a hidden column's alias could resolve to that column on the shards.
+    std::string lower(text_);
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
+    if (lower.find("pgr_sort_") != std::string::npos || lower.find("pgr_group_") != std::string::npos)
+      refuse("names starting with pgr_sort_ or pgr_group_ (pgrouter's hidden columns)");
+    size_t number = 1 + std::count_if(hidden_.begin(), hidden_.end(),
+                                      [&](const Target& h) { return h.hidden_alias.starts_with(prefix); });
+    Target& t = hidden_.emplace_back();
+    t.val = &node;
+    t.canon = canon(tree_, node);
+    t.text = items[n];
+    t.location = location_of(tree_, node);
+    t.hidden_alias = std::string(prefix) + std::to_string(number);
+    return t;
   }
 
   // HAVING over partial aggregates would drop groups another shard completes, so the merge evaluates it:
@@ -558,24 +665,25 @@ class Planner {
 
   void read_order_by() {
     const JsonValue* list = field(tree_, sel_, "sortClause");
-    for (const JsonValue* s = list ? tree_.first(*list) : nullptr; s; s = tree_.next(*s)) {
+    std::vector<std::string> items = list ? clause_items("order") : std::vector<std::string>{};
+    size_t n = 0;
+    for (const JsonValue* s = list ? tree_.first(*list) : nullptr; s; s = tree_.next(*s), ++n) {
       const JsonValue* sb = body_of(tree_, *s);
       if (field(tree_, sb, "useOp")) refuse("ORDER BY ... USING");
-      const JsonValue* node = field(tree_, sb, "node");
+      const JsonValue* full = field(tree_, sb, "node");
+      const JsonValue* node = full;
       SortKey key;
       if (is_c_collation(tree_, *node)) {
         key.collate_c = true;
         node = field(tree_, body_of(tree_, *node), "arg");
       }
-      if (plan_.star) {  // the columns are only known from the shards' RowDescription
-        auto pos = int_const(tree_, *node);
-        if (!pos || *pos < 1) refuse("ORDER BY anything but a position with * in the select list");
-        key.column = size_t(*pos - 1);
-      } else {
-        auto i = find_target(*node, true);
-        if (!i) refuse("ORDER BY an expression not in the select list");
+      if (auto i = sort_target(*node, node == full)) {
         key.column = *i;
         key.collate_c = key.collate_c || targets_[*i].collate_c;
+      } else {
+        key.hidden = true;
+        key.column = hidden_sort_key(*node, *full, items, n);
+        key.collate_c = key.collate_c || hidden_[key.column].collate_c;
       }
       const JsonValue* dir = field(tree_, sb, "sortby_dir");
       const JsonValue* nulls = field(tree_, sb, "sortby_nulls");
@@ -586,15 +694,80 @@ class Planner {
     }
   }
 
+  // The select item an ORDER BY item names, as PostgreSQL resolves it: a position; a bare name (not under
+  // COLLATE) that is an output column's name, before any input column; else an equal expression. With `*`
+  // only positions, as the other columns' positions are only known from the shards.
+  std::optional<size_t> sort_target(const JsonValue& node, bool bare) {
+    auto name = bare ? bare_name(tree_, node) : std::nullopt;
+    if (plan_.star) {
+      auto pos = int_const(tree_, node);
+      if (pos && *pos < 1) refuse("a position that is not in the select list");
+      if (pos) return size_t(*pos - 1);
+      if (name && target_named(*name)) refuse("ORDER BY a select item's name with * in the select list");
+      return std::nullopt;
+    }
+    if (int_const(tree_, node)) return find_target(node, false);
+    if (name)
+      if (auto i = target_named(*name)) return i;
+    return find_target(node, false);
+  }
+
+  // The select item whose output name (its alias, else PostgreSQL's implicit name) is `name`. Refuses when
+  // none is but an item's implicit name is unknown to pgrouter: it could be `name`.
+  std::optional<size_t> target_named(std::string_view name) {
+    std::optional<size_t> found;
+    bool unknown = false;
+    for (size_t i = 0; i < targets_.size(); ++i) {
+      const Target& t = targets_[i];
+      if (t.star) continue;  // its columns are input columns: the same values by either route
+      auto implicit = t.alias.empty() ? implicit_name(tree_, *t.val) : std::pair{std::string(t.alias), 2};
+      unknown = unknown || !implicit;
+      if (!implicit || implicit->first != name) continue;
+      if (found && targets_[*found].canon != t.canon) refuse("an ambiguous ORDER BY name");
+      if (!found) found = i;
+    }
+    if (!found && unknown) refuse("ORDER BY a name pgrouter cannot tell from a select item's");
+    return found;
+  }
+
+  // The hidden column an ORDER BY item not in the select list sorts on: a hidden GROUP BY key or an earlier
+  // hidden sort key, else a new one. With aggregates only an aggregate can be added: anything else would
+  // have no single value per group.
+  size_t hidden_sort_key(const JsonValue& node, const JsonValue& full, const std::vector<std::string>& items,
+                         size_t n) {
+    if (auto h = find_hidden(canon(tree_, node))) return *h;
+    if (auto h = find_hidden(canon(tree_, full))) return *h;
+    if (plan_.distinct) refuse("ORDER BY an expression not in the select list with DISTINCT");
+    std::string_view type = type_of(tree_, full);
+    Target probe;
+    std::optional<ColumnRole> role =
+        type == "FuncCall" ? classify_aggregate(tree_, body_of(tree_, full), probe) : std::nullopt;
+    if (!plan_.aggregate && role) refuse("ORDER BY an aggregate without GROUP BY");
+    if (plan_.aggregate && !role)
+      refuse("ORDER BY an expression that is neither in the select list, a GROUP BY key nor an aggregate");
+    if (!role) check_expression(tree_, full);
+    Target& t = add_hidden(full, items, n, "pgr_sort_");
+    t.aggregate = role;
+    t.collate_c = probe.collate_c || is_c_collation(tree_, full);
+    return hidden_.size() - 1;
+  }
+
   std::string rewrite();
+  std::string hidden_select_items() const;
+  std::pair<std::string, size_t> avg_arguments(int location) const;
   size_t token_at(int location) const;
   size_t tail_start() const;
+  size_t select_list_end() const;
+  bool after_label(size_t i) const;
+  bool ends_clause(size_t i) const;
+  std::vector<std::string> clause_items(std::string_view keyword) const;
 
   const JsonTree& tree_;
   const JsonValue* sel_;
   std::string_view text_;
   std::vector<Token> tokens_;
   std::vector<Target> targets_;
+  std::vector<Target> hidden_;  // ORDER BY/GROUP BY expressions not in the select list, in column order
   std::vector<std::pair<int, size_t>> group_positions_;  // GROUP BY <position>: its location, target
   std::vector<int> limit_locations_;
   ScatterPlan plan_;
@@ -606,16 +779,66 @@ size_t Planner::token_at(int location) const {
   refuse("a statement pgrouter could not rewrite");
 }
 
+// Token i is a column label or a qualified name's field (`AS limit`, `t.limit`): not a keyword, as column
+// labels may be reserved words.
+bool Planner::after_label(size_t i) const {
+  return i > 0 && (is_word(text_, tokens_[i - 1], "as") || text_[tokens_[i - 1].start] == '.');
+}
+
+// Token i (at depth 0) ends a GROUP BY or ORDER BY clause: the keyword of a clause that can follow, or `;`.
+bool Planner::ends_clause(size_t i) const {
+  if (text_[tokens_[i].start] == ';') return true;
+  if (after_label(i)) return false;
+  for (std::string_view w : {"having", "window", "order", "limit", "offset", "fetch", "for"})
+    if (is_word(text_, tokens_[i], w)) return true;
+  return false;
+}
+
+// The text of each item of the statement's `<keyword> BY` clause (an ORDER BY item without ASC/DESC/NULLS),
+// split at its top-level commas. Empty when the clause is not found at the top level; verify() checks that
+// the hidden columns made of them parse as the clause's items.
+std::vector<std::string> Planner::clause_items(std::string_view keyword) const {
+  std::vector<std::string> items;
+  size_t i = 0;
+  while (i + 1 < tokens_.size() &&
+         !(tokens_[i].depth == 0 && !after_label(i) && is_word(text_, tokens_[i], keyword) &&
+           is_word(text_, tokens_[i + 1], "by")))
+    ++i;
+  if (i + 1 >= tokens_.size()) return items;
+  size_t start = i + 2;
+  for (size_t j = start;; ++j) {
+    bool end = j == tokens_.size() || (tokens_[j].depth == 0 && ends_clause(j));
+    if (!end && !(tokens_[j].depth == 0 && text_[tokens_[j].start] == ',')) continue;
+    size_t last = j;  // one past the item's last token
+    if (keyword == "order" && last >= start + 3 && is_word(text_, tokens_[last - 2], "nulls") &&
+        (is_word(text_, tokens_[last - 1], "first") || is_word(text_, tokens_[last - 1], "last")))
+      last -= 2;
+    if (keyword == "order" && last >= start + 2 &&
+        (is_word(text_, tokens_[last - 1], "asc") || is_word(text_, tokens_[last - 1], "desc")))
+      --last;
+    if (last <= start) return {};
+    items.emplace_back(text_.substr(tokens_[start].start, tokens_[last - 1].end - tokens_[start].start));
+    if (end) return items;
+    start = j + 1;
+  }
+}
+
+// Where the select list ends: the end of the token before the top-level FROM (not `IS DISTINCT FROM`).
+size_t Planner::select_list_end() const {
+  for (size_t i = 1; i < tokens_.size(); ++i)
+    if (tokens_[i].depth == 0 && !after_label(i) && is_word(text_, tokens_[i], "from") &&
+        !is_word(text_, tokens_[i - 1], "distinct"))
+      return tokens_[i - 1].end;
+  refuse("a statement pgrouter could not rewrite");
+}
+
 // Where the tail the shards must not get begins: with aggregates HAVING or ORDER BY, else LIMIT/OFFSET/FETCH
 // (only these follow WHERE/GROUP BY in a statement without FOR UPDATE or WINDOW); text_.size() if none.
 size_t Planner::tail_start() const {
   bool order = plan_.aggregate;  // HAVING and ORDER BY
   for (size_t i = 0; i < tokens_.size(); ++i) {
     const Token& t = tokens_[i];
-    // Not a clause: `AS limit` and `t.limit` (column labels may be reserved words).
-    if (t.depth != 0 ||
-        (i > 0 && (is_word(text_, tokens_[i - 1], "as") || text_[tokens_[i - 1].start] == '.')))
-      continue;
+    if (t.depth != 0 || after_label(i)) continue;
     bool starts = is_word(text_, t, "limit") || is_word(text_, t, "offset") || is_word(text_, t, "fetch") ||
                   (order && is_word(text_, t, "having")) ||
                   (order && is_word(text_, t, "order") && i + 1 < tokens_.size() &&
@@ -625,18 +848,42 @@ size_t Planner::tail_start() const {
   return text_.size();
 }
 
+// The arguments' text of the avg call at `location`, and where the call ends.
+std::pair<std::string, size_t> Planner::avg_arguments(int location) const {
+  size_t i = token_at(location);
+  while (i < tokens_.size() && text_[tokens_[i].start] != '(') ++i;
+  size_t open = i;
+  while (i < tokens_.size() && !(text_[tokens_[i].start] == ')' && tokens_[i].depth == tokens_[open].depth))
+    ++i;
+  if (i >= tokens_.size()) refuse("a statement pgrouter could not rewrite");
+  return {std::string(text_.substr(tokens_[open].end, tokens_[i].start - tokens_[open].end)), tokens_[i].end};
+}
+
+// The hidden columns as select items, each after a comma; an avg as its sum and count.
+std::string Planner::hidden_select_items() const {
+  std::string out;
+  for (const Target& t : hidden_) {
+    if (t.aggregate != ColumnRole::avg_sum) {
+      out += ", " + t.text + " AS " + t.hidden_alias;
+      continue;
+    }
+    std::string args = avg_arguments(t.location).first;
+    out +=
+        ", sum(" + args + ") AS " + t.hidden_alias + ", count(" + args + ") AS " + t.hidden_alias + "_count";
+  }
+  return out;
+}
+
 std::string Planner::rewrite() {
   std::vector<Splice> splices;
   for (const Target& t : targets_) {
     if (t.aggregate != ColumnRole::avg_sum) continue;
-    size_t i = token_at(t.location);
-    while (i < tokens_.size() && text_[tokens_[i].start] != '(') ++i;
-    size_t open = i;
-    while (i < tokens_.size() && !(text_[tokens_[i].start] == ')' && tokens_[i].depth == tokens_[open].depth))
-      ++i;
-    if (i >= tokens_.size()) refuse("a statement pgrouter could not rewrite");
-    std::string args(text_.substr(tokens_[open].end, tokens_[i].start - tokens_[open].end));
-    splices.push_back({size_t(t.location), tokens_[i].end, "sum(" + args + "), count(" + args + ")"});
+    auto [args, end] = avg_arguments(t.location);
+    splices.push_back({size_t(t.location), end, "sum(" + args + "), count(" + args + ")"});
+  }
+  if (!hidden_.empty()) {
+    size_t at = select_list_end();
+    splices.push_back({at, at, hidden_select_items()});
   }
   for (auto [location, target] : group_positions_) {
     size_t shard_pos = plan_.client_columns[target].shard_column + 1;
@@ -702,12 +949,39 @@ std::string clause(const JsonTree& tree, const JsonValue* sel, std::string_view 
   return v ? canon(tree, *v) : std::string();
 }
 
+// The shard text's last select items are the hidden columns the plan expects.
+bool hidden_items_match(const JsonTree& tree, const JsonValue* sel,
+                        const std::vector<Planner::HiddenCheck>& checks) {
+  std::vector<const JsonValue*> items;
+  const JsonValue* list = field(tree, sel, "targetList");
+  for (const JsonValue* c = list ? tree.first(*list) : nullptr; c; c = tree.next(*c)) items.push_back(c);
+  if (items.size() < checks.size()) return false;
+  for (size_t k = 0; k < checks.size(); ++k) {
+    const JsonValue* body = body_of(tree, *items[items.size() - checks.size() + k]);
+    const JsonValue* name = field(tree, body, "name");
+    const JsonValue* val = field(tree, body, "val");
+    const Planner::HiddenCheck& c = checks[k];
+    if (!name || name->text != c.alias || !val) return false;
+    if (c.function.empty()) {
+      if (canon(tree, *val) != c.canon) return false;
+      continue;
+    }
+    const JsonValue* fc = body_of(tree, *val);
+    const JsonValue* args = type_of(tree, *val) == "FuncCall" ? field(tree, fc, "args") : nullptr;
+    auto [schema, function] = last_name(tree, field(tree, fc, "funcname"));
+    if (!args || !schema.empty() || function != c.function || canon(tree, *args) != c.canon) return false;
+  }
+  return true;
+}
+
 // The shard text says what the plan means: the same FROM, WHERE and DISTINCT (and ORDER BY when the shards
 // sort), and the select list, GROUP BY and LIMIT the plan expects.
-bool verify(const ScatterPlan& plan, const JsonTree& original, const JsonValue* original_sel) {
+bool verify(const ScatterPlan& plan, const std::vector<Planner::HiddenCheck>& hidden,
+            const JsonTree& original, const JsonValue* original_sel) {
   Parsed p(plan.shard_sql);
   const JsonValue* sel = p.ok ? only_select(p.tree) : nullptr;
   if (!sel || field(p.tree, sel, "limitOffset") || field(p.tree, sel, "havingClause")) return false;
+  if (!hidden_items_match(p.tree, sel, hidden)) return false;
   for (std::string_view key : {"fromClause", "whereClause", "distinctClause", "sortClause"}) {
     if (key == "sortClause" && plan.aggregate) continue;
     if (clause(p.tree, sel, key) != clause(original, original_sel, key)) return false;
@@ -734,8 +1008,9 @@ ScatterPlan plan_scatter(std::string_view select_sql) {
     if (!p.ok) refuse("a statement that does not parse");
     const JsonValue* sel = only_select(p.tree);
     if (!sel) refuse("anything but one SELECT");
-    plan = Planner(p.tree, sel, select_sql).run();
-    if (!verify(plan, p.tree, sel)) refuse("a statement pgrouter could not rewrite");
+    Planner planner(p.tree, sel, select_sql);
+    plan = planner.run();
+    if (!verify(plan, planner.hidden_checks(), p.tree, sel)) refuse("a statement pgrouter could not rewrite");
   } catch (const Refusal& r) {
     plan = ScatterPlan{};
     plan.refused = true;

@@ -123,7 +123,6 @@ TEST_CASE("scatter plan: refusals name the construct") {
   CHECK(refusal("select x from t union all select x from u") == "set operations (UNION/INTERSECT/EXCEPT)");
   CHECK(refusal("select x from t for update") == "FOR UPDATE/SHARE");
   CHECK(refusal("select x from t for share") == "FOR UPDATE/SHARE");
-  CHECK(refusal("select x from t order by y") == "ORDER BY an expression not in the select list");
   CHECK(refusal("select x, (select max(y) from u) from t") == "a subquery in the select list");
   CHECK(refusal("select x from t limit (select 1)") == "LIMIT/OFFSET that is not a constant or parameter");
   CHECK(refusal("select x from t limit $1") == "LIMIT/OFFSET parameters");
@@ -138,7 +137,6 @@ TEST_CASE("scatter plan: refusals name the construct") {
         "HAVING across shards (other than a select item compared with a constant)");
   CHECK(refusal("select g, count(*) from t group by g having count(*) > $1") ==
         "HAVING across shards (other than a select item compared with a constant)");
-  CHECK(refusal("select count(*) from t group by g") == "GROUP BY an expression not in the select list");
   CHECK(refusal("select g, h, count(*) from t group by g") ==
         "a select item that is neither a GROUP BY key nor a supported aggregate");
   CHECK(refusal("select stddev(x) from t") == "the aggregate stddev across shards");
@@ -159,8 +157,6 @@ TEST_CASE("scatter plan: refusals name the construct") {
   CHECK(refusal("select x from t order by x using <") == "ORDER BY ... USING");
   CHECK(refusal("select avg(x) filter (where y) from t") == "avg(...) FILTER");
   CHECK(refusal("select *, count(*) from t") == "* with aggregates");
-  CHECK(refusal("select * from t order by x") ==
-        "ORDER BY anything but a position with * in the select list");
   CHECK(refusal("insert into t values (1)") == "anything but one SELECT");
   CHECK(refusal("select 1 from t; select 2 from t") == "anything but one SELECT");
   CHECK(refusal("select now()") == "a SELECT without FROM");
@@ -288,6 +284,157 @@ TEST_CASE("scatter plan: aggregates, avg split into sum and count, ORDER BY/LIMI
   CHECK(h.having[2].column == 0);
   CHECK(h.having[2].string_constant);
   CHECK(h.having[2].constant == "a");
+}
+
+TEST_CASE("scatter plan: ORDER BY keys not in the select list become hidden columns") {
+  auto p = plan_scatter("select a from t order by lower(b) desc nulls first, a, b limit 5 offset 2");
+  REQUIRE_MESSAGE(!p.refused, p.refusal);
+  CHECK(p.shard_sql ==
+        "select a, lower(b) AS pgr_sort_1, b AS pgr_sort_2 from t order by lower(b) desc nulls first, a, b "
+        "LIMIT 7");
+  CHECK(p.hidden == 2);
+  REQUIRE(p.columns.size() == 3);
+  CHECK(p.columns[1].role == ColumnRole::plain);
+  REQUIRE(p.client_columns.size() == 3);
+  CHECK(p.client_columns[2].shard_column == 2);
+  REQUIRE(p.order_by.size() == 3);
+  CHECK(p.order_by[0].hidden);
+  CHECK(p.order_by[0].column == 0);
+  CHECK(p.order_by[0].descending);
+  CHECK(p.order_by[0].nulls_first);
+  CHECK_FALSE(p.order_by[1].hidden);
+  CHECK(p.order_by[1].column == 0);
+  CHECK(p.order_by[2].hidden);
+  CHECK(p.order_by[2].column == 1);
+
+  // The same expression twice is one hidden column; COLLATE "C" is kept in it.
+  auto c = plan_scatter("select a from t order by n collate \"C\", n collate \"C\" desc");
+  REQUIRE_MESSAGE(!c.refused, c.refusal);
+  CHECK(c.shard_sql ==
+        "select a, n collate \"C\" AS pgr_sort_1 from t order by n collate \"C\", n collate \"C\" desc");
+  CHECK(c.hidden == 1);
+  CHECK(c.order_by[1].hidden);
+  CHECK(c.order_by[1].column == 0);
+  CHECK(c.order_by[1].collate_c);
+
+  CHECK(plan_scatter("select a /* c */ from t order by abs(x - $1) /* d */ desc limit 2;").shard_sql ==
+        "select a, abs(x - $1) AS pgr_sort_1 /* c */ from t order by abs(x - $1) /* d */ desc LIMIT 2");
+  CHECK(plan_scatter("select a is distinct from b from t order by c").shard_sql ==
+        "select a is distinct from b, c AS pgr_sort_1 from t order by c");
+  CHECK(plan_scatter("select a from t order by b nulls last;").shard_sql ==
+        "select a, b AS pgr_sort_1 from t order by b nulls last;");
+  CHECK(plan_scatter("select a from t order by \"B\" asc").shard_sql ==
+        "select a, \"B\" AS pgr_sort_1 from t order by \"B\" asc");
+
+  auto star = plan_scatter("select * from t where x > 1 order by x desc, 2");
+  REQUIRE_MESSAGE(!star.refused, star.refusal);
+  CHECK(star.shard_sql == "select *, x AS pgr_sort_1 from t where x > 1 order by x desc, 2");
+  CHECK(star.star);
+  CHECK(star.hidden == 1);
+  CHECK(star.order_by[0].hidden);
+  CHECK_FALSE(star.order_by[1].hidden);
+  CHECK(star.order_by[1].column == 1);
+}
+
+TEST_CASE("scatter plan: a bare ORDER BY name is an output column's name before an input column") {
+  // PostgreSQL names `x::text` "x" and `lower(n)` "lower": the ORDER BY names the select item.
+  auto cast = plan_scatter("select x::text from t order by x");
+  REQUIRE_MESSAGE(!cast.refused, cast.refusal);
+  CHECK(cast.hidden == 0);
+  CHECK(cast.order_by[0].column == 0);
+  auto fn = plan_scatter("select y, lower(n) from t order by lower");
+  CHECK(fn.hidden == 0);
+  CHECK(fn.order_by[0].column == 1);
+  CHECK(plan_scatter("select t.x from t order by x").hidden == 0);
+  // Under COLLATE the name is an input column's, even where an alias has the same name.
+  auto collated = plan_scatter("select n as x from t order by x collate \"C\"");
+  REQUIRE_MESSAGE(!collated.refused, collated.refusal);
+  CHECK(collated.shard_sql == "select n as x, x collate \"C\" AS pgr_sort_1 from t order by x collate \"C\"");
+  CHECK(collated.order_by[0].hidden);
+  auto int4 = plan_scatter("select y, 1::int from t order by int4");  // a constant's cast: the type's name
+  CHECK(int4.hidden == 0);
+  CHECK(int4.order_by[0].column == 1);
+  // `a + 1` is named ?column?: y is an input column.
+  CHECK(plan_scatter("select a + 1 from t order by y").shard_sql ==
+        "select a + 1, y AS pgr_sort_1 from t order by y");
+}
+
+TEST_CASE("scatter plan: GROUP BY keys and ORDER BY aggregates not in the select list are hidden") {
+  auto g = plan_scatter("select count(*) from t group by plan");
+  REQUIRE_MESSAGE(!g.refused, g.refusal);
+  CHECK(g.shard_sql == "select count(*), plan AS pgr_group_1 from t group by plan");
+  CHECK(g.hidden == 1);
+  REQUIRE(g.columns.size() == 2);
+  CHECK(g.columns[0].role == ColumnRole::count);
+  CHECK(g.columns[1].role == ColumnRole::group_key);
+  CHECK(g.columns[1].client_column == 1);
+  CHECK(g.client_columns.size() == 2);
+
+  auto o = plan_scatter("SELECT plan FROM t GROUP BY plan ORDER BY count(*) DESC, plan LIMIT 3");
+  REQUIRE_MESSAGE(!o.refused, o.refusal);
+  CHECK(o.shard_sql == "SELECT plan, count(*) AS pgr_sort_1 FROM t GROUP BY plan");
+  CHECK(o.hidden == 1);
+  CHECK(o.columns[0].role == ColumnRole::group_key);
+  CHECK(o.columns[1].role == ColumnRole::count);
+  REQUIRE(o.order_by.size() == 2);
+  CHECK(o.order_by[0].hidden);
+  CHECK(o.order_by[0].column == 0);
+  CHECK(o.order_by[0].descending);
+  CHECK_FALSE(o.order_by[1].hidden);
+  CHECK(o.limit == 3);
+
+  // ORDER BY a hidden GROUP BY key reuses it; an avg is sent as its sum and count.
+  auto a = plan_scatter("select max(x) from t group by g, lower(h) order by lower(h), avg(y) desc, g");
+  REQUIRE_MESSAGE(!a.refused, a.refusal);
+  CHECK(a.shard_sql ==
+        "select max(x), g AS pgr_group_1, lower(h) AS pgr_group_2, sum(y) AS pgr_sort_1, count(y) AS "
+        "pgr_sort_1_count from t group by g, lower(h)");
+  CHECK(a.hidden == 3);
+  REQUIRE(a.columns.size() == 5);
+  CHECK(a.columns[3].role == ColumnRole::avg_sum);
+  CHECK(a.columns[4].role == ColumnRole::avg_count);
+  CHECK(a.client_columns[3].avg);
+  REQUIRE(a.order_by.size() == 3);
+  CHECK(a.order_by[0].column == 1);
+  CHECK(a.order_by[1].column == 2);
+  CHECK(a.order_by[2].column == 0);
+  for (auto& k : a.order_by) CHECK(k.hidden);
+
+  auto d = plan_scatter("select distinct count(*) from t group by g");
+  REQUIRE_MESSAGE(!d.refused, d.refusal);
+  CHECK(d.shard_sql == "select distinct count(*), g AS pgr_group_1 from t group by g");
+}
+
+TEST_CASE("scatter plan: hidden columns keep the refusals that protect exactness") {
+  CHECK(refusal("select distinct a from t order by b") ==
+        "ORDER BY an expression not in the select list with DISTINCT");
+  CHECK(refusal("select 1 from t order by count(*)") == "ORDER BY an aggregate without GROUP BY");
+  CHECK(refusal("select g, count(*) from t group by g order by lower(h)") ==
+        "ORDER BY an expression that is neither in the select list, a GROUP BY key nor an aggregate");
+  CHECK(refusal("select g from t group by g order by string_agg(x, ',')") == "string_agg/array_agg");
+  CHECK(refusal("select g from t group by g order by count(distinct x)") == "count(DISTINCT ...)");
+  CHECK(refusal("select g from t group by g order by stddev(x)") == "the aggregate stddev across shards");
+  CHECK(refusal("select g from t group by g order by percentile_cont(0.5) within group (order by x)") ==
+        "ordered-set aggregates");
+  CHECK(refusal("select a from t order by row_number() over ()") == "window functions over sharded rows");
+  CHECK(refusal("select a from t order by (select max(b) from u)") ==
+        "a subquery that aggregates, groups, de-duplicates or limits rows");
+  CHECK(refusal("select a from t order by (select b from u where u.c = t.c)") ==
+        "a subquery in the select list");
+  CHECK(refusal("select a from t order by my_fn(b)") ==
+        "function my_fn in the select list (it could be an aggregate)");
+  CHECK(refusal("select count(*) from t group by my_fn(b)") ==
+        "function my_fn in the select list (it could be an aggregate)");
+  CHECK(refusal("select *, a + 1 as k from t order by k") ==
+        "ORDER BY a select item's name with * in the select list");
+  CHECK(refusal("select a, b[1] from t order by c") ==
+        "ORDER BY a name pgrouter cannot tell from a select item's");
+  CHECK(refusal("select a from t order by pgr_sort_1") ==
+        "names starting with pgr_sort_ or pgr_group_ (pgrouter's hidden columns)");
+  CHECK(refusal("select a, pgr_sort_1 from t order by b") ==
+        "names starting with pgr_sort_ or pgr_group_ (pgrouter's hidden columns)");
+  CHECK(refusal("select g, count(*) from t group by g having count(*) > 1 or g = 1 order by sum(x)") ==
+        "HAVING across shards (other than ANDed comparisons)");
 }
 
 // ---- comparisons and numeric arithmetic ----
@@ -600,4 +747,102 @@ TEST_CASE("scatter merge: HAVING is evaluated on the combined groups") {
           {d})
           .error() ==
       "HAVING across shards (other than numbers compared with numbers, or text with = or <>)");
+}
+
+TEST_CASE("scatter merge: hidden sort keys are merged on and stripped from the description and rows") {
+  std::vector<std::pair<std::string, uint32_t>> cols = {{"v", TEXT}, {"pgr_sort_1", INT8}};
+  std::string sql = "select v from t order by k desc nulls first";
+  auto plan = plan_scatter(sql);
+  REQUIRE_MESSAGE(!plan.refused, plan.refusal);
+  std::string d = describe(cols);
+  ScatterMerge m(plan, {d, d});
+  REQUIRE(m.error().empty());
+  CHECK(m.row_description() == describe({{"v", TEXT}}));
+  // Each shard's rows as it sends them for `order by k desc nulls first`.
+  std::vector<std::vector<Row>> shards = {
+      {R({"n", std::nullopt}), R({"a", "9"}), R({"c", "3"})},
+      {R({"b", "5"}), R({"d", "1"}), R({"e", "-2"})},
+  };
+  auto all = run(sql, cols, shards);
+  REQUIRE_MESSAGE(all.error.empty(), all.error);
+  std::vector<Row> expected = {R({"n"}), R({"a"}), R({"b"}), R({"c"}), R({"d"}), R({"e"})};
+  CHECK(all.rows == expected);
+  CHECK(all.tag == "SELECT 6");
+  // NULLS LAST, LIMIT/OFFSET on the hidden key.
+  std::rotate(shards[0].begin(), shards[0].begin() + 1, shards[0].end());
+  auto page = run("select v from t order by k desc nulls last limit 3 offset 2", cols, shards);
+  REQUIRE_MESSAGE(page.error.empty(), page.error);
+  CHECK(page.rows == std::vector<Row>{R({"c"}), R({"d"}), R({"e"})});
+  CHECK(page.tag == "SELECT 3");
+  // Text hidden keys need COLLATE "C", as visible ones do.
+  std::string dt = describe({{"v", INT4}, {"pgr_sort_1", TEXT}});
+  CHECK(ScatterMerge(plan_scatter("select v from t order by n"), {dt, dt}).error() ==
+        "ORDER BY a text column across shards needs COLLATE \"C\"");
+  CHECK(ScatterMerge(plan_scatter("select v from t order by n collate \"C\""), {dt, dt}).error().empty());
+}
+
+TEST_CASE("scatter merge: SELECT * with a hidden sort key shows the shards' columns but the hidden ones") {
+  std::vector<std::pair<std::string, uint32_t>> cols = {{"a", INT4}, {"b", TEXT}, {"pgr_sort_1", INT4}};
+  auto plan = plan_scatter("select * from t order by x, 1 desc");
+  std::string d = describe(cols);
+  ScatterMerge m(plan, {d, d});
+  REQUIRE(m.error().empty());
+  CHECK(m.row_description() == describe({{"a", INT4}, {"b", TEXT}}));
+  auto r = run("select * from t order by x, 1 desc", cols,
+               {{R({"2", "p", "1"}), R({"1", "q", "1"}), R({"5", "r", std::nullopt})},
+                {R({"3", "s", "1"}), R({"4", "u", "2"})}});
+  REQUIRE_MESSAGE(r.error.empty(), r.error);
+  CHECK(r.rows ==
+        std::vector<Row>{R({"3", "s"}), R({"2", "p"}), R({"1", "q"}), R({"4", "u"}), R({"5", "r"})});
+}
+
+TEST_CASE("scatter merge: a GROUP BY key absent from the output still matches the shards' groups") {
+  std::vector<std::pair<std::string, uint32_t>> cols = {{"count", INT8}, {"pgr_group_1", TEXT}};
+  auto r = run(
+      "select count(*) from t group by plan", cols,
+      {{R({"2", "free"}), R({"1", "pro"})}, {R({"3", "free"}), R({"4", std::nullopt})}, {R({"7", "team"})}});
+  REQUIRE_MESSAGE(r.error.empty(), r.error);
+  std::vector<std::string> counts;
+  for (auto& row : r.rows) {
+    REQUIRE(row.size() == 1);
+    counts.push_back(*row[0]);
+  }
+  std::sort(counts.begin(), counts.end());
+  CHECK(counts == std::vector<std::string>{"1", "4", "5", "7"});
+  std::string d = describe(cols);
+  CHECK(ScatterMerge(plan_scatter("select count(*) from t group by plan"), {d, d}).row_description() ==
+        describe({{"count", INT8}}));
+  // Grouped, so no rows at all is no groups (not the one row of a global count).
+  auto none = run("select count(*) from t group by plan", cols, {{}, {}});
+  CHECK(none.rows.empty());
+  CHECK(none.tag == "SELECT 0");
+  // HAVING on the combined groups, whose key is hidden.
+  auto having = run("select count(*) from t group by plan having count(*) >= 5", cols,
+                    {{R({"2", "free"}), R({"4", "pro"})}, {R({"3", "free"})}});
+  CHECK(having.rows == std::vector<Row>{R({"5"})});
+  // DISTINCT is over what the client sees: the groups free and team both count 5.
+  auto distinct = run("select distinct count(*) from t group by plan", cols,
+                      {{R({"2", "free"}), R({"5", "team"})}, {R({"3", "free"})}});
+  CHECK(distinct.rows == std::vector<Row>{R({"5"})});
+}
+
+TEST_CASE("scatter merge: ORDER BY an aggregate not in the select list, combined before sorting") {
+  std::vector<std::pair<std::string, uint32_t>> cols = {{"plan", TEXT}, {"pgr_sort_1", INT8}};
+  // Per shard: free 1 + 4 = 5, pro 3 + 3 = 6, team 2; a shard alone would rank them otherwise.
+  std::vector<std::vector<Row>> shards = {{R({"free", "1"}), R({"pro", "3"}), R({"team", "2"})},
+                                          {R({"free", "4"}), R({"pro", "3"})}};
+  auto r = run("select plan from t group by plan order by count(*) desc, plan collate \"C\"", cols, shards);
+  REQUIRE_MESSAGE(r.error.empty(), r.error);
+  CHECK(r.rows == std::vector<Row>{R({"pro"}), R({"free"}), R({"team"})});
+  auto top = run("select plan from t group by plan order by count(*) limit 1 offset 1", cols, shards);
+  CHECK(top.rows == std::vector<Row>{R({"free"})});
+  CHECK(top.tag == "SELECT 1");
+  // avg as a hidden sum and count; a hidden GROUP BY key as a sort key.
+  auto a = run("select max(x) from t group by g order by avg(y) desc nulls first, g",
+               {{"max", INT4}, {"pgr_group_1", INT4}, {"pgr_sort_1", NUMERIC}, {"pgr_sort_1_count", INT8}},
+               {{R({"10", "1", "4", "2"}), R({"20", "2", "9", "1"}), R({"30", "3", std::nullopt, "0"})},
+                {R({"11", "1", "6", "1"}), R({"5", "4", "1", "1"})}});
+  REQUIRE_MESSAGE(a.error.empty(), a.error);
+  // avg: g=1 10/3, g=2 9, g=3 NULL (first), g=4 1.
+  CHECK(a.rows == std::vector<Row>{R({"30"}), R({"20"}), R({"11"}), R({"5"})});
 }

@@ -1,6 +1,7 @@
 // The merge of a scatter's answers (see scatter_plan.hpp): the shards' RowDescription and text-format
-// DataRows in, the client's RowDescription, DataRows and CommandComplete tag out. Pure: the caller reads the
-// shards and writes the client.
+// DataRows in, the client's RowDescription, DataRows and CommandComplete tag out; the plan's hidden columns
+// are sorted and grouped on but never reach the client. Pure: the caller reads the shards and writes the
+// client.
 //
 // Memory: without ORDER BY, aggregates or DISTINCT nothing is buffered; with ORDER BY, the rows the caller
 // has read but the merge could not emit yet (one per shard when the caller reads only the shards needs()
@@ -81,6 +82,7 @@ class ScatterMerge {
   };
 
   void read_descriptions(const std::vector<std::string_view>& descriptions);
+  void resolve_columns();
   void check_types();
   void build_client_description();
   void fail(std::string why);
@@ -97,7 +99,8 @@ class ScatterMerge {
 
   ScatterPlan plan_;
   std::vector<Column> columns_;         // the shards' columns
-  std::vector<Column> client_columns_;  // the client's
+  std::vector<Column> client_columns_;  // the client's, then the hidden ones
+  size_t visible_ = 0;                  // client columns the client sees
   std::string client_description_;
   std::string error_;
   size_t shards_ = 0;

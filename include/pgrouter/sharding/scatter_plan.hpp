@@ -41,7 +41,8 @@ struct ClientColumn {
 
 // ORDER BY keys, as client columns; without avg a client column's index is also its shard column's.
 struct SortKey {
-  size_t column = 0;
+  size_t column = 0;    // with `hidden`: which of the hidden columns (0 for the first)
+  bool hidden = false;  // the key is a hidden column (see ScatterPlan::hidden)
   bool descending = false;
   bool nulls_first = false;  // PostgreSQL's default: NULLS LAST for ASC, NULLS FIRST for DESC
   bool collate_c = false;    // the key is sorted under COLLATE "C" (required for text keys)
@@ -65,6 +66,10 @@ struct ScatterPlan {
   bool aggregate = false;  // aggregates or GROUP BY: the shards' rows are combined into groups
   std::vector<ShardColumn> columns;          // per shard column (empty when `star`)
   std::vector<ClientColumn> client_columns;  // per client column (empty when `star`)
+  // The last `hidden` client columns (with `star`: the shards' last `hidden` columns) are ORDER BY or GROUP
+  // BY expressions the select list lacks, added to the shard text so the merge can sort or group on them; the
+  // merge strips them from the client's RowDescription and DataRows.
+  size_t hidden = 0;
   std::vector<SortKey> order_by;
   std::optional<int64_t> limit;    // applied by the merge after ordering
   std::optional<int64_t> offset;   // likewise (shards get LIMIT limit+offset and no OFFSET)
