@@ -138,10 +138,14 @@ struct ClientSession::ScatterRun {
   const ScatterRequest& req;
   const sharding::Need& need;
   std::shared_ptr<const sharding::ScatterPlan> plan_ptr;  // cached per worker (ShardMap::scatter_plan)
-  const sharding::ScatterPlan& plan = *plan_ptr;
+  const sharding::ScatterPlan& plan;
   std::vector<ScatterLeg> legs;
   std::string out;  // for the client, not yet written
   bool client_gone = false;
+
+  ScatterRun(ClientSession& s, const ScatterRequest& r, const sharding::Need& n,
+             std::shared_ptr<const sharding::ScatterPlan> p)
+      : self(s), req(r), need(n), plan_ptr(std::move(p)), plan(*plan_ptr) {}
 
   // One message from a leg; false when its connection failed (the leg is then broken and done).
   awaitable<bool> read(ScatterLeg& leg, char& type, std::string& body) {
@@ -399,7 +403,7 @@ awaitable<void> ClientSession::answer_scatter(ScatterRun& run) {
 }
 
 awaitable<bool> ClientSession::run_scatter(const ScatterRequest& req, const sharding::Need& need) {
-  ScatterRun run{*this, req, need, shard_map()->scatter_plan(req.sql)};
+  ScatterRun run(*this, req, need, shard_map()->scatter_plan(req.sql));
   auto [refusal, hint] = scatter_refusal(run);
   std::string why;
   if (!refusal.empty()) {

@@ -93,6 +93,12 @@ STATEMENTS = [
     (f"SELECT o.id, p.name FROM {TABLE} o JOIN sc_plans p ON p.plan = o.plan ORDER BY o.id", True),
     (f"SELECT count(*) FROM {TABLE} WHERE v IS NULL", True),
     (f"SELECT id FROM {TABLE} WHERE false", True),
+    # Sort and group keys the client does not see: hidden columns, stripped after the merge.
+    (f"SELECT id FROM {TABLE} ORDER BY x NULLS FIRST, id", True),
+    (f"SELECT * FROM {TABLE} ORDER BY id DESC LIMIT 9", True),
+    (f"SELECT count(*), sum(n) FROM {TABLE} GROUP BY plan", False),
+    (f"SELECT plan FROM {TABLE} GROUP BY plan ORDER BY count(*) DESC, plan", True),
+    (f"SELECT tenant_id FROM {TABLE} GROUP BY tenant_id ORDER BY avg(n), tenant_id LIMIT 4", True),
 ]
 
 
