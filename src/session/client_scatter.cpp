@@ -143,6 +143,8 @@ struct ClientSession::ScatterRun {
   std::string out;  // for the client, not yet written
   bool client_gone = false;
 
+  bool copy_out = false;  // COPY <sharded table> TO STDOUT: each shard's rows in turn, not a merge
+
   ScatterRun(ClientSession& s, const ScatterRequest& r, const sharding::Need& n,
              std::shared_ptr<const sharding::ScatterPlan> p)
       : self(s), req(r), need(n), plan_ptr(std::move(p)), plan(*plan_ptr) {}
@@ -326,11 +328,12 @@ awaitable<bool> ClientSession::open_scatter_legs(ScatterRun& run, std::string& w
 
 std::string ClientSession::scatter_statement(const ScatterRun& run, bool describe_statement) {
   std::string out;
+  std::string_view sql = run.copy_out ? run.req.sql : std::string_view(run.plan.shard_sql);
   if (!run.req.extended) {
-    p::append_query(out, run.plan.shard_sql);
+    p::append_query(out, sql);
     return out;
   }
-  p::append_parse(out, "", run.plan.shard_sql, run.req.parameter_types);
+  p::append_parse(out, "", sql, run.req.parameter_types);
   if (describe_statement && run.req.describe_statement) p::append_describe(out, 'S', "");
   // The client's parameters as they came; results in text (the merge reads them) unless the client wants
   // binary ones, which only a merge that compares nothing passes through (scatter_refusal).
@@ -352,6 +355,7 @@ std::string ClientSession::scatter_statement(const ScatterRun& run, bool describ
 // Why a request cannot be answered exactly by a scatter (empty: it can).
 std::pair<std::string, std::string> ClientSession::scatter_refusal(const ScatterRun& run) {
   const auto& plan = run.plan;
+  if (run.copy_out) return {};
   if (plan.refused)
     return {run.need.message + ", and a cross-shard read cannot be answered exactly with " + plan.refusal,
             "Limit the statement to one shard key, or run it on each shard (SET pgrouter.shard_key)."};
@@ -402,8 +406,49 @@ awaitable<void> ClientSession::answer_scatter(ScatterRun& run) {
   p::append_command_complete(out, merge.command_tag());
 }
 
+// COPY <sharded table> TO STDOUT: the first shard's CopyOutResponse, every shard's rows in turn (the others
+// wait on their sockets meanwhile), one CopyDone and the summed count.
+awaitable<void> ClientSession::answer_copy_out(ScatterRun& run) {
+  auto& out = run.out;
+  if (run.req.extended) {
+    if (run.req.parses) p::append_header(out, be::kParseComplete, 0);
+    p::append_header(out, be::kBindComplete, 0);
+    if (run.req.describe_portal) p::append_header(out, be::kNoData, 0);
+  }
+  std::string header;
+  uint64_t rows = 0;
+  char type = 0;
+  std::string body;
+  for (auto& leg : run.legs) {
+    for (;;) {
+      if (!co_await run.read(leg, type, body) || !leg.error.empty()) break;
+      if (type == be::kCopyOutResponse) {
+        if (header.empty()) append_message(out, be::kCopyOutResponse, body);
+        if (header.empty()) header = body;
+        if (body != header)
+          leg.error =
+              error_body(p::sqlstate::feature_not_supported, "pgrouter: the shards' COPY formats differ");
+      } else if (type == be::kCopyData) {
+        append_message(out, be::kCopyData, body);
+        if (out.size() >= kFlushAt) {
+          if (!co_await run.flush()) co_return;
+        }
+      } else if (type == be::kCommandComplete) {
+        if (body.starts_with("COPY ")) rows += std::strtoull(body.c_str() + 5, nullptr, 10);
+        break;
+      }
+      if (!leg.error.empty()) break;
+    }
+    if (run.first_error()) break;
+  }
+  if (auto* e = run.first_error()) co_return append_message(out, be::kErrorResponse, *e);
+  p::append_header(out, be::kCopyDone, 0);
+  p::append_command_complete(out, "COPY " + std::to_string(rows));
+}
+
 awaitable<bool> ClientSession::run_scatter(const ScatterRequest& req, const sharding::Need& need) {
   ScatterRun run(*this, req, need, shard_map()->scatter_plan(req.sql));
+  run.copy_out = shard_map()->target(req.sql).copy_out;
   auto [refusal, hint] = scatter_refusal(run);
   std::string why;
   if (!refusal.empty()) {
@@ -415,7 +460,10 @@ awaitable<bool> ClientSession::run_scatter(const ScatterRequest& req, const shar
   } else {
     w_.stats().shard_scatters_total.fetch_add(1, std::memory_order_relaxed);
     w_.stats().shard_scatter_legs_total.fetch_add(run.legs.size(), std::memory_order_relaxed);
-    co_await answer_scatter(run);
+    if (run.copy_out)
+      co_await answer_copy_out(run);
+    else
+      co_await answer_scatter(run);
     // A named Parse that every shard accepted created the client's statement, as on one server.
     bool parsed = std::all_of(run.legs.begin(), run.legs.end(), [](auto& l) { return l.parsed; });
     if (req.parses && !req.statement.empty() && parsed)
@@ -484,6 +532,13 @@ std::vector<std::vector<std::optional<std::string>>> ClientSession::explain_rows
   if (!scatter_allowed())
     return {{std::nullopt, std::nullopt,
              "refused (0A000): " + need.message + ", and sharding.cross_shard is reject"}};
+  if (shard_map()->target(req.sql).copy_out) {
+    std::vector<std::vector<std::optional<std::string>>> rows;
+    for (int s : need.shards)
+      rows.push_back(
+          {std::to_string(s), sql, "COPY TO of shards " + shard_list(need.shards) + ", rows in turn"});
+    return rows;
+  }
   const auto& plan = *shard_map()->scatter_plan(req.sql);
   if (plan.refused)
     return {{std::nullopt, std::nullopt,

@@ -119,6 +119,7 @@ class Analyzer {
     for (const JsonValue* e = array ? tree_.first(*array) : nullptr; e; e = tree_.next(*e)) fn(*e);
   }
   std::string_view string_node(const JsonValue& wrapped) const;  // {"String": {"sval": ...}}
+  bool copy_rows_concatenate(const JsonValue& copy_stmt) const;
 
   // relations
   std::pair<RelKind, int> relation_kind(std::string_view schema, std::string_view relname) const;
@@ -944,6 +945,7 @@ void Analyzer::copy(const JsonValue& f) {
     stmt_.sharded = stmt_.all = true;
     stmt_.writes |= from;
     if (from) copy_key(member(f, "attlist"), index);
+    if (!from && !member(f, "filename") && !flag(f, "is_program")) out_.copy_out = copy_rows_concatenate(f);
   } else if (kind == RelKind::reference) {
     stmt_.reference = true;
     stmt_.writes |= from;
@@ -951,6 +953,23 @@ void Analyzer::copy(const JsonValue& f) {
   } else if (kind == RelKind::other) {
     out_.unsharded_tables.push_back(written_name(*rel));
   }
+}
+
+// Whether each shard's COPY TO output, concatenated, is the whole table's: not with a header line per shard,
+// nor in binary format (a file header and trailer per shard).
+bool Analyzer::copy_rows_concatenate(const JsonValue& f) const {
+  bool plain = true;
+  each(member(f, "options"), [&](const JsonValue& e) {
+    auto [type, def] = node(&e);
+    if (!def || type != "DefElem") return;
+    std::string_view name = text(*def, "defname");
+    const JsonValue* arg = member(*def, "arg");
+    std::string_view value = arg ? string_node(*arg) : std::string_view();
+    if (name == "header" ||
+        (name == "format" && !util::equals_ascii_ci(value, "text") && !util::equals_ascii_ci(value, "csv")))
+      plain = false;
+  });
+  return plain;
 }
 
 void Analyzer::copy_key(const JsonValue* attlist, int index) {

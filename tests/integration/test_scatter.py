@@ -215,3 +215,25 @@ def test_explain_says_where_a_statement_would_run_without_running_it(cluster, pg
         before = c.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
         explain(f"DELETE FROM {TABLE} WHERE tenant_id = %s", (a,))
         assert c.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0] == before
+
+
+def test_copy_to_stdout_gives_every_shards_rows(cluster, pgrouter, data):
+    """COPY <sharded table> TO STDOUT: each shard's rows in turn under one CopyOutResponse, one count. With a
+    header line per shard or binary format (a file header per shard) it is refused."""
+    router = pgrouter(config(cluster))
+    load_through(cluster, router, data)
+    copy = f"COPY {TABLE} (tenant_id, id, v, n) TO STDOUT"
+    with cluster.connect("shard0") as direct:
+        with direct.cursor().copy(copy) as cp:
+            want = sorted(bytes(b).decode() for b in cp)
+    out = psql(router, "-c", copy).stdout
+    assert sorted(line + "\n" for line in out.splitlines()) == sorted("".join(want).splitlines(keepends=True))
+    with router.connect(autocommit=True) as c:
+        with c.cursor() as cur:
+            with cur.copy(copy + " WITH (FORMAT csv)") as cp:
+                got = b"".join(bytes(b) for b in cp).decode().splitlines()
+            assert cur.rowcount == len(data)
+        assert len(got) == len(data)
+        for options in ["WITH (FORMAT csv, HEADER)", "WITH (FORMAT binary)"]:
+            code, msg = sqlstate_of(c, f"{copy} {options}")
+            assert code == "0A000", (options, code, msg)

@@ -408,6 +408,17 @@ TEST_CASE("shard key: COPY") {
   CHECK(t.scope == ShardScope::all);
   CHECK_FALSE(t.writes);
   CHECK_FALSE(t.copy_from);
+  CHECK(t.copy_out);
+  // Each shard's output, concatenated, is the table's only in text or CSV without a header, to the client.
+  CHECK(shard_target("COPY users (id, tenant_id) TO STDOUT WITH (FORMAT csv)", schema()).copy_out);
+  CHECK(shard_target("COPY users TO STDOUT WITH (FORMAT 'TEXT', DELIMITER ',')", schema()).copy_out);
+  CHECK_FALSE(shard_target("COPY users TO STDOUT WITH (FORMAT csv, HEADER)", schema()).copy_out);
+  CHECK_FALSE(shard_target("COPY users TO STDOUT WITH (FORMAT csv, HEADER false)", schema()).copy_out);
+  CHECK_FALSE(shard_target("COPY users TO STDOUT (FORMAT binary)", schema()).copy_out);
+  CHECK_FALSE(shard_target("COPY users TO '/tmp/users'", schema()).copy_out);
+  CHECK_FALSE(shard_target("COPY users TO PROGRAM 'cat'", schema()).copy_out);
+  CHECK_FALSE(shard_target("COPY (SELECT * FROM users ORDER BY id) TO STDOUT", schema()).copy_out);
+  CHECK_FALSE(shard_target("COPY users FROM STDIN", schema()).copy_out);
 
   t = shard_target("COPY (SELECT * FROM users WHERE tenant_id = 3) TO STDOUT", schema());
   CHECK(t.scope == ShardScope::keyed);

@@ -304,6 +304,7 @@ class ClientSession {
   static std::string scatter_statement(const ScatterRun& run, bool describe_statement);
   static std::pair<std::string, std::string> scatter_refusal(const ScatterRun& run);  // message, hint
   awaitable<void> answer_scatter(ScatterRun& run);
+  awaitable<void> answer_copy_out(ScatterRun& run);
   // A write to the client outside the relay (nothing else writes to it then), plain or TLS.
   awaitable<void> client_write_any(const std::string& data, net::error_code& ec);
   // A lone BEGIN while no shard is chosen: answered (reply), and kept to be sent on the shard chosen next.

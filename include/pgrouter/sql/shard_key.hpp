@@ -49,6 +49,9 @@ struct ShardTarget {
   bool parse_error = false;  // libpg_query rejected the text (PostgreSQL will answer it: any shard will do)
   // A COPY ... FROM (any table): its rows arrive as CopyData, so the caller splits them by key or refuses.
   bool copy_from = false;
+  // COPY of a sharded table TO STDOUT, in text or CSV without HEADER: each shard's rows, concatenated, are
+  // the table's (the caller may scatter it).
+  bool copy_out = false;
   // COPY of a sharded table FROM with a column list: the key column's index in that list (its field in each
   // row); -1 without a column list (the table's own column order, which only the server knows).
   int copy_key_column = -1;
