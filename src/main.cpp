@@ -19,6 +19,7 @@
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/control/shard_plan.hpp"
 #include "pgrouter/net/tls.hpp"
+#include "pgrouter/routing/readiness.hpp"
 #include "pgrouter/worker.hpp"
 
 using namespace pgrouter;
@@ -167,10 +168,12 @@ int main(int argc, char** argv) {
   }
 
   asio::io_context control_io(1);
+  // Runs on control_io's thread, where reloads replace `config`.
+  auto not_ready = [&rt, &config] { return routing::unserved(*config, rt.health); };
   std::unique_ptr<control::AdminServer> admin;
   if (config->admin.port != 0) {
     admin = std::make_unique<control::AdminServer>(control_io, config->admin.host, config->admin.port,
-                                                   rt.stats, [] { return std::string(); });
+                                                   rt.stats, not_ready);
     try {
       admin->start();
     } catch (const std::exception& e) {
