@@ -135,6 +135,15 @@ def test_exit_at_shutdown_timeout_with_a_transaction_left_open(pgrouter):
     assert "shutdown_timeout passed" in router.log()
 
 
+def test_sigint_stops_at_once(pgrouter):
+    router = pgrouter({"listen": {"shutdown_timeout": "60s"}})
+    with logged_in(router) as raw:
+        assert raw.simple_query("begin")[1] is None
+        router.proc.send_signal(signal.SIGINT)
+        assert router.proc.wait(timeout=15) == 0  # well before shutdown_timeout
+        assert raw.is_closed(timeout=5)
+
+
 def test_readyz_names_a_shard_without_its_primary(pgrouter, cluster):
     dead = pgr.free_port()
     shard = {"primary": {"host": pgr.HOST, "port": dead}, "replicas": [cluster.endpoint("replica")]}

@@ -174,7 +174,7 @@ auth:
   CHECK(c.auth[0].method == AuthMethod::md5);
   CHECK(c.auth[0].users == std::vector<std::string>{"ro"});
   CHECK(c.auth[0].databases == std::vector<std::string>{"app", "other"});
-  CHECK(c.auth[0].line == 42);
+  CHECK(c.auth[0].line == 43);
 }
 
 TEST_CASE("defaults apply when sections are left out") {
