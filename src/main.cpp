@@ -18,7 +18,10 @@
 #include "pgrouter/control/config.hpp"
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/control/shard_plan.hpp"
+#include "pgrouter/control/systemd.hpp"
+#include "pgrouter/lifecycle.hpp"
 #include "pgrouter/net/tls.hpp"
+#include "pgrouter/routing/readiness.hpp"
 #include "pgrouter/worker.hpp"
 
 using namespace pgrouter;
@@ -67,9 +70,18 @@ Signals:
                            is incremented. Pool and server changes apply without closing client connections;
                            listen address, port, workers, scheduling, send_batching, tcp_defer_accept and
                            admin port need a restart.
-  SIGTERM, SIGINT          Stop: close the listeners and all connections, exit 0.
+  SIGTERM                  Drain, then exit 0: the listeners close at once (new connections are refused);
+                           idle clients get FATAL 57P01 "terminating connection due to administrator
+                           command" and are closed; a client in a transaction finishes it, gets its result,
+                           then that FATAL. Once no client is left, or after listen.shutdown_timeout
+                           (default 30s; the remaining connections are then closed), pgrouter exits 0.
+  SIGINT                   Stop now: close the listeners and all connections, exit 0.
 
-Admin HTTP (admin.host:admin.port): GET /metrics (Prometheus), /livez, /readyz.
+Admin HTTP (admin.host:admin.port): GET /metrics (Prometheus), /livez (200 while the process answers),
+/readyz (200 when every database shard has a reachable primary by the health probes; 503 with the reason
+otherwise, and from SIGTERM on).
+systemd (Type=notify): READY=1 once listening, RELOADING=1 and READY=1 around a reload, STOPPING=1 when a
+drain starts, WATCHDOG=1 every half WatchdogSec= when the unit sets one.
 Logs: one JSON object per line on stderr.
 Configuration reference: conf/pgrouter.yaml (installed as /etc/pgrouter/pgrouter.yaml).
 )";
@@ -167,10 +179,16 @@ int main(int argc, char** argv) {
   }
 
   asio::io_context control_io(1);
+  Lifecycle lifecycle(control_io, rt);
+  // Runs on control_io's thread, where reloads replace `config`.
+  auto not_ready = [&lifecycle, &rt, &config] {
+    return lifecycle.draining() ? std::string("draining: pgrouter is shutting down")
+                                : routing::unserved(*config, rt.health);
+  };
   std::unique_ptr<control::AdminServer> admin;
   if (config->admin.port != 0) {
     admin = std::make_unique<control::AdminServer>(control_io, config->admin.host, config->admin.port,
-                                                   rt.stats, [] { return std::string(); });
+                                                   rt.stats, not_ready);
     try {
       admin->start();
     } catch (const std::exception& e) {
@@ -248,13 +266,20 @@ int main(int argc, char** argv) {
              {"send_batching",
               config->listen.send_batching == control::SendBatching::io_uring ? "io_uring" : "off"},
              {"admin_port", config->admin.port}});
+  lifecycle.serving();
 
   asio::signal_set signals(control_io, SIGHUP, SIGTERM, SIGINT);
   std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code&
                                                                                  ec,
                                                                              int sig) {
     if (ec) return;
+    if (sig == SIGHUP && lifecycle.draining()) {
+      log::info("reload ignored: pgrouter is shutting down");
+      signals.async_wait(on_signal);
+      return;
+    }
     if (sig == SIGHUP) {
+      control::systemd::notify("RELOADING=1");
       rt.stats->config_reloads_total.fetch_add(1);
       auto r = control::load_config_file(config_path);
       std::string err;
@@ -284,12 +309,17 @@ int main(int argc, char** argv) {
         rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));
         log::info("configuration reloaded", {{"config", config_path}});
       }
+      control::systemd::notify("READY=1");
       signals.async_wait(on_signal);
       return;
     }
     log::info("shutting down", {{"signal", sig}});
-    for (auto& w : rt.workers) w->stop();
-    control_io.stop();
+    if (sig == SIGTERM) {
+      lifecycle.drain(config->listen.shutdown_timeout);
+      signals.async_wait(on_signal);  // a SIGINT may still cut the drain short
+      return;
+    }
+    lifecycle.stop();
   };
   signals.async_wait(on_signal);
   control_io.run();

@@ -30,7 +30,7 @@ Worker::Worker(Runtime& rt, int index, std::shared_ptr<const control::Config> co
 Worker::~Worker() {
   stop();
   join();
-  stopping_ = true;
+  phase_ = Phase::stopping;
   io_.destroy_pending();
 }
 
@@ -91,16 +91,29 @@ void Worker::start() {
   });
 }
 
+void Worker::drain() {
+  asio::post(io_, [this] {
+    if (phase_ != Phase::serving) return;
+    phase_ = Phase::draining;
+    close_listener();  // new connections are refused by the kernel from here on
+    asio::co_spawn(io_, drain_loop(), asio::detached);
+  });
+}
+
 void Worker::stop() {
   asio::post(io_, [this] {
-    stopping_ = true;
-    listen_ready_.cancel();
-    listen_ready_.detach();
-    boost::system::error_code ec;
-    acceptor_.close(ec);
+    phase_ = Phase::stopping;
+    close_listener();
     readiness_.stop();
     io_.stop();
   });
+}
+
+void Worker::close_listener() {
+  listen_ready_.cancel();
+  listen_ready_.detach();
+  boost::system::error_code ec;
+  acceptor_.close(ec);
 }
 
 void Worker::join() {
@@ -220,7 +233,7 @@ void Worker::arm_login_timer() {
 
 void Worker::on_login_timer() {
   login_timer_set_ = false;
-  if (stopping_) return;
+  if (stopping()) return;
   auto now = std::chrono::steady_clock::now();
   // Deadlines are in list order unless a reload shortened the timeout: a login behind an older one then
   // waits for that one's deadline (at most the old timeout).
@@ -243,7 +256,7 @@ awaitable<void> Worker::accept_loop() {
     co_return;
   }
   for (;;) {
-    if (stopping_) co_return;
+    if (phase_ != Phase::serving) co_return;
     sockaddr_storage addr{};
     socklen_t len = sizeof addr;
     int fd = ::accept4(lfd, reinterpret_cast<sockaddr*>(&addr), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -278,10 +291,22 @@ awaitable<void> Worker::maintenance_loop() {
     t.expires_after(std::chrono::seconds(1));
     boost::system::error_code ec;
     co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
-    if (stopping_) co_return;
+    if (stopping()) co_return;
     auto now = pool::Clock::now();
     for (auto& [key, pool] : pools_) pool->maintain(now);
     for (auto& [pid, session] : sessions_) session->check_timeouts(now);
+  }
+}
+
+awaitable<void> Worker::drain_loop() {
+  // A client is ended between two of its transactions: at once when it is idle now, else when its
+  // transaction ends (its next read sees the drain) or at the latest on the next tick.
+  asio::steady_timer t(io_);
+  while (draining()) {
+    for (auto& [pid, session] : sessions_) session->end_if_idle_at_shutdown();
+    t.expires_after(std::chrono::milliseconds(100));
+    boost::system::error_code ec;
+    co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
   }
 }
 

@@ -71,13 +71,18 @@ class Worker {
   // Binds the listener (SO_REUSEPORT so every worker has its own accept queue); throws on failure.
   void listen(const std::string& host, uint16_t port);
   void start();  // runs the io_context on a new thread
-  void stop();   // closes the listener and stops the loop; join() waits for the thread
+  // SIGTERM: closes the listener and, until stop(), ends each client as soon as it is idle (ClientSession::
+  // end_if_idle_at_shutdown); the control thread calls stop() once Runtime::clients is 0 or time is up.
+  void drain();
+  void stop();  // closes the listener and stops the loop; join() waits for the thread
   void join();
   // Called on the control thread: the new snapshot is applied on this worker's thread between events.
   void publish(std::shared_ptr<const control::Config> config, std::shared_ptr<net::ssl::context> tls);
 
   asio::io_context& io() { return io_; }
-  bool stopping() const { return stopping_; }  // the worker's thread has stopped or is stopping
+  // The worker's thread has stopped or is stopping.
+  bool stopping() const { return phase_ == Phase::stopping; }
+  bool draining() const { return phase_ == Phase::draining; }
   net::Readiness& readiness() { return readiness_; }
   int index() const { return index_; }
   Runtime& runtime() { return rt_; }
@@ -124,6 +129,8 @@ class Worker {
  private:
   awaitable<void> accept_loop();
   awaitable<void> maintenance_loop();
+  awaitable<void> drain_loop();
+  void close_listener();
   pool::PoolSettings settings_for(const control::DatabaseConfig& db, const control::UserConfig& user,
                                   int shard, int backend) const;
   void build_classifier();
@@ -160,7 +167,9 @@ class Worker {
   uint32_t pid_counter_ = 0;
   uint64_t session_counter_ = 0;
   std::mt19937 rng_;
-  bool stopping_ = false;
+  // serving -> draining (drain()) -> stopping (stop(), from either); changed only on the worker's thread.
+  enum class Phase : uint8_t { serving, draining, stopping };
+  Phase phase_ = Phase::serving;
   // Logins in progress, oldest first (they share one timeout, so also earliest deadline first), and the
   // timer set for the first one's deadline while any is watched.
   boost::intrusive::list<LoginWatch, boost::intrusive::constant_time_size<false>> logins_;

@@ -303,6 +303,9 @@ std::string render_metrics(const Stats& stats) {
         "Unix time of the last successful configuration load or reload.",
         static_cast<double>(stats.config_last_reload_success_unixtime.load(std::memory_order_relaxed)));
   gauge("pgrouter_workers", "Worker threads.", static_cast<double>(stats.workers.size()));
+  gauge("pgrouter_draining",
+        "1 while shutting down (SIGTERM): no new connections, clients end as their transactions do.",
+        static_cast<double>(stats.draining.load(std::memory_order_relaxed)));
   families.push_back(per_worker_family("pgrouter_worker_clients_connected",
                                        "Client sessions past startup, per worker.", stats,
                                        &WorkerStats::clients_connected));

@@ -609,7 +609,8 @@ const Section<ListenConfig>& listen_section() {
                                       {{"true", true}, {"false", false}}, kNeedsRestart),
        int_key("max_client_conn", &ListenConfig::max_client_conn, 1, 1'000'000, kReloadable),
        size_key("max_message_size", &ListenConfig::max_message_size, kReloadable),
-       duration_key("client_login_timeout", &ListenConfig::client_login_timeout, kReloadable)},
+       duration_key("client_login_timeout", &ListenConfig::client_login_timeout, kReloadable),
+       duration_key("shutdown_timeout", &ListenConfig::shutdown_timeout, kReloadable)},
       {}};
   return section;
 }

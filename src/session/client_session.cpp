@@ -145,6 +145,18 @@ void ClientSession::check_timeouts(pool::Clock::time_point now) {
   cancel_io();
 }
 
+bool ClientSession::end_if_idle_at_shutdown() {
+  // s2c_done_: the relay has started (a login in progress is ended once it is idle in the relay).
+  if (!w_.draining() || client_done_ || !s2c_done_ || client_tx_status_ != 'I' || !server_quiet() ||
+      !client_buf_.empty())
+    return false;
+  pending_fatal_sqlstate_ = p::sqlstate::admin_shutdown;
+  pending_fatal_message_ = "terminating connection due to administrator command";
+  client_done_ = true;  // as check_timeouts: the relay loops stop and the epilogue sends the FATAL
+  cancel_io();
+  return true;
+}
+
 void ClientSession::forward_cancel() {
   // Only a query actually running for this client is cancelled; an idle server may already be
   // serving someone else in transaction mode, and its key must not be used then.
@@ -683,6 +695,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       if (tls_ || !client_ready_.read_now(buf.write_ptr(), buf.write_space(), n, ec))
         n = co_await client_read(s, buf.write_ptr(), buf.write_space(), ec);
       if (ec) co_return;
+      if (end_if_idle_at_shutdown()) co_return;  // (bytes not yet committed) its next request gets the FATAL
       last_activity_ = net::BatchClock::now();
       buf.commit(n);
     }

@@ -114,7 +114,8 @@ def metric(text, name):
 def default_config(cluster, port, admin_port):
     return {
         "version": 1,
-        "listen": {"host": HOST, "port": port, "workers": 2},
+        # shutdown_timeout: stop() (SIGTERM) must not wait 30 s for a client a test left in a transaction.
+        "listen": {"host": HOST, "port": port, "workers": 2, "shutdown_timeout": "5s"},
         "admin": {"host": HOST, "port": admin_port},
         "log": {"level": "info"},
         "databases": [{"name": "app", "shards": [{"primary": cluster.endpoint("primary")}]}],

@@ -74,6 +74,7 @@ listen:
   max_client_conn: 500
   max_message_size: 2MB
   client_login_timeout: 250ms
+  shutdown_timeout: 2m
 admin: {host: 127.0.0.2, port: 0}
 log: {level: debug}
 pool:
@@ -121,6 +122,7 @@ auth:
   CHECK(c.listen.max_client_conn == 500);
   CHECK(c.listen.max_message_size == 2 * 1024 * 1024);
   CHECK(c.listen.client_login_timeout == 250ms);
+  CHECK(c.listen.shutdown_timeout == 120s);
   CHECK(c.admin.host == "127.0.0.2");
   CHECK(c.admin.port == 0);
   CHECK(c.log.level == "debug");
@@ -172,7 +174,7 @@ auth:
   CHECK(c.auth[0].method == AuthMethod::md5);
   CHECK(c.auth[0].users == std::vector<std::string>{"ro"});
   CHECK(c.auth[0].databases == std::vector<std::string>{"app", "other"});
-  CHECK(c.auth[0].line == 42);
+  CHECK(c.auth[0].line == 43);
 }
 
 TEST_CASE("defaults apply when sections are left out") {
@@ -224,6 +226,7 @@ TEST_CASE("errors carry the line and column of the offending key or value") {
     CHECK(has_error(r, 11, "client_login_timeout"));
     CHECK(has_error(load(kBase + "listen: {max_message_size: 0}\n"), 9, "above 0"));
     CHECK(has_error(load(kBase + "pool: {connect_timeout: 0s}\n"), 9, "positive duration"));
+    CHECK(has_error(load(kBase + "listen: {shutdown_timeout: 0}\n"), 9, "positive duration"));
   }
   SUBCASE("pool ranges, min_size above size, also in a database override") {
     auto r = load(kBase + "pool:\n  size: 0\n  queue_size: -1\n");

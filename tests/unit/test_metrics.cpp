@@ -104,6 +104,7 @@ TEST_CASE("render_metrics sums the workers") {
   CHECK(sample_value(text, "pgrouter_config_reloads_total") == 3);
   CHECK(sample_value(text, "pgrouter_config_reload_failures_total") == 1);
   CHECK(sample_value(text, "pgrouter_config_last_reload_success_timestamp_seconds") == 1700000000);
+  CHECK(sample_value(text, "pgrouter_draining") == 0);
   CHECK(sample_value(text, "pgrouter_workers") == 2);
   CHECK(has_line(text, "# TYPE pgrouter_queries_total counter"));
   CHECK(has_line(text, "# TYPE pgrouter_clients_connected gauge"));

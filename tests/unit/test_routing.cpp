@@ -4,6 +4,7 @@
 #include <map>
 
 #include "pgrouter/control/config.hpp"
+#include "pgrouter/routing/readiness.hpp"
 #include "pgrouter/routing/router.hpp"
 
 using namespace pgrouter;
@@ -224,4 +225,31 @@ TEST_CASE("a shard lists hosts (role: auto) or a primary with replicas, and says
   CHECK(message("{hosts: [{host: a}, {host: a, port: 5432}]}").find("a:5432 is listed twice") !=
         std::string::npos);
   CHECK(message("{hosts: []}").find("'hosts' must be a list of at least 1 entry") != std::string::npos);
+}
+
+TEST_CASE("readiness names each shard whose primary is not reachable") {
+  auto r = control::load_config_string(R"(version: 1
+databases:
+  - name: app
+    shards:
+      - primary: {host: db1}
+        replicas: [{host: db2}]
+      - hosts: [{host: db3}, {host: db4}]
+users: [{name: u, password: p}]
+auth: [{method: scram-sha-256, users: all, databases: all, addresses: all}]
+)",
+                                       "test.yaml");
+  REQUIRE(r.ok());
+  routing::HealthMonitor health;  // never started: the test sets what probes would find
+  auto db3 = health.get("db3", 5432);
+  CHECK(routing::unserved(*r.config, health) == "database app shard 1: no host is the primary");
+  db3->probed = true;
+  CHECK(routing::unserved(*r.config, health).empty());
+  health.get("db1", 5432)->mark_down();
+  CHECK(routing::unserved(*r.config, health) == "database app shard 0: primary db1:5432 is down");
+  auto db4 = health.get("db4", 5432);
+  db4->probed = true;  // a second primary on the same timeline: writes go nowhere
+  CHECK(routing::unserved(*r.config, health) ==
+        "database app shard 0: primary db1:5432 is down; database app shard 1: two hosts claim to be the "
+        "primary");
 }

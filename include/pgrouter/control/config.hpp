@@ -172,6 +172,8 @@ struct ListenConfig {
   int max_client_conn = 10000;
   int max_message_size = 64 * 1024 * 1024;  // bytes; bigger (or < 4) is 08P01
   Millis client_login_timeout{15000};
+  // SIGTERM: how long transactions in flight may take to finish before the remaining connections are closed.
+  Millis shutdown_timeout{30000};
 };
 
 struct TlsConfig {

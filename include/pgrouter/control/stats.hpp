@@ -95,6 +95,7 @@ struct Stats {
   Counter config_reloads_total{0};
   Counter config_reload_failures_total{0};
   Gauge config_last_reload_success_unixtime{0};
+  Gauge draining{0};  // 1 from SIGTERM on, while clients finish their transactions
   // More text-format families appended to /metrics (per-backend health), set once at start.
   std::function<std::string()> extra_metrics;
 };

@@ -38,6 +38,9 @@ class ClientSession {
   // Called by the worker when listen.client_login_timeout passed before the login finished: the socket is
   // shut down and its pending operations cancelled, so login() ends there.
   void login_timed_out();
+  // While the worker drains (SIGTERM): a client outside any transaction, with nothing in flight and nothing
+  // unread, is ended with the FATAL PostgreSQL sends at shutdown (57P01). True when it was.
+  bool end_if_idle_at_shutdown();
 
  private:
   void pin(std::string_view feature);
