@@ -20,10 +20,12 @@ struct SpanRewriter {
   const char* base = nullptr;
   size_t copied = 0;  // bytes of the span already in out
   bool rewritten = false;
+  bool first = true;  // no message of the span was handled yet
   void begin(const char* b) {
     base = b;
     copied = 0;
     rewritten = false;
+    first = true;
   }
   // Puts repl (empty: nothing) where the message at msg (its length field len) was.
   void replace(const char* msg, uint32_t len, std::string_view repl) {
@@ -74,17 +76,22 @@ struct ClientSession::ClientMessages {
   }
   // PostgreSQL's limit for the type, within pgrouter's own listen.max_message_size (the scanner's).
   uint32_t max_length(char type) const { return protocol::frontend::max_length(type); }
-  void on_drop(const char* p, size_t n) { rw.drop(p, n); }
+  void on_drop(const char* p, size_t n) {
+    rw.first = false;  // what follows a dropped message is not where the loop looked
+    rw.drop(p, n);
+  }
   protocol::ScanAction on_message(char type, uint32_t len, std::string_view body) {
     namespace fe = protocol::frontend;
+    bool first = std::exchange(rw.first, false);
     if (type == fe::kTerminate) {
       terminate = true;
       return protocol::ScanAction::stop_before;
     }
     // A batch pipelined behind a synced read on a replica: the loop decides where it goes (a write waits for
     // the replica's server to go back) before any of it is forwarded.
-    if (!replaying && body.data() - 5 != rw.base && self.batch_behind_replica_read())
-      return protocol::ScanAction::stop_before;
+    // (Not the span's first message: the loop looked at that one. A body that has not arrived yet is an empty
+    // view whose address says nothing of where its message is.)
+    if (!replaying && !first && self.batch_behind_replica_read()) return protocol::ScanAction::stop_before;
     // Outside a COPY PostgreSQL reads these and ignores them; with nothing in flight no server can be in
     // a COPY, and a server between transactions may belong to someone else next: never forwarded then.
     if (fe::is_copy_message(type) && !replaying && !self.request_in_flight())
