@@ -70,6 +70,26 @@ CONF
   log "postgresql $PG_VERSION on 127.0.0.1:$PGPORT${SERVER_TLS:+ (ssl=on)}"
 }
 
+# start_second_postgres: another primary like start_postgres's (a second shard), in $W/pg2; sets PG2PORT. The
+# caller's cleanup stops it (stop_second_postgres).
+start_second_postgres() {
+  PG2PORT=$(free_port)
+  as_postgres "$PGBIN/initdb -D $W/pg2 -A trust -U postgres" >/dev/null
+  cat >>"$W/pg2/postgresql.conf" <<CONF
+port = $PG2PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$W'
+max_connections = 300
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+CONF
+  as_postgres "$PGBIN/pg_ctl -D $W/pg2 -l $W/pg2.log -w start" >/dev/null
+}
+stop_second_postgres() {
+  [ -d "$W/pg2" ] && as_postgres "$PGBIN/pg_ctl -D $W/pg2 -m fast stop" >/dev/null 2>&1 || true
+}
+
 # start_replica [NAME]: a streaming replica of the bench server (pg_basebackup -R) in $W/NAME (default "replica");
 # call it once per replica with distinct names. Sets REPLICA_PORT (this replica's port) and appends it to
 # REPLICA_PORTS; bench_cleanup stops every replica made.

@@ -22,25 +22,14 @@ PROTOCOLS=${PROTOCOLS:-extended prepared}
 PGROUTER_WORKERS=${PGROUTER_WORKERS:-1}
 
 cleanup() {
-  [ -d "$W/pg2" ] && as_postgres "$PGBIN/pg_ctl -D $W/pg2 -m fast stop" >/dev/null 2>&1 || true
+  stop_second_postgres
   bench_cleanup
 }
 trap cleanup EXIT
 
 command -v pgbench >/dev/null || { log "installing postgresql-client"; apt-get install -y postgresql-client >/dev/null; }
 start_postgres 300
-PG2PORT=$(free_port)
-as_postgres "$PGBIN/initdb -D $W/pg2 -A trust -U postgres" >/dev/null
-cat >>"$W/pg2/postgresql.conf" <<CONF
-port = $PG2PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$W'
-max_connections = 300
-shared_buffers = 256MB
-fsync = off
-synchronous_commit = off
-CONF
-as_postgres "$PGBIN/pg_ctl -D $W/pg2 -l $W/pg2.log -w start" >/dev/null
+start_second_postgres
 for port in "$PGPORT" "$PG2PORT"; do
   pgbench -h 127.0.0.1 -p "$port" -U postgres -i -s 1 -q postgres >"$W/init-$port.log" 2>&1
 done

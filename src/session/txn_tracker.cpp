@@ -204,35 +204,28 @@ std::optional<std::pair<std::string_view, std::string_view>> parse_text(std::str
 }  // namespace
 
 std::optional<std::string_view> TxnTracker::statement_query(const std::string& name) const {
-  const std::string* msg = nullptr;
-  if (name.empty()) {
-    if (!unnamed_valid_) return std::nullopt;
-    msg = &unnamed_parse_;
-  } else {
-    auto it = statements_.find(name);
-    if (it == statements_.end()) return std::nullopt;
-    if (it->second->parse_message.empty()) return std::string_view(it->second->prepare_sql);
-    msg = &it->second->parse_message;
-  }
-  auto text = parse_text(*msg);
+  if (auto it = name.empty() ? statements_.end() : statements_.find(name);
+      it != statements_.end() && it->second->parse_message.empty())
+    return std::string_view(it->second->prepare_sql);  // made by SQL PREPARE
+  const std::string* msg = parse_message_of(name);
+  auto text = msg ? parse_text(*msg) : std::nullopt;
   if (!text) return std::nullopt;
   return text->first;
 }
 
+const std::string* TxnTracker::parse_message_of(const std::string& name) const {
+  if (name.empty()) return unnamed_valid_ ? &unnamed_parse_ : nullptr;
+  auto it = statements_.find(name);
+  if (it == statements_.end() || it->second->parse_message.empty()) return nullptr;
+  return &it->second->parse_message;
+}
+
 std::optional<std::pair<std::string_view, std::string_view>> TxnTracker::statement_parse(
     const std::string& name) const {
-  const std::string* msg = nullptr;
-  if (name.empty()) {
-    if (!unnamed_valid_) return std::nullopt;
-    msg = &unnamed_parse_;
-  } else {
-    auto it = statements_.find(name);
-    // (A statement whose text pgrouter rewrote is not the client's text: not offered.)
-    if (it == statements_.end() || it->second->parse_message.empty() || it->second->rewrite)
-      return std::nullopt;
-    msg = &it->second->parse_message;
-  }
-  return parse_text(*msg);
+  // (A statement whose text pgrouter rewrote is not the client's text: not offered.)
+  if (auto it = statements_.find(name); it != statements_.end() && it->second->rewrite) return std::nullopt;
+  const std::string* msg = parse_message_of(name);
+  return msg ? parse_text(*msg) : std::nullopt;
 }
 
 void TxnTracker::define_statement(const std::string& name, std::string_view text, std::string_view types) {

@@ -1042,15 +1042,23 @@ std::optional<std::string> hint_value(std::string_view body, size_t i) {
   return std::string(body.substr(i, end - i));
 }
 
+// Where the list of a "pgrouter: ..." (or "pgrouter=...") starting at body[at] begins; npos when none starts
+// there.
+size_t pgrouter_list(std::string_view body, size_t at) {
+  if (!util::equals_ascii_ci(body.substr(at, 8), "pgrouter") ||
+      (at > 0 && util::sql_ident_char(body[at - 1])))
+    return std::string_view::npos;
+  size_t i = skip_blanks(body, at + 8);
+  if (i >= body.size() || (body[i] != ':' && body[i] != '=')) return std::string_view::npos;
+  return i + 1;
+}
+
 // Whether one comment's "pgrouter: ..." list holds the word `word` ("explain").
 bool word_in_comment(std::string_view body, std::string_view word) {
   for (size_t at = 0; at + 8 <= body.size(); ++at) {
-    if (!util::equals_ascii_ci(body.substr(at, 8), "pgrouter") ||
-        (at > 0 && util::sql_ident_char(body[at - 1])))
-      continue;
-    size_t i = skip_blanks(body, at + 8);
-    if (i >= body.size() || (body[i] != ':' && body[i] != '=')) continue;
-    for (size_t k = i + 1; k + word.size() <= body.size(); ++k) {
+    size_t list = pgrouter_list(body, at);
+    if (list == std::string_view::npos) continue;
+    for (size_t k = list; k + word.size() <= body.size(); ++k) {
       size_t end = k + word.size();
       if (util::equals_ascii_ci(body.substr(k, word.size()), word) && !util::sql_ident_char(body[k - 1]) &&
           (end == body.size() || !util::sql_ident_char(body[end])))
@@ -1063,12 +1071,9 @@ bool word_in_comment(std::string_view body, std::string_view word) {
 // "shard_key=42" (or ": '42'") in one comment's "pgrouter: ..." list, which may hold a route hint too.
 std::optional<std::string> shard_key_in_comment(std::string_view body) {
   for (size_t at = 0; at + 8 <= body.size(); ++at) {
-    if (!util::equals_ascii_ci(body.substr(at, 8), "pgrouter") ||
-        (at > 0 && util::sql_ident_char(body[at - 1])))
-      continue;
-    size_t i = skip_blanks(body, at + 8);
-    if (i >= body.size() || (body[i] != ':' && body[i] != '=')) continue;
-    for (size_t k = i + 1; k + 9 <= body.size(); ++k) {
+    size_t list = pgrouter_list(body, at);
+    if (list == std::string_view::npos) continue;
+    for (size_t k = list; k + 9 <= body.size(); ++k) {
       if (!util::equals_ascii_ci(body.substr(k, 9), "shard_key") || util::sql_ident_char(body[k - 1]))
         continue;
       size_t v = skip_blanks(body, k + 9);

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import pgr
+from routing_util import wait_for
 
 ADMIN_SHUTDOWN = "57P01"
 SHUTDOWN_MESSAGE = "terminating connection due to administrator command"
@@ -27,15 +28,6 @@ def readyz(router):
             return response.status, response.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
-
-
-def wait_for(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s")
 
 
 def drain(router):

@@ -10,7 +10,7 @@ import pytest
 
 import pgr
 from test_relay import psql
-from test_sharding import key_on_each_shard, sqlstate_of, wait_replayed
+from test_sharding import key_on_each_shard, sharded_config, sqlstate_of, wait_replayed
 
 SEED = 61206
 TABLE = "sc_orders"
@@ -18,15 +18,7 @@ INSERT = f"INSERT INTO {TABLE} (tenant_id, id, v, n, x, ok, plan) VALUES (%s, %s
 
 
 def config(cluster, **sharding):
-    return {
-        "pool": {"mode": "transaction"},
-        "databases": [{
-            "name": "app",
-            "shards": [{"primary": cluster.endpoint("primary"), "replicas": [cluster.endpoint("replica")]},
-                       {"primary": cluster.endpoint("shard1")}],
-            "sharding": {"tables": {TABLE: "tenant_id"}, "reference_tables": ["sc_plans"], **sharding},
-        }],
-    }
+    return sharded_config(cluster, {TABLE: "tenant_id"}, reference_tables=["sc_plans"], **sharding)
 
 
 def rows(rng, n):

@@ -253,6 +253,8 @@ class TxnTracker {
   // shard as the unnamed statement): known from now on, prepared on a server wherever it is used. The name
   // must be new to the client.
   void define_statement(const std::string& name, std::string_view text, std::string_view types);
+  // The Parse message that creates the client's statement `name` ("" its unnamed one), if one does.
+  const std::string* parse_message_of(const std::string& name) const;
 
  private:
   // sentinel_error: a request sent only to make the server fail (a Describe of a missing
