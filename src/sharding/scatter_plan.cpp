@@ -506,8 +506,9 @@ class Planner {
   // A GROUP BY/ORDER BY item naming a select item: by position, by alias or by the same expression.
   std::optional<size_t> find_target(const JsonValue& node, bool by_alias) {
     if (auto pos = int_const(tree_, node)) {
-      if (*pos < 1 || size_t(*pos) > targets_.size()) refuse("a position that is not in the select list");
-      return size_t(*pos - 1);
+      if (*pos >= 1 && size_t(*pos) <= targets_.size()) return size_t(*pos - 1);
+      refuse("a position that is not in the select list");
+      return std::nullopt;  // (refuse() returns: no index past the items may come out of here)
     }
     if (by_alias && type_of(tree_, node) == "ColumnRef") {
       auto [schema, name] = last_name(tree_, field(tree_, body_of(tree_, node), "fields"));
@@ -679,7 +680,8 @@ class Planner {
       }
       if (auto i = sort_target(*node, node == full)) {
         key.column = *i;
-        key.collate_c = key.collate_c || targets_[*i].collate_c;
+        // (With `*` a position may be past the select items: the shards' columns, none known to be "C".)
+        key.collate_c = key.collate_c || (*i < targets_.size() && targets_[*i].collate_c);
       } else {
         key.hidden = true;
         key.column = hidden_sort_key(*node, *full, items, n);
@@ -701,7 +703,10 @@ class Planner {
     auto name = bare ? bare_name(tree_, node) : std::nullopt;
     if (plan_.star) {
       auto pos = int_const(tree_, node);
-      if (pos && *pos < 1) refuse("a position that is not in the select list");
+      if (pos && *pos < 1) {
+        refuse("a position that is not in the select list");
+        return std::nullopt;
+      }
       if (pos) return size_t(*pos - 1);
       if (name && target_named(*name)) refuse("ORDER BY a select item's name with * in the select list");
       return std::nullopt;

@@ -222,6 +222,8 @@ TEST_CASE("scatter plan: ORDER BY keys by position, alias or expression; NULLS d
   CHECK(plan_scatter("select * from t order by 2 desc").order_by[0].column == 1);
   CHECK(plan_scatter("select * from t order by 2 desc").star);
   CHECK(refusal("select a from t order by 2") == "a position that is not in the select list");
+  CHECK(refusal("select a, count(*) from t group by 3") == "a position that is not in the select list");
+  CHECK(refusal("select * from t order by 0") == "a position that is not in the select list");
 }
 
 TEST_CASE("scatter plan: aggregates, avg split into sum and count, ORDER BY/LIMIT kept for the merge") {
