@@ -710,10 +710,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       // A batch pipelined behind a synced read batch on a replica (not the rest of a message being forwarded:
       // those bytes are no message of their own) is looked at whole, as a transaction's first batch is: its
       // Parse alone may read as harmless where its Bind writes.
-      if (buf.size() < 64 * 1024 && !batch_complete(buf.data(), buf.size())) {
-        buf.reserve_message(buf.size() + 1);
-        continue;
-      }
+      if (batch_incomplete(buf)) continue;
       // A write is routed once the read is answered.
       if (classify_batch(buf.data(), buf.size()).writes) co_await hold_write_behind_replica_read();
       if (client_done_) co_return;
@@ -726,10 +723,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
         buf.reserve_message(1 + size_t(first_len));
         continue;
       }
-      if (buf.size() < 64 * 1024 && !batch_complete(buf.data(), buf.size())) {
-        buf.reserve_message(buf.size() + 1);
-        continue;
-      }
+      if (batch_incomplete(buf)) continue;
       // (A batch that only parses, as pgbench -M prepared sends before a statement's first use, decides
       // nothing yet.)
       tx_begin_only_ = runs_nothing(buf.data(), buf.size());
@@ -749,10 +743,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       }
       // An extended batch is routed as a whole: wait for its Sync or Flush (a client expects no reply before
       // one, so waiting costs it nothing), or a later message of it could be a write sent to a replica.
-      if (routes && buf.size() < 64 * 1024 && !batch_complete(buf.data(), buf.size())) {
-        buf.reserve_message(buf.size() + 1);
-        continue;
-      }
+      if (routes && batch_incomplete(buf)) continue;
       if (tracker_ && shard_map()) {
         sharding::Need need;
         bool explain = false;
@@ -887,6 +878,13 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
                           2);  // a full read: bulk traffic (COPY, big batches) reads more at once
     }
   }
+}
+
+bool ClientSession::batch_incomplete(protocol::Buffer& buf) {
+  // (A batch longer than 64 KiB is decided on as it comes: the client may be streaming it.)
+  if (buf.size() >= 64 * 1024 || batch_complete(buf.data(), buf.size())) return false;
+  buf.reserve_message(buf.size() + 1);
+  return true;
 }
 
 bool ClientSession::server_quiet() const {

@@ -180,6 +180,9 @@ class ClientSession {
   // Whether d[0..n), starting with an extended-protocol message, holds the Sync or Flush that ends its batch
   // (or something that is not part of one); true too when it does not start with one.
   static bool batch_complete(const char* d, size_t n);
+  // The extended batch at the start of buf is not whole yet (and under 64 KiB): room for more was made, to be
+  // read before it is decided on.
+  static bool batch_incomplete(protocol::Buffer& buf);
   // Transaction pooling: the server may go back to its pool now (between transactions, in step, nothing of
   // its answer unread). The one rule for handing a server back in the middle of a session.
   bool can_release_server() const;
