@@ -12,6 +12,8 @@
 
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/session/client_session.hpp"
+#include "pgrouter/session/two_phase_recovery.hpp"
+#include "pgrouter/sharding/two_phase.hpp"
 
 namespace pgrouter {
 
@@ -294,8 +296,19 @@ awaitable<void> Worker::maintenance_loop() {
     if (stopping()) co_return;
     auto now = pool::Clock::now();
     for (auto& [key, pool] : pools_) pool->maintain(now);
+    if (index_ == 0 && !recovering_ && now >= next_recovery_) {
+      // One worker settles cross-shard writes left prepared (by a crash, here or in another instance).
+      recovering_ = true;
+      next_recovery_ = now + sharding::two_phase::kRecoveryInterval;
+      asio::co_spawn(io_, recovery_round(), asio::detached);
+    }
     for (auto& [pid, session] : sessions_) session->check_timeouts(now);
   }
+}
+
+awaitable<void> Worker::recovery_round() {
+  co_await session::recover_in_doubt(*this);
+  recovering_ = false;
 }
 
 awaitable<void> Worker::drain_loop() {

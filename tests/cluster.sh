@@ -52,6 +52,8 @@ write_server_config() {  # write_server_config DATADIR
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$DIR/sock'
 max_connections = 300
+# Cross-shard writes commit with PREPARE TRANSACTION (two-phase commit).
+max_prepared_transactions = 20
 shared_buffers = 16MB
 fsync = off
 synchronous_commit = off

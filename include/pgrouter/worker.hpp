@@ -130,6 +130,9 @@ class Worker {
   awaitable<void> accept_loop();
   awaitable<void> maintenance_loop();
   awaitable<void> drain_loop();
+  awaitable<void> recovery_round();  // two-phase recovery (worker 0), one round at a time
+  bool recovering_ = false;
+  pool::Clock::time_point next_recovery_{};
   void close_listener();
   pool::PoolSettings settings_for(const control::DatabaseConfig& db, const control::UserConfig& user,
                                   int shard, int backend) const;

@@ -250,6 +250,25 @@ std::string render_metrics(const Stats& stats) {
           "Sharding: the shards cross-shard reads ran on, summed (divided by pgrouter_shard_scatters_total: "
           "the mean fan-out).",
           sum_over(all, &WorkerStats::shard_scatter_legs_total));
+  counter("pgrouter_two_phase_committed_total",
+          "Sharding: cross-shard writes committed on every shard by two-phase commit.",
+          sum_over(all, &WorkerStats::two_phase_committed_total));
+  counter("pgrouter_two_phase_aborted_total",
+          "Sharding: cross-shard writes rolled back on every shard after PREPARE, because a recovery had "
+          "decided them first.",
+          sum_over(all, &WorkerStats::two_phase_aborted_total));
+  counter("pgrouter_two_phase_in_doubt_total",
+          "Sharding: cross-shard writes whose decision could not be confirmed, left prepared for recovery "
+          "(the client got 40003).",
+          sum_over(all, &WorkerStats::two_phase_in_doubt_total));
+  counter(
+      "pgrouter_two_phase_recovered_committed_total",
+      "Sharding: prepared parts of cross-shard writes that recovery committed (their decision was commit).",
+      sum_over(all, &WorkerStats::two_phase_recovered_committed_total));
+  counter(
+      "pgrouter_two_phase_recovered_aborted_total",
+      "Sharding: prepared parts of cross-shard writes that recovery rolled back (no commit was recorded).",
+      sum_over(all, &WorkerStats::two_phase_recovered_aborted_total));
   counter("pgrouter_shard_begins_deferred_total",
           "Sharding: lone BEGINs answered by pgrouter and sent on once the next statement chose a shard.",
           sum_over(all, &WorkerStats::shard_begins_deferred_total));

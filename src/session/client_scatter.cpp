@@ -5,8 +5,6 @@
 // the shards the merge is waiting on are read, so memory stays bounded by what the merge keeps (ORDER BY: a
 // row per shard; aggregates: a row per group). A shard's error ends the request with that error, as
 // PostgreSQL would; what pgrouter cannot merge exactly is refused with 0A000 before anything runs.
-#include <sys/socket.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -18,6 +16,7 @@
 #include "pgrouter/session/client_session.hpp"
 #include "pgrouter/sharding/merge.hpp"
 #include "pgrouter/sharding/scatter_plan.hpp"
+#include "shard_leg.hpp"
 
 namespace pgrouter::session {
 namespace p = pgrouter::protocol;
@@ -25,112 +24,43 @@ namespace be = pgrouter::protocol::backend;
 
 namespace {
 constexpr size_t kFlushAt = 64 * 1024;  // client bytes gathered before a write
-// A shard's reply message longer than this ends the request (a DataRow is at most 1 GB in PostgreSQL; a
-// scatter's rows are usually small, and memory per request stays bounded).
-constexpr uint32_t kMaxShardMessage = 256u << 20;
-constexpr size_t kReadChunk = 16 * 1024;  // a leg's read buffer: many rows per recv
-
-std::string error_body(std::string_view sqlstate, std::string_view message, std::string_view hint = {}) {
-  std::string out;
-  p::append_error(out, "ERROR", sqlstate, message, {}, hint);
-  return out.substr(5);  // the body: the caller frames it
-}
-
-// A RowDescription with every format code 0: what Describe of a statement reports (formats are not known
-// before Bind).
-std::string statement_description(std::string_view body) {
-  std::string out(body);
-  if (out.size() < 2) return out;
-  size_t n = p::read_be16(out.data()), pos = 2;
-  for (size_t i = 0; i < n; ++i) {
-    size_t at = pos;
-    if (!p::read_cstring(out, at) || at + 18 > out.size()) return std::string(body);
-    out[at + 16] = 0;
-    out[at + 17] = 0;
-    pos = at + 18;
-  }
-  return out;
-}
-
-void append_message(std::string& out, char type, std::string_view body) {
-  p::append_header(out, type, body.size());
-  out.append(body);
-}
 }  // namespace
 
-// One shard's part of a scatter.
-struct ClientSession::ScatterLeg {
-  int shard = 0;
-  pool::Pool* pool = nullptr;
-  std::unique_ptr<pool::ServerConnection> server;
-  std::string description;  // its RowDescription body
-  std::string parameters;   // its ParameterDescription body (Describe S)
-  std::string error;        // the first ErrorResponse body it sent
-  bool done = false;        // its CommandComplete (or error) came: no more rows
-  bool ready = false;       // its ReadyForQuery came: the server is idle again
-  bool broken = false;      // its connection failed: closed, not pooled
-  bool parsed = false;      // its ParseComplete came: the statement's text is valid
-  // Bytes read from the server and not yet taken (plain TCP: read in large pieces, not per message).
-  std::vector<char> in = std::vector<char>(kReadChunk);
-  size_t in_begin = 0, in_end = 0;
-  bool unread() const { return in_end > in_begin; }
-
-  // The next whole message; false with `why` when the connection failed or sent a bad length.
-  awaitable<bool> next(char& type, std::string& body, std::string& why) {
-    if (server->ssl)
-      co_return co_await pool::read_server_message(*server, type, body, kMaxShardMessage, &why);
-    for (;;) {
-      size_t have = in_end - in_begin;
-      if (have >= 5) {
-        uint32_t len = p::read_be32(in.data() + in_begin + 1);
-        if (len < 4 || len > kMaxShardMessage) {
-          why = "sent an invalid message length " + std::to_string(len);
-          co_return false;
-        }
-        if (have >= 1 + size_t(len)) {
-          type = in[in_begin];
-          body.assign(in.data() + in_begin + 5, len - 4);
-          in_begin += 1 + len;
-          co_return true;
-        }
-        if (1 + size_t(len) > in.size()) in.resize(1 + size_t(len));  // a message larger than the buffer
-      }
-      if (!co_await fill(why)) co_return false;
-    }
+awaitable<bool> run_on_leg(ShardLeg& leg, std::string sql, QueryAnswer& answer) {
+  std::string q;
+  p::append_query(q, sql);
+  bool sent = co_await leg.send(std::move(q));
+  if (!sent) {
+    answer.error = leg.error;
+    co_return false;
   }
-
-  // Reads what the server has sent (waiting for some), after moving the unread bytes to the front.
-  awaitable<bool> fill(std::string& why) {
-    if (in_begin > 0) {
-      std::memmove(in.data(), in.data() + in_begin, in_end - in_begin);
-      in_end -= in_begin;
-      in_begin = 0;
-    }
-    for (;;) {
-      ssize_t r =
-          ::recv(server->socket.native_handle(), in.data() + in_end, in.size() - in_end, MSG_DONTWAIT);
-      if (r > 0) {
-        in_end += size_t(r);
-        co_return true;
-      }
-      if (r == 0) {
-        why = "closed the connection";
-        co_return false;
-      }
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        why = "closed the connection (" + std::string(std::strerror(errno)) + ")";
-        co_return false;
-      }
-      net::error_code ec;
-      co_await server->socket.async_wait(tcp::socket::wait_read, asio::redirect_error(use_awaitable, ec));
-      if (ec) {
-        why = "closed the connection (" + ec.message() + ")";
-        co_return false;
+  char type = 0;
+  std::string body;
+  while (!leg.ready) {
+    bool read = co_await leg.read(type, body);
+    if (!read) break;
+    if (type == be::kCommandComplete) {
+      answer.tags.emplace_back(body.c_str());
+    } else if (type == be::kErrorResponse && answer.error.empty()) {
+      answer.error = body;
+    } else if (type == be::kDataRow && body.size() >= 2) {
+      auto& row = answer.rows.emplace_back();
+      size_t n = p::read_be16(body.data()), pos = 2;
+      for (size_t i = 0; i < n && pos + 4 <= body.size(); ++i) {
+        uint32_t len = p::read_be32(body.data() + pos);
+        pos += 4;
+        if (len == 0xffffffffu) {
+          row.emplace_back();
+        } else {
+          row.emplace_back(body.substr(pos, len));
+          pos += len;
+        }
       }
     }
   }
-};
+  if (leg.broken && answer.error.empty()) answer.error = leg.error;
+  co_return !leg.broken;
+}
 
 // The request itself: legs opened, their replies merged, the client answered.
 struct ClientSession::ScatterRun {
@@ -139,7 +69,7 @@ struct ClientSession::ScatterRun {
   const sharding::Need& need;
   std::shared_ptr<const sharding::ScatterPlan> plan_ptr;  // cached per worker (ShardMap::scatter_plan)
   const sharding::ScatterPlan& plan;
-  std::vector<ScatterLeg> legs;
+  std::vector<ShardLeg> legs;
   std::string out;  // for the client, not yet written
   bool client_gone = false;
 
@@ -150,32 +80,7 @@ struct ClientSession::ScatterRun {
       : self(s), req(r), need(n), plan_ptr(std::move(p)), plan(*plan_ptr) {}
 
   // One message from a leg; false when its connection failed (the leg is then broken and done).
-  awaitable<bool> read(ScatterLeg& leg, char& type, std::string& body) {
-    for (;;) {
-      std::string why;
-      if (!co_await leg.next(type, body, why)) {
-        leg.broken = leg.done = leg.ready = true;
-        if (leg.error.empty())
-          leg.error = error_body(p::sqlstate::connection_failure,
-                                 "pgrouter: shard " + std::to_string(leg.shard) + "'s server " + why);
-        co_return false;
-      }
-      if (type == be::kParameterStatus) {
-        if (auto kv = p::parse_parameter_status(body)) leg.server->set_param(kv->first, kv->second);
-        continue;
-      }
-      if (type == be::kNoticeResponse || type == be::kNotificationResponse) continue;
-      if (type == be::kParseComplete) leg.parsed = true;
-      if (type == be::kErrorResponse) {
-        if (leg.error.empty()) leg.error = body;
-        leg.done = true;
-      } else if (type == be::kReadyForQuery) {
-        leg.server->tx_status = body.empty() ? 'I' : body[0];
-        leg.ready = leg.done = true;
-      }
-      co_return true;
-    }
-  }
+  awaitable<bool> read(ShardLeg& leg, char& type, std::string& body) { return leg.read(type, body); }
 
   // Reads each leg up to its RowDescription (or its error); false when one has none.
   awaitable<bool> read_descriptions() {
@@ -277,7 +182,10 @@ std::optional<ScatterRequest> ClientSession::scatter_candidate(const char* d, si
   need = req->extended ? shard_need(protocol::frontend::kBind, req->bind_body, req->sql)
                        : shard_need(protocol::frontend::kQuery, std::string_view(d + 5, req->length - 5), {});
   explain = shard_map()->target(req->sql).explain;
-  if (!explain && (need.kind != sharding::Need::Kind::scatter || !scatter_allowed())) return std::nullopt;
+  using Kind = sharding::Need::Kind;
+  bool runs = (need.kind == Kind::scatter && scatter_allowed()) ||
+              (need.kind == Kind::write_across && writes_across_allowed());
+  if (!explain && !runs) return std::nullopt;
   return req;
 }
 
@@ -286,15 +194,16 @@ bool ClientSession::scatter_allowed() const {
   return mode == control::CrossShard::scatter;
 }
 
-// Takes a server of each shard the request needs (a replica when reads go to replicas), with the client's
-// settings, and sends it the shard's statement; false with `why` set when one could not be had.
-awaitable<bool> ClientSession::open_scatter_legs(ScatterRun& run, std::string& why) {
+// Takes a server of each of `shards` (for a read, a replica when reads go to replicas; for a write, the
+// primary), with the client's settings; false with `why` set when one could not be had.
+awaitable<bool> ClientSession::open_legs(std::vector<ShardLeg>& legs, const std::vector<int>& shards,
+                                         size_t request_length, bool writes, std::string& why) {
   int home = shard_;
-  for (int shard : run.need.shards) {
-    ScatterLeg leg;
+  for (int shard : shards) {
+    ShardLeg leg;
     leg.shard = shard;
     shard_ = shard;
-    int backend = choose_backend(client_buf_.data(), run.req.length);
+    int backend = writes ? primary_backend() : choose_backend(client_buf_.data(), request_length);
     if (backend < 0) backend = primary_backend();
     if (backend >= 0) leg.pool = &pool_at(backend);
     shard_ = home;
@@ -308,17 +217,34 @@ awaitable<bool> ClientSession::open_scatter_legs(ScatterRun& run, std::string& w
       if (!co_await sync_params(*leg.server, err)) leg.pool->release(std::move(leg.server), false);
     }
     if (!leg.server) {
-      why =
-          "pgrouter: no server of shard " + std::to_string(shard) + " for a cross-shard read: " + err.message;
+      why = "pgrouter: no server of shard " + std::to_string(shard) + " for a cross-shard " +
+            (writes ? "write: " : "read: ") + err.message;
       co_return false;
     }
     w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
-    run.legs.push_back(std::move(leg));
+    legs.push_back(std::move(leg));
   }
+  co_return true;
+}
+
+void ClientSession::release_legs(std::vector<ShardLeg>& legs, bool client_gone) {
+  for (auto& leg : legs) {
+    if (!leg.server) continue;
+    // (Bytes after its ReadyForQuery, which a server sends only unasked, would be lost: not reused then.)
+    w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+    leg.pool->release(std::move(leg.server), leg.clean() && !client_gone);
+  }
+}
+
+// Takes a server of each shard the request needs and sends it the shard's statement.
+awaitable<bool> ClientSession::open_scatter_legs(ScatterRun& run, std::string& why) {
+  bool opened = co_await open_legs(run.legs, run.need.shards, run.req.length, false, why);
+  if (!opened) co_return false;
   for (size_t i = 0; i < run.legs.size(); ++i) {
     // Only the first shard is asked for the statement's parameter types (Describe S).
-    if (co_await run.legs[i].server->write_all(scatter_statement(run, i == 0))) {
-      run.legs[i].broken = run.legs[i].done = run.legs[i].ready = true;
+    std::string statement = scatter_statement(run, i == 0);
+    bool sent = co_await run.legs[i].send(std::move(statement));
+    if (!sent) {
       why = "pgrouter: shard " + std::to_string(run.legs[i].shard) + "'s server closed the connection";
       co_return false;
     }
@@ -470,13 +396,7 @@ awaitable<bool> ClientSession::run_scatter(const ScatterRequest& req, const shar
       tracker_->define_statement(std::string(req.statement), req.sql, req.parameter_types);
   }
   if (!run.client_gone) co_await run.drain();
-  for (auto& leg : run.legs) {
-    // (Bytes after its ReadyForQuery, which a server sends only unasked, would be lost: not reused then.)
-    bool clean =
-        leg.ready && !leg.broken && !run.client_gone && leg.server->tx_status == 'I' && !leg.unread();
-    w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-    leg.pool->release(std::move(leg.server), clean);
-  }
+  release_legs(run.legs, run.client_gone);
   p::append_ready_for_query(run.out, 'I');
   co_return co_await run.flush();
 }
@@ -529,6 +449,17 @@ std::vector<std::vector<std::optional<std::string>>> ClientSession::explain_rows
                            : "it names no shard key: sharding.default_shard"}};
   }
   if (need.kind == Kind::refuse) return {{std::nullopt, std::nullopt, "refused (0A000): " + need.message}};
+  if (need.kind == Kind::write_across) {
+    if (!writes_across_allowed())
+      return {{std::nullopt, std::nullopt,
+               "refused (0A000): " + need.message + ", and sharding.cross_shard_writes is reject"}};
+    std::vector<std::vector<std::optional<std::string>>> rows;
+    for (int s : need.shards)
+      rows.push_back({std::to_string(s), sql,
+                      "cross-shard write on shards " + shard_list(need.shards) +
+                          ", committed on all or none by two-phase commit"});
+    return rows;
+  }
   if (!scatter_allowed())
     return {{std::nullopt, std::nullopt,
              "refused (0A000): " + need.message + ", and sharding.cross_shard is reject"}};

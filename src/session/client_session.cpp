@@ -751,6 +751,8 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
           bool alive = false;  // (no co_await inside ?: — g++ 12 may evaluate both sides)
           if (explain)
             alive = co_await explain_shards(*req, need);
+          else if (need.kind == sharding::Need::Kind::write_across)
+            alive = co_await run_write_across(*req, need);
           else
             alive = co_await run_scatter(*req, need);
           buf.consume(req->length);

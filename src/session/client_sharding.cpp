@@ -289,6 +289,14 @@ bool ClientSession::shard_refusal(char type, std::string_view body) {
                    ", but its transaction runs on shard " + std::to_string(shard_) +
                    ", and transactions across shards are not supported yet";
     need.hint = "Commit the transaction before working on another tenant's rows.";
+  } else if (need.kind == Need::Kind::write_across && !writes_across_allowed()) {
+    need.message += ", and sharding.cross_shard_writes is reject";
+    need.hint = "Limit the statement to one shard key.";
+  } else if (need.kind == Need::Kind::write_across) {
+    need.message +=
+        ", and a cross-shard write runs only outside a transaction, as a request of its own (a simple Query, "
+        "or Parse/Bind/Execute/Sync of the unnamed statement); transactions across shards are not supported "
+        "yet";
   } else if (need.kind == Need::Kind::scatter && !scatter_allowed()) {
     need.message += ", and sharding.cross_shard is reject for this connection";
   } else if (need.kind == Need::Kind::scatter) {

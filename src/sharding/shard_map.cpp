@@ -136,6 +136,22 @@ Need ShardMap::unsharded_need(const sql::ShardTarget& t) const {
   return Need::on(default_shard());
 }
 
+std::vector<int> ShardMap::every_shard() const {
+  std::vector<int> every(strategy_->shards());
+  for (size_t i = 0; i < every.size(); ++i) every[i] = int(i);
+  return every;
+}
+
+Need ShardMap::write_across(const sql::ShardTarget& t, std::vector<int> shards, std::string why) const {
+  if (!t.unsharded_tables.empty())
+    return Need::refused(fmt::format("{}, but table {} lives on the default shard {} only", why,
+                                     join(t.unsharded_tables), default_shard()),
+                         "List the table under sharding.reference_tables to have it on every shard.");
+  return Need::write_over(std::move(shards), std::move(why),
+                          "Send it outside a transaction, as a statement of its own, to have it committed on "
+                          "every shard by two-phase commit; or limit it to one shard key.");
+}
+
 Need ShardMap::across(const sql::ShardTarget& t, std::vector<int> shards, std::string why,
                       std::string hint) const {
   // A table that lives on one shard cannot be read alongside rows of several.
@@ -167,10 +183,7 @@ Need ShardMap::need(const sql::ShardTarget& t, const BoundParams* params,
     explicit_shard = s;
   }
   if (t.writes_reference)
-    return Need::refused(
-        "pgrouter: a write to a reference table must reach every shard atomically, and cross-shard "
-        "two-phase commit is not supported yet",
-        "Write reference tables on each shard directly, or keep the table unsharded (on the default shard).");
+    return write_across(t, every_shard(), "pgrouter: a write to a reference table must reach every shard");
   std::set<int> shards;
   bool unknown = false;
   for (const auto& k : t.keys)
@@ -180,12 +193,15 @@ Need ShardMap::need(const sql::ShardTarget& t, const BoundParams* params,
   if (t.scope == ShardScope::keyed && shards.size() > 1) {
     std::string list;
     for (int s : shards) list += (list.empty() ? "" : ", ") + std::to_string(s);
-    if (t.writes)
+    if (t.writes && t.inserts)
       return Need::refused(
-          fmt::format("pgrouter: the statement writes rows on shards {}, and cross-shard writes are not "
-                      "supported yet",
+          fmt::format("pgrouter: the INSERT's rows are on shards {}, and splitting one INSERT's rows between "
+                      "shards is not supported yet",
                       list),
-          "Run one statement per shard key.");
+          "Send one INSERT per shard key (or per shard), in one transaction if they belong together.");
+    if (t.writes)
+      return write_across(t, std::vector<int>(shards.begin(), shards.end()),
+                          fmt::format("pgrouter: the statement writes rows on shards {}", list));
     return across(t, std::vector<int>(shards.begin(), shards.end()),
                   fmt::format("pgrouter: the statement reads rows on shards {}", list),
                   "Run one statement per shard key.");
@@ -193,15 +209,12 @@ Need ShardMap::need(const sql::ShardTarget& t, const BoundParams* params,
   if (t.scope == ShardScope::keyed && shards.size() == 1) from_keys = Need::on(*shards.begin());
   if (t.scope == ShardScope::all) {
     if (!explicit_shard && t.writes)
-      return Need::refused(
-          "pgrouter: a write to a sharded table that is not limited to one shard key would need every shard, "
-          "and cross-shard writes are not supported yet",
-          kKeyHint);
+      return write_across(
+          t, every_shard(),
+          "pgrouter: a write to a sharded table that is not limited to one shard key needs every shard");
     if (!explicit_shard) {
-      std::vector<int> every(strategy_->shards());
-      for (size_t i = 0; i < every.size(); ++i) every[i] = int(i);
       return across(
-          t, std::move(every),
+          t, every_shard(),
           "pgrouter: a read of a sharded table that is not limited to one shard key needs every shard",
           kKeyHint);
     }

@@ -1152,6 +1152,7 @@ void add(ShardTarget& out, StatementTarget&& s) {
   if (out.refusal.empty()) out.refusal = std::move(s.refusal);
   out.writes |= s.writes;
   out.writes_reference |= s.writes_reference;
+  out.inserts |= !s.inserted.empty();
 }
 
 bool key_less(const KeyRef& a, const KeyRef& b) {

@@ -142,7 +142,7 @@ def sqlstate_of(conn, sql, params=None):
 def test_writes_that_need_several_shards_are_refused(cluster, pgrouter):
     """(Reads of several shards are scattered: test_scatter.py.)"""
     make_table(cluster, "sh_ref")
-    router = pgrouter(sharded_config(cluster, {"sh_ref": "tenant_id"}, unsharded="reject"))
+    router = pgrouter(sharded_config(cluster, {"sh_ref": "tenant_id"}, unsharded="reject", cross_shard_writes="reject"))
     with router.connect(autocommit=True) as c:
         c.execute("INSERT INTO sh_ref (tenant_id, v) VALUES (1, 'a')")
         c.execute("INSERT INTO sh_ref (tenant_id, v) VALUES (2, 'b')")

@@ -541,3 +541,14 @@ TEST_CASE("shard key: parse errors and odd input") {
   CHECK(plain.scope == ShardScope::none);
   CHECK(plain.unsharded_tables == std::vector<std::string>{"users"});
 }
+
+TEST_CASE("shard key: an INSERT into a sharded table is marked, other writes are not") {
+  CHECK(shard_target("INSERT INTO users (tenant_id, name) VALUES (1, 'a'), (2, 'b')", schema()).inserts);
+  CHECK(shard_target(
+            "INSERT INTO users (tenant_id, n) SELECT tenant_id, n FROM orders WHERE tenant_id IN (1, 2)",
+            schema())
+            .inserts);
+  CHECK_FALSE(shard_target("UPDATE users SET name = 'x' WHERE tenant_id IN (1, 2)", schema()).inserts);
+  CHECK_FALSE(shard_target("DELETE FROM users WHERE tenant_id IN (1, 2)", schema()).inserts);
+  CHECK_FALSE(shard_target("INSERT INTO logs (a) VALUES (1)", schema()).inserts);
+}

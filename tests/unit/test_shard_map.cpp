@@ -109,7 +109,7 @@ TEST_CASE("BoundParams reads a Bind's values and formats") {
   CHECK_FALSE(BoundParams::from_bind(cut.substr(0, cut.size() - 3)));  // a value cut short
 }
 
-TEST_CASE("a keyed statement needs its key's shard; a read of several is a scatter, a write refused") {
+TEST_CASE("a keyed statement needs its key's shard; a read of several is a scatter, a write across them") {
   ShardMap m(two_shards());
   auto [a, b] = keys_on_both(m);
   Need n = m.need(keyed({lit(a)}), nullptr, std::nullopt);
@@ -123,8 +123,22 @@ TEST_CASE("a keyed statement needs its key's shard; a read of several is a scatt
   ShardTarget write = keyed({lit(a), lit(b)});
   write.writes = true;
   Need w = m.need(write, nullptr, std::nullopt);
-  CHECK(w.kind == Need::Kind::refuse);
+  CHECK(w.kind == Need::Kind::write_across);
+  CHECK(w.shards == std::vector<int>{0, 1});
   CHECK(w.message.find("writes rows on shards 0, 1") != std::string::npos);
+  // An INSERT's rows of several shards would be inserted on each: refused until rows are split.
+  write.inserts = true;
+  Need ins = m.need(write, nullptr, std::nullopt);
+  CHECK(ins.kind == Need::Kind::refuse);
+  CHECK(ins.message.find("splitting one INSERT's rows") != std::string::npos);
+  // A write to a reference table goes to every shard; with a table of the default shard only, nowhere.
+  ShardTarget ref;
+  ref.scope = ShardScope::reference;
+  ref.writes = ref.writes_reference = true;
+  CHECK(m.need(ref, nullptr, std::nullopt).kind == Need::Kind::write_across);
+  CHECK(m.need(ref, nullptr, std::nullopt).shards == std::vector<int>{0, 1});
+  ref.unsharded_tables = {"audit"};
+  CHECK(m.need(ref, nullptr, std::nullopt).kind == Need::Kind::refuse);
   // A table on the default shard only cannot be read with rows of both.
   ShardTarget mixed = keyed({lit(a), lit(b)});
   mixed.unsharded_tables = {"audit"};
@@ -151,7 +165,7 @@ TEST_CASE("parameters decide at Bind, in text or binary") {
   CHECK(m.need(t, &*null, std::nullopt).kind == Need::Kind::any);
 }
 
-TEST_CASE("a read on every shard is a scatter, a write refused, unless an explicit key names one") {
+TEST_CASE("a read on every shard is a scatter, a write across them, unless an explicit key names one") {
   ShardMap m(two_shards());
   auto [a, b] = keys_on_both(m);
   ShardTarget all;
@@ -163,7 +177,9 @@ TEST_CASE("a read on every shard is a scatter, a write refused, unless an explic
   CHECK(n.hint.find("pgrouter.shard_key") != std::string::npos);
   ShardTarget all_write = all;
   all_write.writes = true;
-  CHECK(m.need(all_write, nullptr, std::nullopt).kind == Need::Kind::refuse);
+  CHECK(m.need(all_write, nullptr, std::nullopt).kind == Need::Kind::write_across);
+  CHECK(m.need(all_write, nullptr, std::nullopt).shards == std::vector<int>{0, 1});
+  CHECK(m.need(all_write, nullptr, 1).shard == 1);
   CHECK(m.need(all, nullptr, 1).shard == 1);
   // A key that contradicts the session's explicit key is an error, not a silent choice.
   int other = 1 - shard_of(m, a);
@@ -203,7 +219,7 @@ TEST_CASE("refusals and tables in neither list") {
   ref.scope = ShardScope::reference;
   CHECK(m.need(ref, nullptr, std::nullopt).kind == Need::Kind::any);
   ref.writes_reference = true;
-  CHECK(m.need(ref, nullptr, std::nullopt).kind == Need::Kind::refuse);
+  CHECK(m.need(ref, nullptr, std::nullopt).kind == Need::Kind::write_across);  // every shard, atomically
   ShardTarget bad;
   bad.parse_error = true;
   bad.scope = ShardScope::refused;

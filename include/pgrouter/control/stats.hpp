@@ -65,8 +65,13 @@ struct WorkerStats {
   Counter shard_routed_total{0};          // sharding: transactions routed to a shard by a shard key
   Counter shard_default_total{0};         // ... that named none (the session key's or the default shard)
   Counter shard_refused_total{0};         // statements refused by sharding (0A000)
-  Counter shard_scatters_total{0};        // cross-shard reads run on several shards and merged
-  Counter shard_scatter_legs_total{0};    // ... summed over them: the shards each ran on
+  Counter two_phase_committed_total{0};   // cross-shard writes committed on every shard (two-phase commit)
+  Counter two_phase_aborted_total{0};     // ... rolled back after PREPARE (a recovery decided first)
+  Counter two_phase_in_doubt_total{0};    // ... whose decision could not be confirmed (left to recovery)
+  Counter two_phase_recovered_committed_total{0};  // prepared parts committed by recovery
+  Counter two_phase_recovered_aborted_total{0};    // prepared parts rolled back by recovery
+  Counter shard_scatters_total{0};                 // cross-shard reads run on several shards and merged
+  Counter shard_scatter_legs_total{0};             // ... summed over them: the shards each ran on
   Counter shard_begins_deferred_total{0};  // lone BEGINs answered by pgrouter until a shard was chosen
   Counter shard_begins_moved_total{0};     // transactions moved after a named BEGIN to the shard named next
   Counter routed_writes_held_total{0};  // write batches held until a pipelined read on a replica was answered

@@ -11,12 +11,15 @@
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/protocol/messages.hpp"
 #include "pgrouter/session/scatter_request.hpp"
+#include "pgrouter/sharding/two_phase.hpp"
 #include "pgrouter/session/startup_reset.hpp"
 #include "pgrouter/sql/classifier.hpp"
 #include "pgrouter/session/txn_tracker.hpp"
 #include "pgrouter/worker.hpp"
 
 namespace pgrouter::session {
+
+struct ShardLeg;
 
 class ClientSession {
  public:
@@ -304,9 +307,24 @@ class ClientSession {
   // ... runs on a server of each of those shards, taken for it alone, and is answered from the merge of their
   // rows; false when the client is gone. The request's bytes are at the start of client_buf_.
   awaitable<bool> run_scatter(const ScatterRequest& req, const sharding::Need& need);
-  struct ScatterLeg;
   struct ScatterRun;
   awaitable<bool> open_scatter_legs(ScatterRun& run, std::string& why);
+  // A server of each of `shards` for one request (a write: the primaries), with the client's settings, and
+  // their return to the pools.
+  awaitable<bool> open_legs(std::vector<ShardLeg>& legs, const std::vector<int>& shards,
+                            size_t request_length, bool writes, std::string& why);
+  void release_legs(std::vector<ShardLeg>& legs, bool client_gone);
+  // Cross-shard writes (client_two_phase.cpp): a request of scatter_request()'s shapes, outside a
+  // transaction, whose one statement writes on several shards, run on each shard's primary in a transaction
+  // and committed on all or none by two-phase commit (decision record: sharding/two_phase.hpp).
+  bool writes_across_allowed() const;
+  awaitable<bool> run_write_across(const ScatterRequest& req, const sharding::Need& need);
+  struct WriteRun;
+  awaitable<void> write_across(WriteRun& run);
+  awaitable<void> write_on_legs(WriteRun& run);
+  awaitable<void> prepare_and_commit(WriteRun& run);
+  awaitable<std::optional<sharding::two_phase::Outcome>> decide(WriteRun& run);
+  void answer_write(WriteRun& run, std::string& out);
   static std::string scatter_statement(const ScatterRun& run, bool describe_statement);
   static std::pair<std::string, std::string> scatter_refusal(const ScatterRun& run);  // message, hint
   awaitable<void> answer_scatter(ScatterRun& run);

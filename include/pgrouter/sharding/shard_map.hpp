@@ -23,7 +23,10 @@ struct Need {
   // scatter: a read whose rows are on several shards (`shards`, ascending); the caller runs it on each and
   // merges the answers (sharding/scatter_plan.hpp), or refuses it where it cannot (cross_shard: reject,
   // inside a transaction) with `message` and `hint`, which say why it needs several shards.
-  enum class Kind : uint8_t { any, one, refuse, scatter };
+  // write_across: a write whose rows are on several shards (`shards`), or a write to a reference table
+  // (every shard); the same statement on each finds only that shard's rows, and the caller commits it
+  // on all of them or none (two-phase commit), or refuses it as for scatter.
+  enum class Kind : uint8_t { any, one, refuse, scatter, write_across };
   Kind kind = Kind::any;
   int shard = 0;            // one
   std::string message;      // refuse: the error's message (SQLSTATE 0A000) ...
@@ -37,6 +40,10 @@ struct Need {
   static Need scatter_over(std::vector<int> s, std::string m, std::string h) {
     return {Kind::scatter, 0, std::move(m), std::move(h), std::move(s)};
   }
+  static Need write_over(std::vector<int> s, std::string m, std::string h) {
+    return {Kind::write_across, 0, std::move(m), std::move(h), std::move(s)};
+  }
+  bool several() const { return kind == Kind::scatter || kind == Kind::write_across; }
 };
 
 // The parameter values of a Bind message, by 1-based number (nullopt: NULL), with their format codes.
@@ -77,6 +84,9 @@ class ShardMap {
   Need unsharded_need(const sql::ShardTarget& t) const;
   // A read over several shards: scatter, unless a table it names lives on the default shard only.
   Need across(const sql::ShardTarget& t, std::vector<int> shards, std::string why, std::string hint) const;
+  // A write of several shards (or every one): the same statement on each, committed atomically.
+  Need write_across(const sql::ShardTarget& t, std::vector<int> shards, std::string why) const;
+  std::vector<int> every_shard() const;
 
   control::ShardingConfig config_;
   std::shared_ptr<const Strategy> strategy_;

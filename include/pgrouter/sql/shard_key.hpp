@@ -39,6 +39,9 @@ struct ShardTarget {
   std::vector<std::string> unsharded_tables;  // tables in neither list, as written
   bool writes = false;            // INSERT/UPDATE/DELETE/MERGE/COPY FROM/TRUNCATE/DDL on a listed table
   bool writes_reference = false;  // a write whose target is a reference table
+  // An INSERT into a sharded table: run on several shards, each would insert every row (its rows must be
+  // split by key instead).
+  bool inserts = false;
   // refused: what could not be routed, for a 0A000 message: "UPDATE of the shard key column tenant_id of
   // users", "INSERT ... SELECT into sharded table users not limited to one shard key".
   std::string refusal;

@@ -1,0 +1,286 @@
+// Cross-shard writes. A request of scatter_request()'s shapes whose one statement writes on several shards
+// (a write to a reference table: every shard), sent outside a transaction, runs on each shard's primary in a
+// transaction of its own; if every shard succeeds, each PREPAREs it, the decision is recorded on the default
+// shard (sharding/two_phase.hpp), and each is committed; otherwise each is rolled back. The client gets
+// one answer, as from one PostgreSQL: the rows of RETURNING from every shard, and one CommandComplete whose
+// count is the shards' sum.
+#include <algorithm>
+
+#include "pgrouter/control/log.hpp"
+#include "pgrouter/protocol/backend.hpp"
+#include "pgrouter/routing/router.hpp"
+#include "pgrouter/session/client_session.hpp"
+#include "pgrouter/sharding/two_phase.hpp"
+#include "shard_leg.hpp"
+
+namespace pgrouter::session {
+namespace p = pgrouter::protocol;
+namespace be = pgrouter::protocol::backend;
+namespace tp = pgrouter::sharding::two_phase;
+
+namespace {
+// RETURNING rows are held until the outcome is known (a client must not see rows of a write that is then
+// rolled back); beyond this the write is refused.
+constexpr size_t kMaxReturning = 16u << 20;
+constexpr const char* kInsufficientResources = "53000";
+constexpr const char* kSerializationFailure = "40001";
+constexpr const char* kCompletionUnknown = "40003";
+constexpr const char* kUndefinedTable = "42P01";
+
+std::string sqlstate_of(std::string_view error) { return std::string(p::error_sqlstate(error)); }
+
+// Parse, [Describe S], Bind, Describe P, Execute, Sync of the client's statement through the unnamed
+// statement and portal, with its parameters and result formats as the client gave them.
+std::string write_statement(const ScatterRequest& req, bool describe_statement) {
+  std::string out;
+  if (!req.extended) {
+    p::append_query(out, req.sql);
+    return out;
+  }
+  p::append_parse(out, "", req.sql, req.parameter_types);
+  if (describe_statement && req.describe_statement) p::append_describe(out, 'S', "");
+  std::string rest(req.parameters);
+  rest += char(req.result_formats.size() >> 8);
+  rest += char(req.result_formats.size() & 0xff);
+  for (auto f : req.result_formats) rest += {char(uint16_t(f) >> 8), char(f & 0xff)};
+  p::append_bind(out, "", "", rest);
+  p::append_describe(out, 'P', "");
+  p::append_execute(out, "");
+  p::append_sync(out);
+  return out;
+}
+}  // namespace
+
+struct ClientSession::WriteRun {
+  const ScatterRequest& req;
+  const sharding::Need& need;
+  std::vector<ShardLeg> legs;
+  std::string gid;
+  std::string parameters;   // the first shard's ParameterDescription (Describe S)
+  std::string description;  // its RowDescription (RETURNING), empty for NoData
+  std::string rows;         // every shard's DataRows, in shard order
+  std::vector<std::string> tags;
+  std::string error;  // what the client gets instead of the answer (an ErrorResponse body)
+  WriteRun(const ScatterRequest& r, const sharding::Need& n) : req(r), need(n) {}
+  void fail(std::string body) {
+    if (error.empty()) error = std::move(body);
+  }
+  const std::string* leg_error() const {
+    for (auto& leg : legs)
+      if (!leg.error.empty()) return &leg.error;
+    return nullptr;
+  }
+};
+
+bool ClientSession::writes_across_allowed() const {
+  return db_->sharding.cross_shard_writes == control::CrossShardWrites::two_phase;
+}
+
+// Each leg: BEGIN, then the statement; their answers read (rows kept); on any error every leg rolls back.
+awaitable<void> ClientSession::write_on_legs(WriteRun& run) {
+  std::string begin;
+  p::append_query(begin, "BEGIN");
+  for (size_t i = 0; i < run.legs.size(); ++i) {
+    std::string bytes = begin + write_statement(run.req, i == 0);
+    bool sent = co_await run.legs[i].send(std::move(bytes));
+    if (!sent) break;
+  }
+  char type = 0;
+  std::string body;
+  for (size_t i = 0; i < run.legs.size(); ++i) {
+    auto& leg = run.legs[i];
+    for (int answers = 0; answers < 2 && !leg.broken;) {  // BEGIN's, then the statement's
+      bool read = co_await leg.read(type, body);
+      if (!read) break;
+      if (type == be::kReadyForQuery) {
+        if (++answers < 2) leg.ready = leg.done = false;
+      } else if (type == be::kCommandComplete && answers == 1) {
+        run.tags.emplace_back(body.c_str());
+      } else if (type == be::kParameterDescription && i == 0) {
+        run.parameters = std::move(body);
+      } else if (type == be::kRowDescription && i == 0) {
+        run.description = std::move(body);
+      } else if (type == be::kDataRow) {
+        append_message(run.rows, be::kDataRow, body);
+        if (run.rows.size() > kMaxReturning)
+          run.fail(error_body(kInsufficientResources,
+                              "pgrouter: a cross-shard write's RETURNING rows exceed 16 MiB",
+                              "Return fewer rows, or limit the statement to one shard key."));
+      }
+    }
+  }
+  if (const auto* e = run.leg_error()) run.fail(*e);
+  if (run.error.empty()) co_return;
+  QueryAnswer ignored;
+  for (auto& leg : run.legs) {
+    if (leg.broken) continue;
+    co_await run_on_leg(leg, "ROLLBACK", ignored);
+  }
+}
+
+// PREPARE on every leg, the decision recorded, then COMMIT PREPARED (or ROLLBACK PREPARED) on every leg.
+awaitable<void> ClientSession::prepare_and_commit(WriteRun& run) {
+  run.gid = tp::new_gid();
+  std::vector<QueryAnswer> prepared(run.legs.size());
+  std::string prepare = tp::prepare_sql(run.gid);
+  for (size_t i = 0; i < run.legs.size(); ++i) co_await run_on_leg(run.legs[i], prepare, prepared[i]);
+  auto failed = std::find_if(prepared.begin(), prepared.end(), [](auto& a) { return !a.ok(); });
+  if (failed != prepared.end()) {
+    auto f = p::parse_error_fields(failed->error);
+    int shard = run.legs[size_t(failed - prepared.begin())].shard;
+    run.fail(error_body(f.code,
+                        "pgrouter: PREPARE TRANSACTION failed on shard " + std::to_string(shard) + ": " +
+                            f.message,
+                        "A cross-shard write needs max_prepared_transactions above 0 on every shard."));
+    std::string rollback = tp::finish_sql(run.gid, tp::Outcome::abort);
+    for (size_t i = 0; i < run.legs.size(); ++i) {
+      QueryAnswer ignored;
+      if (!prepared[i].ok()) continue;
+      co_await run_on_leg(run.legs[i], rollback, ignored);
+    }
+    co_return;
+  }
+  tp::crash_point("after_prepare");
+  auto outcome = co_await decide(run);
+  tp::crash_point("after_decision");
+  if (!outcome) {
+    w_.stats().two_phase_in_doubt_total.fetch_add(1, std::memory_order_relaxed);
+    run.fail(error_body(kCompletionUnknown,
+                        "pgrouter: the outcome of the cross-shard write could not be recorded; it is committed "
+                        "on every shard or on none, and recovery settles which within seconds",
+                        "Check whether the write took effect before repeating it."));
+    co_return;
+  }
+  std::string finish = tp::finish_sql(run.gid, *outcome);
+  for (size_t i = 0; i < run.legs.size(); ++i) {
+    QueryAnswer done;
+    bool alive = co_await run_on_leg(run.legs[i], finish, done);
+    if (!alive || !done.ok())
+      log::warn("a shard did not finish its part of a cross-shard write: recovery will",
+                {{"session", id_}, {"shard", uint64_t(run.legs[i].shard)}, {"gid", run.gid}});
+    if (i == 0) tp::crash_point("after_first_commit");
+  }
+  if (*outcome == tp::Outcome::commit) {
+    w_.stats().two_phase_committed_total.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    w_.stats().two_phase_aborted_total.fetch_add(1, std::memory_order_relaxed);
+    run.fail(error_body(kSerializationFailure,
+                        "pgrouter: the cross-shard write was rolled back: recovery decided it before its commit "
+                        "was recorded",
+                        "Run the statement again."));
+  }
+}
+
+// Records the commit decision on the default shard (over the leg there, else a server taken for it): the
+// outcome, or nullopt when it is unknown (the record's COMMIT may or may not have happened).
+awaitable<std::optional<tp::Outcome>> ClientSession::decide(WriteRun& run) {
+  int home = shard_map()->default_shard();
+  std::vector<ShardLeg> extra;
+  ShardLeg* leg = nullptr;
+  for (auto& l : run.legs)
+    if (l.shard == home) leg = &l;
+  if (!leg) {
+    std::string why;
+    std::vector<int> shards(1, home);
+    bool opened = co_await open_legs(extra, shards, 0, true, why);
+    if (!opened) {
+      release_legs(extra, false);
+      co_return tp::Outcome::abort;  // nothing recorded: no commit was promised
+    }
+    leg = &extra[0];
+  }
+  std::optional<tp::Outcome> outcome;
+  QueryAnswer a;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    a = {};
+    std::string decide = tp::decide_sql(run.gid, tp::Outcome::commit);
+    bool alive = co_await run_on_leg(*leg, decide, a);
+    if (!alive) break;  // unknown: the COMMIT may have been done
+    if (a.ok()) {
+      outcome = tp::decision_won(a.tags).value_or(false) ? tp::Outcome::commit : tp::Outcome::abort;
+      break;
+    }
+    QueryAnswer ignored;
+    co_await run_on_leg(*leg, "ROLLBACK", ignored);  // the record's transaction failed: nothing recorded
+    outcome = tp::Outcome::abort;
+    if (attempt > 0 || sqlstate_of(a.error) != kUndefinedTable) break;
+    std::string create = tp::create_table_sql();
+    co_await run_on_leg(*leg, create, ignored);  // first use: the table is made
+  }
+  if (outcome == tp::Outcome::abort && !a.ok())
+    log::warn("the decision of a cross-shard write could not be recorded: rolled back",
+              {{"session", id_}, {"gid", run.gid}, {"error", p::parse_error_fields(a.error).message}});
+  release_legs(extra, false);
+  co_return outcome;
+}
+
+void ClientSession::answer_write(WriteRun& run, std::string& out) {
+  if (!run.error.empty()) {
+    append_message(out, be::kErrorResponse, run.error);
+    return;
+  }
+  auto tag = tp::combined_tag(run.tags);
+  if (!tag) {
+    append_message(out, be::kErrorResponse,
+                   error_body(p::sqlstate::internal_error, "pgrouter: the shards' command tags differ"));
+    return;
+  }
+  auto describe = [&](std::string_view description) {
+    if (description.empty())
+      p::append_header(out, be::kNoData, 0);
+    else
+      append_message(out, be::kRowDescription, description);
+  };
+  if (run.req.extended) {
+    if (run.req.parses) p::append_header(out, be::kParseComplete, 0);
+    if (run.req.describe_statement) {
+      append_message(out, be::kParameterDescription, run.parameters);
+      describe(statement_description(run.description));
+    }
+    p::append_header(out, be::kBindComplete, 0);
+    if (run.req.describe_portal) describe(run.description);
+  } else if (!run.description.empty()) {
+    append_message(out, be::kRowDescription, run.description);
+  }
+  out += run.rows;
+  p::append_command_complete(out, *tag);
+}
+
+awaitable<bool> ClientSession::run_write_across(const ScatterRequest& req, const sharding::Need& need) {
+  WriteRun run(req, need);
+  if (w_.classifier().get(req.sql).statements != 1) {
+    w_.stats().shard_refused_total.fetch_add(1, std::memory_order_relaxed);
+    run.fail(error_body(p::sqlstate::feature_not_supported,
+                        need.message + ", and a cross-shard write must be a statement of its own",
+                        "Send each statement as a query of its own."));
+  } else if (req.max_rows != 0) {
+    w_.stats().shard_refused_total.fetch_add(1, std::memory_order_relaxed);
+    run.fail(error_body(p::sqlstate::feature_not_supported,
+                        "pgrouter: a cross-shard write cannot be fetched in parts (an Execute with a row limit)"));
+  } else {
+    co_await write_across(run);
+  }
+  release_legs(run.legs, false);
+  std::string out;
+  answer_write(run, out);
+  p::append_ready_for_query(out, 'I');
+  net::error_code ec;
+  co_await client_write_any(out, ec);
+  co_return !ec;
+}
+
+awaitable<void> ClientSession::write_across(WriteRun& run) {
+  std::string why;
+  bool opened = co_await open_legs(run.legs, run.need.shards, run.req.length, true, why);
+  if (!opened) co_return run.fail(error_body(p::sqlstate::connection_failure, why));
+  co_await write_on_legs(run);
+  if (run.error.empty()) co_await prepare_and_commit(run);
+  // A named Parse that every shard accepted created the client's statement, as on one server.
+  bool parsed = std::all_of(run.legs.begin(), run.legs.end(), [](auto& l) { return l.parsed; });
+  if (run.req.parses && !run.req.statement.empty() && parsed)
+    tracker_->define_statement(std::string(run.req.statement), run.req.sql, run.req.parameter_types);
+  write_done_at_ = routing::steady_ms();  // read-your-writes: as after any write on the primaries
+  required_lsn_ = 0;
+}
+
+}  // namespace pgrouter::session

@@ -1,0 +1,167 @@
+"""Cross-shard writes against real servers: a statement of its own that writes rows on several shards (or a
+reference table, on every shard) runs on each shard's primary and is committed on all of them or on none, by
+two-phase commit with its decision recorded on the default shard. pgrouter is killed (SIGKILL) at each step
+of the commit and a new pgrouter's recovery must leave every such write committed everywhere or nowhere."""
+import time
+
+import psycopg
+import pytest
+
+import pgr
+from test_sharding import key_on_each_shard, sharded_config, sqlstate_of, wait_replayed
+
+TABLE = "tp_orders"
+REF = "tp_plans"
+
+
+def config(cluster, **sharding):
+    return sharded_config(cluster, {TABLE: "tenant_id"}, reference_tables=[REF], **sharding)
+
+
+def shard_servers():
+    return ["primary", "shard1"]
+
+
+@pytest.fixture
+def tables(cluster):
+    """tp_orders (sharded) and tp_plans (reference) on both shards, with two rows of each shard's key."""
+    a, b = key_on_each_shard(cluster)
+    for i, server in enumerate(shard_servers()):
+        with cluster.connect(server, autocommit=True) as c:
+            # Parts a failed test left prepared would hold their locks on the tables for ever.
+            for (gid,) in c.execute("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'pgr\\_%'").fetchall():
+                c.execute(f"ROLLBACK PREPARED '{gid}'")
+            c.execute(f"DROP TABLE IF EXISTS {TABLE}, {REF}")
+            c.execute(f"CREATE TABLE {TABLE} (tenant_id bigint NOT NULL, id int, v text)")
+            c.execute(f"CREATE TABLE {REF} (plan int PRIMARY KEY, name text)")
+            c.execute(f"GRANT ALL ON {TABLE}, {REF} TO PUBLIC")
+            key = [a, b][i]
+            c.execute(f"INSERT INTO {TABLE} VALUES ({key}, 1, 'old'), ({key}, 2, 'old')")
+            c.execute(f"INSERT INTO {REF} VALUES (1, 'free')")
+    wait_replayed(cluster)  # shard 0's reads may go to its replica
+    return a, b
+
+
+def on_shards(cluster, sql):
+    out = []
+    for server in shard_servers():
+        with cluster.connect(server) as c:
+            out.append(c.execute(sql).fetchall())
+    return out
+
+
+def prepared_parts(cluster):
+    return on_shards(cluster, "SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'pgr\\_%' ORDER BY gid")
+
+
+def test_writes_across_shards_commit_on_each(cluster, pgrouter, tables):
+    a, b = tables
+    router = pgrouter(config(cluster))
+    with router.connect(autocommit=True) as c:
+        cur = c.execute(f"UPDATE {TABLE} SET v = 'in' WHERE tenant_id IN ({a}, {b}) AND id = 1")
+        assert cur.rowcount == 2 and cur.statusmessage == "UPDATE 2"
+        cur = c.execute(f"UPDATE {TABLE} SET v = %s WHERE tenant_id IN (%s, %s) AND id = %s", ("bound", a, b, 2))
+        assert cur.statusmessage == "UPDATE 2"
+        assert on_shards(cluster, f"SELECT v FROM {TABLE} ORDER BY id") == [[("in",), ("bound",)]] * 2
+        # Not limited by the key: every shard.
+        cur = c.execute(f"DELETE FROM {TABLE} WHERE id = 2 RETURNING tenant_id, id")
+        assert cur.statusmessage == "DELETE 2" and sorted(cur.fetchall()) == sorted([(a, 2), (b, 2)])
+        assert [d.name for d in cur.description] == ["tenant_id", "id"]
+        # A reference table: every shard, atomically.
+        c.execute(f"INSERT INTO {REF} VALUES (2, 'pro')")
+        cur = c.execute(f"UPDATE {REF} SET name = upper(name)")
+        assert cur.statusmessage == "UPDATE 4"  # two rows on each of two shards, as the shards report them
+        # The same through a prepared (named) statement, twice.
+        with router.connect(autocommit=True, prepare_threshold=0) as p:
+            for v in ["p1", "p2"]:
+                assert p.execute(f"UPDATE {TABLE} SET v = %s WHERE tenant_id IN (%s, %s)", (v, a, b)).rowcount == 2
+    assert on_shards(cluster, f"SELECT v FROM {TABLE}") == [[("p2",)]] * 2
+    assert on_shards(cluster, f"SELECT plan, name FROM {REF} ORDER BY plan") == [[(1, "FREE"), (2, "PRO")]] * 2
+    assert prepared_parts(cluster) == [[], []]
+    metrics = router.metrics()
+    assert "pgrouter_two_phase_committed_total 7" in metrics, metrics
+
+
+def test_an_error_on_one_shard_rolls_back_every_shard(cluster, pgrouter, tables):
+    a, b = tables
+    with cluster.connect("shard1") as c:  # only shard 1 refuses the value
+        c.execute(f"ALTER TABLE {TABLE} ADD CONSTRAINT tp_no_bad CHECK (v <> 'bad')")
+    router = pgrouter(config(cluster))
+    with router.connect(autocommit=True) as c:
+        code, msg = sqlstate_of(c, f"UPDATE {TABLE} SET v = 'bad' WHERE tenant_id IN ({a}, {b})")
+        assert code == "23514" and "tp_no_bad" in msg
+        assert c.execute("SELECT 1").fetchone() == (1,)  # the session goes on
+    assert on_shards(cluster, f"SELECT DISTINCT v FROM {TABLE}") == [[("old",)], [("old",)]]
+    assert prepared_parts(cluster) == [[], []]
+
+
+def test_writes_across_shards_that_cannot_run_are_refused(cluster, pgrouter, tables):
+    a, b = tables
+    router = pgrouter(config(cluster))
+    with router.connect(autocommit=True) as c:
+        code, msg = sqlstate_of(c, f"INSERT INTO {TABLE} (tenant_id, id, v) VALUES ({a}, 9, 'x'), ({b}, 9, 'x')")
+        assert code == "0A000" and "splitting one INSERT" in msg
+        code, msg = sqlstate_of(c, f"UPDATE {TABLE} SET v = 'x' WHERE tenant_id = {a}; "
+                                   f"UPDATE {TABLE} SET v = 'x' WHERE tenant_id = {b}")
+        assert code == "0A000" and "statement of its own" in msg
+    with router.connect(autocommit=False) as c:  # inside a transaction
+        c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = {a}")
+        code, msg = sqlstate_of(c, f"UPDATE {TABLE} SET v = 'y' WHERE tenant_id IN ({a}, {b})")
+        assert code == "0A000" and "outside a transaction" in msg
+    rejecting = pgrouter(config(cluster, cross_shard_writes="reject"))
+    with rejecting.connect(autocommit=True) as c:
+        code, msg = sqlstate_of(c, f"UPDATE {TABLE} SET v = 'y' WHERE tenant_id IN ({a}, {b})")
+        assert code == "0A000" and "cross_shard_writes is reject" in msg
+        code, msg = sqlstate_of(c, f"INSERT INTO {REF} VALUES (5, 'x')")
+        assert code == "0A000" and "reference table" in msg
+    assert on_shards(cluster, f"SELECT count(*) FROM {REF}") == [[(1,)], [(1,)]]
+
+
+def wait_until(check, timeout=40, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
+        time.sleep(0.25)
+
+
+@pytest.mark.parametrize("point,parts_left,committed", [
+    ("after_prepare", 2, False),       # no decision recorded: recovery aborts both parts
+    ("after_decision", 2, True),       # commit recorded, nothing committed yet: recovery commits both
+    ("after_first_commit", 1, True),   # one shard committed: recovery commits the other
+])
+def test_a_crash_at_each_step_leaves_all_or_nothing(cluster, pgrouter, tables, tmp_path, point, parts_left,
+                                                   committed):
+    """pgrouter kills itself (SIGKILL) at a step of the commit; a new pgrouter's recovery settles the parts left
+    prepared as the decision record says, within its grace period and interval (5 s each)."""
+    a, b = tables
+    crashing = pgr.Pgrouter(cluster, tmp_path / "crashing", config(cluster), env={"PGROUTER_TEST_CRASH_AT": point})
+    try:
+        with crashing.connect(autocommit=True) as c:
+            with pytest.raises(psycopg.OperationalError):
+                c.execute(f"UPDATE {TABLE} SET v = 'new' WHERE tenant_id IN ({a}, {b})")
+        crashing.proc.wait(10)
+        assert crashing.proc.returncode == -9, crashing.log()[-2000:]
+    finally:
+        crashing.stop(check=False)
+    assert sum(len(p) for p in prepared_parts(cluster)) == parts_left
+    recovering = pgrouter(config(cluster))
+    wait_until(lambda: prepared_parts(cluster) == [[], []], what="recovery of the prepared parts")
+    want = "new" if committed else "old"
+    assert on_shards(cluster, f"SELECT DISTINCT v FROM {TABLE}") == [[(want,)], [(want,)]]
+    metrics = recovering.metrics()
+    name = "committed" if committed else "aborted"
+    assert f"pgrouter_two_phase_recovered_{name}_total {parts_left}" in metrics, metrics
+    # The decision table is there (made on first use) and holds the outcome until it is cleaned up.
+    with cluster.connect("primary") as c:
+        outcomes = c.execute("SELECT outcome FROM pgrouter_2pc_decisions").fetchall()
+    assert (("commit",) if committed else ("abort",)) in outcomes
+
+
+def test_explain_shows_a_cross_shard_write(cluster, pgrouter, tables):
+    a, b = tables
+    router = pgrouter(config(cluster))
+    with router.connect(autocommit=True) as c:
+        rows = c.execute(f"/* pgrouter: explain */ UPDATE {TABLE} SET v = 'e' WHERE tenant_id IN ({a}, {b})").fetchall()
+    assert [r[0] for r in rows] == ["0", "1"]
+    assert all("two-phase commit" in r[2] for r in rows)
+    assert on_shards(cluster, f"SELECT DISTINCT v FROM {TABLE}") == [[("old",)], [("old",)]]
