@@ -395,3 +395,119 @@ def test_compose_services_and_pgrouter_config(tmp_path):
     code, output = check_config(config_text, tmp_path, env)
     assert code == 0, output
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# debian/
+
+DEBIAN = REPO / "debian"
+UNIT = REPO / "systemd" / "pgrouter.service"
+# debian/rules lets dh configure meson with prefix /usr and sysconfdir /etc, and moves the unit from
+# usr/lib/systemd/system to lib/systemd/system (Debian 12's place for units).
+PACKAGE_PREFIX, PACKAGE_SYSCONFDIR = "/usr", "/etc"
+
+
+def deb822_paragraphs(text):
+    """debian/control's paragraphs as {field: value} (continuation lines joined, comments dropped)."""
+    paragraphs, current, field = [], {}, None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        if not line.strip():
+            if current:
+                paragraphs.append(current)
+            current, field = {}, None
+        elif line[0] in " \t":
+            assert field, f"continuation line without a field: {line!r}"
+            current[field] += "\n" + line.strip()
+        else:
+            field, _, value = line.partition(":")
+            assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", field), f"bad field line: {line!r}"
+            assert field not in current, f"field {field} twice"
+            current[field] = value.strip()
+    if current:
+        paragraphs.append(current)
+    return paragraphs
+
+
+def test_debian_control_and_rules():
+    source, *binaries = deb822_paragraphs((DEBIAN / "control").read_text())
+    assert source["Source"] == "pgrouter"
+    assert "debhelper-compat (= 13)" in source["Build-Depends"]
+    assert [b["Package"] for b in binaries] == ["pgrouter"]
+    assert "adduser" in binaries[0]["Depends"] and "${shlibs:Depends}" in binaries[0]["Depends"]
+    # The build dependencies are packages scripts/install-deps.sh installs (plus debhelper itself).
+    build_deps = {re.split(r"[\s(<]", d.strip())[0] for d in source["Build-Depends"].split(",") if d.strip()}
+    assert build_deps - {"debhelper-compat"} <= install_deps_packages(), build_deps - install_deps_packages()
+    rules = DEBIAN / "rules"
+    assert os.access(rules, os.X_OK), "debian/rules must be executable"
+    assert "--buildsystem=meson" in rules.read_text()
+    changelog_version = re.match(r"pgrouter \(([^)]+)\)", (DEBIAN / "changelog").read_text()).group(1)
+    meson_version = re.search(r"version : '([^']+)'", (REPO / "meson.build").read_text()).group(1)
+    assert changelog_version == meson_version
+    postinst = (DEBIAN / "pgrouter.postinst").read_text()
+    assert re.search(r"adduser --system .*pgrouter", postinst) and "#DEBHELPER#" in postinst
+    assert (DEBIAN / "source" / "format").read_text().strip() == "3.0 (native)"
+
+
+def test_debian_install_files_name_what_meson_installs(tmp_path):
+    build = pgr.pgrouter_bin().resolve().parent
+    if not (build / "build.ninja").is_file():
+        pytest.skip(f"{build} is not a meson build directory")
+    destdir = tmp_path / "root"
+    result = subprocess.run(["meson", "install", "-C", str(build), "--no-rebuild", "--quiet", "--destdir",
+                             str(destdir)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    options = {o["name"]: o["value"] for o in json.loads(subprocess.run(
+        ["meson", "introspect", "--buildoptions", str(build)], capture_output=True, text=True, check=True).stdout)}
+    prefix = options["prefix"]
+    sysconfdir = options["sysconfdir"] if options["sysconfdir"].startswith("/") else f"{prefix}/{options['sysconfdir']}"
+
+    def in_this_build(package_path):
+        """Where this build installs what the package has at package_path."""
+        if package_path.startswith("etc/"):
+            return sysconfdir + package_path[len("etc"):]
+        if package_path.startswith("lib/systemd/"):
+            return f"{prefix}/{package_path}"
+        assert package_path.startswith("usr/"), package_path
+        return prefix + package_path[len("usr"):]
+
+    listed = []
+    for install in DEBIAN.glob("*.install"):
+        for line in install.read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                listed.append(line.split()[0])
+    assert sorted(listed) == ["etc/pgrouter/pgrouter.yaml", "lib/systemd/system/pgrouter.service", "usr/bin/pgrouter"]
+    for path in listed:
+        assert (destdir / in_this_build(path).lstrip("/")).is_file(), f"{path} is not installed by meson"
+    # Nothing else is installed (dh_missing would fail the package build).
+    installed = sorted(str(p.relative_to(destdir)) for p in destdir.rglob("*") if p.is_file())
+    assert len(installed) == len(listed), installed
+    # The unit starts the binary where the package puts it, with the packaged config.
+    exec_start = re.search(r"^ExecStart=(\S+) --config (\S+)$", UNIT.read_text(), re.M)
+    assert exec_start.group(1) == f"{PACKAGE_PREFIX}/bin/pgrouter" == "/" + listed[listed.index("usr/bin/pgrouter")]
+    assert exec_start.group(2) == f"{PACKAGE_SYSCONFDIR}/pgrouter/pgrouter.yaml"
+    assert re.search(r"^User=pgrouter$", UNIT.read_text(), re.M)
+
+
+def test_built_deb_contents():
+    deb = os.environ.get("PGR_DEB")
+    if not deb:
+        pytest.skip("PGR_DEB is not set: CI does not build the package (scripts/package-deb.sh builds it)")
+    listing = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True, check=True, timeout=30).stdout
+    entries = {}
+    for line in listing.splitlines():
+        mode, owner, _size, _date, _time, path = line.split(None, 5)
+        entries[path.split(" -> ")[0].lstrip(".")] = (mode, owner)
+    assert entries["/usr/bin/pgrouter"][0] == "-rwxr-xr-x"
+    assert "/etc/pgrouter/pgrouter.yaml" in entries
+    assert "/lib/systemd/system/pgrouter.service" in entries
+    assert all(owner == "root/root" for _, owner in entries.values())
+    conffiles = subprocess.run(["dpkg-deb", "--info", deb, "conffiles"], capture_output=True, text=True,
+                               timeout=30).stdout.split()
+    assert "/etc/pgrouter/pgrouter.yaml" in conffiles
+    postinst = subprocess.run(["dpkg-deb", "--info", deb, "postinst"], capture_output=True, text=True,
+                              timeout=30).stdout
+    assert "adduser --system" in postinst and "pgrouter.service" in postinst
+    fields = subprocess.run(["dpkg-deb", "--field", deb, "Package", "Version", "Depends"], capture_output=True,
+                            text=True, check=True, timeout=30).stdout
+    assert "Package: pgrouter" in fields and "libpq5" in fields and "adduser" in fields
