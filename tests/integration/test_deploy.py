@@ -139,12 +139,12 @@ def test_rules_and_dashboard_use_only_exported_metrics(pgrouter, cluster):
                                                    "replicas": [cluster.endpoint("replica")]}],
                        "pool": {"mode": "transaction"}, "routing": {"probe_interval": "100ms"}}],
     })
+    import psycopg
     with router.connect() as conn:
         for _ in range(5):
             conn.execute("select 1").fetchall()
-        with pytest.raises(Exception):
+        with pytest.raises(psycopg.errors.DivisionByZero):
             conn.execute("select 1/0")
-    import psycopg
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(router.dsn(password="wrong"), connect_timeout=10).close()
 
