@@ -4,8 +4,8 @@ set -euo pipefail
 
 packages=(
   libboost-dev libpq-dev libpg-query-dev libprotobuf-c-dev libyaml-cpp-dev prometheus-cpp-dev doctest-dev
-  meson ninja-build pkg-config libssl-dev libfmt-dev libxxhash-dev liburing-dev libjemalloc-dev libsystemd-dev nlohmann-json3-dev libbenchmark-dev
-  libhiredis-dev postgresql-15 redis-server pgbouncer haproxy python3-psycopg python3-pytest
+  g++ meson ninja-build pkg-config libssl-dev libfmt-dev libxxhash-dev liburing-dev libjemalloc-dev libsystemd-dev nlohmann-json3-dev libbenchmark-dev
+  libhiredis-dev postgresql-15 redis-server pgbouncer haproxy python3-psycopg python3-pytest python3-yaml
   libpostgresql-jdbc-java
   # tests/fuzz: clang++ and, for clang 14, the libFuzzer and ASan/UBSan runtimes (libclang_rt.fuzzer-x86_64.a and
   # friends), only recommended by clang-14 and so not installed without it here. g++'s sanitizer runtimes (the
@@ -19,6 +19,9 @@ packages=(
 command -v javac >/dev/null 2>&1 || packages+=(default-jdk-headless)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
+# promtool (tests/integration/test_deploy.py checks and unit-tests deploy/prometheus/pgrouter-rules.yml): Debian
+# ships it in the prometheus server package.
+command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 
 installed() {
   [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
@@ -47,5 +50,11 @@ if command -v pg_lsclusters >/dev/null 2>&1; then
       pg_ctlcluster "$version" "$name" stop || true
     fi
   done < <(pg_lsclusters --no-header 2>/dev/null)
+fi
+# The prometheus package starts a server on port 9090 where a service manager runs; the tests only need
+# promtool.
+if command -v service >/dev/null 2>&1 && service prometheus status >/dev/null 2>&1; then
+  echo "install-deps: stopping the packaged Prometheus server"
+  service prometheus stop || true
 fi
 exit 0
