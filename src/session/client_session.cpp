@@ -146,6 +146,7 @@ void ClientSession::check_timeouts(pool::Clock::time_point now) {
 }
 
 bool ClientSession::end_if_idle_at_shutdown() {
+  if (console_) return w_.draining() && end_console_at_shutdown();
   // s2c_done_: the relay has started (a login in progress is ended once it is idle in the relay).
   if (!w_.draining() || client_done_ || !s2c_done_ || client_tx_status_ != 'I' || !server_quiet() ||
       !client_buf_.empty())
@@ -773,6 +774,10 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       }
       // Transaction pooling: the first message of a transaction attaches a server (before the
       // messages are looked at: how they are rewritten depends on what that server has).
+      if (w_.runtime().admin.paused(database_)) {
+        co_await wait_while_paused();  // PAUSE: no server for a new transaction until RESUME
+        if (client_done_) co_return;
+      }
       int chosen = attach_now();
       pool::Pool* in_line = chosen >= 0 ? &pool_at(chosen) : nullptr;
       if (in_line && in_line->wait_in_line(line_)) {
@@ -1021,7 +1026,9 @@ awaitable<void> ClientSession::refuse_client_message(const p::ScanResult& r) {
 // The session's stages: the login (client_login.cpp), then the relay on either kind of client stream.
 awaitable<void> ClientSession::run() {
   LoggedIn how = co_await login();
-  if (how == LoggedIn::plain)
+  if (how != LoggedIn::no && console_)
+    co_await run_console();
+  else if (how == LoggedIn::plain)
     co_await relay(plain_);
   else if (how == LoggedIn::tls)
     co_await relay(*tls_);
