@@ -114,11 +114,13 @@ awaitable<void> ClientSession::run_console() {
     }
     out.clear();
     if (ec) {
-      if (console_ending_) {
+      if (console_ending_)
         p::append_error(out, "FATAL", p::sqlstate::admin_shutdown,
                         "terminating connection due to administrator command");
-        co_await client_write_any(out, ec);
-      }
+      else if (ec == asio::error::message_size)
+        p::append_error(out, "FATAL", p::sqlstate::protocol_violation,
+                        "invalid message length for the admin console (a command is at most 64 kB)");
+      if (!out.empty()) co_await client_write_any(out, ec);
       co_return;
     }
     last_activity_ = pool::Clock::now();

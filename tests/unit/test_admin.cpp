@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "pgrouter/admin/command.hpp"
+#include "pgrouter/admin/controls.hpp"
 #include "pgrouter/admin/result_set.hpp"
 #include "pgrouter/admin/show.hpp"
 #include "pgrouter/protocol/codec.hpp"
@@ -141,4 +142,26 @@ TEST_CASE("SHOW CLIENTS: times as UTC text, waits in seconds and microseconds") 
   CHECK(*rs.rows()[0][9] == "");
   CHECK(*rs.rows()[0][10] == "2");
   CHECK(*rs.rows()[0][11] == "3");
+}
+
+TEST_CASE("controls: PAUSE and RESUME by database or all, DISABLE and ENABLE") {
+  Controls c;
+  CHECK_FALSE(c.paused("app"));
+  c.pause("app");
+  CHECK(c.paused("app"));
+  CHECK_FALSE(c.paused("other"));
+  CHECK(c.resume("other") == "database \"other\" is not paused");
+  CHECK(c.resume("app").empty());
+  CHECK_FALSE(c.paused("app"));
+  c.pause("");
+  CHECK(c.paused("app"));
+  CHECK(c.paused("other"));
+  CHECK_FALSE(c.resume("app").empty());  // everything is paused: RESUME without a name
+  CHECK(c.resume("").empty());
+  CHECK_FALSE(c.paused("app"));
+  c.disable("app");
+  CHECK(c.disabled("app"));
+  CHECK_FALSE(c.disabled("other"));
+  c.enable("app");
+  CHECK_FALSE(c.disabled("app"));
 }
