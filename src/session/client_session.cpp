@@ -733,6 +733,10 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       if (client_done_) co_return;
     }
     if (!attached_.server && needs_server(buf.data(), buf.size())) {
+      if (w_.runtime().admin.paused(database_)) {
+        co_await wait_while_paused();  // PAUSE: no server for a new transaction (or scatter) until RESUME
+        if (client_done_) co_return;
+      }
       // Read/write splitting routes by the first message: when only part of it is here (a big query, or
       // a client that sends in pieces), read the rest first (up to 64 KiB; a longer one goes to the
       // primary as it comes). Its type and length were checked: a bogus header is refused, not waited on.
@@ -774,10 +778,6 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       }
       // Transaction pooling: the first message of a transaction attaches a server (before the
       // messages are looked at: how they are rewritten depends on what that server has).
-      if (w_.runtime().admin.paused(database_)) {
-        co_await wait_while_paused();  // PAUSE: no server for a new transaction until RESUME
-        if (client_done_) co_return;
-      }
       int chosen = attach_now();
       pool::Pool* in_line = chosen >= 0 ? &pool_at(chosen) : nullptr;
       if (in_line && in_line->wait_in_line(line_)) {

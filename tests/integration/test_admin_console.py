@@ -196,6 +196,14 @@ def test_unknown_command_keeps_the_session(router):
     assert out.returncode != 0 and "unknown command" in out.stderr
 
 
+def test_psycopg_without_autocommit_gets_an_error_for_its_begin(router):
+    # As with PgBouncer's console: psycopg opens a transaction first (BEGIN), which the console refuses.
+    with console(router) as admin, router.connect(user=ADMIN, dbname="pgrouter", autocommit=False) as plain:
+        with pytest.raises((psycopg.errors.SyntaxError, psycopg.errors.FeatureNotSupported)):
+            plain.execute("SHOW VERSION")
+        assert rows(admin, "SHOW VERSION")
+
+
 def test_extended_protocol_is_refused(router):
     with pgr.Raw(router.port) as raw:
         raw.startup(ADMIN, "pgrouter", pgr.USERS[ADMIN])
