@@ -99,19 +99,22 @@ awaitable<net::error_code> ClientSession::console_read(char* dst, size_t n) {
   co_return co_await plain_login_read(dst, n);
 }
 
+awaitable<net::error_code> ClientSession::console_read_message(char& type, std::string& body) {
+  char hdr[5];
+  if (auto ec = co_await console_read(hdr, sizeof hdr)) co_return ec;
+  type = hdr[0];
+  uint32_t len = p::read_be32(hdr + 1);
+  if (len < 4 || len - 4 > kMaxConsoleQuery) co_return asio::error::message_size;
+  body.assign(len - 4, '\0');
+  if (len == 4) co_return net::error_code{};
+  co_return co_await console_read(body.data(), body.size());
+}
+
 awaitable<void> ClientSession::run_console() {
-  bool skipping =
-      false;  // after an extended-protocol message: its error was sent, the rest is skipped to Sync
   std::string body, out;
   for (;;) {
-    char hdr[5];
-    auto ec = co_await console_read(hdr, sizeof hdr);
-    uint32_t len = ec ? 0 : p::read_be32(hdr + 1);
-    if (!ec && (len < 4 || len - 4 > kMaxConsoleQuery)) ec = asio::error::message_size;
-    if (!ec) {
-      body.assign(len - 4, '\0');
-      if (len > 4) ec = co_await console_read(body.data(), body.size());
-    }
+    char type = 0;
+    auto ec = co_await console_read_message(type, body);
     out.clear();
     if (ec) {
       if (console_ending_)
@@ -124,31 +127,34 @@ awaitable<void> ClientSession::run_console() {
       co_return;
     }
     last_activity_ = pool::Clock::now();
-    char type = hdr[0];
-    if (type == fe::kTerminate) co_return;
-    if (type == fe::kQuery) {
-      size_t pos = 0;
-      auto sql = p::read_cstring(body, pos);
-      co_await console_query(sql.value_or(""), out);
-      p::append_ready_for_query(out, 'I');
-    } else if (type == fe::kSync) {
-      skipping = false;
-      p::append_ready_for_query(out, 'I');
-    } else if (type == fe::kParse || type == fe::kBind || type == fe::kDescribe || type == fe::kExecute ||
-               type == fe::kClose || type == fe::kFlush || type == fe::kFunctionCall) {
-      if (!skipping)
-        error(out, p::sqlstate::feature_not_supported, "the admin console accepts only simple queries");
-      skipping = true;
-    } else if (!fe::is_copy_message(type)) {
-      p::append_error(out, "FATAL", p::sqlstate::protocol_violation,
-                      "invalid frontend message type " + std::to_string(int(uint8_t(type))));
-      co_await client_write_any(out, ec);
-      co_return;
-    }
-    if (out.empty()) continue;
-    co_await client_write_any(out, ec);
-    if (ec) co_return;
+    bool more = co_await console_message(type, body, out);
+    if (!out.empty()) co_await client_write_any(out, ec);
+    if (!more || ec) co_return;
   }
+}
+
+awaitable<bool> ClientSession::console_message(char type, std::string_view body, std::string& out) {
+  if (type == fe::kTerminate) co_return false;
+  if (type == fe::kQuery) {
+    size_t pos = 0;
+    auto sql = p::read_cstring(body, pos);
+    co_await console_query(sql.value_or(""), out);
+    p::append_ready_for_query(out, 'I');
+  } else if (type == fe::kSync) {
+    console_skipping_ = false;
+    p::append_ready_for_query(out, 'I');
+  } else if (type == fe::kParse || type == fe::kBind || type == fe::kDescribe || type == fe::kExecute ||
+             type == fe::kClose || type == fe::kFlush || type == fe::kFunctionCall) {
+    // One error per batch; the rest of it is skipped up to its Sync, as PostgreSQL skips after an error.
+    if (!console_skipping_)
+      error(out, p::sqlstate::feature_not_supported, "the admin console accepts only simple queries");
+    console_skipping_ = true;
+  } else if (!fe::is_copy_message(type)) {
+    p::append_error(out, "FATAL", p::sqlstate::protocol_violation,
+                    "invalid frontend message type " + std::to_string(int(uint8_t(type))));
+    co_return false;
+  }
+  co_return true;
 }
 
 awaitable<void> ClientSession::console_query(std::string_view sql, std::string& out) {
@@ -171,43 +177,48 @@ awaitable<void> ClientSession::console_query(std::string_view sql, std::string& 
   co_await console_command(*parsed.command, out);
 }
 
-awaitable<void> ClientSession::console_command(const admin::Command& cmd, std::string& out) {
+awaitable<void> ClientSession::console_show(Verb verb, std::string& out) {
   auto& rt = w_.runtime();
   auto config = w_.config();
   std::function<admin::WorkerSnapshot(Worker&)> snap = [](Worker& w) { return admin::snapshot(w); };
-  switch (cmd.verb) {
+  std::vector<admin::WorkerSnapshot> parts;
+  if (verb == Verb::show_pools || verb == Verb::show_clients || verb == Verb::show_servers ||
+      verb == Verb::show_databases)
+    parts = co_await admin::gather(w_, snap);
+  switch (verb) {
     case Verb::show_pools:
-      admin::show_pools(co_await admin::gather(w_, snap)).encode(out);
-      break;
+      co_return admin::show_pools(parts).encode(out);
     case Verb::show_clients:
-      admin::show_clients(co_await admin::gather(w_, snap)).encode(out);
-      break;
+      co_return admin::show_clients(parts).encode(out);
     case Verb::show_servers:
-      admin::show_servers(co_await admin::gather(w_, snap)).encode(out);
-      break;
+      co_return admin::show_servers(parts).encode(out);
     case Verb::show_databases:
-      admin::show_databases(*config, rt.admin, co_await admin::gather(w_, snap)).encode(out);
-      break;
+      co_return admin::show_databases(*config, rt.admin, parts).encode(out);
     case Verb::show_stats:
-      admin::show_stats(*rt.stats).encode(out);
-      break;
+      co_return admin::show_stats(*rt.stats).encode(out);
     case Verb::show_config:
-      admin::show_config(*config).encode(out);
-      break;
+      co_return admin::show_config(*config).encode(out);
     case Verb::show_version:
-      admin::show_version().encode(out);
-      break;
+      co_return admin::show_version().encode(out);
     case Verb::show_backends:
-      admin::show_backends(*config, rt.health).encode(out);
-      break;
+      co_return admin::show_backends(*config, rt.health).encode(out);
+    default:
+      co_return;
+  }
+}
+
+awaitable<void> ClientSession::console_command(const admin::Command& cmd, std::string& out) {
+  auto& controls = w_.runtime().admin;
+  if (!admin::mutating(cmd.verb)) co_return co_await console_show(cmd.verb, out);
+  switch (cmd.verb) {
     case Verb::reload:
-      co_await console_reload(out);
-      break;
+      co_return co_await console_reload(out);
     case Verb::pause:
-      co_await console_pause(cmd.database, out);
-      break;
+      co_return co_await console_pause(cmd.database, out);
+    case Verb::kill:
+      co_return co_await console_kill(cmd.database, out);
     case Verb::resume:
-      if (auto problem = rt.admin.resume(cmd.database); !problem.empty())
+      if (auto problem = controls.resume(cmd.database); !problem.empty())
         error(out, p::sqlstate::object_not_in_prerequisite_state, problem);
       else
         p::append_command_complete(out, "RESUME");
@@ -216,25 +227,24 @@ awaitable<void> ClientSession::console_command(const admin::Command& cmd, std::s
     case Verb::enable:
       if (!console_known_database(cmd.database, out)) break;
       if (cmd.verb == Verb::disable)
-        rt.admin.disable(cmd.database);
+        controls.disable(cmd.database);
       else
-        rt.admin.enable(cmd.database);
+        controls.enable(cmd.database);
       p::append_command_complete(out, cmd.verb == Verb::disable ? "DISABLE" : "ENABLE");
       break;
-    case Verb::kill:
-      co_await console_kill(cmd.database, out);
-      break;
     case Verb::shutdown:
-      if (!rt.admin.shutdown) {
+      if (!controls.shutdown) {
         error(out, p::sqlstate::feature_not_supported, "SHUTDOWN is not available in this process");
         break;
       }
-      rt.admin.shutdown();
+      controls.shutdown();
       p::append_command_complete(out, "SHUTDOWN");
       break;
     case Verb::wait_close:
       error(out, p::sqlstate::feature_not_supported, "WAIT_CLOSE is not supported by pgrouter",
             "PAUSE waits until the database's transactions have finished.");
+      break;
+    default:
       break;
   }
 }
@@ -346,7 +356,8 @@ awaitable<void> ClientSession::wait_while_paused() {
   auto& controls = w_.runtime().admin;
   paused_since_ = pool::Clock::now();
   asio::steady_timer poll(w_.io());
-  while (!client_done_ && controls.paused(database_)) {
+  // A drain lifts the pause for this client: its transaction runs and it is then ended, as any other.
+  while (!client_done_ && !w_.draining() && controls.paused(database_)) {
     poll.expires_after(kPausePoll);
     net::error_code ec;
     co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
