@@ -117,10 +117,11 @@ awaitable<void> ClientSession::run_console() {
     auto ec = co_await console_read_message(type, body);
     out.clear();
     if (ec) {
-      if (console_ending_)
+      if (console_ending_) {
+        client_ready_.rearm();  // the drain's cancel is sticky; the FATAL still goes out
         p::append_error(out, "FATAL", p::sqlstate::admin_shutdown,
                         "terminating connection due to administrator command");
-      else if (ec == asio::error::message_size)
+      } else if (ec == asio::error::message_size)
         p::append_error(out, "FATAL", p::sqlstate::protocol_violation,
                         "invalid message length for the admin console (a command is at most 64 kB)");
       if (!out.empty()) co_await client_write_any(out, ec);

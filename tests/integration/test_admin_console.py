@@ -2,6 +2,7 @@
 listener that answers PgBouncer's SHOW, PAUSE, RESUME, DISABLE, ENABLE, KILL, RELOAD and SHUTDOWN, to
 admin.admin_users (every command) and admin.stats_users (SHOW only), through psql and psycopg."""
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -225,3 +226,27 @@ def test_shutdown_drains(router):
         admin.execute("SHUTDOWN")
         wait_for(lambda: router.proc.poll() is not None, timeout=10, what="pgrouter to exit after SHUTDOWN")
     assert router.proc.returncode == 0
+
+
+def test_session_pooled_login_waits_while_paused(pgrouter):
+    router = pgrouter({**CONSOLE, "pool": {"mode": "session"}})
+    with console(router) as admin:
+        admin.execute("PAUSE app")  # no client yet: answered at once
+        login = Background(lambda: router.connect().execute("select 7").fetchone()[0])
+        time.sleep(0.5)
+        assert login.is_alive(), "a session-pooled login got a server while paused"
+        admin.execute("RESUME")
+        login.join(5)
+        assert login.result == 7, login.error
+
+
+def test_sigterm_ends_console_sessions(router):
+    with pgr.Raw(router.port) as raw:
+        raw.startup(ADMIN, "pgrouter", pgr.USERS[ADMIN])
+        started = time.monotonic()
+        router.proc.send_signal(signal.SIGTERM)
+        messages = raw.read_until((), timeout=5)
+        errors = [pgr.parse_error_fields(p) for k, p in messages if k == "E"]
+        assert [(e["S"], e["code"]) for e in errors] == [("FATAL", "57P01")], messages
+    wait_for(lambda: router.proc.poll() is not None, timeout=5, what="pgrouter to exit")
+    assert time.monotonic() - started < 4  # not held until listen.shutdown_timeout (5s)
