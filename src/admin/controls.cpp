@@ -36,14 +36,16 @@ void Controls::publish_paused() { any_paused_.store(all_paused_ || !paused_.empt
 void Controls::disable(const std::string& db) {
   std::lock_guard lock(mu_);
   disabled_.insert(db);
+  any_disabled_.store(true);
 }
 
 void Controls::enable(const std::string& db) {
   std::lock_guard lock(mu_);
   disabled_.erase(db);
+  any_disabled_.store(!disabled_.empty());
 }
 
-bool Controls::disabled(std::string_view db) const {
+bool Controls::disabled_slow(std::string_view db) const {
   std::lock_guard lock(mu_);
   return disabled_.count(db) > 0;
 }

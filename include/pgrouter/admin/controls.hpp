@@ -1,6 +1,7 @@
 // What the admin console changes for every worker: databases paused (no server for a new transaction) or
 // disabled (no new login), and the control plane's reload and drain, which main() plugs in. Read by workers
-// on each transaction start, so the common case (nothing paused) is one relaxed atomic load.
+// on each transaction start and login, so the common case (nothing paused or disabled) is one relaxed atomic
+// load.
 #pragma once
 #include <atomic>
 #include <functional>
@@ -30,7 +31,9 @@ class Controls {
   // DISABLE/ENABLE one database.
   void disable(const std::string& db);
   void enable(const std::string& db);
-  bool disabled(std::string_view db) const;
+  bool disabled(std::string_view db) const {
+    return any_disabled_.load(std::memory_order_relaxed) && disabled_slow(db);
+  }
 
   // Set by main() before the workers start. reload: runs a reload (as SIGHUP) on the control thread and then
   // calls done(ok, message) there. shutdown: starts the drain (as SIGTERM) on the control thread.
@@ -39,8 +42,10 @@ class Controls {
 
  private:
   bool paused_slow(std::string_view db) const;
+  bool disabled_slow(std::string_view db) const;
   void publish_paused();  // any_paused_ from the sets (mu_ held)
   std::atomic<bool> any_paused_{false};
+  std::atomic<bool> any_disabled_{false};
   mutable std::mutex mu_;
   bool all_paused_ = false;
   std::set<std::string, std::less<>> paused_, disabled_;
