@@ -255,6 +255,56 @@ int main(int argc, char** argv) {
     }
     return up + probed + rec + lsn + ej + lag + shards;
   };
+  // SIGHUP and the admin console's RELOAD: re-reads the file; on the control thread. True when applied, else
+  // the first error.
+  auto reload = [&]() -> std::pair<bool, std::string> {
+    control::systemd::notify("RELOADING=1");
+    rt.stats->config_reloads_total.fetch_add(1);
+    auto r = control::load_config_file(config_path);
+    std::string err;
+    std::shared_ptr<net::ssl::context> new_tls;
+    if (r.ok() && !r.config->tls.cert_file.empty()) {
+      new_tls = tls_for(*r.config, err);
+      if (!new_tls) r.errors.push_back({config_path, 0, 0, err}), r.config = nullptr;
+    }
+    if (!r.ok()) {
+      rt.stats->config_reload_failures_total.fetch_add(1);
+      for (auto& e : r.errors) log::error("config reload rejected", {{"error", e.to_string()}});
+      log::error("config reload failed: keeping the running configuration", {{"config", config_path}});
+      control::systemd::notify("READY=1");
+      return {false, r.errors.empty() ? std::string("invalid configuration") : r.errors.front().to_string()};
+    }
+    if (r.config->listen.host != config->listen.host || r.config->listen.port != config->listen.port ||
+        r.config->listen.workers != config->listen.workers || r.config->admin.port != config->admin.port ||
+        r.config->listen.scheduling != config->listen.scheduling ||
+        r.config->listen.send_batching != config->listen.send_batching ||
+        r.config->listen.tcp_defer_accept != config->listen.tcp_defer_accept)
+      log::warn(
+          "listen/admin address, workers, scheduling, send_batching and tcp_defer_accept changes need a "
+          "restart; other changes applied");
+    config = r.config;
+    if (log::parse_level(config->log.level, level)) log::set_level(level);
+    for (auto& w : rt.workers) w->publish(config, new_tls);
+    rt.health.update(*config);
+    rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));
+    log::info("configuration reloaded", {{"config", config_path}});
+    control::systemd::notify("READY=1");
+    return {true, {}};
+  };
+  // The admin console's RELOAD and SHUTDOWN, run here on the control thread.
+  rt.admin.reload = [&](std::function<void(bool, std::string)> done) {
+    asio::post(control_io, [&, done = std::move(done)] {
+      if (lifecycle.draining()) return done(false, "pgrouter is shutting down");
+      auto [ok, message] = reload();
+      done(ok, std::move(message));
+    });
+  };
+  rt.admin.shutdown = [&] {
+    asio::post(control_io, [&] {
+      log::info("shutting down", {{"command", "SHUTDOWN"}});
+      lifecycle.drain(config->listen.shutdown_timeout);
+    });
+  };
   for (auto& w : rt.workers) w->start();
   rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));
   log::info("pgrouter started",
@@ -269,58 +319,27 @@ int main(int argc, char** argv) {
   lifecycle.serving();
 
   asio::signal_set signals(control_io, SIGHUP, SIGTERM, SIGINT);
-  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code&
-                                                                                 ec,
-                                                                             int sig) {
-    if (ec) return;
-    if (sig == SIGHUP && lifecycle.draining()) {
-      log::info("reload ignored: pgrouter is shutting down");
-      signals.async_wait(on_signal);
-      return;
-    }
-    if (sig == SIGHUP) {
-      control::systemd::notify("RELOADING=1");
-      rt.stats->config_reloads_total.fetch_add(1);
-      auto r = control::load_config_file(config_path);
-      std::string err;
-      std::shared_ptr<net::ssl::context> new_tls;
-      if (r.ok() && !r.config->tls.cert_file.empty()) {
-        new_tls = tls_for(*r.config, err);
-        if (!new_tls) r.errors.push_back({config_path, 0, 0, err}), r.config = nullptr;
-      }
-      if (!r.ok()) {
-        rt.stats->config_reload_failures_total.fetch_add(1);
-        for (auto& e : r.errors) log::error("config reload rejected", {{"error", e.to_string()}});
-        log::error("config reload failed: keeping the running configuration", {{"config", config_path}});
-      } else {
-        if (r.config->listen.host != config->listen.host || r.config->listen.port != config->listen.port ||
-            r.config->listen.workers != config->listen.workers ||
-            r.config->admin.port != config->admin.port ||
-            r.config->listen.scheduling != config->listen.scheduling ||
-            r.config->listen.send_batching != config->listen.send_batching ||
-            r.config->listen.tcp_defer_accept != config->listen.tcp_defer_accept)
-          log::warn(
-              "listen/admin address, workers, scheduling, send_batching and tcp_defer_accept changes need a "
-              "restart; other changes applied");
-        config = r.config;
-        if (log::parse_level(config->log.level, level)) log::set_level(level);
-        for (auto& w : rt.workers) w->publish(config, new_tls);
-        rt.health.update(*config);
-        rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));
-        log::info("configuration reloaded", {{"config", config_path}});
-      }
-      control::systemd::notify("READY=1");
-      signals.async_wait(on_signal);
-      return;
-    }
-    log::info("shutting down", {{"signal", sig}});
-    if (sig == SIGTERM) {
-      lifecycle.drain(config->listen.shutdown_timeout);
-      signals.async_wait(on_signal);  // a SIGINT may still cut the drain short
-      return;
-    }
-    lifecycle.stop();
-  };
+  std::function<void(const boost::system::error_code&, int)> on_signal =
+      [&](const boost::system::error_code& ec, int sig) {
+        if (ec) return;
+        if (sig == SIGHUP && lifecycle.draining()) {
+          log::info("reload ignored: pgrouter is shutting down");
+          signals.async_wait(on_signal);
+          return;
+        }
+        if (sig == SIGHUP) {
+          reload();
+          signals.async_wait(on_signal);
+          return;
+        }
+        log::info("shutting down", {{"signal", sig}});
+        if (sig == SIGTERM) {
+          lifecycle.drain(config->listen.shutdown_timeout);
+          signals.async_wait(on_signal);  // a SIGINT may still cut the drain short
+          return;
+        }
+        lifecycle.stop();
+      };
   signals.async_wait(on_signal);
   control_io.run();
   for (auto& w : rt.workers) w->join();

@@ -12,6 +12,7 @@
 
 #include <boost/intrusive/list.hpp>
 
+#include "pgrouter/admin/controls.hpp"
 #include "pgrouter/asio.hpp"
 #include "pgrouter/control/config.hpp"
 #include "pgrouter/control/stats.hpp"
@@ -44,9 +45,10 @@ struct LoginWatch
 struct Runtime {
   std::vector<std::unique_ptr<Worker>> workers;
   std::shared_ptr<control::Stats> stats;
-  std::atomic<int> clients{0};    // connected clients over all workers, for listen.max_client_conn
-  std::string mock_secret;        // random per process: fake SCRAM salts for unknown users
-  routing::HealthMonitor health;  // backend probes for read/write splitting
+  std::atomic<int> clients{0};        // connected clients over all workers, for listen.max_client_conn
+  std::string mock_secret;            // random per process: fake SCRAM salts for unknown users
+  routing::HealthMonitor health;      // backend probes for read/write splitting
+  ::pgrouter::admin::Controls admin;  // the admin console's PAUSE/DISABLE state, reload and shutdown
 
   // The cross-worker budget of one (database, user, shard, backend) pool; created once, on a worker's first
   // use. Backend 0 is the shard's primary, 1..n its replicas: each has its own budget of pool.size.
@@ -114,6 +116,11 @@ class Worker {
     return it == sessions_.end() ? nullptr : it->second;
   }
   static int worker_of_pid(uint32_t pid) { return int(pid >> 24) - 1; }
+  // The admin console's view (admin/snapshot.cpp), on this worker's thread only.
+  const std::unordered_map<uint32_t, session::ClientSession*>& sessions() const { return sessions_; }
+  const std::map<std::tuple<std::string, std::string, int, int>, std::unique_ptr<pool::Pool>>& pools() const {
+    return pools_;
+  }
   // The SCRAM verifier for a user configured with a plaintext password. Its salt is derived like an
   // unknown user's mock salt (stable per user, keyed by the process secret), so two logins cannot tell
   // a real user from a missing one, and PBKDF2 runs once per password, not once per login.

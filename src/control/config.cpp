@@ -629,11 +629,34 @@ const Section<TlsConfig>& tls_section() {
 }
 
 const Section<AdminConfig>& admin_section() {
-  static const Section<AdminConfig> section{"in admin",
-                                            {string_key("host", &AdminConfig::host, kNeedsRestart, non_empty),
-                                             port_key("port", &AdminConfig::port, 0, kNeedsRestart)},
-                                            {}};
+  static const Section<AdminConfig> section{
+      "in admin",
+      {string_key("host", &AdminConfig::host, kNeedsRestart, non_empty),
+       port_key("port", &AdminConfig::port, 0, kNeedsRestart),
+       string_key("database", &AdminConfig::database, kReloadable, non_empty),
+       name_list_key("admin_users", &AdminConfig::admin_users),
+       name_list_key("stats_users", &AdminConfig::stats_users)},
+      {}};
   return section;
+}
+
+// The admin console's users log in with the secrets of their users entries: each must have one. A database
+// named like the console is an error only when admin.database says so (else the database keeps its name).
+void check_admin_users(Loader& l, const Field& f, Config& c) {
+  if (!f.value.IsMap() || !f.value["admin"].IsDefined()) return;
+  const auto& admin = f.value["admin"];
+  if (!admin.IsMap()) return;
+  for (auto [key, names] :
+       {std::pair{"admin_users", &c.admin.admin_users}, std::pair{"stats_users", &c.admin.stats_users}})
+    for (const auto& name : *names)
+      if (!c.find_user(name))
+        l.error_at(admin[key].Mark(),
+                   fmt::format("admin.{}: '{}' is not a user under 'users:' (its password comes from there)",
+                               key, name));
+  if (admin["database"].IsDefined() && c.find_database(c.admin.database))
+    l.error_at(admin["database"].Mark(),
+               fmt::format("admin.database '{}' is also the name of a database under 'databases:'",
+                           c.admin.database));
 }
 
 const Section<LogConfig>& log_section() {
@@ -673,7 +696,7 @@ const Section<Config>& config_section() {
        required(list_key("databases", &Config::databases, database_section, 1, &DatabaseConfig::name)),
        list_key("auth", &Config::auth, auth_section, 0),
        required(list_key("users", &Config::users, user_section, 1, &UserConfig::name))},
-      {}};
+      check_admin_users};
   return section;
 }
 

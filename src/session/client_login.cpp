@@ -266,6 +266,7 @@ awaitable<bool> ClientSession::serve(Stream& s, p::StartupPacket sp) {
   }
   // Authenticated: from here waiting is bounded by pool.queue_timeout, not the login timeout.
   Worker::unwatch_login(login_watch_);
+  if (admin::is_console_database(*config_, database_)) co_return co_await console_login();
   db_ = config_->find_database(database_);
   if (!db_) {
     co_await fail(s, p::sqlstate::unknown_database, "database \"" + database_ + "\" does not exist",
@@ -273,6 +274,14 @@ awaitable<bool> ClientSession::serve(Stream& s, p::StartupPacket sp) {
     w_.stats().client_login_failures_total.fetch_add(1, std::memory_order_relaxed);
     co_return false;
   }
+  if (w_.runtime().admin.disabled(database_)) {
+    co_await fail(s, p::sqlstate::object_not_in_prerequisite_state,
+                  "database \"" + database_ + "\" is not currently accepting connections",
+                  "The admin console disabled it (DISABLE); ENABLE lets clients in again.");
+    w_.stats().client_login_failures_total.fetch_add(1, std::memory_order_relaxed);
+    co_return false;
+  }
+  if (w_.runtime().admin.paused(database_)) co_await wait_while_paused();
   if (!co_await attach_and_welcome(s, sp)) co_return false;
   logged_in_ = true;
   w_.stats().clients_connected.fetch_add(1, std::memory_order_relaxed);

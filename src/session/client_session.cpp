@@ -146,6 +146,7 @@ void ClientSession::check_timeouts(pool::Clock::time_point now) {
 }
 
 bool ClientSession::end_if_idle_at_shutdown() {
+  if (console_) return w_.draining() && end_console_at_shutdown();
   // s2c_done_: the relay has started (a login in progress is ended once it is idle in the relay).
   if (!w_.draining() || client_done_ || !s2c_done_ || client_tx_status_ != 'I' || !server_quiet() ||
       !client_buf_.empty())
@@ -732,6 +733,10 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       if (client_done_) co_return;
     }
     if (!attached_.server && needs_server(buf.data(), buf.size())) {
+      if (w_.runtime().admin.paused(database_)) {
+        co_await wait_while_paused();  // PAUSE: no server for a new transaction (or scatter) until RESUME
+        if (client_done_) co_return;
+      }
       // Read/write splitting routes by the first message: when only part of it is here (a big query, or
       // a client that sends in pieces), read the rest first (up to 64 KiB; a longer one goes to the
       // primary as it comes). Its type and length were checked: a bogus header is refused, not waited on.
@@ -1023,7 +1028,9 @@ awaitable<void> ClientSession::refuse_client_message(const p::ScanResult& r) {
 // The session's stages: the login (client_login.cpp), then the relay on either kind of client stream.
 awaitable<void> ClientSession::run() {
   LoggedIn how = co_await login();
-  if (how == LoggedIn::plain)
+  if (how != LoggedIn::no && console_)
+    co_await run_console();
+  else if (how == LoggedIn::plain)
     co_await relay(plain_);
   else if (how == LoggedIn::tls)
     co_await relay(*tls_);

@@ -443,3 +443,19 @@ auth:
   CHECK(narrow.config->match_auth("app", "app", "febf::1%eth0") != nullptr);
   CHECK(narrow.config->match_auth("app", "app", "fec0::1") == nullptr);
 }
+
+TEST_CASE("admin console settings: defaults, users that must exist, a name that must not be a database's") {
+  auto plain = load(kBase);
+  REQUIRE_MESSAGE(plain.ok(), all_errors(plain));
+  CHECK(plain.config->admin.database == "pgrouter");
+  CHECK(plain.config->admin.admin_users.empty());
+  auto r = load(kBase + "admin: {database: console, admin_users: [app], stats_users: app}\n");
+  REQUIRE_MESSAGE(r.ok(), all_errors(r));
+  CHECK(r.config->admin.database == "console");
+  CHECK(r.config->admin.admin_users == std::vector<std::string>{"app"});
+  CHECK(r.config->admin.stats_users == std::vector<std::string>{"app"});
+  CHECK(has_error(load(kBase + "admin: {admin_users: [app, ghost]}\n"), 9,
+                  "admin.admin_users: 'ghost' is not a user under 'users:'"));
+  CHECK(has_error(load(kBase + "admin: {stats_users: [ghost]}\n"), 9, "admin.stats_users: 'ghost'"));
+  CHECK(has_error(load(kBase + "admin: {database: app}\n"), 9, "also the name of a database"));
+}

@@ -184,6 +184,11 @@ struct TlsConfig {
 struct AdminConfig {
   std::string host = "127.0.0.1";
   uint16_t port = 9930;  // 0 = disabled
+  // The admin console: a virtual database of this name on the client listener (PgBouncer's "pgbouncer"),
+  // open to admin_users (every command) and stats_users (SHOW only), each a configured user.
+  std::string database = "pgrouter";
+  std::vector<std::string> admin_users;
+  std::vector<std::string> stats_users;
 };
 
 struct LogConfig {

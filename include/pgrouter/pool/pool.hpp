@@ -13,6 +13,7 @@
 #include <vector>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "pgrouter/net/batch_clock.hpp"
 #include "pgrouter/util/strings.hpp"
@@ -125,6 +126,11 @@ class Pool {
   int attached() const { return total_ - int(idle_.size()); }  // lent to clients (or being opened/reset)
   size_t idle() const { return idle_.size(); }
   size_t waiting() const { return waiters_.size(); }
+  // For the admin console: the idle servers, and when the first client in line started waiting.
+  const std::deque<std::unique_ptr<ServerConnection>>& idle_servers() const { return idle_; }
+  std::optional<Clock::time_point> first_wait_started() const {
+    return waiters_.empty() ? std::nullopt : std::optional(waiters_.front()->started);
+  }
 
  private:
   // How long a client waits for a server of its own worker before other workers are asked to give

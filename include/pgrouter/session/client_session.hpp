@@ -5,6 +5,8 @@
 #include <memory>
 #include <string>
 
+#include "pgrouter/admin/command.hpp"
+#include "pgrouter/admin/snapshot.hpp"
 #include "pgrouter/asio.hpp"
 #include "pgrouter/net/io.hpp"
 #include "pgrouter/net/readiness.hpp"
@@ -44,8 +46,37 @@ class ClientSession {
   // While the worker drains (SIGTERM): a client outside any transaction, with nothing in flight and nothing
   // unread, is ended with the FATAL PostgreSQL sends at shutdown (57P01). True when it was.
   bool end_if_idle_at_shutdown();
+  // The admin console (client_admin.cpp): what SHOW CLIENTS/SERVERS/POOLS say of this session, and KILL
+  // (ended as the timeouts end a client: FATAL 57P01 after what is in flight).
+  admin::SessionRow admin_row() const;
+  void admin_kill();
 
  private:
+  // The admin console (client_admin.cpp), a session of admin.database: its login after authentication (false:
+  // refused, or the client is gone), then its command loop, which replaces the relay.
+  awaitable<bool> console_login();
+  awaitable<void> run_console();
+  awaitable<net::error_code> console_read(char* dst, size_t n);
+  awaitable<net::error_code> console_read_message(char& type, std::string& body);
+  // The answer to one message, appended to out; false: the session ends after it is sent.
+  awaitable<bool> console_message(char type, std::string_view body, std::string& out);
+  awaitable<void> console_query(std::string_view sql, std::string& out);
+  awaitable<void> console_command(const admin::Command& cmd, std::string& out);
+  awaitable<void> console_show(admin::Verb verb, std::string& out);
+  awaitable<void> console_pause(const std::string& db, std::string& out);
+  awaitable<void> console_reload(std::string& out);
+  awaitable<void> console_kill(const std::string& db, std::string& out);
+  bool console_known_database(const std::string& db, std::string& out);
+  bool end_console_at_shutdown();
+  // PAUSE: a transaction (or a session-pooled login) of a paused database waits here for RESUME.
+  awaitable<void> wait_while_paused();
+  bool console_ = false;             // a session of admin.database
+  bool console_stats_only_ = false;  // its user is in admin.stats_users only: SHOW commands
+  bool console_ending_ = false;      // the drain ends it: FATAL 57P01, then close
+  bool console_skipping_ = false;    // an extended batch was refused: the rest of it is skipped to its Sync
+  pool::Clock::time_point paused_since_{};  // waiting in wait_while_paused() since (epoch: not)
+  std::chrono::system_clock::time_point connected_at_ = std::chrono::system_clock::now();
+
   void pin(std::string_view feature);
   // Transaction pooling: runs one client message through the tracker; true when it was replaced
   // (the replacement is in c2s_repl_).
