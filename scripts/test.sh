@@ -154,8 +154,9 @@ if [[ "$SANITIZE" != 0 ]]; then
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
   asan_built=1
   if [[ ! -f "$ASAN_BUILD_DIR/build.ninja" ]]; then
-    # (meson adds -fno-omit-frame-pointer with it: ASan's fast unwinder then gives whole stacks.)
-    meson setup "$ASAN_BUILD_DIR" -Db_sanitize=address,undefined </dev/null ||
+    # (meson adds -fno-omit-frame-pointer with it: ASan's fast unwinder then gives whole stacks.) -O1 and line
+    # tables only (-g1): half the compile time of -O2 -g, and reports keep their file:line.
+    meson setup "$ASAN_BUILD_DIR" -Db_sanitize=address,undefined -Doptimization=1 -Dcpp_args=-g1 </dev/null ||
       asan_built=0
   fi
   if ((asan_built)) && ! ninja -C "$ASAN_BUILD_DIR" pgrouter tests/unit_tests </dev/null; then
