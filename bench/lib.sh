@@ -58,6 +58,7 @@ max_connections = ${1:-300}
 shared_buffers = 256MB
 fsync = off
 synchronous_commit = off
+max_prepared_transactions = ${PG_MAX_PREPARED:-0}
 CONF
   if [ "${SERVER_TLS:-0}" = 1 ]; then  # TLS to the server: a throwaway self-signed certificate
     openssl req -x509 -newkey rsa:2048 -nodes -keyout "$W/pg/server.key" -out "$W/pg/server.crt" -days 2 \
@@ -83,6 +84,7 @@ max_connections = 300
 shared_buffers = 256MB
 fsync = off
 synchronous_commit = off
+max_prepared_transactions = ${PG_MAX_PREPARED:-0}
 CONF
   as_postgres "$PGBIN/pg_ctl -D $W/pg2 -l $W/pg2.log -w start" >/dev/null
 }

@@ -26,42 +26,6 @@ namespace {
 constexpr size_t kFlushAt = 64 * 1024;  // client bytes gathered before a write
 }  // namespace
 
-awaitable<bool> run_on_leg(ShardLeg& leg, std::string sql, QueryAnswer& answer) {
-  std::string q;
-  p::append_query(q, sql);
-  bool sent = co_await leg.send(std::move(q));
-  if (!sent) {
-    answer.error = leg.error;
-    co_return false;
-  }
-  char type = 0;
-  std::string body;
-  while (!leg.ready) {
-    bool read = co_await leg.read(type, body);
-    if (!read) break;
-    if (type == be::kCommandComplete) {
-      answer.tags.emplace_back(body.c_str());
-    } else if (type == be::kErrorResponse && answer.error.empty()) {
-      answer.error = body;
-    } else if (type == be::kDataRow && body.size() >= 2) {
-      auto& row = answer.rows.emplace_back();
-      size_t n = p::read_be16(body.data()), pos = 2;
-      for (size_t i = 0; i < n && pos + 4 <= body.size(); ++i) {
-        uint32_t len = p::read_be32(body.data() + pos);
-        pos += 4;
-        if (len == 0xffffffffu) {
-          row.emplace_back();
-        } else {
-          row.emplace_back(body.substr(pos, len));
-          pos += len;
-        }
-      }
-    }
-  }
-  if (leg.broken && answer.error.empty()) answer.error = leg.error;
-  co_return !leg.broken;
-}
-
 // The request itself: legs opened, their replies merged, the client answered.
 struct ClientSession::ScatterRun {
   ClientSession& self;

@@ -19,6 +19,12 @@ namespace be = pgrouter::protocol::backend;
 namespace tp = pgrouter::sharding::two_phase;
 
 namespace {
+std::vector<ShardLeg*> leg_pointers(std::vector<ShardLeg>& legs) {
+  std::vector<ShardLeg*> out;
+  for (auto& leg : legs) out.push_back(&leg);
+  return out;
+}
+
 // RETURNING rows are held until the outcome is known (a client must not see rows of a write that is then
 // rolled back); beyond this the write is refused.
 constexpr size_t kMaxReturning = 16u << 20;
@@ -81,9 +87,9 @@ awaitable<void> ClientSession::write_on_legs(WriteRun& run) {
   std::string begin;
   p::append_query(begin, "BEGIN");
   for (size_t i = 0; i < run.legs.size(); ++i) {
+    // A leg whose send fails is broken (its error kept) and is not read below.
     std::string bytes = begin + write_statement(run.req, i == 0);
-    bool sent = co_await run.legs[i].send(std::move(bytes));
-    if (!sent) break;
+    co_await run.legs[i].send(std::move(bytes));
   }
   char type = 0;
   std::string body;
@@ -111,33 +117,34 @@ awaitable<void> ClientSession::write_on_legs(WriteRun& run) {
   }
   if (const auto* e = run.leg_error()) run.fail(*e);
   if (run.error.empty()) co_return;
-  QueryAnswer ignored;
-  for (auto& leg : run.legs) {
-    if (leg.broken) continue;
-    co_await run_on_leg(leg, "ROLLBACK", ignored);
-  }
+  std::vector<ShardLeg*> alive;
+  for (auto& leg : run.legs)
+    if (!leg.broken) alive.push_back(&leg);
+  std::vector<QueryAnswer> ignored;
+  std::string rollback = "ROLLBACK";
+  co_await run_on_legs(alive, rollback, ignored);
 }
 
 // PREPARE on every leg, the decision recorded, then COMMIT PREPARED (or ROLLBACK PREPARED) on every leg.
 awaitable<void> ClientSession::prepare_and_commit(WriteRun& run) {
   run.gid = tp::new_gid();
-  std::vector<QueryAnswer> prepared(run.legs.size());
+  std::vector<QueryAnswer> prepared;
+  std::vector<ShardLeg*> every = leg_pointers(run.legs);
   std::string prepare = tp::prepare_sql(run.gid);
-  for (size_t i = 0; i < run.legs.size(); ++i) co_await run_on_leg(run.legs[i], prepare, prepared[i]);
+  co_await run_on_legs(every, prepare, prepared);
   auto failed = std::find_if(prepared.begin(), prepared.end(), [](auto& a) { return !a.ok(); });
   if (failed != prepared.end()) {
     auto f = p::parse_error_fields(failed->error);
     int shard = run.legs[size_t(failed - prepared.begin())].shard;
-    run.fail(error_body(f.code,
-                        "pgrouter: PREPARE TRANSACTION failed on shard " + std::to_string(shard) + ": " +
-                            f.message,
-                        "A cross-shard write needs max_prepared_transactions above 0 on every shard."));
+    run.fail(error_body(
+        f.code, "pgrouter: PREPARE TRANSACTION failed on shard " + std::to_string(shard) + ": " + f.message,
+        "A cross-shard write needs max_prepared_transactions above 0 on every shard."));
+    std::vector<ShardLeg*> done;
+    for (size_t i = 0; i < run.legs.size(); ++i)
+      if (prepared[i].ok()) done.push_back(&run.legs[i]);
+    std::vector<QueryAnswer> ignored;
     std::string rollback = tp::finish_sql(run.gid, tp::Outcome::abort);
-    for (size_t i = 0; i < run.legs.size(); ++i) {
-      QueryAnswer ignored;
-      if (!prepared[i].ok()) continue;
-      co_await run_on_leg(run.legs[i], rollback, ignored);
-    }
+    co_await run_on_legs(done, rollback, ignored);
     co_return;
   }
   tp::crash_point("after_prepare");
@@ -145,29 +152,38 @@ awaitable<void> ClientSession::prepare_and_commit(WriteRun& run) {
   tp::crash_point("after_decision");
   if (!outcome) {
     w_.stats().two_phase_in_doubt_total.fetch_add(1, std::memory_order_relaxed);
-    run.fail(error_body(kCompletionUnknown,
-                        "pgrouter: the outcome of the cross-shard write could not be recorded; it is committed "
-                        "on every shard or on none, and recovery settles which within seconds",
-                        "Check whether the write took effect before repeating it."));
+    run.fail(
+        error_body(kCompletionUnknown,
+                   "pgrouter: the outcome of the cross-shard write could not be recorded; it is committed "
+                   "on every shard or on none, and recovery settles which within seconds",
+                   "Check whether the write took effect before repeating it."));
     co_return;
   }
+  // The first leg alone, then the rest at once: the test hook can stop between them.
+  std::vector<ShardLeg*> first, rest;
+  for (auto& leg : run.legs) (first.empty() ? first : rest).push_back(&leg);
+  std::vector<QueryAnswer> finished, finished_rest;
   std::string finish = tp::finish_sql(run.gid, *outcome);
-  for (size_t i = 0; i < run.legs.size(); ++i) {
-    QueryAnswer done;
-    bool alive = co_await run_on_leg(run.legs[i], finish, done);
-    if (!alive || !done.ok())
+  co_await run_on_legs(first, finish, finished);
+  tp::crash_point("after_first_commit");
+  co_await run_on_legs(rest, finish, finished_rest);
+  finished.insert(finished.end(), finished_rest.begin(), finished_rest.end());
+  for (size_t i = 0; i < finished.size(); ++i)
+    if (!finished[i].ok())
       log::warn("a shard did not finish its part of a cross-shard write: recovery will",
-                {{"session", id_}, {"shard", uint64_t(run.legs[i].shard)}, {"gid", run.gid}});
-    if (i == 0) tp::crash_point("after_first_commit");
-  }
+                {{"session", id_},
+                 {"shard", uint64_t(run.legs[i].shard)},
+                 {"gid", run.gid},
+                 {"error", p::parse_error_fields(finished[i].error).message}});
   if (*outcome == tp::Outcome::commit) {
     w_.stats().two_phase_committed_total.fetch_add(1, std::memory_order_relaxed);
   } else {
     w_.stats().two_phase_aborted_total.fetch_add(1, std::memory_order_relaxed);
-    run.fail(error_body(kSerializationFailure,
-                        "pgrouter: the cross-shard write was rolled back: recovery decided it before its commit "
-                        "was recorded",
-                        "Run the statement again."));
+    run.fail(
+        error_body(kSerializationFailure,
+                   "pgrouter: the cross-shard write was rolled back: recovery decided it before its commit "
+                   "was recorded",
+                   "Run the statement again."));
   }
 }
 
@@ -255,8 +271,9 @@ awaitable<bool> ClientSession::run_write_across(const ScatterRequest& req, const
                         "Send each statement as a query of its own."));
   } else if (req.max_rows != 0) {
     w_.stats().shard_refused_total.fetch_add(1, std::memory_order_relaxed);
-    run.fail(error_body(p::sqlstate::feature_not_supported,
-                        "pgrouter: a cross-shard write cannot be fetched in parts (an Execute with a row limit)"));
+    run.fail(
+        error_body(p::sqlstate::feature_not_supported,
+                   "pgrouter: a cross-shard write cannot be fetched in parts (an Execute with a row limit)"));
   } else {
     co_await write_across(run);
   }

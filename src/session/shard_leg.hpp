@@ -18,7 +18,8 @@
 namespace pgrouter::session {
 
 // An ErrorResponse's body (the caller frames it).
-inline std::string error_body(std::string_view sqlstate, std::string_view message, std::string_view hint = {}) {
+inline std::string error_body(std::string_view sqlstate, std::string_view message,
+                              std::string_view hint = {}) {
   std::string out;
   protocol::append_error(out, "ERROR", sqlstate, message, {}, hint);
   return out.substr(5);
@@ -181,7 +182,11 @@ struct QueryAnswer {
 };
 
 // Runs `sql` as a simple Query on the leg and reads its whole answer (up to ReadyForQuery); false when the
-// connection failed (the answer's error says so).
+// connection failed (the answer's error says so). send_query and read_answer are its two halves.
 awaitable<bool> run_on_leg(ShardLeg& leg, std::string sql, QueryAnswer& answer);
+awaitable<bool> send_query(ShardLeg& leg, std::string sql, QueryAnswer& answer);
+awaitable<bool> read_answer(ShardLeg& leg, QueryAnswer& answer);
+// The same query on several legs at once: sent to each, then each answer read (answers[i] is legs[i]'s).
+awaitable<void> run_on_legs(std::vector<ShardLeg*> legs, std::string sql, std::vector<QueryAnswer>& answers);
 
 }  // namespace pgrouter::session

@@ -25,8 +25,9 @@ awaitable<bool> take(Worker& w, const control::DatabaseConfig& db, const control
   pool::ServerError err;
   leg.server = co_await leg.pool->acquire(err);
   if (!leg.server)
-    log::warn("two-phase recovery: no server", {{"database", db.name}, {"shard", uint64_t(shard)},
-                                                 {"user", user.name}, {"error", err.message}});
+    log::warn(
+        "two-phase recovery: no server",
+        {{"database", db.name}, {"shard", uint64_t(shard)}, {"user", user.name}, {"error", err.message}});
   co_return bool(leg.server);
 }
 
@@ -63,14 +64,17 @@ const control::UserConfig* user_of(const control::Config& c, std::string_view se
 awaitable<std::optional<tp::Outcome>> decision_of(Worker& w, const control::DatabaseConfig& db,
                                                   const control::UserConfig& user, const std::string& gid) {
   int home = int(db.sharding.default_shard);
-  auto a = co_await query_on(w, db, user, home, tp::decide_sql(gid, tp::Outcome::abort));
+  std::string decide = tp::decide_sql(gid, tp::Outcome::abort);
+  auto a = co_await query_on(w, db, user, home, decide);
   if (!a.ok() && protocol::error_sqlstate(a.error) == kUndefinedTable) {
-    auto created = co_await query_on(w, db, user, home, tp::create_table_sql());
+    std::string create = tp::create_table_sql();
+    auto created = co_await query_on(w, db, user, home, create);
     (void)created;  // (the insert below says whether it worked)
-    a = co_await query_on(w, db, user, home, tp::decide_sql(gid, tp::Outcome::abort));
+    a = co_await query_on(w, db, user, home, decide);
   }
   if (!a.ok()) co_return std::nullopt;
-  a = co_await query_on(w, db, user, home, tp::outcome_sql(gid));
+  std::string read = tp::outcome_sql(gid);
+  a = co_await query_on(w, db, user, home, read);
   if (!a.ok() || a.rows.empty() || a.rows[0].empty() || !a.rows[0][0]) co_return std::nullopt;
   co_return tp::parse_outcome(*a.rows[0][0]);
 }
@@ -79,21 +83,24 @@ awaitable<void> settle(Worker& w, const control::Config& c, const control::Datab
                        const PreparedPart& part) {
   const auto* user = user_of(c, part.owner);
   if (!user) {
-    log::warn("two-phase recovery: a prepared part's owner is no configured user; finish it by hand",
-              {{"database", db.name}, {"shard", uint64_t(part.shard)}, {"gid", part.gid}, {"owner", part.owner}});
+    log::warn(
+        "two-phase recovery: a prepared part's owner is no configured user; finish it by hand",
+        {{"database", db.name}, {"shard", uint64_t(part.shard)}, {"gid", part.gid}, {"owner", part.owner}});
     co_return;
   }
   auto outcome = co_await decision_of(w, db, *user, part.gid);
   if (!outcome) co_return;  // tried again at the next round
-  auto a = co_await query_on(w, db, *user, part.shard, tp::finish_sql(part.gid, *outcome));
+  std::string finish = tp::finish_sql(part.gid, *outcome);
+  auto a = co_await query_on(w, db, *user, part.shard, finish);
   if (!a.ok()) co_return;  // (42704: another instance finished it meanwhile)
   bool committed = *outcome == tp::Outcome::commit;
-  auto& stat = committed ? w.stats().two_phase_recovered_committed_total
-                         : w.stats().two_phase_recovered_aborted_total;
+  auto& stat =
+      committed ? w.stats().two_phase_recovered_committed_total : w.stats().two_phase_recovered_aborted_total;
   stat.fetch_add(1, std::memory_order_relaxed);
-  log::info("two-phase recovery finished a prepared part",
-            {{"database", db.name}, {"shard", uint64_t(part.shard)}, {"gid", part.gid},
-             {"outcome", committed ? "commit" : "abort"}});
+  log::info("two-phase recovery finished a prepared part", {{"database", db.name},
+                                                            {"shard", uint64_t(part.shard)},
+                                                            {"gid", part.gid},
+                                                            {"outcome", committed ? "commit" : "abort"}});
 }
 
 awaitable<void> recover_database(Worker& w, const control::Config& c, const control::DatabaseConfig& db) {
@@ -102,7 +109,8 @@ awaitable<void> recover_database(Worker& w, const control::Config& c, const cont
   std::vector<PreparedPart> parts;
   bool every_shard = true;
   for (int s = 0; s < int(db.shards.size()); ++s) {
-    auto a = co_await query_on(w, db, scanner, s, tp::in_doubt_sql());
+    std::string scan = tp::in_doubt_sql();
+    auto a = co_await query_on(w, db, scanner, s, scan);
     every_shard &= a.ok();
     for (auto& row : a.rows)
       if (row.size() == 3 && row[0] && row[1] && row[2] && tp::is_ours(*row[0]))
@@ -116,7 +124,8 @@ awaitable<void> recover_database(Worker& w, const control::Config& c, const cont
   }
   // Old decisions go once no shard can still need them (every shard was read).
   if (!every_shard) co_return;
-  auto cleaned = co_await query_on(w, db, scanner, int(db.sharding.default_shard), tp::cleanup_sql(still));
+  std::string cleanup = tp::cleanup_sql(still);
+  auto cleaned = co_await query_on(w, db, scanner, int(db.sharding.default_shard), cleanup);
   (void)cleaned;  // (tried again next round)
 }
 }  // namespace

@@ -165,3 +165,19 @@ def test_explain_shows_a_cross_shard_write(cluster, pgrouter, tables):
     assert [r[0] for r in rows] == ["0", "1"]
     assert all("two-phase commit" in r[2] for r in rows)
     assert on_shards(cluster, f"SELECT DISTINCT v FROM {TABLE}") == [[("old",)], [("old",)]]
+
+
+def test_a_shard_that_cannot_be_reached_fails_the_write_everywhere(cluster, pgrouter, tables):
+    """Shard 1's primary is a closed port: the write gets 08006 naming the shard, and shard 0 keeps its rows."""
+    a, b = tables
+    cfg = config(cluster)
+    cfg["databases"][0]["shards"][1] = {"primary": {"host": pgr.HOST, "port": pgr.free_port()}}
+    cfg["pool"] = {"mode": "transaction", "connect_timeout": "1s"}
+    router = pgrouter(cfg)
+    with router.connect(autocommit=True) as c:
+        code, msg = sqlstate_of(c, f"UPDATE {TABLE} SET v = 'gone' WHERE tenant_id IN ({a}, {b})")
+        assert code == "08006" and "shard 1" in msg and "cross-shard write" in msg
+        assert c.execute(f"SELECT count(*) FROM {TABLE} WHERE tenant_id = {a}").fetchone() == (2,)
+    assert on_shards(cluster, f"SELECT DISTINCT v FROM {TABLE}") == [[("old",)], [("old",)]]
+    with cluster.connect("primary") as c:
+        assert c.execute("SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'pgr\\_%'").fetchone() == (0,)
