@@ -50,6 +50,8 @@ std::optional<ApiResponse> check_access(const ApiRequest& req, Verb verb, const 
     case Access::unauthorized:
       break;
   }
+  log::warn("admin API call refused: no valid token",
+            {{"path", std::string(api_name(verb))}, {"peer", req.peer.to_string()}});
   auto res = failure(401, "unauthorized", "a valid \"Authorization: Bearer <token>\" header is needed");
   res.headers.emplace_back("WWW-Authenticate", "Bearer");
   return res;

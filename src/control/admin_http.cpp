@@ -154,7 +154,8 @@ Response json_response(http::status status, const nlohmann::json& body, unsigned
   res.set(http::field::content_type, "application/json");
   res.set(http::field::cache_control, "no-store");
   res.keep_alive(keep_alive);
-  res.body() = body.dump() + "\n";
+  // Replace, not throw, on invalid UTF-8: a name a client sent must not fail the answer.
+  res.body() = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   res.prepare_payload();
   return res;
 }

@@ -94,7 +94,8 @@ def test_views_reflect_a_client_in_a_transaction(router):
     assert [(d["name"], d["pool_size"], d["paused"], d["disabled"]) for d in dbs] == [("app", 4, 0, 0)]
     assert records(call(router, "/v1/stats")[2])[0]["total_query_count"] >= 1
     config = {r["key"]: r["value"] for r in records(call(router, "/v1/config")[2])}
-    assert config["pool.size"] == "4"
+    assert config["pool.size"] == "4" and config["admin.api_token"] == "(set)"
+    assert config["admin.api_read_open"] == "localhost"
     assert records(call(router, "/v1/version")[2])[0]["version"].startswith("pgrouter ")
     backends = records(call(router, "/v1/backends")[2])
     assert [(b["database"], b["role"], b["state"]) for b in backends] == [("app", "primary", "up")]
