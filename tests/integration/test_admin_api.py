@@ -235,3 +235,14 @@ def test_check_config_needs_a_readable_token_file(cluster, tmp_path):
     out = subprocess.run([str(pgr.pgrouter_bin()), "--check-config", str(path)], capture_output=True, text=True,
                          timeout=30)
     assert out.returncode == 0, out.stderr
+
+
+def test_views_are_the_consoles_result_sets(pgrouter):
+    router = pgrouter({**API, "admin": {**API["admin"], "admin_users": ["postgres"]}}, env=ENV)
+    with router.connect(user="postgres", dbname="pgrouter") as console:
+        for view, command in (("pools", "SHOW POOLS"), ("databases", "SHOW DATABASES"), ("config", "SHOW CONFIG"),
+                              ("backends", "SHOW BACKENDS"), ("version", "SHOW VERSION")):
+            cur = console.execute(command)
+            status, _, body = call(router, f"/v1/{view}")
+            assert status == 200 and body["columns"] == [d.name for d in cur.description], view
+            assert [list(r) for r in cur.fetchall()] == body["rows"], view
