@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "pgrouter/admin/api.hpp"
 #include "pgrouter/asio.hpp"
 #include "pgrouter/util/strings.hpp"
 #include "pgrouter/control/admin_http.hpp"
@@ -79,7 +80,8 @@ Signals:
 
 Admin HTTP (admin.host:admin.port): GET /metrics (Prometheus), /livez (200 while the process answers),
 /readyz (200 when every database shard has a reachable primary by the health probes; 503 with the reason
-otherwise, and from SIGTERM on).
+otherwise, and from SIGTERM on), and the /v1 API: the admin console's views (GET /v1/pools, ...) and commands
+(POST /v1/pause, ...) as JSON, commands with the bearer token of admin.api_token_file or admin.api_token_env.
 systemd (Type=notify): READY=1 once listening, RELOADING=1 and READY=1 around a reload, STOPPING=1 when a
 drain starts, WATCHDOG=1 every half WatchdogSec= when the unit sets one.
 Logs: one JSON object per line on stderr.
@@ -187,8 +189,10 @@ int main(int argc, char** argv) {
   };
   std::unique_ptr<control::AdminServer> admin;
   if (config->admin.port != 0) {
+    // The /v1 API reads the running config on control_io's thread, where reloads replace it.
+    auto api = pgrouter::admin::make_api_handler(control_io, rt, [&config] { return config; });
     admin = std::make_unique<control::AdminServer>(control_io, config->admin.host, config->admin.port,
-                                                   rt.stats, not_ready);
+                                                   rt.stats, not_ready, std::move(api));
     try {
       admin->start();
     } catch (const std::exception& e) {

@@ -192,6 +192,9 @@ ResultSet show_config(const control::Config& c) {
   add("admin.database", c.admin.database, d.admin.database, true);
   add("admin.admin_users", names(c.admin.admin_users), "", true);
   add("admin.stats_users", names(c.admin.stats_users), "", true);
+  add("admin.api_token", c.admin.api_token.empty() ? "" : "(set)", "", true);  // never the token itself
+  add("admin.api_read_open", c.admin.api_read_open == control::ApiReadOpen::token ? "token" : "localhost",
+      "localhost", true);
   add("log.level", c.log.level, d.log.level, true);
   add("pool.mode", mode_name(c.pool.mode), mode_name(d.pool.mode), true);
   add("pool.size", std::to_string(c.pool.size), std::to_string(d.pool.size), true);

@@ -154,7 +154,8 @@ Response json_response(http::status status, const nlohmann::json& body, unsigned
   res.set(http::field::content_type, "application/json");
   res.set(http::field::cache_control, "no-store");
   res.keep_alive(keep_alive);
-  res.body() = body.dump() + "\n";
+  // Replace, not throw, on invalid UTF-8: a name a client sent must not fail the answer.
+  res.body() = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   res.prepare_payload();
   return res;
 }
@@ -353,11 +354,12 @@ std::string render_metrics(const Stats& stats) {
 // State shared by the server and its connection coroutines, so a connection still being served
 // keeps what it reads alive after the AdminServer is gone.
 struct AdminState {
-  AdminState(asio::io_context& io, std::shared_ptr<Stats> s, std::function<std::string()> r)
-      : acceptor(io), stats(std::move(s)), ready(std::move(r)) {}
+  AdminState(asio::io_context& io, std::shared_ptr<Stats> s, std::function<std::string()> r, ApiHandler a)
+      : acceptor(io), stats(std::move(s)), ready(std::move(r)), api(std::move(a)) {}
   tcp::acceptor acceptor;
   std::shared_ptr<Stats> stats;
   std::function<std::string()> ready;
+  ApiHandler api;
   int open_connections = 0;  // touched only on the io_context's thread
 };
 
@@ -404,10 +406,52 @@ Response route(AdminState& state, const Request& req) {
   return res;
 }
 
+bool is_api_path(std::string_view target) {
+  target = target.substr(0, target.find('?'));
+  return target == "/v1" || target.starts_with("/v1/");
+}
+
+// The API handler's answer; an exception in it is a 500 of the usual envelope.
+awaitable<ApiResponse> call_api(ApiHandler handler, ApiRequest req) {
+  ApiResponse out;
+  std::string failure;
+  try {
+    out = co_await handler(std::move(req));
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  if (!failure.empty()) {
+    out = ApiResponse{};
+    out.status = 500;
+    out.body = {{"error", {{"code", "internal"}, {"message", failure}}}};
+  }
+  co_return out;
+}
+
+struct Answer {
+  Response res;
+  std::function<void()> after_write;
+};
+
+awaitable<Answer> answer(std::shared_ptr<AdminState> state, Request req, asio::ip::address peer) {
+  const auto raw_target = req.target();
+  std::string target(raw_target.data(), raw_target.size());
+  if (!state->api || !is_api_path(target)) co_return Answer{route(*state, req), {}};
+  const auto method = req.method_string();
+  const auto authorization = req[http::field::authorization];
+  ApiRequest api{std::string(method.data(), method.size()), target, req.body(),
+                 std::string(authorization.data(), authorization.size()), peer};
+  auto out = co_await call_api(state->api, std::move(api));
+  Response res = json_response(http::status(out.status), out.body, req.version(), req.keep_alive());
+  for (const auto& [name, value] : out.headers) res.set(name, value);
+  co_return Answer{std::move(res), std::move(out.after_write)};
+}
+
 awaitable<void> serve_connection(std::shared_ptr<AdminState> state, tcp::socket socket) {
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer(kMaxHeaderBytes + kMaxBodyBytes);
   boost::system::error_code ec;
+  const auto peer = stream.socket().remote_endpoint(ec).address();
   for (int served = 0; served < kMaxRequestsPerConnection; ++served) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(kMaxHeaderBytes);
@@ -424,11 +468,13 @@ awaitable<void> serve_connection(std::shared_ptr<AdminState> state, tcp::socket 
     }
     if (ec) break;  // EOF, timeout, malformed request: nothing useful to answer
     Request req = parser.release();
-    Response res = route(*state, req);
+    Answer out = co_await answer(state, std::move(req), peer);
+    Response& res = out.res;
     // Keep-alive ends with the last request we are willing to serve on this connection.
     if (served + 1 == kMaxRequestsPerConnection) res.keep_alive(false);
     stream.expires_after(kWriteTimeout);
     co_await http::async_write(stream, res, asio::redirect_error(use_awaitable, ec));
+    if (out.after_write) out.after_write();
     if (ec || !res.keep_alive()) break;
   }
   stream.socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -460,10 +506,10 @@ awaitable<void> accept_loop(std::shared_ptr<AdminState> state) {
 }  // namespace
 
 AdminServer::AdminServer(asio::io_context& io, std::string host, uint16_t port, std::shared_ptr<Stats> stats,
-                         std::function<std::string()> ready)
-    : impl_(std::make_unique<Impl>(Impl{
-          io, std::move(host), port, std::make_shared<AdminState>(io, std::move(stats), std::move(ready))})) {
-}
+                         std::function<std::string()> ready, ApiHandler api)
+    : impl_(std::make_unique<Impl>(
+          Impl{io, std::move(host), port,
+               std::make_shared<AdminState>(io, std::move(stats), std::move(ready), std::move(api))})) {}
 
 // Closing the acceptor ends the accept loop; connections in flight finish on their own. Destroy the
 // server on the io_context's thread or after that io_context has stopped, like any Asio object.

@@ -628,6 +628,20 @@ const Section<TlsConfig>& tls_section() {
   return section;
 }
 
+// The API token as read by a secret key, trimmed; an empty one is an error (it would lock nothing).
+Key<AdminConfig> api_token_key(Key<AdminConfig> read) {
+  read.apply = [apply = read.apply](Loader& l, const Field& f, AdminConfig& a) {
+    size_t errors = l.errors.size();
+    apply(l, f, a);
+    if (l.errors.size() != errors) return;
+    auto start = a.api_token.find_first_not_of(" \t\r\n");
+    auto end = a.api_token.find_last_not_of(" \t\r\n");
+    a.api_token = start == std::string::npos ? "" : a.api_token.substr(start, end - start + 1);
+    if (a.api_token.empty()) l.error_at(f, fmt::format("'{}': the API token is empty", f.name));
+  };
+  return read;
+}
+
 const Section<AdminConfig>& admin_section() {
   static const Section<AdminConfig> section{
       "in admin",
@@ -635,7 +649,12 @@ const Section<AdminConfig>& admin_section() {
        port_key("port", &AdminConfig::port, 0, kNeedsRestart),
        string_key("database", &AdminConfig::database, kReloadable, non_empty),
        name_list_key("admin_users", &AdminConfig::admin_users),
-       name_list_key("stats_users", &AdminConfig::stats_users)},
+       name_list_key("stats_users", &AdminConfig::stats_users),
+       grouped("api_token", api_token_key(secret_file_key("api_token_file", &AdminConfig::api_token))),
+       grouped("api_token", api_token_key(secret_env_key("api_token_env", &AdminConfig::api_token))),
+       choice_key<AdminConfig, ApiReadOpen>(
+           "api_read_open", &AdminConfig::api_read_open,
+           {{"localhost", ApiReadOpen::localhost}, {"token", ApiReadOpen::token}}, kReloadable)},
       {}};
   return section;
 }

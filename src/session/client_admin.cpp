@@ -6,7 +6,7 @@
 
 #include <algorithm>
 
-#include "pgrouter/admin/show.hpp"
+#include "pgrouter/admin/actions.hpp"
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/protocol/frontend.hpp"
 #include "pgrouter/session/client_session.hpp"
@@ -21,7 +21,6 @@ namespace {
 constexpr const char* kInsufficientPrivilege = "42501";
 constexpr const char* kSyntaxError = "42601";
 constexpr auto kPausePoll = std::chrono::milliseconds(20);
-constexpr auto kPauseCheck = std::chrono::milliseconds(100);
 constexpr uint32_t kMaxConsoleQuery = 64 * 1024;  // a command is a few words
 
 bool listed(const std::vector<std::string>& names, const std::string& name) {
@@ -178,172 +177,17 @@ awaitable<void> ClientSession::console_query(std::string_view sql, std::string& 
   co_await console_command(*parsed.command, out);
 }
 
-awaitable<void> ClientSession::console_show(Verb verb, std::string& out) {
-  auto& rt = w_.runtime();
-  auto config = w_.config();
-  std::function<admin::WorkerSnapshot(Worker&)> snap = [](Worker& w) { return admin::snapshot(w); };
-  std::vector<admin::WorkerSnapshot> parts;
-  if (verb == Verb::show_pools || verb == Verb::show_clients || verb == Verb::show_servers ||
-      verb == Verb::show_databases)
-    parts = co_await admin::gather(w_, snap);
-  switch (verb) {
-    case Verb::show_pools:
-      co_return admin::show_pools(parts).encode(out);
-    case Verb::show_clients:
-      co_return admin::show_clients(parts).encode(out);
-    case Verb::show_servers:
-      co_return admin::show_servers(parts).encode(out);
-    case Verb::show_databases:
-      co_return admin::show_databases(*config, rt.admin, parts).encode(out);
-    case Verb::show_stats:
-      co_return admin::show_stats(*rt.stats).encode(out);
-    case Verb::show_config:
-      co_return admin::show_config(*config).encode(out);
-    case Verb::show_version:
-      co_return admin::show_version().encode(out);
-    case Verb::show_backends:
-      co_return admin::show_backends(*config, rt.health).encode(out);
-    default:
-      co_return;
-  }
-}
-
-awaitable<void> ClientSession::console_command(const admin::Command& cmd, std::string& out) {
-  auto& controls = w_.runtime().admin;
-  if (!admin::mutating(cmd.verb)) co_return co_await console_show(cmd.verb, out);
-  switch (cmd.verb) {
-    case Verb::reload:
-      co_return co_await console_reload(out);
-    case Verb::pause:
-      co_return co_await console_pause(cmd.database, out);
-    case Verb::kill:
-      co_return co_await console_kill(cmd.database, out);
-    case Verb::resume:
-      if (auto problem = controls.resume(cmd.database); !problem.empty())
-        error(out, p::sqlstate::object_not_in_prerequisite_state, problem);
-      else
-        p::append_command_complete(out, "RESUME");
-      break;
-    case Verb::disable:
-    case Verb::enable:
-      if (!console_known_database(cmd.database, out)) break;
-      if (cmd.verb == Verb::disable)
-        controls.disable(cmd.database);
-      else
-        controls.enable(cmd.database);
-      p::append_command_complete(out, cmd.verb == Verb::disable ? "DISABLE" : "ENABLE");
-      break;
-    case Verb::shutdown:
-      if (!controls.shutdown) {
-        error(out, p::sqlstate::feature_not_supported, "SHUTDOWN is not available in this process");
-        break;
-      }
-      controls.shutdown();
-      p::append_command_complete(out, "SHUTDOWN");
-      break;
-    case Verb::wait_close:
-      error(out, p::sqlstate::feature_not_supported, "WAIT_CLOSE is not supported by pgrouter",
-            "PAUSE waits until the database's transactions have finished.");
-      break;
-    default:
-      break;
-  }
-}
-
-bool ClientSession::console_known_database(const std::string& db, std::string& out) {
-  if (w_.config()->find_database(db)) return true;
-  error(out, p::sqlstate::unknown_database, "database \"" + db + "\" does not exist",
-        "The admin console names the databases listed under \"databases:\".");
-  return false;
-}
-
-awaitable<void> ClientSession::console_pause(const std::string& db, std::string& out) {
-  if (!db.empty() && !console_known_database(db, out)) co_return;
-  auto& controls = w_.runtime().admin;
-  controls.pause(db);
-  // The answer waits until no client of the database holds a server (its transactions are over), or until a
-  // RESUME from another console lifts the pause.
-  std::function<int(Worker&)> holding = [db](Worker& w) {
-    int n = 0;
-    for (const auto& [pid, session] : w.sessions()) {
-      auto row = session->admin_row();
-      if (!row.console && row.server && (db.empty() || row.client.database == db)) ++n;
-    }
-    return n;
-  };
-  asio::steady_timer poll(w_.io());
-  for (;;) {
-    auto counts = co_await admin::gather(w_, holding);
-    int left = 0;
-    for (int n : counts) left += n;
-    if (left == 0) break;
-    if (!controls.paused(db)) {
-      error(out, p::sqlstate::object_not_in_prerequisite_state, "RESUME came before the pause took effect");
-      co_return;
-    }
-    poll.expires_after(kPauseCheck);
-    net::error_code ec;
-    co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
-  }
-  p::append_command_complete(out, "PAUSE");
-}
-
-awaitable<void> ClientSession::console_reload(std::string& out) {
-  auto& controls = w_.runtime().admin;
-  if (!controls.reload) {
-    error(out, p::sqlstate::feature_not_supported, "RELOAD is not available in this process");
+awaitable<void> ClientSession::console_command(admin::Command cmd, std::string& out) {
+  if (!admin::mutating(cmd.verb)) {
+    auto rows = co_await admin::show(cmd.verb, w_.io(), w_.runtime(), w_.config());
+    rows.encode(out);
     co_return;
   }
-  struct Outcome {
-    explicit Outcome(asio::io_context& io) : done(io) {}
-    asio::steady_timer done;
-    bool ok = false;
-    std::string message = "the reload did not finish in time";
-  };
-  auto outcome = std::make_shared<Outcome>(w_.io());
-  outcome->done.expires_after(std::chrono::seconds(30));
-  // Answered on this worker after the control thread has published the new config to every worker (posted
-  // before this, so this worker has applied it when the console resumes).
-  controls.reload([outcome, &io = w_.io()](bool ok, std::string message) {
-    asio::post(io, [outcome, ok, message = std::move(message)] {
-      outcome->ok = ok;
-      outcome->message = message;
-      outcome->done.cancel();
-    });
-  });
-  net::error_code ec;
-  co_await outcome->done.async_wait(asio::redirect_error(use_awaitable, ec));
-  if (outcome->ok)
-    p::append_command_complete(out, "RELOAD");
+  auto outcome = co_await admin::run(cmd, w_.io(), w_.runtime(), w_.config());
+  if (outcome.ok())
+    p::append_command_complete(out, admin::command_tag(cmd.verb));
   else
-    error(out, p::sqlstate::invalid_parameter_value, "RELOAD failed: " + outcome->message,
-          "The running configuration stays; pgrouter's log has every error.");
-}
-
-awaitable<void> ClientSession::console_kill(const std::string& db, std::string& out) {
-  if (!console_known_database(db, out)) co_return;
-  // As PgBouncer: the database stays paused until RESUME, so its clients do not reconnect at once.
-  w_.runtime().admin.pause(db);
-  std::function<int(Worker&)> kill = [db](Worker& w) {
-    int n = 0;
-    for (const auto& [pid, session] : w.sessions()) {
-      auto row = session->admin_row();
-      if (row.console || row.client.database != db) continue;
-      session->admin_kill();
-      ++n;
-    }
-    for (const auto& [key, pool] : w.pools())
-      if (std::get<0>(key) == db) pool->close_idle();
-    return n;
-  };
-  co_await admin::gather(w_, kill);
-  // The killed clients' servers come back to their pools as their relays end: closed on a second pass.
-  asio::steady_timer later(w_.io());
-  later.expires_after(kPauseCheck);
-  net::error_code ec;
-  co_await later.async_wait(asio::redirect_error(use_awaitable, ec));
-  co_await admin::gather(w_, kill);
-  p::append_command_complete(out, "KILL");
+    error(out, outcome.sqlstate.c_str(), outcome.message, outcome.hint);
 }
 
 bool ClientSession::end_console_at_shutdown() {

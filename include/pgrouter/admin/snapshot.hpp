@@ -57,10 +57,11 @@ std::string format_time(int64_t unix_seconds);
 // A steady-clock point as Unix seconds (0 for the epoch, an unset point).
 int64_t unix_time(std::chrono::steady_clock::time_point t);
 
-// Runs collect(w) on every worker's thread and returns the parts, in worker order, on origin's thread (a
-// worker that does not answer within `timeout`, one stopping, gives no part).
+// Runs collect(w) on every worker's thread and returns the parts, in worker order, on home's thread (the
+// caller's: a worker's for the console, the control thread's for the HTTP API). A worker that does not answer
+// within `timeout`, one stopping, gives no part.
 template <class T>
-awaitable<std::vector<T>> gather(Worker& origin, std::function<T(Worker&)> collect,
+awaitable<std::vector<T>> gather(asio::io_context& home, Runtime& rt, std::function<T(Worker&)> collect,
                                  std::chrono::milliseconds timeout = std::chrono::seconds(2)) {
   struct State {
     explicit State(asio::io_context& io, size_t n) : timer(io), parts(n) {}
@@ -68,15 +69,15 @@ awaitable<std::vector<T>> gather(Worker& origin, std::function<T(Worker&)> colle
     std::vector<std::optional<T>> parts;
     size_t left = 0;
   };
-  auto& workers = origin.runtime().workers;
-  auto state = std::make_shared<State>(origin.io(), workers.size());
+  auto& workers = rt.workers;
+  auto state = std::make_shared<State>(home, workers.size());
   state->left = workers.size();
   state->timer.expires_after(timeout);
   for (size_t i = 0; i < workers.size(); ++i) {
     Worker& w = *workers[i];
-    asio::post(w.io(), [state, collect, &w, &origin, i] {
+    asio::post(w.io(), [state, collect, &w, &home, i] {
       T part = collect(w);
-      asio::post(origin.io(), [state, i, part = std::move(part)]() mutable {
+      asio::post(home, [state, i, part = std::move(part)]() mutable {
         state->parts[i] = std::move(part);
         if (--state->left == 0) state->timer.cancel();
       });

@@ -181,6 +181,9 @@ struct TlsConfig {
   std::string key_file;
 };
 
+// localhost: the API's read-only calls are open to clients on 127.0.0.1 and ::1; token: they need the token.
+enum class ApiReadOpen { localhost, token };
+
 struct AdminConfig {
   std::string host = "127.0.0.1";
   uint16_t port = 9930;  // 0 = disabled
@@ -189,6 +192,10 @@ struct AdminConfig {
   std::string database = "pgrouter";
   std::vector<std::string> admin_users;
   std::vector<std::string> stats_users;
+  // The HTTP API (/v1 on the admin server): the bearer token of its calls, from api_token_file or
+  // api_token_env (empty: calls that change something are refused), and who may read without it.
+  std::string api_token;
+  ApiReadOpen api_read_open = ApiReadOpen::localhost;
 };
 
 struct LogConfig {

@@ -61,12 +61,7 @@ class ClientSession {
   // The answer to one message, appended to out; false: the session ends after it is sent.
   awaitable<bool> console_message(char type, std::string_view body, std::string& out);
   awaitable<void> console_query(std::string_view sql, std::string& out);
-  awaitable<void> console_command(const admin::Command& cmd, std::string& out);
-  awaitable<void> console_show(admin::Verb verb, std::string& out);
-  awaitable<void> console_pause(const std::string& db, std::string& out);
-  awaitable<void> console_reload(std::string& out);
-  awaitable<void> console_kill(const std::string& db, std::string& out);
-  bool console_known_database(const std::string& db, std::string& out);
+  awaitable<void> console_command(admin::Command cmd, std::string& out);
   bool end_console_at_shutdown();
   // PAUSE: a transaction (or a session-pooled login) of a paused database waits here for RESUME.
   awaitable<void> wait_while_paused();
