@@ -309,19 +309,8 @@ int main(int argc, char** argv) {
       lifecycle.drain(config->listen.shutdown_timeout);
     });
   };
-  for (auto& w : rt.workers) w->start();
-  rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));
-  log::info("pgrouter started",
-            {{"version", PGROUTER_VERSION},
-             {"config", config_path},
-             {"listen", util::host_port(config->listen.host, config->listen.port)},
-             {"workers", nworkers},
-             {"scheduling", config->listen.scheduling == control::Scheduling::batch ? "batch" : "normal"},
-             {"send_batching",
-              config->listen.send_batching == control::SendBatching::io_uring ? "io_uring" : "off"},
-             {"admin_port", config->admin.port}});
-  lifecycle.serving();
-
+  // Signals are caught before anything is announced: a SIGHUP or SIGTERM sent as soon as the port accepts, or
+  // as soon as systemd hears READY=1, would otherwise end the process with the default action.
   asio::signal_set signals(control_io, SIGHUP, SIGTERM, SIGINT);
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int sig) {
@@ -345,6 +334,19 @@ int main(int argc, char** argv) {
         lifecycle.stop();
       };
   signals.async_wait(on_signal);
+  for (auto& w : rt.workers) w->start();
+  rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));
+  log::info("pgrouter started",
+            {{"version", PGROUTER_VERSION},
+             {"config", config_path},
+             {"listen", util::host_port(config->listen.host, config->listen.port)},
+             {"workers", nworkers},
+             {"scheduling", config->listen.scheduling == control::Scheduling::batch ? "batch" : "normal"},
+             {"send_batching",
+              config->listen.send_batching == control::SendBatching::io_uring ? "io_uring" : "off"},
+             {"admin_port", config->admin.port}});
+  lifecycle.serving();
+
   control_io.run();
   for (auto& w : rt.workers) w->join();
   rt.health.stop();
