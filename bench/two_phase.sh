@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Cross-shard writes: the latency of an UPDATE of four consecutive accounts through pgrouter on one shard, against
-# the same UPDATE through pgrouter with pgbench_accounts sharded by aid over two servers, where it usually writes
-# on both and is committed by two-phase commit (BEGIN and the statement on each, PREPARE TRANSACTION on each, the
-# decision row on shard 0, COMMIT PREPARED on each). Four hash-placed aids are all on one shard one time in
-# eight: the count of two-phase commits is printed with the result. Each round runs both configs, interleaved;
+# the same UPDATE through pgrouter with pgbench_accounts sharded by aid over two servers. Its IN list holds
+# expressions (:aid + 1), which name no constant key, so pgrouter runs it on both shards and commits it by
+# two-phase commit every time (BEGIN and the statement on each, PREPARE TRANSACTION on each, the decision row on
+# shard 0, COMMIT PREPARED on each): the count of two-phase commits is printed. Each round runs both configs, interleaved;
 # the median average latency per config and the ratio are printed as a markdown table with the rounds' spread.
 # Usage: bench/two_phase.sh   env: T=seconds per run (10), ROUNDS (3), C=clients (8), POOL_SIZE (8), S (5),
 #   PGROUTER_BIN, KEEP=1

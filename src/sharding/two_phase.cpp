@@ -113,8 +113,17 @@ std::optional<std::string> combined_tag(const std::vector<std::string>& tags) {
   return fmt::format("{} {}", head0, total);
 }
 
-void crash_point(std::string_view point) {
+namespace {
+const char* crash_at() {
   static const char* at = std::getenv("PGROUTER_TEST_CRASH_AT");
+  return at;
+}
+}  // namespace
+
+bool crash_points_armed() { return crash_at() != nullptr; }
+
+void crash_point(std::string_view point) {
+  const char* at = crash_at();
   if (!at || point != at) return;
   log::warn("PGROUTER_TEST_CRASH_AT: killing the process", {{"point", std::string(point)}});
   ::raise(SIGKILL);

@@ -55,5 +55,6 @@ std::optional<std::string> combined_tag(const std::vector<std::string>& tags);
 // Test hook: when the environment variable PGROUTER_TEST_CRASH_AT names this point, the process kills
 // itself with SIGKILL there (the two-phase commit's crash tests stop pgrouter at each step this way).
 void crash_point(std::string_view point);
+bool crash_points_armed();  // PGROUTER_TEST_CRASH_AT is set
 
 }  // namespace pgrouter::sharding::two_phase
