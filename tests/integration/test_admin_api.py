@@ -4,7 +4,6 @@ read-only calls open on localhost."""
 import http.client
 import json
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -14,6 +13,7 @@ import pytest
 
 import pgr
 from routing_util import wait_for
+from test_admin_console import Background
 
 TOKEN = "api-t0ken-for-tests"
 API = {"admin": {"api_token_env": "PGR_TEST_API_TOKEN"}, "pool": {"mode": "transaction", "size": 4}}
@@ -61,21 +61,6 @@ def pool_row(router, user="pgr_scram", database="app"):
     assert status == 200, view
     found = [r for r in records(view) if r["user"] == user and r["database"] == database]
     return found[0] if found else None
-
-
-class Background(threading.Thread):
-    """Runs fn in a thread; result or exception kept."""
-
-    def __init__(self, fn):
-        super().__init__(daemon=True)
-        self.fn, self.result, self.error = fn, None, None
-        self.start()
-
-    def run(self):
-        try:
-            self.result = self.fn()
-        except Exception as e:  # noqa: BLE001 (reported by the test)
-            self.error = e
 
 
 def test_views_reflect_a_client_in_a_transaction(router):
