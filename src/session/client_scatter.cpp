@@ -78,11 +78,7 @@ struct ClientSession::ScatterRun {
   }
 
   // The first error any leg sent (by shard order), if any.
-  const std::string* first_error() const {
-    for (auto& leg : legs)
-      if (!leg.error.empty()) return &leg.error;
-    return nullptr;
-  }
+  const std::string* first_error() const { return first_leg_error(legs); }
 
   // Feeds the merge from the legs it waits on until it has every row; false when a leg failed.
   awaitable<bool> stream(sharding::ScatterMerge& merge) {
@@ -217,29 +213,10 @@ awaitable<bool> ClientSession::open_scatter_legs(ScatterRun& run, std::string& w
 }
 
 std::string ClientSession::scatter_statement(const ScatterRun& run, bool describe_statement) {
-  std::string out;
   std::string_view sql = run.copy_out ? run.req.sql : std::string_view(run.plan.shard_sql);
-  if (!run.req.extended) {
-    p::append_query(out, sql);
-    return out;
-  }
-  p::append_parse(out, "", sql, run.req.parameter_types);
-  if (describe_statement && run.req.describe_statement) p::append_describe(out, 'S', "");
-  // The client's parameters as they came; results in text (the merge reads them) unless the client wants
-  // binary ones, which only a merge that compares nothing passes through (scatter_refusal).
-  std::string rest(run.req.parameters);
-  if (run.req.any_binary()) {
-    rest += char(run.req.result_formats.size() >> 8);
-    rest += char(run.req.result_formats.size() & 0xff);
-    for (auto f : run.req.result_formats) rest += {'\0', char(f)};
-  } else {
-    rest.append("\0\0", 2);
-  }
-  p::append_bind(out, "", "", rest);
-  p::append_describe(out, 'P', "");
-  p::append_execute(out, "");
-  p::append_sync(out);
-  return out;
+  // Results in text (the merge reads them) unless the client wants binary ones, which only a merge that
+  // compares nothing passes through (scatter_refusal).
+  return leg_request(run.req, sql, describe_statement, run.req.any_binary());
 }
 
 // Why a request cannot be answered exactly by a scatter (empty: it can).

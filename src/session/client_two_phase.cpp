@@ -35,26 +35,6 @@ constexpr const char* kUndefinedTable = "42P01";
 
 std::string sqlstate_of(std::string_view error) { return std::string(p::error_sqlstate(error)); }
 
-// Parse, [Describe S], Bind, Describe P, Execute, Sync of the client's statement through the unnamed
-// statement and portal, with its parameters and result formats as the client gave them.
-std::string write_statement(const ScatterRequest& req, bool describe_statement) {
-  std::string out;
-  if (!req.extended) {
-    p::append_query(out, req.sql);
-    return out;
-  }
-  p::append_parse(out, "", req.sql, req.parameter_types);
-  if (describe_statement && req.describe_statement) p::append_describe(out, 'S', "");
-  std::string rest(req.parameters);
-  rest += char(req.result_formats.size() >> 8);
-  rest += char(req.result_formats.size() & 0xff);
-  for (auto f : req.result_formats) rest += {char(uint16_t(f) >> 8), char(f & 0xff)};
-  p::append_bind(out, "", "", rest);
-  p::append_describe(out, 'P', "");
-  p::append_execute(out, "");
-  p::append_sync(out);
-  return out;
-}
 }  // namespace
 
 struct ClientSession::WriteRun {
@@ -71,11 +51,6 @@ struct ClientSession::WriteRun {
   void fail(std::string body) {
     if (error.empty()) error = std::move(body);
   }
-  const std::string* leg_error() const {
-    for (auto& leg : legs)
-      if (!leg.error.empty()) return &leg.error;
-    return nullptr;
-  }
 };
 
 bool ClientSession::writes_across_allowed() const {
@@ -88,7 +63,7 @@ awaitable<void> ClientSession::write_on_legs(WriteRun& run) {
   p::append_query(begin, "BEGIN");
   for (size_t i = 0; i < run.legs.size(); ++i) {
     // A leg whose send fails is broken (its error kept) and is not read below.
-    std::string bytes = begin + write_statement(run.req, i == 0);
+    std::string bytes = begin + leg_request(run.req, run.req.sql, i == 0, true);
     co_await run.legs[i].send(std::move(bytes));
   }
   char type = 0;
@@ -115,7 +90,7 @@ awaitable<void> ClientSession::write_on_legs(WriteRun& run) {
       }
     }
   }
-  if (const auto* e = run.leg_error()) run.fail(*e);
+  if (const auto* e = first_leg_error(run.legs)) run.fail(*e);
   if (run.error.empty()) co_return;
   std::vector<ShardLeg*> alive;
   for (auto& leg : run.legs)

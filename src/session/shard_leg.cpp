@@ -23,6 +23,30 @@ std::vector<std::optional<std::string>> text_row(std::string_view body) {
 }
 }  // namespace
 
+std::string leg_request(const ScatterRequest& req, std::string_view sql, bool describe_statement,
+                        bool client_result_formats) {
+  std::string out;
+  if (!req.extended) {
+    p::append_query(out, sql);
+    return out;
+  }
+  p::append_parse(out, "", sql, req.parameter_types);
+  if (describe_statement && req.describe_statement) p::append_describe(out, 'S', "");
+  std::string rest(req.parameters);
+  if (client_result_formats) {
+    rest += char(req.result_formats.size() >> 8);
+    rest += char(req.result_formats.size() & 0xff);
+    for (auto f : req.result_formats) rest += {char(uint16_t(f) >> 8), char(f & 0xff)};
+  } else {
+    rest.append("\0\0", 2);
+  }
+  p::append_bind(out, "", "", rest);
+  p::append_describe(out, 'P', "");
+  p::append_execute(out, "");
+  p::append_sync(out);
+  return out;
+}
+
 awaitable<bool> send_query(ShardLeg& leg, std::string sql, QueryAnswer& answer) {
   std::string q;
   p::append_query(q, sql);

@@ -14,6 +14,7 @@
 #include "pgrouter/pool/server_connection.hpp"
 #include "pgrouter/protocol/backend.hpp"
 #include "pgrouter/protocol/messages.hpp"
+#include "pgrouter/session/scatter_request.hpp"
 
 namespace pgrouter::session {
 
@@ -172,6 +173,19 @@ struct ShardLeg {
   // Whether the server may go back to its pool for reuse.
   bool clean() const { return ready && !broken && server && server->tx_status == 'I' && !unread(); }
 };
+
+// The first error any leg sent (in the legs' order), if any.
+inline const std::string* first_leg_error(const std::vector<ShardLeg>& legs) {
+  for (auto& leg : legs)
+    if (!leg.error.empty()) return &leg.error;
+  return nullptr;
+}
+
+// A request's one statement as a shard gets it: `sql` as a simple Query, or Parse, [Describe S], Bind,
+// Describe P, Execute, Sync of the unnamed statement and portal, with the client's parameters and, when
+// client_result_formats, its result formats (else every result in text).
+std::string leg_request(const ScatterRequest& req, std::string_view sql, bool describe_statement,
+                        bool client_result_formats);
 
 // A simple Query's answer on a leg: the CommandComplete tags, the rows' text values, the first error.
 struct QueryAnswer {
