@@ -754,13 +754,17 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
         bool explain = false;
         if (auto req = scatter_candidate(buf.data(), buf.size(), need, explain)) {
           bool alive = false;  // (no co_await inside ?: — g++ 12 may evaluate both sides)
+          bool copy_in = !explain && need.kind == sharding::Need::Kind::write_across &&
+                         shard_map()->target(req->sql).copy_from;
           if (explain)
             alive = co_await explain_shards(*req, need);
+          else if (copy_in)
+            alive = co_await run_copy_across(*req, need);  // (consumes the request itself)
           else if (need.kind == sharding::Need::Kind::write_across)
             alive = co_await run_write_across(*req, need);
           else
             alive = co_await run_scatter(*req, need);
-          buf.consume(req->length);
+          if (!copy_in) buf.consume(req->length);
           if (!alive) co_return;
           last_activity_ = net::BatchClock::now();
           unread = !buf.empty();

@@ -3,15 +3,18 @@
 // transaction of its own; if every shard succeeds, each PREPAREs it, the decision is recorded on the default
 // shard (sharding/two_phase.hpp), and each is committed; otherwise each is rolled back. The client gets
 // one answer, as from one PostgreSQL: the rows of RETURNING from every shard, and one CommandComplete whose
-// count is the shards' sum.
+// count is the shards' sum. An INSERT ... VALUES whose rows are on several shards gives each shard an INSERT
+// of its rows only (session/insert_split.hpp), and its RETURNING rows come back in the VALUES' order.
 #include <algorithm>
 
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/protocol/backend.hpp"
 #include "pgrouter/routing/router.hpp"
 #include "pgrouter/session/client_session.hpp"
+#include "pgrouter/session/insert_split.hpp"
 #include "pgrouter/sharding/two_phase.hpp"
 #include "shard_leg.hpp"
+#include "write_run.hpp"
 
 namespace pgrouter::session {
 namespace p = pgrouter::protocol;
@@ -37,21 +40,40 @@ std::string sqlstate_of(std::string_view error) { return std::string(p::error_sq
 
 }  // namespace
 
-struct ClientSession::WriteRun {
-  const ScatterRequest& req;
-  const sharding::Need& need;
-  std::vector<ShardLeg> legs;
-  std::string gid;
-  std::string parameters;   // the first shard's ParameterDescription (Describe S)
-  std::string description;  // its RowDescription (RETURNING), empty for NoData
-  std::string rows;         // every shard's DataRows, in shard order
-  std::vector<std::string> tags;
-  std::string error;  // what the client gets instead of the answer (an ErrorResponse body)
-  WriteRun(const ScatterRequest& r, const sharding::Need& n) : req(r), need(n) {}
-  void fail(std::string body) {
-    if (error.empty()) error = std::move(body);
+namespace {
+// The split's statements as requests like the client's, for leg_request().
+std::vector<ScatterRequest> shares_of(const ScatterRequest& req, const InsertSplit& split) {
+  std::vector<ScatterRequest> out;
+  for (const auto& s : split.shards) {
+    ScatterRequest share = req;
+    share.sql = s.sql;
+    share.parameter_types = s.parameter_types;
+    share.parameters = s.parameters;
+    out.push_back(share);
   }
-};
+  return out;
+}
+
+// RETURNING rows in the order of the statement's rows: each shard returns its rows in the order it got them.
+// When a shard returned another number of rows than it inserted (ON CONFLICT DO NOTHING skipped some), the
+// rows cannot be matched to theirs and come shard after shard (SQL promises no order either way).
+std::string rows_in_order(const InsertSplit& split, const std::vector<std::vector<std::string>>& rows) {
+  std::string out;
+  bool matched = rows.size() == split.shards.size();
+  for (size_t i = 0; matched && i < rows.size(); ++i) matched = rows[i].size() == split.shards[i].rows.size();
+  if (!matched) {
+    for (const auto& leg : rows)
+      for (const auto& r : leg) out += r;
+    return out;
+  }
+  std::vector<std::pair<size_t, const std::string*>> ordered;
+  for (size_t i = 0; i < rows.size(); ++i)
+    for (size_t k = 0; k < rows[i].size(); ++k) ordered.emplace_back(split.shards[i].rows[k], &rows[i][k]);
+  std::sort(ordered.begin(), ordered.end());
+  for (const auto& [row, message] : ordered) out += *message;
+  return out;
+}
+}  // namespace
 
 bool ClientSession::writes_across_allowed() const {
   return db_->sharding.cross_shard_writes == control::CrossShardWrites::two_phase;
@@ -61,9 +83,12 @@ bool ClientSession::writes_across_allowed() const {
 awaitable<void> ClientSession::write_on_legs(WriteRun& run) {
   std::string begin;
   p::append_query(begin, "BEGIN");
+  run.parameters.assign(run.legs.size(), {});
+  run.rows.assign(run.legs.size(), {});
   for (size_t i = 0; i < run.legs.size(); ++i) {
     // A leg whose send fails is broken (its error kept) and is not read below.
-    std::string bytes = begin + leg_request(run.req, run.req.sql, i == 0, true);
+    const ScatterRequest& req = run.request(i);
+    std::string bytes = begin + leg_request(req, req.sql, i == 0 || run.splits(), true);
     co_await run.legs[i].send(std::move(bytes));
   }
   char type = 0;
@@ -77,13 +102,14 @@ awaitable<void> ClientSession::write_on_legs(WriteRun& run) {
         if (++answers < 2) leg.ready = leg.done = false;
       } else if (type == be::kCommandComplete && answers == 1) {
         run.tags.emplace_back(body.c_str());
-      } else if (type == be::kParameterDescription && i == 0) {
-        run.parameters = std::move(body);
+      } else if (type == be::kParameterDescription) {
+        run.parameters[i] = std::move(body);
       } else if (type == be::kRowDescription && i == 0) {
         run.description = std::move(body);
       } else if (type == be::kDataRow) {
-        append_message(run.rows, be::kDataRow, body);
-        if (run.rows.size() > kMaxReturning)
+        run.row_bytes += 5 + body.size();
+        append_message(run.rows[i].emplace_back(), be::kDataRow, body);
+        if (run.row_bytes > kMaxReturning)
           run.fail(error_body(kInsufficientResources,
                               "pgrouter: a cross-shard write's RETURNING rows exceed 16 MiB",
                               "Return fewer rows, or limit the statement to one shard key."));
@@ -225,7 +251,9 @@ void ClientSession::answer_write(WriteRun& run, std::string& out) {
   if (run.req.extended) {
     if (run.req.parses) p::append_header(out, be::kParseComplete, 0);
     if (run.req.describe_statement) {
-      append_message(out, be::kParameterDescription, run.parameters);
+      append_message(out, be::kParameterDescription,
+                     run.splits() ? merged_parameter_description(run.req, run.split.shards, run.parameters)
+                                  : run.parameters.at(0));
       describe(statement_description(run.description));
     }
     p::append_header(out, be::kBindComplete, 0);
@@ -233,7 +261,12 @@ void ClientSession::answer_write(WriteRun& run, std::string& out) {
   } else if (!run.description.empty()) {
     append_message(out, be::kRowDescription, run.description);
   }
-  out += run.rows;
+  if (run.splits()) {
+    out += rows_in_order(run.split, run.rows);
+  } else {
+    for (const auto& leg : run.rows)
+      for (const auto& r : leg) out += r;
+  }
   p::append_command_complete(out, *tag);
 }
 
@@ -262,6 +295,13 @@ awaitable<bool> ClientSession::run_write_across(const ScatterRequest& req, const
 }
 
 awaitable<void> ClientSession::write_across(WriteRun& run) {
+  if (run.splits()) {
+    run.split = split_insert(run.req, run.need.row_shards);
+    if (!run.split.error.empty())
+      co_return run.fail(
+          error_body(run.split.sqlstate, run.split.error, "Send one INSERT per shard key (or per shard)."));
+    run.shares = shares_of(run.req, run.split);
+  }
   std::string why;
   bool opened = co_await open_legs(run.legs, run.need.shards, run.req.length, true, why);
   if (!opened) co_return run.fail(error_body(p::sqlstate::connection_failure, why));

@@ -136,6 +136,29 @@ Need ShardMap::unsharded_need(const sql::ShardTarget& t) const {
   return Need::on(default_shard());
 }
 
+Need ShardMap::split_insert(const sql::ShardTarget& t, const BoundParams* params, std::string why) const {
+  // Every key the statement names must be a row's (a key in a subquery of a row would need its own shard).
+  std::set<std::pair<int, std::string>> rows, all;
+  for (const auto& k : t.row_keys) rows.emplace(k.param, k.null ? "\n" : k.literal);
+  for (const auto& k : t.keys) all.emplace(k.param, k.null ? "\n" : k.literal);
+  if (t.row_keys.empty() || rows != all)
+    return Need::refused(why + ", and only the rows of an INSERT ... VALUES can be split between shards",
+                         "Send one INSERT per shard key (or per shard).");
+  std::vector<int> row_shards;
+  std::set<int> shards;
+  for (const auto& k : t.row_keys) {
+    bool unknown = false;
+    // A NULL or invalid key: its row goes to the default shard, whose server answers it as PostgreSQL
+    // would (a NOT NULL violation, an invalid input syntax).
+    int s = shard_of(k, params, unknown).value_or(default_shard());
+    row_shards.push_back(s);
+    shards.insert(s);
+  }
+  Need need = write_across(t, std::vector<int>(shards.begin(), shards.end()), std::move(why));
+  if (need.kind == Need::Kind::write_across) need.row_shards = std::move(row_shards);
+  return need;
+}
+
 std::vector<int> ShardMap::every_shard() const {
   std::vector<int> every(strategy_->shards());
   for (size_t i = 0; i < every.size(); ++i) every[i] = int(i);
@@ -194,11 +217,7 @@ Need ShardMap::need(const sql::ShardTarget& t, const BoundParams* params,
     std::string list;
     for (int s : shards) list += (list.empty() ? "" : ", ") + std::to_string(s);
     if (t.writes && t.inserts)
-      return Need::refused(
-          fmt::format("pgrouter: the INSERT's rows are on shards {}, and splitting one INSERT's rows between "
-                      "shards is not supported yet",
-                      list),
-          "Send one INSERT per shard key (or per shard), in one transaction if they belong together.");
+      return split_insert(t, params, fmt::format("pgrouter: the INSERT's rows are on shards {}", list));
     if (t.writes)
       return write_across(t, std::vector<int>(shards.begin(), shards.end()),
                           fmt::format("pgrouter: the statement writes rows on shards {}", list));

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <optional>
 #include <tuple>
@@ -132,6 +133,7 @@ class Analyzer {
   void top(std::string_view type, const JsonValue& fields);
   void copy(const JsonValue& fields);
   void copy_key(const JsonValue* attlist, int sharded_index);
+  void copy_options(const JsonValue& f, const JsonValue& rel);
   void truncate(const JsonValue& fields);
   void drop(const JsonValue& fields);
   void ddl(const JsonValue& v);
@@ -515,7 +517,9 @@ void Analyzer::probe_rows(const JsonValue& f, const Level& lv, Probe& probe) {
     each(rows, [&](const JsonValue& row) {
       auto [t, list] = node(&row);
       const JsonValue* item = list ? nth(member(*list, "items"), probe.position) : nullptr;
+      size_t before = out_.keys.size();
       if (!item || !key_value(item, out_.keys)) probe.keyed = false;
+      if (out_.keys.size() == before + 1) out_.row_keys.push_back(out_.keys.back());
     });
     return;
   }
@@ -941,10 +945,12 @@ void Analyzer::copy(const JsonValue& f) {
   bool from = flag(f, "is_from");
   out_.copy_from |= from;
   auto [kind, index] = relation_kind(text(*rel, "schemaname"), text(*rel, "relname"));
+  if (from && kind != RelKind::other) copy_options(f, *rel);
   if (kind == RelKind::sharded) {
     stmt_.sharded = stmt_.all = true;
     stmt_.writes |= from;
     if (from) copy_key(member(f, "attlist"), index);
+    if (from) out_.copy.key = schema_.sharded[size_t(index)].second;
     if (!from && !member(f, "filename") && !flag(f, "is_program")) out_.copy_out = copy_rows_concatenate(f);
   } else if (kind == RelKind::reference) {
     stmt_.reference = true;
@@ -970,6 +976,33 @@ bool Analyzer::copy_rows_concatenate(const JsonValue& f) const {
       plain = false;
   });
   return plain;
+}
+
+// What cutting a COPY FROM's data into rows needs: its format, its delimiter, quote, escape and NULL texts.
+void Analyzer::copy_options(const JsonValue& f, const JsonValue& rel) {
+  auto& copy = out_.copy;
+  copy.schema = text(rel, "schemaname");
+  copy.table = text(rel, "relname");
+  copy.from_stdin = !member(f, "filename") && !flag(f, "is_program");
+  copy.format = "text";
+  each(member(f, "options"), [&](const JsonValue& e) {
+    auto [type, def] = node(&e);
+    if (!def || type != "DefElem") return;
+    std::string_view name = text(*def, "defname");
+    const JsonValue* arg = member(*def, "arg");
+    std::string value(arg ? string_node(*arg) : std::string_view());
+    for (char& c : value) c = char(std::tolower(static_cast<unsigned char>(c)));
+    if (name == "format") copy.format = value;
+    if (name == "delimiter") copy.delimiter = std::string(string_node(*arg));
+    if (name == "quote") copy.quote = std::string(string_node(*arg));
+    if (name == "escape") copy.escape = std::string(string_node(*arg));
+    if (name == "null") copy.null = std::string(string_node(*arg));
+    if (name == "header") {
+      auto [arg_type, fields] = arg ? node(arg) : std::pair<std::string_view, const JsonValue*>{};
+      copy.header = !arg || (arg_type == "Boolean" && flag(*fields, "boolval")) || value == "true" ||
+                    value == "on" || value == "1" || value == "match";
+    }
+  });
 }
 
 void Analyzer::copy_key(const JsonValue* attlist, int index) {

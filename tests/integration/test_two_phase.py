@@ -82,6 +82,59 @@ def test_writes_across_shards_commit_on_each(cluster, pgrouter, tables):
     assert "pgrouter_two_phase_committed_total 7" in metrics, metrics
 
 
+def test_an_insert_of_rows_of_several_shards_gives_each_shard_its_rows(cluster, pgrouter, tables):
+    a, b = tables
+    router = pgrouter(config(cluster))
+    rows = [(a, 10, "s"), (b, 11, "s"), (a, 12, "s"), (b, 13, "s")]
+    values = ", ".join(f"({k}, {i}, '{v}')" for k, i, v in rows)
+    with router.connect(autocommit=True) as c:
+        # Simple protocol: RETURNING comes back in the VALUES' order, the count is the sum.
+        cur = c.execute(f"INSERT INTO {TABLE} (tenant_id, id, v) VALUES {values} RETURNING id, tenant_id",
+                        prepare=False)
+        assert cur.statusmessage == "INSERT 0 4"
+        assert cur.fetchall() == [(i, k) for k, i, _ in rows]
+        # Extended protocol: the key bound in binary (%b) and in text, a parameter shared by every row and one
+        # in RETURNING, which each shard's INSERT keeps under its own number.
+        cur = c.execute(f"INSERT INTO {TABLE} (tenant_id, id, v) VALUES (%b, 20, %s), (%s, 21, %s), (%b, 22, %s) "
+                        f"RETURNING id, v || %s", (b, "e", a, "e", b, "e", "!"))
+        assert cur.statusmessage == "INSERT 0 3" and cur.fetchall() == [(20, "e!"), (21, "e!"), (22, "e!")]
+        # A prepared (named) statement, run twice with the rows' shards swapped.
+        with router.connect(autocommit=True, prepare_threshold=0) as p:
+            for first, second, n in [(a, b, 30), (b, a, 40)]:
+                cur = p.execute(f"INSERT INTO {TABLE} (tenant_id, id, v) VALUES (%s, %s, 'p'), (%s, %s, 'p') "
+                                "RETURNING tenant_id", (first, n, second, n + 1))
+                assert cur.fetchall() == [(first,), (second,)]
+        # ON CONFLICT DO NOTHING: the rows that were inserted, whatever their order.
+        for server in shard_servers():
+            with cluster.connect(server, autocommit=True) as s:
+                s.execute(f"CREATE UNIQUE INDEX tp_orders_id ON {TABLE} (tenant_id, id)")
+        cur = c.execute(f"INSERT INTO {TABLE} (tenant_id, id, v) VALUES ({a}, 10, 'dup'), ({b}, 50, 'new'), "
+                        f"({a}, 51, 'new') ON CONFLICT DO NOTHING RETURNING id")
+        assert cur.statusmessage == "INSERT 0 2" and sorted(cur.fetchall()) == [(50,), (51,)]
+    # Each row on its key's shard only, once.
+    want = [sorted((k, i) for k, i in keys) for keys in (
+        [(a, 1), (a, 2), (a, 10), (a, 12), (a, 21), (a, 30), (a, 41), (a, 51)],
+        [(b, 1), (b, 2), (b, 11), (b, 13), (b, 20), (b, 22), (b, 31), (b, 40), (b, 50)])]
+    assert on_shards(cluster, f"SELECT tenant_id, id FROM {TABLE} ORDER BY tenant_id, id") == want
+    assert prepared_parts(cluster) == [[], []]
+
+
+def test_an_insert_split_between_shards_fails_on_every_shard_or_none(cluster, pgrouter, tables):
+    a, b = tables
+    with cluster.connect("shard1") as c:  # only shard 1 refuses the value
+        c.execute(f"ALTER TABLE {TABLE} ADD CONSTRAINT tp_no_bad CHECK (v <> 'bad')")
+    router = pgrouter(config(cluster))
+    with router.connect(autocommit=True) as c:
+        code, msg = sqlstate_of(c, f"INSERT INTO {TABLE} (tenant_id, id, v) VALUES ({a}, 7, 'bad'), ({b}, 7, 'bad')")
+        assert code == "23514" and "tp_no_bad" in msg
+        code, _ = sqlstate_of(c, f"INSERT INTO {TABLE} (tenant_id, id, v) VALUES ({b}, 7, 'ok'), (NULL, 7, 'ok')")
+        assert code == "23502"  # the NULL key's row goes to the default shard, whose NOT NULL refuses it
+        code, _ = sqlstate_of(c, f"INSERT INTO {TABLE} (tenant_id, id, v) VALUES ({a}, 7, 'ok'), ({b}, 'x', 'ok')")
+        assert code == "22P02"
+    assert on_shards(cluster, f"SELECT count(*) FROM {TABLE}") == [[(2,)], [(2,)]]
+    assert prepared_parts(cluster) == [[], []]
+
+
 def test_an_error_on_one_shard_rolls_back_every_shard(cluster, pgrouter, tables):
     a, b = tables
     with cluster.connect("shard1") as c:  # only shard 1 refuses the value
@@ -99,8 +152,9 @@ def test_writes_across_shards_that_cannot_run_are_refused(cluster, pgrouter, tab
     a, b = tables
     router = pgrouter(config(cluster))
     with router.connect(autocommit=True) as c:
-        code, msg = sqlstate_of(c, f"INSERT INTO {TABLE} (tenant_id, id, v) VALUES ({a}, 9, 'x'), ({b}, 9, 'x')")
-        assert code == "0A000" and "splitting one INSERT" in msg
+        code, msg = sqlstate_of(c, f"INSERT INTO {TABLE} (tenant_id, id, v) SELECT tenant_id, 9, 'x' FROM {TABLE} "
+                                   f"WHERE tenant_id IN ({a}, {b})")
+        assert code == "0A000" and "only the rows of an INSERT ... VALUES can be split" in msg
         code, msg = sqlstate_of(c, f"UPDATE {TABLE} SET v = 'x' WHERE tenant_id = {a}; "
                                    f"UPDATE {TABLE} SET v = 'x' WHERE tenant_id = {b}")
         assert code == "0A000" and "statement of its own" in msg

@@ -126,11 +126,24 @@ TEST_CASE("a keyed statement needs its key's shard; a read of several is a scatt
   CHECK(w.kind == Need::Kind::write_across);
   CHECK(w.shards == std::vector<int>{0, 1});
   CHECK(w.message.find("writes rows on shards 0, 1") != std::string::npos);
-  // An INSERT's rows of several shards would be inserted on each: refused until rows are split.
+  // An INSERT's rows of several shards: each row's shard, so that each shard inserts its own rows only.
   write.inserts = true;
+  write.row_keys = {lit(b), lit(a), lit(b)};
   Need ins = m.need(write, nullptr, std::nullopt);
-  CHECK(ins.kind == Need::Kind::refuse);
-  CHECK(ins.message.find("splitting one INSERT's rows") != std::string::npos);
+  CHECK(ins.kind == Need::Kind::write_across);
+  CHECK(ins.shards == std::vector<int>{0, 1});
+  CHECK(ins.row_shards == std::vector<int>{shard_of(m, b), shard_of(m, a), shard_of(m, b)});
+  // A key the rows do not account for (in a subquery of a row), or no rows (INSERT ... SELECT): refused.
+  write.row_keys = {lit(a)};
+  Need sub = m.need(write, nullptr, std::nullopt);
+  CHECK(sub.kind == Need::Kind::refuse);
+  CHECK(sub.message.find("only the rows of an INSERT ... VALUES can be split") != std::string::npos);
+  write.row_keys.clear();
+  CHECK(m.need(write, nullptr, std::nullopt).kind == Need::Kind::refuse);
+  // A NULL key's row goes to the default shard, where PostgreSQL judges it.
+  write.keys = {lit(a), lit(b), KeyRef{{}, 0, true}};
+  write.row_keys = {KeyRef{{}, 0, true}, lit(a), lit(b)};
+  CHECK(m.need(write, nullptr, std::nullopt).row_shards.front() == m.default_shard());
   // A write to a reference table goes to every shard; with a table of the default shard only, nowhere.
   ShardTarget ref;
   ref.scope = ShardScope::reference;

@@ -13,9 +13,11 @@
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/protocol/messages.hpp"
 #include "pgrouter/session/scatter_request.hpp"
+#include "pgrouter/sharding/copy_rows.hpp"
 #include "pgrouter/sharding/two_phase.hpp"
 #include "pgrouter/session/startup_reset.hpp"
 #include "pgrouter/sql/classifier.hpp"
+#include "pgrouter/sql/shard_key.hpp"
 #include "pgrouter/session/txn_tracker.hpp"
 #include "pgrouter/worker.hpp"
 
@@ -351,6 +353,18 @@ class ClientSession {
   awaitable<void> prepare_and_commit(WriteRun& run);
   awaitable<std::optional<sharding::two_phase::Outcome>> decide(WriteRun& run);
   void answer_write(WriteRun& run, std::string& out);
+  // COPY ... FROM STDIN of a sharded or reference table (client_copy_across.cpp): each row to its shard (a
+  // reference table's to every shard), committed on all or none like the writes above. The request's bytes
+  // are at the start of client_buf_, and it consumes them. False when the client is gone.
+  awaitable<bool> run_copy_across(const ScatterRequest& req, const sharding::Need& need);
+  struct CopyRun;
+  awaitable<bool> copy_across(WriteRun& run, const sql::ShardTarget& target, sharding::CopyFormat format);
+  awaitable<bool> copy_start(WriteRun& run, std::string& copy_in);
+  awaitable<bool> copy_rows_in(WriteRun& run, CopyRun& copy, sharding::CopyRows& rows,
+                               std::string& fail_reason);
+  awaitable<void> copy_flush(CopyRun& copy, size_t at_least);
+  awaitable<void> copy_finish(WriteRun& run, CopyRun& copy, std::string fail_reason);
+  awaitable<int64_t> client_message(size_t max_length);
   static std::string scatter_statement(const ScatterRun& run, bool describe_statement);
   static std::pair<std::string, std::string> scatter_refusal(const ScatterRun& run);  // message, hint
   awaitable<void> answer_scatter(ScatterRun& run);

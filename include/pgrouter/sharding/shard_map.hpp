@@ -31,17 +31,21 @@ struct Need {
   int shard = 0;            // one
   std::string message;      // refuse: the error's message (SQLSTATE 0A000) ...
   std::string hint;         // ... and what to do instead
-  std::vector<int> shards;  // scatter
+  std::vector<int> shards;  // scatter, write_across
+  // write_across of an INSERT ... VALUES whose rows are on several shards: each row's shard, in the rows'
+  // order; each shard gets an INSERT of its rows only (sql/insert_rows.hpp). Empty: every shard gets the
+  // statement as it is.
+  std::vector<int> row_shards;
   static Need any_shard() { return {}; }
-  static Need on(int s) { return {Kind::one, s, {}, {}, {}}; }
+  static Need on(int s) { return {Kind::one, s, {}, {}, {}, {}}; }
   static Need refused(std::string m, std::string h) {
-    return {Kind::refuse, 0, std::move(m), std::move(h), {}};
+    return {Kind::refuse, 0, std::move(m), std::move(h), {}, {}};
   }
   static Need scatter_over(std::vector<int> s, std::string m, std::string h) {
-    return {Kind::scatter, 0, std::move(m), std::move(h), std::move(s)};
+    return {Kind::scatter, 0, std::move(m), std::move(h), std::move(s), {}};
   }
   static Need write_over(std::vector<int> s, std::string m, std::string h) {
-    return {Kind::write_across, 0, std::move(m), std::move(h), std::move(s)};
+    return {Kind::write_across, 0, std::move(m), std::move(h), std::move(s), {}};
   }
   bool several() const { return kind == Kind::scatter || kind == Kind::write_across; }
 };
@@ -86,6 +90,9 @@ class ShardMap {
   Need across(const sql::ShardTarget& t, std::vector<int> shards, std::string why, std::string hint) const;
   // A write of several shards (or every one): the same statement on each, committed atomically.
   Need write_across(const sql::ShardTarget& t, std::vector<int> shards, std::string why) const;
+  // An INSERT whose rows are on several shards: each row's shard (write_across with row_shards), or a
+  // refusal when its rows cannot be told apart.
+  Need split_insert(const sql::ShardTarget& t, const BoundParams* params, std::string why) const;
   std::vector<int> every_shard() const;
 
   control::ShardingConfig config_;

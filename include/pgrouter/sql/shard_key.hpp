@@ -3,6 +3,7 @@
 // statement that needs several or all shards.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,6 +43,9 @@ struct ShardTarget {
   // An INSERT into a sharded table: run on several shards, each would insert every row (its rows must be
   // split by key instead).
   bool inserts = false;
+  // An INSERT ... VALUES into a sharded table: each row's key, in the rows' order, so that rows of several
+  // shards can be split into one INSERT per shard (sql/insert_rows.hpp).
+  std::vector<KeyRef> row_keys;
   // refused: what could not be routed, for a 0A000 message: "UPDATE of the shard key column tenant_id of
   // users", "INSERT ... SELECT into sharded table users not limited to one shard key".
   std::string refusal;
@@ -58,6 +62,16 @@ struct ShardTarget {
   // COPY of a sharded table FROM with a column list: the key column's index in that list (its field in each
   // row); -1 without a column list (the table's own column order, which only the server knows).
   int copy_key_column = -1;
+  // COPY ... FROM of a sharded or reference table: its table and its options as written, so that the caller
+  // can cut the data into rows (sharding/copy_rows.hpp).
+  struct CopyFrom {
+    std::string schema, table;  // as PostgreSQL folds them; schema empty: the search_path's
+    std::string key;            // a sharded table's key column (empty: a reference table)
+    std::string format;         // "text", "csv" or "binary"
+    std::optional<std::string> delimiter, quote, escape, null;  // nullopt: the format's default
+    bool header = false;
+    bool from_stdin = true;  // not a file or a program (the server's)
+  } copy;
 };
 
 // Analyses one Query or Parse text (several statements: the union of their targets; a refusal wins).
