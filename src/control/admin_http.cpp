@@ -273,6 +273,10 @@ std::string render_metrics(const Stats& stats) {
   counter("pgrouter_shard_begins_deferred_total",
           "Sharding: lone BEGINs answered by pgrouter and sent on once the next statement chose a shard.",
           sum_over(all, &WorkerStats::shard_begins_deferred_total));
+  counter("pgrouter_shard_transactions_across_total",
+          "Sharding: transactions that went on to a second shard and were coordinated by pgrouter, committed "
+          "by two-phase commit.",
+          sum_over(all, &WorkerStats::shard_transactions_across_total));
   counter("pgrouter_shard_begins_moved_total",
           "Sharding: transactions opened by a named statement's BEGIN on the default shard and moved, before "
           "anything else ran, to the shard their next statement names.",

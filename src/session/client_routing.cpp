@@ -424,6 +424,7 @@ void ClientSession::transaction_ended() {
     required_lsn_ = 0;
   }
   tx_wrote_ = false;
+  tx_begin_sql_.clear();
 }
 
 }  // namespace pgrouter::session

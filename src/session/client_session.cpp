@@ -74,6 +74,7 @@ bool ClientSession::track_client_message(char type, std::string_view body) {
   std::string begin;  // a BEGIN pgrouter answered before a shard was chosen goes first
   if (!deferred_begin_.empty()) {
     tracker_->begin_injected(deferred_begin_, begin);
+    tx_begin_sql_ = std::move(deferred_begin_);
     deferred_begin_.clear();
   }
   TxnTracker::Effect effect = TxnTracker::Effect::none;
@@ -439,7 +440,10 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
             give_back_wanted_ = false;
             attached_.server->ready.rearm();
             if ((can_release_server() || can_move_server()) && !scanner.mid_message()) {
-              detach_server();
+              if (coordinating_)
+                keep_server_for_coordination();
+              else
+                detach_server();
               break;  // this attachment is over
             }
             continue;
@@ -731,6 +735,18 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       auto want = named_shard(buf.data(), buf.size());
       if (want && *want != shard_ && server_quiet()) co_await leave_begun_shard(*want);
       if (client_done_) co_return;
+    }
+    if (attached_.server && !scanner.mid_message() && coordination_wanted(buf.data(), buf.size())) {
+      // A request of the open transaction needs another shard: the session coordinates the rest of it.
+      if (batch_incomplete(buf)) continue;
+      bool taken = co_await take_server_for_coordination();
+      if (client_done_) co_return;
+      if (taken) {
+        bool alive = co_await coordinate_transaction();
+        if (!alive) co_return;
+        unread = !buf.empty();
+        continue;
+      }
     }
     if (!attached_.server && needs_server(buf.data(), buf.size())) {
       if (w_.runtime().admin.paused(database_)) {

@@ -285,10 +285,16 @@ bool ClientSession::shard_refusal(char type, std::string_view body) {
   Need need = shard_need(type, body, {});
   if (need.kind == Need::Kind::any || (need.kind == Need::Kind::one && need.shard == shard_)) return false;
   if (need.kind == Need::Kind::one) {
-    need.message = "pgrouter: this statement's rows are on shard " + std::to_string(need.shard) +
-                   ", but its transaction runs on shard " + std::to_string(shard_) +
-                   ", and transactions across shards are not supported yet";
-    need.hint = "Commit the transaction before working on another tenant's rows.";
+    need.message =
+        "pgrouter: this statement's rows are on shard " + std::to_string(need.shard) +
+        ", but its transaction runs on shard " + std::to_string(shard_) +
+        (writes_across_allowed()
+             ? ", and it came where the transaction cannot go on across shards (pipelined behind "
+               "an unanswered request, in a batch of several statements, or on a pinned connection)"
+             : ", and sharding.cross_shard_writes is reject");
+    need.hint =
+        "Commit the transaction before working on another tenant's rows, or send its statements one "
+        "request at a time.";
   } else if (need.kind == Need::Kind::write_across && !writes_across_allowed()) {
     need.message += ", and sharding.cross_shard_writes is reject";
     need.hint = "Limit the statement to one shard key.";

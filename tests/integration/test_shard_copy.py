@@ -1,4 +1,4 @@
-"""COPY ... FROM STDIN into a sharded table through pgrouter: each row goes to its key's shard (checked with
+"""COPY ... FROM STDIN (and multi-row INSERTs, and explicit transactions) into a sharded table through pgrouter: each row goes to its key's shard (checked with
 PostgreSQL's own satisfies_hash_partition), all rows or none are committed (two-phase commit), and errors are
 the ones PostgreSQL gives for the same data. Into a reference table, every row goes to every shard."""
 import random
@@ -76,6 +76,11 @@ def test_copy_and_multi_row_inserts_put_every_row_on_its_shard(cluster, pgrouter
         values = ", ".join(f"({k}, 'i{i}')" for i, k in enumerate(keys))
         assert c.execute(f"INSERT INTO {TABLE} (tenant_id, v) VALUES {values}").rowcount == len(keys)
         want += [(k, f"i{i}") for i, k in enumerate(keys)]
+        # An explicit transaction of single-row INSERTs on every shard: coordinated, committed by 2PC.
+        with c.transaction():
+            for i, k in enumerate(keys):
+                c.execute(f"INSERT INTO {TABLE} (tenant_id, v) VALUES (%s, %s)", (k, f"x{i}"))
+        want += [(k, f"x{i}") for i, k in enumerate(keys)]
     assert all_rows(cluster) == sorted(want)
     assert misplaced(cluster, TABLE) == []
     no_prepared_parts(cluster)

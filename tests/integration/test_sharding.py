@@ -185,13 +185,15 @@ def key_on_each_shard(cluster):
 
 def test_a_transaction_stays_on_its_shard(cluster, pgrouter):
     make_table(cluster, "sh_tx")
-    router = pgrouter(sharded_config(cluster, {"sh_tx": "tenant_id"}))
+    # With cross_shard_writes: reject a transaction never goes on to another shard (test_two_phase.py covers
+    # transactions across shards).
+    router = pgrouter(sharded_config(cluster, {"sh_tx": "tenant_id"}, cross_shard_writes="reject"))
     a, b = key_on_each_shard(cluster)
     with router.connect() as c:
         c.execute("BEGIN")
         c.execute("INSERT INTO sh_tx (tenant_id, v) VALUES (%s, 'a')", (a,))
         code, msg = sqlstate_of(c, "INSERT INTO sh_tx (tenant_id, v) VALUES (%s, 'b')", (b,))
-        assert code == "0A000" and "transaction runs on shard 0" in msg
+        assert code == "0A000" and "transaction runs on shard 0" in msg and "cross_shard_writes is reject" in msg
         # As in PostgreSQL after an error, the transaction is aborted until it ends.
         code, _ = sqlstate_of(c, "SELECT 1")
         assert code == "25P02"

@@ -135,6 +135,55 @@ def test_an_insert_split_between_shards_fails_on_every_shard_or_none(cluster, pg
     assert prepared_parts(cluster) == [[], []]
 
 
+def test_a_transaction_across_shards_commits_on_every_shard_or_none(cluster, pgrouter, tables):
+    a, b = tables
+    router = pgrouter(config(cluster))
+    rows = f"SELECT v FROM {TABLE} WHERE id = 1"
+    with router.connect(autocommit=False) as c:  # simple protocol; psycopg's BEGIN is deferred to the first shard
+        c.execute(f"UPDATE {TABLE} SET v = 'both' WHERE tenant_id = {a} AND id = 1", prepare=False)
+        c.execute(f"UPDATE {TABLE} SET v = 'both' WHERE tenant_id = {b} AND id = 1", prepare=False)
+        for k in (a, b, a):  # each shard's part sees its own writes; nothing is visible outside yet
+            assert c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = {k} AND id = 1", prepare=False).fetchone() \
+                == ("both",)
+        assert on_shards(cluster, rows) == [[("old",)], [("old",)]]
+        c.commit()
+    assert on_shards(cluster, rows) == [[("both",)], [("both",)]]
+    with router.connect(autocommit=False) as c:  # extended protocol, then ROLLBACK
+        for k in (a, b):
+            c.execute(f"UPDATE {TABLE} SET v = %s WHERE tenant_id = %s AND id = 1", ("rolled back", k))
+        c.rollback()
+    assert on_shards(cluster, rows) == [[("both",)], [("both",)]]
+    with router.connect(autocommit=False, prepare_threshold=0) as c:  # named prepared statements
+        for k in (b, a, b):
+            cur = c.execute(f"UPDATE {TABLE} SET v = %s WHERE tenant_id = %s AND id = 2 RETURNING tenant_id",
+                            ("prepared", k))
+            assert cur.fetchall() == [(k,)]
+        c.commit()
+    assert on_shards(cluster, f"SELECT v FROM {TABLE} WHERE id = 2") == [[("prepared",)], [("prepared",)]]
+    with router.connect(autocommit=False) as c:  # an error aborts the whole transaction, as on one server
+        c.execute(f"UPDATE {TABLE} SET v = 'lost' WHERE tenant_id = %s", (a,))
+        c.execute(f"UPDATE {TABLE} SET v = 'lost' WHERE tenant_id = %s", (b,))
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            c.execute(f"SELECT 1/0 FROM {TABLE} WHERE tenant_id = %s", (a,))
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = %s", (b,))
+        c.commit()  # COMMIT of an aborted transaction rolls back
+        c.rollback()
+    assert on_shards(cluster, f"SELECT DISTINCT v FROM {TABLE} WHERE v = 'lost'") == [[], []]
+    with router.connect(autocommit=False) as c:  # a savepoint is refused once the transaction spans shards
+        c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = %s", (a,))
+        c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = %s", (b,))
+        code, msg = sqlstate_of(c, "SAVEPOINT s")
+        assert code == "0A000" and "savepoints" in msg
+        c.rollback()
+        c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = %s", (b,))  # the session goes on, on one shard
+        c.rollback()
+    assert prepared_parts(cluster) == [[], []]
+    metrics = router.metrics()
+    assert pgr.metric(metrics, "pgrouter_shard_transactions_across_total") == 5, metrics
+    assert pgr.metric(metrics, "pgrouter_two_phase_committed_total") == 2
+
+
 def test_an_error_on_one_shard_rolls_back_every_shard(cluster, pgrouter, tables):
     a, b = tables
     with cluster.connect("shard1") as c:  # only shard 1 refuses the value

@@ -72,8 +72,9 @@ struct WorkerStats {
   Counter two_phase_recovered_aborted_total{0};    // prepared parts rolled back by recovery
   Counter shard_scatters_total{0};                 // cross-shard reads run on several shards and merged
   Counter shard_scatter_legs_total{0};             // ... summed over them: the shards each ran on
-  Counter shard_begins_deferred_total{0};  // lone BEGINs answered by pgrouter until a shard was chosen
-  Counter shard_begins_moved_total{0};     // transactions moved after a named BEGIN to the shard named next
+  Counter shard_begins_deferred_total{0};      // lone BEGINs answered by pgrouter until a shard was chosen
+  Counter shard_transactions_across_total{0};  // transactions coordinated across shards (client_coordinated)
+  Counter shard_begins_moved_total{0};  // transactions moved after a named BEGIN to the shard named next
   Counter routed_writes_held_total{0};  // write batches held until a pipelined read on a replica was answered
   Counter routed_reads_refused_total{0};  // reads with nowhere to go (routing.primary_fallback: false)
   Counter routed_reads_retried_total{0};  // reads sent again elsewhere after their replica broke unanswered

@@ -24,6 +24,7 @@
 namespace pgrouter::session {
 
 struct ShardLeg;
+struct PrepareOnly;
 
 class ClientSession {
  public:
@@ -353,6 +354,33 @@ class ClientSession {
   awaitable<void> prepare_and_commit(WriteRun& run);
   awaitable<std::optional<sharding::two_phase::Outcome>> decide(WriteRun& run);
   void answer_write(WriteRun& run, std::string& out);
+  // Transactions across shards (client_coordinated.cpp): when a request of an open transaction needs
+  // another shard, the transaction's server leaves the relay and the session runs each later request on its
+  // shard's server itself, up to a COMMIT by two-phase commit or a ROLLBACK.
+  struct Coordinated;
+  struct CoordinatedPtr {  // (owns it; Coordinated is complete only in client_coordinated.cpp)
+    Coordinated* p = nullptr;
+    CoordinatedPtr() = default;
+    CoordinatedPtr(const CoordinatedPtr&) = delete;
+    CoordinatedPtr& operator=(const CoordinatedPtr&) = delete;
+    ~CoordinatedPtr();
+    Coordinated* get() const { return p; }
+    void reset(Coordinated* next = nullptr);
+  };
+  CoordinatedPtr coord_;
+  bool coordinating_ = false;  // server -> client keeps the server for coord_ instead of giving it back
+  std::string tx_begin_sql_;   // the open transaction's BEGIN, when pgrouter sent it (a deferred one)
+  bool coordination_wanted(const char* d, size_t n);
+  awaitable<bool> take_server_for_coordination();
+  void keep_server_for_coordination();
+  awaitable<bool> coordinate_transaction();  // false: the client is gone
+  std::string coordinated_check(std::optional<ScatterRequest>& req, bool& ends, bool& commit, int& shard);
+  awaitable<bool> coordinated_request(size_t length);
+  awaitable<bool> coordinated_prepare(const PrepareOnly& prepare);
+  awaitable<ShardLeg*> coordinated_leg(int shard, std::string& error);
+  awaitable<bool> relay_on_leg(ShardLeg& leg, const ScatterRequest& req);
+  awaitable<bool> coordinated_reply(std::string error, std::string tag, char status);
+  awaitable<bool> end_coordinated(bool commit);
   // COPY ... FROM STDIN of a sharded or reference table (client_copy_across.cpp): each row to its shard (a
   // reference table's to every shard), committed on all or none like the writes above. The request's bytes
   // are at the start of client_buf_, and it consumes them. False when the client is gone.

@@ -1,0 +1,424 @@
+// Transactions across shards. A transaction runs on the shard its first keyed statement names; when a later
+// request of it (one statement: a simple Query, or Parse/Bind/Describe/Execute/Sync of the unnamed portal)
+// needs another shard, and cross_shard_writes is two_phase, the session takes the transaction's server out of
+// the relay and coordinates the rest itself: each request runs on its shard's server (a BEGIN opens the
+// transaction there first) and its answer is relayed; COMMIT prepares every shard's part, records the
+// decision and commits them all (sharding/two_phase.hpp), ROLLBACK rolls every part back. After an error the
+// transaction is aborted everywhere until ROLLBACK, as on one server. Each shard has its own snapshot.
+#include <algorithm>
+#include <cctype>
+
+#include "pgrouter/control/log.hpp"
+#include "pgrouter/protocol/backend.hpp"
+#include "pgrouter/protocol/frontend.hpp"
+#include "pgrouter/routing/router.hpp"
+#include "pgrouter/session/client_session.hpp"
+#include "shard_leg.hpp"
+#include "write_run.hpp"
+
+namespace pgrouter::session {
+namespace p = pgrouter::protocol;
+namespace be = pgrouter::protocol::backend;
+namespace fe = pgrouter::protocol::frontend;
+using sharding::Need;
+
+// A batch that only prepares a statement: Parse, [Describe S of it], Sync (psycopg prepares so).
+struct PrepareOnly {
+  std::string_view name, sql, types;
+  bool describe = false;
+};
+
+namespace {
+constexpr const char* kInFailedTransaction = "25P02";
+constexpr size_t kRelayChunk = 64 * 1024;
+
+// The first word of a statement, upper-cased, past blanks and comments.
+std::string first_word(std::string_view sql) {
+  size_t i = 0;
+  for (;;) {
+    while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i]))) ++i;
+    if (sql.substr(i, 2) == "--") {
+      size_t nl = sql.find('\n', i);
+      i = nl == std::string_view::npos ? sql.size() : nl + 1;
+    } else if (sql.substr(i, 2) == "/*") {
+      size_t end = sql.find("*/", i + 2);
+      i = end == std::string_view::npos ? sql.size() : end + 2;
+    } else {
+      break;
+    }
+  }
+  std::string word;
+  while (i < sql.size() && std::isalpha(static_cast<unsigned char>(sql[i])))
+    word += char(std::toupper(static_cast<unsigned char>(sql[i++])));
+  return word;
+}
+
+bool mentions_chain(std::string_view sql) {
+  std::string upper(sql);
+  for (char& c : upper) c = char(std::toupper(static_cast<unsigned char>(c)));
+  return upper.find("CHAIN") != std::string::npos;
+}
+
+// How many bytes at the start of d[0..n) make one request: a Query, or extended messages through their Sync;
+// 0 when it is not all here yet. A Terminate is a request of its own.
+size_t request_extent(const char* d, size_t n) {
+  for (size_t pos = 0; n - pos >= 5;) {
+    char type = d[pos];
+    uint32_t len = p::read_be32(d + pos + 1);
+    if (len < 4 || n - pos - 1 < len) return 0;
+    pos += 1 + size_t(len);
+    if (type == fe::kQuery || type == fe::kSync || type == fe::kTerminate || type == fe::kFunctionCall)
+      return pos;
+  }
+  return 0;
+}
+std::optional<PrepareOnly> prepare_only(const char* d, size_t n) {
+  PrepareOnly out;
+  std::vector<std::pair<char, std::string_view>> msgs;
+  for (size_t pos = 0; pos + 5 <= n;) {
+    uint32_t len = p::read_be32(d + pos + 1);
+    msgs.emplace_back(d[pos], std::string_view(d + pos + 5, len - 4));
+    pos += 1 + size_t(len);
+  }
+  if (msgs.size() < 2 || msgs.size() > 3 || msgs.front().first != fe::kParse ||
+      msgs.back().first != fe::kSync)
+    return std::nullopt;
+  size_t pos = 0;
+  auto name = p::read_cstring(msgs[0].second, pos);
+  auto sql = name ? p::read_cstring(msgs[0].second, pos) : std::nullopt;
+  if (!sql) return std::nullopt;
+  out.name = *name;
+  out.sql = *sql;
+  out.types = msgs[0].second.substr(pos);
+  if (msgs.size() == 3) {
+    std::string want = "S" + std::string(out.name) + '\0';
+    if (msgs[1].first != fe::kDescribe || msgs[1].second != want) return std::nullopt;
+    out.describe = true;
+  }
+  return out;
+}
+}  // namespace
+
+struct ClientSession::Coordinated {
+  std::vector<ShardLeg> legs;   // legs[0]: the shard the transaction began on
+  char status = 'T';            // as the client's next ReadyForQuery says: 'T', or 'E' after an error
+  std::string begin = "BEGIN";  // what opens the transaction on a shard it reaches later
+  ShardLeg* leg_of(int shard) {
+    for (auto& l : legs)
+      if (l.shard == shard) return &l;
+    return nullptr;
+  }
+};
+
+ClientSession::CoordinatedPtr::~CoordinatedPtr() { delete p; }
+void ClientSession::CoordinatedPtr::reset(Coordinated* next) {
+  delete p;
+  p = next;
+}
+
+bool ClientSession::coordination_wanted(const char* d, size_t n) {
+  if (!txn_mode_ || pinned_ || !tracker_ || !shard_map() || client_tx_status_ != 'T' || !attached_.server ||
+      tx_begin_only_ || !writes_across_allowed() || n < 5)
+    return false;
+  char type = d[0];
+  if (type != fe::kQuery && type != fe::kParse && type != fe::kBind) return false;
+  uint32_t len = p::read_be32(d + 1);
+  if (len < 4 || n - 1 < len) return false;
+  std::string_view body(d + 5, len - 4);
+  std::string_view text;
+  if (type == fe::kParse) {  // a Parse decides nothing; its Bind (in the same batch) does
+    auto req = scatter_request(d, n);
+    if (!req || !req->extended) return false;
+    Need need = shard_need(fe::kBind, req->bind_body, req->sql);
+    return need.kind == Need::Kind::one && need.shard != shard_;
+  }
+  Need need = shard_need(type, body, text);
+  return need.kind == Need::Kind::one && need.shard != shard_;
+}
+
+awaitable<bool> ClientSession::take_server_for_coordination() {
+  if (!server_quiet() || attached_.state != ServerState::in_step || !attached_.server->buffer.empty() ||
+      !startup_reset_.idle())
+    co_return false;
+  coordinating_ = true;
+  moving_shard_ = true;
+  co_await ask_give_back();
+  moving_shard_ = false;
+  coordinating_ = false;
+  co_return !attached_.server && coord_.get() && !coord_.get()->legs.empty();
+}
+
+void ClientSession::keep_server_for_coordination() {
+  ShardLeg leg;
+  leg.shard = shard_;
+  leg.pool = attached_.pool;
+  leg.server = std::move(attached_.server);
+  leg.ready = leg.done = true;
+  if (tracker_) tracker_->server_released();
+  coord_.reset(new Coordinated);
+  coord_.get()->legs.push_back(std::move(leg));
+  if (!tx_begin_sql_.empty()) coord_.get()->begin = tx_begin_sql_;
+  w_.stats().shard_transactions_across_total.fetch_add(1, std::memory_order_relaxed);
+  log::debug("transaction continues across shards", {{"session", id_}, {"from", uint64_t(shard_)}});
+}
+
+// The leg of `shard`, opened (and its transaction begun) on first use; nullptr with `error` set when it
+// cannot be.
+awaitable<ShardLeg*> ClientSession::coordinated_leg(int shard, std::string& error) {
+  auto& c = *coord_.get();
+  if (ShardLeg* leg = c.leg_of(shard)) co_return leg;
+  std::vector<ShardLeg> opened;
+  std::string why;
+  std::vector<int> shards(1, shard);
+  bool ok = co_await open_legs(opened, shards, 0, true, why);
+  if (!ok) {
+    release_legs(opened, false);
+    error = error_body(p::sqlstate::connection_failure, why);
+    co_return nullptr;
+  }
+  QueryAnswer a;
+  std::string begin = c.begin;
+  co_await run_on_leg(opened[0], begin, a);
+  if (!a.ok()) {
+    release_legs(opened, false);
+    error = a.error;
+    co_return nullptr;
+  }
+  c.legs.push_back(std::move(opened[0]));
+  co_return &c.legs.back();
+}
+
+// Runs the request on `leg` and relays its answer: the messages the client's request asked for (the leg
+// always gets an unnamed Parse and a Describe of the portal), up to the leg's ReadyForQuery.
+awaitable<bool> ClientSession::relay_on_leg(ShardLeg& leg, const ScatterRequest& req) {
+  std::string bytes = leg_request(req, req.sql, true, true);
+  bool sent = co_await leg.send(std::move(bytes));
+  std::string out;
+  net::error_code ec;
+  char type = 0;
+  std::string body;
+  bool bound = false;
+  while (sent && !leg.ready) {
+    bool read = co_await leg.read(type, body);
+    if (!read) break;
+    if (type == be::kReadyForQuery) break;
+    bool forward = true;
+    if (req.extended) {
+      if (type == be::kParseComplete) forward = req.parses;
+      if (type == be::kBindComplete) bound = true;
+      if ((type == be::kRowDescription || type == be::kNoData) && bound) forward = req.describe_portal;
+    }
+    if (forward) append_message(out, type, body);
+    if (out.size() >= kRelayChunk) {
+      co_await client_write_any(out, ec);
+      if (ec) co_return false;
+      out.clear();
+    }
+  }
+  if (leg.broken) {
+    append_message(out, be::kErrorResponse, leg.error);
+    coord_.get()->status = 'E';
+  } else if (leg.server->tx_status == 'E' || !leg.error.empty()) {
+    coord_.get()->status = 'E';
+  }
+  leg.error.clear();
+  if (req.parses && !req.statement.empty() && leg.parsed)
+    tracker_->define_statement(std::string(req.statement), req.sql, req.parameter_types);
+  p::append_ready_for_query(out, coord_.get()->status);
+  co_await client_write_any(out, ec);
+  co_return !ec;
+}
+
+// An answer of pgrouter's own: an error (the transaction is then aborted) or a command tag, then
+// ReadyForQuery.
+awaitable<bool> ClientSession::coordinated_reply(std::string error, std::string tag, char status) {
+  std::string out;
+  if (!error.empty()) append_message(out, be::kErrorResponse, error);
+  if (!tag.empty()) p::append_command_complete(out, tag);
+  p::append_ready_for_query(out, status);
+  net::error_code ec;
+  co_await client_write_any(out, ec);
+  co_return !ec;
+}
+
+// COMMIT (or ROLLBACK, or COMMIT of an aborted transaction, which rolls back): every leg's part ended.
+awaitable<bool> ClientSession::end_coordinated(bool commit) {
+  auto& c = *coord_.get();
+  commit = commit && c.status == 'T';
+  ScatterRequest none;
+  Need need;
+  WriteRun run(none, need);
+  run.legs = std::move(c.legs);
+  if (commit) {
+    co_await prepare_and_commit(run);
+  } else {
+    std::vector<ShardLeg*> alive;
+    for (auto& leg : run.legs)
+      if (!leg.broken) alive.push_back(&leg);
+    std::vector<QueryAnswer> ignored;
+    std::string rollback = "ROLLBACK";
+    co_await run_on_legs(alive, rollback, ignored);
+  }
+  release_legs(run.legs, false);
+  coord_.reset();
+  client_tx_status_ = 'I';
+  write_done_at_ = routing::steady_ms();  // read-your-writes: as after any write on the primaries
+  required_lsn_ = 0;
+  tx_wrote_ = false;
+  std::string tag;
+  if (run.error.empty()) tag = commit ? "COMMIT" : "ROLLBACK";
+  bool ok = co_await coordinated_reply(std::move(run.error), std::move(tag), 'I');
+  co_return ok;
+}
+
+// Whether the coordinated transaction can take the request (its statement's text filled in for a named
+// one): the error to answer it with, else empty; `ends` for COMMIT/ROLLBACK (`commit` which), else the shard
+// it runs on.
+std::string ClientSession::coordinated_check(std::optional<ScatterRequest>& req, bool& ends, bool& commit,
+                                             int& shard) {
+  auto& c = *coord_.get();
+  if (req && req->extended && !req->parses) {
+    auto known = tracker_->statement_parse(std::string(req->statement));
+    if (!known)
+      return error_body("26000", "prepared statement \"" + std::string(req->statement) + "\" does not exist");
+    std::tie(req->sql, req->parameter_types) = *known;
+  }
+  if (!req || w_.classifier().get(req->sql).statements != 1 || req->max_rows != 0)
+    return error_body(
+        p::sqlstate::feature_not_supported,
+        "pgrouter: inside a transaction across shards, each request must be one statement (a simple "
+        "Query, or Parse/Bind/Execute/Sync of the unnamed portal, without a row limit)",
+        "Send the statements one by one, or keep the transaction on one shard key.");
+  const auto& cls = w_.classifier().get(req->sql);
+  if (cls.cls == sql::StatementClass::transaction_end) {
+    std::string word = first_word(req->sql);
+    if (mentions_chain(req->sql) || word == "PREPARE")
+      return error_body(p::sqlstate::feature_not_supported,
+                        "pgrouter: " + word + " of a transaction across shards is not supported",
+                        "End it with COMMIT or ROLLBACK.");
+    ends = true;
+    commit = word == "COMMIT" || word == "END";
+    return {};
+  }
+  if (c.status == 'E')
+    return error_body(kInFailedTransaction,
+                      "current transaction is aborted, commands ignored until end of transaction block");
+  if (cls.cls == sql::StatementClass::transaction_savepoint || cls.cls == sql::StatementClass::set_session)
+    return error_body(p::sqlstate::feature_not_supported,
+                      "pgrouter: savepoints and SET inside a transaction across shards are not supported",
+                      "Set it before the transaction, or keep the transaction on one shard key.");
+  std::string query;
+  if (!req->extended) query = std::string(req->sql) + '\0';
+  Need need =
+      req->extended ? shard_need(fe::kBind, req->bind_body, req->sql) : shard_need(fe::kQuery, query, {});
+  shard = need.kind == Need::Kind::one ? need.shard : c.legs[0].shard;
+  if (need.kind == Need::Kind::one || need.kind == Need::Kind::any) return {};
+  if (need.kind == Need::Kind::refuse)
+    return error_body(p::sqlstate::feature_not_supported, need.message, need.hint);
+  return error_body(p::sqlstate::feature_not_supported, need.message + ", inside a transaction across shards",
+                    "Name one shard key per statement inside the transaction.");
+}
+
+// One request of the coordinated transaction, at the start of client_buf_ (`length` bytes).
+awaitable<bool> ClientSession::coordinated_request(size_t length) {
+  if (auto prepare = prepare_only(client_buf_.data(), length)) {
+    bool ok = co_await coordinated_prepare(*prepare);
+    co_return ok;
+  }
+  auto req = scatter_request(client_buf_.data(), length);
+  bool ends = false, commit = false;
+  int shard = 0;
+  std::string error = coordinated_check(req, ends, commit, shard);
+  if (error.empty() && ends) {
+    bool ok = co_await end_coordinated(commit);
+    co_return ok;
+  }
+  ShardLeg* leg = nullptr;
+  if (error.empty()) leg = co_await coordinated_leg(shard, error);
+  if (!leg) {
+    if (coord_.get()->status == 'T' && p::error_sqlstate(error) != kInFailedTransaction)
+      coord_.get()->status = 'E';
+    std::string no_tag;
+    char status = coord_.get()->status;
+    bool ok = co_await coordinated_reply(std::move(error), std::move(no_tag), status);
+    co_return ok;
+  }
+  bool ok = co_await relay_on_leg(*leg, *req);
+  co_return ok;
+}
+
+// A statement prepared inside the coordinated transaction: parsed (and described) on the first shard's server
+// as its unnamed statement, and known to the client's tracker from then on, to be run wherever it is bound.
+awaitable<bool> ClientSession::coordinated_prepare(const PrepareOnly& prepare) {
+  auto& c = *coord_.get();
+  std::string name(prepare.name), error;
+  if (c.status == 'E')
+    error = error_body(kInFailedTransaction,
+                       "current transaction is aborted, commands ignored until end of transaction block");
+  else if (!name.empty() && tracker_->statement_query(name))
+    error = error_body("42P05", "prepared statement \"" + name + "\" already exists");
+  if (!error.empty()) {
+    c.status = 'E';
+    std::string no_tag;
+    bool ok = co_await coordinated_reply(std::move(error), std::move(no_tag), 'E');
+    co_return ok;
+  }
+  ShardLeg& leg = c.legs[0];
+  std::string bytes;
+  p::append_parse(bytes, "", prepare.sql, prepare.types);
+  if (prepare.describe) p::append_describe(bytes, 'S', "");
+  p::append_sync(bytes);
+  bool sent = co_await leg.send(std::move(bytes));
+  std::string out;
+  char type = 0;
+  std::string body;
+  while (sent && !leg.ready) {
+    bool read = co_await leg.read(type, body);
+    if (!read || type == be::kReadyForQuery) break;
+    append_message(out, type, body);
+  }
+  if (leg.broken) append_message(out, be::kErrorResponse, leg.error);
+  if (leg.broken || !leg.error.empty() || leg.server->tx_status == 'E') c.status = 'E';
+  leg.error.clear();
+  if (leg.parsed && !name.empty()) tracker_->define_statement(name, prepare.sql, prepare.types);
+  p::append_ready_for_query(out, c.status);
+  net::error_code ec;
+  co_await client_write_any(out, ec);
+  co_return !ec;
+}
+
+awaitable<bool> ClientSession::coordinate_transaction() {
+  size_t max = config_->listen.max_message_size;
+  while (coord_.get()) {
+    size_t length = request_extent(client_buf_.data(), client_buf_.size());
+    if (length == 0) {
+      int64_t got = co_await client_message(max);  // reads until at least one whole message is here
+      if (got <= 0) break;
+      if (request_extent(client_buf_.data(), client_buf_.size()) == 0) {
+        // More messages of the batch: read on (client_message returns at once while one is whole).
+        client_buf_.prepare_read();
+        net::error_code ec;
+        size_t n = 0;
+        if (tls_)
+          n = co_await tls_->async_read_some(asio::buffer(client_buf_.write_ptr(), client_buf_.write_space()),
+                                             asio::redirect_error(use_awaitable, ec));
+        else
+          n = co_await client_ready_.read_some(client_buf_.write_ptr(), client_buf_.write_space(), ec);
+        if (ec) break;
+        client_buf_.commit(n);
+      }
+      continue;
+    }
+    if (client_buf_.data()[0] == fe::kTerminate) break;
+    bool alive = co_await coordinated_request(length);
+    client_buf_.consume(length);
+    last_activity_ = net::BatchClock::now();
+    if (!alive) break;
+  }
+  if (!coord_.get()) co_return true;
+  release_legs(coord_.get()->legs, true);  // the client is gone: each part rolls back as its server closes
+  coord_.reset();
+  co_return false;
+}
+
+}  // namespace pgrouter::session
