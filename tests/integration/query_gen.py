@@ -396,6 +396,9 @@ class Generator:
                 if covered == {k for k, _ in keys}:
                     ordered = True
                     sql += self._limit(rng, b)
+        if "ORDER BY" not in sql and rng.random() < 0.15:  # (with DISTINCT, ORDER BY must be in the select list)
+            sql = "SELECT DISTINCT " + sql[len("SELECT "):]
+            b.tag("DISTINCT")
         return Query(sql, tuple(b.params), ordered, single, b.refusable, b.tags)
 
     def _distinct(self, rng):
