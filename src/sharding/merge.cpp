@@ -400,7 +400,9 @@ void ScatterMerge::read_descriptions(const std::vector<std::string_view>& descri
       c.type = value_type(c.type_oid);
       // Table OIDs and attribute numbers differ between shards; the rest must not.
       c.signature = c.name + '\0' + std::string(body.substr(pos + 6, 12));
-      if (protocol::read_be16(body.data() + pos + 16) != 0) return fail("binary-format results");
+      // Binary values pass through a merge that compares and combines nothing; others read text.
+      bool compares = plan_.aggregate || !plan_.order_by.empty() || plan_.distinct || plan_.hidden;
+      if (compares && protocol::read_be16(body.data() + pos + 16) != 0) return fail("binary-format results");
       cols.push_back(std::move(c));
       pos += 18;
     }

@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "pgrouter/sql/builtin_functions.hpp"
+#include "pgrouter/util/strings.hpp"
 #include "sql/json_tree.hpp"
 
 namespace pgrouter::sharding {
@@ -25,6 +26,11 @@ struct Refusal {
   std::string what;
 };
 [[noreturn]] void refuse(std::string what) { throw Refusal{std::move(what)}; }
+
+// Thrown for a statement PostgreSQL rejects whatever the rows (an ORDER BY or GROUP BY position out of the
+// select list, a negative LIMIT or OFFSET): the shards get it unchanged, so the client gets PostgreSQL's own
+// error.
+struct Rejected {};
 
 // A token of the statement text: enough of PostgreSQL's lexer to skip strings, quoted identifiers and
 // comments, and to know the parenthesis depth.
@@ -136,8 +142,36 @@ const JsonValue* field(const JsonTree& tree, const JsonValue* body, std::string_
   return body ? tree.member(*body, key) : nullptr;
 }
 
-// The node written without its locations: two expressions are "the same" when these strings are.
-void canon(const JsonTree& tree, const JsonValue& v, std::string& out) {
+// libpg_query's JSON leaves an Integer's value out when it is not positive ({"ival": {}} for 0 and for -5),
+// so such a constant (an A_Const's body) is read from the statement text at its location: digits, or a minus
+// sign (spaces and comments may follow it) and digits. A text that is neither is refused rather than guessed.
+int64_t unstated_integer(const JsonTree& tree, const JsonValue& body, std::string_view sql) {
+  const JsonValue* loc = tree.member(body, "location");
+  size_t at = 0;
+  if (!loc || std::from_chars(loc->text.data(), loc->text.data() + loc->text.size(), at).ec != std::errc{} ||
+      at >= sql.size())
+    refuse("a statement pgrouter could not rewrite");
+  bool negative = sql[at] == '-';
+  if (negative) {
+    ++at;
+    for (size_t next = at;; at = next) {
+      while (at < sql.size() && std::isspace(static_cast<unsigned char>(sql[at]))) ++at;
+      next = util::sql_comment_end(sql, at);
+      if (next == at) break;
+    }
+  }
+  size_t digits = at;
+  while (at < sql.size() && std::isdigit(static_cast<unsigned char>(sql[at]))) ++at;
+  int64_t v = 0;
+  if (at == digits || (at < sql.size() && (util::sql_ident_char(sql[at]) || sql[at] == '.')) ||
+      std::from_chars(sql.data() + digits, sql.data() + at, v).ec != std::errc{})
+    refuse("a statement pgrouter could not rewrite");
+  return negative ? -v : v;
+}
+
+// The node written without its locations: two expressions are "the same" when these strings are. `sql` is the
+// text the tree was parsed from (for the integers the tree leaves out).
+void canon(const JsonTree& tree, const JsonValue& v, std::string_view sql, std::string& out) {
   switch (v.kind) {
     case JsonValue::Kind::object:
     case JsonValue::Kind::array:
@@ -145,7 +179,10 @@ void canon(const JsonTree& tree, const JsonValue& v, std::string& out) {
       for (const JsonValue* c = tree.first(v); c; c = tree.next(*c)) {
         if (c->key == "location") continue;
         out.append(c->key).push_back(':');
-        canon(tree, *c, out);
+        if (c->key == "ival" && c->kind == JsonValue::Kind::object && !tree.first(*c))
+          out += std::to_string(unstated_integer(tree, v, sql));
+        else
+          canon(tree, *c, sql, out);
         out += ',';
       }
       out += '}';
@@ -157,9 +194,9 @@ void canon(const JsonTree& tree, const JsonValue& v, std::string& out) {
       out.append(v.kind == JsonValue::Kind::boolean ? (v.boolean ? "t" : "f") : v.text);
   }
 }
-std::string canon(const JsonTree& tree, const JsonValue& v) {
+std::string canon(const JsonTree& tree, const JsonValue& v, std::string_view sql) {
   std::string out;
-  canon(tree, v, out);
+  canon(tree, v, sql, out);
   return out;
 }
 
@@ -168,14 +205,20 @@ int location_of(const JsonTree& tree, const JsonValue& node) {
   return loc ? std::atoi(std::string(loc->text).c_str()) : -1;
 }
 
+// An A_Const holding an Integer (not a Float, not a string): what GROUP BY and ORDER BY read as a position.
+bool integer_const(const JsonTree& tree, const JsonValue& node) {
+  return type_of(tree, node) == "A_Const" && field(tree, body_of(tree, node), "ival");
+}
+
 // The integer of an A_Const node, or nullopt for another node or another constant.
-std::optional<int64_t> int_const(const JsonTree& tree, const JsonValue& node) {
+std::optional<int64_t> int_const(const JsonTree& tree, const JsonValue& node, std::string_view sql) {
   if (type_of(tree, node) != "A_Const") return std::nullopt;
   const JsonValue* body = body_of(tree, node);
   std::string_view text;
   if (const JsonValue* iv = field(tree, body, "ival")) {
     const JsonValue* n = tree.member(*iv, "ival");
-    text = n ? n->text : "0";  // libpg_query leaves out a zero
+    if (!n) return unstated_integer(tree, *body, sql);
+    text = n->text;
   } else if (const JsonValue* fv = field(tree, body, "fval")) {
     const JsonValue* n = tree.member(*fv, "fval");
     text = n ? n->text : "";
@@ -446,7 +489,7 @@ class Planner {
         continue;
       }
       const JsonValue* args = field(tree_, body_of(tree_, *t.val), "args");
-      std::string c = args ? canon(tree_, *args) : std::string();
+      std::string c = args ? canon(tree_, *args, text_) : std::string();
       out.push_back({t.hidden_alias, c, "sum"});
       out.push_back({t.hidden_alias + "_count", c, "count"});
     }
@@ -481,7 +524,7 @@ class Planner {
       t.val = field(tree_, body, "val");
       if (const JsonValue* n = field(tree_, body, "name")) t.alias = n->text;
       if (!t.val) refuse("an empty select item");
-      t.canon = canon(tree_, *t.val);
+      t.canon = canon(tree_, *t.val, text_);
       std::string_view type = type_of(tree_, *t.val);
       const JsonValue* vb = body_of(tree_, *t.val);
       if (type == "ColumnRef") {
@@ -503,10 +546,12 @@ class Planner {
     if (plan_.star && plan_.aggregate) refuse("* with aggregates");
   }
 
-  // A GROUP BY/ORDER BY item naming a select item: by position, by alias or by the same expression.
+  // A GROUP BY/ORDER BY item naming a select item: by position, by alias or by the same expression. An
+  // integer that is no position of the select list is PostgreSQL's error on every server.
   std::optional<size_t> find_target(const JsonValue& node, bool by_alias) {
-    if (auto pos = int_const(tree_, node)) {
+    if (auto pos = int_const(tree_, node, text_)) {
       if (*pos >= 1 && size_t(*pos) <= targets_.size()) return size_t(*pos - 1);
+      if (integer_const(tree_, node)) throw Rejected{};
       refuse("a position that is not in the select list");
       return std::nullopt;  // (refuse() returns: no index past the items may come out of here)
     }
@@ -516,7 +561,12 @@ class Planner {
         for (size_t i = 0; i < targets_.size(); ++i)
           if (targets_[i].alias == name) return i;
     }
-    std::string c = canon(tree_, node);
+    return find_expression(node);
+  }
+
+  // The select item that is the same expression as `node`.
+  std::optional<size_t> find_expression(const JsonValue& node) const {
+    std::string c = canon(tree_, node, text_);
     for (size_t i = 0; i < targets_.size(); ++i)
       if (targets_[i].canon == c) return i;
     return std::nullopt;
@@ -534,12 +584,12 @@ class Planner {
       auto i = find_target(*g, false);
       if (!i) {  // the shards' groups can only be matched on their keys: the key becomes a hidden column
         check_expression(tree_, *g);
-        if (!find_hidden(canon(tree_, *g))) add_hidden(*g, items, n, "pgr_group_").group_key = true;
+        if (!find_hidden(canon(tree_, *g, text_))) add_hidden(*g, items, n, "pgr_group_").group_key = true;
         continue;
       }
       if (targets_[*i].aggregate) refuse("GROUP BY an aggregate");
       targets_[*i].group_key = true;
-      if (int_const(tree_, *g)) group_positions_.push_back({location_of(tree_, *g), *i});
+      if (int_const(tree_, *g, text_)) group_positions_.push_back({location_of(tree_, *g), *i});
     }
   }
 
@@ -549,9 +599,9 @@ class Planner {
     std::string_view type = type_of(tree_, *node);
     if (type == "ParamRef") refuse("LIMIT/OFFSET parameters");
     if (type == "A_Const" && field(tree_, body_of(tree_, *node), "isnull")) return std::nullopt;
-    auto v = int_const(tree_, *node);
+    auto v = int_const(tree_, *node, text_);
     if (!v) refuse("LIMIT/OFFSET that is not a constant or parameter");
-    if (*v < 0) refuse("a negative LIMIT/OFFSET");
+    if (*v < 0) throw Rejected{};  // PostgreSQL's 2201W/2201X
     limit_locations_.push_back(location_of(tree_, *node));
     return v;
   }
@@ -610,7 +660,7 @@ class Planner {
                                       [&](const Target& h) { return h.hidden_alias.starts_with(prefix); });
     Target& t = hidden_.emplace_back();
     t.val = &node;
-    t.canon = canon(tree_, node);
+    t.canon = canon(tree_, node, text_);
     t.text = items[n];
     t.location = location_of(tree_, node);
     t.hidden_alias = std::string(prefix) + std::to_string(number);
@@ -645,11 +695,12 @@ class Planner {
     auto [schema, op] = last_name(tree_, field(tree_, body, "name"));
     if (!schema.empty() || (op != "<" && op != "<=" && op != "=" && op != "<>" && op != ">" && op != ">="))
       refuse(why);
-    auto i = find_target(*lexpr, false);
+    // (A constant on the left is a value, not a position as in GROUP BY: it is no select item.)
+    auto i = find_expression(*lexpr);
     if (!i || type_of(tree_, *rexpr) != "A_Const") refuse(why);
     HavingTerm term{*i, std::string(op), {}, false};
     const JsonValue* cbody = body_of(tree_, *rexpr);
-    if (auto n = int_const(tree_, *rexpr)) {
+    if (auto n = int_const(tree_, *rexpr, text_)) {
       term.constant = std::to_string(*n);
     } else if (const JsonValue* fv = field(tree_, cbody, "fval")) {
       const JsonValue* text = tree_.member(*fv, "fval");
@@ -702,8 +753,9 @@ class Planner {
   std::optional<size_t> sort_target(const JsonValue& node, bool bare) {
     auto name = bare ? bare_name(tree_, node) : std::nullopt;
     if (plan_.star) {
-      auto pos = int_const(tree_, node);
+      auto pos = int_const(tree_, node, text_);
       if (pos && *pos < 1) {
+        if (integer_const(tree_, node)) throw Rejected{};
         refuse("a position that is not in the select list");
         return std::nullopt;
       }
@@ -711,7 +763,7 @@ class Planner {
       if (name && target_named(*name)) refuse("ORDER BY a select item's name with * in the select list");
       return std::nullopt;
     }
-    if (int_const(tree_, node)) return find_target(node, false);
+    if (int_const(tree_, node, text_)) return find_target(node, false);
     if (name)
       if (auto i = target_named(*name)) return i;
     return find_target(node, false);
@@ -740,8 +792,8 @@ class Planner {
   // have no single value per group.
   size_t hidden_sort_key(const JsonValue& node, const JsonValue& full, const std::vector<std::string>& items,
                          size_t n) {
-    if (auto h = find_hidden(canon(tree_, node))) return *h;
-    if (auto h = find_hidden(canon(tree_, full))) return *h;
+    if (auto h = find_hidden(canon(tree_, node, text_))) return *h;
+    if (auto h = find_hidden(canon(tree_, full, text_))) return *h;
     if (plan_.distinct) refuse("ORDER BY an expression not in the select list with DISTINCT");
     std::string_view type = type_of(tree_, full);
     Target probe;
@@ -901,7 +953,7 @@ std::string Planner::rewrite() {
   size_t tail = text_.size();
   bool cut = plan_.aggregate ? field(tree_, sel_, "sortClause") || field(tree_, sel_, "limitCount") ||
                                    field(tree_, sel_, "limitOffset") || field(tree_, sel_, "havingClause")
-                             : plan_.limit || plan_.offset;
+                             : plan_.limit || plan_.offset || field(tree_, sel_, "limitOffset");
   if (cut) {
     tail = tail_start();
     for (int loc : limit_locations_)
@@ -949,13 +1001,13 @@ struct Parsed {
   bool ok = true;
 };
 
-std::string clause(const JsonTree& tree, const JsonValue* sel, std::string_view key) {
+std::string clause(const JsonTree& tree, const JsonValue* sel, std::string_view key, std::string_view sql) {
   const JsonValue* v = field(tree, sel, key);
-  return v ? canon(tree, *v) : std::string();
+  return v ? canon(tree, *v, sql) : std::string();
 }
 
 // The shard text's last select items are the hidden columns the plan expects.
-bool hidden_items_match(const JsonTree& tree, const JsonValue* sel,
+bool hidden_items_match(const JsonTree& tree, const JsonValue* sel, std::string_view sql,
                         const std::vector<Planner::HiddenCheck>& checks) {
   std::vector<const JsonValue*> items;
   const JsonValue* list = field(tree, sel, "targetList");
@@ -968,13 +1020,14 @@ bool hidden_items_match(const JsonTree& tree, const JsonValue* sel,
     const Planner::HiddenCheck& c = checks[k];
     if (!name || name->text != c.alias || !val) return false;
     if (c.function.empty()) {
-      if (canon(tree, *val) != c.canon) return false;
+      if (canon(tree, *val, sql) != c.canon) return false;
       continue;
     }
     const JsonValue* fc = body_of(tree, *val);
     const JsonValue* args = type_of(tree, *val) == "FuncCall" ? field(tree, fc, "args") : nullptr;
     auto [schema, function] = last_name(tree, field(tree, fc, "funcname"));
-    if (!args || !schema.empty() || function != c.function || canon(tree, *args) != c.canon) return false;
+    if (!args || !schema.empty() || function != c.function || canon(tree, *args, sql) != c.canon)
+      return false;
   }
   return true;
 }
@@ -982,14 +1035,15 @@ bool hidden_items_match(const JsonTree& tree, const JsonValue* sel,
 // The shard text says what the plan means: the same FROM, WHERE and DISTINCT (and ORDER BY when the shards
 // sort), and the select list, GROUP BY and LIMIT the plan expects.
 bool verify(const ScatterPlan& plan, const std::vector<Planner::HiddenCheck>& hidden,
-            const JsonTree& original, const JsonValue* original_sel) {
+            const JsonTree& original, const JsonValue* original_sel, std::string_view original_sql) {
   Parsed p(plan.shard_sql);
   const JsonValue* sel = p.ok ? only_select(p.tree) : nullptr;
   if (!sel || field(p.tree, sel, "limitOffset") || field(p.tree, sel, "havingClause")) return false;
-  if (!hidden_items_match(p.tree, sel, hidden)) return false;
+  if (!hidden_items_match(p.tree, sel, plan.shard_sql, hidden)) return false;
   for (std::string_view key : {"fromClause", "whereClause", "distinctClause", "sortClause"}) {
     if (key == "sortClause" && plan.aggregate) continue;
-    if (clause(p.tree, sel, key) != clause(original, original_sel, key)) return false;
+    if (clause(p.tree, sel, key, plan.shard_sql) != clause(original, original_sel, key, original_sql))
+      return false;
   }
   size_t sort_keys = list_size(original, original_sel, "sortClause");
   size_t group_keys = list_size(original, original_sel, "groupClause");
@@ -997,7 +1051,7 @@ bool verify(const ScatterPlan& plan, const std::vector<Planner::HiddenCheck>& hi
   if (list_size(p.tree, sel, "groupClause") != group_keys) return false;
   if (list_size(p.tree, sel, "sortClause") != (plan.aggregate ? 0 : sort_keys)) return false;
   const JsonValue* count = field(p.tree, sel, "limitCount");
-  std::optional<int64_t> limit = count ? int_const(p.tree, *count) : std::nullopt;
+  std::optional<int64_t> limit = count ? int_const(p.tree, *count, plan.shard_sql) : std::nullopt;
   if (count && !limit && !field(p.tree, body_of(p.tree, *count), "isnull")) return false;
   if (plan.aggregate) return !count;
   if (!plan.limit) return !limit;
@@ -1015,7 +1069,12 @@ ScatterPlan plan_scatter(std::string_view select_sql) {
     if (!sel) refuse("anything but one SELECT");
     Planner planner(p.tree, sel, select_sql);
     plan = planner.run();
-    if (!verify(plan, planner.hidden_checks(), p.tree, sel)) refuse("a statement pgrouter could not rewrite");
+    if (!verify(plan, planner.hidden_checks(), p.tree, sel, select_sql))
+      refuse("a statement pgrouter could not rewrite");
+  } catch (const Rejected&) {
+    plan = ScatterPlan{};
+    plan.shard_sql = std::string(select_sql);
+    plan.star = true;  // columns as the shards describe them, rows passed through: there will be none
   } catch (const Refusal& r) {
     plan = ScatterPlan{};
     plan.refused = true;

@@ -92,6 +92,11 @@ STATEMENTS = [
     (f"SELECT count(*), sum(n) FROM {TABLE} GROUP BY plan", False),
     (f"SELECT plan FROM {TABLE} GROUP BY plan ORDER BY count(*) DESC, plan", True),
     (f"SELECT tenant_id FROM {TABLE} GROUP BY tenant_id ORDER BY avg(n), tenant_id LIMIT 4", True),
+    # Found by test_shard_differential.py: OFFSET 0, and constants libpg_query's JSON leaves out (0, negatives).
+    (f"SELECT id, n FROM {TABLE} ORDER BY n, id OFFSET 0", True),
+    (f"SELECT count(*) FROM {TABLE} WHERE false HAVING count(*) > -1", True),
+    (f"SELECT plan, min(x) FROM {TABLE} GROUP BY plan HAVING min(x) > -10 ORDER BY plan", True),
+    (f"SELECT n * -1 AS m FROM {TABLE} ORDER BY n * 0, id LIMIT 5", True),
 ]
 
 
@@ -139,7 +144,9 @@ def test_what_cannot_be_merged_exactly_is_refused(cluster, pgrouter, data):
         for sql, construct in [(f"SELECT id, row_number() OVER () FROM {TABLE}", "window"),
                                (f"SELECT DISTINCT ON (plan) plan, id FROM {TABLE}", "DISTINCT ON"),
                                (f"SELECT string_agg(v, ',') FROM {TABLE}", "string_agg"),
-                               (f"SELECT count(DISTINCT v) FROM {TABLE}", "DISTINCT")]:
+                               (f"SELECT count(DISTINCT v) FROM {TABLE}", "DISTINCT"),
+                               # A constant, not the first select item: it was taken for count(*) > 50.
+                               (f"SELECT count(*) FROM {TABLE} GROUP BY plan HAVING 1 > 50", "HAVING")]:
             code, msg = sqlstate_of(c, sql)
             assert code == "0A000", (sql, code, msg)
             assert construct.lower() in msg.lower(), (sql, msg)
@@ -164,8 +171,37 @@ def test_a_shard_error_reaches_the_client_and_the_servers_stay_usable(cluster, p
         assert code == "22012", (code, msg)
         code, msg = sqlstate_of(c, f"SELECT no_such_column FROM {TABLE}")
         assert code == "42703", (code, msg)
+        # Statements PostgreSQL rejects whatever the rows get its own SQLSTATE, as from one server.
+        for sql, want in [(f"SELECT id FROM {TABLE} ORDER BY 9", "42P10"),
+                          (f"SELECT plan, count(*) FROM {TABLE} GROUP BY 3", "42P10"),
+                          (f"SELECT id FROM {TABLE} ORDER BY id LIMIT -1", "2201W"),
+                          (f"SELECT count(*) FROM {TABLE} OFFSET -2", "2201X")]:
+            code, msg = sqlstate_of(c, sql)
+            assert code == want, (sql, code, msg)
         for _ in range(5):  # the shards' servers went back clean: nothing left in them
             assert c.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0] == len(data)
+
+
+def test_binary_results_pass_through_a_merge_that_compares_nothing(cluster, pgrouter, data):
+    router = pgrouter(config(cluster))
+    load_through(cluster, router, data)
+    sql = f"SELECT id, n, x, v FROM {TABLE} WHERE n > %s"
+    with router.connect() as routed, cluster.connect("shard0") as direct:
+        want = sorted(direct.cursor(binary=True).execute(sql, (3,)).fetchall(), key=repr)
+        cur = routed.cursor(binary=True)
+        assert sorted(cur.execute(sql, (3,)).fetchall(), key=repr) == want
+        assert cur.pgresult.fformat(0) == 1
+        assert len(cur.execute(sql + " LIMIT 4", (3,)).fetchall()) == 4
+        code, msg = sqlstate_of_cursor(cur, sql + " ORDER BY id", (3,))
+        assert code == "0A000" and "text format" in msg, (code, msg)
+
+
+def sqlstate_of_cursor(cur, sql, params):
+    try:
+        cur.execute(sql, params)
+    except psycopg.Error as e:
+        return e.sqlstate, str(e)
+    return None, None
 
 
 def test_prepared_statements_scatter_on_every_run(cluster, pgrouter, data):

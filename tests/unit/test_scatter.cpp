@@ -182,6 +182,8 @@ TEST_CASE("scatter plan: LIMIT/OFFSET become LIMIT n+m on the shards") {
         "select a from t LIMIT 3");
   CHECK(plan_scatter("select a from t limit all").shard_sql == "select a from t limit all");
   CHECK(plan_scatter("select a from t limit 0").limit == 0);
+  CHECK(plan_scatter("select a from t order by a offset 0").shard_sql == "select a from t order by a");
+  CHECK(plan_scatter("select a from t limit all offset null").shard_sql == "select a from t");
   // Words that only look like the clause are left alone.
   CHECK(plan_scatter("select a as limit from t where b = 'limit 3' limit 1").shard_sql ==
         "select a as limit from t where b = 'limit 3' LIMIT 1");
@@ -221,9 +223,35 @@ TEST_CASE("scatter plan: ORDER BY keys by position, alias or expression; NULLS d
   CHECK(c.shard_sql == "select name from t order by name collate \"C\"");
   CHECK(plan_scatter("select * from t order by 2 desc").order_by[0].column == 1);
   CHECK(plan_scatter("select * from t order by 2 desc").star);
-  CHECK(refusal("select a from t order by 2") == "a position that is not in the select list");
-  CHECK(refusal("select a, count(*) from t group by 3") == "a position that is not in the select list");
-  CHECK(refusal("select * from t order by 0") == "a position that is not in the select list");
+  // A position out of the select list is PostgreSQL's error (42P10): the shards get the statement unchanged
+  // and report it. A number too large for an integer is a constant to PostgreSQL, not a position.
+  for (std::string_view sql : {"select a from t order by 2", "select a, count(*) from t group by 3",
+                               "select * from t order by 0", "select a from t order by -1 limit 1",
+                               "select a from t limit -1", "select count(*) from t offset - 2"}) {
+    auto rejected = plan_scatter(sql);
+    CHECK_MESSAGE((!rejected.refused && rejected.star && rejected.order_by.empty()), sql);
+    CHECK_MESSAGE(rejected.shard_sql == sql, sql);
+  }
+  CHECK(refusal("select a from t order by 99999999999") == "a position that is not in the select list");
+}
+
+TEST_CASE("scatter plan: integers libpg_query leaves out (zero, negatives) are read from the text") {
+  auto h = plan_scatter(
+      "select g, count(*), sum(x) from t group by g having count(*) >= - /* c */ 10 and "
+      "sum(x) <> 0");
+  REQUIRE_MESSAGE(!h.refused, h.refusal);
+  REQUIRE(h.having.size() == 2);
+  CHECK(h.having[0].constant == "-10");
+  CHECK(h.having[1].constant == "0");
+  // Expressions that differ only in such a constant are different sort keys.
+  auto o = plan_scatter("select n * -1 from t order by n * 0, id limit 2");
+  REQUIRE_MESSAGE(!o.refused, o.refusal);
+  REQUIRE(o.order_by.size() == 2);
+  CHECK(o.order_by[0].hidden);
+  CHECK(plan_scatter("select n * -1 from t order by n * -1 limit 2").order_by[0].column == 0);
+  // HAVING's left side is a value, never a position.
+  CHECK(refusal("select count(*) from t group by g having 1 > 50") ==
+        "HAVING across shards (other than a select item compared with a constant)");
 }
 
 TEST_CASE("scatter plan: aggregates, avg split into sum and count, ORDER BY/LIMIT kept for the merge") {
@@ -714,7 +742,10 @@ TEST_CASE("scatter merge: SELECT * takes its columns from the shards; malformed 
   CHECK(bad.done());
   std::string binary = d;
   binary[binary.size() - 1] = 1;  // format code 1
-  CHECK(ScatterMerge(plan_scatter("select a from t"), {binary}).error() == "binary-format results");
+  // Binary values pass through a merge that compares nothing, and are refused where it must compare them.
+  CHECK(ScatterMerge(plan_scatter("select a from t limit 3"), {binary, binary}).error().empty());
+  CHECK(ScatterMerge(plan_scatter("select a from t order by a"), {binary}).error() ==
+        "binary-format results");
   auto dates = run("select d from t order by d", {{"d", 1082}}, {{R({"01/02/2024"})}, {R({"2024-01-03"})}});
   CHECK(dates.error == "a sort key value pgrouter cannot compare (dates must be in DateStyle ISO)");
 }
