@@ -218,3 +218,17 @@ def test_check_config_reports_bad_auth_keys(tmp_path, cluster):
     assert "auth_user 'nobody' is not a user" in out
     assert "cannot read" in out
     assert 'cannot have a dbname' in out
+
+
+def test_md5_hash_cannot_answer_a_scram_server_and_says_so(pgrouter, tmp_path):
+    import hashlib
+    user, password = AQ_SCRAM
+    userlist = tmp_path / "userlist.txt"
+    userlist.write_text(f'"{user}" "md5{hashlib.md5((password + user).encode()).hexdigest()}"\n')
+    router = pgrouter({"users": ONLY_POSTGRES, "auth_sources": {"auth_file": str(userlist)},
+                       "auth": [{"method": "md5", "addresses": ["127.0.0.1/32"]}]})
+    code, text = login_error(router.port, user, password)  # the client's md5 is right; the server wants SCRAM
+    assert code == "28P01", text
+    assert "SCRAM-SHA-256" in text and "an md5 hash, usable for md5 only" in text, text
+    with router.connect(user="postgres") as conn:
+        assert current(conn)[0] == "postgres"
