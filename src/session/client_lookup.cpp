@@ -45,6 +45,22 @@ void ClientSession::use_found_secret(const std::string& secret) {
   user_cfg_ = own_user_.get();
 }
 
+namespace {
+int auth_query_backend(Worker& w, const control::DatabaseConfig& db) {
+  const auto& shard = db.shards.front();
+  if (!shard.auto_roles) return 0;
+  // role: auto: the host the probes found to be the primary; any host can answer a read while none is.
+  std::vector<std::shared_ptr<routing::BackendHealth>> held(shard.backends());
+  std::vector<const routing::BackendHealth*> hosts(shard.backends());
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    held[i] = w.runtime().health.get(shard.backend(i).host, shard.backend(i).port);
+    hosts[i] = held[i].get();
+  }
+  int primary = routing::find_primary(hosts);
+  return primary >= 0 ? primary : 0;
+}
+}  // namespace
+
 awaitable<bool> ClientSession::look_up_user(std::string& error) {
   // The console's users are configured users; any other name is unknown there.
   if (admin::is_console_database(*config_, database_)) co_return true;
@@ -81,7 +97,7 @@ awaitable<bool> ClientSession::run_auth_query(const control::AuthLookup& lookup,
     co_return false;
   }
   // The database's (first shard's) primary, through the auth user's own pool of it.
-  pool::Pool& pool = w_.pool_for(*where, *as, 0, 0);
+  pool::Pool& pool = w_.pool_for(*where, *as, 0, auth_query_backend(w_, *where));
   pool::ServerError err;
   std::string where_name = where->name;
   auto server = co_await pool.acquire(err);
