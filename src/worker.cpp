@@ -246,14 +246,14 @@ const std::string* Worker::userlist_secret(const std::string& user) {
 std::shared_ptr<const control::DatabaseConfig> Worker::fallback_database(const std::string& name) {
   const auto* fallback = config_->fallback_database();
   if (!fallback || name == control::kFallbackDatabase) return nullptr;
-  auto& entry = fallback_dbs_[name];
-  if (!entry) {
-    auto db = std::make_shared<control::DatabaseConfig>(*fallback);
-    db->name = name;
-    db->dbname = name;
-    entry = std::move(db);
-  }
-  return entry;
+  if (auto it = fallback_dbs_.find(name); it != fallback_dbs_.end()) return it->second;
+  auto db = std::make_shared<control::DatabaseConfig>(*fallback);
+  db->name = name;
+  db->dbname = name;
+  // Names come from clients not yet authenticated: past a bound, entries are made per session, not kept.
+  constexpr size_t kMaxKept = 256;
+  if (fallback_dbs_.size() < kMaxKept) fallback_dbs_.emplace(name, db);
+  return db;
 }
 
 const control::UserConfig* Worker::found_user(const std::string& db, const std::string& user) const {

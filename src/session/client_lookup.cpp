@@ -90,7 +90,19 @@ awaitable<bool> ClientSession::look_up_user(std::string& error) {
 awaitable<bool> ClientSession::run_auth_query(const control::AuthLookup& lookup, AuthCache::Answer& answer,
                                               std::string& error) {
   const control::DatabaseConfig* where = db_;
-  if (!lookup.auth_dbname.empty()) where = config_->find_database(lookup.auth_dbname);
+  std::shared_ptr<const control::DatabaseConfig> fallback_where;
+  if (!lookup.auth_dbname.empty()) {
+    where = config_->find_database(lookup.auth_dbname);
+  } else if (own_db_ && where == own_db_.get()) {
+    // A fallback database: the name is the client's, not yet authenticated. Roles are the same in every
+    // database of a server, so the lookup runs in `postgres` there: no pool per name a client makes up.
+    // Resolved as a client's "postgres" would be: the listed entry if there is one.
+    where = config_->find_database("postgres");
+    if (!where) {
+      fallback_where = w_.fallback_database("postgres");
+      where = fallback_where.get();
+    }
+  }
   const control::UserConfig* as = config_->find_user(lookup.auth_user);
   if (!where || !as) {  // --check-config refuses such a config; a reload cannot bring one either
     error = "auth_query is misconfigured (auth_user or auth_dbname is not in the config)";

@@ -200,9 +200,16 @@ def test_fallback_database_is_off_unless_listed(pgrouter):
 
 
 def test_fallback_with_auth_query(pgrouter, cluster):
-    router = pgrouter({**lookup_config(), **fallback_config(cluster), "admin": {}})
-    with router.connect(user=AQ_SCRAM[0], password=AQ_SCRAM[1], dbname="postgres") as conn:
-        assert current(conn) == (AQ_SCRAM[0], "postgres")
+    router = pgrouter({**lookup_config(), **fallback_config(cluster)})
+    with router.connect(user=AQ_SCRAM[0], password=AQ_SCRAM[1], dbname="template1") as conn:
+        assert current(conn) == (AQ_SCRAM[0], "template1")
+    # Names sent before authentication make no pools: the lookup for any "*" name runs in postgres.
+    for i in range(3):
+        assert login_error(router.port, AQ_SCRAM[0], "wrong", dbname=f"made_up_{i}")[0] == "28P01"
+    with router.connect(user="postgres", dbname="pgrouter") as conn:
+        names = {row[0] for row in conn.execute("SHOW POOLS").fetchall()}
+    assert "template1" in names and "postgres" in names
+    assert not any(name.startswith("made_up_") for name in names), names
 
 
 def test_check_config_reports_bad_auth_keys(tmp_path, cluster):
