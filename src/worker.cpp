@@ -128,9 +128,18 @@ void Worker::publish(std::shared_ptr<const control::Config> config, std::shared_
     tls_ = std::move(tls);
     build_classifier();
     shard_maps_.clear();
+    fallback_dbs_.clear();
+    auth_cache_.clear();
+    userlist_reload_ = true;
     for (auto& [key, pool] : pools_) {
       auto* db = config_->find_database(std::get<0>(key));
+      std::shared_ptr<const control::DatabaseConfig> fallback;
+      if (!db) {
+        fallback = fallback_database(std::get<0>(key));
+        db = fallback.get();
+      }
       auto* user = config_->find_user(std::get<1>(key));
+      if (!user) user = found_user(std::get<0>(key), std::get<1>(key));
       auto [dbname, username, shard, backend] = key;
       // A replica (or shard) removed from the config keeps its pool until its servers go idle; routing no
       // longer picks it.
@@ -171,6 +180,9 @@ pool::PoolSettings Worker::settings_for(const control::DatabaseConfig& db, const
   s.target.dbname = db.dbname.empty() ? db.name : db.dbname;
   s.target.user = user.backend_user.empty() ? user.name : user.backend_user;
   s.target.password = user.backend_password.empty() ? user.password : user.backend_password;
+  s.target.md5_hash = user.backend_md5_hash;
+  s.target.scram_client_key = user.backend_scram_client_key;
+  s.target.scram_server_key = user.backend_scram_server_key;
   s.target.tls = ep.tls;
   if (ep.tls.sslmode != net::SslMode::disable)
     s.target.tls_ctx = net::client_tls_context(ep.tls, s.target.tls_error);
@@ -217,6 +229,53 @@ const protocol::scram::Verifier& Worker::scram_verifier_for(const control::UserC
 }
 
 void Worker::unregister_session(uint32_t pid) { sessions_.erase(pid); }
+
+const std::string* Worker::userlist_secret(const std::string& user) {
+  const auto& path = config_->auth_sources.auth_file;
+  if (path.empty()) return nullptr;
+  uint64_t loads = userlist_.loads();
+  bool readable = userlist_.refresh(path, userlist_reload_);
+  userlist_reload_ = false;
+  if (!readable)
+    log::warn("auth_file cannot be read; its last contents stay in use", {{"error", userlist_.error()}});
+  else if (userlist_.loads() != loads && !userlist_.error().empty())
+    log::warn("auth_file has lines pgrouter skips", {{"error", userlist_.error()}});
+  return userlist_.find(user);
+}
+
+std::shared_ptr<const control::DatabaseConfig> Worker::fallback_database(const std::string& name) {
+  const auto* fallback = config_->fallback_database();
+  if (!fallback || name == control::kFallbackDatabase) return nullptr;
+  if (auto it = fallback_dbs_.find(name); it != fallback_dbs_.end()) return it->second;
+  auto db = std::make_shared<control::DatabaseConfig>(*fallback);
+  db->name = name;
+  db->dbname = name;
+  // Names come from clients not yet authenticated: past a bound, entries are made per session, not kept.
+  constexpr size_t kMaxKept = 256;
+  if (fallback_dbs_.size() < kMaxKept) fallback_dbs_.emplace(name, db);
+  return db;
+}
+
+const control::UserConfig* Worker::found_user(const std::string& db, const std::string& user) const {
+  auto it = found_users_.find({db, user});
+  return it == found_users_.end() ? nullptr : it->second.get();
+}
+
+void Worker::adopt_user(const control::DatabaseConfig& db, std::shared_ptr<const control::UserConfig> user) {
+  auto& known = found_users_[{db.name, user->name}];
+  auto same = [](const control::UserConfig& a, const control::UserConfig& b) {
+    return a.backend_password == b.backend_password && a.backend_md5_hash == b.backend_md5_hash &&
+           a.backend_scram_client_key == b.backend_scram_client_key &&
+           a.backend_scram_server_key == b.backend_scram_server_key;
+  };
+  if (known && same(*known, *user)) return;
+  known = std::move(user);
+  // The user's password changed (or is first known): its pools log in with the new secret from now on.
+  for (auto& [key, pool] : pools_) {
+    auto [dbname, username, shard, backend] = key;
+    if (dbname == db.name && username == known->name) pool->update(settings_for(db, *known, shard, backend));
+  }
+}
 
 void Worker::watch_login(LoginWatch& w, std::chrono::steady_clock::duration timeout) {
   unwatch_login(w);

@@ -16,12 +16,14 @@
 #include "pgrouter/asio.hpp"
 #include "pgrouter/control/config.hpp"
 #include "pgrouter/control/stats.hpp"
+#include "pgrouter/control/userlist.hpp"
 #include "pgrouter/net/readiness.hpp"
 #include "pgrouter/net/tls.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/protocol/scram.hpp"
 #include "pgrouter/routing/health.hpp"
 #include "pgrouter/routing/router.hpp"
+#include "pgrouter/session/auth_cache.hpp"
 #include "pgrouter/sharding/shard_map.hpp"
 #include "pgrouter/sql/classifier_cache.hpp"
 
@@ -125,6 +127,14 @@ class Worker {
   // unknown user's mock salt (stable per user, keyed by the process secret), so two logins cannot tell
   // a real user from a missing one, and PBKDF2 runs once per password, not once per login.
   const protocol::scram::Verifier& scram_verifier_for(const control::UserConfig& user);
+  // Users and databases not in the config (docs/AUTH.md). auth_file's secret for a user (the file re-read
+  // when it changed; nullptr: none), the worker's auth_query answers, the entry a fallback ("*") database
+  // gives a database name (null without one), and a found user's server credentials, adopted by the pools of
+  // (db, user) when they change.
+  const std::string* userlist_secret(const std::string& user);
+  session::AuthCache& auth_cache() { return auth_cache_; }
+  std::shared_ptr<const control::DatabaseConfig> fallback_database(const std::string& name);
+  void adopt_user(const control::DatabaseConfig& db, std::shared_ptr<const control::UserConfig> user);
   uint64_t next_session_id() { return (uint64_t(index_) << 48) | ++session_counter_; }
   // listen.client_login_timeout: w's session is cut off (ClientSession::login_timed_out) unless it is
   // unwatched (unwatch_login, or destroyed) first.
@@ -174,6 +184,12 @@ class Worker {
   std::vector<routing::Candidate> candidates_;
   std::unordered_map<uint32_t, session::ClientSession*> sessions_;
   std::unordered_map<std::string, std::pair<std::string, protocol::scram::Verifier>> verifiers_;
+  control::UserlistFile userlist_;
+  bool userlist_reload_ = false;  // set by a reload: the next lookup re-reads the file whatever its time
+  session::AuthCache auth_cache_;
+  std::unordered_map<std::string, std::shared_ptr<const control::DatabaseConfig>> fallback_dbs_;
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<const control::UserConfig>> found_users_;
+  const control::UserConfig* found_user(const std::string& db, const std::string& user) const;
   uint32_t pid_counter_ = 0;
   uint64_t session_counter_ = 0;
   std::mt19937 rng_;

@@ -24,6 +24,7 @@
 
 #include "pgrouter/protocol/scram.hpp"
 #include "config_loader.hpp"
+#include "pgrouter/control/userlist.hpp"
 
 namespace pgrouter::control {
 namespace {
@@ -510,6 +511,19 @@ Key<DatabaseConfig> database_sharding_key() {
           }};
 }
 
+// One key of an AuthLookup held in S (a database entry, or auth_sources).
+template <class S>
+Key<S> lookup_key(std::string_view name, AuthLookup S::*lookup, std::string AuthLookup::*member) {
+  return {name, kReloadable, false, {}, [=](Loader& l, const Field& f, S& s) {
+            auto text = l.text(f);
+            if (!text) return;
+            if (text->empty())
+              l.error_at(f, fmt::format("'{}' must not be empty", f.name));
+            else
+              (s.*lookup).*member = *text;
+          }};
+}
+
 const Section<DatabaseConfig>& database_section() {
   static const Section<DatabaseConfig> section{
       "in a databases entry",
@@ -518,6 +532,9 @@ const Section<DatabaseConfig>& database_section() {
        required(list_key("shards", &DatabaseConfig::shards, shard_section, 1)),
        section_key("routing", &DatabaseConfig::routing, routing_section, kReloadable),
        database_sharding_key(),
+       lookup_key("auth_user", &DatabaseConfig::auth, &AuthLookup::auth_user),
+       lookup_key("auth_query", &DatabaseConfig::auth, &AuthLookup::auth_query),
+       lookup_key("auth_dbname", &DatabaseConfig::auth, &AuthLookup::auth_dbname),
        {"pool",
         kReloadable,
         false,
@@ -529,10 +546,79 @@ const Section<DatabaseConfig>& database_section() {
           apply_section(l, f, pool_section(), merged);
           if (l.errors.size() == errors_before) db.pool = merged;
         }}},
-      [](Loader&, const Field&, DatabaseConfig& db) {
+      [](Loader& l, const Field& f, DatabaseConfig& db) {
+        if (db.name == kFallbackDatabase) {
+          // Each client's database name is the name on the server: a fixed dbname would send them all to one.
+          if (f.value.IsMap() && f.value["dbname"].IsDefined())
+            l.error_at(f.value["dbname"].Mark(),
+                       "the fallback database \"*\" cannot have a dbname: it connects to the database each "
+                       "client names");
+          if (db.shards.size() > 1)
+            l.error_at(f.value["shards"].Mark(), "the fallback database \"*\" must have one shard");
+        }
         if (db.dbname.empty()) db.dbname = db.name;
       }};
   return section;
+}
+
+const Section<AuthSourcesConfig>& auth_sources_section() {
+  static const Section<AuthSourcesConfig> section{
+      "in auth_sources",
+      {path_key("auth_file", &AuthSourcesConfig::auth_file, kReloadable),
+       lookup_key("auth_user", &AuthSourcesConfig::lookup, &AuthLookup::auth_user),
+       lookup_key("auth_query", &AuthSourcesConfig::lookup, &AuthLookup::auth_query),
+       lookup_key("auth_dbname", &AuthSourcesConfig::lookup, &AuthLookup::auth_dbname),
+       int_key("auth_cache_seconds", &AuthSourcesConfig::cache_seconds, 0, 86400, kReloadable),
+       int_key("auth_negative_cache_seconds", &AuthSourcesConfig::negative_cache_seconds, 0, 86400,
+               kReloadable)},
+      [](Loader& l, const Field& f, AuthSourcesConfig& a) {
+        if (a.auth_file.empty()) return;
+        std::ifstream in(a.auth_file, std::ios::binary);
+        std::stringstream content;
+        content << in.rdbuf();
+        std::vector<UserlistError> errors;
+        parse_userlist(content.str(), errors);
+        for (const auto& e : errors)
+          l.error_at(f.value["auth_file"].Mark(),
+                     fmt::format("auth_file '{}' line {}: {}", a.auth_file, e.line, e.message));
+      }};
+  return section;
+}
+
+// auth_user must be a configured user pgrouter can log in as; auth_dbname a configured database.
+void check_auth_lookup(Loader& l, const YAML::Node& where, const Config& c, const AuthLookup& a) {
+  if (!a.auth_user.empty()) {
+    const auto* user = c.find_user(a.auth_user);
+    if (!user)
+      l.error_at(where.Mark(),
+                 fmt::format("auth_user '{}' is not a user under 'users:' (its password comes from there)",
+                             a.auth_user));
+    else if (user->backend_password.empty())
+      l.error_at(where.Mark(),
+                 fmt::format("auth_user '{}' needs a password (or backend_password) for pgrouter to log in "
+                             "to the servers with",
+                             a.auth_user));
+  }
+  if (!a.auth_query.empty() && a.auth_user.empty())
+    l.error_at(where.Mark(), "auth_query needs auth_user: the user the query runs as");
+  if (!a.auth_dbname.empty()) {
+    const auto* db = c.find_database(a.auth_dbname);
+    if (!db || db->name == kFallbackDatabase)
+      l.error_at(where.Mark(),
+                 fmt::format("auth_dbname '{}' is not a database under 'databases:'", a.auth_dbname));
+  }
+}
+
+void check_auth_sources(Loader& l, const Field& f, Config& c) {
+  if (!f.value.IsMap()) return;
+  if (const auto& node = f.value["auth_sources"]; node.IsDefined())
+    check_auth_lookup(l, node, c, c.auth_sources.lookup);
+  const auto& dbs = f.value["databases"];
+  for (size_t i = 0; i < c.databases.size() && dbs.IsSequence() && i < dbs.size(); ++i) {
+    const auto& db = c.databases[i];
+    if (db.auth.auth_user.empty() && db.auth.auth_query.empty() && db.auth.auth_dbname.empty()) continue;
+    check_auth_lookup(l, dbs[i], c, c.auth_lookup_for(db));
+  }
 }
 
 const Section<AuthRule>& auth_section() {
@@ -714,8 +800,12 @@ const Section<Config>& config_section() {
        section_key("server_tls", &Config::server_tls, server_tls_section, kReloadable),
        required(list_key("databases", &Config::databases, database_section, 1, &DatabaseConfig::name)),
        list_key("auth", &Config::auth, auth_section, 0),
-       required(list_key("users", &Config::users, user_section, 1, &UserConfig::name))},
-      check_admin_users};
+       required(list_key("users", &Config::users, user_section, 1, &UserConfig::name)),
+       section_key("auth_sources", &Config::auth_sources, auth_sources_section, kReloadable)},
+      [](Loader& l, const Field& f, Config& c) {
+        check_admin_users(l, f, c);
+        check_auth_sources(l, f, c);
+      }};
   return section;
 }
 
@@ -747,6 +837,15 @@ LoadResult load(const std::string& yaml, const std::string& source, std::filesys
 const DatabaseConfig* Config::find_database(std::string_view name) const {
   auto it = std::find_if(databases.begin(), databases.end(), [&](const auto& db) { return db.name == name; });
   return it == databases.end() ? nullptr : &*it;
+}
+
+AuthLookup Config::auth_lookup_for(const DatabaseConfig& db) const {
+  AuthLookup a = auth_sources.lookup;
+  if (!db.auth.auth_user.empty()) a.auth_user = db.auth.auth_user;
+  if (!db.auth.auth_query.empty()) a.auth_query = db.auth.auth_query;
+  if (!db.auth.auth_dbname.empty()) a.auth_dbname = db.auth.auth_dbname;
+  if (!a.auth_user.empty() && a.auth_query.empty()) a.auth_query = kDefaultAuthQuery;
+  return a;
 }
 
 const UserConfig* Config::find_user(std::string_view name) const {

@@ -103,7 +103,56 @@ awaitable<bool> read_server_message(ServerConnection& c, char& type, std::string
   co_return true;
 }
 
+namespace {
+// A DataRow's text values (nullopt = NULL); a malformed row gives what it has.
+std::vector<std::optional<std::string>> text_row(std::string_view body) {
+  std::vector<std::optional<std::string>> row;
+  if (body.size() < 2) return row;
+  size_t n = p::read_be16(body.data()), pos = 2;
+  for (size_t i = 0; i < n && pos + 4 <= body.size(); ++i) {
+    uint32_t len = p::read_be32(body.data() + pos);
+    pos += 4;
+    if (len == 0xffffffffu) {
+      row.emplace_back();
+    } else if (len <= body.size() - pos) {
+      row.emplace_back(body.substr(pos, len));
+      pos += len;
+    } else {
+      break;
+    }
+  }
+  return row;
+}
+}  // namespace
+
 awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerError* err) {
+  std::string out;
+  p::append_query(out, sql);
+  bool ok = co_await run_messages(std::move(out), sql.substr(0, sql.find(' ')), nullptr, err);
+  co_return ok;
+}
+
+awaitable<bool> ServerConnection::run_lookup(const std::string& sql, const std::string& param, Rows& rows,
+                                             ServerError* err) {
+  std::string out;
+  p::append_parse(out, "", sql, p::kNoParameterTypes);
+  std::string params;  // no parameter formats (text), one parameter, no result formats (text)
+  p::put_be16(params, 0);
+  p::put_be16(params, 1);
+  p::put_be32(params, uint32_t(param.size()));
+  params += param;
+  params.append("\0\0", 2);
+  p::append_bind(out, "", "", params);
+  p::append_execute(out, "");
+  p::append_sync(out);
+  // The unnamed statement is pgrouter's now: no client may count on what it parsed there before.
+  statements.unnamed_owner = 0;
+  bool ok = co_await run_messages(std::move(out), "auth_query", &rows, err);
+  co_return ok;
+}
+
+awaitable<bool> ServerConnection::run_messages(std::string out, std::string label, Rows* rows,
+                                               ServerError* err) {
   // A server that stops answering must not keep this connection, and its pool slot, forever (a reset runs
   // with no client waiting on it): past quiet_timeout the pending wait is cancelled and the run fails. The
   // socket is cancelled, not closed: it may still be registered with the relay's readiness set.
@@ -128,8 +177,8 @@ awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerErro
     watchdog.cancel();
     if (watch->fired) {
       sqlstate = p::sqlstate::connection_failure;
-      what = "did not answer pgrouter's " + sql.substr(0, sql.find(' ')) + " within " +
-             std::to_string(quiet_timeout.count()) + " ms (pool.connect_timeout); the connection was closed";
+      what = "did not answer pgrouter's " + label + " within " + std::to_string(quiet_timeout.count()) +
+             " ms (pool.connect_timeout); the connection was closed";
     }
     if (err && !err->from_server) {
       err->sqlstate = sqlstate;
@@ -137,8 +186,6 @@ awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerErro
     }
     return false;
   };
-  std::string out;
-  p::append_query(out, sql);
   if (co_await write_all(out))
     co_return fail(p::sqlstate::connection_failure, "closed the connection (while being sent a query)");
   bool ok = true;
@@ -160,6 +207,8 @@ awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerErro
       }
     } else if (type == be::kParameterStatus) {
       if (auto kv = p::parse_parameter_status(body)) set_param(kv->first, kv->second);
+    } else if (type == be::kDataRow && rows) {
+      rows->push_back(text_row(body));
     } else if (type == be::kReadyForQuery) {
       watch->done = true;
       watchdog.cancel();
@@ -221,6 +270,10 @@ namespace {
 
 // The SASL mechanism to use from a server's list (NUL-separated): SCRAM-SHA-256-PLUS when on TLS with a
 // certificate to bind to, else SCRAM-SHA-256; empty when neither is offered.
+const char* login_method_name(uint32_t code) {
+  return code == 3 ? "a cleartext password" : code == 5 ? "an md5 password" : "SCRAM-SHA-256";
+}
+
 std::string choose_sasl(ServerConnection& c, std::string_view offered, p::scram::ClientExchange& scram) {
   bool plain = false, plus = false;
   for (size_t start = 0; start < offered.size();) {
@@ -287,16 +340,32 @@ awaitable<bool> login(ServerConnection& c, const ServerTarget& t, ServerError& e
           step = LoginStep::authenticated;
           break;
         }
+        // A user found by auth_file or auth_query may come with a secret and no password (see
+        // ServerTarget): each method can use only some kinds of secret.
+        bool plain = !t.password.empty() || (t.md5_hash.empty() && t.scram_client_key.empty());
+        if ((code == 3 && !plain) || (code == 5 && !plain && t.md5_hash.empty()) ||
+            (code == 10 && !plain && t.scram_client_key.empty()))
+          co_return fail(p::sqlstate::invalid_password,
+                         "asks user \"" + t.user + "\" for " + login_method_name(code) +
+                             ", which pgrouter cannot answer with the secret it has for this user (" +
+                             (t.md5_hash.empty() ? "a SCRAM verifier, usable for SCRAM only after the "
+                                                   "client logged in with SCRAM"
+                                                 : "an md5 hash, usable for md5 only") +
+                             ")");
         if (code == 3) {
           p::append_password(out, t.password);
           step = LoginStep::password_sent;
         } else if (code == 5) {
           if (data.size() < 4) co_return violation("sent a malformed md5 request");
-          p::append_password(out,
-                             p::md5::response(p::md5::stored_hash(t.user, t.password), data.substr(0, 4)));
+          std::string stored = plain ? p::md5::stored_hash(t.user, t.password) : t.md5_hash;
+          p::append_password(out, p::md5::response(stored, data.substr(0, 4)));
           step = LoginStep::password_sent;
         } else if (code == 10) {
-          scram = std::make_unique<p::scram::ClientExchange>(t.password);
+          if (plain)
+            scram = std::make_unique<p::scram::ClientExchange>(t.password);
+          else
+            scram = std::make_unique<p::scram::ClientExchange>(
+                p::scram::PassthroughKeys{t.scram_client_key, t.scram_server_key});
           auto mechanism = choose_sasl(c, data, *scram);
           if (mechanism.empty())
             co_return fail(p::sqlstate::feature_not_supported, "offers no SASL mechanism pgrouter supports");

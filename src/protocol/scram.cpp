@@ -293,12 +293,16 @@ ServerExchange::Result ServerExchange::handle_client_final(std::string_view clie
     return Result::BadProof;
   }
   server_final = "v=" + base64_encode(hmac_sha256(v_.server_key, auth_message));
+  client_key_ = std::move(client_key);
   return Result::Ok;
 }
 
 ClientExchange::ClientExchange(std::string password, std::string nonce_override)
     : password_(std::move(password)),
       nonce_(nonce_override.empty() ? random_nonce() : std::move(nonce_override)) {}
+
+ClientExchange::ClientExchange(PassthroughKeys keys, std::string nonce_override)
+    : keys_(std::move(keys)), nonce_(nonce_override.empty() ? random_nonce() : std::move(nonce_override)) {}
 
 std::string ClientExchange::client_first() {
   // The user name is empty as libpq sends it: PostgreSQL takes it from the startup packet.
@@ -338,14 +342,23 @@ std::optional<std::string> ClientExchange::handle_server_first(std::string_view 
           std::to_string(kMaxServerIterations) + ")";
     return std::nullopt;
   }
-  std::string salted = salted_password(password_, *salt, *iterations);
-  std::string client_key = hmac_sha256(salted, "Client Key");
+  std::string client_key, server_key;
+  if (keys_) {
+    // The keys hold only for the salt and count they were derived with: another verifier on the server
+    // makes its check of the proof fail, as a wrong password would.
+    client_key = keys_->client_key;
+    server_key = keys_->server_key;
+  } else {
+    std::string salted = salted_password(password_, *salt, *iterations);
+    client_key = hmac_sha256(salted, "Client Key");
+    server_key = hmac_sha256(salted, "Server Key");
+  }
   std::string stored_key = sha256(client_key);
   std::string without_proof =
       "c=" + channel_binding_attribute(gs2_header(), cbind_data_) + ",r=" + std::string(*nonce);
   std::string auth_message = client_first_bare_ + "," + std::string(server_first) + "," + without_proof;
   std::string proof = xor_bytes(client_key, hmac_sha256(stored_key, auth_message));
-  expected_server_signature_ = hmac_sha256(hmac_sha256(salted, "Server Key"), auth_message);
+  expected_server_signature_ = hmac_sha256(server_key, auth_message);
   return without_proof + ",p=" + base64_encode(proof);
 }
 

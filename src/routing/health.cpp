@@ -94,8 +94,8 @@ void HealthMonitor::update(const control::Config& config) {
     interval = std::min(interval, std::chrono::milliseconds(db.routing.probe_interval.count()));
     for (const auto& ep : endpoints) {
       std::string conninfo =
-          "host=" + conn_value(ep.host) + " port=" + std::to_string(ep.port) +
-          " dbname=" + conn_value(db.dbname.empty() ? db.name : db.dbname) +
+          "host=" + conn_value(ep.host) + " port=" + std::to_string(ep.port) + " dbname=" +
+          conn_value(db.name == control::kFallbackDatabase ? std::string("postgres") : db.dbname) +
           " user=" + conn_value(user->backend_user.empty() ? user->name : user->backend_user) + " password=" +
           conn_value(user->backend_password.empty() ? user->password : user->backend_password) +
           " connect_timeout=2 application_name='pgrouter probe' options='-c statement_timeout=2000'" +

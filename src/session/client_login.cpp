@@ -267,10 +267,10 @@ awaitable<bool> ClientSession::serve(Stream& s, p::StartupPacket sp) {
   // Authenticated: from here waiting is bounded by pool.queue_timeout, not the login timeout.
   Worker::unwatch_login(login_watch_);
   if (admin::is_console_database(*config_, database_)) co_return co_await console_login();
-  db_ = config_->find_database(database_);
-  if (!db_) {
+  if (!resolve_database()) {
     co_await fail(s, p::sqlstate::unknown_database, "database \"" + database_ + "\" does not exist",
-                  "pgrouter serves only the databases listed under \"databases:\" in its configuration.");
+                  "pgrouter serves only the databases listed under \"databases:\" in its configuration "
+                  "(and any other name when a \"*\" entry is listed).");
     w_.stats().client_login_failures_total.fetch_add(1, std::memory_order_relaxed);
     co_return false;
   }
@@ -281,6 +281,7 @@ awaitable<bool> ClientSession::serve(Stream& s, p::StartupPacket sp) {
     w_.stats().client_login_failures_total.fetch_add(1, std::memory_order_relaxed);
     co_return false;
   }
+  if (own_user_) w_.adopt_user(*db_, own_user_);  // its pools log in with what the login taught
   if (w_.runtime().admin.paused(database_)) co_await wait_while_paused();
   if (!co_await attach_and_welcome(s, sp)) co_return false;
   logged_in_ = true;
@@ -343,7 +344,21 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
                   "Add a rule for this client under \"auth:\" in the pgrouter configuration.");
     co_return false;
   }
+  // Precedence: users under `users:`, then auth_file, then auth_query (look_up_user).
   user_cfg_ = config_->find_user(user_);
+  if (!user_cfg_) {
+    std::string error;
+    bool looked_up = co_await look_up_user(error);
+    if (!looked_up) {
+      log::warn(
+          "user lookup failed",
+          {{"session", id_}, {"client", peer_}, {"user", user_}, {"database", database_}, {"error", error}});
+      co_await fail(s, p::sqlstate::cannot_connect, error,
+                    "pgrouter looks up users not in its configuration with auth_query; check that the "
+                    "database's primary is up and that auth_user may run the query.");
+      co_return false;
+    }
+  }
   if (rule->method == AuthMethod::trust) {
     if (!user_cfg_) co_return co_await bad_password();
     co_return true;
@@ -422,6 +437,12 @@ awaitable<bool> ClientSession::authenticate(Stream& s, const p::StartupPacket&) 
     co_return false;
   }
   if (result != p::scram::ServerExchange::Result::Ok || !real) co_return co_await bad_password();
+  if (own_user_ && !own_user_->scram_verifier.empty()) {
+    // A user known only by its verifier: the client's proof gave its ClientKey, with which pgrouter logs
+    // in to servers that hold the same verifier.
+    own_user_->backend_scram_client_key = ex.client_key();
+    own_user_->backend_scram_server_key = verifier.server_key;
+  }
   out.clear();
   p::append_auth(out, 12, server_final);
   if (co_await net::write_all(s, out)) co_return false;

@@ -334,11 +334,17 @@ void ClientSession::detach_server(bool reusable) {
 void ClientSession::refresh_config() {
   if (w_.config() == config_) return;
   auto fresh = w_.config();
-  auto* db = fresh->find_database(database_);
-  auto* user = fresh->find_user(user_);
+  const control::DatabaseConfig* db = fresh->find_database(database_);
+  std::shared_ptr<const control::DatabaseConfig> fallback;
+  if (!db || db->name == control::kFallbackDatabase) {
+    fallback = w_.fallback_database(database_);  // the worker has the fresh config already
+    db = fallback.get();
+  }
+  const control::UserConfig* user = own_user_ ? own_user_.get() : fresh->find_user(user_);
   if (db && user) {
     config_ = std::move(fresh);
     db_ = db;
+    own_db_ = std::move(fallback);
     user_cfg_ = user;
   }
 }

@@ -121,14 +121,33 @@ struct ShardingConfig {
   CrossShardWrites cross_shard_writes = CrossShardWrites::two_phase;
 };
 
+// auth_query: how users not under `users:` are looked up on the servers (docs/AUTH.md). Each key set on a
+// database overrides the global one.
+struct AuthLookup {
+  std::string auth_user;    // a configured user with a password: the query runs as it
+  std::string auth_query;   // one parameter, $1 = the user name; rows of (name, secret)
+  std::string auth_dbname;  // a configured database whose primary answers (default: the client's database)
+};
+constexpr std::string_view kDefaultAuthQuery = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";
+
+struct AuthSourcesConfig {
+  std::string auth_file;  // userlist.txt format; empty = none
+  AuthLookup lookup;
+  int cache_seconds = 30;          // auth_query answers that found a user are kept this long
+  int negative_cache_seconds = 5;  // and answers that did not
+};
+
 struct DatabaseConfig {
-  std::string name;                 // the name clients connect to
+  std::string name;                 // the name clients connect to ("*": any name not listed, see below)
   std::string dbname;               // the name on the servers (default: name)
   std::vector<ShardConfig> shards;  // more than one: `sharding` says which holds what
   std::optional<PoolConfig> pool;   // overrides the global pool section when set (whole section merged)
   RoutingConfig routing;
   ShardingConfig sharding;  // used when shards.size() > 1
+  AuthLookup auth;          // overrides auth_sources' keys for this database
 };
+// The fallback entry: clients asking for a database not listed get the same-named database on its server.
+constexpr std::string_view kFallbackDatabase = "*";
 
 struct UserConfig {
   std::string name;
@@ -146,6 +165,11 @@ struct UserConfig {
   std::optional<ReadFrom> read_from;
   // Overrides the database's sharding.cross_shard for this user's connections.
   std::optional<CrossShard> cross_shard;
+  // Users found by auth_file or auth_query only (never set from YAML): the server login's secrets when no
+  // backend_password is known (see pool::ServerTarget).
+  std::string backend_md5_hash;
+  std::string backend_scram_client_key;
+  std::string backend_scram_server_key;
 };
 
 struct AuthRule {
@@ -214,8 +238,13 @@ struct Config {
   std::vector<DatabaseConfig> databases;
   std::vector<UserConfig> users;
   std::vector<AuthRule> auth;  // ordered; first match wins; no match = 28000
+  AuthSourcesConfig auth_sources;
 
+  // The entry named exactly so (never the fallback "*").
   const DatabaseConfig* find_database(std::string_view name) const;
+  const DatabaseConfig* fallback_database() const { return find_database(kFallbackDatabase); }
+  // The auth_query settings of a database (its own keys over auth_sources'); auth_user empty = no lookup.
+  AuthLookup auth_lookup_for(const DatabaseConfig& db) const;
   const UserConfig* find_user(std::string_view name) const;
   const PoolConfig& pool_for(const DatabaseConfig& db) const { return db.pool ? *db.pool : pool; }
   // The pool settings of a (database, user): the database's, with the user's pool_mode if it has one.

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
+#include <vector>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -24,6 +26,11 @@ struct ServerTarget {
   std::string dbname;
   std::string user;
   std::string password;
+  // Without a password (a user from auth_file or auth_query): its md5 hash ("md5...") answers md5 logins;
+  // its SCRAM ClientKey and ServerKey (raw, learnt from a client's SCRAM login) answer SCRAM logins.
+  std::string md5_hash;
+  std::string scram_client_key;
+  std::string scram_server_key;
   net::ServerTlsSettings tls;
   // The context for tls (shared with every pool of the same files, so equal settings compare equal);
   // null with tls_error set when its files could not be loaded.
@@ -88,6 +95,17 @@ class ServerConnection {
   // Runs a simple query and discards the result; false if it failed, the connection broke or the server did
   // not answer within quiet_timeout (then the connection must be closed: the server may answer later).
   awaitable<bool> run_quietly(const std::string& sql, ServerError* err = nullptr);
+  // Runs sql with one text parameter (extended protocol, unnamed statement) and collects its rows as text
+  // (nullopt = NULL); false as run_quietly. For auth_query.
+  using Rows = std::vector<std::vector<std::optional<std::string>>>;
+  awaitable<bool> run_lookup(const std::string& sql, const std::string& param, Rows& rows,
+                             ServerError* err = nullptr);
+
+ private:
+  // The messages in `out`, then what the server answers until ReadyForQuery; `label` names them in errors.
+  awaitable<bool> run_messages(std::string out, std::string label, Rows* rows, ServerError* err);
+
+ public:
 };
 
 // Opens and logs in; nullptr with err filled on failure. Never throws for network errors.

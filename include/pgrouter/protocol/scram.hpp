@@ -39,9 +39,13 @@ class ServerExchange {
   enum class Result { Ok, BadProof, Malformed };
   // On Ok, server_final is "v=<signature>". BadProof means a wrong password.
   Result handle_client_final(std::string_view client_final, std::string& server_final, std::string& err);
+  // After Ok: the client's ClientKey (its proof XOR the signature), which lets pgrouter log in to a server
+  // holding the same verifier as this user without knowing the password.
+  const std::string& client_key() const { return client_key_; }
 
  private:
   Verifier v_;
+  std::string client_key_;
   std::string nonce_override_;
   std::string client_first_bare_;
   std::string server_first_;
@@ -55,10 +59,18 @@ class ServerExchange {
 // 600,000 for PBKDF2-HMAC-SHA256.
 constexpr int kMaxServerIterations = 1'000'000;
 
+// A user's ClientKey and ServerKey (raw), in place of its password: enough to log in to a server whose
+// verifier for the user has the salt and iteration count they were derived with.
+struct PassthroughKeys {
+  std::string client_key;
+  std::string server_key;
+};
+
 // Client side of one exchange (pgrouter logging into PostgreSQL).
 class ClientExchange {
  public:
   explicit ClientExchange(std::string password, std::string nonce_override = {});
+  explicit ClientExchange(PassthroughKeys keys, std::string nonce_override = {});
   // Over TLS with SCRAM-SHA-256-PLUS: binds the exchange to the server's certificate (RFC 5929
   // tls-server-end-point), so a man in the middle holding another certificate cannot relay the proof.
   // Call before client_first().
@@ -73,6 +85,7 @@ class ClientExchange {
 
  private:
   std::string password_;
+  std::optional<PassthroughKeys> keys_;
   std::string nonce_;
   std::string client_first_bare_;
   std::string expected_server_signature_;

@@ -171,6 +171,15 @@ class ClientSession {
   awaitable<bool> authenticate(Stream& s, const protocol::StartupPacket& sp);
   template <typename Stream>
   awaitable<bool> read_password_message(Stream& s, std::string& body, bool sasl = false);
+  // Users and databases not in the config (client_lookup.cpp, docs/AUTH.md). resolve_database: db_ for
+  // database_, a listed one or the fallback's entry; false if neither. look_up_user: a user not under
+  // `users:` from auth_file, then auth_query; true with user_cfg_ set (found) or null (no such user), false
+  // with `error` set when auth_query could not be run.
+  bool resolve_database();
+  awaitable<bool> look_up_user(std::string& error);
+  awaitable<bool> run_auth_query(const control::AuthLookup& lookup, AuthCache::Answer& answer,
+                                 std::string& error);
+  void use_found_secret(const std::string& secret);
   template <typename Stream>
   awaitable<bool> attach_and_welcome(Stream& s, const protocol::StartupPacket& sp);
   template <typename Stream>
@@ -254,6 +263,10 @@ class ClientSession {
   std::shared_ptr<const control::Config> config_;
   const control::DatabaseConfig* db_ = nullptr;
   const control::UserConfig* user_cfg_ = nullptr;
+  // What db_ and user_cfg_ point to when they are not in config_: the fallback database's entry for
+  // database_, a user found by auth_file or auth_query (its server credentials completed at login).
+  std::shared_ptr<const control::DatabaseConfig> own_db_;
+  std::shared_ptr<control::UserConfig> own_user_;
   bool counted_client_ = false;
   bool logged_in_ = false;
   bool early_ssl_ = false, early_gss_ = false;  // answered 'N' by answer_encryption_request_now()
