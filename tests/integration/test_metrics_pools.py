@@ -99,7 +99,9 @@ def test_pool_series_by_database_user_and_shard(cluster, pgrouter):
         c.execute("SELECT 1")
         with c.transaction():
             c.execute("SELECT pg_sleep(0.05)")
-    with router.connect(dbname="tenants") as c:
+    # (prepare_threshold=None: psycopg would prepare the statement on its 5th run, a request of its own on the
+    # default shard.)
+    with router.connect(dbname="tenants", prepare_threshold=None) as c:
         for k in range(40):
             c.execute("INSERT INTO mp_tenants (tenant_id, v) VALUES (%s, 'x')", (k,))
     after = scrape(router)
@@ -123,10 +125,9 @@ def test_pool_series_by_database_user_and_shard(cluster, pgrouter):
     assert value(after, "pgrouter_pool_transaction_duration_seconds_sum", reports_md5) >= 0.05
     assert value(after, "pgrouter_pool_queries_total", pool("reports", "pgr_scram", primary)) is None
     # The sharded database: a series per shard, each with the inserts that went there (one request each).
-    # Shard 0, the default, has been seen to count one request more than its rows (not yet explained).
     t0 = value(after, "pgrouter_pool_queries_total", pool("tenants", "pgr_scram", primary, shard="0"))
     t1 = value(after, "pgrouter_pool_queries_total", pool("tenants", "pgr_scram", shard1, shard="1"))
-    assert on_primary <= t0 <= on_primary + 1 and t1 == on_shard1, (t0, t1, on_primary, on_shard1)
+    assert (t0, t1) == (on_primary, on_shard1)
     # Every pool's series sums to the unlabelled totals.
     for labelled, total in [("pgrouter_pool_queries_total", "pgrouter_queries_total"),
                             ("pgrouter_pool_checkout_wait_seconds_count", "pgrouter_pool_wait_seconds_count"),
