@@ -168,6 +168,7 @@ int main(int argc, char** argv) {
 
   Runtime rt;
   rt.stats = std::make_shared<control::Stats>(size_t(nworkers));
+  rt.stats->pool_labels.set_limit(size_t(config->metrics.max_pools));
   unsigned char secret[32];
   RAND_bytes(secret, sizeof secret);
   rt.mock_secret.assign(reinterpret_cast<char*>(secret), sizeof secret);
@@ -288,6 +289,7 @@ int main(int argc, char** argv) {
           "restart; other changes applied");
     config = r.config;
     if (log::parse_level(config->log.level, level)) log::set_level(level);
+    rt.stats->pool_labels.set_limit(size_t(config->metrics.max_pools));
     for (auto& w : rt.workers) w->publish(config, new_tls);
     rt.health.update(*config);
     rt.stats->config_last_reload_success_unixtime.store(int64_t(::time(nullptr)));

@@ -187,6 +187,10 @@ pool::PoolSettings Worker::settings_for(const control::DatabaseConfig& db, const
   if (ep.tls.sslmode != net::SslMode::disable)
     s.target.tls_ctx = net::client_tls_context(ep.tls, s.target.tls_error);
   s.config = config_->pool_for(db, user);
+  // role: auto finds the primary by probing, so a backend's role is not fixed by its place.
+  std::string role = shard.auto_roles ? "auto" : backend == 0 ? "primary" : "replica";
+  s.labels = rt_.stats->pool_labels.admit(
+      {db.name, user.name, util::host_port(ep.host, ep.port), std::to_string(shard_index), std::move(role)});
   int workers = int(rt_.workers.size());
   if (workers < 1) workers = 1;
   // The size is one budget for all workers (PoolGroup); min_size is kept per worker as an equal share.

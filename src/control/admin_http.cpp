@@ -79,17 +79,15 @@ MetricFamily per_worker_family(std::string name, std::string help, const Stats& 
   return family;
 }
 
-MetricFamily histogram_family(std::string name, std::string help, const std::vector<const WorkerStats*>& all,
-                              LatencyHistogram WorkerStats::*field) {
+// Fills metric's histogram from the bucket counts of several LatencyHistograms (one per worker).
+void fill_histogram(ClientMetric& metric, const std::vector<const LatencyHistogram*>& parts) {
   constexpr size_t bucket_count = LatencyHistogram::bounds.size() + 1;
   std::array<uint64_t, bucket_count> per_bucket{};
   uint64_t sum_ns = 0;
-  for (const WorkerStats* ws : all) {
-    const LatencyHistogram& h = ws->*field;
-    for (size_t i = 0; i < bucket_count; ++i) per_bucket[i] += h.buckets[i].load(std::memory_order_relaxed);
-    sum_ns += h.sum_ns.load(std::memory_order_relaxed);
+  for (const LatencyHistogram* h : parts) {
+    for (size_t i = 0; i < bucket_count; ++i) per_bucket[i] += h->buckets[i].load(std::memory_order_relaxed);
+    sum_ns += h->sum_ns.load(std::memory_order_relaxed);
   }
-  ClientMetric metric;
   uint64_t cumulative = 0;
   for (size_t i = 0; i < bucket_count; ++i) {
     cumulative += per_bucket[i];
@@ -101,9 +99,92 @@ MetricFamily histogram_family(std::string name, std::string help, const std::vec
   // snapshot, and Prometheus requires the +Inf bucket to equal _count.
   metric.histogram.sample_count = cumulative;
   metric.histogram.sample_sum = static_cast<double>(sum_ns) / 1e9;
+}
+
+MetricFamily histogram_family(std::string name, std::string help, const std::vector<const WorkerStats*>& all,
+                              LatencyHistogram WorkerStats::*field) {
+  std::vector<const LatencyHistogram*> parts;
+  for (const WorkerStats* ws : all) parts.push_back(&(ws->*field));
+  ClientMetric metric;
+  fill_histogram(metric, parts);
   MetricFamily family{std::move(name), std::move(help), MetricType::Histogram, {}};
   family.metric.push_back(std::move(metric));
   return family;
+}
+
+// The per-pool families: every worker's blocks of the same labels summed (a pool exists once per worker).
+void append_pool_families(std::vector<MetricFamily>& families, const std::vector<const WorkerStats*>& all) {
+  std::map<PoolLabels, std::vector<const PoolStats*>> by_labels;
+  for (const WorkerStats* ws : all)
+    for (const auto& [labels, block] : ws->pool_stats_snapshot()) by_labels[labels].push_back(block);
+  auto labelled = [](const PoolLabels& l) {
+    return std::vector<prometheus::ClientMetric::Label>{{"database", l.database},
+                                                        {"user", l.user},
+                                                        {"backend", l.backend},
+                                                        {"shard", l.shard},
+                                                        {"role", l.role}};
+  };
+  auto sum = [](const std::vector<const PoolStats*>& blocks, auto field) {
+    int64_t total = 0;  // signed: gauges move by deltas
+    for (const PoolStats* b : blocks)
+      total += static_cast<int64_t>((b->*field).load(std::memory_order_relaxed));
+    return static_cast<double>(total);
+  };
+  MetricFamily servers{"pgrouter_pool_servers",
+                       "Server connections of a pool by state: active (lent to a client, being opened or "
+                       "reset) or idle.",
+                       MetricType::Gauge,
+                       {}};
+  auto simple = [&](std::string name, std::string help, MetricType type, auto field) {
+    MetricFamily family{std::move(name), std::move(help), type, {}};
+    for (const auto& [labels, blocks] : by_labels) {
+      ClientMetric metric;
+      metric.label = labelled(labels);
+      (type == MetricType::Counter ? metric.counter.value : metric.gauge.value) = sum(blocks, field);
+      family.metric.push_back(std::move(metric));
+    }
+    families.push_back(std::move(family));
+  };
+  auto histogram = [&](std::string name, std::string help, LatencyHistogram PoolStats::*field) {
+    MetricFamily family{std::move(name), std::move(help), MetricType::Histogram, {}};
+    for (const auto& [labels, blocks] : by_labels) {
+      ClientMetric metric;
+      metric.label = labelled(labels);
+      std::vector<const LatencyHistogram*> parts;
+      for (const PoolStats* b : blocks) parts.push_back(&(b->*field));
+      fill_histogram(metric, parts);
+      family.metric.push_back(std::move(metric));
+    }
+    families.push_back(std::move(family));
+  };
+  for (const auto& [labels, blocks] : by_labels) {
+    double open = sum(blocks, &PoolStats::servers_open), idle = sum(blocks, &PoolStats::servers_idle);
+    for (auto [state, value] : {std::pair{"active", open - idle}, std::pair{"idle", idle}}) {
+      ClientMetric metric;
+      metric.label = labelled(labels);
+      metric.label.push_back({"state", state});
+      metric.gauge.value = value;
+      servers.metric.push_back(std::move(metric));
+    }
+  }
+  families.push_back(std::move(servers));
+  simple("pgrouter_pool_clients_waiting", "Clients waiting for a server of a pool.", MetricType::Gauge,
+         &PoolStats::clients_waiting);
+  simple("pgrouter_pool_server_connections_total", "Server connections a pool opened.", MetricType::Counter,
+         &PoolStats::server_connections_total);
+  simple("pgrouter_pool_checkouts_total", "Servers a pool lent to clients (or to a cross-shard request).",
+         MetricType::Counter, &PoolStats::checkouts_total);
+  simple("pgrouter_pool_transactions_total",
+         "Transactions on a pool's servers whose duration pgrouter_pool_transaction_duration_seconds counts.",
+         MetricType::Counter, &PoolStats::transactions_total);
+  simple("pgrouter_pool_queries_total", "Query, Sync or FunctionCall messages sent to a pool's servers.",
+         MetricType::Counter, &PoolStats::queries_total);
+  histogram("pgrouter_pool_checkout_wait_seconds", "Time a client waited for a server of a pool.",
+            &PoolStats::wait);
+  histogram("pgrouter_pool_transaction_duration_seconds",
+            "Client transactions, to the ReadyForQuery 'I' that ends them: from their server's checkout "
+            "(transaction pooling) or from their first request (session pooling, pinned clients).",
+            &PoolStats::transaction);
 }
 
 MetricFamily errors_family(const std::vector<const WorkerStats*>& all) {
@@ -316,6 +397,7 @@ std::string render_metrics(const Stats& stats) {
   families.push_back(histogram_family("pgrouter_pool_wait_seconds",
                                       "Time a client waited for a server connection.", all,
                                       &WorkerStats::pool_wait));
+  append_pool_families(families, all);
   families.push_back(errors_family(all));
   counter("pgrouter_config_reloads_total",
           "Configuration reloads attempted (SIGHUP), rejected ones included: applied = this minus "

@@ -768,9 +768,18 @@ const Section<LogConfig>& log_section() {
   static const Section<LogConfig> section{
       "in log",
       {choice_key<LogConfig, std::string>(
-          "level", &LogConfig::level,
-          {{"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"error", "error"}}, kReloadable)},
+           "level", &LogConfig::level,
+           {{"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"error", "error"}}, kReloadable),
+       int_key("slow_query_ms", &LogConfig::slow_query_ms, 0, 86'400'000, kReloadable),
+       choice_key<LogConfig, bool>("slow_query_parameters", &LogConfig::slow_query_parameters,
+                                   {{"true", true}, {"false", false}}, kReloadable)},
       {}};
+  return section;
+}
+
+const Section<MetricsConfig>& metrics_section() {
+  static const Section<MetricsConfig> section{
+      "in metrics", {int_key("max_pools", &MetricsConfig::max_pools, 1, 100'000, kReloadable)}, {}};
   return section;
 }
 
@@ -796,6 +805,7 @@ const Section<Config>& config_section() {
        section_key("tls", &Config::tls, tls_section, kNeedsRestart),
        section_key("admin", &Config::admin, admin_section, kNeedsRestart),
        section_key("log", &Config::log, log_section, kReloadable),
+       section_key("metrics", &Config::metrics, metrics_section, kReloadable),
        section_key("pool", &Config::pool, pool_section, kReloadable),
        section_key("server_tls", &Config::server_tls, server_tls_section, kReloadable),
        required(list_key("databases", &Config::databases, database_section, 1, &DatabaseConfig::name)),

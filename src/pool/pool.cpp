@@ -48,14 +48,16 @@ Pool::Pool(net::Readiness& readiness, PoolSettings settings, control::WorkerStat
       group_(std::move(group)),
       worker_(worker),
       settings_(std::move(settings)),
-      stats_(stats) {
+      stats_(stats),
+      pstats_(&stats.pool_stats(settings_.labels)) {
   group_->members.at(size_t(worker_)).store(this);
 }
 
 Pool::~Pool() {
   group_->members.at(size_t(worker_)).store(nullptr);
   *alive_ = false;
-  stats_.servers_idle.fetch_sub(int64_t(idle_.size()), std::memory_order_relaxed);
+  idle_changed(-int64_t(idle_.size()));
+  pstats_->servers_open.fetch_sub(total_, std::memory_order_relaxed);
   // They see the pool gone and leave, touching nothing of it.
   while (Waiter* w = waiters_.front()) {
     waiters_.remove(w);
@@ -63,6 +65,7 @@ Pool::~Pool() {
     w->gone = true;
     group_->waiting.fetch_sub(1, std::memory_order_relaxed);
     stats_.clients_waiting.fetch_sub(1, std::memory_order_relaxed);
+    pstats_->clients_waiting.fetch_sub(1, std::memory_order_relaxed);
     w->wake.wake_later();
   }
 }
@@ -127,13 +130,14 @@ void Pool::set_welcome(const std::map<std::string, std::string>& params) {
 void Pool::update(PoolSettings settings) {
   bool retarget = !(settings.target == settings_.target);
   settings_ = std::move(settings);
+  relabel(settings_.labels);
   if (retarget) {
     ++generation_;
     set_welcome({});
     while (!idle_.empty()) {
       auto c = std::move(idle_.back());
       idle_.pop_back();
-      stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
+      idle_changed(-1);
       close(std::move(c));
     }
   }
@@ -144,8 +148,7 @@ bool Pool::reserve_slot() {
   int cur = group_->servers.load(std::memory_order_relaxed);
   while (cur < settings_.max_servers) {
     if (group_->servers.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed)) {
-      ++total_;
-      publish_load();
+      total_changed(1);
       return true;
     }
   }
@@ -182,8 +185,7 @@ Pool* Pool::starving_peer(int mine) {
 
 void Pool::release_slot() {
   Pool* to = starving_peer(total_);  // the slot counted as still here, as when hand_over asks
-  --total_;
-  publish_load();
+  total_changed(-1);
   group_->servers.fetch_sub(1, std::memory_order_relaxed);
   if (to) {
     asio::post(to->ex_, [to] { to->on_slot_freed(); });
@@ -209,7 +211,7 @@ void Pool::give_up_idle() {
   if (Clock::now() - idle_.front()->idle_since < kStealAfter) return;
   auto c = std::move(idle_.front());  // the oldest
   idle_.pop_front();
-  stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
+  idle_changed(-1);
   close(std::move(c));  // release_slot tells the worker that asked
 }
 
@@ -217,7 +219,7 @@ void Pool::close_idle() {
   while (!idle_.empty()) {
     auto c = std::move(idle_.back());
     idle_.pop_back();
-    stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
+    idle_changed(-1);
     close(std::move(c));
   }
 }
@@ -237,9 +239,36 @@ void Pool::wake_one_for_slot() {
   w->wake.wake_after_batch(readiness_);
 }
 
-void Pool::observe_wait(Clock::time_point started, Clock::time_point now) {
-  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now - started).count();
-  stats_.pool_wait.observe_ns(uint64_t(ns));
+void Pool::lend(ServerConnection& c, Clock::time_point started, Clock::time_point now) {
+  auto ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(now - started).count());
+  stats_.pool_wait.observe_ns(ns);
+  pstats_->wait.observe_ns(ns);
+  pstats_->checkouts_total.fetch_add(1, std::memory_order_relaxed);
+  c.checked_out = now;
+}
+
+void Pool::idle_changed(int64_t delta) {
+  stats_.servers_idle.fetch_add(delta, std::memory_order_relaxed);
+  pstats_->servers_idle.fetch_add(delta, std::memory_order_relaxed);
+}
+
+void Pool::total_changed(int delta) {
+  total_ += delta;
+  pstats_->servers_open.fetch_add(delta, std::memory_order_relaxed);
+  publish_load();
+}
+
+void Pool::relabel(const control::PoolLabels& labels) {
+  control::PoolStats& next = stats_.pool_stats(labels);
+  if (&next == pstats_) return;
+  auto waiting = int64_t(waiters_.size()), idle = int64_t(idle_.size());
+  pstats_->servers_open.fetch_sub(total_, std::memory_order_relaxed);
+  pstats_->servers_idle.fetch_sub(idle, std::memory_order_relaxed);
+  pstats_->clients_waiting.fetch_sub(waiting, std::memory_order_relaxed);
+  next.servers_open.fetch_add(total_, std::memory_order_relaxed);
+  next.servers_idle.fetch_add(idle, std::memory_order_relaxed);
+  next.clients_waiting.fetch_add(waiting, std::memory_order_relaxed);
+  pstats_ = &next;
 }
 
 bool Pool::expired(const ServerConnection& c, Clock::time_point now) const {
@@ -251,7 +280,7 @@ std::unique_ptr<ServerConnection> Pool::take_idle(Clock::time_point started) {
   while (!idle_.empty()) {
     auto c = std::move(idle_.back());
     idle_.pop_back();
-    stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
+    idle_changed(-1);
     // The liveness peek costs a syscall; in transaction mode a server idle for under a second is
     // taken as is (a failure then reaches the client as 08006, as with PgBouncer's server_check_delay).
     bool recent = settings_.config.mode == control::PoolMode::transaction &&
@@ -263,7 +292,7 @@ std::unique_ptr<ServerConnection> Pool::take_idle(Clock::time_point started) {
       close(std::move(c));
       continue;
     }
-    observe_wait(started, now);
+    lend(*c, started, now);
     return c;
   }
   return nullptr;
@@ -284,6 +313,7 @@ void Pool::enqueue(Waiter& w, bool first) {
   publish_load();
   group_->waiting.fetch_add(1, std::memory_order_relaxed);
   stats_.clients_waiting.fetch_add(1, std::memory_order_relaxed);
+  pstats_->clients_waiting.fetch_add(1, std::memory_order_relaxed);
   arm_sweep(std::min(w.next_steal, w.deadline));
 }
 
@@ -301,6 +331,7 @@ bool Pool::wait_in_line(Waiter& w) {
 
 void Pool::leave_line(Waiter& w) {
   stats_.clients_waiting.fetch_sub(1, std::memory_order_relaxed);
+  pstats_->clients_waiting.fetch_sub(1, std::memory_order_relaxed);
   if (w.queued) {
     waiters_.remove(&w);
     w.queued = false;
@@ -312,7 +343,7 @@ void Pool::leave_line(Waiter& w) {
 std::unique_ptr<ServerConnection> Pool::handed(Waiter& w) {
   if (!w.conn) return nullptr;
   leave_line(w);
-  observe_wait(w.started);
+  lend(*w.conn, w.started);
   return std::move(w.conn);
 }
 
@@ -364,7 +395,8 @@ awaitable<std::unique_ptr<ServerConnection>> Pool::acquire(ServerError& err, Wai
       c->generation = generation_;
       set_welcome(c->params);
       stats_.server_connections_total.fetch_add(1, std::memory_order_relaxed);
-      observe_wait(w.started);
+      pstats_->server_connections_total.fetch_add(1, std::memory_order_relaxed);
+      lend(*c, w.started);
       co_return c;
     }
     if (group_->waiting.load(std::memory_order_relaxed) >= settings_.config.queue_size) {
@@ -493,7 +525,7 @@ void Pool::hand_over(std::unique_ptr<ServerConnection> conn) {
   conn->idle_since = net::BatchClock::now();
   conn->buffer.shrink();
   idle_.push_back(std::move(conn));
-  stats_.servers_idle.fetch_add(1, std::memory_order_relaxed);
+  idle_changed(1);
 }
 
 void Pool::close(std::unique_ptr<ServerConnection> conn) {
@@ -519,6 +551,7 @@ awaitable<void> Pool::open_spare() {
   c->generation = generation_;
   set_welcome(c->params);
   stats_.server_connections_total.fetch_add(1, std::memory_order_relaxed);
+  pstats_->server_connections_total.fetch_add(1, std::memory_order_relaxed);
   hand_over(std::move(c));
 }
 
@@ -526,7 +559,7 @@ void Pool::maintain(Clock::time_point now) {
   // Idle servers that spoke or closed since they were pooled (see take_idle) are dead: dropped at once.
   std::erase_if(idle_, [&](std::unique_ptr<ServerConnection>& c) {
     if (!c->ready.attached() || !c->ready.maybe_readable() || c->looks_alive()) return false;
-    stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
+    idle_changed(-1);
     close(std::move(c));
     return true;
   });
@@ -536,7 +569,7 @@ void Pool::maintain(Clock::time_point now) {
     if (now - c.idle_since < settings_.config.idle_timeout && !expired(c, now) && c.looks_alive()) break;
     auto victim = std::move(idle_.front());
     idle_.pop_front();
-    stats_.servers_idle.fetch_sub(1, std::memory_order_relaxed);
+    idle_changed(-1);
     close(std::move(victim));
   }
   for (int i = total_; i < settings_.min_servers; ++i) asio::co_spawn(ex_, open_spare(), asio::detached);

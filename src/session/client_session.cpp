@@ -10,6 +10,7 @@
 #include <xxhash.h>
 
 #include "pgrouter/control/log.hpp"
+#include "pgrouter/sql/fingerprint.hpp"
 #include "pgrouter/net/io.hpp"
 #include "pgrouter/protocol/frontend.hpp"
 #include "session/relay_handlers.hpp"
@@ -39,6 +40,7 @@ ClientSession::ClientSession(Worker& worker, int fd, const tcp::endpoint& peer)
     addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
   peer_ = addr.is_v4() ? util::ipv4_text(addr.to_v4().to_uint()) : addr.to_string();
   config_ = w_.config();
+  slow_.configure(config_->log.slow_query_ms, config_->log.slow_query_parameters);
 }
 
 ClientSession::~ClientSession() {
@@ -346,6 +348,7 @@ void ClientSession::refresh_config() {
     db_ = db;
     own_db_ = std::move(fallback);
     user_cfg_ = user;
+    slow_.configure(config_->log.slow_query_ms, config_->log.slow_query_parameters);
   }
 }
 
@@ -589,31 +592,66 @@ awaitable<void> ClientSession::server_to_client_loop(Stream& s) {
   if (tracker_ && tracker_->holding()) retry_signal();
 }
 
-void ClientSession::request_started() {
+void ClientSession::request_started(char type) {
   ++pending_;
   w_.stats().queries_total.fetch_add(1, std::memory_order_relaxed);
+  attached_.pool->pool_stats().queries_total.fetch_add(1, std::memory_order_relaxed);
   if (ring_count_ == kRingInline && !started_more_) {  // deeper than the few kept in place: to the heap
     auto more = std::make_unique<pool::Clock::time_point[]>(kRing);
     for (size_t i = 0; i < ring_count_; ++i) more[i] = started_inline_[(ring_head_ + i) % kRingInline];
     started_more_ = std::move(more);
     ring_head_ = 0;
   }
+  auto now = net::BatchClock::now();
   if (ring_count_ < ring_capacity()) {
-    ring()[(ring_head_ + ring_count_) % ring_capacity()] = net::BatchClock::now();
+    ring()[(ring_head_ + ring_count_) % ring_capacity()] = now;
     ++ring_count_;
+    if (slow_.on()) slow_.request_started(type);  // paired with the ring's entry
+  }
+  if (!session_txn_open_) {
+    session_txn_open_ = true;
+    session_txn_started_ = txn_mode_ && !pinned_ ? attached_.server->checked_out : now;
   }
 }
 
 void ClientSession::request_finished() {
   if (pending_ > 0) --pending_;
+  auto now = net::BatchClock::now();
   if (ring_count_ > 0) {
     auto ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(net::BatchClock::now() - ring()[ring_head_])
-            .count();
-    w_.stats().query_latency.observe_ns(uint64_t(ns));
+        uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(now - ring()[ring_head_]).count());
+    w_.stats().query_latency.observe_ns(ns);
     ring_head_ = (ring_head_ + 1) % ring_capacity();
     --ring_count_;
+    if (slow_.on()) {
+      if (auto slow = slow_.request_finished(ns)) log_slow_query(*slow);
+    }
   }
+  if (session_txn_open_ && client_tx_status_ == 'I' && pending_ == 0) {
+    session_txn_open_ = false;
+    auto& ps = attached_.pool->pool_stats();
+    ps.transaction.observe_ns(
+        uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(now - session_txn_started_).count()));
+    ps.transactions_total.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void ClientSession::log_slow_query(const SlowQuery& q) {
+  const auto& labels = attached_.pool->settings().labels;
+  auto digest = sql::digest_statement(q.text);
+  const bool values = slow_.parameters();
+  // Without parameters: the normalized text (constants as $n), never the text as sent.
+  std::string statement = values ? q.text : digest.normalized;
+  log::warn("slow query", {{"session", id_},
+                           {"duration_ms", double(q.duration_ns) / 1e6},
+                           {"database", database_},
+                           {"user", user_},
+                           {"backend", attached_.pool->target_name()},
+                           {"shard", labels.shard},
+                           {"role", labels.role},
+                           {"fingerprint", digest.fingerprint},
+                           {"statement", statement},
+                           {"parameters", values ? q.parameters : std::string()}});
 }
 
 void ClientSession::cancel_client_io() {

@@ -69,8 +69,10 @@ struct ClientSession::ClientMessages {
   bool hold = false;       // the scan stopped before a message the tracker holds (TxnTracker::held())
   // Transaction pooling reads the messages that name statements or carry SQL; session pooling reads
   // only Query bodies, and only of clients whose startup settings pgrouter applied with SET (RESET).
+  // The slow-query log reads Query, Parse and Bind while it is on.
   bool wants_body(char type) const {
-    if (type == fe::kQuery) return self.txn_mode_ || !self.startup_reset_.empty();
+    if (type == fe::kQuery) return self.txn_mode_ || !self.startup_reset_.empty() || self.slow_.on();
+    if ((type == fe::kParse || type == fe::kBind) && self.slow_.on()) return true;
     return self.txn_mode_ &&
            (type == fe::kParse || type == fe::kBind || type == fe::kDescribe || type == fe::kClose);
   }
@@ -112,14 +114,15 @@ struct ClientSession::ClientMessages {
                !(self.tracker_ && self.tracker_->last_query_plain()) && self.reset_to_startup(body))
       rw.replace(body.data() - 5, len, self.c2s_inject_);
     if (replaying) return protocol::ScanAction::forward;
+    if (self.slow_.on()) self.slow_.client_message(type, body);
     switch (type) {
       case fe::kQuery:
       case fe::kFunctionCall:
-        self.request_started();
+        self.request_started(type);
         break;
       case fe::kSync:
         self.unsynced_ = false;
-        self.request_started();
+        self.request_started(type);
         break;
       case fe::kParse:
       case fe::kBind:

@@ -195,6 +195,24 @@ TEST_CASE("defaults apply when sections are left out") {
   CHECK(c.auth.empty());
 }
 
+TEST_CASE("the slow-query log and metrics.max_pools: defaults, values, limits") {
+  auto defaults = load(kBase);
+  REQUIRE_MESSAGE(defaults.ok(), all_errors(defaults));
+  CHECK(defaults.config->log.slow_query_ms == 0);
+  CHECK_FALSE(defaults.config->log.slow_query_parameters);
+  CHECK(defaults.config->metrics.max_pools == 100);
+  auto set =
+      load(kBase + "log:\n  slow_query_ms: 250\n  slow_query_parameters: true\nmetrics:\n  max_pools: 7\n");
+  REQUIRE_MESSAGE(set.ok(), all_errors(set));
+  CHECK(set.config->log.slow_query_ms == 250);
+  CHECK(set.config->log.slow_query_parameters);
+  CHECK(set.config->metrics.max_pools == 7);
+  CHECK_FALSE(load(kBase + "log: {slow_query_ms: -1}\n").ok());
+  CHECK_FALSE(load(kBase + "log: {slow_query_parameters: maybe}\n").ok());
+  CHECK_FALSE(load(kBase + "metrics: {max_pools: 0}\n").ok());
+  CHECK(has_error(load(kBase + "metrics: {max_pool: 3}\n"), 9, "unknown key 'max_pool'"));
+}
+
 TEST_CASE("the example conf/pgrouter.yaml is valid") {
   fs::path path = example_config_path();
   INFO(path.string());

@@ -204,6 +204,66 @@ http::response<http::string_body> exchange(tcp::socket& socket, beast::flat_buff
 
 }  // namespace
 
+TEST_CASE("PoolLabelTable keeps the first max_pools labels and folds the rest into other") {
+  PoolLabelTable table;
+  table.set_limit(2);
+  PoolLabels a{"app", "alice", "127.0.0.1:5432", "0", "primary"};
+  PoolLabels b{"app", "bob", "127.0.0.1:5432", "0", "primary"};
+  PoolLabels c{"billing", "alice", "127.0.0.1:5433", "1", "replica"};
+  CHECK(table.admit(a) == a);
+  CHECK(table.admit(b) == b);
+  PoolLabels folded = table.admit(c);
+  CHECK(folded == PoolLabels{"other", "other", "other", "other", "replica"});
+  CHECK(table.admit(a) == a);  // admitted labels stay theirs
+  table.set_limit(1);          // a lower limit applies only to labels not seen yet
+  CHECK(table.admit(b) == b);
+  table.set_limit(3);
+  CHECK(table.admit(c) == c);
+}
+
+TEST_CASE("render_metrics sums each pool's series over workers and keeps the unlabelled totals") {
+  Stats stats(2);
+  PoolLabels a{"app", "alice", "127.0.0.1:5432", "0", "primary"};
+  PoolLabels other = other_pool_labels("replica");
+  auto& a0 = stats.workers[0]->pool_stats(a);
+  auto& a1 = stats.workers[1]->pool_stats(a);
+  CHECK(&stats.workers[0]->pool_stats(a) == &a0);  // one block per labels and worker
+  a0.servers_open += 3;
+  a0.servers_idle += 1;
+  a1.servers_open += 2;
+  a1.servers_idle += 2;
+  a0.queries_total += 5;
+  a1.queries_total += 7;
+  a0.checkouts_total += 4;
+  a1.clients_waiting += 1;
+  a0.wait.observe_ns(200 * kMicro);
+  a1.wait.observe_ns(2 * kSecond);
+  a0.transaction.observe_ns(3 * kSecond);
+  a0.transactions_total += 1;
+  auto& o = stats.workers[1]->pool_stats(other);
+  o.server_connections_total += 9;
+  stats.workers[0]->queries_total += 12;
+  const std::string text = render_metrics(stats);
+  const std::string la = R"(database="app",user="alice",backend="127.0.0.1:5432",shard="0",role="primary")";
+  CHECK(sample_value(text, "pgrouter_pool_servers{" + la + R"(,state="active"})") == 2.0);
+  CHECK(sample_value(text, "pgrouter_pool_servers{" + la + R"(,state="idle"})") == 3.0);
+  CHECK(sample_value(text, "pgrouter_pool_queries_total{" + la + "}") == 12.0);
+  CHECK(sample_value(text, "pgrouter_pool_checkouts_total{" + la + "}") == 4.0);
+  CHECK(sample_value(text, "pgrouter_pool_clients_waiting{" + la + "}") == 1.0);
+  CHECK(sample_value(text, "pgrouter_pool_transactions_total{" + la + "}") == 1.0);
+  CHECK(sample_value(text, "pgrouter_pool_checkout_wait_seconds_count{" + la + "}") == 2.0);
+  CHECK(sample_value(text, "pgrouter_pool_checkout_wait_seconds_bucket{" + la + R"(,le="0.00025"})") == 1.0);
+  CHECK(sample_value(text, "pgrouter_pool_transaction_duration_seconds_sum{" + la + "}") == 3.0);
+  CHECK(
+      sample_value(
+          text,
+          R"(pgrouter_pool_server_connections_total{database="other",user="other",backend="other",shard="other",role="replica"})") ==
+      9.0);
+  // The unlabelled families are the per-worker sums, as before.
+  CHECK(sample_value(text, "pgrouter_queries_total") == 12.0);
+  CHECK(sample_value(text, "pgrouter_pool_wait_seconds_count") == 0.0);
+}
+
 TEST_CASE("AdminServer answers /metrics, /livez, /readyz, 404 and 405 on one keep-alive connection") {
   RunningAdminServer admin;
   REQUIRE(admin.server->port() != 0);

@@ -316,6 +316,14 @@ TEST_CASE("pool: a server given back is lent again before a new one is opened, t
   CHECK(r.server.backends.size() == 2);
   CHECK(r.stats.server_connections_total.load() == 2);
   CHECK(r.stats.servers_idle.load() == 0);
+  // The pool's own series: four checkouts, each given its time, both servers lent.
+  const auto& ps = r.stats.pool_stats(r.settings.labels);
+  CHECK(ps.checkouts_total.load() == 4);
+  CHECK(ps.wait.count.load() == 4);
+  CHECK(c->checked_out != pool::Clock::time_point{});
+  CHECK(ps.server_connections_total.load() == 2);
+  CHECK(ps.servers_open.load() == 2);
+  CHECK(ps.servers_idle.load() == 0);
   // Transaction pooling hands a clean server over as it is: no query was sent for the check-ins.
   CHECK(r.server.backend(1000).queries.empty());
   CHECK(r.server.backend(1001).queries.empty());
@@ -651,11 +659,18 @@ TEST_CASE("pool: maintain closes servers idle past idle_timeout down to min_size
 TEST_CASE("pool: a new target retires the idle servers at once and the lent ones when they come back") {
   Rig r;
   r.settings.config.mode = control::PoolMode::transaction;
+  r.settings.labels = {"db", "alice", "127.0.0.1:1", "0", "primary"};
   r.open();
   auto lent = r.acquire();
   r.release(r.acquire(), true, 1);
+  control::PoolLabels old_labels = r.settings.labels;
   r.settings.target.dbname = "other";
+  r.settings.labels.backend = "127.0.0.1:2";
   r.pool().update(r.settings);
+  // The pool's gauges move to its new labels; what the old ones counted stays there.
+  CHECK(r.stats.pool_stats(old_labels).servers_open.load() == 0);
+  CHECK(r.stats.pool_stats(old_labels).checkouts_total.load() == 2);
+  CHECK(r.stats.pool_stats(r.settings.labels).servers_open.load() == 1);  // the lent one
   CHECK(r.pool().idle() == 0);
   CHECK(r.pool().welcome_params().empty());  // until a server of the new target says
   r.pool().release(std::move(lent), true);

@@ -224,6 +224,14 @@ struct AdminConfig {
 
 struct LogConfig {
   std::string level = "info";  // debug | info | warn | error
+  // Statements whose answer took at least this long are logged ("slow query"); 0 = off, as PostgreSQL's
+  // log_min_duration_statement is by default.
+  int slow_query_ms = 0;
+  bool slow_query_parameters = false;  // the statement text and Bind values in that line (else a fingerprint)
+};
+
+struct MetricsConfig {
+  int max_pools = 100;  // per-pool series beyond this many pools are counted under labels "other"
 };
 
 struct Config {
@@ -234,6 +242,7 @@ struct Config {
   net::ServerTlsSettings server_tls;  // TLS to servers: the default of every backend
   AdminConfig admin;
   LogConfig log;
+  MetricsConfig metrics;
   PoolConfig pool;
   std::vector<DatabaseConfig> databases;
   std::vector<UserConfig> users;

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +35,45 @@ struct LatencyHistogram {
     count.fetch_add(1, std::memory_order_relaxed);
     sum_ns.fetch_add(ns, std::memory_order_relaxed);
   }
+};
+
+// Which pool a per-pool series counts: a pool serves one (database, user) on one backend ("host:port") of one
+// shard ("0".."n-1") as primary or replica.
+struct PoolLabels {
+  std::string database, user, backend, shard, role;
+  auto operator<=>(const PoolLabels&) const = default;
+};
+
+// What the pools past metrics.max_pools are counted as: one series per role, so the number of series stays
+// bounded whatever the number of databases, users and backends.
+PoolLabels other_pool_labels(std::string role);
+
+// One pool's counters on one worker (written by that worker only). Gauges move by deltas, so pools that
+// share labels (those folded into "other") add up.
+struct PoolStats {
+  Gauge servers_open{0};  // open, being opened or reset (Pool::total); active = open - idle
+  Gauge servers_idle{0};
+  Gauge clients_waiting{0};
+  Counter server_connections_total{0};  // opened
+  Counter checkouts_total{0};           // servers lent to a client (or a cross-shard leg)
+  Counter transactions_total{0};        // transactions whose duration was observed
+  Counter queries_total{0};             // Query, Sync or FunctionCall sent to one of its servers
+  LatencyHistogram wait;                // time a client waited for a server
+  LatencyHistogram transaction;         // client transactions, to their ReadyForQuery 'I'
+};
+
+// Which labels a new pool's series gets: the first metrics.max_pools distinct ones keep theirs, later ones
+// are folded into other_pool_labels. Shared by the workers; consulted only when a worker creates a pool.
+class PoolLabelTable {
+ public:
+  PoolLabels admit(const PoolLabels& labels);
+  // Applies to labels not seen yet: those already admitted keep their series.
+  void set_limit(size_t limit);
+
+ private:
+  std::mutex mu_;
+  std::set<PoolLabels> admitted_;
+  size_t limit_ = 100;
 };
 
 struct WorkerStats {
@@ -89,7 +129,14 @@ struct WorkerStats {
   void count_error(std::string_view sqlstate, bool raised_by_pgrouter);
   std::map<std::pair<std::string, bool>, uint64_t> errors_snapshot() const;
 
+  // The block of a pool's labels on this worker, made on first use (when a pool is created, never per
+  // query). Blocks are never freed: a pool holds a reference for its life.
+  PoolStats& pool_stats(const PoolLabels& labels);
+  std::vector<std::pair<PoolLabels, const PoolStats*>> pool_stats_snapshot() const;
+
  private:
+  mutable std::mutex pools_mu_;
+  std::map<PoolLabels, std::unique_ptr<PoolStats>> pools_;
   mutable std::mutex errors_mu_;
   std::map<std::pair<std::string, bool>, uint64_t> errors_;
 };
@@ -101,7 +148,8 @@ struct Stats {
   Counter config_reloads_total{0};
   Counter config_reload_failures_total{0};
   Gauge config_last_reload_success_unixtime{0};
-  Gauge draining{0};  // 1 from SIGTERM on, while clients finish their transactions
+  Gauge draining{0};           // 1 from SIGTERM on, while clients finish their transactions
+  PoolLabelTable pool_labels;  // metrics.max_pools
   // More text-format families appended to /metrics (per-backend health), set once at start.
   std::function<std::string()> extra_metrics;
 };

@@ -44,6 +44,7 @@ struct PoolSettings {
   int min_servers = 0;                             // this worker's share of config.min_size
   std::shared_ptr<routing::BackendHealth> health;  // the backend's probed state (routing)
   int weight = 1;                                  // replica weight (routing.strategy: weighted)
+  control::PoolLabels labels;  // its per-pool series (already folded by metrics.max_pools)
 };
 
 class Pool {
@@ -82,6 +83,8 @@ class Pool {
   // the old one: idle ones now, attached ones when their clients give them back.
   void update(PoolSettings settings);
   const PoolSettings& settings() const { return settings_; }
+  // This pool's per-pool series on this worker (for the session's per-query counts).
+  control::PoolStats& pool_stats() { return *pstats_; }
   // "host:port" of the backend, as logs and messages name it.
   std::string target_name() const { return util::host_port(settings_.target.host, settings_.target.port); }
 
@@ -143,8 +146,13 @@ class Pool {
   void hand_over(std::unique_ptr<ServerConnection> conn);  // to a waiter, else to the idle list
   void close(std::unique_ptr<ServerConnection> conn);      // frees a slot and wakes a waiter for it
   bool expired(const ServerConnection& c, Clock::time_point now) const;
-  void observe_wait(Clock::time_point started,
-                    Clock::time_point now = net::BatchClock::now());  // into pool_wait
+  // A server goes to a client: the wait into pool_wait (both series), the checkout counted, its time kept
+  // (ServerConnection::checked_out, where a transaction-pooled transaction starts).
+  void lend(ServerConnection& c, Clock::time_point started, Clock::time_point now = net::BatchClock::now());
+  void idle_changed(int64_t delta);  // servers_idle, total and per pool
+  void total_changed(int delta);     // total_ and what is published of it
+  // Moves this pool's gauges to the series of new labels (a reload changed its backend).
+  void relabel(const control::PoolLabels& labels);
   bool reserve_slot();  // takes one server slot from the group budget, if any is left
   // Gives it back: to the pool of another worker that needs it more (starving_peer), else to a waiter here,
   // else to any worker with waiters.
@@ -187,6 +195,7 @@ class Pool {
   int worker_;
   PoolSettings settings_;
   control::WorkerStats& stats_;
+  control::PoolStats* pstats_;
   uint64_t generation_ = 1;
   int total_ = 0;  // open, opening or resetting
   std::deque<std::unique_ptr<ServerConnection>> idle_;

@@ -72,6 +72,7 @@ class ServerConnection {
   }
   Clock::time_point created;
   Clock::time_point idle_since;
+  Clock::time_point checked_out;  // lent to its current client (transaction duration)
   char tx_status = 'I';
   uint64_t generation = 0;      // pool generation it was opened for; stale ones are closed at check-in
   ServerStatements statements;  // transaction pooling: prepared here by pgrouter, by server-side name

@@ -15,6 +15,7 @@
 #include "pgrouter/session/scatter_request.hpp"
 #include "pgrouter/sharding/copy_rows.hpp"
 #include "pgrouter/sharding/two_phase.hpp"
+#include "pgrouter/session/slow_query_log.hpp"
 #include "pgrouter/session/startup_reset.hpp"
 #include "pgrouter/sql/classifier.hpp"
 #include "pgrouter/sql/shard_key.hpp"
@@ -250,8 +251,9 @@ class ClientSession {
   awaitable<void> client_write(net::PlainStream& s, const char* src, size_t n, net::error_code& ec);
   awaitable<size_t> client_read(net::TlsStream& s, char* dst, size_t n, net::error_code& ec);
   awaitable<void> client_write(net::TlsStream& s, const char* src, size_t n, net::error_code& ec);
-  void request_started();
+  void request_started(char type);  // Query, Sync or FunctionCall sent
   void request_finished();
+  void log_slow_query(const SlowQuery& q);
 
   Worker& w_;
   net::PlainStream plain_;  // the client connection until (unless) it becomes TLS; fd -1 then
@@ -502,6 +504,12 @@ class ClientSession {
   pool::Clock::time_point* ring() { return started_more_ ? started_more_.get() : started_inline_.data(); }
   size_t ring_capacity() const { return started_more_ ? kRing : kRingInline; }
   size_t ring_head_ = 0, ring_count_ = 0;
+  SlowQueryLog slow_;  // log.slow_query_ms: the statements of the requests in the ring
+  // A transaction (pgrouter_pool_transaction_duration_seconds) ends at the ReadyForQuery 'I' after its
+  // requests. It starts at its first request, or, in transaction pooling, when its server was checked out
+  // for it (a pinned client's server stays: then at its first request too).
+  bool session_txn_open_ = false;
+  pool::Clock::time_point session_txn_started_{};
 };
 
 // Spawns a session for an accepted socket on the worker's io_context.
