@@ -103,28 +103,6 @@ awaitable<bool> read_server_message(ServerConnection& c, char& type, std::string
   co_return true;
 }
 
-namespace {
-// A DataRow's text values (nullopt = NULL); a malformed row gives what it has.
-std::vector<std::optional<std::string>> text_row(std::string_view body) {
-  std::vector<std::optional<std::string>> row;
-  if (body.size() < 2) return row;
-  size_t n = p::read_be16(body.data()), pos = 2;
-  for (size_t i = 0; i < n && pos + 4 <= body.size(); ++i) {
-    uint32_t len = p::read_be32(body.data() + pos);
-    pos += 4;
-    if (len == 0xffffffffu) {
-      row.emplace_back();
-    } else if (len <= body.size() - pos) {
-      row.emplace_back(body.substr(pos, len));
-      pos += len;
-    } else {
-      break;
-    }
-  }
-  return row;
-}
-}  // namespace
-
 awaitable<bool> ServerConnection::run_quietly(const std::string& sql, ServerError* err) {
   std::string out;
   p::append_query(out, sql);
@@ -208,7 +186,7 @@ awaitable<bool> ServerConnection::run_messages(std::string out, std::string labe
     } else if (type == be::kParameterStatus) {
       if (auto kv = p::parse_parameter_status(body)) set_param(kv->first, kv->second);
     } else if (type == be::kDataRow && rows) {
-      rows->push_back(text_row(body));
+      rows->push_back(p::data_row_texts(body));
     } else if (type == be::kReadyForQuery) {
       watch->done = true;
       watchdog.cancel();

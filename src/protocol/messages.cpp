@@ -342,4 +342,23 @@ bool is_safe_identifier(std::string_view name) {
   return true;
 }
 
+std::vector<std::optional<std::string>> data_row_texts(std::string_view body) {
+  std::vector<std::optional<std::string>> row;
+  if (body.size() < 2) return row;
+  size_t n = read_be16(body.data()), pos = 2;
+  for (size_t i = 0; i < n && pos + 4 <= body.size(); ++i) {
+    uint32_t len = read_be32(body.data() + pos);
+    pos += 4;
+    if (len == 0xffffffffu) {
+      row.emplace_back();
+    } else if (len <= body.size() - pos) {
+      row.emplace_back(body.substr(pos, len));
+      pos += len;
+    } else {
+      break;
+    }
+  }
+  return row;
+}
+
 }  // namespace pgrouter::protocol

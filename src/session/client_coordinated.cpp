@@ -252,12 +252,7 @@ awaitable<bool> ClientSession::end_coordinated(bool commit) {
   if (commit) {
     co_await prepare_and_commit(run);
   } else {
-    std::vector<ShardLeg*> alive;
-    for (auto& leg : run.legs)
-      if (!leg.broken) alive.push_back(&leg);
-    std::vector<QueryAnswer> ignored;
-    std::string rollback = "ROLLBACK";
-    co_await run_on_legs(alive, rollback, ignored);
+    co_await rollback_legs(run.legs);
   }
   release_legs(run.legs, false);
   coord_.reset();
@@ -396,16 +391,8 @@ awaitable<bool> ClientSession::coordinate_transaction() {
       if (got <= 0) break;
       if (request_extent(client_buf_.data(), client_buf_.size()) == 0) {
         // More messages of the batch: read on (client_message returns at once while one is whole).
-        client_buf_.prepare_read();
-        net::error_code ec;
-        size_t n = 0;
-        if (tls_)
-          n = co_await tls_->async_read_some(asio::buffer(client_buf_.write_ptr(), client_buf_.write_space()),
-                                             asio::redirect_error(use_awaitable, ec));
-        else
-          n = co_await client_ready_.read_some(client_buf_.write_ptr(), client_buf_.write_space(), ec);
-        if (ec) break;
-        client_buf_.commit(n);
+        bool more = co_await client_read_more();
+        if (!more) break;
       }
       continue;
     }

@@ -123,17 +123,23 @@ awaitable<int64_t> ClientSession::client_message(size_t max_length) {
       if (buf.size() >= 1 + size_t(len)) co_return int64_t(1 + size_t(len));
       buf.reserve_message(1 + size_t(len));
     }
-    buf.prepare_read();
-    net::error_code ec;
-    size_t n = 0;
-    if (tls_)
-      n = co_await tls_->async_read_some(asio::buffer(buf.write_ptr(), buf.write_space()),
-                                         asio::redirect_error(use_awaitable, ec));
-    else
-      n = co_await client_ready_.read_some(buf.write_ptr(), buf.write_space(), ec);
-    if (ec) co_return 0;
-    buf.commit(n);
+    bool more = co_await client_read_more();
+    if (!more) co_return 0;
   }
+}
+
+awaitable<bool> ClientSession::client_read_more() {
+  client_buf_.prepare_read();
+  net::error_code ec;
+  size_t n = 0;
+  if (tls_)
+    n = co_await tls_->async_read_some(asio::buffer(client_buf_.write_ptr(), client_buf_.write_space()),
+                                       asio::redirect_error(use_awaitable, ec));
+  else
+    n = co_await client_ready_.read_some(client_buf_.write_ptr(), client_buf_.write_space(), ec);
+  if (ec) co_return false;
+  client_buf_.commit(n);
+  co_return true;
 }
 
 // The client's data, cut into rows for the legs, up to its CopyDone or CopyFail. False when the client is
@@ -196,12 +202,7 @@ awaitable<void> ClientSession::copy_finish(WriteRun& run, CopyRun& copy, std::st
     co_await prepare_and_commit(run);
     co_return;
   }
-  std::vector<ShardLeg*> alive;
-  for (auto& leg : run.legs)
-    if (!leg.broken) alive.push_back(&leg);
-  std::vector<QueryAnswer> ignored;
-  std::string rollback = "ROLLBACK";
-  co_await run_on_legs(alive, rollback, ignored);
+  co_await rollback_legs(run.legs);
 }
 
 // The COPY on every shard, the client's rows cut between them, then committed on all or none. False when

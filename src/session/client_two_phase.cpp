@@ -118,12 +118,7 @@ awaitable<void> ClientSession::write_on_legs(WriteRun& run) {
   }
   if (const auto* e = first_leg_error(run.legs)) run.fail(*e);
   if (run.error.empty()) co_return;
-  std::vector<ShardLeg*> alive;
-  for (auto& leg : run.legs)
-    if (!leg.broken) alive.push_back(&leg);
-  std::vector<QueryAnswer> ignored;
-  std::string rollback = "ROLLBACK";
-  co_await run_on_legs(alive, rollback, ignored);
+  co_await rollback_legs(run.legs);
 }
 
 // PREPARE on every leg, the decision recorded, then COMMIT PREPARED (or ROLLBACK PREPARED) on every leg.

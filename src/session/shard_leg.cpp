@@ -4,25 +4,6 @@ namespace pgrouter::session {
 namespace p = pgrouter::protocol;
 namespace be = pgrouter::protocol::backend;
 
-namespace {
-std::vector<std::optional<std::string>> text_row(std::string_view body) {
-  std::vector<std::optional<std::string>> row;
-  if (body.size() < 2) return row;
-  size_t n = p::read_be16(body.data()), pos = 2;
-  for (size_t i = 0; i < n && pos + 4 <= body.size(); ++i) {
-    uint32_t len = p::read_be32(body.data() + pos);
-    pos += 4;
-    if (len == 0xffffffffu) {
-      row.emplace_back();
-    } else {
-      row.emplace_back(body.substr(pos, len));
-      pos += len;
-    }
-  }
-  return row;
-}
-}  // namespace
-
 std::string leg_request(const ScatterRequest& req, std::string_view sql, bool describe_statement,
                         bool client_result_formats) {
   std::string out;
@@ -66,7 +47,7 @@ awaitable<bool> read_answer(ShardLeg& leg, QueryAnswer& answer) {
     else if (type == be::kErrorResponse && answer.error.empty())
       answer.error = body;
     else if (type == be::kDataRow)
-      answer.rows.push_back(text_row(body));
+      answer.rows.push_back(p::data_row_texts(body));
   }
   if (leg.broken && answer.error.empty()) answer.error = leg.error;
   co_return !leg.broken;
@@ -77,6 +58,15 @@ awaitable<bool> run_on_leg(ShardLeg& leg, std::string sql, QueryAnswer& answer) 
   if (!sent) co_return false;
   bool alive = co_await read_answer(leg, answer);
   co_return alive;
+}
+
+awaitable<void> rollback_legs(std::vector<ShardLeg>& legs) {
+  std::vector<ShardLeg*> alive;
+  for (auto& leg : legs)
+    if (!leg.broken) alive.push_back(&leg);
+  std::vector<QueryAnswer> ignored;
+  std::string rollback = "ROLLBACK";
+  co_await run_on_legs(alive, rollback, ignored);
 }
 
 awaitable<void> run_on_legs(std::vector<ShardLeg*> legs, std::string sql, std::vector<QueryAnswer>& answers) {

@@ -202,5 +202,7 @@ awaitable<bool> send_query(ShardLeg& leg, std::string sql, QueryAnswer& answer);
 awaitable<bool> read_answer(ShardLeg& leg, QueryAnswer& answer);
 // The same query on several legs at once: sent to each, then each answer read (answers[i] is legs[i]'s).
 awaitable<void> run_on_legs(std::vector<ShardLeg*> legs, std::string sql, std::vector<QueryAnswer>& answers);
+// ROLLBACK on every leg whose connection still works (their transactions' parts are thrown away).
+awaitable<void> rollback_legs(std::vector<ShardLeg>& legs);
 
 }  // namespace pgrouter::session

@@ -65,6 +65,8 @@ struct ErrorFields {
 ErrorFields parse_error_fields(std::string_view body);
 // Only the SQLSTATE ('C' field), without allocating for the others.
 std::string_view error_sqlstate(std::string_view body);
+// A DataRow's values as text (nullopt = NULL); a malformed row gives the values before the fault.
+std::vector<std::optional<std::string>> data_row_texts(std::string_view body);
 // Whether an ErrorResponse body is FATAL or PANIC (the server ends the session after it).
 bool error_is_fatal(std::string_view body);
 

@@ -408,6 +408,7 @@ class ClientSession {
   awaitable<void> copy_flush(CopyRun& copy, size_t at_least);
   awaitable<void> copy_finish(WriteRun& run, CopyRun& copy, std::string fail_reason);
   awaitable<int64_t> client_message(size_t max_length);
+  awaitable<bool> client_read_more();  // reads what the client sent next into client_buf_; false: gone
   static std::string scatter_statement(const ScatterRun& run, bool describe_statement);
   static std::pair<std::string, std::string> scatter_refusal(const ScatterRun& run);  // message, hint
   awaitable<void> answer_scatter(ScatterRun& run);
