@@ -293,12 +293,8 @@ awaitable<bool> ClientSession::run_copy_across(const ScatterRequest& client_req,
   write_done_at_ = routing::steady_ms();  // read-your-writes: as after any write on the primaries
   required_lsn_ = 0;
   if (!alive) co_return false;
-  std::string out;
-  answer_write(run, out);
-  p::append_ready_for_query(out, 'I');
-  net::error_code ec;
-  co_await client_write_any(out, ec);
-  co_return !ec;
+  bool sent = co_await send_write_answer(run);
+  co_return sent;
 }
 
 }  // namespace pgrouter::session

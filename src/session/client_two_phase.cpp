@@ -281,6 +281,11 @@ awaitable<bool> ClientSession::run_write_across(const ScatterRequest& req, const
     co_await write_across(run);
   }
   release_legs(run.legs, false);
+  bool sent = co_await send_write_answer(run);
+  co_return sent;
+}
+
+awaitable<bool> ClientSession::send_write_answer(WriteRun& run) {
   std::string out;
   answer_write(run, out);
   p::append_ready_for_query(out, 'I');
