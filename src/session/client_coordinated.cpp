@@ -6,7 +6,6 @@
 // decision and commits them all (sharding/two_phase.hpp), ROLLBACK rolls every part back. After an error the
 // transaction is aborted everywhere until ROLLBACK, as on one server. Each shard has its own snapshot.
 #include <algorithm>
-#include <cctype>
 
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/protocol/backend.hpp"
@@ -31,33 +30,6 @@ struct PrepareOnly {
 namespace {
 constexpr const char* kInFailedTransaction = "25P02";
 constexpr size_t kRelayChunk = 64 * 1024;
-
-// The first word of a statement, upper-cased, past blanks and comments.
-std::string first_word(std::string_view sql) {
-  size_t i = 0;
-  for (;;) {
-    while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i]))) ++i;
-    if (sql.substr(i, 2) == "--") {
-      size_t nl = sql.find('\n', i);
-      i = nl == std::string_view::npos ? sql.size() : nl + 1;
-    } else if (sql.substr(i, 2) == "/*") {
-      size_t end = sql.find("*/", i + 2);
-      i = end == std::string_view::npos ? sql.size() : end + 2;
-    } else {
-      break;
-    }
-  }
-  std::string word;
-  while (i < sql.size() && std::isalpha(static_cast<unsigned char>(sql[i])))
-    word += char(std::toupper(static_cast<unsigned char>(sql[i++])));
-  return word;
-}
-
-bool mentions_chain(std::string_view sql) {
-  std::string upper(sql);
-  for (char& c : upper) c = char(std::toupper(static_cast<unsigned char>(c)));
-  return upper.find("CHAIN") != std::string::npos;
-}
 
 // How many bytes at the start of d[0..n) make one request: a Query, or extended messages through their Sync;
 // 0 when it is not all here yet. A Terminate is a request of its own.
@@ -192,6 +164,17 @@ awaitable<ShardLeg*> ClientSession::coordinated_leg(int shard, std::string& erro
 // always gets an unnamed Parse and a Describe of the portal), up to the leg's ReadyForQuery.
 awaitable<bool> ClientSession::relay_on_leg(ShardLeg& leg, const ScatterRequest& req) {
   std::string bytes = leg_request(req, req.sql, true, true);
+  bool ok = co_await relay_leg_answer(leg, std::move(bytes), &req);
+  if (req.parses && !req.statement.empty() && leg.parsed)
+    tracker_->define_statement(std::string(req.statement), req.sql, req.parameter_types);
+  co_return ok;
+}
+
+// Sends `bytes` to the leg and relays its answer up to its ReadyForQuery: every message, or with `asked` only
+// those the client's request asked for. Then a ReadyForQuery of the transaction's status, 'E' after an error.
+awaitable<bool> ClientSession::relay_leg_answer(ShardLeg& leg, std::string bytes,
+                                                const ScatterRequest* asked) {
+  leg.parsed = false;  // (the leg ran earlier requests: only this one's ParseComplete counts)
   bool sent = co_await leg.send(std::move(bytes));
   std::string out;
   net::error_code ec;
@@ -200,13 +183,12 @@ awaitable<bool> ClientSession::relay_on_leg(ShardLeg& leg, const ScatterRequest&
   bool bound = false;
   while (sent && !leg.ready) {
     bool read = co_await leg.read(type, body);
-    if (!read) break;
-    if (type == be::kReadyForQuery) break;
+    if (!read || type == be::kReadyForQuery) break;
     bool forward = true;
-    if (req.extended) {
-      if (type == be::kParseComplete) forward = req.parses;
+    if (asked && asked->extended) {
+      if (type == be::kParseComplete) forward = asked->parses;
       if (type == be::kBindComplete) bound = true;
-      if ((type == be::kRowDescription || type == be::kNoData) && bound) forward = req.describe_portal;
+      if ((type == be::kRowDescription || type == be::kNoData) && bound) forward = asked->describe_portal;
     }
     if (forward) append_message(out, type, body);
     if (out.size() >= kRelayChunk) {
@@ -215,16 +197,11 @@ awaitable<bool> ClientSession::relay_on_leg(ShardLeg& leg, const ScatterRequest&
       out.clear();
     }
   }
-  if (leg.broken) {
-    append_message(out, be::kErrorResponse, leg.error);
-    coord_.get()->status = 'E';
-  } else if (leg.server->tx_status == 'E' || !leg.error.empty()) {
-    coord_.get()->status = 'E';
-  }
+  auto& c = *coord_.get();
+  if (leg.broken) append_message(out, be::kErrorResponse, leg.error);
+  if (leg.broken || !leg.error.empty() || leg.server->tx_status == 'E') c.status = 'E';
   leg.error.clear();
-  if (req.parses && !req.statement.empty() && leg.parsed)
-    tracker_->define_statement(std::string(req.statement), req.sql, req.parameter_types);
-  p::append_ready_for_query(out, coord_.get()->status);
+  p::append_ready_for_query(out, c.status);
   co_await client_write_any(out, ec);
   co_return !ec;
 }
@@ -286,13 +263,14 @@ std::string ClientSession::coordinated_check(std::optional<ScatterRequest>& req,
         "Send the statements one by one, or keep the transaction on one shard key.");
   const auto& cls = w_.classifier().get(req->sql);
   if (cls.cls == sql::StatementClass::transaction_end) {
-    std::string word = first_word(req->sql);
-    if (mentions_chain(req->sql) || word == "PREPARE")
+    using Ending = sql::Classification::Ending;
+    if (cls.chain || cls.ending == Ending::prepare)
       return error_body(p::sqlstate::feature_not_supported,
-                        "pgrouter: " + word + " of a transaction across shards is not supported",
+                        std::string("pgrouter: ") + (cls.chain ? "AND CHAIN" : "PREPARE TRANSACTION") +
+                            " of a transaction across shards is not supported",
                         "End it with COMMIT or ROLLBACK.");
     ends = true;
-    commit = word == "COMMIT" || word == "END";
+    commit = cls.ending == Ending::commit;
     return {};
   }
   if (c.status == 'E')
@@ -363,23 +341,9 @@ awaitable<bool> ClientSession::coordinated_prepare(const PrepareOnly& prepare) {
   p::append_parse(bytes, "", prepare.sql, prepare.types);
   if (prepare.describe) p::append_describe(bytes, 'S', "");
   p::append_sync(bytes);
-  bool sent = co_await leg.send(std::move(bytes));
-  std::string out;
-  char type = 0;
-  std::string body;
-  while (sent && !leg.ready) {
-    bool read = co_await leg.read(type, body);
-    if (!read || type == be::kReadyForQuery) break;
-    append_message(out, type, body);
-  }
-  if (leg.broken) append_message(out, be::kErrorResponse, leg.error);
-  if (leg.broken || !leg.error.empty() || leg.server->tx_status == 'E') c.status = 'E';
-  leg.error.clear();
+  bool ok = co_await relay_leg_answer(leg, std::move(bytes), nullptr);
   if (leg.parsed && !name.empty()) tracker_->define_statement(name, prepare.sql, prepare.types);
-  p::append_ready_for_query(out, c.status);
-  net::error_code ec;
-  co_await client_write_any(out, ec);
-  co_return !ec;
+  co_return ok;
 }
 
 awaitable<bool> ClientSession::coordinate_transaction() {

@@ -23,20 +23,15 @@ namespace {
 // A shard's rows are sent in CopyData messages of about this size.
 constexpr size_t kCopyChunk = 64 * 1024;
 
-std::string literal(std::string_view s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
-  return out + "'";
-}
-
 // The position of column `key` in the table's own column order (a COPY without a column list).
 std::string key_position_sql(const sql::ShardTarget::CopyFrom& copy, std::string_view key) {
-  std::string table = copy.schema.empty() ? "quote_ident(" + literal(copy.table) + ")"
-                                          : "quote_ident(" + literal(copy.schema) +
-                                                ") || '.' || quote_ident(" + literal(copy.table) + ")";
+  std::string table = copy.schema.empty()
+                          ? "quote_ident(" + p::quote_literal(copy.table) + ")"
+                          : "quote_ident(" + p::quote_literal(copy.schema) + ") || '.' || quote_ident(" +
+                                p::quote_literal(copy.table) + ")";
   return "SELECT n - 1 FROM (SELECT attname, row_number() OVER (ORDER BY attnum) AS n FROM pg_attribute "
          "WHERE attrelid = to_regclass(" +
-         table + ") AND attnum > 0 AND NOT attisdropped) c WHERE attname = " + literal(key);
+         table + ") AND attnum > 0 AND NOT attisdropped) c WHERE attname = " + p::quote_literal(key);
 }
 
 // The format the COPY's options give, or why its data cannot be cut into rows here.

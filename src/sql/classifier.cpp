@@ -439,6 +439,12 @@ StatementClass Walker::statement(const JsonValue& node) {
     }
     if (kind == "TRANS_STMT_SAVEPOINT" || kind == "TRANS_STMT_RELEASE" || kind == "TRANS_STMT_ROLLBACK_TO")
       return StatementClass::transaction_savepoint;
+    using Ending = Classification::Ending;
+    out_.ending = kind == "TRANS_STMT_COMMIT"     ? Ending::commit
+                  : kind == "TRANS_STMT_ROLLBACK" ? Ending::rollback
+                  : kind == "TRANS_STMT_PREPARE"  ? Ending::prepare
+                                                  : Ending::none;
+    out_.chain = flag(node, "chain");
     return StatementClass::transaction_end;  // COMMIT, ROLLBACK (AND CHAIN), PREPARE TRANSACTION
   }
   if (type == "VariableSetStmt") return variable_set(node);

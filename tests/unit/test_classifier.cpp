@@ -51,6 +51,21 @@ TEST_CASE("classifier: transaction modes") {
   CHECK_FALSE(classify("COMMIT PREPARED 'x'").transaction_control);  // not this session's transaction
 }
 
+TEST_CASE("classifier: how a transaction ends") {
+  using Ending = Classification::Ending;
+  CHECK(classify("COMMIT").ending == Ending::commit);
+  CHECK(classify("end work").ending == Ending::commit);
+  CHECK(classify("/* chain */ ROLLBACK").ending == Ending::rollback);
+  CHECK_FALSE(classify("/* chain */ ROLLBACK").chain);
+  CHECK(classify("ABORT").ending == Ending::rollback);
+  CHECK(classify("PREPARE TRANSACTION 'g'").ending == Ending::prepare);
+  auto chained = classify("COMMIT AND CHAIN");
+  CHECK(chained.ending == Ending::commit);
+  CHECK(chained.chain);
+  CHECK(classify("ROLLBACK TO SAVEPOINT a").ending == Ending::none);
+  CHECK(classify("SELECT 1").ending == Ending::none);
+}
+
 TEST_CASE("classifier: session settings and SET LOCAL") {
   auto session = classify("SET statement_timeout = 5");
   CHECK(session.sets_session);

@@ -395,6 +395,7 @@ class ClientSession {
   awaitable<bool> coordinated_prepare(const PrepareOnly& prepare);
   awaitable<ShardLeg*> coordinated_leg(int shard, std::string& error);
   awaitable<bool> relay_on_leg(ShardLeg& leg, const ScatterRequest& req);
+  awaitable<bool> relay_leg_answer(ShardLeg& leg, std::string bytes, const ScatterRequest* asked);
   awaitable<bool> coordinated_reply(std::string error, std::string tag, char status);
   awaitable<bool> end_coordinated(bool commit);
   // COPY ... FROM STDIN of a sharded or reference table (client_copy_across.cpp): each row to its shard (a

@@ -43,6 +43,11 @@ struct Classification {
   bool sets_session = false;  // some statement sets session state: SET, RESET, SET SESSION CHARACTERISTICS
   bool set_local = false;     // some statement sets transaction-scoped state: SET LOCAL, SET TRANSACTION,
                               // SET CONSTRAINTS, SET transaction_read_only/isolation/deferrable
+  // How the last COMMIT/END, ROLLBACK/ABORT or PREPARE TRANSACTION among the statements ends its
+  // transaction, and whether it says AND CHAIN.
+  enum class Ending : uint8_t { none, commit, rollback, prepare };
+  Ending ending = Ending::none;
+  bool chain = false;
   RouteHint hint = RouteHint::none;  // leading /* pgrouter: primary */ or -- pgrouter: replica
   // SET pgrouter.route = 'primary'|'replica'|'auto' (lower-cased as written; the caller validates it); RESET
   // pgrouter.route, SET ... TO DEFAULT, RESET ALL and DISCARD ALL give "auto". SET LOCAL of it is ignored.
