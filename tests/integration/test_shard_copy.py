@@ -7,6 +7,7 @@ import psycopg
 import pytest
 
 from test_sharding import keys_for_test, make_table, misplaced, shard_servers, sharded_config
+from test_two_phase import roll_back_prepared_parts
 
 SEED = 20261207
 TABLE = "sh_copy"
@@ -18,8 +19,7 @@ def tables(cluster):
     make_table(cluster, TABLE)
     for server in shard_servers(cluster):
         with cluster.connect(server, autocommit=True) as c:
-            for (gid,) in c.execute("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'pgr\\_%'").fetchall():
-                c.execute(f"ROLLBACK PREPARED '{gid}'")
+            roll_back_prepared_parts(c)
             c.execute(f"DROP TABLE IF EXISTS {REF}")
             c.execute(f"CREATE TABLE {REF} (id int PRIMARY KEY, name text)")
             c.execute(f"GRANT ALL ON {REF} TO PUBLIC")

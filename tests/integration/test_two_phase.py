@@ -22,15 +22,19 @@ def shard_servers():
     return ["primary", "shard1"]
 
 
+def roll_back_prepared_parts(conn):
+    """Parts a failed test left prepared would hold their locks on the tables for ever."""
+    for (gid,) in conn.execute("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'pgr\\_%'").fetchall():
+        conn.execute(f"ROLLBACK PREPARED '{gid}'")
+
+
 @pytest.fixture
 def tables(cluster):
     """tp_orders (sharded) and tp_plans (reference) on both shards, with two rows of each shard's key."""
     a, b = key_on_each_shard(cluster)
     for i, server in enumerate(shard_servers()):
         with cluster.connect(server, autocommit=True) as c:
-            # Parts a failed test left prepared would hold their locks on the tables for ever.
-            for (gid,) in c.execute("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'pgr\\_%'").fetchall():
-                c.execute(f"ROLLBACK PREPARED '{gid}'")
+            roll_back_prepared_parts(c)
             c.execute(f"DROP TABLE IF EXISTS {TABLE}, {REF}")
             c.execute(f"CREATE TABLE {TABLE} (tenant_id bigint NOT NULL, id int, v text)")
             c.execute(f"CREATE TABLE {REF} (plan int PRIMARY KEY, name text)")
