@@ -111,6 +111,19 @@ def metric(text, name):
     return None
 
 
+def wait_metric(router, name, value, timeout=10.0):
+    """Waits for a gauge to reach value: the session gives its server back just after the client has its answer,
+    so a scrape right after a query may still count it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = metric(router.metrics(), name)
+        if seen == value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} is {seen}, expected {value}")
+        time.sleep(0.02)
+
+
 def default_config(cluster, port, admin_port):
     return {
         "version": 1,

@@ -38,7 +38,7 @@ def test_named_statements_follow_the_client_to_another_server(pgrouter):
     text = router.metrics()
     assert pgr.metric(text, "pgrouter_prepared_statements_prepared_total") >= 2  # once on each server
     assert pgr.metric(text, "pgrouter_clients_pinned_total") == 0
-    assert pgr.metric(text, "pgrouter_servers_active") == 0
+    pgr.wait_metric(router, "pgrouter_servers_active", 0)
 
 
 def test_same_statement_names_from_many_clients_never_collide(pgrouter):
@@ -229,7 +229,7 @@ def test_sql_prepared_statements_are_carried_not_pinned(pgrouter):
     text = router.metrics()
     assert pgr.metric(text, "pgrouter_clients_pinned_total") == 0
     assert pgr.metric(text, "pgrouter_prepared_statements_prepared_total") >= 5
-    assert pgr.metric(text, "pgrouter_servers_active") == 0
+    pgr.wait_metric(router, "pgrouter_servers_active", 0)
 
 
 def test_sql_prepared_statement_follows_the_client_to_another_server(pgrouter):
@@ -301,6 +301,7 @@ def pgbench_tpcb(router, protocol):
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "number of failed transactions: 0" in result.stdout
+    pgr.wait_metric(router, "pgrouter_servers_active", 0)
     return router.metrics()
 
 
