@@ -17,17 +17,25 @@ Lifecycle::Lifecycle(asio::io_context& control_io, Runtime& rt)
     : io_(control_io), rt_(rt), drain_timer_(control_io), watchdog_timer_(control_io) {}
 
 void Lifecycle::set_phase(Phase next) {
-  // starting -> serving -> draining -> stopped; stopped from any stage (SIGINT, a failed start).
-  [[maybe_unused]] bool possible = next == Phase::stopped || int(next) == int(phase_) + 1;
+  // starting -> serving [-> handed_over] -> draining -> stopped; stopped from any stage (SIGINT, a failed
+  // start).
+  [[maybe_unused]] bool possible = next == Phase::stopped || int(next) == int(phase_) + 1 ||
+                                   (phase_ == Phase::serving && next == Phase::draining);
   assert(possible && "impossible lifecycle change");
+  Phase previous = phase_;
   phase_ = next;
   switch (next) {
     case Phase::serving:
       control::systemd::notify("READY=1");
       break;
-    case Phase::draining:
+    case Phase::handed_over:
       rt_.stats->draining.store(1, std::memory_order_relaxed);
       control::systemd::notify("STOPPING=1");
+      for (auto& w : rt_.workers) w->stop_accepting();
+      break;
+    case Phase::draining:
+      rt_.stats->draining.store(1, std::memory_order_relaxed);
+      if (previous != Phase::handed_over) control::systemd::notify("STOPPING=1");
       break;
     case Phase::stopped:
       drain_timer_.cancel();
@@ -55,8 +63,27 @@ void Lifecycle::ping_watchdog() {
   });
 }
 
-void Lifecycle::drain(std::chrono::milliseconds timeout) {
+void Lifecycle::hand_over(std::chrono::milliseconds client_wait, std::chrono::milliseconds shutdown_timeout) {
   if (phase_ != Phase::serving) return;
+  log::info("handed over: a successor accepts the new connections; serving the clients left here",
+            {{"clients", rt_.clients.load()}, {"takeover_client_wait_ms", int64_t(client_wait.count())}});
+  set_phase(Phase::handed_over);
+  deadline_ = std::chrono::steady_clock::now() + client_wait;
+  poll_handed_over(shutdown_timeout);
+}
+
+void Lifecycle::poll_handed_over(std::chrono::milliseconds shutdown_timeout) {
+  if (phase_ != Phase::handed_over) return;  // a SIGTERM or SIGINT came meanwhile
+  if (rt_.clients.load() == 0) return stop();
+  if (std::chrono::steady_clock::now() >= deadline_) return drain(shutdown_timeout);
+  drain_timer_.expires_after(kDrainPoll);
+  drain_timer_.async_wait([this, shutdown_timeout](boost::system::error_code ec) {
+    if (!ec) poll_handed_over(shutdown_timeout);
+  });
+}
+
+void Lifecycle::drain(std::chrono::milliseconds timeout) {
+  if (phase_ != Phase::serving && phase_ != Phase::handed_over) return;
   log::info("draining: new connections are refused, clients end as their transactions finish",
             {{"clients", rt_.clients.load()}, {"shutdown_timeout_ms", int64_t(timeout.count())}});
   set_phase(Phase::draining);

@@ -1,6 +1,9 @@
 // pgrouter entry point: command line, config load, workers, admin HTTP, signals (reload, shutdown).
+#include <arpa/inet.h>
 #include <fmt/format.h>
+#include <netinet/in.h>
 #include <openssl/rand.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -20,6 +23,7 @@
 #include "pgrouter/control/log.hpp"
 #include "pgrouter/control/shard_plan.hpp"
 #include "pgrouter/control/systemd.hpp"
+#include "pgrouter/control/takeover.hpp"
 #include "pgrouter/lifecycle.hpp"
 #include "pgrouter/net/tls.hpp"
 #include "pgrouter/routing/readiness.hpp"
@@ -41,6 +45,13 @@ Options:
                            (default: /etc/pgrouter/pgrouter.yaml).
       --check-config FILE  Validate FILE and exit: 0 if valid, 1 with one "file:line:column: message"
                            line per problem on stderr.
+      --takeover           Replace the pgrouter running with the same listen.takeover_socket without
+                           refusing or dropping a connection: its listening sockets (clients and admin)
+                           are handed to this process, which serves on them; the old process then stops
+                           accepting, serves its clients for up to listen.takeover_client_wait (default
+                           30s), drains as on SIGTERM and exits 0. When no process answers on the socket
+                           this starts as usual; when one answers but the exchange fails, this exits 1
+                           and the old process keeps serving.
   -h, --help               Show this help and exit.
   -V, --version            Show the version and exit.
 
@@ -97,6 +108,68 @@ std::shared_ptr<net::ssl::context> tls_for(const control::Config& c, std::string
   return net::make_server_tls_context(c.tls.cert_file, c.tls.key_file, err);
 }
 
+// A handed-over listener is used only when it listens where this configuration says.
+bool listens_at(int fd, const std::string& host, uint16_t port) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return false;
+  boost::system::error_code ec;
+  auto want = asio::ip::make_address(host, ec);
+  if (ec) return false;
+  if (addr.ss_family == AF_INET && want.is_v4()) {
+    const auto& a = reinterpret_cast<const sockaddr_in&>(addr);
+    return ntohs(a.sin_port) == port && ntohl(a.sin_addr.s_addr) == want.to_v4().to_uint();
+  }
+  if (addr.ss_family == AF_INET6 && want.is_v6()) {
+    const auto& a = reinterpret_cast<const sockaddr_in6&>(addr);
+    return ntohs(a.sin6_port) == port && std::memcmp(&a.sin6_addr, want.to_v6().to_bytes().data(), 16) == 0;
+  }
+  return false;
+}
+
+// --takeover: the running process's sockets, or none (a fresh start). False: do not start.
+bool take_over(const control::Config& c, control::takeover::Sockets& got) {
+  namespace takeover = control::takeover;
+  if (c.listen.takeover_socket.empty()) {
+    log::error("--takeover needs listen.takeover_socket in the configuration (the running process's too)");
+    return false;
+  }
+  std::string why;
+  switch (takeover::ask(c.listen.takeover_socket, got, why)) {
+    case takeover::Asked::nothing_there:
+      log::info("takeover: no pgrouter answers on listen.takeover_socket; starting on fresh sockets",
+                {{"takeover_socket", c.listen.takeover_socket}, {"reason", why}});
+      return true;
+    case takeover::Asked::failed:
+      log::error("takeover failed; the running pgrouter keeps serving",
+                 {{"takeover_socket", c.listen.takeover_socket}, {"error", why}});
+      return false;
+    case takeover::Asked::taken:
+      break;
+  }
+  log::info("takeover: sockets received",
+            {{"old_pid", got.old_pid}, {"listeners", int(got.listeners.size())}, {"admin", got.admin >= 0}});
+  bool client_ok = true;
+  for (int fd : got.listeners) client_ok = client_ok && listens_at(fd, c.listen.host, c.listen.port);
+  if (!client_ok) {
+    log::warn("takeover: the running process listens elsewhere than listen.host/port; opening new listeners");
+    for (int fd : got.listeners) ::close(fd);
+    got.listeners.clear();
+  }
+  if (got.admin >= 0 && (c.admin.port == 0 || !listens_at(got.admin, c.admin.host, c.admin.port))) {
+    ::close(got.admin);
+    got.admin = -1;
+  }
+  return true;
+}
+
+// Each worker accepts on the handed-over listeners (spread over the workers) or on one of its own.
+void start_listening(Runtime& rt, const control::Config& c, const std::vector<int>& inherited) {
+  for (size_t j = 0; j < inherited.size(); ++j) rt.workers[j % rt.workers.size()]->adopt(inherited[j]);
+  for (size_t i = inherited.size(); i < rt.workers.size(); ++i)
+    rt.workers[i]->listen(c.listen.host, c.listen.port);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -107,6 +180,7 @@ int main(int argc, char** argv) {
                                                    : control::shard_of_main(args, std::cout, std::cerr);
   }
   std::string config_path = "/etc/pgrouter/pgrouter.yaml";
+  bool want_takeover = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&](const char* opt) -> std::string {
@@ -122,6 +196,8 @@ int main(int argc, char** argv) {
     } else if (a == "-V" || a == "--version") {
       std::cout << "pgrouter " << PGROUTER_VERSION << "\n";
       return 0;
+    } else if (a == "--takeover") {
+      want_takeover = true;
     } else if (a == "-c" || a == "--config") {
       config_path = next("--config");
     } else if (a.rfind("--config=", 0) == 0) {
@@ -162,6 +238,8 @@ int main(int argc, char** argv) {
   }
 
   std::signal(SIGPIPE, SIG_IGN);
+  control::takeover::Sockets inherited;
+  if (want_takeover && !take_over(*config, inherited)) return 1;
   int nworkers = config->listen.workers > 0 ? config->listen.workers
                                             : std::max(1, int(std::thread::hardware_concurrency()) / 2);
   if (nworkers > 126) nworkers = 126;  // the worker index is encoded in cancel keys
@@ -174,7 +252,7 @@ int main(int argc, char** argv) {
   rt.mock_secret.assign(reinterpret_cast<char*>(secret), sizeof secret);
   for (int i = 0; i < nworkers; ++i) rt.workers.push_back(std::make_unique<Worker>(rt, i, config, tls));
   try {
-    for (auto& w : rt.workers) w->listen(config->listen.host, config->listen.port);
+    start_listening(rt, *config, inherited.listeners);
   } catch (const std::exception& e) {
     log::error("cannot listen",
                {{"host", config->listen.host}, {"port", config->listen.port}, {"error", e.what()}});
@@ -195,7 +273,7 @@ int main(int argc, char** argv) {
     admin = std::make_unique<control::AdminServer>(control_io, config->admin.host, config->admin.port,
                                                    rt.stats, not_ready, std::move(api));
     try {
-      admin->start();
+      admin->start(inherited.admin);
     } catch (const std::exception& e) {
       log::error("cannot start admin HTTP server",
                  {{"host", config->admin.host}, {"port", config->admin.port}, {"error", e.what()}});
@@ -348,8 +426,38 @@ int main(int argc, char** argv) {
               config->listen.send_batching == control::SendBatching::io_uring ? "io_uring" : "off"},
              {"admin_port", config->admin.port}});
   lifecycle.serving();
+  // A successor started with --takeover asks here for the sockets; then this process hands over.
+  std::unique_ptr<control::takeover::Giver> giver;
+  if (!config->listen.takeover_socket.empty()) {
+    control::takeover::Giver::Handlers handlers;
+    handlers.give = [&] {
+      control::takeover::Sockets s;
+      if (lifecycle.draining()) return s;
+      for (auto& w : rt.workers)
+        s.listeners.insert(s.listeners.end(), w->listener_fds().begin(), w->listener_fds().end());
+      s.admin = admin ? admin->listener_fd() : -1;
+      return s;
+    };
+    handlers.handed_over = [&](int new_pid) {
+      log::info("takeover: the new process serves", {{"new_pid", new_pid}});
+      if (admin) admin->stop_accepting();
+      lifecycle.hand_over(config->listen.takeover_client_wait, config->listen.shutdown_timeout);
+    };
+    giver = std::make_unique<control::takeover::Giver>(control_io, config->listen.takeover_socket,
+                                                       std::move(handlers));
+    try {
+      giver->start();
+    } catch (const std::exception& e) {
+      log::warn("listen.takeover_socket: cannot listen; this process cannot be taken over",
+                {{"error", e.what()}});
+      giver.reset();
+    }
+  }
+  if (inherited.channel >= 0 && !control::takeover::confirm_ready(inherited.channel))
+    log::warn("takeover: the old process was gone before this one served", {{"old_pid", inherited.old_pid}});
 
   control_io.run();
+  giver.reset();
   for (auto& w : rt.workers) w->join();
   rt.health.stop();
   admin.reset();

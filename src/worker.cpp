@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -22,7 +23,6 @@ Worker::Worker(Runtime& rt, int index, std::shared_ptr<const control::Config> co
     : rt_(rt),
       index_(index),
       stats_(*rt.stats->workers.at(size_t(index))),
-      acceptor_(io_),
       config_(std::move(config)),
       tls_(std::move(tls)),
       rng_(std::random_device{}()) {
@@ -36,28 +36,49 @@ Worker::~Worker() {
   io_.destroy_pending();
 }
 
+Worker::Listener& Worker::add_listener() {
+  listeners_.push_back(std::make_unique<Listener>(io_));
+  return *listeners_.back();
+}
+
 void Worker::listen(const std::string& host, uint16_t port) {
   auto addr = asio::ip::make_address(host);
   tcp::endpoint ep(addr, port);
-  acceptor_.open(ep.protocol());
-  acceptor_.set_option(tcp::acceptor::reuse_address(true));
+  tcp::acceptor& acceptor = add_listener().acceptor;
+  acceptor.open(ep.protocol());
+  acceptor.set_option(tcp::acceptor::reuse_address(true));
   int one = 1;
-  if (::setsockopt(acceptor_.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+  if (::setsockopt(acceptor.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
     throw std::runtime_error("cannot set SO_REUSEPORT");
-  acceptor_.bind(ep);
-  if (config_->listen.tcp_defer_accept) {
-    // The kernel completes the handshake but wakes the listener only once the client's first bytes (its
-    // SSLRequest or startup packet) are there: an accept is then never followed by a wait for them, and a
-    // connection that sends nothing (a port probe) costs pgrouter nothing. After 45 s without data the
-    // connection is accepted anyway, as PgBouncer's tcp_defer_accept does.
-    int secs = 45;
-    if (::setsockopt(acceptor_.native_handle(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) != 0)
-      log::warn(
-          "listen.tcp_defer_accept: TCP_DEFER_ACCEPT could not be set; connections are accepted at their "
-          "handshake",
-          {{"error", std::string(std::strerror(errno))}});
-  }
-  acceptor_.listen(4096);
+  acceptor.bind(ep);
+  configure_listener(*listeners_.back());
+  acceptor.listen(4096);
+  listener_fds_.push_back(acceptor.native_handle());
+}
+
+void Worker::adopt(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    throw std::runtime_error(std::string("a handed-over listener is not a socket: ") + std::strerror(errno));
+  Listener& l = add_listener();
+  l.acceptor.assign(addr.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd);
+  configure_listener(l);
+  listener_fds_.push_back(fd);
+}
+
+void Worker::configure_listener(Listener& l) {
+  if (!config_->listen.tcp_defer_accept) return;
+  // The kernel completes the handshake but wakes the listener only once the client's first bytes (its
+  // SSLRequest or startup packet) are there: an accept is then never followed by a wait for them, and a
+  // connection that sends nothing (a port probe) costs pgrouter nothing. After 45 s without data the
+  // connection is accepted anyway, as PgBouncer's tcp_defer_accept does.
+  int secs = 45;
+  if (::setsockopt(l.acceptor.native_handle(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs) != 0)
+    log::warn(
+        "listen.tcp_defer_accept: TCP_DEFER_ACCEPT could not be set; connections are accepted at their "
+        "handshake",
+        {{"error", std::string(std::strerror(errno))}});
 }
 
 void Worker::start() {
@@ -66,7 +87,7 @@ void Worker::start() {
     log::warn(
         "listen.send_batching: io_uring is not available here (kernel, seccomp or memory lock limit); the "
         "relay makes one send() per message");
-  asio::co_spawn(io_, accept_loop(), asio::detached);
+  for (auto& l : listeners_) asio::co_spawn(io_, accept_loop(*l), asio::detached);
   asio::co_spawn(io_, maintenance_loop(), asio::detached);
   bool batch = config_->listen.scheduling == control::Scheduling::batch;
   thread_ = std::thread([this, batch] {
@@ -97,7 +118,7 @@ void Worker::drain() {
   asio::post(io_, [this] {
     if (phase_ != Phase::serving) return;
     phase_ = Phase::draining;
-    close_listener();  // new connections are refused by the kernel from here on
+    close_listeners();  // new connections are refused by the kernel from here on
     asio::co_spawn(io_, drain_loop(), asio::detached);
   });
 }
@@ -105,17 +126,28 @@ void Worker::drain() {
 void Worker::stop() {
   asio::post(io_, [this] {
     phase_ = Phase::stopping;
-    close_listener();
+    close_listeners();
     readiness_.stop();
     io_.stop();
   });
 }
 
-void Worker::close_listener() {
-  listen_ready_.cancel();
-  listen_ready_.detach();
-  boost::system::error_code ec;
-  acceptor_.close(ec);
+void Worker::stop_accepting() {
+  asio::post(io_, [this] { close_listeners(); });
+}
+
+void Worker::close_listeners() {
+  for (auto& l : listeners_) {
+    l->ready.cancel();
+    l->ready.detach();
+    // release() takes the descriptor out of Asio's epoll set before it is closed: a successor may hold the
+    // same socket, so closing alone would leave it registered here.
+    boost::system::error_code ec;
+    if (l->acceptor.is_open()) {
+      int fd = l->acceptor.release(ec);
+      if (!ec) ::close(fd);
+    }
+  }
 }
 
 void Worker::join() {
@@ -310,13 +342,13 @@ void Worker::on_login_timer() {
   if (!logins_.empty()) arm_login_timer();
 }
 
-awaitable<void> Worker::accept_loop() {
+awaitable<void> Worker::accept_loop(Listener& l) {
   // The listener is in the readiness set, like the connections it accepts: accept4() gives each one
   // non-blocking with its address, and nothing registers it with Asio's reactor (see net::PlainStream).
-  int lfd = acceptor_.native_handle();
+  int lfd = l.acceptor.native_handle();
   boost::system::error_code ec;
-  acceptor_.native_non_blocking(true, ec);
-  if (ec || !listen_ready_.attach(readiness_, lfd)) {
+  l.acceptor.native_non_blocking(true, ec);
+  if (ec || !l.ready.attach(readiness_, lfd)) {
     log::error("cannot register the listener with the worker's readiness set", {{"worker", index_}});
     co_return;
   }
@@ -337,8 +369,8 @@ awaitable<void> Worker::accept_loop() {
     int err = errno;
     if (err == EINTR || err == ECONNABORTED) continue;
     if (err == EAGAIN || err == EWOULDBLOCK) {
-      listen_ready_.drained();
-      co_await listen_ready_.wait_readable(ec);
+      l.ready.drained();
+      co_await l.ready.wait_readable(ec);
       if (ec) co_return;  // cancelled: the worker stops
       continue;
     }

@@ -72,8 +72,14 @@ class Worker {
   Worker(Runtime& rt, int index, std::shared_ptr<const control::Config> config,
          std::shared_ptr<net::ssl::context> tls);
   ~Worker();
-  // Binds the listener (SO_REUSEPORT so every worker has its own accept queue); throws on failure.
+  // Binds a listener (SO_REUSEPORT so every worker has its own accept queue); throws on failure.
   void listen(const std::string& host, uint16_t port);
+  // Accepts on a listening socket a predecessor handed over (control/takeover.hpp); throws on failure.
+  void adopt(int fd);
+  // The listeners' descriptors, for a successor (fixed between listen()/adopt() and the first close).
+  const std::vector<int>& listener_fds() const { return listener_fds_; }
+  // A successor accepts on the listeners now: close them here, keep serving the clients (on any thread).
+  void stop_accepting();
   void start();  // runs the io_context on a new thread
   // SIGTERM: closes the listener and, until stop(), ends each client as soon as it is idle (ClientSession::
   // end_if_idle_at_shutdown); the control thread calls stop() once Runtime::clients is 0 or time is up.
@@ -144,13 +150,20 @@ class Worker {
   }
 
  private:
-  awaitable<void> accept_loop();
+  struct Listener {
+    explicit Listener(asio::io_context& io) : acceptor(io) {}
+    tcp::acceptor acceptor;
+    net::SocketReadiness ready;  // acceptor's descriptor in readiness_
+  };
+  Listener& add_listener();
+  void configure_listener(Listener& l);
+  awaitable<void> accept_loop(Listener& l);
   awaitable<void> maintenance_loop();
   awaitable<void> drain_loop();
   awaitable<void> recovery_round();  // two-phase recovery (worker 0), one round at a time
   bool recovering_ = false;
   pool::Clock::time_point next_recovery_{};
-  void close_listener();
+  void close_listeners();
   pool::PoolSettings settings_for(const control::DatabaseConfig& db, const control::UserConfig& user,
                                   int shard, int backend) const;
   void build_classifier();
@@ -169,9 +182,9 @@ class Worker {
     void destroy_pending() { shutdown(); }
   };
   Io io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
-  tcp::acceptor acceptor_;
   net::Readiness readiness_{io_};
-  net::SocketReadiness listen_ready_;  // acceptor_'s descriptor in readiness_
+  std::vector<std::unique_ptr<Listener>> listeners_;  // after readiness_: detached from it first
+  std::vector<int> listener_fds_;
   std::thread thread_;
   std::shared_ptr<const control::Config> config_;
   std::shared_ptr<net::ssl::context> tls_;

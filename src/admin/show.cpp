@@ -187,6 +187,9 @@ ResultSet show_config(const control::Config& c) {
   add("listen.client_login_timeout", ms(c.listen.client_login_timeout), ms(d.listen.client_login_timeout),
       true);
   add("listen.shutdown_timeout", ms(c.listen.shutdown_timeout), ms(d.listen.shutdown_timeout), true);
+  add("listen.takeover_socket", c.listen.takeover_socket, d.listen.takeover_socket, false);
+  add("listen.takeover_client_wait", ms(c.listen.takeover_client_wait), ms(d.listen.takeover_client_wait),
+      true);
   add("admin.host", c.admin.host, d.admin.host, false);
   add("admin.port", std::to_string(c.admin.port), std::to_string(d.admin.port), false);
   add("admin.database", c.admin.database, d.admin.database, true);

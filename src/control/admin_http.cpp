@@ -2,6 +2,7 @@
 // per-worker stats at scrape time into prometheus-cpp metric families.
 #include "pgrouter/control/admin_http.hpp"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -604,15 +605,37 @@ AdminServer::~AdminServer() {
   impl_->state->acceptor.close(ec);
 }
 
-void AdminServer::start() {
-  tcp::resolver resolver(impl_->io);
-  const tcp::endpoint endpoint = *resolver.resolve(impl_->host, std::to_string(impl_->port)).begin();
+void AdminServer::start(int inherited_fd) {
   tcp::acceptor& acceptor = impl_->state->acceptor;
-  acceptor.open(endpoint.protocol());
-  acceptor.set_option(asio::socket_base::reuse_address(true));
-  acceptor.bind(endpoint);
-  acceptor.listen();
+  if (inherited_fd >= 0) {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    if (::getsockname(inherited_fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+      throw std::runtime_error("the handed-over admin listener is not a socket");
+    acceptor.assign(addr.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), inherited_fd);
+  } else {
+    tcp::resolver resolver(impl_->io);
+    const tcp::endpoint endpoint = *resolver.resolve(impl_->host, std::to_string(impl_->port)).begin();
+    acceptor.open(endpoint.protocol());
+    acceptor.set_option(asio::socket_base::reuse_address(true));
+    acceptor.bind(endpoint);
+    acceptor.listen();
+  }
   asio::co_spawn(impl_->io, accept_loop(impl_->state), asio::detached);
+}
+
+int AdminServer::listener_fd() const {
+  return impl_->state->acceptor.is_open() ? impl_->state->acceptor.native_handle() : -1;
+}
+
+void AdminServer::stop_accepting() {
+  // The successor holds the same socket: release() takes it out of Asio's epoll set before it is closed
+  // (close() alone would leave it registered while the socket lives on).
+  boost::system::error_code ec;
+  tcp::acceptor& acceptor = impl_->state->acceptor;
+  if (!acceptor.is_open()) return;
+  int fd = acceptor.release(ec);
+  if (!ec) ::close(fd);
 }
 
 uint16_t AdminServer::port() const {

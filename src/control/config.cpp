@@ -32,6 +32,13 @@ using namespace config_detail;
 
 std::string non_empty(std::string_view text) { return text.empty() ? "a non-empty string" : ""; }
 
+// A unix socket's path (sockaddr_un holds 108 bytes with the terminating NUL).
+std::string socket_path(std::string_view text) {
+  return !text.empty() && text.front() == '/' && text.size() < 108
+             ? ""
+             : "an absolute path shorter than 108 bytes";
+}
+
 std::string scram_verifier_text(std::string_view text) {
   return protocol::scram::parse_verifier(text)
              ? ""
@@ -696,7 +703,9 @@ const Section<ListenConfig>& listen_section() {
        int_key("max_client_conn", &ListenConfig::max_client_conn, 1, 1'000'000, kReloadable),
        size_key("max_message_size", &ListenConfig::max_message_size, kReloadable),
        duration_key("client_login_timeout", &ListenConfig::client_login_timeout, kReloadable),
-       duration_key("shutdown_timeout", &ListenConfig::shutdown_timeout, kReloadable)},
+       duration_key("shutdown_timeout", &ListenConfig::shutdown_timeout, kReloadable),
+       string_key("takeover_socket", &ListenConfig::takeover_socket, kNeedsRestart, socket_path),
+       timeout_key("takeover_client_wait", &ListenConfig::takeover_client_wait, kReloadable)},
       {}};
   return section;
 }

@@ -476,7 +476,8 @@ def test_debian_install_files_name_what_meson_installs(tmp_path):
         for line in install.read_text().splitlines():
             if line.strip() and not line.startswith("#"):
                 listed.append(line.split()[0])
-    assert sorted(listed) == ["etc/pgrouter/pgrouter.yaml", "lib/systemd/system/pgrouter.service", "usr/bin/pgrouter"]
+    assert sorted(listed) == ["etc/pgrouter/pgrouter.yaml", "lib/systemd/system/pgrouter.service",
+                              "lib/systemd/system/pgrouter@.service", "usr/bin/pgrouter"]
     for path in listed:
         assert (destdir / in_this_build(path).lstrip("/")).is_file(), f"{path} is not installed by meson"
     # Nothing else is installed (dh_missing would fail the package build).
@@ -501,6 +502,7 @@ def test_built_deb_contents():
     assert entries["/usr/bin/pgrouter"][0] == "-rwxr-xr-x"
     assert "/etc/pgrouter/pgrouter.yaml" in entries
     assert "/lib/systemd/system/pgrouter.service" in entries
+    assert "/lib/systemd/system/pgrouter@.service" in entries
     assert all(owner == "root/root" for _, owner in entries.values())
     conffiles = subprocess.run(["dpkg-deb", "--info", deb, "conffiles"], capture_output=True, text=True,
                                timeout=30).stdout.split()

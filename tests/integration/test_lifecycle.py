@@ -145,16 +145,18 @@ def test_readyz_names_a_shard_without_its_primary(pgrouter, cluster):
     assert f"database app shard 0: primary {pgr.HOST}:{dead} is down" in body, body
 
 
-def test_systemd_unit_verifies(tmp_path):
+@pytest.mark.parametrize("name", ["pgrouter.service", "pgrouter@a.service"])
+def test_systemd_unit_verifies(tmp_path, name):
     analyze = shutil.which("systemd-analyze")
     if not analyze:
         pytest.skip("systemd-analyze is not installed")
+    source = UNIT.with_name(name.replace("@a", "@"))
     # ExecStart must name an executable file here; the installed path may not exist on a build machine.
-    unit = tmp_path / "pgrouter.service"
-    unit.write_text(UNIT.read_text().replace("ExecStart=/usr/bin/pgrouter", f"ExecStart={pgr.pgrouter_bin()}"))
+    unit = tmp_path / name
+    unit.write_text(source.read_text().replace("ExecStart=/usr/bin/pgrouter", f"ExecStart={pgr.pgrouter_bin()}"))
     result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Type=notify" in UNIT.read_text()
+    assert "Type=notify" in source.read_text()
 
 
 def test_notify_sequence(pgrouter, tmp_path):

@@ -246,6 +246,15 @@ TEST_CASE("errors carry the line and column of the offending key or value") {
     CHECK(has_error(load(kBase + "pool: {connect_timeout: 0s}\n"), 9, "positive duration"));
     CHECK(has_error(load(kBase + "listen: {shutdown_timeout: 0}\n"), 9, "positive duration"));
   }
+  SUBCASE("takeover socket: an absolute path that fits a sockaddr_un") {
+    CHECK(has_error(load(kBase + "listen: {takeover_socket: run/t.sock}\n"), 9, "absolute path"));
+    CHECK(has_error(load(kBase + "listen: {takeover_socket: /" + std::string(120, 'x') + "}\n"), 9,
+                    "shorter than 108"));
+    auto r = load(kBase + "listen: {takeover_socket: /run/pgrouter/t.sock, takeover_client_wait: 0}\n");
+    REQUIRE(r.ok());
+    CHECK(r.config->listen.takeover_socket == "/run/pgrouter/t.sock");
+    CHECK(r.config->listen.takeover_client_wait.count() == 0);
+  }
   SUBCASE("pool ranges, min_size above size, also in a database override") {
     auto r = load(kBase + "pool:\n  size: 0\n  queue_size: -1\n");
     CHECK(has_error(r, 10, "'size' must be an integer from 1"));

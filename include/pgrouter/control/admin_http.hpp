@@ -41,8 +41,12 @@ class AdminServer {
   AdminServer(asio::io_context& io, std::string host, uint16_t port, std::shared_ptr<Stats> stats,
               std::function<std::string()> ready, ApiHandler api = {});
   ~AdminServer();
-  void start();  // binds and begins accepting; throws on bind failure
+  // Binds and begins accepting; throws on bind failure. With a listening socket a predecessor handed over
+  // (control/takeover.hpp), accepts on that one instead.
+  void start(int inherited_fd = -1);
   uint16_t port() const;
+  int listener_fd() const;  // for a successor
+  void stop_accepting();    // a successor accepts now; requests in flight finish
 
  private:
   struct Impl;

@@ -198,6 +198,11 @@ struct ListenConfig {
   Millis client_login_timeout{15000};
   // SIGTERM: how long transactions in flight may take to finish before the remaining connections are closed.
   Millis shutdown_timeout{30000};
+  // Where a successor started with --takeover asks for the listening sockets (control/takeover.hpp); empty:
+  // no takeover.
+  std::string takeover_socket;
+  // After a takeover: how long this process keeps serving its clients (0: not at all) before it drains.
+  Millis takeover_client_wait{30000};
 };
 
 struct TlsConfig {
