@@ -1,0 +1,92 @@
+"""`key = ANY(array)` through pgrouter against real shards: the array's keys, from a literal or from a Bind's
+parameter in text or binary format, choose the shards the statement runs on. Each shard also holds a row that
+does not belong there (a key of the other shard), so a statement that ran on a shard it should not have shows
+that row: the answer says where it ran."""
+import psycopg
+import pytest
+
+import pgr
+from test_sharding import key_on_each_shard, make_table, sharded_config, wait_replayed
+
+TABLE = "sh_any"
+
+
+@pytest.fixture
+def setup(cluster, pgrouter):
+    make_table(cluster, TABLE)
+    a, b = key_on_each_shard(cluster)  # a on shard 0, b on shard 1
+    with cluster.connect("primary") as c:
+        c.execute(f"INSERT INTO {TABLE} VALUES (%s, 'a'), (%s, 'b on shard 0')", (a, b))
+    with cluster.connect("shard1") as c:
+        c.execute(f"INSERT INTO {TABLE} VALUES (%s, 'b'), (%s, 'a on shard 1')", (b, a))
+    wait_replayed(cluster)
+    router = pgrouter(sharded_config(cluster, {TABLE: "tenant_id"}))
+    return router, a, b
+
+
+def scatters(router):
+    return pgr.metric(router.metrics(), "pgrouter_shard_scatters_total")
+
+
+def test_any_of_a_list_parameter_routes_to_the_shards_it_names(setup):
+    router, a, b = setup
+    with router.connect() as c:
+        # %t and %b: the list bound in text ('{1,2}') or binary (int2[], int8[] by its values) format.
+        for placeholder in ("%t", "%b"):
+            sql = f"SELECT tenant_id, v FROM {TABLE} WHERE tenant_id = ANY({placeholder}) ORDER BY v"
+            for prepare in (False, True):
+                binary = prepare  # binary results too, sometimes
+
+                def run(keys):
+                    return c.cursor(binary=binary).execute(sql, (keys,), prepare=prepare).fetchall()
+
+                before = scatters(router)
+                assert run([a]) == [(a, "a")], (placeholder, prepare)
+                assert run([b]) == [(b, "b")]
+                assert run([b, None, b]) == [(b, "b")]  # a NULL element names no shard
+                assert run([]) == []  # no key: the default shard, which finds no row
+                assert scatters(router) == before  # none of these ran on both shards
+                # Keys of both shards: both run it, each finding its own rows and its misplaced one.
+                assert run([a, b]) == [(a, "a"), (a, "a on shard 1"), (b, "b"), (b, "b on shard 0")]
+                assert scatters(router) == before + 1
+        # A NULL array matches no row.
+        assert c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = ANY(%s::bigint[])", (None,)).fetchall() == []
+
+
+def test_any_of_an_array_literal_routes_to_the_shards_it_names(setup):
+    router, a, b = setup
+    with router.connect() as c:
+        before = scatters(router)
+        for array in [f"'{{{a}}}'", f"'{{{a}}}'::bigint[]", f"' {{ \"{a}\" , NULL }} '", f"'{{{a}}}'::int8[]",
+                      f"CAST('{{{a}}}' AS bigint[])"]:
+            got = c.execute(f"SELECT tenant_id, v FROM {TABLE} WHERE tenant_id = ANY({array})").fetchall()
+            assert got == [(a, "a")], array
+        assert c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = ANY('{{{b}}}'::int8[])").fetchall() == [("b",)]
+        assert c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = ANY('{{}}')").fetchall() == []
+        assert scatters(router) == before
+        # An array pgrouter does not read (a dimension decoration) runs on every shard: still PostgreSQL's answer
+        # for the rows there.
+        got = c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = ANY('[1:1]={{{a}}}'::bigint[]) ORDER BY v")
+        assert got.fetchall() == [("a",), ("a on shard 1",)]
+        assert scatters(router) == before + 1
+        # An element the type rejects is PostgreSQL's error.
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = ANY('{{x}}'::bigint[])")
+
+
+def test_a_transaction_chooses_its_shard_from_an_array(setup):
+    router, a, b = setup
+    with router.connect(autocommit=False) as c:
+        assert c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = ANY(%s)", ([b],)).fetchall() == [("b",)]
+        c.execute(f"UPDATE {TABLE} SET v = 'b2' WHERE tenant_id = ANY(%s) AND v = 'b'", ([b, None],))
+        c.commit()
+    with router.connect() as c:
+        assert c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = %s", (b,)).fetchall() == [("b2",)]
+
+
+def test_group_by_an_output_name_across_shards(setup):
+    router, a, b = setup
+    with router.connect() as c:
+        got = c.execute(f"SELECT length(v) AS len, count(*) AS n FROM {TABLE} GROUP BY len ORDER BY len").fetchall()
+    # The rows: 'a', 'b' (1), 'b on shard 0', 'a on shard 1' (12).
+    assert got == [(1, 2), (12, 2)]
