@@ -392,7 +392,7 @@ TEST_CASE("scatter plan: a bare ORDER BY name is an output column's name before 
 TEST_CASE("scatter plan: GROUP BY an output name groups by that select item, unless it is an input column") {
   auto p = plan_scatter("select plan as p, count(*) from t group by p order by p");
   REQUIRE_MESSAGE(!p.refused, p.refusal);
-  CHECK(p.shard_sql == "select plan as p, count(*) from t group by p order by p");
+  CHECK(p.shard_sql == "select plan as p, count(*) from t group by p");  // the merge sorts
   CHECK(p.hidden == 0);
   REQUIRE(p.columns.size() == 2);
   CHECK(p.columns[0].role == ColumnRole::group_key);
