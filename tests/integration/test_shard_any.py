@@ -67,7 +67,8 @@ def test_any_of_an_array_literal_routes_to_the_shards_it_names(setup):
         assert scatters(router) == before
         # An array pgrouter does not read (a dimension decoration) runs on every shard: still PostgreSQL's answer
         # for the rows there.
-        got = c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = ANY('[1:1]={{{a}}}'::bigint[]) ORDER BY v COLLATE \"C\"")
+        got = c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = ANY('[1:1]={{{a}}}'::bigint[]) "
+                        "ORDER BY v COLLATE \"C\"")
         assert got.fetchall() == [("a",), ("a on shard 1",)]
         assert scatters(router) == before + 1
         # An element the type rejects is PostgreSQL's error.
