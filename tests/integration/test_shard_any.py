@@ -2,6 +2,8 @@
 parameter in text or binary format, choose the shards the statement runs on. Each shard also holds a row that
 does not belong there (a key of the other shard), so a statement that ran on a shard it should not have shows
 that row: the answer says where it ran."""
+import uuid
+
 import psycopg
 import pytest
 
@@ -92,3 +94,36 @@ def test_group_by_an_output_name_across_shards(setup):
         got = c.execute(f"SELECT length(v) AS len, count(*) AS n FROM {TABLE} GROUP BY len ORDER BY len").fetchall()
     # The rows: 'a', 'b' (1), 'b on shard 0', 'a on shard 1' (12).
     assert got == [(1, 2), (12, 2)]
+
+
+@pytest.mark.parametrize("key_type", ["text", "uuid"])
+def test_arrays_of_text_and_uuid_keys(cluster, pgrouter, key_type):
+    """psycopg binds a list of str as text[] and of UUID as uuid[]: in binary, array_recv's elements of those types."""
+    table = f"sh_any_{key_type}"
+    make_table(cluster, table, key_type)
+    router = pgrouter(sharded_config(cluster, {table: "tenant_id"}, key_type=key_type))
+    if key_type == "text":
+        keys = ["", "a", "tenant-42", "Zürich", "O'Brien", "a,b", "{x}", 'q"uote', "NULL"]
+    else:
+        keys = [uuid.UUID(int=i * 7919 + 1) for i in range(8)]
+    with router.connect() as c:
+        for k in keys:
+            c.execute(f"INSERT INTO {table} (tenant_id, v) VALUES (%s, 'r')", (k,))
+    wait_replayed(cluster)
+    on = {}
+    for shard, server in enumerate(["primary", "shard1"]):
+        with cluster.connect(server) as c:
+            for (k,) in c.execute(f"SELECT tenant_id FROM {table}"):
+                on[k] = shard
+    assert len(set(on.values())) == 2, "the keys should be on both shards"
+    with router.connect() as c:
+        for placeholder in ("%t", "%b"):
+            sql = f"SELECT tenant_id FROM {table} WHERE tenant_id = ANY({placeholder})"
+            before = scatters(router)
+            for k in keys:
+                assert c.execute(sql, ([k],)).fetchall() == [(k,)], (placeholder, k)
+                same = [j for j in keys if on[j] == on[k]]
+                assert sorted(r[0] for r in c.execute(sql, (same,))) == sorted(same)
+            assert scatters(router) == before
+            assert sorted(r[0] for r in c.execute(sql, (keys,))) == sorted(keys)
+            assert scatters(router) == before + 1
