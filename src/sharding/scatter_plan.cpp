@@ -355,6 +355,18 @@ void check_nested_select(const JsonTree& tree, const JsonValue* sel) {
   }
 }
 
+// Whether a column reference of the statement outside its GROUP BY and ORDER BY (which may name output
+// columns) ends in `name`: then `name` is, or may be, an input column.
+bool names_column(const JsonTree& tree, const JsonValue& v, std::string_view name, bool top) {
+  if (v.kind != JsonValue::Kind::object && v.kind != JsonValue::Kind::array) return false;
+  for (const JsonValue* c = tree.first(v); c; c = tree.next(*c)) {
+    if (top && (c->key == "groupClause" || c->key == "sortClause")) continue;
+    if (c->key == "ColumnRef" && last_name(tree, field(tree, c, "fields")).second == name) return true;
+    if (names_column(tree, *c, name, false)) return true;
+  }
+  return false;
+}
+
 // Walks the whole statement for what is refused wherever it appears.
 void check_everywhere(const JsonTree& tree, const JsonValue& v, bool top) {
   if (v.kind != JsonValue::Kind::object && v.kind != JsonValue::Kind::array) return;
@@ -582,6 +594,7 @@ class Planner {
     for (const JsonValue* g = tree_.first(*list); g; g = tree_.next(*g), ++n) {
       if (type_of(tree_, *g) == "GroupingSet") refuse("GROUP BY ROLLUP/CUBE/GROUPING SETS");
       auto i = find_target(*g, false);
+      if (!i) i = group_alias(*g);
       if (!i) {  // the shards' groups can only be matched on their keys: the key becomes a hidden column
         check_expression(tree_, *g);
         if (!find_hidden(canon(tree_, *g, text_))) add_hidden(*g, items, n, "pgr_group_").group_key = true;
@@ -591,6 +604,15 @@ class Planner {
       targets_[*i].group_key = true;
       if (int_const(tree_, *g, text_)) group_positions_.push_back({location_of(tree_, *g), *i});
     }
+  }
+
+  // A GROUP BY name that is no input column but a select item's output name: PostgreSQL groups by that item
+  // (findTargetlistEntrySQL92), and so do the shards, which get the name as written. pgrouter does not know
+  // the tables' columns: it takes the name for an input column only where the statement uses it as one.
+  std::optional<size_t> group_alias(const JsonValue& node) {
+    auto name = bare_name(tree_, node);
+    if (!name || names_column(tree_, *sel_, *name, true)) return std::nullopt;
+    return target_named(*name, "GROUP BY");
   }
 
   // The value of a LIMIT or OFFSET: nullopt for none (LIMIT ALL, LIMIT NULL).
@@ -771,7 +793,7 @@ class Planner {
 
   // The select item whose output name (its alias, else PostgreSQL's implicit name) is `name`. Refuses when
   // none is but an item's implicit name is unknown to pgrouter: it could be `name`.
-  std::optional<size_t> target_named(std::string_view name) {
+  std::optional<size_t> target_named(std::string_view name, std::string_view clause = "ORDER BY") {
     std::optional<size_t> found;
     bool unknown = false;
     for (size_t i = 0; i < targets_.size(); ++i) {
@@ -780,10 +802,10 @@ class Planner {
       auto implicit = t.alias.empty() ? implicit_name(tree_, *t.val) : std::pair{std::string(t.alias), 2};
       unknown = unknown || !implicit;
       if (!implicit || implicit->first != name) continue;
-      if (found && targets_[*found].canon != t.canon) refuse("an ambiguous ORDER BY name");
+      if (found && targets_[*found].canon != t.canon) refuse("an ambiguous " + std::string(clause) + " name");
       if (!found) found = i;
     }
-    if (!found && unknown) refuse("ORDER BY a name pgrouter cannot tell from a select item's");
+    if (!found && unknown) refuse(std::string(clause) + " a name pgrouter cannot tell from a select item's");
     return found;
   }
 

@@ -8,6 +8,7 @@
 
 #include "pgrouter/protocol/codec.hpp"
 #include "pgrouter/protocol/messages.hpp"
+#include "pgrouter/sharding/key_array.hpp"
 
 namespace pgrouter::sharding {
 
@@ -125,6 +126,38 @@ std::optional<int> ShardMap::shard_of(const sql::KeyRef& k, const BoundParams* p
   return int(strategy_->shard_of(*v));
 }
 
+void ShardMap::add_shards(const sql::KeyRef& k, const BoundParams* params, Shards& out) const {
+  if (!k.array) {
+    if (auto s = shard_of(k, params, out.unknown)) out.shards.insert(*s);
+    return;
+  }
+  if (k.null) return;
+  std::optional<std::string_view> text = k.literal;
+  bool binary = false;
+  if (k.param != 0) {
+    if (!params || size_t(k.param) > params->size()) {
+      out.unknown = true;  // not bound yet (a Parse): decided at its Bind
+      return;
+    }
+    text = params->value(k.param, binary);
+    if (!text) return;  // bound to NULL: = ANY(NULL) matches no row
+  }
+  std::vector<std::optional<KeyValue>> values;
+  if (binary) {
+    auto read = array_values_binary(*text, config_.key_type);
+    if (read) values = std::move(*read);
+    out.every = out.every || !read;
+  } else {
+    auto elements = array_elements(*text);
+    out.every = out.every || !elements;
+    // A NULL element matches no row; one the type rejects is PostgreSQL's error on any shard.
+    for (const auto& e : elements ? *elements : std::vector<std::optional<std::string>>{})
+      values.push_back(e ? parse_text(*e, config_.key_type) : std::nullopt);
+  }
+  for (const auto& v : values)
+    if (v) out.shards.insert(int(strategy_->shard_of(*v)));
+}
+
 Need ShardMap::unsharded_need(const sql::ShardTarget& t) const {
   if (t.unsharded_tables.empty()) return Need::any_shard();
   if (config_.unsharded == control::Unsharded::reject)
@@ -207,11 +240,12 @@ Need ShardMap::need(const sql::ShardTarget& t, const BoundParams* params,
   }
   if (t.writes_reference)
     return write_across(t, every_shard(), "pgrouter: a write to a reference table must reach every shard");
-  std::set<int> shards;
-  bool unknown = false;
-  for (const auto& k : t.keys)
-    if (auto s = shard_of(k, params, unknown)) shards.insert(*s);
-  if (unknown) return Need::any_shard();  // decided at Bind
+  Shards found;
+  for (const auto& k : t.keys) add_shards(k, params, found);
+  if (found.unknown) return Need::any_shard();  // decided at Bind
+  if (found.every)
+    for (int s : every_shard()) found.shards.insert(s);
+  const std::set<int>& shards = found.shards;
   Need from_keys = Need::any_shard();
   if (t.scope == ShardScope::keyed && shards.size() > 1) {
     std::string list;

@@ -168,6 +168,7 @@ class Analyzer {
   void equality(const JsonValue* l, const JsonValue* r, const Level& level);
   void link(const KeyColumns& a, const KeyColumns& b);
   void in_list(const JsonValue* column, const JsonValue* items, const Level& level);
+  void any_array(const JsonValue* column, const JsonValue* array, const Level& level);
   void add_facts(const KeyColumns& cols, size_t keys_begin);
   KeyColumns key_columns(const JsonValue* expr, const Level& level) const;
   KeyColumns unqualified(std::string_view column, const Level& level) const;
@@ -176,7 +177,7 @@ class Analyzer {
 
   // values
   bool key_value(const JsonValue* expr, std::vector<KeyRef>& out) const;
-  std::pair<std::string_view, const JsonValue*> uncast(const JsonValue* expr) const;
+  std::pair<std::string_view, const JsonValue*> uncast(const JsonValue* expr, bool to_array = false) const;
   bool constant(const JsonValue& a_const, std::vector<KeyRef>& out) const;
   bool negated(const JsonValue& a_expr, std::vector<KeyRef>& out) const;
   std::optional<std::string> integer_at(const JsonValue& a_const) const;
@@ -649,8 +650,8 @@ void Analyzer::collect(const JsonValue* expr, const Level& lv) {
     equality(l, r, lv);
   } else if (kind == "AEXPR_IN") {
     if (auto [t, list] = node(r); t == "List") in_list(l, member(*list, "items"), lv);
-  } else if (kind == "AEXPR_OP_ANY") {  // = ANY(ARRAY[...]); = ANY($1) is an array the parse cannot see into
-    if (auto [t, array] = node(r); t == "A_ArrayExpr") in_list(l, member(*array, "elements"), lv);
+  } else if (kind == "AEXPR_OP_ANY") {
+    any_array(l, r, lv);
   }
 }
 
@@ -732,6 +733,40 @@ void Analyzer::in_list(const JsonValue* column, const JsonValue* items, const Le
     fact_keys_.resize(begin);
 }
 
+// key = ANY(array): ARRAY[...] is a list of values; an array literal ('{1,2}', its elements read by the
+// caller as array_in reads them) or parameter, perhaps cast to an array of a key type, is one array KeyRef.
+void Analyzer::any_array(const JsonValue* column, const JsonValue* array, const Level& lv) {
+  // Casts between arrays of key types may be chained ('{1,2}'::int2[]::int8[], as psycopg writes a list):
+  // each element goes through input functions of integer, text or uuid types only.
+  for (int casts = 0; node(array).first == "TypeCast"; ++casts) {
+    if (casts == 4 || uncast(array, true).first.empty()) return;
+    array = member(*node(array).second, "arg");
+  }
+  auto [type, f] = node(array);
+  const JsonValue* elements = type == "A_ArrayExpr" ? member(*f, "elements") : nullptr;
+  if (elements && tree_.first(*elements)) return in_list(column, elements, lv);
+  KeyColumns cols = key_columns(column, lv);
+  if (!cols.n || cols.outer) return;
+  KeyRef key{.literal = {}, .param = 0, .null = false, .array = true};
+  if (type == "A_ArrayExpr") {
+    key = KeyRef{.literal = {}, .param = 0, .null = true};  // ARRAY[] names no key, like '{}'
+  } else if (type == "ParamRef") {
+    std::string_view number = text(*f, "number");
+    auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), key.param);
+    if (ec != std::errc() || key.param <= 0) return;
+  } else if (type == "A_Const" && member(*f, "isnull")) {
+    key = KeyRef{.literal = {}, .param = 0, .null = true};  // ANY(NULL) matches no row
+  } else if (const JsonValue* sval = type == "A_Const" ? member(*f, "sval") : nullptr) {
+    const JsonValue* inner = tree_.first(*sval);
+    key.literal = inner ? std::string(inner->text) : std::string();
+  } else {
+    return;
+  }
+  size_t begin = fact_keys_.size();
+  fact_keys_.push_back(std::move(key));
+  add_facts(cols, begin);
+}
+
 void Analyzer::add_facts(const KeyColumns& cols, size_t keys_begin) {
   for (int k = 0; k < cols.n; ++k) facts_.push_back({cols.occ[k], keys_begin, fact_keys_.size()});
 }
@@ -810,11 +845,13 @@ bool Analyzer::key_value(const JsonValue* expr, std::vector<KeyRef>& out) const 
 
 // The node under at most one cast to a type a key may have. A type modifier (varchar(2)) may cut the value
 // and a cast of a fraction to an integer rounds it, so neither limits anything.
-std::pair<std::string_view, const JsonValue*> Analyzer::uncast(const JsonValue* expr) const {
+// With to_array, the cast must be to an array of such a type (int8[]), and need not be there.
+std::pair<std::string_view, const JsonValue*> Analyzer::uncast(const JsonValue* expr, bool to_array) const {
   auto [type, f] = node(expr);
   if (type != "TypeCast") return {type, f};
   const JsonValue* name = member(*f, "typeName");
-  if (!name || member(*name, "typmods") || member(*name, "arrayBounds") || flag(*name, "setof")) return {};
+  if (!name || member(*name, "typmods") || !member(*name, "arrayBounds") != !to_array || flag(*name, "setof"))
+    return {};
   std::string_view first, last;
   int n = 0;
   each(member(*name, "names"), [&](const JsonValue& s) {
@@ -1189,7 +1226,7 @@ void add(ShardTarget& out, StatementTarget&& s) {
 }
 
 bool key_less(const KeyRef& a, const KeyRef& b) {
-  return std::tie(a.null, a.param, a.literal) < std::tie(b.null, b.param, b.literal);
+  return std::tie(a.null, a.param, a.array, a.literal) < std::tie(b.null, b.param, b.array, b.literal);
 }
 
 }  // namespace

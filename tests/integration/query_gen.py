@@ -134,18 +134,50 @@ class Generator:
             keys = [rng.choice(self.keys_by_shard[0]), rng.choice(self.keys_by_shard[1])] + rng.sample(TENANTS, 2)
             return f"{key} IN ({', '.join(lit(v) for v in keys)})", False
         if kind == "any":
-            one = rng.random() < 0.5
-            pool = self.keys_by_shard[self.shard_of[k]] if one else TENANTS + ABSENT
-            keys = rng.sample(pool, min(3, len(pool)))
-            # pgrouter does not read keys out of an array (docs/SHARDING.md: constants, parameters, IN lists): even
-            # keys of one shard scatter, so this is never taken as limited to one shard.
-            return f"{key} = ANY({b.param(keys)})", False
+            return self._any(rng, b, key, k)
         if kind == "range":
             return f"{key} > {lit(k)}", False
         if kind == "or":
             k2 = rng.choice(TENANTS)
             return f"({key} = {lit(k)} OR {key} = {lit(k2)})", False
         return None, False
+
+    def _any(self, rng, b, key, k):
+        """key = ANY(array): a list parameter (text or binary), an array literal, typed or not, or ARRAY[...]; of
+        one shard's keys (then limited to it), of both shards', or of none (empty, NULLs only)."""
+        shape = rng.choices(["one", "many", "none"], weights=[50, 40, 10])[0]
+        b.tag("any:" + shape)
+        if shape == "one":
+            pool = self.keys_by_shard[self.shard_of[k]]
+            keys = rng.sample(pool, rng.randint(1, min(3, len(pool))))
+        elif shape == "many":
+            keys = [rng.choice(self.keys_by_shard[0]), rng.choice(self.keys_by_shard[1])] + rng.sample(TENANTS, 1)
+            rng.shuffle(keys)
+        else:
+            keys = []
+        if rng.random() < 0.2:
+            keys.insert(rng.randint(0, len(keys)), None)  # matches no row, names no shard
+        form = rng.choice(["param", "param_text", "param_binary", "literal", "typed", "array"])
+        b.tag("any " + form)
+        if form.startswith("param"):
+            placeholder = {"param": "%s", "param_text": "%t", "param_binary": "%b"}[form]
+            if rng.random() < 0.3:
+                placeholder += "::bigint[]"  # (psycopg's ClientCursor then writes '{1}'::int2[]::bigint[])
+            b.params.append(keys)
+            text = placeholder
+        else:
+            def element(v):
+                if v is None:
+                    return rng.choice(["NULL", "null"])
+                return rng.choice([str(v), f'"{v}"', f" {v} "])
+            body = "{" + ",".join(element(v) for v in keys) + "}"
+            if form == "literal":
+                text = f"'{body}'"
+            elif form == "typed":
+                text = f"'{body}'::{rng.choice(['bigint[]', 'int8[]', 'pg_catalog.int8[]'])}"
+            else:
+                text = "ARRAY[" + ", ".join("NULL" if v is None else str(v) for v in keys) + "]::bigint[]"
+        return f"{key} = ANY({text})", shape != "many"
 
     def _filter(self, rng, b, col, join):
         """Zero to two WHERE conditions on other columns."""
@@ -359,10 +391,16 @@ class Generator:
             if pos is not None and how < 0.3:
                 group_refs.append(str(pos + 1))
             elif pos is not None and how < 0.4 and " AS " in select[pos]:
-                # An output column's name: PostgreSQL looks for it after the input columns.
-                b.refuse("GROUP BY an output column's name")
+                # An output column's name, which no input column has: that select item.
                 b.tag("GROUP BY alias")
                 group_refs.append(f"g{pos}")
+            elif pos is not None and how < 0.45 and k == f"{col('n')} %% 3":
+                # The name of an input column too: PostgreSQL groups by the input column n, of which the item
+                # `n % 3` is a function; pgrouter, which groups by select items, may refuse it.
+                select[pos] = f"{k} AS n"
+                b.refuse("GROUP BY a name that is also an input column")
+                b.tag("GROUP BY input name")
+                group_refs.append("n")
             else:
                 group_refs.append(k)
         sql = f"SELECT {', '.join(select)} FROM {frm}{where} GROUP BY {', '.join(group_refs)}"

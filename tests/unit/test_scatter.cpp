@@ -389,6 +389,34 @@ TEST_CASE("scatter plan: a bare ORDER BY name is an output column's name before 
         "select a + 1, y AS pgr_sort_1 from t order by y");
 }
 
+TEST_CASE("scatter plan: GROUP BY an output name groups by that select item, unless it is an input column") {
+  auto p = plan_scatter("select plan as p, count(*) from t group by p order by p");
+  REQUIRE_MESSAGE(!p.refused, p.refusal);
+  CHECK(p.shard_sql == "select plan as p, count(*) from t group by p");  // the merge sorts
+  CHECK(p.hidden == 0);
+  REQUIRE(p.columns.size() == 2);
+  CHECK(p.columns[0].role == ColumnRole::group_key);
+  CHECK(p.columns[1].role == ColumnRole::count);
+  REQUIRE(p.order_by.size() == 1);
+  CHECK(p.order_by[0].column == 0);
+  // PostgreSQL's implicit names count too (`lower(v)` is named lower), with a second key by position.
+  auto implicit = plan_scatter("select lower(v), n % 3 as m, sum(x) from t group by lower, 2");
+  REQUIRE_MESSAGE(!implicit.refused, implicit.refusal);
+  CHECK(implicit.hidden == 0);
+  CHECK(implicit.columns[0].role == ColumnRole::group_key);
+  CHECK(implicit.columns[1].role == ColumnRole::group_key);
+  // A name the statement uses as a column is an input column, which wins in GROUP BY: `n` is t.n, and the
+  // select item `n / 2` is then no GROUP BY key.
+  CHECK(refusal("select n / 2 as n, count(*) from t group by n") ==
+        "a select item that is neither a GROUP BY key nor a supported aggregate");
+  CHECK(refusal("select plan as p, count(*) from t where p > 0 group by p") ==
+        "a select item that is neither a GROUP BY key nor a supported aggregate");
+  // Two select items of that name with different expressions: PostgreSQL's ambiguity (or an input column).
+  CHECK(refusal("select plan as p, n as p, count(*) from t group by p") == "an ambiguous GROUP BY name");
+  // GROUP BY an aggregate's name is still refused.
+  CHECK(refusal("select plan, count(*) as c from t group by plan, c") == "GROUP BY an aggregate");
+}
+
 TEST_CASE("scatter plan: GROUP BY keys and ORDER BY aggregates not in the select list are hidden") {
   auto g = plan_scatter("select count(*) from t group by plan");
   REQUIRE_MESSAGE(!g.refused, g.refusal);

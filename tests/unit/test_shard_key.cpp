@@ -23,7 +23,8 @@ std::string keys_of(const ShardTarget& t) {
   std::string out;
   for (const KeyRef& k : t.keys) {
     if (!out.empty()) out += ',';
-    out += k.null ? "NULL" : k.param ? "$" + std::to_string(k.param) : k.literal;
+    std::string value = k.null ? "NULL" : k.param ? "$" + std::to_string(k.param) : k.literal;
+    out += k.array ? "ANY(" + value + ")" : value;
   }
   return out;
 }
@@ -54,6 +55,28 @@ void check_table(const std::vector<Case>& cases) {
 }
 
 }  // namespace
+
+TEST_CASE("shard key: = ANY of an array literal or parameter is one array key, read when routing") {
+  check_table({
+      {"SELECT * FROM users WHERE tenant_id = ANY($1)", keyed, "ANY($1)"},
+      {"SELECT * FROM users WHERE tenant_id = ANY($2::int8[]) AND name = $1", keyed, "ANY($2)"},
+      {"SELECT * FROM users WHERE tenant_id = ANY(CAST($1 AS bigint[]))", keyed, "ANY($1)"},
+      {"SELECT * FROM users WHERE tenant_id = ANY('{1,2}')", keyed, "ANY({1,2})"},
+      {"SELECT * FROM users WHERE tenant_id = ANY('{1,2}'::int8[])", keyed, "ANY({1,2})"},
+      {"SELECT * FROM users WHERE tenant_id = ANY('{\"3\", NULL}'::pg_catalog.int4[])", keyed,
+       "ANY({\"3\", NULL})"},
+      {"SELECT * FROM users WHERE tenant_id = ANY('{}')", keyed, "ANY({})"},
+      {"SELECT * FROM users WHERE tenant_id = ANY(NULL)", keyed, "NULL"},
+      {"SELECT * FROM users WHERE tenant_id = ANY(ARRAY[1, 2]::int8[])", keyed, "1,2"},
+      {"SELECT * FROM users WHERE tenant_id = ANY(ARRAY[]::int8[])", keyed, "NULL"},
+      {"SELECT * FROM users WHERE tenant_id = ANY('{1,2}'::int2[]::bigint[])", keyed, "ANY({1,2})"},
+      {"SELECT * FROM users WHERE tenant_id = ANY($1::text[]::uuid[])", keyed, "ANY($1)"},
+      {"SELECT * FROM users u WHERE u.tenant_id = ANY($1) OR u.tenant_id = 7", keyed, "7,ANY($1)"},
+      {"SELECT * FROM users u JOIN orders o ON o.tenant_id = u.tenant_id WHERE u.tenant_id = ANY($1)", keyed,
+       "ANY($1)"},
+      {"UPDATE users SET name = 'x' WHERE tenant_id = ANY('{4,5}')", keyed, "ANY({4,5})"},
+  });
+}
 
 TEST_CASE("shard key: equality, IN and constants") {
   check_table({
@@ -96,8 +119,15 @@ TEST_CASE("shard key: what does not limit") {
       {"SELECT * FROM users WHERE tenant_id = 1 + 1", all},
       {"SELECT * FROM users WHERE tenant_id = id", all},
       {"SELECT * FROM users WHERE tenant_id IS NULL", all},
-      {"SELECT * FROM users WHERE tenant_id = ANY($1)", all},
-      {"SELECT * FROM users WHERE tenant_id = ANY('{1,2}'::int8[])", all},
+      {"SELECT * FROM users WHERE tenant_id = ANY($1::numeric[])", all},
+      {"SELECT * FROM users WHERE tenant_id = ANY('{1,2}'::int8)", all},
+      {"SELECT * FROM users WHERE tenant_id = ANY('{1,2}'::varchar(3)[])", all},
+      {"SELECT * FROM users WHERE tenant_id = ANY('{1.5}'::numeric[]::int8[])", all},
+      {"SELECT * FROM users WHERE tenant_id = ANY(5)", all},
+      {"SELECT * FROM users WHERE tenant_id = ANY(ARRAY[1, id])", all},
+      {"SELECT * FROM users WHERE tenant_id <> ANY('{1,2}')", all},
+      {"SELECT * FROM users WHERE tenant_id = ANY(ids)", all},
+      {"SELECT * FROM users WHERE NOT tenant_id = ANY($1)", all},
       {"SELECT * FROM users WHERE tenant_id = ALL(ARRAY[1])", all},
       {"SELECT * FROM users WHERE tenant_id IS NOT DISTINCT FROM 1", all},
       {"SELECT * FROM users WHERE tenant_id::text = $1", all},

@@ -238,3 +238,51 @@ TEST_CASE("refusals and tables in neither list") {
   bad.scope = ShardScope::refused;
   CHECK(m.need(bad, nullptr, std::nullopt).kind == Need::Kind::any);  // PostgreSQL's syntax error
 }
+
+TEST_CASE("= ANY(array): its elements' shards, from a literal or a Bind's text or binary array") {
+  ShardMap m(two_shards());
+  auto [a, b] = keys_on_both(m);
+  auto array_lit = [](std::string s) { return KeyRef{std::move(s), 0, false, true}; };
+  auto array_param = [](int n) { return KeyRef{{}, n, false, true}; };
+  Need one = m.need(keyed({array_lit("{" + b + ", NULL}")}), nullptr, std::nullopt);
+  CHECK(one.kind == Need::Kind::one);
+  CHECK(one.shard == shard_of(m, b));
+  Need both = m.need(keyed({array_lit("{\"" + a + "\"," + b + "}")}), nullptr, std::nullopt);
+  CHECK(both.kind == Need::Kind::scatter);
+  CHECK(both.shards == std::vector<int>{0, 1});
+  // No element names a shard (empty, NULL, or values the type rejects): like a key list that names none.
+  CHECK(m.need(keyed({array_lit("{}")}), nullptr, std::nullopt).kind == Need::Kind::any);
+  CHECK(m.need(keyed({array_lit("{NULL}")}), nullptr, std::nullopt).kind == Need::Kind::any);
+  CHECK(m.need(keyed({array_lit("{abc}")}), nullptr, std::nullopt).kind == Need::Kind::any);
+  // Text pgrouter cannot read: every shard.
+  Need every = m.need(keyed({array_lit("[1:1]={" + b + "}")}), nullptr, std::nullopt);
+  CHECK(every.kind == Need::Kind::scatter);
+  CHECK(every.shards == std::vector<int>{0, 1});
+
+  ShardTarget t = keyed({array_param(1)});
+  CHECK(m.need(t, nullptr, std::nullopt).kind == Need::Kind::any);  // decided at Bind
+  std::string text_body = bind_body({}, {"{" + b + "," + b + "}"});
+  auto text = BoundParams::from_bind(text_body);
+  CHECK(m.need(t, &*text, std::nullopt).kind == Need::Kind::one);
+  CHECK(m.need(t, &*text, std::nullopt).shard == shard_of(m, b));
+  // int8[] in binary: ndim 1, no NULLs, oid 20, one dimension of 2 from 1, two 8-byte elements.
+  std::string bin;
+  for (int32_t v : {1, 0, 20, 2, 1}) bin += be64(v).substr(4);
+  for (const auto& k : {a, b}) bin += be64(8).substr(4) + be64(std::stoll(k));
+  std::string bin_body = bind_body({1}, {bin});
+  auto binary = BoundParams::from_bind(bin_body);
+  CHECK(m.need(t, &*binary, std::nullopt).kind == Need::Kind::scatter);
+  CHECK(m.need(t, &*binary, std::nullopt).shards == std::vector<int>{0, 1});
+  std::string null_body = bind_body({}, {std::nullopt});
+  auto null = BoundParams::from_bind(null_body);
+  CHECK(m.need(t, &*null, std::nullopt).kind == Need::Kind::any);
+  std::string bad_body = bind_body({1}, {std::string("junk")});
+  auto bad = BoundParams::from_bind(bad_body);
+  CHECK(m.need(t, &*bad, std::nullopt).shards == std::vector<int>{0, 1});
+  // A write through an array of both shards' keys is a write across them.
+  ShardTarget w = keyed({array_param(1)});
+  w.writes = true;
+  std::string both_body = bind_body({}, {"{" + a + "," + b + "}"});
+  auto both_text = BoundParams::from_bind(both_body);
+  CHECK(m.need(w, &*both_text, std::nullopt).kind == Need::Kind::write_across);
+}

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -85,6 +86,14 @@ class ShardMap {
 
  private:
   std::optional<int> shard_of(const sql::KeyRef& k, const BoundParams* params, bool& unknown) const;
+  // The shards a statement's keys name so far: `unknown` while a parameter is not bound yet, `every` when an
+  // array (= ANY) could not be read, so any key is possible.
+  struct Shards {
+    std::set<int> shards;
+    bool unknown = false, every = false;
+  };
+  // Adds one key's shard, or an array key's elements' shards.
+  void add_shards(const sql::KeyRef& k, const BoundParams* params, Shards& out) const;
   Need unsharded_need(const sql::ShardTarget& t) const;
   // A read over several shards: scatter, unless a table it names lives on the default shard only.
   Need across(const sql::ShardTarget& t, std::vector<int> shards, std::string why, std::string hint) const;

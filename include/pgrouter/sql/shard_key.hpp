@@ -23,6 +23,9 @@ struct KeyRef {
   std::string literal;  // param == 0
   int param = 0;        // $n, 1-based
   bool null = false;    // NULL: matches no row (an INSERT of a NULL key is refused by the caller)
+  // `key = ANY(value)` of an array the parse cannot see into: the literal is an array's text ('{1,2}') or
+  // the parameter is bound to an array, and the key is any of its elements.
+  bool array = false;
   bool operator==(const KeyRef&) const = default;
 };
 
