@@ -50,17 +50,20 @@ struct Need {
   bool several() const { return kind == Kind::scatter || kind == Kind::write_across; }
 };
 
-// The parameter values of a Bind message, by 1-based number (nullopt: NULL), with their format codes.
+// The parameter values of a Bind message, by 1-based number (nullopt: NULL), with their format codes. Views
+// of the message checked once, read in place: a Bind is looked at for every keyed statement, and a statement
+// has few keys, so walking to a value is cheaper than a vector built per Bind.
 class BoundParams {
  public:
   static std::optional<BoundParams> from_bind(std::string_view body);  // nullopt: malformed
-  size_t size() const { return values_.size(); }
+  size_t size() const { return count_; }
   // nullopt for NULL or a number out of range; binary: the value is in binary format.
   std::optional<std::string_view> value(int n, bool& binary) const;
 
  private:
-  std::vector<std::optional<std::string_view>> values_;
-  std::vector<int16_t> formats_;  // none: all text; one: all; else per parameter
+  std::string_view formats_;  // 2 bytes per code; none: all text; one: all; else per parameter
+  std::string_view values_;   // each value's length (negative: NULL) and bytes, count_ of them
+  size_t count_ = 0;
 };
 
 class ShardMap {
