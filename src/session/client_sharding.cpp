@@ -33,6 +33,7 @@ bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' |
 char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; }
 
 size_t first_word(std::string_view sql) {
+  if (!sql.empty() && !is_space(sql[0]) && sql[0] != '-' && sql[0] != '/') return 0;  // the usual text
   size_t i = 0;
   while (i < sql.size()) {  // whitespace and comments before the first word
     if (is_space(sql[i])) {

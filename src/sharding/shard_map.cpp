@@ -220,6 +220,11 @@ Need ShardMap::need(const sql::ShardTarget& t, const BoundParams* params,
       single = *s;
     }
   if (unknown) return Need::any_shard();  // decided at Bind
+  // The usual keyed statement, answered at once: what the rest would make of it (no explicit key to
+  // compare, no table of the default shard only).
+  if (t.scope == ShardScope::keyed && !several && single >= 0 && !explicit_shard &&
+      t.unsharded_tables.empty())
+    return Need::on(single);
   Need from_keys = Need::any_shard();
   if (t.scope == ShardScope::keyed && several) {
     std::set<int> shards;
