@@ -27,11 +27,11 @@ std::string_view unquote_value(std::string_view v) {
     return v.substr(1, v.size() - 2);
   return v;
 }
-// Where the first word of a statement starts: past whitespace and comments.
 // PostgreSQL's whitespace and keyword letters are ASCII (its scanner's, not the C library's locale).
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; }
 
+// Where the first word of a statement starts: past whitespace and comments.
 size_t first_word(std::string_view sql) {
   if (!sql.empty() && !is_space(sql[0]) && sql[0] != '-' && sql[0] != '/') return 0;  // the usual text
   size_t i = 0;
