@@ -217,6 +217,7 @@ def test_a_first_batch_runs_where_its_first_request_says(cluster, pgrouter):
     with router.connect() as c:
         c.execute("INSERT INTO sh_first (tenant_id, v) VALUES (%s, 'a')", (a,))
         c.execute("INSERT INTO sh_first (tenant_id, v) VALUES (%s, 'b')", (b,))
+    wait_replayed(cluster)  # (shard 0's reads go to its replica)
     text = "SELECT v FROM sh_first WHERE tenant_id = $1"
 
     def answers(messages):
