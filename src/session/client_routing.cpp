@@ -304,7 +304,11 @@ void ClientSession::start_routing() {
 }
 
 int ClientSession::attach_now() {
+  const control::Config* analysed_with = config_.get();
   refresh_config();
+  // After a reload the batch is analysed again, with the new config (the old one stays alive until
+  // refresh_config() replaces it, so a new one is never at the same address).
+  if (config_.get() != analysed_with) known_ = {};
   start_routing();
   shard_ = tracker_ && shard_map() ? choose_shard(client_buf_.data(), client_buf_.size()) : 0;
   int chosen = choose_backend(client_buf_.data(), client_buf_.size());

@@ -143,6 +143,14 @@ std::optional<ScatterRequest> ClientSession::scatter_candidate(const char* d, si
                        : shard_need(protocol::frontend::kQuery, std::string_view(d + 5, req->length - 5), {});
   explain = shard_map()->target(req->sql).explain;
   using Kind = sharding::Need::Kind;
+  if (need.kind == Kind::one) {
+    known_ = {need.shard, nullptr, nullptr, nullptr, req->sql, req->statement};
+    if (!req->extended)
+      known_.query = d + 5;
+    else
+      known_.bind = req->bind_body.data();
+    if (req->parses) known_.parse = d + 5;  // (a request with a Parse starts with it)
+  }
   bool runs = (need.kind == Kind::scatter && scatter_allowed()) ||
               (need.kind == Kind::write_across && writes_across_allowed());
   if (!explain && !runs) return std::nullopt;

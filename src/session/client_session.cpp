@@ -809,10 +809,12 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       // An extended batch is routed as a whole: wait for its Sync or Flush (a client expects no reply before
       // one, so waiting costs it nothing), or a later message of it could be a write sent to a replica.
       if (routes && batch_incomplete(buf)) continue;
+      known_ = {};
       if (tracker_ && shard_map()) {
         sharding::Need need;
         bool explain = false;
         if (auto req = scatter_candidate(buf.data(), buf.size(), need, explain)) {
+          known_ = {};
           bool alive = false;  // (no co_await inside ?: — g++ 12 may evaluate both sides)
           bool copy_in = !explain && need.kind == sharding::Need::Kind::write_across &&
                          shard_map()->target(req->sql).copy_from;
@@ -834,6 +836,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
       if (tracker_ && shard_map() && deferred_begin_.empty()) {
         std::string reply;
         if (defer_begin(buf.data(), buf.size(), reply)) {
+          known_ = {};
           buf.consume(buf.size());
           client_tx_status_ = 'T';
           net::error_code wec;
@@ -879,6 +882,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
     handler.rw.begin(buf.data());
     auto r = scanner.scan(buf.data(), buf.size(), handler);
     if (tracker_) tracker_->known_plain(nullptr);  // classify_batch's word was for this scan only
+    known_ = {};                                   // so was the first request's analysis
     if (r.consumed > 0 || handler.hold) {
       std::string_view out = handler.rw.finish(r.consumed);
       size_t out_len = out.size();

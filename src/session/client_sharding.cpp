@@ -27,11 +27,16 @@ std::string_view unquote_value(std::string_view v) {
     return v.substr(1, v.size() - 2);
   return v;
 }
+// PostgreSQL's whitespace and keyword letters are ASCII (its scanner's, not the C library's locale).
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; }
+
 // Where the first word of a statement starts: past whitespace and comments.
 size_t first_word(std::string_view sql) {
+  if (!sql.empty() && !is_space(sql[0]) && sql[0] != '-' && sql[0] != '/') return 0;  // the usual text
   size_t i = 0;
   while (i < sql.size()) {  // whitespace and comments before the first word
-    if (std::isspace(static_cast<unsigned char>(sql[i]))) {
+    if (is_space(sql[i])) {
       ++i;
     } else if (sql.substr(i, 2) == "--") {
       i = sql.find('\n', i);
@@ -55,7 +60,7 @@ size_t first_word(std::string_view sql) {
 bool word_at(std::string_view sql, size_t i, std::string_view lower_word) {
   if (sql.size() - std::min(i, sql.size()) < lower_word.size()) return false;
   for (size_t k = 0; k < lower_word.size(); ++k)
-    if (std::tolower(static_cast<unsigned char>(sql[i + k])) != lower_word[k]) return false;
+    if (ascii_lower(sql[i + k]) != lower_word[k]) return false;
   return true;
 }
 
@@ -72,7 +77,7 @@ std::string_view begin_tag(std::string_view sql) {
 
 }  // namespace
 
-sharding::ShardMap* ClientSession::shard_map() {
+sharding::ShardMap* ClientSession::find_shard_map() {
   if (db_->shards.size() < 2) return nullptr;
   if (!shard_map_ || shard_map_db_ != db_) {
     shard_map_ = w_.shard_map(*db_);
@@ -152,7 +157,11 @@ Need ClientSession::shard_need(char type, std::string_view body, std::string_vie
 // false to stop.
 template <typename F>
 void ClientSession::each_statement(const char* d, size_t n, F&& f) {
-  std::vector<std::pair<std::string_view, std::string_view>> parsed;  // statement name -> text, this batch
+  // Statement name -> text of this batch's Parses: a few in place (this runs for every transaction's first
+  // batch), more in a vector.
+  std::pair<std::string_view, std::string_view> parsed_few[4];
+  size_t n_parsed = 0;
+  std::vector<std::pair<std::string_view, std::string_view>> parsed_more;
   for (size_t i = 0; i + 5 <= n;) {
     char type = d[i];
     uint32_t len = p::read_be32(d + i + 1);
@@ -164,16 +173,19 @@ void ClientSession::each_statement(const char* d, size_t n, F&& f) {
     if (type == fe::kParse) {
       auto name = p::read_cstring(body, pos);
       auto sql = name ? p::read_cstring(body, pos) : std::nullopt;
-      if (sql) {
-        parsed.emplace_back(*name, *sql);
-        text = *sql;
-      }
+      if (sql && n_parsed < std::size(parsed_few))
+        parsed_few[n_parsed++] = {*name, *sql};
+      else if (sql)
+        parsed_more.emplace_back(*name, *sql);
+      if (sql) text = *sql;
     } else if (type == fe::kBind) {
       auto portal = p::read_cstring(body, pos);
       auto stmt = portal ? p::read_cstring(body, pos) : std::nullopt;
-      if (stmt)
-        for (auto& [nm, sql] : parsed)
-          if (nm == *stmt) text = sql;  // the last Parse of that name wins
+      // The last Parse of that name wins (the vector's come after the array's).
+      for (size_t k = 0; stmt && k < n_parsed; ++k)
+        if (parsed_few[k].first == *stmt) text = parsed_few[k].second;
+      for (auto& [nm, sql] : parsed_more)
+        if (stmt && nm == *stmt) text = sql;
     } else if (type == fe::kQuery) {
       if (auto sql = p::read_cstring(body, pos)) text = *sql;
     }
@@ -195,8 +207,8 @@ std::optional<int> ClientSession::named_shard(const char* d, size_t n) {
 int ClientSession::choose_shard(const char* d, size_t n) {
   // The first statement that names a shard chooses; a batch that names none runs on the session key's
   // shard or the default one. A statement of the batch that needs another shard is refused when the scan
-  // reaches it.
-  if (auto s = named_shard(d, n)) {
+  // reaches it. (A known request is the batch's first, and the Parse before its Bind names no shard.)
+  if (auto s = known_.shard ? known_.shard : named_shard(d, n)) {
     w_.stats().shard_routed_total.fetch_add(1, std::memory_order_relaxed);
     return *s;
   }
@@ -253,6 +265,8 @@ bool ClientSession::runs_nothing(const char* d, size_t n) {
 
 void ClientSession::note_begin_only(const char* d, size_t n) {
   tx_begin_only_ = false;
+  // (A known request runs first, and its statement is no BEGIN: begin_only() would stop there.)
+  if (known_.shard && !may_begin(known_.text)) return;
   if (!tracker_ || !shard_map() || pinned_ || session_shard_key()) return;
   if (auto b = begin_only(d, n)) {
     tx_begin_only_ = true;
@@ -280,8 +294,26 @@ bool ClientSession::can_move_server() const {
          attached_.server->buffer.empty() && startup_reset_.idle();
 }
 
+bool ClientSession::known_answer(char type, std::string_view body) const {
+  // The message analysed before the attach, with the same inputs: its bytes, and for a Bind the text the
+  // tracker now gives its statement (a Parse the tracker did not take would leave another).
+  if (!known_.shard || *known_.shard != shard_) return false;
+  if (type == fe::kQuery) return body.data() == known_.query;
+  if (type == fe::kParse) return body.data() == known_.parse;  // no Parse of a keyed text is refused
+  if (type != fe::kBind || body.data() != known_.bind) return false;
+  auto text = tracker_->statement_query(std::string(known_.statement));  // (the same bytes: the same name)
+  if (!text) return false;
+  if (known_.parse) return *text == known_.text;  // the Parse's text, in the client's buffer
+  // A statement prepared before: the tracker's own text, the same bytes as long as nothing redefined it.
+  return text->data() == known_.text.data() && text->size() == known_.text.size();
+}
+
 bool ClientSession::shard_refusal(char type, std::string_view body) {
   if (type != fe::kQuery && type != fe::kParse && type != fe::kBind) return false;
+  return !known_answer(type, body) && refuse_elsewhere(type, body);
+}
+
+bool ClientSession::refuse_elsewhere(char type, std::string_view body) {
   Need need = shard_need(type, body, {});
   if (need.kind == Need::Kind::any || (need.kind == Need::Kind::one && need.shard == shard_)) return false;
   if (need.kind == Need::Kind::one) {
@@ -376,6 +408,7 @@ bool ClientSession::defer_begin(const char* d, size_t n, std::string& reply) {
   // A transaction opened by a lone BEGIN (psql and node-postgres send a simple Query, psycopg and pgbench -M
   // extended an unnamed Parse/Bind/Execute) names no shard: it is answered here and sent, as a simple Query,
   // on the shard the next statement chooses (its replies dropped).
+  if (known_.shard && !may_begin(known_.text)) return false;  // the batch starts with that statement
   if (pinned_ || session_shard_key()) return false;
   auto msgs = whole_messages(d, n);
   if (!msgs || msgs->size == 0) return false;

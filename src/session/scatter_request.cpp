@@ -63,11 +63,11 @@ bool read_bind(std::string_view body, ScatterRequest& r) {
   }
   r.parameters = body.substr(params_at, pos - params_at);
   if (!read16(nresults) || nresults < 0 || body.size() - pos != size_t(nresults) * 2) return false;
+  r.result_formats = body.substr(pos);
   for (int i = 0; i < nresults; ++i) {
     int16_t f = 0;
     read16(f);
     if (f != 0 && f != 1) return false;  // PostgreSQL's own error: let a server give it
-    r.result_formats.push_back(f);
   }
   r.bind_body = body;
   return true;

@@ -15,9 +15,9 @@ std::string leg_request(const ScatterRequest& req, std::string_view sql, bool de
   if (describe_statement && req.describe_statement) p::append_describe(out, 'S', "");
   std::string rest(req.parameters);
   if (client_result_formats) {
-    rest += char(req.result_formats.size() >> 8);
-    rest += char(req.result_formats.size() & 0xff);
-    for (auto f : req.result_formats) rest += {char(uint16_t(f) >> 8), char(f & 0xff)};
+    rest += char(req.result_format_count() >> 8);
+    rest += char(req.result_format_count() & 0xff);
+    rest += req.result_formats;  // (as the client sent them)
   } else {
     rest.append("\0\0", 2);
   }

@@ -33,41 +33,44 @@ const char* kKeyHint =
 std::optional<BoundParams> BoundParams::from_bind(std::string_view body) {
   size_t pos = 0;
   if (!p::read_cstring(body, pos) || !p::read_cstring(body, pos)) return std::nullopt;
-  auto need = [&](size_t n) { return pos + n <= body.size(); };
+  auto need = [&](size_t n) { return body.size() - pos >= n; };
   BoundParams b;
   if (!need(2)) return std::nullopt;
-  uint16_t nformats = p::read_be16(body.data() + pos);
+  size_t nformats = p::read_be16(body.data() + pos);
   pos += 2;
-  if (!need(size_t(nformats) * 2)) return std::nullopt;
-  for (uint16_t i = 0; i < nformats; ++i, pos += 2)
-    b.formats_.push_back(int16_t(p::read_be16(body.data() + pos)));
+  if (!need(nformats * 2)) return std::nullopt;
+  b.formats_ = body.substr(pos, nformats * 2);
+  pos += nformats * 2;
   if (!need(2)) return std::nullopt;
-  uint16_t nparams = p::read_be16(body.data() + pos);
+  b.count_ = p::read_be16(body.data() + pos);
   pos += 2;
-  for (uint16_t i = 0; i < nparams; ++i) {
+  size_t values_at = pos;
+  for (size_t i = 0; i < b.count_; ++i) {
     if (!need(4)) return std::nullopt;
     int32_t len = int32_t(p::read_be32(body.data() + pos));
     pos += 4;
-    if (len < 0) {
-      b.values_.emplace_back(std::nullopt);
-      continue;
-    }
+    if (len < 0) continue;  // NULL
     if (!need(size_t(len))) return std::nullopt;
-    b.values_.emplace_back(body.substr(pos, size_t(len)));
     pos += size_t(len);
   }
+  b.values_ = body.substr(values_at, pos - values_at);
   return b;
 }
 
 std::optional<std::string_view> BoundParams::value(int n, bool& binary) const {
-  if (n < 1 || size_t(n) > values_.size()) return std::nullopt;
+  if (n < 1 || size_t(n) > count_) return std::nullopt;
   size_t i = size_t(n - 1);
-  int16_t f = formats_.empty()       ? 0
-              : formats_.size() == 1 ? formats_[0]
-              : i < formats_.size()  ? formats_[i]
-                                     : 0;
-  binary = f == 1;
-  return values_[i];
+  size_t nformats = formats_.size() / 2;
+  size_t f_at = nformats == 1 ? 0 : i;
+  binary = f_at < nformats && int16_t(p::read_be16(formats_.data() + 2 * f_at)) == 1;
+  size_t pos = 0;  // (from_bind checked every length)
+  for (size_t k = 0; k < i; ++k) {
+    int32_t len = int32_t(p::read_be32(values_.data() + pos));
+    pos += 4 + (len < 0 ? 0 : size_t(len));
+  }
+  int32_t len = int32_t(p::read_be32(values_.data() + pos));
+  if (len < 0) return std::nullopt;
+  return values_.substr(pos + 4, size_t(len));
 }
 
 ShardMap::ShardMap(const control::DatabaseConfig& db)
@@ -128,7 +131,7 @@ std::optional<int> ShardMap::shard_of(const sql::KeyRef& k, const BoundParams* p
 
 void ShardMap::add_shards(const sql::KeyRef& k, const BoundParams* params, Shards& out) const {
   if (!k.array) {
-    if (auto s = shard_of(k, params, out.unknown)) out.shards.insert(*s);
+    if (auto s = shard_of(k, params, out.unknown)) out.insert(*s);
     return;
   }
   if (k.null) return;
@@ -155,7 +158,7 @@ void ShardMap::add_shards(const sql::KeyRef& k, const BoundParams* params, Shard
       values.push_back(e ? parse_text(*e, config_.key_type) : std::nullopt);
   }
   for (const auto& v : values)
-    if (v) out.shards.insert(int(strategy_->shard_of(*v)));
+    if (v) out.insert(int(strategy_->shard_of(*v)));
 }
 
 Need ShardMap::unsharded_need(const sql::ShardTarget& t) const {
@@ -240,14 +243,19 @@ Need ShardMap::need(const sql::ShardTarget& t, const BoundParams* params,
   }
   if (t.writes_reference)
     return write_across(t, every_shard(), "pgrouter: a write to a reference table must reach every shard");
+  // The keys' shards (an array key's elements included): usually one, kept without a set.
   Shards found;
   for (const auto& k : t.keys) add_shards(k, params, found);
   if (found.unknown) return Need::any_shard();  // decided at Bind
   if (found.every)
-    for (int s : every_shard()) found.shards.insert(s);
-  const std::set<int>& shards = found.shards;
+    for (int s : every_shard()) found.insert(s);
+  // The usual keyed statement, answered at once: what the rest would make of it (no explicit key to
+  // compare, no table of the default shard only).
+  if (t.scope == ShardScope::keyed && found.count() == 1 && !explicit_shard && t.unsharded_tables.empty())
+    return Need::on(found.single);
   Need from_keys = Need::any_shard();
-  if (t.scope == ShardScope::keyed && shards.size() > 1) {
+  if (t.scope == ShardScope::keyed && found.count() > 1) {
+    const std::set<int>& shards = found.more;
     std::string list;
     for (int s : shards) list += (list.empty() ? "" : ", ") + std::to_string(s);
     if (t.writes && t.inserts)
@@ -259,7 +267,7 @@ Need ShardMap::need(const sql::ShardTarget& t, const BoundParams* params,
                   fmt::format("pgrouter: the statement reads rows on shards {}", list),
                   "Run one statement per shard key.");
   }
-  if (t.scope == ShardScope::keyed && shards.size() == 1) from_keys = Need::on(*shards.begin());
+  if (t.scope == ShardScope::keyed && found.count() == 1) from_keys = Need::on(found.single);
   if (t.scope == ShardScope::all) {
     if (!explicit_shard && t.writes)
       return write_across(
@@ -289,7 +297,8 @@ Need ShardMap::need(const sql::ShardTarget& t, const BoundParams* params,
                     "shard {}",
                     join(t.unsharded_tables), unsharded.shard, from_keys.shard),
         "List the table under sharding.reference_tables to have it on every shard.");
-  return from_keys.kind == Need::Kind::one ? from_keys : unsharded;
+  if (from_keys.kind == Need::Kind::one) return from_keys;  // (each moved, not copied)
+  return unsharded;
 }
 
 }  // namespace pgrouter::sharding

@@ -78,9 +78,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
              (part.data() >= body.data() && part.data() + part.size() <= body.data() + req->length);
     };
     FUZZ_CHECK(inside(req->sql) && inside(req->statement) && inside(req->bind_body) &&
-               inside(req->parameter_types) && inside(req->parameters));
+               inside(req->parameter_types) && inside(req->parameters) && inside(req->result_formats));
     FUZZ_CHECK(req->extended || (!req->parses && req->result_formats.empty()));
-    for (auto f : req->result_formats) FUZZ_CHECK(f == 0 || f == 1);
+    FUZZ_CHECK(req->result_formats.size() % 2 == 0);
+    for (size_t k = 0; k < req->result_format_count(); ++k)
+      FUZZ_CHECK(req->result_formats[2 * k] == 0 &&
+                 (req->result_formats[2 * k + 1] == 0 || req->result_formats[2 * k + 1] == 1));
   }
   return 0;
 }

@@ -208,6 +208,56 @@ def test_a_transaction_stays_on_its_shard(cluster, pgrouter):
     assert rows_on(cluster, "shard1", "sh_tx") == [(b, "b")]
 
 
+def test_a_first_batch_runs_where_its_first_request_says(cluster, pgrouter):
+    # A transaction's first request is analysed once, before the attach; what follows it in the same batch
+    # (a request of another shard, the same statement name given another text) is still checked on its own.
+    make_table(cluster, "sh_first")
+    router = pgrouter(sharded_config(cluster, {"sh_first": "tenant_id"}, cross_shard_writes="reject"))
+    a, b = key_on_each_shard(cluster)
+    with router.connect() as c:
+        c.execute("INSERT INTO sh_first (tenant_id, v) VALUES (%s, 'a')", (a,))
+        c.execute("INSERT INTO sh_first (tenant_id, v) VALUES (%s, 'b')", (b,))
+    wait_replayed(cluster)  # (shard 0's reads go to its replica)
+    text = "SELECT v FROM sh_first WHERE tenant_id = $1"
+
+    def answers(messages):
+        """Per request (up to each ReadyForQuery): its rows' first values and its error's SQLSTATE."""
+        out, rows, code = [], [], None
+        for kind, payload in messages:
+            if kind == "D":
+                rows.append(pgr.parse_data_row(payload)[0])
+            elif kind == "E":
+                code = pgr.parse_error_fields(payload).get("code")
+            elif kind == "Z":
+                out.append((rows, code))
+                rows, code = [], None
+        return out
+
+    def run(raw, data, requests):
+        raw.send(data)
+        return answers(sum((raw.read_until_ready() for _ in range(requests)), []))
+
+    def request(key):
+        return pgr.parse(text) + pgr.bind([str(key).encode()]) + pgr.execute() + pgr.sync()
+
+    with pgr.Raw(router.port) as raw:
+        raw.startup("pgr_scram", "app", pgr.USERS["pgr_scram"])
+        # The second request, pipelined behind the first, needs the other shard: refused, the first runs.
+        assert run(raw, request(a) + request(b), 2) == [(["a"], None), ([], "0A000")]
+        assert run(raw, request(b) + request(a), 2) == [(["b"], None), ([], "0A000")]
+        # A statement prepared before: its Bind alone is the first request; the same name, closed and parsed
+        # again with another text behind it, is analysed with that text.
+        assert run(raw, pgr.parse(text, "s1") + pgr.sync(), 1) == [([], None)]
+        again = (pgr.close("S", "s1") + pgr.parse("SELECT v || 'x' FROM sh_first WHERE tenant_id = $1", "s1") +
+                 pgr.bind([str(b).encode()], statement="s1") + pgr.execute() + pgr.sync())
+        first = pgr.bind([str(a).encode()], statement="s1") + pgr.execute() + pgr.sync()
+        assert run(raw, first + again, 2) == [(["a"], None), ([], "0A000")]
+        # Each on its own runs on its own shard.
+        assert run(raw, pgr.bind([str(b).encode()], statement="s1") + pgr.execute() + pgr.sync(), 1) == \
+            [(["bx"], None)]
+        assert run(raw, request(b), 1) == [(["b"], None)]
+
+
 def test_explicit_shard_keys(cluster, pgrouter):
     make_table(cluster, "sh_explicit")
     router = pgrouter(sharded_config(cluster, {"sh_explicit": "tenant_id"}))

@@ -107,6 +107,23 @@ TEST_CASE("BoundParams reads a Bind's values and formats") {
   CHECK(binary);
   std::string cut = bind_body({}, {"42"});
   CHECK_FALSE(BoundParams::from_bind(cut.substr(0, cut.size() - 3)));  // a value cut short
+  // Values are found in place past NULLs and values of other lengths; a parameter past the codes is text.
+  std::string nine = be64(9);
+  std::string mixed_body = bind_body({1, 0}, {nine, std::nullopt, "", "12345"});
+  auto mixed = BoundParams::from_bind(mixed_body);
+  REQUIRE(mixed);
+  CHECK(mixed->size() == 4);
+  CHECK(mixed->value(1, binary) == std::optional<std::string_view>(nine));
+  CHECK(binary);
+  CHECK_FALSE(mixed->value(2, binary));
+  CHECK_FALSE(binary);
+  CHECK(mixed->value(3, binary) == std::optional<std::string_view>(""));
+  CHECK(mixed->value(4, binary) == std::optional<std::string_view>("12345"));
+  CHECK_FALSE(binary);
+  CHECK_FALSE(mixed->value(0, binary));
+  CHECK_FALSE(mixed->value(5, binary));
+  std::string no_count = bind_body({}, {});
+  CHECK_FALSE(BoundParams::from_bind(no_count.substr(0, 5)));  // cut inside the number of values
 }
 
 TEST_CASE("a keyed statement needs its key's shard; a read of several is a scatter, a write across them") {

@@ -315,7 +315,10 @@ class ClientSession {
   // the shard a transaction's first messages d[0..n) choose, and the refusal of a message that needs
   // another shard than shard_ (true: replaced, in c2s_repl_). parsed_text: a Bind's statement text when its
   // Parse is in the same batch (not yet tracked).
-  sharding::ShardMap* shard_map();
+  sharding::ShardMap* shard_map() {  // (asked for every message relayed: the usual answer without a call)
+    return shard_map_ && shard_map_db_ == db_ ? shard_map_.get() : find_shard_map();
+  }
+  sharding::ShardMap* find_shard_map();
   std::shared_ptr<sharding::ShardMap> shard_map_;
   const control::DatabaseConfig* shard_map_db_ = nullptr;
   std::optional<std::string_view> session_shard_key() const;  // SET pgrouter.shard_key, or the startup option
@@ -337,9 +340,27 @@ class ClientSession {
   bool moving_shard_ = false;
   std::string begin_text_;
   bool shard_refusal(char type, std::string_view body);
+  bool refuse_elsewhere(char type, std::string_view body);  // shard_refusal's analysis and refusal
+  // A transaction's first request as scatter_candidate() analysed it, when one shard holds its rows: the
+  // shard choice takes that shard, and the check of the request's messages as they are relayed
+  // (shard_refusal) knows their answer, instead of analysing the same statement again; defer_begin() and
+  // note_begin_only() know it is no BEGIN. Views into the client's buffer (or the tracker's text of a
+  // statement prepared before): kept in known_ from scatter_candidate() to the end of the scan that follows
+  // the attach, cleared on any other way out.
+  struct KnownRequest {
+    std::optional<int> shard;     // the shard the request needs (nullopt: nothing known)
+    const char* query = nullptr;  // the request's Query body, or
+    const char* parse = nullptr;  // its Parse body (if it has one) ...
+    const char* bind = nullptr;   // ... and its Bind body
+    std::string_view text;        // the statement text analysed
+    std::string_view statement;   // the Bind's statement name
+  };
+  KnownRequest known_;
+  bool known_answer(char type, std::string_view body) const;  // shard_refusal would pass it
   // Cross-shard reads (client_scatter.cpp): a request of scatter_request()'s shapes, outside a transaction,
   // whose statement needs several shards (`need`), when sharding.cross_shard allows it ...
   // explain: the statement has a `/* pgrouter: explain */` comment (then any need qualifies).
+  // known_ is set when the request needs one shard.
   std::optional<ScatterRequest> scatter_candidate(const char* d, size_t n, sharding::Need& need,
                                                   bool& explain);
   // `/* pgrouter: explain */`: the request is answered with where it would run and why, as rows of (shard,

@@ -21,24 +21,26 @@ struct ScatterRequest {
   // prepared before, whose text and parameter types the caller fills in (sql, parameter_types).
   bool parses = false;
   // extended only, each within the client's bytes:
-  std::string_view bind_body;           // the whole Bind body (the shard key's value is read from it)
-  std::string_view parameter_types;     // the Parse body after the query text
-  std::string_view parameters;          // the Bind body from its parameter format codes through the values
-  std::vector<int16_t> result_formats;  // as the Bind gave them (none: all text)
-  bool describe_statement = false;      // Describe S of the statement (after its Parse)
-  bool describe_portal = false;         // Describe P of the unnamed portal
-  int32_t max_rows = 0;                 // the Execute's row limit (0: all)
-  size_t length = 0;                    // the bytes of d the request takes
+  std::string_view bind_body;        // the whole Bind body (the shard key's value is read from it)
+  std::string_view parameter_types;  // the Parse body after the query text
+  std::string_view parameters;       // the Bind body from its parameter format codes through the values
+  // The Bind's result format codes as it gave them, 2 bytes each, every one 0 or 1 (none: all text). A view,
+  // not a vector: every transaction's first request is read here.
+  std::string_view result_formats;
+  bool describe_statement = false;  // Describe S of the statement (after its Parse)
+  bool describe_portal = false;     // Describe P of the unnamed portal
+  int32_t max_rows = 0;             // the Execute's row limit (0: all)
+  size_t length = 0;                // the bytes of d the request takes
   // Whether result column i is wanted in binary.
+  size_t result_format_count() const { return result_formats.size() / 2; }
+  bool binary_format(size_t k) const { return result_formats[2 * k + 1] != 0; }  // (the high byte is 0)
   bool binary_column(size_t i) const {
-    if (result_formats.empty()) return false;
-    return (result_formats.size() == 1  ? result_formats[0]
-            : i < result_formats.size() ? result_formats[i]
-                                        : 0) != 0;
+    size_t n = result_format_count();
+    return n == 1 ? binary_format(0) : i < n && binary_format(i);
   }
   bool any_binary() const {
-    for (auto f : result_formats)
-      if (f != 0) return true;
+    for (size_t k = 0; k < result_format_count(); ++k)
+      if (binary_format(k)) return true;
     return false;
   }
 };

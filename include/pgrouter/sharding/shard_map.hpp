@@ -51,17 +51,20 @@ struct Need {
   bool several() const { return kind == Kind::scatter || kind == Kind::write_across; }
 };
 
-// The parameter values of a Bind message, by 1-based number (nullopt: NULL), with their format codes.
+// The parameter values of a Bind message, by 1-based number (nullopt: NULL), with their format codes. Views
+// of the message checked once, read in place: a Bind is looked at for every keyed statement, and a statement
+// has few keys, so walking to a value is cheaper than a vector built per Bind.
 class BoundParams {
  public:
   static std::optional<BoundParams> from_bind(std::string_view body);  // nullopt: malformed
-  size_t size() const { return values_.size(); }
+  size_t size() const { return count_; }
   // nullopt for NULL or a number out of range; binary: the value is in binary format.
   std::optional<std::string_view> value(int n, bool& binary) const;
 
  private:
-  std::vector<std::optional<std::string_view>> values_;
-  std::vector<int16_t> formats_;  // none: all text; one: all; else per parameter
+  std::string_view formats_;  // 2 bytes per code; none: all text; one: all; else per parameter
+  std::string_view values_;   // each value's length (negative: NULL) and bytes, count_ of them
+  size_t count_ = 0;
 };
 
 class ShardMap {
@@ -88,9 +91,20 @@ class ShardMap {
   std::optional<int> shard_of(const sql::KeyRef& k, const BoundParams* params, bool& unknown) const;
   // The shards a statement's keys name so far: `unknown` while a parameter is not bound yet, `every` when an
   // array (= ANY) could not be read, so any key is possible.
+  // The shards keys name: one (the usual case) without an allocation, several in `more`.
   struct Shards {
-    std::set<int> shards;
+    int single = -1;
+    std::set<int> more;  // every shard named, once there are two or more
     bool unknown = false, every = false;
+    void insert(int s) {
+      if (single < 0 || (single == s && more.empty())) {
+        single = s;
+        return;
+      }
+      if (more.empty()) more.insert(single);
+      more.insert(s);
+    }
+    size_t count() const { return single < 0 ? 0 : more.empty() ? 1 : more.size(); }
   };
   // Adds one key's shard, or an array key's elements' shards.
   void add_shards(const sql::KeyRef& k, const BoundParams* params, Shards& out) const;
