@@ -27,8 +27,10 @@ def takeover_config(tmp_path, **listen):
 class Successor:
     """A pgrouter started with --takeover on a running one's configuration (same ports, same socket)."""
 
-    def __init__(self, old, workdir, extra_args=()):
+    def __init__(self, old, workdir, extra_args=(), socket_path=None):
         self.port, self.admin_port = old.port, old.admin_port
+        if socket_path:  # the running process makes it once it serves, a moment after its port accepts
+            wait_for(lambda: Path(socket_path).exists(), what="the takeover socket")
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "pgrouter.log"
@@ -89,13 +91,13 @@ def test_pgbench_with_a_connection_per_transaction_through_two_takeovers(pgroute
     old = pgrouter(takeover_config(tmp_path))
     bench = run_pgbench(old, 9, connect_per_transaction=True)
     time.sleep(2)
-    first = Successor(old, tmp_path / "second")
+    first = Successor(old, tmp_path / "second", socket_path=tmp_path / "takeover.sock")
     successors.append(first)
     first.wait_serving()
     old.proc.wait(30)  # its clients come and go in one transaction each: it leaves quickly
     assert old.proc.returncode == 0, old.log()[-3000:]
     time.sleep(2)
-    second = Successor(old, tmp_path / "third")
+    second = Successor(old, tmp_path / "third", socket_path=tmp_path / "takeover.sock")
     successors.append(second)
     second.wait_serving()
     first.proc.wait(30)
@@ -112,7 +114,7 @@ def test_pgbench_holding_its_connections_through_a_takeover(pgrouter, pgbench_ta
     old = pgrouter(takeover_config(tmp_path))
     bench = run_pgbench(old, 6, connect_per_transaction=False)
     time.sleep(2)
-    new = Successor(old, tmp_path / "new")
+    new = Successor(old, tmp_path / "new", socket_path=tmp_path / "takeover.sock")
     successors.append(new)
     new.wait_serving()
     with old.connect() as conn:  # a new client: served by the new process
@@ -128,7 +130,7 @@ def test_pgbench_holding_its_connections_through_a_takeover(pgrouter, pgbench_ta
 def test_clients_left_after_takeover_client_wait_are_ended_like_a_drain(pgrouter, successors, tmp_path):
     old = pgrouter(takeover_config(tmp_path, takeover_client_wait="1s"))
     idle = logged_in(old)
-    new = Successor(old, tmp_path / "new")
+    new = Successor(old, tmp_path / "new", socket_path=tmp_path / "takeover.sock")
     successors.append(new)
     new.wait_serving()
     assert_shutdown_fatal(idle)  # FATAL 57P01 once the wait is over
@@ -140,6 +142,8 @@ def test_clients_left_after_takeover_client_wait_are_ended_like_a_drain(pgrouter
 
 def test_a_successor_that_dies_before_serving_changes_nothing(pgrouter, tmp_path):
     old = pgrouter(takeover_config(tmp_path))
+    # The port accepts as soon as it listens; the takeover socket comes once pgrouter has started serving.
+    wait_for(lambda: (tmp_path / "takeover.sock").exists(), what="the takeover socket")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(str(tmp_path / "takeover.sock"))
     sock.sendall(b"TAKEOVER pid=1\n")
