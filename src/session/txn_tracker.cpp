@@ -1027,6 +1027,19 @@ TxnTracker::NamedParse TxnTracker::define_named(std::string client_name, std::st
   auto st = std::make_shared<TrackedStatement>();
   XXH128_hash_t h = statement_hash(text, types);
   name_from(h, st->server_name);
+  // A copy made by a request still in flight with a Sync (or Query) after it is no copy to reuse either: that
+  // request may have been skipped or failed while this batch runs, and its Bind would meet no statement. (A
+  // request in flight on the client's own name decides through its witness instead.)
+  if (!own_copy && server.contains(st->server_name) && !pending_touch(client_name)) {
+    bool sync_after = false;
+    expect_.for_each_newest_first([&](Expect& e) {
+      if (e.reply == be::kReadyForQuery) sync_after = true;
+      // A creation: undo() takes its server name out of `server` again if it is skipped or fails.
+      bool creates = (e.reply == be::kParseComplete || e.reply == be::kCommandComplete) &&
+                     e.action != Action::sentinel_error && e.extra && e.extra->server_name == st->server_name;
+      own_copy = own_copy || (sync_after && creates);
+    });
+  }
   // After a request that may fail, this Parse may be skipped, and a later batch of the same write may name
   // the statement before pgrouter knows: a Parse the server really runs (when it lacks the statement) makes
   // the server's answer to that batch follow what happened. Where the server has the shared statement

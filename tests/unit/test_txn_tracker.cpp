@@ -1008,6 +1008,48 @@ TEST_CASE("after a request that may fail, a Parse of a statement the server has 
   CHECK(f.tracker.idle());
 }
 
+TEST_CASE("a Parse in a later batch never reuses a copy that a skipped Parse of an earlier batch made") {
+  // [Parse "" bad, Parse a, Sync] [Parse b (a's text), Bind b, Sync], in one write: a's Parse is skipped, so
+  // the server lacks its copy, while b's batch runs. The fuzzer met it as [Bind "" failing, ... Parse fs2
+  // 'commit'] then, in the next round's write, [Parse fs0 'commit', Bind fs0, ...]. With the error answered
+  // before (early) or after pgrouter reads a's Parse, both orders the relay can see.
+  for (bool early : {false, true}) {
+    CAPTURE(early);
+    Fixture f;
+    std::string repl;
+    f.client('P', parse_body("", "selec 1"));
+    if (early)
+      CHECK(f.reply('E', error_body("42601", "syntax error at or near \"selec\"")) ==
+            TxnTracker::Reply::forward);
+    REQUIRE(f.client('P', parse_body("a", "select 4")));
+    CHECK(types_of(f.out) == "PD");
+    std::string shared = name_in(f.out, 'P');
+    f.client('S', "");
+    REQUIRE(f.client('P', parse_body("b", "select 4")));
+    // Not the no-op Close: the server's copy exists only if a's Parse ran. b gets a copy of its own.
+    CHECK(types_of(f.out) == "PD");
+    std::string own = name_in(f.out, 'P');
+    CHECK(own != shared);
+    REQUIRE(f.client('B', bind_body("b")));
+    CHECK(name_in(f.out, 'B') == own);
+    f.client('S', "");
+
+    if (!early)
+      CHECK(f.reply('E', error_body("42601", "syntax error at or near \"selec\"")) ==
+            TxnTracker::Reply::forward);
+    CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
+    CHECK_FALSE(f.server.contains(shared));
+    CHECK_FALSE(f.tracker.statement_query("a"));
+    CHECK(f.reply('1') == TxnTracker::Reply::forward);  // b's ParseComplete
+    CHECK(f.described() == std::vector{TxnTracker::Reply::drop, TxnTracker::Reply::drop});
+    CHECK(f.reply('2') == TxnTracker::Reply::forward);
+    CHECK(f.reply('Z', "I") == TxnTracker::Reply::forward);
+    CHECK(f.tracker.idle());
+    CHECK(*f.tracker.statement_query("b") == "select 4");
+    CHECK(f.server.contains(own));
+  }
+}
+
 TEST_CASE("a Close skipped after an error leaves the statement, also for a later batch of the same write") {
   Fixture f;
   std::string repl;
