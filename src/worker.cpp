@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "pgrouter/control/log.hpp"
+#include "pgrouter/control/takeover.hpp"
 #include "pgrouter/session/client_session.hpp"
 #include "pgrouter/session/two_phase_recovery.hpp"
 #include "pgrouter/sharding/two_phase.hpp"
@@ -57,12 +58,8 @@ void Worker::listen(const std::string& host, uint16_t port) {
 }
 
 void Worker::adopt(int fd) {
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
-    throw std::runtime_error(std::string("a handed-over listener is not a socket: ") + std::strerror(errno));
   Listener& l = add_listener();
-  l.acceptor.assign(addr.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd);
+  control::takeover::adopt_listener(l.acceptor, fd);
   configure_listener(l);
   listener_fds_.push_back(fd);
 }
@@ -140,13 +137,7 @@ void Worker::close_listeners() {
   for (auto& l : listeners_) {
     l->ready.cancel();
     l->ready.detach();
-    // release() takes the descriptor out of Asio's epoll set before it is closed: a successor may hold the
-    // same socket, so closing alone would leave it registered here.
-    boost::system::error_code ec;
-    if (l->acceptor.is_open()) {
-      int fd = l->acceptor.release(ec);
-      if (!ec) ::close(fd);
-    }
+    control::takeover::close_shared_listener(l->acceptor);  // a successor may hold the same socket
   }
 }
 

@@ -2,7 +2,6 @@
 // per-worker stats at scrape time into prometheus-cpp metric families.
 #include "pgrouter/control/admin_http.hpp"
 
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,6 +18,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "pgrouter/control/takeover.hpp"
 
 namespace pgrouter::control {
 
@@ -608,11 +609,7 @@ AdminServer::~AdminServer() {
 void AdminServer::start(int inherited_fd) {
   tcp::acceptor& acceptor = impl_->state->acceptor;
   if (inherited_fd >= 0) {
-    sockaddr_storage addr{};
-    socklen_t len = sizeof addr;
-    if (::getsockname(inherited_fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
-      throw std::runtime_error("the handed-over admin listener is not a socket");
-    acceptor.assign(addr.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), inherited_fd);
+    takeover::adopt_listener(acceptor, inherited_fd);
   } else {
     tcp::resolver resolver(impl_->io);
     const tcp::endpoint endpoint = *resolver.resolve(impl_->host, std::to_string(impl_->port)).begin();
@@ -629,13 +626,7 @@ int AdminServer::listener_fd() const {
 }
 
 void AdminServer::stop_accepting() {
-  // The successor holds the same socket: release() takes it out of Asio's epoll set before it is closed
-  // (close() alone would leave it registered while the socket lives on).
-  boost::system::error_code ec;
-  tcp::acceptor& acceptor = impl_->state->acceptor;
-  if (!acceptor.is_open()) return;
-  int fd = acceptor.release(ec);
-  if (!ec) ::close(fd);
+  takeover::close_shared_listener(impl_->state->acceptor);  // the successor holds the same socket
 }
 
 uint16_t AdminServer::port() const {

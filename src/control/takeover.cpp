@@ -122,6 +122,21 @@ void close_all(Sockets& s) {
   s.admin = s.channel = -1;
 }
 
+void adopt_listener(asio::ip::tcp::acceptor& acceptor, int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    throw std::runtime_error(std::string("a handed-over listener is not a socket: ") + std::strerror(errno));
+  acceptor.assign(addr.ss_family == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd);
+}
+
+void close_shared_listener(asio::ip::tcp::acceptor& acceptor) {
+  if (!acceptor.is_open()) return;
+  boost::system::error_code ec;
+  int fd = acceptor.release(ec);
+  if (!ec) ::close(fd);
+}
+
 Asked ask(const std::string& path, Sockets& out, std::string& why) {
   sockaddr_un addr;
   if (!fill_address(path, addr)) {
@@ -197,11 +212,16 @@ awaitable<void> Giver::State::serve(local::socket socket) {
   int fd = socket.native_handle();
   boost::system::error_code ec;
   asio::streambuf in(kMaxText);
-  asio::steady_timer timer(io, std::chrono::seconds(kExchangeTimeoutSeconds));
-  timer.async_wait([&socket](boost::system::error_code e) {
-    boost::system::error_code ignored;
-    if (!e) socket.close(ignored);
-  });
+  // A peer that does not answer in time: its socket is closed, which ends the read below.
+  asio::steady_timer timer(io);
+  auto close_after = [&timer, &socket](std::chrono::steady_clock::duration limit) {
+    timer.expires_after(limit);
+    timer.async_wait([&socket](boost::system::error_code e) {
+      boost::system::error_code ignored;
+      if (!e) socket.close(ignored);
+    });
+  };
+  close_after(std::chrono::seconds(kExchangeTimeoutSeconds));
   co_await asio::async_read_until(socket, in, '\n', asio::redirect_error(use_awaitable, ec));
   std::string request(asio::buffers_begin(in.data()), asio::buffers_end(in.data()));
   in.consume(in.size());
@@ -234,11 +254,7 @@ awaitable<void> Giver::State::serve(local::socket socket) {
   }
   handing_over = true;
   log::info("takeover: sockets sent; waiting for the new process to serve", {{"new_pid", new_pid}});
-  timer.expires_after(kReadyTimeout);
-  timer.async_wait([&socket](boost::system::error_code e) {
-    boost::system::error_code ignored;
-    if (!e) socket.close(ignored);
-  });
+  close_after(kReadyTimeout);
   co_await asio::async_read_until(socket, in, '\n', asio::redirect_error(use_awaitable, ec));
   timer.cancel();
   std::string answer(asio::buffers_begin(in.data()), asio::buffers_end(in.data()));

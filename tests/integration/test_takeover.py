@@ -61,9 +61,18 @@ class Successor:
 
 
 @pytest.fixture
-def successors():
+def successors(tmp_path):
+    """Factory: successors(old, name) starts a successor of old (one of takeover_config(tmp_path); running=False:
+    none runs), waits until it serves and returns it; each still running at the end is stopped and must exit 0."""
     started = []
-    yield started
+
+    def take_over(old, name, running=True):
+        s = Successor(old, tmp_path / name, socket_path=tmp_path / "takeover.sock" if running else None)
+        started.append(s)
+        s.wait_serving()
+        return s
+
+    yield take_over
     for s in started:
         assert s.stop() == 0, s.log()[-3000:]
 
@@ -91,15 +100,11 @@ def test_pgbench_with_a_connection_per_transaction_through_two_takeovers(pgroute
     old = pgrouter(takeover_config(tmp_path))
     bench = run_pgbench(old, 9, connect_per_transaction=True)
     time.sleep(2)
-    first = Successor(old, tmp_path / "second", socket_path=tmp_path / "takeover.sock")
-    successors.append(first)
-    first.wait_serving()
+    first = successors(old, "second")
     old.proc.wait(30)  # its clients come and go in one transaction each: it leaves quickly
     assert old.proc.returncode == 0, old.log()[-3000:]
     time.sleep(2)
-    second = Successor(old, tmp_path / "third", socket_path=tmp_path / "takeover.sock")
-    successors.append(second)
-    second.wait_serving()
+    second = successors(old, "third")
     first.proc.wait(30)
     assert first.proc.returncode == 0, first.log()[-3000:]
     assert_no_failures(bench)
@@ -114,25 +119,20 @@ def test_pgbench_holding_its_connections_through_a_takeover(pgrouter, pgbench_ta
     old = pgrouter(takeover_config(tmp_path))
     bench = run_pgbench(old, 6, connect_per_transaction=False)
     time.sleep(2)
-    new = Successor(old, tmp_path / "new", socket_path=tmp_path / "takeover.sock")
-    successors.append(new)
-    new.wait_serving()
+    new = successors(old, "new")
     with old.connect() as conn:  # a new client: served by the new process
         assert conn.execute("select 1").fetchone() == (1,)
     assert old.running  # pgbench's clients are still there
-    processed = assert_no_failures(bench)
+    assert_no_failures(bench)
     old.proc.wait(15)
     assert old.proc.returncode == 0, old.log()[-3000:]
-    assert processed > 0
     assert pgr.metric(new.metrics(), "pgrouter_client_connections_total") >= 1
 
 
 def test_clients_left_after_takeover_client_wait_are_ended_like_a_drain(pgrouter, successors, tmp_path):
     old = pgrouter(takeover_config(tmp_path, takeover_client_wait="1s"))
     idle = logged_in(old)
-    new = Successor(old, tmp_path / "new", socket_path=tmp_path / "takeover.sock")
-    successors.append(new)
-    new.wait_serving()
+    new = successors(old, "new")
     assert_shutdown_fatal(idle)  # FATAL 57P01 once the wait is over
     old.proc.wait(15)
     assert old.proc.returncode == 0
@@ -180,8 +180,6 @@ def test_takeover_with_nobody_there_starts_fresh(cluster, tmp_path, successors):
         pass
     nobody = Nobody()
     nobody.port, nobody.admin_port, nobody.config_path = port, admin_port, path
-    fresh = Successor(nobody, tmp_path / "fresh")
-    successors.append(fresh)
-    fresh.wait_serving()
+    fresh = successors(nobody, "fresh", running=False)
     assert "starting on fresh sockets" in fresh.log()
     wait_for(lambda: pgr.port_accepts(port), what="the fresh start to listen")

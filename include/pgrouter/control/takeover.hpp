@@ -41,6 +41,12 @@ Asked ask(const std::string& path, Sockets& out, std::string& why);
 bool confirm_ready(int channel);
 void close_all(Sockets& s);
 
+// A handed-over listening socket in an acceptor (IPv4 or IPv6, as it listens). Throws if fd is no socket.
+void adopt_listener(asio::ip::tcp::acceptor& acceptor, int fd);
+// Closes a listener the other process may hold too: release() takes it out of Asio's epoll set first, since
+// close() alone would leave it registered there while the socket lives on.
+void close_shared_listener(asio::ip::tcp::acceptor& acceptor);
+
 // Old process side: listens on path (mode 0600; only this uid or root may connect) on the control thread.
 // give() lists the sockets to hand over (empty listeners: refuse, e.g. while draining); handed_over(pid)
 // runs once the new process said READY.
