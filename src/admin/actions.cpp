@@ -46,10 +46,14 @@ ResultSet show_from(Verb verb, Runtime& rt, const control::Config& config,
   }
 }
 
+// A name the commands may act on: a listed database, or any name the fallback "*" entry serves (commands go
+// by the name clients connect with, so PAUSE holds a name's clients whether or not one is connected yet).
 std::optional<Outcome> unknown_database(const control::Config& config, const std::string& db) {
-  if (config.find_database(db)) return std::nullopt;
+  bool fallback = db == control::kFallbackDatabase;
+  if (!fallback && (config.find_database(db) || config.fallback_database())) return std::nullopt;
   return refused(sqlstate::unknown_database, "database \"" + db + "\" does not exist",
-                 "The admin commands name the databases listed under \"databases:\".");
+                 fallback ? "\"*\" serves other names: name the database its clients connect to."
+                          : "The admin commands name the databases listed under \"databases:\".");
 }
 
 // Sessions of db (every database when empty) that hold a server, on one worker.
@@ -84,6 +88,36 @@ awaitable<Outcome> pause(std::string db, asio::io_context& home, Runtime& rt, Co
     co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
   }
   co_return Outcome{};
+}
+
+// Servers of db (every database when empty) that a reload retired and a session still holds, on one worker.
+int retired_servers(Worker& w, const std::string& db) {
+  int n = 0;
+  for (const auto& [pid, session] : w.sessions()) {
+    auto row = session->admin_row();
+    if (!row.console && row.server && row.server->close_needed && (db.empty() || row.client.database == db))
+      ++n;
+  }
+  return n;
+}
+
+// As PgBouncer's: answered once no server opened before the last reload changed its target is in use (idle
+// ones are closed by the reload itself), so a switchover script knows the new target serves everything.
+awaitable<Outcome> wait_close(std::string db, asio::io_context& home, Runtime& rt, ConfigPtr config) {
+  if (!db.empty()) {
+    if (auto problem = unknown_database(*config, db)) co_return *problem;
+  }
+  std::function<int(Worker&)> retired = [db](Worker& w) { return retired_servers(w, db); };
+  asio::steady_timer poll(home);
+  for (;;) {
+    auto counts = co_await gather(home, rt, retired);
+    int left = 0;
+    for (int n : counts) left += n;
+    if (left == 0) co_return Outcome{};
+    poll.expires_after(kPauseCheck);
+    boost::system::error_code ec;
+    co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
+  }
 }
 
 // On one worker: ends db's sessions and closes its pools' idle servers.
@@ -163,9 +197,6 @@ Outcome run_now(const Command& cmd, Runtime& rt, const control::Config& config) 
         return refused(sqlstate::feature_not_supported, "SHUTDOWN is not available in this process");
       controls.shutdown();
       return {};
-    case Verb::wait_close:
-      return refused(sqlstate::feature_not_supported, "WAIT_CLOSE is not supported by pgrouter",
-                     "PAUSE waits until the database's transactions have finished.");
     default:
       return refused(sqlstate::feature_not_supported, "not an admin command that changes something");
   }
@@ -190,6 +221,8 @@ awaitable<Outcome> run(Command cmd, asio::io_context& home, Runtime& rt, ConfigP
       co_return co_await pause(cmd.database, home, rt, config);
     case Verb::kill:
       co_return co_await kill(cmd.database, home, rt, config);
+    case Verb::wait_close:
+      co_return co_await wait_close(cmd.database, home, rt, config);
     default:
       co_return run_now(cmd, rt, *config);
   }
@@ -211,6 +244,8 @@ std::string_view command_tag(Verb verb) {
       return "KILL";
     case Verb::shutdown:
       return "SHUTDOWN";
+    case Verb::wait_close:
+      return "WAIT_CLOSE";
     default:
       return "SHOW";
   }

@@ -24,7 +24,7 @@ constexpr std::array kRoutes{
     Route{"reload", Verb::reload},        Route{"pause", Verb::pause},
     Route{"resume", Verb::resume},        Route{"disable", Verb::disable},
     Route{"enable", Verb::enable},        Route{"kill", Verb::kill},
-    Route{"drain", Verb::shutdown},
+    Route{"drain", Verb::shutdown},       Route{"wait_close", Verb::wait_close},
 };
 
 nlohmann::json cell_json(const Cell& cell, bool number) {

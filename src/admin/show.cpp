@@ -32,8 +32,8 @@ std::map<PoolKey, PoolRow> sum_pools(const std::vector<WorkerSnapshot>& parts) {
 
 ResultSet connection_rows(const std::vector<ConnectionRow>& rows, std::string_view type) {
   ResultSet rs({"type", "user", "database", "state", "addr", "port", "local_addr", "local_port",
-                "connect_time", "request_time", "wait", "wait_us", "ptr", "link"},
-               {"port", "local_port", "wait", "wait_us"});
+                "connect_time", "request_time", "wait", "wait_us", "close_needed", "ptr", "link"},
+               {"port", "local_port", "wait", "wait_us", "close_needed"});
   for (const auto& r : rows)
     rs.row()
         .add(type)
@@ -48,6 +48,7 @@ ResultSet connection_rows(const std::vector<ConnectionRow>& rows, std::string_vi
         .add(format_time(r.request_time))
         .add(r.wait_us / 1'000'000)
         .add(r.wait_us % 1'000'000)
+        .add(int64_t(r.close_needed))
         .add(r.ptr)
         .add(r.link);
   return rs;

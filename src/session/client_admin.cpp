@@ -253,6 +253,7 @@ admin::SessionRow ClientSession::admin_row() const {
   endpoint_of(const_cast<tcp::socket&>(server.socket).native_handle(), true, s.local_addr, s.local_port);
   s.connect_time = admin::unix_time(server.created);
   s.request_time = c.request_time;
+  s.close_needed = attached_.pool && attached_.pool->retired(server);
   s.ptr = hex(&server);
   s.link = c.ptr;
   c.link = s.ptr;

@@ -193,10 +193,22 @@ class Pgrouter:
                 self._log_file.close()
                 raise PgrouterError(f"pgrouter exited with {self.returncode} before listening; log:\n{self.log()}")
             if port_accepts(self.port):
+                self._wait_admin_listening(deadline)
                 return
             time.sleep(0.05)
         self.stop(check=False)
         raise PgrouterError(f"pgrouter did not listen on {self.port} within {timeout}s; log:\n{self.log()}")
+
+    def _wait_admin_listening(self, deadline):
+        # The admin server may start listening a moment after the client listener: a test's first HTTP call
+        # must not race it. A config without one (or with one that cannot listen) is the test's business.
+        admin = self.config.get("admin") or {}
+        if not admin.get("port"):
+            return
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if port_accepts(admin["port"], admin.get("host", HOST)):
+                return
+            time.sleep(0.02)
 
     def dsn(self, user="pgr_scram", password=None, dbname="app", **params):
         if password is None:

@@ -185,13 +185,38 @@ def test_kill_drops_the_databases_clients(router):
             assert again.execute("select 1").fetchone() == (1,)
 
 
+def test_wait_close_waits_for_the_servers_a_reload_retired(pgrouter, cluster):
+    session_pooled = {**CONSOLE, "pool": {"mode": "session", "size": 4}}
+    router = pgrouter(session_pooled)
+    with router.connect() as held, console(router) as admin:
+        held.execute("select 1")
+        assert [s["close_needed"] for s in rows(admin, "SHOW SERVERS")] == [0]
+        admin.execute("WAIT_CLOSE")  # nothing retired: answered at once
+        tail = router.reload({**session_pooled,
+                              "databases": [{"name": "app", "shards": [{"primary": cluster.endpoint("replica")}]}]})
+        assert "configuration reloaded" in tail
+        assert [s["close_needed"] for s in rows(admin, "SHOW SERVERS")] == [1]
+        with console(router) as other:
+            assert rows(other, "SHOW CLIENTS")[0]["close_needed"] == 0
+            waiting = Background(lambda: other.execute("WAIT_CLOSE app"))
+            time.sleep(0.5)
+            assert waiting.is_alive(), "WAIT_CLOSE answered while a retired server was in use"
+            assert held.execute("select pg_is_in_recovery()").fetchone() == (False,)  # still the old target
+            held.close()
+            waiting.join(5)
+            assert not waiting.is_alive() and waiting.error is None, waiting.error
+            assert waiting.result.statusmessage == "WAIT_CLOSE"
+        with router.connect() as fresh:
+            assert fresh.execute("select pg_is_in_recovery()").fetchone() == (True,)
+        with pytest.raises(psycopg.errors.InvalidCatalogName):
+            admin.execute("WAIT_CLOSE nosuchdb")
+
+
 def test_unknown_command_keeps_the_session(router):
     with console(router) as admin:
         with pytest.raises(psycopg.errors.SyntaxError) as err:
             admin.execute("SHOW NONSENSE")
         assert "SHOW POOLS" in (err.value.diag.message_hint or "")
-        with pytest.raises(psycopg.errors.FeatureNotSupported):
-            admin.execute("WAIT_CLOSE")
         assert rows(admin, "show   version ;")
     out = psql(router, "select 1")
     assert out.returncode != 0 and "unknown command" in out.stderr

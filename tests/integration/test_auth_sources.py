@@ -193,6 +193,35 @@ def test_fallback_database_serves_any_name(pgrouter, cluster):
     assert {"postgres", "template1", "app", "aliased"} <= names
 
 
+def test_console_commands_act_on_names_the_fallback_serves(pgrouter, cluster):
+    import threading
+    router = pgrouter(fallback_config(cluster))
+    with router.connect(user="postgres", dbname="pgrouter") as admin:
+        admin.execute("PAUSE template1")  # no client of it yet: the pause holds the first one's login
+        answered = []
+        waiter = threading.Thread(target=lambda: answered.append(
+            current(router.connect(user="postgres", dbname="template1"))), daemon=True)
+        waiter.start()
+        time.sleep(0.5)
+        assert not answered, "a login went through on a paused name"
+        with router.connect(user="postgres", dbname="postgres") as other:  # other names are not held
+            assert current(other) == ("postgres", "postgres")
+        admin.execute("RESUME template1")
+        waiter.join(10)
+        assert answered == [("postgres", "template1")]
+        admin.execute("DISABLE postgres")
+        code, text = login_error(router.port, user="postgres", password=pgr.USERS["postgres"], dbname="postgres")
+        assert code == "55000", text
+        admin.execute("ENABLE postgres")
+        with router.connect(user="postgres", dbname="template1") as victim:
+            admin.execute("KILL template1")
+            with pytest.raises(psycopg.OperationalError):
+                victim.execute("select 1")
+        admin.execute("RESUME template1")
+        with pytest.raises(psycopg.errors.InvalidCatalogName, match="serves other names"):
+            admin.execute('PAUSE "*"')
+
+
 def test_fallback_database_is_off_unless_listed(pgrouter):
     router = pgrouter()
     code, text = login_error(router.port, user="postgres", password=pgr.USERS["postgres"], dbname="postgres")

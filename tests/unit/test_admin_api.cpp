@@ -37,6 +37,7 @@ TEST_CASE("admin API: paths") {
   CHECK(api_verb("/v1/backends/") == Verb::show_backends);
   CHECK(api_verb("/v1/drain") == Verb::shutdown);
   CHECK(api_verb("/v1/kill") == Verb::kill);
+  CHECK(api_verb("/v1/wait_close") == Verb::wait_close);
   CHECK(!api_verb("/v1/"));
   CHECK(!api_verb("/v1/pools/x"));
   CHECK(!api_verb("/v2/pools"));

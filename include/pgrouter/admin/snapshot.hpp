@@ -21,7 +21,8 @@ struct ConnectionRow {
   std::string addr, local_addr;
   int port = 0, local_port = 0;
   int64_t connect_time = 0, request_time = 0;
-  int64_t wait_us = 0;  // waiting for a server (clients)
+  int64_t wait_us = 0;        // waiting for a server (clients)
+  bool close_needed = false;  // a server a reload retired, closed when its client gives it back
   std::string ptr, link;
 };
 

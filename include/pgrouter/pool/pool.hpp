@@ -125,6 +125,9 @@ class Pool {
   const std::vector<std::pair<std::string, std::string>>& welcome_messages() const {
     return welcome_messages_;
   }
+  // A server opened for a target a reload has since replaced: closed when its client gives it back (the
+  // console's close_needed, what WAIT_CLOSE waits for).
+  bool retired(const ServerConnection& c) const { return c.generation != generation_; }
   int total() const { return total_; }
   int attached() const { return total_ - int(idle_.size()); }  // lent to clients (or being opened/reset)
   size_t idle() const { return idle_.size(); }
