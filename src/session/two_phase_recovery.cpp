@@ -1,6 +1,7 @@
 #include "pgrouter/session/two_phase_recovery.hpp"
 
 #include "pgrouter/control/log.hpp"
+#include "pgrouter/routing/router.hpp"
 #include "pgrouter/sharding/two_phase.hpp"
 #include "pgrouter/worker.hpp"
 #include "shard_leg.hpp"
@@ -17,11 +18,28 @@ struct PreparedPart {
   int shard = 0;
 };
 
+// The backend that is the shard's primary now: with role: auto the one the health probes found (a failover
+// may have made another host of the list the primary, and prepared parts live there), else the first.
+int primary_of(Worker& w, const control::DatabaseConfig& db, const control::UserConfig& user, int shard) {
+  const auto& hosts = db.shards[size_t(shard)];
+  if (!hosts.auto_roles) return 0;
+  std::vector<const routing::BackendHealth*> health(hosts.backends());
+  for (size_t i = 0; i < health.size(); ++i)
+    health[i] = w.pool_for(db, user, shard, int(i)).settings().health.get();
+  return routing::find_primary(health);
+}
+
 // A server of the shard's primary for `user`, taken from the worker's pool (false: none could be had).
 awaitable<bool> take(Worker& w, const control::DatabaseConfig& db, const control::UserConfig& user, int shard,
                      ShardLeg& leg) {
   leg.shard = shard;
-  leg.pool = &w.pool_for(db, user, shard, 0);
+  int primary = primary_of(w, db, user, shard);
+  if (primary < 0) {
+    log::warn("two-phase recovery: the shard has no primary now; retried in the next round",
+              {{"database", db.name}, {"shard", uint64_t(shard)}});
+    co_return false;
+  }
+  leg.pool = &w.pool_for(db, user, shard, primary);
   pool::ServerError err;
   leg.server = co_await leg.pool->acquire(err);
   if (!leg.server)

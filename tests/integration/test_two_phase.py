@@ -288,3 +288,28 @@ def test_a_shard_that_cannot_be_reached_fails_the_write_everywhere(cluster, pgro
     assert on_shards(cluster, f"SELECT DISTINCT v FROM {TABLE}") == [[("old",)], [("old",)]]
     with cluster.connect("primary") as c:
         assert c.execute("SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'pgr\\_%'").fetchone() == (0,)
+
+
+def test_recovery_follows_the_primary_the_probes_found(cluster, pgrouter, tables, tmp_path):
+    """Shard 0 given as `hosts:` (role: auto) with its replica listed first: the prepared parts and the decision
+    record are on the host the probes find to be the primary, not on the first one listed (a replica cannot run
+    COMMIT PREPARED)."""
+    a, b = tables
+    crashing = pgr.Pgrouter(cluster, tmp_path / "crashing", config(cluster),
+                            env={"PGROUTER_TEST_CRASH_AT": "after_decision"})
+    try:
+        with crashing.connect(autocommit=True) as c:
+            with pytest.raises(psycopg.OperationalError):
+                c.execute(f"UPDATE {TABLE} SET v = 'new' WHERE tenant_id IN ({a}, {b})")
+        crashing.proc.wait(10)
+    finally:
+        crashing.stop(check=False)
+    assert sum(len(p) for p in prepared_parts(cluster)) == 2
+    auto = config(cluster)
+    db = auto["databases"][0]
+    db["shards"][0] = {"hosts": [cluster.endpoint("replica"), cluster.endpoint("primary")]}
+    db["routing"] = {"probe_interval": "100ms"}
+    recovering = pgrouter(auto)
+    wait_until(lambda: prepared_parts(cluster) == [[], []], what="recovery of the prepared parts")
+    assert on_shards(cluster, f"SELECT DISTINCT v FROM {TABLE}") == [[("new",)], [("new",)]]
+    assert "pgrouter_two_phase_recovered_committed_total 2" in recovering.metrics()
