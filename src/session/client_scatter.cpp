@@ -38,6 +38,7 @@ struct ClientSession::ScatterRun {
   bool client_gone = false;
 
   bool copy_out = false;  // COPY <sharded table> TO STDOUT: each shard's rows in turn, not a merge
+  std::string refusal;    // found only on a server (probe_group_names): the read is refused with 0A000
 
   ScatterRun(ClientSession& s, const ScatterRequest& r, const sharding::Need& n,
              std::shared_ptr<const sharding::ScatterPlan> p)
@@ -190,6 +191,7 @@ awaitable<bool> ClientSession::open_legs(std::vector<ShardLeg>& legs, const std:
       co_return false;
     }
     w_.stats().servers_active.fetch_add(1, std::memory_order_relaxed);
+    leg.ready = true;  // idle until something is sent: a request that ends before that reads nothing of it
     legs.push_back(std::move(leg));
   }
   co_return true;
@@ -204,10 +206,39 @@ void ClientSession::release_legs(std::vector<ShardLeg>& legs, bool client_gone) 
   }
 }
 
+// Whether the plan's reading of its GROUP BY names holds on the first leg's server (ScatterPlan::
+// input_column_probes): false with run.refusal set when a name is an input column there, or with `why` set
+// when the server failed. The leg is left idle, as it was.
+awaitable<bool> ClientSession::probe_group_names(ScatterRun& run, std::string& why) {
+  auto& leg = run.legs.front();
+  for (const auto& probe : run.plan.input_column_probes) {
+    QueryAnswer answer;
+    bool alive = co_await run_on_leg(leg, probe.sql, answer);
+    if (!alive) {
+      why = "pgrouter: shard " + std::to_string(leg.shard) + "'s server closed the connection";
+      co_return false;
+    }
+    leg.error.clear();  // the probe's own error is no answer of the client's statement
+    leg.parsed = false;
+    std::string_view code = answer.ok() ? std::string_view() : p::error_sqlstate(answer.error);
+    if (answer.ok() || code == "42702") {  // an input column (or several): PostgreSQL groups by it
+      run.refusal = "pgrouter: GROUP BY " + probe.name +
+                    " names an input column as well as an output column of a cross-shard read; PostgreSQL "
+                    "groups by the input column, which pgrouter cannot merge";
+      co_return false;
+    }
+  }
+  co_return true;
+}
+
 // Takes a server of each shard the request needs and sends it the shard's statement.
 awaitable<bool> ClientSession::open_scatter_legs(ScatterRun& run, std::string& why) {
   bool opened = co_await open_legs(run.legs, run.need.shards, run.req.length, false, why);
   if (!opened) co_return false;
+  if (!run.plan.input_column_probes.empty()) {
+    bool holds = co_await probe_group_names(run, why);
+    if (!holds) co_return false;
+  }
   for (size_t i = 0; i < run.legs.size(); ++i) {
     // Only the first shard is asked for the statement's parameter types (Describe S).
     std::string statement = scatter_statement(run, i == 0);
@@ -331,7 +362,13 @@ awaitable<bool> ClientSession::run_scatter(const ScatterRequest& req, const shar
     append_message(run.out, be::kErrorResponse,
                    error_body(p::sqlstate::feature_not_supported, refusal, hint));
   } else if (!co_await open_scatter_legs(run, why)) {
-    append_message(run.out, be::kErrorResponse, error_body(p::sqlstate::connection_failure, why));
+    if (!run.refusal.empty()) w_.stats().shard_refused_total.fetch_add(1, std::memory_order_relaxed);
+    append_message(run.out, be::kErrorResponse,
+                   run.refusal.empty()
+                       ? error_body(p::sqlstate::connection_failure, why)
+                       : error_body(p::sqlstate::feature_not_supported, run.refusal,
+                                    "Give the select item an alias no column has, or group by the column "
+                                    "qualified with its table (t.name)."));
   } else {
     w_.stats().shard_scatters_total.fetch_add(1, std::memory_order_relaxed);
     w_.stats().shard_scatter_legs_total.fetch_add(run.legs.size(), std::memory_order_relaxed);

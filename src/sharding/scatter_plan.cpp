@@ -5,6 +5,8 @@
 // again and checked, so a splice that went wrong is a refusal, never a different query.
 #include "pgrouter/sharding/scatter_plan.hpp"
 
+#include "pgrouter/sharding/column_probe.hpp"
+
 #include <pg_query.h>
 
 #include <algorithm>
@@ -493,6 +495,9 @@ class Planner {
   struct HiddenCheck {
     std::string alias, canon, function;
   };
+  // The GROUP BY names taken for output names, on the assumption that no input column has them.
+  const std::vector<std::string>& group_aliases() const { return group_aliases_; }
+
   std::vector<HiddenCheck> hidden_checks() const {
     std::vector<HiddenCheck> out;
     for (const Target& t : hidden_) {
@@ -609,10 +614,14 @@ class Planner {
   // A GROUP BY name that is no input column but a select item's output name: PostgreSQL groups by that item
   // (findTargetlistEntrySQL92), and so do the shards, which get the name as written. pgrouter does not know
   // the tables' columns: it takes the name for an input column only where the statement uses it as one.
+  // A table column the statement never mentions is invisible here, so the session asks a server first
+  // (group_aliases(), ScatterPlan::input_column_probes).
   std::optional<size_t> group_alias(const JsonValue& node) {
     auto name = bare_name(tree_, node);
     if (!name || names_column(tree_, *sel_, *name, true)) return std::nullopt;
-    return target_named(*name, "GROUP BY");
+    auto i = target_named(*name, "GROUP BY");
+    if (i) group_aliases_.emplace_back(*name);
+    return i;
   }
 
   // The value of a LIMIT or OFFSET: nullopt for none (LIMIT ALL, LIMIT NULL).
@@ -844,6 +853,7 @@ class Planner {
   const JsonTree& tree_;
   const JsonValue* sel_;
   std::string_view text_;
+  std::vector<std::string> group_aliases_;
   std::vector<Token> tokens_;
   std::vector<Target> targets_;
   std::vector<Target> hidden_;  // ORDER BY/GROUP BY expressions not in the select list, in column order
@@ -1093,6 +1103,11 @@ ScatterPlan plan_scatter(std::string_view select_sql) {
     plan = planner.run();
     if (!verify(plan, planner.hidden_checks(), p.tree, sel, select_sql))
       refuse("a statement pgrouter could not rewrite");
+    for (const auto& name : planner.group_aliases()) {
+      auto probe = input_column_probe(select_sql, name);
+      if (!probe) refuse("GROUP BY " + name + " (pgrouter cannot tell whether it names an input column)");
+      plan.input_column_probes.push_back({name, std::move(*probe)});
+    }
   } catch (const Rejected&) {
     plan = ScatterPlan{};
     plan.shard_sql = std::string(select_sql);

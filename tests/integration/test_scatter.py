@@ -4,6 +4,7 @@ read of several shards through pgrouter must return exactly what the unsharded s
 statement: column names, types and value texts, in order where the statement orders them totally. What pgrouter
 cannot merge exactly is refused with 0A000 before anything runs."""
 import random
+import threading
 
 import psycopg
 import pytest
@@ -81,6 +82,8 @@ STATEMENTS = [
     (f"SELECT count(v), count(x), bool_and(ok), bool_or(ok) FROM {TABLE}", True),
     (f"SELECT plan, count(*), sum(n) FROM {TABLE} GROUP BY plan ORDER BY plan", True),
     (f"SELECT n % 3 AS m, count(*) FROM {TABLE} GROUP BY n % 3 HAVING count(*) > 90", False),
+    # An output name in GROUP BY, after a server said no input column has it.
+    (f"SELECT n % 3 AS m, count(*) FROM {TABLE} GROUP BY m ORDER BY m", True),
     (f"SELECT DISTINCT plan FROM {TABLE}", False),
     (f"SELECT id FROM {TABLE} WHERE n > 40 ORDER BY id", True),
     (f"SELECT o.id, p.name FROM {TABLE} o JOIN sc_plans p ON p.plan = o.plan ORDER BY o.id", True),
@@ -146,7 +149,9 @@ def test_what_cannot_be_merged_exactly_is_refused(cluster, pgrouter, data):
                                (f"SELECT string_agg(v, ',') FROM {TABLE}", "string_agg"),
                                (f"SELECT count(DISTINCT v) FROM {TABLE}", "DISTINCT"),
                                # A constant, not the first select item: it was taken for count(*) > 50.
-                               (f"SELECT count(*) FROM {TABLE} GROUP BY plan HAVING 1 > 50", "HAVING")]:
+                               (f"SELECT count(*) FROM {TABLE} GROUP BY plan HAVING 1 > 50", "HAVING"),
+                               # `plan` is also a column of the table, which PostgreSQL groups by.
+                               (f"SELECT 1 AS plan, count(*) FROM {TABLE} GROUP BY plan", "input column")]:
             code, msg = sqlstate_of(c, sql)
             assert code == "0A000", (sql, code, msg)
             assert construct.lower() in msg.lower(), (sql, msg)
@@ -266,3 +271,22 @@ def test_copy_to_stdout_gives_every_shards_rows(cluster, pgrouter, data):
         for options in ["WITH (FORMAT csv, HEADER)", "WITH (FORMAT binary)"]:
             code, msg = sqlstate_of(c, f"{copy} {options}")
             assert code == "0A000", (options, code, msg)
+
+
+def test_a_shard_that_cannot_be_reached_fails_the_read_and_frees_the_others(cluster, pgrouter, data):
+    """Shard 1's primary is a closed port: the read gets 08006 naming the shard at once (shard 0's server, taken
+    first and sent nothing, is not waited on), and the session goes on."""
+    cfg = config(cluster)
+    cfg["databases"][0]["shards"][1] = {"primary": {"host": pgr.HOST, "port": pgr.free_port()}}
+    cfg["pool"] = {"mode": "transaction", "connect_timeout": "1s"}
+    router = pgrouter(cfg)
+    with router.connect() as c:
+        answer = []
+        reader = threading.Thread(target=lambda: answer.append(sqlstate_of(c, f"SELECT count(*) FROM {TABLE}")),
+                                  daemon=True)
+        reader.start()
+        reader.join(10)
+        assert answer, "the read did not end within 10 s"
+        code, msg = answer[0]
+        assert code == "08006" and "shard 1" in msg, (code, msg)
+        assert c.execute("SELECT 1").fetchone() == (1,)

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "pgrouter/protocol/codec.hpp"
+#include "pgrouter/sharding/column_probe.hpp"
 #include "pgrouter/sharding/merge.hpp"
 #include "pgrouter/sharding/scatter_plan.hpp"
 
@@ -415,6 +416,36 @@ TEST_CASE("scatter plan: GROUP BY an output name groups by that select item, unl
   CHECK(refusal("select plan as p, n as p, count(*) from t group by p") == "an ambiguous GROUP BY name");
   // GROUP BY an aggregate's name is still refused.
   CHECK(refusal("select plan, count(*) as c from t group by plan, c") == "GROUP BY an aggregate");
+}
+
+TEST_CASE("scatter plan: an output name in GROUP BY is checked against the server's input columns") {
+  auto p = plan_scatter("select plan as p, count(*) from t where n > 1 group by p order by p limit 3");
+  REQUIRE_MESSAGE(!p.refused, p.refusal);
+  REQUIRE(p.input_column_probes.size() == 1);
+  CHECK(p.input_column_probes[0].name == "p");
+  CHECK(p.input_column_probes[0].sql == "SELECT p FROM t LIMIT 0");
+  // Every FROM form keeps its meaning: joins, subqueries.
+  auto join =
+      plan_scatter("select t.plan as q, count(*) from (select 1 as a) c join t on t.n = c.a group by q");
+  REQUIRE_MESSAGE(!join.refused, join.refusal);
+  REQUIRE(join.input_column_probes.size() == 1);
+  CHECK(join.input_column_probes[0].sql == "SELECT q FROM (SELECT 1 AS a) c JOIN t ON t.n = c.a LIMIT 0");
+  // A GROUP BY key that is an expression, a position or a name used as a column needs no probe.
+  CHECK(plan_scatter("select plan, count(*) from t group by plan").input_column_probes.empty());
+  CHECK(plan_scatter("select n % 3, count(*) from t group by 1").input_column_probes.empty());
+  CHECK(plan_scatter("select n % 3 as m, count(*) from t group by n % 3").input_column_probes.empty());
+}
+
+TEST_CASE("input_column_probe: the statement's FROM with the name as its only select item") {
+  CHECK(input_column_probe("select a as b from s.t x where x.c = 1 group by b", "b") ==
+        "SELECT b FROM s.t x LIMIT 0");
+  CHECK(input_column_probe("select g as b from generate_series(1, 3) g", "b") ==
+        "SELECT b FROM generate_series(1, 3) g LIMIT 0");
+  CHECK(input_column_probe("select 1 as b", "b") == std::nullopt);  // no FROM: no input column
+  CHECK(input_column_probe("select 1 from t union select 2 from t", "b") == std::nullopt);
+  CHECK(input_column_probe("not sql at all", "b") == std::nullopt);
+  CHECK(input_column_probe("with c as (select 1 as a) select a as b from c group by b", "b") ==
+        "WITH c AS (SELECT 1 AS a) SELECT b FROM c LIMIT 0");
 }
 
 TEST_CASE("scatter plan: GROUP BY keys and ORDER BY aggregates not in the select list are hidden") {

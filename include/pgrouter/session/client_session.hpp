@@ -374,6 +374,7 @@ class ClientSession {
   awaitable<bool> run_scatter(const ScatterRequest& req, const sharding::Need& need);
   struct ScatterRun;
   awaitable<bool> open_scatter_legs(ScatterRun& run, std::string& why);
+  awaitable<bool> probe_group_names(ScatterRun& run, std::string& why);
   // A server of each of `shards` for one request (a write: the primaries), with the client's settings, and
   // their return to the pools.
   awaitable<bool> open_legs(std::vector<ShardLeg>& legs, const std::vector<int>& shards,

@@ -75,6 +75,14 @@ struct ScatterPlan {
   std::optional<int64_t> offset;   // likewise (shards get LIMIT limit+offset and no OFFSET)
   bool distinct = false;           // SELECT DISTINCT: the merge drops duplicate rows
   std::vector<HavingTerm> having;  // evaluated by the merge; the shards get no HAVING
+  // A GROUP BY name read as a select item's output name holds only if no input column has that name (which
+  // PostgreSQL would group by instead): each probe (sharding/column_probe.hpp) must fail with 42703 on a
+  // shard before the scatter runs, else the read is refused.
+  struct ColumnProbe {
+    std::string name;
+    std::string sql;
+  };
+  std::vector<ColumnProbe> input_column_probes;
 };
 
 ScatterPlan plan_scatter(std::string_view select_sql);
