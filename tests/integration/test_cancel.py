@@ -326,3 +326,87 @@ def test_a_cancel_in_a_transaction_across_shards_aborts_it(cluster, pgrouter, cx
     assert still_running(cluster, "cx_tx") == []
     assert on_shards(cluster, f"SELECT DISTINCT v FROM {CX_TABLE}") == [[("old",)], [("old",)]]
     assert on_shards(cluster, "SELECT gid FROM pg_prepared_xacts") == [[], []]
+
+
+def test_a_cancelled_copy_across_shards_commits_nothing(cluster, pgrouter, cx_keys):
+    """COPY FROM STDIN into the sharded table, cancelled while the client streams rows to both shards: PostgreSQL
+    takes the cancel when the next data arrives, and the COPY fails with 57014 on every shard, as directly."""
+    a, b = cx_keys
+
+    def copy_cancelled(conn):
+        try:
+            with conn.cursor() as cur, cur.copy(f"COPY {CX_TABLE} (tenant_id, id, v) FROM STDIN") as copy:
+                for i in range(200):
+                    copy.write_row((a if i % 2 else b, 100 + i, "copied"))
+                    if i == 100:
+                        time.sleep(0.3)  # the rows so far reach both shards
+                        conn.cancel()
+                        time.sleep(0.3)  # and the cancel reaches them
+        except psycopg.Error as e:
+            return e.sqlstate, e.diag.message_primary
+        return None, None
+
+    with cluster.connect("shard1", autocommit=True) as direct:
+        reference = copy_cancelled(direct)
+    assert reference == CANCELED
+    router = pgrouter(cx_config(cluster))
+    with router.connect() as conn:
+        assert copy_cancelled(conn) == reference
+        assert conn.execute(f"SELECT count(*) FROM {CX_TABLE}").fetchone() == (4,)
+    assert on_shards(cluster, f"SELECT count(*) FROM {CX_TABLE}") == [[(2,)], [(2,)]]
+    assert on_shards(cluster, "SELECT gid FROM pg_prepared_xacts") == [[], []]
+
+
+def test_late_cancels_of_cross_shard_reads_never_hit_the_next_client_of_a_leg(cluster, pgrouter, cx_keys):
+    """A cancel forwarded to a leg while a's cross-shard read runs may reach PostgreSQL after that read ended:
+    the leg's server is not handed to anyone else until PostgreSQL has taken it. Other clients share the one
+    server of each shard and never see a cancel they did not ask for."""
+    a, b = cx_keys
+    config = cx_config(cluster)
+    config["pool"]["size"] = 2
+    config["listen"] = {"workers": 1}
+    config["databases"][0]["routing"] = {"read_from": "primary"}  # every read of shard 0 on its primary
+    router = pgrouter(config)
+    stop = threading.Event()
+    stray, errors = [], []
+
+    def noise(i, key):
+        try:
+            with router.connect(prepare_threshold=None) as conn:
+                while not stop.is_set():
+                    try:
+                        conn.execute(f"SELECT pg_sleep(0.005) FROM {CX_TABLE} WHERE tenant_id = {key} AND id = 1")
+                    except psycopg.errors.QueryCanceled:
+                        stray.append(i)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=noise, args=(i, [a, b][i % 2])) for i in range(4)]
+    for t in threads:
+        t.start()
+    cancelled = 0
+    try:
+        with router.connect(prepare_threshold=None) as reader:
+            for _ in range(20):
+                done = threading.Event()
+
+                def canceller():  # keeps cancelling until the read ends: the last ones race its end
+                    while not done.wait(0.01):
+                        reader.cancel()
+
+                t = threading.Thread(target=canceller)
+                t.start()
+                try:
+                    reader.execute(f"SELECT pg_sleep(0.15) FROM {CX_TABLE} WHERE id = 1")
+                except psycopg.errors.QueryCanceled:
+                    cancelled += 1
+                done.set()
+                t.join()
+    finally:
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert errors == []
+    assert cancelled >= 5
+    assert stray == [], f"clients that never sent a cancel had {len(stray)} queries cancelled"
