@@ -345,6 +345,7 @@ awaitable<bool> ClientSession::run_scatter(const ScatterRequest& req, const shar
     append_message(run.out, be::kErrorResponse,
                    error_body(p::sqlstate::feature_not_supported, refusal, hint));
   } else if (!co_await open_scatter_legs(run, why)) {
+    run.failed = true;  // the legs that got the statement are cancelled
     append_message(run.out, be::kErrorResponse, error_body(p::sqlstate::connection_failure, why));
   } else {
     w_.stats().shard_scatters_total.fetch_add(1, std::memory_order_relaxed);
