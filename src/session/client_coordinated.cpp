@@ -176,6 +176,7 @@ awaitable<bool> ClientSession::relay_leg_answer(ShardLeg& leg, std::string bytes
                                                 const ScatterRequest* asked) {
   leg.parsed = false;  // (the leg ran earlier requests: only this one's ParseComplete counts)
   bool sent = co_await leg.send(std::move(bytes));
+  if (sent) running_legs_.add(leg.server.get());  // until its answer is complete
   std::string out;
   net::error_code ec;
   char type = 0;
@@ -197,6 +198,7 @@ awaitable<bool> ClientSession::relay_leg_answer(ShardLeg& leg, std::string bytes
       out.clear();
     }
   }
+  running_legs_.remove(leg.server.get());
   auto& c = *coord_.get();
   if (leg.broken) append_message(out, be::kErrorResponse, leg.error);
   if (leg.broken || !leg.error.empty() || leg.server->tx_status == 'E') c.status = 'E';

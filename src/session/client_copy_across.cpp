@@ -88,7 +88,8 @@ awaitable<bool> ClientSession::copy_start(WriteRun& run, std::string& copy_in) {
   p::append_query(bytes, run.req.sql);
   for (auto& leg : run.legs) {
     std::string b = bytes;
-    co_await leg.send(std::move(b));
+    bool sent = co_await leg.send(std::move(b));
+    if (sent) running_legs_.add(leg.server.get());  // until copy_finish has its answer
   }
   char type = 0;
   std::string body;
@@ -192,6 +193,7 @@ awaitable<void> ClientSession::copy_finish(WriteRun& run, CopyRun& copy, std::st
     if (!answers[i].error.empty() && leg.error.empty()) leg.error = answers[i].error;
     for (auto& tag : answers[i].tags) run.tags.push_back(tag);
   }
+  for (auto& leg : run.legs) running_legs_.remove(leg.server.get());
   if (const auto* e = first_leg_error(run.legs)) run.fail(*e);
   if (run.error.empty()) {
     co_await prepare_and_commit(run);

@@ -36,6 +36,7 @@ struct ClientSession::ScatterRun {
   std::vector<ShardLeg> legs;
   std::string out;  // for the client, not yet written
   bool client_gone = false;
+  bool failed = false;  // the client's answer ends with an error: legs still running are cancelled
 
   bool copy_out = false;  // COPY <sharded table> TO STDOUT: each shard's rows in turn, not a merge
   std::string refusal;    // found only on a server (probe_group_names): the read is refused with 0A000
@@ -200,6 +201,7 @@ awaitable<bool> ClientSession::open_legs(std::vector<ShardLeg>& legs, const std:
 void ClientSession::release_legs(std::vector<ShardLeg>& legs, bool client_gone) {
   for (auto& leg : legs) {
     if (!leg.server) continue;
+    running_legs_.remove(leg.server.get());  // before it is given back: no cancel may reach it there
     // (Bytes after its ReadyForQuery, which a server sends only unasked, would be lost: not reused then.)
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
     leg.pool->release(std::move(leg.server), leg.clean() && !client_gone);
@@ -231,6 +233,11 @@ awaitable<bool> ClientSession::probe_group_names(ScatterRun& run, std::string& w
   co_return true;
 }
 
+void ClientSession::cancel_unfinished_legs(std::vector<ShardLeg>& legs) {
+  for (auto& leg : legs)
+    if (!leg.ready && running_legs_.contains(leg.server.get())) cancel_server(*leg.server);
+}
+
 // Takes a server of each shard the request needs and sends it the shard's statement.
 awaitable<bool> ClientSession::open_scatter_legs(ScatterRun& run, std::string& why) {
   bool opened = co_await open_legs(run.legs, run.need.shards, run.req.length, false, why);
@@ -243,6 +250,7 @@ awaitable<bool> ClientSession::open_scatter_legs(ScatterRun& run, std::string& w
     // Only the first shard is asked for the statement's parameter types (Describe S).
     std::string statement = scatter_statement(run, i == 0);
     bool sent = co_await run.legs[i].send(std::move(statement));
+    if (sent) running_legs_.add(run.legs[i].server.get());  // until release_legs
     if (!sent) {
       why = "pgrouter: shard " + std::to_string(run.legs[i].shard) + "'s server closed the connection";
       co_return false;
@@ -279,7 +287,10 @@ std::pair<std::string, std::string> ClientSession::scatter_refusal(const Scatter
 
 awaitable<void> ClientSession::answer_scatter(ScatterRun& run) {
   auto& out = run.out;
-  auto error = [&](std::string_view body) { append_message(out, be::kErrorResponse, body); };
+  auto error = [&](std::string_view body) {
+    run.failed = true;
+    append_message(out, be::kErrorResponse, body);
+  };
   bool described = co_await run.read_descriptions();
   if (auto* e = run.first_error()) co_return error(*e);
   if (!described)
@@ -347,7 +358,10 @@ awaitable<void> ClientSession::answer_copy_out(ScatterRun& run) {
     }
     if (run.first_error()) break;
   }
-  if (auto* e = run.first_error()) co_return append_message(out, be::kErrorResponse, *e);
+  if (auto* e = run.first_error()) {
+    run.failed = true;
+    co_return append_message(out, be::kErrorResponse, *e);
+  }
   p::append_header(out, be::kCopyDone, 0);
   p::append_command_complete(out, "COPY " + std::to_string(rows));
 }
@@ -362,6 +376,7 @@ awaitable<bool> ClientSession::run_scatter(const ScatterRequest& req, const shar
     append_message(run.out, be::kErrorResponse,
                    error_body(p::sqlstate::feature_not_supported, refusal, hint));
   } else if (!co_await open_scatter_legs(run, why)) {
+    run.failed = true;  // the legs that got the statement are cancelled
     if (!run.refusal.empty()) w_.stats().shard_refused_total.fetch_add(1, std::memory_order_relaxed);
     append_message(run.out, be::kErrorResponse,
                    run.refusal.empty()
@@ -381,6 +396,7 @@ awaitable<bool> ClientSession::run_scatter(const ScatterRequest& req, const shar
     if (req.parses && !req.statement.empty() && parsed)
       tracker_->define_statement(std::string(req.statement), req.sql, req.parameter_types);
   }
+  if (run.failed && !run.client_gone) cancel_unfinished_legs(run.legs);
   if (!run.client_gone) co_await run.drain();
   release_legs(run.legs, run.client_gone);
   p::append_ready_for_query(run.out, 'I');

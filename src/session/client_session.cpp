@@ -163,21 +163,26 @@ bool ClientSession::end_if_idle_at_shutdown() {
 
 void ClientSession::forward_cancel() {
   // Only a query actually running for this client is cancelled; an idle server may already be
-  // serving someone else in transaction mode, and its key must not be used then.
-  if (!attached_.server || pending_ == 0) {
+  // serving someone else in transaction mode, and its key must not be used then. A request across shards
+  // runs on legs instead: those running its statement are in running_legs_ (never a leg given back).
+  bool attached_runs = attached_.server && pending_ > 0;
+  if (!attached_runs && running_legs_.empty()) {
     log::info("cancel request ignored: the client has no query running",
               {{"client_pid", key_pid_}, {"server_attached", attached_.server != nullptr}});
     return;
   }
   w_.stats().cancel_requests_total.fetch_add(1, std::memory_order_relaxed);
-  log::debug("cancel request forwarded",
-             {{"client_pid", key_pid_}, {"backend_pid", attached_.server->backend_pid}});
-  auto in_flight = attached_.server->cancels_in_flight;
+  if (attached_runs) cancel_server(*attached_.server);
+  for (pool::ServerConnection* leg : running_legs_.servers()) cancel_server(*leg);
+}
+
+void ClientSession::cancel_server(pool::ServerConnection& server) {
+  log::debug("cancel request forwarded", {{"client_pid", key_pid_}, {"backend_pid", server.backend_pid}});
+  auto in_flight = server.cancels_in_flight;
   ++*in_flight;
-  asio::co_spawn(w_.io(),
-                 send_cancel(w_.io().get_executor(), attached_.server->target, attached_.server->backend_pid,
-                             attached_.server->backend_secret),
-                 [in_flight](std::exception_ptr) { --*in_flight; });
+  asio::co_spawn(
+      w_.io(), send_cancel(w_.io().get_executor(), server.target, server.backend_pid, server.backend_secret),
+      [in_flight](std::exception_ptr) { --*in_flight; });
 }
 
 awaitable<void> send_cancel(asio::any_io_executor ex, pool::ServerTarget target, uint32_t pid,

@@ -89,7 +89,8 @@ awaitable<void> ClientSession::write_on_legs(WriteRun& run) {
     // A leg whose send fails is broken (its error kept) and is not read below.
     const ScatterRequest& req = run.request(i);
     std::string bytes = begin + leg_request(req, req.sql, i == 0 || run.splits(), true);
-    co_await run.legs[i].send(std::move(bytes));
+    bool sent = co_await run.legs[i].send(std::move(bytes));
+    if (sent) running_legs_.add(run.legs[i].server.get());  // a cancel of the client's reaches it
   }
   char type = 0;
   std::string body;
@@ -116,6 +117,9 @@ awaitable<void> ClientSession::write_on_legs(WriteRun& run) {
       }
     }
   }
+  // The statement's answers are complete: what follows (PREPARE and COMMIT PREPARED, or ROLLBACK) is
+  // pgrouter's, as a COMMIT is PostgreSQL's, and not cancelled.
+  for (auto& leg : run.legs) running_legs_.remove(leg.server.get());
   if (const auto* e = first_leg_error(run.legs)) run.fail(*e);
   if (run.error.empty()) co_return;
   co_await rollback_legs(run.legs);

@@ -12,6 +12,7 @@
 #include "pgrouter/net/readiness.hpp"
 #include "pgrouter/pool/pool.hpp"
 #include "pgrouter/protocol/messages.hpp"
+#include "pgrouter/session/running_legs.hpp"
 #include "pgrouter/session/scatter_request.hpp"
 #include "pgrouter/sharding/copy_rows.hpp"
 #include "pgrouter/sharding/two_phase.hpp"
@@ -380,6 +381,13 @@ class ClientSession {
   awaitable<bool> open_legs(std::vector<ShardLeg>& legs, const std::vector<int>& shards,
                             size_t request_length, bool writes, std::string& why);
   void release_legs(std::vector<ShardLeg>& legs, bool client_gone);
+  // The legs running the client's statement (a cancel of the client reaches their servers), and a cancel
+  // sent to one server (counted in its cancels_in_flight, so its pool keeps it until PostgreSQL took it).
+  RunningLegs running_legs_;
+  void cancel_server(pool::ServerConnection& server);
+  // A cross-shard read that ended on a shard's error: the legs still running are cancelled, as PostgreSQL
+  // ends the statement at its first error, so that reading them to their end takes no longer.
+  void cancel_unfinished_legs(std::vector<ShardLeg>& legs);
   // Cross-shard writes (client_two_phase.cpp): a request of scatter_request()'s shapes, outside a
   // transaction, whose one statement writes on several shards, run on each shard's primary in a transaction
   // and committed on all or none by two-phase commit (decision record: sharding/two_phase.hpp).
