@@ -127,6 +127,8 @@ void ClientSession::keep_server_for_coordination() {
   leg.server = std::move(attached_.server);
   leg.ready = leg.done = true;
   if (tracker_) tracker_->server_released();
+  if (tracker_ && hold_servers_) tracker_->client_pinned();  // (its servers are all its own)
+  leg.held = hold_servers_;  // the relay's server of a held session is the shard's held one
   coord_.reset(new Coordinated);
   coord_.get()->legs.push_back(std::move(leg));
   if (!tx_begin_sql_.empty()) coord_.get()->begin = tx_begin_sql_;

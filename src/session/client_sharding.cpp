@@ -267,7 +267,9 @@ void ClientSession::note_begin_only(const char* d, size_t n) {
   tx_begin_only_ = false;
   // (A known request runs first, and its statement is no BEGIN: begin_only() would stop there.)
   if (known_.shard && !may_begin(known_.text)) return;
-  if (!tracker_ || !shard_map() || pinned_ || session_shard_key()) return;
+  // (A held session does not move a begun transaction: its server, with the session's state, would go back
+  // to its pool. A statement for another shard is coordinated or refused instead.)
+  if (!tracker_ || !shard_map() || pinned_ || hold_servers_ || session_shard_key()) return;
   if (auto b = begin_only(d, n)) {
     tx_begin_only_ = true;
     begin_text_ = std::move(*b);
