@@ -49,11 +49,15 @@ std::unique_ptr<pool::ServerConnection> ClientSession::take_held(int shard, pool
     slot.pool->release(std::move(server), true);
     return nullptr;
   }
-  // Bytes waiting (a notification, a ParameterStatus) are relayed with the next answer; a connection the
-  // server closed is dropped, and the session's state there with it.
-  char b;
+  // Bytes waiting (a notification, a ParameterStatus) are relayed with the next answer. A server that ended
+  // while parked (closed, or its FATAL waiting) is dropped when it held nothing of the session's but settings
+  // and prepared statements, which the next server gets too. One that held session state (temp tables,
+  // locks: `dirty`) is attached all the same, so the relay tells the client its session there ended, as
+  // session pooling does, rather than going on without that state.
+  char b = 0;
   ssize_t n = ::recv(server->socket.native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+  bool ended = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) || (n > 0 && b == 'E');
+  if (ended && !server->dirty) {
     log::info("a server the session held ended while parked; the shard's next transaction gets another",
               {{"session", id_}, {"shard", uint64_t(shard)}, {"server", pool.target_name()}});
     pool.release(std::move(server), false);

@@ -63,7 +63,9 @@ bool ClientSession::secret_matches(uint32_t secret) const {
 }
 
 void ClientSession::pin(std::string_view feature) {
-  // A held session keeps each shard's server anyway: pinning would only turn its sharding off.
+  // A held session keeps each shard's server anyway: pinning would only turn its sharding off. Its server is
+  // marked as holding session state (see take_held()).
+  if (hold_servers_ && attached_.server) attached_.server->dirty = true;
   if (pinned_ || hold_servers_) return;
   pinned_ = true;
   if (tracker_) tracker_->client_pinned();

@@ -157,6 +157,34 @@ def test_a_statement_for_another_shard_inside_a_transaction_is_refused_or_coordi
         assert c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = {b}").fetchall() == [("after",)]
 
 
+def test_a_held_server_that_ends_is_replaced_or_ends_the_session(cluster, pgrouter, keys):
+    """A held server terminated while parked: replaced when it held only settings and prepared statements;
+    when it held session state (a temp table) the client is told its session there ended."""
+    a, b = keys
+    seed_rows(cluster, keys)
+    router = pgrouter(session_config(cluster))
+    with router.connect() as c:
+        c.execute("SET application_name = 'survives'")
+        old = c.execute(PID_SQL, (b,)).fetchone()[0]
+        with cluster.connect("shard1") as direct:
+            assert direct.execute("SELECT pg_terminate_backend(%s)", (old,)).fetchone()[0]
+        time.sleep(0.3)
+        new = c.execute(PID_SQL, (b,)).fetchone()[0]
+        assert new != old
+        assert c.execute(f"SELECT current_setting('application_name') FROM {TABLE} WHERE tenant_id = %s "
+                         "LIMIT 1", (b,)).fetchone()[0] == "survives"
+        c.execute("CREATE TEMP TABLE ss_gone (n int)")
+        held = c.execute(PID_SQL, (a,)).fetchone()[0]
+        with cluster.connect("primary") as direct:
+            assert direct.execute("SELECT pg_terminate_backend(%s)", (held,)).fetchone()[0]
+        time.sleep(0.3)
+        with pytest.raises(psycopg.OperationalError):
+            c.execute("SELECT n FROM ss_gone")
+    assert wait_active(router, 0) == 0
+    with router.connect() as c:  # pgrouter goes on
+        assert c.execute(f"SELECT count(*) FROM {TABLE} WHERE tenant_id = %s", (b,)).fetchone()[0] == 2
+
+
 def test_a_bystander_session_is_unaffected(cluster, pgrouter, keys):
     a, b = keys
     router = pgrouter(session_config(cluster))
