@@ -185,6 +185,30 @@ def test_a_held_server_that_ends_is_replaced_or_ends_the_session(cluster, pgrout
         assert c.execute(f"SELECT count(*) FROM {TABLE} WHERE tenant_id = %s", (b,)).fetchone()[0] == 2
 
 
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_sql_execute_runs_on_its_statements_shard_or_is_refused(cluster, pgrouter, keys, mode):
+    """SQL EXECUTE names no table itself: it is routed by the statement it runs (a key written in it), or
+    refused when that key is a parameter, never run on the transaction's shard with the wrong tenant's rows."""
+    a, b = keys
+    seed_rows(cluster, keys)
+    config = session_config(cluster)
+    config["pool"] = {"mode": mode}
+    router = pgrouter(config)
+    with router.connect() as c:
+        c.execute(f"PREPARE by_key(bigint) AS SELECT count(*) FROM {TABLE} WHERE tenant_id = $1")
+        c.execute(f"PREPARE of_b AS SELECT v FROM {TABLE} WHERE tenant_id = {b} ORDER BY v")
+        c.execute("PREPARE plain AS SELECT 41 + 1")
+        for k in (a, b):
+            code, msg = sqlstate_of(c, f"EXECUTE by_key({k})")
+            assert code == "0A000" and "EXECUTE by_key" in msg, (code, msg)
+        assert c.execute("EXECUTE of_b").fetchall() == rows_of(cluster, b)
+        assert c.execute("EXECUTE plain").fetchall() == [(42,)]
+        with c.transaction():
+            c.execute(f"SELECT 1 FROM {TABLE} WHERE tenant_id = {a}")
+            code, msg = sqlstate_of(c, "EXECUTE of_b")
+            assert code == "0A000", (code, msg)
+
+
 def test_a_bystander_session_is_unaffected(cluster, pgrouter, keys):
     a, b = keys
     router = pgrouter(session_config(cluster))

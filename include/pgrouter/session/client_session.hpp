@@ -324,6 +324,9 @@ class ClientSession {
   std::optional<std::string_view> session_shard_key() const;  // SET pgrouter.shard_key, or the startup option
   sharding::Need explicit_shard(std::optional<int>& shard);
   sharding::Need shard_need(char type, std::string_view body, std::string_view parsed_text);
+  // shard_need() of a text with SQL EXECUTEs: `need` (the text's own) with the needs of the statements they
+  // run.
+  sharding::Need executed_need(std::string_view text, sharding::Need need, std::optional<int> session_shard);
   int choose_shard(const char* d, size_t n);
   std::optional<int> named_shard(const char* d, size_t n);  // the first shard a statement of the batch names
   template <typename F>
@@ -426,6 +429,7 @@ class ClientSession {
   bool coordinating_ = false;  // server -> client keeps the server for coord_ instead of giving it back
   std::string tx_begin_sql_;   // the open transaction's BEGIN, when pgrouter sent it (a deferred one)
   bool coordination_wanted(const char* d, size_t n);
+  bool executes_prepared(std::string_view sql) const;  // SQL EXECUTE of one of the client's statements
   awaitable<bool> take_server_for_coordination();
   void keep_server_for_coordination();
   awaitable<bool> coordinate_transaction();  // false: the client is gone
