@@ -12,6 +12,7 @@
 #include "pgrouter/protocol/frontend.hpp"
 #include "pgrouter/routing/router.hpp"
 #include "pgrouter/session/client_session.hpp"
+#include "pgrouter/sql/session_features.hpp"
 #include "shard_leg.hpp"
 #include "write_run.hpp"
 
@@ -102,10 +103,22 @@ bool ClientSession::coordination_wanted(const char* d, size_t n) {
     auto req = scatter_request(d, n);
     if (!req || !req->extended) return false;
     Need need = shard_need(fe::kBind, req->bind_body, req->sql);
-    return need.kind == Need::Kind::one && need.shard != shard_;
+    return need.kind == Need::Kind::one && need.shard != shard_ && !executes_prepared(req->sql);
   }
   Need need = shard_need(type, body, text);
-  return need.kind == Need::Kind::one && need.shard != shard_;
+  if (need.kind != Need::Kind::one || need.shard == shard_) return false;
+  size_t pos = 0;
+  auto sql = type == fe::kQuery ? p::read_cstring(body, pos) : std::nullopt;
+  return !(sql && executes_prepared(*sql));
+}
+
+bool ClientSession::executes_prepared(std::string_view sql) const {
+  // A SQL EXECUTE of one of the client's statements is refused where it is, not coordinated: legs run the
+  // client's text, not the tracker's rewrite of it (see coordinated_check).
+  if (!sql::mentions_execute(sql)) return false;
+  for (const auto& ref : sql::execute_references(sql))
+    if (tracker_->statement_query(ref.name)) return true;
+  return false;
 }
 
 awaitable<bool> ClientSession::take_server_for_coordination() {
@@ -127,6 +140,8 @@ void ClientSession::keep_server_for_coordination() {
   leg.server = std::move(attached_.server);
   leg.ready = leg.done = true;
   if (tracker_) tracker_->server_released();
+  if (tracker_ && hold_servers_) tracker_->client_pinned();  // (its servers are all its own)
+  leg.held = hold_servers_;  // the relay's server of a held session is the shard's held one
   coord_.reset(new Coordinated);
   coord_.get()->legs.push_back(std::move(leg));
   if (!tx_begin_sql_.empty()) coord_.get()->begin = tx_begin_sql_;
@@ -282,6 +297,11 @@ std::string ClientSession::coordinated_check(std::optional<ScatterRequest>& req,
     return error_body(p::sqlstate::feature_not_supported,
                       "pgrouter: savepoints and SET inside a transaction across shards are not supported",
                       "Set it before the transaction, or keep the transaction on one shard key.");
+  if (executes_prepared(req->sql))
+    return error_body(p::sqlstate::feature_not_supported,
+                      "pgrouter: SQL EXECUTE inside a transaction across shards is not supported",
+                      "Use the extended protocol's prepared statements (Parse/Bind), or keep the transaction "
+                      "on one shard key.");
   std::string query;
   if (!req->extended) query = std::string(req->sql) + '\0';
   Need need =

@@ -453,6 +453,10 @@ template <typename Stream>
 awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPacket& sp) {
   pool_ = &pool_at(0);
   txn_mode_ = pool_->settings().config.mode == control::PoolMode::transaction;
+  // Session pooling on a sharded database: transaction pooling's routing, with each shard's server held by
+  // the session (client_held.cpp), so that no statement runs on a shard its rows are not on.
+  hold_servers_ = !txn_mode_ && shard_map();
+  if (hold_servers_) txn_mode_ = true;
   // The client's startup settings, re-applied to whichever server it gets (transaction pooling).
   for (auto& [k, v] : sp.params) {
     if (is_connection_param(k)) continue;
@@ -492,19 +496,20 @@ awaitable<bool> ClientSession::attach_and_welcome(Stream& s, const p::StartupPac
     for (auto& [k, v] : wanted_params_)
       if (std::string name = util::ascii_lower(k); TxnTracker::parse_setting(name))
         parse_settings.emplace_back(std::move(name), v);
-    tracker_ = std::make_unique<TxnTracker>(w_.stats(), id_, size_t(pc.prepared_statements_cache),
-                                            pc.session_features == control::SessionFeatures::refuse,
-                                            pc.track_parameters, std::move(parse_settings),
-                                            pc.unnamed_statements == control::UnnamedStatements::prepare);
+    tracker_ = std::make_unique<TxnTracker>(
+        w_.stats(), id_, size_t(pc.prepared_statements_cache),
+        !hold_servers_ && pc.session_features == control::SessionFeatures::refuse, pc.track_parameters,
+        std::move(parse_settings), pc.unnamed_statements == control::UnnamedStatements::prepare);
+    if (hold_servers_) tracker_->client_pinned();  // every server it gets is its own until it disconnects
   }
   // The ParameterStatus set of the welcome: the pool's (transaction pooling, with the client's own startup
   // settings over it) or the session's server's. Pointed to, not copied: nothing below waits before it is
   // sent.
   const std::map<std::string, std::string>* welcome = nullptr;
   const pool::Pool* welcome_pool = nullptr;  // transaction pooling: the pool whose welcome it is
-  if (!txn_mode_ && shard_map()) {
-    // Session pooling on a sharded database: the whole session runs on the shard of the startup option
-    // pgrouter.shard_key, else on the default shard (statements are not checked against it).
+  if (hold_servers_) {
+    // A held session's login server (when it needs one) is for the shard of the startup option
+    // pgrouter.shard_key, else the default shard; an invalid key is refused here.
     std::optional<int> chosen;
     if (explicit_shard(chosen).kind == sharding::Need::Kind::refuse) {
       co_await fail(s, p::sqlstate::invalid_parameter_value,

@@ -77,7 +77,7 @@ std::string ClientSession::no_primary_message() {
               : "Check the cluster: promote a replica, or bring the primary back.");
 }
 
-bool ClientSession::routes_reads() const { return tracker_ && shard().backends() > 1; }
+bool ClientSession::routes_reads() const { return tracker_ && !hold_servers_ && shard().backends() > 1; }
 
 ClientSession::BatchReads ClientSession::classify_batch(const char* d, size_t n) {
   // Every statement of the batch at hand must be a read to go to a replica: a pipelined write after a
@@ -181,7 +181,9 @@ int ClientSession::choose_backend(const char* d, size_t n) {
   int primary = primary_backend();
   if (primary < 0) primary = kNoPrimary;
   const auto read_from = user_cfg_->read_from.value_or(rc.read_from);  // users[].read_from wins
-  if (!tracker_ || shard.backends() == 1 || read_from == control::ReadFrom::primary) return primary;
+  // A held session takes a shard's primary only: one server per shard, whatever its statements do.
+  if (!tracker_ || hold_servers_ || shard.backends() == 1 || read_from == control::ReadFrom::primary)
+    return primary;
   if (!deferred_begin_.empty()) return primary;  // the client's BEGIN, answered already, may open a write
 
   // SET pgrouter.route = primary | replica | auto (carried with the client's other settings).
@@ -314,7 +316,8 @@ int ClientSession::attach_now() {
   int chosen = choose_backend(client_buf_.data(), client_buf_.size());
   if (chosen < 0) return chosen;
   auto& pool = pool_at(chosen);
-  auto server = pool.take_idle();
+  auto server = hold_servers_ ? take_held(shard_, pool) : nullptr;
+  if (!server) server = pool.take_idle();
   if (!server) return chosen;
   attached_.backend = chosen;
   attached_.pool = &pool;

@@ -182,7 +182,9 @@ awaitable<bool> ClientSession::open_legs(std::vector<ShardLeg>& legs, const std:
       co_return false;
     }
     pool::ServerError err;
-    leg.server = co_await leg.pool->acquire(err);
+    if (hold_servers_) leg.server = take_held(shard, *leg.pool);  // the session's own, when it holds one
+    leg.held = leg.server != nullptr;
+    if (!leg.server) leg.server = co_await leg.pool->acquire(err);
     if (leg.server) {
       if (!co_await sync_params(*leg.server, err)) leg.pool->release(std::move(leg.server), false);
     }
@@ -202,6 +204,7 @@ void ClientSession::release_legs(std::vector<ShardLeg>& legs, bool client_gone) 
   for (auto& leg : legs) {
     if (!leg.server) continue;
     running_legs_.remove(leg.server.get());  // before it is given back: no cancel may reach it there
+    if (park_leg(leg, client_gone)) continue;
     // (Bytes after its ReadyForQuery, which a server sends only unasked, would be lost: not reused then.)
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
     leg.pool->release(std::move(leg.server), leg.clean() && !client_gone);

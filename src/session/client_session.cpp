@@ -51,6 +51,7 @@ ClientSession::~ClientSession() {
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
     attached_.pool->release(std::move(attached_.server), false);
   }
+  if (!w_.stopping()) release_held();
   if (counted_client_) {
     w_.runtime().clients.fetch_sub(1, std::memory_order_relaxed);
     if (logged_in_) w_.stats().clients_connected.fetch_sub(1, std::memory_order_relaxed);
@@ -62,7 +63,10 @@ bool ClientSession::secret_matches(uint32_t secret) const {
 }
 
 void ClientSession::pin(std::string_view feature) {
-  if (pinned_) return;
+  // A held session keeps each shard's server anyway: pinning would only turn its sharding off. Its server is
+  // marked as holding session state (see take_held()).
+  if (hold_servers_ && attached_.server) attached_.server->dirty = true;
+  if (pinned_ || hold_servers_) return;
   pinned_ = true;
   if (tracker_) tracker_->client_pinned();
   if (attached_.server) attached_.server->dirty = true;
@@ -332,6 +336,10 @@ awaitable<bool> ClientSession::sync_params(pool::ServerConnection& server, pool:
 }
 
 void ClientSession::detach_server(bool reusable) {
+  if (reusable && park_server()) {  // a held session keeps it for the shard's next transaction
+    transaction_ended();
+    return;
+  }
   w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
   attached_.pool->release(std::move(attached_.server), reusable);
   if (tracker_) tracker_->server_released();
@@ -720,6 +728,7 @@ awaitable<void> ClientSession::relay(Stream& s) {
     w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
     attached_.pool->release(std::move(attached_.server), clean);
   }
+  release_held();
 }
 
 template <typename Stream>

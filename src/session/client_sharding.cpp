@@ -12,6 +12,7 @@
 #include "pgrouter/protocol/backend.hpp"
 #include "pgrouter/protocol/frontend.hpp"
 #include "pgrouter/session/client_session.hpp"
+#include "pgrouter/sql/session_features.hpp"
 #include "pgrouter/util/strings.hpp"
 
 namespace pgrouter::session {
@@ -149,7 +150,38 @@ Need ClientSession::shard_need(char type, std::string_view body, std::string_vie
     bool tableless = t.scope == sql::ShardScope::none && t.unsharded_tables.empty() && t.hint_key.empty();
     return tableless ? Need::any_shard() : ex;
   }
-  return map->need(t, bound, session_shard);
+  Need need = map->need(t, bound, session_shard);
+  if (tracker_ && sql::mentions_execute(*text)) return executed_need(*text, std::move(need), session_shard);
+  return need;
+}
+
+Need ClientSession::executed_need(std::string_view text, Need need, std::optional<int> session_shard) {
+  // SQL EXECUTE runs a prepared statement whose text says nothing in `text` itself: its needs are those of
+  // the statement it runs. Only one shard known from that text will do; a shard key that is a parameter
+  // (given by EXECUTE's arguments, which pgrouter does not read) or several shards are refused, where
+  // running on the transaction's shard could answer from the wrong tenant's rows.
+  auto* map = shard_map();
+  for (const auto& ref : sql::execute_references(text)) {
+    auto prepared = tracker_->statement_query(ref.name);
+    if (!prepared) continue;  // not one of the client's statements (GRANT EXECUTE ON ...): the server judges
+    const auto& t = map->target(*prepared);
+    if (t.scope == sql::ShardScope::none && t.unsharded_tables.empty() && t.hint_key.empty()) continue;
+    Need ran = map->need(t, nullptr, session_shard);
+    std::string why;
+    if (ran.kind == Need::Kind::refuse) return ran;
+    if (ran.kind == Need::Kind::any)
+      why = "its shard key is one of its parameters, which pgrouter does not read from EXECUTE";
+    else if (ran.several())
+      why = "it needs several shards";
+    else if (need.kind != Need::Kind::any && !(need.kind == Need::Kind::one && need.shard == ran.shard))
+      why = "the rest of the query needs another shard";
+    if (!why.empty())
+      return Need::refused("pgrouter: EXECUTE " + ref.name + " cannot be routed to one shard: " + why,
+                           "Prepare the statement through the extended protocol (Parse/Bind, as drivers "
+                           "do), which pgrouter routes at each execution, or send its text with the key.");
+    need = std::move(ran);
+  }
+  return need;
 }
 
 // Calls f(type, body, text) for each whole message of a batch: text is a Query's or Parse's SQL, and a Bind's
@@ -267,7 +299,9 @@ void ClientSession::note_begin_only(const char* d, size_t n) {
   tx_begin_only_ = false;
   // (A known request runs first, and its statement is no BEGIN: begin_only() would stop there.)
   if (known_.shard && !may_begin(known_.text)) return;
-  if (!tracker_ || !shard_map() || pinned_ || session_shard_key()) return;
+  // (A held session does not move a begun transaction: its server, with the session's state, would go back
+  // to its pool. A statement for another shard is coordinated or refused instead.)
+  if (!tracker_ || !shard_map() || pinned_ || hold_servers_ || session_shard_key()) return;
   if (auto b = begin_only(d, n)) {
     tx_begin_only_ = true;
     begin_text_ = std::move(*b);

@@ -63,6 +63,7 @@ struct ShardLeg {
   bool ready = false;       // its ReadyForQuery came: the server is idle again
   bool broken = false;      // its connection failed: closed, not pooled
   bool parsed = false;      // its ParseComplete came: the statement's text is valid
+  bool held = false;        // its server is the one the session holds for the shard (hold_servers_)
   std::vector<char> in = std::vector<char>(kReadChunk);
   size_t in_begin = 0, in_end = 0;
   bool unread() const { return in_end > in_begin; }

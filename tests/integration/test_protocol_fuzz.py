@@ -43,16 +43,21 @@ def test_protocol_fuzz(cluster, tmp_path, mode, replica):
     assert not failures, f"{len(failures)} of {CASES} cases failed (seed {SEEDS[(mode, replica)]}):\n{summary[-20000:]}"
 
 
-def test_protocol_fuzz_sharded(cluster, tmp_path):
-    """Transaction pooling on a database of two shards, the cases on the default shard: the sharding paths (a
-    lone BEGIN answered by pgrouter and sent on later, every statement checked against its transaction's shard)
-    must leave PostgreSQL's answers as they are."""
+SHARDED_SEEDS = {"transaction": 105, "session": 106}
+
+
+@pytest.mark.parametrize("mode", list(SHARDED_SEEDS))
+def test_protocol_fuzz_sharded(cluster, tmp_path, mode):
+    """A database of two shards, the cases on the default shard: the sharding paths (a lone BEGIN answered by
+    pgrouter and sent on later, every statement checked against its transaction's shard; in session pooling,
+    the shard's server held between transactions) must leave PostgreSQL's answers as they are."""
     lines = []
     cases = max(1, CASES * 3 // 5)  # fewer than the other modes: the relay paths are theirs too
-    failures = protocol_fuzz.run(cluster, "transaction", False, 105, cases=cases, workdir=tmp_path,
+    seed = SHARDED_SEEDS[mode]
+    failures = protocol_fuzz.run(cluster, mode, False, seed, cases=cases, workdir=tmp_path,
                                  log=lines.append, sharded=True)
     summary = "\n".join(lines)
-    assert not failures, f"{len(failures)} of {cases} cases failed (seed 105):\n{summary[-20000:]}"
+    assert not failures, f"{len(failures)} of {cases} cases failed (seed {seed}):\n{summary[-20000:]}"
 
 
 @pytest.mark.parametrize("mode, replica", [("transaction", False), ("session", False), ("transaction", True)],

@@ -325,6 +325,9 @@ class ClientSession {
   std::optional<std::string_view> session_shard_key() const;  // SET pgrouter.shard_key, or the startup option
   sharding::Need explicit_shard(std::optional<int>& shard);
   sharding::Need shard_need(char type, std::string_view body, std::string_view parsed_text);
+  // shard_need() of a text with SQL EXECUTEs: `need` (the text's own) with the needs of the statements they
+  // run.
+  sharding::Need executed_need(std::string_view text, sharding::Need need, std::optional<int> session_shard);
   int choose_shard(const char* d, size_t n);
   std::optional<int> named_shard(const char* d, size_t n);  // the first shard a statement of the batch names
   template <typename F>
@@ -357,6 +360,24 @@ class ClientSession {
     std::string_view statement;   // the Bind's statement name
   };
   KnownRequest known_;
+  // Session pooling on a sharded database (client_held.cpp): the session runs on transaction pooling's
+  // machinery (a shard per transaction, scatter, cross-shard writes), but a server taken for a shard is the
+  // session's until it disconnects: given back at a transaction's end, it is parked in held_[its shard], and
+  // the next transaction (or leg) on that shard takes it again, so session state made there stays there.
+  // Parked servers count as active.
+  bool hold_servers_ = false;
+  struct Held {
+    std::unique_ptr<pool::ServerConnection> server;
+    pool::Pool* pool = nullptr;  // the pool it goes back to at disconnect
+  };
+  std::vector<Held> held_;  // [shard]
+  Held& held_slot(int shard);
+  bool park_server();  // detach_server's: the attached server parked in held_[shard_]; false: not
+  // The parked server of `shard` from `pool`, taken out (uncounted as active), or null: none, another
+  // pool's (given back), or closed while parked (dropped).
+  std::unique_ptr<pool::ServerConnection> take_held(int shard, pool::Pool& pool);
+  bool park_leg(ShardLeg& leg, bool client_gone);  // release_legs': the leg's server parked; false: not
+  void release_held();                             // disconnect: every parked server back to its pool
   bool known_answer(char type, std::string_view body) const;  // shard_refusal would pass it
   // Cross-shard reads (client_scatter.cpp): a request of scatter_request()'s shapes, outside a transaction,
   // whose statement needs several shards (`need`), when sharding.cross_shard allows it ...
@@ -417,6 +438,7 @@ class ClientSession {
   bool coordinating_ = false;  // server -> client keeps the server for coord_ instead of giving it back
   std::string tx_begin_sql_;   // the open transaction's BEGIN, when pgrouter sent it (a deferred one)
   bool coordination_wanted(const char* d, size_t n);
+  bool executes_prepared(std::string_view sql) const;  // SQL EXECUTE of one of the client's statements
   awaitable<bool> take_server_for_coordination();
   void keep_server_for_coordination();
   awaitable<bool> coordinate_transaction();  // false: the client is gone
@@ -491,8 +513,10 @@ class ClientSession {
   void set_server_state(ServerState next);
   void server_attached() { attached_.state = ServerState::in_step; }
   bool server_broken() const { return attached_.state == ServerState::broken; }
-  bool txn_mode_ = false;  // pool.mode transaction: a server only from first message to ReadyForQuery 'I'
-  bool pinned_ = false;    // transaction pooling: a session feature was used, the server stays until the end
+  // pool.mode transaction: a server only from first message to ReadyForQuery 'I'; also a held session
+  // (hold_servers_), which runs on transaction pooling's machinery.
+  bool txn_mode_ = false;
+  bool pinned_ = false;  // transaction pooling: a session feature was used, the server stays until the end
   pool::Clock::time_point last_activity_{};  // last bytes from the client or ReadyForQuery to it
   char client_tx_status_ = 'I';              // as in the last ReadyForQuery relayed
   bool c2s_writing_ = false;                 // a write to the server is in progress: never detach under it
