@@ -1,5 +1,5 @@
-// input_column_probe (see the header): the statement's tree, as protobuf, with its select list replaced by the
-// name and every clause but FROM and WITH taken out, then deparsed.
+// input_column_probe (see the header): the statement's tree, as protobuf, with its select list replaced by
+// the name and every clause but FROM and WITH taken out, then deparsed.
 #include "pgrouter/sharding/column_probe.hpp"
 
 #include <pg_query.h>
