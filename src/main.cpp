@@ -27,6 +27,7 @@
 #include "pgrouter/lifecycle.hpp"
 #include "pgrouter/net/tls.hpp"
 #include "pgrouter/routing/readiness.hpp"
+#include "pgrouter/session/client_session.hpp"
 #include "pgrouter/worker.hpp"
 
 using namespace pgrouter;
@@ -443,6 +444,9 @@ int main(int argc, char** argv) {
       if (admin) admin->stop_accepting();
       lifecycle.hand_over(config->listen.takeover_client_wait, config->listen.shutdown_timeout);
     };
+    handlers.cancel = [&rt](uint32_t pid, uint32_t secret) {
+      session::ClientSession::cancel_by_key(rt, pid, secret);
+    };
     giver = std::make_unique<control::takeover::Giver>(control_io, config->listen.takeover_socket,
                                                        std::move(handlers));
     try {
@@ -453,8 +457,13 @@ int main(int argc, char** argv) {
       giver.reset();
     }
   }
-  if (inherited.channel >= 0 && !control::takeover::confirm_ready(inherited.channel))
-    log::warn("takeover: the old process was gone before this one served", {{"old_pid", inherited.old_pid}});
+  if (inherited.channel >= 0) {
+    if (control::takeover::confirm_ready(inherited.channel))
+      rt.predecessor.attach(inherited.channel);
+    else
+      log::warn("takeover: the old process was gone before this one served",
+                {{"old_pid", inherited.old_pid}});
+  }
 
   control_io.run();
   giver.reset();

@@ -13,6 +13,7 @@
 #include <boost/intrusive/list.hpp>
 
 #include "pgrouter/admin/controls.hpp"
+#include "pgrouter/control/takeover.hpp"
 #include "pgrouter/asio.hpp"
 #include "pgrouter/control/config.hpp"
 #include "pgrouter/control/stats.hpp"
@@ -51,6 +52,8 @@ struct Runtime {
   std::string mock_secret;            // random per process: fake SCRAM salts for unknown users
   routing::HealthMonitor health;      // backend probes for read/write splitting
   ::pgrouter::admin::Controls admin;  // the admin console's PAUSE/DISABLE state, reload and shutdown
+  // The process this one took over (--takeover), while it serves its last clients: cancel keys not ours.
+  control::takeover::Predecessor predecessor;
 
   // The cross-worker budget of one (database, user, shard, backend) pool; created once, on a worker's first
   // use. Backend 0 is the shard's primary, 1..n its replicas: each has its own budget of pool.size.

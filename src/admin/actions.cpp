@@ -56,14 +56,36 @@ std::optional<Outcome> unknown_database(const control::Config& config, const std
                           : "The admin commands name the databases listed under \"databases:\".");
 }
 
-// Sessions of db (every database when empty) that hold a server, on one worker.
-int holding_servers(Worker& w, const std::string& db) {
+// Sessions of db (every database when empty) that hold a server, on one worker; with retired_only, only a
+// server a reload retired (close_needed).
+int holding_servers(Worker& w, const std::string& db, bool retired_only) {
   int n = 0;
   for (const auto& [pid, session] : w.sessions()) {
     auto row = session->admin_row();
-    if (!row.console && row.server && (db.empty() || row.client.database == db)) ++n;
+    if (row.console || !row.server || (retired_only && !row.server->close_needed)) continue;
+    if (db.empty() || row.client.database == db) ++n;
   }
   return n;
+}
+
+// Polls the workers until no session of db holds such a server; gone_by_then() is asked between polls and
+// ends the wait with its outcome (PAUSE: a RESUME came first).
+awaitable<Outcome> until_no_server_held(std::string db, bool retired_only, asio::io_context& home,
+                                        Runtime& rt, std::function<std::optional<Outcome>()> gone_by_then) {
+  std::function<int(Worker&)> holding = [db, retired_only](Worker& w) {
+    return holding_servers(w, db, retired_only);
+  };
+  asio::steady_timer poll(home);
+  for (;;) {
+    auto counts = co_await gather(home, rt, holding);
+    int left = 0;
+    for (int n : counts) left += n;
+    if (left == 0) co_return Outcome{};
+    if (auto outcome = gone_by_then()) co_return *outcome;
+    poll.expires_after(kPauseCheck);
+    boost::system::error_code ec;
+    co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
+  }
 }
 
 awaitable<Outcome> pause(std::string db, asio::io_context& home, Runtime& rt, ConfigPtr config) {
@@ -73,32 +95,12 @@ awaitable<Outcome> pause(std::string db, asio::io_context& home, Runtime& rt, Co
   rt.admin.pause(db);
   // Answered once no client of the database holds a server (its transactions are over), or refused when a
   // RESUME lifted the pause first.
-  std::function<int(Worker&)> holding = [db](Worker& w) { return holding_servers(w, db); };
-  asio::steady_timer poll(home);
-  for (;;) {
-    auto counts = co_await gather(home, rt, holding);
-    int left = 0;
-    for (int n : counts) left += n;
-    if (left == 0) break;
-    if (!rt.admin.paused(db))
-      co_return refused(sqlstate::object_not_in_prerequisite_state,
-                        "RESUME came before the pause took effect");
-    poll.expires_after(kPauseCheck);
-    boost::system::error_code ec;
-    co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
-  }
-  co_return Outcome{};
-}
-
-// Servers of db (every database when empty) that a reload retired and a session still holds, on one worker.
-int retired_servers(Worker& w, const std::string& db) {
-  int n = 0;
-  for (const auto& [pid, session] : w.sessions()) {
-    auto row = session->admin_row();
-    if (!row.console && row.server && row.server->close_needed && (db.empty() || row.client.database == db))
-      ++n;
-  }
-  return n;
+  std::function<std::optional<Outcome>()> resumed = [db, &rt]() -> std::optional<Outcome> {
+    if (rt.admin.paused(db)) return std::nullopt;
+    return refused(sqlstate::object_not_in_prerequisite_state, "RESUME came before the pause took effect");
+  };
+  Outcome outcome = co_await until_no_server_held(db, false, home, rt, std::move(resumed));
+  co_return outcome;
 }
 
 // As PgBouncer's: answered once no server opened before the last reload changed its target is in use (idle
@@ -107,17 +109,9 @@ awaitable<Outcome> wait_close(std::string db, asio::io_context& home, Runtime& r
   if (!db.empty()) {
     if (auto problem = unknown_database(*config, db)) co_return *problem;
   }
-  std::function<int(Worker&)> retired = [db](Worker& w) { return retired_servers(w, db); };
-  asio::steady_timer poll(home);
-  for (;;) {
-    auto counts = co_await gather(home, rt, retired);
-    int left = 0;
-    for (int n : counts) left += n;
-    if (left == 0) co_return Outcome{};
-    poll.expires_after(kPauseCheck);
-    boost::system::error_code ec;
-    co_await poll.async_wait(asio::redirect_error(use_awaitable, ec));
-  }
+  std::function<std::optional<Outcome>()> never = [] { return std::optional<Outcome>(); };
+  Outcome outcome = co_await until_no_server_held(db, true, home, rt, std::move(never));
+  co_return outcome;
 }
 
 // On one worker: ends db's sessions and closes its pools' idle servers.

@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
 
 #include "pgrouter/control/log.hpp"
@@ -178,8 +179,30 @@ Asked ask(const std::string& path, Sockets& out, std::string& why) {
 
 bool confirm_ready(int channel) {
   bool ok = send_with_fds(channel, "READY\n", {});
-  ::close(channel);
+  if (!ok) ::close(channel);
   return ok;
+}
+
+Predecessor::~Predecessor() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Predecessor::attach(int channel) {
+  std::lock_guard lock(mu_);
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = channel;
+}
+
+void Predecessor::forward_cancel(uint32_t pid, uint32_t secret) {
+  std::string line = "CANCEL " + std::to_string(pid) + " " + std::to_string(secret) + "\n";
+  std::lock_guard lock(mu_);
+  if (fd_ < 0) return;
+  // Never blocks a worker: a line the old process cannot take now is dropped, as a lost cancel would be.
+  ssize_t n = ::send(fd_, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+    ::close(fd_);
+    fd_ = -1;  // the old process has exited
+  }
 }
 
 struct Giver::State : std::enable_shared_from_this<Giver::State> {
@@ -194,6 +217,7 @@ struct Giver::State : std::enable_shared_from_this<Giver::State> {
 
   awaitable<void> accept_loop();
   awaitable<void> serve(local::socket socket);
+  awaitable<void> pass_on_cancels(local::socket& socket, asio::streambuf& in);
 };
 
 awaitable<void> Giver::State::accept_loop() {
@@ -268,6 +292,22 @@ awaitable<void> Giver::State::serve(local::socket socket) {
   boost::system::error_code ignored;
   acceptor.close(ignored);
   handlers.handed_over(new_pid);
+  co_await pass_on_cancels(socket, in);
+}
+
+// After the hand-over the channel carries the CancelRequests the new process did not know, until it closes.
+awaitable<void> Giver::State::pass_on_cancels(local::socket& socket, asio::streambuf& in) {
+  in.consume(in.size());
+  for (;;) {
+    boost::system::error_code ec;
+    size_t n = co_await asio::async_read_until(socket, in, '\n', asio::redirect_error(use_awaitable, ec));
+    if (ec) co_return;
+    std::string line(asio::buffers_begin(in.data()), asio::buffers_begin(in.data()) + std::ptrdiff_t(n));
+    in.consume(n);
+    unsigned long pid = 0, secret = 0;
+    if (std::sscanf(line.c_str(), "CANCEL %lu %lu", &pid, &secret) == 2 && handlers.cancel)
+      handlers.cancel(uint32_t(pid), uint32_t(secret));
+  }
 }
 
 Giver::Giver(asio::io_context& io, std::string path, Handlers handlers)

@@ -218,20 +218,30 @@ awaitable<void> send_cancel(asio::any_io_executor ex, pool::ServerTarget target,
 }
 
 void ClientSession::handle_cancel_request(const p::StartupPacket& sp) {
-  Runtime& rt = w_.runtime();
-  int target = Worker::worker_of_pid(sp.cancel_pid);
+  cancel_by_key(w_.runtime(), sp.cancel_pid, sp.cancel_secret);
+}
+
+void ClientSession::cancel_by_key(Runtime& rt, uint32_t pid, uint32_t secret) {
+  // A key this process did not give may be one the process it took over gave a client it still serves.
+  int target = Worker::worker_of_pid(pid);
   if (target < 0 || target >= int(rt.workers.size())) {
-    log::info("cancel request ignored: no such client", {{"client_pid", sp.cancel_pid}});
+    log::info("cancel request: no such client here; passed on to the process taken over, if any",
+              {{"client_pid", pid}});
+    rt.predecessor.forward_cancel(pid, secret);
     return;
   }
   Worker* tw = rt.workers[size_t(target)].get();
-  uint32_t pid = sp.cancel_pid, secret = sp.cancel_secret;
-  asio::post(tw->io(), [tw, pid, secret] {
+  asio::post(tw->io(), [&rt, tw, pid, secret] {
     ClientSession* s = tw->find_session(pid);
-    if (s && s->secret_matches(secret))
+    if (s && s->secret_matches(secret)) {
       s->forward_cancel();
-    else
-      log::info("cancel request ignored: no such client, or a wrong secret key", {{"client_pid", pid}});
+      return;
+    }
+    log::info(
+        "cancel request: no such client here, or a wrong secret key; passed on to the process taken "
+        "over, if any",
+        {{"client_pid", pid}});
+    rt.predecessor.forward_cancel(pid, secret);
   });
 }
 

@@ -103,42 +103,41 @@ def test_cancel_when_idle_is_harmless(pgrouter):
         assert conn.execute("select 3").fetchone() == (3,)
 
 
-def test_late_cancels_never_hit_the_next_client_of_a_server(pgrouter):
-    """Transaction pooling: a CancelRequest forwarded while a's query runs may reach PostgreSQL after that query ended.
-    The server is not handed to anyone else until PostgreSQL has taken the cancel (then, idle, it ignores it), so the
-    clients sharing the two servers never see a cancel they did not ask for."""
-    router = pgrouter({"pool": {"mode": "transaction", "size": 2}, "listen": {"workers": 1}})
+def race_late_cancels(router, noise_sqls, victim_sql, rounds):
+    """One client per noise_sqls item runs it in a loop while a victim runs victim_sql `rounds` times, each time
+    with cancels sent every 10 ms until it ends (the last ones race its end). Returns how many of the victim's
+    runs were cancelled, the noise clients that saw a cancel (never asked for) and the errors they met."""
     stop = threading.Event()
     stray, errors = [], []
 
-    def noise(i):
+    def noise(i, sql):
         try:
             with router.connect(prepare_threshold=None) as conn:
                 while not stop.is_set():
                     try:
-                        conn.execute("select pg_sleep(0.005)")
+                        conn.execute(sql)
                     except psycopg.errors.QueryCanceled:
                         stray.append(i)
-        except Exception as e:  # noqa: BLE001 - reported below
+        except Exception as e:  # noqa: BLE001 - reported by the caller
             errors.append(repr(e))
 
-    threads = [threading.Thread(target=noise, args=(i,)) for i in range(6)]
+    threads = [threading.Thread(target=noise, args=(i, sql)) for i, sql in enumerate(noise_sqls)]
     for t in threads:
         t.start()
     cancelled = 0
     try:
-        with router.connect(prepare_threshold=None) as a:
-            for _ in range(25):
+        with router.connect(prepare_threshold=None) as victim:
+            for _ in range(rounds):
                 done = threading.Event()
 
-                def canceller():  # keeps cancelling until a's query ends: the last ones race its end
+                def canceller():
                     while not done.wait(0.01):
-                        a.cancel()
+                        victim.cancel()
 
                 t = threading.Thread(target=canceller)
                 t.start()
                 try:
-                    a.execute("select pg_sleep(0.3)")
+                    victim.execute(victim_sql)
                 except psycopg.errors.QueryCanceled:
                     cancelled += 1
                 done.set()
@@ -148,6 +147,15 @@ def test_late_cancels_never_hit_the_next_client_of_a_server(pgrouter):
         stop.set()
         for t in threads:
             t.join(10)
+    return cancelled, stray, errors
+
+
+def test_late_cancels_never_hit_the_next_client_of_a_server(pgrouter):
+    """Transaction pooling: a CancelRequest forwarded while a's query runs may reach PostgreSQL after that query ended.
+    The server is not handed to anyone else until PostgreSQL has taken the cancel (then, idle, it ignores it), so the
+    clients sharing the two servers never see a cancel they did not ask for."""
+    router = pgrouter({"pool": {"mode": "transaction", "size": 2}, "listen": {"workers": 1}})
+    cancelled, stray, errors = race_late_cancels(router, ["select pg_sleep(0.005)"] * 6, "select pg_sleep(0.3)", 25)
     assert errors == []
     # Cancels did reach a's queries (the test exercised the race); how many of 25 depends on the host's load,
     # since a cancel sent before a's query has a server is ignored.
@@ -367,46 +375,9 @@ def test_late_cancels_of_cross_shard_reads_never_hit_the_next_client_of_a_leg(cl
     config["listen"] = {"workers": 1}
     config["databases"][0]["routing"] = {"read_from": "primary"}  # every read of shard 0 on its primary
     router = pgrouter(config)
-    stop = threading.Event()
-    stray, errors = [], []
-
-    def noise(i, key):
-        try:
-            with router.connect(prepare_threshold=None) as conn:
-                while not stop.is_set():
-                    try:
-                        conn.execute(f"SELECT pg_sleep(0.005) FROM {CX_TABLE} WHERE tenant_id = {key} AND id = 1")
-                    except psycopg.errors.QueryCanceled:
-                        stray.append(i)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(repr(e))
-
-    threads = [threading.Thread(target=noise, args=(i, [a, b][i % 2])) for i in range(4)]
-    for t in threads:
-        t.start()
-    cancelled = 0
-    try:
-        with router.connect(prepare_threshold=None) as reader:
-            for _ in range(20):
-                done = threading.Event()
-
-                def canceller():  # keeps cancelling until the read ends: the last ones race its end
-                    while not done.wait(0.01):
-                        reader.cancel()
-
-                t = threading.Thread(target=canceller)
-                t.start()
-                try:
-                    reader.execute(f"SELECT pg_sleep(0.3) FROM {CX_TABLE} WHERE id = 1")
-                except psycopg.errors.QueryCanceled:
-                    cancelled += 1
-                done.set()
-                t.join()
-    finally:
-        time.sleep(0.3)
-        stop.set()
-        for t in threads:
-            t.join(10)
+    noise = [f"SELECT pg_sleep(0.005) FROM {CX_TABLE} WHERE tenant_id = {[a, b][i % 2]} AND id = 1" for i in range(4)]
+    cancelled, stray, errors = race_late_cancels(router, noise, f"SELECT pg_sleep(0.3) FROM {CX_TABLE} WHERE id = 1",
+                                                 20)
     assert errors == []
     # Cancels reached the reader's legs while they ran (the test exercised the race). Under load many arrive
     # after the read ended, which is the race itself: how many reads were cancelled depends on the host.

@@ -183,3 +183,35 @@ def test_takeover_with_nobody_there_starts_fresh(cluster, tmp_path, successors):
     fresh = successors(nobody, "fresh", running=False)
     assert "starting on fresh sockets" in fresh.log()
     wait_for(lambda: pgr.port_accepts(port), what="the fresh start to listen")
+
+
+def test_a_cancel_reaches_a_client_the_old_process_still_serves(pgrouter, successors, tmp_path):
+    """After the takeover the listeners, and so every CancelRequest, go to the new process; a key it did not give
+    is passed on over the takeover channel to the old one, which cancels its client's query (57014, as ever)."""
+    import psycopg
+    import threading
+    old = pgrouter(takeover_config(tmp_path))
+    with old.connect() as client:
+        assert client.execute("select 1").fetchone() == (1,)
+        new = successors(old, "second")
+        outcome = []
+
+        def sleep():
+            try:
+                client.execute("select pg_sleep(20)")
+                outcome.append("finished")
+            except psycopg.errors.QueryCanceled as e:
+                outcome.append(e.sqlstate)
+
+        runner = threading.Thread(target=sleep, daemon=True)
+        runner.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        client.cancel()  # to the shared port: the new process accepts it
+        runner.join(10)
+        assert outcome == ["57014"], outcome
+        assert time.monotonic() - started < 5
+        assert client.execute("select 2").fetchone() == (2,)  # the old process still serves it
+    old.proc.wait(30)
+    assert old.proc.returncode == 0, old.log()[-3000:]
+    assert "passed on to the process taken over" in new.log()

@@ -50,11 +50,16 @@ struct OldProcess {
   asio::io_context io;
   std::unique_ptr<takeover::Giver> giver;
   std::promise<int> handed_over;
+  std::promise<std::pair<uint32_t, uint32_t>> cancelled;  // the first key passed on
   std::thread thread;
   OldProcess(const std::string& path, std::function<takeover::Sockets()> give) {
     takeover::Giver::Handlers h;
     h.give = std::move(give);
     h.handed_over = [this](int pid) { handed_over.set_value(pid); };
+    h.cancel = [this, first = true](uint32_t pid, uint32_t secret) mutable {
+      if (first) cancelled.set_value({pid, secret});
+      first = false;
+    };
     giver = std::make_unique<takeover::Giver>(io, path, std::move(h));
     giver->start();
     thread = std::thread([this] {
@@ -123,7 +128,34 @@ TEST_CASE("a successor receives the listeners, and the old side hands over only 
   CHECK(takeover::confirm_ready(got.channel));
   REQUIRE(handed.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
   CHECK(handed.get() == ::getpid());
-  for (int fd : {l1, l2, got.listeners[0], got.admin}) ::close(fd);
+  for (int fd : {l1, l2, got.listeners[0], got.admin, got.channel}) ::close(fd);
+}
+
+TEST_CASE("after the hand-over, cancel keys the successor does not know reach the old side") {
+  std::string path = temp_socket_path("cancel.sock");
+  uint16_t p1 = 0;
+  int l1 = tcp_listener(p1);
+  takeover::Predecessor predecessor;
+  predecessor.forward_cancel(7, 7);  // nothing taken over yet: nothing to do
+  auto old = std::make_unique<OldProcess>(path, [&] {
+    takeover::Sockets s;
+    s.listeners = {l1};
+    return s;
+  });
+  takeover::Sockets got;
+  std::string why;
+  REQUIRE(takeover::ask(path, got, why) == takeover::Asked::taken);
+  REQUIRE(takeover::confirm_ready(got.channel));
+  predecessor.attach(got.channel);
+  REQUIRE(old->handed_over.get_future().wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  predecessor.forward_cancel(42, 4242);
+  auto cancelled = old->cancelled.get_future();
+  REQUIRE(cancelled.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  CHECK(cancelled.get() == std::pair<uint32_t, uint32_t>{42, 4242});
+  old.reset();  // the old process exits: its end of the channel closes
+  predecessor.forward_cancel(1, 1);
+  predecessor.forward_cancel(1, 1);  // (the broken channel is dropped, not written again)
+  for (int fd : {l1, got.listeners[0]}) ::close(fd);
 }
 
 TEST_CASE("a successor that breaks off leaves the old process serving, and it can be asked again") {
@@ -152,8 +184,7 @@ TEST_CASE("a successor that breaks off leaves the old process serving, and it ca
   CHECK(handed.wait_for(std::chrono::milliseconds(100)) == std::future_status::timeout);
   CHECK(takeover::confirm_ready(second.channel));
   CHECK(handed.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
-  second.channel = -1;
-  takeover::close_all(second);
+  takeover::close_all(second);  // (the channel too: confirm_ready leaves it open for Predecessor)
   ::close(l);
 }
 

@@ -8,8 +8,13 @@
 //   new -> old  "TAKEOVER pid=<pid>\n"
 //   old -> new  "SOCKETS listeners=<n> admin=<0|1> pid=<pid>\n" with n (+1) descriptors attached
 //   new -> old  "READY\n"                (the old process then hands over; a closed channel cancels it)
+//   new -> old  "CANCEL <pid> <secret>\n" (any number, after READY: CancelRequests for keys the new process
+//                                         did not give, which may be those of clients the old one still
+//                                         serves)
 #pragma once
+#include <cstdint>
 #include <functional>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,9 +42,28 @@ struct Sockets {
 // failed: one answered but the exchange broke (why says what happened).
 enum class Asked { taken, nothing_there, failed };
 Asked ask(const std::string& path, Sockets& out, std::string& why);
-// Tells the old process this one serves; closes the channel. False if the old process is gone.
+// Tells the old process this one serves; the channel stays open for Predecessor. False if the old process
+// is gone (the channel is closed then).
 bool confirm_ready(int channel);
 void close_all(Sockets& s);
+
+// The channel to the process this one took over, while that one still serves its clients: a CancelRequest
+// arrives at whichever process holds the listeners, so keys this process does not know are passed on. Safe
+// from any thread; once the old process has gone (the channel broke) it does nothing.
+class Predecessor {
+ public:
+  Predecessor() = default;
+  ~Predecessor();
+  Predecessor(const Predecessor&) = delete;
+  Predecessor& operator=(const Predecessor&) = delete;
+  // The channel, once the old process was told READY (before that a line would be taken for the answer).
+  void attach(int channel);
+  void forward_cancel(uint32_t pid, uint32_t secret);
+
+ private:
+  std::mutex mu_;
+  int fd_ = -1;
+};
 
 // A handed-over listening socket in an acceptor (IPv4 or IPv6, as it listens). Throws if fd is no socket.
 void adopt_listener(asio::ip::tcp::acceptor& acceptor, int fd);
@@ -55,6 +79,8 @@ class Giver {
   struct Handlers {
     std::function<Sockets()> give;
     std::function<void(int new_pid)> handed_over;
+    // After the hand-over: a CancelRequest the new process passed on (Predecessor).
+    std::function<void(uint32_t pid, uint32_t secret)> cancel;
   };
   Giver(asio::io_context& io, std::string path, Handlers handlers);
   ~Giver();  // removes the socket file if it is still this process's

@@ -41,6 +41,9 @@ class ClientSession {
 
   // Called on this session's worker thread when a CancelRequest with its key arrives.
   void forward_cancel();
+  // A CancelRequest's key: the client's running query is cancelled (on whichever worker serves it), else the
+  // key goes to the process this one took over (Runtime::predecessor). Any thread.
+  static void cancel_by_key(Runtime& rt, uint32_t pid, uint32_t secret);
   bool secret_matches(uint32_t secret) const;
   // Called once a second by the worker: enforces pool.query_timeout, idle_transaction_timeout and
   // client_idle_timeout by ending the session with a FATAL.
