@@ -74,7 +74,10 @@ void Lifecycle::hand_over(std::chrono::milliseconds client_wait, std::chrono::mi
 
 void Lifecycle::poll_handed_over(std::chrono::milliseconds shutdown_timeout) {
   if (phase_ != Phase::handed_over) return;  // a SIGTERM or SIGINT came meanwhile
-  if (rt_.clients.load() == 0) return stop();
+  if (rt_.clients.load() == 0) {
+    log::info("handed over: no client is left here; exiting");
+    return stop();
+  }
   if (std::chrono::steady_clock::now() >= deadline_) return drain(shutdown_timeout);
   drain_timer_.expires_after(kDrainPoll);
   drain_timer_.async_wait([this, shutdown_timeout](boost::system::error_code ec) {

@@ -122,7 +122,7 @@ def test_pgbench_holding_its_connections_through_a_takeover(pgrouter, pgbench_ta
     new = successors(old, "new")
     with old.connect() as conn:  # a new client: served by the new process
         assert conn.execute("select 1").fetchone() == (1,)
-    assert old.running  # pgbench's clients are still there
+    assert old.running, f"exited with {old.proc.returncode}:\n{old.log()[-3000:]}"  # pgbench's clients are there
     assert_no_failures(bench)
     old.proc.wait(15)
     assert old.proc.returncode == 0, old.log()[-3000:]
