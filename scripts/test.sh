@@ -4,14 +4,14 @@
 # each (tests/fuzz, clang, build-fuzz/), and an ASan+UBSan build (build-asan/) with the unit tests and the
 # protocol, relay and pool integration tests run against it. Ends with one line "N passed, N failed" (a fuzz
 # target or a sanitized test run that fails counts as failed).
-#   FUZZ_SECONDS=0   skip the fuzz targets (default 10 s per target)
+#   FUZZ_SECONDS=0   skip the fuzz targets (default 8 s per target)
 #   SANITIZE=0       skip the sanitizer build and its tests (default 1)
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 BUILD_DIR=${BUILD_DIR:-build}
 ASAN_BUILD_DIR=${ASAN_BUILD_DIR:-build-asan}
-FUZZ_SECONDS=${FUZZ_SECONDS:-10}
+FUZZ_SECONDS=${FUZZ_SECONDS:-8}
 SANITIZE=${SANITIZE:-1}
 PYTEST_TIME_LIMIT=${PYTEST_TIME_LIMIT:-25m}
 ASAN_PYTEST_TIME_LIMIT=${ASAN_PYTEST_TIME_LIMIT:-15m}

@@ -3,7 +3,7 @@ of 10 servers: prepared statements (psycopg prepare_threshold=0, so every statem
 statement), pipelines, errors inside and outside explicit transactions, and a few cancels. Every result is checked
 against each client's own model of its rows; at the end pgrouter must hold at most 10 idle servers and no client.
 
-Sizes (environment): PGR_STRESS_CLIENTS (200), PGR_STRESS_TXNS (200 per client; 500 or more for a longer run), PGR_STRESS_CANCEL_CLIENTS (clients
+Sizes (environment): PGR_STRESS_CLIENTS (200), PGR_STRESS_TXNS (120 per client; 500 or more for a longer run), PGR_STRESS_CANCEL_CLIENTS (clients
 that also cancel a pg_sleep, 20), PGR_STRESS_TIMEOUT (seconds for the whole run, 600: a guard
 against hangs, not a speed check; a run of 200 x 500 takes 100-250 s on 2 cores, Python being the bottleneck), PGR_STRESS_OP_TIMEOUT
 (seconds one operation may take before it counts as hung, 30), PGR_STRESS_PREPARE_THRESHOLD (psycopg's
@@ -24,7 +24,7 @@ from psycopg import errors
 import pgr
 
 CLIENTS = int(os.environ.get("PGR_STRESS_CLIENTS", 200))
-TXNS = int(os.environ.get("PGR_STRESS_TXNS", 200))
+TXNS = int(os.environ.get("PGR_STRESS_TXNS", 120))
 CANCEL_CLIENTS = int(os.environ.get("PGR_STRESS_CANCEL_CLIENTS", 20))
 RUN_TIMEOUT = float(os.environ.get("PGR_STRESS_TIMEOUT", 600))
 OP_TIMEOUT = float(os.environ.get("PGR_STRESS_OP_TIMEOUT", 30))
