@@ -14,6 +14,13 @@
 
 namespace pgrouter::session {
 
+void ClientSession::give_back_held(Held& slot) {
+  if (!slot.server) return;
+  w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
+  // Reset as session pooling resets (pool.reset_query) on its way back.
+  slot.pool->release(std::move(slot.server), true);
+}
+
 ClientSession::Held& ClientSession::held_slot(int shard) {
   if (held_.size() <= size_t(shard)) held_.resize(size_t(shard) + 1);
   return held_[size_t(shard)];
@@ -26,10 +33,7 @@ bool ClientSession::park_server() {
       !attached_.server->buffer.empty())
     return false;
   Held& slot = held_slot(shard_);
-  if (slot.server) {  // (one server per shard: a second is never taken while one is parked)
-    w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-    slot.pool->release(std::move(slot.server), true);
-  }
+  give_back_held(slot);  // (one server per shard: a second is never taken while one is parked)
   slot.server = std::move(attached_.server);
   slot.pool = attached_.pool;
   if (tracker_) {
@@ -71,22 +75,14 @@ bool ClientSession::park_leg(ShardLeg& leg, bool client_gone) {
   if (!hold_servers_ || client_gone || !leg.clean()) return false;
   Held& slot = held_slot(leg.shard);
   if (slot.server && !leg.held) return false;  // the session holds another: this one goes back
-  if (slot.server) {
-    w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-    slot.pool->release(std::move(slot.server), true);
-  }
+  give_back_held(slot);
   slot.server = std::move(leg.server);
   slot.pool = leg.pool;
   return true;
 }
 
 void ClientSession::release_held() {
-  for (auto& slot : held_) {
-    if (!slot.server) continue;
-    w_.stats().servers_active.fetch_sub(1, std::memory_order_relaxed);
-    // Reset as session pooling resets (pool.reset_query) on its way back.
-    slot.pool->release(std::move(slot.server), true);
-  }
+  for (auto& slot : held_) give_back_held(slot);
   held_.clear();
 }
 

@@ -207,6 +207,20 @@ def cancelled_after(conn, sql, delay=0.5):
     return outcome, time.monotonic() - started
 
 
+def cancelled_on_shard1(cluster, sql):
+    """The reference: sql cancelled on shard1 directly must end with 57014."""
+    with cluster.connect("shard1", autocommit=True) as direct:
+        reference, _ = cancelled_after(direct, sql)
+    assert reference == CANCELED
+    return reference
+
+
+def assert_cancelled_promptly(conn, sql, reference):
+    """sql on conn, cancelled half a second in, ends with the reference's error within 3 s."""
+    outcome, took = cancelled_after(conn, sql)
+    assert outcome == reference and took < 3, (outcome, took)
+
+
 def still_running(cluster, marker):
     """Backends on any server of either shard still running a statement with marker in its text."""
     out = []
@@ -230,19 +244,15 @@ def test_cancel_reaches_every_leg_of_a_cross_shard_read(cluster, pgrouter, cx_ke
     """Ten seconds of pg_sleep on each shard, cancelled after half a second: 57014 as from PostgreSQL, at once,
     with no shard still sleeping, and the session goes on."""
     sql = f"SELECT /* cx_read */ id, pg_sleep(5) FROM {CX_TABLE}"
-    with cluster.connect("shard1", autocommit=True) as direct:
-        reference, _ = cancelled_after(direct, sql)
-    assert reference == CANCELED
+    reference = cancelled_on_shard1(cluster, sql)
     router = pgrouter(cx_config(cluster))
     with router.connect() as conn:
-        outcome, took = cancelled_after(conn, sql)
-        assert outcome == reference and took < 3, (outcome, took)
+        assert_cancelled_promptly(conn, sql, reference)
         assert still_running(cluster, "cx_read") == []
         assert conn.execute(f"SELECT count(*) FROM {CX_TABLE}").fetchone() == (4,)  # a scatter again
         # A slow aggregate, cancelled as well.
-        outcome, took = cancelled_after(conn, f"SELECT /* cx_read */ count(*) FROM {CX_TABLE} "
-                                              "WHERE pg_sleep(5) IS NOT NULL")
-        assert outcome == reference and took < 3, (outcome, took)
+        assert_cancelled_promptly(conn, f"SELECT /* cx_read */ count(*) FROM {CX_TABLE} "
+                                        "WHERE pg_sleep(5) IS NOT NULL", reference)
         assert still_running(cluster, "cx_read") == []
         assert conn.execute("SELECT 1").fetchone() == (1,)
     metrics = router.metrics()
@@ -293,13 +303,10 @@ def test_an_error_on_one_leg_cancels_the_others(cluster, pgrouter, cx_keys):
 
 def test_a_cancelled_cross_shard_write_changes_no_shard(cluster, pgrouter, cx_keys):
     sql = f"UPDATE /* cx_write */ {CX_TABLE} SET v = 'new' WHERE pg_sleep(5) IS NOT NULL"
-    with cluster.connect("shard1", autocommit=True) as direct:
-        reference, _ = cancelled_after(direct, sql)
-    assert reference == CANCELED
+    reference = cancelled_on_shard1(cluster, sql)
     router = pgrouter(cx_config(cluster))
     with router.connect() as conn:
-        outcome, took = cancelled_after(conn, sql)
-        assert outcome == reference and took < 3, (outcome, took)
+        assert_cancelled_promptly(conn, sql, reference)
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert still_running(cluster, "cx_write") == []
     assert on_shards(cluster, f"SELECT DISTINCT v FROM {CX_TABLE}") == [[("old",)], [("old",)]]
@@ -322,8 +329,7 @@ def test_a_cancel_in_a_transaction_across_shards_aborts_it(cluster, pgrouter, cx
     router = pgrouter(cx_config(cluster))
     with router.connect(autocommit=False) as conn:
         conn.execute(f"UPDATE {CX_TABLE} SET v = 'tx' WHERE tenant_id = {a}", prepare=False)
-        outcome, took = cancelled_after(conn, slow)
-        assert outcome == reference and took < 3, (outcome, took)
+        assert_cancelled_promptly(conn, slow, reference)
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
         with pytest.raises(psycopg.errors.InFailedSqlTransaction):
             conn.execute(f"SELECT v FROM {CX_TABLE} WHERE tenant_id = {a}", prepare=False)

@@ -375,6 +375,7 @@ class ClientSession {
   };
   std::vector<Held> held_;  // [shard]
   Held& held_slot(int shard);
+  void give_back_held(Held& slot);  // its server (if any) back to its pool, reset
   bool park_server();  // detach_server's: the attached server parked in held_[shard_]; false: not
   // The parked server of `shard` from `pool`, taken out (uncounted as active), or null: none, another
   // pool's (given back), or closed while parked (dropped).
