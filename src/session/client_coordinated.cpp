@@ -76,6 +76,7 @@ struct ClientSession::Coordinated {
   std::vector<ShardLeg> legs;   // legs[0]: the shard the transaction began on
   char status = 'T';            // as the client's next ReadyForQuery says: 'T', or 'E' after an error
   std::string begin = "BEGIN";  // what opens the transaction on a shard it reaches later
+  std::vector<size_t> lent;     // legs lent to a request of their own (lend_legs), by index
   ShardLeg* leg_of(int shard) {
     for (auto& l : legs)
       if (l.shard == shard) return &l;
@@ -103,13 +104,28 @@ bool ClientSession::coordination_wanted(const char* d, size_t n) {
     auto req = scatter_request(d, n);
     if (!req || !req->extended) return false;
     Need need = shard_need(fe::kBind, req->bind_body, req->sql);
-    return need.kind == Need::Kind::one && need.shard != shard_ && !executes_prepared(req->sql);
+    return leaves_shard(need, req->sql) && !executes_prepared(req->sql);
   }
   Need need = shard_need(type, body, text);
-  if (need.kind != Need::Kind::one || need.shard == shard_) return false;
   size_t pos = 0;
-  auto sql = type == fe::kQuery ? p::read_cstring(body, pos) : std::nullopt;
+  std::optional<std::string_view> sql;
+  if (type == fe::kQuery) sql = p::read_cstring(body, pos);
+  if (type == fe::kBind && need.kind == Need::Kind::write_across) {  // a statement prepared before: its text
+    auto portal = p::read_cstring(body, pos);
+    auto name = portal ? p::read_cstring(body, pos) : std::nullopt;
+    if (name) sql = tracker_->statement_query(std::string(*name));
+  }
+  if (!leaves_shard(need, sql.value_or(std::string_view()))) return false;
   return !(sql && executes_prepared(*sql));
+}
+
+// Whether a statement of the open transaction needs another shard than its own: one other shard, or
+// several (a COPY FROM, whose data would follow as requests of their own, is refused where it is).
+bool ClientSession::leaves_shard(const Need& need, std::string_view sql) {
+  if (need.kind == Need::Kind::one) return need.shard != shard_;
+  if (need.kind == Need::Kind::write_across) return !sql.empty() && !shard_map()->target(sql).copy_from;
+  // (A read that cannot be merged is refused there, with what it is that cannot be merged.)
+  return need.kind == Need::Kind::scatter && scatter_allowed();
 }
 
 bool ClientSession::executes_prepared(std::string_view sql) const {
@@ -264,7 +280,7 @@ awaitable<bool> ClientSession::end_coordinated(bool commit) {
 // one): the error to answer it with, else empty; `ends` for COMMIT/ROLLBACK (`commit` which), else the shard
 // it runs on.
 std::string ClientSession::coordinated_check(std::optional<ScatterRequest>& req, bool& ends, bool& commit,
-                                             int& shard) {
+                                             Need& need) {
   auto& c = *coord_.get();
   if (req && req->extended && !req->parses) {
     auto known = tracker_->statement_parse(std::string(req->statement));
@@ -297,6 +313,10 @@ std::string ClientSession::coordinated_check(std::optional<ScatterRequest>& req,
     return error_body(p::sqlstate::feature_not_supported,
                       "pgrouter: savepoints and SET inside a transaction across shards are not supported",
                       "Set it before the transaction, or keep the transaction on one shard key.");
+  if (shard_map()->target(req->sql).copy_from)  // (its data would come as requests of their own)
+    return error_body(p::sqlstate::feature_not_supported,
+                      "pgrouter: COPY FROM inside a transaction across shards is not supported",
+                      "Run the COPY outside the transaction, or keep the transaction on one shard key.");
   if (executes_prepared(req->sql))
     return error_body(p::sqlstate::feature_not_supported,
                       "pgrouter: SQL EXECUTE inside a transaction across shards is not supported",
@@ -304,10 +324,11 @@ std::string ClientSession::coordinated_check(std::optional<ScatterRequest>& req,
                       "on one shard key.");
   std::string query;
   if (!req->extended) query = std::string(req->sql) + '\0';
-  Need need =
-      req->extended ? shard_need(fe::kBind, req->bind_body, req->sql) : shard_need(fe::kQuery, query, {});
-  shard = need.kind == Need::Kind::one ? need.shard : c.legs[0].shard;
-  if (need.kind == Need::Kind::one || need.kind == Need::Kind::any) return {};
+  need = req->extended ? shard_need(fe::kBind, req->bind_body, req->sql) : shard_need(fe::kQuery, query, {});
+  if (need.kind == Need::Kind::any) need = Need::on(c.legs[0].shard);
+  if (need.kind == Need::Kind::one || need.kind == Need::Kind::write_across ||
+      (need.kind == Need::Kind::scatter && scatter_allowed()))
+    return {};
   if (need.kind == Need::Kind::refuse)
     return error_body(p::sqlstate::feature_not_supported, need.message, need.hint);
   return error_body(p::sqlstate::feature_not_supported, need.message + ", inside a transaction across shards",
@@ -322,14 +343,22 @@ awaitable<bool> ClientSession::coordinated_request(size_t length) {
   }
   auto req = scatter_request(client_buf_.data(), length);
   bool ends = false, commit = false;
-  int shard = 0;
-  std::string error = coordinated_check(req, ends, commit, shard);
+  Need need;
+  std::string error = coordinated_check(req, ends, commit, need);
   if (error.empty() && ends) {
     bool ok = co_await end_coordinated(commit);
     co_return ok;
   }
+  if (error.empty() && need.kind == Need::Kind::scatter) {
+    bool ok = co_await coordinated_scatter(*req, need);
+    co_return ok;
+  }
+  if (error.empty() && need.kind == Need::Kind::write_across) {
+    bool ok = co_await coordinated_write(*req, need);
+    co_return ok;
+  }
   ShardLeg* leg = nullptr;
-  if (error.empty()) leg = co_await coordinated_leg(shard, error);
+  if (error.empty()) leg = co_await coordinated_leg(need.shard, error);
   if (!leg) {
     if (coord_.get()->status == 'T' && p::error_sqlstate(error) != kInFailedTransaction)
       coord_.get()->status = 'E';
@@ -340,6 +369,42 @@ awaitable<bool> ClientSession::coordinated_request(size_t length) {
   }
   bool ok = co_await relay_on_leg(*leg, *req);
   co_return ok;
+}
+
+// The transaction's parts on `shards`, each opened (and its transaction begun) where it has none yet, moved
+// into `legs` for a request of their own (a cross-shard read: coordinated_scatter); false with `error` set
+// when one could not be opened. return_legs() puts them back.
+awaitable<bool> ClientSession::lend_legs(std::vector<int> shards, std::vector<ShardLeg>& legs,
+                                         std::string& error) {
+  for (int shard : shards) {
+    ShardLeg* opened = co_await coordinated_leg(shard, error);
+    if (!opened) co_return false;
+  }
+  auto& c = *coord_.get();
+  for (int shard : shards) {
+    size_t at = size_t(c.leg_of(shard) - c.legs.data());
+    ShardLeg& leg = c.legs[at];
+    leg.description.clear();
+    leg.parameters.clear();
+    leg.error.clear();
+    leg.parsed = false;
+    c.lent.push_back(at);
+    legs.push_back(std::move(leg));
+  }
+  co_return true;
+}
+
+// The lent parts back in the transaction, which is aborted when the request `failed` or a part is; the
+// transaction's status for the client's ReadyForQuery.
+char ClientSession::return_legs(std::vector<ShardLeg>& legs, bool failed) {
+  auto& c = *coord_.get();
+  for (size_t i = 0; i < c.lent.size(); ++i) c.legs[c.lent[i]] = std::move(legs[i]);
+  c.lent.clear();
+  legs.clear();
+  if (failed) c.status = 'E';
+  for (auto& leg : c.legs)
+    if (leg.broken || leg.server->tx_status == 'E') c.status = 'E';
+  return c.status;
 }
 
 // A statement prepared inside the coordinated transaction: parsed (and described) on the first shard's server
@@ -366,6 +431,31 @@ awaitable<bool> ClientSession::coordinated_prepare(const PrepareOnly& prepare) {
   bool ok = co_await relay_leg_answer(leg, std::move(bytes), nullptr);
   if (leg.parsed && !name.empty()) tracker_->define_statement(name, prepare.sql, prepare.types);
   co_return ok;
+}
+
+// A transaction whose first request, after a BEGIN pgrouter answered, needs several shards goes on across
+// shards from its start: the request runs on a part of it on each of those shards (each begun with the
+// client's BEGIN), then the rest of the transaction as any coordinated one. The request's bytes are at the
+// start of client_buf_, and it consumes them. False when the client is gone.
+awaitable<bool> ClientSession::coordinate_from_begin(const ScatterRequest& req, const Need& need) {
+  coord_.reset(new Coordinated);
+  coord_.get()->begin = deferred_begin_;
+  tx_begin_sql_ = std::move(deferred_begin_);
+  deferred_begin_.clear();
+  if (tracker_ && hold_servers_) tracker_->client_pinned();  // (its servers are all its own)
+  w_.stats().shard_transactions_across_total.fetch_add(1, std::memory_order_relaxed);
+  bool alive = false;
+  if (need.kind == Need::Kind::scatter)
+    alive = co_await coordinated_scatter(req, need);
+  else
+    alive = co_await coordinated_write(req, need);
+  client_buf_.consume(req.length);
+  if (alive) alive = co_await coordinate_transaction();
+  if (coord_.get()) {
+    release_legs(coord_.get()->legs, true);
+    coord_.reset();
+  }
+  co_return alive;
 }
 
 awaitable<bool> ClientSession::coordinate_transaction() {

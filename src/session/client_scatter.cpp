@@ -129,7 +129,10 @@ awaitable<void> ClientSession::client_write_any(const std::string& data, net::er
 
 std::optional<ScatterRequest> ClientSession::scatter_candidate(const char* d, size_t n, sharding::Need& need,
                                                                bool& explain) {
-  if (!tracker_ || pinned_ || client_tx_status_ != 'I' || !deferred_begin_.empty()) return std::nullopt;
+  // (A transaction whose BEGIN pgrouter answered has run nothing yet: its first request may need several
+  // shards too, and the transaction then goes on across shards from its start.)
+  bool begun = !deferred_begin_.empty();
+  if (!tracker_ || pinned_ || (client_tx_status_ != 'I' && !begun)) return std::nullopt;
   auto req = scatter_request(d, n);
   if (!req) return std::nullopt;
   if (req->extended) {
@@ -143,7 +146,7 @@ std::optional<ScatterRequest> ClientSession::scatter_candidate(const char* d, si
   }
   need = req->extended ? shard_need(protocol::frontend::kBind, req->bind_body, req->sql)
                        : shard_need(protocol::frontend::kQuery, std::string_view(d + 5, req->length - 5), {});
-  explain = shard_map()->target(req->sql).explain;
+  explain = shard_map()->target(req->sql).explain && !begun;  // (ignored inside a transaction)
   using Kind = sharding::Need::Kind;
   if (need.kind == Kind::one) {
     known_ = {need.shard, nullptr, nullptr, nullptr, req->sql, req->statement};
@@ -155,6 +158,7 @@ std::optional<ScatterRequest> ClientSession::scatter_candidate(const char* d, si
   }
   bool runs = (need.kind == Kind::scatter && scatter_allowed()) ||
               (need.kind == Kind::write_across && writes_across_allowed());
+  if (begun) runs = runs && writes_across_allowed() && !shard_map()->target(req->sql).copy_from;
   if (!explain && !runs) return std::nullopt;
   return req;
 }
@@ -216,9 +220,20 @@ void ClientSession::release_legs(std::vector<ShardLeg>& legs, bool client_gone) 
 // when the server failed. The leg is left idle, as it was.
 awaitable<bool> ClientSession::probe_group_names(ScatterRun& run, std::string& why) {
   auto& leg = run.legs.front();
+  // Inside a transaction the probe's expected error would abort it: a savepoint keeps the error to itself.
+  bool in_transaction = leg.server->tx_status != 'I';
   for (const auto& probe : run.plan.input_column_probes) {
-    QueryAnswer answer;
-    bool alive = co_await run_on_leg(leg, probe.sql, answer);
+    QueryAnswer answer, savepoint;
+    bool alive = true;
+    if (in_transaction) alive = co_await run_on_leg(leg, "SAVEPOINT pgrouter_probe", savepoint);
+    if (alive && savepoint.ok()) alive = co_await run_on_leg(leg, probe.sql, answer);
+    if (alive && savepoint.ok() && in_transaction)
+      alive = co_await run_on_leg(
+          leg, "ROLLBACK TO SAVEPOINT pgrouter_probe; RELEASE SAVEPOINT pgrouter_probe", savepoint);
+    if (!savepoint.ok()) {
+      why = p::parse_error_fields(savepoint.error).message;
+      co_return false;
+    }
     if (!alive) {
       why = "pgrouter: shard " + std::to_string(leg.shard) + "'s server closed the connection";
       co_return false;
@@ -241,10 +256,9 @@ void ClientSession::cancel_unfinished_legs(std::vector<ShardLeg>& legs) {
     if (!leg.ready && running_legs_.contains(leg.server.get())) cancel_server(*leg.server);
 }
 
-// Takes a server of each shard the request needs and sends it the shard's statement.
-awaitable<bool> ClientSession::open_scatter_legs(ScatterRun& run, std::string& why) {
-  bool opened = co_await open_legs(run.legs, run.need.shards, run.req.length, false, why);
-  if (!opened) co_return false;
+// Sends each leg the shard's statement (after the probes its plan asks for); false with `why` set, or with
+// run.refusal set when a probe found the read cannot be merged exactly.
+awaitable<bool> ClientSession::start_scatter_legs(ScatterRun& run, std::string& why) {
   if (!run.plan.input_column_probes.empty()) {
     bool holds = co_await probe_group_names(run, why);
     if (!holds) co_return false;
@@ -253,7 +267,7 @@ awaitable<bool> ClientSession::open_scatter_legs(ScatterRun& run, std::string& w
     // Only the first shard is asked for the statement's parameter types (Describe S).
     std::string statement = scatter_statement(run, i == 0);
     bool sent = co_await run.legs[i].send(std::move(statement));
-    if (sent) running_legs_.add(run.legs[i].server.get());  // until release_legs
+    if (sent) running_legs_.add(run.legs[i].server.get());  // until its answer is complete
     if (!sent) {
       why = "pgrouter: shard " + std::to_string(run.legs[i].shard) + "'s server closed the connection";
       co_return false;
@@ -369,16 +383,22 @@ awaitable<void> ClientSession::answer_copy_out(ScatterRun& run) {
   p::append_command_complete(out, "COPY " + std::to_string(rows));
 }
 
-awaitable<bool> ClientSession::run_scatter(const ScatterRequest& req, const sharding::Need& need) {
-  ScatterRun run(*this, req, need, shard_map()->scatter_plan(req.sql));
-  run.copy_out = shard_map()->target(req.sql).copy_out;
+// Answers with the refusal when the scatter cannot be answered exactly; false when it can.
+bool ClientSession::refuse_scatter(ScatterRun& run) {
   auto [refusal, hint] = scatter_refusal(run);
+  if (refusal.empty()) return false;
+  w_.stats().shard_refused_total.fetch_add(1, std::memory_order_relaxed);
+  run.failed = true;
+  append_message(run.out, be::kErrorResponse, error_body(p::sqlstate::feature_not_supported, refusal, hint));
+  return true;
+}
+
+// The request on legs had for it (the shards' statements not yet sent): answered into run.out, and every leg
+// read to its ReadyForQuery unless the client is gone. run.failed when the answer ends with an error.
+awaitable<void> ClientSession::scatter_on_legs(ScatterRun& run) {
   std::string why;
-  if (!refusal.empty()) {
-    w_.stats().shard_refused_total.fetch_add(1, std::memory_order_relaxed);
-    append_message(run.out, be::kErrorResponse,
-                   error_body(p::sqlstate::feature_not_supported, refusal, hint));
-  } else if (!co_await open_scatter_legs(run, why)) {
+  bool started = co_await start_scatter_legs(run, why);
+  if (!started) {
     run.failed = true;  // the legs that got the statement are cancelled
     if (!run.refusal.empty()) w_.stats().shard_refused_total.fetch_add(1, std::memory_order_relaxed);
     append_message(run.out, be::kErrorResponse,
@@ -394,15 +414,44 @@ awaitable<bool> ClientSession::run_scatter(const ScatterRequest& req, const shar
       co_await answer_copy_out(run);
     else
       co_await answer_scatter(run);
-    // A named Parse that every shard accepted created the client's statement, as on one server.
-    bool parsed = std::all_of(run.legs.begin(), run.legs.end(), [](auto& l) { return l.parsed; });
-    if (req.parses && !req.statement.empty() && parsed)
-      tracker_->define_statement(std::string(req.statement), req.sql, req.parameter_types);
+    define_if_parsed(run.req, run.legs);
   }
   if (run.failed && !run.client_gone) cancel_unfinished_legs(run.legs);
   if (!run.client_gone) co_await run.drain();
+}
+
+awaitable<bool> ClientSession::run_scatter(const ScatterRequest& req, const sharding::Need& need) {
+  ScatterRun run(*this, req, need, shard_map()->scatter_plan(req.sql));
+  run.copy_out = shard_map()->target(req.sql).copy_out;
+  std::string why;
+  if (!refuse_scatter(run)) {
+    bool opened = co_await open_legs(run.legs, need.shards, req.length, false, why);
+    if (opened) co_await scatter_on_legs(run);
+    if (!opened)
+      append_message(run.out, be::kErrorResponse, error_body(p::sqlstate::connection_failure, why));
+  }
   release_legs(run.legs, run.client_gone);
   p::append_ready_for_query(run.out, 'I');
+  co_return co_await run.flush();
+}
+
+// A read across shards inside a transaction coordinated across shards (client_coordinated.cpp): run on the
+// transaction's part on each shard, so it sees the transaction's own writes there; each part has its shard's
+// snapshot. Any failure aborts the transaction, as an error does on one server.
+awaitable<bool> ClientSession::coordinated_scatter(const ScatterRequest& req, const sharding::Need& need) {
+  ScatterRun run(*this, req, need, shard_map()->scatter_plan(req.sql));
+  run.copy_out = shard_map()->target(req.sql).copy_out;
+  if (!refuse_scatter(run)) {
+    std::string error;
+    bool lent = co_await lend_legs(need.shards, run.legs, error);
+    if (lent) co_await scatter_on_legs(run);
+    if (!lent) {
+      run.failed = true;
+      append_message(run.out, be::kErrorResponse, error);
+    }
+  }
+  char status = return_legs(run.legs, run.failed);
+  p::append_ready_for_query(run.out, status);
   co_return co_await run.flush();
 }
 

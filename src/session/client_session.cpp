@@ -842,7 +842,10 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
           bool alive = false;  // (no co_await inside ?: — g++ 12 may evaluate both sides)
           bool copy_in = !explain && need.kind == sharding::Need::Kind::write_across &&
                          shard_map()->target(req->sql).copy_from;
-          if (explain)
+          if (!deferred_begin_.empty()) {
+            alive = co_await coordinate_from_begin(*req, need);  // (consumes the request itself)
+            copy_in = true;
+          } else if (explain)
             alive = co_await explain_shards(*req, need);
           else if (copy_in)
             alive = co_await run_copy_across(*req, need);  // (consumes the request itself)
@@ -850,7 +853,7 @@ awaitable<void> ClientSession::client_to_server(Stream& s) {
             alive = co_await run_write_across(*req, need);
           else
             alive = co_await run_scatter(*req, need);
-          if (!copy_in) buf.consume(req->length);
+          if (!copy_in) buf.consume(req->length);  // (unless consumed already)
           if (!alive) co_return;
           last_activity_ = net::BatchClock::now();
           unread = !buf.empty();

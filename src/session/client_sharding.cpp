@@ -366,16 +366,22 @@ bool ClientSession::refuse_elsewhere(char type, std::string_view body) {
     need.hint = "Limit the statement to one shard key.";
   } else if (need.kind == Need::Kind::write_across) {
     need.message +=
-        ", and a cross-shard write runs only outside a transaction, as a request of its own (a simple Query, "
-        "or Parse/Bind/Execute/Sync of the unnamed statement); transactions across shards are not supported "
-        "yet";
+        ", and a statement that writes on several shards runs only outside a transaction, as a request of "
+        "its "
+        "own (a simple Query, or Parse/Bind/Execute/Sync of the unnamed statement)";
+    need.hint = "Inside the transaction, write each shard key's rows with a statement of its own.";
   } else if (need.kind == Need::Kind::scatter && !scatter_allowed()) {
     need.message += ", and sharding.cross_shard is reject for this connection";
+  } else if (need.kind == Need::Kind::scatter && !writes_across_allowed()) {
+    need.message +=
+        ", and inside a transaction a cross-shard read needs sharding.cross_shard_writes: two_phase (the "
+        "transaction then goes on across shards)";
+    need.hint = "Send it outside BEGIN ... COMMIT, or limit it to one shard key.";
   } else if (need.kind == Need::Kind::scatter) {
     need.message +=
-        ", and a cross-shard read runs only outside a transaction, as a request of its own (a "
-        "simple Query, or Parse/Bind/Execute/Sync of the unnamed statement)";
-    need.hint = "Send it outside BEGIN ... COMMIT and on its own, or limit it to one shard key.";
+        ", and inside a transaction a cross-shard read runs only as a request of its own (a simple Query, or "
+        "Parse/Bind/Execute/Sync of the unnamed statement) whose rows pgrouter can merge exactly";
+    need.hint = "Send it on its own, or outside BEGIN ... COMMIT, or limit it to one shard key.";
   }
   w_.stats().shard_refused_total.fetch_add(1, std::memory_order_relaxed);
   log::debug("statement refused by sharding",

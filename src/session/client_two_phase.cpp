@@ -82,7 +82,7 @@ bool ClientSession::writes_across_allowed() const {
 // Each leg: BEGIN, then the statement; their answers read (rows kept); on any error every leg rolls back.
 awaitable<void> ClientSession::write_on_legs(WriteRun& run) {
   std::string begin;
-  p::append_query(begin, "BEGIN");
+  if (!run.begun) p::append_query(begin, "BEGIN");
   run.parameters.assign(run.legs.size(), {});
   run.rows.assign(run.legs.size(), {});
   for (size_t i = 0; i < run.legs.size(); ++i) {
@@ -96,7 +96,7 @@ awaitable<void> ClientSession::write_on_legs(WriteRun& run) {
   std::string body;
   for (size_t i = 0; i < run.legs.size(); ++i) {
     auto& leg = run.legs[i];
-    for (int answers = 0; answers < 2 && !leg.broken;) {  // BEGIN's, then the statement's
+    for (int answers = run.begun ? 1 : 0; answers < 2 && !leg.broken;) {  // BEGIN's, then the statement's
       bool read = co_await leg.read(type, body);
       if (!read) break;
       if (type == be::kReadyForQuery) {
@@ -121,7 +121,7 @@ awaitable<void> ClientSession::write_on_legs(WriteRun& run) {
   // pgrouter's, as a COMMIT is PostgreSQL's, and not cancelled.
   for (auto& leg : run.legs) running_legs_.remove(leg.server.get());
   if (const auto* e = first_leg_error(run.legs)) run.fail(*e);
-  if (run.error.empty()) co_return;
+  if (run.error.empty() || run.begun) co_return;  // (a transaction's parts roll back at its ROLLBACK)
   co_await rollback_legs(run.legs);
 }
 
@@ -298,25 +298,59 @@ awaitable<bool> ClientSession::send_write_answer(WriteRun& run) {
   co_return !ec;
 }
 
-awaitable<void> ClientSession::write_across(WriteRun& run) {
-  if (run.splits()) {
-    run.split = split_insert(run.req, run.need.row_shards);
-    if (!run.split.error.empty())
-      co_return run.fail(
-          error_body(run.split.sqlstate, run.split.error, "Send one INSERT per shard key (or per shard)."));
-    run.shares = shares_of(run.req, run.split);
+// An INSERT whose rows are on several shards: each leg's statement; false (with the error) when it cannot be
+// cut.
+bool ClientSession::split_write(WriteRun& run) {
+  if (!run.splits()) return true;
+  run.split = split_insert(run.req, run.need.row_shards);
+  if (!run.split.error.empty()) {
+    run.fail(
+        error_body(run.split.sqlstate, run.split.error, "Send one INSERT per shard key (or per shard)."));
+    return false;
   }
+  run.shares = shares_of(run.req, run.split);
+  return true;
+}
+
+// A named Parse that every shard accepted created the client's statement, as on one server.
+void ClientSession::define_if_parsed(const ScatterRequest& req, const std::vector<ShardLeg>& legs) {
+  bool parsed = std::all_of(legs.begin(), legs.end(), [](auto& l) { return l.parsed; });
+  if (req.parses && !req.statement.empty() && parsed)
+    tracker_->define_statement(std::string(req.statement), req.sql, req.parameter_types);
+}
+
+awaitable<void> ClientSession::write_across(WriteRun& run) {
+  if (!split_write(run)) co_return;
   std::string why;
   bool opened = co_await open_legs(run.legs, run.need.shards, run.req.length, true, why);
   if (!opened) co_return run.fail(error_body(p::sqlstate::connection_failure, why));
   co_await write_on_legs(run);
   if (run.error.empty()) co_await prepare_and_commit(run);
-  // A named Parse that every shard accepted created the client's statement, as on one server.
-  bool parsed = std::all_of(run.legs.begin(), run.legs.end(), [](auto& l) { return l.parsed; });
-  if (run.req.parses && !run.req.statement.empty() && parsed)
-    tracker_->define_statement(std::string(run.req.statement), run.req.sql, run.req.parameter_types);
+  define_if_parsed(run.req, run.legs);
   write_done_at_ = routing::steady_ms();  // read-your-writes: as after any write on the primaries
   required_lsn_ = 0;
+}
+
+// A statement that writes on several shards inside a transaction coordinated across shards
+// (client_coordinated.cpp): run on the transaction's part on each of those shards, committed with the rest
+// of the transaction. An error aborts the transaction, as on one server.
+awaitable<bool> ClientSession::coordinated_write(const ScatterRequest& req, const sharding::Need& need) {
+  WriteRun run(req, need);
+  run.begun = true;
+  if (split_write(run)) {
+    std::string error;
+    bool lent = co_await lend_legs(need.shards, run.legs, error);
+    if (lent) co_await write_on_legs(run);
+    if (!lent) run.fail(std::move(error));
+    define_if_parsed(req, run.legs);
+  }
+  char status = return_legs(run.legs, !run.error.empty());
+  std::string out;
+  answer_write(run, out);
+  p::append_ready_for_query(out, status);
+  net::error_code ec;
+  co_await client_write_any(out, ec);
+  co_return !ec;
 }
 
 }  // namespace pgrouter::session

@@ -23,7 +23,8 @@ struct ClientSession::WriteRun {
   std::vector<std::vector<std::string>> rows;  // each leg's DataRows, as messages
   size_t row_bytes = 0;
   std::vector<std::string> tags;
-  std::string error;  // what the client gets instead of the answer (an ErrorResponse body)
+  std::string error;   // what the client gets instead of the answer (an ErrorResponse body)
+  bool begun = false;  // the legs are a coordinated transaction's parts: no BEGIN, no commit of its own
   WriteRun(const ScatterRequest& r, const sharding::Need& n) : req(r), need(n) {}
   void fail(std::string body) {
     if (error.empty()) error = std::move(body);

@@ -166,6 +166,51 @@ def test_generated_queries_answer_as_one_unsharded_server(cluster, pgrouter, dat
         assert outcomes["refused (0A000)"] > 0
 
 
+IN_TX_COUNT = int(os.environ.get("PGR_DIFF_TX_QUERIES", "150"))
+
+
+def test_generated_queries_inside_a_transaction_answer_as_one_unsharded_server(cluster, pgrouter, data):  # noqa: F811
+    """The same queries inside BEGIN ... ROLLBACK: after a keyed read that puts the transaction on one shard
+    (then a read of several shards takes it across shards), or as its first statement. Each transaction's
+    reads see what the unsharded server's do, and each ends with ROLLBACK on both."""
+    seed = SEED + 1
+    print(f"seed {seed}, {IN_TX_COUNT} queries (PGR_DIFF_SEED + 1, PGR_DIFF_TX_QUERIES)")
+    router = pgrouter(config(cluster))
+    load_through(cluster, router, data)
+    gen = Generator(seed, {k: shard_of(cluster, k) for k in TENANTS + ABSENT})
+    outcomes = collections.Counter()
+    failures = []
+    with router.connect() as routed, cluster.connect("shard0", autocommit=True) as direct:
+        for i in range(IN_TX_COUNT):
+            q = gen.generate(i)
+            mode = ("simple", "extended")[i % 2]
+            first = TENANTS[i % len(TENANTS)] if i % 3 else None  # every third: the query opens it
+            for conn in (routed, direct):
+                conn.execute("BEGIN")
+                if first is not None:
+                    conn.execute("SELECT count(*) FROM sc_orders WHERE tenant_id = %s", (first,))
+            want, got = run(direct, q, mode), run(routed, q, mode)
+            states = (routed.info.transaction_status, direct.info.transaction_status)
+            for conn in (routed, direct):
+                conn.execute("ROLLBACK")
+            verdict = judge(q, mode, want, got)
+            if verdict is None and states[0] != states[1]:
+                verdict = f"transaction status {states[0]!r}, the unsharded server's {states[1]!r}"
+            if isinstance(verdict, tuple):
+                outcomes["refused (0A000)"] += 1
+            elif verdict is None:
+                outcomes["same answer"] += 1
+            else:
+                outcomes["FAILED"] += 1
+                failures.append(f"seed {seed}, query {i} ({mode}, after a keyed read of {first}): {verdict}\n"
+                                f"  sql:       {q.describe()}\n  unsharded: {want!r}\n  pgrouter:  {got!r}")
+    print(", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
+    assert not failures, f"{len(failures)} wrong answers (seed {seed}); the first ones:\n\n" + \
+        "\n\n".join(failures[:MAX_REPORTED])
+    assert outcomes["same answer"] > IN_TX_COUNT // 2
+    assert pgr.metric(router.metrics(), "pgrouter_shard_transactions_across_total") > 0
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_the_generator_is_reproducible(seed):
     """The same seed gives the same statements, whatever ran before: a failure's seed and index replay it."""

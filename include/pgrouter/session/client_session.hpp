@@ -399,7 +399,9 @@ class ClientSession {
   // rows; false when the client is gone. The request's bytes are at the start of client_buf_.
   awaitable<bool> run_scatter(const ScatterRequest& req, const sharding::Need& need);
   struct ScatterRun;
-  awaitable<bool> open_scatter_legs(ScatterRun& run, std::string& why);
+  bool refuse_scatter(ScatterRun& run);
+  awaitable<void> scatter_on_legs(ScatterRun& run);
+  awaitable<bool> start_scatter_legs(ScatterRun& run, std::string& why);
   awaitable<bool> probe_group_names(ScatterRun& run, std::string& why);
   // A server of each of `shards` for one request (a write: the primaries), with the client's settings, and
   // their return to the pools.
@@ -420,6 +422,8 @@ class ClientSession {
   awaitable<bool> run_write_across(const ScatterRequest& req, const sharding::Need& need);
   struct WriteRun;
   awaitable<void> write_across(WriteRun& run);
+  bool split_write(WriteRun& run);
+  void define_if_parsed(const ScatterRequest& req, const std::vector<ShardLeg>& legs);
   awaitable<void> write_on_legs(WriteRun& run);
   awaitable<void> prepare_and_commit(WriteRun& run);
   awaitable<std::optional<sharding::two_phase::Outcome>> decide(WriteRun& run);
@@ -442,11 +446,18 @@ class ClientSession {
   bool coordinating_ = false;  // server -> client keeps the server for coord_ instead of giving it back
   std::string tx_begin_sql_;   // the open transaction's BEGIN, when pgrouter sent it (a deferred one)
   bool coordination_wanted(const char* d, size_t n);
+  bool leaves_shard(const sharding::Need& need, std::string_view sql);
   bool executes_prepared(std::string_view sql) const;  // SQL EXECUTE of one of the client's statements
   awaitable<bool> take_server_for_coordination();
   void keep_server_for_coordination();
   awaitable<bool> coordinate_transaction();  // false: the client is gone
-  std::string coordinated_check(std::optional<ScatterRequest>& req, bool& ends, bool& commit, int& shard);
+  awaitable<bool> coordinate_from_begin(const ScatterRequest& req, const sharding::Need& need);
+  std::string coordinated_check(std::optional<ScatterRequest>& req, bool& ends, bool& commit,
+                                sharding::Need& need);
+  awaitable<bool> coordinated_scatter(const ScatterRequest& req, const sharding::Need& need);
+  awaitable<bool> coordinated_write(const ScatterRequest& req, const sharding::Need& need);
+  awaitable<bool> lend_legs(std::vector<int> shards, std::vector<ShardLeg>& legs, std::string& error);
+  char return_legs(std::vector<ShardLeg>& legs, bool failed);
   awaitable<bool> coordinated_request(size_t length);
   awaitable<bool> coordinated_prepare(const PrepareOnly& prepare);
   awaitable<ShardLeg*> coordinated_leg(int shard, std::string& error);
