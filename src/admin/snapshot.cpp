@@ -96,6 +96,13 @@ WorkerSnapshot snapshot(Worker& w) {
         --row.sv_login;
       }
     }
+    for (auto& [pool, server] : s.kept) {
+      if (auto it = row_of.find(pool); it != row_of.end()) {
+        ++out.pools[it->second].sv_active;
+        --out.pools[it->second].sv_login;
+      }
+      out.servers.push_back(std::move(server));
+    }
     out.clients.push_back(std::move(s.client));
     if (s.server) out.servers.push_back(std::move(*s.server));
   }

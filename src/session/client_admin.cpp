@@ -242,8 +242,19 @@ admin::SessionRow ClientSession::admin_row() const {
             .count();
   c.state = r.waiting ? "waiting" : "active";
   r.pool = attached_.server ? attached_.pool : pool_;
+  for (const auto& slot : held_)
+    if (slot.server) r.kept.emplace_back(slot.pool, server_row(*slot.server, slot.pool, c));
+  for (const auto& [server, pool] : coordinated_servers())
+    r.kept.emplace_back(pool, server_row(*server, pool, c));
   if (!attached_.server) return r;
-  const auto& server = *attached_.server;
+  r.server = server_row(*attached_.server, attached_.pool, c);
+  c.link = r.server->ptr;
+  return r;
+}
+
+// A server of this client's, linked to it, as SHOW SERVERS lists it.
+admin::ConnectionRow ClientSession::server_row(const pool::ServerConnection& server, const pool::Pool* pool,
+                                               const admin::ConnectionRow& client) const {
   admin::ConnectionRow s;
   s.user = server.target.user;
   s.database = database_;
@@ -252,13 +263,11 @@ admin::SessionRow ClientSession::admin_row() const {
   s.port = server.target.port;
   endpoint_of(const_cast<tcp::socket&>(server.socket).native_handle(), true, s.local_addr, s.local_port);
   s.connect_time = admin::unix_time(server.created);
-  s.request_time = c.request_time;
-  s.close_needed = attached_.pool && attached_.pool->retired(server);
+  s.request_time = client.request_time;
+  s.close_needed = pool && pool->retired(server);
   s.ptr = hex(&server);
-  s.link = c.ptr;
-  c.link = s.ptr;
-  r.server = std::move(s);
-  return r;
+  s.link = client.ptr;
+  return s;
 }
 
 }  // namespace pgrouter::session

@@ -84,6 +84,15 @@ struct ClientSession::Coordinated {
   }
 };
 
+std::vector<std::pair<const pool::ServerConnection*, const pool::Pool*>> ClientSession::coordinated_servers()
+    const {
+  std::vector<std::pair<const pool::ServerConnection*, const pool::Pool*>> out;
+  if (auto* c = coord_.get())
+    for (const auto& leg : c->legs)
+      if (leg.server) out.emplace_back(leg.server.get(), leg.pool);
+  return out;
+}
+
 ClientSession::CoordinatedPtr::~CoordinatedPtr() { delete p; }
 void ClientSession::CoordinatedPtr::reset(Coordinated* next) {
   delete p;

@@ -235,3 +235,41 @@ def test_one_shard_session_pooling_is_unchanged(cluster, pgrouter):
         assert c.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
     text = router.metrics()
     assert pgr.metric(text, "pgrouter_clients_pinned_total") == 0
+
+
+def console_rows(router, sql):
+    with router.connect(user="postgres", dbname="pgrouter") as admin:
+        cur = admin.execute(sql)
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def test_show_servers_lists_the_servers_a_session_keeps_on_each_shard(cluster, pgrouter, keys):
+    """A session-pooled client holding a server on each shard, and a transaction-pooled one inside a
+    transaction across shards: SHOW SERVERS lists each of their servers, linked to the client, and SHOW POOLS
+    counts them as active (not as logging in)."""
+    a, b = keys
+    config = session_config(cluster)
+    config["admin"] = {"admin_users": ["postgres"]}
+    router = pgrouter(config)
+    shard_ports = {cluster.endpoint(s)["port"] for s in SHARDS}
+    with router.connect() as held:
+        for k in (a, b):
+            held.execute(f"SELECT count(*) FROM {TABLE} WHERE tenant_id = %s", (k,))
+        client = [c for c in console_rows(router, "SHOW CLIENTS") if c["database"] == "app"]
+        servers = console_rows(router, "SHOW SERVERS")
+        assert len(client) == 1 and len(servers) == 2, servers
+        assert {s["port"] for s in servers} == shard_ports
+        assert {s["link"] for s in servers} == {client[0]["ptr"]} and {s["state"] for s in servers} == {"active"}
+        pools = [p for p in console_rows(router, "SHOW POOLS") if p["database"] == "app"]
+        assert sum(p["sv_active"] for p in pools) == 2 and sum(p["sv_login"] for p in pools) == 0, pools
+    wait_active(router, 0)
+    assert {(s["state"], s["link"]) for s in console_rows(router, "SHOW SERVERS")} == {("idle", "")}  # pooled
+    config["pool"] = {"mode": "transaction"}
+    router = pgrouter(config)
+    with router.connect(autocommit=False) as tx:
+        for k in (a, b):  # the second shard's statement takes the transaction across shards
+            tx.execute(f"SELECT count(*) FROM {TABLE} WHERE tenant_id = %s", (k,))
+        servers = console_rows(router, "SHOW SERVERS")
+        assert {s["port"] for s in servers if s["state"] == "active"} == shard_ports, servers
+        tx.rollback()

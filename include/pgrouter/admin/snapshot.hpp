@@ -40,9 +40,12 @@ struct SessionRow {
   ConnectionRow client;
   std::optional<ConnectionRow> server;  // the server it holds
   const void* pool = nullptr;           // the pool its server came from, else its primary pool
-  bool waiting = false;                 // in line for a server, or held by PAUSE
-  bool paused = false;                  // held by PAUSE (not in the pool's line)
-  bool console = false;                 // an admin console session
+  // More servers it keeps between requests (session pooling on several shards: one per shard; a transaction
+  // across shards: its part on each), with the pool each came from.
+  std::vector<std::pair<const void*, ConnectionRow>> kept;
+  bool waiting = false;  // in line for a server, or held by PAUSE
+  bool paused = false;   // held by PAUSE (not in the pool's line)
+  bool console = false;  // an admin console session
 };
 
 struct WorkerSnapshot {

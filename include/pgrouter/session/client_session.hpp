@@ -57,6 +57,10 @@ class ClientSession {
   // The admin console (client_admin.cpp): what SHOW CLIENTS/SERVERS/POOLS say of this session, and KILL
   // (ended as the timeouts end a client: FATAL 57P01 after what is in flight).
   admin::SessionRow admin_row() const;
+  admin::ConnectionRow server_row(const pool::ServerConnection& server, const pool::Pool* pool,
+                                  const admin::ConnectionRow& client) const;
+  // The servers of a transaction across shards (client_coordinated.cpp), for admin_row.
+  std::vector<std::pair<const pool::ServerConnection*, const pool::Pool*>> coordinated_servers() const;
   void admin_kill();
 
  private:
