@@ -407,6 +407,7 @@ awaitable<bool> ClientSession::lend_legs(std::vector<int> shards, std::vector<Sh
 // transaction's status for the client's ReadyForQuery.
 char ClientSession::return_legs(std::vector<ShardLeg>& legs, bool failed) {
   auto& c = *coord_.get();
+  for (auto& leg : legs) running_legs_.remove(leg.server.get());  // its answer is complete
   for (size_t i = 0; i < c.lent.size(); ++i) c.legs[c.lent[i]] = std::move(legs[i]);
   c.lent.clear();
   legs.clear();

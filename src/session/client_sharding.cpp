@@ -151,7 +151,7 @@ Need ClientSession::shard_need(char type, std::string_view body, std::string_vie
     return tableless ? Need::any_shard() : ex;
   }
   Need need = map->need(t, bound, session_shard);
-  if (tracker_ && sql::mentions_execute(*text)) return executed_need(*text, std::move(need), session_shard);
+  if (tracker_ && t.mentions_execute) return executed_need(*text, std::move(need), session_shard);
   return need;
 }
 

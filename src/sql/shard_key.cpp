@@ -16,6 +16,7 @@
 #include <tuple>
 #include <utility>
 
+#include "pgrouter/sql/session_features.hpp"
 #include "pgrouter/util/strings.hpp"
 #include "sql/json_tree.hpp"
 #include "sql/parse_tree.hpp"
@@ -1234,6 +1235,7 @@ bool key_less(const KeyRef& a, const KeyRef& b) {
 ShardTarget shard_target(std::string_view sql, const ShardingSchema& schema) {
   ShardTarget out;
   find_hints(sql, out);
+  out.mentions_execute = mentions_execute(sql);
   ParsedText parsed(sql);
   const JsonValue* stmts = parsed.statements();
   if (!stmts) {

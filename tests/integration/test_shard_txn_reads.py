@@ -4,6 +4,9 @@ each shard, so it sees the transaction's own writes, and a statement that writes
 on each part and commits with the transaction. Each script runs through pgrouter over two shards and on one
 unsharded PostgreSQL (the cluster's shard0 server) holding the same rows: every answer (columns, rows, command
 tag, SQLSTATE) and the final rows must be the same."""
+import threading
+import time
+
 import psycopg
 import pytest
 
@@ -155,3 +158,27 @@ def test_without_two_phase_a_read_of_several_shards_inside_a_transaction_is_refu
         c.execute("ROLLBACK")
         # Outside a transaction it is a cross-shard read as ever.
         assert c.execute(f"SELECT count(*) FROM {TABLE}").fetchone() == (4,)
+
+
+def test_a_cancel_reaches_a_read_of_several_shards_inside_a_transaction(cluster, pgrouter, tables):  # noqa: F811
+    """As on one server: the statement ends with 57014 at once, the transaction is aborted until ROLLBACK."""
+    a, b = tables
+    router = pgrouter(config(cluster))
+    with router.connect(autocommit=True) as c:
+        c.execute("BEGIN")
+        c.execute(f"UPDATE {TABLE} SET v = 'mine' WHERE tenant_id = %s", (a,))
+        timer = threading.Timer(0.5, c.cancel)
+        timer.start()
+        started = time.monotonic()
+        code, msg = sqlstate_of(c, f"SELECT pg_sleep(5) FROM {TABLE}")  # 10 s on each shard
+        timer.join()
+        assert code == "57014" and "canceling statement due to user request" in msg, msg
+        assert time.monotonic() - started < 4
+        assert sqlstate_of(c, f"SELECT count(*) FROM {TABLE}")[0] == "25P02"
+        c.execute("ROLLBACK")
+        assert c.execute(f"SELECT count(*) FROM {TABLE} WHERE v = 'mine'").fetchone() == (0,)
+    assert prepared_parts(cluster) == [[], []]
+    for server in ("primary", "shard1"):
+        with cluster.connect(server) as s:
+            assert s.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(5)%' "
+                             "AND state = 'active'").fetchone() == (0,)

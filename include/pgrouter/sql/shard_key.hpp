@@ -57,6 +57,9 @@ struct ShardTarget {
   // A `/* pgrouter: explain */` comment: the client asks where the statement would run instead of running it.
   bool explain = false;
   bool parse_error = false;  // libpg_query rejected the text (PostgreSQL will answer it: any shard will do)
+  // The word EXECUTE appears in it (mentions_execute): it may run one of the client's SQL-prepared
+  // statements, which only the session knows. Kept here so that the text is scanned once, not at every Bind.
+  bool mentions_execute = false;
   // A COPY ... FROM (any table): its rows arrive as CopyData, so the caller splits them by key or refuses.
   bool copy_from = false;
   // COPY of a sharded table TO STDOUT, in text or CSV without HEADER: each shard's rows, concatenated, are
