@@ -142,7 +142,8 @@ bool ClientSession::executes_prepared(std::string_view sql) const {
   // client's text, not the tracker's rewrite of it (see coordinated_check).
   if (!sql::mentions_execute(sql)) return false;
   for (const auto& ref : sql::execute_references(sql))
-    if (tracker_->statement_query(ref.name)) return true;
+    if (tracker_->statement_query(ref.name) || tracker_->statement_query_by_server_name(ref.name))
+      return true;
   return false;
 }
 

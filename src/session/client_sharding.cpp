@@ -151,37 +151,63 @@ Need ClientSession::shard_need(char type, std::string_view body, std::string_vie
     return tableless ? Need::any_shard() : ex;
   }
   Need need = map->need(t, bound, session_shard);
-  if (tracker_ && t.mentions_execute) return executed_need(*text, std::move(need), session_shard);
+  if (tracker_ && t.mentions_execute) return executed_need(*text, std::move(need), session_shard, bound);
   return need;
 }
 
-Need ClientSession::executed_need(std::string_view text, Need need, std::optional<int> session_shard) {
+Need ClientSession::executed_need(std::string_view text, Need need, std::optional<int> session_shard,
+                                  const sharding::BoundParams* bound) {
   // SQL EXECUTE runs a prepared statement whose text says nothing in `text` itself: its needs are those of
-  // the statement it runs. Only one shard known from that text will do; a shard key that is a parameter
-  // (given by EXECUTE's arguments, which pgrouter does not read) or several shards are refused, where
-  // running on the transaction's shard could answer from the wrong tenant's rows.
-  auto* map = shard_map();
-  for (const auto& ref : sql::execute_references(text)) {
-    auto prepared = tracker_->statement_query(ref.name);
-    if (!prepared) continue;  // not one of the client's statements (GRANT EXECUTE ON ...): the server judges
-    const auto& t = map->target(*prepared);
-    if (t.scope == sql::ShardScope::none && t.unsharded_tables.empty() && t.hint_key.empty()) continue;
-    Need ran = map->need(t, nullptr, session_shard);
+  // the statement it runs, with EXECUTE's arguments as that statement's parameters. Only one shard will do:
+  // a key pgrouter cannot read, or several shards, are refused, where running on the transaction's shard
+  // could answer from the wrong tenant's rows.
+  for (const auto& call : sql::execute_calls(text)) {
+    // A PREPARE earlier in the same text defines the statement before the tracker records it.
+    auto prepared = call.prepared_here.empty() ? tracker_->statement_query(call.name)
+                                               : std::optional<std::string_view>(call.prepared_here);
+    // A text the tracker keeps (a named Parse's, for its later Binds) names the server's statement.
+    if (!prepared) prepared = tracker_->statement_query_by_server_name(call.name);
+    if (!prepared) continue;  // not one of the client's statements: the server judges
     std::string why;
+    Need ran = executed_one(call, *prepared, session_shard, bound, why);
     if (ran.kind == Need::Kind::refuse) return ran;
-    if (ran.kind == Need::Kind::any)
-      why = "its shard key is one of its parameters, which pgrouter does not read from EXECUTE";
-    else if (ran.several())
+    std::string hint =
+        "Pass the shard key as a constant (EXECUTE " + call.name + "(42)), or prepare the " +
+        "statement through the extended protocol (Parse/Bind, as drivers do), which pgrouter " +
+        "routes by its bound values.";
+    if (ran.several()) {
       why = "it needs several shards";
-    else if (need.kind != Need::Kind::any && !(need.kind == Need::Kind::one && need.shard == ran.shard))
+      hint = "Execute it once per shard key.";
+    } else if (ran.kind == Need::Kind::one && need.kind != Need::Kind::any &&
+               !(need.kind == Need::Kind::one && need.shard == ran.shard)) {
       why = "the rest of the query needs another shard";
+      hint = "Send it in a Query of its own.";
+    }
     if (!why.empty())
-      return Need::refused("pgrouter: EXECUTE " + ref.name + " cannot be routed to one shard: " + why,
-                           "Prepare the statement through the extended protocol (Parse/Bind, as drivers "
-                           "do), which pgrouter routes at each execution, or send its text with the key.");
-    need = std::move(ran);
+      return Need::refused("pgrouter: EXECUTE " + call.name + " cannot be routed to one shard: " + why, hint);
+    if (ran.kind == Need::Kind::one) need = std::move(ran);
   }
   return need;
+}
+
+Need ClientSession::executed_one(const sql::ExecuteCall& call, std::string_view prepared,
+                                 std::optional<int> session_shard, const sharding::BoundParams* bound,
+                                 std::string& why) {
+  auto* map = shard_map();
+  const auto& t = map->target(prepared);
+  if (t.scope == sql::ShardScope::none && t.unsharded_tables.empty() && t.hint_key.empty())
+    return Need::any_shard();
+  // The arguments routed as a Bind of them in text format would be (the same key parse, the same hash).
+  sharding::ExecuteBind b = map->execute_bind(t, call.arguments, bound);
+  if (b.missing) return Need::any_shard();  // PostgreSQL refuses the EXECUTE's arity on any shard
+  if (b.unread) {
+    why = "its argument " + std::to_string(b.unread) +
+          " gives the shard key, and it is not a constant (pgrouter does not evaluate expressions, function "
+          "calls, columns or ARRAY[...] there)";
+    return Need::any_shard();
+  }
+  auto params = sharding::BoundParams::from_bind(b.body);
+  return map->need(t, params ? &*params : nullptr, session_shard);
 }
 
 // Calls f(type, body, text) for each whole message of a batch: text is a Query's or Parse's SQL, and a Bind's

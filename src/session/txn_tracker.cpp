@@ -213,6 +213,14 @@ std::optional<std::string_view> TxnTracker::statement_query(const std::string& n
   return text->first;
 }
 
+std::optional<std::string_view> TxnTracker::statement_query_by_server_name(
+    std::string_view server_name) const {
+  if (!server_name.starts_with("pgr_")) return std::nullopt;  // (name_from's)
+  for (const auto& [name, st] : statements_)
+    if (st->server_name == server_name) return statement_query(name);
+  return std::nullopt;
+}
+
 const std::string* TxnTracker::parse_message_of(const std::string& name) const {
   if (name.empty()) return unnamed_valid_ ? &unnamed_parse_ : nullptr;
   auto it = statements_.find(name);

@@ -301,4 +301,54 @@ Need ShardMap::need(const sql::ShardTarget& t, const BoundParams* params,
   return unsharded;
 }
 
+namespace {
+
+void append_value(std::string& values, std::optional<std::string_view> v) {
+  p::put_be32(values, v ? uint32_t(v->size()) : uint32_t(-1));
+  if (v) values.append(*v);
+}
+
+}  // namespace
+
+ExecuteBind ShardMap::execute_bind(const sql::ShardTarget& t, const std::vector<sql::ExecuteArgument>& args,
+                                   const BoundParams* outer) const {
+  using Arg = sql::ExecuteArgument;
+  ExecuteBind out;
+  std::set<int> used;  // the parameters the keys are
+  for (const auto* keys : {&t.keys, &t.row_keys})
+    for (const auto& k : *keys)
+      if (k.param > 0) used.insert(k.param);
+  out.missing = !used.empty() && size_t(*used.rbegin()) > args.size();
+  if (out.missing || args.size() > UINT16_MAX) return out;
+  std::string formats, values, text;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const Arg& a = args[i];
+    bool binary = false;
+    std::optional<std::string_view> value;
+    if (!used.contains(int(i + 1)) || a.kind == Arg::Kind::null) {
+      // NULL: an argument no key uses is not read
+    } else if (a.kind == Arg::Kind::unread) {
+      if (out.unread == 0) out.unread = int(i + 1);
+    } else if (a.kind == Arg::Kind::parameter) {
+      value = outer ? outer->value(a.param, binary) : std::nullopt;
+    } else {
+      text = a.text;
+      // An integer or uuid assigned to a text parameter becomes its output function's text.
+      auto as = a.form == Arg::Form::integer ? KeyType::int8 : KeyType::uuid;
+      if (config_.key_type == KeyType::text && a.form != Arg::Form::as_written)
+        if (auto v = parse_text(a.text, as)) text = to_text(*v);
+      value = text;
+    }
+    p::put_be16(formats, binary ? 1 : 0);
+    append_value(values, value);
+  }
+  out.body.assign("\0\0", 2);  // unnamed portal and statement
+  p::put_be16(out.body, uint16_t(args.size()));
+  out.body.append(formats);
+  p::put_be16(out.body, uint16_t(args.size()));
+  out.body.append(values);
+  p::put_be16(out.body, 0);  // no result formats
+  return out;
+}
+
 }  // namespace pgrouter::sharding

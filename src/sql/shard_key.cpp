@@ -108,6 +108,8 @@ class Analyzer {
 
   // One statement's target; its keys and unsharded tables go to `out` directly.
   StatementTarget statement(const JsonValue& node);
+  // One argument of an EXECUTE (a wrapped expression node).
+  ExecuteArgument execute_argument(const JsonValue& expr) const;
 
  private:
   // tree access
@@ -179,6 +181,7 @@ class Analyzer {
   // values
   bool key_value(const JsonValue* expr, std::vector<KeyRef>& out) const;
   std::pair<std::string_view, const JsonValue*> uncast(const JsonValue* expr, bool to_array = false) const;
+  std::string_view key_cast(const JsonValue& type_cast, bool to_array) const;
   bool constant(const JsonValue& a_const, std::vector<KeyRef>& out) const;
   bool negated(const JsonValue& a_expr, std::vector<KeyRef>& out) const;
   std::optional<std::string> integer_at(const JsonValue& a_const) const;
@@ -850,7 +853,14 @@ bool Analyzer::key_value(const JsonValue* expr, std::vector<KeyRef>& out) const 
 std::pair<std::string_view, const JsonValue*> Analyzer::uncast(const JsonValue* expr, bool to_array) const {
   auto [type, f] = node(expr);
   if (type != "TypeCast") return {type, f};
-  const JsonValue* name = member(*f, "typeName");
+  if (key_cast(*f, to_array).empty()) return {};
+  return node(member(*f, "arg"));
+}
+
+// The type a TypeCast's fields name when it is a key type (int2, int4, int8, text, varchar, uuid, perhaps
+// qualified by pg_catalog; arrays of them with to_array), else "".
+std::string_view Analyzer::key_cast(const JsonValue& f, bool to_array) const {
+  const JsonValue* name = member(f, "typeName");
   if (!name || member(*name, "typmods") || !member(*name, "arrayBounds") != !to_array || flag(*name, "setof"))
     return {};
   std::string_view first, last;
@@ -863,7 +873,40 @@ std::pair<std::string_view, const JsonValue*> Analyzer::uncast(const JsonValue* 
   if (last != "int2" && last != "int4" && last != "int8" && last != "text" && last != "varchar" &&
       last != "uuid")
     return {};
-  return node(member(*f, "arg"));
+  return last;
+}
+
+// An EXECUTE's argument is read as a key value is in a statement's text (key_value). An array's text cast to
+// an array of a key type ('{1,2}'::int8[], for `key = ANY($1)`) is read as written, as array_in reads it.
+ExecuteArgument Analyzer::execute_argument(const JsonValue& expr) const {
+  using Form = ExecuteArgument::Form;
+  ExecuteArgument arg;
+  auto [type, f] = node(&expr);
+  if (type == "TypeCast" && !key_cast(*f, true).empty()) {
+    auto [inner, c] = node(member(*f, "arg"));
+    const JsonValue* sval = inner == "A_Const" ? member(*c, "sval") : nullptr;
+    const JsonValue* str = sval ? tree_.first(*sval) : nullptr;
+    if (inner == "A_Const" && member(*c, "isnull")) arg.kind = ExecuteArgument::Kind::null;
+    if (sval) arg.kind = ExecuteArgument::Kind::text;
+    if (str) arg.text = std::string(str->text);
+    return arg;
+  }
+  std::vector<KeyRef> value;
+  if (!key_value(&expr, value) || value.size() != 1) return arg;
+  KeyRef& k = value.front();
+  arg.kind = k.null    ? ExecuteArgument::Kind::null
+             : k.param ? ExecuteArgument::Kind::parameter
+                       : ExecuteArgument::Kind::text;
+  arg.param = k.param;
+  arg.text = std::move(k.literal);
+  std::string_view cast = type == "TypeCast" ? key_cast(*f, false) : std::string_view();
+  if (cast == "int2" || cast == "int4" || cast == "int8")
+    arg.form = Form::integer;
+  else if (cast == "uuid")
+    arg.form = Form::uuid;
+  else if (cast.empty() && (type == "A_Expr" || (type == "A_Const" && !member(*f, "sval"))))
+    arg.form = Form::integer;  // a number, perhaps negated (a boolean's text is no key's)
+  return arg;
 }
 
 bool Analyzer::constant(const JsonValue& c, std::vector<KeyRef>& out) const {
@@ -1231,6 +1274,66 @@ bool key_less(const KeyRef& a, const KeyRef& b) {
 }
 
 }  // namespace
+
+namespace {
+
+// The statement node of one element of the "stmts" array, its type and the text it was parsed from.
+struct RawStatement {
+  std::string_view type;
+  const JsonValue* fields = nullptr;
+  std::string_view text;
+};
+
+RawStatement raw_statement(const JsonTree& tree, const JsonValue& raw, std::string_view sql) {
+  RawStatement out;
+  const JsonValue* stmt = tree.member(raw, "stmt");
+  const JsonValue* node = stmt ? tree.first(*stmt) : nullptr;
+  if (!node) return out;
+  out.type = node->key;
+  out.fields = node;
+  // libpg_query leaves out a location and a length of 0 (the text's start; up to its end).
+  size_t at = 0, len = 0;
+  std::string_view location = tree.text(raw, "stmt_location"), length = tree.text(raw, "stmt_len");
+  (void)std::from_chars(location.data(), location.data() + location.size(), at);
+  (void)std::from_chars(length.data(), length.data() + length.size(), len);
+  at = std::min(at, sql.size());
+  out.text = sql.substr(at, len == 0 ? std::string_view::npos : len);
+  return out;
+}
+
+}  // namespace
+
+std::vector<ExecuteCall> execute_calls(std::string_view sql) {
+  std::vector<ExecuteCall> out;
+  ParsedText parsed(sql);
+  const JsonValue* stmts = parsed.statements();
+  if (!stmts) return out;
+  const JsonTree& tree = parsed.tree();
+  ShardingSchema no_tables;
+  ShardTarget unused;
+  Analyzer analyzer(tree, sql, no_tables, unused);
+  std::vector<std::pair<std::string_view, std::string_view>> prepares;  // name, text
+  for (const JsonValue* raw = tree.first(*stmts); raw; raw = tree.next(*raw)) {
+    RawStatement s = raw_statement(tree, *raw, sql);
+    if (s.type == "PrepareStmt") prepares.emplace_back(tree.text(*s.fields, "name"), s.text);
+    const JsonValue* exec = s.type == "ExecuteStmt" ? s.fields : nullptr;
+    if (s.type == "ExplainStmt" || s.type == "CreateTableAsStmt") {
+      const JsonValue* query = tree.member(*s.fields, "query");
+      const JsonValue* inner = query ? tree.first(*query) : nullptr;
+      if (inner && inner->key == "ExecuteStmt") exec = inner;
+    }
+    if (!exec) continue;
+    ExecuteCall call;
+    call.name = std::string(tree.text(*exec, "name"));
+    const JsonValue* params = tree.member(*exec, "params");
+    for (const JsonValue* e = params ? tree.first(*params) : nullptr; e; e = tree.next(*e))
+      call.arguments.push_back(analyzer.execute_argument(*e));
+    for (const auto& [name, text] : prepares)
+      if (name == call.name) call.prepared_here = text;  // the last one before it
+    out.push_back(std::move(call));
+  }
+  return out;
+}
 
 ShardTarget shard_target(std::string_view sql, const ShardingSchema& schema) {
   ShardTarget out;

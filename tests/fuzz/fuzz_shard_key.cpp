@@ -1,7 +1,8 @@
 // libFuzzer target: shard key extraction (src/sql/shard_key.cpp). The input is up to three statement texts
 // separated by a 0xff byte, each analysed against one fixed sharding schema. Besides never crashing, the
 // answer must be self-consistent (keys only when keyed, a refusal message exactly when refused), the same on
-// a second call, and agree with classify() on whether the text parses.
+// a second call, and agree with classify() on whether the text parses. Each text's SQL EXECUTEs are read too
+// (execute_calls): a PREPARE it finds is a piece of the text, and a parameter argument has its number.
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -65,6 +66,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     check_consistent(t);
     check_same(t, sql::shard_target(text, schema()));
     FUZZ_CHECK(t.parse_error == sql::classify(text).parse_error);
+    for (const sql::ExecuteCall& call : sql::execute_calls(text)) {
+      FUZZ_CHECK(!t.parse_error);
+      FUZZ_CHECK(call.prepared_here.empty() ||
+                 (call.prepared_here.data() >= text.data() &&
+                  call.prepared_here.data() + call.prepared_here.size() <= text.data() + text.size()));
+      for (const sql::ExecuteArgument& a : call.arguments)
+        FUZZ_CHECK((a.kind == sql::ExecuteArgument::Kind::parameter) == (a.param > 0));
+    }
   }
   return 0;
 }

@@ -187,8 +187,9 @@ def test_a_held_server_that_ends_is_replaced_or_ends_the_session(cluster, pgrout
 
 @pytest.mark.parametrize("mode", ["session", "transaction"])
 def test_sql_execute_runs_on_its_statements_shard_or_is_refused(cluster, pgrouter, keys, mode):
-    """SQL EXECUTE names no table itself: it is routed by the statement it runs (a key written in it), or
-    refused when that key is a parameter, never run on the transaction's shard with the wrong tenant's rows."""
+    """SQL EXECUTE names no table itself: it is routed by the statement it runs (a key written in it, or the
+    argument given for a key that is a parameter), never run on the transaction's shard with the wrong tenant's
+    rows (test_sharded_execute.py has the rest)."""
     a, b = keys
     seed_rows(cluster, keys)
     config = session_config(cluster)
@@ -199,8 +200,9 @@ def test_sql_execute_runs_on_its_statements_shard_or_is_refused(cluster, pgroute
         c.execute(f"PREPARE of_b AS SELECT v FROM {TABLE} WHERE tenant_id = {b} ORDER BY v")
         c.execute("PREPARE plain AS SELECT 41 + 1")
         for k in (a, b):
-            code, msg = sqlstate_of(c, f"EXECUTE by_key({k})")
-            assert code == "0A000" and "EXECUTE by_key" in msg, (code, msg)
+            assert c.execute(f"EXECUTE by_key({k})").fetchall() == [(len(rows_of(cluster, k)),)]
+        code, msg = sqlstate_of(c, f"EXECUTE by_key({a} + 0)")
+        assert code == "0A000" and "EXECUTE by_key" in msg and "argument 1" in msg, (code, msg)
         assert c.execute("EXECUTE of_b").fetchall() == rows_of(cluster, b)
         assert c.execute("EXECUTE plain").fetchall() == [(42,)]
         with c.transaction():

@@ -582,3 +582,81 @@ TEST_CASE("shard key: an INSERT into a sharded table is marked, other writes are
   CHECK_FALSE(shard_target("DELETE FROM users WHERE tenant_id IN (1, 2)", schema()).inserts);
   CHECK_FALSE(shard_target("INSERT INTO logs (a) VALUES (1)", schema()).inserts);
 }
+
+namespace {
+
+// An EXECUTE's arguments as "kind:text:form" each, "|" between: t (text), null, $n, unread; form i (integer),
+// u (uuid), w (as written).
+std::string arguments_of(const ExecuteCall& call) {
+  std::string out;
+  for (const ExecuteArgument& a : call.arguments) {
+    if (!out.empty()) out += '|';
+    using K = ExecuteArgument::Kind;
+    using F = ExecuteArgument::Form;
+    if (a.kind == K::null) out += "null";
+    if (a.kind == K::unread) out += "unread";
+    if (a.kind == K::parameter) out += "$" + std::to_string(a.param);
+    if (a.kind == K::text)
+      out += "t:" + a.text + ":" + (a.form == F::integer ? "i" : a.form == F::uuid ? "u" : "w");
+  }
+  return out;
+}
+
+std::string arguments_of(std::string_view sql) {
+  auto calls = execute_calls(sql);
+  REQUIRE(calls.size() == 1);
+  return arguments_of(calls[0]);
+}
+
+}  // namespace
+
+TEST_CASE("EXECUTE's arguments: constants as the parameter receives them") {
+  CHECK(arguments_of("EXECUTE q(7)") == "t:7:i");
+  CHECK(arguments_of("EXECUTE q(0)") == "t:0:i");
+  CHECK(arguments_of("EXECUTE q('7')") == "t:7:w");
+  CHECK(arguments_of("EXECUTE q('O''Brien', E'a\\nb')") == "t:O'Brien:w|t:a\nb:w");
+  // Negative numbers: folded by the grammar (its location is the minus sign's), or a minus on a cast.
+  CHECK(arguments_of("EXECUTE q(-7)") == "t:-7:i");
+  CHECK(arguments_of("EXECUTE q(- /* c */ 7)") == "t:-7:i");
+  CHECK(arguments_of("EXECUTE q(-5::bigint)") == "t:-5:i");
+  CHECK(arguments_of("EXECUTE q(- -5)") == "t:5:i");
+  // Integers beyond int4 are numeric constants to the grammar, still read as their digits.
+  CHECK(arguments_of("EXECUTE q(9999999999, -9223372036854775808)") ==
+        "t:9999999999:i|t:-9223372036854775808:i");
+  // Casts to key types: an integer's, a text's, a uuid's; an array literal cast to an array of a key type.
+  CHECK(arguments_of("EXECUTE q('7'::int8, '007'::pg_catalog.int4, 7::text, 'x'::varchar)") ==
+        "t:7:i|t:007:i|t:7:w|t:x:w");
+  CHECK(arguments_of("EXECUTE q('A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'::uuid)") ==
+        "t:A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11:u");
+  CHECK(arguments_of("EXECUTE q('{1,2}', '{3}'::int8[], NULL::int8[])") == "t:{1,2}:w|t:{3}:w|null");
+  CHECK(arguments_of("EXECUTE q(NULL, NULL::int8, CAST(NULL AS text))") == "null|null|null");
+  CHECK(arguments_of("EXECUTE q($2, $1)") == "$2|$1");
+  CHECK(arguments_of("EXECUTE q") == "");
+}
+
+TEST_CASE("EXECUTE's arguments: what is not a constant is not read") {
+  CHECK(arguments_of("EXECUTE q(now(), tenant_id, 1 + 2, ARRAY[1, 2], (SELECT 1))") ==
+        "unread|unread|unread|unread|unread");
+  // A fraction becomes an integer parameter by rounding, a cast to another type by its own rules.
+  CHECK(arguments_of("EXECUTE q(7.5, 1e3, '7'::numeric, '7'::varchar(1), -'7')") ==
+        "unread|unread|unread|unread|unread");
+  CHECK(arguments_of("EXECUTE q(7, now())") == "t:7:i|unread");
+}
+
+TEST_CASE("EXECUTE calls: where they are, their names, and a PREPARE in the same text") {
+  auto calls = execute_calls(
+      "EXPLAIN EXECUTE q(1); CREATE TABLE t AS EXECUTE \"Q\"(2); SELECT 1; execute Q (3); "
+      "PREPARE r(int) AS SELECT $1; EXECUTE r(4); PREPARE r AS SELECT 2 ;EXECUTE r(5)");
+  REQUIRE(calls.size() == 5);
+  CHECK(calls[0].name == "q");
+  CHECK(arguments_of(calls[0]) == "t:1:i");
+  CHECK(calls[1].name == "Q");
+  CHECK(calls[2].name == "q");
+  CHECK(calls[2].prepared_here.empty());
+  // (A statement's text starts after the ';' before it, as PostgreSQL cuts it.)
+  CHECK(calls[3].prepared_here == " PREPARE r(int) AS SELECT $1");
+  CHECK(calls[4].prepared_here == " PREPARE r AS SELECT 2 ");
+  CHECK(execute_calls("EXECUTE q(").empty());                          // a syntax error: the server's
+  CHECK(execute_calls("GRANT EXECUTE ON FUNCTION f() TO u").empty());  // no EXECUTE statement
+  CHECK(execute_calls("SELECT 'EXECUTE q(1)'").empty());
+}

@@ -303,3 +303,102 @@ TEST_CASE("= ANY(array): its elements' shards, from a literal or a Bind's text o
   auto both_text = BoundParams::from_bind(both_body);
   CHECK(m.need(w, &*both_text, std::nullopt).kind == Need::Kind::write_across);
 }
+
+namespace {
+
+sql::ExecuteArgument constant(std::string text, sql::ExecuteArgument::Form form) {
+  return {sql::ExecuteArgument::Kind::text, form, 0, std::move(text)};
+}
+sql::ExecuteArgument of_kind(sql::ExecuteArgument::Kind kind, int param = 0) { return {kind, {}, param, {}}; }
+
+// The need of the statement `t` executed with `args` (an outer Bind for parameters of the EXECUTE's text).
+Need executed(const ShardMap& m, const ShardTarget& t, const std::vector<sql::ExecuteArgument>& args,
+              const BoundParams* outer = nullptr) {
+  sharding::ExecuteBind b = m.execute_bind(t, args, outer);
+  REQUIRE(b.unread == 0);
+  REQUIRE_FALSE(b.missing);
+  auto params = BoundParams::from_bind(b.body);
+  REQUIRE(params);
+  return m.need(t, &*params, std::nullopt);
+}
+
+}  // namespace
+
+TEST_CASE("EXECUTE's arguments route as a Bind of their text does") {
+  using F = sql::ExecuteArgument::Form;
+  using K = sql::ExecuteArgument::Kind;
+  ShardMap m(two_shards());
+  ShardTarget t = keyed({param(2)});
+  // Every key of a range, as an integer, a string and a negative number, goes where its Bind goes.
+  for (int k = -50; k <= 50; ++k) {
+    std::string key = std::to_string(k);
+    std::string bind = bind_body({}, {std::nullopt, key});
+    auto bound = BoundParams::from_bind(bind);
+    int want = m.need(t, &*bound, std::nullopt).shard;
+    INFO("key " << key);
+    CHECK(want == shard_of(m, key));
+    Need as_integer = executed(m, t, {of_kind(K::unread), constant(key, F::integer)});
+    CHECK(as_integer.kind == Need::Kind::one);
+    CHECK(as_integer.shard == want);
+    CHECK(executed(m, t, {constant("x", F::as_written), constant(" " + key, F::as_written)}).shard == want);
+  }
+  // NULL matches no row: any shard, as for a Bind of NULL.
+  CHECK(executed(m, t, {of_kind(K::null), of_kind(K::null)}).kind == Need::Kind::any);
+  // A value the key type rejects is PostgreSQL's error on any shard.
+  CHECK(executed(m, t, {of_kind(K::null), constant("abc", F::as_written)}).kind == Need::Kind::any);
+}
+
+TEST_CASE("EXECUTE's arguments: unread keys, missing arguments, parameters of the EXECUTE's own Bind") {
+  using F = sql::ExecuteArgument::Form;
+  using K = sql::ExecuteArgument::Kind;
+  ShardMap m(two_shards());
+  auto [a, b] = keys_on_both(m);
+  ShardTarget t = keyed({param(1)});
+  CHECK(m.execute_bind(t, {of_kind(K::unread)}, nullptr).unread == 1);
+  CHECK(m.execute_bind(t, {constant(a, F::integer), of_kind(K::unread)}, nullptr).unread == 0);  // no key
+  CHECK(m.execute_bind(keyed({param(3)}), {constant(a, F::integer)}, nullptr).missing);
+  CHECK(m.execute_bind(t, {}, nullptr).missing);
+  // The statement's keys need no argument at all: nothing is read.
+  ShardTarget every;
+  every.scope = ShardScope::all;
+  CHECK(m.execute_bind(every, {of_kind(K::unread)}, nullptr).unread == 0);
+  // EXECUTE q($2) parsed, bound in binary and in text.
+  std::string outer_body = bind_body({0, 1}, {"x", be64(std::stoll(b))});
+  auto outer = BoundParams::from_bind(outer_body);
+  CHECK(executed(m, t, {of_kind(K::parameter, 2)}, &*outer).shard == shard_of(m, b));
+  std::string text_body = bind_body({}, {a});
+  auto text = BoundParams::from_bind(text_body);
+  CHECK(executed(m, t, {of_kind(K::parameter, 1)}, &*text).shard == shard_of(m, a));
+  // Row keys of an INSERT use their arguments too.
+  ShardTarget insert = keyed({param(1), param(2)});
+  insert.writes = insert.inserts = true;
+  insert.row_keys = {param(1), param(2)};
+  Need two = executed(m, insert, {constant(a, F::integer), constant(b, F::integer)});
+  CHECK(two.kind == Need::Kind::write_across);
+  CHECK(two.row_shards == std::vector<int>{shard_of(m, a), shard_of(m, b)});
+  // An array of keys for = ANY($1), written as its literal.
+  ShardTarget any = keyed({KeyRef{{}, 1, false, true}});
+  CHECK(executed(m, any, {constant("{" + a + "," + a + "}", F::as_written)}).shard == shard_of(m, a));
+  CHECK(executed(m, any, {constant("{" + a + "," + b + "}", F::as_written)}).kind == Need::Kind::scatter);
+}
+
+TEST_CASE("EXECUTE's arguments: an integer or uuid given to a text key is the text PostgreSQL makes of it") {
+  using F = sql::ExecuteArgument::Form;
+  control::DatabaseConfig db = two_shards();
+  db.sharding.key_type = sharding::KeyType::text;
+  ShardMap m(db);
+  ShardTarget t = keyed({param(1)});
+  auto value = [&](sql::ExecuteArgument arg) {
+    std::string body = m.execute_bind(t, {std::move(arg)}, nullptr).body;
+    auto params = BoundParams::from_bind(body);
+    bool binary = false;
+    auto v = params->value(1, binary);
+    return v ? std::string(*v) : std::string("NULL");
+  };
+  CHECK(value(constant("007", F::integer)) == "7");  // '007'::int8 given to a text parameter
+  CHECK(value(constant("-0", F::integer)) == "0");
+  CHECK(value(constant("007", F::as_written)) == "007");
+  CHECK(value(constant("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11", F::uuid)) ==
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+  CHECK(value(constant("99999999999999999999", F::integer)) == "99999999999999999999");  // beyond int8
+}

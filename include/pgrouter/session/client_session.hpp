@@ -333,8 +333,13 @@ class ClientSession {
   sharding::Need explicit_shard(std::optional<int>& shard);
   sharding::Need shard_need(char type, std::string_view body, std::string_view parsed_text);
   // shard_need() of a text with SQL EXECUTEs: `need` (the text's own) with the needs of the statements they
-  // run.
-  sharding::Need executed_need(std::string_view text, sharding::Need need, std::optional<int> session_shard);
+  // run, given their arguments (`bound`: the text's own Bind, for arguments that are its parameters).
+  sharding::Need executed_need(std::string_view text, sharding::Need need, std::optional<int> session_shard,
+                               const sharding::BoundParams* bound);
+  // The need of one EXECUTE of the statement `prepared`; `why` says why it cannot be routed, if it cannot.
+  sharding::Need executed_one(const sql::ExecuteCall& call, std::string_view prepared,
+                              std::optional<int> session_shard, const sharding::BoundParams* bound,
+                              std::string& why);
   int choose_shard(const char* d, size_t n);
   std::optional<int> named_shard(const char* d, size_t n);  // the first shard a statement of the batch names
   template <typename F>

@@ -246,6 +246,9 @@ class TxnTracker {
   bool tracks(const std::string& parameter) const;
   // The text of a statement the client prepared ("" = its unnamed statement), if pgrouter knows it.
   std::optional<std::string_view> statement_query(const std::string& name) const;
+  // The same for the statement a server name of pgrouter's stands for: a statement whose text names others
+  // with EXECUTE is kept with those names rewritten to their server names.
+  std::optional<std::string_view> statement_query_by_server_name(std::string_view server_name) const;
   // Its text and parameter types (the bytes after the text in a Parse), when it was created by a Parse whose
   // text pgrouter did not rewrite.
   std::optional<std::pair<std::string_view, std::string_view>> statement_parse(const std::string& name) const;

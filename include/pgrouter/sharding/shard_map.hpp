@@ -67,6 +67,14 @@ class BoundParams {
   size_t count_ = 0;
 };
 
+// A SQL EXECUTE's arguments as a Bind of its prepared statement would carry them, so that need() routes
+// `EXECUTE q(7)` where a Bind of '7' to q goes.
+struct ExecuteBind {
+  std::string body;      // a Bind message's body: the arguments the statement's keys use, NULL for the rest
+  int unread = 0;        // the first argument a key uses that pgrouter cannot read (1-based), or 0
+  bool missing = false;  // a key's parameter has no argument: PostgreSQL refuses the EXECUTE wherever it runs
+};
+
 class ShardMap {
  public:
   explicit ShardMap(const control::DatabaseConfig& db);
@@ -86,6 +94,11 @@ class ShardMap {
   // What a statement needs: `params` for a Bind (nullptr: a Query, or a Parse, whose parameters are not
   // bound yet), `explicit_shard` the client's session key's shard, if any.
   Need need(const sql::ShardTarget& t, const BoundParams* params, std::optional<int> explicit_shard) const;
+  // The Bind an EXECUTE of the statement `t` analyses makes of `args`: a constant in text format as the
+  // parameter receives it (an integer or uuid given to a text key written as PostgreSQL's output function
+  // writes it), a parameter of the EXECUTE's own text as `outer` (its Bind) binds it, in its format.
+  ExecuteBind execute_bind(const sql::ShardTarget& t, const std::vector<sql::ExecuteArgument>& args,
+                           const BoundParams* outer) const;
 
  private:
   std::optional<int> shard_of(const sql::KeyRef& k, const BoundParams* params, bool& unknown) const;

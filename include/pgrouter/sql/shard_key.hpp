@@ -85,4 +85,34 @@ struct ShardTarget {
 // so a caller that caches by statement shape calls this on each text whose literals it needs.
 ShardTarget shard_target(std::string_view sql, const ShardingSchema& schema);
 
+// One argument of a SQL EXECUTE, as its prepared statement's parameter receives it.
+struct ExecuteArgument {
+  enum class Kind : uint8_t {
+    text,       // `text` is what the parameter's input function reads (a string or number, perhaps cast)
+    null,       // NULL
+    parameter,  // $`param` of the EXECUTE's own text (a Parse's), bound by its Bind
+    unread,     // an expression pgrouter does not evaluate: a call, a column, an operator, ARRAY[...]
+  };
+  // The value's type before it becomes the parameter: a string, or a cast to text, keeps its text; a number,
+  // or a cast to an integer type, is an integer (a text parameter gets its digits as int8out writes them); a
+  // cast to uuid is a uuid (a text parameter gets uuid_out's spelling).
+  enum class Form : uint8_t { as_written, integer, uuid };
+  Kind kind = Kind::unread;
+  Form form = Form::as_written;
+  int param = 0;
+  std::string text;
+};
+
+struct ExecuteCall {
+  std::string name;  // as PostgreSQL folds it
+  std::vector<ExecuteArgument> arguments;
+  // The text of a PREPARE of that name earlier in the same text (a multi-statement Query), which defines the
+  // statement this EXECUTE runs before anyone has recorded it; empty when there is none.
+  std::string_view prepared_here;
+};
+
+// Every EXECUTE in `sql` (also under EXPLAIN and CREATE TABLE ... AS), in the text's order; none when
+// libpg_query rejects the text (PostgreSQL answers it with its syntax error).
+std::vector<ExecuteCall> execute_calls(std::string_view sql);
+
 }  // namespace pgrouter::sql
