@@ -4,7 +4,14 @@
 // the relay and coordinates the rest itself: each request runs on its shard's server (a BEGIN opens the
 // transaction there first) and its answer is relayed; COMMIT prepares every shard's part, records the
 // decision and commits them all (sharding/two_phase.hpp), ROLLBACK rolls every part back. After an error the
-// transaction is aborted everywhere until ROLLBACK, as on one server. Each shard has its own snapshot.
+// transaction is aborted everywhere until ROLLBACK (or a ROLLBACK TO), as on one server. Each shard has its
+// own snapshot.
+//
+// Savepoints and SET LOCAL: SAVEPOINT, RELEASE, ROLLBACK TO and SET LOCAL run on every leg open now and are
+// answered once; Coordinated::replay keeps them as PostgreSQL keeps them (TxnReplay), including those made
+// while the transaction was on its first shard (followed through the relay by note_transaction_step), and a
+// leg opened later runs them after its BEGIN, so a ROLLBACK TO undoes the same on every shard. A session SET
+// is refused: its value would have to follow the transaction's outcome on every shard.
 #include <algorithm>
 
 #include "pgrouter/control/log.hpp"
@@ -12,7 +19,9 @@
 #include "pgrouter/protocol/frontend.hpp"
 #include "pgrouter/routing/router.hpp"
 #include "pgrouter/session/client_session.hpp"
+#include "pgrouter/sql/savepoint.hpp"
 #include "pgrouter/sql/session_features.hpp"
+#include "pgrouter/util/strings.hpp"
 #include "shard_leg.hpp"
 #include "write_run.hpp"
 
@@ -70,6 +79,52 @@ std::optional<PrepareOnly> prepare_only(const char* d, size_t n) {
   }
   return out;
 }
+
+// What a statement is to the replay of a shard reached late: a savepoint statement, a SET LOCAL (or SET
+// TRANSACTION, SET CONSTRAINTS: transaction-scoped too), or nothing it keeps.
+enum class StepKind : uint8_t { none, savepoint, set_local };
+StepKind step_kind(const sql::Classification& c) {
+  if (c.statements != 1 || c.parse_error) return StepKind::none;
+  if (c.cls == sql::StatementClass::transaction_savepoint) return StepKind::savepoint;
+  if (c.cls == sql::StatementClass::set_session && c.set_local && !c.sets_session) return StepKind::set_local;
+  return StepKind::none;
+}
+
+// A cheap test before the classifier is asked: only texts starting with these words can be such a step.
+bool may_be_step(std::string_view sql) {
+  size_t i = 0;
+  while (i < sql.size()) {
+    size_t e = util::sql_comment_end(sql, i);
+    if (e != i) {
+      i = e;
+    } else if (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r' || sql[i] == '\f' ||
+               sql[i] == '\v') {
+      ++i;
+    } else {
+      break;
+    }
+  }
+  auto word = [&](std::string_view lower) {
+    return sql.size() - i >= lower.size() && util::equals_ascii_ci(sql.substr(i, lower.size()), lower);
+  };
+  return word("savepoint") || word("release") || word("rollback") || word("set");
+}
+
+// COMMIT, ROLLBACK, PREPARE TRANSACTION or ROLLBACK TO: what PostgreSQL still parses and runs in an aborted
+// transaction.
+bool exits_transaction(const sql::Classification& c, std::string_view sql) {
+  if (c.statements != 1) return false;
+  if (c.cls == sql::StatementClass::transaction_end) return true;
+  auto cmd = c.cls == sql::StatementClass::transaction_savepoint ? sql::parse_savepoint(sql) : std::nullopt;
+  return cmd && cmd->kind == sql::SavepointCommand::Kind::rollback_to;
+}
+
+// Whether a Query's text may hold several statements: a ';' with more than white space after it.
+bool several_statements(std::string_view sql) {
+  size_t semi = sql.find(';');
+  if (semi == std::string_view::npos) return false;
+  return sql.find_first_not_of(" \t\n\r\f\v;", semi) != std::string_view::npos;
+}
 }  // namespace
 
 struct ClientSession::Coordinated {
@@ -77,6 +132,7 @@ struct ClientSession::Coordinated {
   char status = 'T';            // as the client's next ReadyForQuery says: 'T', or 'E' after an error
   std::string begin = "BEGIN";  // what opens the transaction on a shard it reaches later
   std::vector<size_t> lent;     // legs lent to a request of their own (lend_legs), by index
+  TxnReplay replay;             // ... and what it runs next: the savepoints and SET LOCALs made so far
   ShardLeg* leg_of(int shard) {
     for (auto& l : legs)
       if (l.shard == shard) return &l;
@@ -99,9 +155,59 @@ void ClientSession::CoordinatedPtr::reset(Coordinated* next) {
   p = next;
 }
 
+// Follows the savepoint statements and SET LOCALs the client sends through the relay while its transaction
+// runs on one shard, for the replay on shards the transaction may reach later. A statement's outcome is
+// known when nothing before it is unanswered: it runs in a transaction ('T'), ROLLBACK TO also in an aborted
+// one, and a RELEASE or ROLLBACK TO of a name not in the stack fails (the transaction is then aborted, and
+// any way back to 'T' drops what came after). Otherwise the replay is marked unknown.
+void ClientSession::note_transaction_step(char type, std::string_view body) {
+  if (type == fe::kSync || type == fe::kExecute) {
+    batch_executes_ = type == fe::kExecute;
+    return;
+  }
+  if (type != fe::kQuery && type != fe::kBind) return;
+  bool alone = pending_ == 0 && !batch_executes_;
+  if (alone && client_tx_status_ == 'I') tx_replay_.clear();
+  size_t pos = 0;
+  std::optional<std::string_view> text;
+  if (type == fe::kQuery) {
+    text = p::read_cstring(body, pos);
+  } else if (auto portal = p::read_cstring(body, pos)) {
+    auto stmt = p::read_cstring(body, pos);
+    if (stmt) text = tracker_->statement_query(std::string(*stmt));
+  }
+  if (!text) return;
+  if (type == fe::kQuery && several_statements(*text)) {
+    for (auto one : sql::split_statements(*text))
+      if (may_be_step(one) && step_kind(w_.classifier().get(one)) != StepKind::none) {
+        tx_replay_.mark_unknown();
+        break;
+      }
+    return;
+  }
+  StepKind kind = may_be_step(*text) ? step_kind(w_.classifier().get(*text)) : StepKind::none;
+  if (kind == StepKind::none) return;
+  if (!alone) {
+    tx_replay_.mark_unknown();
+    return;
+  }
+  if (kind == StepKind::set_local) {
+    if (client_tx_status_ == 'T') tx_replay_.set_local(*text);
+    return;
+  }
+  auto cmd = sql::parse_savepoint(*text);
+  if (!cmd) {
+    tx_replay_.mark_unknown();
+    return;
+  }
+  using Kind = sql::SavepointCommand::Kind;
+  if (client_tx_status_ == 'T' || (client_tx_status_ == 'E' && cmd->kind == Kind::rollback_to))
+    tx_replay_.apply(*cmd, *text);
+}
+
 bool ClientSession::coordination_wanted(const char* d, size_t n) {
   if (!txn_mode_ || pinned_ || !tracker_ || !shard_map() || client_tx_status_ != 'T' || !attached_.server ||
-      tx_begin_only_ || !writes_across_allowed() || n < 5)
+      tx_begin_only_ || !writes_across_allowed() || tx_replay_.unknown() || n < 5)
     return false;
   char type = d[0];
   if (type != fe::kQuery && type != fe::kParse && type != fe::kBind) return false;
@@ -171,6 +277,8 @@ void ClientSession::keep_server_for_coordination() {
   coord_.reset(new Coordinated);
   coord_.get()->legs.push_back(std::move(leg));
   if (!tx_begin_sql_.empty()) coord_.get()->begin = tx_begin_sql_;
+  coord_.get()->replay = std::move(tx_replay_);
+  tx_replay_.clear();
   w_.stats().shard_transactions_across_total.fetch_add(1, std::memory_order_relaxed);
   log::debug("transaction continues across shards", {{"session", id_}, {"from", uint64_t(shard_)}});
 }
@@ -192,6 +300,12 @@ awaitable<ShardLeg*> ClientSession::coordinated_leg(int shard, std::string& erro
   QueryAnswer a;
   std::string begin = c.begin;
   co_await run_on_leg(opened[0], begin, a);
+  // Then the savepoints and SET LOCALs the other shards have, in order, so that a later ROLLBACK TO undoes
+  // the same on every shard.
+  for (size_t i = 0; a.ok() && i < c.replay.steps().size(); ++i) {
+    std::string step = c.replay.steps()[i].sql;
+    co_await run_on_leg(opened[0], step, a);
+  }
   if (!a.ok()) {
     release_legs(opened, false);
     error = a.error;
@@ -261,6 +375,77 @@ awaitable<bool> ClientSession::coordinated_reply(std::string error, std::string 
   co_return !ec;
 }
 
+namespace {
+// What one server answers a statement that runs nothing of the client's data (a savepoint statement, SET
+// LOCAL): the extended protocol's replies to the messages of `req`, then the error or the command tag, and
+// ReadyForQuery.
+std::string statement_answer(const ScatterRequest& req, const std::string& error, const std::string& tag,
+                             char status) {
+  std::string out;
+  if (req.extended) {
+    if (req.parses) p::append_header(out, be::kParseComplete, 0);
+    if (req.describe_statement) {
+      append_message(out, be::kParameterDescription, std::string_view("\0\0", 2));
+      p::append_header(out, be::kNoData, 0);
+    }
+    p::append_header(out, be::kBindComplete, 0);
+    if (req.describe_portal) p::append_header(out, be::kNoData, 0);
+  }
+  if (!error.empty())
+    append_message(out, be::kErrorResponse, error);
+  else
+    p::append_command_complete(out, tag);
+  p::append_ready_for_query(out, status);
+  return out;
+}
+}  // namespace
+
+// A savepoint statement or SET LOCAL: run on every leg open now, answered once, and kept for the legs opened
+// later. A ROLLBACK TO that every leg took brings an aborted transaction back, as on one server; any error
+// leaves it aborted.
+awaitable<bool> ClientSession::run_on_every_leg(const ScatterRequest& req) {
+  auto& c = *coord_.get();
+  std::optional<sql::SavepointCommand> cmd;
+  std::string error;
+  if (w_.classifier().get(req.sql).cls == sql::StatementClass::transaction_savepoint) {
+    cmd = sql::parse_savepoint(req.sql);
+    if (!cmd)
+      error = error_body(p::sqlstate::feature_not_supported,
+                         "pgrouter: this savepoint statement's name could not be read inside a transaction "
+                         "across shards",
+                         "Name the savepoint with a plain or double-quoted identifier.");
+  }
+  for (auto& leg : c.legs)
+    if (leg.broken && error.empty())
+      error = error_body(p::sqlstate::connection_failure,
+                         "pgrouter: shard " + std::to_string(leg.shard) +
+                             "'s part of the transaction was lost with its server connection",
+                         "Roll the transaction back and run it again.");
+  std::vector<QueryAnswer> answers;
+  if (error.empty()) {
+    std::vector<ShardLeg*> legs;
+    for (auto& leg : c.legs) legs.push_back(&leg);
+    std::string sql(req.sql);
+    co_await run_on_legs(legs, sql, answers);
+    for (auto& a : answers)
+      if (!a.ok() && error.empty()) error = a.error;
+    for (auto& leg : c.legs) leg.error.clear();  // (answered here: not an error of the next request)
+  }
+  std::string tag = answers.empty() || answers[0].tags.empty() ? std::string() : answers[0].tags.back();
+  bool back = error.empty() && std::all_of(c.legs.begin(), c.legs.end(), [](const ShardLeg& l) {
+                return !l.broken && l.server->tx_status == 'T';
+              });
+  c.status = back ? 'T' : 'E';
+  if (error.empty() && cmd) c.replay.apply(*cmd, req.sql);
+  if (error.empty() && !cmd) c.replay.set_local(req.sql);
+  if (req.parses && !req.statement.empty() && !tracker_->statement_query(std::string(req.statement)))
+    tracker_->define_statement(std::string(req.statement), req.sql, req.parameter_types);
+  std::string out = statement_answer(req, error, tag, c.status);
+  net::error_code ec;
+  co_await client_write_any(out, ec);
+  co_return !ec;
+}
+
 // COMMIT (or ROLLBACK, or COMMIT of an aborted transaction, which rolls back): every leg's part ended.
 awaitable<bool> ClientSession::end_coordinated(bool commit) {
   auto& c = *coord_.get();
@@ -276,6 +461,7 @@ awaitable<bool> ClientSession::end_coordinated(bool commit) {
   }
   release_legs(run.legs, false);
   coord_.reset();
+  tx_replay_.clear();
   client_tx_status_ = 'I';
   write_done_at_ = routing::steady_ms();  // read-your-writes: as after any write on the primaries
   required_lsn_ = 0;
@@ -287,10 +473,8 @@ awaitable<bool> ClientSession::end_coordinated(bool commit) {
 }
 
 // Whether the coordinated transaction can take the request (its statement's text filled in for a named
-// one): the error to answer it with, else empty; `ends` for COMMIT/ROLLBACK (`commit` which), else the shard
-// it runs on.
-std::string ClientSession::coordinated_check(std::optional<ScatterRequest>& req, bool& ends, bool& commit,
-                                             Need& need) {
+// one): the error to answer it with, else empty, and where it goes (`route`).
+std::string ClientSession::coordinated_check(std::optional<ScatterRequest>& req, CoordinatedRoute& route) {
   auto& c = *coord_.get();
   if (req && req->extended && !req->parses) {
     auto known = tracker_->statement_parse(std::string(req->statement));
@@ -312,17 +496,25 @@ std::string ClientSession::coordinated_check(std::optional<ScatterRequest>& req,
                         std::string("pgrouter: ") + (cls.chain ? "AND CHAIN" : "PREPARE TRANSACTION") +
                             " of a transaction across shards is not supported",
                         "End it with COMMIT or ROLLBACK.");
-    ends = true;
-    commit = cls.ending == Ending::commit;
+    route.ends = true;
+    route.commit = cls.ending == Ending::commit;
     return {};
   }
-  if (c.status == 'E')
+  StepKind step = step_kind(cls);
+  // In an aborted transaction only ROLLBACK TO runs, as in PostgreSQL (it may bring the transaction back).
+  if (c.status == 'E' && !exits_transaction(cls, req->sql))
     return error_body(kInFailedTransaction,
                       "current transaction is aborted, commands ignored until end of transaction block");
-  if (cls.cls == sql::StatementClass::transaction_savepoint || cls.cls == sql::StatementClass::set_session)
+  if (step != StepKind::none) {
+    route.every_leg = true;
+    return {};
+  }
+  if (cls.cls == sql::StatementClass::set_session)
     return error_body(p::sqlstate::feature_not_supported,
-                      "pgrouter: savepoints and SET inside a transaction across shards are not supported",
-                      "Set it before the transaction, or keep the transaction on one shard key.");
+                      "pgrouter: SET or RESET of a session setting inside a transaction across shards is not "
+                      "supported",
+                      "Use SET LOCAL inside the transaction (every shard it reaches gets it), or SET the "
+                      "setting before BEGIN.");
   if (shard_map()->target(req->sql).copy_from)  // (its data would come as requests of their own)
     return error_body(p::sqlstate::feature_not_supported,
                       "pgrouter: COPY FROM inside a transaction across shards is not supported",
@@ -334,6 +526,7 @@ std::string ClientSession::coordinated_check(std::optional<ScatterRequest>& req,
                       "on one shard key.");
   std::string query;
   if (!req->extended) query = std::string(req->sql) + '\0';
+  Need& need = route.need;
   need = req->extended ? shard_need(fe::kBind, req->bind_body, req->sql) : shard_need(fe::kQuery, query, {});
   if (need.kind == Need::Kind::any) need = Need::on(c.legs[0].shard);
   if (need.kind == Need::Kind::one || need.kind == Need::Kind::write_across ||
@@ -352,23 +545,42 @@ awaitable<bool> ClientSession::coordinated_request(size_t length) {
     co_return ok;
   }
   auto req = scatter_request(client_buf_.data(), length);
-  bool ends = false, commit = false;
-  Need need;
-  std::string error = coordinated_check(req, ends, commit, need);
-  if (error.empty() && ends) {
-    bool ok = co_await end_coordinated(commit);
+  if (req && !req->sql.empty() && coord_.get()->status == 'T') {
+    // DEALLOCATE of the client's statements: answered here, as the tracker names them on no leg's server.
+    auto cmd = sql::parse_session_command(req->sql);
+    using Kind = sql::SessionCommand::Kind;
+    if (cmd && (cmd->kind == Kind::deallocate || cmd->kind == Kind::deallocate_all)) {
+      std::string error;
+      if (cmd->kind == Kind::deallocate && !tracker_->statement_query(cmd->name))
+        error = error_body("26000", "prepared statement \"" + cmd->name + "\" does not exist");
+      if (!error.empty()) coord_.get()->status = 'E';
+      std::string tag = cmd->kind == Kind::deallocate ? "DEALLOCATE" : "DEALLOCATE ALL";
+      std::string out = statement_answer(*req, error, tag, coord_.get()->status);
+      net::error_code ec;
+      co_await client_write_any(out, ec);
+      co_return !ec;
+    }
+  }
+  CoordinatedRoute route;
+  std::string error = coordinated_check(req, route);
+  if (error.empty() && route.ends) {
+    bool ok = co_await end_coordinated(route.commit);
     co_return ok;
   }
-  if (error.empty() && need.kind == Need::Kind::scatter) {
-    bool ok = co_await coordinated_scatter(*req, need);
+  if (error.empty() && route.every_leg) {
+    bool ok = co_await run_on_every_leg(*req);
     co_return ok;
   }
-  if (error.empty() && need.kind == Need::Kind::write_across) {
-    bool ok = co_await coordinated_write(*req, need);
+  if (error.empty() && route.need.kind == Need::Kind::scatter) {
+    bool ok = co_await coordinated_scatter(*req, route.need);
+    co_return ok;
+  }
+  if (error.empty() && route.need.kind == Need::Kind::write_across) {
+    bool ok = co_await coordinated_write(*req, route.need);
     co_return ok;
   }
   ShardLeg* leg = nullptr;
-  if (error.empty()) leg = co_await coordinated_leg(need.shard, error);
+  if (error.empty()) leg = co_await coordinated_leg(route.need.shard, error);
   if (!leg) {
     if (coord_.get()->status == 'T' && p::error_sqlstate(error) != kInFailedTransaction)
       coord_.get()->status = 'E';
@@ -423,7 +635,7 @@ char ClientSession::return_legs(std::vector<ShardLeg>& legs, bool failed) {
 awaitable<bool> ClientSession::coordinated_prepare(const PrepareOnly& prepare) {
   auto& c = *coord_.get();
   std::string name(prepare.name), error;
-  if (c.status == 'E')
+  if (c.status == 'E' && !exits_transaction(w_.classifier().get(prepare.sql), prepare.sql))
     error = error_body(kInFailedTransaction,
                        "current transaction is aborted, commands ignored until end of transaction block");
   else if (!name.empty() && tracker_->statement_query(name))
@@ -492,6 +704,7 @@ awaitable<bool> ClientSession::coordinate_transaction() {
   if (!coord_.get()) co_return true;
   release_legs(coord_.get()->legs, true);  // the client is gone: each part rolls back as its server closes
   coord_.reset();
+  tx_replay_.clear();
   co_return false;
 }
 

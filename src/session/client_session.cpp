@@ -86,6 +86,8 @@ bool ClientSession::track_client_message(char type, std::string_view body) {
   TxnTracker::Effect effect = TxnTracker::Effect::none;
   bool replaced = (shard_map_ && shard_map() && shard_refusal(type, body)) ||
                   tracker_->client_message(type, body, attached_.server->statements, c2s_repl_, effect);
+  // (A message the tracker holds comes again once the server answered what decides it.)
+  if (shard_map_ && shard_map() && !(replaced && tracker_->held())) note_transaction_step(type, body);
   if (!begin.empty()) {
     if (!replaced) c2s_repl_.assign(body.data() - 5, body.size() + 5);
     c2s_repl_.insert(0, begin);

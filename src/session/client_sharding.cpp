@@ -380,10 +380,14 @@ bool ClientSession::refuse_elsewhere(char type, std::string_view body) {
     need.message =
         "pgrouter: this statement's rows are on shard " + std::to_string(need.shard) +
         ", but its transaction runs on shard " + std::to_string(shard_) +
-        (writes_across_allowed()
-             ? ", and it came where the transaction cannot go on across shards (pipelined behind "
-               "an unanswered request, in a batch of several statements, or on a pinned connection)"
-             : ", and sharding.cross_shard_writes is reject");
+        (!writes_across_allowed() ? ", and sharding.cross_shard_writes is reject"
+         : tx_replay_.unknown()
+             ? ", and the transaction cannot go on across shards: a savepoint statement or SET LOCAL of it "
+               "was "
+               "pipelined behind an unanswered request or sent among other statements, so pgrouter cannot "
+               "replay it on another shard"
+             : ", and it came where the transaction cannot go on across shards (pipelined behind "
+               "an unanswered request, in a batch of several statements, or on a pinned connection)");
     need.hint =
         "Commit the transaction before working on another tenant's rows, or send its statements one "
         "request at a time.";

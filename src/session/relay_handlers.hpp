@@ -222,7 +222,10 @@ struct ClientSession::ServerReplies {
     if (type == be::kReadyForQuery) {
       self.attached_.server->tx_status = body.empty() ? 'I' : body[0];
       self.client_tx_status_ = self.attached_.server->tx_status;
-      if (reply != TxnTracker::Reply::drop) self.request_finished();
+      if (reply != TxnTracker::Reply::drop) {
+        if (self.client_tx_status_ == 'I') self.replay_transaction_ended();
+        self.request_finished();
+      }
     } else if (type == be::kErrorResponse && p::error_is_fatal(body) && self.between_transactions()) {
       // The server is going away (shutdown, pg_terminate_backend) after the client's transaction ended:
       // the client's next one simply gets another server.

@@ -20,6 +20,7 @@
 #include "pgrouter/session/startup_reset.hpp"
 #include "pgrouter/sql/classifier.hpp"
 #include "pgrouter/sql/shard_key.hpp"
+#include "pgrouter/session/txn_replay.hpp"
 #include "pgrouter/session/txn_tracker.hpp"
 #include "pgrouter/worker.hpp"
 
@@ -454,6 +455,20 @@ class ClientSession {
   CoordinatedPtr coord_;
   bool coordinating_ = false;  // server -> client keeps the server for coord_ instead of giving it back
   std::string tx_begin_sql_;   // the open transaction's BEGIN, when pgrouter sent it (a deferred one)
+  // The savepoints and SET LOCALs of the open transaction while it runs on one shard's server through the
+  // relay (a sharded database): what a shard it reaches later must replay. note_transaction_step() follows
+  // each client message; batch_executes_: an Execute was sent since the last Sync.
+  TxnReplay tx_replay_;
+  bool batch_executes_ = false;
+  void note_transaction_step(char type, std::string_view body);
+  // A ReadyForQuery 'I' of the client's request: nothing to replay; nothing unknown either when no request
+  // was sent after it.
+  void replay_transaction_ended() {
+    if (pending_ <= 1 && !unsynced_)
+      tx_replay_.clear();
+    else
+      tx_replay_.forget_steps();
+  }
   bool coordination_wanted(const char* d, size_t n);
   bool leaves_shard(const sharding::Need& need, std::string_view sql);
   bool executes_prepared(std::string_view sql) const;  // SQL EXECUTE of one of the client's statements
@@ -461,8 +476,14 @@ class ClientSession {
   void keep_server_for_coordination();
   awaitable<bool> coordinate_transaction();  // false: the client is gone
   awaitable<bool> coordinate_from_begin(const ScatterRequest& req, const sharding::Need& need);
-  std::string coordinated_check(std::optional<ScatterRequest>& req, bool& ends, bool& commit,
-                                sharding::Need& need);
+  // Where coordinated_check sends a request: the transaction's end, every open leg (a savepoint statement,
+  // a SET LOCAL), or the shards `need` names (one, or several for a read or write across them).
+  struct CoordinatedRoute {
+    bool ends = false, commit = false, every_leg = false;
+    sharding::Need need;
+  };
+  std::string coordinated_check(std::optional<ScatterRequest>& req, CoordinatedRoute& route);
+  awaitable<bool> run_on_every_leg(const ScatterRequest& req);
   awaitable<bool> coordinated_scatter(const ScatterRequest& req, const sharding::Need& need);
   awaitable<bool> coordinated_write(const ScatterRequest& req, const sharding::Need& need);
   awaitable<bool> lend_legs(std::vector<int> shards, std::vector<ShardLeg>& legs, std::string& error);
