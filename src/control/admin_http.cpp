@@ -345,6 +345,10 @@ std::string render_metrics(const Stats& stats) {
           "Sharding: cross-shard writes whose decision could not be confirmed, left prepared for recovery "
           "(the client got 40003).",
           sum_over(all, &WorkerStats::two_phase_in_doubt_total));
+  counter("pgrouter_one_phase_commits_total",
+          "Sharding: cross-shard writes and transactions across shards committed with plain COMMITs, without "
+          "two-phase commit, because at most one shard's part wrote anything.",
+          sum_over(all, &WorkerStats::one_phase_commits_total));
   counter(
       "pgrouter_two_phase_recovered_committed_total",
       "Sharding: prepared parts of cross-shard writes that recovery committed (their decision was commit).",
@@ -358,7 +362,7 @@ std::string render_metrics(const Stats& stats) {
           sum_over(all, &WorkerStats::shard_begins_deferred_total));
   counter("pgrouter_shard_transactions_across_total",
           "Sharding: transactions that went on to a second shard and were coordinated by pgrouter, committed "
-          "by two-phase commit.",
+          "by two-phase commit (or plainly when at most one shard's part wrote).",
           sum_over(all, &WorkerStats::shard_transactions_across_total));
   counter("pgrouter_shard_begins_moved_total",
           "Sharding: transactions opened by a named statement's BEGIN on the default shard and moved, before "

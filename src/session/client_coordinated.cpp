@@ -2,10 +2,10 @@
 // request of it (one statement: a simple Query, or Parse/Bind/Describe/Execute/Sync of the unnamed portal)
 // needs another shard, and cross_shard_writes is two_phase, the session takes the transaction's server out of
 // the relay and coordinates the rest itself: each request runs on its shard's server (a BEGIN opens the
-// transaction there first) and its answer is relayed; COMMIT prepares every shard's part, records the
-// decision and commits them all (sharding/two_phase.hpp), ROLLBACK rolls every part back. After an error the
-// transaction is aborted everywhere until ROLLBACK (or a ROLLBACK TO), as on one server. Each shard has its
-// own snapshot.
+// transaction there first) and its answer is relayed; COMMIT commits every shard's part as a cross-shard
+// write's (commit_across: plainly when at most one part wrote, else by two-phase commit), ROLLBACK rolls
+// every part back. After an error the transaction is aborted everywhere until ROLLBACK (or a ROLLBACK TO),
+// as on one server. Each shard has its own snapshot.
 //
 // Savepoints and SET LOCAL: SAVEPOINT, RELEASE, ROLLBACK TO and SET LOCAL run on every leg open now and are
 // answered once; Coordinated::replay keeps them as PostgreSQL keeps them (TxnReplay), including those made
@@ -455,7 +455,7 @@ awaitable<bool> ClientSession::end_coordinated(bool commit) {
   WriteRun run(none, need);
   run.legs = std::move(c.legs);
   if (commit) {
-    co_await prepare_and_commit(run);
+    co_await commit_across(run);
   } else {
     co_await rollback_legs(run.legs);
   }

@@ -196,7 +196,7 @@ awaitable<void> ClientSession::copy_finish(WriteRun& run, CopyRun& copy, std::st
   for (auto& leg : run.legs) running_legs_.remove(leg.server.get());
   if (const auto* e = first_leg_error(run.legs)) run.fail(*e);
   if (run.error.empty()) {
-    co_await prepare_and_commit(run);
+    co_await commit_across(run);
     co_return;
   }
   co_await rollback_legs(run.legs);

@@ -1,10 +1,15 @@
 // Cross-shard writes. A request of scatter_request()'s shapes whose one statement writes on several shards
 // (a write to a reference table: every shard), sent outside a transaction, runs on each shard's primary in a
-// transaction of its own; if every shard succeeds, each PREPAREs it, the decision is recorded on the default
-// shard (sharding/two_phase.hpp), and each is committed; otherwise each is rolled back. The client gets
-// one answer, as from one PostgreSQL: the rows of RETURNING from every shard, and one CommandComplete whose
-// count is the shards' sum. An INSERT ... VALUES whose rows are on several shards gives each shard an INSERT
-// of its rows only (session/insert_split.hpp), and its RETURNING rows come back in the VALUES' order.
+// transaction of its own, with the question whether its part wrote (was given a transaction id) behind it; if
+// any shard fails, each is rolled back. Otherwise commit_across() commits the parts that wrote nothing
+// plainly first, so that if one of those COMMITs fails (a serialization failure) nothing is committed yet and
+// all roll back; then a lone writing part commits plainly (one part is atomic by itself), and two or more are
+// committed by two-phase commit: each PREPAREs, the decision is recorded on the default shard
+// (sharding/two_phase.hpp), each is committed. Transactions across shards (client_coordinated.cpp) and COPY
+// across shards end the same way, their parts asked at commit. The client gets one answer, as from one
+// PostgreSQL: the rows of RETURNING from every shard, and one CommandComplete whose count is the shards' sum.
+// An INSERT ... VALUES whose rows are on several shards gives each shard an INSERT of its rows only
+// (session/insert_split.hpp), and its RETURNING rows come back in the VALUES' order.
 #include <algorithm>
 
 #include "pgrouter/control/log.hpp"
@@ -22,12 +27,6 @@ namespace be = pgrouter::protocol::backend;
 namespace tp = pgrouter::sharding::two_phase;
 
 namespace {
-std::vector<ShardLeg*> leg_pointers(std::vector<ShardLeg>& legs) {
-  std::vector<ShardLeg*> out;
-  for (auto& leg : legs) out.push_back(&leg);
-  return out;
-}
-
 // RETURNING rows are held until the outcome is known (a client must not see rows of a write that is then
 // rolled back); beyond this the write is refused.
 constexpr size_t kMaxReturning = 16u << 20;
@@ -37,6 +36,16 @@ constexpr const char* kCompletionUnknown = "40003";
 constexpr const char* kUndefinedTable = "42P01";
 
 std::string sqlstate_of(std::string_view error) { return std::string(p::error_sqlstate(error)); }
+
+bool answers_xid_probe(const ShardLeg& leg) {
+  auto version = leg.server->params.find("server_version");
+  return version != leg.server->params.end() && tp::answers_xid_probe(version->second);
+}
+
+// The probe's one value: NULL when the part was given no transaction id.
+PartWrote wrote_of(const std::vector<std::optional<std::string>>& row) {
+  return row.size() == 1 && !row[0] ? PartWrote::no : PartWrote::yes;
+}
 
 }  // namespace
 
@@ -79,69 +88,172 @@ bool ClientSession::writes_across_allowed() const {
   return db_->sharding.cross_shard_writes == control::CrossShardWrites::two_phase;
 }
 
-// Each leg: BEGIN, then the statement; their answers read (rows kept); on any error every leg rolls back.
+// Each leg: BEGIN, then the statement, then (with several legs) the question whether its part wrote, all in
+// one round trip; their answers read (rows kept); on any error every leg rolls back.
 awaitable<void> ClientSession::write_on_legs(WriteRun& run) {
-  std::string begin;
+  std::string begin, probe;
   if (!run.begun) p::append_query(begin, "BEGIN");
+  p::append_query(probe, tp::kXidProbe);
   run.parameters.assign(run.legs.size(), {});
   run.rows.assign(run.legs.size(), {});
+  run.wrote.assign(run.legs.size(), PartWrote::unknown);
+  std::vector<bool> asked(run.legs.size(), false);
   for (size_t i = 0; i < run.legs.size(); ++i) {
     // A leg whose send fails is broken (its error kept) and is not read below.
     const ScatterRequest& req = run.request(i);
+    asked[i] = !run.begun && run.legs.size() > 1 && answers_xid_probe(run.legs[i]);
     std::string bytes = begin + leg_request(req, req.sql, i == 0 || run.splits(), true);
+    if (asked[i]) bytes += probe;
     bool sent = co_await run.legs[i].send(std::move(bytes));
     if (sent) running_legs_.add(run.legs[i].server.get());  // a cancel of the client's reaches it
   }
-  char type = 0;
-  std::string body;
-  for (size_t i = 0; i < run.legs.size(); ++i) {
-    auto& leg = run.legs[i];
-    for (int answers = run.begun ? 1 : 0; answers < 2 && !leg.broken;) {  // BEGIN's, then the statement's
-      bool read = co_await leg.read(type, body);
-      if (!read) break;
-      if (type == be::kReadyForQuery) {
-        if (++answers < 2) leg.ready = leg.done = false;
-      } else if (type == be::kCommandComplete && answers == 1) {
-        run.tags.emplace_back(body.c_str());
-      } else if (type == be::kParameterDescription) {
-        run.parameters[i] = std::move(body);
-      } else if (type == be::kRowDescription && i == 0) {
-        run.description = std::move(body);
-      } else if (type == be::kDataRow) {
-        run.row_bytes += 5 + body.size();
-        append_message(run.rows[i].emplace_back(), be::kDataRow, body);
-        if (run.row_bytes > kMaxReturning)
-          run.fail(error_body(kInsufficientResources,
-                              "pgrouter: a cross-shard write's RETURNING rows exceed 16 MiB",
-                              "Return fewer rows, or limit the statement to one shard key."));
-      }
-    }
-  }
-  // The statement's answers are complete: what follows (PREPARE and COMMIT PREPARED, or ROLLBACK) is
-  // pgrouter's, as a COMMIT is PostgreSQL's, and not cancelled.
+  for (size_t i = 0; i < run.legs.size(); ++i)
+    co_await read_write_answers(run, i, run.begun ? 1 : 0, asked[i] ? 3 : 2);
+  // The statement's answers are complete: what follows (the commit, or ROLLBACK) is pgrouter's, as a COMMIT
+  // is PostgreSQL's, and not cancelled.
   for (auto& leg : run.legs) running_legs_.remove(leg.server.get());
   if (const auto* e = first_leg_error(run.legs)) run.fail(*e);
   if (run.error.empty() || run.begun) co_return;  // (a transaction's parts roll back at its ROLLBACK)
   co_await rollback_legs(run.legs);
 }
 
-// PREPARE on every leg, the decision recorded, then COMMIT PREPARED (or ROLLBACK PREPARED) on every leg.
-awaitable<void> ClientSession::prepare_and_commit(WriteRun& run) {
+// Leg i's answers, from the `from`-th up to its `answers`-th ReadyForQuery: BEGIN's (0), the statement's (1:
+// descriptions, rows and tag kept), then the probe's (2), if it was sent (whether the part wrote).
+awaitable<void> ClientSession::read_write_answers(WriteRun& run, size_t i, int from, int answers) {
+  auto& leg = run.legs[i];
+  char type = 0;
+  std::string body;
+  for (int done = from; done < answers && !leg.broken;) {
+    bool read = co_await leg.read(type, body);
+    if (!read) break;
+    if (type == be::kReadyForQuery) {
+      if (++done < answers) leg.ready = leg.done = false;
+    } else if (done == 2) {
+      if (type == be::kDataRow) run.wrote[i] = wrote_of(p::data_row_texts(body));
+    } else if (type == be::kCommandComplete && done == 1) {
+      run.tags.emplace_back(body.c_str());
+    } else if (type == be::kParameterDescription) {
+      run.parameters[i] = std::move(body);
+    } else if (type == be::kRowDescription && i == 0) {
+      run.description = std::move(body);
+    } else if (type == be::kDataRow) {
+      run.row_bytes += 5 + body.size();
+      append_message(run.rows[i].emplace_back(), be::kDataRow, body);
+      if (run.row_bytes > kMaxReturning)
+        run.fail(error_body(kInsufficientResources,
+                            "pgrouter: a cross-shard write's RETURNING rows exceed 16 MiB",
+                            "Return fewer rows, or limit the statement to one shard key."));
+    }
+  }
+}
+
+// Every part done, commits them: those that wrote nothing plainly and first, then a lone writing part
+// plainly, or two or more by two-phase commit. Whatever fails first is the client's error, and every part not
+// committed yet rolls back.
+awaitable<void> ClientSession::commit_across(WriteRun& run) {
+  std::vector<ShardLeg*> readers, writers;
+  co_await sort_parts(run, readers, writers);
+  if (!run.error.empty()) {
+    co_await rollback_legs(run.legs);
+    co_return;
+  }
+  co_await commit_readers(run, readers);
+  if (!run.error.empty()) {
+    co_await rollback_parts(writers);
+    co_return;
+  }
+  if (writers.size() >= 2) {
+    co_await prepare_and_commit(run, writers);
+    co_return;
+  }
+  if (writers.size() == 1) co_await commit_one_part(run, *writers[0]);
+  if (run.error.empty()) w_.stats().one_phase_commits_total.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Which parts wrote: as their statement's answer said, else asked of all at once (kXidProbe). A lone part
+// is not asked (it commits plainly either way), and a server too old to answer counts as having written. A
+// part whose answer failed sets the error.
+awaitable<void> ClientSession::sort_parts(WriteRun& run, std::vector<ShardLeg*>& readers,
+                                          std::vector<ShardLeg*>& writers) {
+  run.wrote.resize(run.legs.size(), PartWrote::unknown);
+  std::vector<ShardLeg*> asked;
+  for (size_t i = 0; i < run.legs.size(); ++i)
+    if (run.wrote[i] == PartWrote::unknown && run.legs.size() > 1 && answers_xid_probe(run.legs[i]))
+      asked.push_back(&run.legs[i]);
+  std::vector<QueryAnswer> answers;
+  std::string probe(tp::kXidProbe);
+  co_await run_on_legs(asked, probe, answers);
+  for (size_t i = 0, k = 0; i < run.legs.size(); ++i) {
+    ShardLeg* leg = &run.legs[i];
+    if (k < asked.size() && asked[k] == leg) {
+      const QueryAnswer& a = answers[k++];
+      if (!a.ok()) run.fail(a.error);
+      run.wrote[i] = a.ok() && a.rows.size() == 1 ? wrote_of(a.rows[0]) : PartWrote::yes;
+    }
+    (run.wrote[i] == PartWrote::no ? readers : writers).push_back(leg);
+  }
+}
+
+// COMMIT of the parts that wrote nothing, before any writing part commits or prepares: one that fails (a
+// serialization failure, a broken connection) is the client's error while nothing is committed that matters.
+awaitable<void> ClientSession::commit_readers(WriteRun& run, std::vector<ShardLeg*> readers) {
+  std::vector<QueryAnswer> committed;
+  std::string commit = "COMMIT";
+  co_await run_on_legs(readers, commit, committed);
+  for (size_t i = 0; i < committed.size() && run.error.empty(); ++i) {
+    if (committed[i].ok()) continue;
+    auto f = p::parse_error_fields(committed[i].error);
+    run.fail(error_body(f.code, "pgrouter: COMMIT failed on shard " + std::to_string(readers[i]->shard) +
+                                    ": " + f.message + "; the transaction was rolled back on every shard"));
+  }
+}
+
+// The one part that wrote, committed plainly: one part is atomic by itself. PostgreSQL's error when it rolls
+// the part back at COMMIT (a deferred constraint, a serialization failure) is the client's; a connection
+// that breaks before the answer leaves the outcome unknown, and the client is told so.
+awaitable<void> ClientSession::commit_one_part(WriteRun& run, ShardLeg& leg) {
+  QueryAnswer a;
+  std::string commit = "COMMIT";
+  bool alive = co_await run_on_leg(leg, commit, a);
+  if (alive) {
+    if (!a.ok()) run.fail(a.error);
+    co_return;
+  }
+  log::warn(
+      "a shard's server broke during the COMMIT of the one part that wrote: its outcome is unknown",
+      {{"session", id_}, {"shard", uint64_t(leg.shard)}, {"error", p::parse_error_fields(a.error).message}});
+  run.fail(error_body(kCompletionUnknown,
+                      "pgrouter: shard " + std::to_string(leg.shard) +
+                          "'s server broke before it answered the COMMIT of the only part that wrote: that "
+                          "part may or may not be committed (the other parts wrote nothing)",
+                      "Check whether the write took effect before repeating it."));
+}
+
+awaitable<void> ClientSession::rollback_parts(std::vector<ShardLeg*> parts) {
+  std::vector<ShardLeg*> alive;
+  for (auto* leg : parts)
+    if (!leg->broken) alive.push_back(leg);
+  std::vector<QueryAnswer> ignored;
+  std::string rollback = "ROLLBACK";
+  co_await run_on_legs(alive, rollback, ignored);
+}
+
+// PREPARE on every part, the decision recorded, then COMMIT PREPARED (or ROLLBACK PREPARED) on every part.
+awaitable<void> ClientSession::prepare_and_commit(WriteRun& run, std::vector<ShardLeg*> parts) {
   run.gid = tp::new_gid();
   std::vector<QueryAnswer> prepared;
-  std::vector<ShardLeg*> every = leg_pointers(run.legs);
   std::string prepare = tp::prepare_sql(run.gid);
-  co_await run_on_legs(every, prepare, prepared);
+  co_await run_on_legs(parts, prepare, prepared);
   auto failed = std::find_if(prepared.begin(), prepared.end(), [](auto& a) { return !a.ok(); });
   if (failed != prepared.end()) {
     auto f = p::parse_error_fields(failed->error);
-    int shard = run.legs[size_t(failed - prepared.begin())].shard;
+    int shard = parts[size_t(failed - prepared.begin())]->shard;
     run.fail(error_body(
         f.code, "pgrouter: PREPARE TRANSACTION failed on shard " + std::to_string(shard) + ": " + f.message,
         "A cross-shard write needs max_prepared_transactions above 0 on every shard."));
     std::vector<ShardLeg*> done;
-    for (size_t i = 0; i < run.legs.size(); ++i)
-      if (prepared[i].ok()) done.push_back(&run.legs[i]);
+    for (size_t i = 0; i < parts.size(); ++i)
+      if (prepared[i].ok()) done.push_back(parts[i]);
     std::vector<QueryAnswer> ignored;
     std::string rollback = tp::finish_sql(run.gid, tp::Outcome::abort);
     co_await run_on_legs(done, rollback, ignored);
@@ -161,7 +273,7 @@ awaitable<void> ClientSession::prepare_and_commit(WriteRun& run) {
   }
   // Every leg at once; under the test hook the first alone, then the rest, so it can stop between them.
   std::vector<ShardLeg*> first, rest;
-  for (auto& leg : run.legs) (first.empty() || !tp::crash_points_armed() ? first : rest).push_back(&leg);
+  for (auto* leg : parts) (first.empty() || !tp::crash_points_armed() ? first : rest).push_back(leg);
   std::vector<QueryAnswer> finished, finished_rest;
   std::string finish = tp::finish_sql(run.gid, *outcome);
   co_await run_on_legs(first, finish, finished);
@@ -172,7 +284,7 @@ awaitable<void> ClientSession::prepare_and_commit(WriteRun& run) {
     if (!finished[i].ok())
       log::warn("a shard did not finish its part of a cross-shard write: recovery will",
                 {{"session", id_},
-                 {"shard", uint64_t(run.legs[i].shard)},
+                 {"shard", uint64_t(parts[i]->shard)},
                  {"gid", run.gid},
                  {"error", p::parse_error_fields(finished[i].error).message}});
   if (*outcome == tp::Outcome::commit) {
@@ -325,7 +437,7 @@ awaitable<void> ClientSession::write_across(WriteRun& run) {
   bool opened = co_await open_legs(run.legs, run.need.shards, run.req.length, true, why);
   if (!opened) co_return run.fail(error_body(p::sqlstate::connection_failure, why));
   co_await write_on_legs(run);
-  if (run.error.empty()) co_await prepare_and_commit(run);
+  if (run.error.empty()) co_await commit_across(run);
   define_if_parsed(run.req, run.legs);
   write_done_at_ = routing::steady_ms();  // read-your-writes: as after any write on the primaries
   required_lsn_ = 0;

@@ -11,6 +11,9 @@
 
 namespace pgrouter::session {
 
+// Whether a leg's part wrote (was given a transaction id), as the probe sent behind its statement said.
+enum class PartWrote : char { unknown, no, yes };
+
 struct ClientSession::WriteRun {
   const ScatterRequest& req;
   const sharding::Need& need;
@@ -23,7 +26,8 @@ struct ClientSession::WriteRun {
   std::vector<std::vector<std::string>> rows;  // each leg's DataRows, as messages
   size_t row_bytes = 0;
   std::vector<std::string> tags;
-  std::string error;   // what the client gets instead of the answer (an ErrorResponse body)
+  std::vector<PartWrote> wrote;  // each leg's, when its statement's answer carried it (else asked at commit)
+  std::string error;             // what the client gets instead of the answer (an ErrorResponse body)
   bool begun = false;  // the legs are a coordinated transaction's parts: no BEGIN, no commit of its own
   WriteRun(const ScatterRequest& r, const sharding::Need& n) : req(r), need(n) {}
   void fail(std::string body) {

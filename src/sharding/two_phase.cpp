@@ -42,6 +42,16 @@ std::string new_gid() {
 
 bool is_ours(std::string_view gid) { return gid.starts_with(kGidPrefix); }
 
+// The major version leads server_version ("15.4 (Debian 15.4-1.pgdg120+1)", "17devel"); 9.6's "9" is
+// below 13.
+bool answers_xid_probe(std::string_view server_version) {
+  int major = 0;
+  size_t i = 0;
+  for (; i < server_version.size() && i < 4 && server_version[i] >= '0' && server_version[i] <= '9'; ++i)
+    major = major * 10 + (server_version[i] - '0');
+  return i > 0 && major >= 13;
+}
+
 // gids are made of the prefix, hex digits, digits and '_' (new_gid), and recovery acts only on gids that
 // is_ours() accepts and that contain nothing else, so quoting them as literals needs no escaping.
 std::string prepare_sql(std::string_view gid) { return fmt::format("PREPARE TRANSACTION '{}'", gid); }

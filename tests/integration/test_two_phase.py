@@ -201,6 +201,98 @@ def test_an_error_on_one_shard_rolls_back_every_shard(cluster, pgrouter, tables)
     assert prepared_parts(cluster) == [[], []]
 
 
+def decisions(cluster):
+    """Rows in the decision table on the default shard (0 before its first use)."""
+    with cluster.connect("primary") as c:
+        if c.execute("SELECT to_regclass('public.pgrouter_2pc_decisions')").fetchone()[0] is None:
+            return 0
+        return c.execute("SELECT count(*) FROM pgrouter_2pc_decisions").fetchone()[0]
+
+
+def commit_counts(router):
+    metrics = router.metrics()
+    return (pgr.metric(metrics, "pgrouter_one_phase_commits_total"),
+            pgr.metric(metrics, "pgrouter_two_phase_committed_total"))
+
+
+def test_a_write_across_shards_that_changes_one_shard_commits_in_one_phase(cluster, pgrouter, tables):
+    """Statements of both shards' keys that change rows on shard 0 only, or on none: the parts that wrote
+    nothing commit plainly, and so does the one that wrote; nothing is prepared and no decision recorded."""
+    a, b = tables
+    with cluster.connect("primary") as c:
+        c.execute(f"UPDATE {TABLE} SET v = 'marked' WHERE id = 1")
+    router = pgrouter(config(cluster))
+    before = decisions(cluster)
+    with router.connect(autocommit=True) as c:
+        cur = c.execute(f"UPDATE {TABLE} SET v = 'one' WHERE tenant_id IN ({a}, {b}) AND v = 'marked' "
+                        "RETURNING tenant_id, id", prepare=False)
+        assert cur.statusmessage == "UPDATE 1" and cur.fetchall() == [(a, 1)]
+        cur = c.execute(f"UPDATE {TABLE} SET v = %s WHERE tenant_id IN (%s, %s) AND v = %s", ("two", a, b, "one"))
+        assert cur.statusmessage == "UPDATE 1"
+        assert c.execute(f"DELETE FROM {TABLE} WHERE id = 99").statusmessage == "DELETE 0"  # every shard, no row
+    assert on_shards(cluster, f"SELECT id, v FROM {TABLE} ORDER BY id") == [[(1, "two"), (2, "old")],
+                                                                          [(1, "old"), (2, "old")]]
+    assert decisions(cluster) == before
+    assert prepared_parts(cluster) == [[], []]
+    assert commit_counts(router) == (3, 0)
+
+
+def test_a_write_across_shards_that_changes_several_is_still_two_phase(cluster, pgrouter, tables):
+    a, b = tables
+    router = pgrouter(config(cluster))
+    before = decisions(cluster)
+    with router.connect(autocommit=True) as c:
+        cur = c.execute(f"UPDATE {TABLE} SET v = 'both' WHERE tenant_id IN ({a}, {b}) AND id = 2")
+        assert cur.statusmessage == "UPDATE 2"
+    assert on_shards(cluster, f"SELECT v FROM {TABLE} WHERE id = 2") == [[("both",)], [("both",)]]
+    assert decisions(cluster) == before + 1
+    assert prepared_parts(cluster) == [[], []]
+    assert commit_counts(router) == (0, 1)
+
+
+def test_a_transaction_across_shards_that_wrote_on_one_commits_in_one_phase(cluster, pgrouter, tables):
+    a, b = tables
+    router = pgrouter(config(cluster))
+    before = decisions(cluster)
+    with router.connect(autocommit=False) as c:  # writes on shard 0, then reads on shard 1
+        c.execute(f"UPDATE {TABLE} SET v = 'w0' WHERE tenant_id = {a} AND id = 1", prepare=False)
+        assert c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = {b} AND id = 1",
+                         prepare=False).fetchone() == ("old",)
+        c.commit()
+    with router.connect(autocommit=False) as c:  # reads on shard 0, then writes on shard 1 (extended protocol)
+        assert c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = %s AND id = 1", (a,)).fetchone() is not None
+        c.execute(f"UPDATE {TABLE} SET v = %s WHERE tenant_id = %s AND id = 2", ("w1", b))
+        c.commit()
+    with router.connect(autocommit=False) as c:  # reads only
+        c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = %s", (a,)).fetchall()
+        c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = %s", (b,)).fetchall()
+        c.commit()
+    assert on_shards(cluster, f"SELECT id, v FROM {TABLE} ORDER BY id") == [[(1, "w0"), (2, "old")],
+                                                                          [(1, "old"), (2, "w1")]]
+    assert decisions(cluster) == before
+    assert prepared_parts(cluster) == [[], []]
+    assert commit_counts(router) == (3, 0)
+    assert pgr.metric(router.metrics(), "pgrouter_shard_transactions_across_total") == 3
+
+
+def test_the_one_writing_part_failing_at_commit_fails_the_transaction(cluster, pgrouter, tables):
+    """A deferred unique constraint on shard 0 is checked at its COMMIT: the client gets PostgreSQL's 23505 for
+    its COMMIT, as from one server, and nothing is committed (shard 1's part, which only read, committed first)."""
+    a, b = tables
+    with cluster.connect("primary") as c:
+        c.execute(f"ALTER TABLE {TABLE} ADD CONSTRAINT tp_once UNIQUE (tenant_id, id) DEFERRABLE INITIALLY DEFERRED")
+    router = pgrouter(config(cluster))
+    with router.connect(autocommit=False) as c:
+        c.execute(f"INSERT INTO {TABLE} (tenant_id, id, v) VALUES ({a}, 1, 'dup')", prepare=False)
+        c.execute(f"SELECT v FROM {TABLE} WHERE tenant_id = {b}", prepare=False).fetchall()
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            c.commit()
+        assert c.execute(f"SELECT count(*) FROM {TABLE} WHERE tenant_id = {a}").fetchone() == (2,)
+    assert on_shards(cluster, f"SELECT count(*) FROM {TABLE} WHERE v = 'dup'") == [[(0,)], [(0,)]]
+    assert prepared_parts(cluster) == [[], []]
+    assert commit_counts(router) == (0, 0)
+
+
 def test_writes_across_shards_that_cannot_run_are_refused(cluster, pgrouter, tables):
     a, b = tables
     router = pgrouter(config(cluster))

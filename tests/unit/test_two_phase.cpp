@@ -47,3 +47,14 @@ TEST_CASE("the shards' command tags combine as one server's would") {
   CHECK_FALSE(combined_tag({"ALTER TABLE", "UPDATE 1"}).has_value());
   CHECK_FALSE(combined_tag({}).has_value());
 }
+
+TEST_CASE("the write probe is asked only of servers that answer it") {
+  CHECK(answers_xid_probe("15.4 (Debian 15.4-1.pgdg120+1)"));
+  CHECK(answers_xid_probe("13.0"));
+  CHECK(answers_xid_probe("17devel"));
+  CHECK_FALSE(answers_xid_probe("12.17"));
+  CHECK_FALSE(answers_xid_probe("9.6.24"));
+  CHECK_FALSE(answers_xid_probe(""));
+  CHECK_FALSE(answers_xid_probe("x15"));
+  CHECK(kXidProbe.find("pg_current_xact_id_if_assigned()") != std::string_view::npos);
+}

@@ -108,6 +108,7 @@ struct WorkerStats {
   Counter two_phase_committed_total{0};   // cross-shard writes committed on every shard (two-phase commit)
   Counter two_phase_aborted_total{0};     // ... rolled back after PREPARE (a recovery decided first)
   Counter two_phase_in_doubt_total{0};    // ... whose decision could not be confirmed (left to recovery)
+  Counter one_phase_commits_total{0};     // ... and transactions across shards: one part (or none) wrote
   Counter two_phase_recovered_committed_total{0};  // prepared parts committed by recovery
   Counter two_phase_recovered_aborted_total{0};    // prepared parts rolled back by recovery
   Counter shard_scatters_total{0};                 // cross-shard reads run on several shards and merged

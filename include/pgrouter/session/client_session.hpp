@@ -427,7 +427,8 @@ class ClientSession {
   void cancel_unfinished_legs(std::vector<ShardLeg>& legs);
   // Cross-shard writes (client_two_phase.cpp): a request of scatter_request()'s shapes, outside a
   // transaction, whose one statement writes on several shards, run on each shard's primary in a transaction
-  // and committed on all or none by two-phase commit (decision record: sharding/two_phase.hpp).
+  // and committed on all or none: plainly when at most one part wrote, else by two-phase commit (decision
+  // record: sharding/two_phase.hpp).
   bool writes_across_allowed() const;
   awaitable<bool> run_write_across(const ScatterRequest& req, const sharding::Need& need);
   struct WriteRun;
@@ -435,13 +436,19 @@ class ClientSession {
   bool split_write(WriteRun& run);
   void define_if_parsed(const ScatterRequest& req, const std::vector<ShardLeg>& legs);
   awaitable<void> write_on_legs(WriteRun& run);
-  awaitable<void> prepare_and_commit(WriteRun& run);
+  awaitable<void> read_write_answers(WriteRun& run, size_t i, int from, int answers);
+  awaitable<void> commit_across(WriteRun& run);
+  awaitable<void> sort_parts(WriteRun& run, std::vector<ShardLeg*>& readers, std::vector<ShardLeg*>& writers);
+  awaitable<void> commit_readers(WriteRun& run, std::vector<ShardLeg*> readers);
+  awaitable<void> commit_one_part(WriteRun& run, ShardLeg& leg);
+  awaitable<void> rollback_parts(std::vector<ShardLeg*> parts);
+  awaitable<void> prepare_and_commit(WriteRun& run, std::vector<ShardLeg*> parts);
   awaitable<std::optional<sharding::two_phase::Outcome>> decide(WriteRun& run);
   void answer_write(WriteRun& run, std::string& out);
   awaitable<bool> send_write_answer(WriteRun& run);  // answer_write and ReadyForQuery 'I'; false: client gone
   // Transactions across shards (client_coordinated.cpp): when a request of an open transaction needs
   // another shard, the transaction's server leaves the relay and the session runs each later request on its
-  // shard's server itself, up to a COMMIT by two-phase commit or a ROLLBACK.
+  // shard's server itself, up to a COMMIT (commit_across) or a ROLLBACK.
   struct Coordinated;
   struct CoordinatedPtr {  // (owns it; Coordinated is complete only in client_coordinated.cpp)
     Coordinated* p = nullptr;

@@ -8,6 +8,9 @@
 // no row for it inserts 'abort'. Whoever loses reads the winner's outcome, so the coordinator and any
 // number of recovering pgrouter instances agree, and every participant is committed or rolled back as that
 // row says. No row and no coordinator means no commit was ever promised: recovery aborts (presumed abort).
+//
+// Only parts that wrote take part in it: each part is first asked whether it was given a transaction id
+// (kXidProbe); the parts that were not commit plainly, and a lone part that was commits plainly too.
 #pragma once
 #include <chrono>
 #include <optional>
@@ -30,6 +33,12 @@ constexpr std::chrono::minutes kKeepDecisions{10};
 // A new gid: the prefix, this process's random instance id and a counter.
 std::string new_gid();
 bool is_ours(std::string_view gid);
+
+// Whether a shard's part wrote anything: one row, NULL when no transaction id was assigned (nothing
+// inserted, updated, deleted or locked, no DDL). PostgreSQL 13 and later.
+constexpr std::string_view kXidProbe = "SELECT pg_catalog.pg_current_xact_id_if_assigned()";
+// Whether a server of this server_version (as its ParameterStatus reports it) answers kXidProbe.
+bool answers_xid_probe(std::string_view server_version);
 
 std::string prepare_sql(std::string_view gid);
 std::string finish_sql(std::string_view gid, Outcome o);  // COMMIT PREPARED / ROLLBACK PREPARED
