@@ -167,15 +167,16 @@ void ClientSession::note_transaction_step(char type, std::string_view body) {
   }
   if (type != fe::kQuery && type != fe::kBind) return;
   bool alone = pending_ == 0 && !batch_executes_;
-  if (alone && client_tx_status_ == 'I') tx_replay_.clear();
+  bool starts_outside = alone && client_tx_status_ == 'I';
+  if (starts_outside) tx_replay_.clear();
+  // A Bind that starts a request outside a transaction leaves nothing to replay (SAVEPOINT fails there, SET
+  // LOCAL ends with its implicit transaction): the statement's text is not even looked up, as that is every
+  // transaction's first Bind.
+  if (starts_outside && type == fe::kBind) return;
   size_t pos = 0;
   std::optional<std::string_view> text;
-  if (type == fe::kQuery) {
-    text = p::read_cstring(body, pos);
-  } else if (auto portal = p::read_cstring(body, pos)) {
-    auto stmt = p::read_cstring(body, pos);
-    if (stmt) text = tracker_->statement_query(std::string(*stmt));
-  }
+  if (type == fe::kQuery) text = p::read_cstring(body, pos);
+  if (type == fe::kBind) text = bound_statement_text(body);
   if (!text) return;
   if (type == fe::kQuery && several_statements(*text)) {
     for (auto one : sql::split_statements(*text))
@@ -225,11 +226,7 @@ bool ClientSession::coordination_wanted(const char* d, size_t n) {
   size_t pos = 0;
   std::optional<std::string_view> sql;
   if (type == fe::kQuery) sql = p::read_cstring(body, pos);
-  if (type == fe::kBind && need.kind == Need::Kind::write_across) {  // a statement prepared before: its text
-    auto portal = p::read_cstring(body, pos);
-    auto name = portal ? p::read_cstring(body, pos) : std::nullopt;
-    if (name) sql = tracker_->statement_query(std::string(*name));
-  }
+  if (type == fe::kBind && need.kind == Need::Kind::write_across) sql = bound_statement_text(body);
   if (!leaves_shard(need, sql.value_or(std::string_view()))) return false;
   return !(sql && executes_prepared(*sql));
 }

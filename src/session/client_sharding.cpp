@@ -118,6 +118,14 @@ Need ClientSession::explicit_shard(std::optional<int>& shard) {
                        "SET pgrouter.shard_key to a value of the database's sharding.key_type, or RESET it.");
 }
 
+std::optional<std::string_view> ClientSession::bound_statement_text(std::string_view bind) const {
+  size_t pos = 0;
+  auto portal = p::read_cstring(bind, pos);
+  auto stmt = portal ? p::read_cstring(bind, pos) : std::nullopt;
+  if (!stmt || !tracker_) return std::nullopt;
+  return tracker_->statement_query(std::string(*stmt));
+}
+
 Need ClientSession::shard_need(char type, std::string_view body, std::string_view parsed_text) {
   auto* map = shard_map();
   size_t pos = 0;
@@ -132,12 +140,7 @@ Need ClientSession::shard_need(char type, std::string_view body, std::string_vie
     params = sharding::BoundParams::from_bind(body);
     if (!params) return Need::any_shard();  // malformed: the server says so
     bound = &*params;
-    if (parsed_text.data()) {
-      text = parsed_text;
-    } else if (auto portal = p::read_cstring(body, pos)) {
-      auto stmt = p::read_cstring(body, pos);
-      if (stmt && tracker_) text = tracker_->statement_query(std::string(*stmt));
-    }
+    text = parsed_text.data() ? parsed_text : bound_statement_text(body);
   }
   if (!text) return Need::any_shard();  // malformed, or no such statement: the server's error
   const auto& t = map->target(*text);
@@ -287,11 +290,8 @@ std::optional<std::string> ClientSession::begin_only(const char* d, size_t n) {
     // tracker prepares the statement again wherever it is bound.
     if (type == fe::kSync || type == fe::kDescribe || type == fe::kParse) return true;
     if (type == fe::kExecute) return ++runs, true;
-    if (type == fe::kBind && text.data() == nullptr && tracker_) {
-      size_t pos = 0;
-      auto portal = p::read_cstring(body, pos);
-      auto stmt = portal ? p::read_cstring(body, pos) : std::nullopt;
-      if (auto known = stmt ? tracker_->statement_query(std::string(*stmt)) : std::nullopt) text = *known;
+    if (type == fe::kBind && text.data() == nullptr) {
+      if (auto known = bound_statement_text(body)) text = *known;
     }
     if ((type != fe::kQuery && type != fe::kBind) || text.data() == nullptr) {
       other = true;

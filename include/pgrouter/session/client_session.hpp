@@ -478,6 +478,8 @@ class ClientSession {
   }
   bool coordination_wanted(const char* d, size_t n);
   bool leaves_shard(const sharding::Need& need, std::string_view sql);
+  // The text of the client's statement a Bind runs, as the tracker knows it (nullopt: malformed, unknown).
+  std::optional<std::string_view> bound_statement_text(std::string_view bind) const;
   bool executes_prepared(std::string_view sql) const;  // SQL EXECUTE of one of the client's statements
   awaitable<bool> take_server_for_coordination();
   void keep_server_for_coordination();
