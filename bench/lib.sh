@@ -165,7 +165,8 @@ HAP
 # The database's replicas are the ports in PGROUTER_REPLICA_PORTS (space-separated; set but empty: none), by default
 # every replica start_replica made; PGROUTER_ROUTING, if set, is the database's routing: value as YAML flow
 # ("{read_from: any, probe_interval: 100ms}"); PGROUTER_UNNAMED, if set, is pool.unnamed_statements (pass|prepare);
-# PGROUTER_SHARD_PORTS, if set, are more shards (their primaries' ports) and PGROUTER_SHARDING the database's sharding:
+# PGROUTER_SHARD_PORTS, if set, are more shards (their primaries' ports, or PORT/DBNAME for a shard that is another
+# database of a server) and PGROUTER_SHARDING the database's sharding:
 # value as YAML flow.
 start_pgrouter() {
   if [ ! -x "$PGROUTER_BIN" ]; then
@@ -180,8 +181,10 @@ start_pgrouter() {
     replicas+="${replicas:+, }{host: 127.0.0.1, port: $port}"
   done
   local more_shards=""
-  for port in ${PGROUTER_SHARD_PORTS:-}; do
-    more_shards+="      - primary: {host: 127.0.0.1, port: $port}"$'\n'
+  local shard
+  for shard in ${PGROUTER_SHARD_PORTS:-}; do  # PORT, or PORT/DBNAME: a shard that is a database of its own
+    more_shards+="      - primary: {host: 127.0.0.1, port: ${shard%%/*}}"$'\n'
+    [[ $shard == */* ]] && more_shards+="        dbname: ${shard#*/}"$'\n'
   done
   cat >"$W/$name.yaml" <<YAML
 version: 1

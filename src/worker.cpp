@@ -200,7 +200,8 @@ pool::PoolSettings Worker::settings_for(const control::DatabaseConfig& db, const
   s.target.port = ep.port;
   s.weight = ep.weight;
   s.health = rt_.health.get(ep.host, ep.port);
-  s.target.dbname = db.dbname.empty() ? db.name : db.dbname;
+  s.target.dbname = db.server_dbname(size_t(shard_index));
+  if (s.target.dbname.empty()) s.target.dbname = db.name;
   s.target.user = user.backend_user.empty() ? user.name : user.backend_user;
   s.target.password = user.backend_password.empty() ? user.password : user.backend_password;
   s.target.md5_hash = user.backend_md5_hash;

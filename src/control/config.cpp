@@ -130,7 +130,8 @@ const Section<ShardConfig>& shard_section() {
       "in a shard",
       {section_key("primary", &ShardConfig::primary, endpoint_section, kReloadable),
        list_key("replicas", &ShardConfig::replicas, endpoint_section, 0),
-       list_key("hosts", &ShardConfig::hosts, endpoint_section, 1)},
+       list_key("hosts", &ShardConfig::hosts, endpoint_section, 1),
+       string_key("dbname", &ShardConfig::dbname, kReloadable, non_empty)},
       [](Loader& l, const Field& f, ShardConfig& shard) {
         if (!f.value.IsMap()) return;
         bool fixed = f.value["primary"].IsDefined(), automatic = f.value["hosts"].IsDefined();
@@ -531,6 +532,22 @@ Key<S> lookup_key(std::string_view name, AuthLookup S::*lookup, std::string Auth
           }};
 }
 
+// Two shards that are one database of one server would each be given the other's rows.
+void check_distinct_shards(Loader& l, const Field& f, const DatabaseConfig& db) {
+  std::map<std::string, size_t> seen;
+  for (size_t i = 0; i < db.shards.size(); ++i) {
+    const auto& ep = db.shards[i].primary;
+    if (ep.host.empty()) continue;  // already reported
+    auto key = util::host_port(ep.host, ep.port) + "/" + db.server_dbname(i);
+    auto [it, fresh] = seen.emplace(key, i);
+    if (!fresh)
+      l.error_at(f.value["shards"][i].Mark(),
+                 fmt::format("shards {} and {} are the same database ({}): give one of them its own 'dbname' "
+                             "or server",
+                             it->second, i, key));
+  }
+}
+
 const Section<DatabaseConfig>& database_section() {
   static const Section<DatabaseConfig> section{
       "in a databases entry",
@@ -562,8 +579,13 @@ const Section<DatabaseConfig>& database_section() {
                        "client names");
           if (db.shards.size() > 1)
             l.error_at(f.value["shards"].Mark(), "the fallback database \"*\" must have one shard");
+          else if (db.shards.size() == 1 && !db.shards[0].dbname.empty())
+            l.error_at(f.value["shards"][0]["dbname"].Mark(),
+                       "the fallback database \"*\" cannot have a dbname: it connects to the database each "
+                       "client names");
         }
         if (db.dbname.empty()) db.dbname = db.name;
+        check_distinct_shards(l, f, db);
       }};
   return section;
 }

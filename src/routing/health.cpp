@@ -84,18 +84,20 @@ void HealthMonitor::update(const control::Config& config) {
         db.routing.probe_user.empty() ? nullptr : config.find_user(db.routing.probe_user);
     if (!user && !config.users.empty()) user = &config.users.front();
     if (!user) continue;
-    std::vector<control::Endpoint> endpoints;
-    for (const auto& shard : db.shards) {
+    std::vector<std::pair<control::Endpoint, std::string>> endpoints;  // with the shard's database name
+    for (size_t i = 0; i < db.shards.size(); ++i) {
+      const auto& shard = db.shards[i];
       if (shard.replicas.empty() && !shard.auto_roles) continue;  // nothing to route between: no probes
-      endpoints.push_back(shard.primary);
-      endpoints.insert(endpoints.end(), shard.replicas.begin(), shard.replicas.end());
+      const auto& dbname = db.name == control::kFallbackDatabase ? "postgres" : db.server_dbname(i);
+      endpoints.emplace_back(shard.primary, dbname);
+      for (const auto& r : shard.replicas) endpoints.emplace_back(r, dbname);
     }
     if (endpoints.empty()) continue;
     interval = std::min(interval, std::chrono::milliseconds(db.routing.probe_interval.count()));
-    for (const auto& ep : endpoints) {
+    for (const auto& [ep, dbname] : endpoints) {
       std::string conninfo =
-          "host=" + conn_value(ep.host) + " port=" + std::to_string(ep.port) + " dbname=" +
-          conn_value(db.name == control::kFallbackDatabase ? std::string("postgres") : db.dbname) +
+          "host=" + conn_value(ep.host) + " port=" + std::to_string(ep.port) +
+          " dbname=" + conn_value(dbname) +
           " user=" + conn_value(user->backend_user.empty() ? user->name : user->backend_user) + " password=" +
           conn_value(user->backend_password.empty() ? user->password : user->backend_password) +
           " connect_timeout=2 application_name='pgrouter probe' options='-c statement_timeout=2000'" +

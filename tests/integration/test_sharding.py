@@ -328,3 +328,71 @@ def test_shard_map_reload_under_pgbench_loses_nothing(cluster, pgrouter, tmp_pat
     assert processed and int(processed[0].split(":")[1].strip()) > 100, out
     assert pgr.metric(router.metrics(), "pgrouter_config_reload_failures_total") == 0
     assert pgr.metric(router.metrics(), "pgrouter_shard_refused_total") in (None, 0)
+
+
+def test_shards_as_databases_of_one_server(cluster, pgrouter):
+    """A shard's own `dbname`: shard 0 is database app of the shard1 server, shard 1 database pgr_s1 of the
+    primary (with its replica). The database entry's own dbname exists nowhere, so every connection, probes
+    included, must use its shard's name: rows land by hash in the right database, keyed reads of shard 1 go to
+    its replica (found healthy by probing pgr_s1), and a scatter sees the rows of both databases."""
+    with cluster.connect("primary", dbname="postgres", autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS pgr_s1")
+        c.execute("CREATE DATABASE pgr_s1")
+    places = [("shard1", "app"), ("primary", "pgr_s1")]
+    for server, dbname in places:
+        with cluster.connect(server, dbname=dbname) as c:
+            c.execute("DROP TABLE IF EXISTS sh_db, sh_db_hp")
+            c.execute("CREATE TABLE sh_db (tenant_id bigint NOT NULL, v text)")
+            c.execute("GRANT ALL ON sh_db TO PUBLIC")
+            c.execute("CREATE TABLE sh_db_hp (k bigint) PARTITION BY HASH (k)")
+    router = pgrouter({
+        "pool": {"mode": "transaction"},
+        "databases": [{
+            "name": "app",
+            "dbname": "pgr_no_such_database",
+            "shards": [{"primary": cluster.endpoint("shard1"), "dbname": "app"},
+                       {"primary": cluster.endpoint("primary"), "replicas": [cluster.endpoint("replica")],
+                        "dbname": "pgr_s1"}],
+            "routing": {"probe_interval": "100ms"},
+            "sharding": {"tables": {"sh_db": "tenant_id"}},
+        }],
+    })
+    keys = list(range(-20, 21))
+    with router.connect() as c:
+        for k in keys:
+            c.execute("INSERT INTO sh_db (tenant_id, v) VALUES (%s, %s)", (k, f"v{k}"))
+    counts = []
+    for i, (server, dbname) in enumerate(places):
+        with cluster.connect(server, dbname=dbname) as c:
+            counts.append(c.execute("SELECT count(*) FROM sh_db").fetchone()[0])
+            bad = c.execute("SELECT tenant_id FROM sh_db WHERE NOT satisfies_hash_partition("
+                            f"'sh_db_hp'::regclass, 2, {i}, tenant_id)").fetchall()
+            assert bad == [], (server, dbname)
+    assert sum(counts) == len(keys) and min(counts) > 0, counts
+    with cluster.connect("primary", dbname="pgr_s1") as p:
+        lsn = p.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+    deadline = time.monotonic() + 60
+    with cluster.connect("replica", dbname="pgr_s1", autocommit=True) as r:
+        while not r.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    replica = f"{pgr.HOST}:{cluster.replica_port}"
+    deadline = time.monotonic() + 10
+    def backend_gauge(name):
+        return pgr.metric(router.metrics(), f'{name}{{backend="{replica}"}}')
+
+    while backend_gauge("pgrouter_backend_probed") != 1:
+        assert time.monotonic() < deadline, "the replica of shard 1 was never probed in its own database"
+        time.sleep(0.1)
+    assert backend_gauge("pgrouter_backend_up") == 1
+    with router.connect() as c:
+        in_recovery = {}
+        for k in keys:
+            v, rec = c.execute("SELECT v, pg_is_in_recovery() FROM sh_db WHERE tenant_id = %s", (k,)).fetchone()
+            assert v == f"v{k}"
+            in_recovery.setdefault(rec, 0)
+            in_recovery[rec] += 1
+        assert in_recovery.get(True, 0) > 0, "no keyed read reached shard 1's replica"
+        assert c.execute("SELECT count(*) FROM sh_db").fetchone()[0] == len(keys)
+    with cluster.connect("primary", dbname="postgres", autocommit=True) as c:
+        c.execute("DROP DATABASE pgr_s1 WITH (FORCE)")

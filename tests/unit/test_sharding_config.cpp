@@ -263,3 +263,32 @@ TEST_CASE("sharding: table and column names must be identifiers") {
   CHECK(has_error(r, kBody, "at most 63 bytes"));
   CHECK(load(with_sharding("      tables: {" + std::string(63, 'x') + ": id}\n")).ok());
 }
+
+TEST_CASE("sharding: shards as databases of one server, each named by its dbname") {
+  auto r = load(
+      "version: 1\ndatabases:\n  - name: app\n    dbname: app_main\n    shards:\n"
+      "      - primary: {host: db0}\n"
+      "      - primary: {host: db0}\n        dbname: app_shard1\n"
+      "      - primary: {host: db1}\n"
+      "    sharding: {tables: {users: tenant_id}}\n"
+      "users:\n  - name: app\n    password: secret\n");
+  REQUIRE_MESSAGE(r.ok(), all_errors(r));
+  const auto& db = r.config->databases.at(0);
+  CHECK(db.server_dbname(0) == "app_main");
+  CHECK(db.server_dbname(1) == "app_shard1");
+  CHECK(db.server_dbname(2) == "app_main");  // another server: the database's own name
+}
+
+TEST_CASE("sharding: two shards that are one database of one server are refused") {
+  auto r = load(
+      "version: 1\ndatabases:\n  - name: app\n    shards:\n"
+      "      - primary: {host: db0}\n        dbname: s\n"
+      "      - primary: {host: db0, port: 5432}\n        dbname: s\n"
+      "users:\n  - name: app\n    password: secret\n");
+  CHECK(has_error(r, 7, "shards 0 and 1 are the same database (db0:5432/s)"));
+  auto fallback = load(
+      "version: 1\ndatabases:\n  - name: '*'\n    shards:\n"
+      "      - primary: {host: db0}\n        dbname: s\n"
+      "users:\n  - name: app\n    password: secret\n");
+  CHECK(has_error(fallback, 6, "the fallback database \"*\" cannot have a dbname"));
+}

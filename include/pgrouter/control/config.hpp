@@ -38,6 +38,9 @@ struct ShardConfig {
   std::vector<Endpoint> replicas;
   std::vector<Endpoint> hosts;  // as written in the config (role: auto); empty with fixed roles
   bool auto_roles = false;
+  // The database's name on this shard's servers (empty: the database's dbname), so several shards can be
+  // databases of one server.
+  std::string dbname;
   size_t backends() const { return replicas.size() + 1; }
   const Endpoint& backend(size_t i) const { return i == 0 ? primary : replicas.at(i - 1); }
 };
@@ -145,6 +148,9 @@ struct DatabaseConfig {
   RoutingConfig routing;
   ShardingConfig sharding;  // used when shards.size() > 1
   AuthLookup auth;          // overrides auth_sources' keys for this database
+  const std::string& server_dbname(size_t shard) const {
+    return shards.at(shard).dbname.empty() ? dbname : shards.at(shard).dbname;
+  }
 };
 // The fallback entry: clients asking for a database not listed get the same-named database on its server.
 constexpr std::string_view kFallbackDatabase = "*";
