@@ -78,15 +78,27 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[i
 spread() { tr ' ' '\n' | grep -v '^$' | sort -n | awk 'NR==1{lo=$1} {hi=$1} END {print lo "-" hi}'; }
 routed=$(curl -sf "http://127.0.0.1:$SHARDED_ADMIN/metrics" | awk '$1 == "pgrouter_shard_routed_total" {print $2}')
 echo
-echo "| protocol | unsharded tps (median, min-max) | sharded, one server | two_servers | sharded / unsharded | two_servers / unsharded |"
+# Per-round ratios (the configs of a round ran within a minute of each other): their median and spread are
+# less moved by the host's slow drifts than a ratio of medians.
+round_ratios() {  # round_ratios CFG PROTO: "r1 r2 ..." of CFG/unsharded
+  local -a ua ca
+  read -r -a ua <<<"${TPS[unsharded,$2]}"
+  read -r -a ca <<<"${TPS[$1,$2]}"
+  for i in "${!ua[@]}"; do echo "${ca[$i]} ${ua[$i]}" | awk '$2 > 0 {printf "%.3f ", $1 / $2}'; done
+}
+echo "| protocol | unsharded tps (median, min-max) | sharded, one server | two_servers | sharded / unsharded (ratio of medians; per-round median, min-max) | two_servers / unsharded |"
 echo "|---|---|---|---|---|---|"
 for proto in $PROTOCOLS; do
   u=$(echo "${TPS[unsharded,$proto]}" | median)
   s=$(echo "${TPS[sharded,$proto]}" | median)
   t=$(echo "${TPS[two_servers,$proto]}" | median)
-  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %.2f | %.2f |\n' "$proto" \
+  rs=$(round_ratios sharded "$proto")
+  rt=$(round_ratios two_servers "$proto")
+  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %.2f; %s (%s) | %.2f; %s (%s) |\n' "$proto" \
     "$u" "$(echo "${TPS[unsharded,$proto]}" | spread)" "$s" "$(echo "${TPS[sharded,$proto]}" | spread)" \
-    "$t" "$(echo "${TPS[two_servers,$proto]}" | spread)" "$(echo "$s / $u" | bc -l)" "$(echo "$t / $u" | bc -l)"
+    "$t" "$(echo "${TPS[two_servers,$proto]}" | spread)" \
+    "$(echo "$s / $u" | bc -l)" "$(echo "$rs" | median)" "$(echo "$rs" | spread)" \
+    "$(echo "$t / $u" | bc -l)" "$(echo "$rt" | median)" "$(echo "$rt" | spread)"
 done
 echo
 echo "T=$T ROUNDS=$ROUNDS C=$C POOL_SIZE=$POOL_SIZE workers=$PGROUTER_WORKERS; sharded transactions routed by key: ${routed:-?}"
