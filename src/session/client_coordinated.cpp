@@ -232,10 +232,10 @@ bool ClientSession::coordination_wanted(const char* d, size_t n) {
 }
 
 // Whether a statement of the open transaction needs another shard than its own: one other shard, or
-// several (a COPY FROM, whose data would follow as requests of their own, is refused where it is).
+// several.
 bool ClientSession::leaves_shard(const Need& need, std::string_view sql) {
   if (need.kind == Need::Kind::one) return need.shard != shard_;
-  if (need.kind == Need::Kind::write_across) return !sql.empty() && !shard_map()->target(sql).copy_from;
+  if (need.kind == Need::Kind::write_across) return !sql.empty();
   // (A read that cannot be merged is refused there, with what it is that cannot be merged.)
   return need.kind == Need::Kind::scatter && scatter_allowed();
 }
@@ -512,10 +512,6 @@ std::string ClientSession::coordinated_check(std::optional<ScatterRequest>& req,
                       "supported",
                       "Use SET LOCAL inside the transaction (every shard it reaches gets it), or SET the "
                       "setting before BEGIN.");
-  if (shard_map()->target(req->sql).copy_from)  // (its data would come as requests of their own)
-    return error_body(p::sqlstate::feature_not_supported,
-                      "pgrouter: COPY FROM inside a transaction across shards is not supported",
-                      "Run the COPY outside the transaction, or keep the transaction on one shard key.");
   if (executes_prepared(req->sql))
     return error_body(p::sqlstate::feature_not_supported,
                       "pgrouter: SQL EXECUTE inside a transaction across shards is not supported",
@@ -535,8 +531,9 @@ std::string ClientSession::coordinated_check(std::optional<ScatterRequest>& req,
                     "Name one shard key per statement inside the transaction.");
 }
 
-// One request of the coordinated transaction, at the start of client_buf_ (`length` bytes).
-awaitable<bool> ClientSession::coordinated_request(size_t length) {
+// One request of the coordinated transaction, at the start of client_buf_ (`length` bytes; set to 0 when
+// the request consumed itself, as a COPY does before its data is read).
+awaitable<bool> ClientSession::coordinated_request(size_t& length) {
   if (auto prepare = prepare_only(client_buf_.data(), length)) {
     bool ok = co_await coordinated_prepare(*prepare);
     co_return ok;
@@ -570,6 +567,13 @@ awaitable<bool> ClientSession::coordinated_request(size_t length) {
   }
   if (error.empty() && route.need.kind == Need::Kind::scatter) {
     bool ok = co_await coordinated_scatter(*req, route.need);
+    co_return ok;
+  }
+  bool copy_in = error.empty() && shard_map()->target(req->sql).copy_from &&
+                 (route.need.kind == Need::Kind::write_across || route.need.kind == Need::Kind::one);
+  if (copy_in) {
+    length = 0;
+    bool ok = co_await coordinated_copy(*req, route.need);
     co_return ok;
   }
   if (error.empty() && route.need.kind == Need::Kind::write_across) {
@@ -665,11 +669,14 @@ awaitable<bool> ClientSession::coordinate_from_begin(const ScatterRequest& req, 
   if (tracker_ && hold_servers_) tracker_->client_pinned();  // (its servers are all its own)
   w_.stats().shard_transactions_across_total.fetch_add(1, std::memory_order_relaxed);
   bool alive = false;
-  if (need.kind == Need::Kind::scatter)
+  bool copy_in = shard_map()->target(req.sql).copy_from;
+  if (copy_in)
+    alive = co_await coordinated_copy(req, need);  // (consumes the request itself)
+  else if (need.kind == Need::Kind::scatter)
     alive = co_await coordinated_scatter(req, need);
   else
     alive = co_await coordinated_write(req, need);
-  client_buf_.consume(req.length);
+  if (!copy_in) client_buf_.consume(req.length);
   if (alive) alive = co_await coordinate_transaction();
   if (coord_.get()) {
     release_legs(coord_.get()->legs, true);

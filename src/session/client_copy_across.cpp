@@ -3,6 +3,8 @@
 // the client gets one CopyInResponse; its data is cut into rows (sharding/copy_rows.hpp) and each row sent
 // to its shard; at its CopyDone the shards' parts are committed on all or none by two-phase commit, as any
 // cross-shard write (client_two_phase.cpp), and the client gets one "COPY n" with the shards' rows summed.
+// Inside a transaction coordinated across shards (client_coordinated.cpp) the COPY runs on the
+// transaction's parts instead, and is committed or rolled back with the transaction.
 #include <cstdio>
 #include <map>
 
@@ -81,13 +83,16 @@ awaitable<void> ClientSession::copy_flush(CopyRun& run, size_t at_least) {
   }
 }
 
-// BEGIN and the COPY on every leg, each read up to its CopyInResponse (or its error and ReadyForQuery).
+// BEGIN (unless the legs are a transaction's parts, begun already) and the COPY on every leg, each read up
+// to its CopyInResponse (or its error and ReadyForQuery).
 awaitable<bool> ClientSession::copy_start(WriteRun& run, std::string& copy_in) {
   std::string bytes;
-  p::append_query(bytes, "BEGIN");
+  if (!run.begun) p::append_query(bytes, "BEGIN");
   p::append_query(bytes, run.req.sql);
+  int readies_when_failed = run.begun ? 1 : 2;
   for (auto& leg : run.legs) {
     std::string b = bytes;
+    leg.ready = leg.done = false;
     bool sent = co_await leg.send(std::move(b));
     if (sent) running_legs_.add(leg.server.get());  // until copy_finish has its answer
   }
@@ -97,7 +102,7 @@ awaitable<bool> ClientSession::copy_start(WriteRun& run, std::string& copy_in) {
     for (int ready = 0; !leg.broken;) {
       bool read = co_await leg.read(type, body);
       if (!read) break;
-      if (type == be::kReadyForQuery && ++ready == 2) break;  // the COPY failed
+      if (type == be::kReadyForQuery && ++ready == readies_when_failed) break;  // the COPY failed
       if (type == be::kReadyForQuery) leg.ready = leg.done = false;
       if (type == be::kCopyInResponse) {
         if (copy_in.empty()) copy_in = body;
@@ -173,7 +178,7 @@ awaitable<bool> ClientSession::copy_rows_in(WriteRun& run, CopyRun& copy, shardi
 }
 
 // Ends every leg's COPY (CopyDone, or CopyFail with `fail_reason`) and reads its answer; on any error every
-// leg rolls back, else the parts are committed on all or none.
+// leg rolls back, else the parts are committed on all or none (a transaction's parts: both wait for its end).
 awaitable<void> ClientSession::copy_finish(WriteRun& run, CopyRun& copy, std::string fail_reason) {
   if (fail_reason.empty()) co_await copy_flush(copy, 0);
   std::vector<QueryAnswer> answers(run.legs.size());
@@ -195,6 +200,7 @@ awaitable<void> ClientSession::copy_finish(WriteRun& run, CopyRun& copy, std::st
   }
   for (auto& leg : run.legs) running_legs_.remove(leg.server.get());
   if (const auto* e = first_leg_error(run.legs)) run.fail(*e);
+  if (run.begun) co_return;
   if (run.error.empty()) {
     co_await commit_across(run);
     co_return;
@@ -202,17 +208,11 @@ awaitable<void> ClientSession::copy_finish(WriteRun& run, CopyRun& copy, std::st
   co_await rollback_legs(run.legs);
 }
 
-// The COPY on every shard, the client's rows cut between them, then committed on all or none. False when
-// the client is gone.
+// The COPY on every leg, the client's rows cut between them (all to the one leg when there is one), then
+// ended by copy_finish. False when the client is gone.
 awaitable<bool> ClientSession::copy_across(WriteRun& run, const sql::ShardTarget& target,
                                            sharding::CopyFormat format) {
-  std::string why;
-  bool opened = co_await open_legs(run.legs, run.need.shards, 0, true, why);
-  if (!opened) {
-    run.fail(error_body(p::sqlstate::connection_failure, why));
-    co_return true;
-  }
-  bool reference = target.copy.key.empty();
+  bool reference = target.copy.key.empty() || run.legs.size() == 1;
   format.key_column = target.copy_key_column;
   if (!reference && format.key_column < 0) {  // no column list: the table's own column order
     QueryAnswer a;
@@ -284,7 +284,11 @@ awaitable<bool> ClientSession::run_copy_across(const ScatterRequest& client_req,
   } else if (!format) {
     run.fail(error_body(p::sqlstate::feature_not_supported, why));
   } else {
-    alive = co_await copy_across(run, target, *format);
+    bool opened = co_await open_legs(run.legs, need.shards, 0, true, why);
+    if (opened)
+      alive = co_await copy_across(run, target, *format);
+    else
+      run.fail(error_body(p::sqlstate::connection_failure, why));
   }
   release_legs(run.legs, !alive);
   write_done_at_ = routing::steady_ms();  // read-your-writes: as after any write on the primaries
@@ -292,6 +296,50 @@ awaitable<bool> ClientSession::run_copy_across(const ScatterRequest& client_req,
   if (!alive) co_return false;
   bool sent = co_await send_write_answer(run);
   co_return sent;
+}
+
+// A COPY FROM of the coordinated transaction: the rows of each shard on the transaction's part there (opened
+// where it has none yet); a COPY that explicitly targets one shard (a shard key set, an unsharded table)
+// sends every row to that shard, as it would outside. An error aborts the transaction, as on one server.
+awaitable<bool> ClientSession::coordinated_copy(const ScatterRequest& client_req,
+                                                const sharding::Need& need) {
+  std::string sql(client_req.sql);
+  ScatterRequest req;
+  req.sql = sql;
+  bool extended = client_req.extended;
+  client_buf_.consume(client_req.length);
+  sql::ShardTarget target = shard_map()->target(sql);
+  sharding::Need on = need;
+  if (need.kind == sharding::Need::Kind::one) on.shards = {need.shard};
+  WriteRun run(req, on);
+  run.begun = true;
+  std::string why;
+  auto format = copy_format(target.copy, why);
+  bool alive = true;
+  if (extended) {
+    run.fail(error_body(
+        p::sqlstate::feature_not_supported,
+        "pgrouter: a COPY FROM inside a transaction across shards must be sent as a simple query",
+        "Send the COPY with the simple query protocol (psql, psycopg's copy(), JDBC's CopyManager do)."));
+  } else if (!format) {
+    run.fail(error_body(p::sqlstate::feature_not_supported, why));
+  } else {
+    bool lent = co_await lend_legs(on.shards, run.legs, why);
+    if (lent)
+      alive = co_await copy_across(run, target, *format);
+    else
+      run.fail(std::move(why));
+  }
+  char status = return_legs(run.legs, !alive || !run.error.empty());
+  write_done_at_ = routing::steady_ms();
+  required_lsn_ = 0;
+  if (!alive) co_return false;
+  std::string out;
+  answer_write(run, out);
+  p::append_ready_for_query(out, status);
+  net::error_code ec;
+  co_await client_write_any(out, ec);
+  co_return !ec;
 }
 
 }  // namespace pgrouter::session

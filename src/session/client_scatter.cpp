@@ -158,7 +158,7 @@ std::optional<ScatterRequest> ClientSession::scatter_candidate(const char* d, si
   }
   bool runs = (need.kind == Kind::scatter && scatter_allowed()) ||
               (need.kind == Kind::write_across && writes_across_allowed());
-  if (begun) runs = runs && writes_across_allowed() && !shard_map()->target(req->sql).copy_from;
+  if (begun) runs = runs && writes_across_allowed();
   if (!explain && !runs) return std::nullopt;
   return req;
 }

@@ -145,7 +145,78 @@ def test_a_copy_that_fails_anywhere_leaves_no_row_and_errs_as_postgresql(cluster
     with rejecting.connect() as c:
         code, msg = copy_error(c, f"COPY {TABLE} (tenant_id, v) FROM STDIN", b"1\tx\n")
         assert code == "0A000" and "cross_shard_writes is reject" in msg
-    with router.connect(autocommit=False) as c:  # inside a transaction: refused
+    with rejecting.connect(autocommit=False) as c:  # inside a transaction too
         c.execute("SELECT 1")
-        code, _ = copy_error(c, f"COPY {TABLE} (tenant_id, v) FROM STDIN", b"1\tx\n")
-        assert code == "0A000"
+        code, msg = copy_error(c, f"COPY {TABLE} (tenant_id, v) FROM STDIN", b"1\tx\n")
+        assert code == "0A000" and "cross_shard_writes is reject" in msg
+
+
+def copy_rows(conn, sql, data):
+    with conn.cursor() as cur:
+        with cur.copy(sql) as copy:
+            copy.write(data)
+        return cur.rowcount
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_copy_inside_a_transaction_commits_and_rolls_back_with_it(cluster, pgrouter, tables, mode):
+    """psycopg's default (autocommit off) puts each COPY inside a transaction: the rows of several shards are
+    written on the transaction's part on each shard and committed or rolled back with it, as on one server."""
+    print(f"seed {SEED}")
+    keys = keys_for_test(random.Random(SEED), 10)
+    data = "".join(f"{k}\tc{i}\n" for i, k in enumerate(keys)).encode()
+    cfg = config(cluster)
+    cfg["pool"]["mode"] = mode
+    router = pgrouter(cfg)
+    with router.connect(autocommit=False) as c:
+        # The COPY first (the BEGIN psycopg sent is still pgrouter's), then rolled back: nothing anywhere.
+        assert copy_rows(c, f"COPY {TABLE} (tenant_id, v) FROM STDIN", data) == len(keys)
+        assert c.execute(f"SELECT count(*) FROM {TABLE}").fetchone() == (len(keys),)  # its own rows
+        c.rollback()
+        assert all_rows(cluster) == []
+        # After a keyed INSERT (the transaction on one shard goes on across shards), beside a reference
+        # table's COPY, then committed.
+        c.execute(f"INSERT INTO {TABLE} (tenant_id, v) VALUES (%s, 'first')", (keys[0],))
+        assert copy_rows(c, f"COPY {TABLE} (tenant_id, v) FROM STDIN", data) == len(keys)
+        assert copy_rows(c, f"COPY {REF} FROM STDIN (FORMAT csv)", b"1,free\n2,pro\n") == 4
+        assert c.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        c.commit()
+        # A savepoint before the COPY: rolling back to it undoes the COPY on every shard.
+        c.execute(f"INSERT INTO {TABLE} (tenant_id, v) VALUES (%s, 'kept')", (keys[1],))
+        c.execute("SAVEPOINT before_copy")
+        copy_rows(c, f"COPY {TABLE} (tenant_id, v) FROM STDIN", data)
+        c.execute("ROLLBACK TO SAVEPOINT before_copy")
+        c.commit()
+    want = [(keys[0], "first"), (keys[1], "kept")] + [(k, f"c{i}") for i, k in enumerate(keys)]
+    assert all_rows(cluster) == sorted(want)
+    assert misplaced(cluster, TABLE) == []
+    for server in shard_servers(cluster):
+        with cluster.connect(server) as s:
+            assert s.execute(f"SELECT id, name FROM {REF} ORDER BY id").fetchall() == [(1, "free"), (2, "pro")]
+    no_prepared_parts(cluster)
+
+
+def test_a_failed_copy_aborts_its_transaction_as_on_one_server(cluster, pgrouter, tables):
+    router = pgrouter(config(cluster))
+    bad_rows = b"1\tok\n2\tok\n3\tok\nnot-a-number\tbad\n"
+    sql = f"COPY {TABLE} (tenant_id, v) FROM STDIN"
+    with cluster.connect("shard1", autocommit=False) as direct, router.connect(autocommit=False) as c:
+        for fail in (False, True):  # a row PostgreSQL rejects; the client's CopyFail
+            answers = []
+            for conn in (direct, c):
+                conn.execute(f"INSERT INTO {TABLE} (tenant_id, v) VALUES (5, 'before')")
+                got = copy_error(conn, sql, b"1\tok\n2\tok\n" if fail else bad_rows, fail=fail)
+                status = conn.info.transaction_status
+                try:
+                    conn.execute("SELECT 1")
+                    after = None
+                except psycopg.Error as e:
+                    after = e.sqlstate
+                conn.rollback()
+                answers.append((got, status, after))
+            print(answers)
+            assert answers[0][0][0] in ("22P02", "57014")
+            assert answers[1] == answers[0]
+            assert answers[1][1] == psycopg.pq.TransactionStatus.INERROR and answers[1][2] == "25P02"
+    assert all_rows(cluster) == []
+    no_prepared_parts(cluster)

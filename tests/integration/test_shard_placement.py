@@ -57,7 +57,9 @@ def shard_of(tmp_path, cluster, key_type, modulus, keys):
     config = pgr.deep_merge(pgr.default_config(cluster, 5432, 0), {
         "databases": [{
             "name": "app",
-            "shards": [{"primary": cluster.endpoint("primary")} for _ in range(modulus)],
+            # (shard-of connects to none of them; each its own database name, as two shards that are one
+            # database are refused)
+            "shards": [{"primary": cluster.endpoint("primary"), "dbname": f"app_{i}"} for i in range(modulus)],
             "sharding": {"key_type": key_type, "strategy": "hash"},
         }],
     })

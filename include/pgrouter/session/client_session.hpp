@@ -497,7 +497,7 @@ class ClientSession {
   awaitable<bool> coordinated_write(const ScatterRequest& req, const sharding::Need& need);
   awaitable<bool> lend_legs(std::vector<int> shards, std::vector<ShardLeg>& legs, std::string& error);
   char return_legs(std::vector<ShardLeg>& legs, bool failed);
-  awaitable<bool> coordinated_request(size_t length);
+  awaitable<bool> coordinated_request(size_t& length);
   awaitable<bool> coordinated_prepare(const PrepareOnly& prepare);
   awaitable<ShardLeg*> coordinated_leg(int shard, std::string& error);
   awaitable<bool> relay_on_leg(ShardLeg& leg, const ScatterRequest& req);
@@ -508,6 +508,8 @@ class ClientSession {
   // reference table's to every shard), committed on all or none like the writes above. The request's bytes
   // are at the start of client_buf_, and it consumes them. False when the client is gone.
   awaitable<bool> run_copy_across(const ScatterRequest& req, const sharding::Need& need);
+  // The same inside a transaction coordinated across shards: on the transaction's parts, committed with it.
+  awaitable<bool> coordinated_copy(const ScatterRequest& req, const sharding::Need& need);
   struct CopyRun;
   awaitable<bool> copy_across(WriteRun& run, const sql::ShardTarget& target, sharding::CopyFormat format);
   awaitable<bool> copy_start(WriteRun& run, std::string& copy_in);
