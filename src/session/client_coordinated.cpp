@@ -512,6 +512,14 @@ std::string ClientSession::coordinated_check(std::optional<ScatterRequest>& req,
                       "supported",
                       "Use SET LOCAL inside the transaction (every shard it reaches gets it), or SET the "
                       "setting before BEGIN.");
+  // A SQL PREPARE would make the statement under the client's own name on one leg's server, which goes back
+  // to the pool with it, unknown to the client's other servers and visible to the next client's.
+  if (sql::parse_prepare(req->sql))
+    return error_body(
+        p::sqlstate::feature_not_supported,
+        "pgrouter: SQL PREPARE inside a transaction across shards is not supported",
+        "PREPARE the statement before BEGIN, or use the extended protocol's prepared statements "
+        "(Parse/Bind, as drivers do).");
   if (executes_prepared(req->sql))
     return error_body(p::sqlstate::feature_not_supported,
                       "pgrouter: SQL EXECUTE inside a transaction across shards is not supported",
@@ -540,13 +548,18 @@ awaitable<bool> ClientSession::coordinated_request(size_t& length) {
   }
   auto req = scatter_request(client_buf_.data(), length);
   if (req && !req->sql.empty() && coord_.get()->status == 'T') {
-    // DEALLOCATE of the client's statements: answered here, as the tracker names them on no leg's server.
+    // DEALLOCATE of the client's statements: done in the tracker, as it names them on no leg's server (and,
+    // as in PostgreSQL, not undone by a rollback).
     auto cmd = sql::parse_session_command(req->sql);
     using Kind = sql::SessionCommand::Kind;
     if (cmd && (cmd->kind == Kind::deallocate || cmd->kind == Kind::deallocate_all)) {
       std::string error;
       if (cmd->kind == Kind::deallocate && !tracker_->statement_query(cmd->name))
         error = error_body("26000", "prepared statement \"" + cmd->name + "\" does not exist");
+      else if (cmd->kind == Kind::deallocate)
+        tracker_->forget_statement(cmd->name);
+      else
+        tracker_->forget_named_statements();
       if (!error.empty()) coord_.get()->status = 'E';
       std::string tag = cmd->kind == Kind::deallocate ? "DEALLOCATE" : "DEALLOCATE ALL";
       std::string out = statement_answer(*req, error, tag, coord_.get()->status);

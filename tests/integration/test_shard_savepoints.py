@@ -209,6 +209,49 @@ def test_session_set_inside_a_transaction_across_shards_is_refused(cluster, pgro
     assert final_rows(cluster, TABLE) == sorted([(a, 1, "old"), (b, 1, "old")])
 
 
+DEALLOCATE_SCRIPT = [
+    # DEALLOCATE inside the transaction forgets the statement, and a rollback does not bring it back (prepared
+    # statements are not transactional in PostgreSQL); DEALLOCATE ALL likewise.
+    "PREPARE q AS SELECT 1", "BEGIN", UPDATE_A % "d1", UPDATE_B % "d1", "DEALLOCATE q", "EXECUTE q", "ROLLBACK",
+    "EXECUTE q", "PREPARE q AS SELECT 2", "EXECUTE q",
+    "BEGIN", UPDATE_A % "d2", UPDATE_B % "d2", "DEALLOCATE nope", "ROLLBACK",
+    "BEGIN", UPDATE_A % "d3", UPDATE_B % "d3", "DEALLOCATE ALL", "COMMIT",
+    "EXECUTE q", "PREPARE q AS SELECT 3", "EXECUTE q", "DEALLOCATE q"]
+
+
+def test_deallocate_inside_a_transaction_across_shards(cluster, pgrouter, keys):
+    """(Simple Queries only: a SQL PREPARE sent through Parse/Bind pins the client to its server
+    (pool.session_features), and a pinned client's transaction stays on its shard.)"""
+    a, b = keys
+    router = pgrouter(config(cluster))
+    answers = same_as_directly(cluster, router, DEALLOCATE_SCRIPT, a, b, prepare=False)
+    print(answers)
+    assert answers[5][0] == "26000" and answers[7][0] == "26000" and answers[9] == (None, [(2,)])
+    assert answers[-4][0] == "26000" and answers[-2] == (None, [(3,)])
+
+
+def test_sql_prepare_inside_a_transaction_across_shards_is_refused(cluster, pgrouter, keys):
+    """It would leave the statement, under the client's own name, on a pooled server: refused, and no server
+    of the pool (one per shard) has it afterwards."""
+    a, b = keys
+    reset_rows(cluster, a, b)
+    cfg = config(cluster)
+    cfg["pool"]["size"] = 1
+    router = pgrouter(cfg)
+    with router.connect() as c:
+        c.execute("BEGIN")
+        c.execute(f"UPDATE {TABLE} SET v = 'p' WHERE tenant_id = {a}")
+        c.execute(f"UPDATE {TABLE} SET v = 'p' WHERE tenant_id = {b}")
+        code, msg = sqlstate_of(c, "PREPARE leaked AS SELECT 42")
+        assert code == "0A000" and "PREPARE the statement before BEGIN" in msg, msg
+        c.execute("ROLLBACK")
+    with router.connect() as other:
+        for key in (a, b):
+            code, _ = sqlstate_of(other, f"/* pgrouter: shard_key={key} */ EXECUTE leaked")
+            assert code == "26000"
+    assert final_rows(cluster, TABLE) == sorted([(a, 1, "old"), (b, 1, "old")])
+
+
 def nested_transactions(conn, table, a, b):
     """Django/psycopg-style nesting: each `with conn.transaction()` inside another is a savepoint."""
     update = f"UPDATE {table} SET v = %s WHERE tenant_id = %s"

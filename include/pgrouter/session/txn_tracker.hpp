@@ -256,6 +256,12 @@ class TxnTracker {
   // shard as the unnamed statement): known from now on, prepared on a server wherever it is used. The name
   // must be new to the client.
   void define_statement(const std::string& name, std::string_view text, std::string_view types);
+  // A DEALLOCATE the client ran where no server saw it (inside a transaction across shards): the statement
+  // `name`, or every named one, is the client's no longer (servers keep their copies, for reuse).
+  void forget_statement(const std::string& name) { statements_.erase(name); }
+  void forget_named_statements() {
+    std::erase_if(statements_, [](const auto& kv) { return !kv.first.empty(); });
+  }
   // The Parse message that creates the client's statement `name` ("" its unnamed one), if one does.
   const std::string* parse_message_of(const std::string& name) const;
 
