@@ -123,7 +123,7 @@ ResultSet show_databases(const control::Config& config, const Controls& controls
           .add(db.name)
           .add(primary.host)
           .add(int64_t(primary.port))
-          .add(db.dbname)
+          .add(db.server_dbname(s))
           .add("")
           .add(int64_t(pool.size))
           .add(int64_t(pool.min_size))

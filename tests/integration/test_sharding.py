@@ -347,6 +347,7 @@ def test_shards_as_databases_of_one_server(cluster, pgrouter):
             c.execute("CREATE TABLE sh_db_hp (k bigint) PARTITION BY HASH (k)")
     router = pgrouter({
         "pool": {"mode": "transaction"},
+        "admin": {"admin_users": ["postgres"]},
         "databases": [{
             "name": "app",
             "dbname": "pgr_no_such_database",
@@ -394,5 +395,9 @@ def test_shards_as_databases_of_one_server(cluster, pgrouter):
             in_recovery[rec] += 1
         assert in_recovery.get(True, 0) > 0, "no keyed read reached shard 1's replica"
         assert c.execute("SELECT count(*) FROM sh_db").fetchone()[0] == len(keys)
+    with router.connect(user="postgres", dbname="pgrouter") as admin:
+        shown = admin.execute("SHOW DATABASES").fetchall()
+        names = [d.name for d in admin.execute("SHOW DATABASES").description]
+        assert [(r[names.index("shard")], r[names.index("database")]) for r in shown] == [(0, "app"), (1, "pgr_s1")]
     with cluster.connect("primary", dbname="postgres", autocommit=True) as c:
         c.execute("DROP DATABASE pgr_s1 WITH (FORCE)")
