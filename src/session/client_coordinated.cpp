@@ -210,6 +210,9 @@ bool ClientSession::coordination_wanted(const char* d, size_t n) {
   if (!txn_mode_ || pinned_ || !tracker_ || !shard_map() || client_tx_status_ != 'T' || !attached_.server ||
       tx_begin_only_ || !writes_across_allowed() || tx_replay_.unknown() || n < 5)
     return false;
+  // A session SET of the transaction is on its first shard's server only: another shard's part would run
+  // without it (a search_path, say: a wrong answer).
+  if (tracker_->sets_pending()) return false;
   char type = d[0];
   if (type != fe::kQuery && type != fe::kParse && type != fe::kBind) return false;
   uint32_t len = p::read_be32(d + 1);

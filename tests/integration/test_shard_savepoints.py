@@ -252,6 +252,36 @@ def test_sql_prepare_inside_a_transaction_across_shards_is_refused(cluster, pgro
     assert final_rows(cluster, TABLE) == sorted([(a, 1, "old"), (b, 1, "old")])
 
 
+def test_a_transaction_that_set_a_session_setting_stays_on_its_shard(cluster, pgrouter, keys):
+    """A session SET made while the transaction is on its first shard lives on that server only: another
+    shard's part would run without it (it answered '' here: a wrong answer). The statement for another shard
+    is refused; after a COMMIT the setting reaches every shard, as any committed SET does, and no other
+    client gets it."""
+    a, b = keys
+    reset_rows(cluster, a, b)
+    cfg = config(cluster)
+    cfg["pool"]["size"] = 1
+    router = pgrouter(cfg)
+    setting = f"SELECT current_setting('application_name') FROM {TABLE} WHERE tenant_id = %s"
+    with router.connect() as c:
+        c.execute("BEGIN")
+        c.execute(f"UPDATE {TABLE} SET v = 's' WHERE tenant_id = {a}")
+        c.execute("SET application_name = 'set_in_tx'")
+        code, msg = sqlstate_of(c, setting, (b,))
+        assert code == "0A000" and "SET a session setting" in msg and "SET LOCAL" in msg, msg
+        c.execute("ROLLBACK")
+        assert [c.execute(setting, (k,)).fetchone()[0] for k in (a, b)] == ["", ""]
+        c.execute("BEGIN")
+        c.execute(f"UPDATE {TABLE} SET v = 't' WHERE tenant_id = {a}")
+        c.execute("SET application_name = 'committed'")
+        assert c.execute(setting, (a,)).fetchone() == ("committed",)
+        c.execute("COMMIT")
+        assert [c.execute(setting, (k,)).fetchone()[0] for k in (a, b)] == ["committed", "committed"]
+    with router.connect() as other:  # the same two servers (pool size 1): nothing of the first client's
+        assert [other.execute(setting, (k,)).fetchone()[0] for k in (a, b)] == ["", ""]
+    assert final_rows(cluster, TABLE) == sorted([(a, 1, "t"), (b, 1, "old")])
+
+
 def nested_transactions(conn, table, a, b):
     """Django/psycopg-style nesting: each `with conn.transaction()` inside another is a savepoint."""
     update = f"UPDATE {table} SET v = %s WHERE tenant_id = %s"

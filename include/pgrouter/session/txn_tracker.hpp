@@ -214,6 +214,8 @@ class TxnTracker {
   void rewind();
   // A ROLLBACK TO SAVEPOINT may have undone a SET pgrouter cannot follow: the caller pins the client.
   bool uncertain() const { return uncertain_; }
+  // The open transaction (or the batch in flight) SET a session setting, kept only if it commits.
+  bool sets_pending() const { return !tx_sets_.empty() || !group_sets_.empty(); }
   // The feature behind the last Effect::unsupported ("LISTEN", "SET", ...).
   const std::string& feature() const { return feature_; }
   // The last simple Query's text has no statement that touches session state (Effect::none: no RESET, SET
