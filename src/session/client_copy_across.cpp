@@ -63,6 +63,19 @@ std::optional<sharding::CopyFormat> copy_format(const sql::ShardTarget::CopyFrom
   if (!why.empty()) return std::nullopt;
   return f;
 }
+
+// Why a COPY FROM across shards cannot run (an ErrorResponse body), if it cannot: its data must come as
+// CopyData of a simple Query's COPY, in a format cut into rows here (`format`, else `why`).
+std::optional<std::string> copy_refusal(bool extended, const std::optional<sharding::CopyFormat>& format,
+                                        const std::string& why) {
+  if (extended)
+    return error_body(
+        p::sqlstate::feature_not_supported,
+        "pgrouter: a COPY FROM across shards must be sent as a simple query",
+        "Send the COPY with the simple query protocol (psql, psycopg's copy(), JDBC's CopyManager do).");
+  if (!format) return error_body(p::sqlstate::feature_not_supported, why);
+  return std::nullopt;
+}
 }  // namespace
 
 struct ClientSession::CopyRun {
@@ -276,13 +289,8 @@ awaitable<bool> ClientSession::run_copy_across(const ScatterRequest& client_req,
                         need.message + ", and cross_shard_writes is reject",
                         "Set sharding.cross_shard_writes: two_phase, or COPY each shard key's rows with "
                         "SET pgrouter.shard_key."));
-  } else if (extended) {
-    run.fail(error_body(
-        p::sqlstate::feature_not_supported,
-        "pgrouter: a COPY FROM across shards must be sent as a simple query",
-        "Send the COPY with the simple query protocol (psql, psycopg's copy(), JDBC's CopyManager do)."));
-  } else if (!format) {
-    run.fail(error_body(p::sqlstate::feature_not_supported, why));
+  } else if (auto refused = copy_refusal(extended, format, why)) {
+    run.fail(std::move(*refused));
   } else {
     bool opened = co_await open_legs(run.legs, need.shards, 0, true, why);
     if (opened)
@@ -316,13 +324,8 @@ awaitable<bool> ClientSession::coordinated_copy(const ScatterRequest& client_req
   std::string why;
   auto format = copy_format(target.copy, why);
   bool alive = true;
-  if (extended) {
-    run.fail(error_body(
-        p::sqlstate::feature_not_supported,
-        "pgrouter: a COPY FROM inside a transaction across shards must be sent as a simple query",
-        "Send the COPY with the simple query protocol (psql, psycopg's copy(), JDBC's CopyManager do)."));
-  } else if (!format) {
-    run.fail(error_body(p::sqlstate::feature_not_supported, why));
+  if (auto refused = copy_refusal(extended, format, why)) {
+    run.fail(std::move(*refused));
   } else {
     bool lent = co_await lend_legs(on.shards, run.legs, why);
     if (lent)
@@ -334,12 +337,8 @@ awaitable<bool> ClientSession::coordinated_copy(const ScatterRequest& client_req
   write_done_at_ = routing::steady_ms();
   required_lsn_ = 0;
   if (!alive) co_return false;
-  std::string out;
-  answer_write(run, out);
-  p::append_ready_for_query(out, status);
-  net::error_code ec;
-  co_await client_write_any(out, ec);
-  co_return !ec;
+  bool sent = co_await send_write_answer(run, status);
+  co_return sent;
 }
 
 }  // namespace pgrouter::session

@@ -401,10 +401,10 @@ awaitable<bool> ClientSession::run_write_across(const ScatterRequest& req, const
   co_return sent;
 }
 
-awaitable<bool> ClientSession::send_write_answer(WriteRun& run) {
+awaitable<bool> ClientSession::send_write_answer(WriteRun& run, char status) {
   std::string out;
   answer_write(run, out);
-  p::append_ready_for_query(out, 'I');
+  p::append_ready_for_query(out, status);
   net::error_code ec;
   co_await client_write_any(out, ec);
   co_return !ec;
@@ -457,12 +457,8 @@ awaitable<bool> ClientSession::coordinated_write(const ScatterRequest& req, cons
     define_if_parsed(req, run.legs);
   }
   char status = return_legs(run.legs, !run.error.empty());
-  std::string out;
-  answer_write(run, out);
-  p::append_ready_for_query(out, status);
-  net::error_code ec;
-  co_await client_write_any(out, ec);
-  co_return !ec;
+  bool sent = co_await send_write_answer(run, status);
+  co_return sent;
 }
 
 }  // namespace pgrouter::session

@@ -445,7 +445,8 @@ class ClientSession {
   awaitable<void> prepare_and_commit(WriteRun& run, std::vector<ShardLeg*> parts);
   awaitable<std::optional<sharding::two_phase::Outcome>> decide(WriteRun& run);
   void answer_write(WriteRun& run, std::string& out);
-  awaitable<bool> send_write_answer(WriteRun& run);  // answer_write and ReadyForQuery 'I'; false: client gone
+  // answer_write and a ReadyForQuery of `status`; false: the client is gone.
+  awaitable<bool> send_write_answer(WriteRun& run, char status = 'I');
   // Transactions across shards (client_coordinated.cpp): when a request of an open transaction needs
   // another shard, the transaction's server leaves the relay and the session runs each later request on its
   // shard's server itself, up to a COMMIT (commit_across) or a ROLLBACK.
