@@ -376,11 +376,17 @@ bool ClientSession::shard_refusal(char type, std::string_view body) {
 bool ClientSession::refuse_elsewhere(char type, std::string_view body) {
   Need need = shard_need(type, body, {});
   if (need.kind == Need::Kind::any || (need.kind == Need::Kind::one && need.shard == shard_)) return false;
-  std::string needs = need.message;  // (what the shard map said, before the reasons below)
-  if (need.kind == Need::Kind::one) {
-    need.message =
-        "pgrouter: this statement's rows are on shard " + std::to_string(need.shard) +
-        ", but its transaction runs on shard " + std::to_string(shard_) +
+  if (need.kind == Need::Kind::one)
+    need.message = "pgrouter: this statement's rows are on shard " + std::to_string(need.shard) +
+                   ", but its transaction runs on shard " + std::to_string(shard_);
+  if (txn_mode_ && writes_across_allowed() && tracker_->sets_pending()) {  // (coordination_wanted()'s no)
+    need.message +=
+        ", and the transaction SET a session setting there, which pgrouter cannot carry to another shard's "
+        "part of it";
+    need.hint =
+        "SET the setting before BEGIN, or use SET LOCAL (it goes with the transaction to every shard).";
+  } else if (need.kind == Need::Kind::one) {
+    need.message +=
         (!writes_across_allowed() ? ", and sharding.cross_shard_writes is reject"
          : tx_replay_.unknown()
              ? ", and the transaction cannot go on across shards: a savepoint statement or SET LOCAL of it "
@@ -413,16 +419,6 @@ bool ClientSession::refuse_elsewhere(char type, std::string_view body) {
         ", and inside a transaction a cross-shard read runs only as a request of its own (a simple Query, or "
         "Parse/Bind/Execute/Sync of the unnamed statement) whose rows pgrouter can merge exactly";
     need.hint = "Send it on its own, or outside BEGIN ... COMMIT, or limit it to one shard key.";
-  }
-  if (txn_mode_ && writes_across_allowed() && tracker_->sets_pending()) {  // (coordination_wanted()'s no)
-    need.message = (need.kind == Need::Kind::one
-                        ? "pgrouter: this statement's rows are on shard " + std::to_string(need.shard) +
-                              ", but its transaction runs on shard " + std::to_string(shard_)
-                        : needs) +
-                   ", and the transaction SET a session setting there, which pgrouter cannot carry to "
-                   "another shard's part of it";
-    need.hint =
-        "SET the setting before BEGIN, or use SET LOCAL (it goes with the transaction to every shard).";
   }
   w_.stats().shard_refused_total.fetch_add(1, std::memory_order_relaxed);
   log::debug("statement refused by sharding",
